@@ -1,0 +1,24 @@
+"""Aggregate: per-item results → the products and summary.json in S3; fails the run above the tolerance."""
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from granulemap.aggregation import aggregate
+from granulemap.models import AggregatorEvent
+from granulemap.observability import logger, metrics, tracer
+from granulemap.settings import load_settings
+from granulemap.storage import Bucket
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics(raise_on_empty_metrics=False)
+@event_parser(model=AggregatorEvent)
+def handler(event: AggregatorEvent, context: LambdaContext) -> dict:
+    settings = load_settings()
+    summary = aggregate(event, Bucket(settings.bucket))
+    for name, value in summary.items.model_dump().items():
+        metrics.add_metric(name=f"RunItems{name.capitalize()}", unit=MetricUnit.Count, value=value)
+    logger.info("run aggregated", extra={"status": summary.status, "items": summary.items.model_dump()})
+    return {"status": summary.status, "items": summary.items.model_dump(), "outputs": summary.outputs}

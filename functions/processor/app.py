@@ -1,0 +1,30 @@
+"""Processor: one item of the Distributed Map → its result in S3; or, after the last retry, its failure record."""
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from granulemap.credentials import load_credentials
+from granulemap.events import ProcessorInvocation
+from granulemap.models import FailureEvent
+from granulemap.observability import logger, metrics, tracer
+from granulemap.processing import process_item, record_failure
+from granulemap.settings import load_settings
+from granulemap.storage import Bucket
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics(raise_on_empty_metrics=False)
+@event_parser(model=ProcessorInvocation)
+def handler(event: ProcessorInvocation, context: LambdaContext) -> dict:
+    settings = load_settings()
+    bucket = Bucket(settings.bucket)
+    if isinstance(event.root, FailureEvent):
+        record = record_failure(event.root, bucket)
+        metrics.add_metric(name="ItemsFailed", unit=MetricUnit.Count, value=1)
+        logger.warning("item failed", extra=record)
+        return record
+    result = process_item(event.root, bucket, lambda ref: load_credentials(ref, settings))
+    metrics.add_metric(name=f"Items{result.status.capitalize()}", unit=MetricUnit.Count, value=1)
+    return result.model_dump(mode="json")

@@ -1,0 +1,112 @@
+"""BuildCatalog: validate the execution input, find the granules, split them into items, write the manifest to S3."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import os
+from collections import Counter
+
+from granulemap import layout
+from granulemap.errors import InvalidInput
+from granulemap.models import (
+    CatalogOutput,
+    CatalogRef,
+    ExecutionInput,
+    Granule,
+    MapConfig,
+    RunContext,
+    parse_model,
+)
+from granulemap.recipes import Recipe, get_recipe
+from granulemap.settings import Settings
+from granulemap.storage import Bucket, split_s3_url
+
+
+def validate_input(raw: object, settings: Settings, now: dt.datetime | None = None) -> tuple[ExecutionInput, Recipe]:
+    """Everything that can be wrong with the input, checked before any work: raises InvalidInput naming the field."""
+    execution = parse_model(ExecutionInput, raw, "execution input")
+    recipe = get_recipe(execution.recipe)
+    recipe.parse_params(execution.params)
+    start, end = execution.date_range(now)
+    days = (end - start).days + 1
+    if days > settings.max_range_days:
+        raise InvalidInput(
+            f"field 'end': the range {start}..{end} covers {days} days, more than the limit of "
+            f"{settings.max_range_days} days (template parameter MaxRangeDays); split the run"
+        )
+    if execution.source is None and execution.collection is None and recipe.collection is None:
+        raise InvalidInput(f"field 'collection': recipe {recipe.name} has no default collection; give one")
+    return execution, recipe
+
+
+def _in_range(when: dt.datetime | None, start: dt.date, end: dt.date) -> bool:
+    return when is not None and start <= when.astimezone(dt.UTC).date() <= end
+
+
+def list_source(source: str, recipe: Recipe, start: dt.date, end: dt.date) -> list[Granule]:
+    """Granules in a local directory, file:// URL or s3:// prefix whose file-name time is within the range."""
+    names: list[str]
+    if source.startswith("s3://"):
+        bucket_name, prefix = split_s3_url(source)
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        names = [f"s3://{bucket_name}/{key}" for key in Bucket(bucket_name).keys(prefix)]
+    else:
+        directory = source.removeprefix("file://")
+        if not os.path.isdir(directory):
+            raise InvalidInput(f"field 'source': {directory} is not a directory that exists here")
+        directory = os.path.abspath(directory)
+        names = [os.path.join(directory, n) for n in sorted(os.listdir(directory))]
+    granules = []
+    for url in names:
+        name = url.rsplit("/", 1)[-1]
+        if not fnmatch.fnmatch(name, recipe.file_pattern):
+            continue
+        when = recipe.granule_time(name)
+        if _in_range(when, start, end):
+            granules.append(Granule(url=url, time=when))
+    return sorted(granules, key=lambda g: (g.time, g.url))
+
+
+def build_catalog(
+    raw_input: object, run_id: str, settings: Settings, bucket: Bucket, now: dt.datetime | None = None
+) -> CatalogOutput:
+    execution, recipe = validate_input(raw_input, settings, now)
+    params = recipe.parse_params(execution.params)
+    start, end = execution.date_range(now)
+    provider = None
+    if execution.source is not None:
+        granules = list_source(execution.source, recipe, start, end)
+    else:
+        from granulemap.cmr import search_granules
+
+        collection = execution.collection or recipe.collection
+        assert collection is not None
+        granules, provider, _ = search_granules(collection, start, end, execution.bbox)
+    items = recipe.make_items(granules, params, execution)
+    duplicates = [i for i, n in Counter(item.id for item in items).items() if n > 1]
+    if duplicates:
+        raise InvalidInput(f"field 'source': several granules map to the same item id: {duplicates[:5]}")
+    run = RunContext(
+        run_id=run_id,
+        recipe=recipe.name,
+        params=params.model_dump(mode="json"),
+        config_id=recipe.config_id(params, execution),
+        daac=provider,
+    )
+    key = layout.manifest_key(run_id)
+    bucket.put_json(key, [item.model_dump(mode="json", exclude_defaults=True) for item in items])
+    recipe.prepare(items, run, params, bucket)
+    return CatalogOutput(
+        run=run,
+        catalog=CatalogRef(bucket=bucket.name, key=key, count=len(items)),
+        map=MapConfig(
+            max_concurrency=execution.max_concurrency or settings.default_max_concurrency,
+            tolerated_failure_percentage=(
+                execution.tolerated_failure_percentage
+                if execution.tolerated_failure_percentage is not None
+                else settings.default_tolerated_failure_percentage
+            ),
+        ),
+    )

@@ -1,0 +1,155 @@
+"""The ``granulemap`` command: run the pipeline locally, reduce single granules, list recipes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from granulemap.errors import GranulemapError, InvalidInput
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--param takes KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def execution_input(args: argparse.Namespace) -> dict[str, Any]:
+    """The execution input a CLI invocation stands for (the same document start-execution takes)."""
+    params = dict(args.param or [])
+    for name in ("method",):
+        if getattr(args, name, None) is not None:
+            params[name] = getattr(args, name)
+    doc: dict[str, Any] = {"recipe": args.recipe, "start": args.start, "end": args.end}
+    if getattr(args, "source", None):
+        doc["source"] = str(Path(args.source).resolve()) if not args.source.startswith("s3://") else args.source
+    for key in ("collection", "max_concurrency", "tolerated_failure_percentage"):
+        if getattr(args, key, None) is not None:
+            doc[key] = getattr(args, key)
+    if getattr(args, "bbox", None):
+        doc["bbox"] = args.bbox
+    if params:
+        doc["params"] = params
+    return doc
+
+
+def _local_settings() -> Any:
+    """The settings BuildCatalog would get from template.yaml, to validate before starting anything."""
+    from granulemap.local.engine import ACCOUNT, LOCAL_BUCKET, LOCAL_STACK_NAME, REGION, project_root
+    from granulemap.local.template import read_local_template
+    from granulemap.settings import load_settings
+
+    template = read_local_template(project_root(), LOCAL_BUCKET, REGION, ACCOUNT, LOCAL_STACK_NAME)
+    return load_settings(template.functions["CatalogBuilderFunction"].environment)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from granulemap.catalog import validate_input
+    from granulemap.local.run import run_locally
+
+    doc = execution_input(args)
+    validate_input(doc, _local_settings())
+    summary = run_locally(doc, Path(args.out), workers=args.workers, progress=not args.quiet)
+    items = summary["items"]
+    print(f"{summary['status']}: {items['succeeded']} succeeded, {items['skipped']} skipped, "
+          f"{items['failed']} failed of {items['total']} items")
+    if summary.get("message"):
+        print(summary["message"])
+    for failure in summary.get("failures", [])[:20]:
+        print(f"  failed {failure['item']}: {failure['error']}: {failure['cause']}")
+    print("outputs:")
+    for path in summary.get("outputs", []):
+        print(f"  {path}")
+    return 0 if summary["status"] == "SUCCEEDED" else 1
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from granulemap.granule_access import GranuleAccess
+    from granulemap.models import Granule, Item, RunContext
+    from granulemap.recipes import get_recipe
+    from granulemap.recipes.base import item_id_for
+
+    recipe = get_recipe(args.recipe)
+    raw = dict(args.param or [])
+    if args.method is not None:
+        raw["method"] = args.method
+    params = recipe.parse_params(raw)
+    run = RunContext(run_id="process", recipe=recipe.name, params=params.model_dump(mode="json"),
+                     config_id=recipe.config_id(params))
+    access = GranuleAccess(run)
+    status = 0
+    for path in args.files:
+        url = str(Path(path).resolve())
+        item = Item(id=item_id_for(url), granules=[Granule(url=url, time=recipe.granule_time(Path(path).name))])
+        try:
+            print(json.dumps(recipe.process(item, params, access, run)), flush=True)
+        except GranulemapError as exc:
+            print(f"granulemap: {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from granulemap.recipes import available, get_recipe
+
+    for name in sorted(available()):
+        recipe = get_recipe(name)
+        print(f"{name:20s} {recipe.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="granulemap", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the state machine locally (moto's Step Functions engine, offline)")
+    run.add_argument("--recipe", required=True)
+    run.add_argument("--start", required=True, help="first date, inclusive (YYYY-MM-DD)")
+    run.add_argument("--end", required=True, help="last date, inclusive (YYYY-MM-DD)")
+    run.add_argument("--source", required=True, help="directory (or s3:// prefix) of granules")
+    run.add_argument("--out", required=True, help="directory for the products, summary.json and logs")
+    run.add_argument("--method", help="recipe method (sst-global-mean: ocean or podaac-tutorial)")
+    run.add_argument("--param", action="append", type=_parse_param, metavar="KEY=VALUE", help="recipe parameter")
+    run.add_argument("--max-concurrency", type=int, dest="max_concurrency")
+    run.add_argument("--tolerated-failure-percentage", type=float, dest="tolerated_failure_percentage")
+    run.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    run.add_argument("--quiet", action="store_true", help="no progress lines")
+    run.set_defaults(func=cmd_run)
+
+    proc = sub.add_parser("process", help="run only the per-item reduction on local files; one JSON line each")
+    proc.add_argument("--recipe", required=True)
+    proc.add_argument("--method")
+    proc.add_argument("--param", action="append", type=_parse_param, metavar="KEY=VALUE")
+    proc.add_argument("files", nargs="+")
+    proc.set_defaults(func=cmd_process)
+
+    recipes = sub.add_parser("recipes", help="list the installed recipes")
+    recipes.set_defaults(func=cmd_recipes)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InvalidInput as exc:
+        print(f"granulemap: {exc}", file=sys.stderr)
+        return 2
+    except GranulemapError as exc:
+        print(f"granulemap: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("granulemap: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Named errors. Their class names are the Lambda ``errorType`` that the state machine's Retry/Catch match.
+
+Transient errors are retried by statemachine/pipeline.asl.json (exponential backoff, full jitter);
+permanent errors are not. ``TRANSIENT_ERROR_NAMES`` is the one list of what is retried, and a test
+checks that the ASL file retries exactly these (plus the Lambda service's own transient errors).
+"""
+
+from __future__ import annotations
+
+
+class GranulemapError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidInput(GranulemapError):
+    """The execution input (or a CLI argument) is wrong; the message names the field. Nothing was written."""
+
+
+class TransientError(GranulemapError):
+    """Worth retrying: throttling, a timeout, a credential that just expired."""
+
+
+class StorageThrottled(TransientError):
+    """S3 said SlowDown/503 or timed out."""
+
+
+class CredentialsExpired(TransientError):
+    """The temporary DAAC credentials expired while in use; a retry reads fresh ones."""
+
+
+class SourceUnavailable(TransientError):
+    """The catalog service (CMR) or the data source did not answer in time."""
+
+
+class PermanentItemError(GranulemapError):
+    """This item cannot be processed however often it is retried."""
+
+
+class GranuleUnreadable(PermanentItemError):
+    """The granule is corrupt, truncated or not a file this recipe can open."""
+
+
+class VariableMissing(PermanentItemError):
+    """The granule lacks a variable (or attribute) the recipe needs: probably the wrong product."""
+
+
+class TooManyFailures(GranulemapError):
+    """More items failed than the run's tolerated failure percentage allows."""
+
+
+class CatalogError(GranulemapError):
+    """The catalog could not be built (e.g. CMR answered with an error after retries)."""
+
+
+class CredentialsUnavailable(GranulemapError):
+    """Earthdata Login credentials are missing or were refused."""
+
+
+TRANSIENT_ERROR_NAMES: tuple[str, ...] = (
+    TransientError.__name__,
+    StorageThrottled.__name__,
+    CredentialsExpired.__name__,
+    SourceUnavailable.__name__,
+)
+"""Our own retryable error names, as the ASL Retry lists them."""
+
+LAMBDA_SERVICE_TRANSIENT_ERRORS: tuple[str, ...] = (
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+)
+"""Errors of the Lambda service itself that AWS recommends retrying."""

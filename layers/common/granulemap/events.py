@@ -1,0 +1,26 @@
+"""Models of the payloads the state machine hands each function (see statemachine/pipeline.asl.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, RootModel
+
+from granulemap.models import FailureEvent, ProcessorEvent, RunContext
+
+
+class CatalogEvent(BaseModel):
+    """BuildCatalog gets the raw execution input (validated by the logic, so errors name the field) and its name."""
+
+    model_config = ConfigDict(extra="forbid")
+    input: Any
+    execution: str
+
+
+class CredentialsEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    run: RunContext
+
+
+class ProcessorInvocation(RootModel[FailureEvent | ProcessorEvent]):
+    """Either one item to process, or (from the Map's Catch) one item's final failure to record."""

@@ -1,0 +1,73 @@
+"""How a recipe reaches a granule: in place on a local disk, or in S3 (with DAAC credentials when the run has them)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from granulemap.errors import CredentialsExpired, GranuleUnreadable
+from granulemap.models import RunContext
+from granulemap.storage import _translate, split_s3_url
+
+_EXPIRED_CODES = {"ExpiredToken", "ExpiredTokenException", "InvalidToken", "TokenRefreshRequired"}
+
+
+def local_path_of(url: str) -> str | None:
+    """The local file path of a plain path or file:// URL; None for s3:// URLs."""
+    if url.startswith("s3://"):
+        return None
+    return url.removeprefix("file://")
+
+
+class GranuleAccess:
+    """Opens the granules of one item. Credentials are read by reference, cached and refreshed before expiry."""
+
+    def __init__(self, run: RunContext, credentials_loader: Any | None = None):
+        self.run = run
+        self._credentials_loader = credentials_loader
+
+    def local_path(self, url: str) -> str | None:
+        path = local_path_of(url)
+        if path is not None and not os.path.isfile(path):
+            raise GranuleUnreadable(f"granule {path} does not exist or is not a file")
+        return path
+
+    def s3_credentials(self) -> dict[str, str] | None:
+        """Temporary DAAC credentials (accessKeyId, secretAccessKey, sessionToken), or None to use the role's own."""
+        if self.run.credentials is None or self._credentials_loader is None:
+            return None
+        return self._credentials_loader(self.run.credentials)
+
+    def _s3_client(self) -> Any:
+        from granulemap.storage import s3_client
+
+        creds = self.s3_credentials()
+        if creds is None:
+            return s3_client()
+        import boto3
+
+        return boto3.client(
+            "s3",
+            aws_access_key_id=creds["accessKeyId"],
+            aws_secret_access_key=creds["secretAccessKey"],
+            aws_session_token=creds["sessionToken"],
+        )
+
+    def read_bytes(self, url: str) -> bytes:
+        """The whole granule in memory (local file or S3 object)."""
+        path = self.local_path(url)
+        if path is not None:
+            with open(path, "rb") as f:
+                return f.read()
+        bucket, key = split_s3_url(url)
+        try:
+            return self._s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in _EXPIRED_CODES:
+                raise CredentialsExpired(f"S3 credentials expired while reading {url}") from exc
+            if code in {"NoSuchKey", "404", "AccessDenied", "403"}:
+                raise GranuleUnreadable(f"cannot read granule {url}: {code}") from exc
+            raise _translate(exc, f"reading {url}") from exc

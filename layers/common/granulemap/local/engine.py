@@ -1,0 +1,269 @@
+"""The local engine: statemachine/pipeline.asl.json executed by moto's Step Functions engine, offline.
+
+- A moto server on 127.0.0.1 emulates S3, Lambda, SSM, IAM and Step Functions; its Step Functions engine really
+  executes the state machine (Map in DISTRIBUTED mode, ItemReader, Retry, Catch, MaxConcurrency).
+- moto's Lambda would run code in Docker. We replace its one entry point, ``LambdaFunction._invoke_lambda``, so each
+  invocation runs the real handler from functions/*/app.py, with the environment template.yaml gives that function,
+  in a pool of worker processes: per-item work is CPU bound, and this way a local run uses every core.
+- Nothing here re-implements the workflow: the engine only creates the resources the template describes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing
+import os
+import socket
+import time
+import uuid
+import zipfile
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+import boto3
+import requests
+
+from granulemap.local import worker
+from granulemap.local.template import LocalTemplate, read_local_template, substitute_definition
+
+REGION = "us-west-2"
+ACCOUNT = "123456789012"
+LOCAL_STACK_NAME = "granulemap-local"
+LOCAL_BUCKET = "granulemap-local"
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
+TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+
+
+def project_root() -> Path:
+    """The folder holding template.yaml: GRANULEMAP_ROOT, else the source checkout this package lives in."""
+    env = os.environ.get("GRANULEMAP_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "template.yaml").is_file() and (parent / "statemachine").is_dir():
+            return parent
+    raise FileNotFoundError("cannot find template.yaml: run from a granulemap checkout or set GRANULEMAP_ROOT")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _dummy_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("app.py", "def handler(event, context):\n    raise RuntimeError('replaced by the local engine')\n")
+    return buf.getvalue()
+
+
+class LocalEngine:
+    """Context manager: an emulated AWS account with the app's resources; runs executions of the real ASL file."""
+
+    def __init__(
+        self,
+        root: Path | None = None,
+        workers: int | None = None,
+        log_path: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+        parameter_overrides: dict[str, str] | None = None,
+    ):
+        self.root = root or project_root()
+        self.workers = workers or os.cpu_count() or 1
+        self.log_path = log_path
+        self.extra_env = extra_env or {}
+        self.parameter_overrides = parameter_overrides or {}
+        self.bucket = LOCAL_BUCKET
+        self.template: LocalTemplate
+        self.state_machine_arn = ""
+        self._server: Any = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._original_invoke: Any = None
+        self._saved_env: dict[str, str | None] = {}
+
+    # ---- lifecycle -----------------------------------------------------------------------------------
+    def __enter__(self) -> LocalEngine:
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+        port = _free_port()
+        self.endpoint = f"http://127.0.0.1:{port}"
+        # moto's engine calls its own services at http://localhost:$MOTO_PORT: set it before the server starts.
+        self._setenv({"MOTO_PORT": str(port), "AWS_DEFAULT_REGION": REGION, **FAKE_CREDENTIALS})
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self._server.start()
+        requests.post(f"{self.endpoint}/moto-api/config",
+                      json={"stepfunctions": {"execute_state_machine": True}}, timeout=10).raise_for_status()
+        self.template = read_local_template(self.root, self.bucket, REGION, ACCOUNT, LOCAL_STACK_NAME,
+                                            self.parameter_overrides)
+        self._start_pool()
+        self._patch_lambda()
+        self._create_resources()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from moto.awslambda.models import LambdaFunction
+
+        if self._original_invoke is not None:
+            LambdaFunction._invoke_lambda = self._original_invoke  # type: ignore[method-assign]
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._server is not None:
+            self._server.stop()
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    def _setenv(self, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+
+    def worker_env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ENDPOINT_URL_S3": self.endpoint,
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            **FAKE_CREDENTIALS,
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_DEV": "false",
+            "GRANULEMAP_LOCAL": "1",
+            **self.extra_env,
+        }
+
+    def _start_pool(self) -> None:
+        self._pool = ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=worker.init_worker,
+            initargs=(self.worker_env(), str(self.log_path) if self.log_path else None),
+        )
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint,
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    # ---- lambda dispatch -----------------------------------------------------------------------------
+    def _patch_lambda(self) -> None:
+        from moto.awslambda.models import LambdaFunction
+
+        specs = {
+            name: {
+                "function_name": spec.function_name,
+                "code_dir": spec.code_dir,
+                "handler": spec.handler,
+                "environment": spec.environment,
+                "memory_size": spec.memory_size,
+                "arn": spec.arn,
+            }
+            for name, spec in self.template.functions.items()
+        }
+        engine = self
+
+        def _invoke_lambda(fn: Any, event: Any = None) -> tuple[str, bool, str]:
+            spec = specs.get(fn.function_name)
+            if spec is None:
+                return json.dumps({"errorType": "ResourceNotFound",
+                                   "errorMessage": f"{fn.function_name} is not in template.yaml"}), True, ""
+            if isinstance(event, (str, bytes)):
+                event = json.loads(event) if event else {}
+            try:
+                assert engine._pool is not None
+                return engine._pool.submit(worker.invoke, spec, event).result()
+            except BrokenProcessPool:
+                engine._start_pool()
+                return json.dumps({"errorType": "Lambda.ServiceException",
+                                   "errorMessage": "the local worker process died; restarted"}), True, ""
+
+        self._original_invoke = LambdaFunction._invoke_lambda
+        LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign]
+
+    # ---- resources -----------------------------------------------------------------------------------
+    def _create_resources(self) -> None:
+        s3 = self.client("s3")
+        s3.create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        iam = self.client("iam")
+        role_arn = iam.create_role(
+            RoleName="granulemap-local",
+            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+        )["Role"]["Arn"]
+        lam = self.client("lambda")
+        code = _dummy_zip()
+        for spec in self.template.functions.values():
+            lam.create_function(
+                FunctionName=spec.function_name, Runtime="python3.12", Role=role_arn, Handler=spec.handler,
+                Code={"ZipFile": code}, Timeout=spec.timeout, MemorySize=spec.memory_size,
+                Environment={"Variables": spec.environment},
+            )
+        sm = self.template.state_machine
+        definition = substitute_definition(sm.definition_path.read_text(), sm.substitutions)
+        self.state_machine_arn = self.client("stepfunctions").create_state_machine(
+            name=f"{LOCAL_STACK_NAME}-pipeline", definition=definition, roleArn=role_arn
+        )["stateMachineArn"]
+
+    # ---- executions ----------------------------------------------------------------------------------
+    def start(self, execution_input: dict[str, Any], name: str | None = None) -> str:
+        name = name or time.strftime("local-%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:6]
+        return self.client("stepfunctions").start_execution(
+            stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(execution_input)
+        )["executionArn"]
+
+    def wait(self, execution_arn: str, poll: float = 0.2, timeout: float | None = None,
+             on_poll: Any = None) -> dict[str, Any]:
+        sfn = self.client("stepfunctions")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            desc = sfn.describe_execution(executionArn=execution_arn)
+            if desc["status"] in TERMINAL:
+                return desc
+            if on_poll is not None:
+                on_poll()
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"execution {execution_arn} still {desc['status']} after {timeout} s")
+            time.sleep(poll)
+
+    def run(self, execution_input: dict[str, Any], name: str | None = None, **wait: Any) -> dict[str, Any]:
+        return self.wait(self.start(execution_input, name), **wait)
+
+    def history(self, execution_arn: str) -> list[dict[str, Any]]:
+        sfn = self.client("stepfunctions")
+        events, token = [], None
+        while True:
+            kwargs = {"executionArn": execution_arn, "maxResults": 1000}
+            if token:
+                kwargs["nextToken"] = token
+            page = sfn.get_execution_history(**kwargs)
+            events.extend(page["events"])
+            token = page.get("nextToken")
+            if not token:
+                return events
+
+    def download(self, key_or_prefix: str, dest: Path) -> list[Path]:
+        """Copy an object, or every object under a prefix ending in '/' or '.zarr', to ``dest``."""
+        s3 = self.client("s3")
+        paths = []
+        if key_or_prefix.endswith("/") or key_or_prefix.endswith(".zarr"):
+            prefix = key_or_prefix.rstrip("/") + "/"
+            base = dest / Path(key_or_prefix.rstrip("/")).name
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    target = base / obj["Key"][len(prefix):]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    s3.download_file(self.bucket, obj["Key"], str(target))
+            return [base]
+        target = dest / Path(key_or_prefix).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(self.bucket, key_or_prefix, str(target))
+        paths.append(target)
+        return paths

@@ -1,0 +1,107 @@
+"""Runs Lambda handlers in a worker process, the way the Lambda runtime would: the function's environment
+variables, its module loaded from its CodeUri, errors returned as a Lambda error payload (errorType, errorMessage)
+so that the state machine's Retry and Catch match on the error's name.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import traceback
+import uuid
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+_base_env: dict[str, str] = {}
+_function_env_keys: set[str] = set()
+_modules: dict[str, ModuleType] = {}
+
+
+@dataclass
+class LocalLambdaContext:
+    """The attributes of the Lambda context object that handlers and Powertools read."""
+
+    function_name: str
+    memory_limit_in_mb: int
+    invoked_function_arn: str
+    aws_request_id: str
+    function_version: str = "$LATEST"
+    log_group_name: str = ""
+    log_stream_name: str = ""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
+
+
+def init_worker(base_env: dict[str, str], log_path: str | None) -> None:
+    """Process initializer: the local AWS endpoint and fake credentials; stdout/stderr to the run's log file."""
+    global _base_env
+    _base_env = dict(base_env)
+    os.environ.update(base_env)
+    if log_path:
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+
+
+def _set_function_env(env: dict[str, str]) -> None:
+    global _function_env_keys
+    for key in _function_env_keys - env.keys():
+        if key in _base_env:
+            os.environ[key] = _base_env[key]
+        else:
+            os.environ.pop(key, None)
+    os.environ.update(env)
+    _function_env_keys = set(env)
+
+
+def _load_handler(code_dir: str, handler: str) -> Any:
+    module_name, _, func_name = handler.rpartition(".")
+    path = os.path.join(code_dir, *module_name.split(".")) + ".py"
+    module = _modules.get(path)
+    if module is None:
+        unique = "granulemap_local_fn_" + os.path.basename(code_dir.rstrip("/"))
+        spec = importlib.util.spec_from_file_location(unique, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load handler module {path}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _modules[path] = module
+    return getattr(module, func_name)
+
+
+def invoke(spec: dict[str, Any], event: Any) -> tuple[str, bool, str]:
+    """One invocation: (payload JSON, errored, logs), the triple moto's Lambda returns."""
+    _set_function_env(
+        {
+            **spec["environment"],
+            "AWS_LAMBDA_FUNCTION_NAME": spec["function_name"],
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec["memory_size"]),
+        }
+    )
+    context = LocalLambdaContext(
+        function_name=spec["function_name"],
+        memory_limit_in_mb=spec["memory_size"],
+        invoked_function_arn=spec["arn"],
+        aws_request_id=str(uuid.uuid4()),
+    )
+    try:
+        handler = _load_handler(spec["code_dir"], spec["handler"])
+        result = handler(event, context)
+        return json.dumps(result), False, ""
+    except Exception as exc:  # noqa: BLE001 - every error becomes a Lambda error payload, as in AWS
+        payload = {
+            "errorType": type(exc).__name__,
+            "errorMessage": str(exc),
+            "stackTrace": traceback.format_tb(exc.__traceback__)[-5:],
+        }
+        return json.dumps(payload), True, ""
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()

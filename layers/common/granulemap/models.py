@@ -1,0 +1,200 @@
+"""Typed models of everything that crosses an edge: execution input, manifest items, state payloads, summary.
+
+State payloads stay small (the 256 KiB Step Functions limit): lists of granules and results live in S3
+and payloads carry only their keys.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from granulemap.errors import InvalidInput
+
+MAX_CONCURRENCY_LIMIT = 10_000
+"""Step Functions' limit of parallel child executions of one Distributed Map."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ExecutionInput(_Strict):
+    """What a user (or the monthly schedule) passes to ``start-execution``.
+
+    ``start``/``end`` are inclusive UTC dates. ``period: "previous-month"`` (used by the schedule) means the
+    previous calendar month relative to the moment the run starts, and replaces start/end.
+    """
+
+    recipe: str = Field(min_length=1)
+    start: dt.date | None = None
+    end: dt.date | None = None
+    period: Literal["previous-month"] | None = None
+    source: str | None = Field(
+        default=None, description="local directory, file:// or s3:// prefix of granules; omitted: search NASA CMR"
+    )
+    collection: str | None = Field(default=None, description="CMR short name; default: the recipe's collection")
+    bbox: tuple[float, float, float, float] | None = Field(
+        default=None, description="west, south, east, north in degrees (west > east crosses the antimeridian)"
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="recipe parameters")
+    max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY_LIMIT)
+    tolerated_failure_percentage: float | None = Field(default=None, ge=0, le=100)
+
+    @field_validator("bbox")
+    @classmethod
+    def _check_bbox(cls, bbox: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:
+        if bbox is None:
+            return None
+        west, south, east, north = bbox
+        if not (-180 <= west <= 180 and -180 <= east <= 180):
+            raise ValueError("west and east must be within [-180, 180] degrees")
+        if not (-90 <= south <= 90 and -90 <= north <= 90):
+            raise ValueError("south and north must be within [-90, 90] degrees")
+        if south > north:
+            raise ValueError("south must not be greater than north")
+        return bbox
+
+    @model_validator(mode="after")
+    def _check_dates(self) -> ExecutionInput:
+        if self.period is not None:
+            if self.start is not None or self.end is not None:
+                raise ValueError("give either period or start/end, not both")
+            return self
+        if self.start is None:
+            raise ValueError("start is required (an ISO date such as 2022-01-01), or give period")
+        if self.end is None:
+            raise ValueError("end is required (an ISO date such as 2022-12-31), or give period")
+        if self.end < self.start:
+            raise ValueError(f"end ({self.end}) is before start ({self.start})")
+        return self
+
+    def date_range(self, now: dt.datetime | None = None) -> tuple[dt.date, dt.date]:
+        """The inclusive (start, end) dates of this run, resolving ``period`` against ``now`` (UTC)."""
+        if self.period == "previous-month":
+            today = (now or dt.datetime.now(dt.UTC)).date()
+            year, month = (today.year, today.month - 1) if today.month > 1 else (today.year - 1, 12)
+            return dt.date(year, month, 1), dt.date(year, month, calendar.monthrange(year, month)[1])
+        assert self.start is not None and self.end is not None
+        return self.start, self.end
+
+
+def parse_model[M: BaseModel](model: type[M], data: Any, what: str) -> M:
+    """Validate ``data`` into ``model``; any problem becomes one ``InvalidInput`` naming the fields."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "(input)"
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append(f"field '{field}': {message}")
+        raise InvalidInput(f"invalid {what}: " + "; ".join(problems)) from None
+
+
+class Granule(_Strict):
+    """One file: a local path, file:// URL or s3:// URL, and its nominal time when known."""
+
+    url: str
+    time: dt.datetime | None = None
+
+
+class Item(_Strict):
+    """One unit of work of the Distributed Map: one Processor call."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9._=+-]{1,200}$")
+    granules: list[Granule]
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class CredentialsRef(_Strict):
+    """Where the temporary DAAC S3 credentials are stored: never the secret itself."""
+
+    parameter: str
+    daac: str
+    expires: dt.datetime
+
+
+class RunContext(_Strict):
+    """What every item of a run shares: passed to each Processor call by the Map's ItemSelector."""
+
+    run_id: str
+    recipe: str
+    params: dict[str, Any]
+    config_id: str
+    daac: str | None = None
+    credentials: CredentialsRef | None = None
+
+
+class CatalogRef(_Strict):
+    bucket: str
+    key: str
+    count: int
+
+
+class MapConfig(_Strict):
+    max_concurrency: int
+    tolerated_failure_percentage: float
+
+
+class CatalogOutput(_Strict):
+    """BuildCatalog's result: small, whatever the number of items."""
+
+    run: RunContext
+    catalog: CatalogRef
+    map: MapConfig
+
+
+class ProcessorEvent(_Strict):
+    item: Item
+    run: RunContext
+
+
+class ProcessorResult(_Strict):
+    item: str
+    status: Literal["succeeded", "skipped"]
+    result_key: str
+
+
+class FailureEvent(_Strict):
+    """A Catch inside the Map hands the failed item here, to be recorded in S3."""
+
+    action: Literal["record_failure"]
+    item: Item
+    run: RunContext
+    error: dict[str, Any]
+
+
+class AggregatorEvent(_Strict):
+    run: RunContext
+    catalog: CatalogRef
+    map: MapConfig
+
+
+class Failure(_Strict):
+    item: str
+    error: str
+    cause: str
+
+
+class ItemCounts(_Strict):
+    total: int
+    succeeded: int
+    failed: int
+    skipped: int
+
+
+class Summary(_Strict):
+    """summary.json: what a run did. Written by Aggregate to S3 and copied to ``--out`` locally."""
+
+    status: Literal["SUCCEEDED", "FAILED"]
+    run_id: str
+    recipe: str
+    params: dict[str, Any]
+    items: ItemCounts
+    failures: list[Failure]
+    outputs: list[str]
+    message: str = ""

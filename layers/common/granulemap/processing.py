@@ -1,0 +1,62 @@
+"""ProcessItems' per-item work: skip what is done, reduce one item, publish its result; record final failures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from granulemap import faults, layout
+from granulemap.granule_access import GranuleAccess
+from granulemap.models import FailureEvent, ProcessorEvent, ProcessorResult
+from granulemap.recipes import get_recipe
+from granulemap.storage import Bucket
+
+
+def process_item(event: ProcessorEvent, bucket: Bucket, credentials_loader: Any | None = None) -> ProcessorResult:
+    """Reduce one item and store its result, unless a result of the same recipe configuration already exists.
+
+    The result object is written in one PUT after the work is complete, so a crash never leaves a result that
+    looks complete; its ``run_id`` tells the aggregator whether this run computed it or found it (skipped).
+    """
+    run, item = event.run, event.item
+    recipe = get_recipe(run.recipe)
+    key = layout.result_key(recipe.name, run.config_id, item.id)
+    existing = bucket.get_json_or_none(key)
+    if existing is not None:
+        status = "succeeded" if existing.get("run_id") == run.run_id else "skipped"
+        return ProcessorResult(item=item.id, status=status, result_key=key)
+    faults.before_item(item.id)
+    params = recipe.parse_params(run.params)
+    result = recipe.process(item, params, GranuleAccess(run, credentials_loader), run)
+    bucket.put_json(
+        key,
+        {
+            "item": item.id,
+            "run_id": run.run_id,
+            "computed_at": dt.datetime.now(dt.UTC).isoformat(),
+            "result": result,
+        },
+    )
+    return ProcessorResult(item=item.id, status="succeeded", result_key=key)
+
+
+def readable_cause(error: dict[str, Any]) -> tuple[str, str]:
+    """(error name, human cause) from a Catch's error output {"Error", "Cause"}; Lambda causes are JSON payloads."""
+    name = str(error.get("Error", "Unknown"))
+    cause = error.get("Cause", "")
+    try:
+        payload = json.loads(cause)
+        if isinstance(payload, dict) and "errorMessage" in payload:
+            cause = payload["errorMessage"]
+    except (TypeError, ValueError):
+        pass
+    return name, str(cause)
+
+
+def record_failure(event: FailureEvent, bucket: Bucket) -> dict[str, str]:
+    """Store the final failure of one item (after its retries) where the aggregator and the CLI find it."""
+    error, cause = readable_cause(event.error)
+    record = {"item": event.item.id, "error": error, "cause": cause}
+    bucket.put_json(layout.failure_key(event.run.run_id, event.item.id), record)
+    return record

@@ -1,0 +1,97 @@
+"""The recipe interface: the science of a run, and nothing about AWS.
+
+A recipe says what to search for (``collection``, ``file_pattern``, ``granule_time``), how to split the granules
+into items (``make_items``), how to reduce one item (``process``), and how to combine the per-item results into
+the products (``combine``). The state machine, the catalog, retries, skipping and failure accounting are the
+pipeline's job. A recipe is one object; register it under the ``granulemap.recipes`` entry point group.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from granulemap.models import Granule, Item, parse_model
+
+if TYPE_CHECKING:
+    from granulemap.granule_access import GranuleAccess
+    from granulemap.models import ExecutionInput, RunContext
+    from granulemap.storage import Bucket
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Recipe(abc.ABC):
+    """Base class of every recipe. Subclasses set the class variables and implement the abstract methods."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    """One line, shown by ``granulemap recipes``."""
+    collection: ClassVar[str | None] = None
+    """Default CMR collection short name (the execution input's ``collection`` overrides it)."""
+    file_pattern: ClassVar[str] = "*"
+    """Glob of granule file names, for directory and S3-prefix sources."""
+    Params: ClassVar[type[BaseModel]] = NoParams
+    """Model of the recipe's parameters (the execution input's ``params``)."""
+
+    # --- parameters -------------------------------------------------------------------------------------
+    def parse_params(self, raw: dict[str, Any]) -> BaseModel:
+        return parse_model(self.Params, raw, f"params of recipe {self.name}")
+
+    def config_id(self, params: BaseModel, execution: ExecutionInput | None = None) -> str:
+        """Names one configuration of the recipe: results of equal configurations are interchangeable."""
+        identity = {"params": params.model_dump(mode="json")}
+        if execution is not None and execution.bbox is not None and self.bbox_changes_results:
+            identity["bbox"] = list(execution.bbox)
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.slug(params)}-{digest}"
+
+    bbox_changes_results: ClassVar[bool] = False
+    """True when the execution input's bbox changes what ``process`` computes (not only which granules)."""
+
+    def slug(self, params: BaseModel) -> str:
+        """A readable prefix of the configuration id."""
+        return "default"
+
+    # --- catalog ----------------------------------------------------------------------------------------
+    def granule_time(self, name: str) -> dt.datetime | None:
+        """The nominal UTC time of a granule from its file name, or None if the name is not one of ours."""
+        return None
+
+    def make_items(
+        self, granules: list[Granule], params: BaseModel, execution: ExecutionInput
+    ) -> list[Item]:
+        """Split the granules into items. Default: one item per granule, named after its file."""
+        return [Item(id=item_id_for(g.url), granules=[g]) for g in granules]
+
+    def prepare(self, items: list[Item], run: RunContext, params: BaseModel, bucket: Bucket) -> None:
+        """Runs once before the Map (e.g. to create an output store's template). Default: nothing."""
+
+    # --- science ----------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def process(self, item: Item, params: BaseModel, access: GranuleAccess, run: RunContext) -> dict[str, Any]:
+        """Reduce one item to a JSON-serialisable result (small: it is stored as one S3 object)."""
+
+    @abc.abstractmethod
+    def combine(
+        self, results: list[dict[str, Any]], run: RunContext, params: BaseModel, bucket: Bucket
+    ) -> list[str]:
+        """Combine this run's per-item results into the products; return the S3 keys written."""
+
+
+def item_id_for(url: str) -> str:
+    """An item id from a granule URL: its file name without extension, limited to safe characters."""
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    for ext in (".nc", ".h5", ".nc4", ".hdf5", ".he5"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    safe = "".join(c if c.isalnum() or c in "._=+-" else "_" for c in name)
+    return safe[:200]

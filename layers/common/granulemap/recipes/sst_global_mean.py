@@ -1,0 +1,97 @@
+"""Recipe ``sst-global-mean``: the global mean sea surface temperature of each GHRSST L4 granule.
+
+Methods (``params.method``):
+- ``ocean`` (default): cos(latitude)-weighted mean of analysed_sst in °C over open water, i.e. cells whose GDS 2.0
+  ``mask`` has the water bit set and the land, lake, sea-ice and river bits clear.
+- ``podaac-tutorial``: the number PO.DAAC's "global mean SST with AWS Lambda" tutorial computes: cos(latitude)
+  weights set to zero poleward of 60°, every valid analysed_sst cell, no mask.
+Both report the number of cells used and their min/max in °C.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from granulemap import layout
+from granulemap.granule_access import GranuleAccess
+from granulemap.models import Item, RunContext
+from granulemap.recipes.base import Recipe
+from granulemap.recipes.ghrsst import cos_lat_weighted_stats, open_water, read_granule, time_from_name
+from granulemap.recipes.timeseries import write_time_series
+from granulemap.storage import Bucket
+
+CSV_COLUMNS = ("time", "granule", "mean_sst_c", "n_valid", "min_sst_c", "max_sst_c")
+CSV_NAME = "global_mean_sst.csv"
+PNG_NAME = "global_mean_sst.png"
+TUTORIAL_MAX_ABS_LAT = 60.0
+
+Method = Literal["ocean", "podaac-tutorial"]
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    method: Method = "ocean"
+
+
+def _round(value: float | None) -> float | None:
+    """°C to 1e-6: far below any GHRSST product's packing precision (MUR: 0.001 K), and readable in the CSV."""
+    return None if value is None else round(value, 6)
+
+
+def global_mean_sst(name: str, *, method: Method, path: str | None = None, data: bytes | None = None) -> dict[str, Any]:
+    """The global mean SST of one granule (given as a local path or bytes) as a CSV row."""
+    granule = read_granule(name, path=path, data=data, with_mask=method == "ocean")
+    weights = np.cos(np.deg2rad(granule.lat))
+    if method == "ocean":
+        assert granule.mask is not None
+        use = open_water(granule.mask, granule.mask_flags, name)
+    else:
+        weights = np.where(np.abs(granule.lat) <= TUTORIAL_MAX_ABS_LAT, weights, 0.0)
+        use = np.ones(granule.sst.raw.shape, dtype=bool)
+    stats = cos_lat_weighted_stats(granule.sst, use, weights)
+    return {
+        "time": granule.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "granule": name,
+        "mean_sst_c": _round(stats.mean_c),
+        "n_valid": stats.n_valid,
+        "min_sst_c": _round(stats.min_c),
+        "max_sst_c": _round(stats.max_c),
+        "method": method,
+    }
+
+
+class SstGlobalMean(Recipe):
+    name = "sst-global-mean"
+    description = "Global mean SST (°C, cos-latitude weighted, open water) per GHRSST L4 granule → CSV time series"
+    collection = "MUR25-JPL-L4-GLOB-v04.2"
+    file_pattern = "*.nc"
+    Params = Params
+
+    def slug(self, params: BaseModel) -> str:
+        return str(params.method)  # type: ignore[attr-defined]
+
+    def granule_time(self, name: str):  # type: ignore[no-untyped-def]
+        return time_from_name(name)
+
+    def process(self, item: Item, params: BaseModel, access: GranuleAccess, run: RunContext) -> dict[str, Any]:
+        (granule,) = item.granules
+        name = granule.url.rsplit("/", 1)[-1]
+        path = access.local_path(granule.url)
+        data = None if path is not None else access.read_bytes(granule.url)
+        return global_mean_sst(name, method=params.method, path=path, data=data)  # type: ignore[attr-defined]
+
+    def combine(self, results: list[dict[str, Any]], run: RunContext, params: BaseModel, bucket: Bucket) -> list[str]:
+        csv_key = layout.output_key(self.name, run.config_id, CSV_NAME)
+        png_key = layout.output_key(self.name, run.config_id, PNG_NAME)
+        method = params.method  # type: ignore[attr-defined]
+        write_time_series(
+            bucket, csv_key, png_key, CSV_COLUMNS, results, "mean_sst_c",
+            title=f"Global mean SST ({method}: cos-latitude weighted)", ylabel="mean SST (°C)",
+        )
+        return [csv_key, png_key]
+
+
+recipe = SstGlobalMean()

@@ -1,0 +1,94 @@
+"""Time-series products shared by the SST recipes: a cumulative CSV (one row per granule, sorted by time) and a PNG."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from granulemap.storage import Bucket
+
+
+def rows_to_csv(columns: Sequence[str], rows: list[dict[str, Any]]) -> bytes:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    return out.getvalue().encode()
+
+
+def csv_to_rows(data: bytes) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(data.decode())))
+
+
+def merge_time_series(
+    columns: Sequence[str], existing: list[dict[str, Any]], new: list[dict[str, Any]], key: str = "granule"
+) -> list[dict[str, Any]]:
+    """Union of rows keyed by ``key`` (new rows win), sorted by time then key: no duplicates, no gaps."""
+    merged: dict[str, dict[str, Any]] = {row[key]: {c: row.get(c) for c in columns} for row in existing}
+    for row in new:
+        merged[row[key]] = {c: row.get(c) for c in columns}
+    return sorted(merged.values(), key=lambda r: (str(r["time"]), str(r[key])))
+
+
+def write_time_series(
+    bucket: Bucket,
+    csv_key: str,
+    png_key: str,
+    columns: Sequence[str],
+    new_rows: list[dict[str, Any]],
+    value_column: str,
+    title: str,
+    ylabel: str,
+) -> list[dict[str, Any]]:
+    """Merge ``new_rows`` into the cumulative CSV at ``csv_key``, write it and its plot; return all rows."""
+    existing_bytes = None
+    if bucket.exists(csv_key):
+        existing_bytes = bucket.get_bytes(csv_key)
+    existing = csv_to_rows(existing_bytes) if existing_bytes else []
+    rows = merge_time_series(columns, existing, new_rows)
+    bucket.put_bytes(csv_key, rows_to_csv(columns, rows), "text/csv")
+    bucket.put_bytes(png_key, plot_time_series(rows, value_column, title, ylabel), "image/png")
+    return rows
+
+
+def plot_time_series(rows: list[dict[str, Any]], value_column: str, title: str, ylabel: str) -> bytes:
+    """A PNG of one column against time, with labelled axes (synthetic granules drawn distinctly)."""
+    import datetime as dt
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def _value(row: dict[str, Any]) -> float:
+        v = row.get(value_column)
+        return float(v) if v not in (None, "") else math.nan
+
+    times = [dt.datetime.fromisoformat(str(r["time"]).replace("Z", "+00:00")) for r in rows]
+    values = [_value(r) for r in rows]
+    synthetic = ["synthetic" in str(r.get("granule", "")).lower() for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 4), dpi=100)
+    ax.plot(times, values, color="0.6", linewidth=1, zorder=1)
+    real_t = [t for t, s in zip(times, synthetic, strict=True) if not s]
+    real_v = [v for v, s in zip(values, synthetic, strict=True) if not s]
+    syn_t = [t for t, s in zip(times, synthetic, strict=True) if s]
+    syn_v = [v for v, s in zip(values, synthetic, strict=True) if s]
+    if syn_t:
+        ax.scatter(syn_t, syn_v, s=14, color="tab:orange", label="synthetic granules", zorder=2)
+    if real_t:
+        ax.scatter(real_t, real_v, s=22, color="tab:blue", label="real granules", zorder=3)
+    ax.set_xlabel("time (UTC)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if syn_t and real_t:
+        ax.legend()
+    fig.autofmt_xdate()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()

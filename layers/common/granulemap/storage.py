@@ -1,0 +1,96 @@
+"""S3 access for the shared code. boto3 honours AWS_ENDPOINT_URL, which is how local runs reach the emulated S3.
+
+Errors that are worth retrying become ``StorageThrottled`` so that the state machine's Retry matches them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
+
+from granulemap.errors import StorageThrottled
+
+_THROTTLE_CODES = {"SlowDown", "503", "ServiceUnavailable", "RequestTimeout", "InternalError", "500"}
+
+
+@functools.cache
+def s3_client() -> Any:
+    return boto3.client("s3", config=Config(retries={"max_attempts": 3, "mode": "standard"}))
+
+
+def _translate(exc: Exception, what: str) -> Exception:
+    if isinstance(exc, (ConnectionError, ReadTimeoutError)):
+        return StorageThrottled(f"S3 did not answer while {what}: {exc}")
+    if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in _THROTTLE_CODES:
+        return StorageThrottled(f"S3 throttled while {what}: {exc}")
+    return exc
+
+
+class Bucket:
+    """A bucket with the few operations the pipeline needs."""
+
+    def __init__(self, name: str, client: Any | None = None):
+        self.name = name
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        return self._client or s3_client()
+
+    def put_bytes(self, key: str, body: bytes, content_type: str = "application/octet-stream") -> None:
+        try:
+            self.client.put_object(Bucket=self.name, Key=key, Body=body, ContentType=content_type)
+        except Exception as exc:
+            raise _translate(exc, f"writing s3://{self.name}/{key}") from exc
+
+    def put_json(self, key: str, value: Any) -> None:
+        self.put_bytes(key, json.dumps(value, separators=(",", ":")).encode(), "application/json")
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
+        except Exception as exc:
+            raise _translate(exc, f"reading s3://{self.name}/{key}") from exc
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.get_bytes(key))
+
+    def get_json_or_none(self, key: str) -> Any | None:
+        try:
+            return self.get_json(key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                return None
+            raise
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.name, Key=key)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
+                return False
+            raise _translate(exc, f"looking up s3://{self.name}/{key}") from exc
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.name, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    yield obj["Key"]
+        except Exception as exc:
+            raise _translate(exc, f"listing s3://{self.name}/{prefix}") from exc
+
+
+def split_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/key`` → (bucket, key)."""
+    if not url.startswith("s3://"):
+        raise ValueError(f"not an s3:// URL: {url}")
+    bucket, _, key = url[5:].partition("/")
+    return bucket, key
