@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     recipes = sub.add_parser("recipes", help="list the installed recipes")
     recipes.set_defaults(func=cmd_recipes)
+
+    from granulemap.cloud import add_cloud_commands
+
+    add_cloud_commands(sub)
     return parser
 
 

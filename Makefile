@@ -1,0 +1,42 @@
+# granulemap developer commands. `make demo` and `make test` work on a fresh clone: they build the venv first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTHON312 ?= $(shell scripts/find-python312)
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test test-fast demo validate build bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements-dev.txt constraints.txt layers/common/requirements.txt
+	@test -n "$(PYTHON312)" || { echo "no Python 3.12 found (see scripts/find-python312)"; exit 1; }
+	test -x $(PY) || $(PYTHON312) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+## The whole test suite: science, handlers, local executions of the state machine, template and SAM checks.
+test: venv
+	$(VENV)/bin/pytest -q
+
+## Without the slow tests (local executions, sam build).
+test-fast: venv
+	$(VENV)/bin/pytest -q -m "not slow"
+
+## The main job: the local pipeline over the real MUR25 granule plus a synthetic month made from it.
+demo: venv
+	$(PY) scripts/demo.py --out out/demo
+
+validate: venv
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/sam validate --lint --region us-west-2
+
+build: venv
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/sam build --region us-west-2
+
+bench: venv
+	$(PY) bench/run.py --write BENCHMARKS.md
+
+clean:
+	rm -rf .aws-sam out demo-data

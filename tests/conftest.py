@@ -1,0 +1,37 @@
+"""Shared fixtures: the real sample granules (copied into tests/data with their provenance) and synthetic ones."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+MUR25 = DATA / "ghrsst" / "20181231090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"
+
+# Handlers and the local engine must never reach real AWS from a test.
+for _key, _value in {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-west-2",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+
+@pytest.fixture(scope="session")
+def mur25() -> Path:
+    return MUR25
+
+
+@pytest.fixture(scope="session")
+def synthetic_month(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three synthetic MUR25-format granules (2018-12-01..03) made from the real one."""
+    from granulemap.synthetic import make_synthetic_series
+
+    return make_synthetic_series(MUR25, tmp_path_factory.mktemp("synthetic"), dt.date(2018, 12, 1), 3)

@@ -1,0 +1,45 @@
+"""Independent computations of the SST statistics, written from the method's description with plain
+netCDF4/numpy (CF unpacking and masking done by netCDF4 itself), never with granulemap's code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+
+# GDS 2.0 mask bits, as documented in the MUR25 granule's flag_meanings/flag_masks attributes.
+WATER, LAND, LAKE, SEA_ICE, RIVER = 1, 2, 4, 8, 16
+
+
+def ocean_mean_reference(path: Path) -> dict[str, float]:
+    with netCDF4.Dataset(path) as ds:
+        sst_c = ds["analysed_sst"][0, :, :].astype(np.float64) - 273.15  # masked array: fill and valid range
+        mask = np.ma.filled(ds["mask"][0, :, :], 0).astype(int)
+        lat = ds["lat"][:].astype(np.float64)
+    open_water = ((mask & WATER) != 0) & ((mask & (LAND | LAKE | SEA_ICE | RIVER)) == 0)
+    use = open_water & ~np.ma.getmaskarray(sst_c)
+    weights = np.broadcast_to(np.cos(np.radians(lat))[:, None], sst_c.shape)
+    values = sst_c.data[use]
+    return {
+        "mean_sst_c": float(np.average(values, weights=weights[use])),
+        "n_valid": int(use.sum()),
+        "min_sst_c": float(values.min()),
+        "max_sst_c": float(values.max()),
+    }
+
+
+def podaac_tutorial_reference(path: Path, weight_dtype: str = "float64") -> float:
+    """The tutorial's method as described: xarray weighted mean, cos(lat) weights zeroed poleward of 60°.
+
+    The tutorial computes the weights from the file's float32 latitudes, in float32 (``weight_dtype="float32"``);
+    granulemap computes them in float64, which moves the MUR25 global mean by about 2e-5 °C.
+    """
+    import xarray as xr
+
+    with xr.open_dataset(path) as ds:
+        sst_c = ds["analysed_sst"].isel(time=0) - 273.15
+        lat = ds["lat"].astype(weight_dtype)
+        weights = np.cos(np.deg2rad(lat))
+        weights = weights.where(np.abs(lat) <= 60, 0.0)
+        return float(sst_c.weighted(weights).mean(("lat", "lon")))

@@ -1,0 +1,103 @@
+"""statemachine/pipeline.asl.json, checked offline: structure, targets, retry policy, and moto's parser."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from granulemap.errors import LAMBDA_SERVICE_TRANSIENT_ERRORS, TRANSIENT_ERROR_NAMES, TransientError
+from granulemap.local.template import read_local_template, substitute_definition
+from granulemap import errors
+
+from conftest import ROOT
+
+ASL_PATH = ROOT / "statemachine" / "pipeline.asl.json"
+
+
+@pytest.fixture(scope="module")
+def asl() -> dict:
+    return json.loads(ASL_PATH.read_text())
+
+
+def _state_sets(definition: dict):
+    """Yield (states dict) of the top level and of every nested ItemProcessor/Iterator/Branch."""
+    yield definition["States"]
+    for state in definition["States"].values():
+        for key in ("ItemProcessor", "Iterator"):
+            if key in state:
+                yield from _state_sets(state[key])
+        for branch in state.get("Branches", []):
+            yield from _state_sets(branch)
+
+
+def test_every_transition_target_exists(asl: dict) -> None:
+    for states in _state_sets(asl):
+        names = set(states)
+        for name, state in states.items():
+            targets = [state.get("Next"), state.get("Default")]
+            targets += [c["Next"] for c in state.get("Catch", [])]
+            targets += [c["Next"] for c in state.get("Choices", [])]
+            for target in filter(None, targets):
+                assert target in names, f"{name} -> {target} does not exist"
+            terminal = state["Type"] in {"Succeed", "Fail"} or state.get("End") or state["Type"] == "Choice"
+            assert terminal or state.get("Next"), f"{name} has neither Next nor End"
+
+
+def test_pipeline_shape(asl: dict) -> None:
+    top = asl["States"]
+    assert asl["StartAt"] == "BuildCatalog"
+    assert top["BuildCatalog"]["Next"] == "FetchCredentials"
+    assert top["FetchCredentials"]["Next"] == "ProcessItems"
+    assert top["ProcessItems"]["Next"] == "Aggregate"
+    m = top["ProcessItems"]
+    assert m["Type"] == "Map"
+    assert m["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+    assert m["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
+    assert m["MaxConcurrencyPath"] == "$.map.max_concurrency"
+    assert m["ToleratedFailurePercentagePath"] == "$.map.tolerated_failure_percentage"
+    assert "ItemBatcher" not in m  # moto's engine cannot parse it (ARCHITECTURE.md)
+    assert top["InputRejected"] == {"Type": "Fail", "Error": "InvalidInput", "CausePath": "$.error.Cause"}
+
+
+def test_processor_retries_exactly_the_transient_errors_with_backoff_and_jitter(asl: dict) -> None:
+    task = asl["States"]["ProcessItems"]["ItemProcessor"]["States"]["ProcessItem"]
+    (retry,) = task["Retry"]
+    assert set(retry["ErrorEquals"]) == set(TRANSIENT_ERROR_NAMES) | set(LAMBDA_SERVICE_TRANSIENT_ERRORS)
+    assert retry["BackoffRate"] > 1 and retry["JitterStrategy"] == "FULL" and retry["MaxDelaySeconds"] > 0
+    # Every transient error class is listed by name (Step Functions matches names, not base classes).
+    transient = {c.__name__ for c in vars(errors).values() if isinstance(c, type) and issubclass(c, TransientError)}
+    assert transient == set(TRANSIENT_ERROR_NAMES)
+    assert task["Catch"][0]["ErrorEquals"] == ["States.ALL"] and task["Catch"][0]["Next"] == "RecordFailure"
+
+
+def test_every_retry_has_bounded_exponential_backoff(asl: dict) -> None:
+    for states in _state_sets(asl):
+        for name, state in states.items():
+            for retry in state.get("Retry", []):
+                assert retry["BackoffRate"] >= 2, name
+                assert retry["MaxAttempts"] <= 6, name
+                assert retry["JitterStrategy"] == "FULL", name
+                assert 0 < retry["MaxDelaySeconds"] <= 120, name
+
+
+def test_substitutions_are_all_provided_by_the_template() -> None:
+    text = ASL_PATH.read_text()
+    used = set(re.findall(r"\$\{([A-Za-z0-9_]+)\}", text))
+    template = read_local_template(ROOT, "bucket", "us-west-2", "123456789012", "stack")
+    assert used == set(template.state_machine.substitutions)
+    assert "${" not in substitute_definition(text, template.state_machine.substitutions)
+
+
+def test_moto_parses_the_definition() -> None:
+    template = read_local_template(ROOT, "bucket", "us-west-2", "123456789012", "stack")
+    definition = substitute_definition(ASL_PATH.read_text(), template.state_machine.substitutions)
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        sfn = boto3.client("stepfunctions", region_name="us-west-2")
+        arn = sfn.create_state_machine(
+            name="check", definition=definition, roleArn="arn:aws:iam::123456789012:role/x"
+        )["stateMachineArn"]
+        assert sfn.describe_state_machine(stateMachineArn=arn)["definition"] == definition

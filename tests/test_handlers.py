@@ -1,0 +1,133 @@
+"""Each Lambda handler, called with its sample event from events/, against moto's S3 in this process.
+
+Handlers are loaded and called by the local engine's worker code (the same path a local run takes), so errors come
+back as Lambda error payloads with errorType = the exception's class name.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from granulemap import layout
+from granulemap.local import worker
+
+from conftest import ROOT
+from sst_reference import ocean_mean_reference
+
+BUCKET = "granulemap-example"
+
+
+def _event(name: str) -> dict:
+    text = (ROOT / "events" / f"{name}.json").read_text()
+    # Sample events use paths relative to the repository; make them absolute for the test.
+    return json.loads(text.replace('"tests/data/', f'"{ROOT}/tests/data/'))
+
+
+def _invoke(function_dir: str, event: dict) -> tuple[object, bool]:
+    spec = {
+        "function_name": function_dir,
+        "code_dir": str(ROOT / "functions" / function_dir),
+        "handler": "app.handler",
+        "environment": {"BUCKET_NAME": BUCKET, "DEFAULT_MAX_CONCURRENCY": "40",
+                        "DEFAULT_TOLERATED_FAILURE_PERCENTAGE": "5", "MAX_RANGE_DAYS": "3660"},
+        "memory_size": 512,
+        "arn": f"arn:aws:lambda:us-west-2:123456789012:function:{function_dir}",
+    }
+    payload, errored, _ = worker.invoke(spec, event)
+    return json.loads(payload), errored
+
+
+@pytest.fixture
+def s3():
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-west-2")
+        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        yield client
+
+
+def _get_json(s3, key: str):
+    return json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+
+def test_catalog_builder_writes_the_manifest_and_returns_only_references(s3) -> None:
+    out, errored = _invoke("catalog_builder", _event("catalog_builder"))
+    assert not errored, out
+    assert out["catalog"] == {"bucket": BUCKET, "key": layout.manifest_key("example-run"), "count": 1}
+    assert out["map"] == {"max_concurrency": 40, "tolerated_failure_percentage": 5.0}
+    (item,) = _get_json(s3, out["catalog"]["key"])
+    assert item["granules"][0]["url"].endswith("20181231090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc")
+    assert len(json.dumps(out)) < 2000  # the state payload does not grow with the number of granules
+
+
+def test_catalog_builder_rejects_bad_input_with_invalid_input(s3) -> None:
+    event = _event("catalog_builder")
+    event["input"]["recipe"] = "no-such-recipe"
+    out, errored = _invoke("catalog_builder", event)
+    assert errored
+    assert out["errorType"] == "InvalidInput"
+    assert "field 'recipe'" in out["errorMessage"] and "no-such-recipe" in out["errorMessage"]
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET)
+
+
+def test_credential_fetcher_needs_nothing_for_local_sources(s3) -> None:
+    out, errored = _invoke("credential_fetcher", _event("credential_fetcher"))
+    assert not errored and out is None
+
+
+def test_processor_stores_the_result_then_skips_it(s3) -> None:
+    event = _event("processor")
+    out, errored = _invoke("processor", event)
+    assert not errored, out
+    assert out["status"] == "succeeded"
+    stored = _get_json(s3, out["result_key"])
+    path = Path(event["item"]["granules"][0]["url"])
+    assert stored["run_id"] == "example-run"
+    assert stored["result"]["mean_sst_c"] == pytest.approx(ocean_mean_reference(path)["mean_sst_c"], abs=1e-6)
+
+    event["run"]["run_id"] = "a-later-run"
+    again, _ = _invoke("processor", event)
+    assert again["status"] == "skipped"
+
+
+def test_processor_raises_named_errors_for_missing_granules(s3) -> None:
+    event = _event("processor")
+    event["item"]["granules"][0]["url"] += ".missing"
+    out, errored = _invoke("processor", event)
+    assert errored and out["errorType"] == "GranuleUnreadable"
+
+
+def test_record_failure_stores_a_readable_failure_record(s3) -> None:
+    out, errored = _invoke("processor", _event("processor_record_failure"))
+    assert not errored, out
+    record = _get_json(s3, layout.failure_key("example-run", out["item"]))
+    assert record["error"] == "GranuleUnreadable"
+    assert record["cause"].startswith("granule ") and "does not exist" in record["cause"]
+
+
+def test_aggregator_accounts_for_every_item_and_writes_the_csv(s3) -> None:
+    processed, _ = _invoke("processor", _event("processor"))
+    failed_event = _event("processor_record_failure")
+    _invoke("processor", failed_event)
+    items = [_event("processor")["item"], failed_event["item"]]
+    s3.put_object(Bucket=BUCKET, Key=layout.manifest_key("example-run"), Body=json.dumps(items))
+    event = _event("aggregator")
+    event["map"]["tolerated_failure_percentage"] = 50
+    out, errored = _invoke("aggregator", event)
+    assert not errored, out
+    assert out["items"] == {"total": 2, "succeeded": 1, "failed": 1, "skipped": 0}
+    summary = _get_json(s3, layout.summary_key("example-run"))
+    assert summary["failures"][0]["error"] == "GranuleUnreadable"
+    csv_text = s3.get_object(Bucket=BUCKET, Key=out["outputs"][0])["Body"].read().decode()
+    assert csv_text.splitlines()[0] == "time,granule,mean_sst_c,n_valid,min_sst_c,max_sst_c"
+    assert len(csv_text.splitlines()) == 2
+
+    event["map"]["tolerated_failure_percentage"] = 10
+    out, errored = _invoke("aggregator", event)
+    assert errored and out["errorType"] == "TooManyFailures"
+    assert "1 of 2 items failed (50.0%)" in out["errorMessage"]
+    assert _get_json(s3, layout.summary_key("example-run"))["status"] == "FAILED"

@@ -1,0 +1,138 @@
+"""Full local executions of statemachine/pipeline.asl.json through moto's Step Functions engine, with the real
+handlers in worker processes: the workflow as it runs in AWS, offline."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from granulemap import layout
+from granulemap.local.engine import LocalEngine
+
+from sst_reference import ocean_mean_reference
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def engine():
+    with LocalEngine(workers=2) as eng:
+        yield eng
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory, mur25: Path, synthetic_month: list[Path]) -> Path:
+    """Three synthetic December granules, the real 2018-12-31 one, one outside the range and one foreign file."""
+    src = tmp_path_factory.mktemp("source")
+    for path in [*synthetic_month, mur25]:
+        shutil.copy(path, src / path.name)
+    shutil.copy(synthetic_month[0], src / synthetic_month[0].name.replace("20181201", "20190105"))
+    (src / "README.txt").write_text("not a granule")
+    return src
+
+
+def _objects(engine: LocalEngine, prefix: str = "") -> list[str]:
+    s3 = engine.client("s3")
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=engine.bucket, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def _get(engine: LocalEngine, key: str) -> bytes:
+    return engine.client("s3").get_object(Bucket=engine.bucket, Key=key)["Body"].read()
+
+
+def _entered_states(history: list[dict]) -> list[str]:
+    return [e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e]
+
+
+def test_sst_run_through_the_state_machine(engine: LocalEngine, source: Path, synthetic_month, mur25) -> None:
+    desc = engine.run(
+        {"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-31", "source": str(source),
+         "max_concurrency": 3},
+        timeout=300,
+    )
+    assert desc["status"] == "SUCCEEDED", desc.get("cause")
+    history = engine.history(desc["executionArn"])
+    states = _entered_states(history)
+    assert states[:3] == ["BuildCatalog", "FetchCredentials", "ProcessItems"]
+    assert states[-2:] == ["Aggregate", "Done"]
+    assert any(e["type"] == "MapRunStarted" for e in history)
+    run_id = desc["executionArn"].rsplit(":", 1)[-1]
+
+    manifest = json.loads(_get(engine, layout.manifest_key(run_id)))
+    granules = sorted(Path(i["granules"][0]["url"]).name for i in manifest)
+    expected = sorted(p.name for p in [*synthetic_month, mur25])
+    assert granules == expected  # the 2019 granule and the README are not in range / not granules
+
+    output = json.loads(desc["output"])
+    csv_key = layout.output_key("sst-global-mean", output["run"]["config_id"], "global_mean_sst.csv")
+    rows = list(csv.DictReader(io.StringIO(_get(engine, csv_key).decode())))
+    assert list(rows[0]) == ["time", "granule", "mean_sst_c", "n_valid", "min_sst_c", "max_sst_c"]
+    assert [r["granule"] for r in rows] == expected  # sorted by time; the real granule is the last day
+    for row in rows:
+        want = ocean_mean_reference(source / row["granule"])
+        assert float(row["mean_sst_c"]) == pytest.approx(want["mean_sst_c"], abs=1e-6)
+        assert int(row["n_valid"]) == want["n_valid"]
+    assert sum("SYNTHETIC" in r["granule"] for r in rows) == 3
+
+    summary = json.loads(_get(engine, layout.summary_key(run_id)))
+    assert summary["status"] == "SUCCEEDED"
+    assert summary["items"] == {"total": 4, "succeeded": 4, "failed": 0, "skipped": 0}
+    assert summary["failures"] == []
+    assert csv_key in summary["outputs"]
+    png = _get(engine, layout.output_key("sst-global-mean", output["run"]["config_id"], "global_mean_sst.png"))
+    assert png.startswith(b"\x89PNG")
+
+    # The same input again: every item's result exists, so every item is skipped and the CSV is unchanged.
+    again = engine.run(
+        {"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-31", "source": str(source)},
+        timeout=300,
+    )
+    assert again["status"] == "SUCCEEDED"
+    summary2 = json.loads(_get(engine, layout.summary_key(again["executionArn"].rsplit(":", 1)[-1])))
+    assert summary2["items"] == {"total": 4, "succeeded": 0, "failed": 0, "skipped": 4}
+    assert list(csv.DictReader(io.StringIO(_get(engine, csv_key).decode()))) == rows
+
+
+def test_invalid_input_fails_at_once_and_writes_nothing(engine: LocalEngine, source: Path) -> None:
+    before = set(_objects(engine))
+    desc = engine.run(
+        {"recipe": "sst-global-mean", "start": "2018-12-31", "end": "2018-12-01", "source": str(source)},
+        timeout=60,
+    )
+    assert desc["status"] == "FAILED"
+    assert desc["error"] == "InvalidInput"
+    assert "field '(input)'" in desc["cause"] or "end" in desc["cause"]
+    assert "before start" in desc["cause"]
+    assert set(_objects(engine)) == before
+    states = _entered_states(engine.history(desc["executionArn"]))
+    assert states == ["BuildCatalog", "InputRejected"]
+
+
+def test_corrupt_granule_is_recorded_and_the_others_finish(engine: LocalEngine, tmp_path: Path, mur25) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    good = src / mur25.name
+    shutil.copy(mur25, good)
+    bad = src / mur25.name.replace("20181231", "20181230")
+    bad.write_bytes(mur25.read_bytes()[:40_000])
+    run_input = {"recipe": "sst-global-mean", "start": "2018-12-30", "end": "2018-12-31", "source": str(src),
+                 "params": {"method": "podaac-tutorial"}}
+    tolerant = engine.run({**run_input, "tolerated_failure_percentage": 50}, timeout=120)
+    assert tolerant["status"] == "SUCCEEDED", tolerant.get("cause")
+    summary = json.loads(_get(engine, layout.summary_key(tolerant["executionArn"].rsplit(":", 1)[-1])))
+    assert summary["items"]["failed"] == 1 and summary["items"]["succeeded"] == 1
+    (failure,) = summary["failures"]
+    assert failure["item"] == bad.name.removesuffix(".nc")
+    assert failure["error"] == "GranuleUnreadable"
+    assert bad.name in failure["cause"]
+
+    strict = engine.run({**run_input, "tolerated_failure_percentage": 0}, timeout=120)
+    assert strict["status"] == "FAILED"
+    assert strict["error"] == "TooManyFailures"
+    assert "1 of 2 items failed" in strict["cause"]
