@@ -35,6 +35,10 @@ def validate_input(raw: object, settings: Settings, now: dt.datetime | None = No
             f"field 'end': the range {start}..{end} covers {days} days, more than the limit of "
             f"{settings.max_range_days} days (template parameter MaxRangeDays); split the run"
         )
+    if execution.source is not None and not execution.source.startswith("s3://"):
+        directory = execution.source.removeprefix("file://")
+        if not os.path.isdir(directory):
+            raise InvalidInput(f"field 'source': {directory} is not a directory that exists here")
     if execution.source is None and execution.collection is None and recipe.collection is None:
         raise InvalidInput(f"field 'collection': recipe {recipe.name} has no default collection; give one")
     return execution, recipe
@@ -53,10 +57,7 @@ def list_source(source: str, recipe: Recipe, start: dt.date, end: dt.date) -> li
             prefix += "/"
         names = [f"s3://{bucket_name}/{key}" for key in Bucket(bucket_name).keys(prefix)]
     else:
-        directory = source.removeprefix("file://")
-        if not os.path.isdir(directory):
-            raise InvalidInput(f"field 'source': {directory} is not a directory that exists here")
-        directory = os.path.abspath(directory)
+        directory = os.path.abspath(source.removeprefix("file://"))
         names = [os.path.join(directory, n) for n in sorted(os.listdir(directory))]
     granules = []
     for url in names:

@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="directory for the products, summary.json and logs")
     run.add_argument("--method", help="recipe method (sst-global-mean: ocean or podaac-tutorial)")
     run.add_argument("--param", action="append", type=_parse_param, metavar="KEY=VALUE", help="recipe parameter")
+    run.add_argument("--bbox", type=float, nargs=4, metavar=("WEST", "SOUTH", "EAST", "NORTH"))
     run.add_argument("--max-concurrency", type=int, dest="max_concurrency")
     run.add_argument("--tolerated-failure-percentage", type=float, dest="tolerated_failure_percentage")
     run.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")

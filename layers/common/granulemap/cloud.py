@@ -1,9 +1,304 @@
-"""Commands that drive a deployed stack: start, status, results (filled in by the cloud-path work)."""
+"""Commands that drive a deployed stack: ``granulemap start``, ``granulemap status``, ``granulemap results``.
+
+The stack is found by name in CloudFormation: its outputs give the state machine (StateMachineArn) and the
+bucket (BucketName), and its parameters the limits BuildCatalog applies (MaxRangeDays, ...), so ``start``
+rejects a bad input with the same message BuildCatalog would give, before anything runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from granulemap import layout
+from granulemap.errors import InvalidInput
+from granulemap.settings import Settings
+
+FAILED_STATUSES = {"FAILED", "TIMED_OUT", "ABORTED"}
+ITEM_COUNT_KEYS = ("succeeded", "failed", "running", "pending", "aborted", "timedOut", "total")
+
+# Template parameters that become BuildCatalog's settings (template.yaml gives them as environment variables).
+_SETTINGS_FROM_PARAMETERS = {
+    "DefaultMaxConcurrency": "default_max_concurrency",
+    "ToleratedFailurePercentage": "default_tolerated_failure_percentage",
+    "MaxRangeDays": "max_range_days",
+}
+
+
+@dataclass(frozen=True)
+class Stack:
+    """What the CLI needs of a deployed granulemap stack."""
+
+    name: str
+    state_machine_arn: str
+    bucket: str
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    def settings(self) -> Settings:
+        """The settings BuildCatalog runs with in this stack (for validating an input before starting it)."""
+        values: dict[str, Any] = {"bucket": self.bucket}
+        for parameter, name in _SETTINGS_FROM_PARAMETERS.items():
+            if self.parameters.get(parameter):
+                values[name] = self.parameters[parameter]
+        return Settings.model_validate(values)
+
+
+def _client(service: str, region: str | None = None) -> Any:
+    return boto3.client(service, region_name=region)
+
+
+def region_of(arn: str) -> str:
+    """The region field of an ARN."""
+    parts = arn.split(":")
+    if len(parts) < 6 or parts[0] != "arn":
+        raise InvalidInput(f"not an ARN: {arn!r}")
+    return parts[3]
+
+
+def describe_stack(name: str, region: str | None = None) -> Stack:
+    """The state machine, bucket and parameters of the granulemap stack ``name`` (CloudFormation describe_stacks)."""
+    try:
+        (stack,) = _client("cloudformation", region).describe_stacks(StackName=name)["Stacks"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ValidationError":
+            raise InvalidInput(f"no CloudFormation stack named {name!r} in this region: deploy one with "
+                                "sam deploy --guided, or pass --region") from None
+        raise
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    missing = [k for k in ("StateMachineArn", "BucketName") if k not in outputs]
+    if missing:
+        raise InvalidInput(f"stack {name!r} has no output {', '.join(missing)}: is it a granulemap stack "
+                            f"(status {stack.get('StackStatus')})?")
+    parameters = {p["ParameterKey"]: p.get("ParameterValue", "") for p in stack.get("Parameters", [])}
+    return Stack(name=name, state_machine_arn=outputs["StateMachineArn"], bucket=outputs["BucketName"],
+                 parameters=parameters)
+
+
+def stack_of_state_machine(state_machine_arn: str) -> str:
+    """The name of the CloudFormation stack that owns a state machine (its physical id is its ARN)."""
+    cfn = _client("cloudformation", region_of(state_machine_arn))
+    try:
+        resources = cfn.describe_stack_resources(PhysicalResourceId=state_machine_arn)["StackResources"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ValidationError":
+            raise
+        resources = []
+    if not resources:
+        raise InvalidInput(f"no CloudFormation stack owns {state_machine_arn}: give --stack")
+    return str(resources[0]["StackName"])
+
+
+# ---- start ------------------------------------------------------------------------------------------------------
+def execution_name(doc: dict[str, Any]) -> str:
+    """A readable, unique execution name (it is also the run id: runs/<name>/ in the bucket)."""
+    recipe = re.sub(r"[^A-Za-z0-9_-]", "-", str(doc.get("recipe", "run")))[:40]
+    dates = "-".join(str(doc[k]).replace("-", "") for k in ("start", "end") if doc.get(k))
+    return "-".join(p for p in (recipe, dates, uuid.uuid4().hex[:8]) if p)[:80]
+
+
+def start_run(stack: Stack, doc: dict[str, Any], name: str | None = None) -> str:
+    """Validate ``doc`` as BuildCatalog would (InvalidInput names the field), then start an execution; its ARN."""
+    from granulemap.catalog import validate_input
+
+    validate_input(doc, stack.settings())
+    sfn = _client("stepfunctions", region_of(stack.state_machine_arn))
+    return str(sfn.start_execution(stateMachineArn=stack.state_machine_arn, name=name or execution_name(doc),
+                                   input=json.dumps(doc))["executionArn"])
+
+
+# ---- status -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunStatus:
+    execution_arn: str
+    status: str
+    current_state: str | None
+    items: dict[str, int] | None
+    error: str | None = None
+    cause: str | None = None
+
+
+def _readable_cause(cause: str | None) -> str | None:
+    """Lambda errors arrive as a JSON payload; show its errorMessage."""
+    if not cause:
+        return cause
+    try:
+        payload = json.loads(cause)
+    except ValueError:
+        return cause
+    return str(payload.get("errorMessage", cause)) if isinstance(payload, dict) else cause
+
+
+def _current_state(sfn: Any, execution_arn: str) -> str | None:
+    """The state most recently entered, from the newest history events."""
+    page = sfn.get_execution_history(executionArn=execution_arn, reverseOrder=True, maxResults=100)
+    for event in page["events"]:
+        if event["type"].endswith("StateEntered"):
+            return str(event["stateEnteredEventDetails"]["name"])
+    return None
+
+
+def _item_counts(sfn: Any, execution_arn: str) -> dict[str, int] | None:
+    """Item counts of the execution's latest Map Run (the Distributed Map), or None before it starts."""
+    runs = sfn.list_map_runs(executionArn=execution_arn).get("mapRuns", [])
+    if not runs:
+        return None
+    latest = max(runs, key=lambda r: r["startDate"])
+    counts = sfn.describe_map_run(mapRunArn=latest["mapRunArn"])["itemCounts"]
+    return {k: int(counts.get(k, 0)) for k in ITEM_COUNT_KEYS}
+
+
+def run_status(execution_arn: str) -> RunStatus:
+    sfn = _client("stepfunctions", region_of(execution_arn))
+    desc = sfn.describe_execution(executionArn=execution_arn)
+    return RunStatus(
+        execution_arn=execution_arn,
+        status=desc["status"],
+        current_state=_current_state(sfn, execution_arn),
+        items=_item_counts(sfn, execution_arn),
+        error=desc.get("error"),
+        cause=_readable_cause(desc.get("cause")),
+    )
+
+
+# ---- results ----------------------------------------------------------------------------------------------------
+def download(s3: Any, bucket: str, key_or_prefix: str, dest: Path) -> list[Path]:
+    """Copy an object, or every object under a prefix ending in '/' or '.zarr', into ``dest``."""
+    if key_or_prefix.endswith("/") or key_or_prefix.endswith(".zarr"):
+        prefix = key_or_prefix.rstrip("/") + "/"
+        base = dest / Path(key_or_prefix.rstrip("/")).name
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                target = base / obj["Key"][len(prefix):]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(bucket, obj["Key"], str(target))
+        return [base]
+    target = dest / Path(key_or_prefix).name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    s3.download_file(bucket, key_or_prefix, str(target))
+    return [target]
+
+
+def fetch_results(execution_arn: str, out: Path, stack_name: str | None = None) -> dict[str, Any] | str:
+    """Read runs/<execution name>/summary.json from the stack's bucket, download the outputs it lists into ``out``
+    and write ``out``/summary.json (outputs as local paths, like ``granulemap run``); return that summary.
+
+    When the run has no summary (yet), return the reason instead, as one line for the user.
+    """
+    region = region_of(execution_arn)
+    desc = _client("stepfunctions", region).describe_execution(executionArn=execution_arn)
+    stack = describe_stack(stack_name or stack_of_state_machine(desc["stateMachineArn"]), region)
+    key = layout.summary_key(desc["name"])
+    s3 = _client("s3", region)
+    try:
+        summary = json.loads(s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read())
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in {"NoSuchKey", "404"}:
+            raise
+        why = f"the run is {desc['status']}"
+        if desc["status"] in FAILED_STATUSES:
+            why += f" ({desc.get('error', '')}: {_readable_cause(desc.get('cause'))})"
+        return (f"no s3://{stack.bucket}/{key}: {why}. Aggregate writes it at the end of a run; "
+                "run data expire after RunDataRetentionDays")
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    local: list[str] = []
+    for output in summary.get("outputs", []):
+        if output != key:
+            local += [str(p) for p in download(s3, stack.bucket, output, out)]
+    summary["outputs"] = local + [str(out / "summary.json")]
+    summary["execution"] = {"arn": execution_arn, "status": desc["status"]}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def print_summary(summary: dict[str, Any], file: Any = None) -> None:
+    """The lines ``granulemap run`` and ``granulemap results`` print for a summary."""
+    file = file or sys.stdout
+    items = summary["items"]
+    print(f"{summary['status']}: {items['succeeded']} succeeded, {items['skipped']} skipped, "
+          f"{items['failed']} failed of {items['total']} items", file=file)
+    if summary.get("message"):
+        print(summary["message"], file=file)
+    for failure in summary.get("failures", [])[:20]:
+        print(f"  failed {failure['item']}: {failure['error']}: {failure['cause']}", file=file)
+    print("outputs:", file=file)
+    for path in summary.get("outputs", []):
+        print(f"  {path}", file=file)
+
+
+# ---- commands ---------------------------------------------------------------------------------------------------
+def cmd_start(args: argparse.Namespace) -> int:
+    from granulemap.cli import execution_input
+
+    stack = describe_stack(args.stack, args.region)
+    arn = start_run(stack, execution_input(args), name=args.name)
+    print(arn)
+    print(f"follow it with: granulemap status {arn}", file=sys.stderr)
+    print(f"when it is done: granulemap results {arn} --out DIR", file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    st = run_status(args.execution_arn)
+    print(f"execution: {st.execution_arn}")
+    print(f"status: {st.status}")
+    print(f"state: {st.current_state or '-'}")
+    if st.items is None:
+        print("items: the Map has not started")
+    else:
+        c = st.items
+        print(f"items: {c['succeeded']} succeeded, {c['failed']} failed, {c['running']} running, "
+              f"{c['pending']} pending of {c['total']}"
+              + (f" ({c['aborted']} aborted, {c['timedOut']} timed out)" if c["aborted"] or c["timedOut"] else ""))
+    if st.error:
+        print(f"error: {st.error}: {st.cause or ''}")
+    return 1 if st.status in FAILED_STATUSES else 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    summary = fetch_results(args.execution_arn, Path(args.out), args.stack)
+    if isinstance(summary, str):
+        print(f"granulemap: {summary}", file=sys.stderr)
+        return 1
+    print_summary(summary)
+    return 0 if summary["status"] == "SUCCEEDED" else 1
 
 
 def add_cloud_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register the cloud subcommands on the ``granulemap`` parser."""
+    from granulemap.cli import _parse_param
+
+    start = sub.add_parser("start", help="start a run of a deployed stack (validates the input first)")
+    start.add_argument("--stack", required=True, help="CloudFormation stack name (sam deploy's stack_name)")
+    start.add_argument("--recipe", required=True)
+    start.add_argument("--start", required=True, help="first date, inclusive (YYYY-MM-DD)")
+    start.add_argument("--end", required=True, help="last date, inclusive (YYYY-MM-DD)")
+    start.add_argument("--collection", help="CMR short name (default: the recipe's collection)")
+    start.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"),
+                       help="bounding box in degrees (west > east crosses the antimeridian)")
+    start.add_argument("--method", help="recipe method (sst-global-mean: ocean or podaac-tutorial)")
+    start.add_argument("--param", action="append", type=_parse_param, metavar="KEY=VALUE", help="recipe parameter")
+    start.add_argument("--max-concurrency", type=int, dest="max_concurrency")
+    start.add_argument("--tolerated-failure-percentage", type=float, dest="tolerated_failure_percentage")
+    start.add_argument("--name", help="execution name (default: recipe, dates and a random suffix)")
+    start.add_argument("--region", help="AWS region of the stack (default: your AWS configuration's)")
+    start.set_defaults(func=cmd_start)
+
+    status = sub.add_parser("status", help="status, current state and item counts of a run (exit 1 if it failed)")
+    status.add_argument("execution_arn", metavar="EXECUTION_ARN")
+    status.set_defaults(func=cmd_status)
+
+    results = sub.add_parser("results", help="download a run's summary and products from the stack's bucket")
+    results.add_argument("execution_arn", metavar="EXECUTION_ARN")
+    results.add_argument("--out", required=True, help="directory for the products and summary.json")
+    results.add_argument("--stack", help="stack name (default: the stack that owns the run's state machine)")
+    results.set_defaults(func=cmd_results)

@@ -1,9 +1,10 @@
 """Temporary DAAC S3 credentials: obtained with Earthdata Login, stored encrypted, passed on only by reference.
 
-FetchCredentials reads the user's Earthdata Login secrets (username/password or token) from SSM SecureString
-parameters, asks the DAAC's s3credentials endpoint (through earthaccess) for temporary S3 credentials, stores them
-as an SSM SecureString and returns only the parameter's name and the expiry time. Processors read the parameter,
-cache it, and refresh it (with the same code) shortly before it expires: DAAC credentials last about an hour.
+FetchCredentials reads the user's Earthdata Login secrets (a token, or a username and password) from SSM
+SecureString parameters named by template parameters, logs in with earthaccess, asks the DAAC's s3credentials
+endpoint for temporary S3 credentials, stores them as an SSM SecureString and returns only the parameter's name,
+the provider and the expiry time. Processors read the parameter, cache it, and refresh it (with the same code)
+before it expires: DAAC credentials last about an hour. No secret is ever returned, logged or put in a message.
 """
 
 from __future__ import annotations
@@ -17,16 +18,25 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
-from granulemap.errors import CredentialsUnavailable, SourceUnavailable
+from granulemap.errors import CredentialsUnavailable, SourceUnavailable, TransientError
 from granulemap.models import CredentialsRef
 from granulemap.observability import logger
 from granulemap.settings import Settings
 
-REFRESH_MARGIN = dt.timedelta(minutes=10)
-"""Credentials that expire sooner than this are refreshed before use."""
+DAAC_REGION = "us-west-2"
+"""NASA's DAAC buckets allow direct S3 reads only from this region."""
+
+REFRESH_MARGIN = dt.timedelta(minutes=15)
+"""Credentials that expire sooner than this are refreshed before use: a Lambda may run 15 minutes."""
+
+S3CREDENTIALS_TIMEOUT_SECONDS = 15.0
+"""Longest wait for the DAAC's s3credentials endpoint."""
 
 _CREDENTIAL_KEYS = ("accessKeyId", "secretAccessKey", "sessionToken", "expiration")
+_EDL_ENV = ("EARTHDATA_TOKEN", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD")
+_THROTTLED = {"ThrottlingException", "TooManyUpdates", "InternalServerError"}
 _cache: dict[str, tuple[dict[str, str], dt.datetime]] = {}
 _lock = threading.Lock()
 
@@ -35,31 +45,60 @@ def _ssm() -> Any:
     return boto3.client("ssm")
 
 
-def _get_secure(name: str) -> str:
+def require_daac_region(provider: str | None, region: str | None) -> None:
+    """Fail early (before any secret is read) when a run needs DAAC data but runs outside us-west-2."""
+    if provider is None or region is None or region == DAAC_REGION:
+        return
+    raise CredentialsUnavailable(
+        f"the run reads {provider} data from NASA's DAAC buckets, but DAAC direct S3 access works only in "
+        f"{DAAC_REGION} and this stack runs in {region}: deploy the stack in {DAAC_REGION} "
+        f"(samconfig.toml's default region)"
+    )
+
+
+def _read_secret(name: str, what: str) -> str:
+    """One Earthdata Login secret from an SSM SecureString parameter; errors name the parameter, never the value."""
     from aws_lambda_powertools.utilities import parameters
 
     try:
         return parameters.get_parameter(name, decrypt=True, max_age=300)  # type: ignore[return-value]
     except parameters.exceptions.GetParameterError as exc:
-        raise CredentialsUnavailable(f"cannot read SSM parameter {name}: {exc.__cause__ or exc}") from None
+        cause = exc.__context__  # Powertools wraps the ClientError without chaining it as the cause
+        code = cause.response.get("Error", {}).get("Code", "") if isinstance(cause, ClientError) else ""
+        if code in _THROTTLED:
+            raise TransientError(f"SSM throttled reading the Earthdata Login {what} parameter {name}") from None
+        if code == "ParameterNotFound":
+            raise CredentialsUnavailable(
+                f"the Earthdata Login {what} is not stored: SSM parameter {name} does not exist; create it with "
+                f"aws ssm put-parameter --type SecureString --name {name} --value ..."
+            ) from None
+        raise CredentialsUnavailable(
+            f"cannot read the Earthdata Login {what} from SSM parameter {name}: {code or type(exc).__name__}"
+        ) from None
+
+
+def _edl_secrets(settings: Settings) -> dict[str, str]:
+    """earthaccess's environment-strategy variables, read from the SSM parameters the settings name."""
+    if settings.edl_token_parameter:
+        return {"EARTHDATA_TOKEN": _read_secret(settings.edl_token_parameter, "token")}
+    if settings.edl_username_parameter and settings.edl_password_parameter:
+        return {
+            "EARTHDATA_USERNAME": _read_secret(settings.edl_username_parameter, "username"),
+            "EARTHDATA_PASSWORD": _read_secret(settings.edl_password_parameter, "password"),
+        }
+    raise CredentialsUnavailable(
+        "no Earthdata Login credentials configured: set the EdlTokenParameter or the EdlUsernameParameter and "
+        "EdlPasswordParameter template parameters to the names of SSM SecureString parameters"
+    )
 
 
 @contextlib.contextmanager
-def _edl_environment(settings: Settings) -> Iterator[None]:
+def _edl_environment(secrets: dict[str, str]) -> Iterator[None]:
     """Earthdata Login secrets in earthaccess's environment variables for the duration of one login only."""
-    values: dict[str, str] = {}
-    if settings.edl_token_parameter:
-        values["EARTHDATA_TOKEN"] = _get_secure(settings.edl_token_parameter)
-    elif settings.edl_username_parameter and settings.edl_password_parameter:
-        values["EARTHDATA_USERNAME"] = _get_secure(settings.edl_username_parameter)
-        values["EARTHDATA_PASSWORD"] = _get_secure(settings.edl_password_parameter)
-    else:
-        raise CredentialsUnavailable(
-            "no Earthdata Login credentials configured: set the EdlTokenParameter or the EdlUsernameParameter and "
-            "EdlPasswordParameter template parameters to the names of SSM SecureString parameters"
-        )
-    saved = {k: os.environ.get(k) for k in ("EARTHDATA_TOKEN", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD")}
-    os.environ.update(values)
+    saved = {k: os.environ.get(k) for k in _EDL_ENV}
+    for k in _EDL_ENV:
+        os.environ.pop(k, None)
+    os.environ.update(secrets)
     try:
         yield
     finally:
@@ -70,30 +109,70 @@ def _edl_environment(settings: Settings) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def request_daac_credentials(provider: str, settings: Settings) -> dict[str, str]:
-    """New temporary S3 credentials for a DAAC's cloud provider (e.g. POCLOUD, NSIDC_CPRD) from its s3credentials."""
+def s3credentials_endpoint(provider: str) -> str:
+    """The s3credentials URL of the DAAC serving a cloud provider (e.g. POCLOUD), from earthaccess's DAAC table."""
+    from earthaccess.daac import DAACS
+
+    for daac in DAACS:
+        if provider in daac["cloud-providers"] and daac.get("s3-credentials"):
+            return str(daac["s3-credentials"])
+    raise CredentialsUnavailable(f"no s3credentials endpoint is known for the cloud provider {provider}")
+
+
+def _login(settings: Settings) -> Any:
+    """An earthaccess Auth logged in to Earthdata Login with the stored secrets."""
     import earthaccess
     import requests
+    from earthaccess.exceptions import LoginAttemptFailure, LoginStrategyUnavailable
 
-    with _edl_environment(settings):
-        auth = earthaccess.Auth()
+    auth = earthaccess.Auth()
+    with _edl_environment(_edl_secrets(settings)):
         try:
             auth.login(strategy="environment")
-            creds = auth.get_s3_credentials(provider=provider)
         except requests.RequestException as exc:
-            raise SourceUnavailable(f"Earthdata Login or the {provider} s3credentials endpoint failed: "
-                                    f"{type(exc).__name__}") from None
-        except Exception as exc:  # earthaccess raises its own LoginAttemptFailure etc.
-            raise CredentialsUnavailable(f"Earthdata Login refused the credentials: {type(exc).__name__}") from None
-    if not creds or any(k not in creds for k in _CREDENTIAL_KEYS):
+            raise SourceUnavailable(f"Earthdata Login did not answer: {type(exc).__name__}") from None
+        except (LoginAttemptFailure, LoginStrategyUnavailable):
+            raise CredentialsUnavailable(
+                "Earthdata Login refused the username and password stored in SSM parameters "
+                f"{settings.edl_username_parameter} and {settings.edl_password_parameter}: check them"
+            ) from None
+    if not auth.authenticated:
+        raise CredentialsUnavailable("Earthdata Login did not authenticate with the stored credentials")
+    return auth
+
+
+def request_daac_credentials(provider: str, settings: Settings) -> dict[str, str]:
+    """New temporary S3 credentials for a DAAC's cloud provider (e.g. POCLOUD, NSIDC_CPRD) from its s3credentials."""
+    import requests
+
+    endpoint = s3credentials_endpoint(provider)
+    auth = _login(settings)
+    try:
+        with auth.get_session() as session:
+            response = session.get(endpoint, timeout=S3CREDENTIALS_TIMEOUT_SECONDS)
+    except requests.RequestException as exc:
+        raise SourceUnavailable(f"the {provider} s3credentials endpoint did not answer: {type(exc).__name__}") from None
+    status = response.status_code
+    if status == 429 or status >= 500:
+        raise SourceUnavailable(f"the {provider} s3credentials endpoint {endpoint} answered {status}")
+    if status in (401, 403):
         raise CredentialsUnavailable(
-            f"the {provider} s3credentials endpoint returned no credentials: accept the DAAC's EULA in Earthdata Login"
+            f"the {provider} s3credentials endpoint refused the Earthdata Login credentials ({status}): check the "
+            "stored token or password, and accept the DAAC's EULA and authorize its application in Earthdata Login"
         )
-    return {k: creds[k] for k in _CREDENTIAL_KEYS}
+    try:
+        creds = response.json() if status == 200 else None
+    except ValueError:
+        creds = None
+    if not isinstance(creds, dict) or any(not creds.get(k) for k in _CREDENTIAL_KEYS):
+        raise CredentialsUnavailable(
+            f"the {provider} s3credentials endpoint {endpoint} answered {status} without temporary credentials"
+        )
+    return {k: str(creds[k]) for k in _CREDENTIAL_KEYS}
 
 
 def parse_expiration(value: str) -> dt.datetime:
-    """DAAC endpoints give e.g. '2022-01-01 01:00:00+00:00'."""
+    """DAAC endpoints give e.g. '2022-01-01 01:00:00+00:00' (UTC)."""
     when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
@@ -103,13 +182,23 @@ def parameter_name(provider: str, settings: Settings) -> str:
 
 
 def store_credentials(provider: str, creds: dict[str, str], settings: Settings) -> CredentialsRef:
+    """Write the credentials to their SecureString parameter; return the reference (never the values)."""
     name = parameter_name(provider, settings)
-    _ssm().put_parameter(Name=name, Value=json.dumps(creds), Type="SecureString", Overwrite=True)
+    try:
+        _ssm().put_parameter(
+            Name=name, Value=json.dumps(creds), Type="SecureString", Overwrite=True,
+            Description=f"granulemap: temporary {provider} S3 credentials, refreshed before they expire",
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in _THROTTLED:
+            raise TransientError(f"SSM throttled storing {name}") from None
+        raise
     return CredentialsRef(parameter=name, daac=provider, expires=parse_expiration(creds["expiration"]))
 
 
 def fetch_credentials(provider: str | None, settings: Settings) -> CredentialsRef | None:
-    """FetchCredentials: returns a reference to fresh stored credentials, or None when the run reads no DAAC data."""
+    """FetchCredentials: a reference to fresh stored credentials, or None when the run reads no DAAC data."""
+    require_daac_region(provider, settings.aws_region)
     if provider is None:
         return None
     ref = store_credentials(provider, request_daac_credentials(provider, settings), settings)
@@ -117,21 +206,43 @@ def fetch_credentials(provider: str | None, settings: Settings) -> CredentialsRe
     return ref
 
 
+def _read_stored(ref: CredentialsRef) -> dict[str, str]:
+    try:
+        value = _ssm().get_parameter(Name=ref.parameter, WithDecryption=True)["Parameter"]["Value"]
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code")
+        if code in _THROTTLED:
+            raise TransientError(f"SSM throttled reading {ref.parameter}") from None
+        if code == "ParameterNotFound":
+            raise CredentialsUnavailable(
+                f"the temporary credentials parameter {ref.parameter} does not exist: FetchCredentials stores it"
+            ) from None
+        raise
+    return json.loads(value)
+
+
 def load_credentials(ref: CredentialsRef, settings: Settings, now: dt.datetime | None = None) -> dict[str, str]:
-    """The credentials behind ``ref``: cached in the process, re-read or refreshed when they near expiry."""
+    """The credentials behind ``ref``: cached in the process; re-read, or refreshed and re-stored, near expiry.
+
+    A Processor that finds its cached credentials near expiry first re-reads the parameter (another Processor may
+    have refreshed it) and asks Earthdata Login only when the stored credentials are near expiry too.
+    """
     now = now or dt.datetime.now(dt.UTC)
     with _lock:
         cached = _cache.get(ref.parameter)
         if cached and cached[1] - now > REFRESH_MARGIN:
             return cached[0]
-        value = _ssm().get_parameter(Name=ref.parameter, WithDecryption=True)["Parameter"]["Value"]
-        creds = json.loads(value)
+        creds = _read_stored(ref)
         expires = parse_expiration(creds["expiration"])
         if expires - now <= REFRESH_MARGIN:
             logger.info("temporary S3 credentials near expiry: refreshing", extra={"parameter": ref.parameter})
             creds = request_daac_credentials(ref.daac, settings)
-            store_credentials(ref.daac, creds, settings)
             expires = parse_expiration(creds["expiration"])
+            try:
+                store_credentials(ref.daac, creds, settings)
+            except TransientError:
+                # Throttled: this Processor still has fresh credentials; another will store its own.
+                logger.warning("could not store refreshed credentials (throttled)", extra={"parameter": ref.parameter})
         _cache[ref.parameter] = (creds, expires)
         return creds
 

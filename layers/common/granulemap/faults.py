@@ -1,7 +1,9 @@
 """Fault injection for tests. Off unless the GRANULEMAP_FAULTS environment variable holds a JSON plan.
 
-Plan keys: ``transient``: {item id: number of times to fail with TransientError before succeeding};
-``state_dir``: a directory where attempt counts are kept (shared by worker processes).
+Plan keys (all optional):
+- ``transient``: {item id: n}: the item's first n attempts raise TransientError (counted in ``state_dir``, which
+  worker processes share);
+- ``delay_seconds``: every item sleeps this long before its work (to make a run slow enough to kill part way).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import time
 
 from granulemap.errors import TransientError
 
@@ -24,6 +27,8 @@ def before_item(item_id: str) -> None:
     plan = _plan()
     if not plan:
         return
+    if plan.get("delay_seconds"):
+        time.sleep(float(plan["delay_seconds"]))
     times = int(plan.get("transient", {}).get(item_id, 0))
     if times <= 0:
         return

@@ -65,6 +65,8 @@ def _dummy_zip() -> bytes:
 class LocalEngine:
     """Context manager: an emulated AWS account with the app's resources; runs executions of the real ASL file."""
 
+    _active = False
+
     def __init__(
         self,
         root: Path | None = None,
@@ -72,12 +74,15 @@ class LocalEngine:
         log_path: Path | None = None,
         extra_env: dict[str, str] | None = None,
         parameter_overrides: dict[str, str] | None = None,
+        state_dir: Path | None = None,
     ):
         self.root = root or project_root()
         self.workers = workers or os.cpu_count() or 1
         self.log_path = log_path
         self.extra_env = extra_env or {}
         self.parameter_overrides = parameter_overrides or {}
+        self.state_dir = state_dir
+        self._mirror: Any = None
         self.bucket = LOCAL_BUCKET
         self.template: LocalTemplate
         self.state_machine_arn = ""
@@ -85,6 +90,9 @@ class LocalEngine:
         self._pool: ProcessPoolExecutor | None = None
         self._original_invoke: Any = None
         self._saved_env: dict[str, str | None] = {}
+        self.invocations: list[dict[str, Any]] = []
+        """Every Lambda invocation of this engine: moto does not expose the Distributed Map's child execution
+        histories, so this is where a local run shows each item's attempts (also written to logs/invocations.jsonl)."""
 
     # ---- lifecycle -----------------------------------------------------------------------------------
     def __enter__(self) -> LocalEngine:
@@ -98,8 +106,13 @@ class LocalEngine:
         self.endpoint = f"http://127.0.0.1:{port}"
         # moto's engine calls its own services at http://localhost:$MOTO_PORT: set it before the server starts.
         self._setenv({"MOTO_PORT": str(port), "AWS_DEFAULT_REGION": REGION, **FAKE_CREDENTIALS})
+        if LocalEngine._active:
+            raise RuntimeError("one LocalEngine per process at a time: moto's backends are process-wide")
+        LocalEngine._active = True
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self._server.start()
+        # moto's backends are process-wide: start from an empty account whatever ran before in this process.
+        requests.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
         requests.post(f"{self.endpoint}/moto-api/config",
                       json={"stepfunctions": {"execute_state_machine": True}}, timeout=10).raise_for_status()
         self.template = read_local_template(self.root, self.bucket, REGION, ACCOUNT, LOCAL_STACK_NAME,
@@ -112,12 +125,15 @@ class LocalEngine:
     def __exit__(self, *exc: object) -> None:
         from moto.awslambda.models import LambdaFunction
 
+        if self._mirror is not None:
+            self._mirror.uninstall()
         if self._original_invoke is not None:
             LambdaFunction._invoke_lambda = self._original_invoke  # type: ignore[method-assign]
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         if self._server is not None:
             self._server.stop()
+            LocalEngine._active = False
         for key, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -178,21 +194,44 @@ class LocalEngine:
                                    "errorMessage": f"{fn.function_name} is not in template.yaml"}), True, ""
             if isinstance(event, (str, bytes)):
                 event = json.loads(event) if event else {}
+            started = time.time()
             try:
                 assert engine._pool is not None
-                return engine._pool.submit(worker.invoke, spec, event).result()
+                result = engine._pool.submit(worker.invoke, spec, event).result()
             except BrokenProcessPool:
                 engine._start_pool()
-                return json.dumps({"errorType": "Lambda.ServiceException",
-                                   "errorMessage": "the local worker process died; restarted"}), True, ""
+                result = json.dumps({"errorType": "Lambda.ServiceException",
+                                     "errorMessage": "the local worker process died; restarted"}), True, ""
+            engine._record(fn.function_name, event, result, started)
+            return result
 
         self._original_invoke = LambdaFunction._invoke_lambda
         LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign]
+
+    def _record(self, function: str, event: Any, result: tuple[str, bool, str], started: float) -> None:
+        payload, errored, _ = result
+        item = event.get("item", {}).get("id") if isinstance(event, dict) else None
+        record = {"function": function, "item": item, "errored": errored, "start": started,
+                  "seconds": round(time.time() - started, 4)}
+        if isinstance(event, dict) and event.get("action"):
+            record["action"] = event["action"]
+        if errored:
+            record["errorType"] = json.loads(payload).get("errorType")
+        self.invocations.append(record)
+        if self.log_path is not None:
+            with open(self.log_path.parent / "invocations.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
 
     # ---- resources -----------------------------------------------------------------------------------
     def _create_resources(self) -> None:
         s3 = self.client("s3")
         s3.create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        if self.state_dir is not None:
+            from granulemap.local.mirror import BucketMirror
+
+            self._mirror = BucketMirror(self.bucket, self.state_dir)
+            self._mirror.restore(s3)
+            self._mirror.install()
         iam = self.client("iam")
         role_arn = iam.create_role(
             RoleName="granulemap-local",

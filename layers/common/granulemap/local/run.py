@@ -36,7 +36,9 @@ def run_locally(
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
-    with LocalEngine(workers=workers, log_path=out / "logs" / "functions.log", extra_env=extra_env) as engine:
+    # The emulated bucket lives on disk under OUT/state: a re-run after a crash resumes where it stopped.
+    with LocalEngine(workers=workers, log_path=out / "logs" / "functions.log", extra_env=extra_env,
+                     state_dir=out / "state") as engine:
         arn = engine.start(execution_input)
         desc = engine.wait(arn, on_poll=_Progress(engine, progress), timeout=timeout)
         history = engine.history(arn)

@@ -1,0 +1,80 @@
+"""Keeps the emulated bucket's contents on disk, so that whatever a local run finished survives the run being killed.
+
+Every S3 write and delete reaches the moto server, which runs in the engine's process; the mirror hooks moto's S3
+backend there and copies each object of our bucket into a folder (written to a temporary name, then renamed, so a
+file on disk is always a complete object). The next run in the same folder loads it back before it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+class BucketMirror:
+    def __init__(self, bucket: str, directory: Path):
+        self.bucket = bucket
+        self.directory = directory.resolve()
+        self._originals: dict[str, Any] = {}
+
+    def _path(self, key: str) -> Path | None:
+        path = (self.directory / key).resolve()
+        return path if path.is_relative_to(self.directory) and not key.endswith("/") else None
+
+    def _write(self, key: str, value: bytes) -> None:
+        path = self._path(key)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(value)
+        os.replace(tmp, path)
+
+    def _delete(self, key: str) -> None:
+        path = self._path(key)
+        if path is not None and path.is_file():
+            path.unlink()
+
+    def restore(self, client: Any) -> int:
+        """Upload every mirrored object into the (new, empty) emulated bucket; returns how many."""
+        count = 0
+        if not self.directory.is_dir():
+            return 0
+        for path in sorted(self.directory.rglob("*")):
+            if path.is_file() and not path.name.startswith(".part-"):
+                client.put_object(Bucket=self.bucket, Key=path.relative_to(self.directory).as_posix(),
+                                  Body=path.read_bytes())
+                count += 1
+        return count
+
+    def install(self) -> None:
+        from moto.s3.models import S3Backend
+
+        mirror = self
+        put, delete = S3Backend.put_object, S3Backend.delete_object
+        self._originals = {"put_object": put, "delete_object": delete}
+
+        def put_object(backend: Any, bucket_name: str, key_name: str, value: bytes, *args: Any, **kwargs: Any) -> Any:
+            key = put(backend, bucket_name, key_name, value, *args, **kwargs)
+            if bucket_name == mirror.bucket:
+                mirror._write(key_name, bytes(key.value))
+            return key
+
+        def delete_object(backend: Any, bucket_name: str, key_name: str, *args: Any, **kwargs: Any) -> Any:
+            result = delete(backend, bucket_name, key_name, *args, **kwargs)
+            if bucket_name == mirror.bucket:
+                mirror._delete(key_name)
+            return result
+
+        S3Backend.put_object = put_object  # type: ignore[method-assign]
+        S3Backend.delete_object = delete_object  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        from moto.s3.models import S3Backend
+
+        for name, original in self._originals.items():
+            setattr(S3Backend, name, original)
+        self._originals = {}

@@ -1,0 +1,230 @@
+"""Recipe ``atl06-cell-stats``: ICESat-2 ATL06 land-ice height statistics per HEALPix cell, as one Zarr v3 store.
+
+Items are parent cells (HEALPix nested, ``parent_order``, default 6), each with the granules that touch it. One
+Processor call reads its granules' land-ice segments inside its parent cell, keeps those with
+``atl06_quality_summary == 0`` and a usable ``h_li``/``h_li_sigma`` (no fill value, finite), and computes for every
+child cell (``child_order``, default 12): count, h_min, h_max, h_mean (weighted by 1/h_li_sigma²), h_sigma
+(1/√Σ(1/σ²)), h_variance (population), h_q25, h_q50, h_q75 — heights in metres above the WGS84 ellipsoid. Cell
+ids are mortie's default (authalic latitude on WGS84), which xdggs calls ``ellipsoid: WGS84``.
+
+Products (outputs/atl06-cell-stats/<config id>/): ``atl06-cell-stats.zarr``, readable with
+``xdggs.decode(xr.open_zarr(store))``, and ``atl06-cell-stats-h_mean.png``. The configuration id includes the dates
+and the bbox, so every period has its own store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+import granulemap
+from granulemap import layout
+from granulemap.errors import CatalogError, GranuleUnreadable, InvalidInput, PermanentItemError
+from granulemap.granule_access import GranuleAccess
+from granulemap.models import ExecutionInput, Granule, Item, RunContext
+from granulemap.recipes.atl06.cells import MAX_ORDER
+from granulemap.recipes.atl06.footprints import granule_time, parents_of_file, parents_of_footprint
+from granulemap.recipes.atl06.granule import Atl06Granule, Segments, segments_in_parent
+from granulemap.recipes.atl06.plot import plot_cells
+from granulemap.recipes.atl06.stats import cell_statistics
+from granulemap.recipes.atl06.store import (
+    STORE_NAME,
+    StoreLayout,
+    ensure_template,
+    finalize,
+    read_cells_with_data,
+    s3_store,
+    write_parent,
+)
+from granulemap.recipes.base import Recipe, item_id_for
+from granulemap.settings import load_settings
+from granulemap.storage import Bucket
+
+PNG_NAME = "atl06-cell-stats-h_mean.png"
+MAX_LEVELS = 10
+"""At most this many orders between parent and child: one parent's block (4**levels cells) is one Zarr chunk."""
+_CATALOG_READERS = 8
+_GRANULE_READERS = 4
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    parent_order: int = Field(default=6, ge=0, le=MAX_ORDER, description="HEALPix order of the items (parent cells)")
+    child_order: int = Field(default=12, ge=0, le=MAX_ORDER, description="HEALPix order of the output cells")
+
+    @model_validator(mode="after")
+    def _check_orders(self) -> Params:
+        if self.child_order <= self.parent_order:
+            raise ValueError(f"child_order ({self.child_order}) must be greater than parent_order ({self.parent_order})")
+        if self.child_order - self.parent_order > MAX_LEVELS:
+            raise ValueError(f"child_order may be at most {MAX_LEVELS} orders finer than parent_order (one parent's "
+                             f"4**(child-parent) cells are one Zarr chunk); got {self.child_order - self.parent_order}")
+        return self
+
+
+class CellItem(BaseModel):
+    """``Item.extra`` of a parent-cell item."""
+
+    model_config = ConfigDict(extra="forbid")
+    parent_cell: int = Field(ge=0, description="nested id at parent_order")
+    layout_id: str = Field(description="the store layout the item was catalogued for")
+
+
+class UnreadableItem(BaseModel):
+    """``Item.extra`` of a granule whose positions could not be read at catalog time: it fails as its own item."""
+
+    model_config = ConfigDict(extra="forbid")
+    unreadable: str
+
+
+def _cell_item_id(parent_order: int, parent: int, granules: list[Granule], layout_id: str) -> str:
+    """Readable and unique per (layout, parent, granules): a changed catalog never skips as already done."""
+    text = "\n".join([layout_id, *sorted(g.url for g in granules)])
+    return f"p{parent_order}-{parent}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def read_parent_segments(item: Item, cell: CellItem, params: Params, access: GranuleAccess) -> tuple[Segments, list[str]]:
+    """The good segments of the item's granules in its parent cell, and the granules that contributed any."""
+
+    def one(granule: Granule) -> Segments:
+        path = access.local_path(granule.url)
+        credentials = access.s3_credentials() if path is None else None
+        with Atl06Granule(granule.url, local_path=path, credentials=credentials) as opened:
+            return segments_in_parent(opened, cell.parent_cell, params.parent_order, params.child_order)
+
+    with ThreadPoolExecutor(min(_GRANULE_READERS, max(len(item.granules), 1))) as pool:
+        parts = list(pool.map(one, item.granules))
+    used = [g.url for g, part in zip(item.granules, parts, strict=True) if part.cells.size]
+    return Segments.concatenate(parts), used
+
+
+class Atl06CellStats(Recipe):
+    name = "atl06-cell-stats"
+    description = "ICESat-2 ATL06 land-ice height statistics (m, WGS84) per HEALPix cell → xdggs Zarr store"
+    collection = "ATL06"
+    file_pattern = "ATL06_*.h5"
+    Params = Params
+    bbox_changes_results = True
+    """The bbox decides which parent cells the store holds, so different bboxes get different stores."""
+
+    def slug(self, params: BaseModel) -> str:
+        assert isinstance(params, Params)
+        return f"p{params.parent_order}-c{params.child_order}"
+
+    def config_id(self, params: BaseModel, execution: ExecutionInput | None = None) -> str:
+        """Also names the period: a store holds one catalog's parent cells, so each period gets its own."""
+        base = super().config_id(params, execution)
+        if execution is None:
+            return base
+        start, end = execution.date_range()
+        return f"{base}-{start:%Y%m%d}-{end:%Y%m%d}"
+
+    def granule_time(self, name: str) -> dt.datetime | None:
+        return granule_time(name)
+
+    # --- catalog ----------------------------------------------------------------------------------------
+    def make_items(self, granules: list[Granule], params: BaseModel, execution: ExecutionInput) -> list[Item]:
+        """One item per parent cell touched by any granule (CMR polygons, or the files' own positions)."""
+        assert isinstance(params, Params)
+        if execution.source is None:
+            touched, unreadable = self._parents_from_cmr(granules, params.parent_order), {}
+        else:
+            touched, unreadable = self._parents_from_files(granules, params.parent_order)
+        by_parent: dict[int, list[Granule]] = defaultdict(list)
+        for granule in granules:
+            for parent in touched.get(granule.url, ()):
+                by_parent[int(parent)].append(Granule(url=granule.url, time=granule.time))  # no footprint: small
+        store_layout = StoreLayout.of(params.parent_order, params.child_order, by_parent)
+        items = [
+            Item(id=_cell_item_id(params.parent_order, parent, members, store_layout.layout_id), granules=members,
+                 extra=CellItem(parent_cell=parent, layout_id=store_layout.layout_id).model_dump())
+            for parent, members in sorted(by_parent.items())
+        ]
+        items += [Item(id=f"unreadable-{item_id_for(g.url)}", granules=[g],
+                       extra=UnreadableItem(unreadable=unreadable[g.url]).model_dump())
+                  for g in granules if g.url in unreadable]
+        return items
+
+    @staticmethod
+    def _parents_from_cmr(granules: list[Granule], order: int) -> dict[str, Any]:
+        # Granule.footprint (outer rings as (lon, lat) pairs from the CMR record) is filled by the CMR search.
+        missing = [g.url for g in granules if not getattr(g, "footprint", None)]
+        if missing:
+            raise CatalogError(
+                f"{len(missing)} of {len(granules)} granules from CMR have no polygon footprint (first: {missing[0]}); "
+                "atl06-cell-stats needs each granule's polygons to find its cells. Give a 'source' (directory or "
+                "s3:// prefix of the files) instead: their own positions are used then"
+            )
+        return {g.url: parents_of_footprint(getattr(g, "footprint"), order) for g in granules}
+
+    @staticmethod
+    def _parents_from_files(granules: list[Granule], order: int) -> tuple[dict[str, Any], dict[str, str]]:
+        def one(granule: Granule) -> tuple[str, Any, str | None]:
+            try:
+                return granule.url, parents_of_file(granule.url, order), None
+            except PermanentItemError as exc:
+                return granule.url, (), f"{type(exc).__name__}: {exc}"
+
+        with ThreadPoolExecutor(_CATALOG_READERS) as pool:
+            found = list(pool.map(one, granules))
+        return ({url: parents for url, parents, _ in found},
+                {url: cause for url, _, cause in found if cause is not None})
+
+    def prepare(self, items: list[Item], run: RunContext, params: BaseModel, bucket: Bucket) -> None:
+        """Create the store's template for all parent cells of the run (kept if it already has this layout)."""
+        assert isinstance(params, Params)
+        parents = [CellItem.model_validate(i.extra).parent_cell for i in items if "parent_cell" in i.extra]
+        if not parents:
+            return
+        store_layout = StoreLayout.of(params.parent_order, params.child_order, parents)
+        store = s3_store(bucket.name, layout.output_key(self.name, run.config_id, STORE_NAME))
+        ensure_template(store, store_layout, {
+            "title": "ICESat-2 ATL06 land-ice height statistics per HEALPix cell",
+            "recipe": self.name, "config_id": run.config_id,
+            "height_reference": "h_li: metres above the WGS84 ellipsoid",
+        })
+
+    # --- science ----------------------------------------------------------------------------------------
+    def process(self, item: Item, params: BaseModel, access: GranuleAccess, run: RunContext) -> dict[str, Any]:
+        """Statistics of one parent cell's child cells, written to its own region of the run's store."""
+        assert isinstance(params, Params)
+        if "unreadable" in item.extra:
+            raise GranuleUnreadable(f"{item.granules[0].url}: {UnreadableItem.model_validate(item.extra).unreadable}")
+        if "parent_cell" not in item.extra:
+            raise InvalidInput(f"item {item.id} is not a parent cell: atl06-cell-stats items come from its own "
+                               "catalog (granulemap run), not from single files")
+        cell = CellItem.model_validate(item.extra)
+        segments, used = read_parent_segments(item, cell, params, access)
+        stats = cell_statistics(segments.cells, segments.h_li, segments.h_li_sigma)
+        store = s3_store(load_settings().bucket, layout.output_key(self.name, run.config_id, STORE_NAME))
+        written = write_parent(store, cell.layout_id, cell.parent_cell, stats)
+        return {"parent_cell": cell.parent_cell, "parent_order": params.parent_order,
+                "cells_with_data": written, "segments": int(segments.cells.size), "granules": used}
+
+    def combine(self, results: list[dict[str, Any]], run: RunContext, params: BaseModel, bucket: Bucket) -> list[str]:
+        """Consolidate the store, record provenance in its attributes, draw h_mean; return the keys written."""
+        assert isinstance(params, Params)
+        store_key = layout.output_key(self.name, run.config_id, STORE_NAME)
+        png_key = layout.output_key(self.name, run.config_id, PNG_NAME)
+        granules = sorted({url for result in results for url in result.get("granules", [])})
+        store = s3_store(bucket.name, store_key)
+        finalize(store, {
+            "source_granules": granules,
+            "granulemap_version": granulemap.__version__,
+            "run_id": run.run_id,
+            "date_created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        })
+        _, cells, h_mean = read_cells_with_data(store, "h_mean")
+        png = plot_cells(cells, params.child_order, h_mean, label="h_mean (m above the WGS84 ellipsoid)",
+                         title=f"ATL06 weighted mean height per HEALPix order-{params.child_order} cell "
+                               f"({cells.size} cells, {len(granules)} granules)")
+        bucket.put_bytes(png_key, png, "image/png")
+        return [store_key, png_key]
+
+
+recipe = Atl06CellStats()

@@ -1,0 +1,172 @@
+"""Reliability, proven by fault injection through local executions of the real state machine."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from granulemap import layout
+from granulemap.cli import main as cli_main
+from granulemap.faults import ENV as FAULTS_ENV
+from granulemap.local.engine import LocalEngine
+from granulemap.synthetic import make_synthetic_series
+
+from conftest import MUR25
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ten_granules(tmp_path_factory) -> Path:
+    src = tmp_path_factory.mktemp("ten")
+    make_synthetic_series(MUR25, src, __import__("datetime").date(2019, 1, 1), 10)
+    return src
+
+
+def _rows(engine: LocalEngine, key: str) -> list[dict]:
+    body = engine.client("s3").get_object(Bucket=engine.bucket, Key=key)["Body"].read().decode()
+    return list(csv.DictReader(io.StringIO(body)))
+
+
+def test_transient_failures_are_retried_until_every_item_succeeds(ten_granules: Path, tmp_path: Path) -> None:
+    names = sorted(p.name.removesuffix(".nc") for p in ten_granules.iterdir())
+    flaky = {names[0]: 1, names[3]: 2, names[7]: 1}  # 30 % of the items fail once or twice
+    plan = {"transient": flaky, "state_dir": str(tmp_path)}
+    with LocalEngine(workers=2, extra_env={FAULTS_ENV: json.dumps(plan)}) as engine:
+        desc = engine.run({"recipe": "sst-global-mean", "start": "2019-01-01", "end": "2019-01-10",
+                           "source": str(ten_granules), "tolerated_failure_percentage": 0}, timeout=300)
+        assert desc["status"] == "SUCCEEDED", desc.get("cause")
+        # moto keeps the Map's child executions out of the parent's history; the engine's invocation record
+        # (logs/invocations.jsonl in a CLI run) shows each attempt instead.
+        attempts = [i for i in engine.invocations if i["function"] == "ProcessorFunction"]
+        failed = [i for i in attempts if i["errored"]]
+        assert sorted(i["item"] for i in failed) == sorted(k for k, n in flaky.items() for _ in range(n))
+        assert {i["errorType"] for i in failed} == {"TransientError"}
+        assert len(attempts) == 10 + sum(flaky.values())
+        map_run = [e for e in engine.history(desc["executionArn"]) if e["type"] == "MapRunStarted"]
+        counts = engine.client("stepfunctions").describe_map_run(
+            mapRunArn=map_run[0]["mapRunStartedEventDetails"]["mapRunArn"])["itemCounts"]
+        assert counts["succeeded"] == 10 and counts["failed"] == 0
+        summary = json.loads(engine.client("s3").get_object(
+            Bucket=engine.bucket, Key=layout.summary_key(desc["executionArn"].rsplit(":", 1)[-1]))["Body"].read())
+        assert summary["items"] == {"total": 10, "succeeded": 10, "failed": 0, "skipped": 0}
+    for item, times in flaky.items():
+        assert (tmp_path / f"{item}.attempts").read_text() == str(times + 1)
+
+
+def test_two_corrupt_granules_among_thirty(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_synthetic_series(MUR25, src, __import__("datetime").date(2019, 2, 1), 28)
+    corrupt = []
+    for day in (1, 2):  # two more days in March, truncated
+        good = make_synthetic_series(MUR25, tmp_path / "tmp", __import__("datetime").date(2019, 3, day), 1)[0]
+        bad = src / good.name
+        bad.write_bytes(good.read_bytes()[:30_000])
+        corrupt.append(bad.name.removesuffix(".nc"))
+    with LocalEngine(workers=2) as engine:
+        run = {"recipe": "sst-global-mean", "start": "2019-02-01", "end": "2019-03-31", "source": str(src)}
+        ok = engine.run({**run, "tolerated_failure_percentage": 10}, timeout=300)
+        assert ok["status"] == "SUCCEEDED", ok.get("cause")
+        summary = json.loads(engine.client("s3").get_object(
+            Bucket=engine.bucket, Key=layout.summary_key(ok["executionArn"].rsplit(":", 1)[-1]))["Body"].read())
+        assert summary["items"] == {"total": 30, "succeeded": 28, "failed": 2, "skipped": 0}
+        assert sorted(f["item"] for f in summary["failures"]) == sorted(corrupt)
+        assert {f["error"] for f in summary["failures"]} == {"GranuleUnreadable"}
+        config = json.loads(ok["output"])["run"]["config_id"]
+        assert len(_rows(engine, layout.output_key("sst-global-mean", config, "global_mean_sst.csv"))) == 28
+
+        strict = engine.run({**run, "tolerated_failure_percentage": 5}, timeout=300)
+        assert strict["status"] == "FAILED" and strict["error"] == "TooManyFailures"
+        assert "2 of 30 items failed (6.7%)" in strict["cause"]
+
+
+def _granulemap(*args: str, env: dict | None = None, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "granulemap.cli", *args], env={**os.environ, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_killed_run_resumes_without_redoing_or_duplicating(ten_granules: Path, tmp_path: Path) -> None:
+    args = ["run", "--recipe", "sst-global-mean", "--start", "2019-01-01", "--end", "2019-01-10",
+            "--source", str(ten_granules), "--quiet", "--workers", "1", "--max-concurrency", "1"]
+    whole = _granulemap(*args, "--out", str(tmp_path / "whole"))
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+
+    out = tmp_path / "killed"
+    slow = {FAULTS_ENV: json.dumps({"delay_seconds": 0.4})}
+    proc = _granulemap(*args, "--out", str(out), env=slow, start_new_session=True)
+    results = out / "state" / "results"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done = list(results.rglob("*.json")) if results.exists() else []
+        if len(done) >= 3:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished_before = len(list(results.rglob("*.json")))
+    assert 3 <= finished_before < 10, "the run was not killed part way"
+
+    resumed = _granulemap(*args, "--out", str(out))
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["items"]["skipped"] == finished_before
+    assert summary["items"]["succeeded"] == 10 - finished_before
+    assert summary["items"]["failed"] == 0
+    resumed_csv = (out / "global_mean_sst.csv").read_text()
+    assert resumed_csv == (tmp_path / "whole" / "global_mean_sst.csv").read_text()
+    assert len(resumed_csv.splitlines()) == 11  # header + each granule exactly once
+
+
+BAD_INPUTS = [
+    ({"recipe": "nope"}, "field 'recipe'"),
+    ({"start": "2019-13-01"}, "field 'start'"),
+    ({"start": "2019-01-10", "end": "2019-01-01"}, "before start"),
+    ({"start": "2000-01-01", "end": "2019-01-01"}, "field 'end'"),
+    ({"bbox": [10, 5, 20, -5]}, "field 'bbox'"),
+    ({"max_concurrency": 0}, "field 'max_concurrency'"),
+    ({"max_concurrency": 20000}, "field 'max_concurrency'"),
+    ({"tolerated_failure_percentage": 120}, "field 'tolerated_failure_percentage'"),
+    ({"params": {"method": "median"}}, "field 'method'"),
+]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    with LocalEngine(workers=1) as eng:
+        yield eng
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_INPUTS)
+def test_bad_input_fails_the_execution_at_once_naming_the_field(engine, ten_granules, change, message) -> None:
+    run = {"recipe": "sst-global-mean", "start": "2019-01-01", "end": "2019-01-10", "source": str(ten_granules),
+           **change}
+    s3 = engine.client("s3")
+    before = s3.list_objects_v2(Bucket=engine.bucket).get("KeyCount", 0)
+    desc = engine.run(run, timeout=60)
+    assert desc["status"] == "FAILED" and desc["error"] == "InvalidInput"
+    assert message in json.loads(desc["cause"])["errorMessage"]
+    assert s3.list_objects_v2(Bucket=engine.bucket).get("KeyCount", 0) == before
+
+
+def test_cli_reports_bad_input_before_starting_anything(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    code = cli_main(["run", "--recipe", "sst-global-mean", "--start", "2019-01-10", "--end", "2019-01-01",
+                     "--source", str(tmp_path), "--out", str(out)])
+    assert code == 2
+    assert "before start" in capsys.readouterr().err
+    assert not out.exists()
+    code = cli_main(["run", "--recipe", "sst-global-mean", "--start", "2019-01-01", "--end", "2019-01-02",
+                     "--source", str(tmp_path / "missing"), "--out", str(out)])
+    assert code == 2
+    assert "field 'source'" in capsys.readouterr().err
+    assert not out.exists()
