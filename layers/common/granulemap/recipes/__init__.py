@@ -15,6 +15,8 @@ ENTRY_POINT_GROUP = "granulemap.recipes"
 # installed metadata, so entry points of the package itself cannot be relied on there.
 _BUILT_IN = {
     "sst-global-mean": "granulemap.recipes.sst_global_mean:recipe",
+    "sst-box-mean": "granulemap.recipes.sst_box_mean:recipe",
+    "atl06-cell-stats": "granulemap.recipes.atl06_cell_stats:recipe",
 }
 
 

@@ -19,7 +19,14 @@ from granulemap import layout
 from granulemap.granule_access import GranuleAccess
 from granulemap.models import Item, RunContext
 from granulemap.recipes.base import Recipe
-from granulemap.recipes.ghrsst import cos_lat_weighted_stats, open_water, read_granule, time_from_name
+from granulemap.recipes.ghrsst import (
+    GhrsstGranule,
+    WeightedStats,
+    cos_lat_weighted_stats,
+    open_water,
+    read_granule,
+    time_from_name,
+)
 from granulemap.recipes.timeseries import write_time_series
 from granulemap.storage import Bucket
 
@@ -52,9 +59,14 @@ def global_mean_sst(name: str, *, method: Method, path: str | None = None, data:
         weights = np.where(np.abs(granule.lat) <= TUTORIAL_MAX_ABS_LAT, weights, 0.0)
         use = np.ones(granule.sst.raw.shape, dtype=bool)
     stats = cos_lat_weighted_stats(granule.sst, use, weights)
+    return rounded_row(granule, stats, method)
+
+
+def rounded_row(granule: GhrsstGranule, stats: WeightedStats, method: str) -> dict[str, Any]:
+    """One CSV row (plus the method) for a granule's statistics."""
     return {
         "time": granule.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "granule": name,
+        "granule": granule.name,
         "mean_sst_c": _round(stats.mean_c),
         "n_valid": stats.n_valid,
         "min_sst_c": _round(stats.min_c),

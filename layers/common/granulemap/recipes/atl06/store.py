@@ -107,7 +107,7 @@ def s3_store(bucket: str, key: str, *, read_only: bool = False) -> Store:
 
     return FsspecStore.from_url(
         f"s3://{bucket}/{key.rstrip('/')}", read_only=read_only,
-        storage_options={"skip_instance_cache": True, "use_listings_cache": False},
+        storage_options={"use_listings_cache": False},
     )
 
 

@@ -1,0 +1,286 @@
+"""BuildCatalog's CMR path: earthaccess's requests answered with recorded CMR pages (tests/data/cmr, see PROVENANCE.md).
+
+earthaccess asks collections.umm_json for the collection's cloud provider, then granules.umm_json with page_size=0
+for the hit count (twice), then the pages, sending each answer's CMR-Search-After header back. Where a test needs a
+page CMR did not record (a second page, MUR-like time ranges), it edits a copy of the real page and says so.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import pytest
+import requests
+import responses
+from moto import mock_aws
+
+from granulemap import cmr, layout
+from granulemap.catalog import build_catalog
+from granulemap.errors import CatalogError, InvalidInput, SourceUnavailable
+from granulemap.settings import Settings
+
+from conftest import ROOT
+
+CMR_SEARCH = "https://cmr.earthdata.nasa.gov/search"
+DATA = ROOT / "tests" / "data" / "cmr"
+SSH = "SEA_SURFACE_HEIGHT_ALT_GRIDS_L4_2SATS_5DAY_6THDEG_V_JPL2205"
+MUR25 = "MUR25-JPL-L4-GLOB-v04.2"
+BUCKET = "granulemap-cmr-test"
+_UNPATCHED_REQUEST = requests.Session.request
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((DATA / name).read_text())
+
+
+def ssh_page() -> dict[str, Any]:
+    """The real recorded granules.umm_json page (one SSH granule of 2020-01-02, provider POCLOUD)."""
+    return load("cmr_granules_umm_json_SSH_JPL2205_page1.json")
+
+
+def mur_collection() -> dict[str, Any]:
+    """The real collections.umm_json answer for MUR-JPL-L4-GLOB-v4.1; earthaccess reads only its provider-id."""
+    return load("cmr_collections_umm_json_MUR-JPL-L4-GLOB-v4.1.json")
+
+
+def edited_granule(page: dict[str, Any], old: str, new: str, begin: str, end: str) -> dict[str, Any]:
+    """A copy of ``page`` whose granule is renamed ``old`` → ``new`` (in every link) and given another time range.
+
+    Used to build pages CMR did not record: everything else stays as CMR wrote it.
+    """
+    text = json.dumps(page).replace(old, new)
+    edited = json.loads(text)
+    for item in edited["items"]:
+        item["umm"]["TemporalExtent"] = {"RangeDateTime": {"BeginningDateTime": begin, "EndingDateTime": end}}
+    return edited
+
+
+def direct_links(page: dict[str, Any]) -> list[str]:
+    """What CMR marks as direct S3 access, read from the raw UMM (independently of earthaccess)."""
+    return [u["URL"] for item in page["items"] for u in item["umm"]["RelatedUrls"]
+            if u["Type"] == "GET DATA VIA DIRECT ACCESS"]
+
+
+def _without_header(name: str) -> Callable[[Any], tuple[bool, str]]:
+    def match(request: Any) -> tuple[bool, str]:
+        present = name.lower() in {k.lower() for k in request.headers}
+        return (not present, f"request carries {name}" if present else "")
+    return match
+
+
+def _with_header(name: str, value: str) -> Callable[[Any], tuple[bool, str]]:
+    def match(request: Any) -> tuple[bool, str]:
+        got = request.headers.get(name)
+        return (got == value, "" if got == value else f"{name} is {got!r}, expected {value!r}")
+    return match
+
+
+def search_after_token(page_number: int) -> str:
+    return json.dumps([f"token-after-page-{page_number}", 1577923200000, page_number])
+
+
+def replay_cmr(rs: responses.RequestsMock, pages: list[dict[str, Any]],
+               collection: dict[str, Any] | None = None) -> None:
+    """Register CMR's answers to one earthaccess search returning ``pages`` in order (CMR-Hits = their items)."""
+    hits = sum(len(p["items"]) for p in pages)
+    rs.get(f"{CMR_SEARCH}/collections.umm_json", json=collection or mur_collection())
+    rs.get(f"{CMR_SEARCH}/granules.umm_json", json={"hits": hits, "took": 5, "items": []},
+           headers={"CMR-Hits": str(hits)},
+           match=[responses.matchers.query_param_matcher({"page_size": "0"}, strict_match=False)])
+    for number, page in enumerate(pages, start=1):
+        asked_with = (_without_header("CMR-Search-After") if number == 1
+                      else _with_header("CMR-Search-After", search_after_token(number - 1)))
+        rs.get(f"{CMR_SEARCH}/granules.umm_json", json=page,
+               headers={"CMR-Hits": str(hits), "CMR-Search-After": search_after_token(number)},
+               match=[responses.matchers.query_param_matcher({"page_size": str(hits)}, strict_match=False),
+                      asked_with])
+
+
+def granule_requests(rs: responses.RequestsMock) -> list[Any]:
+    return [c.request for c in rs.calls if "/granules.umm_json" in c.request.url]
+
+
+# ---- search_granules ------------------------------------------------------------------------------------------
+def test_search_returns_the_direct_s3_link_nominal_time_and_provider() -> None:
+    page = ssh_page()
+    (expected_link,) = direct_links(page)
+    with responses.RequestsMock() as rs:
+        replay_cmr(rs, [page])
+        granules, provider, records = cmr.search_granules(SSH, dt.date(2020, 1, 1), dt.date(2020, 1, 3), None)
+    assert [g.url for g in granules] == [expected_link]
+    assert expected_link.startswith("s3://") and expected_link.endswith(".nc")  # the data file, not its .md5
+    assert granules[0].time == dt.datetime(2020, 1, 2, tzinfo=dt.UTC)  # BeginningDateTime == EndingDateTime
+    assert provider == "POCLOUD"
+    assert records == [page["items"][0]["umm"]]
+
+
+def test_search_asks_cmr_for_the_collection_dates_bbox_and_cloud_provider() -> None:
+    with responses.RequestsMock() as rs:
+        replay_cmr(rs, [ssh_page()])
+        cmr.search_granules(SSH, dt.date(2020, 1, 1), dt.date(2020, 1, 3), (-10.0, -20.0, 30.0, 40.0))
+        collection_call, *granule_calls = [c.request for c in rs.calls]
+    assert collection_call.params == {"cloud_hosted": "True", "short_name": SSH}
+    for request in granule_calls:
+        assert request.params["short_name"] == SSH
+        assert request.params["provider"] == "POCLOUD"  # from the collection record
+        assert request.params["temporal[]"] == "2020-01-01T00:00:00Z,2020-01-03T23:59:59Z"
+        assert request.params["bounding_box"] == "-10.0,-20.0,30.0,40.0"
+
+
+def test_every_cmr_request_has_a_timeout() -> None:
+    # earthaccess sets none: without one a CMR that never answers would hold BuildCatalog until Lambda's timeout.
+    with responses.RequestsMock() as rs:
+        replay_cmr(rs, [ssh_page()])
+        cmr.search_granules(SSH, dt.date(2020, 1, 1), dt.date(2020, 1, 3), None)
+        timeouts = [c.request.req_kwargs.get("timeout") for c in rs.calls]
+    assert len(timeouts) == 4 and set(timeouts) == {cmr.CMR_TIMEOUT_SECONDS}
+    assert requests.Session.request is _UNPATCHED_REQUEST  # the default is set for the search only
+
+
+def test_paging_follows_cmr_search_after_to_the_last_page() -> None:
+    first = ssh_page()
+    # Page 2 is an edited copy of the real page: the same granule record renamed to the 2020-01-07 one.
+    second = edited_granule(first, "ssh_grids_v2205_2020010212", "ssh_grids_v2205_2020010712",
+                            "2020-01-07T00:00:00.000Z", "2020-01-07T00:00:00.000Z")
+    with responses.RequestsMock() as rs:
+        replay_cmr(rs, [second, first])  # CMR's order need not be time order
+        granules, provider, _ = cmr.search_granules(SSH, dt.date(2020, 1, 1), dt.date(2020, 1, 31), None)
+        pages = [r for r in granule_requests(rs) if r.params["page_size"] != "0"]
+    assert [r.headers.get("CMR-Search-After") for r in pages] == [None, search_after_token(1)]
+    assert [g.url for g in granules] == direct_links(first) + direct_links(second)  # sorted by time
+    assert [g.time.date() for g in granules] == [dt.date(2020, 1, 2), dt.date(2020, 1, 7)]
+    assert provider == "POCLOUD"
+
+
+def test_granules_belong_to_the_day_in_the_middle_of_their_time_range() -> None:
+    # GHRSST L4 daily analyses cover 21:00 the day before to 21:00; CMR returns every granule overlapping the
+    # search, so a December search also returns 1 January's. Edited copies of the real page give MUR-like ranges.
+    page = ssh_page()
+    dec31 = edited_granule(page, "ssh_grids_v2205_2020010212", "20181231090000-JPL-L4_GHRSST-SSTfnd-MUR25",
+                           "2018-12-30T21:00:00.000Z", "2018-12-31T21:00:00.000Z")
+    jan01 = edited_granule(page, "ssh_grids_v2205_2020010212", "20190101090000-JPL-L4_GHRSST-SSTfnd-MUR25",
+                           "2018-12-31T21:00:00.000Z", "2019-01-01T21:00:00.000Z")
+    with responses.RequestsMock() as rs:
+        replay_cmr(rs, [dec31, jan01])
+        granules, _, _ = cmr.search_granules(MUR25, dt.date(2018, 12, 1), dt.date(2018, 12, 31), None)
+    assert [g.url for g in granules] == direct_links(dec31)
+    assert granules[0].time == dt.datetime(2018, 12, 31, 9, tzinfo=dt.UTC)
+
+
+def test_no_hits_is_an_empty_result_not_an_error() -> None:
+    with responses.RequestsMock() as rs:
+        replay_cmr(rs, [{"hits": 0, "took": 68, "items": []}])
+        assert cmr.search_granules(MUR25, dt.date(1990, 1, 1), dt.date(1990, 1, 31), None) == ([], None, [])
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_cmr_overload_or_outage_is_source_unavailable(status: int) -> None:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rs:
+        rs.get(f"{CMR_SEARCH}/collections.umm_json", json=mur_collection())
+        rs.get(f"{CMR_SEARCH}/granules.umm_json", status=status, json={"errors": ["Service temporarily busy"]})
+        with pytest.raises(SourceUnavailable, match=f"CMR answered {status} while searching {MUR25}"):
+            cmr.search_granules(MUR25, dt.date(2018, 12, 1), dt.date(2018, 12, 31), None)
+
+
+def test_a_search_cmr_refuses_is_a_catalog_error_with_cmrs_reason() -> None:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rs:
+        rs.get(f"{CMR_SEARCH}/collections.umm_json", json=mur_collection())
+        rs.get(f"{CMR_SEARCH}/granules.umm_json", status=400,
+               json={"errors": ["Temporal datetime is invalid: [2018-13-01] is not a valid datetime."]})
+        with pytest.raises(CatalogError, match=r"\(400\): Temporal datetime is invalid"):
+            cmr.search_granules(MUR25, dt.date(2018, 12, 1), dt.date(2018, 12, 31), None)
+
+
+@pytest.mark.parametrize("failure, message", [
+    (requests.exceptions.ReadTimeout("read timed out"), f"did not answer within {cmr.CMR_TIMEOUT_SECONDS:g} s"),
+    (requests.exceptions.ConnectionError("connection reset"), "cannot reach CMR"),
+])
+def test_cmr_timeouts_and_dropped_connections_are_source_unavailable(failure: Exception, message: str) -> None:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rs:
+        rs.get(f"{CMR_SEARCH}/collections.umm_json", json=mur_collection())
+        rs.get(f"{CMR_SEARCH}/granules.umm_json", body=failure)
+        with pytest.raises(SourceUnavailable, match=message):
+            cmr.search_granules(MUR25, dt.date(2018, 12, 1), dt.date(2018, 12, 31), None)
+
+
+def test_an_error_page_from_the_collection_lookup_is_source_unavailable() -> None:
+    # earthaccess reads this answer's body without checking its status.
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rs:
+        rs.get(f"{CMR_SEARCH}/collections.umm_json", status=502, body="<html>502 Bad Gateway</html>")
+        with pytest.raises(SourceUnavailable, match=f"looking up collection {MUR25}"):
+            cmr.search_granules(MUR25, dt.date(2018, 12, 1), dt.date(2018, 12, 31), None)
+
+
+def test_a_collection_without_direct_s3_links_is_rejected_naming_the_field() -> None:
+    page = load("earthaccess_atl06_granule_umm_json.json")  # NSIDC_ECS: on-premises, https links only
+    assert direct_links(page) == []
+    with responses.RequestsMock() as rs:
+        replay_cmr(rs, [page])
+        with pytest.raises(InvalidInput, match="field 'collection'.*not in NASA Earthdata Cloud"):
+            cmr.search_granules("ATL06", dt.date(2019, 2, 21), dt.date(2019, 2, 21), None)
+
+
+def test_the_state_machine_retries_source_unavailable_and_not_catalog_errors() -> None:
+    build = json.loads((ROOT / "statemachine" / "pipeline.asl.json").read_text())["States"]["BuildCatalog"]
+    retried = {name for rule in build["Retry"] for name in rule["ErrorEquals"]}
+    assert SourceUnavailable.__name__ in retried
+    assert CatalogError.__name__ not in retried and "States.ALL" not in retried
+    assert build["Catch"][-1] == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "CatalogFailed"}
+
+
+# ---- build_catalog end to end (moto S3) -----------------------------------------------------------------------
+@pytest.fixture
+def bucket():
+    from granulemap.storage import Bucket
+
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-west-2")
+        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        yield Bucket(BUCKET, client)
+
+
+def test_build_catalog_from_cmr_writes_a_manifest_of_s3_links_and_times(bucket) -> None:
+    page = ssh_page()
+    raw = {"recipe": "sst-global-mean", "start": "2020-01-01", "end": "2020-01-03", "collection": SSH}
+    with responses.RequestsMock() as rs:
+        replay_cmr(rs, [page])
+        out = build_catalog(raw, "run-cmr", Settings(bucket=BUCKET), bucket)
+    manifest = bucket.get_json(layout.manifest_key("run-cmr"))
+    (link,) = direct_links(page)
+    assert manifest == [{"id": "ssh_grids_v2205_2020010212",
+                         "granules": [{"url": link, "time": "2020-01-02T00:00:00Z"}]}]
+    assert out.catalog.count == 1 and out.catalog.key == layout.manifest_key("run-cmr")
+    assert out.run.daac == "POCLOUD"  # FetchCredentials asks this provider's s3credentials endpoint
+
+
+def test_build_catalog_searches_the_recipes_own_collection_by_default(bucket) -> None:
+    from granulemap.recipes import get_recipe
+
+    assert get_recipe("sst-global-mean").collection == MUR25
+    raw = {"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-31"}
+    with responses.RequestsMock() as rs:
+        replay_cmr(rs, [{"hits": 0, "took": 68, "items": []}])
+        build_catalog(raw, "run-default", Settings(bucket=BUCKET), bucket)
+        assert {c.request.params["short_name"] for c in rs.calls} == {MUR25}
+
+
+def test_no_hits_give_an_empty_run_that_succeeds_with_a_clear_summary(bucket) -> None:
+    from granulemap.aggregation import aggregate
+    from granulemap.models import AggregatorEvent
+
+    raw = {"recipe": "sst-global-mean", "start": "1990-01-01", "end": "1990-01-31"}
+    with responses.RequestsMock() as rs:
+        replay_cmr(rs, [{"hits": 0, "took": 68, "items": []}])
+        out = build_catalog(raw, "run-empty", Settings(bucket=BUCKET), bucket)
+    assert bucket.get_json(layout.manifest_key("run-empty")) == []
+    assert out.catalog.count == 0 and out.run.daac is None  # FetchCredentials then has nothing to fetch
+    summary = aggregate(AggregatorEvent(run=out.run, catalog=out.catalog, map=out.map), bucket)
+    assert summary.status == "SUCCEEDED"
+    assert summary.items.total == 0 and summary.outputs == [layout.summary_key("run-empty")]
+    assert "no granules matched" in summary.message
+

@@ -1,0 +1,270 @@
+"""FetchCredentials and the Processors' credential cache: Earthdata Login and the DAAC's s3credentials endpoint
+answered with `responses`, SSM by moto.
+
+The answers have the shapes the real services give (EDL's find_or_create_token: access_token, token_type,
+expiration_date; s3credentials: accessKeyId, secretAccessKey, sessionToken, expiration), with values made up here.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from typing import Any
+
+import boto3
+import pytest
+import responses
+from moto import mock_aws
+
+from granulemap import credentials
+from granulemap.errors import CredentialsUnavailable, SourceUnavailable
+from granulemap.local import worker
+from granulemap.models import CredentialsRef
+from granulemap.settings import Settings
+
+from conftest import ROOT
+
+REGION = "us-west-2"
+EDL_TOKEN_URL = "https://urs.earthdata.nasa.gov/api/users/find_or_create_token"
+PODAAC_S3CREDENTIALS = "https://archive.podaac.earthdata.nasa.gov/s3credentials"
+USERNAME_PARAMETER = "/granulemap/edl/username"
+PASSWORD_PARAMETER = "/granulemap/edl/password"
+TOKEN_PARAMETER = "/granulemap/edl/token"
+PREFIX = "/granulemap/test-stack/daac-credentials"
+
+
+def daac_credentials(tag: str, expiration: str) -> dict[str, str]:
+    """An s3credentials answer whose three secret values contain ``tag``."""
+    return {"accessKeyId": f"ASIA{tag.upper()}KEY", "secretAccessKey": f"{tag}-secret-access-key",
+            "sessionToken": f"{tag}-session-token", "expiration": expiration}
+
+
+EDL_REFUSAL = {"error": "invalid_credentials", "error_description": "Invalid user credentials"}
+"""Earthdata Login's answer (401) to a token request without valid credentials."""
+
+
+def _without_authorization(request: Any) -> tuple[bool, str]:
+    present = "Authorization" in request.headers
+    return (not present, "request carries Authorization" if present else "")
+
+
+def replay_edl(rs: responses.RequestsMock, *, username: str | None, password: str | None, edl_token: str,
+               creds: dict[str, str], s3credentials_status: int = 200) -> None:
+    """Earthdata Login (only for username/password) and PO.DAAC's s3credentials, which wants the bearer token.
+
+    earthaccess first asks EDL for a token without credentials and sends them (HTTP basic) only in answer to EDL.
+    """
+    if username is not None:
+        basic = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+        rs.post(EDL_TOKEN_URL, status=401, json=EDL_REFUSAL, match=[_without_authorization])
+        rs.post(EDL_TOKEN_URL, json={"access_token": edl_token, "token_type": "Bearer",
+                                     "expiration_date": "11/19/2030"},
+                match=[responses.matchers.header_matcher({"Authorization": basic})])
+    rs.get(PODAAC_S3CREDENTIALS, status=s3credentials_status,
+           json=creds if s3credentials_status == 200 else {"error": "unauthorized"},
+           match=[responses.matchers.header_matcher({"Authorization": f"Bearer {edl_token}"})])
+
+
+def put_secure(ssm: Any, name: str, value: str) -> None:
+    ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
+
+
+def reset_caches() -> None:
+    from aws_lambda_powertools.utilities import parameters
+
+    parameters.clear_caches()
+    parameters.base.DEFAULT_PROVIDERS.clear()  # its SSM client may belong to another test's mock
+    credentials._cache.clear()
+
+
+@pytest.fixture
+def ssm(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    reset_caches()
+    with mock_aws():
+        yield boto3.client("ssm", region_name=REGION)
+    reset_caches()
+
+
+def password_settings(**overrides: Any) -> Settings:
+    values = {"bucket": "granulemap-test", "edl_username_parameter": USERNAME_PARAMETER,
+              "edl_password_parameter": PASSWORD_PARAMETER, "credentials_parameter_prefix": PREFIX,
+              "aws_region": REGION, **overrides}
+    return Settings.model_validate(values)
+
+
+# ---- fetch ----------------------------------------------------------------------------------------------------
+def test_fetch_logs_in_stores_the_credentials_encrypted_and_returns_only_a_reference(ssm) -> None:
+    put_secure(ssm, USERNAME_PARAMETER, "edl-user-7f3a")
+    put_secure(ssm, PASSWORD_PARAMETER, "edl-password-7f3a")
+    creds = daac_credentials("first", "2030-01-01 01:00:00+00:00")
+    with responses.RequestsMock() as rs:  # every registered answer must be asked for: login, then s3credentials
+        replay_edl(rs, username="edl-user-7f3a", password="edl-password-7f3a", edl_token="edl-bearer-7f3a",
+                   creds=creds)
+        ref = credentials.fetch_credentials("POCLOUD", password_settings())
+
+    assert ref == CredentialsRef(parameter=f"{PREFIX}/POCLOUD", daac="POCLOUD",
+                                 expires=dt.datetime(2030, 1, 1, 1, tzinfo=dt.UTC))
+    (stored,) = ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [ref.parameter]}])["Parameters"]
+    assert stored["Type"] == "SecureString"
+    value = ssm.get_parameter(Name=ref.parameter, WithDecryption=True)["Parameter"]["Value"]
+    assert json.loads(value) == creds
+    returned = ref.model_dump_json()
+    for secret in (*creds.values(), "edl-user-7f3a", "edl-password-7f3a", "edl-bearer-7f3a"):
+        if secret != creds["expiration"]:
+            assert secret not in returned
+
+
+def test_fetch_with_an_edl_token_needs_no_login_request(ssm) -> None:
+    put_secure(ssm, TOKEN_PARAMETER, "edl-token-91c2")
+    creds = daac_credentials("tok", "2030-01-01 01:00:00+00:00")
+    with responses.RequestsMock() as rs:
+        replay_edl(rs, username=None, password=None, edl_token="edl-token-91c2", creds=creds)
+        ref = credentials.fetch_credentials("POCLOUD", password_settings(edl_token_parameter=TOKEN_PARAMETER))
+        assert [c.request.url for c in rs.calls] == [PODAAC_S3CREDENTIALS]
+    assert json.loads(ssm.get_parameter(Name=ref.parameter, WithDecryption=True)["Parameter"]["Value"]) == creds
+
+
+def test_a_run_without_daac_data_needs_no_credentials_anywhere(ssm) -> None:
+    with responses.RequestsMock():  # no HTTP at all
+        assert credentials.fetch_credentials(None, password_settings(aws_region="eu-west-1")) is None
+    assert ssm.describe_parameters()["Parameters"] == []
+
+
+def test_missing_edl_parameters_are_credentials_unavailable_naming_the_parameter(ssm) -> None:
+    put_secure(ssm, USERNAME_PARAMETER, "edl-user")  # the password was never stored
+    with responses.RequestsMock(), pytest.raises(CredentialsUnavailable) as exc:
+        credentials.fetch_credentials("POCLOUD", password_settings())
+    message = str(exc.value)
+    assert f"SSM parameter {PASSWORD_PARAMETER} does not exist" in message
+    assert f"aws ssm put-parameter --type SecureString --name {PASSWORD_PARAMETER}" in message
+
+
+def test_no_edl_parameters_configured_is_credentials_unavailable_naming_the_template_parameters(ssm) -> None:
+    settings = password_settings(edl_username_parameter=None, edl_password_parameter=None)
+    with pytest.raises(CredentialsUnavailable, match="EdlTokenParameter or the EdlUsernameParameter"):
+        credentials.fetch_credentials("POCLOUD", settings)
+
+
+def test_daac_data_outside_us_west_2_fails_before_reading_any_secret(ssm) -> None:
+    with responses.RequestsMock(), pytest.raises(CredentialsUnavailable) as exc:
+        credentials.fetch_credentials("POCLOUD", password_settings(aws_region="eu-central-1"))
+    assert "DAAC direct S3 access works only in us-west-2" in str(exc.value)
+    assert "eu-central-1" in str(exc.value)
+
+
+def test_the_fetcher_handler_fails_early_outside_us_west_2(ssm, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = {
+        "function_name": "CredentialFetcherFunction",
+        "code_dir": str(ROOT / "functions" / "credential_fetcher"),
+        "handler": "app.handler",
+        "environment": {"BUCKET_NAME": "granulemap-test", "AWS_REGION": "eu-west-1",
+                        "EDL_USERNAME_PARAMETER": USERNAME_PARAMETER, "EDL_PASSWORD_PARAMETER": PASSWORD_PARAMETER,
+                        "CREDENTIALS_PARAMETER_PREFIX": PREFIX},
+        "memory_size": 256,
+        "arn": "arn:aws:lambda:eu-west-1:123456789012:function:CredentialFetcherFunction",
+    }
+    event = {"run": {"run_id": "r", "recipe": "sst-global-mean", "params": {}, "config_id": "c", "daac": "POCLOUD"}}
+    with responses.RequestsMock():
+        payload, errored, _ = worker.invoke(spec, event)
+    error = json.loads(payload)
+    assert errored and error["errorType"] == "CredentialsUnavailable"
+    assert "works only in us-west-2" in error["errorMessage"]
+
+
+@pytest.mark.parametrize("status, error, message", [
+    (401, CredentialsUnavailable, "accept the DAAC's EULA"),
+    (403, CredentialsUnavailable, "refused the Earthdata Login credentials"),
+    (503, SourceUnavailable, "answered 503"),
+])
+def test_s3credentials_refusals_and_outages_are_named(ssm, status: int, error: type, message: str) -> None:
+    put_secure(ssm, TOKEN_PARAMETER, "edl-token")
+    with responses.RequestsMock() as rs:
+        replay_edl(rs, username=None, password=None, edl_token="edl-token", creds={}, s3credentials_status=status)
+        with pytest.raises(error, match=message):
+            credentials.fetch_credentials("POCLOUD", password_settings(edl_token_parameter=TOKEN_PARAMETER))
+
+
+def test_a_refused_edl_password_is_credentials_unavailable(ssm) -> None:
+    put_secure(ssm, USERNAME_PARAMETER, "edl-user")
+    put_secure(ssm, PASSWORD_PARAMETER, "wrong-password")
+    with responses.RequestsMock() as rs:
+        rs.post(EDL_TOKEN_URL, status=401, json=EDL_REFUSAL)
+        with pytest.raises(CredentialsUnavailable, match=f"refused the username and password.*{PASSWORD_PARAMETER}"):
+            credentials.fetch_credentials("POCLOUD", password_settings())
+
+
+def test_the_state_machine_retries_outages_but_not_missing_credentials() -> None:
+    fetch = json.loads((ROOT / "statemachine" / "pipeline.asl.json").read_text())["States"]["FetchCredentials"]
+    retried = {name for rule in fetch["Retry"] for name in rule["ErrorEquals"]}
+    assert SourceUnavailable.__name__ in retried
+    assert CredentialsUnavailable.__name__ not in retried and "States.ALL" not in retried
+    assert fetch["ResultPath"] == "$.run.credentials"  # the reference, never the secret, joins the state
+
+
+# ---- load: cache and refresh ----------------------------------------------------------------------------------
+class CountingSsm:
+    """The test's SSM client, counting GetParameter calls of the credentials module."""
+
+    def __init__(self, client: Any):
+        self.client = client
+        self.get_calls = 0
+        client.meta.events.register("before-call.ssm.GetParameter", self._count)
+
+    def _count(self, **_: Any) -> None:
+        self.get_calls += 1
+
+
+def stored_ref(ssm: Any, creds: dict[str, str]) -> CredentialsRef:
+    put_secure(ssm, f"{PREFIX}/POCLOUD", json.dumps(creds))
+    return CredentialsRef(parameter=f"{PREFIX}/POCLOUD", daac="POCLOUD",
+                          expires=credentials.parse_expiration(creds["expiration"]))
+
+
+@pytest.fixture
+def counting(ssm, monkeypatch: pytest.MonkeyPatch) -> CountingSsm:
+    counter = CountingSsm(ssm)
+    monkeypatch.setattr(credentials, "_ssm", lambda: counter.client)
+    return counter
+
+
+def test_load_reads_the_parameter_once_and_then_uses_the_cache(ssm, counting: CountingSsm) -> None:
+    creds = daac_credentials("cached", "2030-01-01 01:00:00+00:00")
+    ref = stored_ref(ssm, creds)
+    now = dt.datetime(2030, 1, 1, 0, 0, tzinfo=dt.UTC)  # an hour of validity left
+    with responses.RequestsMock():  # no Earthdata Login traffic
+        first = credentials.load_credentials(ref, password_settings(), now=now)
+        second = credentials.load_credentials(ref, password_settings(), now=now + dt.timedelta(minutes=30))
+    assert first == second == creds
+    assert counting.get_calls == 1
+
+
+def test_credentials_near_expiry_are_refreshed_and_stored_for_the_other_processors(ssm, counting) -> None:
+    put_secure(ssm, USERNAME_PARAMETER, "edl-user")
+    put_secure(ssm, PASSWORD_PARAMETER, "edl-password")
+    old = daac_credentials("old", "2030-01-01 01:00:00+00:00")
+    new = daac_credentials("new", "2030-01-01 02:00:00+00:00")
+    ref = stored_ref(ssm, old)
+    nearly_expired = dt.datetime(2030, 1, 1, 0, 50, tzinfo=dt.UTC)  # 10 minutes left: less than a Lambda may run
+    assert dt.timedelta(minutes=10) < credentials.REFRESH_MARGIN
+    with responses.RequestsMock() as rs:
+        replay_edl(rs, username="edl-user", password="edl-password", edl_token="edl-bearer", creds=new)
+        assert credentials.load_credentials(ref, password_settings(), now=nearly_expired) == new
+        assert credentials.load_credentials(ref, password_settings(), now=nearly_expired) == new  # cached now
+        assert [c.request.url for c in rs.calls] == [EDL_TOKEN_URL, EDL_TOKEN_URL, PODAAC_S3CREDENTIALS]
+    assert json.loads(ssm.get_parameter(Name=ref.parameter, WithDecryption=True)["Parameter"]["Value"]) == new
+
+
+def test_a_processor_whose_cache_is_stale_takes_credentials_another_one_refreshed(ssm, counting) -> None:
+    old = daac_credentials("old", "2030-01-01 01:00:00+00:00")
+    ref = stored_ref(ssm, old)
+    with responses.RequestsMock():
+        credentials.load_credentials(ref, password_settings(), now=dt.datetime(2030, 1, 1, 0, 0, tzinfo=dt.UTC))
+    refreshed = daac_credentials("refreshed", "2030-01-01 02:00:00+00:00")
+    put_secure(ssm, ref.parameter, json.dumps(refreshed))  # what another Processor's refresh stored
+    with responses.RequestsMock():  # so no Earthdata Login traffic here
+        got = credentials.load_credentials(ref, password_settings(), now=dt.datetime(2030, 1, 1, 0, 50, tzinfo=dt.UTC))
+    assert got == refreshed
+    assert counting.get_calls == 2
