@@ -105,6 +105,13 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from granulemap.plotting import plot_result
+
+    print(plot_result(Path(args.result), args.column, Path(args.out) if args.out else None))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="granulemap", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -133,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     recipes = sub.add_parser("recipes", help="list the installed recipes")
     recipes.set_defaults(func=cmd_recipes)
+
+    plot = sub.add_parser("plot", help="redraw the PNG of a result (CSV time series or Zarr store)")
+    plot.add_argument("result")
+    plot.add_argument("--column", help="CSV column or Zarr variable (default mean_sst_c / h_mean)")
+    plot.add_argument("--out", help="PNG path (default: next to the result)")
+    plot.set_defaults(func=cmd_plot)
 
     from granulemap.cloud import add_cloud_commands
 

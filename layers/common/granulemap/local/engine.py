@@ -90,6 +90,7 @@ class LocalEngine:
         self._pool: ProcessPoolExecutor | None = None
         self._original_invoke: Any = None
         self._saved_env: dict[str, str | None] = {}
+        self.total_items: int | None = None
         self.invocations: list[dict[str, Any]] = []
         """Every Lambda invocation of this engine: moto does not expose the Distributed Map's child execution
         histories, so this is where a local run shows each item's attempts (also written to logs/invocations.jsonl)."""
@@ -101,6 +102,8 @@ class LocalEngine:
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        # moto warns on every Map that it ignores ToleratedFailurePercentage; Aggregate enforces it (see README).
+        logging.getLogger("moto.stepfunctions.parser.asl.parse.preprocessor").setLevel(logging.ERROR)
 
         port = _free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
@@ -217,10 +220,33 @@ class LocalEngine:
             record["action"] = event["action"]
         if errored:
             record["errorType"] = json.loads(payload).get("errorType")
+        else:
+            body = json.loads(payload) if payload else None
+            if isinstance(body, dict):
+                if "status" in body and "result_key" in body:
+                    record["status"] = body["status"]
+                if isinstance(body.get("catalog"), dict):
+                    self.total_items = body["catalog"].get("count")
         self.invocations.append(record)
         if self.log_path is not None:
             with open(self.log_path.parent / "invocations.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+    def item_counts(self) -> dict[str, int | None]:
+        """Items finished so far in the current execution, from the Processor invocations (for progress display)."""
+        done = {"succeeded": 0, "skipped": 0, "failed": 0}
+        for inv in list(self.invocations):
+            if inv["function"] != "ProcessorFunction":
+                continue
+            if inv.get("action") == "record_failure":
+                done["failed"] += 1
+            elif inv.get("status") in done:
+                done[inv["status"]] += 1
+        return {"total": self.total_items, **done}
+
+    def reset_progress(self) -> None:
+        self.total_items = None
+        self.invocations.clear()
 
     # ---- resources -----------------------------------------------------------------------------------
     def _create_resources(self) -> None:
@@ -253,6 +279,7 @@ class LocalEngine:
 
     # ---- executions ----------------------------------------------------------------------------------
     def start(self, execution_input: dict[str, Any], name: str | None = None) -> str:
+        self.reset_progress()
         name = name or time.strftime("local-%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:6]
         return self.client("stepfunctions").start_execution(
             stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(execution_input)

@@ -12,20 +12,41 @@ from granulemap import layout
 from granulemap.local.engine import LocalEngine
 
 
-class _Progress:
-    """Periodic plain lines of how many items have a result or a failure record."""
+def progress_line(counts: dict[str, Any], elapsed: float, width: int = 30) -> str:
+    """``[#####.....] 12/31 items (10 ok, 1 skipped, 1 failed) 3.2/s, ETA 6 s`` (no bar when the total is unknown)."""
+    total = counts.get("total")
+    done = counts["succeeded"] + counts["skipped"] + counts["failed"]
+    rate = done / elapsed if elapsed > 0 else 0.0
+    detail = f"({counts['succeeded']} ok, {counts['skipped']} skipped, {counts['failed']} failed) {rate:.1f}/s"
+    if not total:
+        return f"cataloguing... {elapsed:.0f} s" if total is None else "no items"
+    filled = int(width * done / total)
+    eta = f", ETA {(total - done) / rate:.0f} s" if rate > 0 and done < total else ""
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} items {detail}{eta}"
 
-    def __init__(self, engine: LocalEngine, enabled: bool, every: float = 5.0):
-        self.engine, self.enabled, self.every = engine, enabled, every
+
+class _Progress:
+    """Live progress: a redrawn bar on a terminal, plain lines every ``every`` seconds otherwise."""
+
+    def __init__(self, engine: LocalEngine, enabled: bool, stream: Any = None, every: float = 10.0):
+        self.engine, self.enabled = engine, enabled
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.every = 0.2 if self.tty else every
         self.started = time.monotonic()
         self.last = self.started
 
-    def __call__(self) -> None:
+    def __call__(self, final: bool = False) -> None:
         now = time.monotonic()
-        if not self.enabled or now - self.last < self.every:
+        if not self.enabled or (not final and now - self.last < self.every):
             return
         self.last = now
-        print(f"... running for {now - self.started:.0f} s", file=sys.stderr, flush=True)
+        line = progress_line(self.engine.item_counts(), now - self.started)
+        if self.tty:
+            self.stream.write("\r" + line.ljust(100) + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
 
 
 def run_locally(
@@ -40,7 +61,9 @@ def run_locally(
     with LocalEngine(workers=workers, log_path=out / "logs" / "functions.log", extra_env=extra_env,
                      state_dir=out / "state") as engine:
         arn = engine.start(execution_input)
-        desc = engine.wait(arn, on_poll=_Progress(engine, progress), timeout=timeout)
+        show = _Progress(engine, progress)
+        desc = engine.wait(arn, on_poll=show, timeout=timeout)
+        show(final=True)
         history = engine.history(arn)
         (out / "logs" / "execution-history.json").write_text(json.dumps(history, default=str, indent=1))
         run_id = arn.rsplit(":", 1)[-1]

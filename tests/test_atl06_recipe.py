@@ -1,0 +1,296 @@
+"""The atl06-cell-stats recipe through the pipeline's own steps: catalog, template, processors, aggregate."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from pathlib import Path
+
+import matplotlib.image
+import netCDF4
+import numpy as np
+import pytest
+import xarray as xr
+import xdggs
+import zarr
+from test_atl06_synthetic_granule import (  # noqa: F401  (moto_s3, synthetic_dir are fixtures)
+    ATL06_FILL,
+    BEAMS,
+    CHILD_ORDER,
+    DATA,
+    N_CHILDREN,
+    PARENT_ORDER,
+    REAL_GRANULE,
+    SITE,
+    SYNTHETIC_ONE,
+    SYNTHETIC_TWO,
+    MotoS3,
+    granule_one,
+    moto_s3,
+    run_pipeline,
+    synthetic_dir,
+    wgs84_cells,
+    write_granule,
+)
+
+import granulemap
+from granulemap import layout
+from granulemap.errors import CatalogError, InvalidInput
+from granulemap.models import ExecutionInput, Granule
+from granulemap.recipes import get_recipe
+from granulemap.recipes.atl06.footprints import footprint_from_legacy, footprint_from_umm
+from granulemap.recipes.atl06.store import StoreLayout
+from granulemap.recipes.atl06_cell_stats import PNG_NAME
+
+CMR = Path("/work/shared/data/cmr")
+recipe = get_recipe("atl06-cell-stats")
+
+
+def independent_cell_stats(path: Path) -> dict[int, dict[str, float]]:
+    """Every order-12 cell's statistics of a granule, read with netCDF4 and placed with healpix_geo (not h5coro,
+    not mortie), reduced with numpy's own functions one cell at a time."""
+    lat, lon, h, sigma = [], [], [], []
+    with netCDF4.Dataset(path) as ds:
+        for beam in BEAMS:
+            if beam not in ds.groups or "land_ice_segments" not in ds[beam].groups:
+                continue
+            g = ds[f"{beam}/land_ice_segments"]
+            g.set_auto_maskandscale(False)
+            hh, ss = g["h_li"][:].astype(np.float64), g["h_li_sigma"][:].astype(np.float64)
+            ok = ((g["atl06_quality_summary"][:] == 0) & np.isfinite(hh) & (hh != np.float64(ATL06_FILL))
+                  & np.isfinite(ss) & (ss != np.float64(ATL06_FILL)) & (ss > 0))
+            lat += [g["latitude"][:][ok]]; lon += [g["longitude"][:][ok]]; h += [hh[ok]]; sigma += [ss[ok]]  # noqa: E702
+    cells = wgs84_cells(np.concatenate(lat), np.concatenate(lon), CHILD_ORDER)
+    h_all, s_all = np.concatenate(h), np.concatenate(sigma)
+    expected = {}
+    for cell in np.unique(cells):
+        x, s = h_all[cells == cell], s_all[cells == cell]
+        expected[int(cell)] = {
+            "count": x.size, "h_min": x.min(), "h_max": x.max(), "h_mean": np.average(x, weights=s**-2),
+            "h_sigma": np.sum(s**-2) ** -0.5, "h_variance": np.var(x),
+            "h_q25": np.quantile(x, 0.25), "h_q50": np.median(x), "h_q75": np.quantile(x, 0.75),
+        }
+    return expected
+
+
+def open_decoded(run) -> xr.Dataset:  # type: ignore[no-untyped-def]
+    return xdggs.decode(xr.open_zarr(run.store))
+
+
+# --- parameters and names ---------------------------------------------------------------------------------------
+def test_params_default_to_orders_6_and_12_and_are_validated() -> None:
+    params = recipe.parse_params({})
+    assert (params.parent_order, params.child_order) == (6, 12)  # type: ignore[attr-defined]
+    for bad, field in (({"parent_order": 8, "child_order": 8}, "greater than parent_order"),
+                       ({"child_order": 30}, "child_order"), ({"parent_order": -1}, "parent_order"),
+                       ({"parent_order": 0, "child_order": 11}, "at most 10 orders"), ({"order": 5}, "order")):
+        with pytest.raises(InvalidInput, match=field):
+            recipe.parse_params(bad)
+
+
+def test_granule_time_comes_from_the_atl06_name_stamp() -> None:
+    assert recipe.granule_time(REAL_GRANULE.name) == dt.datetime(2018, 10, 13, 23, 56, 45, tzinfo=dt.UTC)
+    assert recipe.granule_time("ATL03_20181013235645_02340114_209_01.h5") is None
+    assert recipe.granule_time("ATL06_20181399235645_02340114_209_01.h5") is None
+
+
+def test_each_period_has_its_own_store() -> None:
+    params = recipe.parse_params({})
+    october = ExecutionInput(recipe=recipe.name, start="2018-10-01", end="2018-10-31")
+    november = ExecutionInput(recipe=recipe.name, start="2018-11-01", end="2018-11-30")
+    assert recipe.config_id(params, october) != recipe.config_id(params, november)
+    assert recipe.config_id(params, october).startswith("p6-c12-")
+
+
+# --- catalog ----------------------------------------------------------------------------------------------------
+def test_items_are_parent_cells_with_the_granules_that_touch_them(tmp_path: Path, synthetic_dir: Path) -> None:
+    for name in (SYNTHETIC_ONE, SYNTHETIC_TWO):
+        (tmp_path / name).write_bytes((synthetic_dir / name).read_bytes())
+    (tmp_path / REAL_GRANULE.name).write_bytes(REAL_GRANULE.read_bytes())
+    params = recipe.parse_params({})
+    execution = ExecutionInput(recipe=recipe.name, start="2018-01-01", end="2019-12-31", source=str(tmp_path))
+    granules = [Granule(url=str(p), time=recipe.granule_time(p.name)) for p in sorted(tmp_path.iterdir())]
+    items = recipe.make_items(granules, params, execution)
+
+    expected: dict[int, set[str]] = {}
+    with netCDF4.Dataset(REAL_GRANULE) as ds:
+        real = np.concatenate([wgs84_cells(ds[f"{b}/land_ice_segments/latitude"][:],
+                                           ds[f"{b}/land_ice_segments/longitude"][:], PARENT_ORDER) for b in BEAMS])
+    for cell in set(real.tolist()):
+        expected.setdefault(cell, set()).add(REAL_GRANULE.name)
+    for name, beams in ((SYNTHETIC_ONE, granule_one()),):
+        for s in (s for segments in beams.values() for s in segments if not s.border):
+            expected.setdefault(int(wgs84_cells(s.lat, s.lon, PARENT_ORDER)[0]), set()).add(name)
+    got = {item.extra["parent_cell"]: {Path(g.url).name for g in item.granules} for item in items}
+    for parent, names in expected.items():
+        assert names <= got[parent], parent
+    assert SYNTHETIC_TWO in got[SITE.parent] and SYNTHETIC_TWO in got[SITE.neighbour]
+    assert len({item.extra["layout_id"] for item in items}) == 1
+    assert StoreLayout.of(6, 12, got).layout_id == items[0].extra["layout_id"]
+    assert len({item.id for item in items}) == len(items)
+
+
+def test_cmr_items_use_the_granules_polygons(tmp_path: Path) -> None:
+    class CmrGranule(Granule):  # the footprint field granulemap.cmr is to fill from the CMR record
+        footprint: list[list[tuple[float, float]]] | None = None
+
+    entry = json.loads((CMR / "earthaccess_atl06_granule_legacy_json.json").read_text())["feed"]["entry"][0]
+    rings = footprint_from_legacy(entry)
+    assert len(rings) == 1 and len(rings[0]) == 7
+    granule = CmrGranule(url="s3://nsidc-cumulus-prod-protected/ATLAS/ATL06/005/2019/02/21/"
+                             "ATL06_20190221121851_08410203_005_01.h5",
+                         time=recipe.granule_time("ATL06_20190221121851_08410203_005_01.h5"), footprint=rings)
+    execution = ExecutionInput(recipe=recipe.name, start="2019-02-21", end="2019-02-21")
+    items = recipe.make_items([granule], recipe.parse_params({}), execution)
+    parents = {item.extra["parent_cell"] for item in items}
+    # every vertex of the polygon, and the middle of each edge (CMR edges are great-circle arcs), is in an item
+    lon, lat = np.deg2rad(np.array(rings[0]).T)
+    xyz = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)
+    mid = xyz[:-1] + xyz[1:]
+    mid_lat = np.rad2deg(np.arctan2(mid[:, 2], np.hypot(mid[:, 0], mid[:, 1])))
+    mid_lon = np.rad2deg(np.arctan2(mid[:, 1], mid[:, 0]))
+    points_lat, points_lon = np.r_[np.rad2deg(lat), mid_lat], np.r_[np.rad2deg(lon), mid_lon]
+    assert set(wgs84_cells(points_lat, points_lon, PARENT_ORDER).tolist()) <= parents
+    assert all(item.granules == [Granule(url=granule.url, time=granule.time)] for item in items)  # no footprint
+    assert 20 < len(parents) < 200  # a ~2,000 km long, narrow track, not a latitude band
+
+
+def test_cmr_records_without_polygons_stop_the_catalog_with_a_reason() -> None:
+    umm = json.loads((CMR / "earthaccess_atl06_granule_umm_json.json").read_text())["items"][0]["umm"]
+    assert footprint_from_umm(umm) == []  # NSIDC's ECS record describes its extent by orbit parameters only
+    granule = Granule(url="s3://bucket/ATL06_20190221121851_08410203_005_01.h5")
+    execution = ExecutionInput(recipe=recipe.name, start="2019-02-21", end="2019-02-21")
+    with pytest.raises(CatalogError, match="no polygon footprint"):
+        recipe.make_items([granule], recipe.parse_params({}), execution)
+
+
+def test_umm_gpolygons_are_read_as_lon_lat_rings() -> None:
+    umm = {"SpatialExtent": {"HorizontalSpatialDomain": {"Geometry": {"GPolygons": [{"Boundary": {"Points": [
+        {"Longitude": 10.0, "Latitude": -70.0}, {"Longitude": 11.0, "Latitude": -70.0},
+        {"Longitude": 11.0, "Latitude": -71.0}, {"Longitude": 10.0, "Latitude": -70.0}]}}]}}}}
+    assert footprint_from_umm(umm) == [[(10.0, -70.0), (11.0, -70.0), (11.0, -71.0), (10.0, -70.0)]]
+
+
+# --- the whole recipe -------------------------------------------------------------------------------------------
+def test_real_granule_store_decodes_with_xdggs_and_equals_an_independent_computation(moto_s3: MotoS3) -> None:
+    run = run_pipeline(DATA, moto_s3, "2018-10-10", "2018-10-14")
+    assert run.summary.status == "SUCCEEDED" and not run.failures
+    expected = independent_cell_stats(REAL_GRANULE)
+    ds = open_decoded(run)
+    info = ds.dggs.grid_info
+    assert (info.level, info.indexing_scheme) == (CHILD_ORDER, "nested")
+    assert ds.dggs.grid_info.ellipsoid["name"] == "WGS84"  # type: ignore[index]
+    count = ds["count"].values
+    cells = ds["cell_ids"].values
+    assert sorted(cells[count > 0].tolist()) == sorted(expected)
+    for i in np.flatnonzero(count > 0):
+        for name, value in expected[int(cells[i])].items():
+            assert ds[name].values[i] == pytest.approx(value, rel=1e-12), (int(cells[i]), name)
+    assert np.isnan(ds["h_mean"].values[count == 0]).all()
+    # the dimension holds only the run's parent cells, each as a dense, ascending block of its children
+    parents = ds.attrs["parent_cells"]
+    assert parents == sorted(set((cells // N_CHILDREN).tolist())) and cells.size == len(parents) * N_CHILDREN
+    np.testing.assert_array_equal(cells, np.concatenate([np.arange(p * N_CHILDREN, (p + 1) * N_CHILDREN)
+                                                         for p in parents]))
+    # results: small JSON documents per item
+    for result in run.results.values():
+        assert set(result) == {"parent_cell", "parent_order", "cells_with_data", "segments", "granules"}
+        assert len(json.dumps(result)) < 1000
+    assert sum(r["segments"] for r in run.results.values()) == sum(e["count"] for e in expected.values())
+
+
+def test_aggregate_consolidates_the_store_records_provenance_and_draws_h_mean(moto_s3: MotoS3) -> None:
+    run = run_pipeline(DATA, moto_s3, "2018-10-09", "2018-10-14")
+    config_id = run.catalog.run.config_id
+    store_key = layout.output_key(recipe.name, config_id, "atl06-cell-stats.zarr")
+    png_key = layout.output_key(recipe.name, config_id, PNG_NAME)
+    assert run.summary.outputs[:2] == [store_key, png_key]
+    attrs = zarr.open_group(run.store, mode="r").attrs
+    assert attrs["source_granules"] == [str(REAL_GRANULE)]
+    assert attrs["granulemap_version"] == granulemap.__version__
+    assert attrs["run_id"] == run.catalog.run.run_id
+    assert dt.datetime.strptime(attrs["date_created"], "%Y-%m-%dT%H:%M:%SZ")
+    root = json.loads(moto_s3.client.get_object(Bucket=moto_s3.bucket, Key=f"{store_key}/zarr.json")["Body"].read())
+    assert set(root["consolidated_metadata"]["metadata"]) >= {"cell_ids", "h_mean", "count"}
+    png = moto_s3.client.get_object(Bucket=moto_s3.bucket, Key=png_key)["Body"].read()
+    image = matplotlib.image.imread(io.BytesIO(png), format="png")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and image.shape[0] > 100 and image.std() > 0
+
+
+def test_synthetic_granules_give_the_hand_checked_statistics(moto_s3: MotoS3, synthetic_dir: Path) -> None:
+    run = run_pipeline(synthetic_dir, moto_s3, "2019-03-01", "2019-03-31")
+    assert run.summary.status == "SUCCEEDED" and not run.failures
+    ds = open_decoded(run)
+
+    def cell(c: int) -> dict[str, float]:
+        i = int(np.flatnonzero(ds["cell_ids"].values == c)[0])
+        return {name: float(ds[name].values[i]) for name in ds.data_vars}
+
+    # cell A: 10, 12, 14 (gt1l) + 20 (gt2r) from granule one, 16 from granule two; sigmas 1, 1, 2, 2, 1.
+    # The fill value, the NaN, the bad-quality 1000 and the 50 with a fill sigma are all dropped.
+    a = cell(SITE.cell_a)
+    assert a["count"] == 5 and (a["h_min"], a["h_max"]) == (10.0, 20.0)
+    assert a["h_mean"] == pytest.approx((10 + 12 + 14 / 4 + 20 / 4 + 16) / 3.5, rel=1e-12)  # weights 1/σ²
+    assert a["h_sigma"] == pytest.approx(3.5**-0.5, rel=1e-12)
+    assert a["h_variance"] == pytest.approx((4.4**2 + 2.4**2 + 0.4**2 + 1.6**2 + 5.6**2) / 5, rel=1e-12)  # mean 14.4
+    assert (a["h_q25"], a["h_q50"], a["h_q75"]) == pytest.approx((12.0, 14.0, 16.0), rel=1e-12)  # sorted 10 12 14 16 20
+    b = cell(SITE.cell_b)
+    assert b["count"] == 1 and b["h_mean"] == -5.5 and b["h_sigma"] == 0.5 and b["h_variance"] == 0.0
+    # the neighbour Q: 3 (σ 0.1) and 4 (σ 0.2) in one cell, 2 (σ 0.5) in the next
+    q = cell(SITE.neighbour * N_CHILDREN + 7)
+    assert q["count"] == 2 and q["h_mean"] == pytest.approx((3 / 0.01 + 4 / 0.04) / (1 / 0.01 + 1 / 0.04), rel=1e-12)
+    assert cell(SITE.neighbour * N_CHILDREN + 8)["h_q50"] == 2.0
+    # the border points are each counted exactly once, somewhere
+    assert int(np.sum(ds["h_min"].values == 100.0)) == int(np.sum(ds["h_min"].values == 7.0)) == 1
+    # parent R had only a bad flag and a fill value: a success that wrote no cells, and no chunk at all
+    empty = next(r for r in run.results.values() if r["parent_cell"] == SITE.empty_parent)
+    assert empty["cells_with_data"] == 0 and empty["segments"] == 0 and empty["granules"] == []
+    k = ds.attrs["parent_cells"].index(SITE.empty_parent)
+    store_key = layout.output_key(recipe.name, run.catalog.run.config_id, "atl06-cell-stats.zarr")
+    assert "KeyCount" in moto_s3.client.list_objects_v2(Bucket=moto_s3.bucket, Prefix=f"{store_key}/count/c/0")
+    assert moto_s3.client.list_objects_v2(Bucket=moto_s3.bucket, Prefix=f"{store_key}/count/c/{k}")["KeyCount"] == 0
+    assert ds.attrs["source_granules"] == sorted(str(synthetic_dir / n) for n in (SYNTHETIC_ONE, SYNTHETIC_TWO))
+
+
+def test_a_rerun_skips_finished_parents_and_keeps_their_regions(moto_s3: MotoS3, synthetic_dir: Path) -> None:
+    first = run_pipeline(synthetic_dir, moto_s3, "2019-03-02", "2019-03-30")
+    before = xr.open_zarr(first.store)["h_mean"].values
+    second = run_pipeline(synthetic_dir, moto_s3, "2019-03-02", "2019-03-30")
+    assert second.summary.items.skipped == len(second.items) and second.summary.items.succeeded == 0
+    np.testing.assert_array_equal(xr.open_zarr(second.store)["h_mean"].values, before)
+    assert np.isfinite(before).sum() > 0
+
+
+def test_a_new_granule_changes_the_items_and_rebuilds_the_store(moto_s3: MotoS3, synthetic_dir: Path,
+                                                                tmp_path: Path) -> None:
+    (tmp_path / SYNTHETIC_ONE).write_bytes((synthetic_dir / SYNTHETIC_ONE).read_bytes())
+    first = run_pipeline(tmp_path, moto_s3, "2019-03-03", "2019-03-29")
+    (tmp_path / REAL_GRANULE.name.replace("20181013", "20190320")).write_bytes(REAL_GRANULE.read_bytes())
+    second = run_pipeline(tmp_path, moto_s3, "2019-03-03", "2019-03-29")
+    assert not {i.id for i in first.items} & {i.id for i in second.items}  # nothing is skipped as "done"
+    assert second.summary.items.succeeded == len(second.items)
+    count = xr.open_zarr(second.store)["count"].values
+    assert count.sum() == sum(r["segments"] for r in second.results.values()) > 0
+
+
+def test_an_unreadable_granule_fails_as_its_own_item_and_the_others_finish(moto_s3: MotoS3, synthetic_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    (tmp_path / SYNTHETIC_ONE).write_bytes((synthetic_dir / SYNTHETIC_ONE).read_bytes())
+    broken = tmp_path / "ATL06_20190317000000_12500101_006_01_CORRUPT.h5"
+    broken.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    run = run_pipeline(tmp_path, moto_s3, "2019-03-04", "2019-03-28")
+    assert list(run.failures) == ["unreadable-ATL06_20190317000000_12500101_006_01_CORRUPT"]
+    failure = next(iter(run.failures.values()))
+    assert failure["error"] == "GranuleUnreadable" and broken.name in failure["cause"]
+    assert run.summary.items.failed == 1 and run.summary.items.succeeded == len(run.items) - 1 >= 3
+
+
+def test_single_files_are_not_items_of_this_recipe() -> None:
+    from granulemap.granule_access import GranuleAccess
+    from granulemap.models import Item, RunContext
+
+    run = RunContext(run_id="r", recipe=recipe.name, params={}, config_id="c")
+    item = Item(id="ATL06_x", granules=[Granule(url=str(REAL_GRANULE))])
+    with pytest.raises(InvalidInput, match="not a parent cell"):
+        recipe.process(item, recipe.parse_params({}), GranuleAccess(run), run)

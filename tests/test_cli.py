@@ -1,0 +1,59 @@
+"""The granulemap command's local subcommands: process, recipes, plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from granulemap.cli import main
+
+from sst_reference import ocean_mean_reference, podaac_tutorial_reference
+
+
+def test_process_prints_one_json_line_per_granule(capsys, mur25: Path, synthetic_month) -> None:
+    assert main(["process", "--recipe", "sst-global-mean", str(mur25), str(synthetic_month[0])]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["granule"] for row in lines] == [mur25.name, synthetic_month[0].name]
+    assert lines[0]["time"] == "2018-12-31T09:00:00Z"
+    assert lines[1]["time"] == "2018-12-01T09:00:00Z"
+    for row, path in zip(lines, [mur25, synthetic_month[0]], strict=True):
+        assert row["mean_sst_c"] == pytest.approx(ocean_mean_reference(path)["mean_sst_c"], abs=1e-6)
+
+
+def test_process_with_the_tutorial_method(capsys, mur25: Path) -> None:
+    assert main(["process", "--recipe", "sst-global-mean", "--method", "podaac-tutorial", str(mur25)]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["mean_sst_c"] == pytest.approx(podaac_tutorial_reference(mur25), abs=1e-6)
+
+
+def test_process_reports_unreadable_files_and_exits_non_zero(capsys, tmp_path: Path) -> None:
+    bad = tmp_path / "20200101000000-broken.nc"
+    bad.write_bytes(b"not netcdf")
+    assert main(["process", "--recipe", "sst-global-mean", str(bad)]) == 1
+    assert "GranuleUnreadable" in capsys.readouterr().err
+
+
+def test_unknown_recipe_is_named(capsys, mur25: Path) -> None:
+    assert main(["process", "--recipe", "sst-mean-typo", str(mur25)]) == 2
+    err = capsys.readouterr().err
+    assert "sst-mean-typo" in err and "sst-global-mean" in err
+
+
+def test_recipes_lists_every_built_in_with_a_description(capsys) -> None:
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    for name in ("sst-global-mean", "sst-box-mean", "atl06-cell-stats"):
+        line = next(line for line in out.splitlines() if line.startswith(name))
+        assert len(line.split(None, 1)[1]) > 20
+
+
+def test_plot_redraws_a_csv(tmp_path: Path, capsys) -> None:
+    csv = tmp_path / "series.csv"
+    csv.write_text("time,granule,mean_sst_c,n_valid,min_sst_c,max_sst_c\n"
+                   "2018-12-01T09:00:00Z,a.nc,19.3,10,1,2\n2018-12-02T09:00:00Z,b.nc,19.4,10,1,2\n")
+    assert main(["plot", str(csv)]) == 0
+    png = Path(capsys.readouterr().out.strip())
+    assert png == tmp_path / "series.png" and png.read_bytes().startswith(b"\x89PNG")
+    assert main(["plot", str(csv), "--column", "nope"]) == 2

@@ -1,0 +1,35 @@
+"""Progress display of local runs: the line's arithmetic, and plain lines when the output is not a terminal."""
+
+from __future__ import annotations
+
+import io
+
+from granulemap.local.run import _Progress, progress_line
+
+
+def test_progress_line_counts_rate_and_eta() -> None:
+    line = progress_line({"total": 40, "succeeded": 8, "skipped": 1, "failed": 1}, elapsed=5.0, width=20)
+    # 10 of 40 done in 5 s: 2 items/s, 30 left → 15 s; a quarter of the 20-character bar filled.
+    assert line == "[#####...............] 10/40 items (8 ok, 1 skipped, 1 failed) 2.0/s, ETA 15 s"
+    assert progress_line({"total": None, "succeeded": 0, "skipped": 0, "failed": 0}, 3.0).startswith("cataloguing")
+
+
+class _FakeEngine:
+    def __init__(self) -> None:
+        self.counts = {"total": 4, "succeeded": 0, "skipped": 0, "failed": 0}
+
+    def item_counts(self) -> dict:
+        return dict(self.counts)
+
+
+def test_plain_lines_when_not_a_terminal() -> None:
+    stream = io.StringIO()
+    engine = _FakeEngine()
+    show = _Progress(engine, enabled=True, stream=stream, every=0.0)  # type: ignore[arg-type]
+    show()
+    engine.counts["succeeded"] = 4
+    show(final=True)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and "\r" not in stream.getvalue()
+    assert lines[0].startswith("[....") and " 0/4 items" in lines[0]
+    assert lines[1].startswith("[####") and " 4/4 items (4 ok" in lines[1]

@@ -1,0 +1,335 @@
+"""template.yaml, translated to CloudFormation offline the way `sam validate` does (aws-sam-translator through
+samcli's validator, with a stub instead of the IAM call that lists AWS managed policies), and asserted.
+
+IAM: no statement may grant an action on "*" except where AWS accepts nothing narrower; each exception is listed in
+ALLOWED_STAR_ACTIONS / ALLOWED_MANAGED_POLICIES with its reason. The state machine may invoke only its four
+functions, start/describe/stop only its own (child) executions and read/write only its own bucket's runs/ prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from samcli.lib.translate.sam_template_validator import SamTemplateValidator
+from samcli.yamlhelper import yaml_parse
+
+from granulemap.models import ExecutionInput
+from granulemap.settings import _ENV as SETTINGS_ENVIRONMENT
+
+from conftest import ROOT
+
+FUNCTIONS = {
+    "CatalogBuilderFunction": "functions/catalog_builder/",
+    "CredentialFetcherFunction": "functions/credential_fetcher/",
+    "ProcessorFunction": "functions/processor/",
+    "AggregatorFunction": "functions/aggregator/",
+}
+STATE_MACHINE_NAME = {"Fn::Sub": "${AWS::StackName}-pipeline"}
+
+ALLOWED_STAR_ACTIONS = {
+    # X-Ray trace segments and telemetry cannot be scoped to a resource (the service defines no resource type).
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+}
+ALLOWED_MANAGED_POLICIES = {
+    # Added by SAM to the state machine's role for `Tracing: Enabled`: X-Ray's write and sampling actions, which
+    # accept only "*". The functions' roles are written out in template.yaml instead (no AWSLambdaBasicExecutionRole:
+    # its CloudWatch Logs actions on "*" are replaced by each function's own log group).
+    "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+}
+
+
+class _NoManagedPolicyLookup:
+    """sam validate asks IAM for the managed policy list; the template names none, so nothing is needed."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+@pytest.fixture(scope="module")
+def sam() -> dict[str, Any]:
+    return yaml_parse((ROOT / "template.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def cfn(sam: dict[str, Any]) -> dict[str, Any]:
+    validator = SamTemplateValidator(json.loads(json.dumps(sam)), _NoManagedPolicyLookup(), region="us-west-2")
+    return yaml_parse(validator.get_translated_template_if_valid())
+
+
+def resources_of(cfn: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {lid: r for lid, r in cfn["Resources"].items() if r["Type"] == kind}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def statements(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return as_list(document["Statement"])
+
+
+def role_documents(cfn: dict[str, Any], role_id: str) -> list[dict[str, Any]]:
+    """Every policy document a role gets: inline, and template-defined managed policies it attaches."""
+    props = cfn["Resources"][role_id]["Properties"]
+    docs = [p["PolicyDocument"] for p in props.get("Policies", [])]
+    for arn in props.get("ManagedPolicyArns", []):
+        if isinstance(arn, dict) and "Ref" in arn:
+            docs.append(cfn["Resources"][arn["Ref"]]["Properties"]["PolicyDocument"])
+    return docs
+
+
+def role_statements(cfn: dict[str, Any], role_id: str) -> list[dict[str, Any]]:
+    return [s for doc in role_documents(cfn, role_id) for s in statements(doc)]
+
+
+def grants(cfn: dict[str, Any], role_id: str, action: str) -> list[Any]:
+    """The resources a role's Allow statements grant ``action`` on."""
+    return [r for s in role_statements(cfn, role_id) if s["Effect"] == "Allow" and action in as_list(s["Action"])
+            for r in as_list(s["Resource"])]
+
+
+def role_of_function(cfn: dict[str, Any], function_id: str) -> str:
+    role = cfn["Resources"][function_id]["Properties"]["Role"]
+    assert role == {"Fn::GetAtt": [role["Fn::GetAtt"][0], "Arn"]}
+    return role["Fn::GetAtt"][0]
+
+
+def state_machine_role(cfn: dict[str, Any]) -> str:
+    return cfn["Resources"]["PipelineStateMachine"]["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+
+
+# ---- functions and layer --------------------------------------------------------------------------------------
+def test_four_python312_functions_share_the_one_layer(sam: dict[str, Any], cfn: dict[str, Any]) -> None:
+    functions = resources_of(cfn, "AWS::Lambda::Function")
+    assert set(functions) == set(FUNCTIONS)
+    (layer_id,) = resources_of(cfn, "AWS::Lambda::LayerVersion")
+    for props in (f["Properties"] for f in functions.values()):
+        assert props["Runtime"] == "python3.12"
+        assert props["Handler"] == "app.handler"
+        assert props["Layers"] == [{"Ref": layer_id}]
+        assert props["TracingConfig"] == {"Mode": "Active"}
+    for lid, code_uri in FUNCTIONS.items():
+        assert sam["Resources"][lid]["Properties"]["CodeUri"] == code_uri
+        assert (ROOT / code_uri / "app.py").is_file()
+    layer = sam["Resources"]["CommonLayer"]
+    build_method = layer["Metadata"]["BuildMethod"]
+    if build_method == "makefile":  # layers/common/Makefile: pip install for python3.12, minus test suites
+        makefile = (ROOT / "layers" / "common" / "Makefile").read_text()
+        assert "build-CommonLayer:" in makefile and "--python-version 3.12" in makefile
+    else:
+        assert build_method == "python3.12"
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.12"]
+    assert layer["Properties"]["ContentUri"] == "layers/common/"
+
+
+def test_every_function_environment_variable_is_a_setting_the_code_reads(cfn: dict[str, Any]) -> None:
+    known = set(SETTINGS_ENVIRONMENT.values()) | {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE",
+                                                   "LOG_LEVEL"}
+    for lid, fn in resources_of(cfn, "AWS::Lambda::Function").items():
+        env = fn["Properties"]["Environment"]["Variables"]
+        assert set(env) <= known, (lid, set(env) - known)
+        assert env["BUCKET_NAME"] == {"Ref": "DataBucket"}
+
+
+def test_each_function_has_a_memory_parameter_and_logs_with_retention(cfn: dict[str, Any]) -> None:
+    for lid, fn in resources_of(cfn, "AWS::Lambda::Function").items():
+        memory = fn["Properties"]["MemorySize"]
+        assert memory == {"Ref": lid.removesuffix("Function") + "MemorySize"}
+        assert cfn["Parameters"][memory["Ref"]]["MaxValue"] == 10240
+        group = fn["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        assert cfn["Resources"][group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        # The function's role may write to that log group only.
+        role = role_of_function(cfn, lid)
+        assert grants(cfn, role, "logs:PutLogEvents") == [{"Fn::GetAtt": [group, "Arn"]}]
+        assert grants(cfn, role, "logs:CreateLogStream") == [{"Fn::GetAtt": [group, "Arn"]}]
+
+
+# ---- state machine --------------------------------------------------------------------------------------------
+def test_definition_substitutions_match_the_asl_placeholders_both_ways(cfn: dict[str, Any]) -> None:
+    text = (ROOT / "statemachine" / "pipeline.asl.json").read_text()
+    placeholders = set(re.findall(r"\$\{([A-Za-z0-9_]+)\}", text))
+    props = cfn["Resources"]["PipelineStateMachine"]["Properties"]
+    assert set(props["DefinitionSubstitutions"]) == placeholders
+    assert props["DefinitionSubstitutions"] == {
+        **{f"{lid}Arn": {"Fn::GetAtt": [lid, "Arn"]} for lid in FUNCTIONS},
+        "DataBucketName": {"Ref": "DataBucket"},
+    }
+    assert props["StateMachineName"] == STATE_MACHINE_NAME and props["StateMachineType"] == "STANDARD"
+    assert props["TracingConfiguration"] == {"Enabled": True}
+
+
+def test_the_state_machine_invokes_only_its_four_functions(cfn: dict[str, Any]) -> None:
+    role = state_machine_role(cfn)
+    invoked = grants(cfn, role, "lambda:InvokeFunction")
+    assert sorted(invoked, key=json.dumps) == sorted(
+        [{"Fn::GetAtt": [lid, "Arn"]} for lid in FUNCTIONS], key=json.dumps)
+
+
+def test_the_state_machine_starts_describes_and_stops_only_its_own_executions(cfn: dict[str, Any]) -> None:
+    role = state_machine_role(cfn)
+    prefix = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}"
+    own = STATE_MACHINE_NAME["Fn::Sub"]
+    assert grants(cfn, role, "states:StartExecution") == [{"Fn::Sub": f"{prefix}:stateMachine:{own}"}]
+    # A Distributed Map's child executions are named <state machine>/<map run label>:<id>.
+    children = [{"Fn::Sub": f"{prefix}:execution:{own}/*"}]
+    assert grants(cfn, role, "states:DescribeExecution") == children
+    assert grants(cfn, role, "states:StopExecution") == children
+    actions = {a for s in role_statements(cfn, role) for a in as_list(s["Action"]) if a.startswith("states:")}
+    assert actions == {"states:StartExecution", "states:DescribeExecution", "states:StopExecution"}
+
+
+def test_the_state_machine_reads_and_writes_only_run_data_in_its_bucket(cfn: dict[str, Any]) -> None:
+    role = state_machine_role(cfn)
+    s3 = [s for s in role_statements(cfn, role) if any(a.startswith("s3:") for a in as_list(s["Action"]))]
+    assert [s["Resource"] for s in s3] == [{"Fn::Sub": "${DataBucket.Arn}/runs/*"}]
+    # ItemReader (GetObject) and ResultWriter (PutObject with multipart uploads) need exactly these.
+    assert set(as_list(s3[0]["Action"])) == {"s3:GetObject", "s3:PutObject", "s3:ListMultipartUploadParts",
+                                              "s3:AbortMultipartUpload"}
+
+
+# ---- schedule -------------------------------------------------------------------------------------------------
+def test_the_monthly_schedule_runs_the_default_recipe_over_the_previous_month(cfn: dict[str, Any]) -> None:
+    import datetime as dt
+
+    (schedule,) = resources_of(cfn, "AWS::Scheduler::Schedule").values()
+    props = schedule["Properties"]
+    minute, hour, day_of_month, month, day_of_week, year = (
+        re.fullmatch(r"cron\((.*)\)", props["ScheduleExpression"]).group(1).split())
+    assert (day_of_month, month, day_of_week, year) == ("1", "*", "?", "*")  # the 1st of every month
+    assert props["ScheduleExpressionTimezone"] == "UTC"
+    assert props["State"] == {"Fn::If": ["ScheduleOn", "ENABLED", "DISABLED"]}
+    assert cfn["Conditions"]["ScheduleOn"] == {"Fn::Equals": [{"Ref": "ScheduleEnabled"}, "true"]}
+    assert cfn["Parameters"]["ScheduleEnabled"]["Default"] == "false"
+    assert props["Name"] == {"Fn::Sub": "${AWS::StackName}-monthly"}  # one schedule per stack, no name clash
+    target = props["Target"]
+    assert target["Arn"] == {"Ref": "PipelineStateMachine"}
+    template_input = target["Input"]["Fn::Sub"]
+    default_recipe = cfn["Parameters"]["DefaultRecipe"]["Default"]
+    doc = json.loads(template_input.replace("${DefaultRecipe}", default_recipe))
+    assert doc == {"recipe": "sst-global-mean", "period": "previous-month"}
+    # What that input means when the schedule fires on 1 March 2026 at 06:00 UTC: all of February.
+    fired = dt.datetime(2026, 3, 1, int(hour), int(minute), tzinfo=dt.UTC)
+    assert ExecutionInput.model_validate(doc).date_range(fired) == (dt.date(2026, 2, 1), dt.date(2026, 2, 28))
+    # The scheduler's role may start this state machine and nothing else.
+    role = target["RoleArn"]["Fn::GetAtt"][0]
+    assert role_statements(cfn, role) == [
+        {"Action": "states:StartExecution", "Effect": "Allow", "Resource": {"Ref": "PipelineStateMachine"}}]
+
+
+# ---- IAM everywhere -------------------------------------------------------------------------------------------
+def test_no_iam_statement_uses_a_star_resource_or_action_unless_aws_requires_it(cfn: dict[str, Any]) -> None:
+    roles = resources_of(cfn, "AWS::IAM::Role")
+    assert roles, "no roles found"
+    for role_id, role in roles.items():
+        for arn in role["Properties"].get("ManagedPolicyArns", []):
+            if isinstance(arn, str):
+                assert arn in ALLOWED_MANAGED_POLICIES, (role_id, arn)
+        for s in role_statements(cfn, role_id):
+            assert s["Effect"] == "Allow", (role_id, s)
+            actions = as_list(s["Action"])
+            assert not any(a == "*" or a.endswith(":*") for a in actions), (role_id, s)
+            if "*" in as_list(s["Resource"]):
+                assert as_list(s["Resource"]) == ["*"] and set(actions) <= ALLOWED_STAR_ACTIONS, (role_id, s)
+
+
+def test_aws_managed_policies_appear_only_where_documented(cfn: dict[str, Any]) -> None:
+    attached = {
+        role_id: {a for a in r["Properties"].get("ManagedPolicyArns", []) if isinstance(a, str)}
+        for role_id, r in resources_of(cfn, "AWS::IAM::Role").items()
+    }
+    assert attached.pop(state_machine_role(cfn)) == ALLOWED_MANAGED_POLICIES
+    assert all(not arns for arns in attached.values()), attached
+
+
+def test_functions_reach_only_their_bucket_and_their_own_parameters(cfn: dict[str, Any]) -> None:
+    prefix_env = {"Fn::Sub": "/granulemap/${AWS::StackName}/daac-credentials"}
+    stored = {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter"
+                         "/granulemap/${AWS::StackName}/daac-credentials/*"}
+    edl = [{"Fn::If": [f"HasEdl{kind}", {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:"
+                                                      f"parameter${{Edl{kind}Parameter}}"}, {"Ref": "AWS::NoValue"}]}
+           for kind in ("Username", "Password", "Token")]
+    needs_secrets = {"CredentialFetcherFunction", "ProcessorFunction"}
+    needs_bucket = {"CatalogBuilderFunction", "ProcessorFunction", "AggregatorFunction"}
+    for lid in FUNCTIONS:
+        role = role_of_function(cfn, lid)
+        env = cfn["Resources"][lid]["Properties"]["Environment"]["Variables"]
+        if lid in needs_secrets:
+            assert env["CREDENTIALS_PARAMETER_PREFIX"] == prefix_env
+            assert grants(cfn, role, "ssm:GetParameter") == [*edl, stored]
+            assert grants(cfn, role, "ssm:PutParameter") == [stored]
+        else:
+            assert not grants(cfn, role, "ssm:GetParameter") and not grants(cfn, role, "ssm:PutParameter")
+        s3_resources = [r for s in role_statements(cfn, role) for r in as_list(s["Resource"])
+                        if any(a.startswith("s3:") for a in as_list(s["Action"]))]
+        if lid in needs_bucket:
+            assert s3_resources == [{"Fn::GetAtt": ["DataBucket", "Arn"]}, {"Fn::Sub": "${DataBucket.Arn}/*"}]
+            assert grants(cfn, role, "s3:ListBucket") == [{"Fn::GetAtt": ["DataBucket", "Arn"]}]
+        else:
+            assert s3_resources == []
+
+
+def test_edl_parameter_names_must_be_absolute_ssm_paths(cfn: dict[str, Any]) -> None:
+    for name in ("EdlUsernameParameter", "EdlPasswordParameter", "EdlTokenParameter"):
+        pattern = cfn["Parameters"][name]["AllowedPattern"]
+        assert re.fullmatch(pattern, cfn["Parameters"][name]["Default"])
+        assert re.fullmatch(pattern, "/granulemap/edl/token")
+        assert not re.fullmatch(pattern, "granulemap/edl/token")  # the ARN is built as "parameter" + name
+        assert not re.fullmatch(pattern, "/granulemap/*")
+
+
+# ---- bucket ---------------------------------------------------------------------------------------------------
+def test_the_bucket_is_private_encrypted_tls_only_and_expires_run_data(cfn: dict[str, Any]) -> None:
+    props = cfn["Resources"]["DataBucket"]["Properties"]
+    (rule,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in {"AES256", "aws:kms"}
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
+    expiring = [r for r in props["LifecycleConfiguration"]["Rules"] if "ExpirationInDays" in r]
+    assert expiring == [{"Id": "ExpireRunData", "Status": "Enabled", "Prefix": "runs/",
+                         "ExpirationInDays": {"Ref": "RunDataRetentionDays"}}]  # results/ and outputs/ are kept
+    (policy,) = resources_of(cfn, "AWS::S3::BucketPolicy").values()
+    assert policy["Properties"]["Bucket"] == {"Ref": "DataBucket"}
+    (deny,) = statements(policy["Properties"]["PolicyDocument"])
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "s3:*"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert deny["Resource"] == [{"Fn::GetAtt": ["DataBucket", "Arn"]}, {"Fn::Sub": "${DataBucket.Arn}/*"}]
+
+
+# ---- parameters, outputs, samconfig ---------------------------------------------------------------------------
+def test_parameters_and_outputs_the_operator_and_the_cli_need(cfn: dict[str, Any]) -> None:
+    for name in ("BucketName", "EdlUsernameParameter", "EdlPasswordParameter", "EdlTokenParameter",
+                 "DefaultRecipe", "DefaultMaxConcurrency", "ScheduleEnabled", "RunDataRetentionDays",
+                 "CatalogBuilderMemorySize", "CredentialFetcherMemorySize", "ProcessorMemorySize",
+                 "AggregatorMemorySize", "MaxRangeDays"):
+        assert name in cfn["Parameters"], name
+    # granulemap start/status/results read these two outputs (granulemap.cloud.describe_stack).
+    assert cfn["Outputs"]["StateMachineArn"]["Value"] == {"Ref": "PipelineStateMachine"}
+    assert cfn["Outputs"]["BucketName"]["Value"] == {"Ref": "DataBucket"}
+
+
+def test_samconfig_deploys_to_us_west_2_with_iam_capability() -> None:
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    deploy = config["default"]["deploy"]["parameters"]
+    assert deploy["region"] == "us-west-2"  # DAAC direct S3 access works only there
+    assert "CAPABILITY_IAM" in deploy["capabilities"]
+    assert config["default"]["global"]["parameters"]["stack_name"]
+
+
+@pytest.mark.slow
+def test_sam_validate_lint_passes(tmp_path: Path) -> None:
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing", "HOME": str(tmp_path)}
+    proc = subprocess.run([str(bin_dir / "sam"), "validate", "--lint", "--region", "us-west-2"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "is a valid SAM Template" in proc.stdout + proc.stderr
