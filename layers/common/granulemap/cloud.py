@@ -140,7 +140,8 @@ def _readable_cause(cause: str | None) -> str | None:
 def _current_state(sfn: Any, execution_arn: str) -> str | None:
     """The state most recently entered, from the newest history events."""
     page = sfn.get_execution_history(executionArn=execution_arn, reverseOrder=True, maxResults=100)
-    for event in page["events"]:
+    # Newest first by event id, whichever order the page came in (moto ignores reverseOrder).
+    for event in sorted(page["events"], key=lambda e: e["id"], reverse=True):
         if event["type"].endswith("StateEntered"):
             return str(event["stateEnteredEventDetails"]["name"])
     return None

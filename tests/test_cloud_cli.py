@@ -1,0 +1,253 @@
+"""`granulemap start | status | results` against moto: a CloudFormation stack whose outputs name the bucket and
+the state machine, and a state machine that moto's Step Functions engine really runs.
+
+moto's CloudFormation creates state machines that its executing engine does not know, so the state machine is made
+directly and the stack's StateMachineArn output points to it; the stack itself (outputs, MaxRangeDays) is real moto.
+The state machine is a stand-in with the pipeline's shape and state names (no Lambdas: moto runs those in Docker):
+BuildCatalog, a Distributed Map over an S3 manifest whose items fail when {"ok": false}, and Aggregate.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from granulemap import cloud, layout
+from granulemap.cli import main
+from granulemap.local import worker
+
+from conftest import ROOT
+
+REGION = "us-west-2"
+STACK = "gm-test"
+BUCKET = "gm-test-data"
+MANIFEST_KEY = "runs/stand-in/manifest.json"
+MAX_RANGE_DAYS = 31
+
+STAND_IN = {
+    "StartAt": "BuildCatalog",
+    "States": {
+        "BuildCatalog": {"Type": "Choice", "Default": "CatalogWritten",
+                         "Choices": [{"Variable": "$.collection", "StringEquals": "NO-SUCH-COLLECTION",
+                                      "Next": "CatalogFailed"}]},
+        "CatalogWritten": {"Type": "Pass", "Result": {"bucket": BUCKET, "key": MANIFEST_KEY},
+                           "ResultPath": "$.catalog", "Next": "ProcessItems"},
+        "CatalogFailed": {"Type": "Fail", "Error": "CatalogFailed", "Cause": "CMR refused the search"},
+        "ProcessItems": {
+            "Type": "Map",
+            "ItemReader": {"Resource": "arn:aws:states:::s3:getObject", "ReaderConfig": {"InputType": "JSON"},
+                           "Parameters": {"Bucket.$": "$.catalog.bucket", "Key.$": "$.catalog.key"}},
+            "ItemProcessor": {
+                "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                "StartAt": "ProcessItem",
+                "States": {
+                    "ProcessItem": {"Type": "Choice", "Default": "ItemDone",
+                                    "Choices": [{"Variable": "$.ok", "BooleanEquals": False, "Next": "ItemFailed"}]},
+                    "ItemDone": {"Type": "Succeed"},
+                    "ItemFailed": {"Type": "Fail", "Error": "GranuleUnreadable", "Cause": "truncated"},
+                },
+            },
+            "ResultPath": None,
+            "Next": "Aggregate",
+        },
+        "Aggregate": {"Type": "Pass", "End": True},
+    },
+}
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        yield
+
+
+@pytest.fixture
+def stack(aws) -> dict[str, str]:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    state_machine = sfn.create_state_machine(
+        name=f"{STACK}-pipeline", definition=json.dumps(STAND_IN),
+        roleArn="arn:aws:iam::123456789012:role/stand-in")["stateMachineArn"]
+    template = {
+        "Parameters": {"MaxRangeDays": {"Type": "Number", "Default": MAX_RANGE_DAYS}},
+        "Resources": {"DataBucket": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": BUCKET}}},
+        "Outputs": {"StateMachineArn": {"Value": state_machine}, "BucketName": {"Value": {"Ref": "DataBucket"}}},
+    }
+    boto3.client("cloudformation", region_name=REGION).create_stack(StackName=STACK,
+                                                                    TemplateBody=json.dumps(template))
+    manifest = [{"ok": True}, {"ok": True}, {"ok": False}]
+    boto3.client("s3", region_name=REGION).put_object(Bucket=BUCKET, Key=MANIFEST_KEY, Body=json.dumps(manifest))
+    return {"state_machine": state_machine}
+
+
+def wait(execution_arn: str, timeout: float = 20.0) -> dict[str, Any]:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    deadline = time.monotonic() + timeout
+    while (desc := sfn.describe_execution(executionArn=execution_arn))["status"] == "RUNNING":
+        assert time.monotonic() < deadline, f"{execution_arn} still running"
+        time.sleep(0.05)
+    return desc
+
+
+def start(capsys: pytest.CaptureFixture[str], *flags: str) -> str:
+    rc = main(["start", "--stack", STACK, "--recipe", "sst-global-mean", *flags])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    return out.out.strip()
+
+
+# ---- start ----------------------------------------------------------------------------------------------------
+def test_start_runs_the_stacks_state_machine_with_the_input_the_flags_describe(stack, capsys) -> None:
+    arn = start(capsys, "--start", "2018-12-01", "--end", "2018-12-31", "--collection", "MUR25-JPL-L4-GLOB-v04.2",
+                "--bbox", "170", "-10", "-170", "10", "--max-concurrency", "8", "--param", "method=podaac-tutorial")
+    desc = wait(arn)
+    assert desc["stateMachineArn"] == stack["state_machine"]
+    assert json.loads(desc["input"]) == {
+        "recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-31",
+        "collection": "MUR25-JPL-L4-GLOB-v04.2", "bbox": [170.0, -10.0, -170.0, 10.0], "max_concurrency": 8,
+        "params": {"method": "podaac-tutorial"},
+    }
+    assert desc["name"].startswith("sst-global-mean-20181201-20181231-")  # the run id: runs/<name>/ in the bucket
+    assert desc["status"] == "SUCCEEDED"
+
+
+def _catalog_builder_rejection(doc: dict[str, Any]) -> str:
+    """What BuildCatalog itself answers to ``doc`` in a stack with MAX_RANGE_DAYS (its real handler)."""
+    spec = {"function_name": "CatalogBuilderFunction", "code_dir": str(ROOT / "functions" / "catalog_builder"),
+            "handler": "app.handler", "memory_size": 512,
+            "environment": {"BUCKET_NAME": BUCKET, "MAX_RANGE_DAYS": str(MAX_RANGE_DAYS)},
+            "arn": f"arn:aws:lambda:{REGION}:123456789012:function:CatalogBuilderFunction"}
+    payload, errored, _ = worker.invoke(spec, {"input": doc, "execution": "rejected"})
+    error = json.loads(payload)
+    assert errored and error["errorType"] == "InvalidInput", error
+    return error["errorMessage"]
+
+
+@pytest.mark.parametrize("dates, field", [
+    (("2018-12-31", "2018-12-01"), "is before start"),
+    (("2018-01-01", "2018-03-31"), "MaxRangeDays"),  # 90 days: over this stack's MaxRangeDays (31)
+])
+def test_start_rejects_bad_input_with_buildcatalogs_own_message_and_starts_nothing(
+        stack, capsys, dates: tuple[str, str], field: str) -> None:
+    rc = main(["start", "--stack", STACK, "--recipe", "sst-global-mean", "--start", dates[0], "--end", dates[1]])
+    err = capsys.readouterr().err
+    assert rc == 2
+    expected = _catalog_builder_rejection({"recipe": "sst-global-mean", "start": dates[0], "end": dates[1]})
+    assert field in expected and f"granulemap: {expected}" in err
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    assert sfn.list_executions(stateMachineArn=stack["state_machine"])["executions"] == []
+
+
+def test_start_names_a_missing_stack(aws, capsys) -> None:
+    rc = main(["start", "--stack", "no-such-stack", "--recipe", "sst-global-mean",
+               "--start", "2018-12-01", "--end", "2018-12-31"])
+    assert rc == 2
+    assert "no CloudFormation stack named 'no-such-stack'" in capsys.readouterr().err
+
+
+# ---- status ---------------------------------------------------------------------------------------------------
+def test_status_shows_the_current_state_and_the_map_runs_item_counts(stack, capsys) -> None:
+    arn = start(capsys, "--start", "2018-12-01", "--end", "2018-12-31")
+    wait(arn)
+    assert main(["status", arn]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        f"execution: {arn}",
+        "status: SUCCEEDED",
+        "state: Aggregate",
+        "items: 2 succeeded, 1 failed, 0 running, 0 pending of 3",  # the manifest: two ok, one not
+    ]
+
+
+def test_status_of_a_failed_run_shows_the_error_and_exits_1(stack, capsys) -> None:
+    arn = start(capsys, "--start", "2018-12-01", "--end", "2018-12-31", "--collection", "NO-SUCH-COLLECTION")
+    wait(arn)
+    assert main(["status", arn]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:] == ["status: FAILED", "state: CatalogFailed", "items: the Map has not started",
+                         "error: CatalogFailed: CMR refused the search"]
+
+
+# ---- results --------------------------------------------------------------------------------------------------
+def _publish_run(run_id: str, status: str = "SUCCEEDED") -> dict[str, bytes]:
+    """What Aggregate leaves in the bucket: products, a Zarr store and summary.json. Returns key → bytes."""
+    objects = {
+        "outputs/sst-global-mean/ocean-abc/global_mean_sst.csv": b"time,granule,mean_sst_c\n2018-12-31T09:00:00Z,g,20.1\n",
+        "outputs/sst-global-mean/ocean-abc/global_mean_sst.png": b"\x89PNG\r\n\x1a\nnot really",
+        "outputs/atl06/cells.zarr/zarr.json": b'{"zarr_format": 3}',
+        "outputs/atl06/cells.zarr/h_mean/c/0": b"\x00\x01",
+    }
+    summary = {
+        "status": status, "run_id": run_id, "recipe": "sst-global-mean", "params": {"method": "ocean"},
+        "items": {"total": 3, "succeeded": 2, "failed": 1, "skipped": 0},
+        "failures": [{"item": "g3", "error": "GranuleUnreadable", "cause": "truncated"}],
+        "outputs": ["outputs/sst-global-mean/ocean-abc/global_mean_sst.csv",
+                    "outputs/sst-global-mean/ocean-abc/global_mean_sst.png",
+                    "outputs/atl06/cells.zarr", layout.summary_key(run_id)],
+        "message": "2 items computed, 0 skipped (already done), 1 failed",
+    }
+    s3 = boto3.client("s3", region_name=REGION)
+    for key, body in {**objects, layout.summary_key(run_id): json.dumps(summary).encode()}.items():
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    return objects
+
+
+@pytest.mark.parametrize("how", ["owner of the state machine", "--stack"])
+def test_results_download_what_the_summary_lists_and_print_the_failures(
+        stack, capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    arn = start(capsys, "--start", "2018-12-01", "--end", "2018-12-31")
+    desc = wait(arn)
+    objects = _publish_run(desc["name"])
+    flags = ["--stack", STACK] if how == "--stack" else []
+    if how != "--stack":
+        # moto cannot look a stack up by a resource's physical id (describe_stack_resources PhysicalResourceId).
+        asked = []
+        monkeypatch.setattr(cloud, "stack_of_state_machine", lambda sm: asked.append(sm) or STACK)
+
+    rc = main(["results", arn, "--out", str(tmp_path), *flags])
+    out = capsys.readouterr().out
+    assert rc == 0
+    if how != "--stack":
+        assert asked == [stack["state_machine"]]
+    assert (tmp_path / "global_mean_sst.csv").read_bytes() == objects[
+        "outputs/sst-global-mean/ocean-abc/global_mean_sst.csv"]
+    assert (tmp_path / "global_mean_sst.png").read_bytes() == objects[
+        "outputs/sst-global-mean/ocean-abc/global_mean_sst.png"]
+    assert (tmp_path / "cells.zarr" / "zarr.json").read_bytes() == b'{"zarr_format": 3}'
+    assert (tmp_path / "cells.zarr" / "h_mean" / "c" / "0").read_bytes() == b"\x00\x01"
+    local = json.loads((tmp_path / "summary.json").read_text())
+    assert local["outputs"] == [str(tmp_path / n) for n in
+                                ("global_mean_sst.csv", "global_mean_sst.png", "cells.zarr", "summary.json")]
+    assert local["execution"] == {"arn": arn, "status": "SUCCEEDED"}
+    assert "SUCCEEDED: 2 succeeded, 0 skipped, 1 failed of 3 items" in out
+    assert "  failed g3: GranuleUnreadable: truncated" in out
+
+
+def test_results_of_a_run_that_failed_too_often_exit_1(stack, capsys, tmp_path: Path) -> None:
+    arn = start(capsys, "--start", "2018-12-01", "--end", "2018-12-31")
+    _publish_run(wait(arn)["name"], status="FAILED")
+    assert main(["results", arn, "--out", str(tmp_path), "--stack", STACK]) == 1
+    assert "FAILED: 2 succeeded" in capsys.readouterr().out
+
+
+def test_results_before_a_summary_exists_say_why(stack, capsys, tmp_path: Path) -> None:
+    arn = start(capsys, "--start", "2018-12-01", "--end", "2018-12-31", "--collection", "NO-SUCH-COLLECTION")
+    desc = wait(arn)
+    assert main(["results", arn, "--out", str(tmp_path), "--stack", STACK]) == 1
+    err = capsys.readouterr().err
+    assert f"no s3://{BUCKET}/{layout.summary_key(desc['name'])}" in err
+    assert "the run is FAILED (CatalogFailed: CMR refused the search)" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_results_ask_for_the_stack_when_no_stack_owns_the_state_machine(stack, capsys, tmp_path: Path) -> None:
+    arn = start(capsys, "--start", "2018-12-01", "--end", "2018-12-31")
+    wait(arn)
+    assert main(["results", arn, "--out", str(tmp_path)]) == 2
+    assert f"no CloudFormation stack owns {stack['state_machine']}: give --stack" in capsys.readouterr().err
