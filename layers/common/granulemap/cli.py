@@ -148,8 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     plot.set_defaults(func=cmd_plot)
 
     from granulemap.cloud import add_cloud_commands
+    from granulemap.estimate import add_estimate_command
 
     add_cloud_commands(sub)
+    add_estimate_command(sub)
     return parser
 
 
