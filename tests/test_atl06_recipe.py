@@ -28,8 +28,10 @@ from test_atl06_synthetic_granule import (  # noqa: F401  (moto_s3, synthetic_di
     MotoS3,
     granule_one,
     moto_s3,
+    real_run,
     run_pipeline,
     synthetic_dir,
+    synthetic_run,
     wgs84_cells,
     write_granule,
 )
@@ -173,8 +175,8 @@ def test_umm_gpolygons_are_read_as_lon_lat_rings() -> None:
 
 
 # --- the whole recipe -------------------------------------------------------------------------------------------
-def test_real_granule_store_decodes_with_xdggs_and_equals_an_independent_computation(moto_s3: MotoS3) -> None:
-    run = run_pipeline(DATA, moto_s3, "2018-10-10", "2018-10-14")
+def test_real_granule_store_decodes_with_xdggs_and_equals_an_independent_computation(real_run) -> None:  # type: ignore[no-untyped-def]
+    run = real_run
     assert run.summary.status == "SUCCEEDED" and not run.failures
     expected = independent_cell_stats(REAL_GRANULE)
     ds = open_decoded(run)
@@ -200,8 +202,8 @@ def test_real_granule_store_decodes_with_xdggs_and_equals_an_independent_computa
     assert sum(r["segments"] for r in run.results.values()) == sum(e["count"] for e in expected.values())
 
 
-def test_aggregate_consolidates_the_store_records_provenance_and_draws_h_mean(moto_s3: MotoS3) -> None:
-    run = run_pipeline(DATA, moto_s3, "2018-10-09", "2018-10-14")
+def test_aggregate_consolidates_the_store_records_provenance_and_draws_h_mean(moto_s3: MotoS3, real_run) -> None:  # type: ignore[no-untyped-def]
+    run = real_run
     config_id = run.catalog.run.config_id
     store_key = layout.output_key(recipe.name, config_id, "atl06-cell-stats.zarr")
     png_key = layout.output_key(recipe.name, config_id, PNG_NAME)
@@ -218,8 +220,9 @@ def test_aggregate_consolidates_the_store_records_provenance_and_draws_h_mean(mo
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and image.shape[0] > 100 and image.std() > 0
 
 
-def test_synthetic_granules_give_the_hand_checked_statistics(moto_s3: MotoS3, synthetic_dir: Path) -> None:
-    run = run_pipeline(synthetic_dir, moto_s3, "2019-03-01", "2019-03-31")
+def test_synthetic_granules_give_the_hand_checked_statistics(moto_s3: MotoS3, synthetic_dir: Path,
+                                                             synthetic_run) -> None:  # type: ignore[no-untyped-def]
+    run = synthetic_run
     assert run.summary.status == "SUCCEEDED" and not run.failures
     ds = open_decoded(run)
 

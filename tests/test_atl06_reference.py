@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import zarr
 from h5coro.filedriver import FileDriver
-from test_atl06_synthetic_granule import (  # noqa: F401  (moto_s3 is a fixture)
+from test_atl06_synthetic_granule import (  # noqa: F401  (moto_s3, real_run, synthetic_* are fixtures)
     ATL06_FILL,
     CHILD_ORDER,
     DATA,
@@ -30,7 +30,9 @@ from test_atl06_synthetic_granule import (  # noqa: F401  (moto_s3 is a fixture)
     granule_one,
     granule_two,
     moto_s3,
-    run_pipeline,
+    real_run,
+    synthetic_dir,
+    synthetic_run,
     without_unusable_values,
     write_granule,
 )
@@ -84,7 +86,7 @@ def assert_agree(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> 
     return int(filled.sum())
 
 
-def test_agrees_with_zagg_on_the_real_granule(moto_s3: MotoS3) -> None:
+def test_agrees_with_zagg_on_the_real_granule(real_run) -> None:  # type: ignore[no-untyped-def]
     # This granule has no fill value among its quality-0 segments, so zagg needs no help here.
     from netCDF4 import Dataset
 
@@ -94,26 +96,24 @@ def test_agrees_with_zagg_on_the_real_granule(moto_s3: MotoS3) -> None:
                        & (ds[f"{b}/land_ice_segments/atl06_quality_summary"][:] == 0)))
             for b in ("gt1l", "gt1r", "gt2l", "gt2r", "gt3l", "gt3r"))
     assert fills_kept_by_zagg == 0
-    run = run_pipeline(DATA, moto_s3, "2018-10-13", "2018-10-13")
+    run = real_run
     parents = sorted(r["parent_cell"] for r in run.results.values())
     assert len(parents) == 3 and not run.failures
     compared = sum(assert_agree(ours_parent(run.store, p), zagg_parent(p, [REAL_GRANULE])) for p in parents)
     assert compared == sum(r["cells_with_data"] for r in run.results.values()) > 0
 
 
-def test_agrees_with_zagg_on_synthetic_granules_with_fills_removed_for_zagg(moto_s3: MotoS3, tmp_path: Path) -> None:
+def test_agrees_with_zagg_on_synthetic_granules_with_fills_removed_for_zagg(
+        synthetic_run, synthetic_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # The synthetic granules hold fill values (and a NaN) with quality 0, which zagg would average in. So zagg gets
     # the same granules written without them, while we read the originals and must mask them ourselves.
-    ours_dir, zagg_dir = tmp_path / "with-fills", tmp_path / "fills-removed"
-    ours_dir.mkdir(), zagg_dir.mkdir()
     for name, beams in ((SYNTHETIC_ONE, granule_one()), (SYNTHETIC_TWO, granule_two())):
-        write_granule(ours_dir / name, beams)
-        write_granule(zagg_dir / name, without_unusable_values(beams))
-    run = run_pipeline(ours_dir, moto_s3, "2019-03-15", "2019-03-16")
+        write_granule(tmp_path / name, without_unusable_values(beams))
+    run = synthetic_run
     assert not run.failures
     for parent in (SITE.parent, SITE.neighbour, SITE.empty_parent):
-        theirs = zagg_parent(parent, sorted(zagg_dir.iterdir()))
+        theirs = zagg_parent(parent, sorted(tmp_path.iterdir()))
         assert_agree(ours_parent(run.store, parent), theirs)
-    with_fills = zagg_parent(SITE.parent, sorted(ours_dir.iterdir()))
+    with_fills = zagg_parent(SITE.parent, sorted(synthetic_dir.iterdir()))
     a = SITE.cell_a - SITE.parent * N_CHILDREN
     assert with_fills["count"][a] > ours_parent(run.store, SITE.parent)["count"][a]  # zagg counts the fills

@@ -318,3 +318,15 @@ def run_pipeline(source: Path, s3: MotoS3, start: str, end: str, params: dict | 
     summary = aggregate_run(AggregatorEvent(**catalog.model_dump()), bucket) if aggregate else None
     return PipelineRun(catalog=catalog, items=items, results=results, failures=failures, summary=summary,
                        bucket=bucket)
+
+
+@pytest.fixture(scope="session")
+def real_run(moto_s3: MotoS3) -> PipelineRun:
+    """The pipeline over tests/data/atl06 (the real granule, 2018-10-13), shared by the modules that inspect it."""
+    return run_pipeline(DATA, moto_s3, "2018-10-10", "2018-10-14")
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(moto_s3: MotoS3, synthetic_dir: Path) -> PipelineRun:
+    """The pipeline over the two synthetic granules (2019-03-15 and 16)."""
+    return run_pipeline(synthetic_dir, moto_s3, "2019-03-01", "2019-03-31")

@@ -87,6 +87,11 @@ def test_sst_run_through_the_state_machine(engine: LocalEngine, source: Path, sy
     assert csv_key in summary["outputs"]
     png = _get(engine, layout.output_key("sst-global-mean", output["run"]["config_id"], "global_mean_sst.png"))
     assert png.startswith(b"\x89PNG")
+    provenance_key = layout.provenance_key("sst-global-mean", output["run"]["config_id"], run_id)
+    assert provenance_key in summary["outputs"]
+    provenance = json.loads(_get(engine, provenance_key))
+    assert sorted(Path(u).name for u in provenance["input_granules"]) == expected
+    assert provenance["params"] == {"method": "ocean"} and provenance["software"]["netCDF4"]
 
     # The same input again: every item's result exists, so every item is skipped and the CSV is unchanged.
     again = engine.run(

@@ -13,6 +13,7 @@ from typing import Any
 from granulemap import layout
 from granulemap.errors import TooManyFailures
 from granulemap.models import AggregatorEvent, Failure, Item, ItemCounts, Summary
+from granulemap.provenance import provenance_record
 from granulemap.recipes import get_recipe
 from granulemap.storage import Bucket
 
@@ -25,10 +26,11 @@ def _fetch(bucket: Bucket, keys: list[str]) -> list[Any | None]:
         return list(pool.map(bucket.get_json_or_none, keys))
 
 
-def account_items(event: AggregatorEvent, bucket: Bucket) -> tuple[list[dict[str, Any]], ItemCounts, list[Failure]]:
-    """(results of succeeded+skipped items, counts, failures) of the run's manifest."""
+def account_items(
+    event: AggregatorEvent, bucket: Bucket, items: list[Item]
+) -> tuple[list[dict[str, Any]], ItemCounts, list[Failure]]:
+    """(results of succeeded+skipped items, counts, failures) of the run's manifest ``items``."""
     run = event.run
-    items = [Item.model_validate(i) for i in bucket.get_json(event.catalog.key)]
     stored = _fetch(bucket, [layout.result_key(run.recipe, run.config_id, i.id) for i in items])
     missing = [i for i, s in zip(items, stored, strict=True) if s is None]
     failure_records = dict(zip((i.id for i in missing),
@@ -57,10 +59,14 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
     run = event.run
     recipe = get_recipe(run.recipe)
     params = recipe.parse_params(run.params)
-    results, counts, failures = account_items(event, bucket)
+    items = [Item.model_validate(i) for i in bucket.get_json(event.catalog.key)]
+    results, counts, failures = account_items(event, bucket, items)
     outputs: list[str] = []
     if results:
         outputs = recipe.combine(results, run, params, bucket)
+    provenance_key = layout.provenance_key(run.recipe, run.config_id, run.run_id)
+    bucket.put_json(provenance_key, provenance_record(run, items, counts))
+    outputs.append(provenance_key)
     failed_pct = 100.0 * counts.failed / counts.total if counts.total else 0.0
     tolerance = event.map.tolerated_failure_percentage
     if failed_pct > tolerance:

@@ -46,3 +46,8 @@ def output_prefix(recipe: str, config_id: str) -> str:
 
 def output_key(recipe: str, config_id: str, name: str) -> str:
     return f"{output_prefix(recipe, config_id)}{name}"
+
+
+def provenance_key(recipe: str, config_id: str, run_id: str) -> str:
+    """One provenance record per run, kept with the products it describes."""
+    return output_key(recipe, config_id, f"provenance/{run_id}.json")

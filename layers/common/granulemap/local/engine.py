@@ -315,8 +315,8 @@ class LocalEngine:
             if not token:
                 return events
 
-    def download(self, key_or_prefix: str, dest: Path) -> list[Path]:
-        """Copy an object, or every object under a prefix ending in '/' or '.zarr', to ``dest``."""
+    def download(self, key_or_prefix: str, dest: Path, name: str | None = None) -> list[Path]:
+        """Copy an object, or every object under a prefix ending in '/' or '.zarr', to ``dest`` (as ``name``)."""
         s3 = self.client("s3")
         paths = []
         if key_or_prefix.endswith("/") or key_or_prefix.endswith(".zarr"):
@@ -328,7 +328,7 @@ class LocalEngine:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     s3.download_file(self.bucket, obj["Key"], str(target))
             return [base]
-        target = dest / Path(key_or_prefix).name
+        target = dest / (name or Path(key_or_prefix).name)
         target.parent.mkdir(parents=True, exist_ok=True)
         s3.download_file(self.bucket, key_or_prefix, str(target))
         paths.append(target)

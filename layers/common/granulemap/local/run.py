@@ -82,7 +82,8 @@ def run_locally(
         for key in summary.get("outputs", []):
             if key == layout.summary_key(run_id):
                 continue
-            local_outputs += [str(p) for p in engine.download(key, out)]
+            name = "provenance.json" if "/provenance/" in key else None
+            local_outputs += [str(p) for p in engine.download(key, out, name)]
     summary["status"] = "SUCCEEDED" if desc["status"] == "SUCCEEDED" else "FAILED"
     if desc["status"] != "SUCCEEDED":
         error, cause = desc.get("error", desc["status"]), desc.get("cause", "")

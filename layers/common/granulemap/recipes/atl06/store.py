@@ -18,6 +18,7 @@ import hashlib
 import json
 import warnings
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,7 +153,15 @@ def ensure_template(store: Store, layout: StoreLayout, attrs: dict[str, Any] | N
             dimension_names=[DIMENSION],
             attributes={"long_name": meaning, "units": UNITS.get(name, "m"), "coordinates": CELL_IDS},
         )
+    _consolidate(store)  # each processor then opens the store with one read
     return True
+
+
+def _consolidate(store: Store) -> None:
+    with warnings.catch_warnings():
+        # zarr warns that consolidated metadata is not yet in the v3 spec; xarray reads it, which is the point.
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        zarr.consolidate_metadata(store)
 
 
 def write_parent(store: Store, layout_id: str, parent: int, stats: CellStatistics) -> int:
@@ -170,13 +179,18 @@ def write_parent(store: Store, layout_id: str, parent: int, stats: CellStatistic
     local = stats.cells - parent * n  # offsets inside the block: children of p are [p*n, (p+1)*n)
     if stats.size and (local.min() < 0 or local.max() >= n):
         raise ValueError(f"statistics of cells outside parent cell {parent} (order {layout.parent_order})")
-    for name in STATISTICS:
-        array = group[name]
+    arrays = {name: group[name] for name in STATISTICS}
+    for name, array in arrays.items():
         if not isinstance(array, zarr.Array) or array.chunks != (n,):
             raise OutputStoreMismatch(f"{name} is not chunked by one parent cell ({n} cells): not our store")
+
+    def write(name: str) -> None:
         block = np.full(n, _fill(name), dtype=_dtype(name))
         block[local] = stats.values[name]
-        array[region] = block  # whole chunk: one PUT; an all-fill block deletes the chunk (write_empty_chunks off)
+        arrays[name][region] = block  # one whole chunk: one PUT; an all-fill block deletes the chunk instead
+
+    with ThreadPoolExecutor(len(arrays)) as pool:  # the PUTs are independent: send them together
+        list(pool.map(write, arrays))
     return stats.size
 
 
@@ -184,10 +198,7 @@ def finalize(store: Store, attrs: dict[str, Any]) -> None:
     """Add ``attrs`` to the group's attributes and consolidate the metadata (one read opens the store)."""
     group = zarr.open_group(store, mode="r+")
     group.attrs.update(attrs)
-    with warnings.catch_warnings():
-        # zarr warns that consolidated metadata is not yet in the v3 spec; xarray reads it, which is the point.
-        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-        zarr.consolidate_metadata(store)
+    _consolidate(store)
 
 
 def read_cells_with_data(store: Store, name: str) -> tuple[StoreLayout, np.ndarray, np.ndarray]:

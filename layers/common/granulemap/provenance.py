@@ -1,0 +1,36 @@
+"""A provenance record per run: what was computed, from which granules, with which software, when."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import granulemap
+
+SOFTWARE = ("numpy", "netCDF4", "h5coro", "mortie", "zarr", "xarray", "xdggs", "earthaccess", "aws-lambda-powertools")
+
+
+def software_versions() -> dict[str, str]:
+    versions = {"granulemap": granulemap.__version__, "python": platform.python_version()}
+    for name in SOFTWARE:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def provenance_record(run: Any, items: list[Any], counts: Any) -> dict[str, Any]:
+    """Recipe, parameters, software versions, input granules and time of one run (JSON-serialisable)."""
+    return {
+        "run_id": run.run_id,
+        "recipe": run.recipe,
+        "params": run.params,
+        "config_id": run.config_id,
+        "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "software": software_versions(),
+        "items": counts.model_dump(),
+        "input_granules": sorted({g.url for item in items for g in item.granules}),
+    }
