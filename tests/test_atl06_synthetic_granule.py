@@ -7,10 +7,15 @@ independent of mortie and of granulemap's code, so expected cells are never take
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import healpix_geo
 import netCDF4
@@ -189,52 +194,68 @@ def write_granule(path: Path, beams: dict[str, list[Segment]], *, empty_beam_gro
 
 
 # --- fixtures shared by the test_atl06_* modules --------------------------------------------------------------
-@pytest.fixture(scope="session")
-def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory with the two synthetic granules."""
-    directory = tmp_path_factory.mktemp("atl06-synthetic")
+# The modules import these fixtures; pytest then registers one definition per module, so what must exist once
+# per session (the server, the files, the pipeline runs) is made once by the cached functions below.
+@functools.cache
+def _synthetic_files() -> Path:
+    directory = Path(tempfile.mkdtemp(prefix="granulemap-atl06-synthetic-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
     write_granule(directory / SYNTHETIC_ONE, granule_one())
     write_granule(directory / SYNTHETIC_TWO, granule_two())
     return directory
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir() -> Path:
+    """A directory with the two synthetic granules (and nothing else)."""
+    return _synthetic_files()
 
 
 @dataclass(frozen=True)
 class MotoS3:
     endpoint: str
     bucket: str
-    client: object
+    client: Any
 
 
-@pytest.fixture(scope="session")
-def moto_s3() -> Iterator[MotoS3]:
-    """A moto S3 server on 127.0.0.1 that boto3, s3fs and h5coro (AWS_ENDPOINT_URL[_S3]) all reach, with a bucket
-    named in BUCKET_NAME as the Processor Lambda has it."""
+@functools.cache
+def _moto_endpoint() -> str:
     from moto.server import ThreadedMotoServer
-
-    import granulemap.storage
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    atexit.register(server.stop)
     host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    bucket = "granulemap-atl06-tests"
+    return f"http://{host}:{port}"
+
+
+TEST_BUCKET = "granulemap-atl06-tests"
+
+
+@pytest.fixture(scope="module")
+def moto_s3() -> Iterator[MotoS3]:
+    """A moto S3 server on 127.0.0.1 that boto3, s3fs and h5coro (AWS_ENDPOINT_URL[_S3]) all reach, with a bucket
+    named in BUCKET_NAME as the Processor Lambda has it. The environment is restored after the module."""
+    import boto3
+
+    import granulemap.storage
+
+    endpoint = _moto_endpoint()
     with pytest.MonkeyPatch.context() as mp:
         for key, value in {
             "AWS_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-west-2",
-            "AWS_REGION": "us-west-2", "BUCKET_NAME": bucket,
+            "AWS_REGION": "us-west-2", "BUCKET_NAME": TEST_BUCKET,
         }.items():
             mp.setenv(key, value)
         granulemap.storage.s3_client.cache_clear()
-        import boto3
-
         client = boto3.client("s3")
-        client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        if TEST_BUCKET not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+            client.create_bucket(Bucket=TEST_BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
         try:
-            yield MotoS3(endpoint=endpoint, bucket=bucket, client=client)
+            yield MotoS3(endpoint=endpoint, bucket=TEST_BUCKET, client=client)
         finally:
             granulemap.storage.s3_client.cache_clear()
-            server.stop()
 
 
 # --- the synthetic granules are what they claim to be ---------------------------------------------------------
@@ -320,13 +341,23 @@ def run_pipeline(source: Path, s3: MotoS3, start: str, end: str, params: dict | 
                        bucket=bucket)
 
 
-@pytest.fixture(scope="session")
+_RUNS: dict[tuple[str, str, str], PipelineRun] = {}
+
+
+def _run_once(source: Path, s3: MotoS3, start: str, end: str) -> PipelineRun:
+    key = (str(source), start, end)
+    if key not in _RUNS:
+        _RUNS[key] = run_pipeline(source, s3, start, end)
+    return _RUNS[key]
+
+
+@pytest.fixture(scope="module")
 def real_run(moto_s3: MotoS3) -> PipelineRun:
-    """The pipeline over tests/data/atl06 (the real granule, 2018-10-13), shared by the modules that inspect it."""
-    return run_pipeline(DATA, moto_s3, "2018-10-10", "2018-10-14")
+    """The pipeline over tests/data/atl06 (the real granule, 2018-10-13); one run shared by the modules."""
+    return _run_once(DATA, moto_s3, "2018-10-10", "2018-10-14")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def synthetic_run(moto_s3: MotoS3, synthetic_dir: Path) -> PipelineRun:
-    """The pipeline over the two synthetic granules (2019-03-15 and 16)."""
-    return run_pipeline(synthetic_dir, moto_s3, "2019-03-01", "2019-03-31")
+    """The pipeline over the two synthetic granules (2019-03-15 and 16); one run shared by the modules."""
+    return _run_once(synthetic_dir, moto_s3, "2019-03-01", "2019-03-31")

@@ -141,3 +141,20 @@ def test_corrupt_granule_is_recorded_and_the_others_finish(engine: LocalEngine, 
     assert strict["status"] == "FAILED"
     assert strict["error"] == "TooManyFailures"
     assert "1 of 2 items failed" in strict["cause"]
+
+
+def test_s3_prefix_source_reads_granules_from_s3(engine: LocalEngine, mur25: Path, synthetic_month) -> None:
+    s3 = engine.client("s3")
+    s3.create_bucket(Bucket="granule-source", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    for path in (mur25, synthetic_month[1]):
+        s3.upload_file(str(path), "granule-source", f"mur25/{path.name}")
+    s3.put_object(Bucket="granule-source", Key="other/20181215090000-elsewhere.nc", Body=b"not in the prefix")
+    desc = engine.run({"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-31",
+                       "source": "s3://granule-source/mur25", "params": {"method": "podaac-tutorial"}}, timeout=120)
+    assert desc["status"] == "SUCCEEDED", desc.get("cause")
+    run_id = desc["executionArn"].rsplit(":", 1)[-1]
+    manifest = json.loads(_get(engine, layout.manifest_key(run_id)))
+    assert sorted(i["granules"][0]["url"] for i in manifest) == sorted(
+        f"s3://granule-source/mur25/{p.name}" for p in (mur25, synthetic_month[1]))
+    summary = json.loads(_get(engine, layout.summary_key(run_id)))
+    assert summary["items"]["succeeded"] == 2

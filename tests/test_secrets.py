@@ -20,6 +20,7 @@ value among them) and is never on in the deployed functions.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import logging
 import os
@@ -98,26 +99,37 @@ def replay_services(rs: responses.RequestsMock, secrets: Secrets) -> dict[str, A
     return page
 
 
-class RecordCapture(logging.Handler):
-    """Every log record, with its message, arguments, extra fields and exception text."""
+class LogCapture(logging.Handler):
+    """Every log record (message, arguments, extra fields, exception text), and everything the process's existing
+    stream handlers print: Powertools' handler writes to the sys.stdout of import time, which no capture fixture
+    replaces, so its stream is swapped for the duration of the test."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.records: list[str] = []
+        self.printed = io.StringIO()
 
     def emit(self, record: logging.LogRecord) -> None:
         exc = logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
         self.records.append(f"{record.name} {record.getMessage()} {vars(record)!r} {exc}")
 
     def text(self) -> str:
-        return "\n".join(self.records)
+        return "\n".join(self.records) + "\n" + self.printed.getvalue()
+
+
+def _stream_handlers() -> list[logging.StreamHandler]:
+    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger)]
+    return [h for lg in loggers for h in lg.handlers
+            if type(h) is logging.StreamHandler or type(h).__module__.startswith("aws_lambda_powertools")]
 
 
 @pytest.fixture
-def log_capture() -> Iterator[RecordCapture]:
-    capture = RecordCapture()
+def log_capture() -> Iterator[LogCapture]:
+    capture = LogCapture()
     loggers = {name: logging.getLogger(name) for name in ("", "granulemap", "earthaccess")}
     levels = {name: lg.level for name, lg in loggers.items()}
+    streams = [(h, h.setStream(capture.printed)) for h in _stream_handlers()]
     for name, lg in loggers.items():
         lg.addHandler(capture)
         lg.setLevel(logging.INFO if name == "" else logging.DEBUG)
@@ -127,6 +139,8 @@ def log_capture() -> Iterator[RecordCapture]:
         for name, lg in loggers.items():
             lg.removeHandler(capture)
             lg.setLevel(levels[name])
+        for handler, stream in streams:
+            handler.setStream(stream)
 
 
 @pytest.fixture
@@ -199,7 +213,8 @@ def test_no_secret_in_payloads_results_output_or_logs_of_the_handlers(clean_proc
     assert state["run"]["credentials"]["daac"] == "POCLOUD"
     assert stored == secrets.refreshed  # the Processor's refresh was stored for the other Processors
     out, err = capfd.readouterr()
-    assert "stored temporary S3 credentials" in out  # the capture sees the handlers' log lines
+    # The captures see the handlers' log lines (so they would see a secret in one).
+    assert '"message":"stored temporary S3 credentials"' in log_capture.printed.getvalue()
     assert "temporary S3 credentials near expiry: refreshing" in log_capture.text()
 
     assert secrets.leaked_into(json.dumps(payloads)) == []
@@ -246,7 +261,7 @@ def test_no_secret_in_the_execution_history_or_logs_of_a_local_run(clean_process
                          and "POCLOUD" in e["taskSucceededEventDetails"]["output"]]
     assert credentials_steps, "the history should show FetchCredentials' reference"
     out, err = capfd.readouterr()
-    assert "stored temporary S3 credentials" in out
+    assert '"message":"stored temporary S3 credentials"' in log_capture.printed.getvalue()
     assert "temporary S3 credentials near expiry: refreshing" in log_capture.text()
 
     assert secrets.leaked_into(json.dumps(history, default=str)) == []
