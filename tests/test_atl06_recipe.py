@@ -26,6 +26,7 @@ from test_atl06_synthetic_granule import (  # noqa: F401  (moto_s3, synthetic_di
     SYNTHETIC_ONE,
     SYNTHETIC_TWO,
     MotoS3,
+    PipelineRun,
     granule_one,
     moto_s3,
     real_run,
@@ -62,7 +63,10 @@ def independent_cell_stats(path: Path) -> dict[int, dict[str, float]]:
             hh, ss = g["h_li"][:].astype(np.float64), g["h_li_sigma"][:].astype(np.float64)
             ok = ((g["atl06_quality_summary"][:] == 0) & np.isfinite(hh) & (hh != np.float64(ATL06_FILL))
                   & np.isfinite(ss) & (ss != np.float64(ATL06_FILL)) & (ss > 0))
-            lat += [g["latitude"][:][ok]]; lon += [g["longitude"][:][ok]]; h += [hh[ok]]; sigma += [ss[ok]]  # noqa: E702
+            lat.append(g["latitude"][:][ok])
+            lon.append(g["longitude"][:][ok])
+            h.append(hh[ok])
+            sigma.append(ss[ok])
     cells = wgs84_cells(np.concatenate(lat), np.concatenate(lon), CHILD_ORDER)
     h_all, s_all = np.concatenate(h), np.concatenate(sigma)
     expected = {}
@@ -76,7 +80,7 @@ def independent_cell_stats(path: Path) -> dict[int, dict[str, float]]:
     return expected
 
 
-def open_decoded(run) -> xr.Dataset:  # type: ignore[no-untyped-def]
+def open_decoded(run: PipelineRun) -> xr.Dataset:
     return xdggs.decode(xr.open_zarr(run.store))
 
 
@@ -175,7 +179,7 @@ def test_umm_gpolygons_are_read_as_lon_lat_rings() -> None:
 
 
 # --- the whole recipe -------------------------------------------------------------------------------------------
-def test_real_granule_store_decodes_with_xdggs_and_equals_an_independent_computation(real_run) -> None:  # type: ignore[no-untyped-def]
+def test_real_granule_store_decodes_with_xdggs_and_equals_an_independent_computation(real_run: PipelineRun) -> None:
     run = real_run
     assert run.summary.status == "SUCCEEDED" and not run.failures
     expected = independent_cell_stats(REAL_GRANULE)
@@ -202,7 +206,8 @@ def test_real_granule_store_decodes_with_xdggs_and_equals_an_independent_computa
     assert sum(r["segments"] for r in run.results.values()) == sum(e["count"] for e in expected.values())
 
 
-def test_aggregate_consolidates_the_store_records_provenance_and_draws_h_mean(moto_s3: MotoS3, real_run) -> None:  # type: ignore[no-untyped-def]
+def test_aggregate_consolidates_the_store_records_provenance_and_draws_h_mean(moto_s3: MotoS3,
+                                                                            real_run: PipelineRun) -> None:
     run = real_run
     config_id = run.catalog.run.config_id
     store_key = layout.output_key(recipe.name, config_id, "atl06-cell-stats.zarr")
@@ -221,7 +226,7 @@ def test_aggregate_consolidates_the_store_records_provenance_and_draws_h_mean(mo
 
 
 def test_synthetic_granules_give_the_hand_checked_statistics(moto_s3: MotoS3, synthetic_dir: Path,
-                                                             synthetic_run) -> None:  # type: ignore[no-untyped-def]
+                                                             synthetic_run: PipelineRun) -> None:
     run = synthetic_run
     assert run.summary.status == "SUCCEEDED" and not run.failures
     ds = open_decoded(run)
@@ -256,25 +261,32 @@ def test_synthetic_granules_give_the_hand_checked_statistics(moto_s3: MotoS3, sy
     assert ds.attrs["source_granules"] == sorted(str(synthetic_dir / n) for n in (SYNTHETIC_ONE, SYNTHETIC_TWO))
 
 
-def test_a_rerun_skips_finished_parents_and_keeps_their_regions(moto_s3: MotoS3, synthetic_dir: Path) -> None:
-    first = run_pipeline(synthetic_dir, moto_s3, "2019-03-02", "2019-03-30")
-    before = xr.open_zarr(first.store)["h_mean"].values
-    second = run_pipeline(synthetic_dir, moto_s3, "2019-03-02", "2019-03-30")
-    assert second.summary.items.skipped == len(second.items) and second.summary.items.succeeded == 0
-    np.testing.assert_array_equal(xr.open_zarr(second.store)["h_mean"].values, before)
+def test_a_rerun_skips_finished_parents_and_keeps_their_regions(moto_s3: MotoS3, synthetic_dir: Path,
+                                                                synthetic_run: PipelineRun) -> None:
+    before = xr.open_zarr(synthetic_run.store)["h_mean"].values
+    again = run_pipeline(synthetic_dir, moto_s3, "2019-03-01", "2019-03-31")  # the same execution input
+    assert again.catalog.run.config_id == synthetic_run.catalog.run.config_id
+    assert again.summary.items.skipped == len(again.items) and again.summary.items.succeeded == 0
+    np.testing.assert_array_equal(xr.open_zarr(again.store)["h_mean"].values, before)
     assert np.isfinite(before).sum() > 0
 
 
-def test_a_new_granule_changes_the_items_and_rebuilds_the_store(moto_s3: MotoS3, synthetic_dir: Path,
-                                                                tmp_path: Path) -> None:
+def test_a_new_granule_recomputes_the_parent_cells_it_touches(moto_s3: MotoS3, synthetic_dir: Path,
+                                                              tmp_path: Path) -> None:
     (tmp_path / SYNTHETIC_ONE).write_bytes((synthetic_dir / SYNTHETIC_ONE).read_bytes())
     first = run_pipeline(tmp_path, moto_s3, "2019-03-03", "2019-03-29")
-    (tmp_path / REAL_GRANULE.name.replace("20181013", "20190320")).write_bytes(REAL_GRANULE.read_bytes())
+    count_a = {1: int(xr.open_zarr(first.store)["count"].values[first_index(first, SITE.cell_a)])}
+    (tmp_path / SYNTHETIC_TWO).write_bytes((synthetic_dir / SYNTHETIC_TWO).read_bytes())  # passes over P and Q
     second = run_pipeline(tmp_path, moto_s3, "2019-03-03", "2019-03-29")
-    assert not {i.id for i in first.items} & {i.id for i in second.items}  # nothing is skipped as "done"
-    assert second.summary.items.succeeded == len(second.items)
-    count = xr.open_zarr(second.store)["count"].values
-    assert count.sum() == sum(r["segments"] for r in second.results.values()) > 0
+    count_a[2] = int(xr.open_zarr(second.store)["count"].values[first_index(second, SITE.cell_a)])
+    recomputed = {i.extra["parent_cell"] for i in second.items if i.id not in {j.id for j in first.items}}
+    assert recomputed == {SITE.parent, SITE.neighbour}
+    assert second.summary.items.succeeded == 2 and second.summary.items.skipped == len(second.items) - 2
+    assert count_a == {1: 4, 2: 5}  # 10, 12, 14, 20; then also 16 from the new granule
+
+
+def first_index(run: PipelineRun, cell: int) -> int:
+    return int(np.flatnonzero(xr.open_zarr(run.store)["cell_ids"].values == cell)[0])
 
 
 def test_an_unreadable_granule_fails_as_its_own_item_and_the_others_finish(moto_s3: MotoS3, synthetic_dir: Path,

@@ -26,6 +26,7 @@ from test_atl06_synthetic_granule import (  # noqa: F401  (moto_s3, real_run, sy
     SYNTHETIC_ONE,
     SYNTHETIC_TWO,
     MotoS3,
+    PipelineRun,
     centre,
     granule_one,
     granule_two,
@@ -86,7 +87,7 @@ def assert_agree(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> 
     return int(filled.sum())
 
 
-def test_agrees_with_zagg_on_the_real_granule(real_run) -> None:  # type: ignore[no-untyped-def]
+def test_agrees_with_zagg_on_the_real_granule(real_run: PipelineRun) -> None:
     # This granule has no fill value among its quality-0 segments, so zagg needs no help here.
     from netCDF4 import Dataset
 
@@ -104,7 +105,7 @@ def test_agrees_with_zagg_on_the_real_granule(real_run) -> None:  # type: ignore
 
 
 def test_agrees_with_zagg_on_synthetic_granules_with_fills_removed_for_zagg(
-        synthetic_run, synthetic_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+        synthetic_run: PipelineRun, synthetic_dir: Path, tmp_path: Path) -> None:
     # The synthetic granules hold fill values (and a NaN) with quality 0, which zagg would average in. So zagg gets
     # the same granules written without them, while we read the originals and must mask them ourselves.
     for name, beams in ((SYNTHETIC_ONE, granule_one()), (SYNTHETIC_TWO, granule_two())):

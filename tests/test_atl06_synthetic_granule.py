@@ -12,6 +12,7 @@ import functools
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,16 @@ import healpix_geo
 import netCDF4
 import numpy as np
 import pytest
+from zarr.abc.store import Store
+
+from granulemap import layout
+from granulemap.aggregation import aggregate as aggregate_run
+from granulemap.catalog import build_catalog
+from granulemap.models import AggregatorEvent, CatalogOutput, FailureEvent, Item, ProcessorEvent, Summary
+from granulemap.processing import process_item, record_failure
+from granulemap.recipes.atl06.store import STORE_NAME, s3_store
+from granulemap.settings import Settings
+from granulemap.storage import Bucket
 
 DATA = Path(__file__).parent / "data" / "atl06"
 REAL_GRANULE = DATA / "ATL06_20181013235645_02340114_209_01.h5"
@@ -186,8 +197,8 @@ def write_granule(path: Path, beams: dict[str, list[Segment]], *, empty_beam_gro
                 "atl06_quality_summary": ("i1", [s.quality for s in segments], None),
             }
             for name, (dtype, values, fill) in columns.items():
-                var = group.createVariable(name, dtype, ("delta_time",), zlib=True, chunksizes=(min(chunk, len(segments)),),
-                                           fill_value=fill)
+                var = group.createVariable(name, dtype, ("delta_time",), zlib=True, fill_value=fill,
+                                           chunksizes=(min(chunk, len(segments)),))
                 var.set_auto_maskandscale(False)
                 var[:] = np.asarray(values, dtype=dtype)
     return path
@@ -292,40 +303,30 @@ def test_synthetic_site_cells_are_where_the_tests_need_them() -> None:
 class PipelineRun:
     """What one run of BuildCatalog → ProcessItems (every item, failures recorded) → Aggregate left behind."""
 
-    catalog: object
-    items: list
-    results: dict
-    failures: dict
-    summary: object | None
-    bucket: object
+    catalog: CatalogOutput
+    items: list[Item]
+    results: dict[str, dict[str, Any]]
+    failures: dict[str, dict[str, str]]
+    summary: Summary | None
+    bucket: Bucket
 
     @property
-    def store(self):  # the run's Zarr store, read-only
-        from granulemap import layout
-        from granulemap.recipes.atl06.store import STORE_NAME, s3_store
+    def store_key(self) -> str:
+        return layout.output_key(self.catalog.run.recipe, self.catalog.run.config_id, STORE_NAME)
 
-        run = self.catalog.run  # type: ignore[attr-defined]
-        return s3_store(self.bucket.name, layout.output_key(run.recipe, run.config_id, STORE_NAME),  # type: ignore[attr-defined]
-                        read_only=True)
+    @property
+    def store(self) -> Store:
+        """The run's Zarr store, read-only."""
+        return s3_store(self.bucket.name, self.store_key, read_only=True)
 
 
-def run_pipeline(source: Path, s3: MotoS3, start: str, end: str, params: dict | None = None,
-                 aggregate: bool = True, run_id: str | None = None) -> PipelineRun:
+def run_pipeline(source: Path, s3: MotoS3, start: str, end: str, aggregate: bool = True) -> PipelineRun:
     """Run the pipeline's Python steps against the moto S3: build_catalog, process_item for each manifest item
     (a failure recorded with record_failure, as the Map's Catch does), then aggregate."""
-    import uuid
-
-    from granulemap.aggregation import aggregate as aggregate_run
-    from granulemap.catalog import build_catalog
-    from granulemap.models import AggregatorEvent, FailureEvent, Item, ProcessorEvent
-    from granulemap.processing import process_item, record_failure
-    from granulemap.settings import Settings
-    from granulemap.storage import Bucket
-
     bucket = Bucket(s3.bucket, client=s3.client)
     settings = Settings(bucket=s3.bucket, default_tolerated_failure_percentage=100.0)
-    doc = {"recipe": "atl06-cell-stats", "start": start, "end": end, "source": str(source), "params": params or {}}
-    catalog = build_catalog(doc, run_id or f"test-{uuid.uuid4().hex[:8]}", settings, bucket)
+    doc = {"recipe": "atl06-cell-stats", "start": start, "end": end, "source": str(source)}
+    catalog = build_catalog(doc, f"test-{uuid.uuid4().hex[:8]}", settings, bucket)
     items = [Item.model_validate(i) for i in bucket.get_json(catalog.catalog.key)]
     results, failures = {}, {}
     for item in items:
@@ -333,9 +334,9 @@ def run_pipeline(source: Path, s3: MotoS3, start: str, end: str, params: dict | 
             stored = process_item(ProcessorEvent(item=item, run=catalog.run), bucket)
             results[item.id] = bucket.get_json(stored.result_key)["result"]
         except Exception as exc:  # the Map's Catch: States.ALL → RecordFailure
-            failures[item.id] = record_failure(FailureEvent(
-                action="record_failure", item=item, run=catalog.run,
-                error={"Error": type(exc).__name__, "Cause": str(exc)}), bucket)
+            error = {"Error": type(exc).__name__, "Cause": str(exc)}
+            failures[item.id] = record_failure(
+                FailureEvent(action="record_failure", item=item, run=catalog.run, error=error), bucket)
     summary = aggregate_run(AggregatorEvent(**catalog.model_dump()), bucket) if aggregate else None
     return PipelineRun(catalog=catalog, items=items, results=results, failures=failures, summary=summary,
                        bucket=bucket)

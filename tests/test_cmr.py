@@ -281,6 +281,8 @@ def test_no_hits_give_an_empty_run_that_succeeds_with_a_clear_summary(bucket) ->
     assert out.catalog.count == 0 and out.run.daac is None  # FetchCredentials then has nothing to fetch
     summary = aggregate(AggregatorEvent(run=out.run, catalog=out.catalog, map=out.map), bucket)
     assert summary.status == "SUCCEEDED"
-    assert summary.items.total == 0 and summary.outputs == [layout.summary_key("run-empty")]
+    assert summary.items.total == 0 and summary.failures == []
+    assert layout.summary_key("run-empty") in summary.outputs
+    assert not any(o.endswith((".csv", ".png")) for o in summary.outputs)  # no products from nothing
     assert "no granules matched" in summary.message
 

@@ -157,4 +157,5 @@ def test_s3_prefix_source_reads_granules_from_s3(engine: LocalEngine, mur25: Pat
     assert sorted(i["granules"][0]["url"] for i in manifest) == sorted(
         f"s3://granule-source/mur25/{p.name}" for p in (mur25, synthetic_month[1]))
     summary = json.loads(_get(engine, layout.summary_key(run_id)))
-    assert summary["items"]["succeeded"] == 2
+    # an earlier test may have computed the real granule already: then it is skipped, not recomputed
+    assert summary["items"]["succeeded"] + summary["items"]["skipped"] == 2 and summary["items"]["failed"] == 0

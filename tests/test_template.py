@@ -322,6 +322,7 @@ def test_samconfig_deploys_to_us_west_2_with_iam_capability() -> None:
     assert deploy["region"] == "us-west-2"  # DAAC direct S3 access works only there
     assert "CAPABILITY_IAM" in deploy["capabilities"]
     assert config["default"]["global"]["parameters"]["stack_name"]
+    assert config["default"]["global"]["parameters"]["region"] == "us-west-2"  # build, logs, delete too
 
 
 @pytest.mark.slow

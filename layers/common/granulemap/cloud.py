@@ -171,8 +171,9 @@ def run_status(execution_arn: str) -> RunStatus:
 
 
 # ---- results ----------------------------------------------------------------------------------------------------
-def download(s3: Any, bucket: str, key_or_prefix: str, dest: Path) -> list[Path]:
-    """Copy an object, or every object under a prefix ending in '/' or '.zarr', into ``dest``."""
+def download(s3: Any, bucket: str, key_or_prefix: str, dest: Path, name: str | None = None) -> list[Path]:
+    """Copy an object, or every object under a prefix ending in '/' or '.zarr', into ``dest`` (an object as
+    ``name``); return the paths written (a prefix: its folder)."""
     if key_or_prefix.endswith("/") or key_or_prefix.endswith(".zarr"):
         prefix = key_or_prefix.rstrip("/") + "/"
         base = dest / Path(key_or_prefix.rstrip("/")).name
@@ -182,7 +183,7 @@ def download(s3: Any, bucket: str, key_or_prefix: str, dest: Path) -> list[Path]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 s3.download_file(bucket, obj["Key"], str(target))
         return [base]
-    target = dest / Path(key_or_prefix).name
+    target = dest / (name or Path(key_or_prefix).name)
     target.parent.mkdir(parents=True, exist_ok=True)
     s3.download_file(bucket, key_or_prefix, str(target))
     return [target]

@@ -39,6 +39,7 @@ from granulemap.recipes.atl06.store import (
     finalize,
     read_cells_with_data,
     s3_store,
+    storage_errors,
     write_parent,
 )
 from granulemap.recipes.base import Recipe, item_id_for
@@ -182,12 +183,13 @@ class Atl06CellStats(Recipe):
         if not parents:
             return
         store_layout = StoreLayout.of(params.parent_order, params.child_order, parents)
-        store = s3_store(bucket.name, layout.output_key(self.name, run.config_id, STORE_NAME))
-        ensure_template(store, store_layout, {
-            "title": "ICESat-2 ATL06 land-ice height statistics per HEALPix cell",
-            "recipe": self.name, "config_id": run.config_id,
-            "height_reference": "h_li: metres above the WGS84 ellipsoid",
-        })
+        store_key = layout.output_key(self.name, run.config_id, STORE_NAME)
+        with storage_errors(f"creating the template of s3://{bucket.name}/{store_key}"):
+            ensure_template(s3_store(bucket.name, store_key), store_layout, {
+                "title": "ICESat-2 ATL06 land-ice height statistics per HEALPix cell",
+                "recipe": self.name, "config_id": run.config_id,
+                "height_reference": "h_li: metres above the WGS84 ellipsoid",
+            })
 
     # --- science ----------------------------------------------------------------------------------------
     def process(self, item: Item, params: BaseModel, access: GranuleAccess, run: RunContext) -> dict[str, Any]:
@@ -201,8 +203,9 @@ class Atl06CellStats(Recipe):
         cell = CellItem.model_validate(item.extra)
         segments, used = read_parent_segments(item, cell, params, access)
         stats = cell_statistics(segments.cells, segments.h_li, segments.h_li_sigma)
-        store = s3_store(load_settings().bucket, layout.output_key(self.name, run.config_id, STORE_NAME))
-        written = write_parent(store, cell.layout_id, cell.parent_cell, stats)
+        bucket, store_key = load_settings().bucket, layout.output_key(self.name, run.config_id, STORE_NAME)
+        with storage_errors(f"writing parent cell {cell.parent_cell} to s3://{bucket}/{store_key}"):
+            written = write_parent(s3_store(bucket, store_key), cell.layout_id, cell.parent_cell, stats)
         return {"parent_cell": cell.parent_cell, "parent_order": params.parent_order,
                 "cells_with_data": written, "segments": int(segments.cells.size), "granules": used}
 
@@ -213,13 +216,14 @@ class Atl06CellStats(Recipe):
         png_key = layout.output_key(self.name, run.config_id, PNG_NAME)
         granules = sorted({url for result in results for url in result.get("granules", [])})
         store = s3_store(bucket.name, store_key)
-        finalize(store, {
-            "source_granules": granules,
-            "granulemap_version": granulemap.__version__,
-            "run_id": run.run_id,
-            "date_created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        })
-        _, cells, h_mean = read_cells_with_data(store, "h_mean")
+        with storage_errors(f"finishing s3://{bucket.name}/{store_key}"):
+            finalize(store, {
+                "source_granules": granules,
+                "granulemap_version": granulemap.__version__,
+                "run_id": run.run_id,
+                "date_created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            })
+            _, cells, h_mean = read_cells_with_data(store, "h_mean")
         png = plot_cells(cells, params.child_order, h_mean, label="h_mean (m above the WGS84 ellipsoid)",
                          title=f"ATL06 weighted mean height per HEALPix order-{params.child_order} cell "
                                f"({cells.size} cells, {len(granules)} granules)")

@@ -75,7 +75,7 @@ class Variable:
     fill_value: float | int | None
 
 
-def _fill_value(meta: Any, dtype: np.dtype) -> float | int | None:
+def _fill_value(meta: H5Metadata, dtype: np.dtype) -> float | int | None:
     """The HDF5 fill value of a dataset, as a number of its dtype (netCDF-4 and ATL06 write _FillValue there)."""
     if not meta.fillsize or meta.fillvalue is None or meta.fillsize != dtype.itemsize:
         return None
@@ -121,7 +121,10 @@ class Atl06Granule:
     def read(self, beam: str, names: Iterable[str], window: tuple[int, int] | None = None) -> dict[str, Variable]:
         """Datasets ``names`` of ``beam``'s land-ice segments, optionally only the index range [start, stop)."""
         paths = {name: f"{beam}/{SEGMENTS_GROUP}/{name}" for name in names}
-        present = self._h5.inspectPath(f"/{beam}/{SEGMENTS_GROUP}", w_attr=False)[0]
+        try:
+            present = self._h5.inspectPath(f"/{beam}/{SEGMENTS_GROUP}", w_attr=False)[0]
+        except Exception as exc:
+            raise self._failure(exc, f"{beam}/{SEGMENTS_GROUP}") from exc
         missing = [name for name in paths if name not in present]
         if missing:
             raise VariableMissing(f"{self.name} lacks {', '.join(f'{beam}/{SEGMENTS_GROUP}/{m}' for m in missing)}: "
@@ -203,10 +206,6 @@ class Segments:
         return Segments(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("cells", "h_li", "h_li_sigma")))
 
 
-def _valid_position(latitude: np.ndarray, longitude: np.ndarray) -> np.ndarray:
-    return np.isfinite(latitude) & np.isfinite(longitude) & (np.abs(latitude) <= 90.0)
-
-
 def usable(variable: Variable, default_fill: float | None = None) -> np.ndarray:
     """True where the values are finite and not the fill value (the file's, else ``default_fill``)."""
     values = variable.values
@@ -217,12 +216,19 @@ def usable(variable: Variable, default_fill: float | None = None) -> np.ndarray:
     return ok
 
 
-def beam_positions(granule: Atl06Granule, beam: str) -> tuple[np.ndarray, np.ndarray]:
-    """(latitude, longitude) in degrees of the beam's segments with a valid position."""
+def _positions(granule: Atl06Granule, beam: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(latitude, longitude, valid) of all the beam's segments: degrees, and True where the position is usable."""
     read = granule.read(beam, ("latitude", "longitude"))
     lat, lon = read["latitude"].values.astype(np.float64), read["longitude"].values.astype(np.float64)
-    keep = _valid_position(lat, lon) & usable(read["latitude"]) & usable(read["longitude"])
-    return lat[keep], lon[keep]
+    with np.errstate(invalid="ignore"):
+        valid = usable(read["latitude"]) & usable(read["longitude"]) & (np.abs(lat) <= 90.0)
+    return lat, lon, valid
+
+
+def beam_positions(granule: Atl06Granule, beam: str) -> tuple[np.ndarray, np.ndarray]:
+    """(latitude, longitude) in degrees of the beam's segments with a usable position."""
+    lat, lon, valid = _positions(granule, beam)
+    return lat[valid], lon[valid]
 
 
 def segments_in_parent(granule: Atl06Granule, parent: int, parent_order: int, child_order: int) -> Segments:
@@ -232,9 +238,7 @@ def segments_in_parent(granule: Atl06Granule, parent: int, parent_order: int, ch
     """
     parts = []
     for beam in granule.beams():
-        read = granule.read(beam, ("latitude", "longitude"))
-        lat, lon = read["latitude"].values.astype(np.float64), read["longitude"].values.astype(np.float64)
-        valid = _valid_position(lat, lon) & usable(read["latitude"]) & usable(read["longitude"])
+        lat, lon, valid = _positions(granule, beam)
         children = np.full(lat.shape, -1, dtype=np.int64)
         children[valid] = cell_ids(lat[valid], lon[valid], child_order)
         inside = valid & (parents_of(children, child_order, parent_order) == parent)

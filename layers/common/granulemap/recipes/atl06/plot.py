@@ -1,31 +1,61 @@
-"""A PNG map of one statistic of the store: each child cell with data drawn at its centre."""
+"""A PNG map of one statistic of the store: cells with data drawn on a longitude/latitude raster."""
 
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 
 from granulemap.recipes.atl06.cells import cell_centres
 
+MAX_PIXELS = 1200
+"""Longest side of the raster: finer cells over a larger area are averaged into pixels."""
+
+
+def _raster(lat: np.ndarray, lon: np.ndarray, values: np.ndarray, cell_deg: float) -> tuple[np.ndarray, list[float]]:
+    """Mean of ``values`` per pixel of a lon/lat grid (NaN where no cell), and its extent [W, E, S, N] in degrees.
+
+    Pixels are about one cell wide (longitude steps widened by 1/cos(latitude)), coarser when the area is large.
+    """
+    shrink = max(math.cos(math.radians(float(np.median(lat)))), 0.05)
+    south, north = float(lat.min()) - cell_deg, float(lat.max()) + cell_deg
+    west, east = float(lon.min()) - cell_deg / shrink, float(lon.max()) + cell_deg / shrink
+    step = max(cell_deg, (north - south) / MAX_PIXELS, (east - west) * shrink / MAX_PIXELS)
+    ny, nx = max(1, math.ceil((north - south) / step)), max(1, math.ceil((east - west) * shrink / step))
+    row = np.clip(((lat - south) / (north - south) * ny).astype(int), 0, ny - 1)
+    col = np.clip(((lon - west) / (east - west) * nx).astype(int), 0, nx - 1)
+    pixel = row * nx + col
+    total = np.bincount(pixel, weights=values, minlength=nx * ny)
+    count = np.bincount(pixel, minlength=nx * ny)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        grid = np.where(count > 0, total / count, np.nan).reshape(ny, nx)
+    return grid, [west, east, south, north]
+
 
 def plot_cells(cells: np.ndarray, order: int, values: np.ndarray, *, title: str, label: str) -> bytes:
-    """PNG bytes: cell centres (WGS84 longitude/latitude) coloured by ``values``, with a labelled colour bar."""
+    """PNG bytes: ``values`` of HEALPix nested ``cells`` at ``order`` on a WGS84 longitude/latitude map, with a
+    labelled colour bar. Cells whose value is not finite are left out."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    lat, lon = cell_centres(cells, order)
+    keep = np.isfinite(values)
+    lat, lon = cell_centres(np.asarray(cells)[keep], order)
     fig, ax = plt.subplots(figsize=(8, 6), dpi=100)
-    if cells.size:
-        points = ax.scatter(lon, lat, c=values, s=max(2.0, 4000.0 / np.sqrt(cells.size + 1)), marker="s",
-                            cmap="viridis", linewidths=0)
-        fig.colorbar(points, ax=ax, label=label)
-        # degrees of longitude shrink with cos(latitude): keep the map's shape true at its middle latitude
-        ax.set_aspect(1.0 / max(np.cos(np.deg2rad(float(np.median(lat)))), 0.05))
+    if lat.size:
+        cell_deg = math.degrees(math.sqrt(4 * math.pi / (12 * 4**order)))  # side of an equal-area cell
+        grid, extent = _raster(lat, lon, np.asarray(values, dtype=np.float64)[keep], cell_deg)
+        shrink = max(math.cos(math.radians(float(np.median(lat)))), 0.05)
+        image = ax.imshow(grid, origin="lower", extent=extent, aspect=1.0 / shrink, cmap="viridis",
+                          interpolation="nearest")
+        fig.colorbar(image, ax=ax, label=label, shrink=0.8)
     else:
         ax.text(0.5, 0.5, "no cells with data", ha="center", va="center", transform=ax.transAxes)
+    ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.tick_params(axis="x", labelrotation=30)
     ax.set_xlabel("longitude (°E)")
     ax.set_ylabel("latitude (°N)")
     ax.set_title(title)

@@ -14,10 +14,11 @@ obstore also reads the endpoint but refuses plain-http endpoints unless ``AWS_AL
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ import numpy as np
 import zarr
 from zarr.abc.store import Store
 
-from granulemap.errors import PermanentItemError
+from granulemap.errors import PermanentItemError, StorageThrottled
 from granulemap.recipes.atl06.cells import children, children_per_parent
 from granulemap.recipes.atl06.stats import STATISTICS, CellStatistics
 
@@ -43,6 +44,18 @@ UNITS = {"count": "1", "h_variance": "m2"}
 
 class OutputStoreMismatch(PermanentItemError):
     """The output store was built for another catalog of the same configuration: re-run the whole execution."""
+
+
+@contextlib.contextmanager
+def storage_errors(what: str) -> Iterator[None]:
+    """s3fs reports S3 failures as OSError: a missing key or a refusal stays as it is, anything else (timeouts,
+    SlowDown, 5xx after s3fs's own retries) becomes StorageThrottled, which the state machine retries."""
+    try:
+        yield
+    except (FileNotFoundError, PermissionError):
+        raise
+    except (OSError, TimeoutError) as exc:
+        raise StorageThrottled(f"S3 failed while {what}: {type(exc).__name__}: {exc}") from exc
 
 
 def _fill(name: str) -> float | int:

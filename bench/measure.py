@@ -1,0 +1,115 @@
+"""Measuring side by side: interleaved repeats, min/median, ratios, peak RSS in fresh processes, the machine.
+
+The project's rule (other engineers run tests on the same 2-core machine, so absolute times are noisy): every
+figure is a ratio between contenders timed in the same run on the same input, each repeat running every contender
+once (in a rotating order), reported with the min and the median of the repeats.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PYTHON = sys.executable
+
+
+@dataclass
+class Timing:
+    """Wall-clock seconds of one contender, one value per repeat."""
+
+    name: str
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def min(self) -> float:
+        return min(self.seconds)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def interleaved(contenders: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
+                inner: int = 1) -> dict[str, Timing]:
+    """Time each contender ``repeats`` times, interleaved: repeat r runs every contender once, starting at a
+    different one each time (so a slow moment of the machine is shared out). ``inner`` calls per sample."""
+    names = list(contenders)
+    for _ in range(warmup):
+        for name in names:
+            contenders[name]()
+    timings = {name: Timing(name) for name in names}
+    for r in range(repeats):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            fn = contenders[name]
+            start = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            timings[name].seconds.append((time.perf_counter() - start) / inner)
+    return timings
+
+
+def ratio(numerator: Timing, denominator: Timing) -> dict[str, float]:
+    """numerator/denominator of the mins and of the medians (> 1: the numerator is slower)."""
+    return {"min": numerator.min / denominator.min, "median": numerator.median / denominator.median}
+
+
+def timing_row(t: Timing, unit: float = 1e-3) -> dict[str, float]:
+    return {"min": t.min / unit, "median": t.median / unit, "repeats": len(t.seconds)}
+
+
+def run_json(args: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> Any:
+    """Run a Python script of bench/ in a fresh interpreter; its last stdout line is JSON."""
+    proc = subprocess.run([PYTHON, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env={**os.environ, **(env or {})})
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def machine() -> dict[str, str]:
+    """nproc, CPU model, memory, OS and Python of this machine."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1024**2:.1f} GiB"
+                break
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return {"nproc": str(os.cpu_count()), "cpu": cpu, "memory": mem, "os": platform.platform(),
+            "python": platform.python_version(), "load_at_start": load}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MB (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def children_peak_rss_mb() -> float:
+    """The largest peak RSS of any waited-for child process, in MB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
