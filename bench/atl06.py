@@ -192,6 +192,7 @@ def run(repeats: int, segments_per_beam: int = 100_000) -> dict[str, Any]:
             results["rss"][name] = run_json(["bench/rss_probe.py", "atl06", name, str(busiest),
                                              *[str(f) for f in biggest.files]])
         results["rss_input"] = biggest.name
+        results["synthetic_mb"] = synthetic[0].stat().st_size / 1e6
     return results
 
 

@@ -5,13 +5,20 @@
 Reported: ``seconds`` (wall clock of ``run_locally``: engine start, the execution, products copied out), the
 summary's item counts and status, ``engine_peak_mb`` (this process's VmHWM: the moto server, its Step Functions
 engine and the dispatch threads live here) and ``workers_peak_mb`` / ``workers_total_peak_mb`` (the largest RSS of
-one worker process, and of all of them together, sampled every 0.1 s with psutil).
+one worker process, and of all of them together, sampled every 0.1 s with psutil), and the CPU seconds of the
+engine process and of its (reaped) worker processes.
+
+``--cache-sfn-clients`` applies the change proposed for ``granulemap/local/engine.py`` (see BENCHMARKS.md): moto's
+Step Functions engine builds a new boto3 Lambda client for every Lambda task (``boto_client_for`` in
+``lambda_eval_utils``), which is most of its CPU per item; the patch hands it one cached client per
+(region, service) instead. ``boto_client_for`` ignores its credentials argument, so the calls made are the same.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -55,6 +62,32 @@ class ChildSampler(threading.Thread):
             self.stop_event.wait(self.every)
 
 
+def cache_sfn_clients() -> None:
+    """Make moto's Step Functions engine reuse one boto3 client per (region, service) for its Lambda tasks."""
+    import functools
+
+    import boto3
+    from botocore.config import Config
+    from moto.settings import moto_server_port
+    from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import TimeoutSeconds
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+
+    @functools.cache
+    def client(region: str, service: str, port: int) -> object:
+        return boto3.client(
+            service_name=service, region_name=region, endpoint_url=f"http://localhost:{port}",
+            aws_access_key_id="ak", aws_secret_access_key="sk",
+            config=Config(parameter_validation=False, retries={"max_attempts": 0, "total_max_attempts": 1},
+                          connect_timeout=TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS,
+                          read_timeout=TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS, max_pool_connections=128),
+        )
+
+    def boto_client_for(region: str, service: str, state_credentials: object = None) -> object:
+        return client(region, service, moto_server_port())
+
+    lambda_eval_utils.boto_client_for = boto_client_for  # type: ignore[attr-defined]
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
@@ -65,7 +98,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--param", action="append", default=[])
     parser.add_argument("--max-concurrency", type=int)
     parser.add_argument("--workers", type=int)
+    parser.add_argument("--cache-sfn-clients", action="store_true")
     args = parser.parse_args(argv)
+    if args.cache_sfn_clients:
+        cache_sfn_clients()
 
     from granulemap.local.run import run_locally
 
@@ -81,10 +117,12 @@ def main(argv: list[str]) -> int:
     seconds = time.perf_counter() - started
     sampler.stop_event.set()
     sampler.join()
+    cpu = os.times()
     print(json.dumps({
         "seconds": seconds, "status": summary["status"], "items": summary["items"],
         "engine_peak_mb": round(vm_hwm_mb(), 1), "workers_peak_mb": round(sampler.peak_one, 1),
         "workers_total_peak_mb": round(sampler.peak_total, 1), "children_seen": sampler.max_children,
+        "engine_cpu_s": round(cpu.user + cpu.system, 2), "workers_cpu_s": round(cpu.children_user + cpu.children_system, 2),
     }))
     return 0
 

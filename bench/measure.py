@@ -99,17 +99,3 @@ def machine() -> dict[str, str]:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return {"nproc": str(os.cpu_count()), "cpu": cpu, "memory": mem, "os": platform.platform(),
             "python": platform.python_version(), "load_at_start": load}
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MB (Linux reports ru_maxrss in KiB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def children_peak_rss_mb() -> float:
-    """The largest peak RSS of any waited-for child process, in MB."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

@@ -1,5 +1,7 @@
 """Reading ATL06 with h5coro: same bytes as h5coro's own reader, filters, named errors; cell ids on WGS84."""
 
+# ruff: noqa: F811  (test parameters take the names of the fixtures imported from the support module)
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +10,12 @@ import netCDF4
 import numpy as np
 import pytest
 from h5coro import filedriver, h5coro
-from test_atl06_synthetic_granule import (  # noqa: F401  (moto_s3, synthetic_dir are fixtures)
+
+from granulemap.errors import GranuleUnreadable, VariableMissing
+from granulemap.recipes.atl06.cells import cell_ids, children, parents_of
+from granulemap.recipes.atl06.granule import Atl06Granule, segments_in_parent
+
+from test_atl06_synthetic_granule import (  # noqa: F401  (fixtures are imported by name, for pytest)
     ATL06_FILL,
     BEAMS,
     CHILD_ORDER,
@@ -26,10 +33,6 @@ from test_atl06_synthetic_granule import (  # noqa: F401  (moto_s3, synthetic_di
     synthetic_dir,
     wgs84_cells,
 )
-
-from granulemap.errors import GranuleUnreadable, VariableMissing
-from granulemap.recipes.atl06.cells import cell_ids, children, parents_of
-from granulemap.recipes.atl06.granule import Atl06Granule, segments_in_parent
 
 NAMES = ("latitude", "longitude", "h_li", "h_li_sigma", "atl06_quality_summary")
 
@@ -174,3 +177,16 @@ def test_segment_is_usable_only_when_everything_is_valid() -> None:
     assert Segment(0, 0, h=1.0, sigma=1.0).usable
     assert not Segment(0, 0, h=float(ATL06_FILL), sigma=1.0).usable
     assert not Segment(0, 0, h=1.0, sigma=1.0, quality=1).usable
+
+
+def test_granules_in_s3_are_read_over_https_unless_an_endpoint_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    from granulemap.recipes.atl06.granule import _TlsS3Driver
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    driver = _TlsS3Driver("nsidc-cumulus-prod-protected/ATLAS/ATL06/006/x.h5", {})
+    assert driver.client.meta.endpoint_url.startswith("https://")
+    assert driver.copy().client.meta.endpoint_url.startswith("https://")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+    assert _TlsS3Driver("bucket/key.h5", {}).client.meta.endpoint_url == "http://127.0.0.1:9"

@@ -1,5 +1,7 @@
 """The atl06-cell-stats recipe through the pipeline's own steps: catalog, template, processors, aggregate."""
 
+# ruff: noqa: F811  (test parameters take the names of the fixtures imported from the support module)
+
 from __future__ import annotations
 
 import datetime as dt
@@ -14,7 +16,17 @@ import pytest
 import xarray as xr
 import xdggs
 import zarr
-from test_atl06_synthetic_granule import (  # noqa: F401  (moto_s3, synthetic_dir are fixtures)
+
+import granulemap
+from granulemap import layout
+from granulemap.errors import CatalogError, InvalidInput
+from granulemap.models import ExecutionInput, Granule
+from granulemap.recipes import get_recipe
+from granulemap.recipes.atl06.footprints import footprint_from_legacy, footprint_from_umm
+from granulemap.recipes.atl06.store import StoreLayout
+from granulemap.recipes.atl06_cell_stats import PNG_NAME
+
+from test_atl06_synthetic_granule import (  # noqa: F401  (fixtures are imported by name, for pytest)
     ATL06_FILL,
     BEAMS,
     CHILD_ORDER,
@@ -36,15 +48,6 @@ from test_atl06_synthetic_granule import (  # noqa: F401  (moto_s3, synthetic_di
     wgs84_cells,
     write_granule,
 )
-
-import granulemap
-from granulemap import layout
-from granulemap.errors import CatalogError, InvalidInput
-from granulemap.models import ExecutionInput, Granule
-from granulemap.recipes import get_recipe
-from granulemap.recipes.atl06.footprints import footprint_from_legacy, footprint_from_umm
-from granulemap.recipes.atl06.store import StoreLayout
-from granulemap.recipes.atl06_cell_stats import PNG_NAME
 
 CMR = Path("/work/shared/data/cmr")
 recipe = get_recipe("atl06-cell-stats")
@@ -135,6 +138,23 @@ def test_items_are_parent_cells_with_the_granules_that_touch_them(tmp_path: Path
     assert len({item.extra["layout_id"] for item in items}) == 1
     assert StoreLayout.of(6, 12, got).layout_id == items[0].extra["layout_id"]
     assert len({item.id for item in items}) == len(items)
+
+
+def test_items_from_an_s3_prefix_read_the_files_there(moto_s3: MotoS3, synthetic_dir: Path) -> None:
+    prefix = f"s3://{moto_s3.bucket}/sources/synthetic/"
+    local, remote = [], []
+    for name in (SYNTHETIC_ONE, SYNTHETIC_TWO):
+        moto_s3.client.upload_file(str(synthetic_dir / name), moto_s3.bucket, f"sources/synthetic/{name}")
+        local.append(Granule(url=str(synthetic_dir / name), time=recipe.granule_time(name)))
+        remote.append(Granule(url=prefix + name, time=recipe.granule_time(name)))
+    params = recipe.parse_params({})
+    from_disk = recipe.make_items(local, params, ExecutionInput(recipe=recipe.name, start="2019-03-01",
+                                                                end="2019-03-31", source=str(synthetic_dir)))
+    from_s3 = recipe.make_items(remote, params, ExecutionInput(recipe=recipe.name, start="2019-03-01",
+                                                               end="2019-03-31", source=prefix))
+    assert [i.extra["parent_cell"] for i in from_s3] == [i.extra["parent_cell"] for i in from_disk]
+    assert {SITE.parent, SITE.neighbour, SITE.empty_parent} <= {i.extra["parent_cell"] for i in from_s3}
+    assert all(g.url.startswith(prefix) for i in from_s3 for g in i.granules)
 
 
 def test_cmr_items_use_the_granules_polygons(tmp_path: Path) -> None:

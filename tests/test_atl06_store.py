@@ -1,5 +1,7 @@
 """The Zarr store under concurrent writers: one parent cell, one chunk, so neighbours never lose each other's data."""
 
+# ruff: noqa: F811  (test parameters take the names of the fixtures imported from the support module)
+
 from __future__ import annotations
 
 import multiprocessing
@@ -9,7 +11,20 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
-from test_atl06_synthetic_granule import (  # noqa: F401  (moto_s3, synthetic_dir are fixtures)
+
+from granulemap import layout
+from granulemap.errors import StorageThrottled
+from granulemap.recipes.atl06.stats import STATISTICS, cell_statistics
+from granulemap.recipes.atl06.store import (
+    OutputStoreMismatch,
+    StoreLayout,
+    ensure_template,
+    s3_store,
+    storage_errors,
+    write_parent,
+)
+
+from test_atl06_synthetic_granule import (  # noqa: F401  (fixtures are imported by name, for pytest)
     N_CHILDREN,
     SITE,
     MotoS3,
@@ -17,10 +32,6 @@ from test_atl06_synthetic_granule import (  # noqa: F401  (moto_s3, synthetic_di
     run_pipeline,
     synthetic_dir,
 )
-
-from granulemap import layout
-from granulemap.recipes.atl06.stats import STATISTICS, cell_statistics
-from granulemap.recipes.atl06.store import OutputStoreMismatch, StoreLayout, ensure_template, s3_store, write_parent
 
 
 def _process_when_both_are_ready(barrier: Any, item: dict, run: dict, results: Any) -> None:
@@ -109,3 +120,21 @@ def test_a_processor_refuses_a_store_built_for_another_catalog(moto_s3: MotoS3) 
     with pytest.raises(OutputStoreMismatch, match="not in the output store"):
         new.region(SITE.empty_parent)
     assert not ensure_template(store, new) and ensure_template(store, old)  # same layout kept, another rebuilt
+
+
+def test_s3_failures_are_retried_unless_the_key_is_missing_or_refused() -> None:
+    with pytest.raises(StorageThrottled, match="writing parent cell 7"):
+        with storage_errors("writing parent cell 7"):
+            raise OSError("503 Slow Down")
+    for permanent in (FileNotFoundError("no such key"), PermissionError("Access Denied")):
+        with pytest.raises(type(permanent)), storage_errors("reading"):
+            raise permanent
+
+
+def test_a_template_left_half_made_is_rebuilt(moto_s3: MotoS3) -> None:
+    store = s3_store(moto_s3.bucket, "outputs/atl06-cell-stats/half-made/atl06-cell-stats.zarr")
+    zarr.create_group(store, overwrite=True, attributes={"title": "a BuildCatalog that died here"})
+    store_layout = StoreLayout.of(6, 12, [SITE.parent])
+    assert ensure_template(store, store_layout)
+    group = zarr.open_group(store, mode="r")
+    assert group.attrs["layout_id"] == store_layout.layout_id and set(STATISTICS) <= set(group.array_keys())

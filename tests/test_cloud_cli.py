@@ -178,7 +178,8 @@ def test_status_of_a_failed_run_shows_the_error_and_exits_1(stack, capsys) -> No
 def _publish_run(run_id: str, status: str = "SUCCEEDED") -> dict[str, bytes]:
     """What Aggregate leaves in the bucket: products, a Zarr store and summary.json. Returns key → bytes."""
     objects = {
-        "outputs/sst-global-mean/ocean-abc/global_mean_sst.csv": b"time,granule,mean_sst_c\n2018-12-31T09:00:00Z,g,20.1\n",
+        "outputs/sst-global-mean/ocean-abc/global_mean_sst.csv":
+            b"time,granule,mean_sst_c\n2018-12-31T09:00:00Z,g,20.1\n",
         "outputs/sst-global-mean/ocean-abc/global_mean_sst.png": b"\x89PNG\r\n\x1a\nnot really",
         "outputs/atl06/cells.zarr/zarr.json": b'{"zarr_format": 3}',
         "outputs/atl06/cells.zarr/h_mean/c/0": b"\x00\x01",

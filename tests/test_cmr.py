@@ -7,7 +7,6 @@ page CMR did not record (a second page, MUR-like time ranges), it edits a copy o
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import json
 from collections.abc import Callable
@@ -212,7 +211,7 @@ def test_an_error_page_from_the_collection_lookup_is_source_unavailable() -> Non
     # earthaccess reads this answer's body without checking its status.
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rs:
         rs.get(f"{CMR_SEARCH}/collections.umm_json", status=502, body="<html>502 Bad Gateway</html>")
-        with pytest.raises(SourceUnavailable, match=f"looking up collection {MUR25}"):
+        with pytest.raises(SourceUnavailable, match=f"unreadable answer while searching {MUR25}"):
             cmr.search_granules(MUR25, dt.date(2018, 12, 1), dt.date(2018, 12, 31), None)
 
 

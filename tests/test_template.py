@@ -21,6 +21,7 @@ import pytest
 from samcli.lib.translate.sam_template_validator import SamTemplateValidator
 from samcli.yamlhelper import yaml_parse
 
+from granulemap import layout
 from granulemap.models import ExecutionInput
 from granulemap.settings import _ENV as SETTINGS_ENVIRONMENT
 
@@ -190,7 +191,8 @@ def test_the_state_machine_starts_describes_and_stops_only_its_own_executions(cf
 def test_the_state_machine_reads_and_writes_only_run_data_in_its_bucket(cfn: dict[str, Any]) -> None:
     role = state_machine_role(cfn)
     s3 = [s for s in role_statements(cfn, role) if any(a.startswith("s3:") for a in as_list(s["Action"]))]
-    assert [s["Resource"] for s in s3] == [{"Fn::Sub": "${DataBucket.Arn}/runs/*"}]
+    assert [s["Resource"] for s in s3] == [{"Fn::Sub": f"${{DataBucket.Arn}}/{layout.RUNS_PREFIX}*"}]
+    assert layout.MAP_RESULTS_PREFIX.startswith(layout.RUNS_PREFIX)  # where the ResultWriter writes
     # ItemReader (GetObject) and ResultWriter (PutObject with multipart uploads) need exactly these.
     assert set(as_list(s3[0]["Action"])) == {"s3:GetObject", "s3:PutObject", "s3:ListMultipartUploadParts",
                                               "s3:AbortMultipartUpload"}
@@ -259,6 +261,7 @@ def test_functions_reach_only_their_bucket_and_their_own_parameters(cfn: dict[st
            for kind in ("Username", "Password", "Token")]
     needs_secrets = {"CredentialFetcherFunction", "ProcessorFunction"}
     needs_bucket = {"CatalogBuilderFunction", "ProcessorFunction", "AggregatorFunction"}
+    products = {"Fn::Sub": f"${{DataBucket.Arn}}/{layout.OUTPUTS_PREFIX}*"}
     for lid in FUNCTIONS:
         role = role_of_function(cfn, lid)
         env = cfn["Resources"][lid]["Properties"]["Environment"]["Variables"]
@@ -271,8 +274,10 @@ def test_functions_reach_only_their_bucket_and_their_own_parameters(cfn: dict[st
         s3_resources = [r for s in role_statements(cfn, role) for r in as_list(s["Resource"])
                         if any(a.startswith("s3:") for a in as_list(s["Action"]))]
         if lid in needs_bucket:
-            assert s3_resources == [{"Fn::GetAtt": ["DataBucket", "Arn"]}, {"Fn::Sub": "${DataBucket.Arn}/*"}]
+            assert s3_resources == [{"Fn::GetAtt": ["DataBucket", "Arn"]}, {"Fn::Sub": "${DataBucket.Arn}/*"}, products]
             assert grants(cfn, role, "s3:ListBucket") == [{"Fn::GetAtt": ["DataBucket", "Arn"]}]
+            # Only products may be deleted (zarr drops all-fill chunks); results and run data never are.
+            assert grants(cfn, role, "s3:DeleteObject") == [products]
         else:
             assert s3_resources == []
 
@@ -294,7 +299,7 @@ def test_the_bucket_is_private_encrypted_tls_only_and_expires_run_data(cfn: dict
     assert props["PublicAccessBlockConfiguration"] == {
         "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
     expiring = [r for r in props["LifecycleConfiguration"]["Rules"] if "ExpirationInDays" in r]
-    assert expiring == [{"Id": "ExpireRunData", "Status": "Enabled", "Prefix": "runs/",
+    assert expiring == [{"Id": "ExpireRunData", "Status": "Enabled", "Prefix": layout.RUNS_PREFIX,
                          "ExpirationInDays": {"Ref": "RunDataRetentionDays"}}]  # results/ and outputs/ are kept
     (policy,) = resources_of(cfn, "AWS::S3::BucketPolicy").values()
     assert policy["Properties"]["Bucket"] == {"Ref": "DataBucket"}

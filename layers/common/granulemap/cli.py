@@ -11,7 +11,7 @@ from typing import Any
 from granulemap.errors import GranulemapError, InvalidInput
 
 
-def _parse_param(text: str) -> tuple[str, Any]:
+def parse_param(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"--param takes KEY=VALUE, got {text!r}")
@@ -57,16 +57,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     doc = execution_input(args)
     validate_input(doc, _local_settings())
     summary = run_locally(doc, Path(args.out), workers=args.workers, progress=not args.quiet)
-    items = summary["items"]
-    print(f"{summary['status']}: {items['succeeded']} succeeded, {items['skipped']} skipped, "
-          f"{items['failed']} failed of {items['total']} items")
-    if summary.get("message"):
-        print(summary["message"])
-    for failure in summary.get("failures", [])[:20]:
-        print(f"  failed {failure['item']}: {failure['error']}: {failure['cause']}")
-    print("outputs:")
-    for path in summary.get("outputs", []):
-        print(f"  {path}")
+    from granulemap.cloud import print_summary
+
+    print_summary(summary)
     return 0 if summary["status"] == "SUCCEEDED" else 1
 
 
@@ -123,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--source", required=True, help="directory (or s3:// prefix) of granules")
     run.add_argument("--out", required=True, help="directory for the products, summary.json and logs")
     run.add_argument("--method", help="recipe method (sst-global-mean: ocean or podaac-tutorial)")
-    run.add_argument("--param", action="append", type=_parse_param, metavar="KEY=VALUE", help="recipe parameter")
+    run.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help="recipe parameter")
     run.add_argument("--bbox", type=float, nargs=4, metavar=("WEST", "SOUTH", "EAST", "NORTH"))
     run.add_argument("--max-concurrency", type=int, dest="max_concurrency")
     run.add_argument("--tolerated-failure-percentage", type=float, dest="tolerated_failure_percentage")
@@ -134,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     proc = sub.add_parser("process", help="run only the per-item reduction on local files; one JSON line each")
     proc.add_argument("--recipe", required=True)
     proc.add_argument("--method")
-    proc.add_argument("--param", action="append", type=_parse_param, metavar="KEY=VALUE")
+    proc.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE")
     proc.add_argument("files", nargs="+")
     proc.set_defaults(func=cmd_process)
 

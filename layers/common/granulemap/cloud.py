@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 from granulemap import layout
 from granulemap.errors import InvalidInput
 from granulemap.settings import Settings
+from granulemap.storage import download_objects
 
 FAILED_STATUSES = {"FAILED", "TIMED_OUT", "ABORTED"}
 ITEM_COUNT_KEYS = ("succeeded", "failed", "running", "pending", "aborted", "timedOut", "total")
@@ -171,24 +172,6 @@ def run_status(execution_arn: str) -> RunStatus:
 
 
 # ---- results ----------------------------------------------------------------------------------------------------
-def download(s3: Any, bucket: str, key_or_prefix: str, dest: Path, name: str | None = None) -> list[Path]:
-    """Copy an object, or every object under a prefix ending in '/' or '.zarr', into ``dest`` (an object as
-    ``name``); return the paths written (a prefix: its folder)."""
-    if key_or_prefix.endswith("/") or key_or_prefix.endswith(".zarr"):
-        prefix = key_or_prefix.rstrip("/") + "/"
-        base = dest / Path(key_or_prefix.rstrip("/")).name
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                target = base / obj["Key"][len(prefix):]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                s3.download_file(bucket, obj["Key"], str(target))
-        return [base]
-    target = dest / (name or Path(key_or_prefix).name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    s3.download_file(bucket, key_or_prefix, str(target))
-    return [target]
-
-
 def fetch_results(execution_arn: str, out: Path, stack_name: str | None = None) -> dict[str, Any] | str:
     """Read runs/<execution name>/summary.json from the stack's bucket, download the outputs it lists into ``out``
     and write ``out``/summary.json (outputs as local paths, like ``granulemap run``); return that summary.
@@ -215,7 +198,7 @@ def fetch_results(execution_arn: str, out: Path, stack_name: str | None = None) 
     local: list[str] = []
     for output in summary.get("outputs", []):
         if output != key:
-            local += [str(p) for p in download(s3, stack.bucket, output, out)]
+            local += [str(p) for p in download_objects(s3, stack.bucket, output, out)]
     summary["outputs"] = local + [str(out / "summary.json")]
     summary["execution"] = {"arn": execution_arn, "status": desc["status"]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -277,7 +260,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def add_cloud_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register the cloud subcommands on the ``granulemap`` parser."""
-    from granulemap.cli import _parse_param
+    from granulemap.cli import parse_param
 
     start = sub.add_parser("start", help="start a run of a deployed stack (validates the input first)")
     start.add_argument("--stack", required=True, help="CloudFormation stack name (sam deploy's stack_name)")
@@ -288,7 +271,7 @@ def add_cloud_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     start.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"),
                        help="bounding box in degrees (west > east crosses the antimeridian)")
     start.add_argument("--method", help="recipe method (sst-global-mean: ocean or podaac-tutorial)")
-    start.add_argument("--param", action="append", type=_parse_param, metavar="KEY=VALUE", help="recipe parameter")
+    start.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help="recipe parameter")
     start.add_argument("--max-concurrency", type=int, dest="max_concurrency")
     start.add_argument("--tolerated-failure-percentage", type=float, dest="tolerated_failure_percentage")
     start.add_argument("--name", help="execution name (default: recipe, dates and a random suffix)")

@@ -71,8 +71,9 @@ def _search_failure(exc: Exception, collection: str) -> Exception:
     if isinstance(exc, requests.ConnectionError):
         return SourceUnavailable(f"cannot reach CMR while searching {collection}: {type(exc).__name__}")
     if isinstance(exc, (KeyError, requests.JSONDecodeError)):
-        # earthaccess's collection lookup reads the body of an error page as if it were a search result.
-        return SourceUnavailable(f"CMR gave an unreadable answer while looking up collection {collection}")
+        # earthaccess reads some answers (its collection lookup, the CMR-Hits header) without checking their
+        # status, so an error page surfaces as a missing key or as JSON that does not parse.
+        return SourceUnavailable(f"CMR gave an unreadable answer while searching {collection} ({type(exc).__name__})")
     # earthaccess raises RuntimeError(CMR's answer) from the HTTPError of a failed granule search.
     cause = exc.__cause__
     if isinstance(cause, requests.HTTPError) and cause.response is not None:

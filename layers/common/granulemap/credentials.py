@@ -202,7 +202,8 @@ def fetch_credentials(provider: str | None, settings: Settings) -> CredentialsRe
     if provider is None:
         return None
     ref = store_credentials(provider, request_daac_credentials(provider, settings), settings)
-    logger.info("stored temporary S3 credentials", extra={"parameter": ref.parameter, "expires": ref.expires.isoformat()})
+    logger.info("stored temporary S3 credentials",
+                extra={"parameter": ref.parameter, "expires": ref.expires.isoformat()})
     return ref
 
 

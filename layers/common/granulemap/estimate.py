@@ -1,9 +1,236 @@
-"""``granulemap estimate``: the expected AWS cost of a run (filled in by the performance work)."""
+"""``granulemap estimate``: the expected AWS cost of a run, from measured per-item times and the template's memory.
+
+What is counted (us-west-2 prices below): Lambda compute (GB-seconds: each function's billed duration × the
+MemorySize template.yaml gives it) and requests; Step Functions Standard state transitions of the parent execution
+and of every Map Run child execution; S3 requests on the stack's bucket. What is not: S3 storage and data transfer
+(in-region, free), NASA's own buckets (the DAAC pays for reads of its granules), SSM standard parameters (free),
+CloudWatch Logs and X-Ray (small, depend on log level and sampling) and the free tier.
+
+The measured facts (seconds of compute per item on the benchmark machine, peak memory, cold import times) live in
+``cost_model.json`` next to this module, written by ``make bench`` (bench/run.py); this module only does arithmetic
+on them and on the prices, so ``tests/test_estimate.py`` can check it against a hand computation.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+COST_MODEL = Path(__file__).with_name("cost_model.json")
+
+# ---- prices: AWS us-west-2 (Oregon) on-demand list prices, as I know them (assistant's knowledge, checked against
+# AWS's pricing pages as of 2025; not fetched from AWS here). Change them here, in one place.
+PRICES_AS_OF = "2025 (from the author's knowledge of AWS's public price list; not fetched live)"
+LAMBDA_GB_SECOND_USD = 0.0000166667
+"""Lambda compute, x86_64, first 6 billion GB-s per month."""
+LAMBDA_REQUEST_USD = 0.20 / 1_000_000
+"""Lambda requests (invocations)."""
+SFN_STATE_TRANSITION_USD = 0.025 / 1_000
+"""Step Functions Standard workflows: per state transition (Distributed Map child executions are Standard here)."""
+S3_PUT_USD = 0.005 / 1_000
+"""S3 Standard PUT, COPY, POST, LIST requests."""
+S3_GET_USD = 0.0004 / 1_000
+"""S3 Standard GET, SELECT and all other requests."""
+FULL_VCPU_MB = 1769
+"""Lambda gives a function one full vCPU at 1,769 MB; below that, CPU time is shared in proportion to memory."""
+ORDER6_CELLS = 12 * 4**6
+"""HEALPix cells at order 6 (the ATL06 recipe's default parent order): an upper bound on its items."""
+
+FUNCTIONS = ("CatalogBuilderFunction", "CredentialFetcherFunction", "ProcessorFunction", "AggregatorFunction")
+
+
+@dataclass(frozen=True)
+class RecipeCost:
+    """What one item of a recipe costs in time and requests (from cost_model.json)."""
+
+    compute_s: float
+    """CPU seconds of one item's work at one full vCPU (measured by make bench)."""
+    input_mb: float
+    """MB read from the DAAC's S3 per item (granule bytes fetched)."""
+    items_per_day: float
+    """Items per day of the date range (SST: one granule a day; ATL06: a rough count of parent cells)."""
+    max_items: int | None = None
+    s3_gets_per_item: int = 2
+    """The Processor's GET of an existing result (a miss, usually) + the Aggregate step's GET of the result."""
+    s3_puts_per_item: int = 1
+    """The Processor's PUT of its result (ATL06: plus the store's chunk writes, see cost_model.json)."""
+
+
+@dataclass(frozen=True)
+class CostModel:
+    recipes: dict[str, RecipeCost]
+    cold_import_s: dict[str, float]
+    """Measured ``import app`` of each handler with only the built layer: Lambda bills the init phase."""
+    s3_mb_per_s: float
+    """Assumed S3 read throughput of one Lambda (in-region)."""
+    s3_request_latency_s: float
+    """Assumed latency of one small S3 request from Lambda."""
+    fixed_function_s: dict[str, float]
+    """Assumed billed seconds of the run's single calls (BuildCatalog, FetchCredentials, Aggregate base)."""
+    aggregate_s_per_item: float
+    """Aggregate's seconds per item (reading each result object; parallel GETs)."""
+    measured: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> CostModel:
+        """The cost model in ``path`` (default: cost_model.json next to this module)."""
+        raw = json.loads((path or COST_MODEL).read_text())
+        return cls(
+            recipes={name: RecipeCost(**spec) for name, spec in raw["recipes"].items()},
+            cold_import_s=raw["cold_import_s"], s3_mb_per_s=raw["s3_mb_per_s"],
+            s3_request_latency_s=raw["s3_request_latency_s"], fixed_function_s=raw["fixed_function_s"],
+            aggregate_s_per_item=raw["aggregate_s_per_item"], measured=raw.get("measured", {}),
+        )
+
+
+@dataclass(frozen=True)
+class Estimate:
+    items: int
+    lines: list[tuple[str, float, str]]
+    """(what, USD, how it was computed)."""
+    assumptions: list[str]
+
+    @property
+    def total_usd(self) -> float:
+        return sum(usd for _, usd, _ in self.lines)
+
+
+def cpu_share(memory_mb: int) -> float:
+    """The share of one vCPU a Lambda of ``memory_mb`` gets (1 at 1,769 MB and above)."""
+    return min(1.0, memory_mb / FULL_VCPU_MB)
+
+
+def billed_seconds(seconds: float) -> float:
+    """Lambda bills duration rounded up to the next millisecond."""
+    return math.ceil(round(seconds * 1000, 6)) / 1000
+
+
+def processor_item_seconds(recipe: RecipeCost, model: CostModel, memory_mb: int) -> float:
+    """One Processor call: compute scaled by the CPU share, the input read, three small S3 requests."""
+    compute = recipe.compute_s / cpu_share(memory_mb)
+    io = recipe.input_mb / model.s3_mb_per_s + 3 * model.s3_request_latency_s
+    return compute + io
+
+
+def items_for(recipe: RecipeCost, start: dt.date, end: dt.date) -> int:
+    days = (end - start).days + 1
+    items = math.ceil(recipe.items_per_day * days)
+    return min(items, recipe.max_items) if recipe.max_items else items
+
+
+def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str, int], model: CostModel,
+             items: int | None = None, max_concurrency: int = 40) -> Estimate:
+    """The expected cost of one run. ``memory_mb``: MemorySize of each function (template.yaml's, or overridden)."""
+    if recipe_name not in model.recipes:
+        raise KeyError(f"no cost model for recipe {recipe_name!r}; known: {', '.join(sorted(model.recipes))}")
+    recipe = model.recipes[recipe_name]
+    n = items if items is not None else items_for(recipe, start, end)
+    gb = {fn: mb / 1024 for fn, mb in memory_mb.items()}
+    per_item = billed_seconds(processor_item_seconds(recipe, model, memory_mb["ProcessorFunction"]))
+    cold_starts = min(n, max_concurrency)
+
+    processor_gbs = n * per_item * gb["ProcessorFunction"]
+    processor_init_gbs = cold_starts * model.cold_import_s["ProcessorFunction"] * gb["ProcessorFunction"]
+    single = {"CatalogBuilderFunction": model.fixed_function_s["CatalogBuilderFunction"],
+              "CredentialFetcherFunction": model.fixed_function_s["CredentialFetcherFunction"],
+              "AggregatorFunction": model.fixed_function_s["AggregatorFunction"] + n * model.aggregate_s_per_item}
+    single_gbs = sum((billed_seconds(s) + model.cold_import_s[fn]) * gb[fn] for fn, s in single.items())
+    requests = n + len(single)
+    # Parent: BuildCatalog, FetchCredentials, ProcessItems, Aggregate, Done. Child (one per item): ProcessItem.
+    parent_transitions, child_transitions = 5, n * 1
+    s3_gets = n * recipe.s3_gets_per_item + 2  # + the Map's ItemReader GET and Aggregate's GET of the manifest
+    s3_puts = n * recipe.s3_puts_per_item + 5  # + manifest, products (2), summary, provenance
+
+    lines = [
+        ("Lambda compute, Processor", processor_gbs * LAMBDA_GB_SECOND_USD,
+         f"{n} items × {per_item:.3f} s × {gb['ProcessorFunction']:.3f} GB = {processor_gbs:.2f} GB-s"),
+        ("Lambda init (cold starts), Processor", processor_init_gbs * LAMBDA_GB_SECOND_USD,
+         f"{cold_starts} cold starts × {model.cold_import_s['ProcessorFunction']:.2f} s × "
+         f"{gb['ProcessorFunction']:.3f} GB = {processor_init_gbs:.2f} GB-s"),
+        ("Lambda compute, BuildCatalog + FetchCredentials + Aggregate", single_gbs * LAMBDA_GB_SECOND_USD,
+         f"{single_gbs:.2f} GB-s (one call each, init included)"),
+        ("Lambda requests", requests * LAMBDA_REQUEST_USD, f"{requests} invocations"),
+        ("Step Functions state transitions", (parent_transitions + child_transitions) * SFN_STATE_TRANSITION_USD,
+         f"{parent_transitions} (parent) + {child_transitions} (Map Run child executions, 1 each)"),
+        ("S3 requests", s3_gets * S3_GET_USD + s3_puts * S3_PUT_USD, f"{s3_gets} GET + {s3_puts} PUT"),
+    ]
+    assumptions = [
+        f"prices: us-west-2 on-demand, {PRICES_AS_OF}: Lambda ${LAMBDA_GB_SECOND_USD}/GB-s and "
+        f"${LAMBDA_REQUEST_USD * 1e6:.2f}/1M requests (x86_64), Step Functions Standard "
+        f"${SFN_STATE_TRANSITION_USD * 1e3:.3f}/1,000 transitions, S3 ${S3_PUT_USD * 1e3:.4f}/1,000 PUT and "
+        f"${S3_GET_USD * 1e3:.4f}/1,000 GET",
+        f"items: {n}" + ("" if items is not None else f" ({recipe.items_per_day:g} per day over "
+                                                      f"{(end - start).days + 1} days)"),
+        f"per item: {recipe.compute_s * 1e3:.1f} ms of compute at one vCPU (measured by make bench), scaled by "
+        f"{FULL_VCPU_MB}/{memory_mb['ProcessorFunction']} MB when below one vCPU, + {recipe.input_mb:g} MB read "
+        f"at {model.s3_mb_per_s:g} MB/s + 3 S3 requests × {model.s3_request_latency_s * 1e3:.0f} ms (assumed)",
+        f"memory (MB): " + ", ".join(f"{fn.removesuffix('Function')} {mb}" for fn, mb in memory_mb.items()),
+        f"cold starts: one per concurrent Processor ({cold_starts}); Lambda bills the init phase (measured cold "
+        "import of each handler)",
+        "no retries, no failures, no skipped items; the free tier is not subtracted",
+        "not counted: S3 storage and transfer, NASA's buckets (the DAAC pays), SSM, CloudWatch Logs, X-Ray",
+    ]
+    return Estimate(items=n, lines=lines, assumptions=assumptions)
+
+
+def template_memory() -> dict[str, int]:
+    """Each function's MemorySize from template.yaml (parameter defaults resolved)."""
+    from granulemap.local.engine import ACCOUNT, LOCAL_BUCKET, LOCAL_STACK_NAME, REGION, project_root
+    from granulemap.local.template import read_local_template
+
+    template = read_local_template(project_root(), LOCAL_BUCKET, REGION, ACCOUNT, LOCAL_STACK_NAME)
+    return {fn: template.functions[fn].memory_size for fn in FUNCTIONS}
+
+
+def render(recipe: str, result: Estimate) -> str:
+    lines = [f"granulemap estimate: recipe {recipe}, {result.items} items", ""]
+    width = max(len(what) for what, _, _ in result.lines)
+    for what, usd, how in result.lines:
+        lines.append(f"  {what:<{width}}  ${usd:>10.4f}   {how}")
+    lines += [f"  {'total':<{width}}  ${result.total_usd:>10.4f}", "", "assumptions:"]
+    lines += [f"  - {a}" for a in result.assumptions]
+    return "\n".join(lines)
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from granulemap.errors import InvalidInput
+
+    try:
+        start, end = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
+    except ValueError as exc:
+        raise InvalidInput(f"--start/--end must be dates YYYY-MM-DD: {exc}") from None
+    if end < start:
+        raise InvalidInput(f"--end ({end}) is before --start ({start})")
+    memory = template_memory()
+    if args.memory_mb is not None:
+        memory["ProcessorFunction"] = args.memory_mb
+    try:
+        model = CostModel.load()
+    except FileNotFoundError:
+        raise InvalidInput(f"{COST_MODEL} is missing: run `make bench` to measure the cost model") from None
+    try:
+        result = estimate(args.recipe, start, end, memory, model, items=args.items,
+                          max_concurrency=args.max_concurrency)
+    except KeyError as exc:
+        raise InvalidInput(str(exc.args[0])) from None
+    print(render(args.recipe, result))
+    return 0
 
 
 def add_estimate_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``granulemap estimate`` on the ``granulemap`` parser."""
+    est = sub.add_parser("estimate", help="expected AWS cost of a run (Lambda, Step Functions, S3), with assumptions")
+    est.add_argument("--recipe", required=True)
+    est.add_argument("--start", required=True, help="first date, inclusive (YYYY-MM-DD)")
+    est.add_argument("--end", required=True, help="last date, inclusive (YYYY-MM-DD)")
+    est.add_argument("--memory-mb", type=int, dest="memory_mb",
+                     help="Processor memory in MB (default: ProcessorMemorySize in template.yaml)")
+    est.add_argument("--items", type=int, help="number of items (default: from the recipe's items per day)")
+    est.add_argument("--max-concurrency", type=int, default=40, dest="max_concurrency",
+                     help="parallel Processor calls (sets the number of cold starts; default 40)")
+    est.set_defaults(func=cmd_estimate)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
@@ -94,3 +95,21 @@ def split_s3_url(url: str) -> tuple[str, str]:
         raise ValueError(f"not an s3:// URL: {url}")
     bucket, _, key = url[5:].partition("/")
     return bucket, key
+
+
+def download_objects(s3: Any, bucket: str, key_or_prefix: str, dest: Path, name: str | None = None) -> list[Path]:
+    """Copy an object, or every object under a prefix ending in '/' or '.zarr', into ``dest`` (an object as
+    ``name``); return the paths written (a prefix: its folder)."""
+    if key_or_prefix.endswith("/") or key_or_prefix.endswith(".zarr"):
+        prefix = key_or_prefix.rstrip("/") + "/"
+        base = dest / Path(key_or_prefix.rstrip("/")).name
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                target = base / obj["Key"][len(prefix):]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(bucket, obj["Key"], str(target))
+        return [base]
+    target = dest / (name or Path(key_or_prefix).name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    s3.download_file(bucket, key_or_prefix, str(target))
+    return [target]

@@ -317,19 +317,6 @@ class LocalEngine:
 
     def download(self, key_or_prefix: str, dest: Path, name: str | None = None) -> list[Path]:
         """Copy an object, or every object under a prefix ending in '/' or '.zarr', to ``dest`` (as ``name``)."""
-        s3 = self.client("s3")
-        paths = []
-        if key_or_prefix.endswith("/") or key_or_prefix.endswith(".zarr"):
-            prefix = key_or_prefix.rstrip("/") + "/"
-            base = dest / Path(key_or_prefix.rstrip("/")).name
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-                for obj in page.get("Contents", []):
-                    target = base / obj["Key"][len(prefix):]
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    s3.download_file(self.bucket, obj["Key"], str(target))
-            return [base]
-        target = dest / (name or Path(key_or_prefix).name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        s3.download_file(self.bucket, key_or_prefix, str(target))
-        paths.append(target)
-        return paths
+        from granulemap.storage import download_objects
+
+        return download_objects(self.client("s3"), self.bucket, key_or_prefix, dest, name)

@@ -20,6 +20,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import granulemap
@@ -28,7 +29,7 @@ from granulemap.errors import CatalogError, GranuleUnreadable, InvalidInput, Per
 from granulemap.granule_access import GranuleAccess
 from granulemap.models import ExecutionInput, Granule, Item, RunContext
 from granulemap.recipes.atl06.cells import MAX_ORDER
-from granulemap.recipes.atl06.footprints import granule_time, parents_of_file, parents_of_footprint
+from granulemap.recipes.atl06.footprints import Ring, granule_time, parents_of_file, parents_of_footprint
 from granulemap.recipes.atl06.granule import Atl06Granule, Segments, segments_in_parent
 from granulemap.recipes.atl06.plot import plot_cells
 from granulemap.recipes.atl06.stats import cell_statistics
@@ -61,7 +62,8 @@ class Params(BaseModel):
     @model_validator(mode="after")
     def _check_orders(self) -> Params:
         if self.child_order <= self.parent_order:
-            raise ValueError(f"child_order ({self.child_order}) must be greater than parent_order ({self.parent_order})")
+            raise ValueError(
+                f"child_order ({self.child_order}) must be greater than parent_order ({self.parent_order})")
         if self.child_order - self.parent_order > MAX_LEVELS:
             raise ValueError(f"child_order may be at most {MAX_LEVELS} orders finer than parent_order (one parent's "
                              f"4**(child-parent) cells are one Zarr chunk); got {self.child_order - self.parent_order}")
@@ -89,7 +91,9 @@ def _cell_item_id(parent_order: int, parent: int, granules: list[Granule], layou
     return f"p{parent_order}-{parent}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
-def read_parent_segments(item: Item, cell: CellItem, params: Params, access: GranuleAccess) -> tuple[Segments, list[str]]:
+def read_parent_segments(
+    item: Item, cell: CellItem, params: Params, access: GranuleAccess
+) -> tuple[Segments, list[str]]:
     """The good segments of the item's granules in its parent cell, and the granules that contributed any."""
 
     def one(granule: Granule) -> Segments:
@@ -132,8 +136,9 @@ class Atl06CellStats(Recipe):
     def make_items(self, granules: list[Granule], params: BaseModel, execution: ExecutionInput) -> list[Item]:
         """One item per parent cell touched by any granule (CMR polygons, or the files' own positions)."""
         assert isinstance(params, Params)
+        unreadable: dict[str, str] = {}
         if execution.source is None:
-            touched, unreadable = self._parents_from_cmr(granules, params.parent_order), {}
+            touched = self._parents_from_cmr(granules, params.parent_order)
         else:
             touched, unreadable = self._parents_from_files(granules, params.parent_order)
         by_parent: dict[int, list[Granule]] = defaultdict(list)
@@ -152,24 +157,28 @@ class Atl06CellStats(Recipe):
         return items
 
     @staticmethod
-    def _parents_from_cmr(granules: list[Granule], order: int) -> dict[str, Any]:
-        # Granule.footprint (outer rings as (lon, lat) pairs from the CMR record) is filled by the CMR search.
-        missing = [g.url for g in granules if not getattr(g, "footprint", None)]
+    def _parents_from_cmr(granules: list[Granule], order: int) -> dict[str, np.ndarray]:
+        # Granule.footprint: outer rings as (lon, lat) pairs from the CMR record, for the CMR search to fill in
+        # (granulemap.models.Granule does not have the field yet, hence getattr).
+        footprints: dict[str, list[Ring] | None] = {g.url: getattr(g, "footprint", None) for g in granules}
+        missing = [url for url, rings in footprints.items() if not rings]
         if missing:
             raise CatalogError(
                 f"{len(missing)} of {len(granules)} granules from CMR have no polygon footprint (first: {missing[0]}); "
                 "atl06-cell-stats needs each granule's polygons to find its cells. Give a 'source' (directory or "
                 "s3:// prefix of the files) instead: their own positions are used then"
             )
-        return {g.url: parents_of_footprint(getattr(g, "footprint"), order) for g in granules}
+        return {url: parents_of_footprint(rings or [], order) for url, rings in footprints.items()}
 
     @staticmethod
-    def _parents_from_files(granules: list[Granule], order: int) -> tuple[dict[str, Any], dict[str, str]]:
-        def one(granule: Granule) -> tuple[str, Any, str | None]:
+    def _parents_from_files(granules: list[Granule], order: int) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """Parent cells of each file from its own positions; files that cannot be read, with the reason (they
+        become items of their own that fail, so the run accounts for them like any failed item)."""
+        def one(granule: Granule) -> tuple[str, np.ndarray, str | None]:
             try:
                 return granule.url, parents_of_file(granule.url, order), None
             except PermanentItemError as exc:
-                return granule.url, (), f"{type(exc).__name__}: {exc}"
+                return granule.url, np.empty(0, np.int64), f"{type(exc).__name__}: {exc}"
 
         with ThreadPoolExecutor(_CATALOG_READERS) as pool:
             found = list(pool.map(one, granules))

@@ -5,8 +5,12 @@ ellipsoid, positions in degrees (WGS84 geodetic), only segments with ``atl06_qua
 height and sigma (not the fill value, finite, sigma > 0).
 
 Why not ``H5Coro.readDatasets``: it swallows read errors (the dataset's values come back as None), and its fill
-step is a Python loop (about 0.37 s per million elements). ``_read`` builds h5coro's dataset reader directly, so
-errors surface, and does the same fill with numpy (``_VectorFillDataset``).
+step is a Python loop (about 0.37 s per million elements). ``Atl06Granule._read`` builds h5coro's dataset reader
+directly, so errors surface, and does the same fill with numpy (``_VectorFillDataset``).
+
+Fill values come from each dataset's HDF5 fill-value message, which is where ATL06 (and netCDF-4) keep
+``_FillValue``. The attribute itself is not read through h5coro: asked for an attribute a dataset lacks
+(``.../atl06_quality_summary/_FillValue``), h5coro 1.0.7 returns the dataset's values instead of an error.
 """
 
 from __future__ import annotations
@@ -67,6 +71,23 @@ class _VectorFillDataset(H5Dataset):
         super().readBTreeV1(buffer, dlvl)
 
 
+class _TlsS3Driver(S3Driver):
+    """h5coro's S3Driver over HTTPS. h5coro builds its client with ``use_ssl=False``, which any bucket that denies
+    insecure transport (``aws:SecureTransport`` false, as this stack's own bucket does) refuses. An endpoint given
+    in the environment (AWS_ENDPOINT_URL_S3, a local moto) keeps its own scheme."""
+
+    client: Any
+
+    def __init__(self, resource: str, credentials: dict[str, str], session: Any = None,
+                 max_connections: int | None = None):
+        super().__init__(resource, credentials, session, max_connections)
+        # the same pool size, retries and timeouts as h5coro's client; only the scheme changes
+        self.client = self.session.client("s3", config=self.client.meta.config)
+
+    def copy(self, max_connections: int | None = None) -> _TlsS3Driver:
+        return _TlsS3Driver("/".join(self.resourcePath), self.cached_credentials, self.session, max_connections)
+
+
 @dataclass(frozen=True)
 class Variable:
     """A dataset's values as stored, and its declared fill value (None when the file declares none)."""
@@ -95,7 +116,7 @@ class Atl06Granule:
                 self._h5 = H5Coro(local_path, FileDriver)
             else:
                 bucket, key = split_s3_url(url)
-                self._h5 = H5Coro(f"{bucket}/{key}", S3Driver, credentials=self._credentials)
+                self._h5 = H5Coro(f"{bucket}/{key}", _TlsS3Driver, credentials=self._credentials)
         except Exception as exc:
             raise self._failure(exc) from exc
 
@@ -169,14 +190,15 @@ def _diagnose_s3(url: str, credentials: dict[str, str], where: str, detail: str)
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    kwargs = {}
-    if credentials:
-        kwargs = {"aws_access_key_id": credentials["accessKeyId"],
-                  "aws_secret_access_key": credentials["secretAccessKey"],
-                  "aws_session_token": credentials.get("sessionToken")}
     bucket, key = split_s3_url(url)
+    client = boto3.client(
+        "s3",
+        aws_access_key_id=credentials.get("accessKeyId"),
+        aws_secret_access_key=credentials.get("secretAccessKey"),
+        aws_session_token=credentials.get("sessionToken"),
+    )  # with no credentials given, boto3's own chain (the role), as h5coro's S3Driver does
     try:
-        boto3.client("s3", **kwargs).head_object(Bucket=bucket, Key=key)
+        client.head_object(Bucket=bucket, Key=key)
     except ClientError as err:
         code = str(err.response.get("Error", {}).get("Code"))
         if code in _EXPIRED_CODES:

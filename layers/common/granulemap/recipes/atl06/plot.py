@@ -13,7 +13,9 @@ MAX_PIXELS = 1200
 """Longest side of the raster: finer cells over a larger area are averaged into pixels."""
 
 
-def _raster(lat: np.ndarray, lon: np.ndarray, values: np.ndarray, cell_deg: float) -> tuple[np.ndarray, list[float]]:
+def _raster(
+    lat: np.ndarray, lon: np.ndarray, values: np.ndarray, cell_deg: float
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """Mean of ``values`` per pixel of a lon/lat grid (NaN where no cell), and its extent [W, E, S, N] in degrees.
 
     Pixels are about one cell wide (longitude steps widened by 1/cos(latitude)), coarser when the area is large.
@@ -30,7 +32,7 @@ def _raster(lat: np.ndarray, lon: np.ndarray, values: np.ndarray, cell_deg: floa
     count = np.bincount(pixel, minlength=nx * ny)
     with np.errstate(invalid="ignore", divide="ignore"):
         grid = np.where(count > 0, total / count, np.nan).reshape(ny, nx)
-    return grid, [west, east, south, north]
+    return grid, (west, east, south, north)
 
 
 def plot_cells(cells: np.ndarray, order: int, values: np.ndarray, *, title: str, label: str) -> bytes:

@@ -56,10 +56,8 @@ def cell_statistics(cells: np.ndarray, h_li: np.ndarray, h_li_sigma: np.ndarray)
         raise ValueError(f"cells, h_li and h_li_sigma must be 1-D and equal in length: {cells.shape}, "
                          f"{h.shape}, {sigma.shape}")
     if cells.size == 0:
-        empty_f = np.empty(0, dtype=np.float64)
-        values = {name: empty_f for name in STATISTICS}
-        values["count"] = np.empty(0, dtype=np.int64)
-        return CellStatistics(cells=np.empty(0, dtype=np.int64), values=values)
+        nothing = {name: np.empty(0, dtype=np.int64 if name == "count" else np.float64) for name in STATISTICS}
+        return CellStatistics(cells=np.empty(0, dtype=np.int64), values=nothing)
 
     order = np.lexsort((h, cells))  # by cell, then by height: order statistics are then slices of one array
     cells, h, sigma = cells[order], h[order], sigma[order]

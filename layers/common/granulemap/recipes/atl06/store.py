@@ -152,7 +152,7 @@ def ensure_template(store: Store, layout: StoreLayout, attrs: dict[str, Any] | N
     existing = read_layout(store)
     if existing is not None and existing.layout_id == layout.layout_id:
         return False
-    group = zarr.create_group(store, overwrite=True, attributes={**(attrs or {}), **layout.attrs()})
+    group = zarr.create_group(store, overwrite=True, attributes=dict(attrs or {}))
     n = layout.cells_per_parent
     size = max(layout.size, 1)
     ids = group.create_array(
@@ -166,6 +166,7 @@ def ensure_template(store: Store, layout: StoreLayout, attrs: dict[str, Any] | N
             dimension_names=[DIMENSION],
             attributes={"long_name": meaning, "units": UNITS.get(name, "m"), "coordinates": CELL_IDS},
         )
+    group.attrs.update(layout.attrs())  # last: a template left half-made by a crash has no layout, so is rebuilt
     _consolidate(store)  # each processor then opens the store with one read
     return True
 
@@ -192,9 +193,9 @@ def write_parent(store: Store, layout_id: str, parent: int, stats: CellStatistic
     local = stats.cells - parent * n  # offsets inside the block: children of p are [p*n, (p+1)*n)
     if stats.size and (local.min() < 0 or local.max() >= n):
         raise ValueError(f"statistics of cells outside parent cell {parent} (order {layout.parent_order})")
-    arrays = {name: group[name] for name in STATISTICS}
+    arrays = {name: _array(group, name) for name in STATISTICS}
     for name, array in arrays.items():
-        if not isinstance(array, zarr.Array) or array.chunks != (n,):
+        if array.chunks != (n,):
             raise OutputStoreMismatch(f"{name} is not chunked by one parent cell ({n} cells): not our store")
 
     def write(name: str) -> None:
@@ -205,6 +206,13 @@ def write_parent(store: Store, layout_id: str, parent: int, stats: CellStatistic
     with ThreadPoolExecutor(len(arrays)) as pool:  # the PUTs are independent: send them together
         list(pool.map(write, arrays))
     return stats.size
+
+
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    member = group[name]
+    if not isinstance(member, zarr.Array):
+        raise OutputStoreMismatch(f"{name} in the output store is not an array: not our store")
+    return member
 
 
 def finalize(store: Store, attrs: dict[str, Any]) -> None:
@@ -218,6 +226,5 @@ def read_cells_with_data(store: Store, name: str) -> tuple[StoreLayout, np.ndarr
     """(layout, cell ids, values of ``name``) of the cells with count > 0."""
     group = zarr.open_group(store, mode="r")
     layout = StoreLayout.from_attrs(dict(group.attrs))
-    count = np.asarray(group["count"][:])
-    has_data = count > 0
-    return layout, np.asarray(group[CELL_IDS][:])[has_data], np.asarray(group[name][:])[has_data]
+    has_data = np.asarray(_array(group, "count")[:]) > 0
+    return layout, np.asarray(_array(group, CELL_IDS)[:])[has_data], np.asarray(_array(group, name)[:])[has_data]

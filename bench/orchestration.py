@@ -1,0 +1,144 @@
+"""The local engine: overhead per item (no-op recipe), a 2,000-item load run, and 365 daily granules on 1 and 2 workers.
+
+Every run is one ``granulemap run``-equivalent execution (``run_locally``) in a fresh process (bench/local_run_probe.py),
+so that each starts from an empty emulated account and its memory is its own.
+
+- Overhead per item: the no-op recipe (bench/noop_recipe.py, installed through a real entry point in a temporary
+  site folder on sys.path and PYTHONPATH) with ``small`` and ``large`` items at max concurrency 8, interleaved;
+  per item = (t_large - t_small) / (large - small): engine start-up and Aggregate's fixed part cancel out.
+  Each pair is run as the engine is now, and with the change proposed for local/engine.py (moto's Step Functions
+  engine reusing one boto3 client: ``--cache-sfn-clients`` in the probe).
+- Load: 2,000 no-op items at max concurrency 50: every item accounted for (succeeded + failed + skipped = total,
+  from summary.json), its time, and the peak RSS of the engine process and of the workers.
+- Series: 365 daily SYNTHETIC MUR25-format granules (granulemap.synthetic.make_synthetic_series), sst-global-mean,
+  with ``workers`` 1 and 2, interleaved; speed-up and granules/s against 2 x the single-granule floor.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import BENCH, ROOT, Timing, ratio, run_json  # noqa: E402
+
+NOOP = "bench-noop"
+MUR25 = ROOT / "tests" / "data" / "ghrsst" / "20181231090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"
+
+
+def install_noop_recipe(site: Path) -> dict[str, str]:
+    """The no-op recipe as an installed distribution in ``site``; returns the environment that makes it visible."""
+    site.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(BENCH / "noop_recipe.py", site / "granulemap_bench_noop.py")
+    dist = site / "granulemap_bench_noop-0.1.0.dist-info"
+    dist.mkdir(exist_ok=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: granulemap-bench-noop\nVersion: 0.1.0\n")
+    (dist / "entry_points.txt").write_text(f"[granulemap.recipes]\n{NOOP} = granulemap_bench_noop:recipe\n")
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
+def local_run(tmp: Path, tag: str, recipe: str, source: Path, start: str, end: str, env: dict[str, str],
+              params: dict[str, Any] | None = None, max_concurrency: int | None = None, workers: int | None = None,
+              cache_sfn_clients: bool = False) -> dict[str, Any]:
+    out = tmp / tag
+    shutil.rmtree(out, ignore_errors=True)
+    args = ["bench/local_run_probe.py", str(out), recipe, start, end, str(source)]
+    args += [f"--param={k}={v}" for k, v in (params or {}).items()]
+    if max_concurrency:
+        args.append(f"--max-concurrency={max_concurrency}")
+    if workers:
+        args.append(f"--workers={workers}")
+    if cache_sfn_clients:
+        args.append("--cache-sfn-clients")
+    result = run_json(args, env=env, timeout=3600)
+    shutil.rmtree(out, ignore_errors=True)
+    items = result["items"]
+    if result["status"] != "SUCCEEDED" or items["succeeded"] + items["failed"] + items["skipped"] != items["total"]:
+        raise AssertionError(f"{tag}: not every item accounted for: {result}")
+    return result
+
+
+def overhead(tmp: Path, env: dict[str, str], small: int, large: int, repeats: int) -> dict[str, Any]:
+    empty = tmp / "no-granules"
+    empty.mkdir(exist_ok=True)
+    variants = {"engine as is": False, "proposed: cached SFN boto3 client": True}
+    times = {(v, n): Timing(f"{v} {n}") for v in variants for n in (small, large)}
+    cpu: dict[tuple[str, int], list[tuple[float, float]]] = {k: [] for k in times}
+    for r in range(repeats):
+        order = [(v, n) for v in variants for n in (small, large)]
+        order = order[r % len(order):] + order[: r % len(order)]
+        for variant, n in order:
+            res = local_run(tmp, f"noop-{n}", NOOP, empty, "2020-01-01", "2020-01-01", env,
+                            params={"items": n}, max_concurrency=8, cache_sfn_clients=variants[variant])
+            if res["items"]["succeeded"] != n:
+                raise AssertionError(f"no-op run of {n}: {res['items']}")
+            times[(variant, n)].seconds.append(res["seconds"])
+            cpu[(variant, n)].append((res["engine_cpu_s"], res["workers_cpu_s"]))
+    out: dict[str, Any] = {"small": small, "large": large, "max_concurrency": 8, "repeats": repeats, "variants": {}}
+    for variant in variants:
+        a, b = times[(variant, small)], times[(variant, large)]
+        per_item = [(y - x) / (large - small) for x, y in zip(a.seconds, b.seconds, strict=True)]
+        engine_cpu = [(y[0] - x[0]) / (large - small) for x, y in zip(cpu[(variant, small)], cpu[(variant, large)], strict=True)]
+        worker_cpu = [(y[1] - x[1]) / (large - small) for x, y in zip(cpu[(variant, small)], cpu[(variant, large)], strict=True)]
+        out["variants"][variant] = {
+            "seconds_small": a.seconds, "seconds_large": b.seconds,
+            "ms_per_item": {"min": 1e3 * min(per_item), "median": 1e3 * sorted(per_item)[len(per_item) // 2]},
+            "engine_cpu_ms_per_item": 1e3 * min(engine_cpu), "workers_cpu_ms_per_item": 1e3 * min(worker_cpu),
+        }
+    base, prop = (out["variants"][v]["ms_per_item"] for v in variants)
+    out["proposed / as is"] = {"min": prop["min"] / base["min"], "median": prop["median"] / base["median"]}
+    return out
+
+
+def load(tmp: Path, env: dict[str, str], items: int, concurrency: int) -> dict[str, Any]:
+    empty = tmp / "no-granules"
+    empty.mkdir(exist_ok=True)
+    res = local_run(tmp, "load", NOOP, empty, "2020-01-01", "2020-01-01", env, params={"items": items},
+                    max_concurrency=concurrency)
+    return {"items_requested": items, "max_concurrency": concurrency, **res}
+
+
+def series(tmp: Path, days: int, repeats: int, floor_seconds: float | None) -> dict[str, Any]:
+    from granulemap.synthetic import make_synthetic_series
+
+    source = tmp / "series"
+    start = dt.date(2019, 1, 1)
+    make_synthetic_series(MUR25, source, start, days)
+    end = start + dt.timedelta(days=days - 1)
+    timings = {w: Timing(f"{w} workers") for w in (1, 2)}
+    memory: dict[int, dict[str, float]] = {}
+    for r in range(repeats):
+        for workers in ((1, 2) if r % 2 == 0 else (2, 1)):
+            res = local_run(tmp, f"series-{workers}", "sst-global-mean", source, str(start), str(end), {},
+                            workers=workers)
+            if res["items"]["succeeded"] != days:
+                raise AssertionError(f"series on {workers} workers: {res['items']}")
+            timings[workers].seconds.append(res["seconds"])
+            memory[workers] = {k: res[k] for k in ("engine_peak_mb", "workers_peak_mb", "workers_total_peak_mb")}
+    shutil.rmtree(source, ignore_errors=True)
+    out: dict[str, Any] = {"days": days, "repeats": repeats, "memory": memory}
+    for w, t in timings.items():
+        out[f"{w}_workers"] = {"seconds": t.seconds, "granules_per_s": {"max": days / t.min, "median": days / t.median}}
+    out["speedup"] = ratio(timings[1], timings[2])
+    if floor_seconds:
+        ideal = 2 / floor_seconds
+        out["ideal_granules_per_s"] = ideal
+        out["fraction_of_ideal"] = days / timings[2].min / ideal
+    return out
+
+
+def run(repeats: int, small: int = 200, large: int = 1000, load_items: int = 2000, days: int = 365,
+        floor_seconds: float | None = None) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        env = install_noop_recipe(tmp / "site")
+        return {
+            "overhead": overhead(tmp, env, small, large, repeats),
+            "load": load(tmp, env, load_items, 50),
+            "series": series(tmp, days, repeats, floor_seconds),
+        }

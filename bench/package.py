@@ -1,0 +1,102 @@
+"""The Lambda package: ``sam build`` into a temporary folder, the layer's unzipped size, its biggest packages, and
+each handler's cold import time in a fresh ``python3.12 -S`` with only the built layer and the function's folder on
+sys.path (which also proves the layer is self-sufficient).
+
+Lambda's limit is 250 MB unzipped for a function and its layers together; the project's target is 150 MB.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import ROOT, Timing, timing_row  # noqa: E402
+
+FUNCTIONS = ("CatalogBuilderFunction", "CredentialFetcherFunction", "ProcessorFunction", "AggregatorFunction")
+
+_COLD_IMPORT = r"""
+import sys, time, json
+sys.path[:0] = [{layer!r}, {function!r}]
+t = time.perf_counter()
+import app
+seconds = time.perf_counter() - t
+print(json.dumps({{"seconds": seconds, "numpy_from_layer": sys.modules["numpy"].__file__.startswith({layer!r})
+                   if "numpy" in sys.modules else None, "modules": len(sys.modules)}}))
+"""
+
+
+def tree_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def sam_build(build_dir: Path) -> None:
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SAM_CLI_TELEMETRY": "0"}
+    proc = subprocess.run([str(bin_dir / "sam"), "build", "--build-dir", str(build_dir), "--region", "us-west-2",
+                           "--cache-dir", str(build_dir.parent / "cache"), "--template-file", str(ROOT / "template.yaml")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    if proc.returncode != 0:
+        raise RuntimeError(f"sam build failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+
+
+def biggest(layer: Path, top: int = 15) -> list[tuple[str, float]]:
+    """Top-level entries of the layer's python/ folder by size (MB), a package's .libs and dist-info folded in."""
+    sizes: dict[str, int] = {}
+    for entry in layer.iterdir():
+        name = entry.name
+        for suffix in (".libs", ".dist-info", ".data"):
+            if name.endswith(suffix):
+                name = name[: -len(suffix)].split("-")[0]
+        name = name.removesuffix(".py")
+        size = tree_size(entry) if entry.is_dir() else entry.stat().st_size
+        sizes[name.lower()] = sizes.get(name.lower(), 0) + size
+    return [(n, s / 1e6) for n, s in sorted(sizes.items(), key=lambda kv: -kv[1])[:top]]
+
+
+def cold_imports(build: Path, repeats: int) -> dict[str, Any]:
+    """Each handler's ``import app`` in fresh interpreters with the function's template environment."""
+    import json
+
+    from granulemap.local.engine import ACCOUNT, LOCAL_BUCKET, LOCAL_STACK_NAME, REGION
+    from granulemap.local.template import read_local_template
+
+    template = read_local_template(ROOT, LOCAL_BUCKET, REGION, ACCOUNT, LOCAL_STACK_NAME)
+    layer = str(build / "CommonLayer" / "python")
+    timings = {fn: Timing(fn) for fn in FUNCTIONS}
+    details: dict[str, Any] = {}
+    for _ in range(repeats):
+        for fn in FUNCTIONS:
+            env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8",
+                   **template.functions[fn].environment, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
+                   "AWS_LAMBDA_FUNCTION_NAME": fn, "POWERTOOLS_TRACE_DISABLED": "true"}
+            code = _COLD_IMPORT.format(layer=layer, function=str(build / fn))
+            proc = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True,
+                                  timeout=120, cwd="/")
+            if proc.returncode != 0:
+                raise RuntimeError(f"{fn}: import app failed with only the layer on sys.path:\n{proc.stderr[-2000:]}")
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            timings[fn].seconds.append(result["seconds"])
+            details[fn] = result
+    return {fn: {**timing_row(t, 1.0), **details[fn]} for fn, t in timings.items()}
+
+
+def run(repeats: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        build = Path(tmp) / "build"
+        sam_build(build)
+        layer = build / "CommonLayer" / "python"
+        functions = {fn: tree_size(build / fn) for fn in FUNCTIONS}
+        layer_bytes = tree_size(layer)
+        return {
+            "layer_mb": layer_bytes / 1e6,
+            "largest_function_mb": max(functions.values()) / 1e6,
+            "function_plus_layer_mb": (layer_bytes + max(functions.values())) / 1e6,
+            "biggest": biggest(layer),
+            "cold_import_s": cold_imports(build, repeats),
+            "python": sys.version.split()[0],
+        }

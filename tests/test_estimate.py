@@ -1,0 +1,80 @@
+"""`granulemap estimate`: the arithmetic against a hand computation, on a cost model written by the test."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from granulemap import estimate as est
+from granulemap.cli import main
+
+MEMORY = {"CatalogBuilderFunction": 512, "CredentialFetcherFunction": 256, "ProcessorFunction": 1024,
+          "AggregatorFunction": 1024}
+
+
+def _model(tmp_path: Path) -> est.CostModel:
+    raw = {
+        "recipes": {"sst-global-mean": {"compute_s": 0.02, "input_mb": 2.0, "items_per_day": 1}},
+        "cold_import_s": {"CatalogBuilderFunction": 1.0, "CredentialFetcherFunction": 0.5,
+                          "ProcessorFunction": 0.8, "AggregatorFunction": 1.2},
+        "s3_mb_per_s": 80.0, "s3_request_latency_s": 0.02,
+        "fixed_function_s": {"CatalogBuilderFunction": 1.0, "CredentialFetcherFunction": 0.5, "AggregatorFunction": 2.0},
+        "aggregate_s_per_item": 0.005,
+    }
+    path = tmp_path / "cost_model.json"
+    path.write_text(json.dumps(raw))
+    return est.CostModel.load(path)
+
+
+def test_a_year_of_daily_granules_costs_what_a_hand_computation_says(tmp_path: Path) -> None:
+    model = _model(tmp_path)
+    result = est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 12, 31), MEMORY, model,
+                          max_concurrency=40)
+    # By hand. Processor: 0.02 s × 1769/1024 (CPU share below one vCPU) = 0.0345508 s of compute, + 2 MB / 80 MB/s
+    # = 0.025 s, + 3 × 0.02 s = 0.06 s → 0.1195508 s, billed 0.120 s; × 1 GB × 365 items = 43.8 GB-s.
+    processor_gbs = 365 * 0.120 * 1.0
+    init_gbs = 40 * 0.8 * 1.0  # 40 cold starts × 0.8 s × 1 GB
+    single_gbs = (1.0 + 1.0) * 0.5 + (0.5 + 0.5) * 0.25 + (2.0 + 365 * 0.005 + 1.2) * 1.0  # 2.0+1.825 → 3.825 billed
+    lambda_usd = (processor_gbs + init_gbs + single_gbs) * 0.0000166667
+    requests_usd = (365 + 3) * 0.20 / 1e6
+    transitions_usd = (5 + 365) * 0.025 / 1000
+    s3_usd = (365 * 2 + 2) * 0.0004 / 1000 + (365 * 1 + 5) * 0.005 / 1000
+    expected = lambda_usd + requests_usd + transitions_usd + s3_usd
+    assert result.items == 365
+    assert result.total_usd == pytest.approx(expected, rel=1e-9)
+    by_name = {what: usd for what, usd, _ in result.lines}
+    assert by_name["Lambda compute, Processor"] == pytest.approx(43.8 * 0.0000166667, rel=1e-9)
+    assert by_name["Step Functions state transitions"] == pytest.approx(0.00925, rel=1e-9)
+    assert any("us-west-2" in a for a in result.assumptions)
+
+
+def test_memory_above_one_vcpu_does_not_speed_up_compute_and_items_override_the_date_range(tmp_path: Path) -> None:
+    model = _model(tmp_path)
+    big = dict(MEMORY, ProcessorFunction=3538)  # two vCPUs' worth: a single-threaded item is not faster
+    result = est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 1, 1), big, model, items=10,
+                          max_concurrency=4)
+    per_item = 0.02 + 0.025 + 0.06  # 0.105 s, no CPU scaling at ≥ 1,769 MB
+    by_name = {what: usd for what, usd, _ in result.lines}
+    assert result.items == 10
+    assert by_name["Lambda compute, Processor"] == pytest.approx(10 * per_item * 3538 / 1024 * 0.0000166667, rel=1e-9)
+    assert by_name["Lambda init (cold starts), Processor"] == pytest.approx(4 * 0.8 * 3538 / 1024 * 0.0000166667,
+                                                                            rel=1e-9)
+
+
+def test_unknown_recipe_is_named(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="no cost model for recipe 'nope'"):
+        est.estimate("nope", dt.date(2022, 1, 1), dt.date(2022, 1, 2), MEMORY, _model(tmp_path))
+
+
+def test_estimate_command_prints_the_total_and_its_assumptions(tmp_path: Path, monkeypatch, capsys) -> None:
+    model_path = tmp_path / "cost_model.json"
+    _model(tmp_path)  # writes model_path
+    monkeypatch.setattr(est, "COST_MODEL", model_path)
+    assert main(["estimate", "--recipe", "sst-global-mean", "--start", "2022-01-01", "--end", "2022-12-31",
+                 "--memory-mb", "512"]) == 0
+    out = capsys.readouterr().out
+    assert "365 items" in out and "total" in out and "assumptions:" in out and "Processor 512" in out
+    assert main(["estimate", "--recipe", "sst-global-mean", "--start", "2022-02-01", "--end", "2022-01-01"]) == 2
