@@ -13,6 +13,16 @@ from granulemap.synthetic import make_synthetic_series
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT / "tests" / "data" / "ghrsst" / "20181231090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"
+ATL06 = ROOT / "tests" / "data" / "atl06"
+
+
+def _report(summary: dict) -> bool:
+    items = summary["items"]
+    print(f"{summary['status']}: {items['succeeded']} succeeded, {items['skipped']} skipped, "
+          f"{items['failed']} failed of {items['total']} items")
+    for path in summary["outputs"]:
+        print(f"  {path}")
+    return summary["status"] == "SUCCEEDED"
 
 
 def main() -> int:
@@ -34,12 +44,16 @@ def main() -> int:
     summary = run_locally(
         {"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-31", "source": str(source)}, out
     )
-    items = summary["items"]
-    print(f"{summary['status']}: {items['succeeded']} succeeded, {items['skipped']} skipped, "
-          f"{items['failed']} failed of {items['total']} items")
-    for path in summary["outputs"]:
-        print(f"  {path}")
-    return 0 if summary["status"] == "SUCCEEDED" else 1
+    ok = _report(summary)
+
+    out = args.out / "atl06-cell-stats"
+    if out.exists():
+        shutil.rmtree(out)
+    print(f"running atl06-cell-stats (HEALPix order 6 items, order 12 statistics) over {ATL06}")
+    summary = run_locally({"recipe": "atl06-cell-stats", "start": "2018-10-13", "end": "2018-10-13",
+                           "source": str(ATL06), "params": {"parent_order": 6, "child_order": 12}}, out)
+    ok = _report(summary) and ok
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def parse_param(text: str) -> tuple[str, Any]:
 def execution_input(args: argparse.Namespace) -> dict[str, Any]:
     """The execution input a CLI invocation stands for (the same document start-execution takes)."""
     params = dict(args.param or [])
-    for name in ("method",):
+    for name in ("method", "parent_order", "child_order"):
         if getattr(args, name, None) is not None:
             params[name] = getattr(args, name)
     doc: dict[str, Any] = {"recipe": args.recipe, "start": args.start, "end": args.end}
@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="directory for the products, summary.json and logs")
     run.add_argument("--method", help="recipe method (sst-global-mean: ocean or podaac-tutorial)")
     run.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help="recipe parameter")
+    run.add_argument("--parent-order", type=int, dest="parent_order", help="atl06-cell-stats: item cell order (6)")
+    run.add_argument("--child-order", type=int, dest="child_order", help="atl06-cell-stats: statistics order (12)")
     run.add_argument("--bbox", type=float, nargs=4, metavar=("WEST", "SOUTH", "EAST", "NORTH"))
     run.add_argument("--max-concurrency", type=int, dest="max_concurrency")
     run.add_argument("--tolerated-failure-percentage", type=float, dest="tolerated_failure_percentage")
