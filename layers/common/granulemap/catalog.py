@@ -73,9 +73,14 @@ def list_source(source: str, recipe: Recipe, start: dt.date, end: dt.date) -> li
 def build_catalog(
     raw_input: object, run_id: str, settings: Settings, bucket: Bucket, now: dt.datetime | None = None
 ) -> CatalogOutput:
-    execution, recipe = validate_input(raw_input, settings, now)
+    """Validate the input, find its granules, split them into items and write the manifest (without footprints).
+
+    ``period`` is resolved once, against ``now``: the search, the items and the configuration id see the same dates.
+    """
+    validated, recipe = validate_input(raw_input, settings, now)
+    execution = validated.resolved(now)
     params = recipe.parse_params(execution.params)
-    start, end = execution.date_range(now)
+    start, end = execution.date_range()
     provider = None
     if execution.source is not None:
         granules = list_source(execution.source, recipe, start, end)
@@ -84,7 +89,8 @@ def build_catalog(
 
         collection = execution.collection or recipe.collection
         assert collection is not None
-        granules, provider, _ = search_granules(collection, start, end, execution.bbox)
+        granules, provider, _ = search_granules(collection, start, end, execution.bbox,
+                                                footprints=recipe.needs_footprints)
     items = recipe.make_items(granules, params, execution)
     duplicates = [i for i, n in Counter(item.id for item in items).items() if n > 1]
     if duplicates:
@@ -97,7 +103,10 @@ def build_catalog(
         daac=provider,
     )
     key = layout.manifest_key(run_id)
-    bucket.put_json(key, [item.model_dump(mode="json", exclude_defaults=True) for item in items])
+    # Footprints serve make_items only: the manifest stays small (Distributed Map items, the 256 KiB payload).
+    without_footprints = {"granules": {"__all__": {"footprint"}}}
+    bucket.put_json(key, [item.model_dump(mode="json", exclude_defaults=True, exclude=without_footprints)
+                          for item in items])
     recipe.prepare(items, run, params, bucket)
     return CatalogOutput(
         run=run,

@@ -1,7 +1,11 @@
-"""Granule search in NASA CMR through earthaccess: direct s3:// links, nominal times and the cloud provider.
+"""Granule search in NASA CMR through earthaccess: direct s3:// links, nominal times, the cloud provider and, for
+recipes that need them, the granules' footprints.
 
 earthaccess asks CMR's ``collections.umm_json`` for the collection's cloud provider, then pages through
-``granules.umm_json`` with the ``CMR-Search-After`` header. Failures become named errors: CMR being down, slow or
+``granules.umm_json`` with the ``CMR-Search-After`` header. Footprints come from the UMM-G record's ``GPolygons``;
+records that describe their extent otherwise (NSIDC's ATL06 records have only orbit parameters) get the polygons CMR
+computes for them, which only CMR's legacy ``granules.json`` format carries: the same search is asked again in that
+format and its polygons are joined by granule concept id. Failures become named errors: CMR being down, slow or
 throttling is ``SourceUnavailable`` (the state machine retries it), a search CMR refuses is ``CatalogError``.
 """
 
@@ -16,11 +20,17 @@ from typing import Any
 import requests
 
 from granulemap.errors import CatalogError, InvalidInput, SourceUnavailable
-from granulemap.models import Granule
+from granulemap.models import Granule, Ring
 from granulemap.observability import logger
 
 CMR_TIMEOUT_SECONDS = 30.0
 """Longest wait for any one CMR answer; after it the search fails with SourceUnavailable (and is retried)."""
+
+CMR_LEGACY_GRANULES_URL = "https://cmr.earthdata.nasa.gov/search/granules.json"
+"""CMR's legacy JSON granule search: the one format that carries the polygons CMR computes from orbit parameters."""
+
+LEGACY_PAGE_SIZE = 2000
+"""CMR's largest page."""
 
 _TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 _timeout_lock = threading.Lock()
@@ -63,7 +73,7 @@ def _cmr_errors(response: requests.Response | None) -> str:
 
 
 def _search_failure(exc: Exception, collection: str) -> Exception:
-    """The named error for a failed search."""
+    """The named error for a failed search (earthaccess's errors, or those of our own requests)."""
     if isinstance(exc, requests.Timeout):
         return SourceUnavailable(
             f"CMR did not answer within {CMR_TIMEOUT_SECONDS:g} s while searching {collection}"
@@ -75,7 +85,7 @@ def _search_failure(exc: Exception, collection: str) -> Exception:
         # status, so an error page surfaces as a missing key or as JSON that does not parse.
         return SourceUnavailable(f"CMR gave an unreadable answer while searching {collection} ({type(exc).__name__})")
     # earthaccess raises RuntimeError(CMR's answer) from the HTTPError of a failed granule search.
-    cause = exc.__cause__
+    cause = exc if isinstance(exc, requests.HTTPError) else exc.__cause__
     if isinstance(cause, requests.HTTPError) and cause.response is not None:
         status = cause.response.status_code
         detail = _cmr_errors(cause.response)
@@ -114,22 +124,102 @@ def nominal_time(umm: dict[str, Any]) -> dt.datetime | None:
     return begin + (end - begin) / 2
 
 
+def footprint_from_umm(umm: dict[str, Any]) -> list[Ring]:
+    """Outer rings of a UMM-G record's ``GPolygons`` (none when it describes its extent otherwise, e.g. by ``Orbit``
+    parameters, as NSIDC's ECS ATL06 records do). Exclusion zones are ignored: covering a little more only adds
+    cells that turn out empty."""
+    geometry = umm.get("SpatialExtent", {}).get("HorizontalSpatialDomain", {}).get("Geometry", {})
+    rings = []
+    for polygon in geometry.get("GPolygons", []):
+        points = polygon.get("Boundary", {}).get("Points", [])
+        rings.append([(float(p["Longitude"]), float(p["Latitude"])) for p in points])
+    return [r for r in rings if len(r) >= 3]
+
+
+def footprint_from_legacy(entry: dict[str, Any]) -> list[Ring]:
+    """Outer rings of a legacy-JSON granule entry's ``polygons`` ("lat lon lat lon ..." strings, the first of each
+    polygon its outer ring, the others holes, which are ignored); CMR computes these even for records whose UMM-G has
+    only orbit parameters."""
+    rings = []
+    for polygon in entry.get("polygons", []):
+        numbers = [float(v) for v in polygon[0].split()]
+        rings.append(list(zip(numbers[1::2], numbers[0::2], strict=True)))
+    return [r for r in rings if len(r) >= 3]
+
+
+def _temporal(start: dt.date, end: dt.date) -> tuple[str, str]:
+    """The searched time range: the whole of each inclusive date, UTC."""
+    return f"{start.isoformat()}T00:00:00Z", f"{end.isoformat()}T23:59:59Z"
+
+
+def _legacy_search_parameters(
+    collection: str, start: dt.date, end: dt.date, bbox: tuple[float, float, float, float] | None, provider: str
+) -> dict[str, str]:
+    """The query earthaccess sent to ``granules.umm_json`` for the same search, spelled as CMR reads it."""
+    params = {"short_name": collection, "provider": provider, "temporal[]": ",".join(_temporal(start, end))}
+    if bbox is not None:
+        params["bounding_box"] = ",".join(str(float(v)) for v in bbox)
+    return params
+
+
+def legacy_footprints(
+    collection: str, start: dt.date, end: dt.date, bbox: tuple[float, float, float, float] | None, provider: str
+) -> dict[str, list[Ring]]:
+    """Footprints of every granule of the search, by granule concept id, from CMR's legacy ``granules.json``.
+
+    Pages of ``LEGACY_PAGE_SIZE`` are followed with the ``CMR-Search-After`` header; only the polygons are kept from
+    each page. Errors are those of the search itself (SourceUnavailable, CatalogError).
+    """
+    what = f"{collection} footprints (granules.json)"
+    params = {**_legacy_search_parameters(collection, start, end, bbox, provider), "page_size": str(LEGACY_PAGE_SIZE)}
+    headers: dict[str, str] = {}
+    footprints: dict[str, list[Ring]] = {}
+    pages = 0
+    while True:
+        try:
+            response = requests.get(CMR_LEGACY_GRANULES_URL, params=params, headers=headers,
+                                    timeout=CMR_TIMEOUT_SECONDS)
+            response.raise_for_status()
+            page = response.json()
+        except requests.RequestException as exc:
+            raise _search_failure(exc, what) from None
+        feed = page.get("feed") if isinstance(page, dict) else None
+        entries = feed.get("entry") if isinstance(feed, dict) else None
+        if not isinstance(entries, list):
+            raise SourceUnavailable(f"CMR gave an unreadable answer while searching {what} (no feed.entry list)")
+        pages += 1
+        for entry in entries:
+            rings = footprint_from_legacy(entry)
+            if rings and entry.get("id"):
+                footprints[str(entry["id"])] = rings
+        search_after = response.headers.get("CMR-Search-After")
+        if len(entries) < LEGACY_PAGE_SIZE or not search_after:
+            break
+        headers["CMR-Search-After"] = search_after
+    logger.info("CMR legacy footprints read", extra={"collection": collection, "pages": pages,
+                                                     "granules_with_polygons": len(footprints)})
+    return footprints
+
+
 def search_granules(
-    collection: str, start: dt.date, end: dt.date, bbox: tuple[float, float, float, float] | None
+    collection: str,
+    start: dt.date,
+    end: dt.date,
+    bbox: tuple[float, float, float, float] | None,
+    *,
+    footprints: bool = False,
 ) -> tuple[list[Granule], str | None, list[dict[str, Any]]]:
     """Cloud-hosted granules of ``collection`` whose nominal time is within the inclusive dates.
 
     Returns (granules with their direct s3:// link and nominal time, sorted by time; the cloud provider, e.g.
-    POCLOUD, or None when nothing matched; the UMM records of those granules).
+    POCLOUD, or None when nothing matched; the UMM records of those granules). With ``footprints`` each granule also
+    gets its polygons (``Granule.footprint``): from its UMM-G record, else from CMR's legacy JSON of the same search
+    (asked only when some record has none); a granule CMR has no polygon for keeps ``footprint=None``.
     """
     import earthaccess
 
     # Order matters: earthaccess resolves cloud_hosted against short_name, so short_name comes first.
-    kwargs: dict[str, Any] = {
-        "short_name": collection,
-        "cloud_hosted": True,
-        "temporal": (f"{start.isoformat()}T00:00:00Z", f"{end.isoformat()}T23:59:59Z"),
-    }
+    kwargs: dict[str, Any] = {"short_name": collection, "cloud_hosted": True, "temporal": _temporal(start, end)}
     if bbox is not None:
         kwargs["bounding_box"] = bbox
     try:
@@ -138,7 +228,7 @@ def search_granules(
     except (requests.RequestException, RuntimeError, KeyError) as exc:
         raise _search_failure(exc, collection) from None
 
-    found: list[tuple[Granule, dict[str, Any]]] = []
+    found: list[tuple[Granule, dict[str, Any], str | None]] = []
     providers: set[str] = set()
     without_links = outside = 0
     for result in results:
@@ -151,11 +241,11 @@ def search_granules(
         if when is None or not start <= when.date() <= end:
             outside += 1
             continue
-        found.append((Granule(url=links[0], time=when), umm))
-        provider = result.get("meta", {}).get("provider-id")
-        if provider:
-            providers.add(provider)
-    found.sort(key=lambda pair: (pair[0].time, pair[0].url))
+        meta = result.get("meta", {})
+        found.append((Granule(url=links[0], time=when), umm, meta.get("concept-id")))
+        if meta.get("provider-id"):
+            providers.add(meta["provider-id"])
+    found.sort(key=lambda entry: (entry[0].time, entry[0].url))
 
     search = {"collection": collection, "start": start.isoformat(), "end": end.isoformat(),
               "bbox": list(bbox) if bbox else None}
@@ -168,9 +258,36 @@ def search_granules(
         logger.warning("granules without a direct s3:// link left out", extra={**search, "count": without_links})
     if len(providers) > 1:
         raise InvalidInput(f"field 'collection': {collection} spans several providers: {sorted(providers)}")
+    provider = next(iter(providers), None)
     logger.info("CMR search done", extra={**search, "granules": len(found), "outside_range": outside,
-                                          "provider": next(iter(providers), None)})
+                                          "provider": provider})
     if not found:
         logger.info("CMR found no granules: the run will have no items", extra=search)
-    return [g for g, _ in found], (providers.pop() if providers else None), [umm for _, umm in found]
+    granules = [granule for granule, _, _ in found]
+    if footprints and found:
+        granules = _with_footprints(found, collection, start, end, bbox, provider)
+    return granules, provider, [umm for _, umm, _ in found]
 
+
+def _with_footprints(
+    found: list[tuple[Granule, dict[str, Any], str | None]],
+    collection: str,
+    start: dt.date,
+    end: dt.date,
+    bbox: tuple[float, float, float, float] | None,
+    provider: str | None,
+) -> list[Granule]:
+    """The granules with their footprints: UMM-G polygons first, CMR's legacy polygons for the records without."""
+    from_umm = [footprint_from_umm(umm) for _, umm, _ in found]
+    legacy: dict[str, list[Ring]] = {}
+    if not all(from_umm) and provider is not None:
+        legacy = legacy_footprints(collection, start, end, bbox, provider)
+    granules = []
+    for (granule, _, concept_id), rings in zip(found, from_umm, strict=True):
+        rings = rings or legacy.get(concept_id or "", [])
+        granules.append(granule.model_copy(update={"footprint": rings or None}))
+    missing = sum(1 for g in granules if g.footprint is None)
+    if missing:
+        logger.warning("granules without a polygon footprint in CMR", extra={"collection": collection,
+                                                                             "count": missing})
+    return granules

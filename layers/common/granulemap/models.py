@@ -81,6 +81,17 @@ class ExecutionInput(_Strict):
         assert self.start is not None and self.end is not None
         return self.start, self.end
 
+    def resolved(self, now: dt.datetime | None = None) -> ExecutionInput:
+        """This input with ``period`` replaced by the dates it means at ``now`` (UTC).
+
+        BuildCatalog resolves the input once, so that everything derived from the dates (the CMR search, the items,
+        a recipe's configuration id) agrees even when the run starts just before midnight at the end of a month.
+        """
+        if self.period is None:
+            return self
+        start, end = self.date_range(now)
+        return self.model_copy(update={"period": None, "start": start, "end": end})
+
 
 def parse_model[M: BaseModel](model: type[M], data: Any, what: str) -> M:
     """Validate ``data`` into ``model``; any problem becomes one ``InvalidInput`` naming the fields."""
@@ -95,11 +106,25 @@ def parse_model[M: BaseModel](model: type[M], data: Any, what: str) -> M:
         raise InvalidInput(f"invalid {what}: " + "; ".join(problems)) from None
 
 
+Ring = list[tuple[float, float]]
+"""A polygon's outer ring: (longitude, latitude) pairs in degrees (WGS84), GeoJSON order, first point repeated last."""
+
+
 class Granule(_Strict):
-    """One file: a local path, file:// URL or s3:// URL, and its nominal time when known."""
+    """One file: a local path, file:// URL or s3:// URL, its nominal time when known, and, for recipes that ask for
+    it (``Recipe.needs_footprints``), its footprint from CMR.
+
+    The footprint is catalog-time information for ``Recipe.make_items``: BuildCatalog never writes it to the
+    manifest, so items stay small however detailed the polygons are.
+    """
 
     url: str
     time: dt.datetime | None = None
+    footprint: list[Ring] | None = Field(
+        default=None,
+        description="outer rings of the granule's CMR polygons, (lon, lat) in degrees; None when not asked for or "
+        "when CMR has none (holes are left out: covering a little more is harmless)",
+    )
 
 
 class Item(_Strict):

@@ -4,7 +4,9 @@
   executes the state machine (Map in DISTRIBUTED mode, ItemReader, Retry, Catch, MaxConcurrency).
 - moto's Lambda would run code in Docker. We replace its one entry point, ``LambdaFunction._invoke_lambda``, so each
   invocation runs the real handler from functions/*/app.py, with the environment template.yaml gives that function,
-  in a pool of worker processes: per-item work is CPU bound, and this way a local run uses every core.
+  in a pool of worker processes: per-item work is CPU bound, and this way a local run uses every core. The engine's
+  Lambda tasks reach the same dispatcher directly (its ``boto_client_for("lambda")`` is replaced), skipping an HTTP
+  round trip through the moto server and a new boto3 client per task; errors still come back as Lambda error payloads.
 - Nothing here re-implements the workflow: the engine only creates the resources the template describes.
 """
 
@@ -89,6 +91,7 @@ class LocalEngine:
         self._server: Any = None
         self._pool: ProcessPoolExecutor | None = None
         self._original_invoke: Any = None
+        self._original_client_for: Any = None
         self._saved_env: dict[str, str | None] = {}
         self.total_items: int | None = None
         self.invocations: list[dict[str, Any]] = []
@@ -131,7 +134,10 @@ class LocalEngine:
         if self._mirror is not None:
             self._mirror.uninstall()
         if self._original_invoke is not None:
+            from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+
             LambdaFunction._invoke_lambda = self._original_invoke  # type: ignore[method-assign]
+            lambda_eval_utils.boto_client_for = self._original_client_for
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         if self._server is not None:
@@ -188,13 +194,15 @@ class LocalEngine:
             }
             for name, spec in self.template.functions.items()
         }
+        specs.update({spec["arn"]: spec for spec in list(specs.values())})
         engine = self
 
-        def _invoke_lambda(fn: Any, event: Any = None) -> tuple[str, bool, str]:
-            spec = specs.get(fn.function_name)
+        def dispatch(function: str, event: Any) -> tuple[str, bool, str]:
+            """Run one invocation in the worker pool: (payload JSON, errored, logs)."""
+            spec = specs.get(function)
             if spec is None:
                 return json.dumps({"errorType": "ResourceNotFound",
-                                   "errorMessage": f"{fn.function_name} is not in template.yaml"}), True, ""
+                                   "errorMessage": f"{function} is not in template.yaml"}), True, ""
             if isinstance(event, (str, bytes)):
                 event = json.loads(event) if event else {}
             started = time.time()
@@ -205,9 +213,34 @@ class LocalEngine:
                 engine._start_pool()
                 result = json.dumps({"errorType": "Lambda.ServiceException",
                                      "errorMessage": "the local worker process died; restarted"}), True, ""
-            engine._record(fn.function_name, event, result, started)
+            engine._record(spec["function_name"], event, result, started)
             return result
 
+        def _invoke_lambda(fn: Any, event: Any = None) -> tuple[str, bool, str]:
+            return dispatch(fn.function_name, event)
+
+        class DirectLambdaClient:
+            """What moto's engine asks of a boto3 Lambda client for a Lambda task, without the HTTP round trip
+            through the moto server and a new boto3 client per task (most of the engine's per-item cost)."""
+
+            def invoke(self, FunctionName: str, Payload: Any = None, **_: Any) -> dict[str, Any]:  # noqa: N803
+                payload, errored, _logs = dispatch(FunctionName, Payload)
+                response: dict[str, Any] = {"StatusCode": 200, "Payload": io.BytesIO(payload.encode())}
+                if errored:
+                    response["FunctionError"] = "Unhandled"
+                return response
+
+        direct = DirectLambdaClient()
+
+        def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+            if service == "lambda":
+                return direct
+            return self._original_client_for(region=region, service=service, state_credentials=state_credentials)
+
+        from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+
+        self._original_client_for = lambda_eval_utils.boto_client_for
+        lambda_eval_utils.boto_client_for = boto_client_for  # type: ignore[assignment]
         self._original_invoke = LambdaFunction._invoke_lambda
         LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign]
 

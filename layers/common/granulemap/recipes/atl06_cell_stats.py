@@ -29,7 +29,7 @@ from granulemap.errors import CatalogError, GranuleUnreadable, InvalidInput, Per
 from granulemap.granule_access import GranuleAccess
 from granulemap.models import ExecutionInput, Granule, Item, RunContext
 from granulemap.recipes.atl06.cells import MAX_ORDER
-from granulemap.recipes.atl06.footprints import Ring, granule_time, parents_of_file, parents_of_footprint
+from granulemap.recipes.atl06.footprints import granule_time, parents_of_file, parents_of_footprint
 from granulemap.recipes.atl06.granule import Atl06Granule, Segments, segments_in_parent
 from granulemap.recipes.atl06.plot import plot_cells
 from granulemap.recipes.atl06.stats import cell_statistics
@@ -116,16 +116,25 @@ class Atl06CellStats(Recipe):
     Params = Params
     bbox_changes_results = True
     """The bbox decides which parent cells the store holds, so different bboxes get different stores."""
+    needs_footprints = True
+    """Items are the parent cells each granule's CMR polygons touch."""
 
     def slug(self, params: BaseModel) -> str:
         assert isinstance(params, Params)
         return f"p{params.parent_order}-c{params.child_order}"
 
     def config_id(self, params: BaseModel, execution: ExecutionInput | None = None) -> str:
-        """Also names the period: a store holds one catalog's parent cells, so each period gets its own."""
+        """Also names the period: a store holds one catalog's parent cells, so each period gets its own.
+
+        The period must be resolved (``ExecutionInput.resolved``): resolving ``previous-month`` here, against
+        another clock than the catalog's, could name another month than the one searched.
+        """
         base = super().config_id(params, execution)
         if execution is None:
             return base
+        if execution.period is not None:
+            raise ValueError(f"config_id needs the dates of period {execution.period!r}: pass "
+                             "execution.resolved(now), as BuildCatalog does")
         start, end = execution.date_range()
         return f"{base}-{start:%Y%m%d}-{end:%Y%m%d}"
 
@@ -158,17 +167,16 @@ class Atl06CellStats(Recipe):
 
     @staticmethod
     def _parents_from_cmr(granules: list[Granule], order: int) -> dict[str, np.ndarray]:
-        # Granule.footprint: outer rings as (lon, lat) pairs from the CMR record, for the CMR search to fill in
-        # (granulemap.models.Granule does not have the field yet, hence getattr).
-        footprints: dict[str, list[Ring] | None] = {g.url: getattr(g, "footprint", None) for g in granules}
-        missing = [url for url, rings in footprints.items() if not rings]
+        """Parent cells of each granule from its CMR polygons (``Granule.footprint``, filled by the CMR search
+        because this recipe ``needs_footprints``)."""
+        missing = [g.url for g in granules if not g.footprint]
         if missing:
             raise CatalogError(
                 f"{len(missing)} of {len(granules)} granules from CMR have no polygon footprint (first: {missing[0]}); "
                 "atl06-cell-stats needs each granule's polygons to find its cells. Give a 'source' (directory or "
                 "s3:// prefix of the files) instead: their own positions are used then"
             )
-        return {url: parents_of_footprint(rings or [], order) for url, rings in footprints.items()}
+        return {g.url: parents_of_footprint(g.footprint or [], order) for g in granules}
 
     @staticmethod
     def _parents_from_files(granules: list[Granule], order: int) -> tuple[dict[str, np.ndarray], dict[str, str]]:

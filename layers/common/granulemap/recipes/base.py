@@ -40,13 +40,20 @@ class Recipe(abc.ABC):
     """Glob of granule file names, for directory and S3-prefix sources."""
     Params: ClassVar[type[BaseModel]] = NoParams
     """Model of the recipe's parameters (the execution input's ``params``)."""
+    needs_footprints: ClassVar[bool] = False
+    """True when ``make_items`` needs each CMR granule's polygons (``Granule.footprint``). The CMR search then also
+    reads them, which can cost a second query; recipes that split by granule leave it False."""
 
     # --- parameters -------------------------------------------------------------------------------------
     def parse_params(self, raw: dict[str, Any]) -> BaseModel:
         return parse_model(self.Params, raw, f"params of recipe {self.name}")
 
     def config_id(self, params: BaseModel, execution: ExecutionInput | None = None) -> str:
-        """Names one configuration of the recipe: results of equal configurations are interchangeable."""
+        """Names one configuration of the recipe: results of equal configurations are interchangeable.
+
+        BuildCatalog passes the execution input with its ``period`` already resolved into ``start``/``end``
+        (``ExecutionInput.resolved``), the same one ``make_items`` gets.
+        """
         identity = {"params": params.model_dump(mode="json")}
         if execution is not None and execution.bbox is not None and self.bbox_changes_results:
             identity["bbox"] = list(execution.bbox)
@@ -68,7 +75,11 @@ class Recipe(abc.ABC):
     def make_items(
         self, granules: list[Granule], params: BaseModel, execution: ExecutionInput
     ) -> list[Item]:
-        """Split the granules into items. Default: one item per granule, named after its file."""
+        """Split the granules into items. Default: one item per granule, named after its file.
+
+        ``execution`` has its ``period`` resolved into ``start``/``end``. Granules from CMR carry their footprints
+        when the recipe sets ``needs_footprints``; BuildCatalog leaves footprints out of the manifest.
+        """
         return [Item(id=item_id_for(g.url), granules=[g]) for g in granules]
 
     def prepare(self, items: list[Item], run: RunContext, params: BaseModel, bucket: Bucket) -> None:
