@@ -57,3 +57,22 @@ def test_plot_redraws_a_csv(tmp_path: Path, capsys) -> None:
     png = Path(capsys.readouterr().out.strip())
     assert png == tmp_path / "series.png" and png.read_bytes().startswith(b"\x89PNG")
     assert main(["plot", str(csv), "--column", "nope"]) == 2
+
+
+def test_plot_redraws_a_zarr_cell_store(tmp_path: Path, capsys) -> None:
+    import numpy as np
+    import xarray as xr
+
+    # Four order-12 children of one order-6 parent, two with data: a store shaped like atl06-cell-stats' output.
+    cells = (np.int64(1234) << 12) + np.arange(4)
+    ds = xr.Dataset(
+        {"h_mean": ("cells", np.array([10.0, np.nan, 12.5, np.nan]), {"units": "m"})},
+        coords={"cell_ids": ("cells", cells, {"grid_name": "healpix", "level": 12, "indexing_scheme": "nested",
+                                              "ellipsoid": "WGS84"})},
+    )
+    store = tmp_path / "cells.zarr"
+    ds.to_zarr(store, zarr_format=3, consolidated=False)
+    assert main(["plot", str(store), "--out", str(tmp_path / "map.png")]) == 0
+    assert (tmp_path / "map.png").read_bytes().startswith(b"\x89PNG")
+    assert main(["plot", str(store), "--column", "h_nope"]) == 2
+    assert "h_nope" in capsys.readouterr().err
