@@ -11,7 +11,7 @@ from moto import mock_aws
 
 from granulemap.errors import LAMBDA_SERVICE_TRANSIENT_ERRORS, TRANSIENT_ERROR_NAMES, TransientError
 from granulemap.local.template import read_local_template, substitute_definition
-from granulemap import errors
+from granulemap import errors, layout
 
 from conftest import ROOT
 
@@ -60,6 +60,8 @@ def test_pipeline_shape(asl: dict) -> None:
     assert m["MaxConcurrencyPath"] == "$.map.max_concurrency"
     assert m["ToleratedFailurePercentagePath"] == "$.map.tolerated_failure_percentage"
     assert "ItemBatcher" not in m  # moto's engine cannot parse it (ARCHITECTURE.md)
+    assert m["ResultWriter"]["Parameters"]["Prefix"] == layout.MAP_RESULTS_PREFIX  # under runs/: expires
+    assert m["ResultPath"] is None  # child outputs never enter the state payload
     assert top["InputRejected"] == {"Type": "Fail", "Error": "InvalidInput", "CausePath": "$.error.Cause"}
 
 

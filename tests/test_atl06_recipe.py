@@ -49,7 +49,7 @@ from test_atl06_synthetic_granule import (  # noqa: F401  (fixtures are imported
     write_granule,
 )
 
-CMR = Path("/work/shared/data/cmr")
+CMR = Path(__file__).resolve().parent / "data" / "cmr"
 recipe = get_recipe("atl06-cell-stats")
 
 

@@ -11,6 +11,8 @@ the polygon CMR computes from them. Edits, all made here in memory and never to 
 The legacy answer is served unedited, although CMR recorded it for a query by concept id.
 """
 
+# ruff: noqa: F811  (test parameters take the names of the fixtures imported from the support module)
+
 from __future__ import annotations
 
 import copy
@@ -105,8 +107,8 @@ def umm_page_requests(rs: responses.RequestsMock) -> list[Any]:
 # ---- the expected cells, computed without the recipe's code (healpix_geo, not mortie) --------------------------
 def covered_parent_cells(ring: list[tuple[float, float]], order: int) -> set[int]:
     """Parent cells holding a point of the polygon: its edges sampled every ~100 m along great circles (CMR's edges
-    are great-circle arcs), and a 0.005° grid of its interior (inside the ring densified by those samples, where
-    straight lines in lon/lat are close enough to the arcs); cell ids by healpix_geo on WGS84."""
+    are great-circle arcs), and a 0.05° grid of its interior (inside the ring densified by every tenth sample, ~1 km
+    apart, where straight lines in lon/lat are close enough to the arcs); cell ids by healpix_geo on WGS84."""
     lon, lat = np.deg2rad(np.asarray(ring, float).T)
     xyz = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)
     samples = []
@@ -118,9 +120,9 @@ def covered_parent_cells(ring: list[tuple[float, float]], order: int) -> set[int
     edges = np.concatenate(samples)
     edge_lon = np.rad2deg(np.arctan2(edges[:, 1], edges[:, 0]))
     edge_lat = np.rad2deg(np.arcsin(edges[:, 2]))
-    grid_lon, grid_lat = (g.ravel() for g in np.meshgrid(np.arange(edge_lon.min(), edge_lon.max(), 0.005),
-                                                         np.arange(edge_lat.min(), edge_lat.max(), 0.005)))
-    inside = PlanePath(np.c_[edge_lon, edge_lat]).contains_points(np.c_[grid_lon, grid_lat])
+    grid_lon, grid_lat = (g.ravel() for g in np.meshgrid(np.arange(edge_lon.min(), edge_lon.max(), 0.05),
+                                                         np.arange(edge_lat.min(), edge_lat.max(), 0.05)))
+    inside = PlanePath(np.c_[edge_lon, edge_lat][::10]).contains_points(np.c_[grid_lon, grid_lat])
     cells = healpix_geo.nested.lonlat_to_healpix(np.r_[edge_lon, grid_lon[inside]], np.r_[edge_lat, grid_lat[inside]],
                                                  order, ellipsoid="WGS84")
     return {int(c) for c in cells}
@@ -190,7 +192,6 @@ def test_legacy_pages_are_followed_and_joined_by_concept_id(monkeypatch: pytest.
     # east) and a third whose polygon CMR does not list; legacy pages of one entry each, in another order than UMM's.
     monkeypatch.setattr(cmr, "LEGACY_PAGE_SIZE", 1)
     first_umm, first_legacy = cloud_umm_page(), legacy_page()
-    first_id = first_umm["items"][0]["meta"]["concept-id"]
 
     def renamed(umm_page: dict[str, Any], legacy: dict[str, Any], number: int, shift: float):
         umm_page, legacy = copy.deepcopy(umm_page), copy.deepcopy(legacy)
@@ -216,6 +217,19 @@ def test_legacy_pages_are_followed_and_joined_by_concept_id(monkeypatch: pytest.
     assert by_name[NAME.replace("08410203", "08410201")] == [second_ring]
     assert by_name[NAME.replace("08410203", "08410202")] is None  # CMR had no polygon for it
     assert provider == PROVIDER
+
+
+def test_a_malformed_legacy_polygon_leaves_that_granule_without_a_footprint() -> None:
+    # Edited: the polygon string loses its last number (an odd count of coordinates).
+    legacy = legacy_page()
+    (entry,) = legacy["feed"]["entry"]
+    entry["polygons"] = [[entry["polygons"][0][0].rsplit(" ", 1)[0]]]
+    with responses.RequestsMock() as rs:
+        replay_cmr(rs, [cloud_umm_page()], collection=nsidc_collection())
+        replay_legacy(rs, [legacy])
+        (granule,), _, _ = cmr.search_granules(ATL06, dt.date(2019, 2, 21), dt.date(2019, 2, 21), None,
+                                               footprints=True)
+    assert granule.url == S3_LINK and granule.footprint is None
 
 
 def test_a_granule_without_any_polygon_stops_the_atl06_catalog_with_a_reason(bucket) -> None:
@@ -259,6 +273,33 @@ def test_an_sst_catalog_never_asks_for_the_legacy_format(bucket) -> None:
         assert all("/granules.umm_json" in c.request.url or "/collections.umm_json" in c.request.url
                    for c in rs.calls)
     assert "footprint" not in json.dumps(bucket.get_json(layout.manifest_key("run-sst")))
+
+
+def test_the_manifest_never_carries_footprints_whichever_recipe_asked_for_them(
+        bucket, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A recipe that asks for footprints but keeps the default split (one item per granule, the granule as found);
+    # edited: the SSH record is given a GPolygon (a box around its global grid).
+    sst = get_recipe("sst-global-mean")
+    monkeypatch.setattr(type(sst), "needs_footprints", True)
+    page = ssh_page()
+    box = [(-180.0, -80.0), (180.0, -80.0), (180.0, 80.0), (-180.0, 80.0), (-180.0, -80.0)]
+    page["items"][0]["umm"]["SpatialExtent"]["HorizontalSpatialDomain"]["Geometry"] = {"GPolygons": [
+        {"Boundary": {"Points": [{"Longitude": lon, "Latitude": lat} for lon, lat in box]}}]}
+    seen: list[Any] = []
+    default_split = type(sst).make_items
+
+    def make_items(self: Any, granules: list[Any], *args: Any) -> Any:
+        seen.extend(granules)
+        return default_split(self, granules, *args)
+
+    monkeypatch.setattr(type(sst), "make_items", make_items)
+    raw = {"recipe": "sst-global-mean", "start": "2020-01-01", "end": "2020-01-03", "collection": SSH}
+    with responses.RequestsMock() as rs:
+        replay_cmr(rs, [page])
+        build_catalog(raw, "run-sst-footprints", settings_for(bucket), bucket)
+    assert [g.footprint for g in seen] == [[box]]  # make_items had the polygon (one ring)
+    (item,) = bucket.get_json(layout.manifest_key("run-sst-footprints"))
+    assert set(item["granules"][0]) == {"url", "time"}  # the manifest has none
 
 
 # ---- one period for the whole catalog -------------------------------------------------------------------------

@@ -75,7 +75,7 @@ def reset_caches() -> None:
 
     parameters.clear_caches()
     parameters.base.DEFAULT_PROVIDERS.clear()  # its SSM client may belong to another test's mock
-    credentials._cache.clear()
+    credentials.clear_caches()
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ refresh margin, so a Processor refreshes them: the riskiest path, since it reads
    process in the order and with the payloads the state machine builds, against moto (S3, SSM) and `responses`
    (CMR, Earthdata Login, PO.DAAC's s3credentials).
 2. The same, as a full execution of statemachine/pipeline.asl.json by the local engine. Its handlers normally run in
-   worker processes, which `responses` in this process cannot reach; here the engine's worker pool is replaced by
-   one thread of this process (the only change), so the same answers reach them.
+   worker processes, which `responses` in this process cannot reach; here the engine runs them on one thread of this
+   process (``LocalEngine(in_process=True)``, the only change), so the same answers reach them.
 
 Logs are captured at DEBUG for granulemap and earthaccess (the code that touches the secrets) and at INFO, the
 functions' LOG_LEVEL, for everything else: the AWS SDK's DEBUG wire log prints request bodies (an SSM PutParameter's
@@ -27,7 +27,6 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +153,7 @@ def clean_process() -> Iterator[None]:
         s3_client.cache_clear()
         parameters.clear_caches()
         parameters.base.DEFAULT_PROVIDERS.clear()
-        credentials._cache.clear()
+        credentials.clear_caches()
 
     saved = dict(os.environ)
     forget()
@@ -228,18 +227,11 @@ def test_no_secret_in_the_execution_history_or_logs_of_a_local_run(clean_process
                                                                     tmp_path: Path) -> None:
     from granulemap.local.engine import LocalEngine
 
-    class InProcessEngine(LocalEngine):
-        """The local engine with its handlers run by one thread of this process instead of worker processes."""
-
-        def _start_pool(self) -> None:
-            self._pool = ThreadPoolExecutor(  # type: ignore[assignment]
-                max_workers=1, initializer=worker.init_worker, initargs=(self.worker_env(), None))
-
     secrets = Secrets()
     with responses.RequestsMock() as rs:
         rs.add_passthru(re.compile(r"http://(127\.0\.0\.1|localhost):\d+"))  # the moto server
         page = replay_services(rs, secrets)
-        with InProcessEngine(workers=1) as engine:
+        with LocalEngine(in_process=True) as engine:
             s3, ssm = engine.client("s3"), engine.client("ssm")
             s3.create_bucket(Bucket=DAAC_BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
             s3.put_object(Bucket=DAAC_BUCKET, Key=granule_key(page), Body=MUR25.read_bytes())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
@@ -147,6 +147,19 @@ def footprint_from_legacy(entry: dict[str, Any]) -> list[Ring]:
     return [r for r in rings if len(r) >= 3]
 
 
+def _readable_footprint(
+    parse: Callable[[dict[str, Any]], list[Ring]], record: dict[str, Any], concept_id: str | None
+) -> list[Ring]:
+    """``parse(record)``, or no rings when the record's polygons are malformed (logged): the granule then has no
+    footprint, which a recipe that needs one reports by name."""
+    try:
+        return parse(record)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+        logger.warning("malformed polygon in a CMR record: left out",
+                       extra={"concept_id": concept_id, "error": f"{type(exc).__name__}: {exc}"})
+        return []
+
+
 def _temporal(start: dt.date, end: dt.date) -> tuple[str, str]:
     """The searched time range: the whole of each inclusive date, UTC."""
     return f"{start.isoformat()}T00:00:00Z", f"{end.isoformat()}T23:59:59Z"
@@ -189,9 +202,10 @@ def legacy_footprints(
             raise SourceUnavailable(f"CMR gave an unreadable answer while searching {what} (no feed.entry list)")
         pages += 1
         for entry in entries:
-            rings = footprint_from_legacy(entry)
-            if rings and entry.get("id"):
-                footprints[str(entry["id"])] = rings
+            concept_id = entry.get("id") if isinstance(entry, dict) else None
+            rings = _readable_footprint(footprint_from_legacy, entry, concept_id)
+            if rings and concept_id:
+                footprints[str(concept_id)] = rings
         search_after = response.headers.get("CMR-Search-After")
         if len(entries) < LEGACY_PAGE_SIZE or not search_after:
             break
@@ -278,7 +292,7 @@ def _with_footprints(
     provider: str | None,
 ) -> list[Granule]:
     """The granules with their footprints: UMM-G polygons first, CMR's legacy polygons for the records without."""
-    from_umm = [footprint_from_umm(umm) for _, umm, _ in found]
+    from_umm = [_readable_footprint(footprint_from_umm, umm, concept_id) for _, umm, concept_id in found]
     legacy: dict[str, list[Ring]] = {}
     if not all(from_umm) and provider is not None:
         legacy = legacy_footprints(collection, start, end, bbox, provider)

@@ -38,7 +38,14 @@ _CREDENTIAL_KEYS = ("accessKeyId", "secretAccessKey", "sessionToken", "expiratio
 _EDL_ENV = ("EARTHDATA_TOKEN", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD")
 _THROTTLED = {"ThrottlingException", "TooManyUpdates", "InternalServerError"}
 _cache: dict[str, tuple[dict[str, str], dt.datetime]] = {}
+_rejected: dict[str, str] = {}
+"""Per parameter, the access key id of credentials S3 refused as expired in this process: not to be used again."""
 _lock = threading.Lock()
+
+
+def utc_now() -> dt.datetime:
+    """The clock by which credential expiry is judged (one function, so that a test can move time)."""
+    return dt.datetime.now(dt.UTC)
 
 
 def _ssm() -> Any:
@@ -225,19 +232,23 @@ def _read_stored(ref: CredentialsRef) -> dict[str, str]:
 def load_credentials(ref: CredentialsRef, settings: Settings, now: dt.datetime | None = None) -> dict[str, str]:
     """The credentials behind ``ref``: cached in the process; re-read, or refreshed and re-stored, near expiry.
 
-    A Processor that finds its cached credentials near expiry first re-reads the parameter (another Processor may
-    have refreshed it) and asks Earthdata Login only when the stored credentials are near expiry too.
+    A Processor that finds its cached credentials near expiry (or has none cached, e.g. after ``forget_cached``)
+    first re-reads the parameter (another Processor may have refreshed it) and asks Earthdata Login only when the
+    stored credentials are near expiry too, or are the very ones S3 refused as expired in this process.
     """
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or utc_now()
     with _lock:
         cached = _cache.get(ref.parameter)
         if cached and cached[1] - now > REFRESH_MARGIN:
             return cached[0]
         creds = _read_stored(ref)
         expires = parse_expiration(creds["expiration"])
-        if expires - now <= REFRESH_MARGIN:
-            logger.info("temporary S3 credentials near expiry: refreshing", extra={"parameter": ref.parameter})
+        refused = creds.get("accessKeyId") == _rejected.get(ref.parameter)
+        if expires - now <= REFRESH_MARGIN or refused:
+            logger.info("temporary S3 credentials near expiry: refreshing",
+                        extra={"parameter": ref.parameter, "refused_by_s3": refused})
             creds = request_daac_credentials(ref.daac, settings)
+            _rejected.pop(ref.parameter, None)
             expires = parse_expiration(creds["expiration"])
             try:
                 store_credentials(ref.daac, creds, settings)
@@ -248,6 +259,19 @@ def load_credentials(ref: CredentialsRef, settings: Settings, now: dt.datetime |
         return creds
 
 
-def forget_cached(ref: CredentialsRef) -> None:
+def clear_caches() -> None:
+    """Forget every cached and refused credential of this process (tests start each case from nothing)."""
+    with _lock:
+        _cache.clear()
+        _rejected.clear()
+
+
+def forget_cached(ref: CredentialsRef, rejected: dict[str, str] | None = None) -> None:
+    """Drop this process's cached copy of the credentials behind ``ref``: the next ``load_credentials`` re-reads the
+    parameter. ``rejected``: the credentials S3 refused as expired; if the parameter still holds those same ones,
+    the next load asks Earthdata Login for new ones whatever their stated expiration (clocks disagree, or the DAAC
+    ended them early)."""
     with _lock:
         _cache.pop(ref.parameter, None)
+        if rejected and rejected.get("accessKeyId"):
+            _rejected[ref.parameter] = rejected["accessKeyId"]

@@ -7,6 +7,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from granulemap.credentials import forget_cached
 from granulemap.errors import CredentialsExpired, GranuleUnreadable
 from granulemap.models import RunContext
 from granulemap.storage import _translate, split_s3_url
@@ -40,10 +41,16 @@ class GranuleAccess:
             return None
         return self._credentials_loader(self.run.credentials)
 
-    def _s3_client(self) -> Any:
+    def credentials_rejected(self, used: dict[str, str] | None) -> None:
+        """S3 refused the credentials ``used`` as expired (the read then raises CredentialsExpired, which the state
+        machine retries): forget this process's cached copy, so that the retry, perhaps in this same warm Lambda,
+        reads the stored parameter again, or gets new credentials if it still holds these."""
+        if self.run.credentials is not None and used is not None:
+            forget_cached(self.run.credentials, rejected=used)
+
+    def _s3_client(self, creds: dict[str, str] | None) -> Any:
         from granulemap.storage import s3_client
 
-        creds = self.s3_credentials()
         if creds is None:
             return s3_client()
         import boto3
@@ -62,11 +69,13 @@ class GranuleAccess:
             with open(path, "rb") as f:
                 return f.read()
         bucket, key = split_s3_url(url)
+        creds = self.s3_credentials()
         try:
-            return self._s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+            return self._s3_client(creds).get_object(Bucket=bucket, Key=key)["Body"].read()
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
             if code in _EXPIRED_CODES:
+                self.credentials_rejected(creds)
                 raise CredentialsExpired(f"S3 credentials expired while reading {url}") from exc
             if code in {"NoSuchKey", "404", "AccessDenied", "403"}:
                 raise GranuleUnreadable(f"cannot read granule {url}: {code}") from exc

@@ -20,7 +20,7 @@ import socket
 import time
 import uuid
 import zipfile
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -77,9 +77,15 @@ class LocalEngine:
         extra_env: dict[str, str] | None = None,
         parameter_overrides: dict[str, str] | None = None,
         state_dir: Path | None = None,
+        in_process: bool = False,
     ):
+        """``in_process``: run the handlers on one thread of this process instead of worker processes, one
+        invocation at a time (they set the process's environment variables for their function), and leave stdout
+        alone (``log_path`` then only gets the invocation record). For tests whose in-process fakes (`responses`,
+        patched functions) must reach the handlers; a real run wants the default, every core."""
         self.root = root or project_root()
-        self.workers = workers or os.cpu_count() or 1
+        self.in_process = in_process
+        self.workers = 1 if in_process else (workers or os.cpu_count() or 1)
         self.log_path = log_path
         self.extra_env = extra_env or {}
         self.parameter_overrides = parameter_overrides or {}
@@ -89,7 +95,8 @@ class LocalEngine:
         self.template: LocalTemplate
         self.state_machine_arn = ""
         self._server: Any = None
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: Executor | None = None
+        self._environ_before: dict[str, str] | None = None
         self._original_invoke: Any = None
         self._original_client_for: Any = None
         self._saved_env: dict[str, str | None] = {}
@@ -108,6 +115,8 @@ class LocalEngine:
         # moto warns on every Map that it ignores ToleratedFailurePercentage; Aggregate enforces it (see README).
         logging.getLogger("moto.stepfunctions.parser.asl.parse.preprocessor").setLevel(logging.ERROR)
 
+        if self.in_process:
+            self._environ_before = dict(os.environ)  # the handlers change this process's environment
         port = _free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
         # moto's engine calls its own services at http://localhost:$MOTO_PORT: set it before the server starts.
@@ -148,6 +157,10 @@ class LocalEngine:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        if self._environ_before is not None:
+            os.environ.clear()
+            os.environ.update(self._environ_before)
+            self._environ_before = None
 
     def _setenv(self, values: dict[str, str]) -> None:
         for key, value in values.items():
@@ -168,6 +181,10 @@ class LocalEngine:
         }
 
     def _start_pool(self) -> None:
+        if self.in_process:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="granulemap-handler",
+                                            initializer=worker.init_worker, initargs=(self.worker_env(), None))
+            return
         self._pool = ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),

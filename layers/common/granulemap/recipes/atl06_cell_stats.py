@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import granulemap
 from granulemap import layout
-from granulemap.errors import CatalogError, GranuleUnreadable, InvalidInput, PermanentItemError
+from granulemap.errors import CatalogError, CredentialsExpired, GranuleUnreadable, InvalidInput, PermanentItemError
 from granulemap.granule_access import GranuleAccess
 from granulemap.models import ExecutionInput, Granule, Item, RunContext
 from granulemap.recipes.atl06.cells import MAX_ORDER
@@ -99,8 +99,12 @@ def read_parent_segments(
     def one(granule: Granule) -> Segments:
         path = access.local_path(granule.url)
         credentials = access.s3_credentials() if path is None else None
-        with Atl06Granule(granule.url, local_path=path, credentials=credentials) as opened:
-            return segments_in_parent(opened, cell.parent_cell, params.parent_order, params.child_order)
+        try:
+            with Atl06Granule(granule.url, local_path=path, credentials=credentials) as opened:
+                return segments_in_parent(opened, cell.parent_cell, params.parent_order, params.child_order)
+        except CredentialsExpired:
+            access.credentials_rejected(credentials)  # so that the retry does not reuse them
+            raise
 
     with ThreadPoolExecutor(min(_GRANULE_READERS, max(len(item.granules), 1))) as pool:
         parts = list(pool.map(one, item.granules))
