@@ -236,6 +236,7 @@ def test_aggregate_consolidates_the_store_records_provenance_and_draws_h_mean(mo
     attrs = zarr.open_group(run.store, mode="r").attrs
     assert attrs["source_granules"] == [str(REAL_GRANULE)]
     assert attrs["granulemap_version"] == granulemap.__version__
+    assert attrs["Conventions"].startswith("CF-") and attrs["run_id"] in attrs["history"]
     assert attrs["run_id"] == run.catalog.run.run_id
     assert dt.datetime.strptime(attrs["date_created"], "%Y-%m-%dT%H:%M:%SZ")
     root = json.loads(moto_s3.client.get_object(Bucket=moto_s3.bucket, Key=f"{store_key}/zarr.json")["Body"].read())

@@ -238,11 +238,18 @@ class Atl06CellStats(Recipe):
         granules = sorted({url for result in results for url in result.get("granules", [])})
         store = s3_store(bucket.name, store_key)
         with storage_errors(f"finishing s3://{bucket.name}/{store_key}"):
+            created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             finalize(store, {
+                # CF-style discovery attributes, so the store can be cited and understood on its own.
+                "Conventions": "CF-1.10",
+                "title": f"ICESat-2 ATL06 land-ice height statistics per HEALPix order-{params.child_order} cell",
+                "source": "ICESat-2 ATL06 land_ice_segments (h_li, h_li_sigma; atl06_quality_summary == 0)",
+                "history": f"{created} granulemap {granulemap.__version__} recipe {self.name} run {run.run_id} "
+                           f"(parent order {params.parent_order}, child order {params.child_order})",
                 "source_granules": granules,
                 "granulemap_version": granulemap.__version__,
                 "run_id": run.run_id,
-                "date_created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "date_created": created,
             })
             _, cells, h_mean = read_cells_with_data(store, "h_mean")
         png = plot_cells(cells, params.child_order, h_mean, label="h_mean (m above the WGS84 ellipsoid)",
