@@ -12,7 +12,11 @@ Inputs:
 
 Per input, the parent cell with the most segments is timed (every parent cell's results are compared):
 - ``ours``: what the Processor does before writing: ``read_parent_segments`` (h5coro reads, quality and fill
-  filters, mortie cells) and ``cell_statistics``.
+  filters, mortie cells) and ``cell_statistics`` (which orders the segments by cell then height with two stable
+  sorts: ``argsort`` of the heights, then a radix ``argsort`` of the cells' uint16 offsets).
+- ``ours, lexsort``: the same with ``cell_statistics`` ordering by ``np.lexsort((h, cells))`` as it did before;
+  checked bit-identical to ``ours`` on every parent cell.
+- ``breakdown``: ours' read and ``cell_statistics`` timed apart, and the ordering step alone both ways.
 - ``ours+write``: the same plus ``write_parent`` into an in-memory Zarr store (the Processor's full work, S3 aside).
 - ``zagg``: ``process_shard(grid, shard, files, s3_credentials={}, h5coro_driver=FileDriver, config=atl06 default,
   handoff="pandas")``, exactly as tests/test_atl06_reference.py calls it (zagg returns a frame; it writes nothing).
@@ -22,10 +26,11 @@ within 1e-6 relative (zagg stores float32).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,11 +88,10 @@ def parents_of(files: list[Path]) -> list[int]:
     return sorted({int(p) for f in files for p in parents_of_file(str(f), PARENT_ORDER)})
 
 
-def ours(parent: int, files: list[Path], write: bool = False) -> Any:
-    """The Processor's per-item work for one parent cell (optionally with its write to an in-memory store)."""
+def segments_of(parent: int, files: list[Path]) -> Any:
+    """The Processor's read of one parent cell: its good segments with their child cells."""
     from granulemap.granule_access import GranuleAccess
     from granulemap.models import Granule, Item, RunContext
-    from granulemap.recipes.atl06.stats import cell_statistics
     from granulemap.recipes.atl06_cell_stats import CellItem, Params, read_parent_segments
 
     params = Params(parent_order=PARENT_ORDER, child_order=CHILD_ORDER)
@@ -95,7 +99,34 @@ def ours(parent: int, files: list[Path], write: bool = False) -> Any:
     cell = CellItem(parent_cell=parent, layout_id="bench")
     item = Item(id=f"p{parent}", granules=[Granule(url=str(f)) for f in files], extra=cell.model_dump())
     segments, _ = read_parent_segments(item, cell, params, GranuleAccess(run))
-    stats = cell_statistics(segments.cells, segments.h_li, segments.h_li_sigma)
+    return segments
+
+
+def lexsort_order(cells: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """How ``cell_statistics`` ordered the segments before: one lexsort by cell, then height."""
+    return np.lexsort((h, cells))
+
+
+@contextlib.contextmanager
+def lexsorted() -> Iterator[None]:
+    """Within this block, ``cell_statistics`` orders its segments with ``lexsort_order`` (the code as it was)."""
+    from granulemap.recipes.atl06 import stats
+
+    now = stats._by_cell_then_height
+    stats._by_cell_then_height = lexsort_order
+    try:
+        yield
+    finally:
+        stats._by_cell_then_height = now
+
+
+def ours(parent: int, files: list[Path], write: bool = False, lexsort: bool = False) -> Any:
+    """The Processor's per-item work for one parent cell (optionally with its write to an in-memory store)."""
+    from granulemap.recipes.atl06.stats import cell_statistics
+
+    segments = segments_of(parent, files)
+    with lexsorted() if lexsort else contextlib.nullcontext():
+        stats = cell_statistics(segments.cells, segments.h_li, segments.h_li_sigma)
     if write:
         from zarr.storage import MemoryStore
 
@@ -129,10 +160,17 @@ def zagg(parent: int, files: list[Path]) -> Any:
 
 
 def agree(parent: int, files: list[Path]) -> int:
-    """Raise unless ours and zagg agree on every child cell of ``parent``; return the cells with data."""
+    """Raise unless ours and zagg agree on every child cell of ``parent``, and ours with lexsort is bit-identical
+    to ours; return the cells with data."""
     from granulemap.recipes.atl06.stats import STATISTICS
 
     mine = ours(parent, files)
+    before = ours(parent, files, lexsort=True)
+    np.testing.assert_array_equal(before.cells, mine.cells, err_msg=f"cells, lexsort, parent {parent}")
+    for name in STATISTICS:
+        a, b = mine.values[name], before.values[name]
+        if a.dtype != b.dtype or a.tobytes() != b.tobytes():
+            raise AssertionError(f"{name} with lexsort is not bit-identical, parent {parent}")
     frame = zagg(parent, files)
     n_children = 4 ** (CHILD_ORDER - PARENT_ORDER)
     dense_count = np.zeros(n_children, np.int64)
@@ -161,8 +199,26 @@ class Dataset:
     segments: int
 
 
+def breakdown(parent: int, files: list[Path], repeats: int) -> dict[str, Any]:
+    """Where ``ours`` spends its time on one parent cell: the read (``segments_of``), ``cell_statistics``, and the
+    ordering step inside it, timed both ways (lexsort vs two stable sorts), interleaved."""
+    from granulemap.recipes.atl06.stats import _by_cell_then_height, cell_statistics
+
+    segments = segments_of(parent, files)
+    cells = np.asarray(segments.cells, dtype=np.int64)  # the dtypes cell_statistics sorts
+    h = np.asarray(segments.h_li, dtype=np.float64)
+    if not np.array_equal(lexsort_order(cells, h), _by_cell_then_height(cells, h)):
+        raise AssertionError(f"the two orderings differ, parent {parent}")
+    t = interleaved({"read": lambda: segments_of(parent, files),
+                     "statistics": lambda: cell_statistics(segments.cells, segments.h_li, segments.h_li_sigma),
+                     "order: lexsort": lambda: lexsort_order(cells, h),
+                     "order: two stable sorts": lambda: _by_cell_then_height(cells, h)}, max(repeats, 5))
+    return {"timings": {k: timing_row(v) for k, v in t.items()},
+            "lexsort / two stable sorts": ratio(t["order: lexsort"], t["order: two stable sorts"])}
+
+
 def run(repeats: int, segments_per_beam: int = 100_000) -> dict[str, Any]:
-    results: dict[str, Any] = {"datasets": {}, "rss": {}}
+    results: dict[str, Any] = {"datasets": {}, "rss": {}, "segments_per_beam": segments_per_beam}
     with tempfile.TemporaryDirectory() as tmp:
         synthetic = [write_synthetic(Path(tmp) / f"ATL06_2019031{k}101010_1234010{k}_006_01_SYNTHETIC.h5",
                                      segments_per_beam, seed=k) for k in range(4)]
@@ -176,15 +232,17 @@ def run(repeats: int, segments_per_beam: int = 100_000) -> dict[str, Any]:
             busiest = max(parents, key=lambda p: sizes[p])
             contenders: dict[str, Callable[[], Any]] = {
                 "ours": lambda p=busiest, f=data.files: ours(p, f),
+                "ours, lexsort": lambda p=busiest, f=data.files: ours(p, f, lexsort=True),
                 "ours+write": lambda p=busiest, f=data.files: ours(p, f, write=True),
                 "zagg": lambda p=busiest, f=data.files: zagg(p, f),
             }
-            n = repeats if data.files == [REAL] or len(data.files) == 1 else max(3, repeats // 2)
-            t = interleaved(contenders, n)
+            t = interleaved(contenders, repeats)
             results["datasets"][data.name] = {
                 "parents": len(parents), "timed_parent": busiest, "segments_in_timed_parent": sizes[busiest],
                 "cells_with_data": cells, "timings": {k: timing_row(v) for k, v in t.items()},
                 "zagg / ours": ratio(t["zagg"], t["ours"]), "zagg / ours+write": ratio(t["zagg"], t["ours+write"]),
+                "ours, lexsort / ours": ratio(t["ours, lexsort"], t["ours"]),
+                "breakdown": breakdown(busiest, data.files, repeats),
             }
         biggest = datasets[-1]
         busiest = results["datasets"][biggest.name]["timed_parent"]

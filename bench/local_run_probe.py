@@ -7,16 +7,10 @@ summary's item counts and status, ``engine_peak_mb`` (this process's VmHWM: the 
 engine and the dispatch threads live here) and ``workers_peak_mb`` / ``workers_total_peak_mb`` (the largest RSS of
 one worker process, and of all of them together, sampled every 0.1 s with psutil), and the CPU seconds of the
 engine process and of its (reaped) worker processes.
-
-``--cache-sfn-clients`` applies the change proposed for ``granulemap/local/engine.py`` (see BENCHMARKS.md): moto's
-Step Functions engine builds a new boto3 Lambda client for every Lambda task (``boto_client_for`` in
-``lambda_eval_utils``), which is most of its CPU per item; the patch hands it one cached client per
-(region, service) instead. ``boto_client_for`` ignores its credentials argument, so the calls made are the same.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -26,20 +20,19 @@ from pathlib import Path
 
 import psutil
 
-
-def vm_hwm_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import execution_input, execution_parser, vm_hwm_mb  # noqa: E402
 
 
 class ChildSampler(threading.Thread):
-    """Samples the RSS of this process's children until stopped."""
+    """Samples the RSS of this process's children until stopped: every ``every`` s, finding the children anew every
+    ``rescan`` s (psutil finds them by reading every process of the machine: sampled every 0.1 s, that scan alone
+    cost the engine process about a tenth of its CPU)."""
 
-    def __init__(self, every: float = 0.1):
+    def __init__(self, every: float = 0.1, rescan: float = 1.0):
         super().__init__(daemon=True)
         self.every = every
+        self.rescan = rescan
         self.stop_event = threading.Event()
         self.peak_one = 0.0
         self.peak_total = 0.0
@@ -47,10 +40,14 @@ class ChildSampler(threading.Thread):
 
     def run(self) -> None:
         me = psutil.Process()
+        children: list[psutil.Process] = []
+        scanned = float("-inf")
         while not self.stop_event.is_set():
+            if time.monotonic() - scanned >= self.rescan:
+                children = me.children(recursive=True)
+                scanned = time.monotonic()
+                self.max_children = max(self.max_children, len(children))
             total = 0.0
-            children = me.children(recursive=True)
-            self.max_children = max(self.max_children, len(children))
             for child in children:
                 try:
                     rss = child.memory_info().rss / 1024**2
@@ -62,52 +59,15 @@ class ChildSampler(threading.Thread):
             self.stop_event.wait(self.every)
 
 
-def cache_sfn_clients() -> None:
-    """Make moto's Step Functions engine reuse one boto3 client per (region, service) for its Lambda tasks."""
-    import functools
-
-    import boto3
-    from botocore.config import Config
-    from moto.settings import moto_server_port
-    from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import TimeoutSeconds
-    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
-
-    @functools.cache
-    def client(region: str, service: str, port: int) -> object:
-        return boto3.client(
-            service_name=service, region_name=region, endpoint_url=f"http://localhost:{port}",
-            aws_access_key_id="ak", aws_secret_access_key="sk",
-            config=Config(parameter_validation=False, retries={"max_attempts": 0, "total_max_attempts": 1},
-                          connect_timeout=TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS,
-                          read_timeout=TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS, max_pool_connections=128),
-        )
-
-    def boto_client_for(region: str, service: str, state_credentials: object = None) -> object:
-        return client(region, service, moto_server_port())
-
-    lambda_eval_utils.boto_client_for = boto_client_for  # type: ignore[attr-defined]
-
-
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("out")
-    parser.add_argument("recipe")
-    parser.add_argument("start")
-    parser.add_argument("end")
-    parser.add_argument("source")
-    parser.add_argument("--param", action="append", default=[])
+    parser = execution_parser()
     parser.add_argument("--max-concurrency", type=int)
     parser.add_argument("--workers", type=int)
-    parser.add_argument("--cache-sfn-clients", action="store_true")
     args = parser.parse_args(argv)
-    if args.cache_sfn_clients:
-        cache_sfn_clients()
 
     from granulemap.local.run import run_locally
 
-    doc: dict = {"recipe": args.recipe, "start": args.start, "end": args.end, "source": args.source}
-    if args.param:
-        doc["params"] = {k: json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
+    doc = execution_input(args)
     if args.max_concurrency:
         doc["max_concurrency"] = args.max_concurrency
     sampler = ChildSampler()

@@ -7,9 +7,11 @@ once (in a rotating order), reported with the min and the median of the repeats.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -67,6 +69,35 @@ def ratio(numerator: Timing, denominator: Timing) -> dict[str, float]:
 
 def timing_row(t: Timing, unit: float = 1e-3) -> dict[str, float]:
     return {"min": t.min / unit, "median": t.median / unit, "repeats": len(t.seconds)}
+
+
+def vm_hwm_mb() -> float:
+    """This program's peak RSS in MB: the kernel's high-water mark, VmHWM (bench/rss_probe.py says why not
+    ru_maxrss); ru_maxrss only where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def execution_parser() -> argparse.ArgumentParser:
+    """The arguments of the probes that run one local execution: OUT RECIPE START END SOURCE [--param K=V]..."""
+    parser = argparse.ArgumentParser()
+    for name in ("out", "recipe", "start", "end", "source"):
+        parser.add_argument(name)
+    parser.add_argument("--param", action="append", default=[], help="a recipe parameter, K=JSON value")
+    return parser
+
+
+def execution_input(args: argparse.Namespace) -> dict[str, Any]:
+    """The execution input that ``execution_parser``'s arguments describe."""
+    doc: dict[str, Any] = {"recipe": args.recipe, "start": args.start, "end": args.end, "source": args.source}
+    if args.param:
+        doc["params"] = {k: json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
+    return doc
 
 
 def run_json(args: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> Any:

@@ -2,7 +2,9 @@
 each handler's cold import time in a fresh ``python3.12 -S`` with only the built layer and the function's folder on
 sys.path (which also proves the layer is self-sufficient).
 
-Lambda's limit is 250 MB unzipped for a function and its layers together; the project's target is 150 MB.
+Lambda's limit is 250 MB unzipped for a function and its layers together; the project's target is 150 MB. The
+size of the plotting stack (matplotlib and the packages only it needs, ``PLOTTING``) is reported apart: only the
+Aggregate step plots, but the four functions share one layer.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import ROOT, Timing, timing_row  # noqa: E402
 
 FUNCTIONS = ("CatalogBuilderFunction", "CredentialFetcherFunction", "ProcessorFunction", "AggregatorFunction")
+ALIASES = {"pil": "pillow", "mpl_toolkits": "matplotlib", "pylab": "matplotlib"}
+"""Top-level names counted under the distribution that installs them."""
+PLOTTING = ("matplotlib", "pillow", "fonttools", "kiwisolver", "contourpy", "cycler", "pyparsing")
+"""matplotlib and its dependencies that nothing else in the layer imports (names as ``package_sizes`` folds them)."""
 
 _COLD_IMPORT = r"""
 import sys, time, json
@@ -25,8 +31,9 @@ sys.path[:0] = [{layer!r}, {function!r}]
 t = time.perf_counter()
 import app
 seconds = time.perf_counter() - t
+hwm = [int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")]
 print(json.dumps({{"seconds": seconds, "numpy_from_layer": sys.modules["numpy"].__file__.startswith({layer!r})
-                   if "numpy" in sys.modules else None, "modules": len(sys.modules)}}))
+                   if "numpy" in sys.modules else None, "modules": len(sys.modules), "peak_mb": hwm[0] if hwm else None}}))
 """
 
 
@@ -44,18 +51,19 @@ def sam_build(build_dir: Path) -> None:
         raise RuntimeError(f"sam build failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
 
 
-def biggest(layer: Path, top: int = 15) -> list[tuple[str, float]]:
-    """Top-level entries of the layer's python/ folder by size (MB), a package's .libs and dist-info folded in."""
+def package_sizes(layer: Path) -> list[tuple[str, float]]:
+    """Top-level entries of the layer's python/ folder by size (MB, largest first), a package's .libs and
+    dist-info folded in."""
     sizes: dict[str, int] = {}
     for entry in layer.iterdir():
         name = entry.name
         for suffix in (".libs", ".dist-info", ".data"):
             if name.endswith(suffix):
                 name = name[: -len(suffix)].split("-")[0]
-        name = name.removesuffix(".py")
+        name = ALIASES.get(name.removesuffix(".py").lower(), name.removesuffix(".py"))
         size = tree_size(entry) if entry.is_dir() else entry.stat().st_size
         sizes[name.lower()] = sizes.get(name.lower(), 0) + size
-    return [(n, s / 1e6) for n, s in sorted(sizes.items(), key=lambda kv: -kv[1])[:top]]
+    return [(n, s / 1e6) for n, s in sorted(sizes.items(), key=lambda kv: -kv[1])]
 
 
 def cold_imports(build: Path, repeats: int) -> dict[str, Any]:
@@ -92,11 +100,14 @@ def run(repeats: int) -> dict[str, Any]:
         layer = build / "CommonLayer" / "python"
         functions = {fn: tree_size(build / fn) for fn in FUNCTIONS}
         layer_bytes = tree_size(layer)
+        packages = package_sizes(layer)
         return {
             "layer_mb": layer_bytes / 1e6,
             "largest_function_mb": max(functions.values()) / 1e6,
             "function_plus_layer_mb": (layer_bytes + max(functions.values())) / 1e6,
-            "biggest": biggest(layer),
+            "biggest": packages[:15],
+            "plotting_mb": sum(mb for name, mb in packages if name in PLOTTING),
+            "plotting_packages": [name for name, _ in packages if name in PLOTTING],
             "cold_import_s": cold_imports(build, repeats),
             "python": sys.version.split()[0],
         }

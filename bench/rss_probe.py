@@ -18,17 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-def maxrss_mb() -> float:
-    """This program's peak RSS in MB (VmHWM; falls back to ru_maxrss where /proc is missing)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+from measure import vm_hwm_mb  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -45,9 +35,9 @@ def main(argv: list[str]) -> int:
         raise SystemExit(f"unknown kind {kind}")
     for module in modules:
         importlib.import_module(module)
-    baseline = maxrss_mb()
+    baseline = vm_hwm_mb()
     suite.process_one(name, *[Path(a) if Path(a).exists() else a for a in args])
-    peak = maxrss_mb()
+    peak = vm_hwm_mb()
     print(json.dumps({"imports_mb": round(baseline, 1), "peak_mb": round(peak, 1),
                       "work_mb": round(peak - baseline, 1),
                       "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))

@@ -42,6 +42,22 @@ def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.where(t >= 0.5, b - diff * (1.0 - t), a + diff * t)
 
 
+def _by_cell_then_height(cells: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """The permutation that sorts by cell, then by height, then by position: ``np.lexsort((h, cells))``.
+
+    When the cells span fewer than 2**16 ids (always within one parent cell up to 8 orders down), the same
+    permutation comes faster from two stable sorts: by height, then by the cell's offset from the smallest id as
+    uint16, which numpy sorts with a radix sort (bench/atl06.py measures both). A stable sort keeps the previous
+    order among equal keys, so ties fall exactly as lexsort leaves them and every statistic is bit-identical.
+    """
+    lowest = cells.min()
+    if cells.max() - lowest >= 2**16:
+        return np.lexsort((h, cells))
+    order = np.argsort(h, kind="stable")
+    offset = (cells - lowest).astype(np.uint16)
+    return order[np.argsort(offset[order], kind="stable")]
+
+
 def cell_statistics(cells: np.ndarray, h_li: np.ndarray, h_li_sigma: np.ndarray) -> CellStatistics:
     """count, h_min, h_max, h_mean, h_sigma, h_variance, h_q25, h_q50, h_q75 of every cell in ``cells``.
 
@@ -59,7 +75,7 @@ def cell_statistics(cells: np.ndarray, h_li: np.ndarray, h_li_sigma: np.ndarray)
         nothing = {name: np.empty(0, dtype=np.int64 if name == "count" else np.float64) for name in STATISTICS}
         return CellStatistics(cells=np.empty(0, dtype=np.int64), values=nothing)
 
-    order = np.lexsort((h, cells))  # by cell, then by height: order statistics are then slices of one array
+    order = _by_cell_then_height(cells, h)  # order statistics are then slices of one array
     cells, h, sigma = cells[order], h[order], sigma[order]
     starts = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]])
     counts = np.diff(np.r_[starts, cells.size])

@@ -1,0 +1,77 @@
+"""Memory per Lambda function: the peak of each one in a local execution, and the MemorySize it should get.
+
+Two executions, each invocation in a fresh process (bench/function_memory_probe.py), so that a peak is one cold
+invocation's imports plus its work, as Lambda's "Max Memory Used" is:
+- ``sst``: sst-global-mean over 8 daily SYNTHETIC MUR25 granules (granulemap.synthetic.make_synthetic_series);
+- ``atl06``: atl06-cell-stats over the four SYNTHETIC ATL06 granules of bench/atl06.py (three parent cells, the
+  busiest with about 1.7 million good segments).
+
+Recommendation per function: 1.5 × the largest peak measured, rounded up to a multiple of 64 MB, at least 128 MB.
+Why no more: below 1,769 MB Lambda's CPU share is proportional to memory, so CPU-bound work costs the same GB-s at
+any size while the time spent waiting on S3 costs less at a smaller one (granulemap/estimate.py); the margin of
+1.5 is for items larger than these and for Lambda's own runtime. The Processor's ATL06 memory grows with the
+segments in an item: the MB per million segments comes from the ATL06 section's fresh-process probe.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import ROOT, run_json  # noqa: E402
+
+MUR25 = ROOT / "tests" / "data" / "ghrsst" / "20181231090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"
+MARGIN = 1.5
+STEP_MB = 64
+LAMBDA_MIN_MB = 128
+
+
+def recommend(peak_mb: float) -> int:
+    """MemorySize for a function whose largest measured peak is ``peak_mb``: MARGIN × peak, rounded up to STEP_MB."""
+    return max(LAMBDA_MIN_MB, STEP_MB * math.ceil(MARGIN * peak_mb / STEP_MB))
+
+
+def probe(tmp: Path, tag: str, recipe: str, source: Path, start: str, end: str) -> dict[str, Any]:
+    out = tmp / tag
+    result = run_json(["bench/function_memory_probe.py", str(out), recipe, start, end, str(source)], timeout=3600)
+    shutil.rmtree(out, ignore_errors=True)
+    items = result["items"]
+    if result["status"] != "SUCCEEDED" or items["succeeded"] != items["total"]:
+        raise AssertionError(f"{tag}: the execution did not succeed on every item: {result}")
+    return result
+
+
+def run(segments_per_beam: int = 100_000) -> dict[str, Any]:
+    import atl06
+    from granulemap.synthetic import make_synthetic_series
+
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        sst_source, atl06_source = tmp / "ghrsst", tmp / "atl06"
+        start = dt.date(2019, 1, 1)
+        make_synthetic_series(MUR25, sst_source, start, 8)
+        atl06_source.mkdir()
+        for k in range(4):
+            atl06.write_synthetic(atl06_source / f"ATL06_2019031{k}101010_1234010{k}_006_01_SYNTHETIC.h5",
+                                  segments_per_beam, seed=k)
+        runs = {
+            "sst": probe(tmp, "sst", "sst-global-mean", sst_source, str(start), str(start + dt.timedelta(days=7))),
+            "atl06": probe(tmp, "atl06", "atl06-cell-stats", atl06_source, "2019-03-10", "2019-03-13"),
+        }
+    functions: dict[str, Any] = {}
+    for tag, result in runs.items():
+        for fn, v in result["functions"].items():
+            row = functions.setdefault(fn, {"template_mb": v["memory_size"], "peak_mb": {}})
+            row["peak_mb"][tag] = v["peak_mb"]
+    for row in functions.values():
+        row["recommended_mb"] = recommend(max(row["peak_mb"].values()))
+    processor = functions["ProcessorFunction"]
+    processor["recommended_sst_only_mb"] = recommend(processor["peak_mb"]["sst"])
+    return {"runs": runs, "functions": functions, "margin": MARGIN, "step_mb": STEP_MB,
+            "segments_per_beam": segments_per_beam}
