@@ -8,6 +8,7 @@ rejects a bad input with the same message BuildCatalog would give, before anythi
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import re
 import sys
@@ -154,8 +155,14 @@ def _item_counts(sfn: Any, execution_arn: str) -> dict[str, int] | None:
     if not runs:
         return None
     latest = max(runs, key=lambda r: r["startDate"])
-    counts = sfn.describe_map_run(mapRunArn=latest["mapRunArn"])["itemCounts"]
-    return {k: int(counts.get(k, 0)) for k in ITEM_COUNT_KEYS}
+    described = sfn.describe_map_run(mapRunArn=latest["mapRunArn"])
+    counts = described["itemCounts"]
+    out = {k: int(counts.get(k, 0)) for k in ITEM_COUNT_KEYS}
+    start, stop = described.get("startDate"), described.get("stopDate")
+    if start is not None:
+        end = stop or dt.datetime.now(start.tzinfo or dt.UTC)
+        out["elapsed_seconds"] = max((end - start).total_seconds(), 0.0)
+    return out
 
 
 def run_status(execution_arn: str) -> RunStatus:
@@ -244,6 +251,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"items: {c['succeeded']} succeeded, {c['failed']} failed, {c['running']} running, "
               f"{c['pending']} pending of {c['total']}"
               + (f" ({c['aborted']} aborted, {c['timedOut']} timed out)" if c["aborted"] or c["timedOut"] else ""))
+        if "elapsed_seconds" in c:
+            from granulemap.local.run import progress_line
+
+            # The same progress line as a local run (items found already done count as succeeded in AWS).
+            done = {"total": c["total"], "succeeded": c["succeeded"], "skipped": 0,
+                    "failed": c["failed"] + c["aborted"] + c["timedOut"]}
+            print(progress_line(done, c["elapsed_seconds"]))
     if st.error:
         print(f"error: {st.error}: {st.cause or ''}")
     return 1 if st.status in FAILED_STATUSES else 0
