@@ -21,7 +21,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from granulemap import layout
-from granulemap.errors import InvalidInput
+from granulemap.errors import InvalidInput, readable_cause
 from granulemap.settings import Settings
 from granulemap.storage import download_objects
 
@@ -128,17 +128,6 @@ class RunStatus:
     cause: str | None = None
 
 
-def _readable_cause(cause: str | None) -> str | None:
-    """Lambda errors arrive as a JSON payload; show its errorMessage."""
-    if not cause:
-        return cause
-    try:
-        payload = json.loads(cause)
-    except ValueError:
-        return cause
-    return str(payload.get("errorMessage", cause)) if isinstance(payload, dict) else cause
-
-
 def _current_state(sfn: Any, execution_arn: str) -> str | None:
     """The state most recently entered, from the newest history events."""
     page = sfn.get_execution_history(executionArn=execution_arn, reverseOrder=True, maxResults=100)
@@ -174,7 +163,7 @@ def run_status(execution_arn: str) -> RunStatus:
         current_state=_current_state(sfn, execution_arn),
         items=_item_counts(sfn, execution_arn),
         error=desc.get("error"),
-        cause=_readable_cause(desc.get("cause")),
+        cause=readable_cause(desc.get("cause")),
     )
 
 
@@ -197,7 +186,7 @@ def fetch_results(execution_arn: str, out: Path, stack_name: str | None = None) 
             raise
         why = f"the run is {desc['status']}"
         if desc["status"] in FAILED_STATUSES:
-            why += f" ({desc.get('error', '')}: {_readable_cause(desc.get('cause'))})"
+            why += f" ({desc.get('error', '')}: {readable_cause(desc.get('cause'))})"
         return (f"no s3://{stack.bucket}/{key}: {why}. Aggregate writes it at the end of a run; "
                 "run data expire after RunDataRetentionDays")
     out = out.resolve()

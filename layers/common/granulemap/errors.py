@@ -7,6 +7,8 @@ checks that the ASL file retries exactly these (plus the Lambda service's own tr
 
 from __future__ import annotations
 
+import json
+
 
 class GranulemapError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -71,3 +73,14 @@ LAMBDA_SERVICE_TRANSIENT_ERRORS: tuple[str, ...] = (
     "Lambda.TooManyRequestsException",
 )
 """Errors of the Lambda service itself that AWS recommends retrying."""
+
+
+def readable_cause(cause: str | None) -> str | None:
+    """A Step Functions cause as a person reads it: Lambda errors arrive as a JSON payload; return its errorMessage."""
+    if not cause:
+        return cause
+    try:
+        payload = json.loads(cause)
+    except ValueError:
+        return cause
+    return str(payload.get("errorMessage", cause)) if isinstance(payload, dict) else cause

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 from granulemap import faults, layout
+from granulemap.errors import readable_cause
 from granulemap.granule_access import GranuleAccess
 from granulemap.models import FailureEvent, ProcessorEvent, ProcessorResult
 from granulemap.recipes import get_recipe
@@ -41,22 +41,10 @@ def process_item(event: ProcessorEvent, bucket: Bucket, credentials_loader: Any 
     return ProcessorResult(item=item.id, status="succeeded", result_key=key)
 
 
-def readable_cause(error: dict[str, Any]) -> tuple[str, str]:
-    """(error name, human cause) from a Catch's error output {"Error", "Cause"}; Lambda causes are JSON payloads."""
-    name = str(error.get("Error", "Unknown"))
-    cause = error.get("Cause", "")
-    try:
-        payload = json.loads(cause)
-        if isinstance(payload, dict) and "errorMessage" in payload:
-            cause = payload["errorMessage"]
-    except (TypeError, ValueError):
-        pass
-    return name, str(cause)
-
-
 def record_failure(event: FailureEvent, bucket: Bucket) -> dict[str, str]:
     """Store the final failure of one item (after its retries) where the aggregator and the CLI find it."""
-    error, cause = readable_cause(event.error)
+    error = str(event.error.get("Error", "Unknown"))
+    cause = readable_cause(str(event.error.get("Cause", ""))) or ""
     record = {"item": event.item.id, "error": error, "cause": cause}
     bucket.put_json(layout.failure_key(event.run.run_id, event.item.id), record)
     return record

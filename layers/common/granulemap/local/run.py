@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from granulemap import layout
+from granulemap.errors import readable_cause
 from granulemap.local.engine import LocalEngine
 
 
@@ -86,12 +87,7 @@ def run_locally(
             local_outputs += [str(p) for p in engine.download(key, out, name)]
     summary["status"] = "SUCCEEDED" if desc["status"] == "SUCCEEDED" else "FAILED"
     if desc["status"] != "SUCCEEDED":
-        error, cause = desc.get("error", desc["status"]), desc.get("cause", "")
-        try:
-            cause = json.loads(cause).get("errorMessage", cause)
-        except (ValueError, AttributeError):
-            pass
-        summary["message"] = f"{error}: {cause}"
+        summary["message"] = f"{desc.get('error', desc['status'])}: {readable_cause(desc.get('cause', ''))}"
     summary["execution"] = {"arn": arn, "status": desc["status"]}
     summary["outputs"] = local_outputs + [str(out / "summary.json")]
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
