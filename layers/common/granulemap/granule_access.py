@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 from granulemap.credentials import forget_cached
 from granulemap.errors import CredentialsExpired, GranuleUnreadable
 from granulemap.models import RunContext
-from granulemap.storage import _translate, split_s3_url
+from granulemap.storage import translate_s3_error, split_s3_url
 
 _EXPIRED_CODES = {"ExpiredToken", "ExpiredTokenException", "InvalidToken", "TokenRefreshRequired"}
 
@@ -79,4 +79,4 @@ class GranuleAccess:
                 raise CredentialsExpired(f"S3 credentials expired while reading {url}") from exc
             if code in {"NoSuchKey", "404", "AccessDenied", "403"}:
                 raise GranuleUnreadable(f"cannot read granule {url}: {code}") from exc
-            raise _translate(exc, f"reading {url}") from exc
+            raise translate_s3_error(exc, f"reading {url}") from exc

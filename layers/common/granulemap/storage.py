@@ -25,7 +25,7 @@ def s3_client() -> Any:
     return boto3.client("s3", config=Config(retries={"max_attempts": 3, "mode": "standard"}))
 
 
-def _translate(exc: Exception, what: str) -> Exception:
+def translate_s3_error(exc: Exception, what: str) -> Exception:
     if isinstance(exc, (ConnectionError, ReadTimeoutError)):
         return StorageThrottled(f"S3 did not answer while {what}: {exc}")
     if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in _THROTTLE_CODES:
@@ -48,7 +48,7 @@ class Bucket:
         try:
             self.client.put_object(Bucket=self.name, Key=key, Body=body, ContentType=content_type)
         except Exception as exc:
-            raise _translate(exc, f"writing s3://{self.name}/{key}") from exc
+            raise translate_s3_error(exc, f"writing s3://{self.name}/{key}") from exc
 
     def put_json(self, key: str, value: Any) -> None:
         self.put_bytes(key, json.dumps(value, separators=(",", ":")).encode(), "application/json")
@@ -57,7 +57,7 @@ class Bucket:
         try:
             return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
         except Exception as exc:
-            raise _translate(exc, f"reading s3://{self.name}/{key}") from exc
+            raise translate_s3_error(exc, f"reading s3://{self.name}/{key}") from exc
 
     def get_json(self, key: str) -> Any:
         return json.loads(self.get_bytes(key))
@@ -77,7 +77,7 @@ class Bucket:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
                 return False
-            raise _translate(exc, f"looking up s3://{self.name}/{key}") from exc
+            raise translate_s3_error(exc, f"looking up s3://{self.name}/{key}") from exc
 
     def keys(self, prefix: str) -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")
@@ -86,7 +86,7 @@ class Bucket:
                 for obj in page.get("Contents", []):
                     yield obj["Key"]
         except Exception as exc:
-            raise _translate(exc, f"listing s3://{self.name}/{prefix}") from exc
+            raise translate_s3_error(exc, f"listing s3://{self.name}/{prefix}") from exc
 
 
 def split_s3_url(url: str) -> tuple[str, str]:

@@ -12,6 +12,7 @@ import abc
 import datetime as dt
 import hashlib
 import json
+import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -95,6 +96,20 @@ class Recipe(abc.ABC):
         self, results: list[dict[str, Any]], run: RunContext, params: BaseModel, bucket: Bucket
     ) -> list[str]:
         """Combine this run's per-item results into the products; return the S3 keys written."""
+
+
+def time_from_stamp(pattern: re.Pattern[str], name: str) -> dt.datetime | None:
+    """The UTC time in a file name's YYYYMMDDHHMMSS stamp (``pattern``'s first group), or None if there is none.
+
+    ``name`` may be a path or URL: only its last component is matched.
+    """
+    match = pattern.match(name.rsplit("/", 1)[-1])
+    if not match:
+        return None
+    try:
+        return dt.datetime.strptime(match.group(1), "%Y%m%d%H%M%S").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
 
 
 def item_id_for(url: str) -> str:

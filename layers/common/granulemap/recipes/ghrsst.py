@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from granulemap.errors import GranuleUnreadable, VariableMissing
+from granulemap.recipes.base import time_from_stamp
 
 GHRSST_STAMP = re.compile(r"^(\d{14})-")
 """GDS 2.0 file names start with the granule's date stamp, YYYYMMDDHHMMSS-."""
@@ -35,13 +36,7 @@ ZERO_CELSIUS_IN_KELVIN = 273.15
 
 def time_from_name(name: str) -> dt.datetime | None:
     """The UTC time in a GHRSST file name's date stamp, or None if the name has none."""
-    match = GHRSST_STAMP.match(name.rsplit("/", 1)[-1])
-    if not match:
-        return None
-    try:
-        return dt.datetime.strptime(match.group(1), "%Y%m%d%H%M%S").replace(tzinfo=dt.UTC)
-    except ValueError:
-        return None
+    return time_from_stamp(GHRSST_STAMP, name)
 
 
 @dataclass(frozen=True)

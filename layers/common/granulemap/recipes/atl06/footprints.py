@@ -14,6 +14,7 @@ from granulemap.granule_access import local_path_of
 from granulemap.models import Ring
 from granulemap.recipes.atl06.cells import cell_ids, polygon_cells
 from granulemap.recipes.atl06.granule import Atl06Granule, beam_positions
+from granulemap.recipes.base import time_from_stamp
 
 ATL06_STAMP = re.compile(r"^ATL06_(\d{14})_")
 """ATL06 file names start ATL06_YYYYMMDDHHMMSS_ (the granule's start time, UTC)."""
@@ -25,13 +26,7 @@ __all__ = ["Ring", "footprint_from_legacy", "footprint_from_umm", "granule_time"
 
 def granule_time(name: str) -> dt.datetime | None:
     """The UTC time stamp in an ATL06 file name, or None if the name is not an ATL06 one."""
-    match = ATL06_STAMP.match(name.rsplit("/", 1)[-1])
-    if not match:
-        return None
-    try:
-        return dt.datetime.strptime(match.group(1), "%Y%m%d%H%M%S").replace(tzinfo=dt.UTC)
-    except ValueError:
-        return None
+    return time_from_stamp(ATL06_STAMP, name)
 
 
 def parents_of_footprint(rings: Sequence[Ring], order: int) -> np.ndarray:
