@@ -12,12 +12,14 @@ Inputs:
 
 Per input, the parent cell with the most segments is timed (every parent cell's results are compared):
 - ``ours``: what the Processor does before writing: ``read_parent_segments`` (h5coro reads, quality and fill
-  filters, mortie cells) and ``cell_statistics`` (which orders the segments by cell then height with two stable
-  sorts: ``argsort`` of the heights, then a radix ``argsort`` of the cells' uint16 offsets).
+  filters, mortie cells) and ``cell_statistics`` (which orders the segments by cell then height with three stable
+  radix ``argsort``s of 16-bit keys: the low and the high half of the float32 heights' bits, in an order that
+  follows the heights, then the cells' uint16 offsets).
 - ``ours, lexsort``: the same with ``cell_statistics`` ordering by ``np.lexsort((h, cells))`` as it did before;
   checked bit-identical to ``ours`` on every parent cell.
 - ``breakdown``: ours' read and ``cell_statistics`` timed apart, and the ordering step alone both ways.
-- ``ours+write``: the same plus ``write_parent`` into an in-memory Zarr store (the Processor's full work, S3 aside).
+- ``ours+write``: the same plus making an in-memory Zarr store for the parent cell (``grow``) and ``write_parent``
+  into it (the Processor's full work, S3 aside).
 - ``zagg``: ``process_shard(grid, shard, files, s3_credentials={}, h5coro_driver=FileDriver, config=atl06 default,
   handoff="pandas")``, exactly as tests/test_atl06_reference.py calls it (zagg returns a frame; it writes nothing).
 Agreement (checked on every parent cell before timing): count, h_min and h_max identical, the other statistics
@@ -27,6 +29,7 @@ within 1e-6 relative (zagg stores float32).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import sys
 import tempfile
@@ -45,6 +48,8 @@ BEAMS = ("gt1l", "gt1r", "gt2l", "gt2r", "gt3l", "gt3r")
 PARENT_ORDER, CHILD_ORDER = 6, 12
 ATL06_FILL = np.float32(3.4028235e38)
 EXACT = ("count", "h_min", "h_max")
+PERIOD = (dt.date(2019, 3, 10), dt.date(2019, 3, 13))
+"""The period the in-memory store of ``ours+write`` holds (the synthetic granules' days)."""
 IMPORTS = {
     "ours": ["granulemap.recipes.atl06_cell_stats"],
     "zagg": ["zagg.config", "zagg.grids.healpix", "zagg.processing", "h5coro.filedriver", "mortie"],
@@ -96,7 +101,7 @@ def segments_of(parent: int, files: list[Path]) -> Any:
 
     params = Params(parent_order=PARENT_ORDER, child_order=CHILD_ORDER)
     run = RunContext(run_id="bench", recipe="atl06-cell-stats", params=params.model_dump(), config_id="bench")
-    cell = CellItem(parent_cell=parent, layout_id="bench")
+    cell = CellItem(parent_cell=parent)
     item = Item(id=f"p{parent}", granules=[Granule(url=str(f)) for f in files], extra=cell.model_dump())
     segments, _ = read_parent_segments(item, cell, params, GranuleAccess(run))
     return segments
@@ -130,12 +135,11 @@ def ours(parent: int, files: list[Path], write: bool = False, lexsort: bool = Fa
     if write:
         from zarr.storage import MemoryStore
 
-        from granulemap.recipes.atl06.store import StoreLayout, ensure_template, write_parent
+        from granulemap.recipes.atl06.store import grow, write_parent
 
-        layout = StoreLayout.of(PARENT_ORDER, CHILD_ORDER, [parent])
         store = MemoryStore()
-        ensure_template(store, layout)
-        write_parent(store, layout.layout_id, parent, stats)
+        layout = grow(store, PARENT_ORDER, CHILD_ORDER, [parent], PERIOD)
+        write_parent(store, layout.store_id, parent, PERIOD, stats)
     return stats
 
 
@@ -205,8 +209,8 @@ def breakdown(parent: int, files: list[Path], repeats: int) -> dict[str, Any]:
     from granulemap.recipes.atl06.stats import _by_cell_then_height, cell_statistics
 
     segments = segments_of(parent, files)
-    cells = np.asarray(segments.cells, dtype=np.int64)  # the dtypes cell_statistics sorts
-    h = np.asarray(segments.h_li, dtype=np.float64)
+    cells = np.asarray(segments.cells, dtype=np.int64)  # what cell_statistics orders: the heights as read (float32)
+    h = np.asarray(segments.h_li)
     if not np.array_equal(lexsort_order(cells, h), _by_cell_then_height(cells, h)):
         raise AssertionError(f"the two orderings differ, parent {parent}")
     t = interleaved({"read": lambda: segments_of(parent, files),

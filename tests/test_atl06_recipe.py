@@ -20,11 +20,12 @@ import zarr
 import granulemap
 from granulemap import layout
 from granulemap.errors import CatalogError, InvalidInput
+from granulemap.granule_access import GranuleAccess
 from granulemap.models import ExecutionInput, Granule
 from granulemap.recipes import get_recipe
 from granulemap.recipes.atl06.footprints import footprint_from_legacy, footprint_from_umm
-from granulemap.recipes.atl06.store import StoreLayout
-from granulemap.recipes.atl06_cell_stats import PNG_NAME
+from granulemap.recipes.atl06.store import OutputStoreMismatch
+from granulemap.recipes.atl06_cell_stats import png_name
 
 from test_atl06_synthetic_granule import (  # noqa: F401  (fixtures are imported by name, for pytest)
     ATL06_FILL,
@@ -84,7 +85,8 @@ def independent_cell_stats(path: Path) -> dict[int, dict[str, float]]:
 
 
 def open_decoded(run: PipelineRun) -> xr.Dataset:
-    return xdggs.decode(xr.open_zarr(run.store))
+    """The run's period of the store, decoded by xdggs."""
+    return xdggs.decode(run.dataset())
 
 
 # --- parameters and names ---------------------------------------------------------------------------------------
@@ -104,12 +106,17 @@ def test_granule_time_comes_from_the_atl06_name_stamp() -> None:
     assert recipe.granule_time("ATL06_20181399235645_02340114_209_01.h5") is None
 
 
-def test_each_period_has_its_own_store() -> None:
+def test_every_period_of_a_configuration_goes_to_one_store() -> None:
     params = recipe.parse_params({})
     october = ExecutionInput(recipe=recipe.name, start="2018-10-01", end="2018-10-31")
     november = ExecutionInput(recipe=recipe.name, start="2018-11-01", end="2018-11-30")
-    assert recipe.config_id(params, october) != recipe.config_id(params, november)
+    assert recipe.config_id(params, october) == recipe.config_id(params, november)
     assert recipe.config_id(params, october).startswith("p6-c12-")
+    # other orders, or another bbox (which decides the granules of the border cells), make another store
+    finer = recipe.parse_params({"child_order": 13})
+    boxed = ExecutionInput(recipe=recipe.name, start="2018-10-01", end="2018-10-31", bbox=(-50, 60, -40, 70))
+    assert len({recipe.config_id(params, october), recipe.config_id(finer, october),
+                recipe.config_id(params, boxed)}) == 3
 
 
 # --- catalog ----------------------------------------------------------------------------------------------------
@@ -135,9 +142,10 @@ def test_items_are_parent_cells_with_the_granules_that_touch_them(tmp_path: Path
     for parent, names in expected.items():
         assert names <= got[parent], parent
     assert SYNTHETIC_TWO in got[SITE.parent] and SYNTHETIC_TWO in got[SITE.neighbour]
-    assert len({item.extra["layout_id"] for item in items}) == 1
-    assert StoreLayout.of(6, 12, got).layout_id == items[0].extra["layout_id"]
     assert len({item.id for item in items}) == len(items)
+    # the ids name the parent and the period; the store is named later, by prepare, which makes or grows it
+    assert all(item.id.startswith(f"p6-{item.extra['parent_cell']}-20180101-20191231-") for item in items)
+    assert all(item.extra["store_id"] is None for item in items)
 
 
 def test_items_from_an_s3_prefix_read_the_files_there(moto_s3: MotoS3, synthetic_dir: Path) -> None:
@@ -214,14 +222,15 @@ def test_real_granule_store_decodes_with_xdggs_and_equals_an_independent_computa
         for name, value in expected[int(cells[i])].items():
             assert ds[name].values[i] == pytest.approx(value, rel=1e-12), (int(cells[i]), name)
     assert np.isnan(ds["h_mean"].values[count == 0]).all()
-    # the dimension holds only the run's parent cells, each as a dense, ascending block of its children
-    parents = ds.attrs["parent_cells"]
-    assert parents == sorted(set((cells // N_CHILDREN).tolist())) and cells.size == len(parents) * N_CHILDREN
-    np.testing.assert_array_equal(cells, np.concatenate([np.arange(p * N_CHILDREN, (p + 1) * N_CHILDREN)
-                                                         for p in parents]))
+    # the cells dimension holds parent cells (this run's among them), each as a dense, ascending block of children
+    parents = np.array(ds.attrs["parent_cells"])
+    assert {r["parent_cell"] for r in run.results.values()} <= set(parents.tolist())
+    assert len(set(parents.tolist())) == parents.size and cells.size == parents.size * N_CHILDREN
+    np.testing.assert_array_equal(cells.reshape(parents.size, N_CHILDREN),
+                                  parents[:, None] * N_CHILDREN + np.arange(N_CHILDREN))
     # results: small JSON documents per item
     for result in run.results.values():
-        assert set(result) == {"parent_cell", "parent_order", "cells_with_data", "segments", "granules"}
+        assert set(result) == {"parent_cell", "parent_order", "store_id", "cells_with_data", "segments", "granules"}
         assert len(json.dumps(result)) < 1000
     assert sum(r["segments"] for r in run.results.values()) == sum(e["count"] for e in expected.values())
 
@@ -231,14 +240,16 @@ def test_aggregate_consolidates_the_store_records_provenance_and_draws_h_mean(mo
     run = real_run
     config_id = run.catalog.run.config_id
     store_key = layout.output_key(recipe.name, config_id, "atl06-cell-stats.zarr")
-    png_key = layout.output_key(recipe.name, config_id, PNG_NAME)
+    png_key = layout.output_key(recipe.name, config_id, "atl06-cell-stats-h_mean-20181010-20181014.png")
+    assert png_name(run.period) == png_key.rsplit("/", 1)[-1]
     assert run.summary.outputs[:2] == [store_key, png_key]
     attrs = zarr.open_group(run.store, mode="r").attrs
-    assert attrs["source_granules"] == [str(REAL_GRANULE)]
-    assert attrs["granulemap_version"] == granulemap.__version__
-    assert attrs["Conventions"].startswith("CF-") and attrs["run_id"] in attrs["history"]
-    assert attrs["run_id"] == run.catalog.run.run_id
-    assert dt.datetime.strptime(attrs["date_created"], "%Y-%m-%dT%H:%M:%SZ")
+    history = [line for line in attrs["history"].splitlines() if run.catalog.run.run_id in line]
+    assert len(history) == 1 and "2018-10-10..2018-10-14" in history[0]
+    assert attrs["granulemap_version"] == granulemap.__version__ and attrs["Conventions"].startswith("CF-")
+    assert dt.datetime.strptime(attrs["date_modified"], "%Y-%m-%dT%H:%M:%SZ")
+    provenance = run.bucket.get_json(layout.provenance_key(recipe.name, config_id, run.catalog.run.run_id))
+    assert provenance["input_granules"] == [str(REAL_GRANULE)]
     root = json.loads(moto_s3.client.get_object(Bucket=moto_s3.bucket, Key=f"{store_key}/zarr.json")["Body"].read())
     assert set(root["consolidated_metadata"]["metadata"]) >= {"cell_ids", "h_mean", "count"}
     png = moto_s3.client.get_object(Bucket=moto_s3.bucket, Key=png_key)["Body"].read()
@@ -275,35 +286,110 @@ def test_synthetic_granules_give_the_hand_checked_statistics(moto_s3: MotoS3, sy
     # parent R had only a bad flag and a fill value: a success that wrote no cells, and no chunk at all
     empty = next(r for r in run.results.values() if r["parent_cell"] == SITE.empty_parent)
     assert empty["cells_with_data"] == 0 and empty["segments"] == 0 and empty["granules"] == []
-    k = ds.attrs["parent_cells"].index(SITE.empty_parent)
+    t, parents = run.time_index(), ds.attrs["parent_cells"]
     store_key = layout.output_key(recipe.name, run.catalog.run.config_id, "atl06-cell-stats.zarr")
-    assert "KeyCount" in moto_s3.client.list_objects_v2(Bucket=moto_s3.bucket, Prefix=f"{store_key}/count/c/0")
-    assert moto_s3.client.list_objects_v2(Bucket=moto_s3.bucket, Prefix=f"{store_key}/count/c/{k}")["KeyCount"] == 0
-    assert ds.attrs["source_granules"] == sorted(str(synthetic_dir / n) for n in (SYNTHETIC_ONE, SYNTHETIC_TWO))
+
+    def chunk_exists(parent: int) -> bool:  # chunk keys are c/<time index>/<parent block index>
+        key = f"{store_key}/count/c/{t}/{parents.index(parent)}"
+        return moto_s3.client.list_objects_v2(Bucket=moto_s3.bucket, Prefix=key)["KeyCount"] == 1
+
+    assert chunk_exists(SITE.parent) and not chunk_exists(SITE.empty_parent)
+    provenance = run.bucket.get_json(layout.provenance_key(recipe.name, run.catalog.run.config_id,
+                                                           run.catalog.run.run_id))
+    assert provenance["input_granules"] == sorted(str(synthetic_dir / n) for n in (SYNTHETIC_ONE, SYNTHETIC_TWO))
 
 
 def test_a_rerun_skips_finished_parents_and_keeps_their_regions(moto_s3: MotoS3, synthetic_dir: Path,
                                                                 synthetic_run: PipelineRun) -> None:
-    before = xr.open_zarr(synthetic_run.store)["h_mean"].values
+    before = xr.open_zarr(synthetic_run.store)
     again = run_pipeline(synthetic_dir, moto_s3, "2019-03-01", "2019-03-31")  # the same execution input
     assert again.catalog.run.config_id == synthetic_run.catalog.run.config_id
     assert again.summary.items.skipped == len(again.items) and again.summary.items.succeeded == 0
-    np.testing.assert_array_equal(xr.open_zarr(again.store)["h_mean"].values, before)
-    assert np.isfinite(before).sum() > 0
+    after = xr.open_zarr(again.store)
+    assert after.sizes == before.sizes  # no period or cells added
+    np.testing.assert_array_equal(after["h_mean"].values, before["h_mean"].values)
+    assert np.isfinite(synthetic_run.dataset()["h_mean"].values).sum() > 0
 
 
 def test_a_new_granule_recomputes_the_parent_cells_it_touches(moto_s3: MotoS3, synthetic_dir: Path,
                                                               tmp_path: Path) -> None:
     (tmp_path / SYNTHETIC_ONE).write_bytes((synthetic_dir / SYNTHETIC_ONE).read_bytes())
     first = run_pipeline(tmp_path, moto_s3, "2019-03-03", "2019-03-29")
-    count_a = {1: int(xr.open_zarr(first.store)["count"].values[first_index(first, SITE.cell_a)])}
+    count_a = {1: int(first.dataset()["count"].values[first_index(first, SITE.cell_a)])}
     (tmp_path / SYNTHETIC_TWO).write_bytes((synthetic_dir / SYNTHETIC_TWO).read_bytes())  # passes over P and Q
     second = run_pipeline(tmp_path, moto_s3, "2019-03-03", "2019-03-29")
-    count_a[2] = int(xr.open_zarr(second.store)["count"].values[first_index(second, SITE.cell_a)])
+    count_a[2] = int(second.dataset()["count"].values[first_index(second, SITE.cell_a)])
+    assert first.time_index() == second.time_index()  # the same period: its entry is rewritten, not added again
     recomputed = {i.extra["parent_cell"] for i in second.items if i.id not in {j.id for j in first.items}}
     assert recomputed == {SITE.parent, SITE.neighbour}
     assert second.summary.items.succeeded == 2 and second.summary.items.skipped == len(second.items) - 2
     assert count_a == {1: 4, 2: 5}  # 10, 12, 14, 20; then also 16 from the new granule
+
+
+def test_monthly_runs_grow_one_store_without_duplicates_or_gaps(moto_s3: MotoS3, synthetic_dir: Path,
+                                                                tmp_path: Path) -> None:
+    """The schedule's input ("period": "previous-month") on the 1st of April and of May, then May's run again."""
+    april_name = SYNTHETIC_TWO.replace("20190316", "20190416")  # granule two, moved into April
+    (tmp_path / SYNTHETIC_ONE).write_bytes((synthetic_dir / SYNTHETIC_ONE).read_bytes())
+    (tmp_path / april_name).write_bytes((synthetic_dir / SYNTHETIC_TWO).read_bytes())
+    params = {"parent_order": 5}  # a configuration of its own: this module's other runs use the default store
+
+    def monthly(now: dt.datetime) -> PipelineRun:
+        return run_pipeline(tmp_path, moto_s3, None, None, now=now, params=params)
+
+    march = monthly(dt.datetime(2019, 4, 1, 0, 5, tzinfo=dt.UTC))
+    april = monthly(dt.datetime(2019, 5, 1, 0, 5, tzinfo=dt.UTC))
+    assert march.period == (dt.date(2019, 3, 1), dt.date(2019, 3, 31))
+    assert april.period == (dt.date(2019, 4, 1), dt.date(2019, 4, 30))
+    assert march.store_key == april.store_key and not march.failures and not april.failures
+    assert {Path(g.url).name for i in april.items for g in i.granules} == {april_name}
+
+    ds = xr.open_zarr(april.store).load()
+    # no gaps: March then April, each period's bounds ending where the next begins
+    np.testing.assert_array_equal(ds["time_bounds"].values, np.array(
+        [["2019-03-01", "2019-04-01"], ["2019-04-01", "2019-05-01"]], "datetime64[ns]"))
+    # no duplicates: every cell once, the parents of both months (order 5) each as one block of children
+    cells = ds["cell_ids"].values
+    parents = {r["parent_cell"] for run in (march, april) for r in run.results.values()}
+    assert np.unique(cells).size == cells.size and set((cells >> 2 * (12 - 5)).tolist()) == parents
+
+    def at(run: PipelineRun, cell: int, name: str) -> float:
+        return float(ds[name].values[run.time_index(), int(np.flatnonzero(cells == cell)[0])])
+
+    # cell A: 10, 12, 14, 20 (σ 1, 1, 2, 2) in March's granule; 16 (σ 1) in April's
+    heights, sigmas = np.array([10.0, 12.0, 14.0, 20.0]), np.array([1.0, 1.0, 2.0, 2.0])
+    assert at(march, SITE.cell_a, "count") == 4 and at(april, SITE.cell_a, "count") == 1
+    assert at(march, SITE.cell_a, "h_mean") == pytest.approx(np.average(heights, weights=sigmas**-2), rel=1e-12)
+    assert at(april, SITE.cell_a, "h_mean") == 16.0
+    q = SITE.neighbour * N_CHILDREN
+    assert (at(march, q + 7, "count"), at(march, q + 8, "count")) == (2, 0)
+    assert (at(april, q + 7, "count"), at(april, q + 8, "count"), at(april, q + 8, "h_mean")) == (0, 1, 2.0)
+
+    # May's run again (a retried schedule): everything skipped, the store as it was
+    again = monthly(dt.datetime(2019, 5, 1, 0, 5, tzinfo=dt.UTC))
+    assert again.summary.items.skipped == len(again.items) > 0 and again.summary.items.succeeded == 0
+    after = xr.open_zarr(again.store).load()
+    assert after.sizes == ds.sizes
+    for name in ("count", "h_mean", "cell_ids", "time_bounds"):
+        np.testing.assert_array_equal(after[name].values, ds[name].values)
+    assert again.summary.outputs[1].endswith("atl06-cell-stats-h_mean-20190401-20190430.png")
+
+
+def test_a_deleted_store_is_made_again_and_refilled_not_skipped(moto_s3: MotoS3, synthetic_dir: Path,
+                                                               tmp_path: Path) -> None:
+    (tmp_path / SYNTHETIC_ONE).write_bytes((synthetic_dir / SYNTHETIC_ONE).read_bytes())
+    params = {"parent_order": 4}
+    first = run_pipeline(tmp_path, moto_s3, "2019-03-10", "2019-03-20", params=params)
+    listed = moto_s3.client.list_objects_v2(Bucket=moto_s3.bucket, Prefix=first.store_key + "/")["Contents"]
+    moto_s3.client.delete_objects(Bucket=moto_s3.bucket, Delete={"Objects": [{"Key": o["Key"]} for o in listed]})
+    second = run_pipeline(tmp_path, moto_s3, "2019-03-10", "2019-03-20", params=params)
+    assert second.summary.items.succeeded == len(second.items) > 0 and second.summary.items.skipped == 0
+    assert {i.extra["store_id"] for i in second.items} != {i.extra["store_id"] for i in first.items}
+    assert int(second.dataset()["count"].values[first_index(second, SITE.cell_a)]) == 4
+    # an item of the old store finds the new one and refuses it, naming what to do
+    stale = next(i for i in first.items if i.extra["parent_cell"] == SITE.cell_a >> 2 * (12 - 4))
+    with pytest.raises(OutputStoreMismatch, match="start the execution again"):
+        recipe.process(stale, recipe.parse_params(params), GranuleAccess(first.catalog.run), first.catalog.run)
 
 
 def first_index(run: PipelineRun, cell: int) -> int:

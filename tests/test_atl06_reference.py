@@ -74,13 +74,14 @@ def zagg_parent(parent: int, files: list[Path]) -> dict[str, np.ndarray]:
     return {name: frame[name].to_numpy() for name in STATISTICS}
 
 
-def ours_parent(store: zarr.abc.store.Store, parent: int) -> dict[str, np.ndarray]:
-    group = zarr.open_group(store, mode="r")
+def ours_parent(run: PipelineRun, parent: int) -> dict[str, np.ndarray]:
+    """The statistics of ``parent``'s children in the run's period of the store."""
+    group = zarr.open_group(run.store, mode="r")
     parents = list(group.attrs["parent_cells"])
-    k = parents.index(parent)
+    k, t = parents.index(parent), run.time_index()
     region = slice(k * N_CHILDREN, (k + 1) * N_CHILDREN)
     np.testing.assert_array_equal(group["cell_ids"][region], np.arange(parent * N_CHILDREN, (parent + 1) * N_CHILDREN))
-    return {name: np.asarray(group[name][region]) for name in STATISTICS}
+    return {name: np.asarray(group[name][t, region]) for name in STATISTICS}
 
 
 def assert_agree(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> int:
@@ -110,7 +111,7 @@ def test_agrees_with_zagg_on_the_real_granule(real_run: PipelineRun) -> None:
     run = real_run
     parents = sorted(r["parent_cell"] for r in run.results.values())
     assert len(parents) == 3 and not run.failures
-    compared = sum(assert_agree(ours_parent(run.store, p), zagg_parent(p, [REAL_GRANULE])) for p in parents)
+    compared = sum(assert_agree(ours_parent(run, p), zagg_parent(p, [REAL_GRANULE])) for p in parents)
     assert compared == sum(r["cells_with_data"] for r in run.results.values()) > 0
 
 
@@ -124,7 +125,7 @@ def test_agrees_with_zagg_on_synthetic_granules_with_fills_removed_for_zagg(
     assert not run.failures
     for parent in (SITE.parent, SITE.neighbour, SITE.empty_parent):
         theirs = zagg_parent(parent, sorted(tmp_path.iterdir()))
-        assert_agree(ours_parent(run.store, parent), theirs)
+        assert_agree(ours_parent(run, parent), theirs)
     with_fills = zagg_parent(SITE.parent, sorted(synthetic_dir.iterdir()))
     a = SITE.cell_a - SITE.parent * N_CHILDREN
-    assert with_fills["count"][a] > ours_parent(run.store, SITE.parent)["count"][a]  # zagg counts the fills
+    assert with_fills["count"][a] > ours_parent(run, SITE.parent)["count"][a]  # zagg counts the fills

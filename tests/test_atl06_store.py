@@ -1,15 +1,19 @@
-"""The Zarr store under concurrent writers: one parent cell, one chunk, so neighbours never lose each other's data."""
+"""The cumulative Zarr store: one chunk per (period, parent cell), so concurrent writers never lose each other's
+data, and growth by later runs only appends, so nothing written moves."""
 
 # ruff: noqa: F811  (test parameters take the names of the fixtures imported from the support module)
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import multiprocessing
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import xarray as xr
 import zarr
 
 from granulemap import layout
@@ -17,8 +21,8 @@ from granulemap.errors import StorageThrottled
 from granulemap.recipes.atl06.stats import STATISTICS, cell_statistics
 from granulemap.recipes.atl06.store import (
     OutputStoreMismatch,
-    StoreLayout,
-    ensure_template,
+    grow,
+    read_layout,
     s3_store,
     storage_errors,
     write_parent,
@@ -32,6 +36,15 @@ from test_atl06_synthetic_granule import (  # noqa: F401  (fixtures are imported
     run_pipeline,
     synthetic_dir,
 )
+
+MARCH = (dt.date(2019, 3, 1), dt.date(2019, 3, 31))
+APRIL = (dt.date(2019, 4, 1), dt.date(2019, 4, 30))
+
+
+def _two_cells(parent: int, heights: tuple[float, float]) -> Any:
+    """Statistics of one segment in the first and one in the last child of ``parent`` (σ 1)."""
+    cells = np.array([parent * N_CHILDREN, parent * N_CHILDREN + N_CHILDREN - 1])
+    return cell_statistics(cells, np.array(heights), np.array([1.0, 1.0]))
 
 
 def _process_when_both_are_ready(barrier: Any, item: dict, run: dict, results: Any) -> None:
@@ -53,9 +66,10 @@ def test_two_writers_on_neighbouring_parent_cells_lose_nothing(moto_s3: MotoS3, 
     pair = [i for i in catalogued.items if i.extra.get("parent_cell") in (SITE.parent, SITE.neighbour)]
     assert len(pair) == 2
     store = s3_store(moto_s3.bucket, layout.output_key(run.recipe, run.config_id, "atl06-cell-stats.zarr"))
+    t = catalogued.time_index()
     group = zarr.open_group(store, mode="r+")
     for name in STATISTICS:  # wipe what the sequential pass wrote, so only the concurrent writers count
-        group[name][:] = np.full(group[name].shape, 0 if name == "count" else np.nan)
+        group[name][t, :] = np.full(group[name].shape[1], 0 if name == "count" else np.nan)
 
     # Separate processes, as Lambdas are. A fork server that has imported the recipe once starts them quickly.
     ctx = multiprocessing.get_context("forkserver")
@@ -73,7 +87,8 @@ def test_two_writers_on_neighbouring_parent_cells_lose_nothing(moto_s3: MotoS3, 
     assert {o["parent_cell"] for o in outcomes} == {SITE.parent, SITE.neighbour}
 
     group = zarr.open_group(store, mode="r")
-    cells, count, h_mean = (np.asarray(group[n][:]) for n in ("cell_ids", "count", "h_mean"))
+    cells = np.asarray(group["cell_ids"][:])
+    count, h_mean = (np.asarray(group[n][t, :]) for n in ("count", "h_mean"))
     by_cell = dict(zip(cells.tolist(), zip(count.tolist(), h_mean.tolist(), strict=True), strict=True))
     # parent P: cell A holds 10, 12, 14, 20 (σ 1, 1, 2, 2) and 16 (σ 1); cell B holds -5.5
     assert by_cell[SITE.cell_a][0] == 5
@@ -89,37 +104,74 @@ def test_two_writers_on_neighbouring_parent_cells_lose_nothing(moto_s3: MotoS3, 
         assert count[block].sum() == segments
 
 
-def test_each_parent_region_is_exactly_one_chunk_of_its_own(moto_s3: MotoS3) -> None:
-    store_layout = StoreLayout.of(6, 12, [SITE.neighbour, SITE.parent, SITE.empty_parent])
+def test_each_period_and_parent_is_exactly_one_chunk_of_its_own(moto_s3: MotoS3) -> None:
     key = "outputs/atl06-cell-stats/chunk-test/atl06-cell-stats.zarr"
     store = s3_store(moto_s3.bucket, key)
-    assert ensure_template(store, store_layout)
+    store_layout = grow(store, 6, 12, [SITE.neighbour, SITE.parent, SITE.empty_parent], MARCH)
+    assert store_layout.parents == tuple(sorted([SITE.neighbour, SITE.parent, SITE.empty_parent]))
     for parent in store_layout.parents:
-        cells = np.array([parent * N_CHILDREN, parent * N_CHILDREN + N_CHILDREN - 1])
-        write_parent(store, store_layout.layout_id, parent, cell_statistics(cells, np.array([1.0, 2.0]),
-                                                                             np.array([1.0, 1.0])))
+        write_parent(store, store_layout.store_id, parent, MARCH, _two_cells(parent, (1.0, 2.0)))
     listed = moto_s3.client.list_objects_v2(Bucket=moto_s3.bucket, Prefix=f"{key}/h_mean/c/")
-    assert sorted(o["Key"].rsplit("/", 1)[-1] for o in listed["Contents"]) == ["0", "1", "2"]
+    assert sorted(o["Key"].rsplit("/c/", 1)[-1] for o in listed["Contents"]) == ["0/0", "0/1", "0/2"]
     group = zarr.open_group(store, mode="r")
-    assert group["h_mean"].chunks == (N_CHILDREN,)
-    assert group["cell_ids"][N_CHILDREN] == store_layout.parents[1] * N_CHILDREN
+    assert group["h_mean"].chunks == (1, N_CHILDREN) and group["h_mean"].shape == (1, 3 * N_CHILDREN)
     for k, parent in enumerate(store_layout.parents):
-        assert store_layout.region(parent) == slice(k * N_CHILDREN, (k + 1) * N_CHILDREN)
-        np.testing.assert_array_equal(group["count"][store_layout.region(parent)][[0, -1]], [1, 1])
+        block = slice(k * N_CHILDREN, (k + 1) * N_CHILDREN)
+        assert store_layout.region(parent) == block
+        np.testing.assert_array_equal(group["cell_ids"][block], np.arange(parent * N_CHILDREN,
+                                                                          (parent + 1) * N_CHILDREN))
+        np.testing.assert_array_equal(group["count"][0, block][[0, 1, -1]], [1, 0, 1])
 
 
-def test_a_processor_refuses_a_store_built_for_another_catalog(moto_s3: MotoS3) -> None:
+def test_growing_appends_periods_and_parents_and_moves_nothing(moto_s3: MotoS3) -> None:
+    key = "outputs/atl06-cell-stats/growth-test/atl06-cell-stats.zarr"
+    store = s3_store(moto_s3.bucket, key)
+    march = grow(store, 6, 12, [SITE.parent, SITE.neighbour], MARCH)
+    for parent, heights in ((SITE.parent, (1.0, 2.0)), (SITE.neighbour, (3.0, 4.0))):
+        write_parent(store, march.store_id, parent, MARCH, _two_cells(parent, heights))
+    before = xr.open_zarr(store).load()
+
+    april = grow(store, 6, 12, [SITE.empty_parent, SITE.parent], APRIL)  # one parent known, one new
+    assert april.store_id == march.store_id
+    assert april.parents == (*march.parents, SITE.empty_parent) and april.periods == (MARCH, APRIL)
+    write_parent(store, april.store_id, SITE.empty_parent, APRIL, _two_cells(SITE.empty_parent, (5.0, 6.0)))
+    after = xr.open_zarr(store).load()
+    assert dict(after.sizes) == {"time": 2, "cells": 3 * N_CHILDREN, "nv": 2}
+    old = slice(0, 2 * N_CHILDREN)
+    np.testing.assert_array_equal(after["cell_ids"].values[old], before["cell_ids"].values)
+    np.testing.assert_array_equal(after["cell_ids"].values[old.stop:],
+                                  np.arange(SITE.empty_parent * N_CHILDREN, (SITE.empty_parent + 1) * N_CHILDREN))
+    for name in STATISTICS:  # March as it was; the new parent's March block and April's old blocks all fill
+        np.testing.assert_array_equal(after[name].values[0, old], before[name].values[0], err_msg=name)
+    assert after["count"].values[0, old.stop:].sum() == 0 and after["count"].values[1, old].sum() == 0
+    assert after["count"].values[1, old.stop:].sum() == 2 and np.nanmax(after["h_max"].values[1]) == 6.0
+    # CF time: each period's first day, and bounds [first day, day after the last day)
+    np.testing.assert_array_equal(after["time"].values, np.array(["2019-03-01", "2019-04-01"], "datetime64[ns]"))
+    np.testing.assert_array_equal(after["time_bounds"].values, np.array(
+        [["2019-03-01", "2019-04-01"], ["2019-04-01", "2019-05-01"]], "datetime64[ns]"))
+
+    # the same period and parents again (a re-run): nothing is written, not even metadata
+    root = moto_s3.client.head_object(Bucket=moto_s3.bucket, Key=f"{key}/zarr.json")["ETag"]
+    assert grow(store, 6, 12, [SITE.parent], APRIL) == april
+    assert moto_s3.client.head_object(Bucket=moto_s3.bucket, Key=f"{key}/zarr.json")["ETag"] == root
+
+
+def test_a_processor_refuses_a_store_or_region_it_was_not_catalogued_for(moto_s3: MotoS3) -> None:
     key = "outputs/atl06-cell-stats/mismatch-test/atl06-cell-stats.zarr"
     store = s3_store(moto_s3.bucket, key)
-    old = StoreLayout.of(6, 12, [SITE.parent])
-    new = StoreLayout.of(6, 12, [SITE.parent, SITE.neighbour])
-    ensure_template(store, new)
+    made = grow(store, 6, 12, [SITE.parent], MARCH)
     empty = cell_statistics(np.empty(0, np.int64), np.empty(0), np.empty(0))
-    with pytest.raises(OutputStoreMismatch, match="run this execution again"):
-        write_parent(store, old.layout_id, SITE.parent, empty)
-    with pytest.raises(OutputStoreMismatch, match="not in the output store"):
-        new.region(SITE.empty_parent)
-    assert not ensure_template(store, new) and ensure_template(store, old)  # same layout kept, another rebuilt
+    with pytest.raises(OutputStoreMismatch, match="start the execution again"):
+        write_parent(store, "another-store", SITE.parent, MARCH, empty)
+    with pytest.raises(OutputStoreMismatch, match=f"parent cell {SITE.neighbour} is not in"):
+        write_parent(store, made.store_id, SITE.neighbour, MARCH, empty)
+    with pytest.raises(OutputStoreMismatch, match="period 2019-04-01..2019-04-30 is not in"):
+        write_parent(store, made.store_id, SITE.parent, APRIL, empty)
+    with pytest.raises(OutputStoreMismatch, match="orders 6/12, not 6/13"):
+        grow(store, 6, 13, [SITE.parent], MARCH)
+    gone = s3_store(moto_s3.bucket, "outputs/atl06-cell-stats/never-made/atl06-cell-stats.zarr")
+    with pytest.raises(OutputStoreMismatch, match="found no output store"):
+        write_parent(gone, made.store_id, SITE.parent, MARCH, empty)
 
 
 def test_s3_failures_are_retried_unless_the_key_is_missing_or_refused() -> None:
@@ -131,10 +183,24 @@ def test_s3_failures_are_retried_unless_the_key_is_missing_or_refused() -> None:
             raise permanent
 
 
-def test_a_template_left_half_made_is_rebuilt(moto_s3: MotoS3) -> None:
+def test_a_store_left_half_made_is_made_again(moto_s3: MotoS3) -> None:
     store = s3_store(moto_s3.bucket, "outputs/atl06-cell-stats/half-made/atl06-cell-stats.zarr")
     zarr.create_group(store, overwrite=True, attributes={"title": "a BuildCatalog that died here"})
-    store_layout = StoreLayout.of(6, 12, [SITE.parent])
-    assert ensure_template(store, store_layout)
+    assert read_layout(store) is None
+    made = grow(store, 6, 12, [SITE.parent], MARCH)
     group = zarr.open_group(store, mode="r")
-    assert group.attrs["layout_id"] == store_layout.layout_id and set(STATISTICS) <= set(group.array_keys())
+    assert group.attrs["store_id"] == made.store_id and set(STATISTICS) <= set(group.array_keys())
+
+
+def test_a_store_that_is_not_ours_is_never_replaced(moto_s3: MotoS3) -> None:
+    key = "outputs/atl06-cell-stats/foreign/atl06-cell-stats.zarr"
+    store = s3_store(moto_s3.bucket, key)
+    made = grow(store, 6, 12, [SITE.parent], MARCH)
+    write_parent(store, made.store_id, SITE.parent, MARCH, _two_cells(SITE.parent, (1.0, 2.0)))
+    group = zarr.open_group(store, mode="r+")
+    group.attrs["periods"] = "March"  # damaged: its layout cannot be read
+    with pytest.raises(OutputStoreMismatch, match="cannot be read"):
+        grow(store, 6, 12, [SITE.parent], APRIL)
+    chunk = json.loads(moto_s3.client.get_object(Bucket=moto_s3.bucket, Key=f"{key}/count/zarr.json")["Body"].read())
+    assert chunk["shape"] == [1, N_CHILDREN]  # untouched
+    assert zarr.open_group(store, mode="r")["count"][0, 0] == 1

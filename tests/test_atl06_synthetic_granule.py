@@ -8,6 +8,7 @@ independent of mortie and of granulemap's code, so expected cells are never take
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import functools
 import os
 import shutil
@@ -22,6 +23,7 @@ import healpix_geo
 import netCDF4
 import numpy as np
 import pytest
+import xarray as xr
 from zarr.abc.store import Store
 
 from granulemap import layout
@@ -316,17 +318,39 @@ class PipelineRun:
 
     @property
     def store(self) -> Store:
-        """The run's Zarr store, read-only."""
+        """The configuration's Zarr store (every period), read-only."""
         return s3_store(self.bucket.name, self.store_key, read_only=True)
 
+    @property
+    def period(self) -> tuple[dt.date, dt.date]:
+        assert self.catalog.run.start is not None and self.catalog.run.end is not None
+        return self.catalog.run.start, self.catalog.run.end
 
-def run_pipeline(source: Path, s3: MotoS3, start: str, end: str, aggregate: bool = True) -> PipelineRun:
+    def time_index(self) -> int:
+        """This run's entry along the store's time dimension, found by its CF time bounds (decoded by xarray):
+        [first day, day after the last day)."""
+        bounds = xr.open_zarr(self.store)["time_bounds"].values
+        start, end = self.period
+        want = np.array([start, end + dt.timedelta(days=1)], dtype="datetime64[ns]")
+        match = np.flatnonzero((bounds == want).all(axis=1))
+        assert match.size == 1, (bounds, want)
+        return int(match[0])
+
+    def dataset(self) -> xr.Dataset:
+        """The store's statistics of this run's period: every variable along ``cells`` only."""
+        return xr.open_zarr(self.store).isel(time=self.time_index())
+
+
+def run_pipeline(source: Path, s3: MotoS3, start: str | None, end: str | None, aggregate: bool = True,
+                 now: dt.datetime | None = None, params: dict[str, int] | None = None) -> PipelineRun:
     """Run the pipeline's Python steps against the moto S3: build_catalog, process_item for each manifest item
-    (a failure recorded with record_failure, as the Map's Catch does), then aggregate."""
+    (a failure recorded with record_failure, as the Map's Catch does), then aggregate. Without start and end, the
+    input is the monthly schedule's ``"period": "previous-month"``, resolved at ``now``."""
     bucket = Bucket(s3.bucket, client=s3.client)
     settings = Settings(bucket=s3.bucket, default_tolerated_failure_percentage=100.0)
-    doc = {"recipe": "atl06-cell-stats", "start": start, "end": end, "source": str(source)}
-    catalog = build_catalog(doc, f"test-{uuid.uuid4().hex[:8]}", settings, bucket)
+    dates = {"start": start, "end": end} if start else {"period": "previous-month"}
+    doc = {"recipe": "atl06-cell-stats", **dates, "source": str(source), "params": params or {}}
+    catalog = build_catalog(doc, f"test-{uuid.uuid4().hex[:8]}", settings, bucket, now=now)
     items = [Item.model_validate(i) for i in bucket.get_json(catalog.catalog.key)]
     results, failures = {}, {}
     for item in items:

@@ -76,3 +76,36 @@ def test_plot_redraws_a_zarr_cell_store(tmp_path: Path, capsys) -> None:
     assert (tmp_path / "map.png").read_bytes().startswith(b"\x89PNG")
     assert main(["plot", str(store), "--column", "h_nope"]) == 2
     assert "h_nope" in capsys.readouterr().err
+
+
+def test_plot_of_a_store_with_periods_draws_the_one_asked_for(tmp_path: Path, capsys) -> None:
+    import datetime as dt
+
+    import numpy as np
+    import xarray as xr
+
+    from granulemap.plotting import select_period
+
+    # Two monthly periods over two order-12 cells, CF time bounds, as atl06-cell-stats' cumulative store has them.
+    cells = (np.int64(1234) << 12) + np.arange(2)
+    days = np.array(["2019-03-01", "2019-04-01"], "datetime64[ns]")
+    ds = xr.Dataset(
+        {"h_mean": (("time", "cells"), np.array([[1.0, 2.0], [3.0, np.nan]]), {"units": "m"})},
+        coords={"time": ("time", days),
+                "time_bounds": (("time", "nv"), np.array([["2019-03-01", "2019-04-01"], ["2019-04-01", "2019-05-01"]],
+                                                         "datetime64[ns]")),
+                "cell_ids": ("cells", cells, {"grid_name": "healpix", "level": 12, "indexing_scheme": "nested",
+                                              "ellipsoid": "WGS84"})},
+    )
+    latest, title = select_period(ds, None)
+    assert latest["h_mean"].values[0] == 3.0 and title == ", 2019-04-01..2019-04-30"
+    march, title = select_period(ds, dt.date(2019, 3, 31))
+    np.testing.assert_array_equal(march["h_mean"].values, [1.0, 2.0])
+    assert title == ", 2019-03-01..2019-03-31"
+
+    store = tmp_path / "periods.zarr"
+    ds.to_zarr(store, zarr_format=3, consolidated=False)
+    assert main(["plot", str(store), "--time", "2019-03-15", "--out", str(tmp_path / "march.png")]) == 0
+    assert (tmp_path / "march.png").read_bytes().startswith(b"\x89PNG")
+    assert main(["plot", str(store), "--time", "2019-05-01"]) == 2
+    assert "2019-03-01..2019-03-31, 2019-04-01..2019-04-30" in capsys.readouterr().err

@@ -303,7 +303,9 @@ def test_the_manifest_never_carries_footprints_whichever_recipe_asked_for_them(
 
 
 # ---- one period for the whole catalog -------------------------------------------------------------------------
-def test_a_monthly_atl06_run_names_its_store_after_the_month_it_searched(bucket) -> None:
+def test_a_monthly_atl06_run_files_its_items_and_store_entry_under_the_month_it_searched(bucket) -> None:
+    from granulemap.recipes.atl06.store import read_layout, s3_store
+
     # The schedule's input; the run starts on 2019-03-10, so "previous-month" is February 2019.
     started = dt.datetime(2019, 3, 10, 0, 0, 5, tzinfo=dt.UTC)
     with responses.RequestsMock() as rs:
@@ -312,16 +314,19 @@ def test_a_monthly_atl06_run_names_its_store_after_the_month_it_searched(bucket)
         out = build_catalog({"recipe": "atl06-cell-stats", "period": "previous-month"}, "run-monthly",
                             settings_for(bucket), bucket, now=started)
         searched = {r.params["temporal[]"] for r in umm_page_requests(rs) + legacy_requests(rs)}
-    february = ExecutionInput(recipe="atl06-cell-stats", start=dt.date(2019, 2, 1), end=dt.date(2019, 2, 28))
+    february = (dt.date(2019, 2, 1), dt.date(2019, 2, 28))
     assert searched == {"2019-02-01T00:00:00Z,2019-02-28T23:59:59Z"}
-    assert out.run.config_id == recipe.config_id(recipe.parse_params({}), february)
-    assert out.run.config_id.endswith("-20190201-20190228")
+    assert (out.run.start, out.run.end) == february
     assert out.catalog.count > 0  # the 2019-02-21 granule was found in that month
+    items = bucket.get_json(out.catalog.key)
+    assert all("-20190201-20190228-" in item["id"] for item in items)
+    store = read_layout(s3_store(bucket.name, layout.output_key(recipe.name, out.run.config_id,
+                                                                "atl06-cell-stats.zarr")))
+    assert store is not None and store.periods[-1] == february  # the module's other runs added theirs before
+    assert {item["extra"]["store_id"] for item in items} == {store.store_id}
 
 
-def test_an_unresolved_period_cannot_name_a_configuration() -> None:
+def test_a_period_is_resolved_once_into_dates() -> None:
     monthly = ExecutionInput(recipe="atl06-cell-stats", period="previous-month")
-    with pytest.raises(ValueError, match="resolved"):
-        recipe.config_id(recipe.parse_params({}), monthly)
     resolved = monthly.resolved(dt.datetime(2019, 1, 31, 23, 59, tzinfo=dt.UTC))
     assert (resolved.period, resolved.start, resolved.end) == (None, dt.date(2018, 12, 1), dt.date(2018, 12, 31))

@@ -344,13 +344,14 @@ def test_the_atl06_reader_also_drops_credentials_s3_refused(account: Account, cl
     params = atl06.parse_params({})
     url = "s3://nsidc-cumulus-prod-protected/ATLAS/ATL06/006/2019/02/21/ATL06_20190221121851_08410203_006_01.h5"
     item = Item(id="p6-1-atl06", granules=[Granule(url=url)],
-                extra=CellItem(parent_cell=1, layout_id="any").model_dump())
+                extra=CellItem(parent_cell=1, store_id="any").model_dump())
     with responses.RequestsMock() as rs:
         for creds in (first, second):
             replay_edl(rs, username=EDL_USER, password=EDL_PASSWORD, edl_token=EDL_TOKEN, creds=creds)
         ref = credentials.fetch_credentials("POCLOUD", account.settings)
         run = RunContext(run_id="atl06-expiry", recipe=atl06.name, params=params.model_dump(mode="json"),
-                         config_id="atl06-expiry", daac="POCLOUD", credentials=ref)
+                         config_id="atl06-expiry", start=dt.date(2019, 2, 1), end=dt.date(2019, 2, 28),
+                         daac="POCLOUD", credentials=ref)
         loader = processor_loader(account.settings)
         with pytest.raises(CredentialsExpired):
             process_item(ProcessorEvent(item=item, run=run), account.bucket, loader)

@@ -14,6 +14,7 @@ from granulemap.models import (
     CatalogRef,
     ExecutionInput,
     Granule,
+    Item,
     MapConfig,
     RunContext,
     parse_model,
@@ -70,6 +71,13 @@ def list_source(source: str, recipe: Recipe, start: dt.date, end: dt.date) -> li
     return sorted(granules, key=lambda g: (g.time, g.url))
 
 
+def _unique_ids(items: list[Item]) -> list[Item]:
+    duplicates = [i for i, n in Counter(item.id for item in items).items() if n > 1]
+    if duplicates:
+        raise InvalidInput(f"field 'source': several granules map to the same item id: {duplicates[:5]}")
+    return items
+
+
 def build_catalog(
     raw_input: object, run_id: str, settings: Settings, bucket: Bucket, now: dt.datetime | None = None
 ) -> CatalogOutput:
@@ -91,23 +99,22 @@ def build_catalog(
         assert collection is not None
         granules, provider, _ = search_granules(collection, start, end, execution.bbox,
                                                 footprints=recipe.needs_footprints)
-    items = recipe.make_items(granules, params, execution)
-    duplicates = [i for i, n in Counter(item.id for item in items).items() if n > 1]
-    if duplicates:
-        raise InvalidInput(f"field 'source': several granules map to the same item id: {duplicates[:5]}")
     run = RunContext(
         run_id=run_id,
         recipe=recipe.name,
         params=params.model_dump(mode="json"),
         config_id=recipe.config_id(params, execution),
+        start=start,
+        end=end,
         daac=provider,
     )
+    items = _unique_ids(recipe.make_items(granules, params, execution))
+    items = _unique_ids(recipe.prepare(items, run, params, bucket) or items)
     key = layout.manifest_key(run_id)
     # Footprints serve make_items only: the manifest stays small (Distributed Map items, the 256 KiB payload).
     without_footprints = {"granules": {"__all__": {"footprint"}}}
     bucket.put_json(key, [item.model_dump(mode="json", exclude_defaults=True, exclude=without_footprints)
                           for item in items])
-    recipe.prepare(items, run, params, bucket)
     return CatalogOutput(
         run=run,
         catalog=CatalogRef(bucket=bucket.name, key=key, count=len(items)),

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from granulemap.errors import GranulemapError, InvalidInput
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -101,7 +109,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from granulemap.plotting import plot_result
 
-    print(plot_result(Path(args.result), args.column, Path(args.out) if args.out else None))
+    print(plot_result(Path(args.result), args.column, Path(args.out) if args.out else None, args.time))
     return 0
 
 
@@ -140,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("result")
     plot.add_argument("--column", help="CSV column or Zarr variable (default mean_sst_c / h_mean)")
     plot.add_argument("--out", help="PNG path (default: next to the result)")
+    plot.add_argument("--time", type=_date, help="for a Zarr store: the period containing this day, YYYY-MM-DD "
+                                                 "(default: the latest)")
     plot.set_defaults(func=cmd_plot)
 
     from granulemap.cloud import add_cloud_commands

@@ -150,6 +150,9 @@ class RunContext(_Strict):
     recipe: str
     params: dict[str, Any]
     config_id: str
+    start: dt.date | None = None
+    """The run's first and last day (``period`` resolved); None for single files (``granulemap process``)."""
+    end: dt.date | None = None
     daac: str | None = None
     credentials: CredentialsRef | None = None
 

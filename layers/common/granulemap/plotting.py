@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from granulemap.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 _CSV_UNITS = {"mean_sst_c": "mean SST (°C)", "min_sst_c": "min SST (°C)", "max_sst_c": "max SST (°C)",
               "n_valid": "cells used"}
 
 
-def plot_result(result: Path, column: str | None = None, out: Path | None = None) -> Path:
-    """Write a PNG for ``result`` (default: next to it, same name with .png) and return its path."""
+def plot_result(result: Path, column: str | None = None, out: Path | None = None,
+                when: dt.date | None = None) -> Path:
+    """Write a PNG for ``result`` (default: next to it, same name with .png) and return its path.
+
+    For a Zarr store with a time dimension, ``when`` picks the period that contains that day (default: the latest).
+    """
     if not result.exists():
         raise InvalidInput(f"{result} does not exist")
     if result.suffix == ".csv":
@@ -33,14 +42,39 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
         ds = xr.open_zarr(result)
         if column not in ds:
             raise InvalidInput(f"{result} has no variable {column!r}; variables: {', '.join(ds.data_vars)}")
+        ds, period = select_period(ds, when)
         values = ds[column].values
         keep = np.isfinite(values)
         units = ds[column].attrs.get("units", "")
         png = plot_cells(ds["cell_ids"].values[keep], int(ds["cell_ids"].attrs["level"]), values[keep],
-                         title=f"{column} per HEALPix cell (level {ds['cell_ids'].attrs['level']})",
+                         title=f"{column} per HEALPix cell (level {ds['cell_ids'].attrs['level']}){period}",
                          label=f"{column} ({units})" if units else column)
     else:
         raise InvalidInput(f"{result}: expected a .csv time series or a .zarr store")
     target = out or result.with_suffix(".png")
     target.write_bytes(png)
     return target
+
+
+def select_period(ds: xr.Dataset, when: dt.date | None) -> tuple[xr.Dataset, str]:
+    """The one period of a store with a ``time`` dimension (and its title suffix): the one whose time bounds
+    [first day, day after the last day) contain ``when``, or the latest. A store without ``time`` is returned as is.
+    """
+    import numpy as np
+
+    if "time" not in ds.dims:
+        return ds, ""
+    starts = ds["time"].values.astype("datetime64[D]")
+    bounds = ds["time_bounds"].values.astype("datetime64[D]") if "time_bounds" in ds else np.c_[starts, starts + 1]
+    if when is None:
+        t = int(np.argmax(starts))
+    else:
+        day = np.datetime64(when, "D")
+        inside = np.flatnonzero((bounds[:, 0] <= day) & (day < bounds[:, 1]))
+        if inside.size == 0:
+            one_day = np.timedelta64(1, "D")
+            held = ", ".join(f"{a}..{b - one_day}" for a, b in bounds[np.argsort(bounds[:, 0])])
+            raise InvalidInput(f"--time {when}: no period of the store contains that day; it holds {held}")
+        t = int(inside[np.argmax(starts[inside])])  # the latest starting of any overlapping periods
+    first, after = bounds[t]
+    return ds.isel(time=t), f", {first}..{after - np.timedelta64(1, 'D')}"

@@ -7,9 +7,11 @@ child cell (``child_order``, default 12): count, h_min, h_max, h_mean (weighted 
 (1/√Σ(1/σ²)), h_variance (population), h_q25, h_q50, h_q75 — heights in metres above the WGS84 ellipsoid. Cell
 ids are mortie's default (authalic latitude on WGS84), which xdggs calls ``ellipsoid: WGS84``.
 
-Products (outputs/atl06-cell-stats/<config id>/): ``atl06-cell-stats.zarr``, readable with
-``xdggs.decode(xr.open_zarr(store))``, and ``atl06-cell-stats-h_mean.png``. The configuration id includes the dates
-and the bbox, so every period has its own store.
+Products (outputs/atl06-cell-stats/<config id>/): ``atl06-cell-stats.zarr``, one cumulative store per configuration
+(orders and bbox) with dimensions (time, cells): every run adds its period, and the parent cells it touched that the
+store lacks (recipes/atl06/store.py), so the monthly runs build one time series per cell. Read it with
+``xdggs.decode(xr.open_zarr(store))``. Each run also draws its period's h_mean map,
+``atl06-cell-stats-h_mean-<first day>-<last day>.png``.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ from granulemap.recipes.atl06.plot import plot_cells
 from granulemap.recipes.atl06.stats import cell_statistics
 from granulemap.recipes.atl06.store import (
     STORE_NAME,
-    StoreLayout,
-    ensure_template,
+    OutputStoreMismatch,
+    Period,
     finalize,
-    read_cells_with_data,
+    grow,
+    read_layout,
+    read_period,
     s3_store,
     storage_errors,
     write_parent,
@@ -47,7 +51,13 @@ from granulemap.recipes.base import Recipe, item_id_for
 from granulemap.settings import load_settings
 from granulemap.storage import Bucket
 
-PNG_NAME = "atl06-cell-stats-h_mean.png"
+
+
+def png_name(period: Period) -> str:
+    """The h_mean map of one period."""
+    return f"atl06-cell-stats-h_mean-{period[0]:%Y%m%d}-{period[1]:%Y%m%d}.png"
+
+
 MAX_LEVELS = 10
 """At most this many orders between parent and child: one parent's block (4**levels cells) is one Zarr chunk."""
 _CATALOG_READERS = 8
@@ -75,7 +85,8 @@ class CellItem(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     parent_cell: int = Field(ge=0, description="nested id at parent_order")
-    layout_id: str = Field(description="the store layout the item was catalogued for")
+    store_id: str | None = Field(default=None, description="the output store the item was catalogued for "
+                                 "(set by prepare, which makes or grows the store)")
 
 
 class UnreadableItem(BaseModel):
@@ -85,10 +96,21 @@ class UnreadableItem(BaseModel):
     unreadable: str
 
 
-def _cell_item_id(parent_order: int, parent: int, granules: list[Granule], layout_id: str) -> str:
-    """Readable and unique per (layout, parent, granules): a changed catalog never skips as already done."""
-    text = "\n".join([layout_id, *sorted(g.url for g in granules)])
-    return f"p{parent_order}-{parent}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+def _cell_item(parent_order: int, parent: int, granules: list[Granule], period: Period,
+               store_id: str | None) -> Item:
+    """The item of one parent cell and period. Its id is readable and unique per (store, period, parent, granules):
+    a new granule, or a store made again, is never skipped as already done."""
+    text = "\n".join([store_id or "", *sorted(g.url for g in granules)])
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return Item(id=f"p{parent_order}-{parent}-{period[0]:%Y%m%d}-{period[1]:%Y%m%d}-{digest}", granules=granules,
+                extra=CellItem(parent_cell=parent, store_id=store_id).model_dump())
+
+
+def _period(run: RunContext) -> Period:
+    if run.start is None or run.end is None:
+        raise InvalidInput("atl06-cell-stats needs the run's dates (the period the store's time entry names): "
+                           "its items come from its own catalog (granulemap run), not from single files")
+    return run.start, run.end
 
 
 def read_parent_segments(
@@ -127,21 +149,6 @@ class Atl06CellStats(Recipe):
         assert isinstance(params, Params)
         return f"p{params.parent_order}-c{params.child_order}"
 
-    def config_id(self, params: BaseModel, execution: ExecutionInput | None = None) -> str:
-        """Also names the period: a store holds one catalog's parent cells, so each period gets its own.
-
-        The period must be resolved (``ExecutionInput.resolved``): resolving ``previous-month`` here, against
-        another clock than the catalog's, could name another month than the one searched.
-        """
-        base = super().config_id(params, execution)
-        if execution is None:
-            return base
-        if execution.period is not None:
-            raise ValueError(f"config_id needs the dates of period {execution.period!r}: pass "
-                             "execution.resolved(now), as BuildCatalog does")
-        start, end = execution.date_range()
-        return f"{base}-{start:%Y%m%d}-{end:%Y%m%d}"
-
     def granule_time(self, name: str) -> dt.datetime | None:
         return granule_time(name)
 
@@ -158,12 +165,9 @@ class Atl06CellStats(Recipe):
         for granule in granules:
             for parent in touched.get(granule.url, ()):
                 by_parent[int(parent)].append(Granule(url=granule.url, time=granule.time))  # no footprint: small
-        store_layout = StoreLayout.of(params.parent_order, params.child_order, by_parent)
-        items = [
-            Item(id=_cell_item_id(params.parent_order, parent, members, store_layout.layout_id), granules=members,
-                 extra=CellItem(parent_cell=parent, layout_id=store_layout.layout_id).model_dump())
-            for parent, members in sorted(by_parent.items())
-        ]
+        period = execution.date_range()
+        items = [_cell_item(params.parent_order, parent, members, period, store_id=None)
+                 for parent, members in sorted(by_parent.items())]
         items += [Item(id=f"unreadable-{item_id_for(g.url)}", granules=[g],
                        extra=UnreadableItem(unreadable=unreadable[g.url]).model_dump())
                   for g in granules if g.url in unreadable]
@@ -197,20 +201,24 @@ class Atl06CellStats(Recipe):
         return ({url: parents for url, parents, _ in found},
                 {url: cause for url, _, cause in found if cause is not None})
 
-    def prepare(self, items: list[Item], run: RunContext, params: BaseModel, bucket: Bucket) -> None:
-        """Create the store's template for all parent cells of the run (kept if it already has this layout)."""
+    def prepare(self, items: list[Item], run: RunContext, params: BaseModel, bucket: Bucket) -> list[Item] | None:
+        """Make the store, or grow it by this run's period and the parent cells it lacks; return the items with the
+        store's id (in their ids too). Nothing is written when the run has no parent cells."""
         assert isinstance(params, Params)
-        parents = [CellItem.model_validate(i.extra).parent_cell for i in items if "parent_cell" in i.extra]
-        if not parents:
-            return
-        store_layout = StoreLayout.of(params.parent_order, params.child_order, parents)
+        cells = {i.id: CellItem.model_validate(i.extra) for i in items if "parent_cell" in i.extra}
+        if not cells:
+            return None
+        period = _period(run)
         store_key = layout.output_key(self.name, run.config_id, STORE_NAME)
-        with storage_errors(f"creating the template of s3://{bucket.name}/{store_key}"):
-            ensure_template(s3_store(bucket.name, store_key), store_layout, {
-                "title": "ICESat-2 ATL06 land-ice height statistics per HEALPix cell",
-                "recipe": self.name, "config_id": run.config_id,
-                "height_reference": "h_li: metres above the WGS84 ellipsoid",
-            })
+        with storage_errors(f"making or growing s3://{bucket.name}/{store_key}"):
+            store_layout = grow(s3_store(bucket.name, store_key), params.parent_order, params.child_order,
+                                [c.parent_cell for c in cells.values()], period, {
+                                    "title": "ICESat-2 ATL06 land-ice height statistics per HEALPix cell",
+                                    "recipe": self.name, "config_id": run.config_id,
+                                    "height_reference": "h_li: metres above the WGS84 ellipsoid",
+                                })
+        return [_cell_item(params.parent_order, cells[i.id].parent_cell, i.granules, period, store_layout.store_id)
+                if i.id in cells else i for i in items]
 
     # --- science ----------------------------------------------------------------------------------------
     def process(self, item: Item, params: BaseModel, access: GranuleAccess, run: RunContext) -> dict[str, Any]:
@@ -222,39 +230,53 @@ class Atl06CellStats(Recipe):
             raise InvalidInput(f"item {item.id} is not a parent cell: atl06-cell-stats items come from its own "
                                "catalog (granulemap run), not from single files")
         cell = CellItem.model_validate(item.extra)
+        if cell.store_id is None:
+            raise InvalidInput(f"item {item.id} names no output store: items come from BuildCatalog's manifest")
+        period = _period(run)
         segments, used = read_parent_segments(item, cell, params, access)
         stats = cell_statistics(segments.cells, segments.h_li, segments.h_li_sigma)
         bucket, store_key = load_settings().bucket, layout.output_key(self.name, run.config_id, STORE_NAME)
         with storage_errors(f"writing parent cell {cell.parent_cell} to s3://{bucket}/{store_key}"):
-            written = write_parent(s3_store(bucket, store_key), cell.layout_id, cell.parent_cell, stats)
-        return {"parent_cell": cell.parent_cell, "parent_order": params.parent_order,
+            written = write_parent(s3_store(bucket, store_key), cell.store_id, cell.parent_cell, period, stats)
+        return {"parent_cell": cell.parent_cell, "parent_order": params.parent_order, "store_id": cell.store_id,
                 "cells_with_data": written, "segments": int(segments.cells.size), "granules": used}
 
     def combine(self, results: list[dict[str, Any]], run: RunContext, params: BaseModel, bucket: Bucket) -> list[str]:
-        """Consolidate the store, record provenance in its attributes, draw h_mean; return the keys written."""
+        """Check that every result's region is in the store, record the run in its attributes, consolidate, and draw
+        this period's h_mean; return the keys written."""
         assert isinstance(params, Params)
+        period = _period(run)
         store_key = layout.output_key(self.name, run.config_id, STORE_NAME)
-        png_key = layout.output_key(self.name, run.config_id, PNG_NAME)
-        granules = sorted({url for result in results for url in result.get("granules", [])})
+        png_key = layout.output_key(self.name, run.config_id, png_name(period))
+        granules = {url for result in results for url in result.get("granules", [])}
         store = s3_store(bucket.name, store_key)
         with storage_errors(f"finishing s3://{bucket.name}/{store_key}"):
+            store_layout = read_layout(store)
+            lost = [r["parent_cell"] for r in results
+                    if store_layout is None or r.get("store_id") != store_layout.store_id
+                    or r["parent_cell"] not in store_layout.parents]
+            if store_layout is None or lost or period not in store_layout.periods:
+                raise OutputStoreMismatch(
+                    f"the output store s3://{bucket.name}/{store_key} no longer holds this run's regions (parent "
+                    f"cells {lost[:5]} of {len(results)}, period {period[0]}..{period[1]}): it was moved, or "
+                    "another execution of the same configuration made it again; start this execution again")
             created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             finalize(store, {
                 # CF-style discovery attributes, so the store can be cited and understood on its own.
                 "Conventions": "CF-1.10",
                 "title": f"ICESat-2 ATL06 land-ice height statistics per HEALPix order-{params.child_order} cell",
                 "source": "ICESat-2 ATL06 land_ice_segments (h_li, h_li_sigma; atl06_quality_summary == 0)",
-                "history": f"{created} granulemap {granulemap.__version__} recipe {self.name} run {run.run_id} "
-                           f"(parent order {params.parent_order}, child order {params.child_order})",
-                "source_granules": granules,
+                "provenance": "each run's input granules, parameters and software versions: "
+                              + layout.provenance_key(self.name, run.config_id, "<run id>"),
                 "granulemap_version": granulemap.__version__,
-                "run_id": run.run_id,
-                "date_created": created,
-            })
-            _, cells, h_mean = read_cells_with_data(store, "h_mean")
+                "date_modified": created,
+            }, history=f"{created} granulemap {granulemap.__version__} recipe {self.name} run {run.run_id}: period "
+                       f"{period[0]}..{period[1]}, {len(results)} parent cells of order {params.parent_order}, "
+                       f"{len(granules)} granules")
+            _, cells, h_mean = read_period(store, "h_mean", period)
         png = plot_cells(cells, params.child_order, h_mean, label="h_mean (m above the WGS84 ellipsoid)",
-                         title=f"ATL06 weighted mean height per HEALPix order-{params.child_order} cell "
-                               f"({cells.size} cells, {len(granules)} granules)")
+                         title=f"ATL06 weighted mean height per HEALPix order-{params.child_order} cell, "
+                               f"{period[0]}..{period[1]} ({cells.size} cells, {len(granules)} granules)")
         bucket.put_bytes(png_key, png, "image/png")
         return [store_key, png_key]
 

@@ -83,8 +83,13 @@ class Recipe(abc.ABC):
         """
         return [Item(id=item_id_for(g.url), granules=[g]) for g in granules]
 
-    def prepare(self, items: list[Item], run: RunContext, params: BaseModel, bucket: Bucket) -> None:
-        """Runs once before the Map (e.g. to create an output store's template). Default: nothing."""
+    def prepare(self, items: list[Item], run: RunContext, params: BaseModel, bucket: Bucket) -> list[Item] | None:
+        """Runs once in BuildCatalog, before the manifest is written (e.g. to create or grow an output store).
+
+        May return the items to write to the manifest in place of ``items`` (e.g. with ids that name the store they
+        write to); None keeps them. Default: nothing.
+        """
+        return None
 
     # --- science ----------------------------------------------------------------------------------------
     @abc.abstractmethod

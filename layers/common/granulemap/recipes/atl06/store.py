@@ -1,11 +1,23 @@
-"""The recipe's Zarr v3 store: one dense block of child cells per parent cell of the run, written through S3.
+"""The recipe's Zarr v3 store: statistics per (period, cell), one cumulative store per configuration, through S3.
 
-Layout. The ``cells`` dimension holds only the run's parent cells, sorted by nested id, each followed by all
-of its 4**(child_order - parent_order) children: parent ``k`` of the sorted list owns cells ``[k*n, (k+1)*n)``.
-The ``cell_ids`` coordinate holds the real nested ids (xdggs attributes: healpix, nested, WGS84). Every statistic
-is chunked by exactly one parent's block, so two processors never write the same chunk (shared chunks or shards
-lose regions silently when written concurrently). The parent list and an id of the layout are in the group's
-attributes, so a processor finds its region and refuses a store built for another catalog.
+Layout. Two dimensions:
+
+- ``time``: one entry per period a run covered, in the order runs added them (the monthly runs append; a
+  back-filled month lands at the end: ``ds.sortby("time")`` orders them). The ``time`` coordinate is the period's
+  first day and ``time_bounds`` its [first day, day after the last day), CF-style, in days since 1970-01-01.
+- ``cells``: every parent cell any run touched, each followed by all 4**(child_order - parent_order) of its
+  children (a dense, ascending block), in the order runs added them (each run's new parents sorted by nested id).
+  The ``cell_ids`` coordinate holds the real nested ids (xdggs attributes: healpix, nested, WGS84).
+
+Every statistic is chunked by exactly one (period, parent block), so two processors never write the same chunk
+(shared chunks or shards lose regions silently when written concurrently). Regions never move: growing the store
+only appends periods and parent blocks, so a later run never disturbs what earlier runs wrote.
+
+The group's attributes record the layout: the orders, the parents and periods in store order, and ``store_id``,
+made when the store is created. Items carry the store id, so a store deleted and made again gets new item ids
+(nothing is skipped as done into a store that no longer holds it), and a processor refuses a store that is not the
+one its item was catalogued for. Only BuildCatalog grows a store: two executions of the same configuration must
+not run at the same time (the monthly schedule never does); processors and the aggregator check their regions.
 
 Library: zarr's ``FsspecStore`` over s3fs. s3fs signs with botocore's credential chain and honours
 ``AWS_ENDPOINT_URL`` exactly as boto3 (``granulemap.storage``) does, so local runs against moto need nothing else;
@@ -15,12 +27,12 @@ obstore also reads the endpoint but refuses plain-http endpoints unless ``AWS_AL
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
+import datetime as dt
+import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -32,18 +44,26 @@ from granulemap.recipes.atl06.cells import children, children_per_parent
 from granulemap.recipes.atl06.stats import STATISTICS, CellStatistics
 
 STORE_NAME = "atl06-cell-stats.zarr"
-DIMENSION = "cells"
+CELLS = "cells"
+TIME = "time"
 CELL_IDS = "cell_ids"
+TIME_BOUNDS = "time_bounds"
 CELL_ID_FILL = -1
 _CELL_ID_CHUNK = 1 << 20
-"""cell_ids is written once, by BuildCatalog alone, so its chunks may span many parents (fewer PUTs)."""
+"""cell_ids is written by BuildCatalog alone, so its chunks may span many parents (fewer PUTs)."""
+_TIME_CHUNK = 1024
+EPOCH = dt.date(1970, 1, 1)
+TIME_UNITS = "days since 1970-01-01"
 
 UNITS = {"count": "1", "h_variance": "m2"}
 """Units of the statistics; every other one is metres (height above the WGS84 ellipsoid)."""
 
+Period = tuple[dt.date, dt.date]
+"""A run's inclusive (first day, last day)."""
+
 
 class OutputStoreMismatch(PermanentItemError):
-    """The output store was built for another catalog of the same configuration: re-run the whole execution."""
+    """The output store is not the one the item was catalogued for, or is not ours: re-run the execution."""
 
 
 @contextlib.contextmanager
@@ -66,17 +86,23 @@ def _dtype(name: str) -> str:
     return "int64" if name == "count" else "float64"
 
 
+def _days(day: dt.date) -> int:
+    return (day - EPOCH).days
+
+
 @dataclass(frozen=True)
 class StoreLayout:
-    """Which parent cells the store holds, in which order, at which orders."""
+    """Which parent cells and periods the store holds, in store order, at which orders, under which store id."""
 
+    store_id: str
     parent_order: int
     child_order: int
-    parents: tuple[int, ...]
+    parents: tuple[int, ...] = ()
+    periods: tuple[Period, ...] = ()
 
     @classmethod
-    def of(cls, parent_order: int, child_order: int, parents: Iterable[int]) -> StoreLayout:
-        return cls(parent_order, child_order, tuple(sorted({int(p) for p in parents})))
+    def new(cls, parent_order: int, child_order: int) -> StoreLayout:
+        return cls(uuid.uuid4().hex[:16], parent_order, child_order)
 
     @property
     def cells_per_parent(self) -> int:
@@ -84,35 +110,42 @@ class StoreLayout:
 
     @property
     def size(self) -> int:
+        """Length of the cells dimension."""
         return len(self.parents) * self.cells_per_parent
 
-    @property
-    def layout_id(self) -> str:
-        """Names this layout: equal ids, equal regions."""
-        text = json.dumps([self.parent_order, self.child_order, self.parents])
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+    def grown(self, parents: Iterable[int], period: Period) -> StoreLayout:
+        """This layout with ``period`` and the parents it lacks appended (new parents sorted); regions never move."""
+        known = set(self.parents)
+        new = sorted({int(p) for p in parents} - known)
+        periods = self.periods if period in self.periods else (*self.periods, period)
+        return replace(self, parents=(*self.parents, *new), periods=periods)
 
     def region(self, parent: int) -> slice:
-        """The cells of ``parent``'s block: [k*n, (k+1)*n) for its index k in the sorted parent list."""
-        k = int(np.searchsorted(self.parents, parent))
-        if k == len(self.parents) or self.parents[k] != parent:
-            raise OutputStoreMismatch(f"parent cell {parent} is not in the output store's layout {self.layout_id}")
+        """The cells of ``parent``'s block: [k*n, (k+1)*n) for its index k in the store's parent list."""
+        try:
+            k = self.parents.index(parent)
+        except ValueError:
+            raise OutputStoreMismatch(f"parent cell {parent} is not in the output store {self.store_id}") from None
         n = self.cells_per_parent
         return slice(k * n, (k + 1) * n)
 
-    def cell_ids(self) -> np.ndarray:
-        """Every cell id of the store, in store order."""
-        if not self.parents:
-            return np.empty(0, dtype=np.int64)
-        return np.concatenate([children(p, self.parent_order, self.child_order) for p in self.parents])
+    def time_index(self, period: Period) -> int:
+        try:
+            return self.periods.index(period)
+        except ValueError:
+            raise OutputStoreMismatch(
+                f"period {period[0]}..{period[1]} is not in the output store {self.store_id}") from None
 
     def attrs(self) -> dict[str, Any]:
-        return {"parent_order": self.parent_order, "child_order": self.child_order,
-                "parent_cells": list(self.parents), "layout_id": self.layout_id}
+        return {"store_id": self.store_id, "parent_order": self.parent_order, "child_order": self.child_order,
+                "parent_cells": list(self.parents),
+                "periods": [[start.isoformat(), end.isoformat()] for start, end in self.periods]}
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> StoreLayout:
-        return cls.of(int(attrs["parent_order"]), int(attrs["child_order"]), attrs["parent_cells"])
+        return cls(str(attrs["store_id"]), int(attrs["parent_order"]), int(attrs["child_order"]),
+                   tuple(int(p) for p in attrs["parent_cells"]),
+                   tuple((dt.date.fromisoformat(s), dt.date.fromisoformat(e)) for s, e in attrs["periods"]))
 
 
 def s3_store(bucket: str, key: str, *, read_only: bool = False) -> Store:
@@ -126,15 +159,24 @@ def s3_store(bucket: str, key: str, *, read_only: bool = False) -> Store:
 
 
 def read_layout(store: Store) -> StoreLayout | None:
-    """The layout recorded in the store, or None when there is no store (or not one of ours)."""
+    """The layout recorded in the store; None when there is no store, or a group we began but never finished
+    (``store_id`` is the last attribute written). A store whose layout cannot be read is an error, never None:
+    None lets the caller make a new store over the old one."""
     try:
-        attrs = dict(zarr.open_group(store, mode="r").attrs)
-    except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
+        group = zarr.open_group(store, mode="r", use_consolidated=False)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return None
+    return _layout_of(dict(group.attrs))
+
+
+def _layout_of(attrs: dict[str, Any]) -> StoreLayout | None:
+    if "store_id" not in attrs:
         return None
     try:
         return StoreLayout.from_attrs(attrs)
-    except (KeyError, TypeError, ValueError):
-        return None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise OutputStoreMismatch(f"the output store's layout attributes cannot be read ({exc!r}): not our store, "
+                                  "or damaged; move it away to start a new one") from exc
 
 
 def dggs_attrs(level: int) -> dict[str, Any]:
@@ -142,33 +184,64 @@ def dggs_attrs(level: int) -> dict[str, Any]:
     return {"grid_name": "healpix", "level": level, "indexing_scheme": "nested", "ellipsoid": "WGS84"}
 
 
-def ensure_template(store: Store, layout: StoreLayout, attrs: dict[str, Any] | None = None) -> bool:
-    """Create the empty store for ``layout`` (cell ids written, statistics all fill) unless it already exists.
-
-    An existing store with the same layout is kept as it is, with any regions already written (a re-run skips
-    finished items, so their regions must survive). A store with another layout is replaced. Returns True when
-    the store was (re)created.
-    """
-    existing = read_layout(store)
-    if existing is not None and existing.layout_id == layout.layout_id:
-        return False
-    group = zarr.create_group(store, overwrite=True, attributes=dict(attrs or {}))
+def _create(store: Store, layout: StoreLayout, attrs: dict[str, Any]) -> None:
+    """An empty store (no periods, no cells) for ``layout``'s orders; its layout attributes are written later."""
+    group = zarr.create_group(store, overwrite=True, attributes=dict(attrs))
     n = layout.cells_per_parent
-    size = max(layout.size, 1)
-    ids = group.create_array(
-        CELL_IDS, shape=(layout.size,), chunks=(min(size, max(n, _CELL_ID_CHUNK // n * n)),), dtype="int64",
-        fill_value=CELL_ID_FILL, dimension_names=[DIMENSION], attributes=dggs_attrs(layout.child_order),
-    )
-    ids[:] = layout.cell_ids()
+    group.create_array(CELL_IDS, shape=(0,), chunks=(max(n, _CELL_ID_CHUNK // n * n),), dtype="int64",
+                       fill_value=CELL_ID_FILL, dimension_names=[CELLS], attributes=dggs_attrs(layout.child_order))
+    group.create_array(TIME, shape=(0,), chunks=(_TIME_CHUNK,), dtype="int64", fill_value=0, dimension_names=[TIME],
+                       attributes={"standard_name": "time", "long_name": "first day of the period",
+                                   "units": TIME_UNITS, "calendar": "proleptic_gregorian", "bounds": TIME_BOUNDS})
+    group.create_array(TIME_BOUNDS, shape=(0, 2), chunks=(_TIME_CHUNK, 2), dtype="int64", fill_value=0,
+                       dimension_names=[TIME, "nv"],
+                       attributes={"long_name": "period: first day, day after the last day", "units": TIME_UNITS,
+                                   "calendar": "proleptic_gregorian"})
     for name, meaning in STATISTICS.items():
         group.create_array(
-            name, shape=(layout.size,), chunks=(n,), dtype=_dtype(name), fill_value=_fill(name),
-            dimension_names=[DIMENSION],
-            attributes={"long_name": meaning, "units": UNITS.get(name, "m"), "coordinates": CELL_IDS},
+            name, shape=(0, 0), chunks=(1, n), dtype=_dtype(name), fill_value=_fill(name),
+            dimension_names=[TIME, CELLS],
+            attributes={"long_name": meaning, "units": UNITS.get(name, "m"),
+                        "coordinates": f"{CELL_IDS} {TIME_BOUNDS}"},
         )
-    group.attrs.update(layout.attrs())  # last: a template left half-made by a crash has no layout, so is rebuilt
+
+
+def grow(store: Store, parent_order: int, child_order: int, parents: Iterable[int], period: Period,
+         attrs: dict[str, Any] | None = None) -> StoreLayout:
+    """Make sure the store holds ``period`` and every parent in ``parents``; return its layout.
+
+    Creates the store (with ``attrs``) if there is none. Otherwise appends the period and the parents it lacks and
+    leaves everything already written where it is, so a re-run or next month's run keeps earlier regions. The layout
+    attributes are written last: a crash halfway leaves the old layout, and the next call redoes the growth (array
+    shapes always follow the recorded layout).
+    """
+    old = read_layout(store)
+    if old is None:
+        old = StoreLayout.new(parent_order, child_order)
+        _create(store, old, attrs or {})
+    elif (old.parent_order, old.child_order) != (parent_order, child_order):
+        raise OutputStoreMismatch(f"the output store holds orders {old.parent_order}/{old.child_order}, not "
+                                  f"{parent_order}/{child_order}")
+    new = old.grown(parents, period)
+    if new == old:
+        return old
+    group = zarr.open_group(store, mode="r+", use_consolidated=False)
+    size, times = new.size, len(new.periods)
+    for name in STATISTICS:
+        _array(group, name).resize((times, size))
+    group[CELL_IDS].resize((size,))
+    group[TIME].resize((times,))
+    group[TIME_BOUNDS].resize((times, 2))
+    if new.parents != old.parents:
+        group[CELL_IDS][old.size:] = np.concatenate(
+            [children(p, new.parent_order, new.child_order) for p in new.parents[len(old.parents):]])
+    if new.periods != old.periods:
+        start, end = period
+        group[TIME][times - 1] = _days(start)
+        group[TIME_BOUNDS][times - 1] = [_days(start), _days(end) + 1]
+    group.attrs.update(new.attrs())  # last (see the docstring)
     _consolidate(store)  # each processor then opens the store with one read
-    return True
+    return new
 
 
 def _consolidate(store: Store) -> None:
@@ -178,30 +251,45 @@ def _consolidate(store: Store) -> None:
         zarr.consolidate_metadata(store)
 
 
-def write_parent(store: Store, layout_id: str, parent: int, stats: CellStatistics) -> int:
-    """Write parent cell ``parent``'s whole block (cells without segments get the fill values); return the number
-    of child cells with data. Raises OutputStoreMismatch if the store's layout is not ``layout_id``."""
-    group = zarr.open_group(store, mode="r+")
-    layout = StoreLayout.from_attrs(dict(group.attrs))
-    if layout.layout_id != layout_id:
-        raise OutputStoreMismatch(
-            f"the output store has layout {layout.layout_id}, but this item was catalogued for {layout_id}: "
-            "another execution of the same configuration rebuilt the store; run this execution again"
-        )
-    region = layout.region(parent)
+def open_layout(store: Store, store_id: str, mode: str = "r") -> tuple[zarr.Group, StoreLayout]:
+    """The store's group and layout; OutputStoreMismatch unless it is store ``store_id``."""
+    try:
+        group = zarr.open_group(store, mode=mode)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        raise _not_catalogued_store(store_id, None) from None
+    layout = _layout_of(dict(group.attrs))
+    if layout is None or layout.store_id != store_id:
+        raise _not_catalogued_store(store_id, layout)
+    return group, layout
+
+
+def _not_catalogued_store(store_id: str, found: StoreLayout | None) -> OutputStoreMismatch:
+    what = "no output store" if found is None else f"output store {found.store_id}"
+    return OutputStoreMismatch(
+        f"found {what}, but this item was catalogued for output store {store_id}: the store was moved or made "
+        "again after this execution's BuildCatalog; start the execution again")
+
+
+def write_parent(store: Store, store_id: str, parent: int, period: Period, stats: CellStatistics) -> int:
+    """Write parent cell ``parent``'s whole block for ``period`` (cells without segments get the fill values);
+    return the number of child cells with data. Raises OutputStoreMismatch if the store is not ``store_id`` or
+    lacks the region."""
+    group, layout = open_layout(store, store_id, mode="r+")
+    region, t = layout.region(parent), layout.time_index(period)
     n = layout.cells_per_parent
     local = stats.cells - parent * n  # offsets inside the block: children of p are [p*n, (p+1)*n)
     if stats.size and (local.min() < 0 or local.max() >= n):
         raise ValueError(f"statistics of cells outside parent cell {parent} (order {layout.parent_order})")
     arrays = {name: _array(group, name) for name in STATISTICS}
     for name, array in arrays.items():
-        if array.chunks != (n,):
-            raise OutputStoreMismatch(f"{name} is not chunked by one parent cell ({n} cells): not our store")
+        if array.chunks != (1, n) or array.shape[0] <= t or array.shape[1] < region.stop:
+            raise OutputStoreMismatch(f"{name} has shape {array.shape} and chunks {array.chunks}: not the layout "
+                                      f"of store {store_id} (one chunk per period and parent cell of {n} cells)")
 
     def write(name: str) -> None:
         block = np.full(n, _fill(name), dtype=_dtype(name))
         block[local] = stats.values[name]
-        arrays[name][region] = block  # one whole chunk: one PUT; an all-fill block deletes the chunk instead
+        arrays[name][t, region] = block  # one whole chunk: one PUT; an all-fill block deletes the chunk instead
 
     with ThreadPoolExecutor(len(arrays)) as pool:  # the PUTs are independent: send them together
         list(pool.map(write, arrays))
@@ -215,16 +303,21 @@ def _array(group: zarr.Group, name: str) -> zarr.Array:
     return member
 
 
-def finalize(store: Store, attrs: dict[str, Any]) -> None:
-    """Add ``attrs`` to the group's attributes and consolidate the metadata (one read opens the store)."""
-    group = zarr.open_group(store, mode="r+")
-    group.attrs.update(attrs)
+def finalize(store: Store, attrs: dict[str, Any], history: str) -> None:
+    """Add ``attrs`` to the group's attributes, append a line to its ``history`` (one per run, CF-style) and
+    consolidate the metadata (one read opens the store)."""
+    group = zarr.open_group(store, mode="r+", use_consolidated=False)
+    earlier = str(group.attrs.get("history", ""))
+    group.attrs.update({**attrs, "history": f"{earlier}\n{history}" if earlier else history})
     _consolidate(store)
 
 
-def read_cells_with_data(store: Store, name: str) -> tuple[StoreLayout, np.ndarray, np.ndarray]:
-    """(layout, cell ids, values of ``name``) of the cells with count > 0."""
+def read_period(store: Store, name: str, period: Period) -> tuple[StoreLayout, np.ndarray, np.ndarray]:
+    """(layout, cell ids, values of ``name``) of the cells with count > 0 in ``period``."""
+    layout = read_layout(store)
+    if layout is None:
+        raise OutputStoreMismatch("there is no output store to read")
     group = zarr.open_group(store, mode="r")
-    layout = StoreLayout.from_attrs(dict(group.attrs))
-    has_data = np.asarray(_array(group, "count")[:]) > 0
-    return layout, np.asarray(_array(group, CELL_IDS)[:])[has_data], np.asarray(_array(group, name)[:])[has_data]
+    t = layout.time_index(period)
+    has_data = np.asarray(_array(group, "count")[t, :]) > 0
+    return layout, np.asarray(group[CELL_IDS][:])[has_data], np.asarray(_array(group, name)[t, :])[has_data]
