@@ -1,14 +1,20 @@
-"""`sam build` (no container) builds the four functions and the shared layer for python3.12, and the built layer is
-self-sufficient: a Python 3.12 with only the layer and a function's folder on its path imports every handler,
-reduces the real granules and draws a plot."""
+"""`sam build` (no container) builds the four functions and the shared layer for python3.12, within the project's
+150 MB, and the built layer is self-sufficient: a Python 3.12 with only the layer and a function's folder on its path
+imports every handler and every compiled module, and the real handlers run every built-in recipe from its catalog to
+its plot against a local S3. layers/common/Makefile strips the layer (debug symbols, sources, unused Pillow codecs,
+matplotlib data); these tests are what shows that nothing a function needs went with it."""
 
 from __future__ import annotations
 
+import atexit
+import functools
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +23,8 @@ from conftest import DATA, MUR25, ROOT
 pytestmark = pytest.mark.slow
 
 FUNCTIONS = ("CatalogBuilderFunction", "CredentialFetcherFunction", "ProcessorFunction", "AggregatorFunction")
+PROJECT_TARGET_MB = 150
+"""The project's limit for the largest function plus the layer, unzipped (Lambda's is 250 MB; BENCHMARKS.md)."""
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +48,98 @@ def test_sam_build_produces_the_layer_and_four_functions(build: Path) -> None:
         assert (build / fn / "app.py").is_file(), fn
     size = sum(f.stat().st_size for f in layer.rglob("*") if f.is_file())
     assert size < 250 * 1000 * 1000, f"layer is {size / 1e6:.0f} MB unzipped: over Lambda's 250 MB limit"
+    largest = max(sum(f.stat().st_size for f in (build / fn).rglob("*") if f.is_file()) for fn in FUNCTIONS)
+    assert size + largest <= PROJECT_TARGET_MB * 1e6, (
+        f"largest function + layer is {(size + largest) / 1e6:.1f} MB unzipped: over the project's "
+        f"{PROJECT_TARGET_MB} MB (bench/package.py lists the biggest packages)")
+
+
+def _run_on_layer(script: str, *, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None) -> Any:
+    """Run ``script`` in a Python that sees nothing but the standard library and what the script puts on sys.path
+    (-S: no site-packages, so nothing can come from the dev venv; -I: no user site, no PYTHON* variables); return
+    the JSON it prints last."""
+    base = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8"}
+    proc = subprocess.run([sys.executable, "-S", "-I", "-c", script], input=stdin, capture_output=True, text=True,
+                          timeout=600, cwd=cwd, env={**base, **(env or {})})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+_IMPORT_EVERY_EXTENSION = r"""
+import importlib, json, os, sys
+sys.path[:0] = [LAYER]
+sys.dont_write_bytecode = True
+names = sorted(os.path.relpath(os.path.join(root, f), LAYER).split(".")[0].replace(os.sep, ".")
+               for root, _, files in os.walk(LAYER) for f in files
+               if f.endswith(".so") and (".cpython-312-" in f or ".abi3." in f))
+failed = {}
+for name in names:
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        failed[name] = f"{type(exc).__name__}: {exc}"
+print(json.dumps({"modules": names, "failed": failed}))
+"""
+
+
+def test_every_compiled_module_of_the_built_layer_loads(build: Path) -> None:
+    """The Makefile strips every shared library: each extension module (and so each vendored library it links)
+    still loads."""
+    layer = build / "CommonLayer" / "python"
+    out = _run_on_layer(_IMPORT_EVERY_EXTENSION.replace("LAYER", repr(str(layer))), cwd=build)
+    assert not out["failed"], out["failed"]
+    for module in ("numpy._core._multiarray_umath", "h5py.h5d", "PIL._imaging", "matplotlib.ft2font",
+                   "matplotlib.backends._backend_agg", "kiwisolver._cext", "pydantic_core._pydantic_core",
+                   "aiohttp._http_parser", "mortie._rustie", "deflate._deflate"):
+        assert module in out["modules"], module
+
+
+_TEXT = r"""
+import io, json, logging, os, sys, warnings
+sys.path[:0] = [LAYER]
+sys.dont_write_bytecode = True
+records = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        records.append(record.getMessage())
+logging.getLogger("matplotlib").addHandler(Keep(logging.WARNING))
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib import font_manager
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
+    ax.plot([-1.5, 2.5], [1e-3, 2e-3])
+    ax.set_title("Mean SST over -5..5°N, −170..−120°E (open water)")
+    ax.set_xlabel(r"$\sqrt{\sum \sigma_i^{-2}}$ (m), $\alpha \leq \beta$")
+    ax.set_ylabel("h_mean (m above the WGS84 ellipsoid)", fontweight="bold", style="italic")
+    ax.text(0.5, 0.5, "no cells with data", family="monospace", transform=ax.transAxes)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+styles = {"regular": {}, "bold": {"weight": "bold"}, "italic": {"style": "italic"},
+          "bold italic": {"weight": "bold", "style": "italic"}, "monospace": {"family": "monospace"}}
+print(json.dumps({"png": buf.getvalue()[:8].hex(), "size": len(buf.getvalue()),
+                  "fonts": {k: os.path.relpath(font_manager.findfont(font_manager.FontProperties(**v)), LAYER)
+                            for k, v in styles.items()},
+                  "problems": records + [str(w.message) for w in caught]}))
+"""
+
+
+def test_text_and_mathtext_render_from_the_built_layer(build: Path) -> None:
+    """The Makefile keeps only some of matplotlib's fonts: the default font in every style, the monospace one and
+    what mathtext falls back to are all there (matplotlib logs or warns when it has to substitute a font or a glyph)."""
+    layer = build / "CommonLayer" / "python"
+    out = _run_on_layer(_TEXT.replace("LAYER", repr(str(layer))), cwd=build,
+                        env={"MPLCONFIGDIR": str(build / ".mpl-text")})
+    assert out["png"] == "89504e470d0a1a0a" and out["size"] > 5000
+    # In the layer's own folder: Lambda has no system fonts, and those of this machine must not stand in for them.
+    fonts = "matplotlib/mpl-data/fonts/ttf/"
+    assert out["fonts"] == {"regular": fonts + "DejaVuSans.ttf", "bold": fonts + "DejaVuSans-Bold.ttf",
+                            "italic": fonts + "DejaVuSans-Oblique.ttf",
+                            "bold italic": fonts + "DejaVuSans-BoldOblique.ttf",
+                            "monospace": fonts + "DejaVuSansMono.ttf"}
+    assert out["problems"] == [], out["problems"]
 
 
 _LAYER_ONLY = r"""
@@ -64,11 +164,96 @@ print(json.dumps({"recipes": names, "mean": row["mean_sst_c"], "png": png[:4].he
 def test_each_function_runs_from_the_built_layer_alone(build: Path, function: str) -> None:
     script = (_LAYER_ONLY.replace("LAYER", repr(str(build / "CommonLayer" / "python")))
               .replace("FUNCTION", repr(str(build / function))).replace("MUR25", repr(str(MUR25))))
-    # -S: no site-packages, so nothing can come from the dev venv; -I: no user site, no PYTHON* variables.
-    proc = subprocess.run([sys.executable, "-S", "-I", "-c", script], capture_output=True, text=True, timeout=300,
-                          cwd=DATA, env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
-                                         "MPLCONFIGDIR": str(build / f".mpl-{function}")})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = _run_on_layer(script, cwd=DATA, env={"MPLCONFIGDIR": str(build / f".mpl-{function}")})
     assert {"sst-global-mean", "sst-box-mean", "atl06-cell-stats"} <= set(out["recipes"])
     assert 15 < out["mean"] < 22 and out["png"] == "89504e47" and out["numpy_from_layer"]
+
+
+_INVOKE = r"""
+import json, sys, uuid
+sys.path[:0] = [LAYER, FUNCTION]
+import app
+
+class Context:  # the attributes of Lambda's context object that the handlers and Powertools read
+    function_name = FUNCTION_NAME
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-west-2:123456789012:function:" + FUNCTION_NAME
+    aws_request_id = str(uuid.uuid4())
+    def get_remaining_time_in_millis(self):
+        return 900_000
+
+results = [app.handler(event, Context()) for event in json.loads(sys.stdin.read())]
+print(json.dumps({"results": results, "modules_elsewhere": sorted(
+    name for name, m in sys.modules.items() if getattr(m, "__file__", None)
+    and not m.__file__.startswith((LAYER, FUNCTION, sys.base_prefix)))}))
+"""
+
+_BUCKET = "granulemap-layer-test"
+
+
+@functools.cache
+def _moto_s3() -> str:
+    """A moto S3 server on 127.0.0.1 with the test bucket: the layer's boto3 and s3fs reach it by AWS_ENDPOINT_URL."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    atexit.register(server.stop)
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-west-2", aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_bucket(
+        Bucket=_BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    return endpoint
+
+
+def _invoke(build: Path, function: str, events: list[dict[str, Any]], endpoint: str) -> list[Any]:
+    """``events`` handed one after the other to the built function's handler in one fresh process (a warm Lambda
+    with only the layer), with the environment variables the handlers read (pointed at the local S3); their results."""
+    script = (_INVOKE.replace("LAYER", repr(str(build / "CommonLayer" / "python")))
+              .replace("FUNCTION_NAME", repr(function)).replace("FUNCTION", repr(str(build / function))))
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_SESSION_TOKEN": "testing", "AWS_REGION": "us-west-2", "AWS_DEFAULT_REGION": "us-west-2",
+           "AWS_LAMBDA_FUNCTION_NAME": function, "BUCKET_NAME": _BUCKET, "POWERTOOLS_SERVICE_NAME": "granulemap",
+           "POWERTOOLS_METRICS_NAMESPACE": "granulemap", "POWERTOOLS_TRACE_DISABLED": "true", "LOG_LEVEL": "INFO",
+           "MPLCONFIGDIR": str(build / f".mpl-{function}")}
+    out = _run_on_layer(script, cwd=build, env=env, stdin=json.dumps(events))
+    assert out["modules_elsewhere"] == [], "neither in the layer, the function nor the standard library"
+    return out["results"]
+
+
+@pytest.mark.parametrize(("recipe", "source", "day"), [
+    ("sst-global-mean", "ghrsst", "2018-12-31"),
+    ("sst-box-mean", "ghrsst", "2018-12-31"),
+    ("atl06-cell-stats", "atl06", "2018-10-13"),
+])
+def test_the_built_handlers_run_every_recipe_to_its_plot(build: Path, recipe: str, source: str, day: str) -> None:
+    """What the state machine does, step by step, with the built functions and nothing but the built layer: the
+    catalog, the credentials (none for a local source), every item, then Aggregate, which writes the products and
+    draws the plot; the real granules of tests/data, products in a local S3 (moto)."""
+    import boto3
+    import matplotlib.image
+
+    endpoint = _moto_s3()
+    run_id = f"layer-{recipe}"
+    execution_input = {"recipe": recipe, "start": day, "end": day, "source": str(DATA / source)}
+    (catalog,) = _invoke(build, "CatalogBuilderFunction", [{"input": execution_input, "execution": run_id}], endpoint)
+    (credentials,) = _invoke(build, "CredentialFetcherFunction", [{"run": catalog["run"]}], endpoint)
+    run = {**catalog["run"], "credentials": credentials}
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-west-2", aws_access_key_id="testing",
+                      aws_secret_access_key="testing")
+    items = json.loads(s3.get_object(Bucket=_BUCKET, Key=catalog["catalog"]["key"])["Body"].read())
+    assert items and len(items) == catalog["catalog"]["count"]
+    processed = _invoke(build, "ProcessorFunction", [{"item": item, "run": run} for item in items], endpoint)
+    assert {r["status"] for r in processed} == {"succeeded"}
+    (summary,) = _invoke(build, "AggregatorFunction",
+                         [{"run": run, "catalog": catalog["catalog"], "map": catalog["map"]}], endpoint)
+    assert summary["status"] == "SUCCEEDED"
+    assert summary["items"]["succeeded"] == len(items) and summary["items"]["failed"] == 0
+    pngs = [key for key in summary["outputs"] if key.endswith(".png")]
+    assert len(pngs) == 1, summary["outputs"]
+    png = s3.get_object(Bucket=_BUCKET, Key=pngs[0])["Body"].read()
+    image = matplotlib.image.imread(io.BytesIO(png), format="png")
+    assert image.shape[0] > 200 and image.shape[1] > 300
+    assert len({tuple(px) for px in image.reshape(-1, image.shape[-1])[::97]}) > 10, "the plot is blank"
