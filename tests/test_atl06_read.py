@@ -12,8 +12,8 @@ import pytest
 from h5coro import filedriver, h5coro
 
 from granulemap.errors import GranuleUnreadable, VariableMissing
-from granulemap.recipes.atl06.cells import cell_ids, children, parents_of
-from granulemap.recipes.atl06.granule import Atl06Granule, segments_in_parent
+from granulemap.recipes.atl06.cells import cell_box, cell_ids, children, parents_of
+from granulemap.recipes.atl06.granule import Atl06Granule, beam_positions, segments_in_parent
 
 from test_atl06_synthetic_granule import (  # noqa: F401  (fixtures are imported by name, for pytest)
     ATL06_FILL,
@@ -27,11 +27,13 @@ from test_atl06_synthetic_granule import (  # noqa: F401  (fixtures are imported
     MotoS3,
     Segment,
     cells_touching,
+    corners,
     granule_one,
     moto_s3,
     neighbours,
     synthetic_dir,
     wgs84_cells,
+    write_granule,
 )
 
 NAMES = ("latitude", "longitude", "h_li", "h_li_sigma", "atl06_quality_summary")
@@ -69,6 +71,27 @@ def test_unwritten_chunks_read_as_the_fill_value(tmp_path: Path) -> None:
     assert ours.values.tobytes() == reference["/gt1l/land_ice_segments/h_li"].tobytes() == expected.tobytes()
     np.testing.assert_array_equal(window.values, expected[2:6])
     assert ours.fill_value == float(ATL06_FILL)
+
+
+@pytest.mark.parametrize(("dtype", "fill"), [("f8", -9999.0), ("i1", -5), ("i2", None), ("u2", 65535), ("f4", 0.0)])
+def test_unwritten_chunks_read_as_the_fill_value_of_any_type(tmp_path: Path, dtype: str, fill: float | None) -> None:
+    path = tmp_path / f"partly_written_{dtype}_SYNTHETIC.h5"
+    with netCDF4.Dataset(path, "w") as ds:
+        group = ds.createGroup("gt1l").createGroup("land_ice_segments")
+        group.createDimension("delta_time", 10)
+        v = group.createVariable("x", dtype, ("delta_time",), zlib=True, chunksizes=(3,), fill_value=fill)
+        v.set_auto_maskandscale(False)
+        v[3:6] = np.array([1, 2, 3], dtype=dtype)  # chunks 0, 2 and the last, partial one are never written
+    reference = h5coro.H5Coro(str(path), filedriver.FileDriver).readDatasets(["/gt1l/land_ice_segments/x"])
+    expected = reference["/gt1l/land_ice_segments/x"]
+    assert expected[3:6].tolist() == [1, 2, 3]
+    with _open(path) as granule:
+        ours = granule.read("gt1l", ["x"])["x"]
+        window = granule.read("gt1l", ["x"], (5, 10))["x"]
+    assert ours.values.dtype == expected.dtype and ours.values.tobytes() == expected.tobytes()
+    assert window.values.tobytes() == expected[5:10].tobytes()
+    if fill is not None:
+        assert ours.fill_value == fill and (expected[:3] == np.asarray(fill, dtype)).all()
 
 
 def test_fill_value_is_the_files_own_fill_value_attribute() -> None:
@@ -190,3 +213,134 @@ def test_granules_in_s3_are_read_over_https_unless_an_endpoint_says_otherwise(mo
     assert driver.copy().client.meta.endpoint_url.startswith("https://")
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
     assert _TlsS3Driver("bucket/key.h5", {}).client.meta.endpoint_url == "http://127.0.0.1:9"
+
+
+# --- reading only what the parent cell needs: the box, the windows, the shared readers --------------------------
+def test_cell_box_holds_every_point_mortie_puts_in_the_cell() -> None:
+    """The box is a pre-test that may only skip points outside the cell: over the globe, near the poles and across
+    the antimeridian, at coarse and fine orders, every point whose cell (mortie) is the cell lies in its box."""
+    rng = np.random.default_rng(11)
+    n = 250_000
+    lat = np.concatenate([np.degrees(np.arcsin(rng.uniform(-1, 1, n))), rng.uniform(84, 90, n // 4),
+                          rng.uniform(-90, -84, n // 4), rng.uniform(-70, 70, n // 4), [90.0, -90.0, 0.0, 0.0]])
+    lon = np.concatenate([rng.uniform(-180, 180, n), rng.uniform(-180, 180, n // 2),
+                          rng.choice([-1.0, 1.0], n // 4) * rng.uniform(178, 180, n // 4), [0.0, 0.0, 180.0, -180.0]])
+    for order in (0, 1, 2, 3, 6, 9):
+        ids = cell_ids(lat, lon, order)
+        by_cell = np.argsort(ids, kind="stable")
+        ordered = ids[by_cell]
+        found = np.unique(ids)
+        for cell in found if found.size <= 400 else rng.choice(found, 400, replace=False):
+            a, b = np.searchsorted(ordered, [cell, cell + 1])
+            members = by_cell[a:b]
+            box = cell_box(int(cell), order)
+            assert box.contains(lat[members], lon[members]).all(), (order, int(cell), box)
+            # the same points with longitudes written another way (0..360, or shifted by a turn)
+            assert box.contains(lat[members], lon[members] + 360.0).all(), (order, int(cell), box)
+            # and the cell's own corners and edge middles, from healpix_geo (independent of mortie)
+            edge = np.array(corners(int(cell), order, step=2))
+            assert box.contains(edge[:, 0], edge[:, 1]).all(), (order, int(cell), box)
+
+
+def test_cell_box_treats_minus_180_and_180_as_one_meridian() -> None:
+    lat, lon = -40.0, 180.0
+    cell = int(cell_ids(np.array([lat]), np.array([lon]), PARENT_ORDER)[0])
+    box = cell_box(cell, PARENT_ORDER)
+    assert box.width < 360.0  # a real longitude test
+    on = box.contains(np.array([lat, lat, lat]), np.array([180.0, -180.0, 0.0]))
+    assert on.tolist() == [True, True, False]
+
+
+def _dense_granule(path: Path, rng: np.random.Generator) -> Path:
+    """A SYNTHETIC granule of long tracks crossing the site's parent cell and its neighbours, the antimeridian and
+    the north pole, with bad flags, fill values, NaN and negative sigma here and there."""
+    tracks = {
+        "gt1l": ((-74.0, 29.0), (-71.0, 33.5)),  # across the site's parent cell (-72.5, 31) and beyond
+        "gt1r": ((-71.2, 28.5), (-73.8, 33.0)),
+        "gt2l": ((-40.5, 178.5), (-39.5, 181.5)),  # across the antimeridian, longitudes written up to 181.5
+        "gt2r": ((87.5, 10.0), (87.5, 190.0)),  # across the north pole
+        "gt3l": ((-75.0, 31.0), (-70.0, 31.05)),
+    }
+    beams: dict[str, list[Segment]] = {}
+    for beam, ((lat0, lon0), (lat1, lon1)) in tracks.items():
+        t = np.linspace(0.0, 1.0, 3000)
+        if beam == "gt2r":  # a great circle over the pole: up meridian lon0, down meridian lon0 + 180
+            lat = np.where(t < 0.5, lat0 + (90 - lat0) * 2 * t, 90 - (90 - lat0) * (2 * t - 1))
+            lon = np.where(t < 0.5, lon0, lon0 + 180.0)
+        else:
+            lat, lon = lat0 + (lat1 - lat0) * t, lon0 + (lon1 - lon0) * t
+        lat = lat + rng.normal(0, 1e-4, t.size)
+        lon = lon + rng.normal(0, 1e-4, t.size)
+        if beam != "gt2l":
+            lon = (lon + 180.0) % 360.0 - 180.0
+        h = rng.normal(1500, 50, t.size)
+        sigma = rng.uniform(0.01, 1.0, t.size)
+        quality = (rng.random(t.size) < 0.1).astype(int)
+        odd = rng.random(t.size)
+        h[odd < 0.01] = float(ATL06_FILL)
+        sigma[(odd > 0.01) & (odd < 0.02)] = float(ATL06_FILL)
+        h[(odd > 0.02) & (odd < 0.025)] = np.nan
+        sigma[(odd > 0.025) & (odd < 0.03)] = -1.0
+        lat[(odd > 0.03) & (odd < 0.032)] = np.nan
+        beams[beam] = [Segment(float(a), float(o), h=float(x), sigma=float(s), quality=int(q))
+                       for a, o, x, s, q in zip(lat, lon, h, sigma, quality, strict=True)]
+    return write_granule(path, beams, chunk=250)
+
+
+def _reference_segments(granule: Atl06Granule, parent: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The straightforward way: every dataset read whole, the cell of every usable position, then the filters."""
+    from granulemap.recipes.atl06.granule import ATL06_FILL_VALUE, usable
+
+    cells, heights, sigmas = [], [], []
+    for beam in granule.beams():
+        d = granule.read(beam, NAMES)
+        lat, lon = d["latitude"].values.astype(np.float64), d["longitude"].values.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            valid = usable(d["latitude"]) & usable(d["longitude"]) & (np.abs(lat) <= 90.0)
+            ids = np.full(lat.shape, -1, np.int64)
+            ids[valid] = cell_ids(lat[valid], lon[valid], CHILD_ORDER)
+            keep = (valid & (parents_of(ids, CHILD_ORDER, PARENT_ORDER) == parent)
+                    & (d["atl06_quality_summary"].values == 0) & usable(d["h_li"], ATL06_FILL_VALUE)
+                    & usable(d["h_li_sigma"], ATL06_FILL_VALUE) & (d["h_li_sigma"].values > 0))
+        cells.append(ids[keep])
+        heights.append(d["h_li"].values[keep])
+        sigmas.append(d["h_li_sigma"].values[keep])
+    return np.concatenate(cells), np.concatenate(heights), np.concatenate(sigmas)
+
+
+def test_reading_only_near_the_parent_gives_what_reading_everything_gives(tmp_path: Path,
+                                                                          synthetic_dir: Path) -> None:
+    """segments_in_parent (box, windows, cell ids of good segments only) returns the same segments, cells and
+    values in the same order as reading every segment and computing every cell, for every parent cell touched."""
+    dense = _dense_granule(tmp_path / "ATL06_20190101000000_00000101_006_01_DENSE_SYNTHETIC.h5",
+                           np.random.default_rng(5))
+    compared = 0
+    for path in (dense, REAL_GRANULE, synthetic_dir / SYNTHETIC_ONE):
+        with _open(path) as granule:
+            parents: set[int] = set()
+            for beam in granule.beams():
+                lat, lon = beam_positions(granule, beam)
+                parents |= set(cell_ids(lat, lon, PARENT_ORDER).tolist())
+            for parent in sorted(parents):
+                got = segments_in_parent(granule, parent, PARENT_ORDER, CHILD_ORDER)
+                cells, h, sigma = _reference_segments(granule, parent)
+                np.testing.assert_array_equal(got.cells, cells)
+                assert got.h_li.dtype == h.dtype and got.h_li.tobytes() == h.tobytes()
+                assert got.h_li_sigma.dtype == sigma.dtype and got.h_li_sigma.tobytes() == sigma.tobytes()
+                compared += cells.size
+    assert compared > 10_000
+
+
+def test_a_chunk_that_does_not_inflate_to_one_chunk_is_refused() -> None:
+    import zlib
+
+    import deflate
+
+    from granulemap.recipes.atl06.granule import _inflate
+
+    data = np.arange(100, dtype=np.float32).tobytes()
+    assert bytes(_inflate(zlib.compress(data), len(data))) == data
+    with pytest.raises(ValueError, match="inflated to 400 bytes instead of 800"):
+        _inflate(zlib.compress(data), 2 * len(data))
+    with pytest.raises(deflate.DeflateError):  # more bytes than one chunk
+        _inflate(zlib.compress(data), len(data) // 2)

@@ -62,3 +62,39 @@ def test_no_segments_give_no_cells() -> None:
 def test_misaligned_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="equal in length"):
         cell_statistics(np.array([1, 2]), np.array([1.0]), np.array([1.0]))
+
+
+def test_ordering_is_the_permutation_lexsort_gives() -> None:
+    """cell_statistics orders by cell, then height, then position, as ``np.lexsort((h, cells))`` does, whichever way
+    it sorts: ties, -0.0 and 0.0, infinities, tiny numbers, float32 or float64 heights, NaN, cells far apart."""
+    from granulemap.recipes.atl06.stats import _by_cell_then_height, _height_key
+
+    rng = np.random.default_rng(3)
+    specials = np.array([0.0, -0.0, 1.5, -1.5, np.inf, -np.inf, 3.4e38, -3.4e38, 1e-45, -1e-45, 123.25], np.float32)
+    for trial in range(60):
+        n = int(rng.integers(1, 3000))
+        span = int(rng.choice([1, 3, 4096, 65536, 2**40]))
+        cells = rng.integers(0, span, n) + 7 * 4**12
+        h32 = np.where(rng.random(n) < 0.3, rng.choice(specials, n),
+                       rng.normal(0, 1000, n).astype(np.float32)).astype(np.float32)
+        with_nan = h32.copy()
+        with_nan[0] = np.nan
+        not_float32 = h32.astype(np.float64) + rng.normal(0, 1e-3, n)
+        for h in (h32, h32.astype(np.float64), with_nan, not_float32):
+            np.testing.assert_array_equal(_by_cell_then_height(cells, h), np.lexsort((h, cells)), err_msg=str(trial))
+        assert _height_key(h32) is not None and _height_key(h32.astype(np.float64)) is not None
+        assert _height_key(with_nan) is None and _height_key(not_float32) is None
+
+
+def test_float32_heights_give_the_statistics_of_the_same_heights_in_float64() -> None:
+    rng = np.random.default_rng(8)
+    cells = rng.integers(5_000, 5_300, size=50_000)
+    h = rng.normal(800.0, 40.0, size=cells.size).astype(np.float32)
+    h[::7] = np.round(h[::7])  # ties
+    sigma = rng.uniform(0.02, 2.0, size=cells.size).astype(np.float32)
+    a = cell_statistics(cells, h, sigma)
+    b = cell_statistics(cells, h.astype(np.float64), sigma.astype(np.float64))
+    np.testing.assert_array_equal(a.cells, b.cells)
+    for name in STATISTICS:
+        assert a.values[name].dtype == b.values[name].dtype, name
+        assert a.values[name].tobytes() == b.values[name].tobytes(), name

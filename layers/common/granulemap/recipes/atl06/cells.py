@@ -9,6 +9,8 @@ contiguous ids ``[p << 2*levels, (p + 1) << 2*levels)``; everything here relies 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 
 import mortie
 import numpy as np
@@ -16,6 +18,8 @@ from mortie.orders import MAX_ORDER
 
 __all__ = [
     "MAX_ORDER",
+    "CellBox",
+    "cell_box",
     "cell_centres",
     "cell_ids",
     "children",
@@ -24,6 +28,10 @@ __all__ = [
     "polygon_cells",
 ]
 
+_BOX_STEP = 32
+"""Boundary points per cell side used to bound a cell (mortie's ``step``; 32 traces the curved polar edges)."""
+_BOX_MARGIN = 0.05
+"""Margin added on every side of a cell's box, as a fraction of the box's extent."""
 _MIN_COVERAGE_ORDER = 1
 """mortie's polygon coverer starts at order 1; order-0 covers are made at order 1 and coarsened."""
 
@@ -43,7 +51,9 @@ def cell_ids(latitude: np.ndarray, longitude: np.ndarray, order: int) -> np.ndar
     if lat.size == 0:
         return np.empty(0, dtype=np.int64)
     # UNIQ = 4 * 4**order + nested (the HEALPix "unique" numbering); mortie's default latitude is authalic.
-    return mortie.geo2uniq(lat, lon, order=order).astype(np.int64) - 4 * 4**order
+    ids = np.require(mortie.geo2uniq(lat, lon, order=order), dtype=np.int64, requirements=["W"])
+    ids -= 4 * 4**order
+    return ids
 
 
 def parents_of(cells: np.ndarray, child_order: int, parent_order: int) -> np.ndarray:
@@ -83,3 +93,74 @@ def cell_centres(cells: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]
     lat, lon = mortie.uniq2geo(uniq)
     lon = (np.asarray(lon, dtype=np.float64) + 180.0) % 360.0 - 180.0
     return np.asarray(lat, dtype=np.float64), lon
+
+
+@dataclass(frozen=True)
+class CellBox:
+    """A latitude/longitude box that contains a cell: a cheap pre-test before computing cell ids.
+
+    ``contains`` is True for every point of the cell, and for some points around it; only the cell ids decide.
+    Longitudes are an arc ``west`` → ``west + width`` (eastwards, any representation of a longitude: the test is
+    modulo 360°); ``width`` 360 means any longitude (a cell that reaches a pole).
+    """
+
+    south: float
+    north: float
+    west: float
+    width: float
+
+    def contains(self, latitude: np.ndarray, longitude: np.ndarray) -> np.ndarray:
+        """True where the point (degrees, WGS84 geodetic, finite) may lie in the cell; False where it cannot."""
+        return self.holds_latitude(latitude) & self.holds_longitude(longitude)
+
+    def holds_latitude(self, latitude: np.ndarray) -> np.ndarray:
+        """True where the latitude (degrees, finite) is within the box's."""
+        return (latitude >= self.south) & (latitude <= self.north)
+
+    def holds_longitude(self, longitude: np.ndarray) -> np.ndarray:
+        """True where the longitude (degrees, finite, any representation) is on the box's arc."""
+        if self.width >= 360.0:
+            return np.ones(np.shape(longitude), dtype=bool)
+        if longitude.size and -180.0 <= longitude.min() and longitude.max() <= 180.0:
+            return self._on_arc(longitude)
+        return np.remainder(longitude - self.west, 360.0) <= self.width  # any representation (slower)
+
+    def _on_arc(self, longitude: np.ndarray) -> np.ndarray:
+        """The arc test for longitudes in [-180, 180], by comparisons only."""
+        west = (self.west + 180.0) % 360.0 - 180.0  # in [-180, 180)
+        east = west + self.width
+        if east <= 180.0:
+            on = (longitude >= west) & (longitude <= east)
+        else:  # the arc crosses the antimeridian
+            on = (longitude >= west) | (longitude <= east - 360.0)
+        if any((x - self.west) % 360.0 <= self.width for x in (-180.0, 180.0)):
+            on |= np.abs(longitude) == 180.0  # -180 and 180 are one meridian
+        return on
+
+
+@lru_cache(maxsize=256)
+def cell_box(cell: int, order: int) -> CellBox:
+    """A box (WGS84 geodetic degrees) that contains nested cell ``cell`` at ``order``, with a margin.
+
+    The box bounds mortie's own boundary of the cell (``mort2polygon``, 32 points per side, geodetic latitude),
+    widened by 5 % of its extent on every side: HEALPix cell edges are monotonic in latitude and longitude between
+    vertices, so the points bound the cell and the margin covers the curvature between them and rounding. A cell
+    that comes within the margin of a pole gets every longitude (longitude is undefined at the pole).
+    """
+    lat_c, lon_c = cell_centres(np.array([cell]), order)
+    word = mortie.geo2mort(lat_c, lon_c, order=order)
+    nested, found_order = mortie.mort2healpix(word)
+    if int(np.asarray(nested).ravel()[0]) != cell or int(found_order) != order:
+        raise ValueError(f"mortie does not map the centre of cell {cell} (order {order}) back to it")
+    ring = np.asarray(mortie.mort2polygon(word, step=_BOX_STEP), dtype=np.float64).reshape(-1, 2)
+    lat, lon = ring[:, 0], ring[:, 1]
+    margin = _BOX_MARGIN * (lat.max() - lat.min())
+    south, north = float(lat.min() - margin), float(lat.max() + margin)
+    if north >= 90.0 or south <= -90.0:
+        return CellBox(max(south, -90.0), min(north, 90.0), -180.0, 360.0)
+    offset = np.remainder(lon - lon_c[0] + 180.0, 360.0) - 180.0  # from the centre's meridian, in [-180, 180)
+    margin = _BOX_MARGIN * (offset.max() - offset.min())
+    width = float(offset.max() - offset.min() + 2 * margin)
+    if width >= 360.0:
+        return CellBox(south, north, -180.0, 360.0)
+    return CellBox(south, north, float(lon_c[0] + offset.min() - margin), width)

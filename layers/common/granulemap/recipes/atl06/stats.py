@@ -46,16 +46,39 @@ def _by_cell_then_height(cells: np.ndarray, h: np.ndarray) -> np.ndarray:
     """The permutation that sorts by cell, then by height, then by position: ``np.lexsort((h, cells))``.
 
     When the cells span fewer than 2**16 ids (always within one parent cell up to 8 orders down), the same
-    permutation comes faster from two stable sorts: by height, then by the cell's offset from the smallest id as
-    uint16, which numpy sorts with a radix sort (bench/atl06.py measures both). A stable sort keeps the previous
-    order among equal keys, so ties fall exactly as lexsort leaves them and every statistic is bit-identical.
+    permutation comes faster from stable sorts of 16-bit keys, which numpy sorts with a radix sort (bench/atl06.py
+    measures it against lexsort): when every height is a float32 number (ATL06 stores h_li as float32), by the low
+    then the high half of an unsigned integer that orders as the height does (``_height_key``), else by the height
+    itself; then by the cell's offset from the smallest id as uint16. A stable sort keeps the previous order among
+    equal keys, so ties fall exactly as lexsort leaves them and every statistic is bit-identical.
     """
     lowest = cells.min()
     if cells.max() - lowest >= 2**16:
         return np.lexsort((h, cells))
-    order = np.argsort(h, kind="stable")
+    key = _height_key(h)
+    if key is None:
+        order = np.argsort(h, kind="stable")
+    else:
+        order = np.argsort((key & 0xFFFF).astype(np.uint16), kind="stable")
+        order = order[np.argsort((key >> 16).astype(np.uint16)[order], kind="stable")]
     offset = (cells - lowest).astype(np.uint16)
     return order[np.argsort(offset[order], kind="stable")]
+
+
+def _height_key(h: np.ndarray) -> np.ndarray | None:
+    """uint32 keys in the order of the heights, equal where the heights are equal (-0.0 and 0.0 too), when every
+    height is a float32 number and none is NaN; else None."""
+    if h.dtype == np.float32:
+        h32 = h
+        if np.isnan(h32).any():
+            return None
+    else:
+        h32 = h.astype(np.float32)
+        if not np.array_equal(h32, h):  # not all float32 numbers (NaN too: NaN != NaN)
+            return None
+    bits = (h32 + np.float32(0.0)).view(np.uint32)  # -0.0 + 0.0 is 0.0
+    # IEEE 754 order as unsigned integers: flip every bit of negatives, only the sign bit of the others
+    return np.where(bits >= 0x80000000, ~bits, bits | 0x80000000)
 
 
 def cell_statistics(cells: np.ndarray, h_li: np.ndarray, h_li_sigma: np.ndarray) -> CellStatistics:
@@ -66,17 +89,22 @@ def cell_statistics(cells: np.ndarray, h_li: np.ndarray, h_li_sigma: np.ndarray)
     order statistics, as ``np.quantile(..., method="linear")``.
     """
     cells = np.asarray(cells, dtype=np.int64)
-    h = np.asarray(h_li, dtype=np.float64)
-    sigma = np.asarray(h_li_sigma, dtype=np.float64)
-    if not (cells.shape == h.shape == sigma.shape and cells.ndim == 1):
+    h_given, sigma_given = np.asarray(h_li), np.asarray(h_li_sigma)
+    if not (cells.shape == h_given.shape == sigma_given.shape and cells.ndim == 1):
         raise ValueError(f"cells, h_li and h_li_sigma must be 1-D and equal in length: {cells.shape}, "
-                         f"{h.shape}, {sigma.shape}")
+                         f"{h_given.shape}, {sigma_given.shape}")
     if cells.size == 0:
         nothing = {name: np.empty(0, dtype=np.int64 if name == "count" else np.float64) for name in STATISTICS}
         return CellStatistics(cells=np.empty(0, dtype=np.int64), values=nothing)
 
-    order = _by_cell_then_height(cells, h)  # order statistics are then slices of one array
-    cells, h, sigma = cells[order], h[order], sigma[order]
+    # Order statistics are then slices of one array. The heights order the same in their own precision as in
+    # float64 (the conversion is exact), so float32 heights are ordered as given and converted once ordered.
+    if h_given.dtype != np.float32:
+        h_given = np.asarray(h_given, dtype=np.float64)
+    order = _by_cell_then_height(cells, h_given)
+    cells = cells[order]
+    h = np.asarray(h_given[order], dtype=np.float64)
+    sigma = np.asarray(sigma_given[order], dtype=np.float64)
     starts = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]])
     counts = np.diff(np.r_[starts, cells.size])
     last = starts + counts - 1
