@@ -7,6 +7,9 @@
   in a pool of worker processes: per-item work is CPU bound, and this way a local run uses every core. The engine's
   Lambda tasks reach the same dispatcher directly (its ``boto_client_for("lambda")`` is replaced), skipping an HTTP
   round trip through the moto server and a new boto3 client per task; errors still come back as Lambda error payloads.
+- The handlers' boto3 requests to the emulated AWS reach the moto server's application over a local socket
+  (granulemap/local/channel.py) instead of its HTTP port, and a few pure moto functions are memoized
+  (granulemap/local/speedups.py): the same answers for less of this process's CPU per item.
 - Nothing here re-implements the workflow: the engine only creates the resources the template describes.
 """
 
@@ -29,6 +32,7 @@ import boto3
 import requests
 
 from granulemap.local import worker
+from granulemap.local.channel import CHANNEL_ENV
 from granulemap.local.template import LocalTemplate, read_local_template, substitute_definition
 
 REGION = "us-west-2"
@@ -95,11 +99,12 @@ class LocalEngine:
         self.template: LocalTemplate
         self.state_machine_arn = ""
         self._server: Any = None
+        self._channel: Any = None
         self._pool: Executor | None = None
         self._environ_before: dict[str, str] | None = None
         self._original_invoke: Any = None
         self._original_client_for: Any = None
-        self._original_module_list: Any = None
+        self._restore_speedups: Any = None
         self._saved_env: dict[str, str | None] = {}
         self.total_items: int | None = None
         self.invocations: list[dict[str, Any]] = []
@@ -109,8 +114,6 @@ class LocalEngine:
     # ---- lifecycle -----------------------------------------------------------------------------------
     def __enter__(self) -> LocalEngine:
         import logging
-
-        from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         # moto warns on every Map that it ignores ToleratedFailurePercentage; Aggregate enforces it (see README).
@@ -125,16 +128,29 @@ class LocalEngine:
         if LocalEngine._active:
             raise RuntimeError("one LocalEngine per process at a time: moto's backends are process-wide")
         LocalEngine._active = True
-        self._cache_moto_module_list()
+        if not self.in_process:
+            from granulemap.local.channel import ChannelServer
+
+            self._channel = ChannelServer(("127.0.0.1", port))
+        # The worker processes start (and import what the handlers need) while this process imports moto and
+        # creates the resources: on two cores the two start-ups overlap instead of adding up.
+        self._start_pool()
+        self._warm_pool()
+        from moto.server import ThreadedMotoServer
+
+        from granulemap.local import speedups
+
+        self._restore_speedups = speedups.install()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self._server.start()
+        if self._channel is not None:
+            self._channel.attach(self._server._server.app)
         # moto's backends are process-wide: start from an empty account whatever ran before in this process.
         requests.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
         requests.post(f"{self.endpoint}/moto-api/config",
                       json={"stepfunctions": {"execute_state_machine": True}}, timeout=10).raise_for_status()
         self.template = read_local_template(self.root, self.bucket, REGION, ACCOUNT, LOCAL_STACK_NAME,
                                             self.parameter_overrides)
-        self._start_pool()
         self._patch_lambda()
         self._create_resources()
         return self
@@ -151,13 +167,15 @@ class LocalEngine:
             lambda_eval_utils.boto_client_for = self._original_client_for
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
         if self._server is not None:
             self._server.stop()
             LocalEngine._active = False
-        if self._original_module_list is not None:
-            from moto import backends
-
-            backends.list_of_moto_modules = self._original_module_list  # type: ignore[assignment]
+        if self._restore_speedups is not None:
+            self._restore_speedups()
+            self._restore_speedups = None
         for key, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -167,15 +185,6 @@ class LocalEngine:
             os.environ.clear()
             os.environ.update(self._environ_before)
             self._environ_before = None
-
-    def _cache_moto_module_list(self) -> None:
-        """moto's server lists its package folder on every HTTP request to route it (about a fifth of the engine's
-        busy time, BENCHMARKS.md); the list never changes while we run, so compute it once."""
-        from moto import backends
-
-        self._original_module_list = backends.list_of_moto_modules
-        modules = tuple(backends.list_of_moto_modules())
-        backends.list_of_moto_modules = lambda: modules  # type: ignore[assignment]
 
     def _setenv(self, values: dict[str, str]) -> None:
         for key, value in values.items():
@@ -192,6 +201,7 @@ class LocalEngine:
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_DEV": "false",
             "GRANULEMAP_LOCAL": "1",
+            **({CHANNEL_ENV: f"{self._channel.path} {self.endpoint}"} if self._channel is not None else {}),
             **self.extra_env,
         }
 
@@ -207,9 +217,25 @@ class LocalEngine:
             initargs=(self.worker_env(), str(self.log_path) if self.log_path else None),
         )
 
+    def _warm_pool(self) -> None:
+        """Start every worker process now, each importing the handlers' third-party libraries
+        (``worker.warm``): nothing that depends on a function's environment, which ``worker.invoke`` sets."""
+        import concurrent.futures.process
+
+        # Only our own pool: a replacement (bench/function_memory_probe.py runs each task in a new process and
+        # wraps every task) keeps starting its processes on demand.
+        if type(self._pool) is concurrent.futures.process.ProcessPoolExecutor:
+            for _ in range(self.workers):
+                self._pool.submit(worker.warm)
+
     def client(self, service: str) -> Any:
-        return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint,
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+        client = boto3.client(service, region_name=REGION, endpoint_url=self.endpoint,
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        if self._channel is not None:
+            from granulemap.local.channel import InProcessClient
+
+            client.meta.events.register("before-send", InProcessClient(self._channel, self.endpoint))
+        return client
 
     # ---- lambda dispatch -----------------------------------------------------------------------------
     def _patch_lambda(self) -> None:

@@ -41,6 +41,9 @@ def init_worker(base_env: dict[str, str], log_path: str | None) -> None:
     global _base_env
     _base_env = dict(base_env)
     os.environ.update(base_env)
+    from granulemap.local.channel import install_client_hook
+
+    install_client_hook()
     if log_path:
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         sys.stdout.flush()
@@ -48,6 +51,20 @@ def init_worker(base_env: dict[str, str], log_path: str | None) -> None:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
+
+
+WARM_MODULES = ("boto3", "botocore.session", "pydantic", "numpy", "aws_xray_sdk.core", "aws_lambda_powertools",
+                "aws_lambda_powertools.utilities.parser")
+"""Third-party libraries every handler imports, none of which reads a function's environment when imported."""
+
+
+def warm() -> None:
+    """First task of each worker process: import ``WARM_MODULES`` while the engine process starts up."""
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
 
 
 def _set_function_env(env: dict[str, str]) -> None:
