@@ -177,8 +177,8 @@ def orchestration_targets(o: dict[str, Any], load: str, cores: str) -> list[Targ
     ok = ov["ms_per_item"]["median"] <= 10
     why = "" if ok else (
         f"the engine process spends {fmt(engine_cpu, 1)} ms of CPU per item, the workers {fmt(workers_cpu, 1)} ms: "
-        "the engine process is moto, pure Python in one process: its HTTP server answers the handlers' S3 requests "
-        "and its Step Functions engine runs one Map child execution per item (see the section)")
+        "the engine process is moto, pure Python in one process: its S3 application answers the handlers' three "
+        "requests per item and its Step Functions engine runs one Map child execution per item (see the section)")
     out = [Target("Local engine: overhead per item (no-op recipe)", "≤ 10 ms", ms_cell(ov["ms_per_item"]) + " ms",
                   ok, why)]
     x = se["speedup"]
@@ -318,7 +318,8 @@ def atl06_section(a: dict[str, Any]) -> list[str]:
            "cells). Per input, the parent cell with the most segments is timed (bench/atl06.py):", "",
            "- `ours`: the Processor's work before writing: read the parent cell's segments (h5coro, quality and fill "
            "filters, mortie cell ids), then `cell_statistics`, which orders the segments by cell then height with "
-           "two stable sorts (heights, then a radix sort of the cells' uint16 offsets);",
+           "three stable radix sorts of 16-bit keys (the low and high halves of the float32 heights' bits, then "
+           "the cells' offsets);",
            "- `ours, lexsort`: the same with the ordering it replaced, one `np.lexsort((h, cells))`;",
            "- `ours+write`: `ours` plus writing the parent cell's chunk to an in-memory Zarr store;",
            "- `zagg`: `process_shard` as tests/test_atl06_reference.py calls it (it returns a frame, writes nothing).",
@@ -335,12 +336,12 @@ def atl06_section(a: dict[str, Any]) -> list[str]:
     out += ["", f"Times are min / median ms of {first['timings']['ours']['repeats']} interleaved repeats.", "",
             "Where `ours` spends its time on the timed parent cell, and the ordering step alone, timed both ways "
             "(interleaved; min / median ms):", "",
-            "| input | read | cell_statistics | order: lexsort | order: two stable sorts | lexsort / two stable sorts |",
+            "| input | read | cell_statistics | order: lexsort | order: radix sorts | lexsort / radix sorts |",
             "|---|---:|---:|---:|---:|---:|"]
     for name, d in a["datasets"].items():
         b = d["breakdown"]["timings"]
         out.append(f"| {name} | {ms_cell(b['read'])} | {ms_cell(b['statistics'], 2)} | {ms_cell(b['order: lexsort'], 2)} | "
-                   f"{ms_cell(b['order: two stable sorts'], 2)} | {ratio_cell(d['breakdown']['lexsort / two stable sorts'])} |")
+                   f"{ms_cell(b['order: radix sorts'], 2)} | {ratio_cell(d['breakdown']['lexsort / radix sorts'])} |")
     out += ["", "Checks made before timing, on every parent cell of every input: ours and zagg give identical "
             "counts, h_min and h_max and the other statistics within 1e-6 relative (zagg stores float32); ours with "
             "lexsort gives bit-identical statistics to ours, and the two orderings are the same permutation. Cells "
@@ -367,13 +368,15 @@ def orchestration_section(o: dict[str, Any]) -> list[str]:
            f"| wall ms per item | {ms_cell(ov['ms_per_item'])} |",
            f"| engine process CPU ms per item | {ms_cell(ov['engine_cpu_ms_per_item'])} |",
            f"| worker processes CPU ms per item | {ms_cell(ov['workers_cpu_ms_per_item'])} |", "",
-           "Where the engine process's CPU goes (a py-spy profile of one 600-item no-op run on 2026-11-22, not "
-           "repeated by `make bench`): more than half in moto's HTTP server answering requests, chiefly the "
-           "handlers' S3 reads and writes of results; about a fifth of the busy time in moto's "
-           "`DomainDispatcherApplication.get_application`, which lists moto's package folder "
-           "(`moto.backends.list_of_moto_modules`) on every request to find the backend; about an eighth in the Step "
-           "Functions engine itself. Caching that per-request lookup (granulemap/local/engine.py could wrap it once "
-           "the server starts) is the cheapest next cut.", ""]
+           "Where the engine process's CPU goes (yappi profiles of 1,000-item no-op runs on 2026-11-22, not "
+           "repeated by `make bench`). Before: 82 % in the HTTP server's threads (werkzeug's development server "
+           "closes the connection after every response, so each of an item's three S3 requests — the Processor's "
+           "look-up of an existing result, its PUT, Aggregate's GET — cost a TCP connection, a thread and HTTP "
+           "parsing), 20 % evaluating Map items, most of it re-parsing the same JSONPaths (jsonpath_ng builds a "
+           "parser per parse), and deep copies. Now the handlers' requests reach moto's WSGI application over a "
+           "Unix socket (granulemap/local/channel.py: botocore still serializes, signs and parses) and moto's pure "
+           "per-request work is memoized (granulemap/local/speedups.py); what remains is chiefly moto's S3 "
+           "application itself and its Step Functions engine, one Map child execution per item.", ""]
     it = ld["items"]
     out += [f"Load: {ld['items_requested']:,} no-op items, max concurrency {ld['max_concurrency']}: {ld['status']} in "
             f"{fmt(ld['seconds'], 0)} s; summary.json: {it['succeeded']} succeeded + {it['failed']} failed + "
