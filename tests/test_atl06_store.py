@@ -19,10 +19,12 @@ import zarr
 from granulemap import layout
 from granulemap.errors import StorageThrottled
 from granulemap.recipes.atl06.stats import STATISTICS, cell_statistics
+from granulemap.recipes.atl06 import store as store_module
 from granulemap.recipes.atl06.store import (
     OutputStoreMismatch,
     grow,
     read_layout,
+    read_period,
     s3_store,
     storage_errors,
     write_parent,
@@ -204,3 +206,27 @@ def test_a_store_that_is_not_ours_is_never_replaced(moto_s3: MotoS3) -> None:
     chunk = json.loads(moto_s3.client.get_object(Bucket=moto_s3.bucket, Key=f"{key}/count/zarr.json")["Body"].read())
     assert chunk["shape"] == [1, N_CHILDREN]  # untouched
     assert zarr.open_group(store, mode="r")["count"][0, 0] == 1
+
+
+def test_a_period_is_read_in_bounded_batches_of_the_parents_asked_for(moto_s3: MotoS3,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    store = s3_store(moto_s3.bucket, "outputs/atl06-cell-stats/read-test/atl06-cell-stats.zarr")
+    parents = [SITE.parent, SITE.neighbour, SITE.empty_parent]
+    made = grow(store, 6, 12, parents, MARCH)
+    grow(store, 6, 12, parents, APRIL)
+    write_parent(store, made.store_id, SITE.parent, MARCH, _two_cells(SITE.parent, (1.0, 2.0)))
+    write_parent(store, made.store_id, SITE.neighbour, MARCH, _two_cells(SITE.neighbour, (3.0, 4.0)))
+    write_parent(store, made.store_id, SITE.parent, APRIL, _two_cells(SITE.parent, (5.0, 6.0)))
+    # expected, independently: xarray reads the whole store, March's row, cells with a count
+    ds = xr.open_zarr(store).isel(time=0)
+    has = ds["count"].values > 0
+    want = dict(zip(ds["cell_ids"].values[has].tolist(), ds["h_max"].values[has].tolist(), strict=True))
+    assert len(want) == 4
+    monkeypatch.setattr(store_module, "_READ_BATCH_CELLS", N_CHILDREN)  # one parent block per batch
+    cells, h_max = read_period(store, "h_max", MARCH)
+    assert dict(zip(cells.tolist(), h_max.tolist(), strict=True)) == want
+    cells, h_max = read_period(store, "h_max", MARCH, [SITE.neighbour, SITE.empty_parent])
+    assert dict(zip(cells.tolist(), h_max.tolist(), strict=True)) == {
+        c: v for c, v in want.items() if c // N_CHILDREN == SITE.neighbour}
+    cells, h_max = read_period(store, "h_max", APRIL, [SITE.neighbour])
+    assert cells.size == 0 and h_max.size == 0

@@ -273,7 +273,8 @@ class Atl06CellStats(Recipe):
             }, history=f"{created} granulemap {granulemap.__version__} recipe {self.name} run {run.run_id}: period "
                        f"{period[0]}..{period[1]}, {len(results)} parent cells of order {params.parent_order}, "
                        f"{len(granules)} granules")
-            _, cells, h_mean = read_period(store, "h_mean", period)
+            with_data = [r["parent_cell"] for r in results if r.get("cells_with_data")]
+            cells, h_mean = read_period(store, "h_mean", period, with_data)
         png = plot_cells(cells, params.child_order, h_mean, label="h_mean (m above the WGS84 ellipsoid)",
                          title=f"ATL06 weighted mean height per HEALPix order-{params.child_order} cell, "
                                f"{period[0]}..{period[1]} ({cells.size} cells, {len(granules)} granules)")

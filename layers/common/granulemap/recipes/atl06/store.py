@@ -312,12 +312,38 @@ def finalize(store: Store, attrs: dict[str, Any], history: str) -> None:
     _consolidate(store)
 
 
-def read_period(store: Store, name: str, period: Period) -> tuple[StoreLayout, np.ndarray, np.ndarray]:
-    """(layout, cell ids, values of ``name``) of the cells with count > 0 in ``period``."""
+_READ_BATCH_CELLS = 1 << 20
+"""read_period reads at most this many cells of each array at a time: memory stays bounded however big the store."""
+
+
+def read_period(store: Store, name: str, period: Period,
+                parents: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(cell ids, values of ``name``) of the cells with count > 0 in ``period``, among the blocks of ``parents``
+    (default: every parent cell of the store), in store order.
+
+    The blocks are read a batch at a time and only the cells with data are kept, so a store of millions of cells is
+    read in bounded memory, and a run reads only its own parents' chunks.
+    """
     layout = read_layout(store)
     if layout is None:
         raise OutputStoreMismatch("there is no output store to read")
     group = zarr.open_group(store, mode="r")
-    t = layout.time_index(period)
-    has_data = np.asarray(_array(group, "count")[t, :]) > 0
-    return layout, np.asarray(group[CELL_IDS][:])[has_data], np.asarray(_array(group, name)[t, :])[has_data]
+    t, n = layout.time_index(period), layout.cells_per_parent
+    counts, values = _array(group, "count"), _array(group, name)
+    wanted = layout.parents if parents is None else {int(p) for p in parents}
+    blocks = sorted(k for k, p in enumerate(layout.parents) if p in wanted)
+    per_batch = max(1, _READ_BATCH_CELLS // n)
+    cells: list[np.ndarray] = []
+    found: list[np.ndarray] = []
+    for i in range(0, len(blocks), per_batch):
+        batch = blocks[i:i + per_batch]
+        index = (np.asarray(batch, dtype=np.int64)[:, None] * n + np.arange(n)).ravel()
+        has_data = np.asarray(counts.get_orthogonal_selection((t, index))) > 0
+        if not has_data.any():
+            continue
+        ids = np.concatenate([children(layout.parents[k], layout.parent_order, layout.child_order) for k in batch])
+        cells.append(ids[has_data])
+        found.append(np.asarray(values.get_orthogonal_selection((t, index[has_data]))))
+    if not cells:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=_dtype(name))
+    return np.concatenate(cells), np.concatenate(found)
