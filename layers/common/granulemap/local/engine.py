@@ -20,6 +20,7 @@ import json
 import multiprocessing
 import os
 import socket
+import sys
 import time
 import uuid
 import zipfile
@@ -35,6 +36,8 @@ from granulemap.local import worker
 from granulemap.local.channel import CHANNEL_ENV
 from granulemap.local.template import LocalTemplate, read_local_template, substitute_definition
 
+_RECURSION_LIMIT = 1_000_000
+"""Frames allowed in the engine process (see LocalEngine.__enter__): about one per Map item a worker thread takes."""
 REGION = "us-west-2"
 ACCOUNT = "123456789012"
 LOCAL_STACK_NAME = "granulemap-local"
@@ -105,6 +108,7 @@ class LocalEngine:
         self._original_invoke: Any = None
         self._original_client_for: Any = None
         self._restore_speedups: Any = None
+        self._recursion_limit_before: int | None = None
         self._saved_env: dict[str, str | None] = {}
         self.total_items: int | None = None
         self.invocations: list[dict[str, Any]] = []
@@ -128,6 +132,12 @@ class LocalEngine:
         if LocalEngine._active:
             raise RuntimeError("one LocalEngine per process at a time: moto's backends are process-wide")
         LocalEngine._active = True
+        # moto's Distributed Map workers recurse once per item they take (IterationWorker._eval_pool calls itself
+        # for the next job): past Python's default limit of 1,000 frames a worker thread dies of RecursionError and
+        # the execution never ends (found at 1,200 items with max concurrency 1). The frames are Python's (no C
+        # stack per call in 3.12), so a higher limit carries a worker through any manifest the template allows.
+        self._recursion_limit_before = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(self._recursion_limit_before, _RECURSION_LIMIT))
         if not self.in_process:
             from granulemap.local.channel import ChannelServer
 
@@ -173,6 +183,9 @@ class LocalEngine:
         if self._server is not None:
             self._server.stop()
             LocalEngine._active = False
+        if self._recursion_limit_before is not None:
+            sys.setrecursionlimit(self._recursion_limit_before)
+            self._recursion_limit_before = None
         if self._restore_speedups is not None:
             self._restore_speedups()
             self._restore_speedups = None
