@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
+import functools
 import os
 from pathlib import Path
 
@@ -35,3 +37,16 @@ def synthetic_month(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     from granulemap.synthetic import make_synthetic_series
 
     return make_synthetic_series(MUR25, tmp_path_factory.mktemp("synthetic"), dt.date(2018, 12, 1), 3)
+
+
+@functools.cache
+def moto_server_endpoint() -> str:
+    """A moto server on 127.0.0.1 (one per test process, stopped at exit): its endpoint URL, for boto3, s3fs and
+    h5coro alike (AWS_ENDPOINT_URL)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    atexit.register(server.stop)
+    host, port = server.get_host_and_port()
+    return f"http://{host}:{port}"

@@ -35,6 +35,8 @@ from granulemap.recipes.atl06.store import STORE_NAME, s3_store
 from granulemap.settings import Settings
 from granulemap.storage import Bucket
 
+from conftest import moto_server_endpoint
+
 DATA = Path(__file__).parent / "data" / "atl06"
 REAL_GRANULE = DATA / "ATL06_20181013235645_02340114_209_01.h5"
 ATL06_FILL = np.float32(3.4028235e38)
@@ -231,17 +233,6 @@ class MotoS3:
     client: Any
 
 
-@functools.cache
-def _moto_endpoint() -> str:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    atexit.register(server.stop)
-    host, port = server.get_host_and_port()
-    return f"http://{host}:{port}"
-
-
 TEST_BUCKET = "granulemap-atl06-tests"
 
 
@@ -253,7 +244,7 @@ def moto_s3() -> Iterator[MotoS3]:
 
     import granulemap.storage
 
-    endpoint = _moto_endpoint()
+    endpoint = moto_server_endpoint()
     with pytest.MonkeyPatch.context() as mp:
         for key, value in {
             "AWS_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": "testing",

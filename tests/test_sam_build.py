@@ -6,7 +6,6 @@ matplotlib data); these tests are what shows that nothing a function needs went 
 
 from __future__ import annotations
 
-import atexit
 import functools
 import io
 import json
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conftest import DATA, MUR25, ROOT
+from conftest import DATA, MUR25, ROOT, moto_server_endpoint
 
 pytestmark = pytest.mark.slow
 
@@ -195,13 +194,8 @@ _BUCKET = "granulemap-layer-test"
 def _moto_s3() -> str:
     """A moto S3 server on 127.0.0.1 with the test bucket: the layer's boto3 and s3fs reach it by AWS_ENDPOINT_URL."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    atexit.register(server.stop)
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    endpoint = moto_server_endpoint()
     boto3.client("s3", endpoint_url=endpoint, region_name="us-west-2", aws_access_key_id="testing",
                  aws_secret_access_key="testing").create_bucket(
         Bucket=_BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})

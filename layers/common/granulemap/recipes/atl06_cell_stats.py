@@ -252,9 +252,10 @@ class Atl06CellStats(Recipe):
         store = s3_store(bucket.name, store_key)
         with storage_errors(f"finishing s3://{bucket.name}/{store_key}"):
             store_layout = read_layout(store)
+            held = set() if store_layout is None else set(store_layout.parents)
             lost = [r["parent_cell"] for r in results
                     if store_layout is None or r.get("store_id") != store_layout.store_id
-                    or r["parent_cell"] not in store_layout.parents]
+                    or r["parent_cell"] not in held]
             if store_layout is None or lost or period not in store_layout.periods:
                 raise OutputStoreMismatch(
                     f"the output store s3://{bucket.name}/{store_key} no longer holds this run's regions (parent "

@@ -253,14 +253,19 @@ def _consolidate(store: Store) -> None:
 
 def open_layout(store: Store, store_id: str, mode: str = "r") -> tuple[zarr.Group, StoreLayout]:
     """The store's group and layout; OutputStoreMismatch unless it is store ``store_id``."""
+    group, layout = _open(store, mode)
+    if group is None or layout is None or layout.store_id != store_id:
+        raise _not_catalogued_store(store_id, layout)
+    return group, layout
+
+
+def _open(store: Store, mode: str) -> tuple[zarr.Group | None, StoreLayout | None]:
+    """The store's group (consolidated metadata: one read) and its layout; None for what is not there."""
     try:
         group = zarr.open_group(store, mode=mode)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        raise _not_catalogued_store(store_id, None) from None
-    layout = _layout_of(dict(group.attrs))
-    if layout is None or layout.store_id != store_id:
-        raise _not_catalogued_store(store_id, layout)
-    return group, layout
+        return None, None
+    return group, _layout_of(dict(group.attrs))
 
 
 def _not_catalogued_store(store_id: str, found: StoreLayout | None) -> OutputStoreMismatch:
@@ -324,13 +329,12 @@ def read_period(store: Store, name: str, period: Period,
     The blocks are read a batch at a time and only the cells with data are kept, so a store of millions of cells is
     read in bounded memory, and a run reads only its own parents' chunks.
     """
-    layout = read_layout(store)
-    if layout is None:
+    group, layout = _open(store, "r")
+    if group is None or layout is None:
         raise OutputStoreMismatch("there is no output store to read")
-    group = zarr.open_group(store, mode="r")
     t, n = layout.time_index(period), layout.cells_per_parent
     counts, values = _array(group, "count"), _array(group, name)
-    wanted = layout.parents if parents is None else {int(p) for p in parents}
+    wanted = set(layout.parents if parents is None else (int(p) for p in parents))
     blocks = sorted(k for k, p in enumerate(layout.parents) if p in wanted)
     per_batch = max(1, _READ_BATCH_CELLS // n)
     cells: list[np.ndarray] = []
