@@ -5,8 +5,12 @@
 Reported: ``seconds`` (wall clock of ``run_locally``: engine start, the execution, products copied out), the
 summary's item counts and status, ``engine_peak_mb`` (this process's VmHWM: the moto server, its Step Functions
 engine and the dispatch threads live here) and ``workers_peak_mb`` / ``workers_total_peak_mb`` (the largest RSS of
-one worker process, and of all of them together, sampled every 0.1 s with psutil), and the CPU seconds of the
-engine process and of its (reaped) worker processes.
+one worker process, and of all of them together, sampled every 0.1 s with psutil), the CPU seconds of the
+engine process and of its (reaped) worker processes, and ``phases``: the run's wall clock split at its Lambda
+invocations (OUT/logs/invocations.jsonl): ``start`` (until BuildCatalog is called: engine start-up), ``catalog`` (until
+the first Processor call: BuildCatalog, FetchCredentials), ``items`` (first Processor call to the end of the last: the
+only part more workers can shorten), ``aggregate`` (the Aggregate call) and ``end`` (the rest: products copied out,
+shut-down).
 """
 
 from __future__ import annotations
@@ -59,6 +63,25 @@ class ChildSampler(threading.Thread):
             self.stop_event.wait(self.every)
 
 
+def phases(invocations: Path, started: float, seconds: float) -> dict[str, float] | None:
+    """Seconds of each phase of the run (see the module's docstring); None if a function was never called."""
+    calls = [json.loads(line) for line in invocations.read_text().splitlines()] if invocations.exists() else []
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for c in calls:
+        first[c["function"]] = min(first.get(c["function"], c["start"]), c["start"])
+        last[c["function"]] = max(last.get(c["function"], 0.0), c["start"] + c["seconds"])
+    needed = ("CatalogBuilderFunction", "ProcessorFunction", "AggregatorFunction")
+    if not all(f in first for f in needed):
+        return None
+    marks = [started, first["CatalogBuilderFunction"], first["ProcessorFunction"], last["ProcessorFunction"],
+             first["AggregatorFunction"], last["AggregatorFunction"], started + seconds]
+    catalog, items, aggregate = marks[2] - marks[1], marks[3] - marks[2], marks[5] - marks[4]
+    return {"start": round(marks[1] - marks[0], 3), "catalog": round(catalog, 3), "items": round(items, 3),
+            "aggregate": round(aggregate, 3),
+            "end": round(seconds - (marks[1] - marks[0]) - catalog - items - aggregate, 3)}
+
+
 def main(argv: list[str]) -> int:
     parser = execution_parser()
     parser.add_argument("--max-concurrency", type=int)
@@ -72,7 +95,7 @@ def main(argv: list[str]) -> int:
         doc["max_concurrency"] = args.max_concurrency
     sampler = ChildSampler()
     sampler.start()
-    started = time.perf_counter()
+    started, wall_started = time.perf_counter(), time.time()
     summary = run_locally(doc, Path(args.out), workers=args.workers, progress=False, timeout=3600)
     seconds = time.perf_counter() - started
     sampler.stop_event.set()
@@ -83,6 +106,7 @@ def main(argv: list[str]) -> int:
         "engine_peak_mb": round(vm_hwm_mb(), 1), "workers_peak_mb": round(sampler.peak_one, 1),
         "workers_total_peak_mb": round(sampler.peak_total, 1), "children_seen": sampler.max_children,
         "engine_cpu_s": round(cpu.user + cpu.system, 2), "workers_cpu_s": round(cpu.children_user + cpu.children_system, 2),
+        "phases": phases(Path(args.out) / "logs" / "invocations.jsonl", wall_started, seconds),
     }))
     return 0
 

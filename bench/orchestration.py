@@ -10,8 +10,10 @@ so that each starts from an empty emulated account and its memory is its own.
 - Load: 2,000 no-op items at max concurrency 50: every item accounted for (succeeded + failed + skipped = total,
   from summary.json), its time, and the peak RSS of the engine process and of the workers.
 - Series: 365 daily SYNTHETIC MUR25-format granules (granulemap.synthetic.make_synthetic_series), sst-global-mean,
-  with ``workers`` 1 and 2, interleaved; speed-up, and granules/s against 2 x the best time of one granule alone
-  (ours-ocean in the SST section): what two cores could do if the engine cost nothing.
+  with ``workers`` 1 and 2, interleaved; speed-up end to end and of the items phase alone (first Processor call to
+  the end of the last, from the run's invocation log: the part more workers can shorten), each run's phases, and
+  granules/s against 2 x the best time of one granule alone (ours-ocean in the SST section): what two cores could do
+  if the engine cost nothing.
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ def series(tmp: Path, days: int, repeats: int, one_granule_seconds: float | None
     make_synthetic_series(MUR25, source, start, days)
     end = start + dt.timedelta(days=days - 1)
     timings = {w: Timing(f"{w} workers") for w in (1, 2)}
+    items_phase = {w: Timing(f"{w} workers, items phase") for w in (1, 2)}
+    phases: dict[int, list[dict[str, float]]] = {1: [], 2: []}
     memory: dict[int, dict[str, float]] = {}
     cpu: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
     for r in range(repeats):
@@ -114,6 +118,10 @@ def series(tmp: Path, days: int, repeats: int, one_granule_seconds: float | None
                 raise AssertionError(f"series on {workers} workers: {res['items']}")
             timings[workers].seconds.append(res["seconds"])
             cpu[workers].append((res["engine_cpu_s"], res["workers_cpu_s"]))
+            if res.get("phases") is None:
+                raise AssertionError(f"series on {workers} workers: no phases (a function was never called): {res}")
+            phases[workers].append(res["phases"])
+            items_phase[workers].seconds.append(res["phases"]["items"])
             memory[workers] = {k: res[k] for k in ("engine_peak_mb", "workers_peak_mb", "workers_total_peak_mb")}
     shutil.rmtree(source, ignore_errors=True)
     out: dict[str, Any] = {"days": days, "repeats": repeats, "memory": memory}
@@ -122,8 +130,11 @@ def series(tmp: Path, days: int, repeats: int, one_granule_seconds: float | None
             "seconds": t.seconds, "granules_per_s": {"max": days / t.min, "median": days / t.median},
             "engine_cpu_ms_per_granule": statistics.median(1e3 * e / days for e, _ in cpu[w]),
             "workers_cpu_ms_per_granule": statistics.median(1e3 * k / days for _, k in cpu[w]),
+            "phases": phases[w],
+            "phases_median": {k: statistics.median(p[k] for p in phases[w]) for k in phases[w][0]},
         }
     out["speedup"] = ratio(timings[1], timings[2])
+    out["items_phase_speedup"] = ratio(items_phase[1], items_phase[2])
     if one_granule_seconds:
         ideal = 2 / one_granule_seconds
         out["one_granule_ms"] = 1e3 * one_granule_seconds

@@ -92,7 +92,7 @@ def cost_model(results: dict[str, Any]) -> dict[str, Any]:
             "compute_s": round(one["timings"]["ours+write"]["median"] / 1e3, 4),
             "input_mb": round(results["atl06"]["synthetic_mb"], 1),
             "items_per_day": 2500, "max_items": 12 * 4**6,
-            "s3_gets_per_item": 2, "s3_puts_per_item": 10,
+            "s3_gets_per_item": 1, "s3_puts_per_item": 10,
         }
     if "package" in results:
         model["cold_import_s"] = {fn: round(v["median"], 3) for fn, v in results["package"]["cold_import_s"].items()}
@@ -177,7 +177,7 @@ def orchestration_targets(o: dict[str, Any], load: str, cores: str) -> list[Targ
     ok = ov["ms_per_item"]["median"] <= 10
     why = "" if ok else (
         f"the engine process spends {fmt(engine_cpu, 1)} ms of CPU per item, the workers {fmt(workers_cpu, 1)} ms: "
-        "the engine process is moto, pure Python in one process: its S3 application answers the handlers' three "
+        "the engine process is moto, pure Python in one process: its S3 application answers the handlers' two "
         "requests per item and its Step Functions engine runs one Map child execution per item (see the section)")
     out = [Target("Local engine: overhead per item (no-op recipe)", "≤ 10 ms", ms_cell(ov["ms_per_item"]) + " ms",
                   ok, why)]
@@ -185,35 +185,37 @@ def orchestration_targets(o: dict[str, Any], load: str, cores: str) -> list[Targ
     ok = x["median"] >= 1.7
     why = ""
     if not ok:
-        two = se["2_workers"]
-        why = (f"per granule the engine process spent {fmt(two['engine_cpu_ms_per_granule'], 1)} ms of CPU and the "
-               f"workers {fmt(two['workers_cpu_ms_per_granule'], 1)} ms (2 workers, start-up included)"
-               + (f"; reading and reducing the granule ({fmt(se['one_granule_ms'], 1)} ms) is "
-                  f"{100 * se['one_granule_ms'] / (two['engine_cpu_ms_per_granule'] + two['workers_cpu_ms_per_granule']):.0f} % "
-                  "of that" if se.get("one_granule_ms") else "")
-               + ". The engine's part is carried by one Python process whatever the number of workers, and a run "
-               f"has about {fmt(_fixed_seconds(o), 1)} s of serial work whatever its size (start-up, catalog, "
-               "Aggregate, shut-down: the no-op runs' time less their items' share), which alone caps 365 granules "
-               f"at {fmt(_amdahl_cap(o, se), 2)}x"
-               + (f", and the 1-minute load average at start was {load} on these {cores} cores (other engineers' runs)"
+        one, two = se["1_workers"], se["2_workers"]
+        serial = _serial_seconds(one)
+        why = (f"the items phase (first Processor call to the end of the last) sped up "
+               f"{ratio_cell(se['items_phase_speedup'])}; the rest of a run is serial whatever the workers: "
+               f"{fmt(serial, 1)} s of the 1-worker run's {fmt(_median(one['seconds']), 1)} s (engine start-up "
+               f"{fmt(one['phases_median']['start'], 1)} s, catalog {fmt(one['phases_median']['catalog'], 1)} s, "
+               f"Aggregate {fmt(one['phases_median']['aggregate'], 1)} s, end {fmt(one['phases_median']['end'], 1)} s), "
+               f"which alone caps 365 granules at {fmt(_amdahl_cap(one), 2)}x even if the items phase halved. "
+               f"And the items phase cannot halve: the engine process (moto, one Python process) spent "
+               f"{fmt(two['engine_cpu_ms_per_granule'], 1)} ms of CPU per granule and the workers "
+               f"{fmt(two['workers_cpu_ms_per_granule'], 1)} ms (2 workers, start-up included); with 1 worker the "
+               "engine has the second core to itself, with 2 the three processes share two"
+               + (f"; the 1-minute load average at start was {load} on these {cores} cores (other engineers' runs)"
                   if float(load) >= 0.5 else ""))
     out.append(Target("Local engine: 365 granules, 2 workers vs 1", "≥ 1.7", ratio_cell(x), ok, why))
     return out
 
 
-def _fixed_seconds(o: dict[str, Any]) -> float:
-    """Seconds of a local run that do not depend on its number of items: the small no-op runs' median time less
-    their items at the measured per-item time."""
-    ov = o["overhead"]
-    small = sorted(ov["seconds_small"])[len(ov["seconds_small"]) // 2]
-    return small - ov["small"] * ov["ms_per_item"]["median"] / 1000
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
-def _amdahl_cap(o: dict[str, Any], se: dict[str, Any]) -> float:
-    """The best 2-vs-1 speed-up with the fixed part serial and the rest of the 1-worker run halved perfectly."""
-    one = sorted(se["1_workers"]["seconds"])[len(se["1_workers"]["seconds"]) // 2]
-    fixed = min(_fixed_seconds(o), one)
-    return one / (fixed + (one - fixed) / 2)
+def _serial_seconds(run: dict[str, Any]) -> float:
+    """Median seconds of a series run outside its items phase (start-up, catalog, Aggregate, end)."""
+    return _median([sum(v for k, v in p.items() if k != "items") for p in run["phases"]])
+
+
+def _amdahl_cap(one: dict[str, Any]) -> float:
+    """The best 2-vs-1 speed-up of the 1-worker runs: their serial part as it is, their items phase halved."""
+    total, serial = _median(one["seconds"]), _serial_seconds(one)
+    return total / (serial + (total - serial) / 2)
 
 
 def package_targets(p: dict[str, Any]) -> list[Target]:
@@ -386,15 +388,18 @@ def orchestration_section(o: dict[str, Any]) -> list[str]:
            f"| wall ms per item | {ms_cell(ov['ms_per_item'])} |",
            f"| engine process CPU ms per item | {ms_cell(ov['engine_cpu_ms_per_item'])} |",
            f"| worker processes CPU ms per item | {ms_cell(ov['workers_cpu_ms_per_item'])} |", "",
-           "Where the engine process's CPU goes (yappi profiles of 1,000-item no-op runs on 2026-11-22, not "
-           "repeated by `make bench`). Before: 82 % in the HTTP server's threads (werkzeug's development server "
-           "closes the connection after every response, so each of an item's three S3 requests — the Processor's "
-           "look-up of an existing result, its PUT, Aggregate's GET — cost a TCP connection, a thread and HTTP "
-           "parsing), 20 % evaluating Map items, most of it re-parsing the same JSONPaths (jsonpath_ng builds a "
-           "parser per parse), and deep copies. Now the handlers' requests reach moto's WSGI application over a "
-           "Unix socket (granulemap/local/channel.py: botocore still serializes, signs and parses) and moto's pure "
-           "per-request work is memoized (granulemap/local/speedups.py); what remains is chiefly moto's S3 "
-           "application itself and its Step Functions engine, one Map child execution per item.", ""]
+           "Where the engine process's CPU goes (yappi and py-spy profiles of 1,000- to 3,000-item no-op runs on "
+           "2026-11-22, not repeated by `make bench`). At first: 82 % in the HTTP server's threads (werkzeug's "
+           "development server closes the connection after every response, so each of an item's three S3 requests "
+           "— the Processor's look-up of an existing result, its PUT, Aggregate's GET — cost a TCP connection, a "
+           "thread and HTTP parsing), 20 % evaluating Map items, most of it re-parsing the same JSONPaths "
+           "(jsonpath_ng builds a parser per parse), and deep copies. Then the handlers' requests went to moto's WSGI "
+           "application over a Unix socket (granulemap/local/channel.py: botocore still serializes, signs and "
+           "parses) and moto's pure per-request work was memoized (granulemap/local/speedups.py). Now the look-up is "
+           "gone (BuildCatalog lists the configuration's results once and marks finished items done in the "
+           "manifest), moto's request ids and S3 host checks cost less, and what remains is moto's S3 application "
+           "(the result's PUT and Aggregate's GET) and its Step Functions engine, one Map child execution per "
+           "item.", ""]
     it = ld["items"]
     out += [f"Load: {ld['items_requested']:,} no-op items, max concurrency {ld['max_concurrency']}: {ld['status']} in "
             f"{fmt(ld['seconds'], 0)} s; summary.json: {it['succeeded']} succeeded + {it['failed']} failed + "
@@ -403,12 +408,19 @@ def orchestration_section(o: dict[str, Any]) -> list[str]:
             f"{ld['workers_peak_mb']} MB, all workers {ld['workers_total_peak_mb']} MB.", "",
             f"Series: {se['days']} daily SYNTHETIC MUR25 granules, sst-global-mean, end to end, on 1 and 2 workers "
             f"({se['repeats']} interleaved repeats):", "",
-            "| workers | seconds | granules/s (best / median) |", "|---:|---|---:|"]
+            "| workers | seconds | granules/s (best / median) | start-up | catalog | items | Aggregate | end |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for w in (1, 2):
         v = se[f"{w}_workers"]
+        ph = v["phases_median"]
         out.append(f"| {w} | {', '.join(fmt(x, 1) for x in v['seconds'])} | "
-                   f"{fmt(v['granules_per_s']['max'], 1)} / {fmt(v['granules_per_s']['median'], 1)} |")
-    out += ["", f"Speed-up 2 vs 1 workers (min / median): {ratio_cell(se['speedup'])}."]
+                   f"{fmt(v['granules_per_s']['max'], 1)} / {fmt(v['granules_per_s']['median'], 1)} | "
+                   + " | ".join(fmt(ph[k], 2) for k in ("start", "catalog", "items", "aggregate", "end")) + " |")
+    out += ["", "Phases (median seconds, bench/local_run_probe.py): start-up until BuildCatalog is called; catalog "
+            "until the first Processor call; items from the first Processor call to the end of the last; Aggregate; "
+            "end (products copied out, shut-down).", "",
+            f"Speed-up 2 vs 1 workers (min / median): end to end {ratio_cell(se['speedup'])}; items phase "
+            f"{ratio_cell(se['items_phase_speedup'])}."]
     if "ideal_granules_per_s" in se:
         out.append(f"Two cores doing nothing but granules ({fmt(se['one_granule_ms'], 1)} ms each, the best "
                    f"`ours-ocean` time above) would do {fmt(se['ideal_granules_per_s'], 0)} granules/s; the best "

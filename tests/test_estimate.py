@@ -34,19 +34,21 @@ def test_a_year_of_daily_granules_costs_what_a_hand_computation_says(tmp_path: P
     result = est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 12, 31), MEMORY, model,
                           max_concurrency=40)
     # By hand. Processor: 0.02 s × 1769/1024 (CPU share below one vCPU) = 0.0345508 s of compute, + 2 MB / 80 MB/s
-    # = 0.025 s, + 3 × 0.02 s = 0.06 s → 0.1195508 s, billed 0.120 s; × 1 GB × 365 items = 43.8 GB-s.
-    processor_gbs = 365 * 0.120 * 1.0
+    # = 0.025 s, + 2 × 0.02 s = 0.04 s (granule's first byte, result PUT) → 0.0995508 s, billed 0.100 s;
+    # × 1 GB × 365 items = 36.5 GB-s.
+    processor_gbs = 365 * 0.100 * 1.0
     init_gbs = 40 * 0.8 * 1.0  # 40 cold starts × 0.8 s × 1 GB
     single_gbs = (1.0 + 1.0) * 0.5 + (0.5 + 0.5) * 0.25 + (2.0 + 365 * 0.005 + 1.2) * 1.0  # 2.0+1.825 → 3.825 billed
     lambda_usd = (processor_gbs + init_gbs + single_gbs) * 0.0000166667
     requests_usd = (365 + 3) * 0.20 / 1e6
     transitions_usd = (5 + 365) * 0.025 / 1000
-    s3_usd = (365 * 2 + 2) * 0.0004 / 1000 + (365 * 1 + 5) * 0.005 / 1000
+    # GET: each result by Aggregate, + ItemReader's and Aggregate's manifest; PUT: results + 5; 1 LIST (≤ 1,000 keys)
+    s3_usd = (365 * 1 + 2) * 0.0004 / 1000 + (365 * 1 + 5 + 1) * 0.005 / 1000
     expected = lambda_usd + requests_usd + transitions_usd + s3_usd
     assert result.items == 365
     assert result.total_usd == pytest.approx(expected, rel=1e-9)
     by_name = {what: usd for what, usd, _ in result.lines}
-    assert by_name["Lambda compute, Processor"] == pytest.approx(43.8 * 0.0000166667, rel=1e-9)
+    assert by_name["Lambda compute, Processor"] == pytest.approx(36.5 * 0.0000166667, rel=1e-9)
     assert by_name["Step Functions state transitions"] == pytest.approx(0.00925, rel=1e-9)
     assert any("us-west-2" in a for a in result.assumptions)
 
@@ -56,7 +58,7 @@ def test_memory_above_one_vcpu_does_not_speed_up_compute_and_items_override_the_
     big = dict(MEMORY, ProcessorFunction=3538)  # two vCPUs' worth: a single-threaded item is not faster
     result = est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 1, 1), big, model, items=10,
                           max_concurrency=4)
-    per_item = 0.02 + 0.025 + 0.06  # 0.105 s, no CPU scaling at ≥ 1,769 MB
+    per_item = 0.02 + 0.025 + 0.04  # 0.085 s, no CPU scaling at ≥ 1,769 MB
     by_name = {what: usd for what, usd, _ in result.lines}
     assert result.items == 10
     assert by_name["Lambda compute, Processor"] == pytest.approx(10 * per_item * 3538 / 1024 * 0.0000166667, rel=1e-9)

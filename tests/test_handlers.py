@@ -90,8 +90,30 @@ def test_processor_stores_the_result_then_skips_it(s3) -> None:
     assert stored["result"]["mean_sst_c"] == pytest.approx(ocean_mean_reference(path)["mean_sst_c"], abs=1e-6)
 
     event["run"]["run_id"] = "a-later-run"
+    event["item"]["done"] = True  # what the later run's catalog says of it (next test)
     again, _ = _invoke("processor", event)
-    assert again["status"] == "skipped"
+    assert again == {"item": out["item"], "status": "skipped", "result_key": out["result_key"]}
+    assert _get_json(s3, out["result_key"]) == stored  # found, not recomputed
+
+
+def test_the_next_catalog_marks_the_items_with_a_result_done_and_their_processors_skip_them(s3) -> None:
+    first, errored = _invoke("catalog_builder", _event("catalog_builder"))
+    assert not errored, first
+    (item,) = _get_json(s3, first["catalog"]["key"])
+    assert "done" not in item  # nothing computed yet (false is left out of the manifest)
+    out, errored = _invoke("processor", {"item": item, "run": first["run"]})
+    assert not errored and out["status"] == "succeeded", out
+    etag = s3.head_object(Bucket=BUCKET, Key=out["result_key"])["ETag"]
+
+    later = _event("catalog_builder") | {"execution": "a-later-run"}
+    second, errored = _invoke("catalog_builder", later)
+    assert not errored, second
+    assert second["run"]["config_id"] == first["run"]["config_id"]
+    (again,) = _get_json(s3, second["catalog"]["key"])
+    assert again == item | {"done": True}
+    skipped, errored = _invoke("processor", {"item": again, "run": second["run"]})
+    assert not errored and skipped == {"item": item["id"], "status": "skipped", "result_key": out["result_key"]}
+    assert s3.head_object(Bucket=BUCKET, Key=out["result_key"])["ETag"] == etag  # not written again
 
 
 def test_processor_raises_named_errors_for_missing_granules(s3) -> None:

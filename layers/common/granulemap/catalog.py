@@ -78,6 +78,14 @@ def _unique_ids(items: list[Item]) -> list[Item]:
     return items
 
 
+def mark_done(items: list[Item], run: RunContext, bucket: Bucket) -> list[Item]:
+    """``items`` with ``done`` set on those whose result of this configuration is in S3 (one listing)."""
+    prefix = layout.result_prefix(run.recipe, run.config_id)
+    existing = set(bucket.keys(prefix)) if items else set()
+    return [item.model_copy(update={"done": layout.result_key(run.recipe, run.config_id, item.id) in existing})
+            for item in items]
+
+
 def build_catalog(
     raw_input: object, run_id: str, settings: Settings, bucket: Bucket, now: dt.datetime | None = None
 ) -> CatalogOutput:
@@ -110,6 +118,7 @@ def build_catalog(
     )
     items = _unique_ids(recipe.make_items(granules, params, execution))
     items = _unique_ids(recipe.prepare(items, run, params, bucket) or items)
+    items = mark_done(items, run, bucket)
     key = layout.manifest_key(run_id)
     # Footprints serve make_items only: the manifest stays small (Distributed Map items, the 256 KiB payload).
     without_footprints = {"granules": {"__all__": {"footprint"}}}

@@ -55,8 +55,8 @@ class RecipeCost:
     items_per_day: float
     """Items per day of the date range (SST: one granule a day; ATL06: a rough count of parent cells)."""
     max_items: int | None = None
-    s3_gets_per_item: int = 2
-    """The Processor's GET of an existing result (a miss, usually) + the Aggregate step's GET of the result."""
+    s3_gets_per_item: int = 1
+    """The Aggregate step's GET of the result (BuildCatalog finds finished items by listing, see LIST below)."""
     s3_puts_per_item: int = 1
     """The Processor's PUT of its result (ATL06: plus the store's chunk writes, see cost_model.json)."""
 
@@ -110,10 +110,16 @@ def billed_seconds(seconds: float) -> float:
     return math.ceil(round(seconds * 1000, 6)) / 1000
 
 
+PROCESSOR_REQUESTS = 2
+"""Latency-bound requests of one Processor call: the granule's first byte, the result's PUT."""
+LIST_PAGE = 1000
+"""Keys per S3 LIST page: BuildCatalog lists the configuration's results to find finished items."""
+
+
 def processor_item_seconds(recipe: RecipeCost, model: CostModel, memory_mb: int) -> float:
-    """One Processor call: compute scaled by the CPU share, the input read, three small S3 requests."""
+    """One Processor call: compute scaled by the CPU share, the input read, ``PROCESSOR_REQUESTS`` small requests."""
     compute = recipe.compute_s / cpu_share(memory_mb)
-    io = recipe.input_mb / model.s3_mb_per_s + 3 * model.s3_request_latency_s
+    io = recipe.input_mb / model.s3_mb_per_s + PROCESSOR_REQUESTS * model.s3_request_latency_s
     return compute + io
 
 
@@ -145,6 +151,7 @@ def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str
     parent_transitions, child_transitions = 5, n * 1
     s3_gets = n * recipe.s3_gets_per_item + 2  # + the Map's ItemReader GET and Aggregate's GET of the manifest
     s3_puts = n * recipe.s3_puts_per_item + 5  # + manifest, products (2), summary, provenance
+    s3_lists = math.ceil(n / LIST_PAGE) or 1  # BuildCatalog's listing of finished items (priced as PUT)
 
     lines = [
         ("Lambda compute, Processor", processor_gbs * LAMBDA_GB_SECOND_USD,
@@ -157,7 +164,8 @@ def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str
         ("Lambda requests", requests * LAMBDA_REQUEST_USD, f"{requests} invocations"),
         ("Step Functions state transitions", (parent_transitions + child_transitions) * SFN_STATE_TRANSITION_USD,
          f"{parent_transitions} (parent) + {child_transitions} (Map Run child executions, 1 each)"),
-        ("S3 requests", s3_gets * S3_GET_USD + s3_puts * S3_PUT_USD, f"{s3_gets} GET + {s3_puts} PUT"),
+        ("S3 requests", s3_gets * S3_GET_USD + (s3_puts + s3_lists) * S3_PUT_USD,
+         f"{s3_gets} GET + {s3_puts} PUT + {s3_lists} LIST"),
     ]
     assumptions = [
         f"prices: us-west-2 on-demand, {PRICES_AS_OF}: Lambda ${LAMBDA_GB_SECOND_USD}/GB-s and "
@@ -168,7 +176,7 @@ def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str
                                                       f"{(end - start).days + 1} days)"),
         f"per item: {recipe.compute_s * 1e3:.1f} ms of compute at one vCPU (measured by make bench), scaled by "
         f"{FULL_VCPU_MB}/{memory_mb['ProcessorFunction']} MB when below one vCPU, + {recipe.input_mb:g} MB read "
-        f"at {model.s3_mb_per_s:g} MB/s + 3 S3 requests × {model.s3_request_latency_s * 1e3:.0f} ms (assumed)",
+        f"at {model.s3_mb_per_s:g} MB/s + {PROCESSOR_REQUESTS} S3 requests × {model.s3_request_latency_s * 1e3:.0f} ms (assumed)",
         f"memory (MB): " + ", ".join(f"{fn.removesuffix('Function')} {mb}" for fn, mb in memory_mb.items()),
         f"cold starts: one per concurrent Processor ({cold_starts}); Lambda bills the init phase (measured cold "
         "import of each handler)",

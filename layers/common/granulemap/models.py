@@ -133,6 +133,10 @@ class Item(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9._=+-]{1,200}$")
     granules: list[Granule]
     extra: dict[str, Any] = Field(default_factory=dict)
+    done: bool = False
+    """Its result (same recipe configuration) was in S3 when the catalog was built: the Processor reports it
+    ``skipped`` without reading anything. BuildCatalog finds these with one listing of the configuration's results,
+    instead of one look-up per item in the Processors."""
 
 
 class CredentialsRef(_Strict):

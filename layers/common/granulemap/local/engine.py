@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import socket
 import sys
+import threading
 import time
 import uuid
 import zipfile
@@ -146,11 +147,11 @@ class LocalEngine:
         # creates the resources: on two cores the two start-ups overlap instead of adding up.
         self._start_pool()
         self._warm_pool()
-        from moto.server import ThreadedMotoServer
-
         from granulemap.local import speedups
 
-        self._restore_speedups = speedups.install()
+        self._restore_speedups = speedups.install()  # first: it makes importing moto cheaper
+        from moto.server import ThreadedMotoServer
+
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self._server.start()
         if self._channel is not None:
@@ -175,13 +176,19 @@ class LocalEngine:
 
             LambdaFunction._invoke_lambda = self._original_invoke  # type: ignore[method-assign]
             lambda_eval_utils.boto_client_for = self._original_client_for
+        # The HTTP server (moto's own calls) stops while the workers exit: werkzeug notices a shutdown only at its
+        # next 0.5 s poll, unless a connection wakes it, which _stop_server makes.
+        stopping = None
+        if self._server is not None:
+            stopping = threading.Thread(target=self._stop_server, name="granulemap-stop-moto")
+            stopping.start()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         if self._channel is not None:
             self._channel.close()
             self._channel = None
-        if self._server is not None:
-            self._server.stop()
+        if stopping is not None:
+            stopping.join()
             LocalEngine._active = False
         if self._recursion_limit_before is not None:
             sys.setrecursionlimit(self._recursion_limit_before)
@@ -198,6 +205,18 @@ class LocalEngine:
             os.environ.clear()
             os.environ.update(self._environ_before)
             self._environ_before = None
+
+    def _stop_server(self) -> None:
+        server = self._server
+        stopper = threading.Thread(target=server.stop, name="granulemap-moto-shutdown")
+        stopper.start()
+        address = server.get_host_and_port()
+        while stopper.is_alive():
+            try:
+                socket.create_connection(address, timeout=0.1).close()
+            except OSError:
+                pass
+            stopper.join(0.01)
 
     def _setenv(self, values: dict[str, str]) -> None:
         for key, value in values.items():
@@ -227,7 +246,7 @@ class LocalEngine:
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=worker.init_worker,
-            initargs=(self.worker_env(), str(self.log_path) if self.log_path else None),
+            initargs=(self.worker_env(), str(self.log_path) if self.log_path else None, True),
         )
 
     def _warm_pool(self) -> None:

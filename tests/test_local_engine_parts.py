@@ -1,0 +1,94 @@
+"""Parts of the local engine that make it cheaper, checked to change nothing a run can see.
+
+- speedups.install: moto's request ids keep their form; botocore's data files load once for every session and give
+  what botocore itself loads; everything is put back by the function install returns.
+- worker processes end without tearing down their modules, after flushing what they printed and logged; a handler
+  thread in the caller's own process (``in_process``) never registers that exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing
+import re
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import botocore.loaders
+import botocore.session
+
+from granulemap.local import speedups, worker
+
+
+def test_request_ids_have_moto_s_form_and_use_every_letter_and_digit() -> None:
+    headers: dict[str, str] = {}
+    first = speedups.request_id(headers)
+    assert re.fullmatch(r"[A-Za-z0-9]{52}", first) and headers == {"x-amzn-requestid": first}
+    many = [speedups.request_id() for _ in range(2000)]
+    assert len(set(many)) == len(many)
+    counts = {c: 0 for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"}
+    for rid in many:
+        for c in rid:
+            counts[c] += 1
+    expected = 2000 * 52 / 62  # each symbol equally likely: 1,677 draws each; a bias of 4/256 would show as ±4 %
+    assert all(abs(n - expected) < 0.1 * expected for n in counts.values()), counts
+
+
+def test_install_shares_botocore_data_across_sessions_and_restores_everything() -> None:
+    from moto import settings
+    from moto.core import responses
+
+    original_load = botocore.loaders.JSONFileLoader.load_file
+    original_id = responses.gen_amzn_requestid_long
+    plain = botocore.session.get_session().get_data("endpoints")
+    restore = speedups.install()
+    try:
+        assert settings.S3_IGNORE_SUBDOMAIN_BUCKETNAME is True
+        assert responses.gen_amzn_requestid_long is speedups.request_id
+        one = botocore.session.get_session().get_data("endpoints")
+        two = botocore.session.get_session().get_data("endpoints")
+        assert one is two  # loaded once, for two sessions
+        assert one == plain  # and the same data botocore loads itself
+    finally:
+        restore()
+    assert botocore.loaders.JSONFileLoader.load_file is original_load
+    assert responses.gen_amzn_requestid_long is original_id
+    assert settings.S3_IGNORE_SUBDOMAIN_BUCKETNAME is False
+
+
+def _print_and_log(text: str) -> int:
+    print(text, end="")  # no newline: still in the stream's buffer when the process ends, unless flushed
+    logging.getLogger("granulemap.test").warning("logged %s", text)
+    return 1
+
+
+def _write_marker(path: str) -> None:
+    Path(path).write_text("the interpreter ran its earlier exit handlers")
+
+
+def _init_with_an_earlier_exit_handler(marker: str, log: str) -> None:
+    atexit.register(_write_marker, marker)  # registered before the worker's own: atexit would run it after
+    worker.init_worker({}, log, True)
+
+
+def test_a_worker_process_ends_at_once_without_losing_what_it_printed_and_logged(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # the worker's stdout is then block-buffered
+    log, marker = tmp_path / "functions.log", tmp_path / "marker"
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_with_an_earlier_exit_handler, initargs=(str(marker), str(log)))
+    try:
+        assert pool.submit(_print_and_log, "printed-before-exit").result(timeout=120) == 1
+    finally:
+        pool.shutdown(wait=True)
+    text = log.read_text()
+    assert "printed-before-exit" in text and "logged printed-before-exit" in text
+    assert not marker.exists()  # the process left at the worker's exit handler: no teardown after it
+
+
+def test_a_handler_thread_in_the_caller_s_process_does_not_change_how_it_exits(monkeypatch) -> None:
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # init_worker leaves the streams alone without a log path
+    before = atexit._ncallbacks()
+    worker.init_worker({}, None)
+    assert atexit._ncallbacks() == before
