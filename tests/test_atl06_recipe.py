@@ -144,7 +144,7 @@ def test_items_are_parent_cells_with_the_granules_that_touch_them(tmp_path: Path
     assert SYNTHETIC_TWO in got[SITE.parent] and SYNTHETIC_TWO in got[SITE.neighbour]
     assert len({item.id for item in items}) == len(items)
     # the ids name the parent and the period; the store is named later, by prepare, which makes or grows it
-    assert all(item.id.startswith(f"p6-{item.extra['parent_cell']}-20180101-20191231-") for item in items)
+    assert all(item.id.startswith(f"20180101-20191231-p6-{item.extra['parent_cell']}-") for item in items)
     assert all(item.extra["store_id"] is None for item in items)
 
 

@@ -92,3 +92,22 @@ def test_a_handler_thread_in_the_caller_s_process_does_not_change_how_it_exits(m
     before = atexit._ncallbacks()
     worker.init_worker({}, None)
     assert atexit._ncallbacks() == before
+
+
+def test_the_bucket_mirror_keeps_keys_inside_its_folder_and_whole(tmp_path: Path) -> None:
+    from granulemap.local.mirror import BucketMirror
+
+    mirror = BucketMirror("bucket", tmp_path / "state")
+    mirror._write("results/r/c/item-1.json", b'{"a": 1}')
+    mirror._write("results/r/c/item-1.json", b'{"a": 2}')  # replaced whole, never appended to
+    mirror._write("outputs/x.csv", b"t,v\n")
+    mirror._write("../escaped.json", b"no")
+    mirror._write("results/../../escaped-too.json", b"no")
+    mirror._write("folder/", b"")
+    files = sorted(p.relative_to(tmp_path / "state").as_posix() for p in (tmp_path / "state").rglob("*") if p.is_file())
+    assert files == ["outputs/x.csv", "results/r/c/item-1.json"]
+    assert (tmp_path / "state/results/r/c/item-1.json").read_bytes() == b'{"a": 2}'
+    assert not list(tmp_path.glob("escaped*"))
+    mirror._delete("outputs/x.csv")
+    mirror._delete("../escaped.json")  # outside: nothing to do, no error
+    assert not (tmp_path / "state/outputs/x.csv").exists()

@@ -79,11 +79,16 @@ def _unique_ids(items: list[Item]) -> list[Item]:
 
 
 def mark_done(items: list[Item], run: RunContext, bucket: Bucket) -> list[Item]:
-    """``items`` with ``done`` set on those whose result of this configuration is in S3 (one listing)."""
-    prefix = layout.result_prefix(run.recipe, run.config_id)
-    existing = set(bucket.keys(prefix)) if items else set()
-    return [item.model_copy(update={"done": layout.result_key(run.recipe, run.config_id, item.id) in existing})
-            for item in items]
+    """``items`` with ``done`` set on those whose result of this configuration is in S3.
+
+    One listing, of the keys that start with what the items' ids have in common: a month of daily granules lists
+    that month's results (ids start with the granule's date), an ATL06 run its period's (ids start with it), not
+    everything the configuration gathered over the years."""
+    if not items:
+        return items
+    keys = [layout.result_key(run.recipe, run.config_id, item.id) for item in items]
+    existing = set(bucket.keys(os.path.commonprefix(keys)))
+    return [item.model_copy(update={"done": key in existing}) for item, key in zip(items, keys, strict=True)]
 
 
 def build_catalog(

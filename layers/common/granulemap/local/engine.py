@@ -111,6 +111,8 @@ class LocalEngine:
         self._restore_speedups: Any = None
         self._recursion_limit_before: int | None = None
         self._saved_env: dict[str, str | None] = {}
+        self._cold_workers = 0
+        self._warm_lock = threading.Lock()
         self.total_items: int | None = None
         self.invocations: list[dict[str, Any]] = []
         """Every Lambda invocation of this engine: moto does not expose the Distributed Map's child execution
@@ -146,7 +148,8 @@ class LocalEngine:
         # The worker processes start (and import what the handlers need) while this process imports moto and
         # creates the resources: on two cores the two start-ups overlap instead of adding up.
         self._start_pool()
-        self._warm_pool()
+        self._warm_pool(1)
+        self._cold_workers = self.workers - 1 if not self.in_process else 0
         from granulemap.local import speedups
 
         self._restore_speedups = speedups.install()  # first: it makes importing moto cheaper
@@ -249,16 +252,28 @@ class LocalEngine:
             initargs=(self.worker_env(), str(self.log_path) if self.log_path else None, True),
         )
 
-    def _warm_pool(self) -> None:
-        """Start every worker process now, each importing the handlers' third-party libraries
-        (``worker.warm``): nothing that depends on a function's environment, which ``worker.invoke`` sets."""
+    def _warm_pool(self, count: int) -> None:
+        """Start ``count`` more worker processes now, each importing the handlers' third-party libraries
+        (``worker.warm``): nothing that depends on a function's environment, which ``worker.invoke`` sets.
+
+        One at first, while this process starts moto: it runs BuildCatalog. The others start when the first task
+        is dispatched (``_warm_the_rest``): on two cores, starting them all at once made the engine's own start-up,
+        which everything waits for, a second longer, while during BuildCatalog a core is free."""
         import concurrent.futures.process
 
         # Only our own pool: a replacement (bench/function_memory_probe.py runs each task in a new process and
         # wraps every task) keeps starting its processes on demand.
         if type(self._pool) is concurrent.futures.process.ProcessPoolExecutor:
-            for _ in range(self.workers):
+            # A process pool starts a new process for a task only while none is idle: each warm task, submitted
+            # while the others are busy, gets a process of its own.
+            for _ in range(count):
                 self._pool.submit(worker.warm)
+
+    def _warm_the_rest(self) -> None:
+        with self._warm_lock:
+            cold, self._cold_workers = self._cold_workers, 0
+        if cold:
+            self._warm_pool(cold)
 
     def client(self, service: str) -> Any:
         client = boto3.client(service, region_name=REGION, endpoint_url=self.endpoint,
@@ -298,7 +313,10 @@ class LocalEngine:
             started = time.time()
             try:
                 assert engine._pool is not None
-                result = engine._pool.submit(worker.invoke, spec, event).result()
+                future = engine._pool.submit(worker.invoke, spec, event)
+                if engine._cold_workers:  # the first task: it took the warm worker; start the others now
+                    engine._warm_the_rest()
+                result = future.result()
             except BrokenProcessPool:
                 engine._start_pool()
                 result = json.dumps({"errorType": "Lambda.ServiceException",
@@ -408,8 +426,10 @@ class LocalEngine:
             stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(execution_input)
         )["executionArn"]
 
-    def wait(self, execution_arn: str, poll: float = 0.2, timeout: float | None = None,
+    def wait(self, execution_arn: str, poll: float = 0.05, timeout: float | None = None,
              on_poll: Any = None) -> dict[str, Any]:
+        """The execution's description once it has ended (one DescribeExecution per ``poll`` seconds: about 1 ms
+        of this process's CPU each, and the run's end is noticed within ``poll``)."""
         sfn = self.client("stepfunctions")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:

@@ -17,18 +17,29 @@ class BucketMirror:
     def __init__(self, bucket: str, directory: Path):
         self.bucket = bucket
         self.directory = directory.resolve()
+        self._root = str(self.directory) + os.sep
+        self._made: set[str] = set()
         self._originals: dict[str, Any] = {}
 
     def _path(self, key: str) -> Path | None:
-        path = (self.directory / key).resolve()
-        return path if path.is_relative_to(self.directory) and not key.endswith("/") else None
+        """Where ``key`` is kept; None for a key that would land outside the folder ('..') or names a folder.
+
+        Lexical (no symlinks are followed, as a resolve() would: nothing but this class writes in the folder),
+        because it runs on every S3 write of a local run, in the engine's one process."""
+        if key.endswith("/"):
+            return None
+        path = os.path.normpath(os.path.join(self._root, key))
+        return Path(path) if path.startswith(self._root) else None
 
     def _write(self, key: str, value: bytes) -> None:
         path = self._path(key)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+        folder = str(path.parent)
+        if folder not in self._made:
+            os.makedirs(folder, exist_ok=True)
+            self._made.add(folder)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".part-")
         with os.fdopen(fd, "wb") as f:
             f.write(value)
         os.replace(tmp, path)

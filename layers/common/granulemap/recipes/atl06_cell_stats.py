@@ -99,10 +99,12 @@ class UnreadableItem(BaseModel):
 def _cell_item(parent_order: int, parent: int, granules: list[Granule], period: Period,
                store_id: str | None) -> Item:
     """The item of one parent cell and period. Its id is readable and unique per (store, period, parent, granules):
-    a new granule, or a store made again, is never skipped as already done."""
+    a new granule, or a store made again, is never skipped as already done. It starts with the period, so that
+    BuildCatalog finds a run's finished items by listing that period's results only (catalog.mark_done), not the
+    results of every month the store has."""
     text = "\n".join([store_id or "", *sorted(g.url for g in granules)])
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return Item(id=f"p{parent_order}-{parent}-{period[0]:%Y%m%d}-{period[1]:%Y%m%d}-{digest}", granules=granules,
+    return Item(id=f"{period[0]:%Y%m%d}-{period[1]:%Y%m%d}-p{parent_order}-{parent}-{digest}", granules=granules,
                 extra=CellItem(parent_cell=parent, store_id=store_id).model_dump())
 
 

@@ -1,0 +1,45 @@
+"""BuildCatalog marks the items whose result exists as done, from one listing narrowed to the run's items."""
+
+from __future__ import annotations
+
+from granulemap import layout
+from granulemap.catalog import mark_done
+from granulemap.models import Item, RunContext
+
+RUN = RunContext(run_id="r2", recipe="sst-global-mean", params={}, config_id="cfg")
+
+
+class ListedBucket:
+    """What mark_done asks of a Bucket: the keys under a prefix (and which prefixes it asked for)."""
+
+    def __init__(self, keys: list[str]):
+        self.stored = keys
+        self.prefixes: list[str] = []
+
+    def keys(self, prefix: str):
+        self.prefixes.append(prefix)
+        return iter(k for k in self.stored if k.startswith(prefix))
+
+
+def _key(item_id: str) -> str:
+    return layout.result_key(RUN.recipe, RUN.config_id, item_id)
+
+
+def test_items_with_a_result_are_done_and_only_the_run_s_part_of_the_results_is_listed() -> None:
+    march = [Item(id=f"201903{d:02d}090000-JPL-MUR25", granules=[]) for d in (1, 2, 3)]
+    bucket = ListedBucket([_key("20190101090000-JPL-MUR25"), _key("20190302090000-JPL-MUR25"),
+                           layout.result_key(RUN.recipe, "other-cfg", "20190301090000-JPL-MUR25")])
+    marked = mark_done(march, RUN, bucket)
+    assert [i.done for i in marked] == [False, True, False]  # only 2 March has this configuration's result
+    assert [i.id for i in marked] == [i.id for i in march]
+    assert bucket.prefixes == [_key("2019030")[: -len(".json")]]  # one listing, of March's ids only
+    assert not any(i.done for i in march)  # the input items are left as they were
+
+
+def test_items_with_nothing_in_common_list_the_whole_configuration_and_no_items_list_nothing() -> None:
+    items = [Item(id="a-1", granules=[]), Item(id="b-1", granules=[])]
+    bucket = ListedBucket([_key("b-1")])
+    assert [i.done for i in mark_done(items, RUN, bucket)] == [False, True]
+    assert bucket.prefixes == [layout.result_prefix(RUN.recipe, RUN.config_id)]
+    empty = ListedBucket([])
+    assert mark_done([], RUN, empty) == [] and empty.prefixes == []
