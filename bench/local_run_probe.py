@@ -9,8 +9,8 @@ one worker process, and of all of them together, sampled every 0.1 s with psutil
 engine process and of its (reaped) worker processes, and ``phases``: the run's wall clock split at its Lambda
 invocations (OUT/logs/invocations.jsonl): ``start`` (until BuildCatalog is called: engine start-up), ``catalog`` (until
 the first Processor call: BuildCatalog, FetchCredentials), ``items`` (first Processor call to the end of the last: the
-only part more workers can shorten), ``aggregate`` (the Aggregate call) and ``end`` (the rest: products copied out,
-shut-down).
+only part more workers can shorten), ``aggregate`` (the Aggregate call) and ``end`` (the rest: the step from the
+Map to Aggregate, products copied out, shut-down).
 """
 
 from __future__ import annotations

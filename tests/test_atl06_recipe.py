@@ -402,7 +402,9 @@ def test_an_unreadable_granule_fails_as_its_own_item_and_the_others_finish(moto_
     broken = tmp_path / "ATL06_20190317000000_12500101_006_01_CORRUPT.h5"
     broken.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
     run = run_pipeline(tmp_path, moto_s3, "2019-03-04", "2019-03-28")
-    assert list(run.failures) == ["unreadable-ATL06_20190317000000_12500101_006_01_CORRUPT"]
+    (failed,) = run.failures
+    assert failed == f"{run.period[0]:%Y%m%d}-{run.period[1]:%Y%m%d}-unreadable-ATL06_20190317000000_12500101_006_01_CORRUPT"
+    assert all(i.id.startswith(failed.split("-unreadable-")[0] + "-") for i in run.items)  # one common start
     failure = next(iter(run.failures.values()))
     assert failure["error"] == "GranuleUnreadable" and broken.name in failure["cause"]
     assert run.summary.items.failed == 1 and run.summary.items.succeeded == len(run.items) - 1 >= 3

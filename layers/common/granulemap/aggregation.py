@@ -48,7 +48,8 @@ def account_items(
         failure = failure_records.get(item.id)
         if failure is None:
             failure = {"item": item.id, "error": NO_RESULT,
-                       "cause": "no result and no failure record: the item's child execution did not finish"}
+                       "cause": "no result and no failure record: the item's child execution did not finish, or "
+                                "its result was deleted while the run was going"}
         failures.append(Failure.model_validate(failure))
     counts = ItemCounts(total=len(items), succeeded=succeeded, failed=len(failures), skipped=skipped)
     return results, counts, failures

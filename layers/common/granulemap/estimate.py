@@ -151,7 +151,9 @@ def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str
     parent_transitions, child_transitions = 5, n * 1
     s3_gets = n * recipe.s3_gets_per_item + 2  # + the Map's ItemReader GET and Aggregate's GET of the manifest
     s3_puts = n * recipe.s3_puts_per_item + 5  # + manifest, products (2), summary, provenance
-    s3_lists = math.ceil(n / LIST_PAGE) or 1  # BuildCatalog's listing of finished items (priced as PUT)
+    # BuildCatalog's listing of finished items (priced as PUT): a page per 1,000 results under the items' common
+    # start, assumed to be about the run's own items (more when earlier results share that start)
+    s3_lists = math.ceil(n / LIST_PAGE)
 
     lines = [
         ("Lambda compute, Processor", processor_gbs * LAMBDA_GB_SECOND_USD,
@@ -177,7 +179,7 @@ def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str
         f"per item: {recipe.compute_s * 1e3:.1f} ms of compute at one vCPU (measured by make bench), scaled by "
         f"{FULL_VCPU_MB}/{memory_mb['ProcessorFunction']} MB when below one vCPU, + {recipe.input_mb:g} MB read "
         f"at {model.s3_mb_per_s:g} MB/s + {PROCESSOR_REQUESTS} S3 requests × {model.s3_request_latency_s * 1e3:.0f} ms (assumed)",
-        f"memory (MB): " + ", ".join(f"{fn.removesuffix('Function')} {mb}" for fn, mb in memory_mb.items()),
+        "memory (MB): " + ", ".join(f"{fn.removesuffix('Function')} {mb}" for fn, mb in memory_mb.items()),
         f"cold starts: one per concurrent Processor ({cold_starts}); Lambda bills the init phase (measured cold "
         "import of each handler)",
         "no retries, no failures, no skipped items; the free tier is not subtracted",

@@ -18,9 +18,11 @@ def process_item(event: ProcessorEvent, bucket: Bucket, credentials_loader: Any 
 
     The result object is written in one PUT after the work is complete, so a crash never leaves a result that
     looks complete; its ``run_id`` tells the aggregator whether this run computed it or found it (skipped). An
-    item is not looked up again here: the catalog listed the configuration's results just before (one LIST per
-    1,000 items instead of one GET per item). An item whose first attempt wrote its result and then failed is
-    computed again by the retry and written again, with the same value.
+    item is not looked up again here: the catalog listed the results just before (one LIST page per 1,000 results
+    that share the run's items' common start, instead of one GET per item). So an item whose first attempt wrote
+    its result and then failed is computed again by the retry and written again (same values, a new
+    ``computed_at``); and of two executions of one configuration that overlap, both compute the items neither had
+    finished when its catalog was made, and the last writer's summary counts them (see README).
     """
     run, item = event.run, event.item
     recipe = get_recipe(run.recipe)

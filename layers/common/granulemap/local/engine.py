@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import multiprocessing
@@ -314,8 +315,9 @@ class LocalEngine:
             try:
                 assert engine._pool is not None
                 future = engine._pool.submit(worker.invoke, spec, event)
-                if engine._cold_workers:  # the first task: it took the warm worker; start the others now
-                    engine._warm_the_rest()
+                if engine._cold_workers:  # the first task took the warm worker: start the others now
+                    with contextlib.suppress(BrokenProcessPool):  # the task's own future says what happened
+                        engine._warm_the_rest()
                 result = future.result()
             except BrokenProcessPool:
                 engine._start_pool()

@@ -170,7 +170,8 @@ class Atl06CellStats(Recipe):
         period = execution.date_range()
         items = [_cell_item(params.parent_order, parent, members, period, store_id=None)
                  for parent, members in sorted(by_parent.items())]
-        items += [Item(id=f"unreadable-{item_id_for(g.url)}", granules=[g],
+        # The period first, as in every item id of this recipe (catalog.mark_done lists by the ids' common start).
+        items += [Item(id=f"{period[0]:%Y%m%d}-{period[1]:%Y%m%d}-unreadable-{item_id_for(g.url)}", granules=[g],
                        extra=UnreadableItem(unreadable=unreadable[g.url]).model_dump())
                   for g in granules if g.url in unreadable]
         return items
