@@ -396,8 +396,8 @@ def orchestration_section(o: dict[str, Any]) -> list[str]:
            "(jsonpath_ng builds a parser per parse), and deep copies. Then the handlers' requests went to moto's WSGI "
            "application over a Unix socket (granulemap/local/channel.py: botocore still serializes, signs and "
            "parses) and moto's pure per-request work was memoized (granulemap/local/speedups.py). Now the look-up is "
-           "gone (BuildCatalog lists the configuration's results once and marks finished items done in the "
-           "manifest), moto's request ids and S3 host checks cost less, and what remains is moto's S3 application "
+           "gone (BuildCatalog lists the results that share the run's item ids' common start once and marks "
+           "finished items done in the manifest), moto's request ids and S3 host checks cost less, and what remains is moto's S3 application "
            "(the result's PUT and Aggregate's GET) and its Step Functions engine, one Map child execution per "
            "item.", ""]
     it = ld["items"]
