@@ -227,6 +227,84 @@ def test_the_monthly_schedule_runs_the_default_recipe_over_the_previous_month(cf
         {"Action": "states:StartExecution", "Effect": "Allow", "Resource": {"Ref": "PipelineStateMachine"}}]
 
 
+# ---- alerts -----------------------------------------------------------------------------------------------------
+STATE_MACHINE_ARN = "arn:aws:states:us-west-2:123456789012:stateMachine:granulemap-pipeline"
+
+
+def _status_change(status: str, state_machine_arn: str = STATE_MACHINE_ARN, name: str = "sst-2019-03") -> dict:
+    """An EventBridge "Step Functions Execution Status Change" event, as AWS documents it."""
+    return {
+        "version": "0", "id": "315c1398-40ff-a850-213b-158f73e60175", "source": "aws.states",
+        "detail-type": "Step Functions Execution Status Change", "account": "123456789012",
+        "time": "2019-04-01T06:12:00Z", "region": "us-west-2", "resources": [f"{state_machine_arn}:{name}"],
+        "detail": {"executionArn": f"{state_machine_arn.replace(':stateMachine:', ':execution:')}:{name}",
+                   "stateMachineArn": state_machine_arn, "name": name, "status": status,
+                   "startDate": 1554098400000, "stopDate": 1554099120000, "input": "{}", "output": None},
+    }
+
+
+def test_a_run_that_ends_badly_is_told_once_to_the_alert_topic_and_nothing_else_is(cfn: dict[str, Any]) -> None:
+    import boto3
+    from moto import mock_aws
+
+    rule = cfn["Resources"]["RunEndedBadlyRule"]["Properties"]
+    pattern = json.loads(json.dumps(rule["EventPattern"]).replace(json.dumps({"Ref": "PipelineStateMachine"}),
+                                                                  json.dumps(STATE_MACHINE_ARN)))
+    child = f"{STATE_MACHINE_ARN}/ProcessItems:0c5a4b1e-8f5e-4a57-9f38-4b5d0e8b1c2d"
+    cases = {"failed": ("FAILED", STATE_MACHINE_ARN, True), "expired": ("TIMED_OUT", STATE_MACHINE_ARN, True),
+             "aborted": ("ABORTED", STATE_MACHINE_ARN, True), "succeeded": ("SUCCEEDED", STATE_MACHINE_ARN, False),
+             "running": ("RUNNING", STATE_MACHINE_ARN, False),
+             "child": ("FAILED", child, False),  # a failed item's child execution: its run decides, by tolerance
+             "other": ("FAILED", STATE_MACHINE_ARN.replace("granulemap-pipeline", "someone-else"), False)}
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Ref": "RunAlertsTopic"}
+    transformer = target["InputTransformer"]
+    # moto's EventBridge matches patterns and applies input transformers for SQS targets (not SNS ones): the rule's
+    # pattern and transformer, pointed at a queue, show which events it passes on and what it says of them. (No
+    # execution name here may contain "time": moto then takes the message for an event with a time field.)
+    with mock_aws():
+        events = boto3.client("events", region_name="us-west-2")
+        sqs = boto3.client("sqs", region_name="us-west-2")
+        queue = sqs.create_queue(QueueName="run-alerts")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events.put_rule(Name="run-ended-badly", EventPattern=json.dumps(pattern))
+        events.put_targets(Rule="run-ended-badly",
+                           Targets=[{"Id": "alerts", "Arn": queue_arn, "InputTransformer": transformer}])
+        sent = {}
+        for name, (status, machine, _) in cases.items():
+            event = _status_change(status, machine, name=f"sst-{name}")
+            sent[name] = event
+            events.put_events(Entries=[{"Source": event["source"], "DetailType": event["detail-type"],
+                                        "Resources": event["resources"], "Detail": json.dumps(event["detail"])}])
+        bodies = []
+        while batch := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
+            bodies += [json.loads(m["Body"]) for m in batch]
+            sqs.delete_message_batch(QueueUrl=queue, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                                                              for i, m in enumerate(batch)])
+    expected = [f"granulemap run sst-{name} ended {status}. Why, and which items failed: granulemap status "
+                f"{sent[name]['detail']['executionArn']}" for name, (status, _, told) in cases.items() if told]
+    assert sorted(bodies) == sorted(expected)
+
+    # Only this rule may publish to the topic; the email subscription exists only when an address is given.
+    policy = cfn["Resources"]["RunAlertsTopicPolicy"]["Properties"]
+    assert policy["Topics"] == [{"Ref": "RunAlertsTopic"}]
+    assert statements(policy["PolicyDocument"]) == [{
+        "Sid": "OnlyThisStacksRuleMayPublish", "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
+        "Action": "sns:Publish", "Resource": {"Ref": "RunAlertsTopic"},
+        "Condition": {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["RunEndedBadlyRule", "Arn"]}}}}]
+    email = cfn["Resources"]["RunAlertsEmail"]
+    assert email["Condition"] == "HasAlertEmail"
+    assert email["Properties"] == {"TopicArn": {"Ref": "RunAlertsTopic"}, "Protocol": "email",
+                                   "Endpoint": {"Ref": "AlertEmail"}}
+    assert cfn["Conditions"]["HasAlertEmail"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlertEmail"}, ""]}]}
+    parameter = cfn["Parameters"]["AlertEmail"]
+    assert parameter["Default"] == ""
+    allowed = re.compile(parameter["AllowedPattern"])
+    assert [bool(allowed.fullmatch(v)) for v in ("", "ops@example.org", "first.last@lab.example.ac.uk")] == [True] * 3
+    assert [bool(allowed.fullmatch(v)) for v in ("ops", "ops@example", "a b@example.org", "@example.org")] == [False] * 4
+    assert cfn["Outputs"]["RunAlertsTopicArn"]["Value"] == {"Ref": "RunAlertsTopic"}
+
+
 # ---- IAM everywhere -------------------------------------------------------------------------------------------
 def test_no_iam_statement_uses_a_star_resource_or_action_unless_aws_requires_it(cfn: dict[str, Any]) -> None:
     roles = resources_of(cfn, "AWS::IAM::Role")
