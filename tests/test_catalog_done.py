@@ -1,4 +1,5 @@
-"""BuildCatalog marks the items whose result exists as done, from one listing narrowed to the run's items."""
+"""BuildCatalog marks the items whose result exists as done, from one listing narrowed to the run's items; and the
+shared S3 client the results are read with."""
 
 from __future__ import annotations
 
@@ -43,3 +44,15 @@ def test_items_with_nothing_in_common_list_the_whole_configuration_and_no_items_
     assert bucket.prefixes == [layout.result_prefix(RUN.recipe, RUN.config_id)]
     empty = ListedBucket([])
     assert mark_done([], RUN, empty) == [] and empty.prefixes == []
+
+
+def test_the_shared_s3_client_has_a_connection_for_each_of_aggregate_s_reader_threads(monkeypatch) -> None:
+    from granulemap import aggregation, storage
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    storage.s3_client.cache_clear()
+    try:
+        client = storage.s3_client()
+        assert client.meta.config.max_pool_connections == storage.MAX_CONNECTIONS >= aggregation._READERS
+    finally:
+        storage.s3_client.cache_clear()  # other tests make theirs under their own settings

@@ -20,9 +20,16 @@ from granulemap.errors import StorageThrottled
 _THROTTLE_CODES = {"SlowDown", "503", "ServiceUnavailable", "RequestTimeout", "InternalError", "500"}
 
 
+MAX_CONNECTIONS = 32
+"""HTTP connections the shared client keeps: at least as many as the threads that use it at once (Aggregate's
+``_READERS``). botocore's default is 10; a thread beyond the pool opens a connection (TLS handshake included, in
+AWS) and discards it after one request. (The ATL06 store goes through s3fs, with its own connections.)"""
+
+
 @functools.cache
 def s3_client() -> Any:
-    return boto3.client("s3", config=Config(retries={"max_attempts": 3, "mode": "standard"}))
+    return boto3.client("s3", config=Config(retries={"max_attempts": 3, "mode": "standard"},
+                                            max_pool_connections=MAX_CONNECTIONS))
 
 
 def translate_s3_error(exc: Exception, what: str) -> Exception:
