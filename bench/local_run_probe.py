@@ -103,6 +103,7 @@ def main(argv: list[str]) -> int:
     cpu = os.times()
     print(json.dumps({
         "seconds": seconds, "status": summary["status"], "items": summary["items"],
+        "granules": summary.get("granules"),
         "engine_peak_mb": round(vm_hwm_mb(), 1), "workers_peak_mb": round(sampler.peak_one, 1),
         "workers_total_peak_mb": round(sampler.peak_total, 1), "children_seen": sampler.max_children,
         "engine_cpu_s": round(cpu.user + cpu.system, 2), "workers_cpu_s": round(cpu.children_user + cpu.children_system, 2),

@@ -89,6 +89,7 @@ def execution_parser() -> argparse.ArgumentParser:
     for name in ("out", "recipe", "start", "end", "source"):
         parser.add_argument(name)
     parser.add_argument("--param", action="append", default=[], help="a recipe parameter, K=JSON value")
+    parser.add_argument("--group", choices=("dekad", "granule"), help="the execution input's group")
     return parser
 
 
@@ -97,6 +98,8 @@ def execution_input(args: argparse.Namespace) -> dict[str, Any]:
     doc: dict[str, Any] = {"recipe": args.recipe, "start": args.start, "end": args.end, "source": args.source}
     if args.param:
         doc["params"] = {k: json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
+    if args.group:
+        doc["group"] = args.group
     return doc
 
 

@@ -10,7 +10,8 @@ so that each starts from an empty emulated account and its memory is its own.
 - Load: 2,000 no-op items at max concurrency 50: every item accounted for (succeeded + failed + skipped = total,
   from summary.json), its time, and the peak RSS of the engine process and of the workers.
 - Series: 365 daily SYNTHETIC MUR25-format granules (granulemap.synthetic.make_synthetic_series), sst-global-mean,
-  with ``workers`` 1 and 2, interleaved; speed-up end to end and of the items phase alone (first Processor call to
+  with ``workers`` 1 and 2, interleaved, in the default items (one per dekad: granulemap.grouping) and with one item
+  per granule (``group``); speed-up end to end and of the items phase alone (first Processor call to
   the end of the last, from the run's invocation log: the part more workers can shorten), each run's phases, and
   granules/s against 2 x the best time of one granule alone (ours-ocean in the SST section): what two cores could do
   if the engine cost nothing.
@@ -47,7 +48,7 @@ def install_noop_recipe(site: Path) -> dict[str, str]:
 
 def local_run(tmp: Path, tag: str, recipe: str, source: Path, start: str, end: str, env: dict[str, str],
               params: dict[str, Any] | None = None, max_concurrency: int | None = None,
-              workers: int | None = None) -> dict[str, Any]:
+              workers: int | None = None, group: str | None = None) -> dict[str, Any]:
     out = tmp / tag
     shutil.rmtree(out, ignore_errors=True)
     args = ["bench/local_run_probe.py", str(out), recipe, start, end, str(source)]
@@ -56,6 +57,8 @@ def local_run(tmp: Path, tag: str, recipe: str, source: Path, start: str, end: s
         args.append(f"--max-concurrency={max_concurrency}")
     if workers:
         args.append(f"--workers={workers}")
+    if group:
+        args.append(f"--group={group}")
     result = run_json(args, env=env, timeout=3600)
     shutil.rmtree(out, ignore_errors=True)
     items = result["items"]
@@ -105,34 +108,49 @@ def series(tmp: Path, days: int, repeats: int, one_granule_seconds: float | None
     start = dt.date(2019, 1, 1)
     make_synthetic_series(MUR25, source, start, days)
     end = start + dt.timedelta(days=days - 1)
-    timings = {w: Timing(f"{w} workers") for w in (1, 2)}
-    items_phase = {w: Timing(f"{w} workers, items phase") for w in (1, 2)}
-    phases: dict[int, list[dict[str, float]]] = {1: [], 2: []}
+    # The default (one item per dekad: granulemap.grouping) on 1 and 2 workers, and one item per granule, to show
+    # what grouping changes. Keys: (workers, group).
+    configs = [(1, "dekad"), (2, "dekad"), (1, "granule"), (2, "granule")]
+    timings = {c: Timing(f"{c[0]} workers, {c[1]}") for c in configs}
+    items_phase = {c: Timing(f"{c[0]} workers, {c[1]}, items phase") for c in configs}
+    phases: dict[tuple[int, str], list[dict[str, float]]] = {c: [] for c in configs}
     memory: dict[int, dict[str, float]] = {}
-    cpu: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
+    cpu: dict[tuple[int, str], list[tuple[float, float]]] = {c: [] for c in configs}
+    items: dict[tuple[int, str], int] = {}
     for r in range(repeats):
-        for workers in ((1, 2) if r % 2 == 0 else (2, 1)):
-            res = local_run(tmp, f"series-{workers}", "sst-global-mean", source, str(start), str(end), {},
-                            workers=workers)
-            if res["items"]["succeeded"] != days:
-                raise AssertionError(f"series on {workers} workers: {res['items']}")
-            timings[workers].seconds.append(res["seconds"])
-            cpu[workers].append((res["engine_cpu_s"], res["workers_cpu_s"]))
+        for config in (configs if r % 2 == 0 else configs[::-1]):
+            workers, group = config
+            res = local_run(tmp, f"series-{workers}-{group}", "sst-global-mean", source, str(start), str(end), {},
+                            workers=workers, group=group)
+            if res["granules"]["succeeded"] != days:
+                raise AssertionError(f"series on {workers} workers, {group}: {res['granules']}")
+            items[config] = res["items"]["total"]
+            timings[config].seconds.append(res["seconds"])
+            cpu[config].append((res["engine_cpu_s"], res["workers_cpu_s"]))
             if res.get("phases") is None:
                 raise AssertionError(f"series on {workers} workers: no phases (a function was never called): {res}")
-            phases[workers].append(res["phases"])
-            items_phase[workers].seconds.append(res["phases"]["items"])
-            memory[workers] = {k: res[k] for k in ("engine_peak_mb", "workers_peak_mb", "workers_total_peak_mb")}
+            phases[config].append(res["phases"])
+            items_phase[config].seconds.append(res["phases"]["items"])
+            if group == "dekad":
+                memory[workers] = {k: res[k] for k in ("engine_peak_mb", "workers_peak_mb", "workers_total_peak_mb")}
     shutil.rmtree(source, ignore_errors=True)
-    out: dict[str, Any] = {"days": days, "repeats": repeats, "memory": memory}
-    for w, t in timings.items():
-        out[f"{w}_workers"] = {
+    out: dict[str, Any] = {"days": days, "repeats": repeats, "memory": memory, "by_group": {}}
+    for (w, group), t in timings.items():
+        c = (w, group)
+        entry = {
+            "items": items[c],
             "seconds": t.seconds, "granules_per_s": {"max": days / t.min, "median": days / t.median},
-            "engine_cpu_ms_per_granule": statistics.median(1e3 * e / days for e, _ in cpu[w]),
-            "workers_cpu_ms_per_granule": statistics.median(1e3 * k / days for _, k in cpu[w]),
-            "phases": phases[w],
-            "phases_median": {k: statistics.median(p[k] for p in phases[w]) for k in phases[w][0]},
+            "engine_cpu_ms_per_granule": statistics.median(1e3 * e / days for e, _ in cpu[c]),
+            "workers_cpu_ms_per_granule": statistics.median(1e3 * k / days for _, k in cpu[c]),
+            "phases": phases[c],
+            "phases_median": {k: statistics.median(p[k] for p in phases[c]) for k in phases[c][0]},
         }
+        out["by_group"][f"{w}_workers_{group}"] = entry
+        if group == "dekad":
+            out[f"{w}_workers"] = entry
+    out["grouping_speedup"] = {f"{w}_workers": ratio(timings[(w, "granule")], timings[(w, "dekad")]) for w in (1, 2)}
+    timings = {w: timings[(w, "dekad")] for w in (1, 2)}
+    items_phase = {w: items_phase[(w, "dekad")] for w in (1, 2)}
     out["speedup"] = ratio(timings[1], timings[2])
     out["items_phase_speedup"] = ratio(items_phase[1], items_phase[2])
     if one_granule_seconds:

@@ -85,7 +85,8 @@ def cost_model(results: dict[str, Any]) -> dict[str, Any]:
         sst_s = results["sst"]["timings"]["ours-ocean"]["median"] / 1e3
         mb = (ROOT / "tests/data/ghrsst/20181231090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc").stat().st_size / 1e6
         for name in ("sst-global-mean", "sst-box-mean"):  # sst-box-mean reads the same fields: same cost assumed
-            model["recipes"][name] = {"compute_s": round(sst_s, 5), "input_mb": round(mb, 2), "items_per_day": 1}
+            model["recipes"][name] = {"compute_s": round(sst_s, 5), "input_mb": round(mb, 2), "items_per_day": 1,
+                                      "grouping": "dekad"}  # per granule; one item per dekad (granulemap.grouping)
     if "atl06" in results:
         one = next(v for k, v in results["atl06"]["datasets"].items() if k.startswith("synthetic 1 granule"))
         model["recipes"]["atl06-cell-stats"] = {
@@ -406,21 +407,27 @@ def orchestration_section(o: dict[str, Any]) -> list[str]:
             f"{it['skipped']} skipped = {it['succeeded'] + it['failed'] + it['skipped']} of {it['total']} "
             f"(every item accounted for); peak RSS: engine process {ld['engine_peak_mb']} MB, one worker "
             f"{ld['workers_peak_mb']} MB, all workers {ld['workers_total_peak_mb']} MB.", "",
-            f"Series: {se['days']} daily SYNTHETIC MUR25 granules, sst-global-mean, end to end, on 1 and 2 workers "
-            f"({se['repeats']} interleaved repeats):", "",
-            "| workers | seconds | granules/s (best / median) | start-up | catalog | items | Aggregate | end |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for w in (1, 2):
-        v = se[f"{w}_workers"]
-        ph = v["phases_median"]
-        out.append(f"| {w} | {', '.join(fmt(x, 1) for x in v['seconds'])} | "
-                   f"{fmt(v['granules_per_s']['max'], 1)} / {fmt(v['granules_per_s']['median'], 1)} | "
-                   + " | ".join(fmt(ph[k], 2) for k in ("start", "catalog", "items", "aggregate", "end")) + " |")
+            f"Series: {se['days']} daily SYNTHETIC MUR25 granules, sst-global-mean, end to end, on 1 and 2 workers, "
+            "in the default items (the granules of one dekad each: granulemap/grouping.py) and with one item per "
+            f"granule (`--group granule`) ({se['repeats']} interleaved repeats):", "",
+            "| workers | items | seconds | granules/s (best / median) | start-up | catalog | items phase | Aggregate "
+            "| end | engine CPU ms/granule | workers CPU ms/granule |",
+            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for group in ("dekad", "granule"):
+        for w in (1, 2):
+            v = se["by_group"][f"{w}_workers_{group}"]
+            ph = v["phases_median"]
+            out.append(f"| {w} | {v['items']} ({group}) | {', '.join(fmt(x, 1) for x in v['seconds'])} | "
+                       f"{fmt(v['granules_per_s']['max'], 1)} / {fmt(v['granules_per_s']['median'], 1)} | "
+                       + " | ".join(fmt(ph[k], 2) for k in ("start", "catalog", "items", "aggregate", "end"))
+                       + f" | {fmt(v['engine_cpu_ms_per_granule'], 1)} | {fmt(v['workers_cpu_ms_per_granule'], 1)} |")
     out += ["", "Phases (median seconds, bench/local_run_probe.py): start-up until BuildCatalog is called; catalog "
             "until the first Processor call; items from the first Processor call to the end of the last; Aggregate; "
             "end (products copied out, shut-down).", "",
             f"Speed-up 2 vs 1 workers (min / median): end to end {ratio_cell(se['speedup'])}; items phase "
-            f"{ratio_cell(se['items_phase_speedup'])}."]
+            f"{ratio_cell(se['items_phase_speedup'])}. Grouping by dekad against one item per granule, end to end "
+            f"(granule-item time / dekad-item time): {ratio_cell(se['grouping_speedup']['1_workers'])} on 1 worker, "
+            f"{ratio_cell(se['grouping_speedup']['2_workers'])} on 2."]
     if "ideal_granules_per_s" in se:
         out.append(f"Two cores doing nothing but granules ({fmt(se['one_granule_ms'], 1)} ms each, the best "
                    f"`ours-ocean` time above) would do {fmt(se['ideal_granules_per_s'], 0)} granules/s; the best "

@@ -403,7 +403,8 @@ def test_a_local_run_whose_credentials_expire_part_way_refreshes_them_and_loses_
                               Body=path.read_bytes())
             put_secure(ssm, USERNAME_PARAMETER, EDL_USER)
             put_secure(ssm, PASSWORD_PARAMETER, EDL_PASSWORD)
-            desc = engine.run({"recipe": recipe.name, "start": "2018-12-01", "end": "2018-12-08"},
+            # One granule per item: the credentials expire between the items' starts (MINUTES_PER_ITEM apart).
+            desc = engine.run({"recipe": recipe.name, "start": "2018-12-01", "end": "2018-12-08", "group": "granule"},
                               name="expiry-run", timeout=300)
             summary = json.loads(s3.get_object(Bucket=engine.bucket, Key=layout.summary_key("expiry-run"))["Body"]
                                  .read())

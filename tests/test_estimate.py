@@ -53,6 +53,30 @@ def test_a_year_of_daily_granules_costs_what_a_hand_computation_says(tmp_path: P
     assert any("us-west-2" in a for a in result.assumptions)
 
 
+def test_grouped_granules_make_one_item_per_dekad_of_the_range(tmp_path: Path) -> None:
+    model = _model(tmp_path)
+    grouped = est.CostModel.load(tmp_path / "cost_model.json")
+    grouped.recipes["sst-global-mean"] = est.RecipeCost(compute_s=0.02, input_mb=2.0, items_per_day=1,
+                                                         grouping="dekad")
+    result = est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 12, 31), MEMORY, grouped,
+                          max_concurrency=40)
+    # By hand: 12 months × 3 dekads = 36 items of 365 granules. One item: 365/36 granules × (0.0345508 s compute +
+    # 0.025 s read + 0.02 s first byte) + 0.02 s result PUT.
+    granules = 365 / 36
+    per_item = granules * (0.02 * 1769 / 1024 + 2 / 80 + 0.02) + 0.02
+    billed = -(-round(per_item * 1000, 6) // 1) / 1000  # rounded up to the millisecond
+    by_name = {what: usd for what, usd, _ in result.lines}
+    assert result.items == 36
+    assert by_name["Lambda compute, Processor"] == pytest.approx(36 * billed * 1.0 * 0.0000166667, rel=1e-9)
+    assert by_name["Step Functions state transitions"] == pytest.approx((5 + 36) * 0.025 / 1000, rel=1e-9)
+    assert by_name["Lambda requests"] == pytest.approx((36 + 3) * 0.20 / 1e6, rel=1e-9)
+    ungrouped = est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 12, 31), MEMORY, model)
+    assert result.total_usd < ungrouped.total_usd
+    # a range inside one dekad is one item; two days across a dekad's end are two
+    assert est.estimate("sst-global-mean", dt.date(2022, 3, 2), dt.date(2022, 3, 9), MEMORY, grouped).items == 1
+    assert est.estimate("sst-global-mean", dt.date(2022, 3, 10), dt.date(2022, 3, 11), MEMORY, grouped).items == 2
+
+
 def test_memory_above_one_vcpu_does_not_speed_up_compute_and_items_override_the_date_range(tmp_path: Path) -> None:
     model = _model(tmp_path)
     big = dict(MEMORY, ProcessorFunction=3538)  # two vCPUs' worth: a single-threaded item is not faster

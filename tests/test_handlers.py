@@ -87,7 +87,9 @@ def test_processor_stores_the_result_then_skips_it(s3) -> None:
     stored = _get_json(s3, out["result_key"])
     path = Path(event["item"]["granules"][0]["url"])
     assert stored["run_id"] == "example-run"
-    assert stored["result"]["mean_sst_c"] == pytest.approx(ocean_mean_reference(path)["mean_sst_c"], abs=1e-6)
+    (row,) = stored["results"]  # a per-granule recipe's record: one result per granule of the item
+    assert row["mean_sst_c"] == pytest.approx(ocean_mean_reference(path)["mean_sst_c"], abs=1e-6)
+    assert stored["failures"] == []
 
     event["run"]["run_id"] = "a-later-run"
     event["item"]["done"] = True  # what the later run's catalog says of it (next test)
@@ -142,6 +144,7 @@ def test_aggregator_accounts_for_every_item_and_writes_the_csv(s3) -> None:
     out, errored = _invoke("aggregator", event)
     assert not errored, out
     assert out["items"] == {"total": 2, "succeeded": 1, "failed": 1, "skipped": 0}
+    assert out["granules"] == {"total": 2, "succeeded": 1, "failed": 1, "skipped": 0}  # one granule per item here
     summary = _get_json(s3, layout.summary_key("example-run"))
     assert summary["failures"][0]["error"] == "GranuleUnreadable"
     csv_text = s3.get_object(Bucket=BUCKET, Key=out["outputs"][0])["Body"].read().decode()
@@ -151,5 +154,5 @@ def test_aggregator_accounts_for_every_item_and_writes_the_csv(s3) -> None:
     event["map"]["tolerated_failure_percentage"] = 10
     out, errored = _invoke("aggregator", event)
     assert errored and out["errorType"] == "TooManyFailures"
-    assert "1 of 2 items failed (50.0%)" in out["errorMessage"]
+    assert "1 of 2 granules failed (50.0%)" in out["errorMessage"]  # the SST recipes' tolerance is in granules
     assert _get_json(s3, layout.summary_key("example-run"))["status"] == "FAILED"

@@ -65,9 +65,15 @@ def test_sst_run_through_the_state_machine(engine: LocalEngine, source: Path, sy
     run_id = desc["executionArn"].rsplit(":", 1)[-1]
 
     manifest = json.loads(_get(engine, layout.manifest_key(run_id)))
-    granules = sorted(Path(i["granules"][0]["url"]).name for i in manifest)
+    granules = sorted(Path(g["url"]).name for i in manifest for g in i["granules"])
     expected = sorted(p.name for p in [*synthetic_month, mur25])
     assert granules == expected  # the 2019 granule and the README are not in range / not granules
+    # Items are dekads (days 1-10, 11-20, 21-31 of the month): each item holds its dekad's granules.
+    days = sorted(int(name[6:8]) for name in expected)
+    dekads = {min((day - 1) // 10, 2) for day in days}
+    assert len(manifest) == len(dekads)
+    for item in manifest:
+        assert len({min((int(Path(g["url"]).name[6:8]) - 1) // 10, 2) for g in item["granules"]}) == 1
 
     output = json.loads(desc["output"])
     csv_key = layout.output_key("sst-global-mean", output["run"]["config_id"], "global_mean_sst.csv")
@@ -82,7 +88,9 @@ def test_sst_run_through_the_state_machine(engine: LocalEngine, source: Path, sy
 
     summary = json.loads(_get(engine, layout.summary_key(run_id)))
     assert summary["status"] == "SUCCEEDED"
-    assert summary["items"] == {"total": 4, "succeeded": 4, "failed": 0, "skipped": 0}
+    n = len(dekads)
+    assert summary["items"] == {"total": n, "succeeded": n, "failed": 0, "skipped": 0}
+    assert summary["granules"] == {"total": 4, "succeeded": 4, "failed": 0, "skipped": 0}
     assert summary["failures"] == []
     assert csv_key in summary["outputs"]
     png = _get(engine, layout.output_key("sst-global-mean", output["run"]["config_id"], "global_mean_sst.png"))
@@ -100,7 +108,8 @@ def test_sst_run_through_the_state_machine(engine: LocalEngine, source: Path, sy
     )
     assert again["status"] == "SUCCEEDED"
     summary2 = json.loads(_get(engine, layout.summary_key(again["executionArn"].rsplit(":", 1)[-1])))
-    assert summary2["items"] == {"total": 4, "succeeded": 0, "failed": 0, "skipped": 4}
+    assert summary2["items"] == {"total": n, "succeeded": 0, "failed": 0, "skipped": n}
+    assert summary2["granules"] == {"total": 4, "succeeded": 0, "failed": 0, "skipped": 4}
     assert list(csv.DictReader(io.StringIO(_get(engine, csv_key).decode()))) == rows
 
 
@@ -119,7 +128,8 @@ def test_invalid_input_fails_at_once_and_writes_nothing(engine: LocalEngine, sou
     assert states == ["BuildCatalog", "InputRejected"]
 
 
-def test_corrupt_granule_is_recorded_and_the_others_finish(engine: LocalEngine, tmp_path: Path, mur25) -> None:
+def test_corrupt_granule_fails_alone_and_the_others_of_its_item_are_kept(engine: LocalEngine, tmp_path: Path,
+                                                                          mur25) -> None:
     src = tmp_path / "src"
     src.mkdir()
     good = src / mur25.name
@@ -130,17 +140,43 @@ def test_corrupt_granule_is_recorded_and_the_others_finish(engine: LocalEngine, 
                  "params": {"method": "podaac-tutorial"}}
     tolerant = engine.run({**run_input, "tolerated_failure_percentage": 50}, timeout=120)
     assert tolerant["status"] == "SUCCEEDED", tolerant.get("cause")
-    summary = json.loads(_get(engine, layout.summary_key(tolerant["executionArn"].rsplit(":", 1)[-1])))
-    assert summary["items"]["failed"] == 1 and summary["items"]["succeeded"] == 1
+    run_id = tolerant["executionArn"].rsplit(":", 1)[-1]
+    summary = json.loads(_get(engine, layout.summary_key(run_id)))
+    (item,) = json.loads(_get(engine, layout.manifest_key(run_id)))  # December 30 and 31: one dekad, one item
+    assert summary["items"] == {"total": 1, "succeeded": 1, "failed": 0, "skipped": 0}
+    assert summary["granules"] == {"total": 2, "succeeded": 1, "failed": 1, "skipped": 0}
     (failure,) = summary["failures"]
-    assert failure["item"] == bad.name.removesuffix(".nc")
+    assert failure["item"] == item["id"] and failure["granule"] == bad.name
     assert failure["error"] == "GranuleUnreadable"
     assert bad.name in failure["cause"]
+    config_id = json.loads(tolerant["output"])["run"]["config_id"]
+    csv_key = layout.output_key("sst-global-mean", config_id, "global_mean_sst.csv")
+    rows = list(csv.DictReader(io.StringIO(_get(engine, csv_key).decode())))
+    assert [r["granule"] for r in rows] == [good.name]  # the good granule of the item is kept
 
     strict = engine.run({**run_input, "tolerated_failure_percentage": 0}, timeout=120)
     assert strict["status"] == "FAILED"
     assert strict["error"] == "TooManyFailures"
-    assert "1 of 2 items failed" in strict["cause"]
+    assert "1 of 2 granules failed" in strict["cause"]
+
+
+def test_with_one_granule_per_item_a_corrupt_granule_fails_its_item(engine: LocalEngine, tmp_path: Path,
+                                                                    mur25) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(mur25, src / mur25.name)
+    bad = src / mur25.name.replace("20181231", "20181230")
+    bad.write_bytes(mur25.read_bytes()[:40_000])
+    desc = engine.run({"recipe": "sst-global-mean", "start": "2018-12-30", "end": "2018-12-31", "source": str(src),
+                       "params": {"method": "podaac-tutorial"}, "group": "granule",
+                       "tolerated_failure_percentage": 50}, timeout=120)
+    assert desc["status"] == "SUCCEEDED", desc.get("cause")
+    summary = json.loads(_get(engine, layout.summary_key(desc["executionArn"].rsplit(":", 1)[-1])))
+    assert summary["items"] == {"total": 2, "succeeded": 1, "failed": 1, "skipped": 0}
+    assert summary["granules"] == {"total": 2, "succeeded": 1, "failed": 1, "skipped": 0}
+    (failure,) = summary["failures"]
+    assert failure["item"] == bad.name.removesuffix(".nc") and failure["granule"] is None
+    assert failure["error"] == "GranuleUnreadable" and bad.name in failure["cause"]
 
 
 def test_s3_prefix_source_reads_granules_from_s3(engine: LocalEngine, mur25: Path, synthetic_month) -> None:

@@ -43,7 +43,8 @@ def test_transient_failures_are_retried_until_every_item_succeeds(ten_granules: 
     flaky = {names[0]: 1, names[3]: 2, names[7]: 1}  # 30 % of the items fail once or twice
     plan = {"transient": flaky, "state_dir": str(tmp_path)}
     with LocalEngine(workers=2, extra_env={FAULTS_ENV: json.dumps(plan)}) as engine:
-        desc = engine.run({"recipe": "sst-global-mean", "start": "2019-01-01", "end": "2019-01-10",
+        # One granule per item (group): 30 % of ten items; the retries are the state machine's, per item.
+        desc = engine.run({"recipe": "sst-global-mean", "start": "2019-01-01", "end": "2019-01-10", "group": "granule",
                            "source": str(ten_granules), "tolerated_failure_percentage": 0}, timeout=300)
         assert desc["status"] == "SUCCEEDED", desc.get("cause")
         # moto keeps the Map's child executions out of the parent's history; the engine's invocation record
@@ -79,15 +80,19 @@ def test_two_corrupt_granules_among_thirty(tmp_path: Path) -> None:
         assert ok["status"] == "SUCCEEDED", ok.get("cause")
         summary = json.loads(engine.client("s3").get_object(
             Bucket=engine.bucket, Key=layout.summary_key(ok["executionArn"].rsplit(":", 1)[-1]))["Body"].read())
-        assert summary["items"] == {"total": 30, "succeeded": 28, "failed": 2, "skipped": 0}
-        assert sorted(f["item"] for f in summary["failures"]) == sorted(corrupt)
-        assert {f["error"] for f in summary["failures"]} == {"GranuleUnreadable"}
+        # Items are dekads: February's three, and March 1-2, whose two granules are both corrupt, so that item fails
+        # (naming both); the tolerance counts granules.
+        assert summary["items"] == {"total": 4, "succeeded": 3, "failed": 1, "skipped": 0}
+        assert summary["granules"] == {"total": 30, "succeeded": 28, "failed": 2, "skipped": 0}
+        (failure,) = summary["failures"]
+        assert failure["item"].startswith("20190301-20190302-2g-") and failure["error"] == "GranuleUnreadable"
+        assert all(f"{name}.nc" in failure["cause"] for name in corrupt)
         config = json.loads(ok["output"])["run"]["config_id"]
         assert len(_rows(engine, layout.output_key("sst-global-mean", config, "global_mean_sst.csv"))) == 28
 
         strict = engine.run({**run, "tolerated_failure_percentage": 5}, timeout=300)
         assert strict["status"] == "FAILED" and strict["error"] == "TooManyFailures"
-        assert "2 of 30 items failed (6.7%)" in strict["cause"]
+        assert "2 of 30 granules failed (6.7%)" in strict["cause"]
 
 
 def _granulemap(*args: str, env: dict | None = None, **kwargs):
@@ -96,7 +101,7 @@ def _granulemap(*args: str, env: dict | None = None, **kwargs):
 
 
 def test_killed_run_resumes_without_redoing_or_duplicating(ten_granules: Path, tmp_path: Path) -> None:
-    args = ["run", "--recipe", "sst-global-mean", "--start", "2019-01-01", "--end", "2019-01-10",
+    args = ["run", "--recipe", "sst-global-mean", "--start", "2019-01-01", "--end", "2019-01-10", "--group", "granule",
             "--source", str(ten_granules), "--quiet", "--workers", "1", "--max-concurrency", "1"]
     whole = _granulemap(*args, "--out", str(tmp_path / "whole"))
     assert whole.wait(timeout=300) == 0, whole.stderr.read()
@@ -137,6 +142,7 @@ BAD_INPUTS = [
     ({"max_concurrency": 20000}, "field 'max_concurrency'"),
     ({"tolerated_failure_percentage": 120}, "field 'tolerated_failure_percentage'"),
     ({"params": {"method": "median"}}, "field 'method'"),
+    ({"group": "week"}, "field 'group'"),
 ]
 
 

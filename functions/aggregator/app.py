@@ -18,7 +18,11 @@ from granulemap.storage import Bucket
 def handler(event: AggregatorEvent, context: LambdaContext) -> dict:
     settings = load_settings()
     summary = aggregate(event, Bucket(settings.bucket))
-    for name, value in summary.items.model_dump().items():
-        metrics.add_metric(name=f"RunItems{name.capitalize()}", unit=MetricUnit.Count, value=value)
-    logger.info("run aggregated", extra={"status": summary.status, "items": summary.items.model_dump()})
-    return {"status": summary.status, "items": summary.items.model_dump(), "outputs": summary.outputs}
+    counts = {"items": summary.items.model_dump()}
+    if summary.granules is not None:
+        counts["granules"] = summary.granules.model_dump()
+    for unit, values in counts.items():
+        for name, value in values.items():
+            metrics.add_metric(name=f"Run{unit.capitalize()}{name.capitalize()}", unit=MetricUnit.Count, value=value)
+    logger.info("run aggregated", extra={"status": summary.status, **counts})
+    return {"status": summary.status, **counts, "outputs": summary.outputs}

@@ -8,6 +8,7 @@ as by the Map: moto's engine ignores the Map's setting, and the user gets the sa
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from granulemap import layout
@@ -26,24 +27,40 @@ def _fetch(bucket: Bucket, keys: list[str]) -> list[Any | None]:
         return list(pool.map(bucket.get_json_or_none, keys))
 
 
-def account_items(
-    event: AggregatorEvent, bucket: Bucket, items: list[Item]
-) -> tuple[list[dict[str, Any]], ItemCounts, list[Failure]]:
-    """(results of succeeded+skipped items, counts, failures) of the run's manifest ``items``."""
+@dataclass
+class Accounting:
+    """What Aggregate found of a run's items: the results to combine, the counts and the failures."""
+
+    results: list[dict[str, Any]]
+    items: ItemCounts
+    granules: ItemCounts
+    """In granules: an item's granules count as its results and its stored granule failures when it has a result
+    (a per-granule recipe's items), as failed when it has none."""
+    failures: list[Failure]
+
+
+def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> Accounting:
+    """Account for every item of the run's manifest ``items`` from the result and failure objects in S3."""
     run = event.run
     stored = _fetch(bucket, [layout.result_key(run.recipe, run.config_id, i.id) for i in items])
     missing = [i for i, s in zip(items, stored, strict=True) if s is None]
     failure_records = dict(zip((i.id for i in missing),
                                _fetch(bucket, [layout.failure_key(run.run_id, i.id) for i in missing]), strict=True))
-    results, failures = [], []
-    succeeded = skipped = 0
+    results: list[dict[str, Any]] = []
+    failures: list[Failure] = []
+    done = {"succeeded": 0, "skipped": 0}
+    granules = {"succeeded": 0, "skipped": 0, "failed": 0}
     for item, record in zip(items, stored, strict=True):
         if record is not None:
-            results.append(record["result"])
-            if record.get("run_id") == run.run_id:
-                succeeded += 1
-            else:
-                skipped += 1
+            # A per-granule recipe's record has results (one per granule) and failures; any other, one result.
+            found = record["results"] if "results" in record else [record["result"]]
+            outcome = "succeeded" if record.get("run_id") == run.run_id else "skipped"
+            done[outcome] += 1
+            granules[outcome] += len(found)
+            results.extend(found)
+            for f in record.get("failures", []):
+                failures.append(Failure(item=item.id, granule=f["granule"], error=f["error"], cause=f["cause"]))
+                granules["failed"] += 1
             continue
         failure = failure_records.get(item.id)
         if failure is None:
@@ -51,41 +68,55 @@ def account_items(
                        "cause": "no result and no failure record: the item's child execution did not finish, or "
                                 "its result was deleted while the run was going"}
         failures.append(Failure.model_validate(failure))
-    counts = ItemCounts(total=len(items), succeeded=succeeded, failed=len(failures), skipped=skipped)
-    return results, counts, failures
+        granules["failed"] += len(item.granules)
+    failed_items = len(items) - done["succeeded"] - done["skipped"]
+    return Accounting(
+        results=results,
+        items=ItemCounts(total=len(items), failed=failed_items, **done),
+        granules=ItemCounts(total=sum(granules.values()), **granules),
+        failures=failures,
+    )
+
+
+def verdict(counts: ItemCounts, unit: str, tolerance: float, failures: list[Failure]) -> tuple[str, str]:
+    """(status, message) of a run whose ``counts`` are in ``unit`` ("items" or "granules")."""
+    failed_pct = 100.0 * counts.failed / counts.total if counts.total else 0.0
+    if failed_pct > tolerance:
+        return "FAILED", (
+            f"{counts.failed} of {counts.total} {unit} failed ({failed_pct:.1f}%), more than the tolerated "
+            f"{tolerance:g}%; first failures: "
+            + "; ".join(f"{f.granule or f.item}: {f.error}: {f.cause}" for f in failures[:3])
+        )
+    if counts.total == 0:
+        return "SUCCEEDED", "no granules matched the recipe, dates and source: nothing to do"
+    return "SUCCEEDED", (
+        f"{counts.succeeded} {unit} computed, {counts.skipped} skipped (already done), {counts.failed} failed"
+    )
 
 
 def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
-    """Write the products and summary.json; raise TooManyFailures (after writing them) above the tolerance."""
+    """Write the products and summary.json; raise TooManyFailures (after writing them) above the tolerance.
+
+    The tolerance applies to granules for a per-granule recipe (whose items group granules, and whose granules
+    fail alone), to items otherwise."""
     run = event.run
     recipe = get_recipe(run.recipe)
     params = recipe.parse_params(run.params)
     items = [Item.model_validate(i) for i in bucket.get_json(event.catalog.key)]
-    results, counts, failures = account_items(event, bucket, items)
+    found = account_items(event, bucket, items)
     outputs: list[str] = []
-    if results:
-        outputs = recipe.combine(results, run, params, bucket)
+    if found.results:
+        outputs = recipe.combine(found.results, run, params, bucket)
     provenance_key = layout.provenance_key(run.recipe, run.config_id, run.run_id)
-    bucket.put_json(provenance_key, provenance_record(run, items, counts))
+    bucket.put_json(provenance_key, provenance_record(run, items, found.items))
     outputs.append(provenance_key)
-    failed_pct = 100.0 * counts.failed / counts.total if counts.total else 0.0
-    tolerance = event.map.tolerated_failure_percentage
-    if failed_pct > tolerance:
-        status, message = "FAILED", (
-            f"{counts.failed} of {counts.total} items failed ({failed_pct:.1f}%), more than the tolerated "
-            f"{tolerance:g}%; first failures: "
-            + "; ".join(f"{f.item}: {f.error}: {f.cause}" for f in failures[:3])
-        )
-    elif counts.total == 0:
-        status, message = "SUCCEEDED", "no granules matched the recipe, dates and source: nothing to do"
-    else:
-        status, message = "SUCCEEDED", (
-            f"{counts.succeeded} items computed, {counts.skipped} skipped (already done), {counts.failed} failed"
-        )
+    counts, unit = (found.granules, "granules") if recipe.per_granule else (found.items, "items")
+    status, message = verdict(counts, unit, event.map.tolerated_failure_percentage, found.failures)
     summary_key = layout.summary_key(run.run_id)
     summary = Summary(
-        status=status, run_id=run.run_id, recipe=run.recipe, params=run.params, items=counts,
-        failures=failures, outputs=outputs + [summary_key], message=message,
+        status=status, run_id=run.run_id, recipe=run.recipe, params=run.params, items=found.items,
+        granules=found.granules if recipe.per_granule else None, failures=found.failures,
+        outputs=outputs + [summary_key], message=message,
     )
     bucket.put_json(summary_key, summary.model_dump(mode="json"))
     if status == "FAILED":

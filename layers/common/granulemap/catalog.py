@@ -40,6 +40,9 @@ def validate_input(raw: object, settings: Settings, now: dt.datetime | None = No
         directory = execution.source.removeprefix("file://")
         if not os.path.isdir(directory):
             raise InvalidInput(f"field 'source': {directory} is not a directory that exists here")
+    if execution.group is not None and not recipe.per_granule:
+        raise InvalidInput(f"field 'group': recipe {recipe.name} makes its own items; group applies to the recipes "
+                           "that reduce each granule on its own (sst-global-mean, sst-box-mean)")
     if execution.source is None and execution.collection is None and recipe.collection is None:
         raise InvalidInput(f"field 'collection': recipe {recipe.name} has no default collection; give one")
     return execution, recipe

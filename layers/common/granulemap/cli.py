@@ -29,6 +29,9 @@ def parse_param(text: str) -> tuple[str, Any]:
         return key, value
 
 
+GROUP_HELP = ("SST recipes: granules per Processor call, those of a dekad (default) or one each; same results")
+
+
 def execution_input(args: argparse.Namespace) -> dict[str, Any]:
     """The execution input a CLI invocation stands for (the same document start-execution takes)."""
     params = dict(args.param or [])
@@ -38,7 +41,7 @@ def execution_input(args: argparse.Namespace) -> dict[str, Any]:
     doc: dict[str, Any] = {"recipe": args.recipe, "start": args.start, "end": args.end}
     if getattr(args, "source", None):
         doc["source"] = str(Path(args.source).resolve()) if not args.source.startswith("s3://") else args.source
-    for key in ("collection", "max_concurrency", "tolerated_failure_percentage"):
+    for key in ("collection", "max_concurrency", "tolerated_failure_percentage", "group"):
         if getattr(args, key, None) is not None:
             doc[key] = getattr(args, key)
     if getattr(args, "bbox", None):
@@ -130,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bbox", type=float, nargs=4, metavar=("WEST", "SOUTH", "EAST", "NORTH"))
     run.add_argument("--max-concurrency", type=int, dest="max_concurrency")
     run.add_argument("--tolerated-failure-percentage", type=float, dest="tolerated_failure_percentage")
+    run.add_argument("--group", choices=("dekad", "granule"), help=GROUP_HELP)
     run.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.set_defaults(func=cmd_run)

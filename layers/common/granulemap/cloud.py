@@ -207,10 +207,15 @@ def print_summary(summary: dict[str, Any], file: Any = None) -> None:
     items = summary["items"]
     print(f"{summary['status']}: {items['succeeded']} succeeded, {items['skipped']} skipped, "
           f"{items['failed']} failed of {items['total']} items", file=file)
+    granules = summary.get("granules")
+    if granules:
+        print(f"  granules: {granules['succeeded']} computed, {granules['skipped']} skipped, "
+              f"{granules['failed']} failed of {granules['total']}", file=file)
     if summary.get("message"):
         print(summary["message"], file=file)
     for failure in summary.get("failures", [])[:20]:
-        print(f"  failed {failure['item']}: {failure['error']}: {failure['cause']}", file=file)
+        what = failure.get("granule") or failure["item"]
+        print(f"  failed {what}: {failure['error']}: {failure['cause']}", file=file)
     print("outputs:", file=file)
     for path in summary.get("outputs", []):
         print(f"  {path}", file=file)
@@ -263,7 +268,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def add_cloud_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register the cloud subcommands on the ``granulemap`` parser."""
-    from granulemap.cli import parse_param
+    from granulemap.cli import GROUP_HELP, parse_param
 
     start = sub.add_parser("start", help="start a run of a deployed stack (validates the input first)")
     start.add_argument("--stack", required=True, help="CloudFormation stack name (sam deploy's stack_name)")
@@ -277,6 +282,7 @@ def add_cloud_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     start.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help="recipe parameter")
     start.add_argument("--max-concurrency", type=int, dest="max_concurrency")
     start.add_argument("--tolerated-failure-percentage", type=float, dest="tolerated_failure_percentage")
+    start.add_argument("--group", choices=("dekad", "granule"), help=GROUP_HELP)
     start.add_argument("--name", help="execution name (default: recipe, dates and a random suffix)")
     start.add_argument("--region", help="AWS region of the stack (default: your AWS configuration's)")
     start.set_defaults(func=cmd_start)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from granulemap.grouping import dekad_of
+
 COST_MODEL = Path(__file__).with_name("cost_model.json")
 
 # ---- prices: AWS us-west-2 (Oregon) on-demand list prices, as I know them (assistant's knowledge, checked against
@@ -49,11 +51,15 @@ class RecipeCost:
     """What one item of a recipe costs in time and requests (from cost_model.json)."""
 
     compute_s: float
-    """CPU seconds of one item's work at one full vCPU (measured by make bench)."""
+    """CPU seconds of one item's work at one full vCPU (measured by make bench); of one granule's, when the recipe's
+    granules are grouped into items (``grouping``)."""
     input_mb: float
-    """MB read from the DAAC's S3 per item (granule bytes fetched)."""
+    """MB read from the DAAC's S3 per item (granule bytes fetched); per granule when grouped."""
     items_per_day: float
-    """Items per day of the date range (SST: one granule a day; ATL06: a rough count of parent cells)."""
+    """Items per day of the date range (ATL06: a rough count of parent cells); granules per day when grouped (SST:
+    one)."""
+    grouping: str = "granule"
+    """"dekad": a per-granule recipe whose granules are grouped into one item per dekad (granulemap.grouping)."""
     max_items: int | None = None
     s3_gets_per_item: int = 1
     """The Aggregate step's GET of the result (BuildCatalog finds finished items by listing, see LIST below)."""
@@ -111,16 +117,18 @@ def billed_seconds(seconds: float) -> float:
 
 
 PROCESSOR_REQUESTS = 2
-"""Latency-bound requests of one Processor call: the granule's first byte, the result's PUT."""
+"""Latency-bound requests of one Processor call of one granule: the granule's first byte, the result's PUT (an item
+of several granules makes one request per granule and one PUT)."""
 LIST_PAGE = 1000
 """Keys per S3 LIST page: BuildCatalog lists the configuration's results to find finished items."""
 
 
-def processor_item_seconds(recipe: RecipeCost, model: CostModel, memory_mb: int) -> float:
-    """One Processor call: compute scaled by the CPU share, the input read, ``PROCESSOR_REQUESTS`` small requests."""
+def processor_item_seconds(recipe: RecipeCost, model: CostModel, memory_mb: int, granules: float = 1.0) -> float:
+    """One Processor call of ``granules`` granules (1 for an ungrouped recipe): each granule's compute scaled by the
+    CPU share, its input read and its first byte's latency, and the result's PUT."""
     compute = recipe.compute_s / cpu_share(memory_mb)
-    io = recipe.input_mb / model.s3_mb_per_s + PROCESSOR_REQUESTS * model.s3_request_latency_s
-    return compute + io
+    read = recipe.input_mb / model.s3_mb_per_s + (PROCESSOR_REQUESTS - 1) * model.s3_request_latency_s
+    return granules * (compute + read) + model.s3_request_latency_s
 
 
 def items_for(recipe: RecipeCost, start: dt.date, end: dt.date) -> int:
@@ -129,15 +137,26 @@ def items_for(recipe: RecipeCost, start: dt.date, end: dt.date) -> int:
     return min(items, recipe.max_items) if recipe.max_items else items
 
 
+def dekads_in(start: dt.date, end: dt.date) -> int:
+    """How many dekads (granulemap.grouping) the days ``start``..``end`` touch."""
+    days = (end - start).days + 1
+    return len({dekad_of(start + dt.timedelta(days=d)) for d in range(days)})
+
+
 def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str, int], model: CostModel,
              items: int | None = None, max_concurrency: int = 40) -> Estimate:
     """The expected cost of one run. ``memory_mb``: MemorySize of each function (template.yaml's, or overridden)."""
     if recipe_name not in model.recipes:
         raise KeyError(f"no cost model for recipe {recipe_name!r}; known: {', '.join(sorted(model.recipes))}")
     recipe = model.recipes[recipe_name]
-    n = items if items is not None else items_for(recipe, start, end)
+    units = items if items is not None else items_for(recipe, start, end)
+    if recipe.grouping == "dekad":  # units are granules, grouped into one item per dekad
+        n = min(units, dekads_in(start, end))
+        per_granule = units / n if n else 0.0
+    else:
+        n, per_granule = units, 1.0
     gb = {fn: mb / 1024 for fn, mb in memory_mb.items()}
-    per_item = billed_seconds(processor_item_seconds(recipe, model, memory_mb["ProcessorFunction"]))
+    per_item = billed_seconds(processor_item_seconds(recipe, model, memory_mb["ProcessorFunction"], per_granule))
     cold_starts = min(n, max_concurrency)
 
     processor_gbs = n * per_item * gb["ProcessorFunction"]
@@ -174,11 +193,14 @@ def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str
         f"${LAMBDA_REQUEST_USD * 1e6:.2f}/1M requests (x86_64), Step Functions Standard "
         f"${SFN_STATE_TRANSITION_USD * 1e3:.3f}/1,000 transitions, S3 ${S3_PUT_USD * 1e3:.4f}/1,000 PUT and "
         f"${S3_GET_USD * 1e3:.4f}/1,000 GET",
-        f"items: {n}" + ("" if items is not None else f" ({recipe.items_per_day:g} per day over "
-                                                      f"{(end - start).days + 1} days)"),
-        f"per item: {recipe.compute_s * 1e3:.1f} ms of compute at one vCPU (measured by make bench), scaled by "
-        f"{FULL_VCPU_MB}/{memory_mb['ProcessorFunction']} MB when below one vCPU, + {recipe.input_mb:g} MB read "
-        f"at {model.s3_mb_per_s:g} MB/s + {PROCESSOR_REQUESTS} S3 requests × {model.s3_request_latency_s * 1e3:.0f} ms (assumed)",
+        (f"items: {n}, one per dekad (the 1st-10th, 11th-20th and 21st-last day of a month) of {units} granules"
+         if recipe.grouping == "dekad" else f"items: {n}")
+        + ("" if items is not None else f" ({recipe.items_per_day:g} per day over {(end - start).days + 1} days)"),
+        f"per {'granule' if recipe.grouping == 'dekad' else 'item'}: {recipe.compute_s * 1e3:.1f} ms of compute at "
+        f"one vCPU (measured by make bench), scaled by {FULL_VCPU_MB}/{memory_mb['ProcessorFunction']} MB when below "
+        f"one vCPU, + {recipe.input_mb:g} MB read at {model.s3_mb_per_s:g} MB/s + its first byte "
+        f"({model.s3_request_latency_s * 1e3:.0f} ms, assumed); per item: the result's PUT "
+        f"({model.s3_request_latency_s * 1e3:.0f} ms, assumed)",
         "memory (MB): " + ", ".join(f"{fn.removesuffix('Function')} {mb}" for fn, mb in memory_mb.items()),
         f"cold starts: one per concurrent Processor ({cold_starts}); Lambda bills the init phase (measured cold "
         "import of each handler)",
@@ -240,7 +262,8 @@ def add_estimate_command(sub: argparse._SubParsersAction) -> None:  # type: igno
     est.add_argument("--end", required=True, help="last date, inclusive (YYYY-MM-DD)")
     est.add_argument("--memory-mb", type=int, dest="memory_mb",
                      help="Processor memory in MB (default: ProcessorMemorySize in template.yaml)")
-    est.add_argument("--items", type=int, help="number of items (default: from the recipe's items per day)")
+    est.add_argument("--items", type=int, help="number of items, of granules for the SST recipes (default: from the "
+                                               "date range)")
     est.add_argument("--max-concurrency", type=int, default=40, dest="max_concurrency",
                      help="parallel Processor calls (sets the number of cold starts; default 40)")
     est.set_defaults(func=cmd_estimate)

@@ -22,6 +22,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Grouping = Literal["granule", "dekad"]
+"""How a per-granule recipe (``Recipe.per_granule``) groups its granules into items; see ``granulemap.grouping``."""
+
+
 class ExecutionInput(_Strict):
     """What a user (or the monthly schedule) passes to ``start-execution``.
 
@@ -43,6 +47,11 @@ class ExecutionInput(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="recipe parameters")
     max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY_LIMIT)
     tolerated_failure_percentage: float | None = Field(default=None, ge=0, le=100)
+    group: Grouping | None = Field(
+        default=None, description="how a per-granule recipe groups its granules into items (Processor calls): "
+        "'dekad' (the granules of one 1st-10th, 11th-20th or 21st-last day of a month) or 'granule' (one each); "
+        "default: the recipe's. Results are the same either way",
+    )
 
     @field_validator("bbox")
     @classmethod
@@ -210,6 +219,8 @@ class Failure(_Strict):
     item: str
     error: str
     cause: str
+    granule: str | None = None
+    """The one granule that failed, when the rest of its item succeeded (per-granule recipes); None: the item."""
 
 
 class ItemCounts(_Strict):
@@ -217,6 +228,15 @@ class ItemCounts(_Strict):
     succeeded: int
     failed: int
     skipped: int
+
+
+class GranuleFailure(_Strict):
+    """One granule of a per-granule recipe's item that could not be reduced (a permanent error), stored with the
+    item's result: the other granules of the item are kept."""
+
+    granule: str
+    error: str
+    cause: str
 
 
 class Summary(_Strict):
@@ -227,6 +247,9 @@ class Summary(_Strict):
     recipe: str
     params: dict[str, Any]
     items: ItemCounts
+    granules: ItemCounts | None = None
+    """Per-granule recipes: the same counts in granules (the unit of their results and of the failure tolerance);
+    None for recipes whose items are not single granules' results (ATL06 cells)."""
     failures: list[Failure]
     outputs: list[str]
     message: str = ""

@@ -6,10 +6,13 @@ import datetime as dt
 from typing import Any
 
 from granulemap import faults, layout
-from granulemap.errors import readable_cause
+from pydantic import BaseModel
+
+from granulemap.errors import PermanentItemError, readable_cause
 from granulemap.granule_access import GranuleAccess
-from granulemap.models import FailureEvent, ProcessorEvent, ProcessorResult
-from granulemap.recipes import get_recipe
+from granulemap.grouping import item_id_for
+from granulemap.models import FailureEvent, GranuleFailure, Item, ProcessorEvent, ProcessorResult, RunContext
+from granulemap.recipes import Recipe, get_recipe
 from granulemap.storage import Bucket
 
 
@@ -23,6 +26,9 @@ def process_item(event: ProcessorEvent, bucket: Bucket, credentials_loader: Any 
     its result and then failed is computed again by the retry and written again (same values, a new
     ``computed_at``); and of two executions of one configuration that overlap, both compute the items neither had
     finished when its catalog was made, and the last writer's summary counts them (see README).
+
+    A per-granule recipe's item is reduced granule by granule (``reduce_granules``): its record holds ``results``
+    (one per granule) and ``failures`` (granules that could not be read) instead of one ``result``.
     """
     run, item = event.run, event.item
     recipe = get_recipe(run.recipe)
@@ -31,17 +37,43 @@ def process_item(event: ProcessorEvent, bucket: Bucket, credentials_loader: Any 
         return ProcessorResult(item=item.id, status="skipped", result_key=key)
     faults.before_item(item.id)
     params = recipe.parse_params(run.params)
-    result = recipe.process(item, params, GranuleAccess(run, credentials_loader), run)
-    bucket.put_json(
-        key,
-        {
-            "item": item.id,
-            "run_id": run.run_id,
-            "computed_at": dt.datetime.now(dt.UTC).isoformat(),
-            "result": result,
-        },
-    )
+    access = GranuleAccess(run, credentials_loader)
+    record: dict[str, Any] = {"item": item.id, "run_id": run.run_id}
+    if recipe.per_granule:
+        results, failures = reduce_granules(recipe, item, params, access, run)
+        record.update(results=results, failures=[f.model_dump() for f in failures])
+    else:
+        record["result"] = recipe.process(item, params, access, run)
+    record["computed_at"] = dt.datetime.now(dt.UTC).isoformat()
+    bucket.put_json(key, record)
     return ProcessorResult(item=item.id, status="succeeded", result_key=key)
+
+
+def reduce_granules(
+    recipe: Recipe, item: Item, params: BaseModel, access: GranuleAccess, run: RunContext
+) -> tuple[list[dict[str, Any]], list[GranuleFailure]]:
+    """(results, failures) of a per-granule recipe's item: ``recipe.process`` on each granule alone.
+
+    A granule with a permanent error (unreadable, a variable missing) is listed in the failures and the others are
+    kept. A transient error fails the whole item, for the state machine to retry. When every granule failed, so does
+    the item, with the first granule's error (naming how many others failed): there is nothing to store.
+    """
+    results: list[dict[str, Any]] = []
+    errors: list[tuple[str, PermanentItemError]] = []
+    for granule in item.granules:
+        one = Item(id=item_id_for(granule.url), granules=[granule])
+        try:
+            results.append(recipe.process(one, params, access, run))
+        except PermanentItemError as exc:
+            errors.append((granule.url.rsplit("/", 1)[-1], exc))
+    if errors and not results:
+        first = errors[0][1]
+        if len(errors) == 1:
+            raise first
+        others = ", ".join(name for name, _ in errors[1:4]) + (", ..." if len(errors) > 4 else "")
+        raise type(first)(f"{first} (every other granule of the item failed too: {others})") from first
+    failures = [GranuleFailure(granule=name, error=type(exc).__name__, cause=str(exc)) for name, exc in errors]
+    return results, failures
 
 
 def record_failure(event: FailureEvent, bucket: Bucket) -> dict[str, str]:

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from granulemap.models import Granule, Item, parse_model
+from granulemap.grouping import group_granules, item_id_for
+from granulemap.models import Granule, Grouping, Item, parse_model
 
 if TYPE_CHECKING:
     from granulemap.granule_access import GranuleAccess
@@ -41,6 +42,13 @@ class Recipe(abc.ABC):
     """Glob of granule file names, for directory and S3-prefix sources."""
     Params: ClassVar[type[BaseModel]] = NoParams
     """Model of the recipe's parameters (the execution input's ``params``)."""
+    per_granule: ClassVar[bool] = False
+    """True when ``process`` reduces one granule to one result of its own (a row of a time series). The granules
+    are then grouped into items (``default_grouping``, or the execution input's ``group``), the Processor calls
+    ``process`` once per granule of its item with a one-granule item, and a granule that cannot be read fails
+    alone: the item's other results are kept and the granule is listed among the run's failures."""
+    default_grouping: ClassVar[Grouping] = "dekad"
+    """Of a per-granule recipe: see ``granulemap.grouping``."""
     needs_footprints: ClassVar[bool] = False
     """True when ``make_items`` needs each CMR granule's polygons (``Granule.footprint``). The CMR search then also
     reads them, which can cost a second query; recipes that split by granule leave it False."""
@@ -76,11 +84,14 @@ class Recipe(abc.ABC):
     def make_items(
         self, granules: list[Granule], params: BaseModel, execution: ExecutionInput
     ) -> list[Item]:
-        """Split the granules into items. Default: one item per granule, named after its file.
+        """Split the granules into items. Default: a per-granule recipe's granules grouped by the execution's
+        ``group`` (else ``default_grouping``); any other recipe's one item per granule, named after its file.
 
         ``execution`` has its ``period`` resolved into ``start``/``end``. Granules from CMR carry their footprints
         when the recipe sets ``needs_footprints``; BuildCatalog leaves footprints out of the manifest.
         """
+        if self.per_granule:
+            return group_granules(granules, execution.group or self.default_grouping)
         return [Item(id=item_id_for(g.url), granules=[g]) for g in granules]
 
     def prepare(self, items: list[Item], run: RunContext, params: BaseModel, bucket: Bucket) -> list[Item] | None:
@@ -94,13 +105,15 @@ class Recipe(abc.ABC):
     # --- science ----------------------------------------------------------------------------------------
     @abc.abstractmethod
     def process(self, item: Item, params: BaseModel, access: GranuleAccess, run: RunContext) -> dict[str, Any]:
-        """Reduce one item to a JSON-serialisable result (small: it is stored as one S3 object)."""
+        """Reduce one item to a JSON-serialisable result (small: it is stored as one S3 object). A per-granule
+        recipe's ``item`` holds one granule (the Processor calls it once for each granule of its item)."""
 
     @abc.abstractmethod
     def combine(
         self, results: list[dict[str, Any]], run: RunContext, params: BaseModel, bucket: Bucket
     ) -> list[str]:
-        """Combine this run's per-item results into the products; return the S3 keys written."""
+        """Combine this run's results (one per item; a per-granule recipe's, one per granule) into the products;
+        return the S3 keys written."""
 
 
 def time_from_stamp(pattern: re.Pattern[str], name: str) -> dt.datetime | None:
@@ -115,14 +128,3 @@ def time_from_stamp(pattern: re.Pattern[str], name: str) -> dt.datetime | None:
         return dt.datetime.strptime(match.group(1), "%Y%m%d%H%M%S").replace(tzinfo=dt.UTC)
     except ValueError:
         return None
-
-
-def item_id_for(url: str) -> str:
-    """An item id from a granule URL: its file name without extension, limited to safe characters."""
-    name = url.rstrip("/").rsplit("/", 1)[-1]
-    for ext in (".nc", ".h5", ".nc4", ".hdf5", ".he5"):
-        if name.endswith(ext):
-            name = name[: -len(ext)]
-            break
-    safe = "".join(c if c.isalnum() or c in "._=+-" else "_" for c in name)
-    return safe[:200]

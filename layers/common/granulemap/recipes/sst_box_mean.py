@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from granulemap import layout
 from granulemap.granule_access import GranuleAccess
 from granulemap.models import Item, RunContext
-from granulemap.recipes.ghrsst import cos_lat_weighted_stats, open_water, read_granule, time_from_name
+from granulemap.recipes.ghrsst import cos_lat_weighted_stats, open_water, read_granule
 from granulemap.recipes.sst_global_mean import CSV_COLUMNS, SstGlobalMean, rounded_row
 from granulemap.storage import Bucket
 from granulemap.recipes.timeseries import write_time_series

@@ -80,6 +80,7 @@ class SstGlobalMean(Recipe):
     description = "Global mean SST (°C, cos-latitude weighted, open water) per GHRSST L4 granule → CSV time series"
     collection = "MUR25-JPL-L4-GLOB-v04.2"
     file_pattern = "*.nc"
+    per_granule = True
     Params = Params
 
     def slug(self, params: BaseModel) -> str:

@@ -1,0 +1,65 @@
+"""How a per-granule recipe's granules become items (Processor calls): one each, or the granules of one dekad.
+
+Every item costs the same whatever it holds: a Map child execution (its state transitions are most of a run's
+cost in AWS, BENCHMARKS.md), a Lambda invocation, a result object to write and to read back, and locally the
+engine's work per item, which was as much CPU as reducing a 0.25° granule. Grouping the granules of a dekad (the
+1st-10th, 11th-20th and 21st-last day of a month, a period climatology uses) into one item divides all of that by
+up to 11 for daily products.
+
+Dekads follow the calendar, so the items of a monthly run are those of a yearly run over the same months: results
+found done are reused either way. An item of one dekad is named by its first and last granule's date, its number
+of granules and a digest of their file names, so a dekad whose granules differ (a range that starts or ends inside
+it, a granule added or reprocessed since) is a different item, computed anew. A one-granule item keeps the
+granule's file name as its id, as before grouping existed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from itertools import groupby
+
+from granulemap.models import Granule, Grouping, Item
+
+MAX_GRANULES_PER_ITEM = 16
+"""A dekad of a product with several granules a day is split into items of at most this many granules."""
+
+
+def item_id_for(url: str) -> str:
+    """An item id from a granule URL: its file name without extension, limited to safe characters."""
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    for ext in (".nc", ".h5", ".nc4", ".hdf5", ".he5"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    safe = "".join(c if c.isalnum() or c in "._=+-" else "_" for c in name)
+    return safe[:200]
+
+
+def dekad_of(day: dt.date) -> tuple[int, int, int]:
+    """(year, month, dekad) of a day: dekad 0 is days 1-10, 1 is days 11-20, 2 is day 21 to the month's end."""
+    return day.year, day.month, min((day.day - 1) // 10, 2)
+
+
+def _group_item(granules: list[Granule]) -> Item:
+    if len(granules) == 1:
+        return Item(id=item_id_for(granules[0].url), granules=granules)
+    names = "\n".join(sorted(g.url.rsplit("/", 1)[-1] for g in granules))
+    digest = hashlib.sha256(names.encode()).hexdigest()[:10]
+    first, last = granules[0].time, granules[-1].time
+    assert first is not None and last is not None
+    return Item(id=f"{first:%Y%m%d}-{last:%Y%m%d}-{len(granules)}g-{digest}", granules=granules)
+
+
+def group_granules(granules: list[Granule], grouping: Grouping) -> list[Item]:
+    """Items of ``granules`` (in time order), grouped by ``grouping``; a granule without a time is an item alone."""
+    if grouping == "granule":
+        return [Item(id=item_id_for(g.url), granules=[g]) for g in granules]
+    timed = sorted((g for g in granules if g.time is not None), key=lambda g: (g.time, g.url))
+    items = []
+    for _, members in groupby(timed, key=lambda g: dekad_of(g.time.astimezone(dt.UTC).date())):  # type: ignore[union-attr]
+        group = list(members)
+        for i in range(0, len(group), MAX_GRANULES_PER_ITEM):
+            items.append(_group_item(group[i:i + MAX_GRANULES_PER_ITEM]))
+    items += [Item(id=item_id_for(g.url), granules=[g]) for g in granules if g.time is None]
+    return items

@@ -1,0 +1,148 @@
+"""Per-granule recipes' granules grouped into items by dekad, reduced granule by granule, accounted in granules."""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from granulemap.catalog import validate_input
+from granulemap.errors import GranuleUnreadable, InvalidInput, TransientError, VariableMissing
+from granulemap.grouping import MAX_GRANULES_PER_ITEM, group_granules
+from granulemap.models import Granule, Item, RunContext
+from granulemap.processing import reduce_granules
+from granulemap.recipes.base import Recipe
+from granulemap.settings import Settings
+
+UTC = dt.UTC
+
+
+def daily(start: dt.date, end: dt.date, per_day: int = 1) -> list[Granule]:
+    out = []
+    day = start
+    while day <= end:
+        for k in range(per_day):
+            when = dt.datetime(day.year, day.month, day.day, 9 + k, tzinfo=UTC)
+            out.append(Granule(url=f"s3://b/{when:%Y%m%d%H%M%S}-JPL-L4_GHRSST-MUR25.nc", time=when))
+        day += dt.timedelta(days=1)
+    return out
+
+
+def _dekad(g: Granule) -> tuple[int, int, int]:
+    """Written out here, not taken from the code: days 1-10, 11-20 and 21 to the end of the month."""
+    assert g.time is not None
+    d = g.time.day
+    return g.time.year, g.time.month, 0 if d <= 10 else 1 if d <= 20 else 2
+
+
+def test_a_year_of_daily_granules_makes_three_items_a_month_each_within_one_dekad() -> None:
+    granules = daily(dt.date(2020, 1, 1), dt.date(2020, 12, 31))  # a leap year
+    items = group_granules(granules, "dekad")
+    assert len(items) == 36
+    assert [g for item in items for g in item.granules] == granules  # every granule once, in time order
+    for item in items:
+        assert len({_dekad(g) for g in item.granules}) == 1
+    sizes = [len(item.granules) for item in items]
+    month_lengths = [calendar.monthrange(2020, m)[1] for m in range(1, 13)]
+    assert sizes == [n for length in month_lengths for n in (10, 10, length - 20)]
+    assert sizes[3 + 2] == 29 - 20  # February 2020: the 21st to the 29th
+    assert len({item.id for item in items}) == 36
+    assert all(item.id.startswith(f"{item.granules[0].time:%Y%m%d}-{item.granules[-1].time:%Y%m%d}-") for item in items)
+
+
+def test_a_monthly_run_has_the_same_items_as_a_yearly_run_over_that_month() -> None:
+    year = group_granules(daily(dt.date(2019, 1, 1), dt.date(2019, 12, 31)), "dekad")
+    march = group_granules(daily(dt.date(2019, 3, 1), dt.date(2019, 3, 31)), "dekad")
+    assert [i.id for i in march] == [i.id for i in year if i.granules[0].time.month == 3]
+    assert len(march) == 3
+
+
+def test_a_part_of_a_dekad_is_another_item_than_the_whole_dekad() -> None:
+    whole = group_granules(daily(dt.date(2019, 3, 1), dt.date(2019, 3, 10)), "dekad")
+    part = group_granules(daily(dt.date(2019, 3, 5), dt.date(2019, 3, 10)), "dekad")
+    assert len(whole) == len(part) == 1
+    assert whole[0].id != part[0].id
+    assert part[0].id.startswith("20190305-20190310-6g-")
+
+
+def test_a_dekad_of_several_granules_a_day_is_split_into_items_of_at_most_the_limit() -> None:
+    granules = daily(dt.date(2019, 3, 1), dt.date(2019, 3, 10), per_day=4)  # 40 granules in one dekad
+    items = group_granules(granules, "dekad")
+    assert [len(i.granules) for i in items] == [MAX_GRANULES_PER_ITEM, MAX_GRANULES_PER_ITEM,
+                                                40 - 2 * MAX_GRANULES_PER_ITEM]
+    assert [g for i in items for g in i.granules] == granules
+    assert len({i.id for i in items}) == 3
+
+
+def test_one_granule_per_item_and_granules_without_a_time_keep_their_file_names() -> None:
+    granules = daily(dt.date(2019, 3, 1), dt.date(2019, 3, 2))
+    assert [i.id for i in group_granules(granules, "granule")] == [
+        "20190301090000-JPL-L4_GHRSST-MUR25", "20190302090000-JPL-L4_GHRSST-MUR25"]
+    untimed = Granule(url="s3://b/odd-name.nc")
+    items = group_granules([*granules, untimed], "dekad")
+    assert [len(i.granules) for i in items] == [2, 1] and items[1].id == "odd-name"
+    lone = group_granules(daily(dt.date(2019, 3, 31), dt.date(2019, 3, 31)), "dekad")
+    assert [i.id for i in lone] == ["20190331090000-JPL-L4_GHRSST-MUR25"]  # one granule: its own name
+
+
+class _Rows(Recipe):
+    name = "test-rows"
+    description = "one row per granule; some granules fail"
+    per_granule = True
+
+    def __init__(self, fail: dict[str, Exception]):
+        self.fail = fail
+
+    def process(self, item: Item, params: Any, access: Any, run: RunContext) -> dict[str, Any]:
+        (granule,) = item.granules
+        name = granule.url.rsplit("/", 1)[-1]
+        if name in self.fail:
+            raise self.fail[name]
+        return {"granule": name}
+
+    def combine(self, results: list[dict[str, Any]], run: RunContext, params: Any, bucket: Any) -> list[str]:
+        return []
+
+
+RUN = RunContext(run_id="r", recipe="test-rows", params={}, config_id="c")
+
+
+def test_a_granule_that_cannot_be_read_fails_alone_and_the_others_are_kept() -> None:
+    (item,) = group_granules(daily(dt.date(2019, 3, 1), dt.date(2019, 3, 4)), "dekad")
+    names = [g.url.rsplit("/", 1)[-1] for g in item.granules]
+    recipe = _Rows({names[1]: GranuleUnreadable("truncated"), names[3]: VariableMissing("no mask")})
+    results, failures = reduce_granules(recipe, item, None, None, RUN)  # type: ignore[arg-type]
+    assert results == [{"granule": names[0]}, {"granule": names[2]}]
+    assert [(f.granule, f.error, f.cause) for f in failures] == [
+        (names[1], "GranuleUnreadable", "truncated"), (names[3], "VariableMissing", "no mask")]
+
+
+def test_a_transient_error_fails_the_whole_item_for_the_state_machine_to_retry() -> None:
+    (item,) = group_granules(daily(dt.date(2019, 3, 1), dt.date(2019, 3, 3)), "dekad")
+    recipe = _Rows({item.granules[2].url.rsplit("/", 1)[-1]: TransientError("S3 slow down")})
+    with pytest.raises(TransientError, match="S3 slow down"):
+        reduce_granules(recipe, item, None, None, RUN)  # type: ignore[arg-type]
+
+
+def test_an_item_whose_every_granule_fails_fails_naming_them() -> None:
+    (item,) = group_granules(daily(dt.date(2019, 3, 1), dt.date(2019, 3, 3)), "dekad")
+    names = [g.url.rsplit("/", 1)[-1] for g in item.granules]
+    recipe = _Rows({n: GranuleUnreadable(f"{n} is truncated") for n in names})
+    with pytest.raises(GranuleUnreadable) as caught:
+        reduce_granules(recipe, item, None, None, RUN)  # type: ignore[arg-type]
+    assert all(n in str(caught.value) for n in names)
+
+
+def test_group_is_refused_for_a_recipe_that_makes_its_own_items(tmp_path) -> None:
+    settings = Settings(bucket="bucket")
+    with pytest.raises(InvalidInput, match="field 'group'"):
+        validate_input({"recipe": "atl06-cell-stats", "start": "2019-01-01", "end": "2019-01-31",
+                        "source": str(tmp_path), "group": "dekad"}, settings)
+    with pytest.raises(InvalidInput, match="field 'group'"):
+        validate_input({"recipe": "sst-global-mean", "start": "2019-01-01", "end": "2019-01-31",
+                        "source": str(tmp_path), "group": "month"}, settings)
+    execution, _ = validate_input({"recipe": "sst-global-mean", "start": "2019-01-01", "end": "2019-01-31",
+                                   "source": str(tmp_path), "group": "granule"}, settings)
+    assert execution.group == "granule"
