@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
         f["peak_mb"] = max(f["peak_mb"], rec["peak_mb"])
         f["start_mb"] = min(f["start_mb"], rec["start_mb"])
     print(json.dumps({"seconds": seconds, "status": summary["status"], "items": summary["items"],
-                      "functions": functions}))
+                      "granules": summary.get("granules"), "functions": functions}))
     return 0
 
 

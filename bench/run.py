@@ -124,7 +124,7 @@ def cost(model: dict[str, Any], recommended: dict[str, int] | None) -> dict[str,
             e = estimate(recipe, start, end, m, cm, items=items)
             ours = e.total_usd if per == "year" else e.total_usd / e.items
             out["cases"].append({
-                "recipe": recipe, "what": (f"{start}..{end}, one item a day" if per == "year"
+                "recipe": recipe, "what": (f"{start}..{end}, daily granules, {e.items} items" if per == "year"
                                            else f"{e.items:,} parent cells (order 6)"),
                 "memory": label, "memory_mb": m, "items": e.items, "usd": e.total_usd, "per": per,
                 "ours_usd": ours, "published_usd": published, "lines": [list(x) for x in e.lines],
@@ -442,7 +442,9 @@ def memory_section(mem: dict[str, Any], atl06: dict[str, Any] | None) -> list[st
     out = ["## Memory per function, and what to give each", "",
            "Two local executions in which every invocation runs in a new process (bench/function_memory_probe.py), "
            "so a peak is one cold invocation's imports plus its work, as Lambda's \"Max Memory Used\": sst-global-mean "
-           f"over {runs['sst']['items']['total']} daily SYNTHETIC MUR25 granules, and atl06-cell-stats over the four "
+           f"over {(runs['sst'].get('granules') or runs['sst']['items'])['total']} daily SYNTHETIC MUR25 granules "
+           f"({runs['sst']['items']['total']} item(s): one per dekad, reduced granule by granule in one invocation), "
+           "and atl06-cell-stats over the four "
            f"SYNTHETIC ATL06 granules of the ATL06 section ({runs['atl06']['items']['total']} parent cells). "
            f"Recommended: {mem['margin']:g} × the larger peak, rounded up to {mem['step_mb']} MB (bench/function_memory.py "
            "says why no more: below 1,769 MB the CPU share follows memory, so CPU-bound work costs the same at any "

@@ -75,6 +75,26 @@ def _init_with_an_earlier_exit_handler(marker: str, log: str) -> None:
     worker.init_worker({}, log, True)
 
 
+LAZY_BATCH_PROBE = """
+import sys
+from granulemap.local import speedups
+speedups.install()  # imports moto's server and Step Functions engine
+print("moto.ec2" in sys.modules)
+from moto.batch.utils import JobStatus  # a submodule, from the package's own folder
+print(JobStatus.SUCCEEDED.name, "moto.ec2" in sys.modules)
+import moto.batch
+print(type(moto.batch.batch_backends).__name__, "moto.ec2" in sys.modules)  # what moto.batch's __init__ exports
+"""
+
+
+def test_moto_s_batch_package_loads_its_models_only_when_they_are_used() -> None:
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", LAZY_BATCH_PROBE], capture_output=True, text=True, check=True,
+                         timeout=120).stdout.split("\n")
+    assert out[:3] == ["False", "SUCCEEDED False", "BackendDict True"]
+
+
 def test_a_worker_process_ends_at_once_without_losing_what_it_printed_and_logged(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # the worker's stdout is then block-buffered
     log, marker = tmp_path / "functions.log", tmp_path / "marker"

@@ -25,6 +25,11 @@ Measured costs are per call, on these machines:
   memoized by path for the engine's lifetime (the files do not change while it runs; botocore already hands the same
   loaded objects to every caller within a session, so nobody may change them). ``install`` therefore runs before
   moto is imported, and imports moto's server and Step Functions engine itself.
+- moto's Step Functions engine imports its AWS Batch integration at start, for one enum of ``moto.batch.utils``; the
+  package ``moto.batch`` imports its models, and they import all of moto's EC2 (0.26 s of each local run's
+  start-up, on its critical path: availability zones and instance types read from JSON). ``moto.batch`` is
+  registered as a lazy package instead: the same folder (its submodules import as before) and the same attributes,
+  ``batch_backends`` included, loaded from ``moto.batch.models`` when first read. Nothing here calls Batch.
 - S3 decides whether a request names its bucket in the host (``S3Response.subdomain_based_buckets``, five times per
   request, regular expressions on the host each time). Every request here is path-style to 127.0.0.1 or localhost,
   for which moto answers no: moto's own setting ``S3_IGNORE_SUBDOMAIN_BUCKETNAME`` gives that answer at once.
@@ -34,8 +39,11 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib
+import importlib.util
 import os
 import string
+import sys
 import types
 from collections.abc import Callable
 from typing import Any
@@ -116,6 +124,33 @@ _DEEPCOPY_MODULES = (
 )
 
 
+def _lazy_package(name: str, attributes_from: str) -> None:
+    """Register package ``name`` without running its ``__init__``: its submodules import from its folder as usual,
+    and any other attribute is read from module ``attributes_from`` (what the ``__init__`` re-exports), imported
+    then. Nothing happens if the package is imported already."""
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.submodule_search_locations is None:
+        return
+    package = types.ModuleType(name)
+    package.__spec__ = spec
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__file__ = spec.origin
+    package.__package__ = name
+
+    def __getattr__(attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(importlib.import_module(attributes_from), attr)
+
+    package.__getattr__ = __getattr__  # type: ignore[attr-defined]  (PEP 562)
+    sys.modules[name] = package
+    parent, _, child = name.rpartition(".")
+    if parent in sys.modules:
+        setattr(sys.modules[parent], child, package)
+
+
 def install() -> Callable[[], None]:
     from botocore import loaders
 
@@ -126,6 +161,7 @@ def install() -> Callable[[], None]:
         setattr(module, name, value)
 
     replace(loaders.JSONFileLoader, "load_file", _shared_load_file(loaders.JSONFileLoader.load_file))
+    _lazy_package("moto.batch", "moto.batch.models")
     import moto.server  # noqa: F401  (imported under the cache above)
     import moto.stepfunctions.parser.models  # noqa: F401
     from moto import backends, settings
@@ -139,7 +175,6 @@ def install() -> Callable[[], None]:
     replace(result_path, "parse", functools.lru_cache(maxsize=4096)(result_path.parse))
     replace(utils, "service_name_from_moto_package_name",
             functools.lru_cache(maxsize=None)(utils.service_name_from_moto_package_name))
-    import importlib
 
     for name in _DEEPCOPY_MODULES:
         module = importlib.import_module(name)
