@@ -196,8 +196,10 @@ def orchestration_targets(o: dict[str, Any], load: str, cores: str) -> list[Targ
                f"which alone caps 365 granules at {fmt(_amdahl_cap(one), 2)}x even if the items phase halved. "
                f"And the items phase cannot halve: the engine process (moto, one Python process) spent "
                f"{fmt(two['engine_cpu_ms_per_granule'], 1)} ms of CPU per granule and the workers "
-               f"{fmt(two['workers_cpu_ms_per_granule'], 1)} ms (2 workers, start-up included); with 1 worker the "
-               "engine has the second core to itself, with 2 the three processes share two"
+               f"{fmt(two['workers_cpu_ms_per_granule'], 1)} ms (2 workers, start-up included; items of a dekad's "
+               "granules, which cut the engine's part: see the series table); with 1 worker the engine has the "
+               "second core to itself, with 2 the three processes share two, and the second worker's start-up "
+               "(its imports) falls in the items phase"
                + (f"; the 1-minute load average at start was {load} on these {cores} cores (other engineers' runs)"
                   if float(load) >= 0.5 else ""))
     out.append(Target("Local engine: 365 granules, 2 workers vs 1", "≥ 1.7", ratio_cell(x), ok, why))
