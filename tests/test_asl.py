@@ -58,7 +58,7 @@ def test_pipeline_shape(asl: dict) -> None:
     assert m["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
     assert m["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
     assert m["MaxConcurrencyPath"] == "$.map.max_concurrency"
-    assert m["ToleratedFailurePercentagePath"] == "$.map.tolerated_failure_percentage"
+    assert m["ToleratedFailurePercentagePath"] == "$.map.item_tolerated_failure_percentage"
     assert "ItemBatcher" not in m  # moto's engine cannot parse it (ARCHITECTURE.md)
     assert m["ResultWriter"]["Parameters"]["Prefix"] == layout.MAP_RESULTS_PREFIX  # under runs/: expires
     assert m["ResultPath"] is None  # child outputs never enter the state payload

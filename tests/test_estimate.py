@@ -75,6 +75,10 @@ def test_grouped_granules_make_one_item_per_dekad_of_the_range(tmp_path: Path) -
     # a range inside one dekad is one item; two days across a dekad's end are two
     assert est.estimate("sst-global-mean", dt.date(2022, 3, 2), dt.date(2022, 3, 9), MEMORY, grouped).items == 1
     assert est.estimate("sst-global-mean", dt.date(2022, 3, 10), dt.date(2022, 3, 11), MEMORY, grouped).items == 2
+    # several granules a day: a dekad holds at most 16 per item. 4 a day over March 2022: 40, 40 and 44 granules in
+    # its dekads → 3 + 3 + 3 items
+    march = est.estimate("sst-global-mean", dt.date(2022, 3, 1), dt.date(2022, 3, 31), MEMORY, grouped, items=124)
+    assert march.items == 9
 
 
 def test_memory_above_one_vcpu_does_not_speed_up_compute_and_items_override_the_date_range(tmp_path: Path) -> None:

@@ -146,3 +146,55 @@ def test_group_is_refused_for_a_recipe_that_makes_its_own_items(tmp_path) -> Non
     execution, _ = validate_input({"recipe": "sst-global-mean", "start": "2019-01-01", "end": "2019-01-31",
                                    "source": str(tmp_path), "group": "granule"}, settings)
     assert execution.group == "granule"
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch):
+    from moto import mock_aws
+
+    from granulemap import storage
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    storage.s3_client.cache_clear()
+    with mock_aws():
+        client = storage.s3_client()
+        client.create_bucket(Bucket="bucket", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        yield client
+    storage.s3_client.cache_clear()
+
+
+NAME = "20190305090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"
+
+
+def test_the_map_tolerates_any_failed_items_of_a_per_granule_recipe_and_aggregate_counts_granules(
+        s3_bucket, tmp_path) -> None:
+    from granulemap.catalog import build_catalog
+    from granulemap.storage import Bucket
+
+    (tmp_path / NAME).write_bytes(b"not read by the catalog")
+    settings = Settings(bucket="bucket", default_tolerated_failure_percentage=5)
+    sst = build_catalog({"recipe": "sst-global-mean", "start": "2019-03-01", "end": "2019-03-31",
+                         "source": str(tmp_path)}, "run-sst", settings, Bucket("bucket"))
+    assert (sst.map.tolerated_failure_percentage, sst.map.item_tolerated_failure_percentage) == (5, 100)
+    empty = tmp_path / "atl06"
+    empty.mkdir()
+    atl06 = build_catalog({"recipe": "atl06-cell-stats", "start": "2019-03-01", "end": "2019-03-31",
+                           "source": str(empty), "tolerated_failure_percentage": 7}, "run-atl06", settings,
+                          Bucket("bucket"))
+    assert (atl06.map.tolerated_failure_percentage, atl06.map.item_tolerated_failure_percentage) == (7, 7)
+
+
+def test_two_granules_of_one_file_name_are_refused_naming_it(s3_bucket) -> None:
+    from granulemap.catalog import build_catalog
+    from granulemap.storage import Bucket
+
+    for prefix in ("v1", "v2"):
+        s3_bucket.put_object(Bucket="bucket", Key=f"granules/{prefix}/{NAME}", Body=b"x")
+    doc = {"recipe": "sst-global-mean", "start": "2019-03-01", "end": "2019-03-31", "source": "s3://bucket/granules"}
+    with pytest.raises(InvalidInput, match=f"field 'source': several granules have the same file name: .*{NAME[:-3]}"):
+        build_catalog(doc, "run-twice", Settings(bucket="bucket"), Bucket("bucket"))
+    assert "Contents" not in s3_bucket.list_objects_v2(Bucket="bucket", Prefix="runs/")  # nothing written

@@ -58,7 +58,9 @@ def test_catalog_builder_writes_the_manifest_and_returns_only_references(s3) -> 
     out, errored = _invoke("catalog_builder", _event("catalog_builder"))
     assert not errored, out
     assert out["catalog"] == {"bucket": BUCKET, "key": layout.manifest_key("example-run"), "count": 1}
-    assert out["map"] == {"max_concurrency": 40, "tolerated_failure_percentage": 5.0}
+    # the SST recipes' tolerance counts granules, in Aggregate: their Map tolerates any share of failed items
+    assert out["map"] == {"max_concurrency": 40, "tolerated_failure_percentage": 5.0,
+                          "item_tolerated_failure_percentage": 100.0}
     (item,) = _get_json(s3, out["catalog"]["key"])
     assert item["granules"][0]["url"].endswith("20181231090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc")
     assert len(json.dumps(out)) < 2000  # the state payload does not grow with the number of granules

@@ -4,6 +4,7 @@ handlers in worker processes: the workflow as it runs in AWS, offline."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import shutil
@@ -13,8 +14,9 @@ import pytest
 
 from granulemap import layout
 from granulemap.local.engine import LocalEngine
+from granulemap.synthetic import make_synthetic_series
 
-from sst_reference import ocean_mean_reference
+from sst_reference import ocean_mean_reference, podaac_tutorial_reference
 
 pytestmark = pytest.mark.slow
 
@@ -154,10 +156,32 @@ def test_corrupt_granule_fails_alone_and_the_others_of_its_item_are_kept(engine:
     rows = list(csv.DictReader(io.StringIO(_get(engine, csv_key).decode())))
     assert [r["granule"] for r in rows] == [good.name]  # the good granule of the item is kept
 
+    # The item is not done while a granule of it failed: its record is kept apart from the results.
+    assert layout.partial_result_key("sst-global-mean", config_id, item["id"]) in _objects(engine, "results/")
+    assert layout.result_key("sst-global-mean", config_id, item["id"]) not in _objects(engine, "results/")
+
     strict = engine.run({**run_input, "tolerated_failure_percentage": 0}, timeout=120)
     assert strict["status"] == "FAILED"
     assert strict["error"] == "TooManyFailures"
     assert "1 of 2 granules failed" in strict["cause"]
+
+    # The file becomes readable under the same name (it had not finished arriving, say): the next run finds the item
+    # not done and computes it again, whole.
+    (replacement,) = make_synthetic_series(mur25, tmp_path / "replacement", dt.date(2018, 12, 30), 1)
+    shutil.copy(replacement, bad)
+    repaired = engine.run({**run_input, "tolerated_failure_percentage": 0}, timeout=120)
+    assert repaired["status"] == "SUCCEEDED", repaired.get("cause")
+    summary = json.loads(_get(engine, layout.summary_key(repaired["executionArn"].rsplit(":", 1)[-1])))
+    (item,) = json.loads(_get(engine, layout.manifest_key(repaired["executionArn"].rsplit(":", 1)[-1])))
+    assert summary["granules"] == {"total": 2, "succeeded": 2, "failed": 0, "skipped": 0}
+    assert summary["failures"] == []
+    rows = list(csv.DictReader(io.StringIO(_get(engine, csv_key).decode())))
+    assert sorted(r["granule"] for r in rows) == sorted([good.name, bad.name])
+    for row in rows:
+        assert float(row["mean_sst_c"]) == pytest.approx(podaac_tutorial_reference(src / row["granule"]), abs=1e-5)
+    again = engine.run({**run_input, "tolerated_failure_percentage": 0}, timeout=120)
+    summary = json.loads(_get(engine, layout.summary_key(again["executionArn"].rsplit(":", 1)[-1])))
+    assert summary["items"] == {"total": 1, "succeeded": 0, "failed": 0, "skipped": 1}  # now done
 
 
 def test_with_one_granule_per_item_a_corrupt_granule_fails_its_item(engine: LocalEngine, tmp_path: Path,

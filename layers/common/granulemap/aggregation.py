@@ -46,6 +46,13 @@ def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> 
     missing = [i for i, s in zip(items, stored, strict=True) if s is None]
     failure_records = dict(zip((i.id for i in missing),
                                _fetch(bucket, [layout.failure_key(run.run_id, i.id) for i in missing]), strict=True))
+    if get_recipe(run.recipe).per_granule and missing:
+        # An item some of whose granules failed keeps its record at the partial key; one from an earlier run is
+        # stale (this run computed the item again: its new record or failure counts).
+        partial = _fetch(bucket, [layout.partial_result_key(run.recipe, run.config_id, i.id) for i in missing])
+        by_id = {i.id: p for i, p in zip(missing, partial, strict=True)
+                 if p is not None and p.get("run_id") == run.run_id}
+        stored = [s if s is not None else by_id.get(i.id) for i, s in zip(items, stored, strict=True)]
     results: list[dict[str, Any]] = []
     failures: list[Failure] = []
     done = {"succeeded": 0, "skipped": 0}
@@ -108,7 +115,9 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
     if found.results:
         outputs = recipe.combine(found.results, run, params, bucket)
     provenance_key = layout.provenance_key(run.recipe, run.config_id, run.run_id)
-    bucket.put_json(provenance_key, provenance_record(run, items, found.items))
+    bucket.put_json(provenance_key, provenance_record(run, items, found.items,
+                                                      found.granules if recipe.per_granule else None,
+                                                      found.failures))
     outputs.append(provenance_key)
     counts, unit = (found.granules, "granules") if recipe.per_granule else (found.items, "items")
     status, message = verdict(counts, unit, event.map.tolerated_failure_percentage, found.failures)

@@ -9,6 +9,7 @@ from collections import Counter
 
 from granulemap import layout
 from granulemap.errors import InvalidInput
+from granulemap.grouping import item_id_for
 from granulemap.models import (
     CatalogOutput,
     CatalogRef,
@@ -124,9 +125,15 @@ def build_catalog(
         end=end,
         daac=provider,
     )
+    if recipe.per_granule:  # results are merged by granule name: two granules of one name would be one row
+        twice = [n for n, k in Counter(item_id_for(g.url) for g in granules).items() if k > 1]
+        if twice:
+            raise InvalidInput(f"field 'source': several granules have the same file name: {twice[:5]}")
     items = _unique_ids(recipe.make_items(granules, params, execution))
     items = _unique_ids(recipe.prepare(items, run, params, bucket) or items)
     items = mark_done(items, run, bucket)
+    tolerance = (execution.tolerated_failure_percentage if execution.tolerated_failure_percentage is not None
+                 else settings.default_tolerated_failure_percentage)
     key = layout.manifest_key(run_id)
     # Footprints serve make_items only: the manifest stays small (Distributed Map items, the 256 KiB payload).
     without_footprints = {"granules": {"__all__": {"footprint"}}}
@@ -137,10 +144,7 @@ def build_catalog(
         catalog=CatalogRef(bucket=bucket.name, key=key, count=len(items)),
         map=MapConfig(
             max_concurrency=execution.max_concurrency or settings.default_max_concurrency,
-            tolerated_failure_percentage=(
-                execution.tolerated_failure_percentage
-                if execution.tolerated_failure_percentage is not None
-                else settings.default_tolerated_failure_percentage
-            ),
+            tolerated_failure_percentage=tolerance,
+            item_tolerated_failure_percentage=100.0 if recipe.per_granule else tolerance,
         ),
     )

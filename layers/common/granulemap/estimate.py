@@ -17,11 +17,12 @@ import argparse
 import datetime as dt
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from granulemap.grouping import dekad_of
+from granulemap.grouping import MAX_GRANULES_PER_ITEM, dekad_of
 
 COST_MODEL = Path(__file__).with_name("cost_model.json")
 
@@ -137,10 +138,13 @@ def items_for(recipe: RecipeCost, start: dt.date, end: dt.date) -> int:
     return min(items, recipe.max_items) if recipe.max_items else items
 
 
-def dekads_in(start: dt.date, end: dt.date) -> int:
-    """How many dekads (granulemap.grouping) the days ``start``..``end`` touch."""
+def dekad_items(start: dt.date, end: dt.date, granules: int) -> int:
+    """Items of ``granules`` granules spread evenly over the days ``start``..``end``, grouped by dekad
+    (granulemap.grouping): one per dekad the range touches, or more where a dekad holds more than
+    ``MAX_GRANULES_PER_ITEM`` granules."""
     days = (end - start).days + 1
-    return len({dekad_of(start + dt.timedelta(days=d)) for d in range(days)})
+    per_dekad = Counter(dekad_of(start + dt.timedelta(days=d)) for d in range(days))
+    return sum(math.ceil(round(granules * n / days, 9) / MAX_GRANULES_PER_ITEM) for n in per_dekad.values())
 
 
 def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str, int], model: CostModel,
@@ -151,7 +155,7 @@ def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str
     recipe = model.recipes[recipe_name]
     units = items if items is not None else items_for(recipe, start, end)
     if recipe.grouping == "dekad":  # units are granules, grouped into one item per dekad
-        n = min(units, dekads_in(start, end))
+        n = min(units, dekad_items(start, end, units))
         per_granule = units / n if n else 0.0
     else:
         n, per_granule = units, 1.0

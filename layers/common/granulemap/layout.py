@@ -40,6 +40,12 @@ def result_key(recipe: str, config_id: str, item_id: str) -> str:
     return f"{result_prefix(recipe, config_id)}{item_id}.json"
 
 
+def partial_result_key(recipe: str, config_id: str, item_id: str) -> str:
+    """A per-granule recipe's item some of whose granules failed: kept apart from ``result_key`` so the next
+    catalog does not count the item done and the failed granules are tried again (``@`` is never in an item id)."""
+    return f"{result_prefix(recipe, config_id)}{item_id}@partial.json"
+
+
 def output_prefix(recipe: str, config_id: str) -> str:
     return f"{OUTPUTS_PREFIX}{recipe}/{config_id}/"
 

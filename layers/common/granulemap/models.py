@@ -179,6 +179,11 @@ class CatalogRef(_Strict):
 class MapConfig(_Strict):
     max_concurrency: int
     tolerated_failure_percentage: float
+    """The run's tolerance, which Aggregate enforces: of items, or of granules for a per-granule recipe."""
+    item_tolerated_failure_percentage: float
+    """What the Distributed Map itself tolerates (it counts failed items): the same as ``tolerated_failure_percentage``
+    for a recipe whose items are its unit, 100 for a per-granule recipe, whose items differ in size (a partial dekad,
+    a lone granule), so that a few failed granules never fail the Map before Aggregate has counted granules."""
 
 
 class CatalogOutput(_Strict):
@@ -187,6 +192,15 @@ class CatalogOutput(_Strict):
     run: RunContext
     catalog: CatalogRef
     map: MapConfig
+
+
+class GranuleFailure(_Strict):
+    """One granule of a per-granule recipe's item that could not be reduced (a permanent error), stored with the
+    item's result: the other granules of the item are kept."""
+
+    granule: str
+    error: str
+    cause: str
 
 
 class ProcessorEvent(_Strict):
@@ -198,6 +212,8 @@ class ProcessorResult(_Strict):
     item: str
     status: Literal["succeeded", "skipped"]
     result_key: str
+    granule_failures: list[GranuleFailure] = Field(default_factory=list)
+    """Granules of a per-granule recipe's item that failed alone (the result then is at the partial key)."""
 
 
 class FailureEvent(_Strict):
@@ -228,15 +244,6 @@ class ItemCounts(_Strict):
     succeeded: int
     failed: int
     skipped: int
-
-
-class GranuleFailure(_Strict):
-    """One granule of a per-granule recipe's item that could not be reduced (a permanent error), stored with the
-    item's result: the other granules of the item are kept."""
-
-    granule: str
-    error: str
-    cause: str
 
 
 class Summary(_Strict):

@@ -28,7 +28,9 @@ def process_item(event: ProcessorEvent, bucket: Bucket, credentials_loader: Any 
     finished when its catalog was made, and the last writer's summary counts them (see README).
 
     A per-granule recipe's item is reduced granule by granule (``reduce_granules``): its record holds ``results``
-    (one per granule) and ``failures`` (granules that could not be read) instead of one ``result``.
+    (one per granule) and ``failures`` (granules that could not be read) instead of one ``result``. When some
+    granules failed, the record goes to the item's partial key instead: the next catalog does not find the item done,
+    so a later run tries the failed granules again (a granule not yet in the DAAC's bucket, a file since replaced).
     """
     run, item = event.run, event.item
     recipe = get_recipe(run.recipe)
@@ -39,14 +41,17 @@ def process_item(event: ProcessorEvent, bucket: Bucket, credentials_loader: Any 
     params = recipe.parse_params(run.params)
     access = GranuleAccess(run, credentials_loader)
     record: dict[str, Any] = {"item": item.id, "run_id": run.run_id}
+    failures: list[GranuleFailure] = []
     if recipe.per_granule:
         results, failures = reduce_granules(recipe, item, params, access, run)
         record.update(results=results, failures=[f.model_dump() for f in failures])
+        if failures:
+            key = layout.partial_result_key(recipe.name, run.config_id, item.id)
     else:
         record["result"] = recipe.process(item, params, access, run)
     record["computed_at"] = dt.datetime.now(dt.UTC).isoformat()
     bucket.put_json(key, record)
-    return ProcessorResult(item=item.id, status="succeeded", result_key=key)
+    return ProcessorResult(item=item.id, status="succeeded", result_key=key, granule_failures=failures)
 
 
 def reduce_granules(
@@ -71,7 +76,11 @@ def reduce_granules(
         if len(errors) == 1:
             raise first
         others = ", ".join(name for name, _ in errors[1:4]) + (", ..." if len(errors) > 4 else "")
-        raise type(first)(f"{first} (every other granule of the item failed too: {others})") from first
+        try:
+            combined = type(first)(f"{first} (every other granule of the item failed too: {others})")
+        except TypeError:  # a recipe's own error class with another signature: its first error as it is
+            raise first from None
+        raise combined from first
     failures = [GranuleFailure(granule=name, error=type(exc).__name__, cause=str(exc)) for name, exc in errors]
     return results, failures
 

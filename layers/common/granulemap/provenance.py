@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -22,8 +23,9 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
-def provenance_record(run: Any, items: list[Any], counts: Any) -> dict[str, Any]:
-    """Recipe, parameters, software versions, input granules and time of one run (JSON-serialisable)."""
+def provenance_record(run: Any, items: list[Any], counts: Any, granules: Any = None,
+                      failures: Sequence[Any] = ()) -> dict[str, Any]:
+    """Recipe, parameters, software versions, input granules (and those that failed) and time of one run."""
     return {
         "run_id": run.run_id,
         "recipe": run.recipe,
@@ -32,5 +34,7 @@ def provenance_record(run: Any, items: list[Any], counts: Any) -> dict[str, Any]
         "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "software": software_versions(),
         "items": counts.model_dump(),
+        **({"granules": granules.model_dump()} if granules is not None else {}),
+        "failed": [{"item": f.item, "granule": f.granule, "error": f.error} for f in failures],
         "input_granules": sorted({g.url for item in items for g in item.granules}),
     }
