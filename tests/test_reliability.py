@@ -65,6 +65,30 @@ def test_transient_failures_are_retried_until_every_item_succeeds(ten_granules: 
         assert (tmp_path / f"{item}.attempts").read_text() == str(times + 1)
 
 
+def test_a_dekad_item_that_fails_transiently_is_retried_whole_and_its_granules_counted_once(
+        ten_granules: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    names = sorted(p.name for p in ten_granules.iterdir())  # January 1-10: one dekad, one item
+    item_id = f"20190101-20190110-10g-{hashlib.sha256(chr(10).join(names).encode()).hexdigest()[:10]}"
+    plan = {"transient": {item_id: 2}, "state_dir": str(tmp_path)}
+    with LocalEngine(workers=1, extra_env={FAULTS_ENV: json.dumps(plan)}) as engine:
+        desc = engine.run({"recipe": "sst-global-mean", "start": "2019-01-01", "end": "2019-01-10",
+                           "source": str(ten_granules), "tolerated_failure_percentage": 0}, timeout=300)
+        assert desc["status"] == "SUCCEEDED", desc.get("cause")
+        attempts = [i for i in engine.invocations if i["function"] == "ProcessorFunction"]
+        assert [(i["item"], i["errored"]) for i in attempts] == [(item_id, True), (item_id, True), (item_id, False)]
+        run_id = desc["executionArn"].rsplit(":", 1)[-1]
+        summary = json.loads(engine.client("s3").get_object(
+            Bucket=engine.bucket, Key=layout.summary_key(run_id))["Body"].read())
+        assert summary["items"] == {"total": 1, "succeeded": 1, "failed": 0, "skipped": 0}
+        assert summary["granules"] == {"total": 10, "succeeded": 10, "failed": 0, "skipped": 0}
+        config = json.loads(desc["output"])["run"]["config_id"]
+        rows = _rows(engine, layout.output_key("sst-global-mean", config, "global_mean_sst.csv"))
+        assert [r["granule"] for r in rows] == names  # each granule once, in time order
+    assert (tmp_path / f"{item_id}.attempts").read_text() == "3"
+
+
 def test_two_corrupt_granules_among_thirty(tmp_path: Path) -> None:
     src = tmp_path / "src"
     make_synthetic_series(MUR25, src, __import__("datetime").date(2019, 2, 1), 28)
