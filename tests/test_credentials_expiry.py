@@ -39,7 +39,7 @@ from granulemap.errors import CredentialsExpired, TransientError
 from granulemap.models import CredentialsRef, Granule, Item, ProcessorEvent, ProcessorResult, RunContext
 from granulemap.processing import process_item
 from granulemap.recipes import get_recipe
-from granulemap.recipes.base import item_id_for
+from granulemap.grouping import item_id_for
 from granulemap.settings import Settings
 from granulemap.storage import Bucket
 from granulemap.synthetic import make_synthetic_series

@@ -115,16 +115,15 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
     if found.results:
         outputs = recipe.combine(found.results, run, params, bucket)
     provenance_key = layout.provenance_key(run.recipe, run.config_id, run.run_id)
-    bucket.put_json(provenance_key, provenance_record(run, items, found.items,
-                                                      found.granules if recipe.per_granule else None,
-                                                      found.failures))
+    granules = found.granules if recipe.per_granule else None  # counts of items that are not single granules' results
+    bucket.put_json(provenance_key, provenance_record(run, items, found.items, granules, found.failures))
     outputs.append(provenance_key)
-    counts, unit = (found.granules, "granules") if recipe.per_granule else (found.items, "items")
+    counts, unit = (granules, "granules") if granules is not None else (found.items, "items")
     status, message = verdict(counts, unit, event.map.tolerated_failure_percentage, found.failures)
     summary_key = layout.summary_key(run.run_id)
     summary = Summary(
         status=status, run_id=run.run_id, recipe=run.recipe, params=run.params, items=found.items,
-        granules=found.granules if recipe.per_granule else None, failures=found.failures,
+        granules=granules, failures=found.failures,
         outputs=outputs + [summary_key], message=message,
     )
     bucket.put_json(summary_key, summary.model_dump(mode="json"))

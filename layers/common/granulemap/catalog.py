@@ -6,6 +6,7 @@ import datetime as dt
 import fnmatch
 import os
 from collections import Counter
+from collections.abc import Iterable
 
 from granulemap import layout
 from granulemap.errors import InvalidInput
@@ -75,8 +76,12 @@ def list_source(source: str, recipe: Recipe, start: dt.date, end: dt.date) -> li
     return sorted(granules, key=lambda g: (g.time, g.url))
 
 
+def _repeated(ids: Iterable[str]) -> list[str]:
+    return [i for i, n in Counter(ids).items() if n > 1]
+
+
 def _unique_ids(items: list[Item]) -> list[Item]:
-    duplicates = [i for i, n in Counter(item.id for item in items).items() if n > 1]
+    duplicates = _repeated(item.id for item in items)
     if duplicates:
         raise InvalidInput(f"field 'source': several granules map to the same item id: {duplicates[:5]}")
     return items
@@ -126,7 +131,7 @@ def build_catalog(
         daac=provider,
     )
     if recipe.per_granule:  # results are merged by granule name: two granules of one name would be one row
-        twice = [n for n, k in Counter(item_id_for(g.url) for g in granules).items() if k > 1]
+        twice = _repeated(item_id_for(g.url) for g in granules)
         if twice:
             raise InvalidInput(f"field 'source': several granules have the same file name: {twice[:5]}")
     items = _unique_ids(recipe.make_items(granules, params, execution))

@@ -78,7 +78,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     from granulemap.granule_access import GranuleAccess
     from granulemap.models import Granule, Item, RunContext
     from granulemap.recipes import get_recipe
-    from granulemap.recipes.base import item_id_for
+    from granulemap.grouping import item_id_for
 
     recipe = get_recipe(args.recipe)
     raw = dict(args.param or [])

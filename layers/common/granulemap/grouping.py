@@ -55,11 +55,11 @@ def group_granules(granules: list[Granule], grouping: Grouping) -> list[Item]:
     """Items of ``granules`` (in time order), grouped by ``grouping``; a granule without a time is an item alone."""
     if grouping == "granule":
         return [Item(id=item_id_for(g.url), granules=[g]) for g in granules]
+    untimed = [g for g in granules if g.time is None]
     timed = sorted((g for g in granules if g.time is not None), key=lambda g: (g.time, g.url))
     items = []
     for _, members in groupby(timed, key=lambda g: dekad_of(g.time.astimezone(dt.UTC).date())):  # type: ignore[union-attr]
         group = list(members)
         for i in range(0, len(group), MAX_GRANULES_PER_ITEM):
             items.append(_group_item(group[i:i + MAX_GRANULES_PER_ITEM]))
-    items += [Item(id=item_id_for(g.url), granules=[g]) for g in granules if g.time is None]
-    return items
+    return items + group_granules(untimed, "granule")

@@ -29,6 +29,7 @@ import granulemap
 from granulemap import layout
 from granulemap.errors import CatalogError, CredentialsExpired, GranuleUnreadable, InvalidInput, PermanentItemError
 from granulemap.granule_access import GranuleAccess
+from granulemap.grouping import item_id_for
 from granulemap.models import ExecutionInput, Granule, Item, RunContext
 from granulemap.recipes.atl06.cells import MAX_ORDER
 from granulemap.recipes.atl06.footprints import granule_time, parents_of_file, parents_of_footprint
@@ -47,7 +48,7 @@ from granulemap.recipes.atl06.store import (
     storage_errors,
     write_parent,
 )
-from granulemap.recipes.base import Recipe, item_id_for
+from granulemap.recipes.base import Recipe
 from granulemap.settings import load_settings
 from granulemap.storage import Bucket
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from granulemap.grouping import group_granules, item_id_for
+from granulemap.grouping import group_granules
 from granulemap.models import Granule, Grouping, Item, parse_model
 
 if TYPE_CHECKING:
@@ -90,9 +90,8 @@ class Recipe(abc.ABC):
         ``execution`` has its ``period`` resolved into ``start``/``end``. Granules from CMR carry their footprints
         when the recipe sets ``needs_footprints``; BuildCatalog leaves footprints out of the manifest.
         """
-        if self.per_granule:
-            return group_granules(granules, execution.group or self.default_grouping)
-        return [Item(id=item_id_for(g.url), granules=[g]) for g in granules]
+        grouping = (execution.group or self.default_grouping) if self.per_granule else "granule"
+        return group_granules(granules, grouping)
 
     def prepare(self, items: list[Item], run: RunContext, params: BaseModel, bucket: Bucket) -> list[Item] | None:
         """Runs once in BuildCatalog, before the manifest is written (e.g. to create or grow an output store).
