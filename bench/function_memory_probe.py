@@ -9,7 +9,8 @@ Lambda reports a function's "Max Memory Used" per invocation; the nearest local 
 (VmHWM) of a process that serves exactly one invocation from a cold start: the handler's imports plus its work. So
 the execution runs on the local engine as ``granulemap run`` does, except that its worker pool gives every
 invocation a new process (``max_tasks_per_child=1``: the engine module's ``ProcessPoolExecutor`` is replaced by
-``OneInvocationPerProcess`` for this process only), and each worker writes its VmHWM after the handler returns.
+``OneInvocationPerProcess`` for this process only, and its processes are spawned, not forked from the engine's
+warm fork server), and each worker writes its VmHWM after the handler returns.
 The handlers run in the dev venv, not in Lambda's runtime (which adds its own bootstrap, a few MB).
 """
 
@@ -64,6 +65,7 @@ def main(argv: list[str]) -> int:
     log.unlink(missing_ok=True)
     me.OneInvocationPerProcess.log = str(log)
     engine.ProcessPoolExecutor = me.OneInvocationPerProcess  # type: ignore[misc]
+    engine.LocalEngine.worker_start = "spawn"  # cold processes: the fork server's would hold its preload
 
     doc = execution_input(args)
     started = time.perf_counter()

@@ -103,10 +103,12 @@ def execution_input(args: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
-def run_json(args: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> Any:
-    """Run a Python script of bench/ in a fresh interpreter; its last stdout line is JSON."""
+def run_json(args: list[str], env: dict[str, str] | None = None, timeout: float = 600,
+             replace_env: bool = False) -> Any:
+    """Run a Python script of bench/ in a fresh interpreter; its last stdout line is JSON. ``env`` is added to this
+    process's environment, or is the whole of it with ``replace_env``."""
     proc = subprocess.run([PYTHON, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env={**os.environ, **(env or {})})
+                          env=dict(env or {}) if replace_env else {**os.environ, **(env or {})})
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -4,7 +4,9 @@
   executes the state machine (Map in DISTRIBUTED mode, ItemReader, Retry, Catch, MaxConcurrency).
 - moto's Lambda would run code in Docker. We replace its one entry point, ``LambdaFunction._invoke_lambda``, so each
   invocation runs the real handler from functions/*/app.py, with the environment template.yaml gives that function,
-  in a pool of worker processes: per-item work is CPU bound, and this way a local run uses every core. The engine's
+  in a pool of worker processes: per-item work is CPU bound, and this way a local run uses every core. The workers
+  are forked from a fork server of the engine's own that imported the handlers' libraries once, while this process
+  started moto (granulemap/local/warmfork.py, granulemap/local/preload.py). The engine's
   Lambda tasks reach the same dispatcher directly (its ``boto_client_for("lambda")`` is replaced), skipping an HTTP
   round trip through the moto server and a new boto3 client per task; errors still come back as Lambda error payloads.
 - The handlers' boto3 requests to the emulated AWS reach the moto server's application over a local socket
@@ -15,7 +17,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import multiprocessing
@@ -34,7 +35,7 @@ from typing import Any
 import boto3
 import requests
 
-from granulemap.local import worker
+from granulemap.local import warmfork, worker
 from granulemap.local.channel import CHANNEL_ENV
 from granulemap.local.template import LocalTemplate, read_local_template, substitute_definition
 
@@ -77,6 +78,10 @@ class LocalEngine:
     """Context manager: an emulated AWS account with the app's resources; runs executions of the real ASL file."""
 
     _active = False
+    worker_start = "warm-fork"
+    """How worker processes start: "warm-fork" (forked from the engine's fork server, which imported the handlers'
+    libraries once: the default where the platform has a fork server) or "spawn" (each a fresh interpreter that
+    imports what its handlers need on first use: bench/function_memory_probe.py measures a cold Lambda that way)."""
 
     def __init__(
         self,
@@ -112,8 +117,7 @@ class LocalEngine:
         self._restore_speedups: Any = None
         self._recursion_limit_before: int | None = None
         self._saved_env: dict[str, str | None] = {}
-        self._cold_workers = 0
-        self._warm_lock = threading.Lock()
+        self._fork_server: warmfork.WarmForkServer | None = None
         self.total_items: int | None = None
         self.invocations: list[dict[str, Any]] = []
         """Every Lambda invocation of this engine: moto does not expose the Distributed Map's child execution
@@ -146,11 +150,17 @@ class LocalEngine:
             from granulemap.local.channel import ChannelServer
 
             self._channel = ChannelServer(("127.0.0.1", port))
-        # The worker processes start (and import what the handlers need) while this process imports moto and
-        # creates the resources: on two cores the two start-ups overlap instead of adding up.
+        self.template = read_local_template(self.root, self.bucket, REGION, ACCOUNT, LOCAL_STACK_NAME,
+                                            self.parameter_overrides)
+        if not self.in_process:  # what glibc reads at a process's start (a handler thread's process has started)
+            self._setenv(worker.process_start_environment([f.environment for f in self.template.functions.values()]))
+        # The fork server imports what the handlers need while this process imports moto and creates the
+        # resources (on two cores the two start-ups overlap instead of adding up); every worker is then forked from
+        # it when the pool first needs one, ready at once (granulemap/local/warmfork.py).
+        if not self.in_process and self.worker_start == "warm-fork" and warmfork.available():
+            self._fork_server = warmfork.WarmForkServer(["granulemap.local.preload"])
+            self._fork_server.start()
         self._start_pool()
-        self._warm_pool(1)
-        self._cold_workers = self.workers - 1 if not self.in_process else 0
         from granulemap.local import speedups
 
         self._restore_speedups = speedups.install()  # first: it makes importing moto cheaper
@@ -164,8 +174,6 @@ class LocalEngine:
         requests.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
         requests.post(f"{self.endpoint}/moto-api/config",
                       json={"stepfunctions": {"execute_state_machine": True}}, timeout=10).raise_for_status()
-        self.template = read_local_template(self.root, self.bucket, REGION, ACCOUNT, LOCAL_STACK_NAME,
-                                            self.parameter_overrides)
         self._patch_lambda()
         self._create_resources()
         return self
@@ -188,6 +196,9 @@ class LocalEngine:
             stopping.start()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._fork_server is not None:
+            self._fork_server.stop()
+            self._fork_server = None
         if self._channel is not None:
             self._channel.close()
             self._channel = None
@@ -246,35 +257,13 @@ class LocalEngine:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="granulemap-handler",
                                             initializer=worker.init_worker, initargs=(self.worker_env(), None))
             return
+        context = self._fork_server.context() if self._fork_server else multiprocessing.get_context("spawn")
         self._pool = ProcessPoolExecutor(
             max_workers=self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=context,
             initializer=worker.init_worker,
             initargs=(self.worker_env(), str(self.log_path) if self.log_path else None, True),
         )
-
-    def _warm_pool(self, count: int) -> None:
-        """Start ``count`` more worker processes now, each importing the handlers' third-party libraries
-        (``worker.warm``): nothing that depends on a function's environment, which ``worker.invoke`` sets.
-
-        One at first, while this process starts moto: it runs BuildCatalog. The others start when the first task
-        is dispatched (``_warm_the_rest``): on two cores, starting them all at once made the engine's own start-up,
-        which everything waits for, a second longer, while during BuildCatalog a core is free."""
-        import concurrent.futures.process
-
-        # Only our own pool: a replacement (bench/function_memory_probe.py runs each task in a new process and
-        # wraps every task) keeps starting its processes on demand.
-        if type(self._pool) is concurrent.futures.process.ProcessPoolExecutor:
-            # A process pool starts a new process for a task only while none is idle: each warm task, submitted
-            # while the others are busy, gets a process of its own.
-            for _ in range(count):
-                self._pool.submit(worker.warm)
-
-    def _warm_the_rest(self) -> None:
-        with self._warm_lock:
-            cold, self._cold_workers = self._cold_workers, 0
-        if cold:
-            self._warm_pool(cold)
 
     def client(self, service: str) -> Any:
         client = boto3.client(service, region_name=REGION, endpoint_url=self.endpoint,
@@ -314,11 +303,7 @@ class LocalEngine:
             started = time.time()
             try:
                 assert engine._pool is not None
-                future = engine._pool.submit(worker.invoke, spec, event)
-                if engine._cold_workers:  # the first task took the warm worker: start the others now
-                    with contextlib.suppress(BrokenProcessPool):  # the task's own future says what happened
-                        engine._warm_the_rest()
-                result = future.result()
+                result = engine._pool.submit(worker.invoke, spec, event).result()
             except BrokenProcessPool:
                 engine._start_pool()
                 result = json.dumps({"errorType": "Lambda.ServiceException",

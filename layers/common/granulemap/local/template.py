@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 
-class _CfnLoader(yaml.SafeLoader):
+class _CfnLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]  # libyaml's: 8x faster
     """YAML loader that turns CloudFormation short forms (!Ref, !GetAtt, !Sub, ...) into their long forms."""
 
 
