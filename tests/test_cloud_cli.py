@@ -194,7 +194,7 @@ def _publish_run(run_id: str, status: str = "SUCCEEDED") -> dict[str, bytes]:
         "outputs": ["outputs/sst-global-mean/ocean-abc/global_mean_sst.csv",
                     "outputs/sst-global-mean/ocean-abc/global_mean_sst.png",
                     "outputs/atl06/cells.zarr", layout.summary_key(run_id)],
-        "message": "2 items computed, 0 skipped (already done), 1 failed",
+        "message": "items: 2 computed, 0 skipped (already done), 1 failed",
     }
     s3 = boto3.client("s3", region_name=REGION)
     for key, body in {**objects, layout.summary_key(run_id): json.dumps(summary).encode()}.items():

@@ -112,6 +112,7 @@ def test_sst_run_through_the_state_machine(engine: LocalEngine, source: Path, sy
     summary2 = json.loads(_get(engine, layout.summary_key(again["executionArn"].rsplit(":", 1)[-1])))
     assert summary2["items"] == {"total": n, "succeeded": 0, "failed": 0, "skipped": n}
     assert summary2["granules"] == {"total": 4, "succeeded": 0, "failed": 0, "skipped": 4}
+    assert summary2["message"] == "granules: 0 computed, 4 skipped (already done), 0 failed"
     assert list(csv.DictReader(io.StringIO(_get(engine, csv_key).decode()))) == rows
 
 

@@ -156,6 +156,39 @@ def test_killed_run_resumes_without_redoing_or_duplicating(ten_granules: Path, t
     assert len(resumed_csv.splitlines()) == 11  # header + each granule exactly once
 
 
+def test_killed_run_of_dekad_items_resumes_by_item_counting_each_granule_once(tmp_path: Path) -> None:
+    """The default items (a dekad's granules each): a run killed after its first item resumes with that item's
+    granules skipped and the other items' computed, and the CSV equals an uninterrupted run's."""
+    source = tmp_path / "month"
+    make_synthetic_series(MUR25, source, __import__("datetime").date(2019, 1, 1), 30)  # three dekads of ten
+    args = ["run", "--recipe", "sst-global-mean", "--start", "2019-01-01", "--end", "2019-01-30",
+            "--source", str(source), "--quiet", "--workers", "1", "--max-concurrency", "1"]
+    whole = _granulemap(*args, "--out", str(tmp_path / "whole"))
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+    assert json.loads((tmp_path / "whole" / "summary.json").read_text())["items"]["total"] == 3
+
+    out = tmp_path / "killed"
+    slow = {FAULTS_ENV: json.dumps({"delay_seconds": 1.0})}
+    proc = _granulemap(*args, "--out", str(out), env=slow, start_new_session=True)
+    results = out / "state" / "results"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (results.exists() and list(results.rglob("*.json"))):
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = [p.name for p in results.rglob("*.json")]
+    assert len(finished) == 1 and "@partial" not in finished[0], finished
+
+    resumed = _granulemap(*args, "--out", str(out))
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["items"] == {"total": 3, "succeeded": 2, "failed": 0, "skipped": 1}
+    assert summary["granules"] == {"total": 30, "succeeded": 20, "failed": 0, "skipped": 10}
+    resumed_csv = (out / "global_mean_sst.csv").read_text()
+    assert resumed_csv == (tmp_path / "whole" / "global_mean_sst.csv").read_text()
+    assert len(resumed_csv.splitlines()) == 31  # header + each granule exactly once
+
+
 BAD_INPUTS = [
     ({"recipe": "nope"}, "field 'recipe'"),
     ({"start": "2019-13-01"}, "field 'start'"),

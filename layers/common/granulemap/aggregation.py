@@ -97,7 +97,7 @@ def verdict(counts: ItemCounts, unit: str, tolerance: float, failures: list[Fail
     if counts.total == 0:
         return "SUCCEEDED", "no granules matched the recipe, dates and source: nothing to do"
     return "SUCCEEDED", (
-        f"{counts.succeeded} {unit} computed, {counts.skipped} skipped (already done), {counts.failed} failed"
+        f"{unit}: {counts.succeeded} computed, {counts.skipped} skipped (already done), {counts.failed} failed"
     )
 
 
