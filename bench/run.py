@@ -188,18 +188,21 @@ def orchestration_targets(o: dict[str, Any], load: str, cores: str) -> list[Targ
     if not ok:
         one, two = se["1_workers"], se["2_workers"]
         serial = _serial_seconds(one)
+        p1, p2 = one["phases_median"]["items"], two["phases_median"]["items"]
+        needed = (p1 - 1.7 * p2) / 0.7  # serial seconds s with (s + p1) / (s + p2) = 1.7
         why = (f"the items phase (first Processor call to the end of the last) sped up "
                f"{ratio_cell(se['items_phase_speedup'])}; the rest of a run is serial whatever the workers: "
                f"{fmt(serial, 1)} s of the 1-worker run's {fmt(_median(one['seconds']), 1)} s (engine start-up "
                f"{fmt(one['phases_median']['start'], 1)} s, catalog {fmt(one['phases_median']['catalog'], 1)} s, "
                f"Aggregate {fmt(one['phases_median']['aggregate'], 1)} s, end {fmt(one['phases_median']['end'], 1)} s), "
-               f"which alone caps 365 granules at {fmt(_amdahl_cap(one), 2)}x even if the items phase halved. "
-               f"And the items phase cannot halve: the engine process (moto, one Python process) spent "
-               f"{fmt(two['engine_cpu_ms_per_granule'], 1)} ms of CPU per granule and the workers "
-               f"{fmt(two['workers_cpu_ms_per_granule'], 1)} ms (2 workers, start-up included; items of a dekad's "
-               "granules, which cut the engine's part: see the series table); with 1 worker the engine has the "
-               "second core to itself, with 2 the three processes share two, and the second worker's start-up "
-               "(its imports) falls in the items phase"
+               f"which alone caps 365 granules at {fmt(_amdahl_cap(one), 2)}x even if the items phase halved; "
+               + (f"with these items phases ({fmt(p1, 2)} s and {fmt(p2, 2)} s), 1.7x needs that serial part under "
+                  f"{fmt(needed, 2)} s. " if needed > 0 else "with these items phases no serial part reaches 1.7x. ")
+               + f"A granule costs {fmt(1e3 * p1 / se['days'], 1)} ms in the 1-worker items phase, so the serial "
+               f"part, mostly a fresh process's start (importing and starting moto; the fork server's imports "
+               f"alongside), is {100 * serial / _median(one['seconds']):.0f} % of a 1-worker run. "
+               f"Per granule the engine process (moto) spent {fmt(two['engine_cpu_ms_per_granule'], 1)} ms of CPU and "
+               f"the workers {fmt(two['workers_cpu_ms_per_granule'], 1)} ms (2 workers, the fork server included)"
                + (f"; the 1-minute load average at start was {load} on these {cores} cores (other engineers' runs)"
                   if float(load) >= 0.5 else ""))
     out.append(Target("Local engine: 365 granules, 2 workers vs 1", "≥ 1.7", ratio_cell(x), ok, why))
@@ -399,7 +402,9 @@ def orchestration_section(o: dict[str, Any]) -> list[str]:
     out = ["## Local engine (`granulemap run`)", "",
            "Each run is a whole local execution of statemachine/pipeline.asl.json in a fresh process "
            "(bench/local_run_probe.py): moto's Step Functions engine runs the workflow, and the engine hands its "
-           "Lambda tasks straight to the pool of worker processes that run the real handlers.", "",
+           "Lambda tasks straight to the pool of worker processes that run the real handlers, forked from the "
+           "engine's own fork server, which imported the handlers' libraries while the engine started moto "
+           "(granulemap/local/warmfork.py), and started with template.yaml's GLIBC_TUNABLES.", "",
            f"Overhead per item: a no-op recipe (bench/noop_recipe.py, installed through an entry point like a user's "
            f"recipe) with {ov['small']} and {ov['large']} items at max concurrency {ov['max_concurrency']}, "
            f"{ov['repeats']} interleaved repeats; per item = (t_{ov['large']} − t_{ov['small']}) / "

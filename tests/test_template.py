@@ -146,11 +146,12 @@ def test_every_function_starts_with_the_same_malloc_settings(cfn: dict[str, Any]
     environments = [fn["Properties"]["Environment"]["Variables"]
                     for fn in resources_of(cfn, "AWS::Lambda::Function").values()]
     tunables = process_start_environment(environments)["GLIBC_TUNABLES"]
-    settings = dict(part.split("=") for part in tunables.split(":"))
-    # glibc's own ceiling for its dynamic mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX), and twice that
-    # kept before trimming, as glibc pairs them when it moves the threshold itself.
-    assert settings == {"glibc.malloc.mmap_threshold": str(4 * 1024 * 1024 * 8),
-                        "glibc.malloc.trim_threshold": str(2 * 4 * 1024 * 1024 * 8)}
+    settings = {k: int(v) for k, v in (part.split("=") for part in tunables.split(":"))}
+    assert set(settings) == {"glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold"}
+    # Above MUR25's largest per-granule array (an int16 field, 720 x 1440), and trimming at twice that, as glibc
+    # pairs them when it moves the threshold itself.
+    assert settings["glibc.malloc.mmap_threshold"] > 720 * 1440 * 2
+    assert settings["glibc.malloc.trim_threshold"] == 2 * settings["glibc.malloc.mmap_threshold"]
 
 
 def test_functions_that_disagree_on_a_process_start_variable_are_refused() -> None:

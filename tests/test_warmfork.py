@@ -135,3 +135,28 @@ def test_without_the_settings_a_granule_s_arrays_are_fresh_pages_every_time(mur2
     out = subprocess.run([sys.executable, "-c", FAULTS, str(mur25)], env=env, capture_output=True, text=True,
                          timeout=120, check=True)
     assert float(out.stdout.split()[-1]) > 2 * PAGES  # several fields' worth of fresh pages per granule
+
+
+def _list_through_the_default_client(bucket: str) -> int:
+    from granulemap.storage import s3_client
+
+    return s3_client().list_objects_v2(Bucket=bucket)["KeyCount"]
+
+
+def test_the_handlers_requests_from_a_forked_worker_take_the_channel_not_http(monkeypatch) -> None:
+    """The preload makes boto3's default session before the worker installs its channel hook: the handlers' client,
+    made from that session, must still send over the channel (over HTTP every request cost the engine a thread
+    and a connection: the overhead per item doubled)."""
+    import requests
+
+    from granulemap.local.engine import LocalEngine
+
+    with LocalEngine(workers=1) as engine:
+        server = engine._server._server
+        http_requests = []
+        handle = server.process_request
+        monkeypatch.setattr(server, "process_request", lambda *a: (http_requests.append(a), handle(*a))[1])
+        assert engine._pool.submit(_list_through_the_default_client, engine.bucket).result(timeout=120) == 0
+        assert http_requests == []
+        requests.get(f"{engine.endpoint}/{engine.bucket}", timeout=10)  # the counter does count HTTP requests
+        assert len(http_requests) == 1

@@ -342,9 +342,9 @@ class ChannelClient(_Hook):
 
 def install_client_hook(value: str | None = None) -> ChannelClient | None:
     """In a worker process: send this process's botocore requests to the local endpoint over the channel given
-    by ``value`` (default: the ``GRANULEMAP_LOCAL_CHANNEL`` variable). Every (synchronous) botocore session created
-    afterwards gets the hook with its built-in handlers; aiobotocore's sessions, whose responses must be awaitable,
-    keep sending over HTTP."""
+    by ``value`` (default: the ``GRANULEMAP_LOCAL_CHANNEL`` variable). boto3's default session, if it exists, and
+    every (synchronous) botocore session created afterwards get the hook; aiobotocore's sessions, whose responses
+    must be awaitable, keep sending over HTTP."""
     value = value if value is not None else os.environ.get(CHANNEL_ENV)
     if not value:
         return None
@@ -360,4 +360,8 @@ def install_client_hook(value: str | None = None) -> ChannelClient | None:
             events.register("before-send", hook)
 
     Session._register_builtin_handlers = _register_builtin_handlers  # type: ignore[method-assign]
+    import boto3
+
+    if boto3.DEFAULT_SESSION is not None:  # made before this (the engine's fork server preloads it): hook it too
+        boto3.DEFAULT_SESSION._session.register("before-send", hook)
     return hook
