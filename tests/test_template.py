@@ -148,10 +148,10 @@ def test_every_function_starts_with_the_same_malloc_settings(cfn: dict[str, Any]
     tunables = process_start_environment(environments)["GLIBC_TUNABLES"]
     settings = {k: int(v) for k, v in (part.split("=") for part in tunables.split(":"))}
     assert set(settings) == {"glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold"}
-    # Above MUR25's largest per-granule array (an int16 field, 720 x 1440), and trimming at twice that, as glibc
-    # pairs them when it moves the threshold itself.
+    # Above MUR25's largest per-granule array (an int16 field, 720 x 1440), and the heap kept up to more than one
+    # granule's working memory (BENCHMARKS.md's SST table: about 10 MB), so that the next granule reuses it.
     assert settings["glibc.malloc.mmap_threshold"] > 720 * 1440 * 2
-    assert settings["glibc.malloc.trim_threshold"] == 2 * settings["glibc.malloc.mmap_threshold"]
+    assert settings["glibc.malloc.trim_threshold"] > 10 * 1024**2
 
 
 def test_functions_that_disagree_on_a_process_start_variable_are_refused() -> None:
