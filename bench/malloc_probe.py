@@ -2,8 +2,8 @@
 
 ``malloc_probe.py DIR N [--client]``: reduce the first N granules of DIR (sst-global-mean, method ocean, one after the
 other as the Processor reduces a dekad item), and print ``ms_per_granule`` (all N, the first included: a Lambda
-item starts cold too), ``minor_faults_per_granule`` (pages the kernel had to map in: the cost glibc's defaults
-add, see template.yaml's GLIBC_TUNABLES) and ``peak_mb`` (VmHWM). ``--client``: make an S3 client first, as the
+item starts cold too), ``minor_faults_per_granule`` (pages the kernel had to map in: what glibc's malloc settings
+change, see bench/sst.py's malloc_bench) and ``peak_mb`` (VmHWM). ``--client``: make an S3 client first, as the
 Processor does before its first granule; loading botocore's S3 model frees large blocks, which moves glibc's dynamic
 mmap threshold up by itself.
 """

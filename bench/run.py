@@ -335,20 +335,25 @@ def sst_section(s: dict[str, Any]) -> list[str]:
     m = s.get("malloc")
     if m:
         out += ["", f"malloc: the Processor's work on a dekad item ({m['granules']} SYNTHETIC MUR25 granules, the first "
-                "included) in fresh processes (bench/malloc_probe.py), started with glibc's default malloc settings, "
-                f"with template.yaml's `GLIBC_TUNABLES={m['tunables']}` (set for every function: template.yaml says "
-                "why), and with the defaults after making an S3 client first, as the Processor does before its first "
-                f"granule ({m['repeats']} interleaved repeats; ms per granule, the probe's own timing):", "",
-                "| process started with | min ms | median ms | pages mapped in per granule (median) | peak RSS MB |",
+                "included) in fresh processes (bench/malloc_probe.py): with glibc's default malloc settings; after "
+                "making an S3 client first, as the Processor does before its first granule (in Lambda and in the local "
+                "engine's workers, whose fork server makes one); and started with "
+                f"`GLIBC_TUNABLES={m['fixed']}` ({m['repeats']} interleaved repeats; ms per granule, the probe's own "
+                "timing):", "",
+                "| process | min ms | median ms | pages mapped in per granule (median) | peak RSS MB |",
                 "|---|---:|---:|---:|---:|"]
         for name, t in m["timings"].items():
             out.append(f"| {name} | {fmt(t['min'])} | {fmt(t['median'])} | {m['faults_per_granule'][name]:,.0f} | "
                        f"{m['peak_mb'][name]} |")
-        out += ["", f"Defaults / GLIBC_TUNABLES: {ratio_cell(m['speedup'])}. With glibc's defaults every array of "
-                "128 KiB or more is a new mmap and every free gives it back, so each granule's fields are fresh pages "
-                "that the kernel maps in and zeroes; glibc raises that threshold by itself only after a large block "
-                "is freed, which loading botocore's S3 model happens to do (third row). The setting makes the fast "
-                "case the rule rather than a side effect of what ran first."]
+        out += ["", f"Fresh process / S3 client made first: {ratio_cell(m['fresh_vs_processor'])}. glibc serves a "
+                "block of 128 KiB or more with a new mmap and returns freed heap at once, so in a fresh process each "
+                "granule's arrays are fresh pages, mapped in and zeroed every time. Once a process frees a large "
+                "block (loading botocore's S3 model does) glibc raises both thresholds by itself, and the granules "
+                "reuse the heap. The Processor makes its S3 client before its first granule, so it runs at the fast "
+                "rate with no setting; `granulemap process` on local files does not, and pays the difference. A "
+                "fixed GLIBC_TUNABLES would make the fast rate independent of that, but a fixed threshold also turns "
+                "glibc's adjustment off, so arrays above it (an ATL06 item's columns) would get fresh pages every "
+                "time: template.yaml sets none."]
     out += ["", "Checks made before timing:", *[f"- {c}" for c in s["checks"]], *[f"- skipped: {x}" for x in s["skipped"]], ""]
     return out
 
@@ -404,7 +409,7 @@ def orchestration_section(o: dict[str, Any]) -> list[str]:
            "(bench/local_run_probe.py): moto's Step Functions engine runs the workflow, and the engine hands its "
            "Lambda tasks straight to the pool of worker processes that run the real handlers, forked from the "
            "engine's own fork server, which imported the handlers' libraries while the engine started moto "
-           "(granulemap/local/warmfork.py), and started with template.yaml's GLIBC_TUNABLES.", "",
+           "(granulemap/local/warmfork.py).", "",
            f"Overhead per item: a no-op recipe (bench/noop_recipe.py, installed through an entry point like a user's "
            f"recipe) with {ov['small']} and {ov['large']} items at max concurrency {ov['max_concurrency']}, "
            f"{ov['repeats']} interleaved repeats; per item = (t_{ov['large']} − t_{ov['small']}) / "

@@ -244,28 +244,24 @@ def inflate_bench(repeats: int) -> dict[str, Any]:
             "rows": {name: {**timing_row(x), "vs_zlib": ratio(x, base)} for name, x in t.items()}}
 
 
+FIXED_MALLOC = "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=16777216"
+"""A fixed mmap threshold above MUR25's largest array (2 MB) and a trim threshold above a granule's working memory
+(about 10 MB): tried, and not set in template.yaml (BENCHMARKS.md says why)."""
 MALLOC_CONTENDERS = {
-    "glibc defaults": ([], False),
-    "template.yaml's GLIBC_TUNABLES": ([], True),
-    "glibc defaults, S3 client made first": (["--client"], False),
+    "fresh process, glibc defaults": ([], False),
+    "S3 client made first, glibc defaults (the Processor)": (["--client"], False),
+    "fresh process, GLIBC_TUNABLES fixed": ([], True),
 }
-"""bench/malloc_probe.py's arguments, and whether its process starts with template.yaml's GLIBC_TUNABLES."""
-
-
-def template_glibc_tunables() -> str:
-    from granulemap.local.template import load_template
-
-    return load_template(ROOT / "template.yaml")["Globals"]["Function"]["Environment"]["Variables"]["GLIBC_TUNABLES"]
+"""bench/malloc_probe.py's arguments, and whether its process starts with ``FIXED_MALLOC``."""
 
 
 def malloc_bench(repeats: int, granules: int = 10) -> dict[str, Any]:
-    """The Processor's work on a dekad item (``granules`` SYNTHETIC MUR25 granules) in fresh processes, started with
-    glibc's default malloc settings and with template.yaml's GLIBC_TUNABLES, interleaved; and with the defaults
-    after making an S3 client first (what the Processor does before its first granule, which moves glibc's dynamic
-    threshold by itself). Each figure is the probe's own timing of the granules, not the process's start."""
+    """The Processor's work on a dekad item (``granules`` SYNTHETIC MUR25 granules) in fresh processes, interleaved:
+    with glibc's default malloc settings; after making an S3 client first, as the Processor does before its first
+    granule (loading botocore's S3 model frees large blocks, which moves glibc's dynamic thresholds); and started
+    with ``FIXED_MALLOC``. Each figure is the probe's own timing of the granules, not the process's start."""
     from granulemap.synthetic import make_synthetic_series
 
-    tunables = template_glibc_tunables()
     base = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in MALLOC_CONTENDERS}
     with tempfile.TemporaryDirectory() as tmp:
@@ -273,18 +269,19 @@ def malloc_bench(repeats: int, granules: int = 10) -> dict[str, Any]:
         names = list(MALLOC_CONTENDERS)
         for r in range(repeats):
             for name in names[r % len(names):] + names[: r % len(names)]:
-                flags, tuned = MALLOC_CONTENDERS[name]
-                env = {**base, "GLIBC_TUNABLES": tunables} if tuned else base
+                flags, fixed = MALLOC_CONTENDERS[name]
+                env = {**base, "GLIBC_TUNABLES": FIXED_MALLOC} if fixed else base
                 samples[name].append(run_json(["bench/malloc_probe.py", tmp, str(granules), *flags], env=env,
                                               replace_env=True))
     timings = {name: Timing(name, [x["ms_per_granule"] / 1e3 for x in xs]) for name, xs in samples.items()}
+    fresh, processor = names[0], names[1]
     return {
-        "tunables": tunables, "granules": granules, "repeats": repeats,
+        "fixed": FIXED_MALLOC, "granules": granules, "repeats": repeats,
         "timings": {name: timing_row(t) for name, t in timings.items()},
         "faults_per_granule": {name: statistics.median(x["minor_faults_per_granule"] for x in xs)
                                for name, xs in samples.items()},
         "peak_mb": {name: max(x["peak_mb"] for x in xs) for name, xs in samples.items()},
-        "speedup": ratio(timings["glibc defaults"], timings["template.yaml's GLIBC_TUNABLES"]),
+        "fresh_vs_processor": ratio(timings[fresh], timings[processor]),
     }
 
 

@@ -78,6 +78,8 @@ class LocalEngine:
     """Context manager: an emulated AWS account with the app's resources; runs executions of the real ASL file."""
 
     _active = False
+    preload_modules = ("granulemap.local.preload",)
+    """What the fork server imports before it forks the first worker."""
     worker_start = "warm-fork"
     """How worker processes start: "warm-fork" (forked from the engine's fork server, which imported the handlers'
     libraries once: the default where the platform has a fork server) or "spawn" (each a fresh interpreter that
@@ -118,6 +120,8 @@ class LocalEngine:
         self._recursion_limit_before: int | None = None
         self._saved_env: dict[str, str | None] = {}
         self._fork_server: warmfork.WarmForkServer | None = None
+        self._owns_active = False
+        self._pool_lock = threading.Lock()
         self.total_items: int | None = None
         self.invocations: list[dict[str, Any]] = []
         """Every Lambda invocation of this engine: moto does not expose the Distributed Map's child execution
@@ -125,6 +129,17 @@ class LocalEngine:
 
     # ---- lifecycle -----------------------------------------------------------------------------------
     def __enter__(self) -> LocalEngine:
+        if LocalEngine._active:
+            raise RuntimeError("one LocalEngine per process at a time: moto's backends are process-wide")
+        LocalEngine._active = self._owns_active = True
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__(None, None, None)  # what had started stops, the environment is put back
+            raise
+        return self
+
+    def _start(self) -> None:
         import logging
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -137,9 +152,6 @@ class LocalEngine:
         self.endpoint = f"http://127.0.0.1:{port}"
         # moto's engine calls its own services at http://localhost:$MOTO_PORT: set it before the server starts.
         self._setenv({"MOTO_PORT": str(port), "AWS_DEFAULT_REGION": REGION, **FAKE_CREDENTIALS})
-        if LocalEngine._active:
-            raise RuntimeError("one LocalEngine per process at a time: moto's backends are process-wide")
-        LocalEngine._active = True
         # moto's Distributed Map workers recurse once per item they take (IterationWorker._eval_pool calls itself
         # for the next job): past Python's default limit of 1,000 frames a worker thread dies of RecursionError and
         # the execution never ends (found at 1,200 items with max concurrency 1). The frames are Python's (no C
@@ -150,15 +162,13 @@ class LocalEngine:
             from granulemap.local.channel import ChannelServer
 
             self._channel = ChannelServer(("127.0.0.1", port))
-        self.template = read_local_template(self.root, self.bucket, REGION, ACCOUNT, LOCAL_STACK_NAME,
-                                            self.parameter_overrides)
-        if not self.in_process:  # what glibc reads at a process's start (a handler thread's process has started)
-            self._setenv(worker.process_start_environment([f.environment for f in self.template.functions.values()]))
         # The fork server imports what the handlers need while this process imports moto and creates the
         # resources (on two cores the two start-ups overlap instead of adding up); every worker is then forked from
         # it when the pool first needs one, ready at once (granulemap/local/warmfork.py).
         if not self.in_process and self.worker_start == "warm-fork" and warmfork.available():
-            self._fork_server = warmfork.WarmForkServer(["granulemap.local.preload"])
+            if self.log_path is not None:
+                self._setenv({warmfork.LOG_ENV: str(self.log_path)})
+            self._fork_server = warmfork.WarmForkServer(self.preload_modules)
             self._fork_server.start()
         self._start_pool()
         from granulemap.local import speedups
@@ -174,16 +184,16 @@ class LocalEngine:
         requests.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
         requests.post(f"{self.endpoint}/moto-api/config",
                       json={"stepfunctions": {"execute_state_machine": True}}, timeout=10).raise_for_status()
+        self.template = read_local_template(self.root, self.bucket, REGION, ACCOUNT, LOCAL_STACK_NAME,
+                                            self.parameter_overrides)
         self._patch_lambda()
         self._create_resources()
-        return self
 
     def __exit__(self, *exc: object) -> None:
-        from moto.awslambda.models import LambdaFunction
-
         if self._mirror is not None:
             self._mirror.uninstall()
         if self._original_invoke is not None:
+            from moto.awslambda.models import LambdaFunction
             from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
 
             LambdaFunction._invoke_lambda = self._original_invoke  # type: ignore[method-assign]
@@ -204,7 +214,7 @@ class LocalEngine:
             self._channel = None
         if stopping is not None:
             stopping.join()
-            LocalEngine._active = False
+            self._server = None
         if self._recursion_limit_before is not None:
             sys.setrecursionlimit(self._recursion_limit_before)
             self._recursion_limit_before = None
@@ -220,6 +230,8 @@ class LocalEngine:
             os.environ.clear()
             os.environ.update(self._environ_before)
             self._environ_before = None
+        if self._owns_active:
+            LocalEngine._active = self._owns_active = False
 
     def _stop_server(self) -> None:
         server = self._server
@@ -232,6 +244,18 @@ class LocalEngine:
             except OSError:
                 pass
             stopper.join(0.01)
+
+    def _spawn_from_now_on(self) -> None:
+        """Replace a pool whose fork server has died by one of spawned workers (each imports what its handlers need
+        on first use): a local run is slower for it, not broken."""
+        with self._pool_lock:
+            if self._fork_server is None:
+                return  # another dispatch thread did it
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=False)
+            self._fork_server.stop()
+            self._fork_server = None
+            self._start_pool()
 
     def _setenv(self, values: dict[str, str]) -> None:
         for key, value in values.items():
@@ -303,7 +327,12 @@ class LocalEngine:
             started = time.time()
             try:
                 assert engine._pool is not None
-                result = engine._pool.submit(worker.invoke, spec, event).result()
+                try:
+                    future = engine._pool.submit(worker.invoke, spec, event)
+                except (OSError, EOFError):  # the fork server could not fork a worker: it died
+                    engine._spawn_from_now_on()
+                    future = engine._pool.submit(worker.invoke, spec, event)
+                result = future.result()
             except BrokenProcessPool:
                 engine._start_pool()
                 result = json.dumps({"errorType": "Lambda.ServiceException",

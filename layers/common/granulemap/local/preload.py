@@ -5,34 +5,65 @@ Nothing here may depend on a function's environment, which ``worker.invoke`` set
 none of it when imported (template.yaml sets no MPL* variable), and the client made here is given its region, its
 endpoint and dummy keys, and thrown away. What it leaves is the default boto3 session's loaded S3 service model and
 endpoint rules (about 0.1 s per process), which a handler's first client, made from that session, reuses: it still
-resolves its own region, endpoint and credentials from the function's environment.
+resolves its own region, endpoint and credentials from the function's environment (and the worker hooks that
+session to the local channel: granulemap/local/channel.py).
 
 Aggregate draws with matplotlib, which it would otherwise import (0.4 s) on the run's critical path, after the last
 item. granulemap's own modules are imported too; a recipe's module is imported by its first invocation (only the
 small SST ones are here: atl06-cell-stats brings zarr and s3fs, 0.3 s, which every other run would pay at start).
+
+Each step may fail on its own (a library missing, a bad MPLBACKEND or AWS_PROFILE in the user's environment): it is
+then skipped, and the workers do it on first use, as a Lambda would. multiprocessing's fork server would survive an
+ImportError of this module but die of any other error, and every worker with it.
 """
 
 from __future__ import annotations
 
-import boto3
-import botocore.session  # noqa: F401
-import matplotlib.pyplot  # noqa: F401
-import numpy  # noqa: F401
-import h5py  # noqa: F401
-import pydantic  # noqa: F401
-import aws_xray_sdk.core  # noqa: F401
-import aws_lambda_powertools  # noqa: F401
-import aws_lambda_powertools.utilities.parser  # noqa: F401
+import importlib
+import os
 
-import granulemap.aggregation  # noqa: F401
-import granulemap.catalog  # noqa: F401
-import granulemap.local.channel  # noqa: F401
-import granulemap.local.worker  # noqa: F401
-import granulemap.processing  # noqa: F401
-import granulemap.recipes.sst_box_mean  # noqa: F401
-import granulemap.recipes.sst_global_mean  # noqa: F401
-from granulemap.recipes import available
+from granulemap.local.warmfork import LOG_ENV
 
-available()  # the installed recipes' entry points, read once
-boto3.client("s3", region_name="us-west-2", endpoint_url="http://127.0.0.1:9", aws_access_key_id="preload",
-             aws_secret_access_key="preload")
+MODULES = ("boto3", "botocore.session", "numpy", "h5py", "pydantic", "aws_xray_sdk.core", "aws_lambda_powertools",
+           "aws_lambda_powertools.utilities.parser", "matplotlib.pyplot",
+           "granulemap.local.worker", "granulemap.local.channel", "granulemap.catalog", "granulemap.processing",
+           "granulemap.aggregation", "granulemap.recipes.sst_global_mean", "granulemap.recipes.sst_box_mean")
+skipped: dict[str, str] = {}
+"""What could not be done, and why (for tests and for a look from a debugger)."""
+
+
+def _load_s3_model() -> None:
+    import boto3
+
+    boto3.client("s3", region_name="us-west-2", endpoint_url="http://127.0.0.1:9", aws_access_key_id="preload",
+                 aws_secret_access_key="preload")
+
+
+def _installed_recipes() -> None:
+    from granulemap.recipes import available
+
+    available()  # the installed recipes' entry points, read once
+
+
+def _output_to_the_run_log() -> None:
+    """What the server and the libraries print goes where the workers' output goes, not to the user's terminal."""
+    path = os.environ.get(LOG_ENV)
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+
+
+def preload() -> None:
+    _output_to_the_run_log()
+    steps = [(name, lambda name=name: importlib.import_module(name)) for name in MODULES]
+    steps += [("installed recipes", _installed_recipes), ("botocore's S3 model", _load_s3_model)]
+    for what, step in steps:
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - a head start only; see the module's docstring
+            skipped[what] = f"{type(exc).__name__}: {exc}"
+
+
+preload()

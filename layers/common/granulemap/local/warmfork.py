@@ -20,14 +20,22 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Iterable
-from multiprocessing import forkserver, popen_forkserver, spawn, util
-from multiprocessing.context import ForkServerContext, ForkServerProcess, reduction, set_spawning_popen
+from multiprocessing import spawn, util
 from typing import Any
+
+try:
+    from multiprocessing import forkserver, popen_forkserver
+    from multiprocessing.context import ForkServerContext, ForkServerProcess, reduction, set_spawning_popen
+except ImportError:  # no fork server on this platform (Windows): the engine spawns its workers
+    forkserver = None  # type: ignore[assignment]
+
+LOG_ENV = "GRANULEMAP_PRELOAD_LOG"
+"""Where the fork server's own output goes (granulemap/local/preload.py reads it): the run's log, like the workers'."""
 
 
 def available() -> bool:
     """The fork server needs to pass file descriptors over a Unix socket (Linux and macOS; not Windows)."""
-    return "forkserver" in multiprocessing.get_all_start_methods()
+    return forkserver is not None and "forkserver" in multiprocessing.get_all_start_methods()
 
 
 class WarmForkServer:
@@ -40,13 +48,15 @@ class WarmForkServer:
 
     def start(self) -> None:
         """Start the server process and return at once: it imports ``preload`` in the background, with this
-        process's current environment and sys.path. The first process forked waits for those imports."""
+        process's current environment, from a fresh interpreter's sys.path (Python 3.12's fork server does not use
+        the sys.path it is handed: a module found only through a folder added to this process's sys.path is not
+        preloaded, and its workers import it on first use). The first process forked waits for those imports."""
         self._server.ensure_running()
 
     def stop(self) -> None:
-        """End the server at once: it holds nothing to save, and a normal interpreter exit, tearing down what it
-        imported, took 0.1-0.2 s that a local run waited for at its end. Its children have ended (or keep running:
-        a kill does not reach them)."""
+        """End the server at once (SIGKILL): it holds nothing to save, and a normal interpreter exit, tearing down
+        what it imported, took 0.1-0.2 s that a local run waited for at its end. Its children keep running until
+        their own end (the engine shuts its pool down first)."""
         pid = self._server._forkserver_pid
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -57,48 +67,48 @@ class WarmForkServer:
         return _Context(self._server)
 
 
-class _Popen(popen_forkserver.Popen):
-    def __init__(self, process_obj: Any, server: forkserver.ForkServer):
-        self._server = server
-        super().__init__(process_obj)
+if forkserver is not None:
 
-    def _launch(self, process_obj: Any) -> None:
-        # CPython 3.12's popen_forkserver.Popen._launch, except that it asks this server, not the global one.
-        prep_data = spawn.get_preparation_data(process_obj._name)
-        buf = io.BytesIO()
-        set_spawning_popen(self)
-        try:
-            reduction.dump(prep_data, buf)
-            reduction.dump(process_obj, buf)
-        finally:
-            set_spawning_popen(None)
-        self.sentinel, w = self._server.connect_to_new_process(self._fds)
-        _parent_w = os.dup(w)
-        self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))
-        with open(w, "wb", closefd=True) as f:
-            f.write(buf.getbuffer())
-        self.pid = forkserver.read_signed(self.sentinel)
+    class _Popen(popen_forkserver.Popen):
+        def __init__(self, process_obj: Any, server: forkserver.ForkServer):
+            self._server = server
+            super().__init__(process_obj)
 
+        def _launch(self, process_obj: Any) -> None:
+            # CPython 3.12's popen_forkserver.Popen._launch, except that it asks this server, not the global one.
+            prep_data = spawn.get_preparation_data(process_obj._name)
+            buf = io.BytesIO()
+            set_spawning_popen(self)
+            try:
+                reduction.dump(prep_data, buf)
+                reduction.dump(process_obj, buf)
+            finally:
+                set_spawning_popen(None)
+            self.sentinel, w = self._server.connect_to_new_process(self._fds)
+            _parent_w = os.dup(w)
+            self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))
+            with open(w, "wb", closefd=True) as f:
+                f.write(buf.getbuffer())
+            self.pid = forkserver.read_signed(self.sentinel)
 
-class _Process(ForkServerProcess):
-    """A process forked by the server its context gives it (the server stays here: the process object itself is
-    pickled to the child)."""
+    class _Process(ForkServerProcess):
+        """A process forked by the server its context gives it (the server stays here: the process object itself is
+        pickled to the child)."""
 
-    _server: forkserver.ForkServer | None = None
+        _server: forkserver.ForkServer | None = None
 
-    @staticmethod
-    def _Popen(process_obj: Any) -> _Popen:  # noqa: N802 - multiprocessing's name
-        return _Popen(process_obj, process_obj._server)
+        @staticmethod
+        def _Popen(process_obj: Any) -> _Popen:  # noqa: N802 - multiprocessing's name
+            return _Popen(process_obj, process_obj._server)
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_server"}
+        def __getstate__(self) -> dict[str, Any]:
+            return {k: v for k, v in self.__dict__.items() if k != "_server"}
 
+    class _Context(ForkServerContext):
+        def __init__(self, server: forkserver.ForkServer):
+            self._server = server
 
-class _Context(ForkServerContext):
-    def __init__(self, server: forkserver.ForkServer):
-        self._server = server
-
-    def Process(self, *args: Any, **kwargs: Any) -> _Process:  # type: ignore[override]  # noqa: N802
-        process = _Process(*args, **kwargs)
-        process._server = self._server
-        return process
+        def Process(self, *args: Any, **kwargs: Any) -> _Process:  # type: ignore[override]  # noqa: N802
+            process = _Process(*args, **kwargs)
+            process._server = self._server
+            return process
