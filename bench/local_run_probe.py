@@ -1,6 +1,7 @@
 """One local execution of the state machine in this fresh process, measured; prints one JSON line.
 
-``local_run_probe.py OUT RECIPE START END SOURCE [--param K=V]... [--max-concurrency N] [--workers N]``
+``local_run_probe.py OUT RECIPE START END SOURCE [--param K=V]... [--max-concurrency N] [--workers N]
+[--warm-up-param K=V]...``
 
 Reported: ``seconds`` (wall clock of ``run_locally``: engine start, the execution, products copied out), the
 summary's item counts and status, ``engine_peak_mb`` (this process's VmHWM: the moto server, its Step Functions
@@ -11,10 +12,15 @@ invocations (OUT/logs/invocations.jsonl): ``start`` (until BuildCatalog is calle
 the first Processor call: BuildCatalog, FetchCredentials), ``items`` (first Processor call to the end of the last: the
 only part more workers can shorten), ``aggregate`` (the Aggregate call) and ``end`` (the rest: the step from the
 Map to Aggregate, products copied out, shut-down).
+
+With ``--warm-up-param``, the run is the second of a started ``Workspace`` (granulemap/local/run.py: the engine
+started once, as a notebook keeps it): ``seconds``, ``phases`` and ``engine_cpu_s`` are that run's alone (its start is
+start_execution), and the workers' CPU and memory are not reported (the workers outlive it).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -64,8 +70,10 @@ class ChildSampler(threading.Thread):
 
 
 def phases(invocations: Path, started: float, seconds: float) -> dict[str, float] | None:
-    """Seconds of each phase of the run (see the module's docstring); None if a function was never called."""
+    """Seconds of each phase of the run (see the module's docstring); None if a function was never called. Calls
+    before ``started`` (a warm-up run's, with ``--warm-up-param``) are left out."""
     calls = [json.loads(line) for line in invocations.read_text().splitlines()] if invocations.exists() else []
+    calls = [c for c in calls if c["start"] >= started]
     first: dict[str, float] = {}
     last: dict[str, float] = {}
     for c in calls:
@@ -86,17 +94,40 @@ def main(argv: list[str]) -> int:
     parser = execution_parser()
     parser.add_argument("--max-concurrency", type=int)
     parser.add_argument("--workers", type=int)
+    parser.add_argument("--warm-up-param", action="append", default=[],
+                        help="K=JSON: first run the first ten days with these parameters (a configuration of its "
+                             "own, so the measured run reuses none of its results) on the same started workspace, "
+                             "and measure only the run after it")
     args = parser.parse_args(argv)
 
-    from granulemap.local.run import run_locally
+    from granulemap.local.run import Workspace, run_locally
 
     doc = execution_input(args)
     if args.max_concurrency:
         doc["max_concurrency"] = args.max_concurrency
+    out = Path(args.out)
+    if args.warm_up_param:
+        warm_up = {**doc, "end": str(dt.date.fromisoformat(args.start) + dt.timedelta(days=9)),
+                   "params": {**doc.get("params", {}),
+                              **{k: json.loads(v) for k, v in (p.split("=", 1) for p in args.warm_up_param)}}}
+        with Workspace(out, workers=args.workers) as workspace:
+            workspace.run(warm_up, out / "warm-up", timeout=3600)
+            before = os.times()
+            started, wall_started = time.perf_counter(), time.time()
+            summary = workspace.run(doc, out, timeout=3600)
+            seconds = time.perf_counter() - started
+            cpu = os.times()
+        print(json.dumps({
+            "seconds": seconds, "status": summary["status"], "items": summary["items"],
+            "granules": summary.get("granules"), "warm": True,
+            "engine_cpu_s": round(cpu.user + cpu.system - before.user - before.system, 2),
+            "phases": phases(out / "logs" / "invocations.jsonl", wall_started, seconds),
+        }))
+        return 0
     sampler = ChildSampler()
     sampler.start()
     started, wall_started = time.perf_counter(), time.time()
-    summary = run_locally(doc, Path(args.out), workers=args.workers, progress=False, timeout=3600)
+    summary = run_locally(doc, out, workers=args.workers, progress=False, timeout=3600)
     seconds = time.perf_counter() - started
     sampler.stop_event.set()
     sampler.join()
@@ -107,7 +138,7 @@ def main(argv: list[str]) -> int:
         "engine_peak_mb": round(vm_hwm_mb(), 1), "workers_peak_mb": round(sampler.peak_one, 1),
         "workers_total_peak_mb": round(sampler.peak_total, 1), "children_seen": sampler.max_children,
         "engine_cpu_s": round(cpu.user + cpu.system, 2), "workers_cpu_s": round(cpu.children_user + cpu.children_system, 2),
-        "phases": phases(Path(args.out) / "logs" / "invocations.jsonl", wall_started, seconds),
+        "phases": phases(out / "logs" / "invocations.jsonl", wall_started, seconds),
     }))
     return 0
 

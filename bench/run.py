@@ -203,6 +203,9 @@ def orchestration_targets(o: dict[str, Any], load: str, cores: str) -> list[Targ
                f"alongside), is {100 * serial / _median(one['seconds']):.0f} % of a 1-worker run. "
                f"Per granule the engine process (moto) spent {fmt(two['engine_cpu_ms_per_granule'], 1)} ms of CPU and "
                f"the workers {fmt(two['workers_cpu_ms_per_granule'], 1)} ms (2 workers, the fork server included)"
+               + (f". As the second run of a started Workspace (the engine started once, as a notebook keeps it: no "
+                  f"process start in the run) the same series sped up {ratio_cell(se['started_workspace']['speedup'])}"
+                  if se.get("started_workspace") else "")
                + (f"; the 1-minute load average at start was {load} on these {cores} cores (other engineers' runs)"
                   if float(load) >= 0.5 else ""))
     out.append(Target("Local engine: 365 granules, 2 workers vs 1", "≥ 1.7", ratio_cell(x), ok, why))
@@ -461,6 +464,18 @@ def orchestration_section(o: dict[str, Any]) -> list[str]:
         out.append(f"Two cores doing nothing but granules ({fmt(se['one_granule_ms'], 1)} ms each, the best "
                    f"`ours-ocean` time above) would do {fmt(se['ideal_granules_per_s'], 0)} granules/s; the best "
                    f"2-worker run reached {fmt(100 * se['fraction_of_ideal'], 1)} % of that.")
+    sw = se.get("started_workspace")
+    if sw:
+        ph = sw["phases_median"]
+        out += ["", "The same series as the second run of a started `Workspace` (granulemap/local/run.py: the engine "
+                "started once, as a notebook or a script over many ranges keeps it; bench/local_run_probe.py "
+                "--warm-up-param), so that no process start is in the run: 1 worker "
+                f"{', '.join(fmt(x, 1) for x in sw['seconds']['1'])} s, 2 workers "
+                f"{', '.join(fmt(x, 1) for x in sw['seconds']['2'])} s; speed-up 2 vs 1 {ratio_cell(sw['speedup'])}. "
+                "Median phases (start-up, catalog, items, Aggregate, end), 1 worker: "
+                + ", ".join(fmt(ph['1'][k], 2) for k in ("start", "catalog", "items", "aggregate", "end"))
+                + "; 2 workers: " + ", ".join(fmt(ph['2'][k], 2) for k in ("start", "catalog", "items", "aggregate", "end"))
+                + " s."]
     out.append("")
     return out
 

@@ -50,24 +50,42 @@ class _Progress:
         self.stream.flush()
 
 
-def run_locally(
-    execution_input: dict[str, Any], out: Path, workers: int | None = None, progress: bool = True,
-    extra_env: dict[str, str] | None = None, timeout: float | None = None,
-) -> dict[str, Any]:
-    """Run one execution; write OUT/summary.json (outputs as local paths) and return it."""
-    out = out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "logs").mkdir(exist_ok=True)
-    # The emulated bucket lives on disk under OUT/state: a re-run after a crash resumes where it stopped.
-    with LocalEngine(workers=workers, log_path=out / "logs" / "functions.log", extra_env=extra_env,
-                     state_dir=out / "state") as engine:
+class Workspace:
+    """Local runs that share one started engine: for a notebook or a script that runs several date ranges or recipes.
+
+    ``with Workspace(folder) as ws: ws.run({...})`` starts the engine once (about a second: moto, the workers'
+    imports) instead of once per run. The emulated bucket lives under FOLDER/state, so results found done are reused
+    across runs and across workspaces on the same folder, the handlers' output goes to FOLDER/logs/functions.log,
+    and each run's products, summary.json and execution history go to its own ``out`` folder (default:
+    FOLDER/runs/<execution name>).
+    """
+
+    def __init__(self, folder: str | Path, workers: int | None = None, extra_env: dict[str, str] | None = None):
+        self.folder = Path(folder).resolve()
+        (self.folder / "logs").mkdir(parents=True, exist_ok=True)
+        self.engine = LocalEngine(workers=workers, log_path=self.folder / "logs" / "functions.log",
+                                  extra_env=extra_env, state_dir=self.folder / "state")
+
+    def __enter__(self) -> Workspace:
+        self.engine.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.engine.__exit__(*exc)
+
+    def run(self, execution_input: dict[str, Any], out: str | Path | None = None, progress: bool = False,
+            timeout: float | None = None) -> dict[str, Any]:
+        """Run one execution; write OUT/summary.json (outputs as local paths) and return it."""
+        engine = self.engine
         arn = engine.start(execution_input)
+        run_id = arn.rsplit(":", 1)[-1]
+        out = (Path(out) if out is not None else self.folder / "runs" / run_id).resolve()
+        (out / "logs").mkdir(parents=True, exist_ok=True)
         show = _Progress(engine, progress)
         desc = engine.wait(arn, on_poll=show, timeout=timeout)
         show(final=True)
         history = engine.history(arn)
         (out / "logs" / "execution-history.json").write_text(json.dumps(history, default=str, indent=1))
-        run_id = arn.rsplit(":", 1)[-1]
         s3 = engine.client("s3")
         try:
             body = s3.get_object(Bucket=engine.bucket, Key=layout.summary_key(run_id))["Body"].read()
@@ -85,10 +103,20 @@ def run_locally(
                 continue
             name = "provenance.json" if "/provenance/" in key else None
             local_outputs += [str(p) for p in engine.download(key, out, name)]
-    summary["status"] = "SUCCEEDED" if desc["status"] == "SUCCEEDED" else "FAILED"
-    if desc["status"] != "SUCCEEDED":
-        summary["message"] = f"{desc.get('error', desc['status'])}: {readable_cause(desc.get('cause', ''))}"
-    summary["execution"] = {"arn": arn, "status": desc["status"]}
-    summary["outputs"] = local_outputs + [str(out / "summary.json")]
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+        summary["status"] = "SUCCEEDED" if desc["status"] == "SUCCEEDED" else "FAILED"
+        if desc["status"] != "SUCCEEDED":
+            summary["message"] = f"{desc.get('error', desc['status'])}: {readable_cause(desc.get('cause', ''))}"
+        summary["execution"] = {"arn": arn, "status": desc["status"]}
+        summary["outputs"] = local_outputs + [str(out / "summary.json")]
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+
+def run_locally(
+    execution_input: dict[str, Any], out: Path, workers: int | None = None, progress: bool = True,
+    extra_env: dict[str, str] | None = None, timeout: float | None = None,
+) -> dict[str, Any]:
+    """``granulemap run``: one execution in a workspace of its own, OUT (OUT/state: a re-run after a crash resumes
+    where it stopped); write OUT/summary.json (outputs as local paths) and return it."""
+    with Workspace(out, workers=workers, extra_env=extra_env) as workspace:
+        return workspace.run(execution_input, out, progress=progress, timeout=timeout)
