@@ -37,9 +37,12 @@ def recommend(peak_mb: float) -> int:
     return max(LAMBDA_MIN_MB, STEP_MB * math.ceil(MARGIN * peak_mb / STEP_MB))
 
 
-def probe(tmp: Path, tag: str, recipe: str, source: Path, start: str, end: str) -> dict[str, Any]:
-    out = tmp / tag
-    result = run_json(["bench/function_memory_probe.py", str(out), recipe, start, end, str(source)], timeout=3600)
+def probe(tmp: Path, tag: str, recipe: str, source: Path, start: str, end: str,
+          malloc_defaults: bool = False) -> dict[str, Any]:
+    out = tmp / "runs" / tag  # not tmp / tag: the ATL06 source folder is tmp / "atl06"
+    flags = ["--malloc-defaults"] if malloc_defaults else []
+    result = run_json(["bench/function_memory_probe.py", str(out), recipe, start, end, str(source), *flags],
+                      timeout=3600)
     shutil.rmtree(out, ignore_errors=True)
     items = result["items"]
     if result["status"] != "SUCCEEDED" or items["succeeded"] != items["total"]:
@@ -60,15 +63,25 @@ def run(segments_per_beam: int = 100_000) -> dict[str, Any]:
         for k in range(4):
             atl06.write_synthetic(atl06_source / f"ATL06_2019031{k}101010_1234010{k}_006_01_SYNTHETIC.h5",
                                   segments_per_beam, seed=k)
+        sst_end = str(start + dt.timedelta(days=7))
         runs = {
-            "sst": probe(tmp, "sst", "sst-global-mean", sst_source, str(start), str(start + dt.timedelta(days=7))),
+            "sst": probe(tmp, "sst", "sst-global-mean", sst_source, str(start), sst_end),
             "atl06": probe(tmp, "atl06", "atl06-cell-stats", atl06_source, "2019-03-10", "2019-03-13"),
+        }
+        # The same with glibc's default malloc settings, for comparison (not for the recommendation: the template
+        # starts every function with its GLIBC_TUNABLES).
+        defaults = {
+            "sst": probe(tmp, "sst-defaults", "sst-global-mean", sst_source, str(start), sst_end, True),
+            "atl06": probe(tmp, "atl06-defaults", "atl06-cell-stats", atl06_source, "2019-03-10", "2019-03-13", True),
         }
     functions: dict[str, Any] = {}
     for tag, result in runs.items():
         for fn, v in result["functions"].items():
-            row = functions.setdefault(fn, {"template_mb": v["memory_size"], "peak_mb": {}})
+            row = functions.setdefault(fn, {"template_mb": v["memory_size"], "peak_mb": {}, "defaults_peak_mb": {}})
             row["peak_mb"][tag] = v["peak_mb"]
+    for tag, result in defaults.items():
+        for fn, v in result["functions"].items():
+            functions[fn]["defaults_peak_mb"][tag] = v["peak_mb"]
     for row in functions.values():
         row["recommended_mb"] = recommend(max(row["peak_mb"].values()))
     processor = functions["ProcessorFunction"]

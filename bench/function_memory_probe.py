@@ -17,6 +17,7 @@ The handlers run in the dev venv, not in Lambda's runtime (which adds its own bo
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -53,7 +54,10 @@ class OneInvocationPerProcess(ProcessPoolExecutor):
 
 
 def main(argv: list[str]) -> int:
-    args = execution_parser().parse_args(argv)
+    parser = execution_parser()
+    parser.add_argument("--malloc-defaults", action="store_true",
+                        help="start the workers without template.yaml's GLIBC_TUNABLES (glibc's defaults)")
+    args = parser.parse_args(argv)
 
     import function_memory_probe as me  # by module name, so that the spawned workers can unpickle measured_invoke
     from granulemap.local import engine
@@ -66,6 +70,11 @@ def main(argv: list[str]) -> int:
     me.OneInvocationPerProcess.log = str(log)
     engine.ProcessPoolExecutor = me.OneInvocationPerProcess  # type: ignore[misc]
     engine.LocalEngine.worker_start = "spawn"  # cold processes: the fork server's would hold its preload
+    if args.malloc_defaults:
+        from granulemap.local import worker
+
+        worker.PROCESS_START_VARIABLES = ()  # type: ignore[misc]
+        os.environ.pop("GLIBC_TUNABLES", None)
 
     doc = execution_input(args)
     started = time.perf_counter()

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py --write BENCHMARKS.md [--repeats 15] [--orchestration-repeats 2] [--only sst,atl06]
 
-Sections: sst (bench/sst.py), atl06 (bench/atl06.py), orchestration (bench/orchestration.py), memory
+Sections: sst (bench/sst.py), atl06 (bench/atl06.py), malloc (bench/malloc.py), orchestration (bench/orchestration.py), memory
 (bench/function_memory.py), package (bench/package.py), cost (granulemap estimate on the measured cost model).
 With --write and the sst, atl06 and package sections, the measured facts the cost estimate needs are also written
 to layers/common/granulemap/cost_model.json (one place for each fact). Timings are ratios between contenders run
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import ROOT, machine  # noqa: E402
 
 COST_MODEL = ROOT / "layers" / "common" / "granulemap" / "cost_model.json"
-SECTIONS = ("sst", "atl06", "orchestration", "memory", "package", "cost")
+SECTIONS = ("sst", "atl06", "malloc", "orchestration", "memory", "package", "cost")
 PODAAC_PUBLISHED_USD = 0.72
 """PO.DAAC's tutorial: one year of daily MUR25 global means with AWS Lambda (their published figure)."""
 ZAGG_PUBLISHED_USD = 0.006
@@ -284,6 +284,8 @@ def report(results: dict[str, Any], command: str, seconds: float) -> str:
     if "atl06" in results:
         targets += atl06_targets(results["atl06"])
         body += atl06_section(results["atl06"])
+    if "malloc" in results:
+        body += malloc_section(results["malloc"])
     if "orchestration" in results:
         targets += orchestration_targets(results["orchestration"], m["load_at_start"].split(",")[0], m["nproc"])
         body += orchestration_section(results["orchestration"])
@@ -335,29 +337,36 @@ def sst_section(s: dict[str, Any]) -> list[str]:
                 "| how | min ms | median ms | vs zlib (min / median) |", "|---|---:|---:|---:|"]
         for name, row in inf["rows"].items():
             out.append(f"| {name} | {fmt(row['min'])} | {fmt(row['median'])} | {ratio_cell(row['vs_zlib'])} |")
-    m = s.get("malloc")
-    if m:
-        out += ["", f"malloc: the Processor's work on a dekad item ({m['granules']} SYNTHETIC MUR25 granules, the first "
-                "included) in fresh processes (bench/malloc_probe.py): with glibc's default malloc settings; after "
-                "making an S3 client first, as the Processor does before its first granule (in Lambda and in the local "
-                "engine's workers, whose fork server makes one); and started with "
-                f"`GLIBC_TUNABLES={m['fixed']}` ({m['repeats']} interleaved repeats; ms per granule, the probe's own "
-                "timing):", "",
-                "| process | min ms | median ms | pages mapped in per granule (median) | peak RSS MB |",
-                "|---|---:|---:|---:|---:|"]
-        for name, t in m["timings"].items():
-            out.append(f"| {name} | {fmt(t['min'])} | {fmt(t['median'])} | {m['faults_per_granule'][name]:,.0f} | "
-                       f"{m['peak_mb'][name]} |")
-        out += ["", f"Fresh process / S3 client made first: {ratio_cell(m['fresh_vs_processor'])}. glibc serves a "
-                "block of 128 KiB or more with a new mmap and returns freed heap at once, so in a fresh process each "
-                "granule's arrays are fresh pages, mapped in and zeroed every time. Once a process frees a large "
-                "block (loading botocore's S3 model does) glibc raises both thresholds by itself, and the granules "
-                "reuse the heap. The Processor makes its S3 client before its first granule, so it runs at the fast "
-                "rate with no setting; `granulemap process` on local files does not, and pays the difference. A "
-                "fixed GLIBC_TUNABLES would make the fast rate independent of that, but a fixed threshold also turns "
-                "glibc's adjustment off, so arrays above it (an ATL06 item's columns) would get fresh pages every "
-                "time: template.yaml sets none."]
     out += ["", "Checks made before timing:", *[f"- {c}" for c in s["checks"]], *[f"- skipped: {x}" for x in s["skipped"]], ""]
+    return out
+
+
+def malloc_section(m: dict[str, Any]) -> list[str]:
+    out = ["## malloc (glibc's settings, per item)", "",
+           "template.yaml starts every function with `GLIBC_TUNABLES=" + m["tunables"] + "` (its comment says why). "
+           "Each figure below is from a fresh process (bench/malloc.py, bench/malloc_probe.py), "
+           f"{m['repeats']} interleaved repeats, min / median ms; pages mapped in are the process's minor page faults "
+           "(median).", "",
+           f"SST, a dekad item ({m['granules']} SYNTHETIC MUR25 granules, ms per granule, the first included):", "",
+           "| process | min ms | median ms | pages mapped in per granule | peak RSS MB |", "|---|---:|---:|---:|---:|"]
+    for name, t in m["sst"]["timings"].items():
+        out.append(f"| {name} | {fmt(t['min'])} | {fmt(t['median'])} | {m['sst']['faults'][name]:,.0f} | "
+                   f"{m['sst']['peak_mb'][name]} |")
+    out += ["", "Ratios: " + "; ".join(f"{k}: {ratio_cell(v)}" for k, v in m["sst"]["ratios"].items()) + ".", "",
+            f"ATL06, the busiest parent cell of the four SYNTHETIC granules of the ATL06 section (parent "
+            f"{m['atl06_parent']}; read, statistics and the write to an in-memory store; ms per run):", "",
+            "| process | min ms | median ms | pages mapped in per run | peak RSS MB |", "|---|---:|---:|---:|---:|"]
+    for name, t in m["atl06"]["timings"].items():
+        out.append(f"| {name} | {fmt(t['min'], 0)} | {fmt(t['median'], 0)} | {m['atl06']['faults'][name]:,.0f} | "
+                   f"{m['atl06']['peak_mb'][name]} |")
+    out += ["", "Ratio: " + "; ".join(f"{k}: {ratio_cell(v)}" for k, v in m["atl06"]["ratios"].items()) + ".", "",
+            "With glibc's defaults a block of 128 KiB or more gets its own mmap and freed heap goes back to the kernel "
+            "at once; glibc raises both thresholds only when a process frees a block larger than them, so whether a "
+            "granule's arrays are fresh pages (mapped in and zeroed every time) depends on what the process "
+            "allocated before: the same granules ran at two speeds depending on when an S3 client was made. The "
+            "tunables fix the mmap threshold at the ceiling of glibc's own adjustment, so no block it could keep on "
+            "the heap is given an mmap, and keep 16 MiB free before trimming. The memory section's peaks are "
+            "measured with them, and with glibc's defaults for comparison.", ""]
     return out
 
 
@@ -493,11 +502,16 @@ def memory_section(mem: dict[str, Any], atl06: dict[str, Any] | None) -> list[st
            f"Recommended: {mem['margin']:g} × the larger peak, rounded up to {mem['step_mb']} MB (bench/function_memory.py "
            "says why no more: below 1,769 MB the CPU share follows memory, so CPU-bound work costs the same at any "
            "size and waiting on S3 costs less at a smaller one).", "",
-           "| function | template.yaml MB | peak MB, SST run | peak MB, ATL06 run | recommended MB |",
-           "|---|---:|---:|---:|---:|"]
+           "The workers start with template.yaml's GLIBC_TUNABLES, as Lambda starts the functions; the same two runs "
+           "with glibc's default malloc settings are in the last columns, for comparison.", "",
+           "| function | template.yaml MB | peak MB, SST run | peak MB, ATL06 run | recommended MB "
+           "| peak MB, SST run, glibc defaults | peak MB, ATL06 run, glibc defaults |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
     for fn, row in fns.items():
+        d = row.get("defaults_peak_mb", {})
         out.append(f"| {fn} | {row['template_mb']} | {row['peak_mb'].get('sst', '–')} | "
-                   f"{row['peak_mb'].get('atl06', '–')} | {row['recommended_mb']} |")
+                   f"{row['peak_mb'].get('atl06', '–')} | {row['recommended_mb']} | {d.get('sst', '–')} | "
+                   f"{d.get('atl06', '–')} |")
     proc = fns["ProcessorFunction"]
     out += ["", f"- ProcessorFunction: {proc['recommended_mb']} MB for a stack that runs ATL06; "
             f"{proc['recommended_sst_only_mb']} MB is enough for SST recipes alone."]
@@ -598,12 +612,14 @@ def main(argv: list[str]) -> int:
 
     import atl06
     import function_memory
+    import malloc
     import orchestration
     import package
     import sst
 
     step("sst", lambda: sst.run(args.repeats))
     step("atl06", lambda: atl06.run(max(3, args.repeats // 3)))
+    step("malloc", lambda: malloc.run(max(3, args.repeats // 3)))
     one_granule = results["sst"]["timings"]["ours-ocean"]["min"] / 1e3 if "sst" in results else None
     step("orchestration", lambda: orchestration.run(args.orchestration_repeats, one_granule_seconds=one_granule))
     step("memory", function_memory.run)

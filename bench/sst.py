@@ -24,8 +24,6 @@ processing separately in a fresh process.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import statistics
 import sys
 import tempfile
 import zlib
@@ -35,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import ROOT, Timing, interleaved, ratio, run_json, timing_row  # noqa: E402
+from measure import ROOT, interleaved, ratio, run_json, timing_row  # noqa: E402
 
 MUR25 = ROOT / "tests" / "data" / "ghrsst" / "20181231090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"
 # MUR25's packing (from its analysed_sst attributes), hard-coded only by the floor contenders.
@@ -244,54 +242,12 @@ def inflate_bench(repeats: int) -> dict[str, Any]:
             "rows": {name: {**timing_row(x), "vs_zlib": ratio(x, base)} for name, x in t.items()}}
 
 
-FIXED_MALLOC = "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=16777216"
-"""A fixed mmap threshold above MUR25's largest array (2 MB) and a trim threshold above a granule's working memory
-(about 10 MB): tried, and not set in template.yaml (BENCHMARKS.md says why)."""
-MALLOC_CONTENDERS = {
-    "fresh process, glibc defaults": ([], False),
-    "S3 client made first, glibc defaults (the Processor)": (["--client"], False),
-    "fresh process, GLIBC_TUNABLES fixed": ([], True),
-}
-"""bench/malloc_probe.py's arguments, and whether its process starts with ``FIXED_MALLOC``."""
-
-
-def malloc_bench(repeats: int, granules: int = 10) -> dict[str, Any]:
-    """The Processor's work on a dekad item (``granules`` SYNTHETIC MUR25 granules) in fresh processes, interleaved:
-    with glibc's default malloc settings; after making an S3 client first, as the Processor does before its first
-    granule (loading botocore's S3 model frees large blocks, which moves glibc's dynamic thresholds); and started
-    with ``FIXED_MALLOC``. Each figure is the probe's own timing of the granules, not the process's start."""
-    from granulemap.synthetic import make_synthetic_series
-
-    base = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-    samples: dict[str, list[dict[str, float]]] = {name: [] for name in MALLOC_CONTENDERS}
-    with tempfile.TemporaryDirectory() as tmp:
-        make_synthetic_series(MUR25, Path(tmp), dt.date(2019, 1, 1), granules)
-        names = list(MALLOC_CONTENDERS)
-        for r in range(repeats):
-            for name in names[r % len(names):] + names[: r % len(names)]:
-                flags, fixed = MALLOC_CONTENDERS[name]
-                env = {**base, "GLIBC_TUNABLES": FIXED_MALLOC} if fixed else base
-                samples[name].append(run_json(["bench/malloc_probe.py", tmp, str(granules), *flags], env=env,
-                                              replace_env=True))
-    timings = {name: Timing(name, [x["ms_per_granule"] / 1e3 for x in xs]) for name, xs in samples.items()}
-    fresh, processor = names[0], names[1]
-    return {
-        "fixed": FIXED_MALLOC, "granules": granules, "repeats": repeats,
-        "timings": {name: timing_row(t) for name, t in timings.items()},
-        "faults_per_granule": {name: statistics.median(x["minor_faults_per_granule"] for x in xs)
-                               for name, xs in samples.items()},
-        "peak_mb": {name: max(x["peak_mb"] for x in xs) for name, xs in samples.items()},
-        "fresh_vs_processor": ratio(timings[fresh], timings[processor]),
-    }
-
-
 @dataclass
 class SstResult:
     timings: dict[str, dict[str, float]]
     ratios: dict[str, dict[str, float]]
     rss: dict[str, dict[str, float]]
     inflate: dict[str, Any]
-    malloc: dict[str, Any]
     checks: list[str]
     skipped: list[str]
 
@@ -315,7 +271,7 @@ def run(repeats: int) -> dict[str, Any]:
     rss = {name: run_json(["bench/rss_probe.py", "sst", name, str(MUR25)]) for name in contenders}
     return SstResult(
         timings={name: timing_row(t) for name, t in timings.items()}, ratios=ratios, rss=rss,
-        inflate=inflate_bench(repeats), malloc=malloc_bench(max(3, repeats // 3)), checks=checks, skipped=skipped,
+        inflate=inflate_bench(repeats), checks=checks, skipped=skipped,
     ).__dict__
 
 

@@ -22,6 +22,7 @@ from samcli.lib.translate.sam_template_validator import SamTemplateValidator
 from samcli.yamlhelper import yaml_parse
 
 from granulemap import layout
+from granulemap.local.worker import PROCESS_START_VARIABLES, process_start_environment
 from granulemap.models import ExecutionInput
 from granulemap.settings import _ENV as SETTINGS_ENVIRONMENT
 
@@ -134,11 +135,30 @@ def test_four_python312_functions_share_the_one_layer(sam: dict[str, Any], cfn: 
 
 def test_every_function_environment_variable_is_a_setting_the_code_reads(cfn: dict[str, Any]) -> None:
     known = set(SETTINGS_ENVIRONMENT.values()) | {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE",
-                                                   "LOG_LEVEL"}
+                                                   "LOG_LEVEL", *PROCESS_START_VARIABLES}
     for lid, fn in resources_of(cfn, "AWS::Lambda::Function").items():
         env = fn["Properties"]["Environment"]["Variables"]
         assert set(env) <= known, (lid, set(env) - known)
         assert env["BUCKET_NAME"] == {"Ref": "DataBucket"}
+
+
+def test_every_function_starts_with_the_same_malloc_settings(cfn: dict[str, Any]) -> None:
+    environments = [fn["Properties"]["Environment"]["Variables"]
+                    for fn in resources_of(cfn, "AWS::Lambda::Function").values()]
+    tunables = process_start_environment(environments)["GLIBC_TUNABLES"]
+    settings = {k: int(v) for k, v in (part.split("=") for part in tunables.split(":"))}
+    assert set(settings) == {"glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold"}
+    # The ceiling of glibc's dynamic mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX = 4 MiB * sizeof(long)):
+    # no block that glibc's own adjustment could keep on the heap is given an mmap.
+    assert settings["glibc.malloc.mmap_threshold"] == 4 * 1024 * 1024 * 8
+    # More than a MUR25 granule's working memory (BENCHMARKS.md's SST table: about 10 MB) is kept for the next one.
+    assert settings["glibc.malloc.trim_threshold"] > 10 * 1024**2
+
+
+def test_functions_that_disagree_on_a_process_start_variable_are_refused() -> None:
+    with pytest.raises(ValueError, match="GLIBC_TUNABLES differently"):
+        process_start_environment([{"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1"}, {}])
+    assert process_start_environment([{}, {"LOG_LEVEL": "INFO"}]) == {}
 
 
 def test_each_function_has_a_memory_parameter_and_logs_with_retention(cfn: dict[str, Any]) -> None:

@@ -73,6 +73,60 @@ def test_a_client_made_after_the_preload_follows_the_function_s_environment() ->
     assert json.loads(out.stdout.splitlines()[-1]) == ["eu-north-1", "http://127.0.0.1:4567", "function-key"]
 
 
+# ---- the malloc settings of template.yaml, which worker processes must get when they start ------------------------
+def _template_tunables() -> str:
+    from granulemap.local.template import load_template
+
+    from conftest import ROOT
+
+    return load_template(ROOT / "template.yaml")["Globals"]["Function"]["Environment"]["Variables"]["GLIBC_TUNABLES"]
+
+
+def _started_with() -> str | None:
+    return os.environ.get("GLIBC_TUNABLES")  # before any invocation: what the process started with
+
+
+def test_the_engine_s_worker_processes_start_with_the_template_s_malloc_settings(monkeypatch) -> None:
+    from granulemap.local.engine import LocalEngine
+
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    with LocalEngine(workers=1) as engine:
+        assert engine._fork_server is not None
+        assert engine._pool.submit(_started_with).result(timeout=120) == _template_tunables()
+    assert "GLIBC_TUNABLES" not in os.environ  # the engine's process environment is put back
+
+
+FAULTS = """
+import resource, sys
+from granulemap.recipes.sst_global_mean import global_mean_sst
+global_mean_sst("g.nc", method="ocean", path=sys.argv[1])  # the first granule grows the heap once
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    global_mean_sst("g.nc", method="ocean", path=sys.argv[1])
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+"""
+PAGES = 720 * 1440 * 2 / 4096
+"""One int16 field of MUR25, in 4 KiB pages."""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc")
+@pytest.mark.parametrize("tuned", [False, True], ids=["glibc defaults", "template's GLIBC_TUNABLES"])
+def test_with_the_template_s_malloc_settings_a_granule_reuses_the_heap_instead_of_fresh_pages(mur25, tuned) -> None:
+    """The mechanism template.yaml's comment names, in a process that did nothing else first: with glibc's defaults
+    each large array is a new mmap, faulted in page by page, granule after granule; with the settings the heap
+    keeps the memory and the next granule reuses it (BENCHMARKS.md's malloc section has what that is worth)."""
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    if tuned:
+        env["GLIBC_TUNABLES"] = _template_tunables()
+    out = subprocess.run([sys.executable, "-c", FAULTS, str(mur25)], env=env, capture_output=True, text=True,
+                         timeout=120, check=True)
+    faults = float(out.stdout.split()[-1])
+    if tuned:
+        assert faults < PAGES / 4
+    else:
+        assert faults > 2 * PAGES  # several fields' worth of fresh pages per granule
+
+
 def _list_through_the_default_client(bucket: str) -> int:
     from granulemap.storage import s3_client
 

@@ -162,6 +162,10 @@ class LocalEngine:
             from granulemap.local.channel import ChannelServer
 
             self._channel = ChannelServer(("127.0.0.1", port))
+        self.template = read_local_template(self.root, self.bucket, REGION, ACCOUNT, LOCAL_STACK_NAME,
+                                            self.parameter_overrides)
+        if not self.in_process:  # what glibc reads at a process's start (a handler thread's process has started)
+            self._setenv(worker.process_start_environment([f.environment for f in self.template.functions.values()]))
         # The fork server imports what the handlers need while this process imports moto and creates the
         # resources (on two cores the two start-ups overlap instead of adding up); every worker is then forked from
         # it when the pool first needs one, ready at once (granulemap/local/warmfork.py).
@@ -184,8 +188,6 @@ class LocalEngine:
         requests.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
         requests.post(f"{self.endpoint}/moto-api/config",
                       json={"stepfunctions": {"execute_state_machine": True}}, timeout=10).raise_for_status()
-        self.template = read_local_template(self.root, self.bucket, REGION, ACCOUNT, LOCAL_STACK_NAME,
-                                            self.parameter_overrides)
         self._patch_lambda()
         self._create_resources()
 

@@ -78,6 +78,29 @@ def _exit_without_finalizing() -> None:
     os._exit(0)
 
 
+PROCESS_START_VARIABLES = ("GLIBC_TUNABLES",)
+"""Variables of a function's environment that act only when its process starts: glibc reads GLIBC_TUNABLES before
+Python runs (template.yaml says why it is set). Lambda starts a function's process with its environment; the local
+engine starts its worker processes with these (``process_start_environment``), since ``invoke`` sets the rest of a
+function's environment only per invocation, too late for them."""
+
+
+def process_start_environment(environments: list[dict[str, str]]) -> dict[str, str]:
+    """The ``PROCESS_START_VARIABLES`` the functions' environments give, which one pool of worker processes shared
+    by every function needs them all to give alike (template.yaml sets them in Globals)."""
+    found: dict[str, str] = {}
+    for name in PROCESS_START_VARIABLES:
+        values = {env.get(name) for env in environments}
+        if len(values) > 1:
+            raise ValueError(f"template.yaml: the functions set {name} differently ({sorted(map(str, values))}); "
+                             "the local engine's workers serve every function and start with one value: set it in "
+                             "Globals.Function.Environment")
+        value = values.pop() if values else None
+        if value is not None:
+            found[name] = value
+    return found
+
+
 def _set_function_env(env: dict[str, str]) -> None:
     global _function_env_keys
     for key in _function_env_keys - env.keys():
