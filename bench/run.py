@@ -341,6 +341,13 @@ def sst_section(s: dict[str, Any]) -> list[str]:
     return out
 
 
+def _malloc_table(part: dict[str, Any], per: str, digits: int) -> list[str]:
+    rows = [f"| process | min ms | median ms | pages mapped in per {per} | peak RSS MB |", "|---|---:|---:|---:|---:|"]
+    rows += [f"| {name} | {fmt(t['min'], digits)} | {fmt(t['median'], digits)} | {part['faults'][name]:,.0f} | "
+             f"{part['peak_mb'][name]} |" for name, t in part["timings"].items()]
+    return rows + ["", "Ratios: " + "; ".join(f"{k}: {ratio_cell(v)}" for k, v in part["ratios"].items()) + ".", ""]
+
+
 def malloc_section(m: dict[str, Any]) -> list[str]:
     out = ["## malloc (glibc's settings, per item)", "",
            "template.yaml starts every function with `GLIBC_TUNABLES=" + m["tunables"] + "` (its comment says why). "
@@ -348,25 +355,17 @@ def malloc_section(m: dict[str, Any]) -> list[str]:
            f"{m['repeats']} interleaved repeats, min / median ms; pages mapped in are the process's minor page faults "
            "(median).", "",
            f"SST, a dekad item ({m['granules']} SYNTHETIC MUR25 granules, ms per granule, the first included):", "",
-           "| process | min ms | median ms | pages mapped in per granule | peak RSS MB |", "|---|---:|---:|---:|---:|"]
-    for name, t in m["sst"]["timings"].items():
-        out.append(f"| {name} | {fmt(t['min'])} | {fmt(t['median'])} | {m['sst']['faults'][name]:,.0f} | "
-                   f"{m['sst']['peak_mb'][name]} |")
-    out += ["", "Ratios: " + "; ".join(f"{k}: {ratio_cell(v)}" for k, v in m["sst"]["ratios"].items()) + ".", "",
-            f"ATL06, the busiest parent cell of the four SYNTHETIC granules of the ATL06 section (parent "
-            f"{m['atl06_parent']}; read, statistics and the write to an in-memory store; ms per run):", "",
-            "| process | min ms | median ms | pages mapped in per run | peak RSS MB |", "|---|---:|---:|---:|---:|"]
-    for name, t in m["atl06"]["timings"].items():
-        out.append(f"| {name} | {fmt(t['min'], 0)} | {fmt(t['median'], 0)} | {m['atl06']['faults'][name]:,.0f} | "
-                   f"{m['atl06']['peak_mb'][name]} |")
-    out += ["", "Ratio: " + "; ".join(f"{k}: {ratio_cell(v)}" for k, v in m["atl06"]["ratios"].items()) + ".", "",
-            "With glibc's defaults a block of 128 KiB or more gets its own mmap and freed heap goes back to the kernel "
-            "at once; glibc raises both thresholds only when a process frees a block larger than them, so whether a "
-            "granule's arrays are fresh pages (mapped in and zeroed every time) depends on what the process "
-            "allocated before: the same granules ran at two speeds depending on when an S3 client was made. The "
-            "tunables fix the mmap threshold at the ceiling of glibc's own adjustment, so no block it could keep on "
-            "the heap is given an mmap, and keep 16 MiB free before trimming. The memory section's peaks are "
-            "measured with them, and with glibc's defaults for comparison.", ""]
+           *_malloc_table(m["sst"], "granule", 2),
+           f"ATL06, the busiest parent cell of the four SYNTHETIC granules of the ATL06 section (parent "
+           f"{m['atl06_parent']}; read, statistics and the write to an in-memory store; ms per run):", "",
+           *_malloc_table(m["atl06"], "run", 0),
+           "With glibc's defaults a block of 128 KiB or more gets its own mmap and freed heap goes back to the kernel "
+           "at once; glibc raises both thresholds only when a process frees a block larger than them, so whether a "
+           "granule's arrays are fresh pages (mapped in and zeroed every time) depends on what the process "
+           "allocated before: the same granules ran at two speeds depending on when an S3 client was made. The "
+           "tunables fix the mmap threshold at the ceiling of glibc's own adjustment, so no block it could keep on "
+           "the heap is given an mmap, and keep 16 MiB free before trimming. The memory section's peaks are "
+           "measured with them, and with glibc's defaults for comparison.", ""]
     return out
 
 
