@@ -95,7 +95,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-concurrency", type=int)
     parser.add_argument("--workers", type=int)
     parser.add_argument("--warm-up-param", action="append", default=[],
-                        help="K=JSON: first run the first ten days with these parameters (a configuration of its "
+                        help="K=JSON: first run ten days per worker with these parameters (a configuration of its "
                              "own, so the measured run reuses none of its results) on the same started workspace, "
                              "and measure only the run after it")
     args = parser.parse_args(argv)
@@ -107,7 +107,10 @@ def main(argv: list[str]) -> int:
         doc["max_concurrency"] = args.max_concurrency
     out = Path(args.out)
     if args.warm_up_param:
-        warm_up = {**doc, "end": str(dt.date.fromisoformat(args.start) + dt.timedelta(days=9)),
+        # A dekad per worker, so that every worker has been forked before the measured run (a process pool forks
+        # one only when none is idle).
+        days = 10 * (args.workers or os.cpu_count() or 1)
+        warm_up = {**doc, "end": str(dt.date.fromisoformat(args.start) + dt.timedelta(days=days - 1)),
                    "params": {**doc.get("params", {}),
                               **{k: json.loads(v) for k, v in (p.split("=", 1) for p in args.warm_up_param)}}}
         with Workspace(out, workers=args.workers) as workspace:

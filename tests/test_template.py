@@ -161,6 +161,16 @@ def test_functions_that_disagree_on_a_process_start_variable_are_refused() -> No
     assert process_start_environment([{}, {"LOG_LEVEL": "INFO"}]) == {}
 
 
+def test_a_user_s_own_glibc_tunables_are_kept_unless_the_template_sets_the_same_one() -> None:
+    template = [{"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=100:glibc.malloc.trim_threshold=200"}]
+    user = {"GLIBC_TUNABLES": "glibc.rtld.optional_static_tls=2048:glibc.malloc.trim_threshold=1"}
+    merged = process_start_environment(template, user)["GLIBC_TUNABLES"]
+    assert dict(part.split("=") for part in merged.split(":")) == {
+        "glibc.rtld.optional_static_tls": "2048", "glibc.malloc.mmap_threshold": "100",
+        "glibc.malloc.trim_threshold": "200"}
+    assert process_start_environment(template, {})["GLIBC_TUNABLES"] == template[0]["GLIBC_TUNABLES"]
+
+
 def test_each_function_has_a_memory_parameter_and_logs_with_retention(cfn: dict[str, Any]) -> None:
     for lid, fn in resources_of(cfn, "AWS::Lambda::Function").items():
         memory = fn["Properties"]["MemorySize"]

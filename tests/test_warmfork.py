@@ -89,11 +89,13 @@ def _started_with() -> str | None:
 def test_the_engine_s_worker_processes_start_with_the_template_s_malloc_settings(monkeypatch) -> None:
     from granulemap.local.engine import LocalEngine
 
-    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    mine = "glibc.rtld.optional_static_tls=2048"  # a user's own tunable
+    monkeypatch.setenv("GLIBC_TUNABLES", mine)
     with LocalEngine(workers=1) as engine:
         assert engine._fork_server is not None
-        assert engine._pool.submit(_started_with).result(timeout=120) == _template_tunables()
-    assert "GLIBC_TUNABLES" not in os.environ  # the engine's process environment is put back
+        started_with = engine._pool.submit(_started_with).result(timeout=120)
+    assert started_with == f"{mine}:{_template_tunables()}"
+    assert os.environ["GLIBC_TUNABLES"] == mine  # the engine's process environment is put back
 
 
 FAULTS = """

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -30,16 +31,21 @@ def test_runs_share_one_engine_and_reuse_results_across_runs_and_workspaces(tmp_
     december = {"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-03", "source": str(source),
                 "group": "granule"}
     with Workspace(folder, workers=1) as workspace:
-        engine, machine = workspace.engine, workspace.engine.state_machine_arn
+        started = (workspace.engine.endpoint, workspace.engine._fork_server._server._forkserver_pid)
         first = workspace.run({**december, "end": "2018-12-02"}, out=tmp_path / "first")
         second = workspace.run(december)
-        assert workspace.engine is engine and engine.state_machine_arn == machine  # one engine, started once
+        # one engine, started once: the same moto server and fork server served both runs
+        assert (workspace.engine.endpoint, workspace.engine._fork_server._server._forkserver_pid) == started
+        with pytest.raises(RuntimeError, match="in use by another granulemap run or Workspace"):
+            Workspace(folder, workers=1).__enter__()
     assert first["status"] == second["status"] == "SUCCEEDED"
     assert first["granules"] == {"total": 2, "succeeded": 2, "failed": 0, "skipped": 0}
     assert second["granules"] == {"total": 3, "succeeded": 1, "failed": 0, "skipped": 2}  # one item per granule
     assert json.loads((tmp_path / "first" / "summary.json").read_text())["run_id"] == first["run_id"]
     second_out = folder / "runs" / second["run_id"]  # the default output folder
     assert (second_out / "summary.json").is_file() and (second_out / "logs" / "execution-history.json").is_file()
+    calls = [json.loads(line) for line in (second_out / "logs" / "invocations.jsonl").read_text().splitlines()]
+    assert [c["function"] for c in calls].count("ProcessorFunction") == 3  # its own invocations, not the first run's
     assert [r["granule"] for r in _rows(second)] == sorted(p.name for p in synthetic_month)
     assert _rows(second)[:2] == _rows(first)  # the reused results are the first run's
 
@@ -48,3 +54,23 @@ def test_runs_share_one_engine_and_reuse_results_across_runs_and_workspaces(tmp_
     assert third["granules"] == {"total": 3, "succeeded": 0, "failed": 0, "skipped": 3}
     assert _rows(third) == _rows(second)
     assert "CatalogBuilderFunction" in (folder / "logs" / "functions.log").read_text()
+
+
+def test_a_run_that_outlasts_its_timeout_is_stopped(tmp_path: Path, synthetic_month) -> None:
+    from granulemap.faults import ENV as FAULTS_ENV
+
+    source = tmp_path / "granules"
+    source.mkdir()
+    shutil.copy(synthetic_month[0], source / synthetic_month[0].name)
+    slow = {FAULTS_ENV: json.dumps({"delay_seconds": 2})}  # every item sleeps 2 s first
+    with Workspace(tmp_path / "workspace", workers=1, extra_env=slow) as workspace:
+        with pytest.raises(TimeoutError):
+            workspace.run({"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-01",
+                           "source": str(source)}, timeout=0.5)
+        sfn = workspace.engine.client("stepfunctions")
+        (execution,) = sfn.list_executions(stateMachineArn=workspace.engine.state_machine_arn)["executions"]
+        deadline = time.monotonic() + 30
+        while sfn.describe_execution(executionArn=execution["executionArn"])["status"] == "RUNNING":
+            assert time.monotonic() < deadline, "the timed-out execution was not stopped"
+            time.sleep(0.1)
+        assert sfn.describe_execution(executionArn=execution["executionArn"])["status"] == "ABORTED"

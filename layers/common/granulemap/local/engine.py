@@ -61,6 +61,11 @@ def project_root() -> Path:
     raise FileNotFoundError("cannot find template.yaml: run from a granulemap checkout or set GRANULEMAP_ROOT")
 
 
+def execution_name() -> str:
+    """A new local execution's name: unique, and sorted by start time."""
+    return time.strftime("local-%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:6]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -165,7 +170,8 @@ class LocalEngine:
         self.template = read_local_template(self.root, self.bucket, REGION, ACCOUNT, LOCAL_STACK_NAME,
                                             self.parameter_overrides)
         if not self.in_process:  # what glibc reads at a process's start (a handler thread's process has started)
-            self._setenv(worker.process_start_environment([f.environment for f in self.template.functions.values()]))
+            self._setenv(worker.process_start_environment([f.environment for f in self.template.functions.values()],
+                                                          dict(os.environ)))
         # The fork server imports what the handlers need while this process imports moto and creates the
         # resources (on two cores the two start-ups overlap instead of adding up); every worker is then forked from
         # it when the pool first needs one, ready at once (granulemap/local/warmfork.py).
@@ -439,7 +445,7 @@ class LocalEngine:
     # ---- executions ----------------------------------------------------------------------------------
     def start(self, execution_input: dict[str, Any], name: str | None = None) -> str:
         self.reset_progress()
-        name = name or time.strftime("local-%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:6]
+        name = name or execution_name()
         return self.client("stepfunctions").start_execution(
             stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(execution_input)
         )["executionArn"]

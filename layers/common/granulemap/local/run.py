@@ -10,7 +10,7 @@ from typing import Any
 
 from granulemap import layout
 from granulemap.errors import readable_cause
-from granulemap.local.engine import LocalEngine
+from granulemap.local.engine import LocalEngine, execution_name
 
 
 def progress_line(counts: dict[str, Any], elapsed: float, width: int = 30) -> str:
@@ -50,39 +50,78 @@ class _Progress:
         self.stream.flush()
 
 
+def _lock_folder(folder: Path) -> Any:
+    """An exclusive lock on FOLDER/state for as long as the returned file is open: two local runs sharing one
+    emulated bucket would each load it once and overwrite each other's objects."""
+    handle = open(folder / ".granulemap-lock", "a+")  # noqa: SIM115 - held open for the workspace's life
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RuntimeError(f"{folder} is in use by another granulemap run or Workspace (in this process or "
+                           "another): wait for it to end, or use another folder") from None
+    return handle
+
+
 class Workspace:
     """Local runs that share one started engine: for a notebook or a script that runs several date ranges or recipes.
 
     ``with Workspace(folder) as ws: ws.run({...})`` starts the engine once (about a second: moto, the workers'
     imports) instead of once per run. The emulated bucket lives under FOLDER/state, so results found done are reused
-    across runs and across workspaces on the same folder, the handlers' output goes to FOLDER/logs/functions.log,
-    and each run's products, summary.json and execution history go to its own ``out`` folder (default:
-    FOLDER/runs/<execution name>).
+    across runs and across workspaces on the same folder (one at a time: a second one open on the folder, in any
+    process, is refused), the handlers' output goes to FOLDER/logs/functions.log, and each run's products,
+    summary.json, Lambda invocations and execution history go to its own ``out`` folder (default:
+    FOLDER/runs/<execution name>). While it is open, this process's environment holds the local endpoint, fake AWS
+    keys and template.yaml's GLIBC_TUNABLES (for the worker processes it starts); all are put back when it closes.
     """
 
     def __init__(self, folder: str | Path, workers: int | None = None, extra_env: dict[str, str] | None = None):
         self.folder = Path(folder).resolve()
-        (self.folder / "logs").mkdir(parents=True, exist_ok=True)
         self.engine = LocalEngine(workers=workers, log_path=self.folder / "logs" / "functions.log",
                                   extra_env=extra_env, state_dir=self.folder / "state")
+        self._lock: Any = None
 
     def __enter__(self) -> Workspace:
-        self.engine.__enter__()
+        (self.folder / "logs").mkdir(parents=True, exist_ok=True)
+        self._lock = _lock_folder(self.folder)
+        try:
+            self.engine.__enter__()
+        except BaseException:
+            self._lock.close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.engine.__exit__(*exc)
+        try:
+            self.engine.__exit__(*exc)
+        finally:
+            self._lock.close()
 
     def run(self, execution_input: dict[str, Any], out: str | Path | None = None, progress: bool = False,
             timeout: float | None = None) -> dict[str, Any]:
-        """Run one execution; write OUT/summary.json (outputs as local paths) and return it."""
+        """Run one execution; write OUT/summary.json (outputs as local paths) and return it. A run that outlasts
+        ``timeout`` seconds is stopped, and TimeoutError raised."""
         engine = self.engine
-        arn = engine.start(execution_input)
-        run_id = arn.rsplit(":", 1)[-1]
-        out = (Path(out) if out is not None else self.folder / "runs" / run_id).resolve()
+        name = execution_name()
+        out = (Path(out) if out is not None else self.folder / "runs" / name).resolve()
         (out / "logs").mkdir(parents=True, exist_ok=True)
+        arn = engine.start(execution_input, name)
+        run_id = arn.rsplit(":", 1)[-1]
         show = _Progress(engine, progress)
-        desc = engine.wait(arn, on_poll=show, timeout=timeout)
+        try:
+            desc = engine.wait(arn, on_poll=show, timeout=timeout)
+        except TimeoutError:
+            engine.client("stepfunctions").stop_execution(executionArn=arn, error="TimedOut",
+                                                          cause=f"the local run took more than {timeout} s")
+            raise
+        finally:
+            if out / "logs" != self.folder / "logs":  # the engine's own record is the workspace's, of every run
+                with open(out / "logs" / "invocations.jsonl", "w") as f:
+                    f.writelines(json.dumps(record) + "\n" for record in list(engine.invocations))
         show(final=True)
         history = engine.history(arn)
         (out / "logs" / "execution-history.json").write_text(json.dumps(history, default=str, indent=1))
@@ -94,7 +133,7 @@ class Workspace:
             summary = {
                 "status": "FAILED", "run_id": run_id, "recipe": execution_input.get("recipe"),
                 "params": execution_input.get("params", {}),
-                "items": {"total": 0, "succeeded": 0, "failed": 0, "skipped": 0},
+                "items": {"total": 0, "succeeded": 0, "failed": 0, "skipped": 0}, "granules": None,
                 "failures": [], "outputs": [],
             }
         local_outputs: list[str] = []

@@ -85,9 +85,11 @@ engine starts its worker processes with these (``process_start_environment``), s
 function's environment only per invocation, too late for them."""
 
 
-def process_start_environment(environments: list[dict[str, str]]) -> dict[str, str]:
+def process_start_environment(environments: list[dict[str, str]],
+                              current: dict[str, str] | None = None) -> dict[str, str]:
     """The ``PROCESS_START_VARIABLES`` the functions' environments give, which one pool of worker processes shared
-    by every function needs them all to give alike (template.yaml sets them in Globals)."""
+    by every function needs them all to give alike (template.yaml sets them in Globals). ``current`` (this
+    process's environment) keeps its own GLIBC_TUNABLES entries unless the template sets the same tunable."""
     found: dict[str, str] = {}
     for name in PROCESS_START_VARIABLES:
         values = {env.get(name) for env in environments}
@@ -98,6 +100,12 @@ def process_start_environment(environments: list[dict[str, str]]) -> dict[str, s
         value = values.pop() if values else None
         if value is not None:
             found[name] = value
+    if "GLIBC_TUNABLES" in found and (current or {}).get("GLIBC_TUNABLES"):
+        def entries(text: str) -> dict[str, str]:
+            return dict(part.split("=", 1) for part in text.split(":") if "=" in part)
+
+        merged = {**entries((current or {})["GLIBC_TUNABLES"]), **entries(found["GLIBC_TUNABLES"])}
+        found["GLIBC_TUNABLES"] = ":".join(f"{k}={v}" for k, v in merged.items())
     return found
 
 
