@@ -100,13 +100,16 @@ def process_start_environment(environments: list[dict[str, str]],
         value = values.pop() if values else None
         if value is not None:
             found[name] = value
-    if "GLIBC_TUNABLES" in found and (current or {}).get("GLIBC_TUNABLES"):
-        def entries(text: str) -> dict[str, str]:
-            return dict(part.split("=", 1) for part in text.split(":") if "=" in part)
-
-        merged = {**entries((current or {})["GLIBC_TUNABLES"]), **entries(found["GLIBC_TUNABLES"])}
+    mine = (current or {}).get("GLIBC_TUNABLES")
+    if "GLIBC_TUNABLES" in found and mine:
+        merged = {**_tunables(mine), **_tunables(found["GLIBC_TUNABLES"])}
         found["GLIBC_TUNABLES"] = ":".join(f"{k}={v}" for k, v in merged.items())
     return found
+
+
+def _tunables(text: str) -> dict[str, str]:
+    """GLIBC_TUNABLES' ``name=value:name=value`` as a dict, in order."""
+    return dict(part.split("=", 1) for part in text.split(":") if "=" in part)
 
 
 def _set_function_env(env: dict[str, str]) -> None:
