@@ -219,3 +219,72 @@ def test_what_the_fork_server_prints_goes_to_the_run_log_not_the_terminal(tmp_pa
     assert "preload says hello" in log.read_text() and "and warns" in log.read_text()
     printed = capfd.readouterr()
     assert "preload says" not in printed.out + printed.err and "and warns" not in printed.out + printed.err
+
+
+def _loaded(names: tuple[str, ...]) -> list[str]:
+    return [name for name in names if name in sys.modules]
+
+
+def test_every_module_the_preload_imports_is_one_the_handlers_of_an_sst_run_import(tmp_path, monkeypatch,
+                                                                                      mur25) -> None:
+    """The preload is the critical path of a local run's start (the first invocation waits for it): a module there
+    that no handler imports is start-up time for nothing. A spawned worker (fresh interpreter, nothing preloaded)
+    runs every function of a one-granule SST run; then it must have imported each module of the preload, except the
+    other built-in SST recipe's (preloaded for its runs, and tiny)."""
+    import shutil
+
+    from granulemap.local import preload
+    from granulemap.local.engine import LocalEngine
+
+    source = tmp_path / "granules"
+    source.mkdir()
+    shutil.copy(mur25, source / mur25.name)
+    monkeypatch.setattr(LocalEngine, "worker_start", "spawn")
+    with LocalEngine(workers=1) as engine:
+        assert engine._fork_server is None
+        desc = engine.run({"recipe": "sst-global-mean", "start": "2018-12-31", "end": "2018-12-31",
+                           "source": str(source)}, timeout=300)
+        assert desc["status"] == "SUCCEEDED", desc.get("cause")
+        loaded = engine._pool.submit(_loaded, preload.MODULES).result(timeout=60)
+    assert sorted(set(preload.MODULES) - set(loaded)) == ["granulemap.recipes.sst_box_mean"]
+
+
+def _collector() -> tuple[bool, int]:
+    import gc
+
+    return gc.isenabled(), gc.get_freeze_count()
+
+
+def test_workers_collect_garbage_and_leave_the_preloaded_objects_out_of_it() -> None:
+    """The preload runs with the collector off and freezes what it made (granulemap/local/preload.py): a worker
+    forked afterwards must have the collector on again, with those objects in the permanent generation."""
+    server = WarmForkServer(["granulemap.local.preload"])
+    server.start()
+    try:
+        with ProcessPoolExecutor(1, mp_context=server.context()) as pool:
+            enabled, frozen = pool.submit(_collector).result(timeout=120)
+    finally:
+        server.stop()
+    assert enabled
+    assert frozen > 100_000  # numpy, boto3, matplotlib, ...: far more than an empty interpreter's objects
+
+
+def test_the_engine_freezes_its_start_up_objects_while_open_and_gives_the_process_back_as_it_was() -> None:
+    import gc
+
+    from granulemap.local.engine import LocalEngine
+
+    enabled_before, frozen_before = _collector()
+    assert enabled_before
+    with LocalEngine(workers=1) as engine:
+        enabled, frozen = _collector()
+        assert enabled and frozen > frozen_before + 100_000  # moto, botocore's models
+        assert engine._pool.submit(_collector).result(timeout=120)[0]
+    assert _collector() == (True, 0)  # unfrozen (the interpreter's own few frozen objects too: gc has no other way)
+    gc.disable()
+    try:
+        with LocalEngine(workers=1):
+            assert not gc.isenabled()  # a caller that turned the collector off keeps it off
+    finally:
+        gc.enable()
+    assert _collector() == (True, 0)

@@ -12,6 +12,10 @@ Aggregate draws with matplotlib, which it would otherwise import (0.4 s) on the 
 item. granulemap's own modules are imported too; a recipe's module is imported by its first invocation (only the
 small SST ones are here: atl06-cell-stats brings zarr and s3fs, 0.3 s, which every other run would pay at start).
 
+The preload takes longer than the engine's own start-up (importing and starting moto), so every step of it delays a
+run's first invocation: only what the handlers import belongs here (tests/test_warmfork.py checks that the handlers
+of an SST run, in a spawned worker, import every module listed).
+
 Each step may fail on its own (a library missing, a bad MPLBACKEND or AWS_PROFILE in the user's environment): it is
 then skipped, and the workers do it on first use, as a Lambda would. multiprocessing's fork server would survive an
 ImportError of this module but die of any other error, and every worker with it.
@@ -19,6 +23,7 @@ ImportError of this module but die of any other error, and every worker with it.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 
@@ -56,14 +61,24 @@ def _output_to_the_run_log() -> None:
 
 
 def preload() -> None:
+    """Every step, with the cyclic garbage collector off: importing allocates hundreds of thousands of objects that
+    live as long as the process, and the collections they trigger would traverse them again and again (a sixth of
+    the preload's time). They are then frozen (``gc.freeze``, as the gc module's documentation advises before fork
+    without exec): the workers' own collections skip them, and do not write to their pages, which stay shared with
+    this process instead of being copied into every worker."""
     _output_to_the_run_log()
     steps = [(name, lambda name=name: importlib.import_module(name)) for name in MODULES]
     steps += [("installed recipes", _installed_recipes), ("botocore's S3 model", _load_s3_model)]
-    for what, step in steps:
-        try:
-            step()
-        except Exception as exc:  # noqa: BLE001 - a head start only; see the module's docstring
-            skipped[what] = f"{type(exc).__name__}: {exc}"
+    gc.disable()
+    try:
+        for what, step in steps:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - a head start only; see the module's docstring
+                skipped[what] = f"{type(exc).__name__}: {exc}"
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 preload()
