@@ -3,7 +3,8 @@
 Every figure is from a fresh process (bench/malloc_probe.py), the contenders interleaved:
 - SST, a dekad item (10 SYNTHETIC MUR25 granules): glibc's defaults with an S3 client made before the recipe is
   imported, and after it (a Processor makes one either way, depending on its handler's imports), and in a process
-  that makes none (``granulemap process`` on local files); template.yaml's GLIBC_TUNABLES with no client;
+  that makes none; template.yaml's GLIBC_TUNABLES with no client; and glibc's defaults with the same settings made
+  by mallopt after the recipe's import, as ``granulemap process`` does (granulemap/heap.py);
 - ATL06, the busiest parent cell of four SYNTHETIC granules (bench/atl06.py): glibc's defaults and the tunables.
 """
 
@@ -27,6 +28,7 @@ SST_CONTENDERS = {
     f"{DEFAULTS}, S3 client made after the recipe's import": (["--client-after"], False),
     f"{DEFAULTS}, no S3 client": ([], False),
     f"{TUNED}, no S3 client": ([], True),
+    f"{DEFAULTS}, the same settings by mallopt once running (`granulemap process`)": (["--mallopt"], False),
 }
 ATL06_CONTENDERS = {DEFAULTS: False, TUNED: True}
 
@@ -74,7 +76,7 @@ def run(repeats: int, granules: int = 10, segments_per_beam: int = 100_000) -> d
                                    for k, t in ATL06_CONTENDERS.items()}, repeats, tunables))
     st, at = sst.pop("_t"), atl.pop("_t")
     names = list(SST_CONTENDERS)
-    sst["ratios"] = {f"{n} / {names[3]}": ratio(st[n], st[names[3]]) for n in names[:3]}
+    sst["ratios"] = {f"{n} / {names[3]}": ratio(st[n], st[names[3]]) for n in names[:3] + names[4:]}
     atl["ratios"] = {f"{DEFAULTS} / {TUNED}": ratio(at[DEFAULTS], at[TUNED])}
     return {"tunables": tunables, "granules": granules, "repeats": repeats, "sst": sst, "atl06": atl,
             "atl06_parent": busiest}

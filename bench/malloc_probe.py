@@ -1,9 +1,10 @@
 """Per-item work in this fresh process, as its malloc is configured: one JSON line.
 
-``malloc_probe.py sst DIR N [--client-first | --client-after]``: reduce the first N granules of DIR (sst-global-mean,
-method ocean, one after the other as the Processor reduces a dekad item); ``--client-first`` makes an S3 client
-before importing the recipe, ``--client-after`` after (the Processor's order depends on its handler's imports:
-either can happen). ``ms`` is per granule, all N, the first included (a Lambda item starts cold too).
+``malloc_probe.py sst DIR N [--client-first | --client-after | --mallopt]``: reduce the first N granules of DIR
+(sst-global-mean, method ocean, one after the other as the Processor reduces a dekad item); ``--client-first`` makes
+an S3 client before importing the recipe, ``--client-after`` after (the Processor's order depends on its handler's
+imports: either can happen); ``--mallopt`` sets the Processor's malloc settings after the import, as ``granulemap
+process`` does (granulemap/heap.py). ``ms`` is per granule, all N, the first included (a Lambda item starts cold too).
 
 ``malloc_probe.py atl06 PARENT FILE...``: the ATL06 Processor's work on one parent cell (bench/atl06.py ``ours``,
 written to an in-memory store), once untimed, then ``ms`` is the median of three.
@@ -43,6 +44,10 @@ def sst(directory: str, count: str, *flags: str) -> dict[str, float]:
 
     if "--client-after" in flags:
         _s3_client()
+    if "--mallopt" in flags:
+        from granulemap.cli import processor_malloc_settings
+
+        processor_malloc_settings()
     paths = sorted(Path(directory).glob("*.nc"))[: int(count)]
     faults, started = _faults(), time.perf_counter()
     for path in paths:

@@ -129,6 +129,32 @@ def test_with_the_template_s_malloc_settings_a_granule_reuses_the_heap_instead_o
         assert faults > 2 * PAGES  # several fields' worth of fresh pages per granule
 
 
+CLI_FAULTS = """
+import contextlib, io, resource, sys
+from granulemap.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    main(["process", "--recipe", "sst-global-mean", sys.argv[1]])  # the first granule grows the heap once
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    main(["process", "--recipe", "sst-global-mean", *[sys.argv[1]] * 5])
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc")
+def test_granulemap_process_started_without_the_settings_gives_itself_the_processor_s(mur25) -> None:
+    """``granulemap process`` runs in the user's shell, without template.yaml's GLIBC_TUNABLES: it sets the
+    Processor's with mallopt (granulemap/heap.py), and its granules reuse the heap as a Processor's do."""
+    from granulemap.heap import parse_tunables, set_at_runtime
+
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    out = subprocess.run([sys.executable, "-c", CLI_FAULTS, str(mur25)], env=env, capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert float(out.stdout.split()[-1]) < PAGES / 4  # the defaults: > 2 * PAGES (the test above)
+    assert set_at_runtime("glibc.malloc.no_such_tunable=1:glibc.rtld.optional_static_tls=2048") == {}
+    assert parse_tunables(_template_tunables()).keys() == {"glibc.malloc.mmap_threshold",
+                                                           "glibc.malloc.trim_threshold"}  # both set by mallopt
+
+
 def _list_through_the_default_client(bucket: str) -> int:
     from granulemap.storage import s3_client
 

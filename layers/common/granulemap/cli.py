@@ -51,14 +51,33 @@ def execution_input(args: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
-def _local_settings() -> Any:
-    """The settings BuildCatalog would get from template.yaml, to validate before starting anything."""
+def _local_template() -> Any:
+    """template.yaml as the local engine reads it (raises FileNotFoundError outside a granulemap checkout)."""
     from granulemap.local.engine import ACCOUNT, LOCAL_BUCKET, LOCAL_STACK_NAME, REGION, project_root
     from granulemap.local.template import read_local_template
+
+    return read_local_template(project_root(), LOCAL_BUCKET, REGION, ACCOUNT, LOCAL_STACK_NAME)
+
+
+def _local_settings() -> Any:
+    """The settings BuildCatalog would get from template.yaml, to validate before starting anything."""
     from granulemap.settings import load_settings
 
-    template = read_local_template(project_root(), LOCAL_BUCKET, REGION, ACCOUNT, LOCAL_STACK_NAME)
-    return load_settings(template.functions["CatalogBuilderFunction"].environment)
+    return load_settings(_local_template().functions["CatalogBuilderFunction"].environment)
+
+
+def processor_malloc_settings() -> None:
+    """``process`` does the Processor's work, so it takes the Processor's malloc settings (granulemap/heap.py):
+    without them a granule could take up to 1.7 times as long (BENCHMARKS.md, malloc). Nothing changes outside a
+    checkout (no template.yaml) or where mallopt does not exist."""
+    from granulemap.heap import VARIABLE, set_at_runtime
+
+    try:
+        tunables = _local_template().functions["ProcessorFunction"].environment.get(VARIABLE)
+    except FileNotFoundError:
+        return
+    if tunables:
+        set_at_runtime(tunables)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -81,6 +100,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     from granulemap.grouping import item_id_for
 
     recipe = get_recipe(args.recipe)
+    processor_malloc_settings()
     raw = dict(args.param or [])
     if args.method is not None:
         raw["method"] = args.method

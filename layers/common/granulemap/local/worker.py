@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from granulemap.heap import parse_tunables
+
 _base_env: dict[str, str] = {}
 _function_env_keys: set[str] = set()
 _modules: dict[str, ModuleType] = {}
@@ -102,14 +104,9 @@ def process_start_environment(environments: list[dict[str, str]],
             found[name] = value
     mine = (current or {}).get("GLIBC_TUNABLES")
     if "GLIBC_TUNABLES" in found and mine:
-        merged = {**_tunables(mine), **_tunables(found["GLIBC_TUNABLES"])}
+        merged = {**parse_tunables(mine), **parse_tunables(found["GLIBC_TUNABLES"])}
         found["GLIBC_TUNABLES"] = ":".join(f"{k}={v}" for k, v in merged.items())
     return found
-
-
-def _tunables(text: str) -> dict[str, str]:
-    """GLIBC_TUNABLES' ``name=value:name=value`` as a dict, in order."""
-    return dict(part.split("=", 1) for part in text.split(":") if "=" in part)
 
 
 def _set_function_env(env: dict[str, str]) -> None:
