@@ -74,3 +74,30 @@ def test_a_run_that_outlasts_its_timeout_is_stopped(tmp_path: Path, synthetic_mo
             assert time.monotonic() < deadline, "the timed-out execution was not stopped"
             time.sleep(0.1)
         assert sfn.describe_execution(executionArn=execution["executionArn"])["status"] == "ABORTED"
+
+
+UNGUARDED = """
+import json, sys
+from granulemap.local.run import Workspace
+
+with Workspace(sys.argv[1], workers=2) as ws:  # at module level: no `if __name__ == "__main__":` guard
+    summary = ws.run({"recipe": "sst-global-mean", "start": "2018-12-31", "end": "2018-12-31", "source": sys.argv[2]})
+print(json.dumps([summary["status"], summary["granules"]["succeeded"]]))
+"""
+
+
+def test_a_script_without_a_main_guard_runs_its_workspace_once(tmp_path: Path, mur25) -> None:
+    """multiprocessing makes every worker import the caller's main script; the engine's workers skip that, so the
+    README's example works pasted into a script as it is (each worker used to open the Workspace again and die)."""
+    import subprocess
+    import sys
+
+    source = tmp_path / "granules"
+    source.mkdir()
+    shutil.copy(mur25, source / mur25.name)
+    script = tmp_path / "example.py"
+    script.write_text(UNGUARDED)
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "ws"), str(source)], capture_output=True,
+                         text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.splitlines()[-1]) == ["SUCCEEDED", 1]

@@ -67,6 +67,9 @@ class WarmForkServer:
         return _Context(self._server)
 
 
+_MAIN_MODULE_KEYS = ("init_main_from_name", "init_main_from_path")
+"""What multiprocessing hands a child so that it imports the parent's ``__main__`` (multiprocessing.spawn)."""
+
 if forkserver is not None:
 
     class _Popen(popen_forkserver.Popen):
@@ -75,8 +78,12 @@ if forkserver is not None:
             super().__init__(process_obj)
 
         def _launch(self, process_obj: Any) -> None:
-            # CPython 3.12's popen_forkserver.Popen._launch, except that it asks this server, not the global one.
-            prep_data = spawn.get_preparation_data(process_obj._name)
+            # CPython 3.12's popen_forkserver.Popen._launch, except that it asks this server, not the global one, and
+            # that the child does not import the caller's main module: multiprocessing would run a script again in
+            # every worker (a script without an `if __name__ == "__main__":` guard that opens a Workspace then fails
+            # in each worker), and the workers only run functions of granulemap's modules.
+            prep_data = {k: v for k, v in spawn.get_preparation_data(process_obj._name).items()
+                         if k not in _MAIN_MODULE_KEYS}
             buf = io.BytesIO()
             set_spawning_popen(self)
             try:
