@@ -106,13 +106,12 @@ def start(capsys: pytest.CaptureFixture[str], *flags: str) -> str:
 # ---- start ----------------------------------------------------------------------------------------------------
 def test_start_runs_the_stacks_state_machine_with_the_input_the_flags_describe(stack, capsys) -> None:
     arn = start(capsys, "--start", "2018-12-01", "--end", "2018-12-31", "--collection", "MUR25-JPL-L4-GLOB-v04.2",
-                "--bbox", "170", "-10", "-170", "10", "--max-concurrency", "8", "--param", "method=podaac-tutorial")
+                "--max-concurrency", "8", "--param", "method=podaac-tutorial")
     desc = wait(arn)
     assert desc["stateMachineArn"] == stack["state_machine"]
     assert json.loads(desc["input"]) == {
         "recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-31",
-        "collection": "MUR25-JPL-L4-GLOB-v04.2", "bbox": [170.0, -10.0, -170.0, 10.0], "max_concurrency": 8,
-        "params": {"method": "podaac-tutorial"},
+        "collection": "MUR25-JPL-L4-GLOB-v04.2", "max_concurrency": 8, "params": {"method": "podaac-tutorial"},
     }
     assert desc["name"].startswith("sst-global-mean-20181201-20181231-")  # the run id: runs/<name>/ in the bucket
     assert desc["status"] == "SUCCEEDED"
@@ -141,6 +140,19 @@ def test_start_rejects_bad_input_with_buildcatalogs_own_message_and_starts_nothi
     assert rc == 2
     expected = _catalog_builder_rejection({"recipe": "sst-global-mean", "start": dates[0], "end": dates[1]})
     assert field in expected and f"granulemap: {expected}" in err
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    assert sfn.list_executions(stateMachineArn=stack["state_machine"])["executions"] == []
+
+
+def test_start_passes_a_bbox_on_and_refuses_one_that_would_change_nothing(stack, capsys) -> None:
+    from granulemap.cli import build_parser, execution_input
+
+    args = build_parser().parse_args(["start", "--stack", STACK, "--recipe", "atl06-cell-stats", "--start",
+                                      "2018-10-13", "--end", "2018-10-13", "--bbox", "170", "-80", "-170", "-60"])
+    assert execution_input(args)["bbox"] == [170.0, -80.0, -170.0, -60.0]  # west > east: across the antimeridian
+    rc = main(["start", "--stack", STACK, "--recipe", "sst-global-mean", "--start", "2018-12-01", "--end",
+               "2018-12-31", "--bbox", "170", "-10", "-170", "10"])
+    assert rc == 2 and "field 'bbox'" in capsys.readouterr().err
     sfn = boto3.client("stepfunctions", region_name=REGION)
     assert sfn.list_executions(stateMachineArn=stack["state_machine"])["executions"] == []
 

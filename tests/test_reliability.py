@@ -195,6 +195,7 @@ BAD_INPUTS = [
     ({"start": "2019-01-10", "end": "2019-01-01"}, "before start"),
     ({"start": "2000-01-01", "end": "2019-01-01"}, "field 'end'"),
     ({"bbox": [10, 5, 20, -5]}, "field 'bbox'"),
+    ({"bbox": [-170, -5, -120, 5]}, "field 'bbox': it narrows a NASA CMR search, not a 'source' folder"),
     ({"max_concurrency": 0}, "field 'max_concurrency'"),
     ({"max_concurrency": 20000}, "field 'max_concurrency'"),
     ({"tolerated_failure_percentage": 120}, "field 'tolerated_failure_percentage'"),
