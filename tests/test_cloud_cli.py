@@ -267,3 +267,19 @@ def test_results_ask_for_the_stack_when_no_stack_owns_the_state_machine(stack, c
     wait(arn)
     assert main(["results", arn, "--out", str(tmp_path)]) == 2
     assert f"no CloudFormation stack owns {stack['state_machine']}: give --stack" in capsys.readouterr().err
+
+
+def test_without_aws_credentials_a_command_says_so_in_one_line_and_exits_3(monkeypatch, capsys) -> None:
+    """Not a traceback, and not exit 1, which `status` keeps for a run that failed."""
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", raising=False)
+    monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", raising=False)
+    rc = main(["status", f"arn:aws:states:{REGION}:123456789012:execution:sm:run"])
+    err = capsys.readouterr().err
+    assert rc == 3
+    assert err.strip().splitlines() == ["granulemap: AWS: NoCredentialsError: Unable to locate credentials (set up "
+                                        "AWS credentials: aws configure, aws sso login, or AWS_PROFILE)"]

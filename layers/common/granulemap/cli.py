@@ -1,4 +1,5 @@
-"""The ``granulemap`` command: run the pipeline locally, reduce single granules, list recipes."""
+"""The ``granulemap`` command: run the pipeline locally (run, process), start and follow runs of a deployed stack
+(start, status, results), estimate a run's AWS cost (estimate), list recipes and redraw pictures (recipes, plot)."""
 
 from __future__ import annotations
 
@@ -136,8 +137,18 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+_AWS_HINTS = {
+    "NoCredentialsError": " (set up AWS credentials: aws configure, aws sso login, or AWS_PROFILE)",
+    "NoRegionError": " (give --region, or set one: aws configure)",
+    "EndpointConnectionError": " (no network, or the wrong --region?)",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="granulemap", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="granulemap", description=__doc__.replace("``", ""), formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit status: 0 done (the run succeeded), 1 the run failed, 2 bad input (nothing started), "
+               "3 AWS refused or could not be reached, 130 interrupted")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the state machine locally (moto's Step Functions engine, offline)")
@@ -194,6 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     except GranulemapError as exc:
         print(f"granulemap: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        if type(exc).__module__.startswith("botocore"):  # AWS said no, or could not be asked: not a failed run
+            print(f"granulemap: AWS: {type(exc).__name__}: {exc}{_AWS_HINTS.get(type(exc).__name__, '')}",
+                  file=sys.stderr)
+            return 3
+        raise
     except KeyboardInterrupt:
         print("granulemap: interrupted", file=sys.stderr)
         return 130

@@ -54,8 +54,13 @@ class Stack:
         return Settings.model_validate(values)
 
 
+DEFAULT_REGION = "us-west-2"
+"""Where samconfig.toml deploys the stack: the region of NASA's Earthdata Cloud buckets, which the Processor reads."""
+
+
 def _client(service: str, region: str | None = None) -> Any:
-    return boto3.client(service, region_name=region)
+    """A client in ``region``, else your AWS configuration's region, else DEFAULT_REGION."""
+    return boto3.client(service, region_name=region or boto3.session.Session().region_name or DEFAULT_REGION)
 
 
 def region_of(arn: str) -> str:
@@ -284,7 +289,8 @@ def add_cloud_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     start.add_argument("--tolerated-failure-percentage", type=float, dest="tolerated_failure_percentage")
     start.add_argument("--group", choices=("dekad", "granule"), help=GROUP_HELP)
     start.add_argument("--name", help="execution name (default: recipe, dates and a random suffix)")
-    start.add_argument("--region", help="AWS region of the stack (default: your AWS configuration's)")
+    start.add_argument("--region", help=f"AWS region of the stack (default: your AWS configuration's, else "
+                                        f"{DEFAULT_REGION}, where samconfig.toml deploys it)")
     start.set_defaults(func=cmd_start)
 
     status = sub.add_parser("status", help="status, current state and item counts of a run (exit 1 if it failed)")
