@@ -109,3 +109,17 @@ def test_plot_of_a_store_with_periods_draws_the_one_asked_for(tmp_path: Path, ca
     assert (tmp_path / "march.png").read_bytes().startswith(b"\x89PNG")
     assert main(["plot", str(store), "--time", "2019-05-01"]) == 2
     assert "2019-03-01..2019-03-31, 2019-04-01..2019-04-30" in capsys.readouterr().err
+
+
+def test_the_summary_leads_with_what_the_verdict_counts_and_says_each_count_once(capsys) -> None:
+    from granulemap.cloud import print_summary
+
+    print_summary({"status": "FAILED", "items": {"total": 1, "succeeded": 1, "failed": 0, "skipped": 0},
+                   "granules": {"total": 10, "succeeded": 8, "failed": 2, "skipped": 0},
+                   "message": "2 of 10 granules failed (20.0%), more than the tolerated 5%; first failures: ...",
+                   "failures": [], "outputs": []})
+    lines = capsys.readouterr().out.splitlines()
+    # a dekad item computed, two of its granules failed: the run failed on granules, so granules come first
+    assert lines[:3] == ["FAILED: granules: 8 computed, 0 skipped (already done), 2 failed of 10",
+                         "  items (Processor calls): 1 computed, 0 skipped, 0 failed of 1",
+                         "2 of 10 granules failed (20.0%), more than the tolerated 5%; first failures: ..."]

@@ -241,7 +241,8 @@ def test_results_download_what_the_summary_lists_and_print_the_failures(
     assert local["outputs"] == [str(tmp_path / n) for n in
                                 ("global_mean_sst.csv", "global_mean_sst.png", "cells.zarr", "summary.json")]
     assert local["execution"] == {"arn": arn, "status": "SUCCEEDED"}
-    assert "SUCCEEDED: 2 succeeded, 0 skipped, 1 failed of 3 items" in out
+    assert "SUCCEEDED: items: 2 computed, 0 skipped (already done), 1 failed of 3" in out
+    assert "computed" not in out.split("SUCCEEDED:", 1)[1].split("\n", 1)[1]  # the counts once, not again as the message
     assert "  failed g3: GranuleUnreadable: truncated" in out
 
 
@@ -249,7 +250,7 @@ def test_results_of_a_run_that_failed_too_often_exit_1(stack, capsys, tmp_path: 
     arn = start(capsys, "--start", "2018-12-01", "--end", "2018-12-31")
     _publish_run(wait(arn)["name"], status="FAILED")
     assert main(["results", arn, "--out", str(tmp_path), "--stack", STACK]) == 1
-    assert "FAILED: 2 succeeded" in capsys.readouterr().out
+    assert "FAILED: items: 2 computed" in capsys.readouterr().out
 
 
 def test_results_before_a_summary_exists_say_why(stack, capsys, tmp_path: Path) -> None:

@@ -142,3 +142,21 @@ def test_the_bucket_mirror_keeps_keys_inside_its_folder_and_whole(tmp_path: Path
     mirror._delete("outputs/x.csv")
     mirror._delete("../escaped.json")  # outside: nothing to do, no error
     assert not (tmp_path / "state/outputs/x.csv").exists()
+
+
+def test_moto_s_report_of_each_failed_state_goes_to_the_run_s_engine_log_not_the_terminal(tmp_path: Path,
+                                                                                          capfd) -> None:
+    """moto logs every failed state as a multi-kB ERROR line (its internal repr): a failed local run showed that on
+    the terminal, even with --quiet."""
+    from granulemap.local.engine import LocalEngine
+
+    engine_logger = logging.getLogger("moto.stepfunctions.parser")
+    before = (engine_logger.propagate, list(engine_logger.handlers))
+    (tmp_path / "logs").mkdir()
+    with LocalEngine(workers=1, log_path=tmp_path / "logs" / "functions.log") as engine:
+        desc = engine.run({"recipe": "sst-global-mean", "start": "2018-12-31", "end": "2018-12-01",
+                           "source": str(tmp_path)}, timeout=120)
+    assert desc["status"] == "FAILED" and desc["error"] == "InvalidInput"
+    assert "Exception=" not in capfd.readouterr().err
+    assert "Error=InvalidInput" in (tmp_path / "logs" / "engine.log").read_text()
+    assert (engine_logger.propagate, list(engine_logger.handlers)) == before  # put back

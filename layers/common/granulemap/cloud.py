@@ -209,15 +209,16 @@ def fetch_results(execution_arn: str, out: Path, stack_name: str | None = None) 
 def print_summary(summary: dict[str, Any], file: Any = None) -> None:
     """The lines ``granulemap run`` and ``granulemap results`` print for a summary."""
     file = file or sys.stdout
-    items = summary["items"]
-    print(f"{summary['status']}: {items['succeeded']} succeeded, {items['skipped']} skipped, "
-          f"{items['failed']} failed of {items['total']} items", file=file)
-    granules = summary.get("granules")
+    items, granules = summary["items"], summary.get("granules")
+    counts, unit = (granules, "granules") if granules else (items, "items")  # what the verdict counts
+    print(f"{summary['status']}: {unit}: {counts['succeeded']} computed, {counts['skipped']} skipped (already done), "
+          f"{counts['failed']} failed of {counts['total']}", file=file)
     if granules:
-        print(f"  granules: {granules['succeeded']} computed, {granules['skipped']} skipped, "
-              f"{granules['failed']} failed of {granules['total']}", file=file)
-    if summary.get("message"):
-        print(summary["message"], file=file)
+        print(f"  items (Processor calls): {items['succeeded']} computed, {items['skipped']} skipped, "
+              f"{items['failed']} failed of {items['total']}", file=file)
+    message = summary.get("message") or ""
+    if message and not message.startswith(f"{unit}: "):  # not the counts above again
+        print(message, file=file)
     for failure in summary.get("failures", [])[:20]:
         what = failure.get("granule") or failure["item"]
         print(f"  failed {what}: {failure['error']}: {failure['cause']}", file=file)

@@ -128,6 +128,7 @@ class LocalEngine:
         self._fork_server: warmfork.WarmForkServer | None = None
         self._owns_active = False
         self._froze = False
+        self._engine_log_before: tuple[bool, list[Any]] | None = None
         self._pool_lock = threading.Lock()
         self.total_items: int | None = None
         self.invocations: list[dict[str, Any]] = []
@@ -165,6 +166,18 @@ class LocalEngine:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         # moto warns on every Map that it ignores ToleratedFailurePercentage; Aggregate enforces it (see README).
         logging.getLogger("moto.stepfunctions.parser.asl.parse.preprocessor").setLevel(logging.ERROR)
+        # moto's engine logs every failed state (caught or not) as an ERROR line of several kB, its internal repr of
+        # the state: to the run's logs/engine.log, not the user's terminal (the execution history and summary.json
+        # say what failed).
+        engine_log = logging.getLogger("moto.stepfunctions.parser")
+        self._engine_log_before = (engine_log.propagate, list(engine_log.handlers))
+        engine_log.propagate = False
+        if self.log_path is not None:
+            handler = logging.FileHandler(self.log_path.parent / "engine.log", delay=True)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            engine_log.addHandler(handler)
+        else:
+            engine_log.addHandler(logging.NullHandler())
 
         if self.in_process:
             self._environ_before = dict(os.environ)  # the handlers change this process's environment
@@ -253,6 +266,16 @@ class LocalEngine:
             os.environ.clear()
             os.environ.update(self._environ_before)
             self._environ_before = None
+        if self._engine_log_before is not None:
+            import logging
+
+            engine_log = logging.getLogger("moto.stepfunctions.parser")
+            for handler in engine_log.handlers:
+                if handler not in self._engine_log_before[1]:
+                    engine_log.removeHandler(handler)
+                    handler.close()
+            engine_log.propagate = self._engine_log_before[0]
+            self._engine_log_before = None
         if self._froze:
             gc.unfreeze()
             self._froze = False
