@@ -123,3 +123,12 @@ def test_the_summary_leads_with_what_the_verdict_counts_and_says_each_count_once
     assert lines[:3] == ["FAILED: granules: 8 computed, 0 skipped (already done), 2 failed of 10",
                          "  items (Processor calls): 1 computed, 0 skipped, 0 failed of 1",
                          "2 of 10 granules failed (20.0%), more than the tolerated 5%; first failures: ..."]
+
+
+def test_recompute_is_part_of_the_execution_input_only_when_asked() -> None:
+    from granulemap.cli import build_parser, execution_input
+
+    base = ["run", "--recipe", "sst-global-mean", "--start", "2018-12-01", "--end", "2018-12-31", "--source", ".",
+            "--out", "out"]
+    assert "recompute" not in execution_input(build_parser().parse_args(base))
+    assert execution_input(build_parser().parse_args([*base, "--recompute"]))["recompute"] is True

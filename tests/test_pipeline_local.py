@@ -115,6 +115,24 @@ def test_sst_run_through_the_state_machine(engine: LocalEngine, source: Path, sy
     assert summary2["message"] == "granules: 0 computed, 4 skipped (already done), 0 failed"
     assert list(csv.DictReader(io.StringIO(_get(engine, csv_key).decode()))) == rows
 
+    # Stored results that are wrong (made by a version with a bug, say) stay until a run recomputes them.
+    s3 = engine.client("s3")
+    for item in manifest:
+        key = layout.result_key("sst-global-mean", output["run"]["config_id"], item["id"])
+        record = json.loads(_get(engine, key))
+        for result in record["results"]:
+            result["mean_sst_c"] = 99.0
+        s3.put_object(Bucket=engine.bucket, Key=key, Body=json.dumps(record).encode())
+    december = {"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-31", "source": str(source)}
+    assert engine.run(december, timeout=300)["status"] == "SUCCEEDED"
+    stale = list(csv.DictReader(io.StringIO(_get(engine, csv_key).decode())))
+    assert {r["mean_sst_c"] for r in stale} == {"99.0"}
+    fixed = engine.run({**december, "recompute": True}, timeout=300)
+    assert fixed["status"] == "SUCCEEDED"
+    summary3 = json.loads(_get(engine, layout.summary_key(fixed["executionArn"].rsplit(":", 1)[-1])))
+    assert summary3["granules"] == {"total": 4, "succeeded": 4, "failed": 0, "skipped": 0}
+    assert list(csv.DictReader(io.StringIO(_get(engine, csv_key).decode()))) == rows  # the right values again
+
 
 def test_invalid_input_fails_at_once_and_writes_nothing(engine: LocalEngine, source: Path) -> None:
     before = set(_objects(engine))

@@ -152,7 +152,8 @@ def build_catalog(
             raise InvalidInput(f"field 'source': several granules have the same file name: {twice[:5]}")
     items = _unique_ids(recipe.make_items(granules, params, execution))
     items = _unique_ids(recipe.prepare(items, run, params, bucket) or items)
-    items = mark_done(items, run, bucket)
+    if not execution.recompute:
+        items = mark_done(items, run, bucket)
     tolerance = (execution.tolerated_failure_percentage if execution.tolerated_failure_percentage is not None
                  else settings.default_tolerated_failure_percentage)
     key = layout.manifest_key(run_id)

@@ -30,6 +30,8 @@ def parse_param(text: str) -> tuple[str, Any]:
         return key, value
 
 
+RECOMPUTE_HELP = ("compute every item again, even those whose result is stored (after an update of granulemap or of "
+                  "your recipe that changes results): the products take the new values")
 GROUP_HELP = ("SST recipes: granules per Processor call, those of a dekad (default) or one each; same results")
 
 
@@ -45,6 +47,8 @@ def execution_input(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("collection", "max_concurrency", "tolerated_failure_percentage", "group"):
         if getattr(args, key, None) is not None:
             doc[key] = getattr(args, key)
+    if getattr(args, "recompute", False):
+        doc["recompute"] = True
     if getattr(args, "bbox", None):
         doc["bbox"] = args.bbox
     if params:
@@ -165,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-concurrency", type=int, dest="max_concurrency")
     run.add_argument("--tolerated-failure-percentage", type=float, dest="tolerated_failure_percentage")
     run.add_argument("--group", choices=("dekad", "granule"), help=GROUP_HELP)
+    run.add_argument("--recompute", action="store_true", help=RECOMPUTE_HELP)
     run.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.set_defaults(func=cmd_run)

@@ -274,7 +274,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def add_cloud_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register the cloud subcommands on the ``granulemap`` parser."""
-    from granulemap.cli import GROUP_HELP, parse_param
+    from granulemap.cli import GROUP_HELP, RECOMPUTE_HELP, parse_param
 
     start = sub.add_parser("start", help="start a run of a deployed stack (validates the input first)")
     start.add_argument("--stack", required=True, help="CloudFormation stack name (sam deploy's stack_name)")
@@ -289,6 +289,7 @@ def add_cloud_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     start.add_argument("--max-concurrency", type=int, dest="max_concurrency")
     start.add_argument("--tolerated-failure-percentage", type=float, dest="tolerated_failure_percentage")
     start.add_argument("--group", choices=("dekad", "granule"), help=GROUP_HELP)
+    start.add_argument("--recompute", action="store_true", help=RECOMPUTE_HELP)
     start.add_argument("--name", help="execution name (default: recipe, dates and a random suffix)")
     start.add_argument("--region", help=f"AWS region of the stack (default: your AWS configuration's, else "
                                         f"{DEFAULT_REGION}, where samconfig.toml deploys it)")

@@ -47,6 +47,10 @@ class ExecutionInput(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="recipe parameters")
     max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY_LIMIT)
     tolerated_failure_percentage: float | None = Field(default=None, ge=0, le=100)
+    recompute: bool = Field(
+        default=False, description="compute every item again, even those whose result is stored (after a fix of "
+        "the software that changes results, say); the products then take the new values",
+    )
     group: Grouping | None = Field(
         default=None, description="how a per-granule recipe groups its granules into items (Processor calls): "
         "'dekad' (the granules of one 1st-10th, 11th-20th or 21st-last day of a month) or 'granule' (one each); "
