@@ -132,3 +132,18 @@ def test_recompute_is_part_of_the_execution_input_only_when_asked() -> None:
             "--out", "out"]
     assert "recompute" not in execution_input(build_parser().parse_args(base))
     assert execution_input(build_parser().parse_args([*base, "--recompute"]))["recompute"] is True
+
+
+def test_a_local_source_without_granules_in_range_is_explained(tmp_path) -> None:
+    import datetime as dt
+
+    from granulemap.catalog import why_no_granules
+    from granulemap.recipes import get_recipe
+
+    (tmp_path / "2018").mkdir()  # granules one level down are not found
+    (tmp_path / "README.txt").write_text("not a granule")
+    (tmp_path / "20181231090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc").write_bytes(b"")
+    why = why_no_granules(str(tmp_path), get_recipe("sst-global-mean"), dt.date(2017, 1, 1), dt.date(2017, 1, 31))
+    assert why == (f"{tmp_path} holds 2 files: 1 match recipe sst-global-mean's file-name pattern '*.nc', dated "
+                   "2018-12-31 to 2018-12-31 by their names, none from 2017-01-01 to 2017-01-31; subfolders are not "
+                   "searched (1 here: 2018)")

@@ -92,6 +92,23 @@ def list_source(source: str, recipe: Recipe, start: dt.date, end: dt.date) -> li
     return sorted(granules, key=lambda g: (g.time, g.url))
 
 
+def why_no_granules(directory: str, recipe: Recipe, start: dt.date, end: dt.date) -> str:
+    """Why a local ``directory`` gave no granules for ``recipe`` between ``start`` and ``end``: what it holds, what
+    the recipe looks for, and that subfolders are not searched."""
+    directory = os.path.abspath(directory.removeprefix("file://"))
+    entries = sorted(os.listdir(directory))
+    folders = [n for n in entries if os.path.isdir(os.path.join(directory, n))]
+    files = [n for n in entries if n not in folders]
+    matching = [n for n in files if fnmatch.fnmatch(n, recipe.file_pattern)]
+    dated = [recipe.granule_time(n) for n in matching]
+    dates = sorted(t.astimezone(dt.UTC).date() for t in dated if t is not None)
+    found = (f"{len(matching)} match recipe {recipe.name}'s file-name pattern {recipe.file_pattern!r}"
+             + (f", dated {dates[0]} to {dates[-1]} by their names, none from {start} to {end}" if dates else
+                (", but their names give no date" if matching else "")))
+    where = f"; subfolders are not searched ({len(folders)} here: {', '.join(folders[:3])})" if folders else ""
+    return f"{directory} holds {len(files)} files: {found}{where}"
+
+
 def _repeated(ids: Iterable[str]) -> list[str]:
     return [i for i, n in Counter(ids).items() if n > 1]
 

@@ -95,6 +95,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from granulemap.cloud import print_summary
 
     print_summary(summary)
+    counts = summary.get("granules") or summary["items"]
+    if summary["status"] == "SUCCEEDED" and counts["total"] == 0 and not str(doc["source"]).startswith("s3://"):
+        from granulemap.catalog import why_no_granules
+        from granulemap.recipes import get_recipe
+
+        why = why_no_granules(doc["source"], get_recipe(doc["recipe"]), _date(doc["start"]), _date(doc["end"]))
+        print(f"granulemap: no granules: {why}", file=sys.stderr)
     return 0 if summary["status"] == "SUCCEEDED" else 1
 
 
