@@ -109,6 +109,17 @@ def test_plot_of_a_store_with_periods_draws_the_one_asked_for(tmp_path: Path, ca
     assert (tmp_path / "march.png").read_bytes().startswith(b"\x89PNG")
     assert main(["plot", str(store), "--time", "2019-05-01"]) == 2
     assert "2019-03-01..2019-03-31, 2019-04-01..2019-04-30" in capsys.readouterr().err
+    for when in ("2019-03-15", "2019-04-15"):  # without --out: one picture per period, named as a run names it
+        assert main(["plot", str(store), "--time", when]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "periods-h_mean-20190301-20190331.png"),
+                                               str(tmp_path / "periods-h_mean-20190401-20190430.png")]
+
+
+def test_plot_of_a_csv_without_the_sst_column_draws_its_value_column(tmp_path: Path, capsys) -> None:
+    csv = tmp_path / "warm.csv"  # the tutorial recipe's series (README): one value column of its own
+    csv.write_text("time,granule,warm_fraction\n2018-12-01T09:00:00Z,a.nc,0.31\n2018-12-02T09:00:00Z,b.nc,0.32\n")
+    assert main(["plot", str(csv)]) == 0
+    assert Path(capsys.readouterr().out.strip()).read_bytes().startswith(b"\x89PNG")
 
 
 def test_the_summary_leads_with_what_the_verdict_counts_and_says_each_count_once(capsys) -> None:
@@ -147,3 +158,19 @@ def test_a_local_source_without_granules_in_range_is_explained(tmp_path) -> None
     assert why == (f"{tmp_path} holds 2 files: 1 match recipe sst-global-mean's file-name pattern '*.nc', dated "
                    "2018-12-31 to 2018-12-31 by their names, none from 2017-01-01 to 2017-01-31; subfolders are not "
                    "searched (1 here: 2018)")
+
+
+def test_a_source_that_is_a_file_is_named_as_one(tmp_path) -> None:
+    import pytest
+
+    from granulemap.catalog import validate_input
+    from granulemap.errors import InvalidInput
+    from granulemap.settings import Settings
+
+    granule = tmp_path / "g.nc"
+    granule.write_bytes(b"")
+    doc = {"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-31"}
+    with pytest.raises(InvalidInput, match=r"g\.nc is a file, not a directory: give the folder that holds"):
+        validate_input({**doc, "source": str(granule)}, Settings(bucket="b-test"))
+    with pytest.raises(InvalidInput, match="nowhere does not exist here"):
+        validate_input({**doc, "source": str(tmp_path / "nowhere")}, Settings(bucket="b-test"))

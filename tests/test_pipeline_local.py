@@ -142,7 +142,7 @@ def test_invalid_input_fails_at_once_and_writes_nothing(engine: LocalEngine, sou
     )
     assert desc["status"] == "FAILED"
     assert desc["error"] == "InvalidInput"
-    assert "field '(input)'" in desc["cause"] or "end" in desc["cause"]
+    assert "invalid execution input: end (" in desc["cause"] and "is before start (" in desc["cause"]
     assert "before start" in desc["cause"]
     assert set(_objects(engine)) == before
     states = _entered_states(engine.history(desc["executionArn"]))

@@ -41,7 +41,8 @@ def validate_input(raw: object, settings: Settings, now: dt.datetime | None = No
     if execution.source is not None and not execution.source.startswith("s3://"):
         directory = execution.source.removeprefix("file://")
         if not os.path.isdir(directory):
-            raise InvalidInput(f"field 'source': {directory} is not a directory that exists here")
+            what = "is a file, not a directory" if os.path.exists(directory) else "does not exist here"
+            raise InvalidInput(f"field 'source': {directory} {what}: give the folder that holds the granules")
     if execution.group is not None and not recipe.per_granule:
         raise InvalidInput(f"field 'group': recipe {recipe.name} makes its own items; group applies to the recipes "
                            "that reduce each granule on its own (sst-global-mean, sst-box-mean)")

@@ -30,6 +30,12 @@ def parse_param(text: str) -> tuple[str, Any]:
         return key, value
 
 
+RECIPE_HELP = "the recipe: granulemap recipes lists them (built in: sst-global-mean, sst-box-mean, atl06-cell-stats)"
+BBOX_HELP = ("narrows the NASA CMR search, in degrees (west > east crosses the antimeridian); atl06-cell-stats: "
+             "also the cells. Refused where it changes nothing (a source folder; MUR25's whole-Earth granules)")
+CONCURRENCY_HELP = "items the state machine runs at once (default: the stack's DefaultMaxConcurrency in template.yaml)"
+TOLERANCE_HELP = ("percentage of granules (of items, for recipes without granule results) that may fail without "
+                  "failing the run (default: the stack's ToleratedFailurePercentage in template.yaml)")
 RECOMPUTE_HELP = ("compute every item again, even those whose result is stored (after an update of granulemap or of "
                   "your recipe that changes results): the products take the new values")
 GROUP_HELP = ("SST recipes: granules per Processor call, those of a dekad (default) or one each; same results")
@@ -163,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the state machine locally (moto's Step Functions engine, offline)")
-    run.add_argument("--recipe", required=True)
+    run.add_argument("--recipe", required=True, help=RECIPE_HELP)
     run.add_argument("--start", required=True, help="first date, inclusive (YYYY-MM-DD)")
     run.add_argument("--end", required=True, help="last date, inclusive (YYYY-MM-DD)")
     run.add_argument("--source", required=True, help="directory (or s3:// prefix) of granules")
@@ -172,27 +178,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help="recipe parameter")
     run.add_argument("--parent-order", type=int, dest="parent_order", help="atl06-cell-stats: item cell order (6)")
     run.add_argument("--child-order", type=int, dest="child_order", help="atl06-cell-stats: statistics order (12)")
-    run.add_argument("--bbox", type=float, nargs=4, metavar=("WEST", "SOUTH", "EAST", "NORTH"))
-    run.add_argument("--max-concurrency", type=int, dest="max_concurrency")
-    run.add_argument("--tolerated-failure-percentage", type=float, dest="tolerated_failure_percentage")
+    run.add_argument("--bbox", type=float, nargs=4, metavar=("WEST", "SOUTH", "EAST", "NORTH"), help=BBOX_HELP)
+    run.add_argument("--max-concurrency", type=int, dest="max_concurrency", help=CONCURRENCY_HELP)
+    run.add_argument("--tolerated-failure-percentage", type=float, dest="tolerated_failure_percentage",
+                     help=TOLERANCE_HELP)
     run.add_argument("--group", choices=("dekad", "granule"), help=GROUP_HELP)
     run.add_argument("--recompute", action="store_true", help=RECOMPUTE_HELP)
-    run.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    run.add_argument("--workers", type=int, default=None,
+                     help="worker processes on this machine (default: one per core); --max-concurrency is how many "
+                          "items the state machine runs at once, which these processes share")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.set_defaults(func=cmd_run)
 
     proc = sub.add_parser("process", help="run only the per-item reduction on local files; one JSON line each")
-    proc.add_argument("--recipe", required=True)
-    proc.add_argument("--method")
-    proc.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE")
-    proc.add_argument("files", nargs="+")
+    proc.add_argument("--recipe", required=True, help=RECIPE_HELP)
+    proc.add_argument("--method", help="recipe method (sst-global-mean: ocean or podaac-tutorial)")
+    proc.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help="recipe parameter")
+    proc.add_argument("files", nargs="+", metavar="FILE", help="granule files, reduced one after the other")
     proc.set_defaults(func=cmd_process)
 
     recipes = sub.add_parser("recipes", help="list the installed recipes")
     recipes.set_defaults(func=cmd_recipes)
 
     plot = sub.add_parser("plot", help="redraw the PNG of a result (CSV time series or Zarr store)")
-    plot.add_argument("result")
+    plot.add_argument("result", metavar="RESULT", help="a run's CSV time series or Zarr store")
     plot.add_argument("--column", help="CSV column or Zarr variable (default mean_sst_c / h_mean)")
     plot.add_argument("--out", help="PNG path (default: next to the result)")
     plot.add_argument("--time", type=_date, help="for a Zarr store: the period containing this day, YYYY-MM-DD "

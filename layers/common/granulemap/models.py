@@ -113,9 +113,9 @@ def parse_model[M: BaseModel](model: type[M], data: Any, what: str) -> M:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "(input)"
+            field = ".".join(str(p) for p in err["loc"])
             message = err["msg"].removeprefix("Value error, ")
-            problems.append(f"field '{field}': {message}")
+            problems.append(f"field '{field}': {message}" if field else message)  # a check of several fields
         raise InvalidInput(f"invalid {what}: " + "; ".join(problems)) from None
 
 

@@ -17,7 +17,8 @@ _CSV_UNITS = {"mean_sst_c": "mean SST (°C)", "min_sst_c": "min SST (°C)", "max
 
 def plot_result(result: Path, column: str | None = None, out: Path | None = None,
                 when: dt.date | None = None) -> Path:
-    """Write a PNG for ``result`` (default: next to it, same name with .png) and return its path.
+    """Write a PNG for ``result`` and return its path (default: next to it, the CSV's name with .png, a Zarr store's
+    name with the variable and period, as a run names its picture).
 
     For a Zarr store with a time dimension, ``when`` picks the period that contains that day (default: the latest).
     """
@@ -27,6 +28,9 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
         from granulemap.recipes.timeseries import csv_to_rows, plot_time_series
 
         rows = csv_to_rows(result.read_bytes())
+        if column is None and rows:  # the SST recipes' value, else the first column after time and granule
+            values = [c for c in rows[0] if c not in ("time", "granule")]
+            column = "mean_sst_c" if "mean_sst_c" in rows[0] or not values else values[0]
         column = column or "mean_sst_c"
         if rows and column not in rows[0]:
             raise InvalidInput(f"{result} has no column {column!r}; columns: {', '.join(rows[0])}")
@@ -43,6 +47,9 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
         if column not in ds:
             raise InvalidInput(f"{result} has no variable {column!r}; variables: {', '.join(ds.data_vars)}")
         ds, period = select_period(ds, when)
+        if out is None and period:  # one picture per variable and period, named as the run's own
+            first, last = (d.replace("-", "") for d in period.removeprefix(", ").split(".."))
+            out = result.with_name(f"{result.stem}-{column}-{first}-{last}.png")
         values = ds[column].values
         keep = np.isfinite(values)
         units = ds[column].attrs.get("units", "")

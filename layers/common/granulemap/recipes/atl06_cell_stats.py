@@ -282,7 +282,8 @@ class Atl06CellStats(Recipe):
             cells, h_mean = read_period(store, "h_mean", period, with_data)
         png = plot_cells(cells, params.child_order, h_mean, label="h_mean (m above the WGS84 ellipsoid)",
                          title=f"ATL06 weighted mean height per HEALPix order-{params.child_order} cell, "
-                               f"{period[0]}..{period[1]} ({cells.size} cells, {len(granules)} granules)")
+                               f"{period[0]}..{period[1]} ({cells.size} cells, {len(granules)} "
+                               f"granule{'s' if len(granules) != 1 else ''})")
         bucket.put_bytes(png_key, png, "image/png")
         return [store_key, png_key]
 

@@ -54,6 +54,11 @@ def plot_cells(cells: np.ndarray, order: int, values: np.ndarray, *, title: str,
         image = ax.imshow(grid, origin="lower", extent=extent, aspect=1.0 / shrink, cmap="viridis",
                           interpolation="nearest")
         fig.colorbar(image, ax=ax, label=label, shrink=0.8)
+        west, east, south, north = extent
+        narrowest = 0.5 * (north - south) / shrink  # a track's cells: a map at least half as wide as it is tall
+        if east - west < narrowest:
+            pad = (narrowest - (east - west)) / 2
+            ax.set_xlim(west - pad, east + pad)
     else:
         ax.text(0.5, 0.5, "no cells with data", ha="center", va="center", transform=ax.transAxes)
     ax.xaxis.set_major_locator(MaxNLocator(4))
