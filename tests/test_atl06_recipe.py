@@ -418,3 +418,33 @@ def test_single_files_are_not_items_of_this_recipe() -> None:
     item = Item(id="ATL06_x", granules=[Granule(url=str(REAL_GRANULE))])
     with pytest.raises(InvalidInput, match="not a parent cell"):
         recipe.process(item, recipe.parse_params({}), GranuleAccess(run), run)
+
+
+def test_the_map_of_a_track_s_cells_is_at_least_half_as_wide_as_tall(monkeypatch) -> None:
+    """One granule's cells lie along a near-meridional track: fitted to them, the map was a sliver whose longitude
+    labels overlapped. The axes keep the cos-latitude aspect and widen around the cells."""
+    import math
+
+    import matplotlib.figure
+
+    from granulemap.recipes.atl06.cells import cell_ids
+    from granulemap.recipes.atl06.plot import plot_cells
+
+    seen = {}
+    save = matplotlib.figure.Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        ax = fig.axes[0]
+        seen.update(x=ax.get_xlim(), y=ax.get_ylim(), title=ax.get_title())
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    lats = np.array([-23.5, -24.0, -24.4])
+    lons = np.array([-124.62, -124.60, -124.58])
+    cells = cell_ids(lats, lons, 12)
+    png = plot_cells(cells, 12, np.array([1.0, 2.0, 3.0]), title="t", label="h")
+    assert png.startswith(b"\x89PNG")
+    width = (seen["x"][1] - seen["x"][0]) * math.cos(math.radians(24.0))
+    height = seen["y"][1] - seen["y"][0]
+    assert width >= 0.5 * height * 0.95  # the median latitude's cos, against the 24° used here
+    assert seen["x"][0] < lons.min() and lons.max() < seen["x"][1]  # the cells stay in view
