@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -108,3 +109,13 @@ def test_estimate_command_prints_the_total_and_its_assumptions(tmp_path: Path, m
     out = capsys.readouterr().out
     assert "365 items" in out and "total" in out and "assumptions:" in out and "Processor 512" in out
     assert main(["estimate", "--recipe", "sst-global-mean", "--start", "2022-02-01", "--end", "2022-01-01"]) == 2
+
+
+def test_a_capped_item_count_says_so(tmp_path: Path) -> None:
+    model = _model(tmp_path)
+    model.recipes["cells"] = dataclasses.replace(model.recipes["sst-global-mean"], items_per_day=2500,
+                                                 max_items=49152)
+    result = est.estimate("cells", dt.date(2019, 1, 1), dt.date(2019, 1, 31), MEMORY, model)
+    assert result.items == 49152  # 2,500 × 31 = 77,500 > 49,152
+    assert ("items: 49152 (2500 per day over 31 days would be 77500, more than the recipe's 49152 possible items: "
+            "at most that)") in result.assumptions

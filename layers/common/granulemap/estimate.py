@@ -138,6 +138,15 @@ def items_for(recipe: RecipeCost, start: dt.date, end: dt.date) -> int:
     return min(items, recipe.max_items) if recipe.max_items else items
 
 
+def _items_basis(recipe: RecipeCost, start: dt.date, end: dt.date) -> str:
+    days = (end - start).days + 1
+    raw = math.ceil(recipe.items_per_day * days)
+    basis = f" ({recipe.items_per_day:g} per day over {days} days"
+    if recipe.max_items and raw > recipe.max_items:
+        return basis + f" would be {raw}, more than the recipe's {recipe.max_items} possible items: at most that)"
+    return basis + ")"
+
+
 def dekad_items(start: dt.date, end: dt.date, granules: int) -> int:
     """Items of ``granules`` granules spread evenly over the days ``start``..``end``, grouped by dekad
     (granulemap.grouping): one per dekad the range touches, or more where a dekad holds more than
@@ -199,11 +208,11 @@ def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str
         f"${S3_GET_USD * 1e3:.4f}/1,000 GET",
         (f"items: {n}, one per dekad (the 1st-10th, 11th-20th and 21st-last day of a month) of {units} granules"
          if recipe.grouping == "dekad" else f"items: {n}")
-        + ("" if items is not None else f" ({recipe.items_per_day:g} per day over {(end - start).days + 1} days)"),
+        + ("" if items is not None else _items_basis(recipe, start, end)),
         f"per {'granule' if recipe.grouping == 'dekad' else 'item'}: {recipe.compute_s * 1e3:.1f} ms of compute at "
         f"one vCPU (measured by make bench), scaled by {FULL_VCPU_MB}/{memory_mb['ProcessorFunction']} MB when below "
         f"one vCPU, + {recipe.input_mb:g} MB read at {model.s3_mb_per_s:g} MB/s + its first byte "
-        f"({model.s3_request_latency_s * 1e3:.0f} ms, assumed); per item: the result's PUT "
+        f"({model.s3_request_latency_s * 1e3:.0f} ms, assumed); and each item's result PUT "
         f"({model.s3_request_latency_s * 1e3:.0f} ms, assumed)",
         "memory (MB): " + ", ".join(f"{fn.removesuffix('Function')} {mb}" for fn, mb in memory_mb.items()),
         f"cold starts: one per concurrent Processor ({cold_starts}); Lambda bills the init phase (measured cold "
