@@ -279,6 +279,7 @@ def test_without_aws_credentials_a_command_says_so_in_one_line_and_exits_3(monke
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", raising=False)
     monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", raising=False)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # one made by an earlier test keeps the keys it found
     rc = main(["status", f"arn:aws:states:{REGION}:123456789012:execution:sm:run"])
     err = capsys.readouterr().err
     assert rc == 3
