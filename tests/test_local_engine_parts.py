@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import botocore.loaders
+import pytest
 import botocore.session
 
 from granulemap.local import speedups, worker
@@ -160,3 +161,28 @@ def test_moto_s_report_of_each_failed_state_goes_to_the_run_s_engine_log_not_the
     assert "Exception=" not in capfd.readouterr().err
     assert "Error=InvalidInput" in (tmp_path / "logs" / "engine.log").read_text()
     assert (engine_logger.propagate, list(engine_logger.handlers)) == before  # put back
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's abstract Unix sockets")
+def test_a_killed_engine_leaves_no_socket_file_behind(tmp_path: Path) -> None:
+    """The channel's socket has no file (Linux's abstract namespace): folders of killed runs' sockets used to pile
+    up in /tmp."""
+    import glob
+    import os
+    import signal
+    import subprocess
+    import tempfile
+
+    pattern = os.path.join(tempfile.gettempdir(), "granulemap-channel-*")
+    before = set(glob.glob(pattern))
+    script = ("from granulemap.local.engine import LocalEngine\nimport time\n"
+              "with LocalEngine(workers=1) as e:\n    print(e._channel.path, flush=True)\n    time.sleep(300)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        path = proc.stdout.readline().strip()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert path.startswith("@granulemap-channel-")
+    assert set(glob.glob(pattern)) == before

@@ -28,6 +28,7 @@ import struct
 import sys
 import tempfile
 import threading
+import uuid
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -80,10 +81,16 @@ class ChannelServer:
         if app is not None:
             self._app_ready.set()
         self.server_name, self.server_port = str(server_address[0]), str(server_address[1])
-        self._dir = tempfile.mkdtemp(prefix="granulemap-channel-")
-        self.path = os.path.join(self._dir, "s")
+        self._dir: str | None = None
+        if sys.platform.startswith("linux"):
+            # Linux's abstract namespace: no file, so nothing is left behind by a process that is killed (a killed
+            # local run, the kill-and-resume tests), as the socket folders in /tmp were.
+            self.path = f"@granulemap-channel-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        else:
+            self._dir = tempfile.mkdtemp(prefix="granulemap-channel-")
+            self.path = os.path.join(self._dir, "s")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(self.path)
+        self._listener.bind(socket_address(self.path))
         self._listener.listen(64)
         self._closed = False
         self._connections: set[socket.socket] = set()
@@ -241,11 +248,12 @@ class ChannelServer:
                 except OSError:
                     pass
         self._thread.join(timeout=5)
-        try:
-            os.unlink(self.path)
-            os.rmdir(self._dir)
-        except OSError:
-            pass
+        if self._dir is not None:
+            try:
+                os.unlink(self.path)
+                os.rmdir(self._dir)
+            except OSError:
+                pass
 
 
 # ---- worker side --------------------------------------------------------------------------------------------------
@@ -305,6 +313,12 @@ class InProcessClient(_Hook):
         return self.server.handle(method, url, headers, body)
 
 
+def socket_address(path: str) -> str:
+    """The address to bind or connect for ``path``: a file's path, or ``@name`` for Linux's abstract namespace (a
+    NUL byte first, which an environment variable cannot hold)."""
+    return "\0" + path[1:] if path.startswith("@") else path
+
+
 class ChannelClient(_Hook):
     """In a worker process: requests to ``endpoint`` go over the local channel (one connection per thread)."""
 
@@ -317,7 +331,7 @@ class ChannelClient(_Hook):
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            conn.connect(self.path)
+            conn.connect(socket_address(self.path))
             self._local.conn = conn
         return conn
 
