@@ -174,3 +174,13 @@ def test_a_source_that_is_a_file_is_named_as_one(tmp_path) -> None:
         validate_input({**doc, "source": str(granule)}, Settings(bucket="b-test"))
     with pytest.raises(InvalidInput, match="nowhere does not exist here"):
         validate_input({**doc, "source": str(tmp_path / "nowhere")}, Settings(bucket="b-test"))
+
+
+def test_version(capsys) -> None:
+    import pytest
+
+    import granulemap
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"granulemap {granulemap.__version__}"

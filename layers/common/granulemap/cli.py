@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="granulemap", description=__doc__.replace("``", ""), formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="exit status: 0 done (the run succeeded), 1 the run failed, 2 bad input (nothing started), "
                "3 AWS refused or could not be reached, 130 interrupted")
+    from granulemap import __version__
+
+    parser.add_argument("--version", action="version", version=f"granulemap {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the state machine locally (moto's Step Functions engine, offline)")
