@@ -149,6 +149,21 @@ def test_invalid_input_fails_at_once_and_writes_nothing(engine: LocalEngine, sou
     assert states == ["BuildCatalog", "InputRejected"]
 
 
+def test_a_scheduled_run_that_finds_no_granules_fails_so_that_the_alert_tells(engine: LocalEngine,
+                                                                            source: Path) -> None:
+    """The monthly schedule's input ("period") with nothing to find: NASA has not published the month yet, or the
+    collection moved. A SUCCEEDED run with nothing done would go unnoticed; a FAILED one sends the stack's alert.
+    The same range given as dates (a person's run) still succeeds with nothing to do."""
+    desc = engine.run({"recipe": "sst-global-mean", "period": "previous-month", "source": str(source)}, timeout=120)
+    assert desc["status"] == "FAILED" and desc["error"] == "CatalogFailed"
+    assert "NoGranulesFound" in desc["cause"] and "run the month again later" in desc["cause"]
+    today = dt.date.today()
+    last = today.replace(day=1) - dt.timedelta(days=1)
+    by_hand = engine.run({"recipe": "sst-global-mean", "start": str(last.replace(day=1)), "end": str(last),
+                          "source": str(source)}, timeout=120)
+    assert by_hand["status"] == "SUCCEEDED"
+
+
 def test_corrupt_granule_fails_alone_and_the_others_of_its_item_are_kept(engine: LocalEngine, tmp_path: Path,
                                                                           mur25) -> None:
     src = tmp_path / "src"

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from granulemap import layout
-from granulemap.errors import InvalidInput
+from granulemap.errors import InvalidInput, NoGranulesFound
 from granulemap.grouping import item_id_for
 from granulemap.models import (
     CatalogOutput,
@@ -155,6 +155,14 @@ def build_catalog(
         assert collection is not None
         granules, provider, _ = search_granules(collection, start, end, execution.bbox,
                                                 footprints=recipe.needs_footprints)
+    if not granules and validated.period is not None:
+        # The monthly schedule's run: a month without granules means NASA has not published them yet, or the
+        # collection or source changed. The run fails, so that the stack's alert says so.
+        where = (f"in {execution.source}" if execution.source is not None
+                 else f"of {execution.collection or recipe.collection} in NASA CMR")
+        raise NoGranulesFound(f"no granules {where} for {start}..{end} ({validated.period}): if NASA has not "
+                              f"published them yet, run the month again later (granulemap start --recipe "
+                              f"{recipe.name} --start {start} --end {end})")
     run = RunContext(
         run_id=run_id,
         recipe=recipe.name,

@@ -54,6 +54,10 @@ class CatalogError(GranulemapError):
     """The catalog could not be built (e.g. CMR answered with an error after retries)."""
 
 
+class NoGranulesFound(GranulemapError):
+    """A scheduled run (``period``) found no granules for its period: something to hear about, not a success."""
+
+
 class CredentialsUnavailable(GranulemapError):
     """Earthdata Login credentials are missing or were refused."""
 
