@@ -184,3 +184,15 @@ def test_version(capsys) -> None:
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.strip() == f"granulemap {granulemap.__version__}"
+
+
+def test_a_misspelled_option_is_reported_by_its_command_with_the_nearest_one(capsys) -> None:
+    import pytest
+
+    with pytest.raises(SystemExit) as done:
+        main(["run", "--recipe", "sst-global-mean", "--start", "2018-12-01", "--end", "2018-12-31", "--source", ".",
+              "--out", "out", "--max-concurency", "5"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2
+    assert err.startswith("usage: granulemap run ")
+    assert "unrecognized arguments: --max-concurency (did you mean --max-concurrency?) 5" in err
