@@ -152,6 +152,7 @@ def series(tmp: Path, days: int, repeats: int, one_granule_seconds: float | None
             out[f"{w}_workers"] = entry
     out["grouping_speedup"] = {f"{w}_workers": ratio(timings[(w, "granule")], timings[(w, "dekad")]) for w in (1, 2)}
     out["started_workspace"] = started_workspace(source, start, end, days, repeats)
+    out["command_exit"] = command_exit(source, start, 30, max(3, repeats))
     one, two = (1, "dekad"), (2, "dekad")  # the default items: what the speed-up target is judged on
     out["speedup"] = ratio(timings[one], timings[two])
     out["items_phase_speedup"] = ratio(items_phase[one], items_phase[two])
@@ -162,6 +163,36 @@ def series(tmp: Path, days: int, repeats: int, one_granule_seconds: float | None
         out["ideal_granules_per_s"] = ideal
         out["fraction_of_ideal"] = days / timings[two].min / ideal
     return out
+
+
+def command_exit(source: Path, start: dt.date, days: int, repeats: int) -> dict[str, Any]:
+    """The ``granulemap run`` command as a whole, a process's start to its end (``days`` granules, 2 workers): the
+    console script, which leaves by ``os._exit`` once ``main`` has returned (granulemap.cli.console), against the same
+    ``main`` ended by a normal interpreter exit, interleaved."""
+    import subprocess
+    import time
+
+    from measure import PYTHON
+
+    end = start + dt.timedelta(days=days - 1)
+    run = ["run", "--recipe", "sst-global-mean", "--start", str(start), "--end", str(end), "--source", str(source),
+           "--workers", "2", "--quiet"]
+    contenders = {"console": [PYTHON, "-m", "granulemap.cli"],
+                  "normal exit": [PYTHON, "-c", "import sys; from granulemap.cli import main; sys.exit(main())"]}
+    timings = {name: Timing(name) for name in contenders}
+    with tempfile.TemporaryDirectory() as name:
+        for r in range(repeats):
+            for contender in (list(contenders) if r % 2 == 0 else list(contenders)[::-1]):
+                out = Path(name) / f"{contender}-{r}"
+                started = time.perf_counter()
+                proc = subprocess.run([*contenders[contender], *run, "--out", str(out)], capture_output=True,
+                                      text=True, timeout=600, cwd=ROOT)
+                timings[contender].seconds.append(time.perf_counter() - started)
+                if proc.returncode != 0 or f"0 failed of {days}" not in proc.stdout:
+                    raise AssertionError(f"granulemap run ({contender}) failed: {proc.stdout[-500:]} {proc.stderr[-1500:]}")
+    return {"days": days, "repeats": repeats, "seconds": {k: t.seconds for k, t in timings.items()},
+            "normal_minus_console": {"min": timings["normal exit"].min - timings["console"].min,
+                                     "median": timings["normal exit"].median - timings["console"].median}}
 
 
 def started_workspace(source: Path, start: dt.date, end: dt.date, days: int, repeats: int) -> dict[str, Any]:

@@ -486,6 +486,16 @@ def orchestration_section(o: dict[str, Any]) -> list[str]:
                 + ", ".join(fmt(ph['1'][k], 2) for k in ("start", "catalog", "items", "aggregate", "end"))
                 + "; 2 workers: " + ", ".join(fmt(ph['2'][k], 2) for k in ("start", "catalog", "items", "aggregate", "end"))
                 + " s."]
+    ce = se.get("command_exit")
+    if ce:
+        sec = ce["seconds"]
+        out += ["", f"The `granulemap run` command as a whole, a process's start to its end ({ce['days']} granules, 2 "
+                f"workers, {ce['repeats']} interleaved repeats; bench/orchestration.py command_exit): as installed, "
+                "leaving by os._exit once main has returned (granulemap.cli.console), "
+                f"{', '.join(fmt(x, 2) for x in sec['console'])} s; the same main ended by a normal interpreter exit, "
+                f"{', '.join(fmt(x, 2) for x in sec['normal exit'])} s: the interpreter's teardown cost "
+                f"{fmt(ce['normal_minus_console']['min'], 2)} / {fmt(ce['normal_minus_console']['median'], 2)} s "
+                "(min / median)."]
     out.append("")
     return out
 

@@ -196,3 +196,24 @@ def test_a_misspelled_option_is_reported_by_its_command_with_the_nearest_one(cap
     assert done.value.code == 2
     assert err.startswith("usage: granulemap run ")
     assert "unrecognized arguments: --max-concurency (did you mean --max-concurrency?) 5" in err
+
+
+def test_the_command_leaves_with_main_s_status_and_quietly_when_its_reader_goes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "granulemap.cli", "recipes"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "sst-global-mean" in done.stdout  # flushed before the quick exit
+    bad = subprocess.run([sys.executable, "-m", "granulemap.cli", "run", "--recipe", "nope", "--start", "2018-01-01",
+                          "--end", "2018-01-02", "--source", str(tmp_path), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "unknown recipe 'nope'" in bad.stderr
+    # `granulemap recipes | head -1`: the reader closes the pipe after one line
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdout.reconfigure(line_buffering=False)\n"
+                             "from granulemap import cli\ncli.main = lambda: [print('x' * 100) for _ in range(10**5)]"
+                             " and 0\ncli.console()"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 141
+    assert b"Traceback" not in proc.stderr.read()

@@ -257,5 +257,28 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def console() -> None:
+    """The ``granulemap`` command (and ``python -m granulemap.cli``): ``main``, then leave at once with its status.
+
+    Everything ``main`` opens is closed by the time it returns (a local run's engine has stopped moto, its workers and
+    its fork server). What is left is the interpreter's own teardown, which, with moto, numpy, h5py and matplotlib
+    loaded, is a noticeable part of a short run (BENCHMARKS.md, the local engine's section). Output is flushed and
+    logging shut down first; exit handlers that libraries registered do not run."""
+    import logging
+    import os
+
+    try:
+        code = main()
+    except BrokenPipeError:  # the reader left (granulemap recipes | head -1): end as a command killed by SIGPIPE
+        code = 128 + 13
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # the same closed pipe: nothing more to say
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
