@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import multiprocessing
+import os
 import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -186,3 +187,51 @@ def test_a_killed_engine_leaves_no_socket_file_behind(tmp_path: Path) -> None:
         proc.wait(timeout=60)
     assert path.startswith("@granulemap-channel-")
     assert set(glob.glob(pattern)) == before
+
+
+class _Marker:
+    """A pickle that, when loaded, creates the file named by ``path``: what another user could send."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.getuid() != 0,
+                    reason="needs Linux and root, to connect as another user")
+def test_the_channel_serves_only_its_own_user(tmp_path: Path) -> None:
+    """The channel's abstract socket has no file permissions and its name is public (/proc/net/unix); its messages
+    are pickles. Another user's connection is closed unread."""
+    import pickle
+    import socket
+    import struct
+
+    from granulemap.local.channel import ChannelServer, socket_address
+
+    server = ChannelServer(("127.0.0.1", 9))
+    marker = tmp_path / "loaded"
+    tmp_path.chmod(0o777)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the other user
+            code = 1
+            try:
+                os.setuid(65534)
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                conn.connect(socket_address(server.path))
+                data = pickle.dumps(_Marker(str(marker)))
+                conn.settimeout(10)
+                try:
+                    conn.sendall(struct.pack("!Q", len(data)) + data)
+                    code = 0 if conn.recv(1) == b"" else 2  # closed without an answer
+                except (BrokenPipeError, ConnectionResetError):
+                    code = 0  # closed before it had all of it
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert not marker.exists()
+    finally:
+        server.close()

@@ -84,7 +84,9 @@ class ChannelServer:
         self._dir: str | None = None
         if sys.platform.startswith("linux"):
             # Linux's abstract namespace: no file, so nothing is left behind by a process that is killed (a killed
-            # local run, the kill-and-resume tests), as the socket folders in /tmp were.
+            # local run, the kill-and-resume tests), as the socket folders in /tmp were. Such a socket has no file
+            # permissions and its name is listed in /proc/net/unix: _accept_loop serves only this user's processes
+            # (the messages are pickles, which run code when loaded).
             self.path = f"@granulemap-channel-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         else:
             self._dir = tempfile.mkdtemp(prefix="granulemap-channel-")
@@ -109,6 +111,9 @@ class ChannelServer:
                 conn, _ = self._listener.accept()
             except OSError:
                 return
+            if not _same_user(conn):
+                conn.close()
+                continue
             with self._lock:
                 self._connections.add(conn)
             threading.Thread(target=self._serve, args=(conn,), name="granulemap-channel-conn", daemon=True).start()
@@ -311,6 +316,15 @@ class InProcessClient(_Hook):
     def _exchange(self, method: str, url: str, headers: list[tuple[str, str]],
                   body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         return self.server.handle(method, url, headers, body)
+
+
+def _same_user(conn: socket.socket) -> bool:
+    """Whether the process at the other end of ``conn`` runs as this process's user (Linux's SO_PEERCRED; elsewhere
+    the socket is a file in a folder only this user may enter)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return True
+    _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid == os.getuid()
 
 
 def socket_address(path: str) -> str:
