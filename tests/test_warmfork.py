@@ -259,8 +259,12 @@ def test_every_module_the_preload_imports_is_one_the_handlers_of_an_sst_run_impo
     other built-in SST recipe's (preloaded for its runs, and tiny)."""
     import shutil
 
-    from granulemap.local import preload
     from granulemap.local.engine import LocalEngine
+
+    # What the preload lists, read in a process of its own: importing it here would run it in pytest's process.
+    listed = subprocess.run([sys.executable, "-c", "import json, granulemap.local.preload as p; "
+                             "print(json.dumps(p.MODULES))"], capture_output=True, text=True, timeout=120, check=True)
+    modules = tuple(json.loads(listed.stdout.splitlines()[-1]))
 
     source = tmp_path / "granules"
     source.mkdir()
@@ -271,8 +275,8 @@ def test_every_module_the_preload_imports_is_one_the_handlers_of_an_sst_run_impo
         desc = engine.run({"recipe": "sst-global-mean", "start": "2018-12-31", "end": "2018-12-31",
                            "source": str(source)}, timeout=300)
         assert desc["status"] == "SUCCEEDED", desc.get("cause")
-        loaded = engine._pool.submit(_loaded, preload.MODULES).result(timeout=60)
-    assert sorted(set(preload.MODULES) - set(loaded)) == ["granulemap.recipes.sst_box_mean"]
+        loaded = engine._pool.submit(_loaded, modules).result(timeout=60)
+    assert sorted(set(modules) - set(loaded)) == ["granulemap.recipes.sst_box_mean"]
 
 
 def _collector() -> tuple[bool, int]:
@@ -314,3 +318,26 @@ def test_the_engine_freezes_its_start_up_objects_while_open_and_gives_the_proces
     finally:
         gc.enable()
     assert _collector() == (True, 0)
+
+
+def test_the_engine_does_not_freeze_garbage_the_caller_left_for_the_collector() -> None:
+    """gc.freeze keeps what it freezes until the engine closes: cyclic garbage waiting for a collection must be
+    collected first (a notebook's deleted data would otherwise stay in memory for the Workspace's whole life)."""
+    import gc
+    import weakref
+
+    from granulemap.local.engine import LocalEngine
+
+    class Cycle:
+        pass
+
+    gc.disable()  # so that only the engine's start may collect the cycle
+    try:
+        cycle = Cycle()
+        cycle.me = cycle
+        alive = weakref.ref(cycle)
+        del cycle
+        with LocalEngine(workers=1):
+            assert alive() is None
+    finally:
+        gc.enable()

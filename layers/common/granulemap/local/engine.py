@@ -144,8 +144,10 @@ class LocalEngine:
         # the engine. With the cyclic garbage collector off meanwhile, collections do not traverse them over and over
         # as they pile up; frozen afterwards (gc.freeze), they are left out of every later collection, whose pauses
         # otherwise grew with them (a full one at the end of a run in a started Workspace took a tenth of a second).
-        # __exit__ unfreezes them, and with them anything else frozen in the caller's process (gc unfreezes all or
-        # nothing), which later collections then see again.
+        # One full collection first, so that no garbage is frozen with them (the caller's cycles waiting for a
+        # collection, the start's own): it falls while the fork server is still importing, before the first
+        # invocation can start. __exit__ unfreezes them, and with them anything else frozen in the caller's process
+        # (gc unfreezes all or nothing), which later collections then see again.
         collecting = gc.isenabled()
         gc.disable()
         try:
@@ -156,6 +158,7 @@ class LocalEngine:
         finally:
             if collecting:
                 gc.enable()
+        gc.collect()
         gc.freeze()
         self._froze = True
         return self
