@@ -217,3 +217,20 @@ def test_the_command_leaves_with_main_s_status_and_quietly_when_its_reader_goes(
     proc.stdout.close()
     assert proc.wait(timeout=120) == 141
     assert b"Traceback" not in proc.stderr.read()
+
+
+def test_a_local_run_s_own_boto_error_is_not_reported_as_aws_refusing(tmp_path: Path, monkeypatch) -> None:
+    """Exit 3 and the AWS hints are for the commands that talk to AWS; a local run's clients talk to its moto
+    server, and an error there is the engine's, with its traceback."""
+    import pytest
+    from botocore.exceptions import EndpointConnectionError
+
+    import granulemap.local.run
+
+    def broken(*_a, **_k):
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+
+    monkeypatch.setattr(granulemap.local.run, "run_locally", broken)
+    with pytest.raises(EndpointConnectionError):
+        main(["run", "--recipe", "sst-global-mean", "--start", "2018-12-01", "--end", "2018-12-31", "--source",
+              str(tmp_path), "--out", str(tmp_path / "out")])

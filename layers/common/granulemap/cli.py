@@ -154,6 +154,16 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _from_aws(exc: Exception) -> bool:
+    """An error of boto3 or botocore: AWS refused, or could not be reached (only the cloud commands talk to AWS; a
+    local run's own clients talk to its moto server, whose errors are the engine's)."""
+    import boto3.exceptions
+    import botocore.exceptions
+
+    return isinstance(exc, (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
+                            boto3.exceptions.Boto3Error))
+
+
 _AWS_HINTS = {
     "NoCredentialsError": " (set up AWS credentials: aws configure, aws sso login, or AWS_PROFILE)",
     "NoRegionError": " (give --region, or set one: aws configure)",
@@ -247,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"granulemap: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
-        if type(exc).__module__.startswith("botocore"):  # AWS said no, or could not be asked: not a failed run
+        if getattr(args, "talks_to_aws", False) and _from_aws(exc):  # not a failed run: AWS said no, or was not reached
             print(f"granulemap: AWS: {type(exc).__name__}: {exc}{_AWS_HINTS.get(type(exc).__name__, '')}",
                   file=sys.stderr)
             return 3

@@ -294,14 +294,14 @@ def add_cloud_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     start.add_argument("--name", help="execution name (default: recipe, dates and a random suffix)")
     start.add_argument("--region", help=f"AWS region of the stack (default: your AWS configuration's, else "
                                         f"{DEFAULT_REGION}, where samconfig.toml deploys it)")
-    start.set_defaults(func=cmd_start)
+    start.set_defaults(func=cmd_start, talks_to_aws=True)
 
     status = sub.add_parser("status", help="status, current state and item counts of a run (exit 1 if it failed)")
     status.add_argument("execution_arn", metavar="EXECUTION_ARN")
-    status.set_defaults(func=cmd_status)
+    status.set_defaults(func=cmd_status, talks_to_aws=True)
 
     results = sub.add_parser("results", help="download a run's summary and products from the stack's bucket")
     results.add_argument("execution_arn", metavar="EXECUTION_ARN")
     results.add_argument("--out", required=True, help="directory for the products and summary.json")
     results.add_argument("--stack", help="stack name (default: the stack that owns the run's state machine)")
-    results.set_defaults(func=cmd_results)
+    results.set_defaults(func=cmd_results, talks_to_aws=True)
