@@ -156,11 +156,12 @@ def test_a_scheduled_run_that_finds_no_granules_fails_so_that_the_alert_tells(en
     The same range given as dates (a person's run) still succeeds with nothing to do."""
     desc = engine.run({"recipe": "sst-global-mean", "period": "previous-month", "source": str(source)}, timeout=120)
     assert desc["status"] == "FAILED" and desc["error"] == "CatalogFailed"
-    assert "NoGranulesFound" in desc["cause"] and "run the month again later" in desc["cause"]
+    assert "NoGranulesFound" in desc["cause"] and "run the month again later with this input" in desc["cause"]
     today = dt.date.today()
     last = today.replace(day=1) - dt.timedelta(days=1)
-    by_hand = engine.run({"recipe": "sst-global-mean", "start": str(last.replace(day=1)), "end": str(last),
-                          "source": str(source)}, timeout=120)
+    again = {"recipe": "sst-global-mean", "start": str(last.replace(day=1)), "end": str(last), "source": str(source)}
+    assert json.dumps(again).replace('"', '\\"') in desc["cause"]  # the whole input, dates resolved (JSON in JSON)
+    by_hand = engine.run(again, timeout=120)
     assert by_hand["status"] == "SUCCEEDED"
 
 

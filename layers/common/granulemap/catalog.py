@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import json
 import os
 from collections import Counter
 from collections.abc import Iterable
@@ -160,9 +161,10 @@ def build_catalog(
         # collection or source changed. The run fails, so that the stack's alert says so.
         where = (f"in {execution.source}" if execution.source is not None
                  else f"of {execution.collection or recipe.collection} in NASA CMR")
+        again = json.dumps(execution.model_dump(mode="json", exclude_none=True, exclude_defaults=True))
         raise NoGranulesFound(f"no granules {where} for {start}..{end} ({validated.period}): if NASA has not "
-                              f"published them yet, run the month again later (granulemap start --recipe "
-                              f"{recipe.name} --start {start} --end {end})")
+                              f"published them yet, run the month again later with this input (aws stepfunctions "
+                              f"start-execution --input, or the same fields as granulemap start's options): {again}")
     run = RunContext(
         run_id=run_id,
         recipe=recipe.name,
