@@ -21,14 +21,15 @@ def _input(**change: object) -> dict:
 def test_a_bbox_is_refused_where_it_would_change_nothing(tmp_path, recipe) -> None:
     with pytest.raises(InvalidInput, match="field 'bbox': it narrows a NASA CMR search, not a 'source' folder"):
         validate_input(_input(recipe=recipe, bbox=BOX, source=str(tmp_path)), SETTINGS)
-    with pytest.raises(InvalidInput, match="every granule of MUR25-JPL-L4-GLOB-v04.2 covers the whole Earth") as err:
+    with pytest.raises(InvalidInput, match="every granule of MUR25-JPL-L4-GLOB-v04.2 covers the same area") as err:
         validate_input(_input(recipe=recipe, bbox=BOX), SETTINGS)
     assert 'sst-box-mean with params {"box": [W, S, E, N]}' in str(err.value)
+    # another L4 product, global (OSTIA) or regional: still one grid a day, all or none of its granules found
+    with pytest.raises(InvalidInput, match="every granule of OSTIA-UKMO-L4-GLOB-REP-v2.0 covers the same area"):
+        validate_input(_input(recipe=recipe, bbox=BOX, collection="OSTIA-UKMO-L4-GLOB-REP-v2.0"), SETTINGS)
 
 
-def test_a_bbox_is_taken_where_it_narrows_the_search_or_changes_the_results(tmp_path) -> None:
-    # another collection of the SST recipes may be regional: the bbox can narrow its search
-    validate_input(_input(bbox=BOX, collection="OSTIA-UKMO-L4-GLOB-REP-v2.0"), SETTINGS)
+def test_a_bbox_is_taken_where_it_changes_the_results(tmp_path) -> None:
     # ATL06: the bbox decides the parent cells, with CMR or a source folder
     atl06 = {"recipe": "atl06-cell-stats", "start": "2018-10-13", "end": "2018-10-13", "bbox": [-50, 60, -40, 70]}
     validate_input(atl06, SETTINGS)

@@ -62,10 +62,10 @@ def _refuse_a_bbox_that_changes_nothing(execution: ExecutionInput, recipe: Recip
     if execution.source is not None:
         raise InvalidInput(f"field 'bbox': it narrows a NASA CMR search, not a 'source' folder, and recipe "
                            f"{recipe.name} reduces each whole granule: the bbox would change nothing.{instead}")
-    if recipe.whole_earth_granules and execution.collection in (None, recipe.collection):
+    if recipe.same_area_every_granule:
         raise InvalidInput(f"field 'bbox': it narrows which granules the NASA CMR search finds, but every granule of "
-                           f"{recipe.collection} covers the whole Earth, and recipe {recipe.name} reduces each whole "
-                           f"granule: the bbox would change nothing.{instead}")
+                           f"{execution.collection or recipe.collection} covers the same area (one grid a day), and "
+                           f"recipe {recipe.name} reduces each whole granule: the bbox would change nothing.{instead}")
 
 
 def _in_range(when: dt.datetime | None, start: dt.date, end: dt.date) -> bool:

@@ -32,7 +32,7 @@ def parse_param(text: str) -> tuple[str, Any]:
 
 RECIPE_HELP = "the recipe: granulemap recipes lists them (built in: sst-global-mean, sst-box-mean, atl06-cell-stats)"
 BBOX_HELP = ("narrows the NASA CMR search, in degrees (west > east crosses the antimeridian); atl06-cell-stats: "
-             "also the cells. Refused where it changes nothing (a source folder; MUR25's whole-Earth granules)")
+             "also the cells. Refused where it changes nothing (a source folder; the SST recipes' gridded granules)")
 CONCURRENCY_HELP = "items the state machine runs at once (default: the stack's DefaultMaxConcurrency in template.yaml)"
 TOLERANCE_HELP = ("percentage of granules (of items, for recipes without granule results) that may fail without "
                   "failing the run (default: the stack's ToleratedFailurePercentage in template.yaml)")

@@ -71,9 +71,9 @@ class Recipe(abc.ABC):
 
     bbox_changes_results: ClassVar[bool] = False
     """True when the execution input's bbox changes what ``process`` computes (not only which granules)."""
-    whole_earth_granules: ClassVar[bool] = False
-    """True when every granule of the recipe's default collection covers the whole Earth (a global grid such as
-    GHRSST L4): a bbox then finds no fewer granules, and BuildCatalog refuses one that would change nothing."""
+    same_area_every_granule: ClassVar[bool] = False
+    """True when every granule of a collection the recipe reads covers the same area (a gridded L4 product: one grid
+    per day, global or regional): a bbox then finds all of them or none, and BuildCatalog refuses one."""
 
     def slug(self, params: BaseModel) -> str:
         """A readable prefix of the configuration id."""

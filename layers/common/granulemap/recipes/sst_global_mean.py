@@ -81,7 +81,7 @@ class SstGlobalMean(Recipe):
     collection = "MUR25-JPL-L4-GLOB-v04.2"
     file_pattern = "*.nc"
     per_granule = True
-    whole_earth_granules = True  # MUR25: one global 0.25° grid per day
+    same_area_every_granule = True  # GHRSST L4: one grid per day (MUR25: global, 0.25°)
     Params = Params
 
     def slug(self, params: BaseModel) -> str:
