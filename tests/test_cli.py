@@ -158,6 +158,9 @@ def test_a_local_source_without_granules_in_range_is_explained(tmp_path) -> None
     assert why == (f"{tmp_path} holds 2 files: 1 match recipe sst-global-mean's file-name pattern '*.nc', dated "
                    "2018-12-31 to 2018-12-31 by their names, none from 2017-01-01 to 2017-01-31; subfolders are not "
                    "searched (1 here: 2018)")
+    why = why_no_granules(str(tmp_path), get_recipe("sst-global-mean"), dt.date(2018, 12, 1), dt.date(2018, 12, 31))
+    assert "1 match recipe sst-global-mean's file-name pattern '*.nc', 1 of them dated from 2018-12-01 to " \
+           "2018-12-31, which gave the recipe no items" in why  # an ATL06 track with no usable segment, say
 
 
 def test_a_source_that_is_a_file_is_named_as_one(tmp_path) -> None:

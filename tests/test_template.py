@@ -432,7 +432,10 @@ def test_parameters_and_outputs_the_operator_and_the_cli_need(cfn: dict[str, Any
 def test_samconfig_deploys_to_us_west_2_with_iam_capability() -> None:
     config = tomllib.loads((ROOT / "samconfig.toml").read_text())
     deploy = config["default"]["deploy"]["parameters"]
-    assert deploy["region"] == "us-west-2"  # DAAC direct S3 access works only there
+    from granulemap.settings import DAAC_REGION
+
+    assert deploy["region"] == DAAC_REGION  # DAAC direct S3 access works only there
+    assert config["default"]["global"]["parameters"]["region"] == DAAC_REGION
     assert "CAPABILITY_IAM" in deploy["capabilities"]
     assert config["default"]["global"]["parameters"]["stack_name"]
     assert config["default"]["global"]["parameters"]["region"] == "us-west-2"  # build, logs, delete too

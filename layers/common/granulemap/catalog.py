@@ -104,9 +104,14 @@ def why_no_granules(directory: str, recipe: Recipe, start: dt.date, end: dt.date
     matching = [n for n in files if fnmatch.fnmatch(n, recipe.file_pattern)]
     dated = [recipe.granule_time(n) for n in matching]
     dates = sorted(t.astimezone(dt.UTC).date() for t in dated if t is not None)
-    found = (f"{len(matching)} match recipe {recipe.name}'s file-name pattern {recipe.file_pattern!r}"
-             + (f", dated {dates[0]} to {dates[-1]} by their names, none from {start} to {end}" if dates else
-                (", but their names give no date" if matching else "")))
+    inside = sum(start <= d <= end for d in dates)
+    found = f"{len(matching)} match recipe {recipe.name}'s file-name pattern {recipe.file_pattern!r}"
+    if inside:  # granules in range, and still no item: the recipe found nothing to do in them
+        found += f", {inside} of them dated from {start} to {end}, which gave the recipe no items"
+    elif dates:
+        found += f", dated {dates[0]} to {dates[-1]} by their names, none from {start} to {end}"
+    elif matching:
+        found += ", but their names give no date"
     where = f"; subfolders are not searched ({len(folders)} here: {', '.join(folders[:3])})" if folders else ""
     return f"{directory} holds {len(files)} files: {found}{where}"
 

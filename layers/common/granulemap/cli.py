@@ -33,9 +33,11 @@ def parse_param(text: str) -> tuple[str, Any]:
 RECIPE_HELP = "the recipe: granulemap recipes lists them (built in: sst-global-mean, sst-box-mean, atl06-cell-stats)"
 BBOX_HELP = ("narrows the NASA CMR search, in degrees (west > east crosses the antimeridian); atl06-cell-stats: "
              "also the cells. Refused where it changes nothing (a source folder; the SST recipes' gridded granules)")
-CONCURRENCY_HELP = "items the state machine runs at once (default: the stack's DefaultMaxConcurrency in template.yaml)"
+CONCURRENCY_HELP = ("items the state machine runs at once (default: the DefaultMaxConcurrency parameter: the deployed "
+                    "stack's, or template.yaml's for a local run)")
 TOLERANCE_HELP = ("percentage of granules (of items, for recipes without granule results) that may fail without "
-                  "failing the run (default: the stack's ToleratedFailurePercentage in template.yaml)")
+                  "failing the run (default: the ToleratedFailurePercentage parameter: the deployed stack's, or "
+                  "template.yaml's for a local run)")
 RECOMPUTE_HELP = ("compute every item again, even those whose result is stored (after an update of granulemap or of "
                   "your recipe that changes results): the products take the new values")
 GROUP_HELP = ("SST recipes: granules per Processor call, those of a dekad (default) or one each; same results")

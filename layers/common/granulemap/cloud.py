@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 
 from granulemap import layout
 from granulemap.errors import InvalidInput, readable_cause
-from granulemap.settings import Settings
+from granulemap.settings import DAAC_REGION, Settings
 from granulemap.storage import download_objects
 
 FAILED_STATUSES = {"FAILED", "TIMED_OUT", "ABORTED"}
@@ -54,8 +54,7 @@ class Stack:
         return Settings.model_validate(values)
 
 
-DEFAULT_REGION = "us-west-2"
-"""Where samconfig.toml deploys the stack: the region of NASA's Earthdata Cloud buckets, which the Processor reads."""
+DEFAULT_REGION = DAAC_REGION
 
 
 def _client(service: str, region: str | None = None) -> Any:
@@ -216,8 +215,8 @@ def print_summary(summary: dict[str, Any], file: Any = None) -> None:
     if granules:
         print(f"  items (Processor calls): {items['succeeded']} computed, {items['skipped']} skipped, "
               f"{items['failed']} failed of {items['total']}", file=file)
-    message = summary.get("message") or ""
-    if message and not message.startswith(f"{unit}: "):  # not the counts above again
+    message = summary.get("message")
+    if message and (summary["status"] != "SUCCEEDED" or not counts["total"]):  # why it failed, or why nothing ran
         print(message, file=file)
     for failure in summary.get("failures", [])[:20]:
         what = failure.get("granule") or failure["item"]

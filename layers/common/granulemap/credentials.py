@@ -23,9 +23,8 @@ from botocore.exceptions import ClientError
 from granulemap.errors import CredentialsUnavailable, SourceUnavailable, TransientError
 from granulemap.models import CredentialsRef
 from granulemap.observability import logger
-from granulemap.settings import Settings
+from granulemap.settings import DAAC_REGION, Settings
 
-DAAC_REGION = "us-west-2"
 """NASA's DAAC buckets allow direct S3 reads only from this region."""
 
 REFRESH_MARGIN = dt.timedelta(minutes=15)

@@ -132,16 +132,18 @@ def processor_item_seconds(recipe: RecipeCost, model: CostModel, memory_mb: int,
     return granules * (compute + read) + model.s3_request_latency_s
 
 
+def _items_by_rate(recipe: RecipeCost, start: dt.date, end: dt.date) -> int:
+    return math.ceil(recipe.items_per_day * ((end - start).days + 1))
+
+
 def items_for(recipe: RecipeCost, start: dt.date, end: dt.date) -> int:
-    days = (end - start).days + 1
-    items = math.ceil(recipe.items_per_day * days)
+    items = _items_by_rate(recipe, start, end)
     return min(items, recipe.max_items) if recipe.max_items else items
 
 
 def _items_basis(recipe: RecipeCost, start: dt.date, end: dt.date) -> str:
-    days = (end - start).days + 1
-    raw = math.ceil(recipe.items_per_day * days)
-    basis = f" ({recipe.items_per_day:g} per day over {days} days"
+    raw = _items_by_rate(recipe, start, end)
+    basis = f" ({recipe.items_per_day:g} per day over {(end - start).days + 1} days"
     if recipe.max_items and raw > recipe.max_items:
         return basis + f" would be {raw}, more than the recipe's {recipe.max_items} possible items: at most that)"
     return basis + ")"

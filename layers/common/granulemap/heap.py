@@ -33,6 +33,7 @@ def set_at_runtime(tunables: str) -> dict[str, int]:
     done: dict[str, int] = {}
     for name, value in parse_tunables(tunables).items():
         parameter = _MALLOPT_PARAMETERS.get(name)
-        if parameter is not None and mallopt(parameter, int(value)) == 1:  # mallopt returns 1 on success
-            done[name] = int(value)
+        number = int(value, 0)  # glibc reads tunables as C integers: decimal, or 0x hexadecimal
+        if parameter is not None and mallopt(parameter, number) == 1:  # mallopt returns 1 on success
+            done[name] = number
     return done

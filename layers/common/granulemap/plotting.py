@@ -48,8 +48,8 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
             raise InvalidInput(f"{result} has no variable {column!r}; variables: {', '.join(ds.data_vars)}")
         ds, period = select_period(ds, when)
         if out is None and period:  # one picture per variable and period, named as the run's own
-            first, last = (d.replace("-", "") for d in period.removeprefix(", ").split(".."))
-            out = result.with_name(f"{result.stem}-{column}-{first}-{last}.png")
+            first, last = (dt.date.fromisoformat(d) for d in period.removeprefix(", ").split(".."))
+            out = result.with_name(period_png_name(result.stem, column, first, last))
         values = ds[column].values
         keep = np.isfinite(values)
         units = ds[column].attrs.get("units", "")
@@ -61,6 +61,11 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
     target = out or result.with_suffix(".png")
     target.write_bytes(png)
     return target
+
+
+def period_png_name(store: str, variable: str, first: dt.date, last: dt.date) -> str:
+    """The picture of one variable of a store over one period (a run draws it; ``granulemap plot`` redraws it)."""
+    return f"{store}-{variable}-{first:%Y%m%d}-{last:%Y%m%d}.png"
 
 
 def select_period(ds: xr.Dataset, when: dt.date | None) -> tuple[xr.Dataset, str]:

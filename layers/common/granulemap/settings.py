@@ -6,6 +6,10 @@ import os
 
 from pydantic import BaseModel, Field
 
+DAAC_REGION = "us-west-2"
+"""The only region where NASA's DAAC buckets allow direct S3 reads: where samconfig.toml deploys the stack, where the
+cloud commands look for it by default, and the region the local engine emulates."""
+
 
 class Settings(BaseModel):
     bucket: str = Field(min_length=3)

@@ -39,10 +39,11 @@ import requests
 from granulemap.local import warmfork, worker
 from granulemap.local.channel import CHANNEL_ENV
 from granulemap.local.template import LocalTemplate, read_local_template, substitute_definition
+from granulemap.settings import DAAC_REGION
 
 _RECURSION_LIMIT = 1_000_000
 """Frames allowed in the engine process (see LocalEngine.__enter__): about one per Map item a worker thread takes."""
-REGION = "us-west-2"
+REGION = DAAC_REGION  # where the stack runs in AWS
 ACCOUNT = "123456789012"
 LOCAL_STACK_NAME = "granulemap-local"
 LOCAL_BUCKET = "granulemap-local"

@@ -20,6 +20,7 @@ import datetime as dt
 import hashlib
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,7 +57,9 @@ from granulemap.storage import Bucket
 
 def png_name(period: Period) -> str:
     """The h_mean map of one period."""
-    return f"atl06-cell-stats-h_mean-{period[0]:%Y%m%d}-{period[1]:%Y%m%d}.png"
+    from granulemap.plotting import period_png_name
+
+    return period_png_name(Path(STORE_NAME).stem, "h_mean", period[0], period[1])
 
 
 MAX_LEVELS = 10
