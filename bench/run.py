@@ -463,8 +463,8 @@ def orchestration_section(o: dict[str, Any]) -> list[str]:
                        + f" | {fmt(v['engine_cpu_ms_per_granule'], 1)} | {fmt(v['workers_cpu_ms_per_granule'], 1)} |")
     out += ["", "Phases (median seconds, bench/local_run_probe.py): start-up until BuildCatalog is called (moto "
             "imported and started); catalog until the first Processor call (BuildCatalog's worker is forked once the "
-            "fork server has imported the handlers' libraries, which takes longer than the start-up: that wait is "
-            "here); items from the first Processor call to the end of the last; Aggregate; "
+            "fork server has imported the handlers' libraries, alongside the start-up: any wait for that is here); "
+            "items from the first Processor call to the end of the last; Aggregate; "
             "end (products copied out, shut-down).", "",
             f"Speed-up 2 vs 1 workers (min / median): end to end {ratio_cell(se['speedup'])}; items phase "
             f"{ratio_cell(se['items_phase_speedup'])}. Grouping by dekad against one item per granule, end to end "

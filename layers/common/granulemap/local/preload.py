@@ -12,8 +12,8 @@ Aggregate draws with matplotlib, which it would otherwise import (0.4 s) on the 
 item. granulemap's own modules are imported too; a recipe's module is imported by its first invocation (only the
 small SST ones are here: atl06-cell-stats brings zarr and s3fs, 0.3 s, which every other run would pay at start).
 
-The preload takes longer than the engine's own start-up (importing and starting moto), so every step of it delays a
-run's first invocation: only what the handlers import belongs here (tests/test_warmfork.py checks that the handlers
+The preload runs alongside the engine's own start-up (importing and starting moto) and takes about as long, so a
+step more here can delay a run's first invocation: only what the handlers import belongs here (tests/test_warmfork.py checks that the handlers
 of an SST run, in a spawned worker, import every module listed).
 
 Each step may fail on its own (a library missing, a bad MPLBACKEND or AWS_PROFILE in the user's environment): it is
