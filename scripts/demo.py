@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from granulemap.cloud import print_summary
 from granulemap.local.run import run_locally
 from granulemap.synthetic import make_synthetic_series
 
@@ -17,11 +18,7 @@ ATL06 = ROOT / "tests" / "data" / "atl06"
 
 
 def _report(summary: dict) -> bool:
-    items = summary["items"]
-    print(f"{summary['status']}: {items['succeeded']} succeeded, {items['skipped']} skipped, "
-          f"{items['failed']} failed of {items['total']} items")
-    for path in summary["outputs"]:
-        print(f"  {path}")
+    print_summary(summary)  # the lines granulemap run prints
     return summary["status"] == "SUCCEEDED"
 
 
