@@ -274,7 +274,7 @@ class LocalEngine:
             import logging
 
             engine_log = logging.getLogger("moto.stepfunctions.parser")
-            for handler in engine_log.handlers:
+            for handler in list(engine_log.handlers):
                 if handler not in self._engine_log_before[1]:
                     engine_log.removeHandler(handler)
                     handler.close()
