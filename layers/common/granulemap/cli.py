@@ -81,8 +81,8 @@ def _local_settings() -> Any:
 
 def processor_malloc_settings() -> None:
     """``process`` does the Processor's work, so it takes the Processor's malloc settings (granulemap/heap.py):
-    without them a granule could take up to 1.7 times as long (BENCHMARKS.md, malloc). Nothing changes outside a
-    checkout (no template.yaml) or where mallopt does not exist."""
+    without them a granule can take much longer (BENCHMARKS.md's malloc section says how much). Nothing changes
+    outside a checkout (no template.yaml) or where mallopt does not exist."""
     from granulemap.heap import VARIABLE, set_at_runtime
 
     try:
