@@ -237,3 +237,22 @@ def test_a_local_run_s_own_boto_error_is_not_reported_as_aws_refusing(tmp_path: 
     with pytest.raises(EndpointConnectionError):
         main(["run", "--recipe", "sst-global-mean", "--start", "2018-12-01", "--end", "2018-12-31", "--source",
               str(tmp_path), "--out", str(tmp_path / "out")])
+
+
+def test_a_local_run_leaves_no_temporary_folder_behind(tmp_path: Path, mur25) -> None:
+    """The command leaves by os._exit (console); multiprocessing's temporary folder, which holds the fork server's
+    socket, must still go."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    source, scratch = tmp_path / "granules", tmp_path / "tmp"
+    source.mkdir()
+    scratch.mkdir()
+    shutil.copy(mur25, source / mur25.name)
+    done = subprocess.run([sys.executable, "-m", "granulemap.cli", "run", "--recipe", "sst-global-mean", "--start",
+                           "2018-12-31", "--end", "2018-12-31", "--source", str(source), "--out", str(tmp_path / "out"),
+                           "--quiet"], capture_output=True, text=True, timeout=300, env={**os.environ, "TMPDIR": str(scratch)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert list(scratch.iterdir()) == []

@@ -274,15 +274,19 @@ def console() -> None:
 
     Everything ``main`` opens is closed by the time it returns (a local run's engine has stopped moto, its workers and
     its fork server). What is left is the interpreter's own teardown, which, with moto, numpy, h5py and matplotlib
-    loaded, is a noticeable part of a short run (BENCHMARKS.md, the local engine's section). Output is flushed and
-    logging shut down first; exit handlers that libraries registered do not run."""
+    loaded, is a noticeable part of a short run (BENCHMARKS.md, the local engine's section). multiprocessing's exit
+    work is done (its temporary folder removed), logging shut down and output flushed first; other exit handlers that
+    libraries registered do not run."""
     import logging
     import os
+
+    from multiprocessing import util
 
     try:
         code = main()
     except BrokenPipeError:  # the reader left (granulemap recipes | head -1): end as a command killed by SIGPIPE
         code = 128 + 13
+    util._exit_function()  # what multiprocessing does at exit: its temporary folder (the fork server's socket) goes
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
