@@ -251,8 +251,9 @@ def test_a_local_run_leaves_no_temporary_folder_behind(tmp_path: Path, mur25) ->
     source.mkdir()
     scratch.mkdir()
     shutil.copy(mur25, source / mur25.name)
-    done = subprocess.run([sys.executable, "-m", "granulemap.cli", "run", "--recipe", "sst-global-mean", "--start",
-                           "2018-12-31", "--end", "2018-12-31", "--source", str(source), "--out", str(tmp_path / "out"),
-                           "--quiet"], capture_output=True, text=True, timeout=300, env={**os.environ, "TMPDIR": str(scratch)})
+    command = [sys.executable, "-m", "granulemap.cli", "run", "--recipe", "sst-global-mean", "--start", "2018-12-31",
+               "--end", "2018-12-31", "--source", str(source), "--out", str(tmp_path / "out"), "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TMPDIR": str(scratch)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert list(scratch.iterdir()) == []
