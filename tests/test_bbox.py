@@ -29,9 +29,12 @@ def test_a_bbox_is_refused_where_it_would_change_nothing(tmp_path, recipe) -> No
         validate_input(_input(recipe=recipe, bbox=BOX, collection="OSTIA-UKMO-L4-GLOB-REP-v2.0"), SETTINGS)
 
 
-def test_a_bbox_is_taken_where_it_changes_the_results(tmp_path) -> None:
-    # ATL06: the bbox decides the parent cells, with CMR or a source folder
+def test_a_bbox_is_taken_where_it_narrows_the_search(tmp_path) -> None:
+    # ATL06 from CMR: the bbox decides which granules, and so which parent cells
     atl06 = {"recipe": "atl06-cell-stats", "start": "2018-10-13", "end": "2018-10-13", "bbox": [-50, 60, -40, 70]}
     validate_input(atl06, SETTINGS)
-    validate_input({**atl06, "source": str(tmp_path)}, SETTINGS)
+    # from a folder nothing is searched: no recipe clips to the box (the local run kept all 81 segments of the sample,
+    # a South Pacific pass, with a box over Greenland)
+    with pytest.raises(InvalidInput, match="not a 'source' folder, and recipe atl06-cell-stats"):
+        validate_input({**atl06, "source": str(tmp_path)}, SETTINGS)
     validate_input(_input(), SETTINGS)  # no bbox: nothing to refuse

@@ -47,7 +47,7 @@ def validate_input(raw: object, settings: Settings, now: dt.datetime | None = No
     if execution.group is not None and not recipe.per_granule:
         raise InvalidInput(f"field 'group': recipe {recipe.name} makes its own items; group applies to the recipes "
                            "that reduce each granule on its own (sst-global-mean, sst-box-mean)")
-    if execution.bbox is not None and not recipe.bbox_changes_results:
+    if execution.bbox is not None:
         _refuse_a_bbox_that_changes_nothing(execution, recipe)
     if execution.source is None and execution.collection is None and recipe.collection is None:
         raise InvalidInput(f"field 'collection': recipe {recipe.name} has no default collection; give one")
@@ -55,14 +55,16 @@ def validate_input(raw: object, settings: Settings, now: dt.datetime | None = No
 
 
 def _refuse_a_bbox_that_changes_nothing(execution: ExecutionInput, recipe: Recipe) -> None:
-    """A bbox narrows only a NASA CMR search, and ``recipe`` reduces whole granules: where it cannot narrow the
-    search either, the run would quietly ignore it, and a reader of the results take them for the box's."""
+    """A bbox narrows only the NASA CMR search (which granules are found; no recipe clips to it): with a ``source``
+    folder, or granules that all cover one grid, the run would quietly ignore it, and a reader of the results take
+    them for the box's."""
     instead = (" To reduce over an area, use a recipe that takes one: sst-box-mean with params {\"box\": [W, S, E, N]}"
                " for SST")
     if execution.source is not None:
         raise InvalidInput(f"field 'bbox': it narrows a NASA CMR search, not a 'source' folder, and recipe "
-                           f"{recipe.name} reduces each whole granule: the bbox would change nothing.{instead}")
-    if recipe.same_area_every_granule:
+                           f"{recipe.name} reduces each whole granule: the bbox would change nothing (put only the "
+                           f"granules you want in the folder).{instead}")
+    if recipe.same_area_every_granule and not recipe.bbox_changes_results:
         raise InvalidInput(f"field 'bbox': it narrows which granules the NASA CMR search finds, but every granule of "
                            f"{execution.collection or recipe.collection} covers the same area (one grid a day), and "
                            f"recipe {recipe.name} reduces each whole granule: the bbox would change nothing.{instead}")

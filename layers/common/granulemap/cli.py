@@ -31,8 +31,9 @@ def parse_param(text: str) -> tuple[str, Any]:
 
 
 RECIPE_HELP = "the recipe: granulemap recipes lists them (built in: sst-global-mean, sst-box-mean, atl06-cell-stats)"
-BBOX_HELP = ("narrows the NASA CMR search, in degrees (west > east crosses the antimeridian); atl06-cell-stats: "
-             "also the cells. Refused where it changes nothing (a source folder; the SST recipes' gridded granules)")
+BBOX_HELP = ("narrows which granules the NASA CMR search finds, in degrees (west > east crosses the antimeridian); "
+             "no recipe clips to it. Refused where it changes nothing (a source folder; the SST recipes' gridded "
+             "granules)")
 CONCURRENCY_HELP = ("items the state machine runs at once (default: the DefaultMaxConcurrency parameter: the deployed "
                     "stack's, or template.yaml's for a local run)")
 TOLERANCE_HELP = ("percentage of granules (of items, for recipes without granule results) that may fail without "

@@ -147,7 +147,8 @@ class Atl06CellStats(Recipe):
     file_pattern = "ATL06_*.h5"
     Params = Params
     bbox_changes_results = True
-    """The bbox decides which parent cells the store holds, so different bboxes get different stores."""
+    """The bbox decides which granules the CMR search finds, and so which parent cells the store holds (every cell
+    those granules touch): different bboxes get different stores."""
     needs_footprints = True
     """Items are the parent cells each granule's CMR polygons touch."""
 
