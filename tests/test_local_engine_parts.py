@@ -235,3 +235,31 @@ def test_the_channel_serves_only_its_own_user(tmp_path: Path) -> None:
         assert not marker.exists()
     finally:
         server.close()
+
+
+def test_the_moto_server_s_port_answers_only_requests_signed_with_the_engine_s_own_key() -> None:
+    """The TCP port is open to every user of the machine; the key is new per engine and only in the engine's and its
+    workers' environments. moto's own calls to itself and this process's clients are answered in-process, and the
+    engine gives this process's botocore back as it found it."""
+    import requests
+    from botocore.session import Session
+
+    from granulemap.local.engine import LocalEngine
+
+    registered_before = Session._register_builtin_handlers
+    with LocalEngine(workers=1) as engine:
+        key = engine.credentials["AWS_ACCESS_KEY_ID"]
+        assert key.startswith("GMLOCAL") and key != "testing"
+        url = f"{engine.endpoint}/{engine.bucket}"
+
+        def signed_by(access_key: str) -> dict[str, str]:
+            return {"Authorization": f"AWS4-HMAC-SHA256 Credential={access_key}/20261130/us-west-2/s3/aws4_request, "
+                                     "SignedHeaders=host, Signature=0"}
+
+        assert requests.get(url, timeout=10).status_code == 403
+        assert requests.get(url, headers=signed_by("testing"), timeout=10).status_code == 403  # moto's usual key
+        assert requests.get(url, headers=signed_by(key), timeout=10).status_code == 200
+        assert requests.get(f"{engine.endpoint}/moto-api/reset", timeout=10).status_code == 403
+        # this process's own clients (moto's engine's among them) do not go over the port
+        assert engine.client("s3").head_bucket(Bucket=engine.bucket)["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert Session._register_builtin_handlers is registered_before

@@ -22,6 +22,7 @@ import io
 import json
 import multiprocessing
 import os
+import secrets
 import socket
 import sys
 import threading
@@ -34,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import requests
 
 from granulemap.local import warmfork, worker
 from granulemap.local.channel import CHANNEL_ENV
@@ -47,7 +47,6 @@ REGION = DAAC_REGION  # where the stack runs in AWS
 ACCOUNT = "123456789012"
 LOCAL_STACK_NAME = "granulemap-local"
 LOCAL_BUCKET = "granulemap-local"
-FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
 
@@ -66,6 +65,64 @@ def project_root() -> Path:
 def execution_name() -> str:
     """A new local execution's name: unique, and sorted by start time."""
     return time.strftime("local-%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def _engine_credentials() -> dict[str, str]:
+    """Keys of this engine's emulated account, new for every engine: its moto server answers only requests signed
+    with them (see _SignedWith)."""
+    return {"AWS_ACCESS_KEY_ID": "GMLOCAL" + secrets.token_hex(7).upper(),
+            "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30), "AWS_SESSION_TOKEN": secrets.token_urlsafe(30)}
+
+
+class _SignedWith:
+    """WSGI middleware of the moto server's TCP port: a request passes only if it is signed (SigV4 header, or a
+    presigned URL) with ``access_key``. The port is open to every user of the machine; the key is in this
+    process's and its workers' environments only."""
+
+    def __init__(self, app: Any, access_key: str):
+        self.app = app
+        self._header, self._query = f"Credential={access_key}/", f"X-Amz-Credential={access_key}%2F"
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if (self._header in environ.get("HTTP_AUTHORIZATION", "")
+                or self._query in environ.get("QUERY_STRING", "").replace("/", "%2F")):
+            return self.app(environ, start_response)
+        body = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code><Message>granulemap's "
+                b"local engine answers only requests signed with its own credentials</Message></Error>")
+        start_response("403 Forbidden", [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
+        return [body]
+
+
+def _route_own_calls(channel: Any, endpoints: list[str]) -> Any:
+    """Answer in this process the requests this process sends to the moto server at ``endpoints``: moto's engine
+    calling its own services (http://localhost:$MOTO_PORT, signed with moto's fixed test key, which the TCP port
+    refuses), and handlers on threads of this process (``in_process``), which may sign with other keys (a run's
+    temporary DAAC credentials). boto3's default session and every botocore session made from now on get the hooks.
+    Returns what undoes it."""
+    import boto3
+    from botocore.session import Session
+
+    from granulemap.local.channel import InProcessClient
+
+    hooks = [InProcessClient(channel, endpoint) for endpoint in endpoints]
+    register_builtin_handlers = Session._register_builtin_handlers
+
+    def _register_builtin_handlers(self: Any, events: Any) -> None:
+        register_builtin_handlers(self, events)
+        for hook in hooks:
+            events.register("before-send", hook)
+
+    Session._register_builtin_handlers = _register_builtin_handlers  # type: ignore[method-assign]
+    default = boto3._get_default_session()._session
+    for hook in hooks:
+        default.register("before-send", hook)
+
+    def undo() -> None:
+        Session._register_builtin_handlers = register_builtin_handlers  # type: ignore[method-assign]
+        for hook in hooks:
+            default.unregister("before-send", hook)
+
+    return undo
 
 
 def _free_port() -> int:
@@ -129,6 +186,8 @@ class LocalEngine:
         self._fork_server: warmfork.WarmForkServer | None = None
         self._owns_active = False
         self._froze = False
+        self._own_calls: Any = None
+        self.credentials: dict[str, str] = {}
         self._engine_log_before: tuple[bool, list[Any]] | None = None
         self._pool_lock = threading.Lock()
         self.total_items: int | None = None
@@ -187,18 +246,18 @@ class LocalEngine:
             self._environ_before = dict(os.environ)  # the handlers change this process's environment
         port = _free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
+        self.credentials = _engine_credentials()
         # moto's engine calls its own services at http://localhost:$MOTO_PORT: set it before the server starts.
-        self._setenv({"MOTO_PORT": str(port), "AWS_DEFAULT_REGION": REGION, **FAKE_CREDENTIALS})
+        self._setenv({"MOTO_PORT": str(port), "AWS_DEFAULT_REGION": REGION, **self.credentials})
         # moto's Distributed Map workers recurse once per item they take (IterationWorker._eval_pool calls itself
         # for the next job): past Python's default limit of 1,000 frames a worker thread dies of RecursionError and
         # the execution never ends (found at 1,200 items with max concurrency 1). The frames are Python's (no C
         # stack per call in 3.12), so a higher limit carries a worker through any manifest the template allows.
         self._recursion_limit_before = sys.getrecursionlimit()
         sys.setrecursionlimit(max(self._recursion_limit_before, _RECURSION_LIMIT))
-        if not self.in_process:
-            from granulemap.local.channel import ChannelServer
+        from granulemap.local.channel import ChannelServer
 
-            self._channel = ChannelServer(("127.0.0.1", port))
+        self._channel = ChannelServer(("127.0.0.1", port))  # in_process too: this process's own calls go through it
         self.template = read_local_template(self.root, self.bucket, REGION, ACCOUNT, LOCAL_STACK_NAME,
                                             self.parameter_overrides)
         if not self.in_process:  # what glibc reads at a process's start (a handler thread's process has started)
@@ -220,12 +279,15 @@ class LocalEngine:
 
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self._server.start()
-        if self._channel is not None:
-            self._channel.attach(self._server._server.app)
+        app = self._server._server.app
+        self._channel.attach(app)
+        # Over TCP (what the workers' s3fs and other non-botocore clients use, and anyone on this machine can
+        # reach), only requests signed with this engine's own key; moto's calls to itself are answered in this process.
+        self._server._server.app = _SignedWith(app, self.credentials["AWS_ACCESS_KEY_ID"])
+        self._own_calls = _route_own_calls(self._channel, [f"http://localhost:{port}", self.endpoint])
         # moto's backends are process-wide: start from an empty account whatever ran before in this process.
-        requests.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
-        requests.post(f"{self.endpoint}/moto-api/config",
-                      json={"stepfunctions": {"execute_state_machine": True}}, timeout=10).raise_for_status()
+        self._moto_api("reset", b"")
+        self._moto_api("config", json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode())
         self._patch_lambda()
         self._create_resources()
 
@@ -249,6 +311,9 @@ class LocalEngine:
         if self._fork_server is not None:
             self._fork_server.stop()
             self._fork_server = None
+        if self._own_calls is not None:
+            self._own_calls()  # moto's own clients no longer answered here
+            self._own_calls = None
         if self._channel is not None:
             self._channel.close()
             self._channel = None
@@ -321,11 +386,11 @@ class LocalEngine:
             "AWS_ENDPOINT_URL_S3": self.endpoint,
             "AWS_REGION": REGION,
             "AWS_DEFAULT_REGION": REGION,
-            **FAKE_CREDENTIALS,
+            **self.credentials,
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_DEV": "false",
             "GRANULEMAP_LOCAL": "1",
-            **({CHANNEL_ENV: f"{self._channel.path} {self.endpoint}"} if self._channel is not None else {}),
+            **({CHANNEL_ENV: f"{self._channel.path} {self.endpoint}"} if not self.in_process else {}),
             **self.extra_env,
         }
 
@@ -343,13 +408,22 @@ class LocalEngine:
         )
 
     def client(self, service: str) -> Any:
+        """A boto3 client of the emulated account, answered in this process (no HTTP)."""
         client = boto3.client(service, region_name=REGION, endpoint_url=self.endpoint,
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
-        if self._channel is not None:
-            from granulemap.local.channel import InProcessClient
+                              aws_access_key_id=self.credentials["AWS_ACCESS_KEY_ID"],
+                              aws_secret_access_key=self.credentials["AWS_SECRET_ACCESS_KEY"],
+                              aws_session_token=self.credentials["AWS_SESSION_TOKEN"])
+        from granulemap.local.channel import InProcessClient
 
-            client.meta.events.register("before-send", InProcessClient(self._channel, self.endpoint))
+        client.meta.events.register("before-send", InProcessClient(self._channel, self.endpoint))
         return client
+
+    def _moto_api(self, action: str, body: bytes) -> None:
+        status, _, answer = self._channel.handle("POST", f"{self.endpoint}/moto-api/{action}",
+                                                 [("Content-Type", "application/json"),
+                                                  ("Content-Length", str(len(body)))], body)
+        if not 200 <= status < 300:
+            raise RuntimeError(f"moto's /moto-api/{action} answered {status}: {answer[:200]!r}")
 
     # ---- lambda dispatch -----------------------------------------------------------------------------
     def _patch_lambda(self) -> None:

@@ -75,8 +75,9 @@ class Workspace:
     across runs and across workspaces on the same folder (one at a time: a second one open on the folder, in any
     process, is refused), the handlers' output goes to FOLDER/logs/functions.log, and each run's products,
     summary.json, Lambda invocations and execution history go to its own ``out`` folder (default:
-    FOLDER/runs/<execution name>). While it is open, this process's environment holds the local endpoint, fake AWS
-    keys and template.yaml's GLIBC_TUNABLES (for the worker processes it starts); all are put back when it closes.
+    FOLDER/runs/<execution name>). While it is open, this process's environment holds the local endpoint, the
+    engine's AWS keys and template.yaml's GLIBC_TUNABLES (for the worker processes it starts), and this process's
+    boto3 and botocore sessions answer requests to the local endpoint in-process; all is put back when it closes.
     """
 
     def __init__(self, folder: str | Path, workers: int | None = None, extra_env: dict[str, str] | None = None):

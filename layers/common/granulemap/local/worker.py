@@ -40,7 +40,7 @@ class LocalLambdaContext:
 
 
 def init_worker(base_env: dict[str, str], log_path: str | None, own_process: bool = False) -> None:
-    """Process initializer: the local AWS endpoint and fake credentials; stdout/stderr to the run's log file.
+    """Process initializer: the local AWS endpoint and the engine's credentials; stdout/stderr to the run's log file.
 
     ``own_process``: this is a worker process of the engine's pool (not a thread of the caller's process), which may
     therefore end without tearing down its modules (``_exit_without_finalizing``)."""
