@@ -13,8 +13,8 @@ item. granulemap's own modules are imported too; a recipe's module is imported b
 small SST ones are here: atl06-cell-stats brings zarr and s3fs, 0.3 s, which every other run would pay at start).
 
 The preload runs alongside the engine's own start-up (importing and starting moto) and takes about as long, so a
-step more here can delay a run's first invocation: only what the handlers import belongs here (tests/test_warmfork.py checks that the handlers
-of an SST run, in a spawned worker, import every module listed).
+step more here can delay a run's first invocation: only what the handlers import belongs here (tests/test_warmfork.py
+checks that the handlers of an SST run, in a spawned worker, import every module listed).
 
 Each step may fail on its own (a library missing, a bad MPLBACKEND or AWS_PROFILE in the user's environment): it is
 then skipped, and the workers do it on first use, as a Lambda would. multiprocessing's fork server would survive an
