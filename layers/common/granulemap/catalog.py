@@ -106,7 +106,7 @@ def why_no_granules(directory: str, recipe: Recipe, start: dt.date, end: dt.date
     matching = [n for n in files if fnmatch.fnmatch(n, recipe.file_pattern)]
     dated = [recipe.granule_time(n) for n in matching]
     dates = sorted(t.astimezone(dt.UTC).date() for t in dated if t is not None)
-    inside = sum(start <= d <= end for d in dates)
+    inside = sum(_in_range(t, start, end) for t in dated)
     found = f"{len(matching)} match recipe {recipe.name}'s file-name pattern {recipe.file_pattern!r}"
     if inside:  # granules in range, and still no item: the recipe found nothing to do in them
         found += f", {inside} of them dated from {start} to {end}, which gave the recipe no items"

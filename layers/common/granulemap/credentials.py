@@ -25,8 +25,6 @@ from granulemap.models import CredentialsRef
 from granulemap.observability import logger
 from granulemap.settings import DAAC_REGION, Settings
 
-"""NASA's DAAC buckets allow direct S3 reads only from this region."""
-
 REFRESH_MARGIN = dt.timedelta(minutes=15)
 """Credentials that expire sooner than this are refreshed before use: a Lambda may run 15 minutes."""
 

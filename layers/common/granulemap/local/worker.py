@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from granulemap.heap import parse_tunables
+from granulemap.heap import VARIABLE as TUNABLES, parse_tunables
 
 _base_env: dict[str, str] = {}
 _function_env_keys: set[str] = set()
@@ -80,7 +80,7 @@ def _exit_without_finalizing() -> None:
     os._exit(0)
 
 
-PROCESS_START_VARIABLES = ("GLIBC_TUNABLES",)
+PROCESS_START_VARIABLES = (TUNABLES,)
 """Variables of a function's environment that act only when its process starts: glibc reads GLIBC_TUNABLES before
 Python runs (template.yaml says why it is set). Lambda starts a function's process with its environment; the local
 engine starts its worker processes with these (``process_start_environment``), since ``invoke`` sets the rest of a
@@ -102,10 +102,10 @@ def process_start_environment(environments: list[dict[str, str]],
         value = values.pop() if values else None
         if value is not None:
             found[name] = value
-    mine = (current or {}).get("GLIBC_TUNABLES")
-    if "GLIBC_TUNABLES" in found and mine:
-        merged = {**parse_tunables(mine), **parse_tunables(found["GLIBC_TUNABLES"])}
-        found["GLIBC_TUNABLES"] = ":".join(f"{k}={v}" for k, v in merged.items())
+    mine = (current or {}).get(TUNABLES)
+    if TUNABLES in found and mine:
+        merged = {**parse_tunables(mine), **parse_tunables(found[TUNABLES])}
+        found[TUNABLES] = ":".join(f"{k}={v}" for k, v in merged.items())
     return found
 
 
