@@ -368,28 +368,45 @@ class ChannelClient(_Hook):
             raise EndpointConnectionError(endpoint_url=url, error=exc) from exc
 
 
-def install_client_hook(value: str | None = None) -> ChannelClient | None:
-    """In a worker process: send this process's botocore requests to the local endpoint over the channel given
-    by ``value`` (default: the ``GRANULEMAP_LOCAL_CHANNEL`` variable). boto3's default session, if it exists, and
-    every (synchronous) botocore session created afterwards get the hook; aiobotocore's sessions, whose responses
-    must be awaitable, keep sending over HTTP."""
-    value = value if value is not None else os.environ.get(CHANNEL_ENV)
-    if not value:
-        return None
-    path, _, endpoint = value.partition(" ")
+def hook_sessions(hooks: list[_Hook]) -> Any:
+    """Give ``hooks`` (``before-send`` handlers for their endpoints) to boto3's default session, if it exists, and to
+    every (synchronous) botocore session created afterwards; aiobotocore's sessions, whose responses must be
+    awaitable, keep sending over HTTP. Returns what undoes it (for new sessions, and for the default session of the
+    moment)."""
+    import boto3
     from botocore.session import Session
 
-    hook = ChannelClient(path, endpoint)
     register_builtin_handlers = Session._register_builtin_handlers
 
     def _register_builtin_handlers(self: Any, events: Any) -> None:
         register_builtin_handlers(self, events)
         if not type(self).__module__.startswith("aiobotocore"):
-            events.register("before-send", hook)
+            for hook in hooks:
+                events.register("before-send", hook)
+
+    def on_default_session(action: str) -> None:
+        if boto3.DEFAULT_SESSION is not None:  # made before this (the engine's fork server preloads it)
+            for hook in hooks:
+                getattr(boto3.DEFAULT_SESSION._session, action)("before-send", hook)
 
     Session._register_builtin_handlers = _register_builtin_handlers  # type: ignore[method-assign]
-    import boto3
+    on_default_session("register")
 
-    if boto3.DEFAULT_SESSION is not None:  # made before this (the engine's fork server preloads it): hook it too
-        boto3.DEFAULT_SESSION._session.register("before-send", hook)
+    def undo() -> None:
+        Session._register_builtin_handlers = register_builtin_handlers  # type: ignore[method-assign]
+        on_default_session("unregister")
+
+    return undo
+
+
+def install_client_hook(value: str | None = None) -> ChannelClient | None:
+    """In a worker process: send this process's botocore requests to the local endpoint over the channel given
+    by ``value`` (default: the ``GRANULEMAP_LOCAL_CHANNEL`` variable), through ``hook_sessions`` (for the
+    process's life)."""
+    value = value if value is not None else os.environ.get(CHANNEL_ENV)
+    if not value:
+        return None
+    path, _, endpoint = value.partition(" ")
+    hook = ChannelClient(path, endpoint)
+    hook_sessions([hook])
     return hook

@@ -96,33 +96,11 @@ class _SignedWith:
 def _route_own_calls(channel: Any, endpoints: list[str]) -> Any:
     """Answer in this process the requests this process sends to the moto server at ``endpoints``: moto's engine
     calling its own services (http://localhost:$MOTO_PORT, signed with moto's fixed test key, which the TCP port
-    refuses), and handlers on threads of this process (``in_process``), which may sign with other keys (a run's
-    temporary DAAC credentials). boto3's default session and every botocore session made from now on get the hooks.
-    Returns what undoes it."""
-    import boto3
-    from botocore.session import Session
+    refuses), the engine's own clients, and handlers on threads of this process (``in_process``), which may sign
+    with other keys (a run's temporary DAAC credentials). Returns what undoes it."""
+    from granulemap.local.channel import InProcessClient, hook_sessions
 
-    from granulemap.local.channel import InProcessClient
-
-    hooks = [InProcessClient(channel, endpoint) for endpoint in endpoints]
-    register_builtin_handlers = Session._register_builtin_handlers
-
-    def _register_builtin_handlers(self: Any, events: Any) -> None:
-        register_builtin_handlers(self, events)
-        for hook in hooks:
-            events.register("before-send", hook)
-
-    Session._register_builtin_handlers = _register_builtin_handlers  # type: ignore[method-assign]
-    default = boto3._get_default_session()._session
-    for hook in hooks:
-        default.register("before-send", hook)
-
-    def undo() -> None:
-        Session._register_builtin_handlers = register_builtin_handlers  # type: ignore[method-assign]
-        for hook in hooks:
-            default.unregister("before-send", hook)
-
-    return undo
+    return hook_sessions([InProcessClient(channel, endpoint) for endpoint in endpoints])
 
 
 def _free_port() -> int:
@@ -408,15 +386,11 @@ class LocalEngine:
         )
 
     def client(self, service: str) -> Any:
-        """A boto3 client of the emulated account, answered in this process (no HTTP)."""
-        client = boto3.client(service, region_name=REGION, endpoint_url=self.endpoint,
-                              aws_access_key_id=self.credentials["AWS_ACCESS_KEY_ID"],
-                              aws_secret_access_key=self.credentials["AWS_SECRET_ACCESS_KEY"],
-                              aws_session_token=self.credentials["AWS_SESSION_TOKEN"])
-        from granulemap.local.channel import InProcessClient
-
-        client.meta.events.register("before-send", InProcessClient(self._channel, self.endpoint))
-        return client
+        """A boto3 client of the emulated account, answered in this process (no HTTP: ``_route_own_calls``)."""
+        return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint,
+                            aws_access_key_id=self.credentials["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=self.credentials["AWS_SECRET_ACCESS_KEY"],
+                            aws_session_token=self.credentials["AWS_SESSION_TOKEN"])
 
     def _moto_api(self, action: str, body: bytes) -> None:
         status, _, answer = self._channel.handle("POST", f"{self.endpoint}/moto-api/{action}",
