@@ -54,10 +54,9 @@ def _output_to_the_run_log() -> None:
     """What the server and the libraries print goes where the workers' output goes, not to the user's terminal."""
     path = os.environ.get(LOG_ENV)
     if path:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
+        from granulemap.local.worker import send_output_to
+
+        send_output_to(path)
 
 
 def preload() -> None:

@@ -53,12 +53,17 @@ def init_worker(base_env: dict[str, str], log_path: str | None, own_process: boo
     if own_process:
         atexit.register(_exit_without_finalizing)
     if log_path:
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
+        send_output_to(log_path)
+
+
+def send_output_to(log_path: str) -> None:
+    """This process's stdout and stderr (its own and its native libraries') appended to ``log_path``."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def _exit_without_finalizing() -> None:
