@@ -46,15 +46,15 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
         ds = xr.open_zarr(result)
         if column not in ds:
             raise InvalidInput(f"{result} has no variable {column!r}; variables: {', '.join(ds.data_vars)}")
-        ds, period = select_period(ds, when)
-        if out is None and period:  # one picture per variable and period, named as the run's own
-            first, last = (dt.date.fromisoformat(d) for d in period.removeprefix(", ").split(".."))
-            out = result.with_name(period_png_name(result.stem, column, first, last))
+        ds, period = _one_period(ds, when)
+        if out is None and period is not None:  # one picture per variable and period, named as the run's own
+            out = result.with_name(period_png_name(result.stem, column, *period))
         values = ds[column].values
         keep = np.isfinite(values)
         units = ds[column].attrs.get("units", "")
         png = plot_cells(ds["cell_ids"].values[keep], int(ds["cell_ids"].attrs["level"]), values[keep],
-                         title=f"{column} per HEALPix cell (level {ds['cell_ids'].attrs['level']}){period}",
+                         title=f"{column} per HEALPix cell (level {ds['cell_ids'].attrs['level']})"
+                               f"{_period_title(period)}",
                          label=f"{column} ({units})" if units else column)
     else:
         raise InvalidInput(f"{result}: expected a .csv time series or a .zarr store")
@@ -72,10 +72,20 @@ def select_period(ds: xr.Dataset, when: dt.date | None) -> tuple[xr.Dataset, str
     """The one period of a store with a ``time`` dimension (and its title suffix): the one whose time bounds
     [first day, day after the last day) contain ``when``, or the latest. A store without ``time`` is returned as is.
     """
+    ds, period = _one_period(ds, when)
+    return ds, _period_title(period)
+
+
+def _period_title(period: tuple[dt.date, dt.date] | None) -> str:
+    return f", {period[0]}..{period[1]}" if period is not None else ""
+
+
+def _one_period(ds: xr.Dataset, when: dt.date | None) -> tuple[xr.Dataset, tuple[dt.date, dt.date] | None]:
+    """``select_period``'s period, as (first day, last day); None for a store without ``time``."""
     import numpy as np
 
     if "time" not in ds.dims:
-        return ds, ""
+        return ds, None
     starts = ds["time"].values.astype("datetime64[D]")
     bounds = ds["time_bounds"].values.astype("datetime64[D]") if "time_bounds" in ds else np.c_[starts, starts + 1]
     if when is None:
@@ -89,4 +99,4 @@ def select_period(ds: xr.Dataset, when: dt.date | None) -> tuple[xr.Dataset, str
             raise InvalidInput(f"--time {when}: no period of the store contains that day; it holds {held}")
         t = int(inside[np.argmax(starts[inside])])  # the latest starting of any overlapping periods
     first, after = bounds[t]
-    return ds.isel(time=t), f", {first}..{after - np.timedelta64(1, 'D')}"
+    return ds.isel(time=t), (first.astype(dt.date), (after - np.timedelta64(1, "D")).astype(dt.date))
