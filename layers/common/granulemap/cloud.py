@@ -58,8 +58,12 @@ DEFAULT_REGION = DAAC_REGION
 
 
 def _client(service: str, region: str | None = None) -> Any:
-    """A client in ``region``, else your AWS configuration's region, else DEFAULT_REGION."""
-    return boto3.client(service, region_name=region or boto3.session.Session().region_name or DEFAULT_REGION)
+    """A client in ``region``, else your AWS configuration's region, else DEFAULT_REGION (boto3's default session:
+    its configuration is read once, not again in a session of its own for every client)."""
+    if boto3.DEFAULT_SESSION is None:
+        boto3.setup_default_session()
+    session = boto3.DEFAULT_SESSION
+    return session.client(service, region_name=region or session.region_name or DEFAULT_REGION)
 
 
 def region_of(arn: str) -> str:
