@@ -174,6 +174,21 @@ _AWS_HINTS = {
 }
 
 
+def add_execution_options(parser: argparse.ArgumentParser) -> None:
+    """The options of an execution input (``execution_input``) that ``run`` and ``start`` share."""
+    parser.add_argument("--recipe", required=True, help=RECIPE_HELP)
+    parser.add_argument("--start", required=True, help="first date, inclusive (YYYY-MM-DD)")
+    parser.add_argument("--end", required=True, help="last date, inclusive (YYYY-MM-DD)")
+    parser.add_argument("--method", help="recipe method (sst-global-mean: ocean or podaac-tutorial)")
+    parser.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help="recipe parameter")
+    parser.add_argument("--bbox", type=float, nargs=4, metavar=("WEST", "SOUTH", "EAST", "NORTH"), help=BBOX_HELP)
+    parser.add_argument("--max-concurrency", type=int, dest="max_concurrency", help=CONCURRENCY_HELP)
+    parser.add_argument("--tolerated-failure-percentage", type=float, dest="tolerated_failure_percentage",
+                        help=TOLERANCE_HELP)
+    parser.add_argument("--group", choices=("dekad", "granule"), help=GROUP_HELP)
+    parser.add_argument("--recompute", action="store_true", help=RECOMPUTE_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="granulemap", description=__doc__.replace("``", ""), formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -185,21 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the state machine locally (moto's Step Functions engine, offline)")
-    run.add_argument("--recipe", required=True, help=RECIPE_HELP)
-    run.add_argument("--start", required=True, help="first date, inclusive (YYYY-MM-DD)")
-    run.add_argument("--end", required=True, help="last date, inclusive (YYYY-MM-DD)")
+    add_execution_options(run)
     run.add_argument("--source", required=True, help="directory (or s3:// prefix) of granules")
     run.add_argument("--out", required=True, help="directory for the products, summary.json and logs")
-    run.add_argument("--method", help="recipe method (sst-global-mean: ocean or podaac-tutorial)")
-    run.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help="recipe parameter")
     run.add_argument("--parent-order", type=int, dest="parent_order", help="atl06-cell-stats: item cell order (6)")
     run.add_argument("--child-order", type=int, dest="child_order", help="atl06-cell-stats: statistics order (12)")
-    run.add_argument("--bbox", type=float, nargs=4, metavar=("WEST", "SOUTH", "EAST", "NORTH"), help=BBOX_HELP)
-    run.add_argument("--max-concurrency", type=int, dest="max_concurrency", help=CONCURRENCY_HELP)
-    run.add_argument("--tolerated-failure-percentage", type=float, dest="tolerated_failure_percentage",
-                     help=TOLERANCE_HELP)
-    run.add_argument("--group", choices=("dekad", "granule"), help=GROUP_HELP)
-    run.add_argument("--recompute", action="store_true", help=RECOMPUTE_HELP)
     run.add_argument("--workers", type=int, default=None,
                      help="worker processes on this machine (default: one per core); --max-concurrency is how many "
                           "items the state machine runs at once, which these processes share")

@@ -277,23 +277,12 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def add_cloud_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register the cloud subcommands on the ``granulemap`` parser."""
-    from granulemap.cli import (BBOX_HELP, CONCURRENCY_HELP, GROUP_HELP, RECIPE_HELP, RECOMPUTE_HELP,
-                                TOLERANCE_HELP, parse_param)
+    from granulemap.cli import add_execution_options
 
     start = sub.add_parser("start", help="start a run of a deployed stack (validates the input first)")
     start.add_argument("--stack", required=True, help="CloudFormation stack name (sam deploy's stack_name)")
-    start.add_argument("--recipe", required=True, help=RECIPE_HELP)
-    start.add_argument("--start", required=True, help="first date, inclusive (YYYY-MM-DD)")
-    start.add_argument("--end", required=True, help="last date, inclusive (YYYY-MM-DD)")
+    add_execution_options(start)
     start.add_argument("--collection", help="CMR short name (default: the recipe's collection)")
-    start.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"), help=BBOX_HELP)
-    start.add_argument("--method", help="recipe method (sst-global-mean: ocean or podaac-tutorial)")
-    start.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help="recipe parameter")
-    start.add_argument("--max-concurrency", type=int, dest="max_concurrency", help=CONCURRENCY_HELP)
-    start.add_argument("--tolerated-failure-percentage", type=float, dest="tolerated_failure_percentage",
-                       help=TOLERANCE_HELP)
-    start.add_argument("--group", choices=("dekad", "granule"), help=GROUP_HELP)
-    start.add_argument("--recompute", action="store_true", help=RECOMPUTE_HELP)
     start.add_argument("--name", help="execution name (default: recipe, dates and a random suffix)")
     start.add_argument("--region", help=f"AWS region of the stack (default: your AWS configuration's, else "
                                         f"{DEFAULT_REGION}, where samconfig.toml deploys it)")
