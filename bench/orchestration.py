@@ -24,13 +24,15 @@ import datetime as dt
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import BENCH, ROOT, Timing, ratio, run_json  # noqa: E402
+from measure import BENCH, PYTHON, ROOT, Timing, ratio, run_json  # noqa: E402
 
 NOOP = "bench-noop"
 MUR25 = ROOT / "tests" / "data" / "ghrsst" / "20181231090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"
@@ -169,11 +171,6 @@ def command_exit(source: Path, start: dt.date, days: int, repeats: int) -> dict[
     """The ``granulemap run`` command as a whole, a process's start to its end (``days`` granules, 2 workers): the
     console script, which leaves by ``os._exit`` once ``main`` has returned (granulemap.cli.console), against the same
     ``main`` ended by a normal interpreter exit, interleaved."""
-    import subprocess
-    import time
-
-    from measure import PYTHON
-
     end = start + dt.timedelta(days=days - 1)
     run = ["run", "--recipe", "sst-global-mean", "--start", str(start), "--end", str(end), "--source", str(source),
            "--workers", "2", "--quiet"]
