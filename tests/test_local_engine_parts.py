@@ -164,6 +164,30 @@ def test_moto_s_report_of_each_failed_state_goes_to_the_run_s_engine_log_not_the
     assert (engine_logger.propagate, list(engine_logger.handlers)) == before  # put back
 
 
+def test_wait_wakes_when_the_execution_ends_not_at_its_next_poll(tmp_path: Path) -> None:
+    """The engine's wait is woken by moto's end of an execution: with a poll of a minute, a run that fails at once
+    still returns at once; and moto's own ``terminated`` is put back when the engine stops."""
+    import time
+
+    from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication
+
+    from granulemap.local.engine import LocalEngine
+
+    before = BaseExecutionWorkerCommunication.terminated
+    with LocalEngine(workers=1) as engine:
+        engine.run({"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-01",
+                    "source": str(tmp_path)}, timeout=120)  # forks the workers: not part of what is timed below
+        arn = engine.start({"recipe": "sst-global-mean", "start": "2018-12-31", "end": "2018-12-01",
+                            "source": str(tmp_path)})
+        started = time.monotonic()
+        desc = engine.wait(arn, poll=60, timeout=120)
+        waited = time.monotonic() - started
+        assert BaseExecutionWorkerCommunication.terminated is not before
+    assert desc["status"] == "FAILED" and desc["error"] == "InvalidInput"
+    assert waited < 30, f"wait returned after {waited:.1f} s: at its poll, not at the execution's end"
+    assert BaseExecutionWorkerCommunication.terminated is before
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's abstract Unix sockets")
 def test_a_killed_engine_leaves_no_socket_file_behind(tmp_path: Path) -> None:
     """The channel's socket has no file (Linux's abstract namespace): folders of killed runs' sockets used to pile
