@@ -36,6 +36,18 @@ def test_box_mean_of_real_granule_matches_independent_numpy(mur25: Path, box) ->
     assert got["mean_sst_c"] == pytest.approx(want_mean, abs=1e-6)
 
 
+@pytest.mark.parametrize("box", [(-180.0, -90.0, 180.0, 90.0), (0.0, -90.0, 360.0, 90.0), (-180.0, -60.0, 180.0, 60.0),
+                                 (-10.0, -30.0, 350.0, 30.0)])
+def test_a_box_of_every_longitude_is_a_latitude_band(mur25: Path, box) -> None:
+    """West -180 to east 180 (or 0 to 360, or any 360° span) takes every longitude: both edges wrapped to one
+    meridian once made it a box of that meridian alone, with no valid cell."""
+    west, south, east, north = box
+    got = box_mean_sst(mur25.name, box, path=str(mur25))
+    want_mean, want_n = _independent_box_mean(mur25, -1000.0, south, 1000.0, north)  # every longitude of the file
+    assert got["n_valid"] == want_n > 100_000
+    assert got["mean_sst_c"] == pytest.approx(want_mean, abs=1e-6)
+
+
 def test_antimeridian_box_by_hand(tmp_path: Path) -> None:
     # Longitudes -135, -45, 45, 135 (from _write_l4); a box from 100°E across 180° to 120°W takes 135 and -135 only.
     path = _write_l4(tmp_path / "20200101000000-BOX.nc", lat=[0.0, 60.0],
@@ -52,4 +64,7 @@ def test_box_parameters_are_validated() -> None:
     recipe = get_recipe("sst-box-mean")
     with pytest.raises(InvalidInput, match="box"):
         recipe.parse_params({"box": [0, 10, 20, -10]})
+    for same in ([30, -10, 30, 10], [180, -10, -180, 10], [200, -10, -160, 10]):
+        with pytest.raises(InvalidInput, match="same longitude"):
+            recipe.parse_params({"box": same})
     assert recipe.parse_params({}).box == (-170.0, -5.0, -120.0, 5.0)

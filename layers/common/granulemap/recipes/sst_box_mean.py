@@ -1,8 +1,9 @@
 """Recipe ``sst-box-mean``: area-weighted mean SST over a lat/lon box, per GHRSST L4 granule.
 
 The mean is cos(latitude)-weighted over open-water cells (as ``sst-global-mean``'s ocean method) whose centres lie in
-the box. ``west > east`` means the box crosses the antimeridian (e.g. west 170, east -170). Default: Niño 3.4
-(5°S–5°N, 170°W–120°W).
+the box. The box runs east from ``west`` to ``east``: ``west > east`` means it crosses the antimeridian (e.g. west 170,
+east -170), and 360° or more (west -180, east 180; or 0 and 360) takes every longitude, a latitude band. Default:
+Niño 3.4 (5°S–5°N, 170°W–120°W).
 """
 
 from __future__ import annotations
@@ -34,11 +35,22 @@ class Params(BaseModel):
             raise ValueError("box: west and east must be longitudes in degrees")
         if not (-90 <= south < north <= 90):
             raise ValueError("box: need -90 <= south < north <= 90")
+        if lon_span(west, east) == 0:
+            raise ValueError(f"box: west and east are the same longitude ({west:g}, {east:g}): a box of no width "
+                             "(for every longitude, give west -180 and east 180)")
         return self
 
 
+def lon_span(west: float, east: float) -> float:
+    """Degrees of longitude from ``west`` eastward to ``east`` (both in -180..360): 360 or more is every longitude."""
+    return east - west if east >= west else (east - west) % 360.0
+
+
 def in_lon_range(lon: np.ndarray, west: float, east: float) -> np.ndarray:
-    """True for longitudes inside [west, east], going east from west (so west > east crosses the antimeridian)."""
+    """True for longitudes inside [west, east], going east from west (so west > east crosses the antimeridian, and
+    a span of 360° or more takes them all)."""
+    if lon_span(west, east) >= 360.0:
+        return np.ones(np.shape(lon), dtype=bool)
     lon = (np.asarray(lon) + 180.0) % 360.0 - 180.0
     west = (west + 180.0) % 360.0 - 180.0
     east = (east + 180.0) % 360.0 - 180.0
