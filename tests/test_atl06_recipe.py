@@ -23,7 +23,7 @@ from granulemap.errors import CatalogError, InvalidInput
 from granulemap.granule_access import GranuleAccess
 from granulemap.models import ExecutionInput, Granule
 from granulemap.recipes import get_recipe
-from granulemap.recipes.atl06.footprints import footprint_from_legacy, footprint_from_umm
+from granulemap.recipes.atl06.footprints import footprint_from_legacy, footprint_from_umm, newest_releases
 from granulemap.recipes.atl06.store import OutputStoreMismatch
 from granulemap.recipes.atl06_cell_stats import png_name
 
@@ -188,6 +188,32 @@ def test_cmr_items_use_the_granules_polygons(tmp_path: Path) -> None:
     assert set(wgs84_cells(points_lat, points_lon, PARENT_ORDER).tolist()) <= parents
     assert all(item.granules == [Granule(url=granule.url, time=granule.time)] for item in items)  # no footprint
     assert 20 < len(parents) < 200  # a ~2,000 km long, narrow track, not a latitude band
+
+
+def test_a_granule_in_two_releases_is_read_once_in_the_newest() -> None:
+    """CMR lists every ATL06 version under the one short name: while NSIDC holds two, each granule came twice, and
+    every segment was counted twice (doubled counts, h_sigma too small by √2)."""
+    class CmrGranule(Granule):
+        footprint: list[list[tuple[float, float]]] | None = None
+
+    entry = json.loads((CMR / "earthaccess_atl06_granule_legacy_json.json").read_text())["feed"]["entry"][0]
+    rings = footprint_from_legacy(entry)
+    base = "s3://nsidc-cumulus-prod-protected/ATLAS/ATL06/{v}/2019/02/21/ATL06_{stamp}_08410203_{v}_{r}.h5"
+    names = [("20190221121851", "005", "01"), ("20190221121851", "006", "01"), ("20190221121851", "006", "02"),
+             ("20190221131851", "005", "01")]  # three releases of one granule, and another granule
+    granules = [CmrGranule(url=base.format(stamp=stamp, v=v, r=r), time=recipe.granule_time(f"ATL06_{stamp}_x"),
+                           footprint=rings) for stamp, v, r in names]
+    execution = ExecutionInput(recipe=recipe.name, start="2019-02-21", end="2019-02-21")
+    items = recipe.make_items(granules, recipe.parse_params({}), execution)
+    read = {Path(g.url).name for item in items for g in item.granules}
+    assert read == {"ATL06_20190221121851_08410203_006_02.h5", "ATL06_20190221131851_08410203_005_01.h5"}
+    assert all(len(item.granules) == 2 for item in items)  # both granules share the polygon: each cell has both
+
+    kept, older = newest_releases([Granule(url="/data/ATL06_20190221121851_08410203_006_01.h5"),
+                                   Granule(url="/data/not-an-atl06-name.h5"),
+                                   Granule(url="/data/ATL06_20190221121851_08410203_005_03.h5")])
+    assert [Path(g.url).name for g in kept] == ["ATL06_20190221121851_08410203_006_01.h5", "not-an-atl06-name.h5"]
+    assert older == ["ATL06_20190221121851_08410203_005_03.h5"]
 
 
 def test_cmr_records_without_polygons_stop_the_catalog_with_a_reason() -> None:

@@ -1,6 +1,7 @@
 """Recipe ``atl06-cell-stats``: ICESat-2 ATL06 land-ice height statistics per HEALPix cell, as one Zarr v3 store.
 
-Items are parent cells (HEALPix nested, ``parent_order``, default 6), each with the granules that touch it. One
+Items are parent cells (HEALPix nested, ``parent_order``, default 6), each with the granules that touch it; a granule
+found in several releases (CMR lists every ATL06 version under one short name) is read in its newest only. One
 Processor call reads its granules' land-ice segments inside its parent cell, keeps those with
 ``atl06_quality_summary == 0`` and a usable ``h_li``/``h_li_sigma`` (no fill value, finite), and computes for every
 child cell (``child_order``, default 12): count, h_min, h_max, h_mean (weighted by 1/h_li_sigma²), h_sigma
@@ -33,7 +34,8 @@ from granulemap.granule_access import GranuleAccess
 from granulemap.grouping import item_id_for
 from granulemap.models import ExecutionInput, Granule, Item, RunContext
 from granulemap.recipes.atl06.cells import MAX_ORDER
-from granulemap.recipes.atl06.footprints import granule_time, parents_of_file, parents_of_footprint
+from granulemap.observability import logger
+from granulemap.recipes.atl06.footprints import granule_time, newest_releases, parents_of_file, parents_of_footprint
 from granulemap.recipes.atl06.granule import Atl06Granule, Segments, segments_in_parent
 from granulemap.recipes.atl06.plot import plot_cells
 from granulemap.recipes.atl06.stats import cell_statistics
@@ -161,8 +163,13 @@ class Atl06CellStats(Recipe):
 
     # --- catalog ----------------------------------------------------------------------------------------
     def make_items(self, granules: list[Granule], params: BaseModel, execution: ExecutionInput) -> list[Item]:
-        """One item per parent cell touched by any granule (CMR polygons, or the files' own positions)."""
+        """One item per parent cell touched by any granule (CMR polygons, or the files' own positions), each granule
+        in its newest release only."""
         assert isinstance(params, Params)
+        granules, older = newest_releases(granules)
+        if older:
+            logger.info("older releases of ATL06 granules left out: each granule is read in its newest release",
+                        extra={"left_out": len(older), "first": older[:5]})
         unreadable: dict[str, str] = {}
         if execution.source is None:
             touched = self._parents_from_cmr(granules, params.parent_order)

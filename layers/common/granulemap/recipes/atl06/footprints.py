@@ -11,22 +11,49 @@ import numpy as np
 
 from granulemap.cmr import footprint_from_legacy, footprint_from_umm
 from granulemap.granule_access import local_path_of
-from granulemap.models import Ring
+from granulemap.models import Granule, Ring
 from granulemap.recipes.atl06.cells import cell_ids, polygon_cells
 from granulemap.recipes.atl06.granule import Atl06Granule, beam_positions
 from granulemap.recipes.base import time_from_stamp
 
 ATL06_STAMP = re.compile(r"^ATL06_(\d{14})_")
 """ATL06 file names start ATL06_YYYYMMDDHHMMSS_ (the granule's start time, UTC)."""
+ATL06_RELEASE = re.compile(r"^(ATL06_\d{14}_\d{8})_(\d{3})_(\d{2})\.")
+"""ATL06_YYYYMMDDHHMMSS_TTTTCCSS_VVV_RR.h5: which granule (start time; reference ground track, cycle and segment)
+and which release of it (version VVV, revision RR)."""
 
 # The CMR formats are parsed in granulemap.cmr, which fills Granule.footprint; re-exported here for recipes.
-__all__ = ["Ring", "footprint_from_legacy", "footprint_from_umm", "granule_time", "parents_of_file",
-           "parents_of_footprint"]
+__all__ = ["Ring", "footprint_from_legacy", "footprint_from_umm", "granule_time", "newest_releases",
+           "parents_of_file", "parents_of_footprint"]
 
 
 def granule_time(name: str) -> dt.datetime | None:
     """The UTC time stamp in an ATL06 file name, or None if the name is not an ATL06 one."""
     return time_from_stamp(ATL06_STAMP, name)
+
+
+def newest_releases(granules: Sequence[Granule]) -> tuple[list[Granule], list[str]]:
+    """(the granules with each ATL06 granule once, in its newest release; the file names of the older releases left
+    out). CMR lists every version of ATL06 under one short name, and a folder may hold two: both counted would
+    count every segment twice (doubled counts, a standard deviation of the mean too small by √2, statistics mixing
+    two processings). Names that are not ATL06 release names are kept as they are."""
+    newest: dict[str, tuple[tuple[int, int], int]] = {}
+    for i, granule in enumerate(granules):
+        match = ATL06_RELEASE.match(granule.url.rsplit("/", 1)[-1])
+        if match is None:
+            continue
+        release = (int(match[2]), int(match[3]))
+        if match[1] not in newest or release > newest[match[1]][0]:
+            newest[match[1]] = (release, i)
+    keep = {i for _, i in newest.values()}
+    kept, older = [], []
+    for i, granule in enumerate(granules):
+        match = ATL06_RELEASE.match(granule.url.rsplit("/", 1)[-1])
+        if match is None or i in keep:
+            kept.append(granule)
+        else:
+            older.append(granule.url.rsplit("/", 1)[-1])
+    return kept, older
 
 
 def parents_of_footprint(rings: Sequence[Ring], order: int) -> np.ndarray:
