@@ -118,6 +118,32 @@ def test_search_returns_the_direct_s3_link_nominal_time_and_provider() -> None:
     assert records == [page["items"][0]["umm"]]
 
 
+def test_a_time_in_the_file_name_puts_a_granule_in_the_month_a_run_on_a_folder_of_it_would() -> None:
+    """An ATL06 granule from 23:58 on 31 October to 00:04 on 1 November: a folder run dates it by its file name
+    (October); from CMR its time range's middle fell in November, so the two runs of one month differed. Edited copy
+    of the real page: renamed, and given that time range."""
+    from granulemap.recipes import get_recipe
+
+    (link,) = direct_links(ssh_page())
+    stem = link.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    page = edited_granule(ssh_page(), stem, "ATL06_20191031235800_05390503_006_01",
+                          "2019-10-31T23:58:00Z", "2019-11-01T00:04:00Z")
+    by_name = get_recipe("atl06-cell-stats").granule_time
+
+    def search(start: dt.date, end: dt.date, **kwargs: Any) -> list[Any]:
+        with responses.RequestsMock() as rs:
+            replay_cmr(rs, [page])
+            return cmr.search_granules(SSH, start, end, None, **kwargs)[0]
+
+    october, november = (dt.date(2019, 10, 1), dt.date(2019, 10, 31)), (dt.date(2019, 11, 1), dt.date(2019, 11, 30))
+    assert [g.time for g in search(*october, time_from_name=by_name)] == [dt.datetime(2019, 10, 31, 23, 58,
+                                                                                      tzinfo=dt.UTC)]
+    assert search(*november, time_from_name=by_name) == []
+    # without a reading of the names: the middle of the time range
+    assert search(*october) == []
+    assert [g.time for g in search(*november)] == [dt.datetime(2019, 11, 1, 0, 1, tzinfo=dt.UTC)]
+
+
 def test_search_asks_cmr_for_the_collection_dates_bbox_and_cloud_provider() -> None:
     with responses.RequestsMock() as rs:
         replay_cmr(rs, [ssh_page()])

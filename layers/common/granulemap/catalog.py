@@ -162,7 +162,7 @@ def build_catalog(
         collection = execution.collection or recipe.collection
         assert collection is not None
         granules, provider, _ = search_granules(collection, start, end, execution.bbox,
-                                                footprints=recipe.needs_footprints)
+                                                footprints=recipe.needs_footprints, time_from_name=recipe.granule_time)
     if not granules and validated.period is not None:
         # The monthly schedule's run: a month without granules means NASA has not published them yet, or the
         # collection or source changed. The run fails, so that the stack's alert says so.

@@ -222,8 +222,13 @@ def search_granules(
     bbox: tuple[float, float, float, float] | None,
     *,
     footprints: bool = False,
+    time_from_name: Callable[[str], dt.datetime | None] | None = None,
 ) -> tuple[list[Granule], str | None, list[dict[str, Any]]]:
     """Cloud-hosted granules of ``collection`` whose nominal time is within the inclusive dates.
+
+    A granule's time is ``time_from_name`` of its file name when that gives one (the recipe's reading of its file
+    names, which a run on a folder of the same files uses: both then put a granule in the same day and month),
+    else the middle of its CMR time range (``nominal_time``).
 
     Returns (granules with their direct s3:// link and nominal time, sorted by time; the cloud provider, e.g.
     POCLOUD, or None when nothing matched; the UMM records of those granules). With ``footprints`` each granule also
@@ -251,7 +256,8 @@ def search_granules(
         if not links:
             without_links += 1
             continue
-        when = nominal_time(umm)
+        named = time_from_name(links[0].rsplit("/", 1)[-1]) if time_from_name is not None else None
+        when = named if named is not None else nominal_time(umm)
         if when is None or not start <= when.date() <= end:
             outside += 1
             continue
