@@ -143,6 +143,22 @@ def test_time_comes_from_the_ghrsst_file_name_stamp() -> None:
     assert time_from_name("20221399000000-bad-month.nc") is None
 
 
-def test_weights_are_cosine_of_latitude() -> None:
-    # Guard against degrees/radians mix-ups in the weights themselves.
-    assert math.isclose(np.cos(np.deg2rad(60.0)), 0.5)
+def test_the_tutorial_method_leaves_out_cells_poleward_of_60_degrees(tmp_path: Path) -> None:
+    # Rows at 0°, 70°N and 75.5225°S (cos = 1, 0.34202, 0.25): the ocean method weighs all three by cos(latitude);
+    # the tutorial method's weights are zero poleward of 60°, so its mean, count, min and max come from row 0 alone.
+    lat = [0.0, 70.0, -75.52248781]
+    path = _write_l4(tmp_path / "20200101000000-POLAR-L4.nc", lat=lat,
+                     sst=[[10.0 + 273.15, 20.0 + 273.15, 12.0 + 273.15, 14.0 + 273.15],
+                          [-1.0 + 273.15, 2.0 + 273.15, 3.0 + 273.15, 4.0 + 273.15],
+                          [-1.5 + 273.15, 30.0 + 273.15, 0.5 + 273.15, 1.0 + 273.15]],
+                     mask=[[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]])
+    tutorial = global_mean_sst(path.name, method="podaac-tutorial", path=str(path))
+    assert tutorial["n_valid"] == 4
+    assert tutorial["mean_sst_c"] == pytest.approx((10 + 20 + 12 + 14) / 4, abs=1e-6)
+    assert (tutorial["min_sst_c"], tutorial["max_sst_c"]) == (pytest.approx(10.0, abs=1e-6), pytest.approx(20.0, abs=1e-6))
+    ocean = global_mean_sst(path.name, method="ocean", path=str(path))
+    w70, w75 = math.cos(math.radians(70.0)), 0.25
+    want = (56 + w70 * (-1 + 2 + 3 + 4) + w75 * (-1.5 + 30 + 0.5 + 1)) / (4 + 4 * w70 + 4 * w75)
+    assert ocean["n_valid"] == 12
+    assert ocean["mean_sst_c"] == pytest.approx(want, abs=1e-5)
+    assert (ocean["min_sst_c"], ocean["max_sst_c"]) == (pytest.approx(-1.5, abs=1e-6), pytest.approx(30.0, abs=1e-6))
