@@ -270,8 +270,7 @@ def test_results_ask_for_the_stack_when_no_stack_owns_the_state_machine(stack, c
     assert f"no CloudFormation stack owns {stack['state_machine']}: give --stack" in capsys.readouterr().err
 
 
-def test_without_aws_credentials_a_command_says_so_in_one_line_and_exits_3(monkeypatch, capsys) -> None:
-    """Not a traceback, and not exit 1, which `status` keeps for a run that failed."""
+def _no_aws_credentials(monkeypatch) -> None:
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
@@ -280,8 +279,34 @@ def test_without_aws_credentials_a_command_says_so_in_one_line_and_exits_3(monke
     monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", raising=False)
     monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", raising=False)
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # one made by an earlier test keeps the keys it found
+
+
+def test_without_aws_credentials_a_command_says_so_in_one_line_and_exits_3(monkeypatch, capsys) -> None:
+    """Not a traceback, and not exit 1, which `status` keeps for a run that failed."""
+    _no_aws_credentials(monkeypatch)
     rc = main(["status", f"arn:aws:states:{REGION}:123456789012:execution:sm:run"])
     err = capsys.readouterr().err
     assert rc == 3
     assert err.strip().splitlines() == ["granulemap: AWS: NoCredentialsError: Unable to locate credentials (set up "
                                         "AWS credentials: aws configure, aws sso login, or AWS_PROFILE)"]
+
+
+@pytest.mark.parametrize("flags, field", [
+    (["--recipe", "sst-global-meen", "--start", "2018-12-01", "--end", "2018-12-31"], "field 'recipe'"),
+    (["--recipe", "sst-global-mean", "--start", "2018-12-31", "--end", "2018-12-01"], "end (2018-12-01) is before start"),
+    (["--recipe", "sst-global-mean", "--start", "2018-13-01", "--end", "2018-12-31"], "field 'start'"),
+    (["--recipe", "sst-global-mean", "--start", "2018-12-01", "--end", "2018-12-31", "--param", "method=foo"],
+     "field 'method'"),
+])
+def test_start_checks_the_input_before_asking_aws_anything(monkeypatch, capsys, flags: list[str], field: str) -> None:
+    """Bad input is exit 2 with its own message even without AWS credentials or network: start used to look the
+    stack up first, so every mistake came back as an AWS error (exit 3)."""
+    from granulemap import cloud
+
+    _no_aws_credentials(monkeypatch)
+    asked: list[str] = []
+    monkeypatch.setattr(cloud, "_client", lambda service, *a, **k: asked.append(service))
+    rc = main(["start", "--stack", STACK, *flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and field in err, err
+    assert asked == []

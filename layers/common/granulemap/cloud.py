@@ -55,6 +55,8 @@ class Stack:
 
 
 DEFAULT_REGION = DAAC_REGION
+_NO_LIMIT_YET = 10**9
+"""MaxRangeDays for checking an input before its stack is known: no range reaches it."""
 
 
 def _client(service: str, region: str | None = None) -> Any:
@@ -232,10 +234,15 @@ def print_summary(summary: dict[str, Any], file: Any = None) -> None:
 
 # ---- commands ---------------------------------------------------------------------------------------------------
 def cmd_start(args: argparse.Namespace) -> int:
+    from granulemap.catalog import validate_input
     from granulemap.cli import execution_input
 
+    doc = execution_input(args)
+    # What does not depend on the stack first, before asking AWS anything: bad input exits 2 with its own message,
+    # with or without credentials and network. The stack's limits (MaxRangeDays) are checked once it is known.
+    validate_input(doc, Settings(bucket="stack-not-known-yet", max_range_days=_NO_LIMIT_YET))
     stack = describe_stack(args.stack, args.region)
-    arn = start_run(stack, execution_input(args), name=args.name)
+    arn = start_run(stack, doc, name=args.name)
     print(arn)
     print(f"follow it with: granulemap status {arn}", file=sys.stderr)
     print(f"when it is done: granulemap results {arn} --out DIR", file=sys.stderr)
