@@ -257,3 +257,45 @@ def test_a_local_run_leaves_no_temporary_folder_behind(tmp_path: Path, mur25) ->
                           env={**os.environ, "TMPDIR": str(scratch)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert list(scratch.iterdir()) == []
+
+
+def test_the_command_ends_even_when_an_interrupted_shut_down_left_a_worker_waiting() -> None:
+    """An interrupt during the engine's shut-down left a pool worker waiting for work, and multiprocessing's exit
+    work then waited for it forever: console ends such leftovers."""
+    import subprocess
+    import sys
+
+    script = ("import multiprocessing, time\n"
+              "from granulemap import cli\n"
+              "def main():\n"
+              "    worker = multiprocessing.get_context('fork').Process(target=time.sleep, args=(3600,))\n"
+              "    worker.start()\n"
+              "    print(worker.pid, flush=True)\n"
+              "    return 130\n"
+              "cli.main = main\n"
+              "if __name__ == '__main__':\n"
+              "    cli.console()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130, done.stderr[-2000:]
+    import os
+
+    pid = int(done.stdout.split()[0])
+    try:
+        os.kill(pid, 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive
+
+
+def test_the_engine_s_workers_ignore_ctrl_c_and_leave_it_to_the_engine() -> None:
+    """A terminal's Ctrl-C reaches every process of the command: each worker dying of its own KeyboardInterrupt
+    printed a traceback and broke the pool under moto's threads; the interrupted engine stops them instead."""
+    import signal
+
+    from granulemap.local.engine import LocalEngine
+
+    with LocalEngine(workers=1) as engine:
+        handler = engine._pool.submit(signal.getsignal, signal.SIGINT).result(timeout=120)
+    assert handler == signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the engine's own process: untouched

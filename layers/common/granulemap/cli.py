@@ -284,6 +284,7 @@ def console() -> None:
     work is done (its temporary folder removed), logging shut down and output flushed first; other exit handlers that
     libraries registered do not run."""
     import logging
+    import multiprocessing
     import os
 
     from multiprocessing import util
@@ -292,6 +293,10 @@ def console() -> None:
         code = main()
     except BrokenPipeError:  # the reader left (granulemap recipes | head -1): end as a command killed by SIGPIPE
         code = 128 + 13
+    # A worker still alive here was left by a shut-down that an interrupt cut short: multiprocessing's exit work
+    # would wait for it forever (a worker waits for work until told to stop).
+    for child in multiprocessing.active_children():
+        child.terminate()
     util._exit_function()  # what multiprocessing does at exit: its temporary folder (the fork server's socket) goes
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

@@ -9,6 +9,7 @@ import atexit
 import importlib.util
 import json
 import os
+import signal
 import sys
 import traceback
 import uuid
@@ -43,7 +44,9 @@ def init_worker(base_env: dict[str, str], log_path: str | None, own_process: boo
     """Process initializer: the local AWS endpoint and the engine's credentials; stdout/stderr to the run's log file.
 
     ``own_process``: this is a worker process of the engine's pool (not a thread of the caller's process), which may
-    therefore end without tearing down its modules (``_exit_without_finalizing``)."""
+    therefore end without tearing down its modules (``_exit_without_finalizing``), and ignores SIGINT: a Ctrl-C in
+    a terminal reaches every process of the command, and the engine, interrupted, stops its workers itself (each
+    dying of its own KeyboardInterrupt printed a traceback per worker, and broke the pool under moto's threads)."""
     global _base_env
     _base_env = dict(base_env)
     os.environ.update(base_env)
@@ -51,6 +54,7 @@ def init_worker(base_env: dict[str, str], log_path: str | None, own_process: boo
 
     install_client_hook()
     if own_process:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         atexit.register(_exit_without_finalizing)
     if log_path:
         send_output_to(log_path)
