@@ -196,6 +196,18 @@ def test_a_refused_edl_password_is_credentials_unavailable(ssm) -> None:
             credentials.fetch_credentials("POCLOUD", password_settings())
 
 
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_an_edl_outage_is_retried_not_reported_as_a_wrong_password(ssm, status: int) -> None:
+    """earthaccess raises one LoginAttemptFailure for any answer but 2xx: a 503 at 06:00 on the 1st failed the
+    monthly run as CredentialsUnavailable (not retried), and the alert sent the operator to check a good password."""
+    put_secure(ssm, USERNAME_PARAMETER, "edl-user")
+    put_secure(ssm, PASSWORD_PARAMETER, "right-password")
+    with responses.RequestsMock() as rs:
+        rs.post(EDL_TOKEN_URL, status=status, body="Service Unavailable")
+        with pytest.raises(SourceUnavailable, match=f"Earthdata Login answered {status}"):
+            credentials.fetch_credentials("POCLOUD", password_settings())
+
+
 def test_the_state_machine_retries_outages_but_not_missing_credentials() -> None:
     fetch = json.loads((ROOT / "statemachine" / "pipeline.asl.json").read_text())["States"]["FetchCredentials"]
     retried = {name for rule in fetch["Retry"] for name in rule["ErrorEquals"]}

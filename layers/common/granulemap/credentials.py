@@ -130,12 +130,26 @@ def _login(settings: Settings) -> Any:
     from earthaccess.exceptions import LoginAttemptFailure, LoginStrategyUnavailable
 
     auth = earthaccess.Auth()
+    # earthaccess raises the same LoginAttemptFailure for any answer but 2xx from find_or_create_token: an outage
+    # (5xx) or throttling (429) must be retried, not reported as a wrong password, so the answer's status is kept.
+    statuses: list[int] = []
+    find_or_create = getattr(auth, "_find_or_create_token", None)
+    if find_or_create is not None:
+        def recording() -> Any:
+            response = find_or_create()
+            statuses.append(response.status_code)
+            return response
+
+        auth._find_or_create_token = recording
     with _edl_environment(_edl_secrets(settings)):
         try:
             auth.login(strategy="environment")
         except requests.RequestException as exc:
             raise SourceUnavailable(f"Earthdata Login did not answer: {type(exc).__name__}") from None
         except (LoginAttemptFailure, LoginStrategyUnavailable):
+            if statuses and (statuses[-1] == 429 or statuses[-1] >= 500):
+                raise SourceUnavailable(f"Earthdata Login answered {statuses[-1]} (an outage or throttling, not a "
+                                        "refusal of the stored credentials)") from None
             raise CredentialsUnavailable(
                 "Earthdata Login refused the username and password stored in SSM parameters "
                 f"{settings.edl_username_parameter} and {settings.edl_password_parameter}: check them"
