@@ -157,6 +157,22 @@ def test_start_passes_a_bbox_on_and_refuses_one_that_would_change_nothing(stack,
     assert sfn.list_executions(stateMachineArn=stack["state_machine"])["executions"] == []
 
 
+def test_an_input_whose_source_is_outside_the_stack_s_bucket_is_refused_before_starting(stack) -> None:
+    """The functions' role reads only the stack's bucket: a prefix elsewhere would fail in BuildCatalog with
+    AccessDenied (CatalogFailed); it is refused before starting (aws stepfunctions start-execution gets the same
+    message from BuildCatalog), naming the bucket to use."""
+    from granulemap import cloud
+    from granulemap.errors import InvalidInput
+
+    doc = {"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-31"}
+    with pytest.raises(InvalidInput, match=f"is in bucket someone-elses-bucket.*s3://{BUCKET}/"):
+        cloud.start_run(cloud.describe_stack(STACK), {**doc, "source": "s3://someone-elses-bucket/mur25/"})
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    assert sfn.list_executions(stateMachineArn=stack["state_machine"])["executions"] == []
+    cloud.start_run(cloud.describe_stack(STACK), {**doc, "source": f"s3://{BUCKET}/sources/mur25/"})
+    assert len(sfn.list_executions(stateMachineArn=stack["state_machine"])["executions"]) == 1
+
+
 def test_start_names_a_missing_stack(aws, capsys) -> None:
     rc = main(["start", "--stack", "no-such-stack", "--recipe", "sst-global-mean",
                "--start", "2018-12-01", "--end", "2018-12-31"])

@@ -240,17 +240,24 @@ def test_with_one_granule_per_item_a_corrupt_granule_fails_its_item(engine: Loca
 
 def test_s3_prefix_source_reads_granules_from_s3(engine: LocalEngine, mur25: Path, synthetic_month) -> None:
     s3 = engine.client("s3")
-    s3.create_bucket(Bucket="granule-source", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
     for path in (mur25, synthetic_month[1]):
-        s3.upload_file(str(path), "granule-source", f"mur25/{path.name}")
-    s3.put_object(Bucket="granule-source", Key="other/20181215090000-elsewhere.nc", Body=b"not in the prefix")
+        s3.upload_file(str(path), engine.bucket, f"sources/mur25/{path.name}")
+    s3.put_object(Bucket=engine.bucket, Key="sources/other/20181215090000-elsewhere.nc", Body=b"not in the prefix")
+    source = f"s3://{engine.bucket}/sources/mur25"
     desc = engine.run({"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-31",
-                       "source": "s3://granule-source/mur25", "params": {"method": "podaac-tutorial"}}, timeout=120)
+                       "source": source, "params": {"method": "podaac-tutorial"}}, timeout=120)
     assert desc["status"] == "SUCCEEDED", desc.get("cause")
     run_id = desc["executionArn"].rsplit(":", 1)[-1]
     manifest = json.loads(_get(engine, layout.manifest_key(run_id)))
     assert sorted(i["granules"][0]["url"] for i in manifest) == sorted(
-        f"s3://granule-source/mur25/{p.name}" for p in (mur25, synthetic_month[1]))
+        f"{source}/{p.name}" for p in (mur25, synthetic_month[1]))
+    # Another bucket: the functions' role reads only the stack's own (template.yaml), so it is refused up front.
+    s3.create_bucket(Bucket="granule-source", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    s3.upload_file(str(mur25), "granule-source", f"mur25/{mur25.name}")
+    elsewhere = engine.run({"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-31",
+                            "source": "s3://granule-source/mur25"}, timeout=120)
+    assert elsewhere["status"] == "FAILED" and elsewhere["error"] == "InvalidInput"
+    assert "is in bucket granule-source" in elsewhere["cause"] and f"s3://{engine.bucket}/" in elsewhere["cause"]
     summary = json.loads(_get(engine, layout.summary_key(run_id)))
     # an earlier test may have computed the real granule already: then it is skipped, not recomputed
     assert summary["items"]["succeeded"] + summary["items"]["skipped"] == 2 and summary["items"]["failed"] == 0

@@ -39,6 +39,14 @@ def validate_input(raw: object, settings: Settings, now: dt.datetime | None = No
             f"field 'end': the range {start}..{end} covers {days} days, more than the limit of "
             f"{settings.max_range_days} days (template parameter MaxRangeDays); split the run"
         )
+    if execution.source is not None and execution.source.startswith("s3://"):
+        bucket_name, _ = split_s3_url(execution.source)
+        if bucket_name != settings.bucket:
+            raise InvalidInput(
+                f"field 'source': {execution.source} is in bucket {bucket_name}, and the functions read only their "
+                f"own bucket, s3://{settings.bucket}/: copy the granules under it (aws s3 sync), or for a local run "
+                "give a folder of this machine; with no source, a run searches NASA CMR"
+            )
     if execution.source is not None and not execution.source.startswith("s3://"):
         directory = execution.source.removeprefix("file://")
         if not os.path.isdir(directory):

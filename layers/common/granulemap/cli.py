@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the state machine locally (moto's Step Functions engine, offline)")
     add_execution_options(run)
-    run.add_argument("--source", required=True, help="directory (or s3:// prefix) of granules")
+    run.add_argument("--source", required=True, help="directory of granules on this machine")
     run.add_argument("--out", required=True, help="directory for the products, summary.json and logs")
     run.add_argument("--parent-order", type=int, dest="parent_order", help="atl06-cell-stats: item cell order (6)")
     run.add_argument("--child-order", type=int, dest="child_order", help="atl06-cell-stats: statistics order (12)")

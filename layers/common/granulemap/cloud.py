@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 from granulemap import layout
 from granulemap.errors import InvalidInput, readable_cause
 from granulemap.settings import DAAC_REGION, Settings
-from granulemap.storage import download_objects
+from granulemap.storage import download_objects, split_s3_url
 
 FAILED_STATUSES = {"FAILED", "TIMED_OUT", "ABORTED"}
 ITEM_COUNT_KEYS = ("succeeded", "failed", "running", "pending", "aborted", "timedOut", "total")
@@ -55,8 +55,14 @@ class Stack:
 
 
 DEFAULT_REGION = DAAC_REGION
-_NO_LIMIT_YET = 10**9
-"""MaxRangeDays for checking an input before its stack is known: no range reaches it."""
+
+
+def _settings_before_the_stack(doc: dict[str, Any]) -> Settings:
+    """Settings for checking an input before its stack is known: no limit on the range, and an s3:// source's own
+    bucket taken for the stack's (both are checked against the stack's once it is known)."""
+    source = doc.get("source")
+    bucket = split_s3_url(source)[0] if isinstance(source, str) and source.startswith("s3://") else "not-known-yet"
+    return Settings(bucket=bucket, max_range_days=10**9)
 
 
 def _client(service: str, region: str | None = None) -> Any:
@@ -240,7 +246,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     doc = execution_input(args)
     # What does not depend on the stack first, before asking AWS anything: bad input exits 2 with its own message,
     # with or without credentials and network. The stack's limits (MaxRangeDays) are checked once it is known.
-    validate_input(doc, Settings(bucket="stack-not-known-yet", max_range_days=_NO_LIMIT_YET))
+    validate_input(doc, _settings_before_the_stack(doc))
     stack = describe_stack(args.stack, args.region)
     arn = start_run(stack, doc, name=args.name)
     print(arn)
