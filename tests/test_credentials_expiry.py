@@ -424,3 +424,48 @@ def test_a_local_run_whose_credentials_expire_part_way_refreshes_them_and_loses_
     assert daac.keys_used() == expected_keys and daac.refused() == []
     assert sorted(name for name, _, _ in daac.reads) == sorted(p.name for p in granules)  # each read once
     assert fetched == 2 and stored == second
+
+
+def test_an_atl06_read_refused_for_expired_credentials_is_diagnosed_as_expired_not_as_a_throttle(monkeypatch) -> None:
+    """h5coro hides S3's error, so the recipe asks S3 itself. S3 answers a request with an expired session token
+    400 ExpiredToken, but a HEAD's answer has no body, and botocore then names the error by its status alone ("400"):
+    a HEAD made an expiry look like a throttle, retried with the same credentials. A server answering as S3 does."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from granulemap.recipes.atl06.granule import _diagnose_s3
+
+    body = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ExpiredToken</Code>'
+            b"<Message>The provided token has expired.</Message></Error>")
+    asked: list[str] = []
+
+    class ExpiredS3(BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:  # noqa: N802
+            asked.append("HEAD")
+            self.send_response(400)
+            self.send_header("Content-Type", "application/xml")
+            self.end_headers()
+
+        def do_GET(self) -> None:  # noqa: N802
+            asked.append(f"GET {self.headers.get('Range')}")
+            self.send_response(400)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), ExpiredS3)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+        error = _diagnose_s3("s3://nsidc-cumulus-prod-protected/ATLAS/ATL06/006/ATL06_x.h5",
+                             {"accessKeyId": "ASIAEXAMPLE", "secretAccessKey": "s", "sessionToken": "t"},
+                             "ATL06_x.h5", "TypeError: 'NoneType' object is not subscriptable")
+    finally:
+        server.shutdown()
+    assert isinstance(error, CredentialsExpired), error
+    assert asked == ["GET bytes=0-0"]

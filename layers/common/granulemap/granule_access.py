@@ -12,7 +12,8 @@ from granulemap.errors import CredentialsExpired, GranuleUnreadable
 from granulemap.models import RunContext
 from granulemap.storage import translate_s3_error, split_s3_url
 
-_EXPIRED_CODES = {"ExpiredToken", "ExpiredTokenException", "InvalidToken", "TokenRefreshRequired"}
+EXPIRED_CODES = {"ExpiredToken", "ExpiredTokenException", "InvalidToken", "TokenRefreshRequired"}
+"""S3 error codes of temporary credentials that have expired or been revoked."""
 
 
 def local_path_of(url: str) -> str | None:
@@ -74,7 +75,7 @@ class GranuleAccess:
             return self._s3_client(creds).get_object(Bucket=bucket, Key=key)["Body"].read()
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
-            if code in _EXPIRED_CODES:
+            if code in EXPIRED_CODES:
                 self.credentials_rejected(creds)
                 raise CredentialsExpired(f"S3 credentials expired while reading {url}") from exc
             if code in {"NoSuchKey", "404", "AccessDenied", "403"}:

@@ -45,6 +45,7 @@ from granulemap.errors import (
     StorageThrottled,
     VariableMissing,
 )
+from granulemap.granule_access import EXPIRED_CODES as _EXPIRED_CODES
 from granulemap.recipes.atl06.cells import CellBox, cell_box, cell_ids, parents_of
 from granulemap.storage import split_s3_url
 
@@ -59,7 +60,6 @@ _READ_THREADS = 12
 """Datasets read at once (S3 latency hides behind this many)."""
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
-_EXPIRED_CODES = {"ExpiredToken", "ExpiredTokenException", "InvalidToken", "TokenRefreshRequired"}
 _MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "AccessDenied", "403", "Forbidden"}
 
 
@@ -265,7 +265,9 @@ def _numpy_dtype(meta: H5Metadata) -> np.dtype:
 
 
 def _diagnose_s3(url: str, credentials: dict[str, str], where: str, detail: str) -> GranulemapError:
-    """h5coro's S3Driver logs S3 errors and returns None, so the cause is asked of S3 with a HEAD request."""
+    """h5coro's S3Driver logs S3 errors and returns None, so the cause is asked of S3 with a GET of the object's
+    first byte: its error has a body naming the error (ExpiredToken), which a HEAD's has not (botocore then gives
+    only the HTTP status, 400 for an expired token)."""
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -277,7 +279,7 @@ def _diagnose_s3(url: str, credentials: dict[str, str], where: str, detail: str)
         aws_session_token=credentials.get("sessionToken"),
     )  # with no credentials given, boto3's own chain (the role), as h5coro's S3Driver does
     try:
-        client.head_object(Bucket=bucket, Key=key)
+        client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")["Body"].close()
     except ClientError as err:
         code = str(err.response.get("Error", {}).get("Code"))
         if code in _EXPIRED_CODES:
