@@ -67,13 +67,36 @@ def test_pipeline_shape(asl: dict) -> None:
 
 def test_processor_retries_exactly_the_transient_errors_with_backoff_and_jitter(asl: dict) -> None:
     task = asl["States"]["ProcessItems"]["ItemProcessor"]["States"]["ProcessItem"]
-    (retry,) = task["Retry"]
-    assert set(retry["ErrorEquals"]) == set(TRANSIENT_ERROR_NAMES) | set(LAMBDA_SERVICE_TRANSIENT_ERRORS)
+    throttled, retry = task["Retry"]  # Lambda's throttling first: it has its own, longer waits
+    assert throttled["ErrorEquals"] == ["Lambda.TooManyRequestsException"]
+    assert set(throttled["ErrorEquals"]) | set(retry["ErrorEquals"]) == (set(TRANSIENT_ERROR_NAMES)
+                                                                         | set(LAMBDA_SERVICE_TRANSIENT_ERRORS))
     assert retry["BackoffRate"] > 1 and retry["JitterStrategy"] == "FULL" and retry["MaxDelaySeconds"] > 0
     # Every transient error class is listed by name (Step Functions matches names, not base classes).
     transient = {c.__name__ for c in vars(errors).values() if isinstance(c, type) and issubclass(c, TransientError)}
     assert transient == set(TRANSIENT_ERROR_NAMES)
     assert task["Catch"][0]["ErrorEquals"] == ["States.ALL"] and task["Catch"][0]["Next"] == "RecordFailure"
+
+
+def _longest_waits(retry: dict) -> list[float]:
+    """The longest wait before each retry: IntervalSeconds × BackoffRate^n, capped by MaxDelaySeconds (full jitter
+    waits a random part of it)."""
+    return [min(retry["IntervalSeconds"] * retry["BackoffRate"] ** n, retry["MaxDelaySeconds"])
+            for n in range(retry["MaxAttempts"])]
+
+
+def test_every_lambda_task_waits_out_lambda_throttling_for_minutes(asl: dict) -> None:
+    """A throttled invocation shared the transient errors' retrier (at most 15 s of waiting in all for an item):
+    an account with a low concurrency quota turned throttled items into failures. Throttling gets its own retrier,
+    first, as Step Functions uses the first retrier that names the error."""
+    tasks = {name: state for states in _state_sets(asl) for name, state in states.items()
+             if state.get("Type") == "Task" and "FunctionArn" in state["Resource"]}
+    assert set(tasks) == {"BuildCatalog", "FetchCredentials", "ProcessItem", "RecordFailure", "Aggregate"}
+    for name, task in tasks.items():
+        first = task["Retry"][0]
+        assert first["ErrorEquals"] == ["Lambda.TooManyRequestsException"], name
+        assert sum(_longest_waits(first)) >= 300, name
+        assert not any("Lambda.TooManyRequestsException" in r["ErrorEquals"] for r in task["Retry"][1:]), name
 
 
 def test_every_retry_has_bounded_exponential_backoff(asl: dict) -> None:
