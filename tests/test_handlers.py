@@ -158,3 +158,28 @@ def test_aggregator_accounts_for_every_item_and_writes_the_csv(s3) -> None:
     assert errored and out["errorType"] == "TooManyFailures"
     assert "1 of 2 granules failed (50.0%)" in out["errorMessage"]  # the SST recipes' tolerance is in granules
     assert _get_json(s3, layout.summary_key("example-run"))["status"] == "FAILED"
+
+
+def test_the_aggregator_says_why_the_map_stopped_when_it_failed_for_another_reason_than_its_items(s3) -> None:
+    """The Map's Catch puts the Map's own error at $.map.error (statemachine/pipeline.asl.json), which Aggregate
+    gets with the rest of $.map: an ItemReader failure used to leave only "NoResult" items in the summary."""
+    asl = json.loads((ROOT / "statemachine" / "pipeline.asl.json").read_text())
+    (catch,) = asl["States"]["ProcessItems"]["Catch"]
+    assert catch["ResultPath"] == "$.map.error" and catch["Next"] == "Aggregate"
+    assert asl["States"]["Aggregate"]["Parameters"]["map.$"] == "$.map"
+
+    item = _event("processor")["item"]
+    s3.put_object(Bucket=BUCKET, Key=layout.manifest_key("example-run"), Body=json.dumps([item]))
+    event = _event("aggregator")
+    event["map"]["error"] = {"Error": "States.ItemReaderFailed",
+                             "Cause": "Unable to read the manifest: S3 answered SlowDown"}
+    out, errored = _invoke("aggregator", event)
+    assert errored and out["errorType"] == "TooManyFailures"
+    summary = _get_json(s3, layout.summary_key("example-run"))
+    assert summary["failures"][0]["error"] == "NoResult"
+    assert summary["message"].startswith("The Distributed Map stopped before its items were done "
+                                         "(States.ItemReaderFailed: Unable to read the manifest: S3 answered SlowDown)")
+    # Stopped for failed items, the Map says nothing Aggregate's own count does not
+    event["map"]["error"] = {"Error": "States.ExceedToleratedFailureThreshold", "Cause": "too many"}
+    _invoke("aggregator", event)
+    assert "Distributed Map" not in _get_json(s3, layout.summary_key("example-run"))["message"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from granulemap import layout
-from granulemap.errors import TooManyFailures
+from granulemap.errors import TooManyFailures, readable_cause
 from granulemap.models import AggregatorEvent, Failure, Item, ItemCounts, Summary
 from granulemap.provenance import provenance_record
 from granulemap.recipes import get_recipe
@@ -85,6 +85,16 @@ def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> 
     )
 
 
+def map_stopped(error: dict[str, Any] | None) -> str | None:
+    """Why the Distributed Map itself failed (its Catch's Error and Cause), unless it stopped for the failed items
+    that Aggregate counts and judges anyway (States.ExceedToleratedFailureThreshold)."""
+    if not error or error.get("Error") == "States.ExceedToleratedFailureThreshold":
+        return None
+    cause = readable_cause(str(error.get("Cause") or "")) or "no cause given"
+    return (f"The Distributed Map stopped before its items were done ({error.get('Error')}: {cause}); the items it "
+            f"did not finish count as {NO_RESULT}.")
+
+
 def verdict(counts: ItemCounts, unit: str, tolerance: float, failures: list[Failure]) -> tuple[str, str]:
     """(status, message) of a run whose ``counts`` are in ``unit`` ("items" or "granules")."""
     failed_pct = 100.0 * counts.failed / counts.total if counts.total else 0.0
@@ -120,6 +130,9 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
     outputs.append(provenance_key)
     counts, unit = (granules, "granules") if granules is not None else (found.items, "items")
     status, message = verdict(counts, unit, event.map.tolerated_failure_percentage, found.failures)
+    stopped = map_stopped(event.map.error)
+    if stopped:
+        message = f"{stopped} {message}"
     summary_key = layout.summary_key(run.run_id)
     summary = Summary(
         status=status, run_id=run.run_id, recipe=run.recipe, params=run.params, items=found.items,

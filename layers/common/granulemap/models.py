@@ -188,6 +188,10 @@ class MapConfig(_Strict):
     """What the Distributed Map itself tolerates (it counts failed items): the same as ``tolerated_failure_percentage``
     for a recipe whose items are its unit, 100 for a per-granule recipe, whose items differ in size (a partial dekad,
     a lone granule), so that a few failed granules never fail the Map before Aggregate has counted granules."""
+    error: dict[str, Any] | None = Field(default=None, exclude=True)
+    """Set by the Distributed Map's Catch (ResultPath ``$.map.error``) when the Map itself failed: its Error and
+    Cause, which Aggregate puts in the summary's message (read from the state, never written: BuildCatalog's output
+    has no such field)."""
 
 
 class CatalogOutput(_Strict):
