@@ -311,3 +311,33 @@ def test_no_hits_give_an_empty_run_that_succeeds_with_a_clear_summary(bucket) ->
     assert not any(o.endswith((".csv", ".png")) for o in summary.outputs)  # no products from nothing
     assert "no granules matched" in summary.message
 
+
+
+def test_an_item_too_large_for_a_map_child_s_input_is_refused_before_anything_starts(bucket, monkeypatch) -> None:
+    """A child execution's input (item and run) is limited to 256 KiB: an ATL06 parent cell crossed by well over
+    a thousand granules (a long range over a polar cell) would fail with States.DataLimitExceeded, which no Catch
+    records. Items are made here as a recipe's make_items makes them; the manifest is then not written."""
+    from granulemap.models import Granule, Item
+    from granulemap.recipes import get_recipe
+
+    atl06 = get_recipe("atl06-cell-stats")
+    url = "s3://nsidc-cumulus-prod-protected/ATLAS/ATL06/006/2019/{d:%m/%d}/ATL06_{d:%Y%m%d}{n:06d}_08410203_006_01.h5"
+
+    def cell_items(count: int) -> list[Item]:
+        day = dt.datetime(2019, 1, 1, tzinfo=dt.UTC)
+        granules = [Granule(url=url.format(d=day + dt.timedelta(hours=n), n=n), time=day + dt.timedelta(hours=n))
+                    for n in range(count)]
+        return [Item(id="20190101-20191231-p6-1234-x", granules=granules)]
+
+    raw = {"recipe": "atl06-cell-stats", "start": "2019-01-01", "end": "2019-12-31"}
+    monkeypatch.setattr(type(atl06), "make_items", lambda self, granules, params, execution: cell_items(2_000))
+    monkeypatch.setattr(cmr, "search_granules", lambda *a, **k: ([], "NSIDC_CPRD", []))
+    monkeypatch.setattr(type(atl06), "prepare", lambda self, items, run, params, bucket: items)
+    with pytest.raises(InvalidInput, match=r"too large for a Map child's input.*2000 granules"):
+        build_catalog(raw, "run-big", Settings(bucket=BUCKET), bucket)
+    assert bucket.get_json_or_none(layout.manifest_key("run-big")) is None
+    # one granule's entry is about 150 bytes of JSON: 1,000 of them fit under the limit with room for the run
+    monkeypatch.setattr(type(atl06), "make_items", lambda self, granules, params, execution: cell_items(1_000))
+    out = build_catalog(raw, "run-fits", Settings(bucket=BUCKET), bucket)
+    assert out.catalog.count == 1
+    assert len(json.dumps(bucket.get_json(layout.manifest_key("run-fits"))[0])) < 256 * 1024 - 10_000

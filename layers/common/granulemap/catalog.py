@@ -8,6 +8,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 from granulemap import layout
 from granulemap.errors import InvalidInput, NoGranulesFound
@@ -126,6 +127,26 @@ def why_no_granules(directory: str, recipe: Recipe, start: dt.date, end: dt.date
     return f"{directory} holds {len(files)} files: {found}{where}"
 
 
+ITEM_INPUT_LIMIT = 200 * 1024
+"""Bytes of JSON one manifest item may take: a Map child's input (the item and the run) is limited to Step Functions'
+256 KiB, and the rest leaves room for the run and its parameters."""
+
+
+def _refuse_items_too_large_for_the_map(manifest: list[dict[str, Any]], start: dt.date, end: dt.date) -> None:
+    """An item whose JSON exceeds ``ITEM_INPUT_LIMIT`` (an ATL06 parent cell crossed by some 1,300 granules or more:
+    a long range over a polar cell, a coarse parent_order) would fail its child execution with
+    States.DataLimitExceeded, which no Catch records; refused before anything starts."""
+    sizes = [(len(json.dumps(entry, separators=(",", ":"))), entry) for entry in manifest]
+    too_large = [(size, entry) for size, entry in sizes if size > ITEM_INPUT_LIMIT]
+    if too_large:
+        size, entry = max(too_large, key=lambda pair: pair[0])
+        raise InvalidInput(
+            f"field 'end': {len(too_large)} item(s) of {start}..{end} are too large for a Map child's input "
+            f"(Step Functions' 256 KiB), the largest {entry['id']} with {len(entry.get('granules', []))} granules "
+            f"({size:,} bytes): split the range (a month at a time) or, for atl06-cell-stats, use a finer parent_order"
+        )
+
+
 def _repeated(ids: Iterable[str]) -> list[str]:
     return [i for i, n in Counter(ids).items() if n > 1]
 
@@ -202,8 +223,9 @@ def build_catalog(
     key = layout.manifest_key(run_id)
     # Footprints serve make_items only: the manifest stays small (Distributed Map items, the 256 KiB payload).
     without_footprints = {"granules": {"__all__": {"footprint"}}}
-    bucket.put_json(key, [item.model_dump(mode="json", exclude_defaults=True, exclude=without_footprints)
-                          for item in items])
+    manifest = [item.model_dump(mode="json", exclude_defaults=True, exclude=without_footprints) for item in items]
+    _refuse_items_too_large_for_the_map(manifest, start, end)
+    bucket.put_json(key, manifest)
     return CatalogOutput(
         run=run,
         catalog=CatalogRef(bucket=bucket.name, key=key, count=len(items)),
