@@ -9,6 +9,7 @@ import pytest
 
 from granulemap.cli import main
 
+from conftest import ROOT
 from sst_reference import ocean_mean_reference, podaac_tutorial_reference
 
 
@@ -33,6 +34,15 @@ def test_process_reports_unreadable_files_and_exits_non_zero(capsys, tmp_path: P
     bad.write_bytes(b"not netcdf")
     assert main(["process", "--recipe", "sst-global-mean", str(bad)]) == 1
     assert "GranuleUnreadable" in capsys.readouterr().err
+
+
+def test_process_refuses_a_recipe_whose_items_are_not_single_granules(capsys) -> None:
+    """atl06-cell-stats' items are parent cells from its catalog: process failed on every file (exit 1) instead of
+    saying, once, that this recipe needs granulemap run (bad input: exit 2)."""
+    atl06 = sorted((ROOT / "tests" / "data" / "atl06").glob("*.h5"))
+    assert main(["process", "--recipe", "atl06-cell-stats", *map(str, atl06)]) == 2
+    err = capsys.readouterr().err
+    assert "granulemap run --source" in err and err.count("\n") == 1
 
 
 def test_unknown_recipe_is_named(capsys, mur25: Path) -> None:
@@ -299,3 +309,17 @@ def test_the_engine_s_workers_ignore_ctrl_c_and_leave_it_to_the_engine() -> None
         handler = engine._pool.submit(signal.getsignal, signal.SIGINT).result(timeout=120)
     assert handler == signal.SIG_IGN
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the engine's own process: untouched
+
+
+def test_run_has_no_bbox_option_start_has(capsys) -> None:
+    """run always has a source folder, with which every bbox is refused (it narrows only a NASA CMR search): the
+    option could only ever fail."""
+    from granulemap.cli import build_parser
+
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(["run", "--recipe", "atl06-cell-stats", "--start", "2018-10-13", "--end",
+                                   "2018-10-13", "--source", ".", "--out", "o", "--bbox", "1", "2", "3", "4"])
+    assert stopped.value.code == 2 and "--bbox" in capsys.readouterr().err
+    args = build_parser().parse_args(["start", "--stack", "s", "--recipe", "atl06-cell-stats", "--start",
+                                      "2018-10-13", "--end", "2018-10-13", "--bbox", "1", "2", "3", "4"])
+    assert args.bbox == [1.0, 2.0, 3.0, 4.0]

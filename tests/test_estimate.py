@@ -111,6 +111,20 @@ def test_estimate_command_prints_the_total_and_its_assumptions(tmp_path: Path, m
     assert main(["estimate", "--recipe", "sst-global-mean", "--start", "2022-02-01", "--end", "2022-01-01"]) == 2
 
 
+@pytest.mark.parametrize("flags, says", [
+    (["--recipe", "sst-global-meen"], "unknown recipe 'sst-global-meen'"),
+    (["--recipe", "sst-global-mean", "--memory-mb", "64"], "128 to 10240 MB"),
+    (["--recipe", "sst-global-mean", "--max-concurrency", "0"], "--max-concurrency 0"),
+    (["--recipe", "sst-global-mean", "--items", "-3"], "--items -3"),
+])
+def test_estimate_refuses_what_no_run_could_be(tmp_path: Path, monkeypatch, capsys, flags, says) -> None:
+    model_path = tmp_path / "cost_model.json"
+    _model(tmp_path)
+    monkeypatch.setattr(est, "COST_MODEL", model_path)
+    assert main(["estimate", *flags, "--start", "2022-01-01", "--end", "2022-12-31"]) == 2
+    assert says in capsys.readouterr().err
+
+
 def test_a_capped_item_count_says_so(tmp_path: Path) -> None:
     model = _model(tmp_path)
     model.recipes["cells"] = dataclasses.replace(model.recipes["sst-global-mean"], items_per_day=2500,

@@ -23,7 +23,7 @@ from granulemap.models import (
     RunContext,
     parse_model,
 )
-from granulemap.recipes import Recipe, get_recipe
+from granulemap.recipes import Recipe, available, get_recipe
 from granulemap.settings import Settings
 from granulemap.storage import Bucket, split_s3_url
 
@@ -54,8 +54,9 @@ def validate_input(raw: object, settings: Settings, now: dt.datetime | None = No
             what = "is a file, not a directory" if os.path.exists(directory) else "does not exist here"
             raise InvalidInput(f"field 'source': {directory} {what}: give the folder that holds the granules")
     if execution.group is not None and not recipe.per_granule:
+        per_granule = sorted(name for name in available() if get_recipe(name).per_granule)
         raise InvalidInput(f"field 'group': recipe {recipe.name} makes its own items; group applies to the recipes "
-                           "that reduce each granule on its own (sst-global-mean, sst-box-mean)")
+                           f"that reduce each granule on its own ({', '.join(per_granule)})")
     if execution.bbox is not None:
         _refuse_a_bbox_that_changes_nothing(execution, recipe)
     if execution.source is None and execution.collection is None and recipe.collection is None:

@@ -30,6 +30,7 @@ def parse_param(text: str) -> tuple[str, Any]:
         return key, value
 
 
+PARAM_HELP = "recipe parameter; VALUE is read as JSON (--param 'box=[-170,-5,-120,5]'), else as text"
 RECIPE_HELP = "the recipe: granulemap recipes lists them (built in: sst-global-mean, sst-box-mean, atl06-cell-stats)"
 BBOX_HELP = ("narrows which granules the NASA CMR search finds, in degrees (west > east crosses the antimeridian); "
              "no recipe clips to it. Refused where it changes nothing (a source folder; the SST recipes' gridded "
@@ -118,9 +119,13 @@ def cmd_process(args: argparse.Namespace) -> int:
     from granulemap.granule_access import GranuleAccess
     from granulemap.models import Granule, Item, RunContext
     from granulemap.recipes import get_recipe
+    from granulemap.recipes.base import Recipe
     from granulemap.grouping import item_id_for
 
     recipe = get_recipe(args.recipe)
+    if not recipe.per_granule and type(recipe).make_items is not Recipe.make_items:
+        raise InvalidInput(f"recipe {recipe.name} makes its own items from its catalog (not one per file): "
+                           "granulemap process reduces single granules; run it with granulemap run --source FOLDER")
     processor_malloc_settings()
     raw = dict(args.param or [])
     if args.method is not None:
@@ -170,18 +175,22 @@ def _from_aws(exc: Exception) -> bool:
 _AWS_HINTS = {
     "NoCredentialsError": " (set up AWS credentials: aws configure, aws sso login, or AWS_PROFILE)",
     "NoRegionError": " (give --region, or set one: aws configure)",
-    "EndpointConnectionError": " (no network, or the wrong --region?)",
+    "EndpointConnectionError": " (no network, or the wrong region: start's --region, the ARN's for status and "
+                               "results?)",
 }
 
 
-def add_execution_options(parser: argparse.ArgumentParser) -> None:
-    """The options of an execution input (``execution_input``) that ``run`` and ``start`` share."""
+def add_execution_options(parser: argparse.ArgumentParser, bbox: bool = True) -> None:
+    """The options of an execution input (``execution_input``) that ``run`` and ``start`` share; ``bbox`` only where
+    a run may search NASA CMR (``start``: a bbox narrows only that search, and ``run`` always has a source)."""
     parser.add_argument("--recipe", required=True, help=RECIPE_HELP)
     parser.add_argument("--start", required=True, help="first date, inclusive (YYYY-MM-DD)")
     parser.add_argument("--end", required=True, help="last date, inclusive (YYYY-MM-DD)")
     parser.add_argument("--method", help="recipe method (sst-global-mean: ocean or podaac-tutorial)")
-    parser.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help="recipe parameter")
-    parser.add_argument("--bbox", type=float, nargs=4, metavar=("WEST", "SOUTH", "EAST", "NORTH"), help=BBOX_HELP)
+    parser.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE",
+                        help=PARAM_HELP)
+    if bbox:
+        parser.add_argument("--bbox", type=float, nargs=4, metavar=("WEST", "SOUTH", "EAST", "NORTH"), help=BBOX_HELP)
     parser.add_argument("--max-concurrency", type=int, dest="max_concurrency", help=CONCURRENCY_HELP)
     parser.add_argument("--tolerated-failure-percentage", type=float, dest="tolerated_failure_percentage",
                         help=TOLERANCE_HELP)
@@ -200,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the state machine locally (moto's Step Functions engine, offline)")
-    add_execution_options(run)
+    add_execution_options(run, bbox=False)
     run.add_argument("--source", required=True, help="directory of granules on this machine")
     run.add_argument("--out", required=True, help="directory for the products, summary.json and logs")
     run.add_argument("--parent-order", type=int, dest="parent_order", help="atl06-cell-stats: item cell order (6)")
@@ -211,10 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.set_defaults(func=cmd_run)
 
-    proc = sub.add_parser("process", help="run only the per-item reduction on local files; one JSON line each")
+    proc = sub.add_parser("process", help="run only the per-granule reduction on local files, one JSON line each (recipes whose items are "
+                               "single granules: the SST ones); exit 1 if a file could not be reduced")
     proc.add_argument("--recipe", required=True, help=RECIPE_HELP)
     proc.add_argument("--method", help="recipe method (sst-global-mean: ocean or podaac-tutorial)")
-    proc.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help="recipe parameter")
+    proc.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help=PARAM_HELP)
     proc.add_argument("files", nargs="+", metavar="FILE", help="granule files, reduced one after the other")
     proc.set_defaults(func=cmd_process)
 

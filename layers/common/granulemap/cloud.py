@@ -78,7 +78,8 @@ def region_of(arn: str) -> str:
     """The region field of an ARN."""
     parts = arn.split(":")
     if len(parts) < 6 or parts[0] != "arn":
-        raise InvalidInput(f"not an ARN: {arn!r}")
+        raise InvalidInput(f"not an ARN: {arn!r}: give the execution ARN granulemap start printed "
+                           "(arn:aws:states:REGION:ACCOUNT:execution:STACK-pipeline:NAME)")
     return parts[3]
 
 

@@ -162,7 +162,9 @@ def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str
              items: int | None = None, max_concurrency: int = 40) -> Estimate:
     """The expected cost of one run. ``memory_mb``: MemorySize of each function (template.yaml's, or overridden)."""
     if recipe_name not in model.recipes:
-        raise KeyError(f"no cost model for recipe {recipe_name!r}; known: {', '.join(sorted(model.recipes))}")
+        raise KeyError(f"no cost model for recipe {recipe_name!r}: estimate covers the recipes make bench measures "
+                       f"({', '.join(sorted(model.recipes))}); for one of yours, estimate a built-in one of similar "
+                       "work with --items")
     recipe = model.recipes[recipe_name]
     units = items if items is not None else items_for(recipe, start, end)
     if recipe.grouping == "dekad":  # units are granules, grouped into one item per dekad
@@ -253,6 +255,15 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         raise InvalidInput(f"--start/--end must be dates YYYY-MM-DD: {exc}") from None
     if end < start:
         raise InvalidInput(f"--end ({end}) is before --start ({start})")
+    if args.memory_mb is not None and not 128 <= args.memory_mb <= 10240:
+        raise InvalidInput(f"--memory-mb {args.memory_mb}: Lambda's memory sizes are 128 to 10240 MB")
+    if args.max_concurrency < 1:
+        raise InvalidInput(f"--max-concurrency {args.max_concurrency}: at least 1")
+    if args.items is not None and args.items < 0:
+        raise InvalidInput(f"--items {args.items}: a count, 0 or more")
+    from granulemap.recipes import get_recipe
+
+    get_recipe(args.recipe)  # an unknown recipe is named as such, with the installed ones
     memory = template_memory()
     if args.memory_mb is not None:
         memory["ProcessorFunction"] = args.memory_mb
@@ -272,7 +283,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 def add_estimate_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``granulemap estimate`` on the ``granulemap`` parser."""
     est = sub.add_parser("estimate", help="expected AWS cost of a run (Lambda, Step Functions, S3), with assumptions")
-    est.add_argument("--recipe", required=True)
+    est.add_argument("--recipe", required=True, help="a recipe make bench has a cost model for (the built-in ones)")
     est.add_argument("--start", required=True, help="first date, inclusive (YYYY-MM-DD)")
     est.add_argument("--end", required=True, help="last date, inclusive (YYYY-MM-DD)")
     est.add_argument("--memory-mb", type=int, dest="memory_mb",
