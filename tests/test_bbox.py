@@ -35,6 +35,7 @@ def test_a_bbox_is_taken_where_it_narrows_the_search(tmp_path) -> None:
     validate_input(atl06, SETTINGS)
     # from a folder nothing is searched: no recipe clips to the box (the local run kept all 81 segments of the sample,
     # a South Pacific pass, with a box over Greenland)
-    with pytest.raises(InvalidInput, match="not a 'source' folder, and recipe atl06-cell-stats"):
+    with pytest.raises(InvalidInput, match="not a 'source' folder, and recipe atl06-cell-stats") as err:
         validate_input({**atl06, "source": str(tmp_path)}, SETTINGS)
+    assert "sst-box-mean" not in str(err.value)  # the SST suggestion is for the SST recipes
     validate_input(_input(), SETTINGS)  # no bbox: nothing to refuse

@@ -69,11 +69,11 @@ def _refuse_a_bbox_that_changes_nothing(execution: ExecutionInput, recipe: Recip
     folder, or granules that all cover one grid, the run would quietly ignore it, and a reader of the results take
     them for the box's."""
     instead = (" To reduce over an area, use a recipe that takes one: sst-box-mean with params {\"box\": [W, S, E, N]}"
-               " for SST")
+               " for SST" if recipe.same_area_every_granule else "")
     if execution.source is not None:
         raise InvalidInput(f"field 'bbox': it narrows a NASA CMR search, not a 'source' folder, and recipe "
-                           f"{recipe.name} reduces each whole granule: the bbox would change nothing (put only the "
-                           f"granules you want in the folder).{instead}")
+                           f"{recipe.name} reads every granule it is given: the bbox would change nothing (put only "
+                           f"the granules you want in the folder).{instead}")
     if recipe.same_area_every_granule and not recipe.bbox_changes_results:
         raise InvalidInput(f"field 'bbox': it narrows which granules the NASA CMR search finds, but every granule of "
                            f"{execution.collection or recipe.collection} covers the same area (one grid a day), and "
