@@ -139,6 +139,16 @@ def test_a_time_in_the_file_name_puts_a_granule_in_the_month_a_run_on_a_folder_o
     assert [g.time for g in search(*october, time_from_name=by_name)] == [dt.datetime(2019, 10, 31, 23, 58,
                                                                                       tzinfo=dt.UTC)]
     assert search(*november, time_from_name=by_name) == []
+    # Named for the last seconds of October, recorded by CMR from 1 November: October's search, a day wider, finds
+    # it (else no month would: CMR matches ranges, the month filter names)
+    late = edited_granule(ssh_page(), stem, "ATL06_20191031235955_05390503_006_01",
+                          "2019-11-01T00:00:09Z", "2019-11-01T00:06:00Z")
+    with responses.RequestsMock() as rs:
+        replay_cmr(rs, [late])
+        found = cmr.search_granules(SSH, *october, None, time_from_name=by_name)[0]
+        (asked,) = {c.request.params["temporal[]"] for c in rs.calls if "temporal[]" in c.request.params}
+    assert asked == "2019-09-30T00:00:00Z,2019-11-01T23:59:59Z"
+    assert [g.time for g in found] == [dt.datetime(2019, 10, 31, 23, 59, 55, tzinfo=dt.UTC)]
     # without a reading of the names: the middle of the time range
     assert search(*october) == []
     assert [g.time for g in search(*november)] == [dt.datetime(2019, 11, 1, 0, 1, tzinfo=dt.UTC)]
@@ -332,9 +342,16 @@ def test_an_item_too_large_for_a_map_child_s_input_is_refused_before_anything_st
     raw = {"recipe": "atl06-cell-stats", "start": "2019-01-01", "end": "2019-12-31"}
     monkeypatch.setattr(type(atl06), "make_items", lambda self, granules, params, execution: cell_items(2_000))
     monkeypatch.setattr(cmr, "search_granules", lambda *a, **k: ([], "NSIDC_CPRD", []))
-    monkeypatch.setattr(type(atl06), "prepare", lambda self, items, run, params, bucket: items)
+    prepared: list[int] = []
+
+    def prepare(self: Any, items: list[Item], run: Any, params: Any, bucket: Any) -> list[Item]:
+        prepared.append(len(items))  # atl06-cell-stats' own prepare writes to its store
+        return items
+
+    monkeypatch.setattr(type(atl06), "prepare", prepare)
     with pytest.raises(InvalidInput, match=r"too large for a Map child's input.*2000 granules"):
         build_catalog(raw, "run-big", Settings(bucket=BUCKET), bucket)
+    assert prepared == []  # refused before anything was written
     assert bucket.get_json_or_none(layout.manifest_key("run-big")) is None
     # one granule's entry is about 150 bytes of JSON: 1,000 of them fit under the limit with room for the run
     monkeypatch.setattr(type(atl06), "make_items", lambda self, granules, params, execution: cell_items(1_000))

@@ -216,6 +216,11 @@ def build_catalog(
         if twice:
             raise InvalidInput(f"field 'source': several granules have the same file name: {twice[:5]}")
     items = _unique_ids(recipe.make_items(granules, params, execution))
+    # Before prepare, which may write (atl06-cell-stats grows its store): a refused input changes nothing. prepare
+    # only adds names (a store id) to items, well within the limit's margin.
+    without_footprints = {"granules": {"__all__": {"footprint"}}}
+    _refuse_items_too_large_for_the_map(
+        [item.model_dump(mode="json", exclude_defaults=True, exclude=without_footprints) for item in items], start, end)
     items = _unique_ids(recipe.prepare(items, run, params, bucket) or items)
     if not execution.recompute:
         items = mark_done(items, run, bucket)
@@ -223,10 +228,8 @@ def build_catalog(
                  else settings.default_tolerated_failure_percentage)
     key = layout.manifest_key(run_id)
     # Footprints serve make_items only: the manifest stays small (Distributed Map items, the 256 KiB payload).
-    without_footprints = {"granules": {"__all__": {"footprint"}}}
-    manifest = [item.model_dump(mode="json", exclude_defaults=True, exclude=without_footprints) for item in items]
-    _refuse_items_too_large_for_the_map(manifest, start, end)
-    bucket.put_json(key, manifest)
+    bucket.put_json(key, [item.model_dump(mode="json", exclude_defaults=True, exclude=without_footprints)
+                          for item in items])
     return CatalogOutput(
         run=run,
         catalog=CatalogRef(bucket=bucket.name, key=key, count=len(items)),

@@ -228,7 +228,9 @@ def search_granules(
 
     A granule's time is ``time_from_name`` of its file name when that gives one (the recipe's reading of its file
     names, which a run on a folder of the same files uses: both then put a granule in the same day and month),
-    else the middle of its CMR time range (``nominal_time``).
+    else the middle of its CMR time range (``nominal_time``). With ``time_from_name``, CMR is searched a day wider on
+    each side: a name's time may lie outside the granule's CMR range (an ATL06 name gives 12:18:51 for a range from
+    12:19:05), and a granule named for the range's last seconds but recorded from after it would be in no month.
 
     Returns (granules with their direct s3:// link and nominal time, sorted by time; the cloud provider, e.g.
     POCLOUD, or None when nothing matched; the UMM records of those granules). With ``footprints`` each granule also
@@ -238,7 +240,9 @@ def search_granules(
     import earthaccess
 
     # Order matters: earthaccess resolves cloud_hosted against short_name, so short_name comes first.
-    kwargs: dict[str, Any] = {"short_name": collection, "cloud_hosted": True, "temporal": _temporal(start, end)}
+    margin = dt.timedelta(days=1 if time_from_name is not None else 0)
+    searched = (start - margin, end + margin)
+    kwargs: dict[str, Any] = {"short_name": collection, "cloud_hosted": True, "temporal": _temporal(*searched)}
     if bbox is not None:
         kwargs["bounding_box"] = bbox
     try:
@@ -285,7 +289,7 @@ def search_granules(
         logger.info("CMR found no granules: the run will have no items", extra=search)
     granules = [granule for granule, _, _ in found]
     if footprints and found:
-        granules = _with_footprints(found, collection, start, end, bbox, provider)
+        granules = _with_footprints(found, collection, *searched, bbox, provider)  # the same search, for polygons
     return granules, provider, [umm for _, umm, _ in found]
 
 
