@@ -196,6 +196,16 @@ def test_missing_s3_granule_is_unreadable_with_s3s_reason(moto_s3: MotoS3) -> No
             granule.beams()
 
 
+def test_an_empty_s3_granule_is_unreadable_not_a_throttle(moto_s3: MotoS3) -> None:
+    """The diagnosis asks S3 for the object's first byte, which an empty object has not (InvalidRange): that is a
+    granule that cannot be read, not a transient error to retry."""
+    key = "granules/ATL06_20190101000000_00000101_006_01.h5"
+    moto_s3.client.put_object(Bucket=moto_s3.bucket, Key=key, Body=b"")  # type: ignore[attr-defined]
+    with pytest.raises(GranuleUnreadable, match="empty"):
+        with Atl06Granule(f"s3://{moto_s3.bucket}/{key}", local_path=None, credentials=None) as granule:
+            granule.beams()
+
+
 def test_segment_is_usable_only_when_everything_is_valid() -> None:
     assert Segment(0, 0, h=1.0, sigma=1.0).usable
     assert not Segment(0, 0, h=float(ATL06_FILL), sigma=1.0).usable

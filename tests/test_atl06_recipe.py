@@ -198,22 +198,26 @@ def test_a_granule_in_two_releases_is_read_once_in_the_newest() -> None:
 
     entry = json.loads((CMR / "earthaccess_atl06_granule_legacy_json.json").read_text())["feed"]["entry"][0]
     rings = footprint_from_legacy(entry)
-    base = "s3://nsidc-cumulus-prod-protected/ATLAS/ATL06/{v}/2019/02/21/ATL06_{stamp}_08410203_{v}_{r}.h5"
-    names = [("20190221121851", "005", "01"), ("20190221121851", "006", "01"), ("20190221121851", "006", "02"),
-             ("20190221131851", "005", "01")]  # three releases of one granule, and another granule
-    granules = [CmrGranule(url=base.format(stamp=stamp, v=v, r=r), time=recipe.granule_time(f"ATL06_{stamp}_x"),
-                           footprint=rings) for stamp, v, r in names]
+    base = "s3://nsidc-cumulus-prod-protected/ATLAS/ATL06/{v}/2019/02/21/ATL06_{stamp}_{tcs}_{v}_{r}.h5"
+    names = [("20190221121851", "08410203", "005", "01"), ("20190221121851", "08410203", "006", "01"),
+             ("20190221121851", "08410203", "006", "02"),  # three releases of one granule
+             ("20190221131851", "08410204", "005", "01")]  # and the next segment's granule
+    granules = [CmrGranule(url=base.format(stamp=stamp, tcs=tcs, v=v, r=r),
+                           time=recipe.granule_time(f"ATL06_{stamp}_x"), footprint=rings)
+                for stamp, tcs, v, r in names]
     execution = ExecutionInput(recipe=recipe.name, start="2019-02-21", end="2019-02-21")
     items = recipe.make_items(granules, recipe.parse_params({}), execution)
     read = {Path(g.url).name for item in items for g in item.granules}
-    assert read == {"ATL06_20190221121851_08410203_006_02.h5", "ATL06_20190221131851_08410203_005_01.h5"}
+    assert read == {"ATL06_20190221121851_08410203_006_02.h5", "ATL06_20190221131851_08410204_005_01.h5"}
     assert all(len(item.granules) == 2 for item in items)  # both granules share the polygon: each cell has both
 
     kept, older = newest_releases([Granule(url="/data/ATL06_20190221121851_08410203_006_01.h5"),
                                    Granule(url="/data/not-an-atl06-name.h5"),
-                                   Granule(url="/data/ATL06_20190221121851_08410203_005_03.h5")])
-    assert [Path(g.url).name for g in kept] == ["ATL06_20190221121851_08410203_006_01.h5", "not-an-atl06-name.h5"]
-    assert older == ["ATL06_20190221121851_08410203_005_03.h5"]
+                                   Granule(url="/data/ATL06_20190221121849_08410203_005_03.h5"),  # start moved
+                                   Granule(url="/data/ATL06_20190221121851_08410204_005_01.h5")])  # next segment
+    assert [Path(g.url).name for g in kept] == ["ATL06_20190221121851_08410203_006_01.h5", "not-an-atl06-name.h5",
+                                                "ATL06_20190221121851_08410204_005_01.h5"]
+    assert older == ["ATL06_20190221121849_08410203_005_03.h5"]
 
 
 def test_cmr_records_without_polygons_stop_the_catalog_with_a_reason() -> None:

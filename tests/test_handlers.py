@@ -177,7 +177,7 @@ def test_the_aggregator_says_why_the_map_stopped_when_it_failed_for_another_reas
     assert errored and out["errorType"] == "TooManyFailures"
     summary = _get_json(s3, layout.summary_key("example-run"))
     assert summary["failures"][0]["error"] == "NoResult"
-    assert summary["message"].startswith("The Distributed Map stopped before its items were done "
+    assert summary["message"].startswith("The Distributed Map failed "
                                          "(States.ItemReaderFailed: Unable to read the manifest: S3 answered SlowDown)")
     # Stopped for failed items, the Map says nothing Aggregate's own count does not
     event["map"]["error"] = {"Error": "States.ExceedToleratedFailureThreshold", "Cause": "too many"}

@@ -240,7 +240,8 @@ def test_the_monthly_schedule_runs_the_default_recipe_over_the_previous_month(cf
     # Not before the 3rd: a daily GHRSST L4 analysis is published about a day after its date, and a month is not run
     # again (on the 1st, every month's last day was missing). The README says which day.
     assert 3 <= int(day_of_month) <= 28
-    ordinal = {1: "1st", 2: "2nd", 3: "3rd"}.get(int(day_of_month), f"{day_of_month}th")
+    day = int(day_of_month)
+    ordinal = f"{day}{'th' if 11 <= day <= 13 else {1: 'st', 2: 'nd', 3: 'rd'}.get(day % 10, 'th')}"
     assert f"On the {ordinal} of each month at {int(hour):02d}:{int(minute):02d} UTC" in (ROOT / "README.md").read_text()
     assert props["ScheduleExpressionTimezone"] == "UTC"
     assert props["State"] == {"Fn::If": ["ScheduleOn", "ENABLED", "DISABLED"]}

@@ -91,8 +91,8 @@ def map_stopped(error: dict[str, Any] | None) -> str | None:
     if not error or error.get("Error") == "States.ExceedToleratedFailureThreshold":
         return None
     cause = readable_cause(str(error.get("Cause") or "")) or "no cause given"
-    return (f"The Distributed Map stopped before its items were done ({error.get('Error')}: {cause}); the items it "
-            f"did not finish count as {NO_RESULT}.")
+    return (f"The Distributed Map failed ({error.get('Error')}: {cause}); items it did not finish, if any, count as "
+            f"{NO_RESULT}.")
 
 
 def verdict(counts: ItemCounts, unit: str, tolerance: float, failures: list[Failure]) -> tuple[str, str]:

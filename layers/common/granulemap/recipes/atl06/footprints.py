@@ -18,9 +18,9 @@ from granulemap.recipes.base import time_from_stamp
 
 ATL06_STAMP = re.compile(r"^ATL06_(\d{14})_")
 """ATL06 file names start ATL06_YYYYMMDDHHMMSS_ (the granule's start time, UTC)."""
-ATL06_RELEASE = re.compile(r"^(ATL06_\d{14}_\d{8})_(\d{3})_(\d{2})\.")
-"""ATL06_YYYYMMDDHHMMSS_TTTTCCSS_VVV_RR.h5: which granule (start time; reference ground track, cycle and segment)
-and which release of it (version VVV, revision RR)."""
+ATL06_RELEASE = re.compile(r"^ATL06_\d{14}_(\d{8})_(\d{3})_(\d{2})\.")
+"""ATL06_YYYYMMDDHHMMSS_TTTTCCSS_VVV_RR.h5: which granule (reference ground track TTTT, cycle CC and segment SS: one
+granule each; not its start time, which a reprocessing may move) and which release of it (version VVV, revision RR)."""
 
 # The CMR formats are parsed in granulemap.cmr, which fills Granule.footprint; re-exported here for recipes.
 __all__ = ["Ring", "footprint_from_legacy", "footprint_from_umm", "granule_time", "newest_releases",

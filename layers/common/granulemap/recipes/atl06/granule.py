@@ -60,6 +60,8 @@ _READ_THREADS = 12
 """Datasets read at once (S3 latency hides behind this many)."""
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+_EMPTY_OBJECT_CODES = {"InvalidRange", "416"}
+"""A ranged GET of an empty object: it exists, with nothing in it."""
 _MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "AccessDenied", "403", "Forbidden"}
 
 
@@ -286,6 +288,8 @@ def _diagnose_s3(url: str, credentials: dict[str, str], where: str, detail: str)
             return CredentialsExpired(f"S3 credentials expired while reading {url}")
         if code in _MISSING_CODES:
             return GranuleUnreadable(f"cannot read granule {url}: S3 says {code}")
+        if code in _EMPTY_OBJECT_CODES:
+            return GranuleUnreadable(f"cannot read granule {url}: it is empty (S3 says {code} to its first byte)")
         return StorageThrottled(f"S3 answered {code} while reading {url}")
     except BotoCoreError as err:
         return StorageThrottled(f"S3 did not answer while reading {url}: {err}")
