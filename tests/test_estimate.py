@@ -115,6 +115,7 @@ def test_estimate_command_prints_the_total_and_its_assumptions(tmp_path: Path, m
     (["--recipe", "sst-global-meen"], "unknown recipe 'sst-global-meen'"),
     (["--recipe", "sst-global-mean", "--memory-mb", "64"], "128 to 10240 MB"),
     (["--recipe", "sst-global-mean", "--max-concurrency", "0"], "--max-concurrency 0"),
+    (["--recipe", "sst-global-mean", "--max-concurrency", "50000"], "--max-concurrency 50000: 1 to 10000"),
     (["--recipe", "sst-global-mean", "--items", "-3"], "--items -3"),
 ])
 def test_estimate_refuses_what_no_run_could_be(tmp_path: Path, monkeypatch, capsys, flags, says) -> None:

@@ -22,6 +22,7 @@ from samcli.lib.translate.sam_template_validator import SamTemplateValidator
 from samcli.yamlhelper import yaml_parse
 
 from granulemap import layout
+from granulemap.estimate import LAMBDA_MEMORY_RANGE_MB
 from granulemap.local.worker import PROCESS_START_VARIABLES, process_start_environment
 from granulemap.models import ExecutionInput
 from granulemap.settings import _ENV as SETTINGS_ENVIRONMENT
@@ -175,7 +176,8 @@ def test_each_function_has_a_memory_parameter_and_logs_with_retention(cfn: dict[
     for lid, fn in resources_of(cfn, "AWS::Lambda::Function").items():
         memory = fn["Properties"]["MemorySize"]
         assert memory == {"Ref": lid.removesuffix("Function") + "MemorySize"}
-        assert cfn["Parameters"][memory["Ref"]]["MaxValue"] == 10240
+        parameter = cfn["Parameters"][memory["Ref"]]
+        assert (parameter["MinValue"], parameter["MaxValue"]) == LAMBDA_MEMORY_RANGE_MB  # what estimate accepts too
         group = fn["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
         assert cfn["Resources"][group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
         # The function's role may write to that log group only.

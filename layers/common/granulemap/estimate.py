@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from granulemap.grouping import MAX_GRANULES_PER_ITEM, dekad_of
+from granulemap.models import MAX_CONCURRENCY_LIMIT
 
 COST_MODEL = Path(__file__).with_name("cost_model.json")
 
@@ -227,6 +228,10 @@ def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str
     return Estimate(items=n, lines=lines, assumptions=assumptions)
 
 
+LAMBDA_MEMORY_RANGE_MB = (128, 10_240)
+"""The memory sizes Lambda allows (template.yaml's *MemorySize parameters have the same bounds: tests/test_template.py)."""
+
+
 def template_memory() -> dict[str, int]:
     """Each function's MemorySize from template.yaml (parameter defaults resolved)."""
     from granulemap.local.engine import ACCOUNT, LOCAL_BUCKET, LOCAL_STACK_NAME, REGION, project_root
@@ -255,10 +260,11 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         raise InvalidInput(f"--start/--end must be dates YYYY-MM-DD: {exc}") from None
     if end < start:
         raise InvalidInput(f"--end ({end}) is before --start ({start})")
-    if args.memory_mb is not None and not 128 <= args.memory_mb <= 10240:
-        raise InvalidInput(f"--memory-mb {args.memory_mb}: Lambda's memory sizes are 128 to 10240 MB")
-    if args.max_concurrency < 1:
-        raise InvalidInput(f"--max-concurrency {args.max_concurrency}: at least 1")
+    low, high = LAMBDA_MEMORY_RANGE_MB
+    if args.memory_mb is not None and not low <= args.memory_mb <= high:
+        raise InvalidInput(f"--memory-mb {args.memory_mb}: Lambda's memory sizes are {low} to {high} MB")
+    if not 1 <= args.max_concurrency <= MAX_CONCURRENCY_LIMIT:
+        raise InvalidInput(f"--max-concurrency {args.max_concurrency}: 1 to {MAX_CONCURRENCY_LIMIT}, as for a run")
     if args.items is not None and args.items < 0:
         raise InvalidInput(f"--items {args.items}: a count, 0 or more")
     from granulemap.recipes import get_recipe
