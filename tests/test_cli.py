@@ -323,3 +323,48 @@ def test_run_has_no_bbox_option_start_has(capsys) -> None:
     args = build_parser().parse_args(["start", "--stack", "s", "--recipe", "atl06-cell-stats", "--start",
                                       "2018-10-13", "--end", "2018-10-13", "--bbox", "1", "2", "3", "4"])
     assert args.bbox == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_ctrl_c_ends_a_local_run_at_once_without_a_traceback(tmp_path: Path, mur25) -> None:
+    """A terminal's Ctrl-C reaches every process of the command. Workers ignore it; the interrupted engine stops them
+    instead of waiting for the items they hold (an ATL06 item can take minutes), and no Docker error follows from
+    moto's threads. Items here take a minute each (a sitecustomize slows the workers' invocations)."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import time\n"
+        "from granulemap.local import worker\n"
+        "_invoke = worker.invoke\n"
+        "def invoke(spec, event, *args):\n"
+        "    if isinstance(event, dict) and 'item' in event:\n"
+        "        time.sleep(60)\n"
+        "    return _invoke(spec, event, *args)\n"
+        "worker.invoke = invoke\n")
+    source = tmp_path / "granules"
+    source.mkdir()
+    shutil.copy(mur25, source / mur25.name)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "granulemap.cli", "run", "--recipe", "sst-global-mean", "--start", "2018-12-31",
+               "--end", "2018-12-31", "--source", str(source), "--out", str(tmp_path / "out"), "--workers", "1",
+               "--quiet"]
+    proc = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    invocations = tmp_path / "out" / "logs" / "invocations.jsonl"
+    deadline = time.monotonic() + 120
+    while not (invocations.exists() and "CredentialFetcher" in invocations.read_text()):  # the item is next
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
+        time.sleep(0.2)
+    time.sleep(1)
+    interrupted = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert time.monotonic() - interrupted < 20, "waited for the item"
+    assert "Traceback" not in err and "docker" not in err.lower(), err[-2000:]

@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 import zipfile
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -172,6 +172,8 @@ class LocalEngine:
         self.credentials: dict[str, str] = {}
         self._engine_log_before: tuple[bool, list[Any]] | None = None
         self._pool_lock = threading.Lock()
+        self._closing = False
+        """Set as the engine stops: a dispatch then starts no new pool (moto's threads may still be dispatching)."""
         self.total_items: int | None = None
         self.invocations: list[dict[str, Any]] = []
         """Every Lambda invocation of this engine: moto does not expose the Distributed Map's child execution
@@ -275,14 +277,20 @@ class LocalEngine:
         self._create_resources()
 
     def __exit__(self, *exc: object) -> None:
+        self._closing = True
+        # Interrupted (Ctrl-C), a run's executions are still going: its workers are stopped at once instead of
+        # finishing the items they hold (an ATL06 item can take minutes), and moto's Map threads, which go on
+        # dispatching until they notice, get an error from the engine instead of moto's own Lambda (Docker).
+        interrupted = len(exc) > 1 and isinstance(exc[1], KeyboardInterrupt)
         if self._mirror is not None:
             self._mirror.uninstall()
         if self._original_invoke is not None:
             from moto.awslambda.models import LambdaFunction
             from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
 
-            LambdaFunction._invoke_lambda = self._original_invoke  # type: ignore[method-assign]
-            lambda_eval_utils.boto_client_for = self._original_client_for
+            if not interrupted:
+                LambdaFunction._invoke_lambda = self._original_invoke  # type: ignore[method-assign]
+                lambda_eval_utils.boto_client_for = self._original_client_for
             self._original_invoke = None
         if self._original_terminated is not None:
             from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication
@@ -296,6 +304,9 @@ class LocalEngine:
             stopping = threading.Thread(target=self._stop_server, name="granulemap-stop-moto")
             stopping.start()
         if self._pool is not None:
+            if interrupted and isinstance(self._pool, ProcessPoolExecutor):
+                for process in list((getattr(self._pool, "_processes", None) or {}).values()):
+                    process.terminate()
             self._pool.shutdown(wait=True, cancel_futures=True)
         if self._fork_server is not None:
             self._fork_server.stop()
@@ -436,6 +447,10 @@ class LocalEngine:
                                    "errorMessage": f"{function} is not in template.yaml"}), True, ""
             if isinstance(event, (str, bytes)):
                 event = json.loads(event) if event else {}
+            stopped = json.dumps({"errorType": "Lambda.ServiceException",
+                                  "errorMessage": "the local engine has stopped"}), True, ""
+            if engine._closing:
+                return stopped
             started = time.time()
             try:
                 assert engine._pool is not None
@@ -446,9 +461,14 @@ class LocalEngine:
                     future = engine._pool.submit(worker.invoke, spec, event)
                 result = future.result()
             except BrokenProcessPool:
-                engine._start_pool()
+                if not engine._closing:
+                    engine._start_pool()
                 result = json.dumps({"errorType": "Lambda.ServiceException",
                                      "errorMessage": "the local worker process died; restarted"}), True, ""
+            except (RuntimeError, CancelledError):  # the pool shut down: the engine stops under moto's threads
+                if not engine._closing:
+                    raise
+                result = stopped
             engine._record(spec["function_name"], event, result, started)
             return result
 
