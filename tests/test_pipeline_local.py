@@ -157,6 +157,11 @@ def test_a_scheduled_run_that_finds_no_granules_fails_so_that_the_alert_tells(en
     desc = engine.run({"recipe": "sst-global-mean", "period": "previous-month", "source": str(source)}, timeout=120)
     assert desc["status"] == "FAILED" and desc["error"] == "CatalogFailed"
     assert "NoGranulesFound" in desc["cause"] and "run the month again later with this input" in desc["cause"]
+    # as granulemap status and a local run's summary say it: the Lambda error's type after the execution's error
+    from granulemap.errors import readable_cause
+
+    assert readable_cause(desc["cause"], desc["error"]).startswith("NoGranulesFound: no granules in ")
+    assert not readable_cause(desc["cause"]).startswith("NoGranulesFound")  # elsewhere (item failures): the message
     today = dt.date.today()
     last = today.replace(day=1) - dt.timedelta(days=1)
     again = {"recipe": "sst-global-mean", "start": str(last.replace(day=1)), "end": str(last), "source": str(source)}

@@ -180,7 +180,7 @@ def run_status(execution_arn: str) -> RunStatus:
         current_state=_current_state(sfn, execution_arn),
         items=_item_counts(sfn, execution_arn),
         error=desc.get("error"),
-        cause=readable_cause(desc.get("cause")),
+        cause=readable_cause(desc.get("cause"), desc.get("error")),
     )
 
 
@@ -203,7 +203,7 @@ def fetch_results(execution_arn: str, out: Path, stack_name: str | None = None) 
             raise
         why = f"the run is {desc['status']}"
         if desc["status"] in FAILED_STATUSES:
-            why += f" ({desc.get('error', '')}: {readable_cause(desc.get('cause'))})"
+            why += f" ({desc.get('error', '')}: {readable_cause(desc.get('cause'), desc.get('error'))})"
         return (f"no s3://{stack.bucket}/{key}: {why}. Aggregate writes it at the end of a run; "
                 "run data expire after RunDataRetentionDays")
     out = out.resolve()

@@ -79,12 +79,18 @@ LAMBDA_SERVICE_TRANSIENT_ERRORS: tuple[str, ...] = (
 """Errors of the Lambda service itself that AWS recommends retrying."""
 
 
-def readable_cause(cause: str | None) -> str | None:
-    """A Step Functions cause as a person reads it: Lambda errors arrive as a JSON payload; return its errorMessage."""
+def readable_cause(cause: str | None, error: str | None = None) -> str | None:
+    """A Step Functions cause as a person reads it: Lambda errors arrive as a JSON payload; return its errorMessage.
+    Given the execution's ``error``, the Lambda error's own type leads when it says more (a run that failed as
+    ``CatalogFailed`` because of ``NoGranulesFound``)."""
     if not cause:
         return cause
     try:
         payload = json.loads(cause)
     except ValueError:
         return cause
-    return str(payload.get("errorMessage", cause)) if isinstance(payload, dict) else cause
+    if not isinstance(payload, dict):
+        return cause
+    message = str(payload.get("errorMessage", cause))
+    kind = payload.get("errorType")
+    return f"{kind}: {message}" if error is not None and kind and kind != error else message

@@ -145,7 +145,8 @@ class Workspace:
             local_outputs += [str(p) for p in engine.download(key, out, name)]
         summary["status"] = "SUCCEEDED" if desc["status"] == "SUCCEEDED" else "FAILED"
         if desc["status"] != "SUCCEEDED":
-            summary["message"] = f"{desc.get('error', desc['status'])}: {readable_cause(desc.get('cause', ''))}"
+            summary["message"] = (f"{desc.get('error', desc['status'])}: "
+                                  f"{readable_cause(desc.get('cause', ''), desc.get('error', desc['status']))}")
         summary["execution"] = {"arn": arn, "status": desc["status"]}
         summary["outputs"] = local_outputs + [str(out / "summary.json")]
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
