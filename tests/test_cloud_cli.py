@@ -326,3 +326,25 @@ def test_start_checks_the_input_before_asking_aws_anything(monkeypatch, capsys, 
     err = capsys.readouterr().err
     assert rc == 2 and field in err, err
     assert asked == []
+
+
+def test_a_store_copied_again_is_the_bucket_s_store_not_a_mix_with_the_old_copy(tmp_path: Path) -> None:
+    """A Zarr store downloaded over an earlier copy kept the files the bucket no longer has (a chunk that became all
+    fill, another configuration's chunk of another shape): the copy then read as a different store."""
+    from granulemap.storage import download_objects
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket="copy-test", CreateBucketConfiguration={"LocationConstraint": REGION})
+        for key in ("out/x.zarr/zarr.json", "out/x.zarr/h/c/0/0", "out/x.zarr/h/c/0/1"):
+            s3.put_object(Bucket="copy-test", Key=key, Body=key.encode())
+        (first,) = download_objects(s3, "copy-test", "out/x.zarr", tmp_path)
+        assert sorted(p.relative_to(first).as_posix() for p in first.rglob("*") if p.is_file()) == [
+            "h/c/0/0", "h/c/0/1", "zarr.json"]
+        s3.delete_object(Bucket="copy-test", Key="out/x.zarr/h/c/0/1")
+        s3.put_object(Bucket="copy-test", Key="out/x.zarr/h/c/0/0", Body=b"new")
+        (again,) = download_objects(s3, "copy-test", "out/x.zarr", tmp_path)
+    assert again == first == tmp_path / "x.zarr"
+    assert sorted(p.relative_to(again).as_posix() for p in again.rglob("*") if p.is_file()) == ["h/c/0/0", "zarr.json"]
+    assert (again / "h/c/0/0").read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.zarr"]  # no temporary folder left

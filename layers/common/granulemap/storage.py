@@ -106,15 +106,33 @@ def split_s3_url(url: str) -> tuple[str, str]:
 
 def download_objects(s3: Any, bucket: str, key_or_prefix: str, dest: Path, name: str | None = None) -> list[Path]:
     """Copy an object, or every object under a prefix ending in '/' or '.zarr', into ``dest`` (an object as
-    ``name``); return the paths written (a prefix: its folder)."""
+    ``name``); return the paths written (a prefix: its folder).
+
+    A prefix replaces the folder of its name in ``dest`` whole: it is copied into a new folder beside it, which then
+    takes the old one's place. Copied over it, files the bucket no longer has stayed (a Zarr chunk that became all
+    fill and was deleted, or another configuration's chunk of another shape), and the copy read as a different store.
+    """
     if key_or_prefix.endswith("/") or key_or_prefix.endswith(".zarr"):
+        import shutil
+        import uuid
+
         prefix = key_or_prefix.rstrip("/") + "/"
         base = dest / Path(key_or_prefix.rstrip("/")).name
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                target = base / obj["Key"][len(prefix):]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                s3.download_file(bucket, obj["Key"], str(target))
+        fresh = dest / f".{base.name}.{uuid.uuid4().hex[:12]}"
+        fresh.mkdir(parents=True)
+        try:
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    target = fresh / obj["Key"][len(prefix):]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    s3.download_file(bucket, obj["Key"], str(target))
+            if base.is_dir() and not base.is_symlink():
+                shutil.rmtree(base)
+            elif base.exists() or base.is_symlink():
+                base.unlink()
+            fresh.rename(base)
+        finally:
+            shutil.rmtree(fresh, ignore_errors=True)
         return [base]
     target = dest / (name or Path(key_or_prefix).name)
     target.parent.mkdir(parents=True, exist_ok=True)
