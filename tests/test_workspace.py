@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from granulemap.errors import InvalidInput
 from granulemap.local.run import Workspace
 
 pytestmark = pytest.mark.slow
@@ -36,7 +37,7 @@ def test_runs_share_one_engine_and_reuse_results_across_runs_and_workspaces(tmp_
         second = workspace.run(december)
         # one engine, started once: the same moto server and fork server served both runs
         assert (workspace.engine.endpoint, workspace.engine._fork_server._server._forkserver_pid) == started
-        with pytest.raises(RuntimeError, match="in use by another granulemap run or Workspace"):
+        with pytest.raises(InvalidInput, match="in use by another granulemap run or Workspace"):
             Workspace(folder, workers=1).__enter__()
     assert first["status"] == second["status"] == "SUCCEEDED"
     assert first["granules"] == {"total": 2, "succeeded": 2, "failed": 0, "skipped": 0}
@@ -101,3 +102,28 @@ def test_a_script_without_a_main_guard_runs_its_workspace_once(tmp_path: Path, m
                          text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.splitlines()[-1]) == ["SUCCEEDED", 1]
+
+
+def test_a_workspace_takes_dates_and_paths_refuses_a_non_dict_and_opens_once(tmp_path: Path, mur25) -> None:
+    """An input with a date and a Path (as Python code naturally writes it) raised a TypeError after the run's
+    folder was made; a list started an execution before failing; a closed Workspace opened again failed every run
+    with "the local engine has stopped"."""
+    import datetime as dt
+
+    source = tmp_path / "granules"
+    source.mkdir()
+    shutil.copy(mur25, source / mur25.name)
+    workspace = Workspace(tmp_path / "workspace", workers=1)
+    with workspace:
+        summary = workspace.run({"recipe": "sst-global-mean", "start": dt.date(2018, 12, 31),
+                                 "end": dt.date(2018, 12, 31), "source": source}, out=tmp_path / "dated")
+        assert summary["status"] == "SUCCEEDED" and summary["granules"]["succeeded"] == 1
+        with pytest.raises(TypeError, match="the execution input is a dict"):
+            workspace.run([{"recipe": "sst-global-mean"}], out=tmp_path / "listed")  # type: ignore[arg-type]
+        assert not (tmp_path / "listed").exists()
+        sfn = workspace.engine.client("stepfunctions")
+        assert len(sfn.list_executions(stateMachineArn=workspace.engine.state_machine_arn)["executions"]) == 1
+    with pytest.raises(RuntimeError, match="opens once"):
+        workspace.__enter__()
+    with Workspace(tmp_path / "workspace", workers=1):  # a new one on the folder: fine
+        pass

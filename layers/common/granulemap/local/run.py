@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from granulemap import layout
-from granulemap.errors import readable_cause
+from granulemap.errors import InvalidInput, readable_cause
 from granulemap.local.engine import LocalEngine, execution_name
 
 
@@ -51,8 +51,8 @@ class _Progress:
 
 
 def _lock_folder(folder: Path) -> Any:
-    """An exclusive lock on FOLDER/state for as long as the returned file is open: two local runs sharing one
-    emulated bucket would each load it once and overwrite each other's objects."""
+    """An exclusive lock on FOLDER (its file .granulemap-lock) for as long as the returned file is open: two local
+    runs sharing one emulated bucket (FOLDER/state) would each load it once and overwrite each other's objects."""
     handle = open(folder / ".granulemap-lock", "a+")  # noqa: SIM115 - held open for the workspace's life
     try:
         import fcntl
@@ -62,7 +62,7 @@ def _lock_folder(folder: Path) -> Any:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise RuntimeError(f"{folder} is in use by another granulemap run or Workspace (in this process or "
+        raise InvalidInput(f"{folder} is in use by another granulemap run or Workspace (in this process or "
                            "another): wait for it to end, or use another folder") from None
     return handle
 
@@ -85,8 +85,12 @@ class Workspace:
         self.engine = LocalEngine(workers=workers, log_path=self.folder / "logs" / "functions.log",
                                   extra_env=extra_env, state_dir=self.folder / "state")
         self._lock: Any = None
+        self._opened = False
 
     def __enter__(self) -> Workspace:
+        if self._opened:
+            raise RuntimeError("a Workspace opens once (its engine has stopped): make a new Workspace on the folder")
+        self._opened = True
         (self.folder / "logs").mkdir(parents=True, exist_ok=True)
         self._lock = _lock_folder(self.folder)
         try:
@@ -105,7 +109,12 @@ class Workspace:
     def run(self, execution_input: dict[str, Any], out: str | Path | None = None, progress: bool = False,
             timeout: float | None = None) -> dict[str, Any]:
         """Run one execution; write OUT/summary.json (outputs as local paths) and return it. A run that outlasts
-        ``timeout`` seconds is stopped, and TimeoutError raised."""
+        ``timeout`` seconds is stopped, and TimeoutError raised. Dates and paths in the input are taken as their text
+        (``datetime.date(2019, 3, 1)``, ``Path(...)``); an input the pipeline refuses comes back as a FAILED summary."""
+        if not isinstance(execution_input, dict):
+            raise TypeError(f"the execution input is a dict (as start-execution's JSON document), not "
+                            f"{type(execution_input).__name__}")
+        execution_input = json.loads(json.dumps(execution_input, default=str))
         engine = self.engine
         name = execution_name()
         out = (Path(out) if out is not None else self.folder / "runs" / name).resolve()
