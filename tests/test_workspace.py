@@ -68,6 +68,9 @@ def test_a_run_that_outlasts_its_timeout_is_stopped(tmp_path: Path, synthetic_mo
         with pytest.raises(TimeoutError):
             workspace.run({"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-01",
                            "source": str(source)}, timeout=0.5)
+        # its invocations had finished when TimeoutError came: a next run's would have raced them (two BuildCatalogs
+        # of atl06-cell-stats creating one store failed the second run)
+        assert workspace.engine._in_flight == 0
         sfn = workspace.engine.client("stepfunctions")
         (execution,) = sfn.list_executions(stateMachineArn=workspace.engine.state_machine_arn)["executions"]
         deadline = time.monotonic() + 30

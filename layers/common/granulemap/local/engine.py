@@ -173,6 +173,10 @@ class LocalEngine:
         self._engine_log_before: tuple[bool, list[Any]] | None = None
         self._pool_lock = threading.Lock()
         self._closing = False
+        self._in_flight = 0
+        self._dispatched = 0
+        self._idle = threading.Condition()
+        """Lambda invocations running now, and started so far: ``wait_idle`` waits for none to run."""
         """Set as the engine stops: a dispatch then starts no new pool (moto's threads may still be dispatching)."""
         self.total_items: int | None = None
         self.invocations: list[dict[str, Any]] = []
@@ -452,6 +456,9 @@ class LocalEngine:
             if engine._closing:
                 return stopped
             started = time.time()
+            with engine._idle:
+                engine._in_flight += 1
+                engine._dispatched += 1
             try:
                 assert engine._pool is not None
                 try:
@@ -469,6 +476,10 @@ class LocalEngine:
                 if not engine._closing:
                     raise
                 result = stopped
+            finally:
+                with engine._idle:
+                    engine._in_flight -= 1
+                    engine._idle.notify_all()
             engine._record(spec["function_name"], event, result, started)
             return result
 
@@ -616,6 +627,22 @@ class LocalEngine:
                 pause = min(poll, left)
             with self._ended:
                 self._ended.wait_for(lambda: self._ends != ends, timeout=pause)
+
+    def wait_idle(self, quiet: float = 0.5, timeout: float = 600.0) -> bool:
+        """Wait until no Lambda invocation runs and none has started for ``quiet`` seconds (a stopped execution's
+        Map threads notice the stop only between items; its invocations finish their work): True, or False after
+        ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while True:
+                if not self._idle.wait_for(lambda: self._in_flight == 0, timeout=max(0.0, deadline - time.monotonic())):
+                    return False
+                seen = self._dispatched
+                self._idle.wait(timeout=quiet)
+                if self._in_flight == 0 and self._dispatched == seen:
+                    return True
+                if time.monotonic() > deadline:
+                    return False
 
     def run(self, execution_input: dict[str, Any], name: str | None = None, **wait: Any) -> dict[str, Any]:
         return self.wait(self.start(execution_input, name), **wait)

@@ -127,6 +127,9 @@ class Workspace:
         except TimeoutError:
             engine.client("stepfunctions").stop_execution(executionArn=arn, error="TimedOut",
                                                           cause=f"the local run took more than {timeout} s")
+            # Its invocations still running finish first: a next run's would race them (two BuildCatalogs of
+            # atl06-cell-stats creating one store).
+            engine.wait_idle()
             raise
         finally:
             if out / "logs" != self.folder / "logs":  # the engine's own record is the workspace's, of every run
