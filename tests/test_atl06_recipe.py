@@ -356,6 +356,31 @@ def test_a_new_granule_recomputes_the_parent_cells_it_touches(moto_s3: MotoS3, s
     assert count_a == {1: 4, 2: 5}  # 10, 12, 14, 20; then also 16 from the new granule
 
 
+def test_a_parent_cell_no_granule_touches_any_more_is_cleared_for_the_period(moto_s3: MotoS3, synthetic_dir: Path,
+                                                                            tmp_path: Path) -> None:
+    """A granule gone from a period (withdrawn, replaced by a release with another footprint, removed from the
+    folder) left its parent cells' values in the store: only the parents a run's granules touch get items."""
+    for name in (SYNTHETIC_ONE, SYNTHETIC_TWO):
+        (tmp_path / name).write_bytes((synthetic_dir / name).read_bytes())
+    n = 4 ** (CHILD_ORDER - PARENT_ORDER)
+
+    def counts_by_parent(run: PipelineRun) -> dict[int, int]:
+        data = run.dataset().load()  # the store as it is now, at this run's period
+        ids, count = data["cell_ids"].values, data["count"].values
+        return {int(p): int(count[(ids // n) == p].sum()) for p in np.unique(ids // n)}
+
+    before = counts_by_parent(run_pipeline(tmp_path, moto_s3, "2019-03-02", "2019-03-30"))
+    (tmp_path / SYNTHETIC_ONE).unlink()
+    two_only = run_pipeline(tmp_path, moto_s3, "2019-03-02", "2019-03-30")
+    after = counts_by_parent(two_only)
+    still = {i.extra["parent_cell"] for i in two_only.items if "parent_cell" in i.extra}
+    gone = {p for p, c in before.items() if c > 0} - still
+    assert gone, "the first granule alone touched no parent cell: the test would show nothing"
+    assert all(after[p] == 0 for p in gone), {p: after[p] for p in gone}
+    assert all(after[p] == before[p] == 0 for p in after if p not in still | gone)  # nothing else changed
+    assert any(after[p] > 0 for p in still)
+
+
 def test_monthly_runs_grow_one_store_without_duplicates_or_gaps(moto_s3: MotoS3, synthetic_dir: Path,
                                                                 tmp_path: Path) -> None:
     """The schedule's input ("period": "previous-month") on the 1st of April and of May, then May's run again."""

@@ -43,6 +43,7 @@ from granulemap.recipes.atl06.store import (
     STORE_NAME,
     OutputStoreMismatch,
     Period,
+    StoreLayout,
     finalize,
     grow,
     read_layout,
@@ -232,8 +233,29 @@ class Atl06CellStats(Recipe):
                                     "recipe": self.name, "config_id": run.config_id,
                                     "height_reference": "h_li: metres above the WGS84 ellipsoid",
                                 })
+        if not any("unreadable" in i.extra for i in items):  # else a parent may only have been hidden by an error
+            self._clear_parents_gone(bucket, store_key, store_layout, period, {c.parent_cell for c in cells.values()})
         return [_cell_item(params.parent_order, cells[i.id].parent_cell, i.granules, period, store_layout.store_id)
                 if i.id in cells else i for i in items]
+
+    @staticmethod
+    def _clear_parents_gone(bucket: Bucket, store_key: str, store_layout: StoreLayout, period: Period,
+                            touched: set[int]) -> None:
+        """Blank this period's block of every parent cell that holds data for it but that no granule of this run
+        touches (a granule withdrawn or replaced by a release with another footprint, a file removed from the
+        source): a run of the period leaves it as its granules say, not with a former granule's values. A block's
+        data is its ``count`` chunk (an all-fill block has none), listed in one request."""
+        prefix = f"{store_key}/count/c/{store_layout.time_index(period)}/"
+        stale = [parent for parent in (store_layout.parents[int(key[len(prefix):])] for key in bucket.keys(prefix))
+                 if parent not in touched]
+        if stale:
+            store = s3_store(bucket.name, store_key)
+            nothing = cell_statistics(np.empty(0, np.int64), np.empty(0), np.empty(0))
+            with storage_errors(f"clearing parent cells no granule touches in s3://{bucket.name}/{store_key}"):
+                for parent in stale:
+                    write_parent(store, store_layout.store_id, parent, period, nothing)
+            logger.info("parent cells no granule of the period touches any more, cleared",
+                        extra={"period": [str(d) for d in period], "parents": stale[:20]})
 
     # --- science ----------------------------------------------------------------------------------------
     def process(self, item: Item, params: BaseModel, access: GranuleAccess, run: RunContext) -> dict[str, Any]:
