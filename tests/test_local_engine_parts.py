@@ -287,3 +287,22 @@ def test_the_moto_server_s_port_answers_only_requests_signed_with_the_engine_s_o
         # this process's own clients (moto's engine's among them) do not go over the port
         assert engine.client("s3").head_bucket(Bucket=engine.bucket)["ResponseMetadata"]["HTTPStatusCode"] == 200
     assert Session._register_builtin_handlers is registered_before
+
+
+def test_an_engine_after_an_interrupted_one_puts_moto_s_own_lambda_back() -> None:
+    """An interrupted engine leaves its dispatcher in moto's place (moto's threads may still be dispatching); the
+    next engine of the process must still restore moto's own function when it closes, not that dispatcher."""
+    from moto.awslambda.models import LambdaFunction
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+
+    from granulemap.local.engine import LocalEngine
+
+    moto_invoke, moto_client_for = LambdaFunction._invoke_lambda, lambda_eval_utils.boto_client_for
+    engine = LocalEngine(workers=1)
+    engine.__enter__()
+    engine.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
+    assert LambdaFunction._invoke_lambda is not moto_invoke  # left in place: answers "the local engine has stopped"
+    with LocalEngine(workers=1):
+        pass
+    assert LambdaFunction._invoke_lambda is moto_invoke
+    assert lambda_eval_utils.boto_client_for is moto_client_for

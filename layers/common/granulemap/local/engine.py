@@ -506,9 +506,13 @@ class LocalEngine:
 
         from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
 
-        self._original_client_for = lambda_eval_utils.boto_client_for
+        # moto's own functions, even when an interrupted engine left its own in place (see __exit__)
+        self._original_client_for = getattr(lambda_eval_utils.boto_client_for, "moto_original",
+                                            lambda_eval_utils.boto_client_for)
+        self._original_invoke = getattr(LambdaFunction._invoke_lambda, "moto_original", LambdaFunction._invoke_lambda)
+        boto_client_for.moto_original = self._original_client_for  # type: ignore[attr-defined]
+        _invoke_lambda.moto_original = self._original_invoke  # type: ignore[attr-defined]
         lambda_eval_utils.boto_client_for = boto_client_for  # type: ignore[assignment]
-        self._original_invoke = LambdaFunction._invoke_lambda
         LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign]
 
     def _watch_ends(self) -> None:
