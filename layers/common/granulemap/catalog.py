@@ -64,6 +64,32 @@ def validate_input(raw: object, settings: Settings, now: dt.datetime | None = No
     return execution, recipe
 
 
+def _refuse_a_scheduled_period_with_missing_granules(granules: list[Granule], execution: ExecutionInput,
+                                                     recipe: Recipe, start: dt.date, end: dt.date,
+                                                     period: str) -> None:
+    """The monthly schedule's run fails, so that the stack's alert says so, when its month has no granules (NASA
+    has not published them yet, or the collection or source changed), or, for a recipe with one granule a day, lacks
+    some days: the schedule does not run a month again, so a month summarized without them would stay so."""
+    where = (f"in {execution.source}" if execution.source is not None
+             else f"of {execution.collection or recipe.collection} in NASA CMR")
+    again = json.dumps(execution.model_dump(mode="json", exclude_none=True, exclude_defaults=True))
+    how = (f"run the month again later with this input (aws stepfunctions start-execution --input, or the same "
+           f"fields as granulemap start's options): {again}")
+    if not granules:
+        raise NoGranulesFound(f"no granules {where} for {start}..{end} ({period}): if NASA has not published them "
+                              f"yet, {how}")
+    if recipe.one_granule_a_day:
+        have = {g.time.astimezone(dt.UTC).date() for g in granules if g.time is not None}
+        missing = [start + dt.timedelta(days=n) for n in range((end - start).days + 1)
+                   if start + dt.timedelta(days=n) not in have]
+        if missing:
+            shown = ", ".join(str(d) for d in missing[:5]) + (", ..." if len(missing) > 5 else "")
+            raise NoGranulesFound(
+                f"{len(missing)} day(s) of {start}..{end} ({period}) have no granule {where}: {shown}. If NASA has "
+                f"not published them yet, {how}. To accept the gap, run the month with its dates as start and end "
+                "instead of period")
+
+
 def _refuse_a_bbox_that_changes_nothing(execution: ExecutionInput, recipe: Recipe) -> None:
     """A bbox narrows only the NASA CMR search (which granules are found; no recipe clips to it): with a ``source``
     folder, or granules that all cover one grid, the run would quietly ignore it, and a reader of the results take
@@ -193,15 +219,8 @@ def build_catalog(
         assert collection is not None
         granules, provider, _ = search_granules(collection, start, end, execution.bbox,
                                                 footprints=recipe.needs_footprints, time_from_name=recipe.granule_time)
-    if not granules and validated.period is not None:
-        # The monthly schedule's run: a month without granules means NASA has not published them yet, or the
-        # collection or source changed. The run fails, so that the stack's alert says so.
-        where = (f"in {execution.source}" if execution.source is not None
-                 else f"of {execution.collection or recipe.collection} in NASA CMR")
-        again = json.dumps(execution.model_dump(mode="json", exclude_none=True, exclude_defaults=True))
-        raise NoGranulesFound(f"no granules {where} for {start}..{end} ({validated.period}): if NASA has not "
-                              f"published them yet, run the month again later with this input (aws stepfunctions "
-                              f"start-execution --input, or the same fields as granulemap start's options): {again}")
+    if validated.period is not None:
+        _refuse_a_scheduled_period_with_missing_granules(granules, execution, recipe, start, end, validated.period)
     run = RunContext(
         run_id=run_id,
         recipe=recipe.name,

@@ -75,6 +75,11 @@ class Recipe(abc.ABC):
     """True when every granule of a collection the recipe reads covers the same area (a gridded L4 product: one grid
     per day, global or regional): a bbox then finds all of them or none, and BuildCatalog refuses one."""
 
+    one_granule_a_day: ClassVar[bool] = False
+    """True when the recipe's collection has one granule for every day (a daily L4 analysis): a scheduled run
+    (``period``) whose month lacks a day's granule then fails instead of summarizing the month without it, since the
+    schedule does not run a month again."""
+
     def slug(self, params: BaseModel) -> str:
         """A readable prefix of the configuration id."""
         return "default"

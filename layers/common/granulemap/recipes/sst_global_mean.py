@@ -82,6 +82,7 @@ class SstGlobalMean(Recipe):
     file_pattern = "*.nc"
     per_granule = True
     same_area_every_granule = True  # GHRSST L4: one grid per day (MUR25: global, 0.25°)
+    one_granule_a_day = True
     Params = Params
 
     def slug(self, params: BaseModel) -> str:
