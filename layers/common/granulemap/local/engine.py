@@ -48,6 +48,11 @@ ACCOUNT = "123456789012"
 LOCAL_STACK_NAME = "granulemap-local"
 LOCAL_BUCKET = "granulemap-local"
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+_ENGINE_STOPPED = json.dumps({"errorType": "Lambda.ServiceException",
+                              "errorMessage": "the local engine has stopped"}), True, ""
+_WORKER_DIED = json.dumps({"errorType": "Lambda.ServiceException",
+                           "errorMessage": "the local worker process died; restarted"}), True, ""
+"""Invocation results (payload, errored, logs) the dispatcher answers itself, as Lambda errors."""
 
 
 def project_root() -> Path:
@@ -173,11 +178,11 @@ class LocalEngine:
         self._engine_log_before: tuple[bool, list[Any]] | None = None
         self._pool_lock = threading.Lock()
         self._closing = False
+        """Set as the engine stops: a dispatch then starts no new pool (moto's threads may still be dispatching)."""
         self._in_flight = 0
         self._dispatched = 0
         self._idle = threading.Condition()
         """Lambda invocations running now, and started so far: ``wait_idle`` waits for none to run."""
-        """Set as the engine stops: a dispatch then starts no new pool (moto's threads may still be dispatching)."""
         self.total_items: int | None = None
         self.invocations: list[dict[str, Any]] = []
         """Every Lambda invocation of this engine: moto does not expose the Distributed Map's child execution
@@ -451,10 +456,8 @@ class LocalEngine:
                                    "errorMessage": f"{function} is not in template.yaml"}), True, ""
             if isinstance(event, (str, bytes)):
                 event = json.loads(event) if event else {}
-            stopped = json.dumps({"errorType": "Lambda.ServiceException",
-                                  "errorMessage": "the local engine has stopped"}), True, ""
             if engine._closing:
-                return stopped
+                return _ENGINE_STOPPED
             started = time.time()
             with engine._idle:
                 engine._in_flight += 1
@@ -470,12 +473,11 @@ class LocalEngine:
             except BrokenProcessPool:
                 if not engine._closing:
                     engine._start_pool()
-                result = json.dumps({"errorType": "Lambda.ServiceException",
-                                     "errorMessage": "the local worker process died; restarted"}), True, ""
+                result = _WORKER_DIED
             except (RuntimeError, CancelledError):  # the pool shut down: the engine stops under moto's threads
                 if not engine._closing:
                     raise
-                result = stopped
+                result = _ENGINE_STOPPED
             finally:
                 with engine._idle:
                     engine._in_flight -= 1
