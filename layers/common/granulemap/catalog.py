@@ -80,8 +80,8 @@ def _refuse_a_scheduled_period_with_missing_granules(granules: list[Granule], ex
                               f"yet, {how}")
     if recipe.one_granule_a_day:
         have = {g.time.astimezone(dt.UTC).date() for g in granules if g.time is not None}
-        missing = [start + dt.timedelta(days=n) for n in range((end - start).days + 1)
-                   if start + dt.timedelta(days=n) not in have]
+        days = (start + dt.timedelta(days=n) for n in range((end - start).days + 1))
+        missing = [day for day in days if day not in have]
         if missing:
             shown = ", ".join(str(d) for d in missing[:5]) + (", ..." if len(missing) > 5 else "")
             raise NoGranulesFound(

@@ -30,6 +30,7 @@ def parse_param(text: str) -> tuple[str, Any]:
         return key, value
 
 
+METHOD_HELP = "recipe method (sst-global-mean: ocean or podaac-tutorial)"
 PARAM_HELP = "recipe parameter; VALUE is read as JSON (--param 'box=[-170,-5,-120,5]'), else as text"
 RECIPE_HELP = "the recipe: granulemap recipes lists them (built in: sst-global-mean, sst-box-mean, atl06-cell-stats)"
 BBOX_HELP = ("narrows which granules the NASA CMR search finds, in degrees (west > east crosses the antimeridian); "
@@ -186,9 +187,8 @@ def add_execution_options(parser: argparse.ArgumentParser, bbox: bool = True) ->
     parser.add_argument("--recipe", required=True, help=RECIPE_HELP)
     parser.add_argument("--start", required=True, help="first date, inclusive (YYYY-MM-DD)")
     parser.add_argument("--end", required=True, help="last date, inclusive (YYYY-MM-DD)")
-    parser.add_argument("--method", help="recipe method (sst-global-mean: ocean or podaac-tutorial)")
-    parser.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE",
-                        help=PARAM_HELP)
+    parser.add_argument("--method", help=METHOD_HELP)
+    parser.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help=PARAM_HELP)
     if bbox:
         parser.add_argument("--bbox", type=float, nargs=4, metavar=("WEST", "SOUTH", "EAST", "NORTH"), help=BBOX_HELP)
     parser.add_argument("--max-concurrency", type=int, dest="max_concurrency", help=CONCURRENCY_HELP)
@@ -220,10 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.set_defaults(func=cmd_run)
 
-    proc = sub.add_parser("process", help="run only the per-granule reduction on local files, one JSON line each (recipes whose items are "
-                               "single granules: the SST ones); exit 1 if a file could not be reduced")
+    proc = sub.add_parser("process", help="run only the per-granule reduction on local files, one JSON line each "
+                                          "(recipes whose items are single granules: the SST ones); exit 1 if a file "
+                                          "could not be reduced")
     proc.add_argument("--recipe", required=True, help=RECIPE_HELP)
-    proc.add_argument("--method", help="recipe method (sst-global-mean: ocean or podaac-tutorial)")
+    proc.add_argument("--method", help=METHOD_HELP)
     proc.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help=PARAM_HELP)
     proc.add_argument("files", nargs="+", metavar="FILE", help="granule files, reduced one after the other")
     proc.set_defaults(func=cmd_process)

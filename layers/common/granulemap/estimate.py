@@ -229,7 +229,8 @@ def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str
 
 
 LAMBDA_MEMORY_RANGE_MB = (128, 10_240)
-"""The memory sizes Lambda allows (template.yaml's *MemorySize parameters have the same bounds: tests/test_template.py)."""
+"""The memory sizes Lambda allows (template.yaml's *MemorySize parameters have the same bounds:
+tests/test_template.py)."""
 
 
 def template_memory() -> dict[str, int]:

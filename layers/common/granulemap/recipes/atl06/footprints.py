@@ -37,22 +37,17 @@ def newest_releases(granules: Sequence[Granule]) -> tuple[list[Granule], list[st
     out). CMR lists every version of ATL06 under one short name, and a folder may hold two: both counted would
     count every segment twice (doubled counts, a standard deviation of the mean too small by √2, statistics mixing
     two processings). Names that are not ATL06 release names are kept as they are."""
-    newest: dict[str, tuple[tuple[int, int], int]] = {}
-    for i, granule in enumerate(granules):
-        match = ATL06_RELEASE.match(granule.url.rsplit("/", 1)[-1])
-        if match is None:
-            continue
-        release = (int(match[2]), int(match[3]))
-        if match[1] not in newest or release > newest[match[1]][0]:
-            newest[match[1]] = (release, i)
+    names = [granule.url.rsplit("/", 1)[-1] for granule in granules]
+    matches = [ATL06_RELEASE.match(name) for name in names]
+    newest: dict[str, tuple[tuple[int, int], int]] = {}  # granule → (its newest release, the first index of it)
+    for i, match in enumerate(matches):
+        if match is not None:
+            release = (int(match[2]), int(match[3]))
+            if match[1] not in newest or release > newest[match[1]][0]:
+                newest[match[1]] = (release, i)
     keep = {i for _, i in newest.values()}
-    kept, older = [], []
-    for i, granule in enumerate(granules):
-        match = ATL06_RELEASE.match(granule.url.rsplit("/", 1)[-1])
-        if match is None or i in keep:
-            kept.append(granule)
-        else:
-            older.append(granule.url.rsplit("/", 1)[-1])
+    kept = [g for i, (g, match) in enumerate(zip(granules, matches)) if match is None or i in keep]
+    older = [name for i, (name, match) in enumerate(zip(names, matches)) if match is not None and i not in keep]
     return kept, older
 
 
