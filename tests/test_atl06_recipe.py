@@ -503,3 +503,52 @@ def test_the_map_of_a_track_s_cells_is_at_least_half_as_wide_as_tall(monkeypatch
     height = seen["y"][1] - seen["y"][0]
     assert width >= 0.5 * height * 0.95  # the median latitude's cos, against the 24° used here
     assert seen["x"][0] < lons.min() and lons.max() < seen["x"][1]  # the cells stay in view
+
+
+def _drawn_map(monkeypatch, lats, lons, order=12):
+    """The map plot_cells draws of the cells holding these points, as drawn: its axes, image and colour bar."""
+    import matplotlib.figure
+
+    from granulemap.recipes.atl06.cells import cell_ids
+    from granulemap.recipes.atl06.plot import plot_cells
+
+    seen = {}
+    save = matplotlib.figure.Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        seen.update(ax=ax.get_window_extent(), image=np.asarray(ax.images[0].get_array()),
+                    bar=(ax.child_axes or fig.axes[1:])[0].get_window_extent(), title=ax.title.get_window_extent(),
+                    figure=fig.bbox)
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    cells = np.unique(cell_ids(np.asarray(lats, dtype=float), np.asarray(lons, dtype=float), order))
+    assert plot_cells(cells, order, np.arange(cells.size, dtype=float), title="ATL06 weighted mean height per "
+                      "HEALPix order-12 cell, 2019-03-01..2019-03-31 (812 cells, 4 granules)",
+                      label="h").startswith(b"\x89PNG")
+    return seen
+
+
+def test_a_wide_map_keeps_every_row_and_column_and_a_colour_bar_as_tall_as_itself(monkeypatch) -> None:
+    """Two tracks 70° of longitude apart near the pole: the raster was finer than the axes on the page, so drawing it
+    (nearest interpolation) dropped rows and columns, and the lone tracks with them; the colour bar, as tall as a
+    square figure, rose above the strip of a map into its title."""
+    lats = np.r_[np.linspace(-75, -74, 200), np.linspace(-80, -79, 200)]
+    lons = np.r_[np.linspace(-100, -99, 200), np.linspace(-30, -29.9, 200)]
+    seen = _drawn_map(monkeypatch, lats, lons)
+    rows, columns = seen["image"].shape
+    assert columns <= seen["ax"].width and rows <= seen["ax"].height
+    assert abs(seen["bar"].height - seen["ax"].height) < 1.5 and abs(seen["bar"].y0 - seen["ax"].y0) < 1.5
+    assert seen["bar"].y1 < seen["title"].y0  # the bar stays below the title
+    assert seen["title"].x0 >= seen["figure"].x0 and seen["title"].x1 <= seen["figure"].x1  # the title is wrapped
+
+
+def test_a_block_of_cells_with_data_is_drawn_without_false_gaps(monkeypatch) -> None:
+    """Every cell of a 0.8° by 3° block near 77.6°S has data: no pixel inside the block may be empty (pixels one cell
+    wide left about a third of them empty, a checkerboard that read as gaps in the data)."""
+    lat, lon = np.meshgrid(np.linspace(-78, -77.2, 200), np.linspace(160, 163, 200))
+    image = _drawn_map(monkeypatch, lat.ravel(), lon.ravel())["image"]
+    inner = np.ma.getdata(image)[3:-3, 3:-3]  # the edge pixels lie partly outside the block
+    assert inner.size > 100 and np.isfinite(inner).all()

@@ -9,8 +9,14 @@ import numpy as np
 
 from granulemap.recipes.atl06.cells import cell_centres
 
-MAX_PIXELS = 1200
-"""Longest side of the raster: finer cells over a larger area are averaged into pixels."""
+MAX_PIXELS = 400
+"""Longest side of the raster: finer cells over a larger area are averaged into pixels. It stays below the map's size
+in the PNG (its longer side is 520 pixels: MAP_INCHES at 100 dpi): drawn with nearest interpolation, a raster finer
+than the screen loses whole rows and columns, and with them the cells of a lone track."""
+
+MAP_INCHES = 5.2
+"""The longer side of the map itself; the figure is sized around it to the map's shape, so that the colour bar is as
+tall as the map and a wide map is not a strip in a square figure."""
 
 
 def _raster(
@@ -18,12 +24,14 @@ def _raster(
 ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """Mean of ``values`` per pixel of a lon/lat grid (NaN where no cell), and its extent [W, E, S, N] in degrees.
 
-    Pixels are about one cell wide (longitude steps widened by 1/cos(latitude)), coarser when the area is large.
+    Pixels are about 1.4 cells wide (longitude steps widened by 1/cos(latitude)), coarser when the area is large.
+    HEALPix cells' centres do not follow a longitude/latitude grid: pixels one cell wide caught no centre in many
+    places, and a block of cells with data showed as a checkerboard of false gaps.
     """
     shrink = max(math.cos(math.radians(float(np.median(lat)))), 0.05)
     south, north = float(lat.min()) - cell_deg, float(lat.max()) + cell_deg
     west, east = float(lon.min()) - cell_deg / shrink, float(lon.max()) + cell_deg / shrink
-    step = max(cell_deg, (north - south) / MAX_PIXELS, (east - west) * shrink / MAX_PIXELS)
+    step = max(math.sqrt(2) * cell_deg, (north - south) / MAX_PIXELS, (east - west) * shrink / MAX_PIXELS)
     ny, nx = max(1, math.ceil((north - south) / step)), max(1, math.ceil((east - west) * shrink / step))
     row = np.clip(((lat - south) / (north - south) * ny).astype(int), 0, ny - 1)
     col = np.clip(((lon - west) / (east - west) * nx).astype(int), 0, nx - 1)
@@ -46,26 +54,35 @@ def plot_cells(cells: np.ndarray, order: int, values: np.ndarray, *, title: str,
 
     keep = np.isfinite(values)
     lat, lon = cell_centres(np.asarray(cells)[keep], order)
-    fig, ax = plt.subplots(figsize=(8, 6), dpi=100)
+    fig, ax = plt.subplots(dpi=100)
     if lat.size:
         cell_deg = math.degrees(math.sqrt(4 * math.pi / (12 * 4**order)))  # side of an equal-area cell
         grid, extent = _raster(lat, lon, np.asarray(values, dtype=np.float64)[keep], cell_deg)
         shrink = max(math.cos(math.radians(float(np.median(lat)))), 0.05)
         image = ax.imshow(grid, origin="lower", extent=extent, aspect=1.0 / shrink, cmap="viridis",
                           interpolation="nearest")
-        fig.colorbar(image, ax=ax, label=label, shrink=0.8)
         west, east, south, north = extent
         narrowest = 0.5 * (north - south) / shrink  # a track's cells: a map at least half as wide as it is tall
         if east - west < narrowest:
             pad = (narrowest - (east - west)) / 2
-            ax.set_xlim(west - pad, east + pad)
+            west, east = west - pad, east + pad
+            ax.set_xlim(west, east)
+        tall = (north - south) / ((east - west) * shrink)  # the map's height over its width, on the page
+        width, height = (MAP_INCHES, MAP_INCHES * tall) if tall < 1 else (MAP_INCHES / tall, MAP_INCHES)
+        # Room for the axis labels, the colour bar and the title (bbox_inches="tight" trims what is left over).
+        fig.set_size_inches(max(width, 2.0) + 2.4, max(height, 1.5) + 1.6)
+        fig.subplots_adjust(left=1.1 / fig.get_figwidth(), right=1 - 1.3 / fig.get_figwidth(),
+                            bottom=0.9 / fig.get_figheight(), top=1 - 0.7 / fig.get_figheight())
+        # In the map's own coordinates: as tall as the map, whatever its shape.
+        fig.colorbar(image, cax=ax.inset_axes([1.03, 0.0, 0.15 / max(width, 2.0), 1.0]), label=label)
     else:
+        fig.set_size_inches(8, 6)
         ax.text(0.5, 0.5, "no cells with data", ha="center", va="center", transform=ax.transAxes)
     ax.xaxis.set_major_locator(MaxNLocator(4))
     ax.tick_params(axis="x", labelrotation=30)
     ax.set_xlabel("longitude (°E)")
     ax.set_ylabel("latitude (°N)")
-    ax.set_title(title)
+    ax.set_title(title, wrap=True)
     ax.grid(True, alpha=0.3)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
