@@ -259,10 +259,52 @@ def test_the_monthly_schedule_runs_the_default_recipe_over_the_previous_month(cf
     # What that input means when the schedule fires in March 2026: all of February.
     fired = dt.datetime(2026, 3, int(day_of_month), int(hour), int(minute), tzinfo=dt.UTC)
     assert ExecutionInput.model_validate(doc).date_range(fired) == (dt.date(2026, 2, 1), dt.date(2026, 2, 28))
-    # The scheduler's role may start this state machine and nothing else.
+    # The scheduler's role may start this state machine and put a start that failed in its queue, nothing else.
     role = target["RoleArn"]["Fn::GetAtt"][0]
+    queue = {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}
     assert role_statements(cfn, role) == [
-        {"Action": "states:StartExecution", "Effect": "Allow", "Resource": {"Ref": "PipelineStateMachine"}}]
+        {"Action": "states:StartExecution", "Effect": "Allow", "Resource": {"Ref": "PipelineStateMachine"}},
+        {"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": queue}]
+
+
+def test_a_scheduled_start_that_fails_is_retried_then_kept_and_told_to_the_alert_topic(cfn: dict[str, Any]) -> None:
+    """An execution that fails is told by the rule below; a StartExecution that fails makes no execution. Scheduler
+    retries it for up to a day (its limits: 0-185 attempts, 60-86,400 s), then puts it in the dead-letter queue,
+    whose alarm publishes to the alert topic as soon as a message is visible."""
+    (schedule,) = resources_of(cfn, "AWS::Scheduler::Schedule").values()
+    target = schedule["Properties"]["Target"]
+    retry = target["RetryPolicy"]
+    assert 1 <= retry["MaximumRetryAttempts"] <= 185 and retry["MaximumEventAgeInSeconds"] == 86400
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}}
+    queue = cfn["Resources"]["ScheduleDeadLetterQueue"]
+    assert queue["Type"] == "AWS::SQS::Queue"
+    assert queue["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600  # SQS's longest
+    alarm = cfn["Resources"]["ScheduleCouldNotStartARunAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["ScheduleDeadLetterQueue",
+                                                                                  "QueueName"]}}]
+    # One message is enough: the largest count over the period, above 0; no data (an empty queue) is not an alarm.
+    assert (alarm["Statistic"], alarm["ComparisonOperator"], alarm["Threshold"]) == ("Maximum", "GreaterThanThreshold", 0)
+    assert alarm["EvaluationPeriods"] == 1 and alarm["TreatMissingData"] == "notBreaching"
+    assert alarm["AlarmActions"] == [{"Ref": "RunAlertsTopic"}]
+    # What the alarm's email says to do names only things that exist: the queue, and start's own options.
+    description = alarm["AlarmDescription"]["Fn::Sub"]
+    assert "${ScheduleDeadLetterQueue.QueueName}" in description
+    import shlex
+
+    from granulemap.cli import build_parser
+
+    command = re.search(r"granulemap start (.*?)\)", description).group(1)
+    for placeholder, value in {"${AWS::StackName}": "granulemap", "${DefaultRecipe}": "sst-global-mean",
+                               "YYYY-MM-01": "2026-10-01", "YYYY-MM-DD": "2026-10-31"}.items():
+        command = command.replace(placeholder, value)
+    args = build_parser().parse_args(["start", *shlex.split(command)])  # exits (fails the test) on an unknown option
+    assert (args.stack, args.recipe, args.start, args.end) == ("granulemap", "sst-global-mean", "2026-10-01",
+                                                               "2026-10-31")
+    assert cfn["Outputs"]["ScheduleDeadLetterQueueUrl"]["Value"] == {"Ref": "ScheduleDeadLetterQueue"}
+    readme = (ROOT / "README.md").read_text()
+    assert "ScheduleDeadLetterQueueUrl" in readme and "<stack>-schedule-could-not-start-a-run" in readme
+    assert alarm["AlarmName"] == {"Fn::Sub": "${AWS::StackName}-schedule-could-not-start-a-run"}
 
 
 # ---- alerts -----------------------------------------------------------------------------------------------------
@@ -329,7 +371,13 @@ def test_a_run_that_ends_badly_is_told_once_to_the_alert_topic_and_nothing_else_
     assert statements(policy["PolicyDocument"]) == [{
         "Sid": "OnlyThisStacksRuleMayPublish", "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
         "Action": "sns:Publish", "Resource": {"Ref": "RunAlertsTopic"},
-        "Condition": {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["RunEndedBadlyRule", "Arn"]}}}}]
+        "Condition": {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["RunEndedBadlyRule", "Arn"]}}}}, {
+        # and the schedule's alarm (a topic policy replaces SNS's default one: without this, the alarm may not)
+        "Sid": "OnlyThisStacksScheduleAlarmMayPublish", "Effect": "Allow",
+        "Principal": {"Service": "cloudwatch.amazonaws.com"}, "Action": "sns:Publish",
+        "Resource": {"Ref": "RunAlertsTopic"},
+        "Condition": {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["ScheduleCouldNotStartARunAlarm", "Arn"]}}}}]
+    assert len(resources_of(cfn, "AWS::SNS::TopicPolicy")) == 1  # a second one for the topic would replace this one
     email = cfn["Resources"]["RunAlertsEmail"]
     assert email["Condition"] == "HasAlertEmail"
     assert email["Properties"] == {"TopicArn": {"Ref": "RunAlertsTopic"}, "Protocol": "email",
@@ -376,6 +424,7 @@ def test_functions_reach_only_their_bucket_and_their_own_parameters(cfn: dict[st
                                                       f"parameter${{Edl{kind}Parameter}}"}, {"Ref": "AWS::NoValue"}]}
            for kind in ("Username", "Password", "Token")]
     needs_secrets = {"CredentialFetcherFunction", "ProcessorFunction"}
+    reads_stored = {"ProcessorFunction"}  # FetchCredentials stores them; Processors read them (and refresh them)
     needs_bucket = {"CatalogBuilderFunction", "ProcessorFunction", "AggregatorFunction"}
     products = {"Fn::Sub": f"${{DataBucket.Arn}}/{layout.OUTPUTS_PREFIX}*"}
     for lid in FUNCTIONS:
@@ -383,7 +432,7 @@ def test_functions_reach_only_their_bucket_and_their_own_parameters(cfn: dict[st
         env = cfn["Resources"][lid]["Properties"]["Environment"]["Variables"]
         if lid in needs_secrets:
             assert env["CREDENTIALS_PARAMETER_PREFIX"] == prefix_env
-            assert grants(cfn, role, "ssm:GetParameter") == [*edl, stored]
+            assert grants(cfn, role, "ssm:GetParameter") == ([*edl, stored] if lid in reads_stored else edl)
             assert grants(cfn, role, "ssm:PutParameter") == [stored]
         else:
             assert not grants(cfn, role, "ssm:GetParameter") and not grants(cfn, role, "ssm:PutParameter")
