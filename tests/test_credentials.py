@@ -80,6 +80,8 @@ def reset_caches() -> None:
 
 @pytest.fixture
 def ssm(monkeypatch: pytest.MonkeyPatch):
+    # The least refresh margin, unless a test sets its own (each process draws one above it: tested below).
+    monkeypatch.setattr(credentials, "refresh_margin", credentials.REFRESH_MARGIN)
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_REGION", REGION)
     reset_caches()
@@ -279,4 +281,77 @@ def test_a_processor_whose_cache_is_stale_takes_credentials_another_one_refreshe
     with responses.RequestsMock():  # so no Earthdata Login traffic here
         got = credentials.load_credentials(ref, password_settings(), now=dt.datetime(2030, 1, 1, 0, 50, tzinfo=dt.UTC))
     assert got == refreshed
+    assert counting.get_calls == 2
+
+
+# ---- many Processors, one expiry ---------------------------------------------------------------------------------
+def _margin_of_a_forked_process(_: int) -> float:
+    return credentials.refresh_margin.total_seconds()
+
+
+def test_each_process_draws_its_own_refresh_margin_within_the_spread() -> None:
+    """Every Processor of a run holds credentials with one expiry: with one margin for all, every warm one asked
+    Earthdata Login at the same moment. Forked workers (the local engine's) draw their own margins too."""
+    import multiprocessing
+
+    low, high = credentials.REFRESH_MARGIN, credentials.REFRESH_MARGIN + credentials.REFRESH_SPREAD
+    assert credentials.REFRESH_SPREAD >= dt.timedelta(minutes=10) and high <= dt.timedelta(minutes=40)  # of an hour
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        margins = pool.map(_margin_of_a_forked_process, range(16), chunksize=1)
+    margins.append(credentials.refresh_margin.total_seconds())
+    assert all(low.total_seconds() <= m <= high.total_seconds() for m in margins)
+    assert len(set(margins)) >= 3  # the 4 workers' own, and this process's (16 equal ones: 1 in 10^9 or so)
+
+
+def test_a_processor_with_a_narrower_margin_takes_what_a_wider_one_refreshed(ssm, counting, monkeypatch) -> None:
+    """Two warm Processors holding the same credentials (expiring at 01:00), margins 30 and 20 minutes: the first
+    refreshes at 00:31 and stores; the second, at 00:41, re-reads the parameter and takes those, with no login."""
+    put_secure(ssm, USERNAME_PARAMETER, "edl-user")
+    put_secure(ssm, PASSWORD_PARAMETER, "edl-password")
+    old = daac_credentials("old", "2030-01-01 01:00:00+00:00")
+    new = daac_credentials("new", "2030-01-01 01:31:00+00:00")
+    ref = stored_ref(ssm, old)
+    at = lambda minute: dt.datetime(2030, 1, 1, 0, minute, tzinfo=dt.UTC)  # noqa: E731
+    first, second = {}, {}  # each process's own cache
+
+    def as_process(cache: dict, margin: int, minute: int) -> dict[str, str]:
+        monkeypatch.setattr(credentials, "_cache", cache)
+        monkeypatch.setattr(credentials, "refresh_margin", dt.timedelta(minutes=margin))
+        return credentials.load_credentials(ref, password_settings(), now=at(minute))
+
+    with responses.RequestsMock() as rs:
+        replay_edl(rs, username="edl-user", password="edl-password", edl_token="edl-bearer", creds=new)
+        assert as_process(first, 30, 0) == as_process(second, 20, 0) == old
+        assert as_process(first, 30, 29) == as_process(second, 20, 29) == old  # 31 minutes left: cached
+        assert len(rs.calls) == 0
+        assert as_process(first, 30, 31) == new  # 29 minutes left: the first one refreshes
+        assert [c.request.url for c in rs.calls] == [EDL_TOKEN_URL, EDL_TOKEN_URL, PODAAC_S3CREDENTIALS]
+        assert as_process(second, 20, 35) == old  # 25 left: still above its margin
+        assert as_process(second, 20, 41) == new  # 19 left: it re-reads, and finds the first one's
+        assert len(rs.calls) == 3  # no second login
+    assert counting.get_calls == 4  # each process read the parameter twice: once at first, once at its margin
+
+
+def test_credentials_taken_within_the_margin_are_kept_not_refreshed_at_every_read(ssm, counting, monkeypatch) -> None:
+    """A Processor started late in the credentials' life (20 minutes left, its margin 30) takes them, and keeps them
+    until REFRESH_MARGIN: taking them as near expiry would refresh them again at every read, and the refreshed ones
+    too if the DAAC's credentials last less than the margin."""
+    monkeypatch.setattr(credentials, "refresh_margin", dt.timedelta(minutes=30))
+    stored = daac_credentials("stored", "2030-01-01 01:00:00+00:00")
+    ref = stored_ref(ssm, stored)
+    with responses.RequestsMock():  # no Earthdata Login traffic
+        for minute in (40, 41, 44):
+            got = credentials.load_credentials(ref, password_settings(),
+                                               now=dt.datetime(2030, 1, 1, 0, minute, tzinfo=dt.UTC))
+            assert got == stored
+    assert counting.get_calls == 1
+    short = daac_credentials("short", "2030-01-01 01:25:00+00:00")  # a 25-minute life, below this margin
+    put_secure(ssm, USERNAME_PARAMETER, "edl-user")
+    put_secure(ssm, PASSWORD_PARAMETER, "edl-password")
+    with responses.RequestsMock() as rs:
+        replay_edl(rs, username="edl-user", password="edl-password", edl_token="edl-bearer", creds=short)
+        at_refresh = dt.datetime(2030, 1, 1, 0, 46, tzinfo=dt.UTC)  # 14 minutes left: refreshed
+        assert credentials.load_credentials(ref, password_settings(), now=at_refresh) == short
+        assert credentials.load_credentials(ref, password_settings(), now=at_refresh + dt.timedelta(minutes=5)) == short
+        assert len(rs.calls) == 3  # one login; the new ones (19 minutes left) are used, not refreshed again
     assert counting.get_calls == 2

@@ -130,8 +130,11 @@ class DaacS3:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The test's time; and the least refresh margin for this process (each process draws its own above it:
+    tests/test_credentials.py), so that when the credentials are refreshed follows from the clock alone."""
     now = Clock(T0)
     monkeypatch.setattr(credentials, "utc_now", now)
+    monkeypatch.setattr(credentials, "refresh_margin", credentials.REFRESH_MARGIN)
     return now
 
 

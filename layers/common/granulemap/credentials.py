@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import random
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +27,18 @@ from granulemap.observability import logger
 from granulemap.settings import DAAC_REGION, Settings
 
 REFRESH_MARGIN = dt.timedelta(minutes=15)
-"""Credentials that expire sooner than this are refreshed before use: a Lambda may run 15 minutes."""
+"""The least margin: credentials that expire sooner than this are never used (a Lambda may run 15 minutes)."""
+
+REFRESH_SPREAD = dt.timedelta(minutes=20)
+"""How far above REFRESH_MARGIN a process's own margin (``refresh_margin``) may lie.
+
+Every Processor of a run holds credentials with one expiry (one FetchCredentials call). With one margin for all,
+every warm Processor reached it at the same moment, found the stored credentials near expiry too (none had stored
+new ones yet: a refresh takes a second or two) and asked Earthdata Login itself: as many logins, s3credentials calls
+and SSM writes as Processors, at minute 45 of every run. Margins spread over 20 minutes (DAAC credentials last an
+hour) make the refreshes follow one another: the process with the widest margin refreshes and stores, and the others,
+reaching theirs later, re-read the parameter and take those credentials. With Processors spread evenly over the 20
+minutes, about one in 600 reaches its margin within the two seconds of another's refresh."""
 
 S3CREDENTIALS_TIMEOUT_SECONDS = 15.0
 """Longest wait for the DAAC's s3credentials endpoint."""
@@ -34,10 +46,30 @@ S3CREDENTIALS_TIMEOUT_SECONDS = 15.0
 _CREDENTIAL_KEYS = ("accessKeyId", "secretAccessKey", "sessionToken", "expiration")
 _EDL_ENV = ("EARTHDATA_TOKEN", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD")
 _THROTTLED = {"ThrottlingException", "TooManyUpdates", "InternalServerError"}
-_cache: dict[str, tuple[dict[str, str], dt.datetime]] = {}
+_cache: dict[str, tuple[dict[str, str], dt.datetime, dt.timedelta]] = {}
+"""Per parameter: the credentials this process uses, their expiry, and the margin before it at which it looks again."""
 _rejected: dict[str, str] = {}
 """Per parameter, the access key id of credentials S3 refused as expired in this process: not to be used again."""
 _lock = threading.Lock()
+
+
+def _draw_refresh_margin() -> dt.timedelta:
+    # From the OS's entropy: a forked worker shares its parent's `random` state until that is reseeded.
+    return REFRESH_MARGIN + REFRESH_SPREAD * random.SystemRandom().random()
+
+
+refresh_margin = _draw_refresh_margin()
+"""This process's margin: its cached credentials are re-read, and the stored ones refreshed, when they expire sooner
+than this. Drawn per process, between REFRESH_MARGIN and REFRESH_MARGIN + REFRESH_SPREAD (see there)."""
+
+
+def _in_a_new_process() -> None:
+    global refresh_margin
+    refresh_margin = _draw_refresh_margin()
+
+
+if hasattr(os, "register_at_fork"):  # a forked worker (the local engine's) draws its own
+    os.register_at_fork(after_in_child=_in_a_new_process)
 
 
 def utc_now() -> dt.datetime:
@@ -243,19 +275,23 @@ def _read_stored(ref: CredentialsRef) -> dict[str, str]:
 def load_credentials(ref: CredentialsRef, settings: Settings, now: dt.datetime | None = None) -> dict[str, str]:
     """The credentials behind ``ref``: cached in the process; re-read, or refreshed and re-stored, near expiry.
 
-    A Processor that finds its cached credentials near expiry (or has none cached, e.g. after ``forget_cached``)
-    first re-reads the parameter (another Processor may have refreshed it) and asks Earthdata Login only when the
-    stored credentials are near expiry too, or are the very ones S3 refused as expired in this process.
+    A Processor whose cached credentials are near expiry (within its own ``refresh_margin``), or that has none cached
+    (a new one, or after ``forget_cached``), first re-reads the parameter. It asks Earthdata Login only when the
+    stored credentials are the very ones it holds (no other Processor has refreshed them yet), expire within
+    REFRESH_MARGIN, or are the ones S3 refused as expired in this process. Credentials it takes or gets that already
+    lie within its margin (a new Processor late in their life; a DAAC whose credentials last less than the margin)
+    are kept until REFRESH_MARGIN instead: they would otherwise be refreshed again at every read.
     """
     now = now or utc_now()
     with _lock:
         cached = _cache.get(ref.parameter)
-        if cached and cached[1] - now > REFRESH_MARGIN:
+        if cached and cached[1] - now > cached[2]:
             return cached[0]
         creds = _read_stored(ref)
         expires = parse_expiration(creds["expiration"])
         refused = creds.get("accessKeyId") == _rejected.get(ref.parameter)
-        if expires - now <= REFRESH_MARGIN or refused:
+        held = cached is not None and creds.get("accessKeyId") == cached[0].get("accessKeyId")
+        if refused or expires - now <= REFRESH_MARGIN or (held and expires - now <= refresh_margin):
             logger.info("temporary S3 credentials near expiry: refreshing",
                         extra={"parameter": ref.parameter, "refused_by_s3": refused})
             creds = request_daac_credentials(ref.daac, settings)
@@ -266,7 +302,7 @@ def load_credentials(ref: CredentialsRef, settings: Settings, now: dt.datetime |
             except TransientError:
                 # Throttled: this Processor still has fresh credentials; another will store its own.
                 logger.warning("could not store refreshed credentials (throttled)", extra={"parameter": ref.parameter})
-        _cache[ref.parameter] = (creds, expires)
+        _cache[ref.parameter] = (creds, expires, refresh_margin if expires - now > refresh_margin else REFRESH_MARGIN)
         return creds
 
 
