@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -133,4 +134,120 @@ def test_a_capped_item_count_says_so(tmp_path: Path) -> None:
     result = est.estimate("cells", dt.date(2019, 1, 1), dt.date(2019, 1, 31), MEMORY, model)
     assert result.items == 49152  # 2,500 × 31 = 77,500 > 49,152
     assert ("items: 49152 (2500 per day over 31 days would be 77500, more than the recipe's 49152 possible items: "
-            "at most that)") in result.assumptions
+            "at most that, each of 77500/49152 = 1.58 granules)") in result.assumptions
+
+
+# An ATL06-like recipe: an item is a parent cell with the granules that touch it; items_per_day counts granule ×
+# parent-cell pairs, which are items until the 12 × 4**6 = 49,152 order-6 parent cells: beyond, more granules per item.
+ATL06 = {"compute_s": 0.1, "input_mb": 10.5, "items_per_day": 2500, "max_items": 12 * 4**6, "s3_gets_per_item": 1,
+         "s3_puts_per_item": 10}
+
+
+def _atl06_model(tmp_path: Path) -> est.CostModel:
+    model = _model(tmp_path)
+    model.recipes["atl06-cell-stats"] = est.RecipeCost(**ATL06)
+    return model
+
+
+def _billed(seconds: float) -> float:
+    return math.ceil(round(seconds * 1000, 6)) / 1000  # Lambda: rounded up to the millisecond
+
+
+def _atl06_by_hand(items: int, granules_per_item: float) -> tuple[float, float]:
+    """(Processor compute USD, total USD) at MEMORY, 40 cold starts at most, from the documented assumptions."""
+    # one granule's share of a parent cell: 0.1 s × 1769/1024 (CPU share), 10.5 MB at 80 MB/s, 0.02 s first byte
+    per_granule = 0.1 * 1769 / 1024 + 10.5 / 80 + 0.02
+    per_item = _billed(granules_per_item * per_granule + 0.02)  # + the result's PUT
+    processor_gbs = items * per_item * 1.0  # Processor 1024 MB
+    init_gbs = min(items, 40) * 0.8 * 1.0
+    single_gbs = (1.0 + 1.0) * 0.5 + (0.5 + 0.5) * 0.25 + (_billed(2.0 + items * 0.005) + 1.2) * 1.0
+    requests_usd = (items + 3) * 0.20 / 1e6
+    transitions_usd = (5 + items) * 0.025 / 1000
+    s3_usd = (items * 1 + 2) * 0.0004 / 1000 + (items * 10 + 5 + math.ceil(items / 1000)) * 0.005 / 1000
+    total = (processor_gbs + init_gbs + single_gbs) * 0.0000166667 + requests_usd + transitions_usd + s3_usd
+    return processor_gbs * 0.0000166667, total
+
+
+@pytest.mark.parametrize("end, days", [(dt.date(2022, 1, 31), 31), (dt.date(2022, 12, 31), 365),
+                                       (dt.date(2031, 12, 31), 3652)])
+def test_capped_atl06_items_hold_more_granules_as_the_range_grows(tmp_path: Path, end: dt.date, days: int) -> None:
+    model = _atl06_model(tmp_path)
+    result = est.estimate("atl06-cell-stats", dt.date(2022, 1, 1), end, MEMORY, model)
+    pairs = 2500 * days  # 77,500, 912,500 and 9,130,000 granule × parent-cell pairs: all over the 49,152 cells
+    processor_usd, total = _atl06_by_hand(49152, pairs / 49152)
+    by_name = {what: usd for what, usd, _ in result.lines}
+    assert result.items == 49152
+    assert by_name["Lambda compute, Processor"] == pytest.approx(processor_usd, rel=1e-9)
+    assert result.total_usd == pytest.approx(total, rel=1e-9)
+    assert (f"items: 49152 (2500 per day over {days} days would be {pairs}, more than the recipe's 49152 possible "
+            f"items: at most that, each of {pairs}/49152 = {pairs / 49152:.2f} granules)") in result.assumptions
+    assert any(a.startswith(f"per granule ({pairs / 49152:.2f} per item): ") for a in result.assumptions)
+
+
+def test_a_month_a_year_and_ten_years_of_atl06_cost_more_in_proportion_to_the_granules(tmp_path: Path) -> None:
+    model = _atl06_model(tmp_path)
+    start = dt.date(2022, 1, 1)
+    runs = [est.estimate("atl06-cell-stats", start, end, MEMORY, model)
+            for end in (dt.date(2022, 1, 31), dt.date(2022, 12, 31), dt.date(2031, 12, 31))]
+    processor = [{what: usd for what, usd, _ in r.lines}["Lambda compute, Processor"] for r in runs]
+    assert [r.items for r in runs] == [49152] * 3
+    assert runs[0].total_usd < runs[1].total_usd < runs[2].total_usd
+    # Processor compute is granules × (per-granule seconds) + one PUT per item: the per-granule part scales with the
+    # days (31 : 365 : 3652), to the millisecond each item's duration is billed at
+    per_granule_usd = 49152 * (0.1 * 1769 / 1024 + 10.5 / 80 + 0.02) * 0.0000166667 / 49152 * 2500
+    put_usd = 49152 * 0.02 * 0.0000166667
+    for usd, days in zip(processor, (31, 365, 3652), strict=True):
+        assert usd - put_usd == pytest.approx(days * per_granule_usd, abs=49152 * 0.001 * 0.0000166667)
+    # what does not depend on the granules (requests, transitions, S3 on the stack's bucket) stays the same
+    for what in ("Lambda requests", "Step Functions state transitions", "S3 requests",
+                 "Lambda init (cold starts), Processor"):
+        assert len({round({w: u for w, u, _ in r.lines}[what], 12) for r in runs}) == 1
+
+
+def test_below_the_cap_an_atl06_item_is_one_granule_as_before(tmp_path: Path) -> None:
+    model = _atl06_model(tmp_path)
+    result = est.estimate("atl06-cell-stats", dt.date(2022, 1, 1), dt.date(2022, 1, 10), MEMORY, model)
+    processor_usd, total = _atl06_by_hand(25000, 1.0)  # 2,500 × 10 days = 25,000 parent cells < 49,152
+    assert result.items == 25000
+    assert {w: u for w, u, _ in result.lines}["Lambda compute, Processor"] == pytest.approx(processor_usd, rel=1e-9)
+    assert result.total_usd == pytest.approx(total, rel=1e-9)
+    assert "items: 25000 (2500 per day over 10 days)" in result.assumptions
+    assert any(a.startswith("per item: 100.0 ms of compute") for a in result.assumptions)
+    # --items below the cap: that many one-granule items (bench's 1,000 parent cells)
+    given = est.estimate("atl06-cell-stats", dt.date(2022, 1, 1), dt.date(2022, 1, 1), MEMORY, model, items=1000)
+    assert given.items == 1000 and given.total_usd == pytest.approx(_atl06_by_hand(1000, 1.0)[1], rel=1e-9)
+    assert "items: 1000" in given.assumptions
+
+
+def test_atl06_cost_never_falls_as_the_range_grows_across_the_cap(tmp_path: Path) -> None:
+    model = _atl06_model(tmp_path)
+    # 19 days: 47,500 one-granule items; 20 days: 50,000 pairs in 49,152 items; cost keeps growing through the cap
+    totals = [est.estimate("atl06-cell-stats", dt.date(2022, 1, 1), dt.date(2022, 1, d), MEMORY, model).total_usd
+              for d in range(15, 26)]
+    assert totals == sorted(totals) and len(set(totals)) == len(totals)
+
+
+def test_items_beyond_the_cap_are_more_granules_per_item(tmp_path: Path) -> None:
+    model = _atl06_model(tmp_path)
+    result = est.estimate("atl06-cell-stats", dt.date(2022, 1, 1), dt.date(2022, 1, 1), MEMORY, model,
+                          items=100000)
+    assert result.items == 49152
+    assert result.total_usd == pytest.approx(_atl06_by_hand(49152, 100000 / 49152)[1], rel=1e-9)
+    assert ("items: 49152 (--items would be 100000, more than the recipe's 49152 possible items: at most that, "
+            "each of 100000/49152 = 2.03 granules)") in result.assumptions
+
+
+def test_shipped_cost_model_prices_longer_atl06_ranges_higher() -> None:
+    model = est.CostModel.load()
+    start = dt.date(2022, 1, 1)
+    totals = [est.estimate("atl06-cell-stats", start, end, MEMORY, model).total_usd
+              for end in (dt.date(2022, 1, 31), dt.date(2022, 12, 31), dt.date(2027, 12, 31))]
+    assert totals[0] < totals[1] < totals[2]
+
+
+def test_items_option_says_what_it_counts(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["estimate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "granules for the SST recipes" in help_text and "365 daily granules are 36 items" in help_text
+    assert "parent cells of one granule each for atl06-cell-stats" in help_text

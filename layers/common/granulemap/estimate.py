@@ -58,11 +58,14 @@ class RecipeCost:
     input_mb: float
     """MB read from the DAAC's S3 per item (granule bytes fetched); per granule when grouped."""
     items_per_day: float
-    """Items per day of the date range (ATL06: a rough count of parent cells); granules per day when grouped (SST:
-    one)."""
+    """Units of work per day of the date range: granules when grouped (SST: one); ATL06: a rough count of granule ×
+    parent-cell pairs (an item is a parent cell with the granules that touch it, and ``compute_s`` and ``input_mb``
+    are one granule's share of one parent cell), which are also items until ``max_items`` caps them."""
     grouping: str = "granule"
     """"dekad": a per-granule recipe whose granules are grouped into one item per dekad (granulemap.grouping)."""
     max_items: int | None = None
+    """The most items the recipe can make (ATL06: the parent cells). Units beyond it are not more items but more
+    granules in each: each item is priced as ``units / max_items`` granules."""
     s3_gets_per_item: int = 1
     """The Aggregate step's GET of the result (BuildCatalog finds finished items by listing, see LIST below)."""
     s3_puts_per_item: int = 1
@@ -126,28 +129,41 @@ LIST_PAGE = 1000
 
 
 def processor_item_seconds(recipe: RecipeCost, model: CostModel, memory_mb: int, granules: float = 1.0) -> float:
-    """One Processor call of ``granules`` granules (1 for an ungrouped recipe): each granule's compute scaled by the
-    CPU share, its input read and its first byte's latency, and the result's PUT."""
+    """One Processor call of ``granules`` granules (1 for an ungrouped recipe below its ``max_items``; may be a
+    fraction, an average): each granule's compute scaled by the CPU share, its input read and its first byte's
+    latency, and the result's PUT."""
     compute = recipe.compute_s / cpu_share(memory_mb)
     read = recipe.input_mb / model.s3_mb_per_s + (PROCESSOR_REQUESTS - 1) * model.s3_request_latency_s
     return granules * (compute + read) + model.s3_request_latency_s
 
 
 def _items_by_rate(recipe: RecipeCost, start: dt.date, end: dt.date) -> int:
+    """Units of work (see ``RecipeCost.items_per_day``) the date range holds, before any cap."""
     return math.ceil(recipe.items_per_day * ((end - start).days + 1))
 
 
+def capped_items(recipe: RecipeCost, units: int) -> tuple[int, float]:
+    """Items of an ungrouped recipe for ``units`` units of work, and the granules each is priced as: one per unit,
+    until the recipe's ``max_items``; beyond it, ``units / max_items`` granules in each of ``max_items`` items."""
+    if recipe.max_items and units > recipe.max_items:
+        return recipe.max_items, units / recipe.max_items
+    return units, 1.0
+
+
 def items_for(recipe: RecipeCost, start: dt.date, end: dt.date) -> int:
-    items = _items_by_rate(recipe, start, end)
-    return min(items, recipe.max_items) if recipe.max_items else items
+    return capped_items(recipe, _items_by_rate(recipe, start, end))[0]
 
 
-def _items_basis(recipe: RecipeCost, start: dt.date, end: dt.date) -> str:
-    raw = _items_by_rate(recipe, start, end)
-    basis = f" ({recipe.items_per_day:g} per day over {(end - start).days + 1} days"
-    if recipe.max_items and raw > recipe.max_items:
-        return basis + f" would be {raw}, more than the recipe's {recipe.max_items} possible items: at most that)"
-    return basis + ")"
+def _items_basis(recipe: RecipeCost, start: dt.date, end: dt.date, n: int, units: int, given: bool) -> str:
+    """The assumptions' line on the items: how many, from what, and the granules in each when capped."""
+    rate = "--items" if given else f"{recipe.items_per_day:g} per day over {(end - start).days + 1} days"
+    if recipe.grouping == "dekad":
+        return (f"items: {n}, one per dekad (the 1st-10th, 11th-20th and 21st-last day of a month) of {units} "
+                "granules" + ("" if given else f" ({rate})"))
+    if n < units:
+        return (f"items: {n} ({rate} would be {units}, more than the recipe's {recipe.max_items} possible items: at "
+                f"most that, each of {units}/{n} = {units / n:.2f} granules)")
+    return f"items: {n}" + ("" if given else f" ({rate})")
 
 
 def dekad_items(start: dt.date, end: dt.date, granules: int) -> int:
@@ -167,12 +183,12 @@ def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str
                        f"({', '.join(sorted(model.recipes))}); for one of yours, estimate a built-in one of similar "
                        "work with --items")
     recipe = model.recipes[recipe_name]
-    units = items if items is not None else items_for(recipe, start, end)
+    units = items if items is not None else _items_by_rate(recipe, start, end)
     if recipe.grouping == "dekad":  # units are granules, grouped into one item per dekad
         n = min(units, dekad_items(start, end, units))
         per_granule = units / n if n else 0.0
-    else:
-        n, per_granule = units, 1.0
+    else:  # units are items of one granule each, until max_items: then more granules per item
+        n, per_granule = capped_items(recipe, units)
     gb = {fn: mb / 1024 for fn, mb in memory_mb.items()}
     per_item = billed_seconds(processor_item_seconds(recipe, model, memory_mb["ProcessorFunction"], per_granule))
     cold_starts = min(n, max_concurrency)
@@ -206,15 +222,15 @@ def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str
         ("S3 requests", s3_gets * S3_GET_USD + (s3_puts + s3_lists) * S3_PUT_USD,
          f"{s3_gets} GET + {s3_puts} PUT + {s3_lists} LIST"),
     ]
+    per_what = ("granule" if recipe.grouping == "dekad" else "item" if per_granule == 1.0
+                else f"granule ({per_granule:.2f} per item)")
     assumptions = [
         f"prices: us-west-2 on-demand, {PRICES_AS_OF}: Lambda ${LAMBDA_GB_SECOND_USD}/GB-s and "
         f"${LAMBDA_REQUEST_USD * 1e6:.2f}/1M requests (x86_64), Step Functions Standard "
         f"${SFN_STATE_TRANSITION_USD * 1e3:.3f}/1,000 transitions, S3 ${S3_PUT_USD * 1e3:.4f}/1,000 PUT and "
         f"${S3_GET_USD * 1e3:.4f}/1,000 GET",
-        (f"items: {n}, one per dekad (the 1st-10th, 11th-20th and 21st-last day of a month) of {units} granules"
-         if recipe.grouping == "dekad" else f"items: {n}")
-        + ("" if items is not None else _items_basis(recipe, start, end)),
-        f"per {'granule' if recipe.grouping == 'dekad' else 'item'}: {recipe.compute_s * 1e3:.1f} ms of compute at "
+        _items_basis(recipe, start, end, n, units, items is not None),
+        f"per {per_what}: {recipe.compute_s * 1e3:.1f} ms of compute at "
         f"one vCPU (measured by make bench), scaled by {FULL_VCPU_MB}/{memory_mb['ProcessorFunction']} MB when below "
         f"one vCPU, + {recipe.input_mb:g} MB read at {model.s3_mb_per_s:g} MB/s + its first byte "
         f"({model.s3_request_latency_s * 1e3:.0f} ms, assumed); and each item's result PUT "
@@ -255,10 +271,12 @@ def render(recipe: str, result: Estimate) -> str:
 def cmd_estimate(args: argparse.Namespace) -> int:
     from granulemap.errors import InvalidInput
 
+    from granulemap.models import written_date
+
     try:
-        start, end = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
+        start, end = written_date(args.start), written_date(args.end)
     except ValueError as exc:
-        raise InvalidInput(f"--start/--end must be dates YYYY-MM-DD: {exc}") from None
+        raise InvalidInput(f"--start/--end: {exc}") from None
     if end < start:
         raise InvalidInput(f"--end ({end}) is before --start ({start})")
     low, high = LAMBDA_MEMORY_RANGE_MB
@@ -295,8 +313,11 @@ def add_estimate_command(sub: argparse._SubParsersAction) -> None:  # type: igno
     est.add_argument("--end", required=True, help="last date, inclusive (YYYY-MM-DD)")
     est.add_argument("--memory-mb", type=int, dest="memory_mb",
                      help="Processor memory in MB (default: ProcessorMemorySize in template.yaml)")
-    est.add_argument("--items", type=int, help="number of items, of granules for the SST recipes (default: from the "
-                                               "date range)")
+    est.add_argument("--items", type=int, metavar="N",
+                     help="price N units of work instead of the date range's: granules for the SST recipes (grouped "
+                          "by dekad, so the items reported are fewer: 365 daily granules are 36 items); parent cells "
+                          f"of one granule each for atl06-cell-stats (at most {ORDER6_CELLS} items: beyond, N counts "
+                          "granule × parent-cell pairs, more granules per item). Default: from the date range")
     est.add_argument("--max-concurrency", type=int, default=40, dest="max_concurrency",
                      help="parallel Processor calls (sets the number of cold starts; default 40)")
     est.set_defaults(func=cmd_estimate)
