@@ -285,22 +285,42 @@ def test_a_processor_whose_cache_is_stale_takes_credentials_another_one_refreshe
 
 
 # ---- many Processors, one expiry ---------------------------------------------------------------------------------
-def _margin_of_a_forked_process(_: int) -> float:
-    return credentials.refresh_margin.total_seconds()
+def _margin_of_this_worker(_: int) -> tuple[int, bool, float]:
+    import os
+    import sys
+    import time
+
+    inherited = "granulemap.credentials" in sys.modules  # imported by the fork server, before this fork
+    from granulemap import credentials as in_worker
+
+    time.sleep(0.05)  # so that the pool's workers all take a task
+    return os.getpid(), inherited, in_worker.refresh_margin.total_seconds()
 
 
 def test_each_process_draws_its_own_refresh_margin_within_the_spread() -> None:
     """Every Processor of a run holds credentials with one expiry: with one margin for all, every warm one asked
-    Earthdata Login at the same moment. Forked workers (the local engine's) draw their own margins too."""
-    import multiprocessing
+    Earthdata Login at the same moment. The local engine's workers are forks of a server that imported this module
+    (granulemap.local.preload): each draws its own margin all the same."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from granulemap.local.warmfork import WarmForkServer, available
 
     low, high = credentials.REFRESH_MARGIN, credentials.REFRESH_MARGIN + credentials.REFRESH_SPREAD
     assert credentials.REFRESH_SPREAD >= dt.timedelta(minutes=10) and high <= dt.timedelta(minutes=40)  # of an hour
-    with multiprocessing.get_context("fork").Pool(4) as pool:
-        margins = pool.map(_margin_of_a_forked_process, range(16), chunksize=1)
-    margins.append(credentials.refresh_margin.total_seconds())
-    assert all(low.total_seconds() <= m <= high.total_seconds() for m in margins)
-    assert len(set(margins)) >= 3  # the 4 workers' own, and this process's (16 equal ones: 1 in 10^9 or so)
+    assert low <= credentials.refresh_margin <= high
+    if not available():
+        pytest.skip("no fork server on this platform")
+    server = WarmForkServer(["granulemap.local.preload"])
+    server.start()
+    try:
+        with ProcessPoolExecutor(4, mp_context=server.context()) as pool:
+            answers = list(pool.map(_margin_of_this_worker, range(16)))
+    finally:
+        server.stop()
+    margins = {pid: margin for pid, _, margin in answers}
+    assert all(inherited for _, inherited, _ in answers)
+    assert all(low.total_seconds() <= m <= high.total_seconds() for m in margins.values())
+    assert len(margins) >= 2 and len(set(margins.values())) == len(margins)  # one margin per worker, all different
 
 
 def test_a_processor_with_a_narrower_margin_takes_what_a_wider_one_refreshed(ssm, counting, monkeypatch) -> None:
