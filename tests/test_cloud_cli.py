@@ -193,7 +193,7 @@ def test_status_shows_the_current_state_and_the_map_runs_item_counts(stack, caps
         "items: 2 succeeded, 1 failed, 0 running, 0 pending of 3",  # the manifest: two ok, one not
     ]
     # and the same progress line a local run shows, from the Map Run's counts and times
-    assert re.fullmatch(r"\[#{30}\] 3/3 items \(2 ok, 0 skipped, 1 failed\) [0-9.]+/s", lines[4])
+    assert re.fullmatch(r"\[#{30}\] 3/3 items \(2 ok, 0 skipped, 1 failed\) [0-9.]+ items/s", lines[4])
 
 
 def test_status_of_a_failed_run_shows_the_error_and_exits_1(stack, capsys) -> None:

@@ -10,7 +10,7 @@ from granulemap.local.run import _Progress, progress_line
 def test_progress_line_counts_rate_and_eta() -> None:
     line = progress_line({"total": 40, "succeeded": 8, "skipped": 1, "failed": 1}, elapsed=5.0, width=20)
     # 10 of 40 done in 5 s: 2 items/s, 30 left → 15 s; a quarter of the 20-character bar filled.
-    assert line == "[#####...............] 10/40 items (8 ok, 1 skipped, 1 failed) 2.0/s, ETA 15 s"
+    assert line == "[#####...............] 10/40 items (8 ok, 1 skipped, 1 failed) 2.0 items/s, ETA 15 s"
     assert progress_line({"total": None, "succeeded": 0, "skipped": 0, "failed": 0}, 3.0).startswith("cataloguing")
 
 

@@ -133,11 +133,14 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
     stopped = map_stopped(event.map.error)
     if stopped:
         message = f"{stopped} {message}"
+    notes = recipe.notes(found.results, params) if found.results else []
+    for note in notes:
+        message = f"{message}. Note: {note}"
     summary_key = layout.summary_key(run.run_id)
     summary = Summary(
         status=status, run_id=run.run_id, recipe=run.recipe, params=run.params, items=found.items,
         granules=granules, failures=found.failures,
-        outputs=outputs + [summary_key], message=message,
+        outputs=outputs + [summary_key], message=message, notes=notes,
     )
     bucket.put_json(summary_key, summary.model_dump(mode="json"))
     if status == "FAILED":

@@ -14,10 +14,12 @@ from granulemap.errors import GranulemapError, InvalidInput
 
 
 def _date(text: str) -> dt.date:
+    from granulemap.models import written_date
+
     try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+        return written_date(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -26,7 +28,10 @@ def parse_param(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(f"--param takes KEY=VALUE, got {text!r}")
     try:
         return key, json.loads(value)
-    except json.JSONDecodeError:
+    except json.JSONDecodeError as exc:
+        if value.lstrip()[:1] in ("[", "{", '"'):  # meant as JSON: taken as text, it would be refused for its type
+            raise argparse.ArgumentTypeError(f"--param {key}: {value!r} is not valid JSON ({exc.msg} at character "
+                                             f"{exc.pos + 1}); e.g. --param 'box=[-170,-5,-120,5]'") from None
         return key, value
 
 
@@ -234,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = sub.add_parser("plot", help="redraw the PNG of a result (CSV time series or Zarr store)")
     plot.add_argument("result", metavar="RESULT", help="a run's CSV time series or Zarr store")
-    plot.add_argument("--column", help="CSV column or Zarr variable (default mean_sst_c / h_mean)")
+    plot.add_argument("--column", help="CSV column or Zarr variable (default: the one the run drew, or h_mean); "
+                                       "another CSV column is drawn to NAME-COLUMN.png beside the run's picture")
     plot.add_argument("--out", help="PNG path (default: next to the result)")
     plot.add_argument("--time", type=_date, help="for a Zarr store: the period containing this day, YYYY-MM-DD "
                                                  "(default: the latest)")

@@ -76,10 +76,17 @@ def _client(service: str, region: str | None = None) -> Any:
 
 def region_of(arn: str) -> str:
     """The region field of an ARN."""
+    from granulemap.local.engine import ACCOUNT, LOCAL_STACK_NAME
+
     parts = arn.split(":")
+    local_run = "a local run's products, summary.json and logs are in its --out folder already"
     if len(parts) < 6 or parts[0] != "arn":
+        folder = f" ({arn} is a folder: {local_run})" if Path(arn).is_dir() else ""
         raise InvalidInput(f"not an ARN: {arn!r}: give the execution ARN granulemap start printed "
-                           "(arn:aws:states:REGION:ACCOUNT:execution:STACK-pipeline:NAME)")
+                           f"(arn:aws:states:REGION:ACCOUNT:execution:STACK-pipeline:NAME){folder}")
+    if parts[4] == ACCOUNT and len(parts) > 6 and parts[6].startswith(f"{LOCAL_STACK_NAME}-"):
+        raise InvalidInput(f"{arn} is an execution of granulemap run, on this machine: {local_run}; status and "
+                           "results follow runs of a deployed stack")
     return parts[3]
 
 
@@ -234,6 +241,8 @@ def print_summary(summary: dict[str, Any], file: Any = None) -> None:
     for failure in summary.get("failures", [])[:20]:
         what = failure.get("granule") or failure["item"]
         print(f"  failed {what}: {failure['error']}: {failure['cause']}", file=file)
+    for note in summary.get("notes", []):
+        print(f"note: {note}", file=file)
     print("outputs:", file=file)
     for path in summary.get("outputs", []):
         print(f"  {path}", file=file)

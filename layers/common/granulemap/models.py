@@ -18,6 +18,21 @@ MAX_CONCURRENCY_LIMIT = 10_000
 """Step Functions' limit of parallel child executions of one Distributed Map."""
 
 
+def written_date(value: Any) -> dt.date:
+    """A date given as text, YYYY-MM-DD, or as a ``datetime.date``; ValueError, naming the format, for anything else.
+
+    Pydantic alone took a number (20181201, the dates in GHRSST file names) for seconds since 1970, and named no
+    format when refusing 2018-12-1."""
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, str) and len(value) == 10 and value[4] == value[7] == "-":
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a date: {exc}") from None
+    raise ValueError(f"{value!r} is not a date written YYYY-MM-DD (such as 2018-12-01)")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -56,6 +71,11 @@ class ExecutionInput(_Strict):
         "'dekad' (the granules of one 1st-10th, 11th-20th or 21st-last day of a month) or 'granule' (one each); "
         "default: the recipe's. Results are the same either way",
     )
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _a_written_date(cls, value: Any) -> Any:
+        return value if value is None else written_date(value)
 
     @field_validator("bbox")
     @classmethod
@@ -268,3 +288,5 @@ class Summary(_Strict):
     failures: list[Failure]
     outputs: list[str]
     message: str = ""
+    notes: list[str] = Field(default_factory=list)
+    """What the recipe says a reader of the results should know (``Recipe.notes``); also at the message's end."""

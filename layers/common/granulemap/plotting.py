@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,8 +18,12 @@ _CSV_UNITS = {"mean_sst_c": "mean SST (°C)", "min_sst_c": "min SST (°C)", "max
 
 def plot_result(result: Path, column: str | None = None, out: Path | None = None,
                 when: dt.date | None = None) -> Path:
-    """Write a PNG for ``result`` and return its path (default: next to it, the CSV's name with .png, a Zarr store's
-    name with the variable and period, as a run names its picture).
+    """Write a PNG for ``result`` and return its path (default: next to it, named as a run names its picture: the
+    CSV's name with .png, or for a column other than the one its run draws, ``column_png_name``; a Zarr store's name
+    with the variable and period).
+
+    A CSV beside its run's picture is drawn with the title and y label that run drew it with (``drawn_by_run``), its
+    column by default; else with a title from the file name.
 
     For a Zarr store with a time dimension, ``when`` picks the period that contains that day (default: the latest).
     """
@@ -28,14 +33,16 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
         from granulemap.recipes.timeseries import csv_to_rows, plot_time_series
 
         rows = csv_to_rows(result.read_bytes())
-        if column is None and rows:  # the SST recipes' value, else the first column after time and granule
-            values = [c for c in rows[0] if c not in ("time", "granule")]
-            column = "mean_sst_c" if "mean_sst_c" in rows[0] or not values else values[0]
-        column = column or "mean_sst_c"
+        drawn = drawn_by_run(result.with_suffix(".png"))
+        default = drawn.column if drawn is not None else _value_column(rows)
+        column = column or default
         if rows and column not in rows[0]:
             raise InvalidInput(f"{result} has no column {column!r}; columns: {', '.join(rows[0])}")
-        png = plot_time_series(rows, column, title=result.stem.replace("_", " "),
-                               ylabel=_CSV_UNITS.get(column, column))
+        title = drawn.title if drawn is not None else result.stem.replace("_", " ")
+        ylabel = drawn.ylabel if drawn is not None and column == default else _CSV_UNITS.get(column, column)
+        png = plot_time_series(rows, column, title=title, ylabel=ylabel)
+        if out is None and column != default:  # another column's picture beside the product's, not over it
+            out = result.with_name(column_png_name(result.stem, column))
     elif result.suffix == ".zarr" or (result / "zarr.json").exists():
         import numpy as np
         import xarray as xr
@@ -61,6 +68,44 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
     target = out or result.with_suffix(".png")
     target.write_bytes(png)
     return target
+
+
+def column_png_name(series: str, column: str) -> str:
+    """The picture of a CSV time series' column other than the one its run draws (that one keeps the run's name)."""
+    return f"{series}-{column}.png"
+
+
+@dataclass(frozen=True)
+class DrawnSeries:
+    """What a run drew of a CSV time series: the column and the title and y label it drew it with."""
+
+    column: str
+    title: str
+    ylabel: str
+
+
+def drawn_by_run(picture: Path) -> DrawnSeries | None:
+    """What the run's picture of a CSV says it drew (``timeseries.plot_time_series`` records it in the PNG's text
+    chunks); None without that picture, or for one drawn without them (before granulemap recorded them)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from granulemap.recipes.timeseries import PNG_COLUMN_KEY, PNG_YLABEL_KEY
+
+    try:
+        with Image.open(picture) as image:
+            text = dict(getattr(image, "text", {}))
+    except (OSError, UnidentifiedImageError):
+        return None
+    if not all(key in text for key in ("Title", PNG_COLUMN_KEY, PNG_YLABEL_KEY)):
+        return None
+    return DrawnSeries(text[PNG_COLUMN_KEY], text["Title"], text[PNG_YLABEL_KEY])
+
+
+def _value_column(rows: list[dict[str, str]]) -> str:
+    """A CSV's value column when no run tells it: the SST recipes' mean_sst_c, else the first after time and
+    granule."""
+    values = [c for c in rows[0] if c not in ("time", "granule")] if rows else []
+    return "mean_sst_c" if not values or "mean_sst_c" in values else values[0]
 
 
 def period_png_name(store: str, variable: str, first: dt.date, last: dt.date) -> str:

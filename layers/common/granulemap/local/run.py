@@ -14,11 +14,12 @@ from granulemap.local.engine import LocalEngine, execution_name
 
 
 def progress_line(counts: dict[str, Any], elapsed: float, width: int = 30) -> str:
-    """``[#####.....] 12/31 items (10 ok, 1 skipped, 1 failed) 3.2/s, ETA 6 s`` (no bar when the total is unknown)."""
+    """``[#####.....] 12/31 items (10 ok, 1 skipped, 1 failed) 3.2 items/s, ETA 6 s`` (no bar when the total is
+    unknown)."""
     total = counts.get("total")
     done = counts["succeeded"] + counts["skipped"] + counts["failed"]
     rate = done / elapsed if elapsed > 0 else 0.0
-    detail = f"({counts['succeeded']} ok, {counts['skipped']} skipped, {counts['failed']} failed) {rate:.1f}/s"
+    detail = f"({counts['succeeded']} ok, {counts['skipped']} skipped, {counts['failed']} failed) {rate:.1f} items/s"
     if not total:
         return f"cataloguing... {elapsed:.0f} s" if total is None else "no items"
     filled = int(width * done / total)
@@ -67,6 +68,16 @@ def _lock_folder(folder: Path) -> Any:
     return handle
 
 
+def _make_folder(logs: Path) -> None:
+    """OUT/logs, and OUT: a path that cannot be a folder there is bad input (a file of that name, no permission),
+    named, not a traceback."""
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput(f"cannot make the folder {logs.parent} for the run's products: {exc.strerror or exc}"
+                           ) from None
+
+
 class Workspace:
     """Local runs that share one started engine: for a notebook or a script that runs several date ranges or recipes.
 
@@ -91,7 +102,7 @@ class Workspace:
         if self._opened:
             raise RuntimeError("a Workspace opens once (its engine has stopped): make a new Workspace on the folder")
         self._opened = True
-        (self.folder / "logs").mkdir(parents=True, exist_ok=True)
+        _make_folder(self.folder / "logs")
         self._lock = _lock_folder(self.folder)
         try:
             self.engine.__enter__()
@@ -118,7 +129,7 @@ class Workspace:
         engine = self.engine
         name = execution_name()
         out = (Path(out) if out is not None else self.folder / "runs" / name).resolve()
-        (out / "logs").mkdir(parents=True, exist_ok=True)
+        _make_folder(out / "logs")
         arn = engine.start(execution_input, name)
         run_id = arn.rsplit(":", 1)[-1]
         show = _Progress(engine, progress)
@@ -161,8 +172,31 @@ class Workspace:
                                   f"{readable_cause(desc.get('cause', ''), desc.get('error', desc['status']))}")
         summary["execution"] = {"arn": arn, "status": desc["status"]}
         summary["outputs"] = local_outputs + [str(out / "summary.json")]
+        if desc["status"] == "SUCCEEDED":
+            _remove_earlier_products(out, keep=summary["outputs"])
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+
+def _remove_earlier_products(out: Path, keep: list[str]) -> None:
+    """The products an earlier run (of another configuration) wrote to OUT that this one did not write again: left
+    there, they lay beside a summary.json and provenance.json that describe this run. Only what the earlier
+    summary.json lists as its outputs, directly in OUT, is removed; a failed run removes nothing."""
+    import shutil
+
+    try:
+        earlier = json.loads((out / "summary.json").read_text()).get("outputs", [])
+    except (OSError, ValueError, AttributeError):
+        return
+    kept = {Path(p).resolve() for p in keep}
+    for listed in earlier if isinstance(earlier, list) else []:
+        path = Path(str(listed))
+        if path.parent.resolve() != out.resolve() or path.resolve() in kept or path.is_symlink():
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.is_file():
+            path.unlink()
 
 
 def run_locally(

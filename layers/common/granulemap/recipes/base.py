@@ -122,6 +122,11 @@ class Recipe(abc.ABC):
         """Combine this run's results (one per item; a per-granule recipe's, one per granule) into the products;
         return the S3 keys written."""
 
+    def notes(self, results: list[dict[str, Any]], params: BaseModel) -> list[str]:
+        """What a reader of this run's results should be told that no failure says (results that hold no value, say);
+        each note is added to the summary's message. None by default."""
+        return []
+
 
 def time_from_stamp(pattern: re.Pattern[str], name: str) -> dt.datetime | None:
     """The UTC time in a file name's YYYYMMDDHHMMSS stamp (``pattern``'s first group), or None if there is none.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from granulemap import layout
 from granulemap.granule_access import GranuleAccess
@@ -27,6 +27,13 @@ class Params(BaseModel):
     box: tuple[float, float, float, float] = Field(
         default=(-170.0, -5.0, -120.0, 5.0), description="west, south, east, north in degrees (Niño 3.4 by default)"
     )
+
+    @field_validator("box", mode="before")
+    @classmethod
+    def _four_numbers(cls, box: Any) -> Any:
+        if isinstance(box, (list, tuple)) and len(box) != 4:
+            raise ValueError(f"four numbers [west, south, east, north] in degrees, got {len(box)}: {list(box)}")
+        return box
 
     @model_validator(mode="after")
     def _check_box(self) -> Params:
@@ -94,6 +101,13 @@ class SstBoxMean(SstGlobalMean):
                           title=f"Mean SST over {south:g}..{north:g}°N, {west:g}..{east:g}°E (open water)",
                           ylabel="mean SST (°C)")
         return [csv_key, png_key]
+
+    def where(self, params: BaseModel) -> str:
+        west, south, east, north = params.box  # type: ignore[attr-defined]
+        return f" in the box [{west:g}, {south:g}, {east:g}, {north:g}]"
+
+    def why_empty(self, params: BaseModel) -> str:
+        return ": is the box on land, or under sea ice then?"
 
 
 recipe = SstBoxMean()

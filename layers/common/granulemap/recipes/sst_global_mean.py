@@ -108,5 +108,21 @@ class SstGlobalMean(Recipe):
         )
         return [csv_key, png_key]
 
+    def notes(self, results: list[dict[str, Any]], params: BaseModel) -> list[str]:
+        empty = sorted(str(r.get("granule")) for r in results if not r.get("n_valid"))
+        if not empty:
+            return []
+        shown = ", ".join(empty[:3]) + (", ..." if len(empty) > 3 else "")
+        return [f"{len(empty)} of {len(results)} granules had no cell of open water{self.where(params)}, so their "
+                f"rows have no mean ({shown}){self.why_empty(params)}"]
+
+    def where(self, params: BaseModel) -> str:
+        """Where the recipe averages, for the notes (after "no cell of open water")."""
+        tutorial = params.method == "podaac-tutorial"  # type: ignore[attr-defined]
+        return f" within {TUTORIAL_MAX_ABS_LAT:g}° of the equator" if tutorial else ""
+
+    def why_empty(self, params: BaseModel) -> str:
+        return ": is the granule damaged?"
+
 
 recipe = SstGlobalMean()

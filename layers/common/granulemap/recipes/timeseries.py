@@ -55,6 +55,12 @@ def write_time_series(
     return rows
 
 
+PNG_COLUMN_KEY = "granulemap column"
+PNG_YLABEL_KEY = "granulemap ylabel"
+"""Keys of the PNG text chunks in which ``plot_time_series`` records the column and y label it drew (and the
+standard "Title", the title)."""
+
+
 def plot_time_series(rows: list[dict[str, Any]], value_column: str, title: str, ylabel: str) -> bytes:
     """A PNG of one column against time, with labelled axes (synthetic granules drawn distinctly)."""
     import datetime as dt
@@ -81,6 +87,12 @@ def plot_time_series(rows: list[dict[str, Any]], value_column: str, title: str, 
         ax.scatter(syn_t, syn_v, s=14, color="tab:orange", label="synthetic granules", zorder=2)
     if real_t:
         ax.scatter(real_t, real_v, s=22, color="tab:blue", label="real granules", zorder=3)
+    if not any(math.isfinite(v) for v in values):  # an axis of 1970 and nothing on it said nothing
+        ax.text(0.5, 0.5, f"no {value_column} in " + ("the one row" if len(rows) == 1 else f"any of the {len(rows)} rows"),
+                ha="center", va="center",
+                transform=ax.transAxes)
+        if times:
+            ax.set_xlim(min(times) - dt.timedelta(days=1), max(times) + dt.timedelta(days=1))
     ax.set_xlabel("time (UTC)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -89,6 +101,8 @@ def plot_time_series(rows: list[dict[str, Any]], value_column: str, title: str, 
         ax.legend()
     fig.autofmt_xdate()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
+    # What it draws, kept in the picture (PNG text chunks): `granulemap plot` redraws the CSV as its run drew it.
+    fig.savefig(buf, format="png", bbox_inches="tight",
+                metadata={"Title": title, PNG_COLUMN_KEY: value_column, PNG_YLABEL_KEY: ylabel})
     plt.close(fig)
     return buf.getvalue()

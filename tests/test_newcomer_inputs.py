@@ -1,0 +1,188 @@
+"""What a newcomer types, and what they are told: the README's commands as written, dates, --param JSON, an --out that
+cannot be a folder, a local run's ARN given to the cloud commands, products of an earlier configuration in --out, and
+results that hold no value."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import pytest
+
+from granulemap.cli import build_parser, main
+from granulemap.errors import InvalidInput
+from granulemap.models import ExecutionInput, parse_model
+
+from conftest import ROOT
+
+
+def _readme_commands() -> list[list[str]]:
+    """Every `granulemap` command in the README's shell blocks, continuation lines joined, comments dropped."""
+    text = (ROOT / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            if re.match(r"(\.venv/bin/)?granulemap ", line) and "…" not in line and "<" not in line:
+                commands.append(shlex.split(line)[1:])
+    return commands
+
+
+def test_every_granulemap_command_in_the_readme_parses_as_written() -> None:
+    """Optional flags were shown in brackets inside the commands ("--out out/sst [--max-concurrency 8]"): pasted,
+    the command failed ("unrecognized arguments")."""
+    commands = _readme_commands()
+    assert len(commands) >= 6 and {c[0] for c in commands} >= {"run", "process", "recipes", "plot", "estimate"}
+    parser = build_parser()
+    for words in commands:
+        try:
+            args, unknown = parser.parse_known_args(words)
+        except SystemExit:
+            pytest.fail(f"README command does not parse: granulemap {' '.join(words)}")
+        assert unknown == [], (words, unknown)
+
+
+@pytest.mark.parametrize("written", ["20181201", "2018-12-1", "12/01/2018", "1543622400", 1543622400,
+                                     "2018-12-01 00:00:00"])
+def test_a_date_not_written_yyyy_mm_dd_is_refused_naming_the_format(written) -> None:
+    """Pydantic alone took 20181201 (the dates in GHRSST file names) and 1543622400 for seconds since 1970, refused
+    2018-12-1 with "input is too short", and said nothing of the format."""
+    with pytest.raises(InvalidInput, match=r"field 'start': .* is not a date written YYYY-MM-DD \(such as "):
+        parse_model(ExecutionInput, {"recipe": "sst-global-mean", "start": written, "end": "2018-12-31"}, "input")
+
+
+def test_an_impossible_date_is_named_with_the_reason() -> None:
+    with pytest.raises(InvalidInput, match="field 'end': '2018-02-30' is not a date: day is out of range for month"):
+        parse_model(ExecutionInput, {"recipe": "sst-global-mean", "start": "2018-02-01", "end": "2018-02-30"}, "input")
+
+
+def test_the_run_command_refuses_a_number_for_a_date_before_starting(capsys, tmp_path: Path) -> None:
+    assert main(["run", "--recipe", "sst-global-mean", "--start", "20181201", "--end", "2018-12-31",
+                 "--source", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "YYYY-MM-DD" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing started
+
+
+def test_a_param_meant_as_json_that_does_not_parse_says_so(capsys) -> None:
+    """--param 'box=[-170,-5,-120' was taken as the text "[-170,-5,-120" and refused as "not a valid tuple"."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--recipe", "sst-box-mean", "--start", "2018-12-01", "--end", "2018-12-31", "--source", ".",
+              "--out", "out", "--param", "box=[-170,-5,-120"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--param box: '[-170,-5,-120' is not valid JSON" in err and "box=[-170,-5,-120,5]" in err
+
+
+def test_a_box_of_three_numbers_is_told_it_needs_four(capsys, tmp_path: Path) -> None:
+    assert main(["run", "--recipe", "sst-box-mean", "--start", "2018-12-01", "--end", "2018-12-31",
+                 "--source", str(tmp_path), "--out", str(tmp_path / "out"), "--param", "box=[-170,-5,-120]"]) == 2
+    assert "four numbers [west, south, east, north] in degrees, got 3" in capsys.readouterr().err
+
+
+def test_an_out_that_cannot_be_a_folder_is_bad_input_in_one_line(capsys, tmp_path: Path, mur25: Path) -> None:
+    """A file where the folder should be gave a NotADirectoryError traceback and exit 1."""
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    assert main(["run", "--recipe", "sst-global-mean", "--start", "2018-12-31", "--end", "2018-12-31",
+                 "--source", str(mur25.parent), "--out", str(taken), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"granulemap: cannot make the folder {taken} for the run's products: Not a directory\n"
+
+
+def test_the_cloud_commands_tell_a_local_run_from_a_deployed_one(capsys, tmp_path: Path) -> None:
+    """A local summary's execution ARN given to status/results asked for AWS credentials; its --out folder was
+    "not an ARN"."""
+    from granulemap.local.engine import ACCOUNT, LOCAL_STACK_NAME, REGION
+
+    arn = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{LOCAL_STACK_NAME}-pipeline:local-20261130T072221-69c627"
+    for command in (["status", arn], ["results", arn, "--out", str(tmp_path / "r")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "an execution of granulemap run, on this machine" in err and "--out folder" in err
+    assert main(["results", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "is a folder: a local run's products" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def _run(out: Path, source: Path, *extra: str) -> dict:
+    code = main(["run", "--start", "2018-12-31", "--end", "2018-12-31", "--source", str(source), "--out", str(out),
+                 "--quiet", *extra])
+    summary = json.loads((out / "summary.json").read_text())
+    assert (code == 0) == (summary["status"] == "SUCCEEDED")
+    return summary
+
+
+@pytest.mark.slow
+def test_another_configuration_in_the_same_out_replaces_the_earlier_products(tmp_path: Path, mur25: Path) -> None:
+    """README: "another configuration's products replace them in --out". Products of other names stayed beside a
+    summary.json and provenance.json that described the later run. A failed run removes nothing."""
+    source = tmp_path / "granules"
+    source.mkdir()
+    shutil.copy(mur25, source / mur25.name)
+    out = tmp_path / "out"
+    first = _run(out, source, "--recipe", "sst-global-mean")
+    assert (out / "global_mean_sst.csv").is_file() and (out / "global_mean_sst.png").is_file()
+    (out / "my-notes.txt").write_text("mine")  # not a product: never touched
+    second = _run(out, source, "--recipe", "sst-box-mean")
+    assert second["status"] == "SUCCEEDED"
+    assert not (out / "global_mean_sst.csv").exists() and not (out / "global_mean_sst.png").exists()
+    assert (out / "box_mean_sst.csv").is_file() and (out / "my-notes.txt").read_text() == "mine"
+    assert set(first["outputs"]) - set(second["outputs"]) == {str(out / "global_mean_sst.csv"),
+                                                              str(out / "global_mean_sst.png")}
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / mur25.name.replace("090000", "120000")).write_bytes(b"not a granule")  # not done before
+    failed = _run(out, broken, "--recipe", "sst-global-mean", "--tolerated-failure-percentage", "0")
+    assert failed["status"] == "FAILED"
+    assert (out / "box_mean_sst.csv").is_file() and (out / "box_mean_sst.png").is_file()
+
+
+def test_a_box_without_open_water_is_noted_in_the_summary(tmp_path: Path, mur25: Path, capsys) -> None:
+    """A box on land succeeded with empty rows and a blank picture dated 1970, and nothing said why."""
+    box = [10.0, 20.0, 11.0, 21.0]  # the Sahara
+    with netCDF4.Dataset(mur25) as ds:  # the premise, read independently: no open-water cell in the box
+        lat, lon = ds["lat"][:], ds["lon"][:]
+        rows = np.flatnonzero((lat >= box[1]) & (lat <= box[3]))
+        cols = np.flatnonzero((lon >= box[0]) & (lon <= box[2]))
+        mask = np.asarray(ds["mask"][0, rows.min():rows.max() + 1, cols.min():cols.max() + 1])
+    assert rows.size and cols.size and not (mask & 1).any()  # GHRSST L4 mask bit 1: open water
+    source = tmp_path / "granules"
+    source.mkdir()
+    shutil.copy(mur25, source / mur25.name)
+    summary = _run(tmp_path / "out", source, "--recipe", "sst-box-mean", "--param", f"box={json.dumps(box)}")
+    assert summary["status"] == "SUCCEEDED"
+    (note,) = summary["notes"]
+    assert note.startswith("1 of 1 granules had no cell of open water in the box [10, 20, 11, 21]")
+    assert mur25.name in note and note in summary["message"]
+    assert f"note: {note}" in capsys.readouterr().out
+    water = _run(tmp_path / "water", source, "--recipe", "sst-box-mean", "--param", "box=[-170,-5,-120,5]")
+    assert water["notes"] == []
+
+
+def test_a_time_series_without_values_says_so_on_its_picture(monkeypatch) -> None:
+    import datetime as dt
+
+    import matplotlib.dates
+    import matplotlib.figure
+
+    from granulemap.recipes.timeseries import plot_time_series
+
+    seen = {}
+    save = matplotlib.figure.Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        ax = fig.axes[0]
+        seen.update(texts=[t.get_text() for t in ax.texts], xlim=ax.get_xlim())
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    rows = [{"time": f"2018-12-{d:02d}T09:00:00Z", "granule": f"g{d}", "mean_sst_c": ""} for d in (1, 2)]
+    assert plot_time_series(rows, "mean_sst_c", "t", "mean SST (°C)").startswith(b"\x89PNG")
+    assert seen["texts"] == ["no mean_sst_c in any of the 2 rows"]
+    first, last = (matplotlib.dates.num2date(x).date() for x in seen["xlim"])
+    assert first <= dt.date(2018, 12, 1) and dt.date(2018, 12, 2) <= last and first.year == 2018

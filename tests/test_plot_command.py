@@ -1,0 +1,133 @@
+"""``granulemap plot`` of a run's CSV time series: it redraws what the run drew (same title and y label, which the run's
+picture records) and draws another column beside the product's picture, never over it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from granulemap.cli import main
+from granulemap.recipes import timeseries
+
+import test_tutorial
+from conftest import ROOT
+
+installed_tutorial = test_tutorial.installed_tutorial  # the fixture that installs the README's recipe
+
+GHRSST = ROOT / "tests" / "data" / "ghrsst"
+HEADER = "time,granule,mean_sst_c,n_valid,min_sst_c,max_sst_c\n"
+ROWS = "2018-12-01T09:00:00Z,a.nc,19.3,10,1,2\n2018-12-02T09:00:00Z,b.nc,19.4,12,1,2\n"
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> list[tuple[str, str, str]]:
+    """(column, title, ylabel) of every time series drawn from here on (still drawn, by the real function)."""
+    calls: list[tuple[str, str, str]] = []
+    real = timeseries.plot_time_series
+
+    def spy(rows, value_column, title, ylabel):  # type: ignore[no-untyped-def]
+        calls.append((value_column, title, ylabel))
+        return real(rows, value_column, title, ylabel)
+
+    monkeypatch.setattr(timeseries, "plot_time_series", spy)
+    return calls
+
+
+def _plot(capsys, *args: str) -> Path:
+    assert main(["plot", *args]) == 0, capsys.readouterr().err
+    return Path(capsys.readouterr().out.strip())
+
+
+def _run(capsys, out: Path, *args: str) -> None:
+    code = main(["run", "--start", "2018-12-01", "--end", "2018-12-31", "--source", str(GHRSST),
+                 "--out", str(out), "--quiet", *args])
+    assert code == 0, capsys.readouterr()
+    capsys.readouterr()
+
+
+def _redraws_what_the_run_drew(capsys, drawn, out: Path, csv_name: str, other_column: str | None) -> None:
+    """The run's picture, kept aside, equals byte for byte the redraw of its CSV (its title and y label included);
+    another column's picture is written beside it with the run's title, and leaves the product's picture alone."""
+    csv, product = out / csv_name, out / csv_name.replace(".csv", ".png")
+    by_run = product.read_bytes()
+    assert _plot(capsys, str(csv), "--out", str(out / "redraw.png")).read_bytes() == by_run
+    assert _plot(capsys, str(csv)) == product and product.read_bytes() == by_run
+    if other_column is None:
+        return
+    png = _plot(capsys, str(csv), "--column", other_column)
+    assert png == out / f"{csv.stem}-{other_column}.png" and png.read_bytes().startswith(b"\x89PNG")
+    assert product.read_bytes() == by_run
+    (column, title, _), (other, other_title, other_label) = drawn[0], drawn[-1]
+    assert (other, other_title) == (other_column, title) and other_label != drawn[0][2]
+    assert column != other_column
+
+
+def test_another_column_is_drawn_beside_the_products_picture(tmp_path: Path, capsys) -> None:
+    csv = tmp_path / "global_mean_sst.csv"
+    csv.write_text(HEADER + ROWS)
+    product = tmp_path / "global_mean_sst.png"
+    product.write_bytes(b"the run's picture")
+    png = _plot(capsys, str(csv), "--column", "n_valid")
+    assert png == tmp_path / "global_mean_sst-n_valid.png" and png.read_bytes().startswith(b"\x89PNG")
+    assert product.read_bytes() == b"the run's picture"
+    assert _plot(capsys, str(csv), "--column", "mean_sst_c") == product  # the product's own column: its own name
+    assert _plot(capsys, str(csv), "--column", "n_valid", "--out", str(tmp_path / "n.png")) == tmp_path / "n.png"
+
+
+def test_a_csv_without_its_runs_picture_is_titled_after_its_file(tmp_path: Path, capsys, drawn) -> None:
+    csv = tmp_path / "global_mean_sst.csv"
+    csv.write_text(HEADER + ROWS)
+    _plot(capsys, str(csv))
+    assert drawn == [("mean_sst_c", "global mean sst", "mean SST (°C)")]
+
+
+@pytest.mark.parametrize("picture", [b"not a picture", "a PNG without granulemap's text chunks"])
+def test_a_picture_that_cannot_tell_falls_back_to_the_file_name(tmp_path: Path, capsys, drawn, picture) -> None:
+    csv = tmp_path / "global_mean_sst.csv"
+    csv.write_text(HEADER + ROWS)
+    if isinstance(picture, str):
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure()
+        fig.savefig(tmp_path / "global_mean_sst.png", format="png", metadata={"Title": picture})
+        plt.close(fig)
+    else:
+        (tmp_path / "global_mean_sst.png").write_bytes(picture)
+    _plot(capsys, str(csv))
+    assert drawn == [("mean_sst_c", "global mean sst", "mean SST (°C)")]
+
+
+@pytest.mark.slow
+def test_redraw_of_a_global_mean_run_is_the_runs_picture(tmp_path: Path, capsys, drawn) -> None:
+    out = tmp_path / "sst-podaac"
+    _run(capsys, out, "--recipe", "sst-global-mean", "--method", "podaac-tutorial")
+    _redraws_what_the_run_drew(capsys, drawn, out, "global_mean_sst.csv", "n_valid")
+
+
+@pytest.mark.slow
+def test_redraw_of_a_box_mean_run_is_the_runs_picture(tmp_path: Path, capsys, drawn) -> None:
+    out = tmp_path / "box"
+    _run(capsys, out, "--recipe", "sst-box-mean", "--param", "box=[-170,-5,-120,5]")
+    _redraws_what_the_run_drew(capsys, drawn, out, "box_mean_sst.csv", "n_valid")
+
+
+@pytest.mark.slow
+def test_redraw_of_a_results_download_moved_elsewhere_is_the_runs_picture(tmp_path: Path, capsys, drawn) -> None:
+    """The CSV and its picture, copied elsewhere together (the run's summary.json left behind)."""
+    _run(capsys, tmp_path / "box", "--recipe", "sst-box-mean", "--param", "box=[170,-10,-170,10]")
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in ("box_mean_sst.csv", "box_mean_sst.png"):
+        shutil.copy(tmp_path / "box" / name, moved / name)
+    _redraws_what_the_run_drew(capsys, drawn, moved, "box_mean_sst.csv", None)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("installed_tutorial")
+def test_redraw_of_the_tutorial_recipes_run_is_the_runs_picture(tmp_path: Path, capsys, drawn) -> None:
+    out = tmp_path / "warm"
+    _run(capsys, out, "--recipe", "sst-warm-fraction", "--param", "threshold_c=25")
+    _redraws_what_the_run_drew(capsys, drawn, out, "warm_fraction.csv", None)
+    assert {column for column, _, _ in drawn} == {"warm_fraction"}
