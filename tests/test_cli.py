@@ -368,3 +368,4 @@ def test_ctrl_c_ends_a_local_run_at_once_without_a_traceback(tmp_path: Path, mur
     assert proc.returncode == 130, err[-2000:]
     assert time.monotonic() - interrupted < 20, "waited for the item"
     assert "Traceback" not in err and "docker" not in err.lower(), err[-2000:]
+    assert "granulemap: interrupted (the same command again resumes" in err

@@ -375,7 +375,7 @@ def test_a_scheduled_month_missing_a_daily_granule_fails_so_that_the_alert_tells
     scheduled = {"recipe": "sst-global-mean", "period": "previous-month", "source": str(tmp_path)}
     january = dt.datetime(2019, 1, 5, 6, 0, tzinfo=dt.UTC)
     with pytest.raises(NoGranulesFound, match=r"1 day\(s\) of 2018-12-01..2018-12-31 \(previous-month\) have no "
-                                              r"granule in .*: 2018-12-15\. If NASA has not published"):
+                                              r"granule in (.*): 2018-12-15\. If they are not in \1 yet, run"):
         build_catalog(scheduled, "run-gap", Settings(bucket=BUCKET), bucket, now=january)
     assert bucket.get_json_or_none(layout.manifest_key("run-gap")) is None
     by_hand = build_catalog({**{k: v for k, v in scheduled.items() if k != "period"}, "start": "2018-12-01",

@@ -186,3 +186,19 @@ def test_a_time_series_without_values_says_so_on_its_picture(monkeypatch) -> Non
     assert seen["texts"] == ["no mean_sst_c in any of the 2 rows"]
     first, last = (matplotlib.dates.num2date(x).date() for x in seen["xlim"])
     assert first <= dt.date(2018, 12, 1) and dt.date(2018, 12, 2) <= last and first.year == 2018
+
+
+@pytest.mark.parametrize("workers", ["0", "-1", "two"])
+def test_workers_must_be_one_or_more(capsys, workers: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--recipe", "sst-global-mean", "--start", "2018-12-01", "--end", "2018-12-31", "--source", ".",
+              "--out", "out", "--workers", workers])
+    assert exit_.value.code == 2
+    assert f"argument --workers: {workers!r}: a number of worker processes, 1 or more" in capsys.readouterr().err
+
+
+def test_status_and_results_say_what_arn_they_take(capsys) -> None:
+    for command in ("status", "results"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "EXECUTION_ARN  the run's execution ARN, as granulemap start printed it" in capsys.readouterr().out

@@ -75,9 +75,10 @@ def _refuse_a_scheduled_period_with_missing_granules(granules: list[Granule], ex
     again = json.dumps(execution.model_dump(mode="json", exclude_none=True, exclude_defaults=True))
     how = (f"run the month again later with this input (aws stepfunctions start-execution --input, or the same "
            f"fields as granulemap start's options): {again}")
+    not_yet = ("if NASA has not published them yet" if execution.source is None
+               else f"if they are not in {execution.source} yet")
     if not granules:
-        raise NoGranulesFound(f"no granules {where} for {start}..{end} ({period}): if NASA has not published them "
-                              f"yet, {how}")
+        raise NoGranulesFound(f"no granules {where} for {start}..{end} ({period}): {not_yet}, {how}")
     if recipe.one_granule_a_day:
         have = {g.time.astimezone(dt.UTC).date() for g in granules if g.time is not None}
         days = (start + dt.timedelta(days=n) for n in range((end - start).days + 1))
@@ -85,9 +86,9 @@ def _refuse_a_scheduled_period_with_missing_granules(granules: list[Granule], ex
         if missing:
             shown = ", ".join(str(d) for d in missing[:5]) + (", ..." if len(missing) > 5 else "")
             raise NoGranulesFound(
-                f"{len(missing)} day(s) of {start}..{end} ({period}) have no granule {where}: {shown}. If NASA has "
-                f"not published them yet, {how}. To accept the gap, run the month with its dates as start and end "
-                "instead of period")
+                f"{len(missing)} day(s) of {start}..{end} ({period}) have no granule {where}: {shown}. "
+                f"{not_yet[0].upper()}{not_yet[1:]}, {how}. To accept the gap, run the month with its dates as start "
+                "and end instead of period")
 
 
 def _refuse_a_bbox_that_changes_nothing(execution: ExecutionInput, recipe: Recipe) -> None:

@@ -22,6 +22,16 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of worker processes, 1 or more")
+    return value
+
+
 def parse_param(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -219,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="directory for the products, summary.json and logs")
     run.add_argument("--parent-order", type=int, dest="parent_order", help="atl06-cell-stats: item cell order (6)")
     run.add_argument("--child-order", type=int, dest="child_order", help="atl06-cell-stats: statistics order (12)")
-    run.add_argument("--workers", type=int, default=None,
+    run.add_argument("--workers", type=_at_least_one, default=None,
                      help="worker processes on this machine (default: one per core); --max-concurrency is how many "
                           "items the state machine runs at once, which these processes share")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -288,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             return 3
         raise
     except KeyboardInterrupt:
-        print("granulemap: interrupted", file=sys.stderr)
+        again = " (the same command again resumes: what was done is kept)" if args.command == "run" else ""
+        print(f"granulemap: interrupted{again}", file=sys.stderr)
         return 130
 
 

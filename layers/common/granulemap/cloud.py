@@ -298,6 +298,10 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0 if summary["status"] == "SUCCEEDED" else 1
 
 
+EXECUTION_ARN_HELP = ("the run's execution ARN, as granulemap start printed it (arn:aws:states:REGION:ACCOUNT:"
+                      "execution:STACK-pipeline:NAME); aws stepfunctions list-executions lists them")
+
+
 def add_cloud_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register the cloud subcommands on the ``granulemap`` parser."""
     from granulemap.cli import add_execution_options
@@ -312,11 +316,11 @@ def add_cloud_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     start.set_defaults(func=cmd_start, talks_to_aws=True)
 
     status = sub.add_parser("status", help="status, current state and item counts of a run (exit 1 if it failed)")
-    status.add_argument("execution_arn", metavar="EXECUTION_ARN")
+    status.add_argument("execution_arn", metavar="EXECUTION_ARN", help=EXECUTION_ARN_HELP)
     status.set_defaults(func=cmd_status, talks_to_aws=True)
 
     results = sub.add_parser("results", help="download a run's summary and products from the stack's bucket")
-    results.add_argument("execution_arn", metavar="EXECUTION_ARN")
+    results.add_argument("execution_arn", metavar="EXECUTION_ARN", help=EXECUTION_ARN_HELP)
     results.add_argument("--out", required=True, help="directory for the products and summary.json")
     results.add_argument("--stack", help="stack name (default: the stack that owns the run's state machine)")
     results.set_defaults(func=cmd_results, talks_to_aws=True)
