@@ -365,7 +365,7 @@ def test_credentials_taken_within_the_margin_are_kept_not_refreshed_at_every_rea
                                                now=dt.datetime(2030, 1, 1, 0, minute, tzinfo=dt.UTC))
             assert got == stored
     assert counting.get_calls == 1
-    short = daac_credentials("short", "2030-01-01 01:25:00+00:00")  # a 25-minute life, below this margin
+    short = daac_credentials("short", "2030-01-01 01:11:00+00:00")  # 25 minutes left when got: below this margin
     put_secure(ssm, USERNAME_PARAMETER, "edl-user")
     put_secure(ssm, PASSWORD_PARAMETER, "edl-password")
     with responses.RequestsMock() as rs:
@@ -373,5 +373,5 @@ def test_credentials_taken_within_the_margin_are_kept_not_refreshed_at_every_rea
         at_refresh = dt.datetime(2030, 1, 1, 0, 46, tzinfo=dt.UTC)  # 14 minutes left: refreshed
         assert credentials.load_credentials(ref, password_settings(), now=at_refresh) == short
         assert credentials.load_credentials(ref, password_settings(), now=at_refresh + dt.timedelta(minutes=5)) == short
-        assert len(rs.calls) == 3  # one login; the new ones (19 minutes left) are used, not refreshed again
+        assert len(rs.calls) == 3  # one login; the new ones (20 minutes left) are used, not refreshed again
     assert counting.get_calls == 2

@@ -120,7 +120,9 @@ def _run(out: Path, source: Path, *extra: str) -> dict:
 @pytest.mark.slow
 def test_another_configuration_in_the_same_out_replaces_the_earlier_products(tmp_path: Path, mur25: Path) -> None:
     """README: "another configuration's products replace them in --out". Products of other names stayed beside a
-    summary.json and provenance.json that described the later run. A failed run removes nothing."""
+    summary.json and provenance.json that described the later run. A failed run removes nothing, and the removal
+    still happens at the next run that succeeds; a run of the same configuration that finds nothing to do keeps the
+    series; what local runs did not write (a file of the user's, what granulemap results downloaded) stays."""
     source = tmp_path / "granules"
     source.mkdir()
     shutil.copy(mur25, source / mur25.name)
@@ -128,18 +130,39 @@ def test_another_configuration_in_the_same_out_replaces_the_earlier_products(tmp
     first = _run(out, source, "--recipe", "sst-global-mean")
     assert (out / "global_mean_sst.csv").is_file() and (out / "global_mean_sst.png").is_file()
     (out / "my-notes.txt").write_text("mine")  # not a product: never touched
-    second = _run(out, source, "--recipe", "sst-box-mean")
-    assert second["status"] == "SUCCEEDED"
-    assert not (out / "global_mean_sst.csv").exists() and not (out / "global_mean_sst.png").exists()
-    assert (out / "box_mean_sst.csv").is_file() and (out / "my-notes.txt").read_text() == "mine"
-    assert set(first["outputs"]) - set(second["outputs"]) == {str(out / "global_mean_sst.csv"),
-                                                              str(out / "global_mean_sst.png")}
+    (out / "box_mean_sst-from-aws.csv").write_text("downloaded")
+    nothing = main(["run", "--recipe", "sst-global-mean", "--start", "2018-11-01", "--end", "2018-11-30",
+                    "--source", str(source), "--out", str(out), "--quiet"])
+    assert nothing == 0 and json.loads((out / "summary.json").read_text())["items"]["total"] == 0
+    assert (out / "global_mean_sst.csv").is_file() and (out / "global_mean_sst.png").is_file()  # same configuration
+
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / mur25.name.replace("090000", "120000")).write_bytes(b"not a granule")  # not done before
-    failed = _run(out, broken, "--recipe", "sst-global-mean", "--tolerated-failure-percentage", "0")
+    failed = _run(out, broken, "--recipe", "sst-box-mean", "--tolerated-failure-percentage", "0")
     assert failed["status"] == "FAILED"
+    assert (out / "global_mean_sst.csv").is_file() and (out / "global_mean_sst.png").is_file()
+
+    second = _run(out, source, "--recipe", "sst-box-mean")
+    assert second["status"] == "SUCCEEDED"
+    assert not (out / "global_mean_sst.csv").exists() and not (out / "global_mean_sst.png").exists()
     assert (out / "box_mean_sst.csv").is_file() and (out / "box_mean_sst.png").is_file()
+    assert (out / "my-notes.txt").read_text() == "mine" and (out / "box_mean_sst-from-aws.csv").is_file()
+    assert set(first["outputs"]) - set(second["outputs"]) == {str(out / "global_mean_sst.csv"),
+                                                              str(out / "global_mean_sst.png")}
+
+
+def test_a_midnight_datetime_in_a_workspace_input_is_its_day() -> None:
+    """Workspace.run takes dates as their text; a pandas Timestamp or datetime of a day became "2019-03-01
+    00:00:00", which start and end refuse."""
+    import datetime as dt
+
+    from granulemap.local.run import _as_text
+
+    assert _as_text(dt.datetime(2019, 3, 1)) == "2019-03-01"
+    assert _as_text(dt.datetime(2019, 3, 1, tzinfo=dt.UTC)) == "2019-03-01"
+    assert _as_text(dt.datetime(2019, 3, 1, 12)) == "2019-03-01 12:00:00"  # a time of day: refused, as it says
+    assert _as_text(dt.date(2019, 3, 1)) == "2019-03-01"
 
 
 def test_a_box_without_open_water_is_noted_in_the_summary(tmp_path: Path, mur25: Path, capsys) -> None:

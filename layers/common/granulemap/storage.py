@@ -18,6 +18,9 @@ from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
 from granulemap.errors import StorageThrottled
 
 _THROTTLE_CODES = {"SlowDown", "503", "ServiceUnavailable", "RequestTimeout", "InternalError", "500"}
+_CHANGED_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404"}
+"""A conditional write refused: the object is not the version read (412), another conditional write of it is in
+progress (409), or it was deleted since (If-Match on no object)."""
 
 
 MAX_CONNECTIONS = 32
@@ -85,6 +88,32 @@ class Bucket:
             if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
                 return False
             raise translate_s3_error(exc, f"looking up s3://{self.name}/{key}") from exc
+
+    def get_bytes_and_etag(self, key: str) -> tuple[bytes | None, str | None]:
+        """The object and its ETag, for ``put_bytes_if_unchanged``; (None, None) when there is none."""
+        try:
+            response = self.client.get_object(Bucket=self.name, Key=key)
+            return response["Body"].read(), response["ETag"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
+                return None, None
+            raise translate_s3_error(exc, f"reading s3://{self.name}/{key}") from exc
+        except Exception as exc:
+            raise translate_s3_error(exc, f"reading s3://{self.name}/{key}") from exc
+
+    def put_bytes_if_unchanged(self, key: str, body: bytes, content_type: str, etag: str | None) -> bool:
+        """Write ``key`` only if it is still the version read (``etag``), or still absent (None): an S3 conditional
+        write. False when another writer changed it (or created, or deleted it) in between: read it again."""
+        condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
+        try:
+            self.client.put_object(Bucket=self.name, Key=key, Body=body, ContentType=content_type, **condition)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _CHANGED_CODES:
+                return False
+            raise translate_s3_error(exc, f"writing s3://{self.name}/{key}") from exc
+        except Exception as exc:
+            raise translate_s3_error(exc, f"writing s3://{self.name}/{key}") from exc
 
     def keys(self, prefix: str) -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")

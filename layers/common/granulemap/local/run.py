@@ -78,6 +78,16 @@ def _make_folder(logs: Path) -> None:
                            ) from None
 
 
+def _as_text(value: Any) -> str:
+    """A value of the execution input that JSON has no type for, as its text; a datetime at midnight (a pandas
+    Timestamp of a day, say) as its date, which is what start and end take."""
+    import datetime as dt
+
+    if isinstance(value, dt.datetime) and value.time() == dt.time(0) and value.utcoffset() in (None, dt.timedelta(0)):
+        return value.date().isoformat()
+    return str(value)
+
+
 class Workspace:
     """Local runs that share one started engine: for a notebook or a script that runs several date ranges or recipes.
 
@@ -125,7 +135,7 @@ class Workspace:
         if not isinstance(execution_input, dict):
             raise TypeError(f"the execution input is a dict (as start-execution's JSON document), not "
                             f"{type(execution_input).__name__}")
-        execution_input = json.loads(json.dumps(execution_input, default=str))
+        execution_input = json.loads(json.dumps(execution_input, default=_as_text))
         engine = self.engine
         name = execution_name()
         out = (Path(out) if out is not None else self.folder / "runs" / name).resolve()
@@ -173,30 +183,48 @@ class Workspace:
         summary["execution"] = {"arn": arn, "status": desc["status"]}
         summary["outputs"] = local_outputs + [str(out / "summary.json")]
         if desc["status"] == "SUCCEEDED":
-            _remove_earlier_products(out, keep=summary["outputs"])
+            _replace_other_configurations_products(out, summary, local_outputs)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
 
-def _remove_earlier_products(out: Path, keep: list[str]) -> None:
-    """The products an earlier run (of another configuration) wrote to OUT that this one did not write again: left
-    there, they lay beside a summary.json and provenance.json that describe this run. Only what the earlier
-    summary.json lists as its outputs, directly in OUT, is removed; a failed run removes nothing."""
+PRODUCTS_RECORD = "products.json"
+"""OUT/logs/products.json: which products in OUT local runs wrote, per configuration (recipe and parameters)."""
+
+
+def _replace_other_configurations_products(out: Path, summary: dict[str, Any], written: list[str]) -> None:
+    """Remove from OUT the products that local runs of other configurations wrote there and this run did not write
+    again (left, they lay beside a summary.json and provenance.json that describe this run), then record this run's.
+
+    Only what OUT/logs/products.json says a local run wrote, by name directly in OUT, is removed: never a file of
+    the user's, nor what ``granulemap results`` downloaded; the same configuration's earlier products (an ATL06
+    period's map; the CSV, when a run found nothing to do) stay. Only a run that succeeded calls this."""
     import shutil
 
+    record_path = out / "logs" / PRODUCTS_RECORD
     try:
-        earlier = json.loads((out / "summary.json").read_text()).get("outputs", [])
-    except (OSError, ValueError, AttributeError):
-        return
-    kept = {Path(p).resolve() for p in keep}
-    for listed in earlier if isinstance(earlier, list) else []:
-        path = Path(str(listed))
-        if path.parent.resolve() != out.resolve() or path.resolve() in kept or path.is_symlink():
+        record = json.loads(record_path.read_text())
+        entries = [e for e in record if isinstance(e, dict) and isinstance(e.get("outputs"), list)]
+    except (OSError, ValueError, TypeError):
+        entries = []
+    ours = {"recipe": summary.get("recipe"), "params": summary.get("params")}
+    names = {Path(p).name for p in written if Path(p).parent == out}
+    root = out.resolve()
+    kept = []
+    for entry in entries:
+        if {"recipe": entry.get("recipe"), "params": entry.get("params")} == ours:
+            names |= {str(n) for n in entry["outputs"]}
             continue
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        elif path.is_file():
-            path.unlink()
+        for name in entry["outputs"]:
+            path = out / str(name)
+            if str(name) in names or path.is_symlink() or path.resolve().parent != root or path.resolve() == root:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.is_file():
+                path.unlink()
+    kept.append({**ours, "outputs": sorted(names)})
+    record_path.write_text(json.dumps(kept, indent=1))
 
 
 def run_locally(

@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import math
+import random
+import time
 from collections.abc import Sequence
 from typing import Any
 
+from granulemap.errors import TransientError
 from granulemap.storage import Bucket
 
 
@@ -44,15 +47,26 @@ def write_time_series(
     title: str,
     ylabel: str,
 ) -> list[dict[str, Any]]:
-    """Merge ``new_rows`` into the cumulative CSV at ``csv_key``, write it and its plot; return all rows."""
-    existing_bytes = None
-    if bucket.exists(csv_key):
-        existing_bytes = bucket.get_bytes(csv_key)
-    existing = csv_to_rows(existing_bytes) if existing_bytes else []
-    rows = merge_time_series(columns, existing, new_rows)
-    bucket.put_bytes(csv_key, rows_to_csv(columns, rows), "text/csv")
-    bucket.put_bytes(png_key, plot_time_series(rows, value_column, title, ylabel), "image/png")
-    return rows
+    """Merge ``new_rows`` into the cumulative CSV at ``csv_key``, write it and its plot; return all rows.
+
+    Two runs of one configuration (two months started at once) may merge at the same moment: each read the CSV,
+    and the second write dropped the first one's new rows. The CSV is written only if it is still the version read
+    (``Bucket.put_bytes_if_unchanged``), else read and merged again. The plot is written just before: the run whose
+    CSV is written last has drawn the plot last, from the same rows."""
+    for attempt in range(CSV_WRITE_ATTEMPTS):
+        existing_bytes, etag = bucket.get_bytes_and_etag(csv_key)
+        existing = csv_to_rows(existing_bytes) if existing_bytes else []
+        rows = merge_time_series(columns, existing, new_rows)
+        bucket.put_bytes(png_key, plot_time_series(rows, value_column, title, ylabel), "image/png")
+        if bucket.put_bytes_if_unchanged(csv_key, rows_to_csv(columns, rows), "text/csv", etag):
+            return rows
+        time.sleep(random.uniform(0.05, 0.5) * (attempt + 1))
+    raise TransientError(f"s3://{bucket.name}/{csv_key} changed {CSV_WRITE_ATTEMPTS} times while this run merged its "
+                         "rows into it (other runs of the same configuration writing it): Aggregate is tried again")
+
+
+CSV_WRITE_ATTEMPTS = 8
+"""Reads and merges of the CSV before Aggregate gives up on it (TransientError: the state machine retries it)."""
 
 
 PNG_COLUMN_KEY = "granulemap column"
