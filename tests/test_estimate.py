@@ -43,7 +43,7 @@ def test_a_year_of_daily_granules_costs_what_a_hand_computation_says(tmp_path: P
     single_gbs = (1.0 + 1.0) * 0.5 + (0.5 + 0.5) * 0.25 + (2.0 + 365 * 0.005 + 1.2) * 1.0  # 2.0+1.825 → 3.825 billed
     lambda_usd = (processor_gbs + init_gbs + single_gbs) * 0.0000166667
     requests_usd = (365 + 3) * 0.20 / 1e6
-    transitions_usd = (5 + 365) * 0.025 / 1000
+    transitions_usd = (6 + 365) * 0.025 / 1000  # parent: 6 states entered (no failures), child: 1 each
     # GET: each result by Aggregate, + ItemReader's and Aggregate's manifest; PUT: results + 5; 1 LIST (≤ 1,000 keys)
     s3_usd = (365 * 1 + 2) * 0.0004 / 1000 + (365 * 1 + 5 + 1) * 0.005 / 1000
     expected = lambda_usd + requests_usd + transitions_usd + s3_usd
@@ -51,7 +51,7 @@ def test_a_year_of_daily_granules_costs_what_a_hand_computation_says(tmp_path: P
     assert result.total_usd == pytest.approx(expected, rel=1e-9)
     by_name = {what: usd for what, usd, _ in result.lines}
     assert by_name["Lambda compute, Processor"] == pytest.approx(36.5 * 0.0000166667, rel=1e-9)
-    assert by_name["Step Functions state transitions"] == pytest.approx(0.00925, rel=1e-9)
+    assert by_name["Step Functions state transitions"] == pytest.approx((6 + 365) * 0.025 / 1000, rel=1e-9)
     assert any("us-west-2" in a for a in result.assumptions)
 
 
@@ -70,7 +70,7 @@ def test_grouped_granules_make_one_item_per_dekad_of_the_range(tmp_path: Path) -
     by_name = {what: usd for what, usd, _ in result.lines}
     assert result.items == 36
     assert by_name["Lambda compute, Processor"] == pytest.approx(36 * billed * 1.0 * 0.0000166667, rel=1e-9)
-    assert by_name["Step Functions state transitions"] == pytest.approx((5 + 36) * 0.025 / 1000, rel=1e-9)
+    assert by_name["Step Functions state transitions"] == pytest.approx((6 + 36) * 0.025 / 1000, rel=1e-9)
     assert by_name["Lambda requests"] == pytest.approx((36 + 3) * 0.20 / 1e6, rel=1e-9)
     ungrouped = est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 12, 31), MEMORY, model)
     assert result.total_usd < ungrouped.total_usd
@@ -162,7 +162,7 @@ def _atl06_by_hand(items: int, granules_per_item: float) -> tuple[float, float]:
     init_gbs = min(items, 40) * 0.8 * 1.0
     single_gbs = (1.0 + 1.0) * 0.5 + (0.5 + 0.5) * 0.25 + (_billed(2.0 + items * 0.005) + 1.2) * 1.0
     requests_usd = (items + 3) * 0.20 / 1e6
-    transitions_usd = (5 + items) * 0.025 / 1000
+    transitions_usd = (6 + items) * 0.025 / 1000
     s3_usd = (items * 1 + 2) * 0.0004 / 1000 + (items * 10 + 5 + math.ceil(items / 1000)) * 0.005 / 1000
     total = (processor_gbs + init_gbs + single_gbs) * 0.0000166667 + requests_usd + transitions_usd + s3_usd
     return processor_gbs * 0.0000166667, total

@@ -62,7 +62,7 @@ def test_sst_run_through_the_state_machine(engine: LocalEngine, source: Path, sy
     history = engine.history(desc["executionArn"])
     states = _entered_states(history)
     assert states[:3] == ["BuildCatalog", "FetchCredentials", "ProcessItems"]
-    assert states[-2:] == ["Aggregate", "Done"]
+    assert states[-3:] == ["Aggregate", "AnyFailedWithinTolerance", "Done"]  # nothing failed: nobody told
     assert any(e["type"] == "MapRunStarted" for e in history)
     run_id = desc["executionArn"].rsplit(":", 1)[-1]
 
@@ -266,3 +266,39 @@ def test_s3_prefix_source_reads_granules_from_s3(engine: LocalEngine, mur25: Pat
     summary = json.loads(_get(engine, layout.summary_key(run_id)))
     # an earlier test may have computed the real granule already: then it is skipped, not recomputed
     assert summary["items"]["succeeded"] + summary["items"]["skipped"] == 2 and summary["items"]["failed"] == 0
+
+
+def test_a_run_that_succeeds_with_failures_within_the_tolerance_tells_the_alert_topic(engine: LocalEngine,
+                                                                                    tmp_path: Path, mur25) -> None:
+    """Within the tolerance a run SUCCEEDS, no alert rule fires, and the schedule never runs its month again: its
+    failed granule stayed missing with nobody told. The state machine now publishes to the stack's alert topic (a
+    queue subscribed here shows what a subscriber gets); a run without failures publishes nothing."""
+    (topic,) = engine.template.topics.values()
+    sqs, sns = engine.client("sqs"), engine.client("sns")
+    queue = sqs.create_queue(QueueName="alerts-test")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(mur25, src / mur25.name)
+    bad = src / mur25.name.replace("20181231", "20181229")
+    bad.write_bytes(mur25.read_bytes()[:40_000])
+    run_input = {"recipe": "sst-global-mean", "start": "2018-12-29", "end": "2018-12-31", "source": str(src),
+                 "tolerated_failure_percentage": 50}
+    told = engine.run(run_input, timeout=120)
+    assert told["status"] == "SUCCEEDED", told.get("cause")
+    assert "TellFailuresWithinTolerance" in _entered_states(engine.history(told["executionArn"]))
+    (message,) = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)["Messages"]
+    name = told["executionArn"].rsplit(":", 1)[-1]
+    assert message["Body"].startswith(f"granulemap run {name} SUCCEEDED, but 1 of its 2 granules failed (within the "
+                                      "tolerated percentage")
+    assert f"granulemap results {told['executionArn']} --out DIR" in message["Body"]
+    sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+
+    bad.unlink()
+    clean = engine.run({**run_input, "end": "2018-12-31", "start": "2018-12-30"}, timeout=120)
+    assert clean["status"] == "SUCCEEDED"
+    assert "AnyFailedWithinTolerance" in _entered_states(engine.history(clean["executionArn"]))
+    assert "TellFailuresWithinTolerance" not in _entered_states(engine.history(clean["executionArn"]))
+    assert sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []) == []

@@ -195,6 +195,7 @@ def test_definition_substitutions_match_the_asl_placeholders_both_ways(cfn: dict
     assert props["DefinitionSubstitutions"] == {
         **{f"{lid}Arn": {"Fn::GetAtt": [lid, "Arn"]} for lid in FUNCTIONS},
         "DataBucketName": {"Ref": "DataBucket"},
+        "RunAlertsTopicArn": {"Ref": "RunAlertsTopic"},  # TellFailuresWithinTolerance publishes there
     }
     assert props["StateMachineName"] == STATE_MACHINE_NAME and props["StateMachineType"] == "STANDARD"
     assert props["TracingConfiguration"] == {"Enabled": True}
@@ -361,8 +362,9 @@ def test_a_run_that_ends_badly_is_told_once_to_the_alert_topic_and_nothing_else_
             bodies += [json.loads(m["Body"]) for m in batch]
             sqs.delete_message_batch(QueueUrl=queue, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
                                                               for i, m in enumerate(batch)])
-    expected = [f"granulemap run sst-{name} ended {status}. Why, and which items failed: granulemap status "
-                f"{sent[name]['detail']['executionArn']}" for name, (status, _, told) in cases.items() if told]
+    expected = [f"granulemap run sst-{name} ended {status}. Why: granulemap status "
+                f"{sent[name]['detail']['executionArn']}. Every failed item and granule: granulemap results "
+                f"{sent[name]['detail']['executionArn']} --out DIR" for name, (status, _, told) in cases.items() if told]
     assert sorted(bodies) == sorted(expected)
 
     # Only this rule may publish to the topic; the email subscription exists only when an address is given.

@@ -200,8 +200,9 @@ def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str
               "AggregatorFunction": model.fixed_function_s["AggregatorFunction"] + n * model.aggregate_s_per_item}
     single_gbs = sum((billed_seconds(s) + model.cold_import_s[fn]) * gb[fn] for fn, s in single.items())
     requests = n + len(single)
-    # Parent: BuildCatalog, FetchCredentials, ProcessItems, Aggregate, Done. Child (one per item): ProcessItem.
-    parent_transitions, child_transitions = 5, n * 1
+    # Parent: BuildCatalog, FetchCredentials, ProcessItems, Aggregate, AnyFailedWithinTolerance, Done (a run with
+    # failures within the tolerance: 2 more, to tell the alert topic). Child (one per item): ProcessItem.
+    parent_transitions, child_transitions = 6, n * 1
     s3_gets = n * recipe.s3_gets_per_item + 2  # + the Map's ItemReader GET and Aggregate's GET of the manifest
     s3_puts = n * recipe.s3_puts_per_item + 5  # + manifest, products (2), summary, provenance
     # BuildCatalog's listing of finished items (priced as PUT): a page per 1,000 results under the items' common

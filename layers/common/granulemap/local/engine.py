@@ -595,6 +595,10 @@ class LocalEngine:
                 Code={"ZipFile": code}, Timeout=spec.timeout, MemorySize=spec.memory_size,
                 Environment={"Variables": spec.environment},
             )
+        if self.template.topics:
+            sns = self.client("sns")
+            for arn in self.template.topics.values():
+                sns.create_topic(Name=arn.rsplit(":", 1)[1])
         sm = self.template.state_machine
         definition = substitute_definition(sm.definition_path.read_text(), sm.substitutions)
         self.state_machine_arn = self.client("stepfunctions").create_state_machine(

@@ -66,6 +66,8 @@ class LocalTemplate:
     state_machine: StateMachineSpec
     parameters: dict[str, str]
     raw: dict[str, Any] = field(repr=False)
+    topics: dict[str, str] = field(default_factory=dict)
+    """SNS topics (logical id → ARN), which the local engine creates: the state machine publishes to them."""
 
 
 class Resolver:
@@ -139,10 +141,13 @@ def read_local_template(
         **{lid: lid for lid in functions},
     }
     attrs: dict[tuple[str, str], str] = {(lid, "Arn"): arn for lid, arn in arns.items()}
+    topics = {}
     for lid, r in resources.items():
         if r["Type"] == "AWS::S3::Bucket":
             refs[lid] = bucket
             attrs[(lid, "Arn")] = f"arn:aws:s3:::{bucket}"
+        elif r["Type"] == "AWS::SNS::Topic":
+            refs[lid] = topics[lid] = f"arn:aws:sns:{region}:{account}:{stack_name}-{lid}"
     resolver = Resolver(refs, attrs, raw.get("Conditions", {}))
     globals_fn = raw.get("Globals", {}).get("Function", {})
     global_env = globals_fn.get("Environment", {}).get("Variables", {})
@@ -167,6 +172,7 @@ def read_local_template(
         state_machine=StateMachineSpec(sm_id, root / sm["Properties"]["DefinitionUri"], subs),
         parameters=params,
         raw=raw,
+        topics=topics,
     )
 
 
