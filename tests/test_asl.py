@@ -106,7 +106,20 @@ def test_every_retry_has_bounded_exponential_backoff(asl: dict) -> None:
                 assert retry["BackoffRate"] >= 2, name
                 assert retry["MaxAttempts"] <= 6, name
                 assert retry["JitterStrategy"] == "FULL", name
-                assert 0 < retry["MaxDelaySeconds"] <= 120, name
+                # 15 minutes between tries only for the outages of NASA's services (next test)
+                assert 0 < retry["MaxDelaySeconds"] <= (900 if retry["ErrorEquals"] == ["SourceUnavailable"] else 120)
+
+
+def test_the_catalog_and_the_credentials_wait_out_an_outage_of_nasa_s_services(asl: dict) -> None:
+    """An outage of NASA CMR, Earthdata Login or the DAAC's s3credentials endpoint (SourceUnavailable) was retried
+    with the transient errors, for about half a minute: an outage of an hour failed the month's run, to be started
+    again by hand. It has its own retrier in the two states that call them, waiting up to 45 minutes in all."""
+    states = asl["States"]
+    for name in ("BuildCatalog", "FetchCredentials"):
+        (outage,) = [r for r in states[name]["Retry"] if "SourceUnavailable" in r["ErrorEquals"]]
+        assert outage["ErrorEquals"] == ["SourceUnavailable"], name
+        assert 30 * 60 <= sum(_longest_waits(outage)) <= 60 * 60, name  # full jitter: about half of it, on average
+        assert states[name]["Retry"].index(outage) == 1, name  # after Lambda's throttling, before the others
 
 
 def test_substitutions_are_all_provided_by_the_template() -> None:
