@@ -483,6 +483,9 @@ def test_parameters_and_outputs_the_operator_and_the_cli_need(cfn: dict[str, Any
                  "CatalogBuilderMemorySize", "CredentialFetcherMemorySize", "ProcessorMemorySize",
                  "AggregatorMemorySize", "MaxRangeDays"):
         assert name in cfn["Parameters"], name
+    # A monthly run's summary and logs outlive the next two scheduled runs, by default.
+    assert int(cfn["Parameters"]["RunDataRetentionDays"]["Default"]) >= 62
+    assert int(cfn["Parameters"]["LogRetentionDays"]["Default"]) >= 62
     # granulemap start/status/results read these two outputs (granulemap.cloud.describe_stack).
     assert cfn["Outputs"]["StateMachineArn"]["Value"] == {"Ref": "PipelineStateMachine"}
     assert cfn["Outputs"]["BucketName"]["Value"] == {"Ref": "DataBucket"}
