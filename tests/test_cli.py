@@ -369,3 +369,26 @@ def test_ctrl_c_ends_a_local_run_at_once_without_a_traceback(tmp_path: Path, mur
     assert time.monotonic() - interrupted < 20, "waited for the item"
     assert "Traceback" not in err and "docker" not in err.lower(), err[-2000:]
     assert "granulemap: interrupted (the same command again resumes" in err
+
+
+def test_checking_a_run_s_input_does_not_import_the_x_ray_sdk() -> None:
+    """granulemap run checks the input (importing the recipe) before its engine starts, so whatever that imports
+    delays every run: Powertools' Tracer, made when observability was imported, imported the X-Ray SDK (0.14 s),
+    which only the handlers use. It is made when the handlers ask for it."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "import granulemap.cli as cli\n"
+        "from granulemap.catalog import validate_input\n"
+        "validate_input({'recipe': 'sst-global-mean', 'start': '2018-12-01', 'end': '2018-12-31', 'source': '.'},"
+        " cli._local_settings())\n"
+        "assert 'aws_xray_sdk.core' not in sys.modules, 'imported'\n"
+        "from aws_lambda_powertools import Tracer\n"
+        "from granulemap.observability import tracer\n"
+        "import granulemap.observability as observability\n"
+        "assert isinstance(tracer, Tracer) and observability.tracer is tracer\n"
+        "assert 'aws_xray_sdk.core' in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
