@@ -122,7 +122,8 @@ def test_another_configuration_in_the_same_out_replaces_the_earlier_products(tmp
     """README: "another configuration's products replace them in --out". Products of other names stayed beside a
     summary.json and provenance.json that described the later run. A failed run removes nothing, and the removal
     still happens at the next run that succeeds; a run of the same configuration that finds nothing to do keeps the
-    series; what local runs did not write (a file of the user's, what granulemap results downloaded) stays."""
+    series; what local runs did not write, or did but something wrote since (a file of the user's, what granulemap
+    results downloaded), stays."""
     source = tmp_path / "granules"
     source.mkdir()
     shutil.copy(mur25, source / mur25.name)
@@ -143,13 +144,17 @@ def test_another_configuration_in_the_same_out_replaces_the_earlier_products(tmp
     assert failed["status"] == "FAILED"
     assert (out / "global_mean_sst.csv").is_file() and (out / "global_mean_sst.png").is_file()
 
+    (out / "global_mean_sst.png").write_bytes(b"what granulemap results downloaded over it")  # not the run's now
     second = _run(out, source, "--recipe", "sst-box-mean")
     assert second["status"] == "SUCCEEDED"
-    assert not (out / "global_mean_sst.csv").exists() and not (out / "global_mean_sst.png").exists()
+    assert not (out / "global_mean_sst.csv").exists()
+    assert (out / "global_mean_sst.png").read_bytes() == b"what granulemap results downloaded over it"
     assert (out / "box_mean_sst.csv").is_file() and (out / "box_mean_sst.png").is_file()
     assert (out / "my-notes.txt").read_text() == "mine" and (out / "box_mean_sst-from-aws.csv").is_file()
     assert set(first["outputs"]) - set(second["outputs"]) == {str(out / "global_mean_sst.csv"),
                                                               str(out / "global_mean_sst.png")}
+    third = _run(out, source, "--recipe", "sst-box-mean", "--param", "box=[-10,-5,10,5]")  # the same names
+    assert third["status"] == "SUCCEEDED" and (out / "box_mean_sst.csv").is_file()
 
 
 def test_a_midnight_datetime_in_a_workspace_input_is_its_day() -> None:

@@ -25,4 +25,8 @@ def handler(event: AggregatorEvent, context: LambdaContext) -> dict:
         for name, value in values.items():
             metrics.add_metric(name=f"Run{unit.capitalize()}{name.capitalize()}", unit=MetricUnit.Count, value=value)
     logger.info("run aggregated", extra={"status": summary.status, **counts})
-    return {"status": summary.status, **counts, "outputs": summary.outputs}
+    # What the tolerance counted, for the state machine's AnyFailedWithinTolerance.
+    unit = "granules" if summary.granules is not None else "items"
+    verdict = summary.granules if summary.granules is not None else summary.items
+    failed = {"unit": unit, "count": verdict.failed, "of": verdict.total}
+    return {"status": summary.status, **counts, "failed": failed, "outputs": summary.outputs}

@@ -171,6 +171,8 @@ class Workspace:
                 "failures": [], "outputs": [],
             }
         local_outputs: list[str] = []
+        configuration = next((key[len(layout.OUTPUTS_PREFIX):].split("/")[1] for key in summary.get("outputs", [])
+                              if key.startswith(layout.OUTPUTS_PREFIX) and key.count("/") >= 3), None)
         for key in summary.get("outputs", []):
             if key == layout.summary_key(run_id):
                 continue
@@ -182,49 +184,60 @@ class Workspace:
                                   f"{readable_cause(desc.get('cause', ''), desc.get('error', desc['status']))}")
         summary["execution"] = {"arn": arn, "status": desc["status"]}
         summary["outputs"] = local_outputs + [str(out / "summary.json")]
-        if desc["status"] == "SUCCEEDED":
-            _replace_other_configurations_products(out, summary, local_outputs)
+        if desc["status"] == "SUCCEEDED" and configuration is not None:
+            _replace_other_configurations_products(out, f"{summary.get('recipe')}/{configuration}", local_outputs)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
 
 PRODUCTS_RECORD = "products.json"
-"""OUT/logs/products.json: which products in OUT local runs wrote, per configuration (recipe and parameters)."""
+"""OUT/logs/products.json: which products in OUT local runs wrote, per configuration, as they left them."""
+
+_NEVER_PRODUCTS = {"state", "logs", "summary.json", "provenance.json"}
 
 
-def _replace_other_configurations_products(out: Path, summary: dict[str, Any], written: list[str]) -> None:
-    """Remove from OUT the products that local runs of other configurations wrote there and this run did not write
-    again (left, they lay beside a summary.json and provenance.json that describe this run), then record this run's.
+def _as_left(path: Path) -> list[int]:
+    """What a product looked like when a run left it (size and modification time), to tell whether anything has
+    written it since."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
 
-    Only what OUT/logs/products.json says a local run wrote, by name directly in OUT, is removed: never a file of
-    the user's, nor what ``granulemap results`` downloaded; the same configuration's earlier products (an ATL06
-    period's map; the CSV, when a run found nothing to do) stay. Only a run that succeeded calls this."""
+
+def _replace_other_configurations_products(out: Path, configuration: str, written: list[str]) -> None:
+    """Remove from OUT the products that local runs of other configurations (``recipe/configuration id``) wrote
+    there and this run did not write again (left, they lay beside a summary.json and provenance.json that describe
+    this run), then record this run's.
+
+    Only what OUT/logs/products.json says a local run wrote, by name directly in OUT and unchanged since (its size
+    and modification time), is removed: never a file of the user's, nor one ``granulemap results`` downloaded over
+    it; the same configuration's earlier products (an ATL06 period's map; the CSV, when a run found nothing to do)
+    stay. Only a run that succeeded calls this."""
     import shutil
 
     record_path = out / "logs" / PRODUCTS_RECORD
     try:
         record = json.loads(record_path.read_text())
-        entries = [e for e in record if isinstance(e, dict) and isinstance(e.get("outputs"), list)]
-    except (OSError, ValueError, TypeError):
+        entries = [e for e in record if isinstance(e, dict) and isinstance(e.get("products"), dict)]
+    except (OSError, ValueError, TypeError, AttributeError):
         entries = []
-    ours = {"recipe": summary.get("recipe"), "params": summary.get("params")}
-    names = {Path(p).name for p in written if Path(p).parent == out}
+    mine = {Path(p).name for p in written if Path(p).parent == out and Path(p).name not in _NEVER_PRODUCTS}
     root = out.resolve()
-    kept = []
+    products: dict[str, list[int]] = {}
     for entry in entries:
-        if {"recipe": entry.get("recipe"), "params": entry.get("params")} == ours:
-            names |= {str(n) for n in entry["outputs"]}
+        if entry.get("configuration") == configuration:
+            products.update({str(n): left for n, left in entry["products"].items() if (out / str(n)).exists()})
             continue
-        for name in entry["outputs"]:
+        for name, left in entry["products"].items():
             path = out / str(name)
-            if str(name) in names or path.is_symlink() or path.resolve().parent != root or path.resolve() == root:
+            if (str(name) in mine or str(name) in _NEVER_PRODUCTS or path.is_symlink() or not path.exists()
+                    or path.resolve().parent != root or _as_left(path) != left):
                 continue
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
-            elif path.is_file():
+            else:
                 path.unlink()
-    kept.append({**ours, "outputs": sorted(names)})
-    record_path.write_text(json.dumps(kept, indent=1))
+    products.update({name: _as_left(out / name) for name in mine if (out / name).exists()})
+    record_path.write_text(json.dumps([{"configuration": configuration, "products": products}], indent=1))
 
 
 def run_locally(
