@@ -183,3 +183,43 @@ def test_the_aggregator_says_why_the_map_stopped_when_it_failed_for_another_reas
     event["map"]["error"] = {"Error": "States.ExceedToleratedFailureThreshold", "Cause": "too many"}
     _invoke("aggregator", event)
     assert "Distributed Map" not in _get_json(s3, layout.summary_key("example-run"))["message"]
+
+
+def _log_lines(text: str) -> list[dict]:
+    lines = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "level" in record and "message" in record:
+            lines.append(record)
+    return lines
+
+
+def test_every_log_line_names_its_run_and_a_processor_s_its_item_also_when_the_function_is_warm(s3) -> None:
+    """CloudWatch Logs keeps one stream per warm container: a month's lines were found only by their times. Every
+    line now has the run (and, from Processors, the item); a warm container's next invocation does not keep the
+    last one's."""
+    import io
+
+    from granulemap.observability import logger
+
+    written = io.StringIO()
+    stream = logger.registered_handler.setStream(written)  # where the handlers' lines go (stdout, in Lambda)
+    try:
+        event = _event("processor_record_failure")  # a Processor logs its failures (a success says nothing)
+        _invoke("processor", event)
+        event["run"]["run_id"] = "a-later-run"
+        _invoke("processor", event)
+        _invoke("catalog_builder", _event("catalog_builder"))
+    finally:
+        logger.registered_handler.setStream(stream)
+    lines = _log_lines(written.getvalue())
+    assert lines, "no log lines"
+    processor = [line for line in lines if line.get("function_name") == "processor"]
+    assert {line["run"] for line in processor} == {"example-run", "a-later-run"}
+    assert all(line["item"] == event["item"]["id"] for line in processor)
+    cataloguing = [line for line in lines if line.get("function_name") == "catalog_builder"]
+    assert cataloguing and all(line["run"] == _event("catalog_builder")["execution"] for line in cataloguing)
+    assert all("item" not in line for line in cataloguing)  # nothing kept from the Processor's invocations

@@ -11,11 +11,12 @@ from granulemap.settings import load_settings
 from granulemap.storage import Bucket
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(raise_on_empty_metrics=False)
 @event_parser(model=AggregatorEvent)
 def handler(event: AggregatorEvent, context: LambdaContext) -> dict:
+    logger.append_keys(run=event.run.run_id)  # every line of this invocation names its run
     settings = load_settings()
     summary = aggregate(event, Bucket(settings.bucket))
     counts = {"items": summary.items.model_dump()}

@@ -11,11 +11,12 @@ from granulemap.settings import load_settings
 from granulemap.storage import Bucket
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(raise_on_empty_metrics=False)
 @event_parser(model=CatalogEvent)
 def handler(event: CatalogEvent, context: LambdaContext) -> dict:
+    logger.append_keys(run=event.execution)  # every line of this invocation names its run
     settings = load_settings()
     output = build_catalog(event.input, event.execution, settings, Bucket(settings.bucket))
     metrics.add_metric(name="CatalogItems", unit=MetricUnit.Count, value=output.catalog.count)

@@ -9,9 +9,10 @@ from granulemap.observability import logger, tracer
 from granulemap.settings import load_settings
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @event_parser(model=CredentialsEvent)
 def handler(event: CredentialsEvent, context: LambdaContext) -> dict | None:
+    logger.append_keys(run=event.run.run_id)  # every line of this invocation names its run
     ref = fetch_credentials(event.run.daac, load_settings())
     return None if ref is None else ref.model_dump(mode="json")

@@ -13,11 +13,12 @@ from granulemap.settings import load_settings
 from granulemap.storage import Bucket
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(raise_on_empty_metrics=False)
 @event_parser(model=ProcessorInvocation)
 def handler(event: ProcessorInvocation, context: LambdaContext) -> dict:
+    logger.append_keys(run=event.root.run.run_id, item=event.root.item.id)  # on every line of this invocation
     settings = load_settings()
     bucket = Bucket(settings.bucket)
     if isinstance(event.root, FailureEvent):
