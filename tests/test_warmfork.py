@@ -341,3 +341,59 @@ def test_the_engine_does_not_freeze_garbage_the_caller_left_for_the_collector() 
             assert alive() is None
     finally:
         gc.enable()
+
+
+def test_an_early_fork_server_is_taken_by_the_engine_or_stopped_when_the_input_is_refused(tmp_path, monkeypatch,
+                                                                                          mur25) -> None:
+    """granulemap run starts the workers' fork server before it checks the input, so that the server's imports
+    overlap the check: the engine takes that server (its workers are its forks), and a refused input, or a folder
+    that cannot be opened, stops it (no process left behind)."""
+    import shutil
+
+    import granulemap.local.engine as engine_module
+    from granulemap.cli import main
+
+    started, taken_by_id = [], {}
+
+    def recording(*args, **kwargs):
+        server = start(*args, **kwargs)
+        started.append(server._server._forkserver_pid)
+        taken_by_id[id(server)] = server._server._forkserver_pid
+        return server
+
+    start = engine_module.start_fork_server
+    monkeypatch.setattr(engine_module, "start_fork_server", recording)
+    taken = []
+    enter = engine_module.LocalEngine.__enter__
+
+    def entering(self):
+        result = enter(self)
+        taken.append(taken_by_id.get(id(self._fork_server)))
+        return result
+
+    monkeypatch.setattr(engine_module.LocalEngine, "__enter__", entering)
+
+    def gone(pid: int) -> bool:
+        assert pid is not None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    assert main(["run", "--recipe", "sst-global-mean", "--start", "20181201", "--end", "2018-12-31",
+                 "--source", str(tmp_path), "--out", str(tmp_path / "refused"), "--quiet"]) == 2
+    (refused,) = started
+    assert gone(refused) and taken == []
+
+    (tmp_path / "a-file").write_text("")
+    assert main(["run", "--recipe", "sst-global-mean", "--start", "2018-12-31", "--end", "2018-12-31",
+                 "--source", str(tmp_path), "--out", str(tmp_path / "a-file"), "--quiet"]) == 2
+    assert gone(started[1]) and taken == []  # the workspace could not open its folder
+
+    source = tmp_path / "granules"
+    source.mkdir()
+    shutil.copy(mur25, source / mur25.name)
+    assert main(["run", "--recipe", "sst-global-mean", "--start", "2018-12-31", "--end", "2018-12-31",
+                 "--source", str(source), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert taken == [started[2]] and gone(started[2])  # taken, and stopped with the engine
