@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 from granulemap.errors import CredentialsUnavailable, SourceUnavailable, TransientError
 from granulemap.models import CredentialsRef
 from granulemap.observability import logger
-from granulemap.settings import DAAC_REGION, Settings, environment
+from granulemap.settings import DAAC_REGION, Settings
 
 REFRESH_MARGIN = dt.timedelta(minutes=15)
 """The least margin: credentials that expire sooner than this are never used (a Lambda may run 15 minutes)."""
@@ -131,8 +131,18 @@ def _edl_secrets(settings: Settings) -> dict[str, str]:
 @contextlib.contextmanager
 def _edl_environment(secrets: dict[str, str]) -> Iterator[None]:
     """Earthdata Login secrets in earthaccess's environment variables for the duration of one login only."""
-    with environment({**dict.fromkeys(_EDL_ENV), **secrets}):
+    saved = {k: os.environ.get(k) for k in _EDL_ENV}
+    for k in _EDL_ENV:
+        os.environ.pop(k, None)
+    os.environ.update(secrets)
+    try:
         yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def s3credentials_endpoint(provider: str) -> str:

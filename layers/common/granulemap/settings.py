@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Mapping
 
 from pydantic import BaseModel, Field
 
@@ -45,22 +43,3 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if "bucket" not in values:
         raise RuntimeError("BUCKET_NAME is not set: template.yaml gives it to every function")
     return Settings.model_validate(values)
-
-
-@contextlib.contextmanager
-def environment(values: Mapping[str, str | None]) -> Iterator[None]:
-    """This process's environment with ``values`` set (None: unset) inside the block, put back as it was after."""
-    saved = {key: os.environ.get(key) for key in values}
-    for key, value in values.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value

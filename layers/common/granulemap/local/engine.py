@@ -131,11 +131,17 @@ def start_fork_server(root: Path | None = None) -> warmfork.WarmForkServer | Non
     template = read_local_template(root or project_root(), LOCAL_BUCKET, REGION, ACCOUNT, LOCAL_STACK_NAME)
     start_env = worker.process_start_environment([f.environment for f in template.functions.values()],
                                                  dict(os.environ))
-    from granulemap.settings import environment
-
-    with environment(start_env):  # taken by the server process as it starts
+    saved = {key: os.environ.get(key) for key in start_env}
+    os.environ.update(start_env)  # taken by the server process as it starts
+    try:
         server = warmfork.WarmForkServer(LocalEngine.preload_modules)
         server.start()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return server
 
 
