@@ -113,20 +113,11 @@ def processor_malloc_settings() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from granulemap.catalog import validate_input
-    from granulemap.local.engine import start_fork_server
     from granulemap.local.run import run_locally
 
     doc = execution_input(args)
-    # The workers' fork server first: its imports (0.7 s, in a process of its own) overlap this check of the input
-    # (0.4 s: it imports the recipe) as well as the engine's start, which both run here.
-    server = start_fork_server()
-    try:
-        validate_input(doc, _local_settings())
-    except BaseException:
-        if server is not None:
-            server.stop()
-        raise
-    summary = run_locally(doc, Path(args.out), workers=args.workers, progress=not args.quiet, fork_server=server)
+    validate_input(doc, _local_settings())
+    summary = run_locally(doc, Path(args.out), workers=args.workers, progress=not args.quiet)
     from granulemap.cloud import print_summary
 
     print_summary(summary)

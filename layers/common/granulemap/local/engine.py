@@ -121,30 +121,6 @@ def _dummy_zip() -> bytes:
     return buf.getvalue()
 
 
-def start_fork_server(root: Path | None = None) -> warmfork.WarmForkServer | None:
-    """A fork server started now, with what the engine would give its own (the template's process-start
-    environment), for a ``LocalEngine(fork_server=...)`` to take: ``granulemap run`` starts it before it checks the
-    input, so that the 0.7 s preload overlaps that check as well as the engine's start. None where the platform has
-    no fork server. Its own output (the preload's, if any) goes to the terminal: the run's log does not exist yet."""
-    if LocalEngine.worker_start != "warm-fork" or not warmfork.available():
-        return None
-    template = read_local_template(root or project_root(), LOCAL_BUCKET, REGION, ACCOUNT, LOCAL_STACK_NAME)
-    start_env = worker.process_start_environment([f.environment for f in template.functions.values()],
-                                                 dict(os.environ))
-    saved = {key: os.environ.get(key) for key in start_env}
-    os.environ.update(start_env)  # taken by the server process as it starts
-    try:
-        server = warmfork.WarmForkServer(LocalEngine.preload_modules)
-        server.start()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    return server
-
-
 class LocalEngine:
     """Context manager: an emulated AWS account with the app's resources; runs executions of the real ASL file."""
 
@@ -165,15 +141,11 @@ class LocalEngine:
         parameter_overrides: dict[str, str] | None = None,
         state_dir: Path | None = None,
         in_process: bool = False,
-        fork_server: warmfork.WarmForkServer | None = None,
     ):
         """``in_process``: run the handlers on one thread of this process instead of worker processes, one
         invocation at a time (they set the process's environment variables for their function), and leave stdout
         alone (``log_path`` then only gets the invocation record). For tests whose in-process fakes (`responses`,
-        patched functions) must reach the handlers; a real run wants the default, every core.
-
-        ``fork_server``: one ``start_fork_server`` started earlier, which the engine takes (and stops) instead of
-        starting its own: its preload has then run while the caller still had work of its own."""
+        patched functions) must reach the handlers; a real run wants the default, every core."""
         self.root = root or project_root()
         self.in_process = in_process
         self.workers = 1 if in_process else (workers or os.cpu_count() or 1)
@@ -199,7 +171,6 @@ class LocalEngine:
         self._recursion_limit_before: int | None = None
         self._saved_env: dict[str, str | None] = {}
         self._fork_server: warmfork.WarmForkServer | None = None
-        self._given_fork_server = fork_server
         self._owns_active = False
         self._froze = False
         self._own_calls: Any = None
@@ -288,9 +259,7 @@ class LocalEngine:
         # The fork server imports what the handlers need while this process imports moto and creates the
         # resources (on two cores the two start-ups overlap instead of adding up); every worker is then forked from
         # it when the pool first needs one, ready at once (granulemap/local/warmfork.py).
-        if self._given_fork_server is not None:
-            self._fork_server, self._given_fork_server = self._given_fork_server, None
-        elif not self.in_process and self.worker_start == "warm-fork" and warmfork.available():
+        if not self.in_process and self.worker_start == "warm-fork" and warmfork.available():
             if self.log_path is not None:
                 self._setenv({warmfork.LOG_ENV: str(self.log_path)})
             self._fork_server = warmfork.WarmForkServer(self.preload_modules)
@@ -414,12 +383,6 @@ class LocalEngine:
             self._fork_server.stop()
             self._fork_server = None
             self._start_pool()
-
-    def discard_fork_server(self) -> None:
-        """Stop a fork server given to this engine that it has not taken (it did not start)."""
-        if self._given_fork_server is not None:
-            self._given_fork_server.stop()
-            self._given_fork_server = None
 
     def _setenv(self, values: dict[str, str]) -> None:
         for key, value in values.items():

@@ -101,13 +101,10 @@ class Workspace:
     boto3 and botocore sessions answer requests to the local endpoint in-process; all is put back when it closes.
     """
 
-    def __init__(self, folder: str | Path, workers: int | None = None, extra_env: dict[str, str] | None = None,
-                 fork_server: Any = None):
-        """``fork_server``: a ``granulemap.local.engine.start_fork_server()`` started earlier, for the engine to take
-        (it is stopped if the workspace cannot open)."""
+    def __init__(self, folder: str | Path, workers: int | None = None, extra_env: dict[str, str] | None = None):
         self.folder = Path(folder).resolve()
         self.engine = LocalEngine(workers=workers, log_path=self.folder / "logs" / "functions.log",
-                                  extra_env=extra_env, state_dir=self.folder / "state", fork_server=fork_server)
+                                  extra_env=extra_env, state_dir=self.folder / "state")
         self._lock: Any = None
         self._opened = False
 
@@ -115,16 +112,11 @@ class Workspace:
         if self._opened:
             raise RuntimeError("a Workspace opens once (its engine has stopped): make a new Workspace on the folder")
         self._opened = True
-        try:
-            _make_folder(self.folder / "logs")
-            self._lock = _lock_folder(self.folder)
-        except BaseException:
-            self.engine.discard_fork_server()
-            raise
+        _make_folder(self.folder / "logs")
+        self._lock = _lock_folder(self.folder)
         try:
             self.engine.__enter__()
         except BaseException:
-            self.engine.discard_fork_server()
             self._lock.close()
             raise
         return self
@@ -250,10 +242,9 @@ def _replace_other_configurations_products(out: Path, configuration: str, writte
 
 def run_locally(
     execution_input: dict[str, Any], out: Path, workers: int | None = None, progress: bool = True,
-    extra_env: dict[str, str] | None = None, timeout: float | None = None, fork_server: Any = None,
+    extra_env: dict[str, str] | None = None, timeout: float | None = None,
 ) -> dict[str, Any]:
     """``granulemap run``: one execution in a workspace of its own, OUT (OUT/state: a re-run after a crash resumes
-    where it stopped); write OUT/summary.json (outputs as local paths) and return it. ``fork_server``: see
-    Workspace."""
-    with Workspace(out, workers=workers, extra_env=extra_env, fork_server=fork_server) as workspace:
+    where it stopped); write OUT/summary.json (outputs as local paths) and return it."""
+    with Workspace(out, workers=workers, extra_env=extra_env) as workspace:
         return workspace.run(execution_input, out, progress=progress, timeout=timeout)
