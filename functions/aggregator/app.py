@@ -4,7 +4,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from granulemap.aggregation import aggregate
+from granulemap.aggregation import aggregate, counted
 from granulemap.models import AggregatorEvent
 from granulemap.observability import logger, metrics, tracer
 from granulemap.settings import load_settings
@@ -27,7 +27,6 @@ def handler(event: AggregatorEvent, context: LambdaContext) -> dict:
             metrics.add_metric(name=f"Run{unit.capitalize()}{name.capitalize()}", unit=MetricUnit.Count, value=value)
     logger.info("run aggregated", extra={"status": summary.status, **counts})
     # What the tolerance counted, for the state machine's AnyFailedWithinTolerance.
-    unit = "granules" if summary.granules is not None else "items"
-    verdict = summary.granules if summary.granules is not None else summary.items
-    failed = {"unit": unit, "count": verdict.failed, "of": verdict.total}
+    tolerated, unit = counted(summary.items, summary.granules)
+    failed = {"unit": unit, "count": tolerated.failed, "of": tolerated.total}
     return {"status": summary.status, **counts, "failed": failed, "outputs": summary.outputs}

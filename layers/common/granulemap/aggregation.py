@@ -95,6 +95,12 @@ def map_stopped(error: dict[str, Any] | None) -> str | None:
             f"{NO_RESULT}.")
 
 
+def counted(items: ItemCounts, granules: ItemCounts | None) -> tuple[ItemCounts, str]:
+    """What the failure tolerance counts, and in what unit: granules for a per-granule recipe (whose items group
+    granules, and whose granules fail alone), else items."""
+    return (granules, "granules") if granules is not None else (items, "items")
+
+
 def verdict(counts: ItemCounts, unit: str, tolerance: float, failures: list[Failure]) -> tuple[str, str]:
     """(status, message) of a run whose ``counts`` are in ``unit`` ("items" or "granules")."""
     failed_pct = 100.0 * counts.failed / counts.total if counts.total else 0.0
@@ -128,7 +134,7 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
     granules = found.granules if recipe.per_granule else None  # counts of items that are not single granules' results
     bucket.put_json(provenance_key, provenance_record(run, items, found.items, granules, found.failures))
     outputs.append(provenance_key)
-    counts, unit = (granules, "granules") if granules is not None else (found.items, "items")
+    counts, unit = counted(found.items, granules)
     status, message = verdict(counts, unit, event.map.tolerated_failure_percentage, found.failures)
     stopped = map_stopped(event.map.error)
     if stopped:

@@ -18,6 +18,8 @@ from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
 from granulemap.errors import StorageThrottled
 
 _THROTTLE_CODES = {"SlowDown", "503", "ServiceUnavailable", "RequestTimeout", "InternalError", "500"}
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+"""S3's answers for an object that does not exist (NotFound: HEAD's)."""
 _CHANGED_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404"}
 """A conditional write refused: the object is not the version read (412), another conditional write of it is in
 progress (409), or it was deleted since (If-Match on no object)."""
@@ -85,7 +87,7 @@ class Bucket:
             self.client.head_object(Bucket=self.name, Key=key)
             return True
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
+            if exc.response.get("Error", {}).get("Code") in _MISSING_CODES:
                 return False
             raise translate_s3_error(exc, f"looking up s3://{self.name}/{key}") from exc
 
@@ -95,7 +97,7 @@ class Bucket:
             response = self.client.get_object(Bucket=self.name, Key=key)
             return response["Body"].read(), response["ETag"]
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
+            if exc.response.get("Error", {}).get("Code") in _MISSING_CODES:
                 return None, None
             raise translate_s3_error(exc, f"reading s3://{self.name}/{key}") from exc
         except Exception as exc:

@@ -102,9 +102,8 @@ def plot_time_series(rows: list[dict[str, Any]], value_column: str, title: str, 
     if real_t:
         ax.scatter(real_t, real_v, s=22, color="tab:blue", label="real granules", zorder=3)
     if not any(math.isfinite(v) for v in values):  # an axis of 1970 and nothing on it said nothing
-        ax.text(0.5, 0.5, f"no {value_column} in " + ("the one row" if len(rows) == 1 else f"any of the {len(rows)} rows"),
-                ha="center", va="center",
-                transform=ax.transAxes)
+        where = "the one row" if len(rows) == 1 else f"any of the {len(rows)} rows"
+        ax.text(0.5, 0.5, f"no {value_column} in {where}", ha="center", va="center", transform=ax.transAxes)
         if times:
             ax.set_xlim(min(times) - dt.timedelta(days=1), max(times) + dt.timedelta(days=1))
     ax.set_xlabel("time (UTC)")
