@@ -6,6 +6,8 @@ import atexit
 import datetime as dt
 import functools
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,27 @@ def moto_server_endpoint() -> str:
     atexit.register(server.stop)
     host, port = server.get_host_and_port()
     return f"http://{host}:{port}"
+
+
+def install_recipe_package(site: Path, monkeypatch: pytest.MonkeyPatch, module: str, code: str,
+                           entry_points: dict[str, str]) -> Iterator[Path]:
+    """A user's recipe package as pip installs it: ``module``.py with ``code`` and a distribution whose
+    ``granulemap.recipes`` entry points are ``entry_points`` (name → "module:attribute"), on sys.path and PYTHONPATH
+    (for the workers); the recipe registry forgets what it knew before and after. A generator for a fixture."""
+    from granulemap import recipes
+
+    site.mkdir()
+    (site / f"{module}.py").write_text(code)
+    dist = site / f"{module}-0.1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1.0\n")
+    (dist / "entry_points.txt").write_text("[granulemap.recipes]\n"
+                                           + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    recipes.available.cache_clear()
+    recipes.get_recipe.cache_clear()
+    yield site
+    recipes.available.cache_clear()
+    recipes.get_recipe.cache_clear()
+    sys.modules.pop(module, None)

@@ -4,19 +4,16 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
 from pathlib import Path
 
 import netCDF4
 import numpy as np
 import pytest
 
-from granulemap import recipes
 from granulemap.cli import main
 
-from conftest import ROOT
+from conftest import ROOT, install_recipe_package
 from sst_reference import LAKE, LAND, RIVER, SEA_ICE, WATER
 
 
@@ -29,21 +26,8 @@ def _tutorial_code() -> str:
 
 @pytest.fixture
 def installed_tutorial(tmp_path: Path, monkeypatch):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "my_recipes.py").write_text(_tutorial_code())
-    dist = site / "my_recipes-0.1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-recipes\nVersion: 0.1.0\n")
-    (dist / "entry_points.txt").write_text("[granulemap.recipes]\nsst-warm-fraction = my_recipes:recipe\n")
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
-    recipes.available.cache_clear()
-    recipes.get_recipe.cache_clear()
-    yield site
-    recipes.available.cache_clear()
-    recipes.get_recipe.cache_clear()
-    sys.modules.pop("my_recipes", None)
+    yield from install_recipe_package(tmp_path / "site", monkeypatch, "my_recipes", _tutorial_code(),
+                                      {"sst-warm-fraction": "my_recipes:recipe"})
 
 
 def _independent_warm_fraction(path: Path, threshold_c: float) -> float:

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from granulemap import layout
-from granulemap.errors import TooManyFailures, readable_cause
+from granulemap.errors import RecipeFailed, TooManyFailures, TransientError, frames_of, readable_cause, where_failed
 from granulemap.models import AggregatorEvent, Failure, Item, ItemCounts, Summary
 from granulemap.provenance import provenance_record
-from granulemap.recipes import get_recipe
+from granulemap.recipes import Recipe, get_recipe, home_of
 from granulemap.storage import Bucket
 
 _READERS = 16
@@ -66,7 +66,7 @@ def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> 
             granules[outcome] += len(found)
             results.extend(found)
             for f in record.get("failures", []):
-                failures.append(Failure(item=item.id, granule=f["granule"], error=f["error"], cause=f["cause"]))
+                failures.append(Failure(item=item.id, **f))
                 granules["failed"] += 1
             continue
         failure = failure_records.get(item.id)
@@ -108,7 +108,7 @@ def verdict(counts: ItemCounts, unit: str, tolerance: float, failures: list[Fail
         return "FAILED", (
             f"{counts.failed} of {counts.total} {unit} failed ({failed_pct:.1f}%), more than the tolerated "
             f"{tolerance:g}%; first failures: "
-            + "; ".join(f"{f.granule or f.item}: {f.error}: {f.cause}" for f in failures[:3])
+            + "; ".join(f.described() for f in failures[:3])
         )
     if counts.total == 0:
         return "SUCCEEDED", "no granules matched the recipe, dates and source: nothing to do"
@@ -128,8 +128,16 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
     items = [Item.model_validate(i) for i in bucket.get_json(event.catalog.key)]
     found = account_items(event, bucket, items)
     outputs: list[str] = []
-    if found.results:
-        outputs = recipe.combine(found.results, run, params, bucket)
+    recipe_failed: RecipeFailed | None = None
+    notes: list[str] = []
+    try:
+        if found.results:
+            outputs = recipe.combine(found.results, run, params, bucket)
+            notes = recipe.notes(found.results, params)
+    except (TransientError, MemoryError):
+        raise  # tried again by the state machine
+    except Exception as exc:  # noqa: BLE001 - the recipe's own code: the counts are still written, and say so
+        recipe_failed = RecipeFailed(recipe_failure(recipe, exc))
     provenance_key = layout.provenance_key(run.recipe, run.config_id, run.run_id)
     granules = found.granules if recipe.per_granule else None  # counts of items that are not single granules' results
     bucket.put_json(provenance_key, provenance_record(run, items, found.items, granules, found.failures))
@@ -139,9 +147,10 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
     stopped = map_stopped(event.map.error)
     if stopped:
         message = f"{stopped} {message}"
-    notes = recipe.notes(found.results, params) if found.results else []
     for note in notes:
         message = f"{message}. Note: {note}"
+    if recipe_failed is not None:
+        status, message = "FAILED", f"{recipe_failed} ({message})"
     summary_key = layout.summary_key(run.run_id)
     summary = Summary(
         status=status, run_id=run.run_id, recipe=run.recipe, params=run.params, items=found.items,
@@ -149,6 +158,16 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
         outputs=outputs + [summary_key], message=message, notes=notes,
     )
     bucket.put_json(summary_key, summary.model_dump(mode="json"))
+    if recipe_failed is not None:
+        raise recipe_failed
     if status == "FAILED":
         raise TooManyFailures(message)
     return summary
+
+
+def recipe_failure(recipe: Recipe, exc: Exception) -> str:
+    """Why the run has no products when the recipe's ``combine`` or ``notes`` raised, and what to do."""
+    where = where_failed(frames_of(exc), home_of(recipe))
+    return (f"recipe {recipe.name} could not combine the results into its products: {type(exc).__name__}: {exc}"
+            + (f" (at {where})" if where else "") + ". The results are stored and are used again: mend the recipe "
+            "and run the same range again; if what process() returned was wrong, run it with --recompute")

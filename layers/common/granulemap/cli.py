@@ -132,11 +132,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
+    import traceback
+
+    from granulemap.errors import frames_of, where_failed
     from granulemap.granule_access import GranuleAccess
-    from granulemap.models import Granule, Item, RunContext
-    from granulemap.recipes import get_recipe
-    from granulemap.recipes.base import Recipe
     from granulemap.grouping import item_id_for
+    from granulemap.models import Granule, Item, RunContext
+    from granulemap.processing import reduce_granule
+    from granulemap.recipes import get_recipe, home_of
+    from granulemap.recipes.base import Recipe
 
     recipe = get_recipe(args.recipe)
     if not recipe.per_granule and type(recipe).make_items is not Recipe.make_items:
@@ -155,9 +159,15 @@ def cmd_process(args: argparse.Namespace) -> int:
         url = str(Path(path).resolve())
         item = Item(id=item_id_for(url), granules=[Granule(url=url, time=recipe.granule_time(Path(path).name))])
         try:
-            print(json.dumps(recipe.process(item, params, access, run)), flush=True)
-        except GranulemapError as exc:
-            print(f"granulemap: {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(json.dumps(reduce_granule(recipe, item, params, access, run, path)), flush=True)
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one file's error: said, and the next file is reduced
+            where = where_failed(frames_of(exc), home_of(recipe))
+            if not isinstance(exc, GranulemapError):  # the recipe's own code: its author needs the whole trace
+                traceback.print_exception(exc, file=sys.stderr)
+            print(f"granulemap: {path}: {type(exc).__name__}: {exc}" + (f" (at {where})" if where else ""),
+                  file=sys.stderr, flush=True)
             status = 1
     return status
 
@@ -165,10 +175,14 @@ def cmd_process(args: argparse.Namespace) -> int:
 def cmd_recipes(args: argparse.Namespace) -> int:
     from granulemap.recipes import available, get_recipe
 
+    status = 0
     for name in sorted(available()):
-        recipe = get_recipe(name)
-        print(f"{name:20s} {recipe.description}")
-    return 0
+        try:
+            print(f"{name:20s} {get_recipe(name).description}")
+        except InvalidInput as exc:  # one package's broken entry point: said, and the others still listed
+            print(f"{name:20s} (cannot be used: {exc})")
+            status = 1
+    return status
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

@@ -238,9 +238,10 @@ def print_summary(summary: dict[str, Any], file: Any = None) -> None:
     message = summary.get("message")
     if message and (summary["status"] != "SUCCEEDED" or not counts["total"]):  # why it failed, or why nothing ran
         print(message, file=file)
+    from granulemap.models import Failure
+
     for failure in summary.get("failures", [])[:20]:
-        what = failure.get("granule") or failure["item"]
-        print(f"  failed {what}: {failure['error']}: {failure['cause']}", file=file)
+        print(f"  failed {Failure.model_validate(failure).described()}", file=file)
     for note in summary.get("notes", []):
         print(f"note: {note}", file=file)
     print("outputs:", file=file)

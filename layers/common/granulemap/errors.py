@@ -8,6 +8,10 @@ checks that the ASL file retries exactly these (plus the Lambda service's own tr
 from __future__ import annotations
 
 import json
+import os
+import re
+import traceback
+from collections.abc import Iterable
 
 
 class GranulemapError(Exception):
@@ -44,6 +48,16 @@ class GranuleUnreadable(PermanentItemError):
 
 class VariableMissing(PermanentItemError):
     """The granule lacks a variable (or attribute) the recipe needs: probably the wrong product."""
+
+
+class RecipeResultInvalid(PermanentItemError):
+    """A recipe's ``process`` returned what cannot be stored as its result: not a dict (for a per-granule recipe), or
+    a value JSON cannot hold (an array, a date), or a dict without what its products need (``time``, ``granule``)."""
+
+
+class RecipeFailed(GranulemapError):
+    """A recipe's own code failed in Aggregate (its ``combine`` or ``notes``): the run's counts and summary are
+    written, the products are not."""
 
 
 class TooManyFailures(GranulemapError):
@@ -94,3 +108,39 @@ def readable_cause(cause: str | None, error: str | None = None) -> str | None:
     message = str(payload.get("errorMessage", cause))
     kind = payload.get("errorType")
     return f"{kind}: {message}" if error is not None and kind and kind != error else message
+
+
+Frame = tuple[str, int, str]
+"""(file, line, function) of one frame of a traceback."""
+
+_FRAME_LINE = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<name>\S+)')
+
+
+def frames_of(exc: BaseException) -> list[Frame]:
+    """The frames ``exc`` passed through, outermost first."""
+    return [(f.filename, f.lineno or 0, f.name) for f in traceback.extract_tb(exc.__traceback__)]
+
+
+def frames_in_cause(cause: str | None) -> list[Frame]:
+    """The frames of a Lambda error payload's ``stackTrace`` (a Step Functions cause), outermost first; none if the
+    cause is not such a payload."""
+    try:
+        payload = json.loads(cause or "")
+    except ValueError:
+        return []
+    trace = payload.get("stackTrace") if isinstance(payload, dict) else None
+    found = [_FRAME_LINE.search(str(line)) for line in trace or []]
+    return [(m["file"], int(m["line"]), m["name"]) for m in found if m]
+
+
+def where_failed(frames: Iterable[Frame], home: str | None) -> str | None:
+    """Where an error happened, for a person: ``path:LINE in FUNCTION`` of the innermost frame in ``home`` (a
+    recipe's module file or package folder: the code its author can mend), else of the innermost frame; the path is
+    given from ``home``'s folder (``my_recipes.py``, ``granulemap/recipes/ghrsst.py``), else as the file's name."""
+    frames = list(frames)
+    if not frames:
+        return None
+    inside = [f for f in frames if home and (f[0] == home or f[0].startswith(home.rstrip(os.sep) + os.sep))]
+    file, line, name = (inside or frames)[-1]
+    shown = os.path.relpath(file, os.path.dirname(home.rstrip(os.sep))) if inside and home else os.path.basename(file)
+    return f"{shown}:{line} in {name}"

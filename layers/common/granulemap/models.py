@@ -229,6 +229,8 @@ class GranuleFailure(_Strict):
     granule: str
     error: str
     cause: str
+    where: str | None = None
+    """``file:LINE in FUNCTION`` where it failed, in the recipe's own code when it was there (errors.where_failed)."""
 
 
 class ProcessorEvent(_Strict):
@@ -265,6 +267,13 @@ class Failure(_Strict):
     cause: str
     granule: str | None = None
     """The one granule that failed, when the rest of its item succeeded (per-granule recipes); None: the item."""
+    where: str | None = None
+    """As ``GranuleFailure.where``."""
+
+    def described(self) -> str:
+        """As a person reads it: what failed, its error, and where."""
+        at = f" (at {self.where})" if self.where else ""
+        return f"{self.granule or self.item}: {self.error}: {self.cause}{at}"
 
 
 class ItemCounts(_Strict):

@@ -5,14 +5,23 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import numpy as np
 from granulemap import faults, layout
 from pydantic import BaseModel
 
-from granulemap.errors import PermanentItemError, readable_cause
+from granulemap.errors import (
+    GranulemapError,
+    PermanentItemError,
+    RecipeResultInvalid,
+    frames_in_cause,
+    frames_of,
+    readable_cause,
+    where_failed,
+)
 from granulemap.granule_access import GranuleAccess
 from granulemap.grouping import item_id_for
 from granulemap.models import FailureEvent, GranuleFailure, Item, ProcessorEvent, ProcessorResult, RunContext
-from granulemap.recipes import Recipe, get_recipe
+from granulemap.recipes import Recipe, get_recipe, home_of
 from granulemap.storage import Bucket
 
 
@@ -48,7 +57,8 @@ def process_item(event: ProcessorEvent, bucket: Bucket, credentials_loader: Any 
         if failures:
             key = layout.partial_result_key(recipe.name, run.config_id, item.id)
     else:
-        record["result"] = recipe.process(item, params, access, run)
+        record["result"] = stored_value(recipe.process(item, params, access, run), f"recipe {recipe.name}: process() "
+                                        f"for item {item.id}")
     record["computed_at"] = dt.datetime.now(dt.UTC).isoformat()
     bucket.put_json(key, record)
     return ProcessorResult(item=item.id, status="succeeded", result_key=key, granule_failures=failures)
@@ -59,18 +69,24 @@ def reduce_granules(
 ) -> tuple[list[dict[str, Any]], list[GranuleFailure]]:
     """(results, failures) of a per-granule recipe's item: ``recipe.process`` on each granule alone.
 
-    A granule with a permanent error (unreadable, a variable missing) is listed in the failures and the others are
-    kept. A transient error fails the whole item, for the state machine to retry. When every granule failed, so does
-    the item, with the first granule's error (naming how many others failed): there is nothing to store.
+    A granule whose ``process`` fails for good is listed in the failures, with where it failed, and the others are
+    kept: a permanent error (unreadable, a variable missing), a result that cannot be stored, and any error of the
+    recipe's own code (a ValueError on one odd granule). An error worth retrying (TransientError and its kind), one
+    about the whole run (InvalidInput, CredentialsUnavailable) and MemoryError fail the whole item, for the state
+    machine to retry or record. When every granule failed, so does the item, with the first granule's error (naming
+    how many others failed): there is nothing to store.
     """
     results: list[dict[str, Any]] = []
-    errors: list[tuple[str, PermanentItemError]] = []
+    errors: list[tuple[str, Exception]] = []
     for granule in item.granules:
+        name = granule.url.rsplit("/", 1)[-1]
         one = Item(id=item_id_for(granule.url), granules=[granule])
         try:
-            results.append(recipe.process(one, params, access, run))
-        except PermanentItemError as exc:
-            errors.append((granule.url.rsplit("/", 1)[-1], exc))
+            results.append(reduce_granule(recipe, one, params, access, run, name))
+        except Exception as exc:  # noqa: BLE001 - sorted below: which errors fail this granule alone
+            if not fails_alone(exc):
+                raise
+            errors.append((name, exc))
     if errors and not results:
         first = errors[0][1]
         if len(errors) == 1:
@@ -80,15 +96,65 @@ def reduce_granules(
             combined = type(first)(f"{first} (every other granule of the item failed too: {others})")
         except TypeError:  # a recipe's own error class with another signature: its first error as it is
             raise first from None
-        raise combined from first
-    failures = [GranuleFailure(granule=name, error=type(exc).__name__, cause=str(exc)) for name, exc in errors]
+        # With the first error's traceback: the item's failure record says where that was (record_failure).
+        raise combined.with_traceback(first.__traceback__) from first
+    home = home_of(recipe)
+    failures = [GranuleFailure(granule=name, error=type(exc).__name__, cause=str(exc),
+                               where=where_failed(frames_of(exc), home)) for name, exc in errors]
     return results, failures
+
+
+def reduce_granule(recipe: Recipe, one: Item, params: BaseModel, access: GranuleAccess, run: RunContext,
+                   name: str) -> dict[str, Any]:
+    """A per-granule recipe's result for the one granule of ``one`` (called ``name``), as it is stored."""
+    result = stored_value(recipe.process(one, params, access, run), f"recipe {recipe.name}: process() for {name}")
+    if not isinstance(result, dict):
+        raise RecipeResultInvalid(f"recipe {recipe.name}: process() for {name} returned a {type(result).__name__}; a "
+                                  "per-granule recipe returns one dict per granule")
+    return result
+
+
+def fails_alone(exc: BaseException) -> bool:
+    """Whether a granule's error fails that granule alone (see ``reduce_granules``)."""
+    return isinstance(exc, PermanentItemError) or not isinstance(exc, (GranulemapError, MemoryError))
+
+
+def stored_value(value: Any, what: str) -> Any:
+    """``value`` as it is stored (JSON): numpy's scalars become Python's numbers (``arr.sum()`` is a numpy.int64);
+    anything else JSON cannot hold (an array, a date, a set, a dict with keys that are not strings) raises
+    RecipeResultInvalid naming where in the value it is. A float NaN is a float: stored as it is (None says "no value"
+    more plainly)."""
+    return _stored(value, what, "")
+
+
+def _stored(value: Any, what: str, at: str) -> Any:
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, np.generic) and not isinstance(value, (np.datetime64, np.timedelta64, np.void)):
+        return _stored(value.item(), what, at)
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise RecipeResultInvalid(f"{what}: key {key!r} of the result{at} is a {type(key).__name__}; "
+                                          "JSON keys are strings")
+        return {key: _stored(v, what, f"{at}[{key!r}]") for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_stored(v, what, f"{at}[{i}]") for i, v in enumerate(value)]
+    hint = " (an ISO 8601 string, e.g. value.isoformat())" if isinstance(value, (dt.date, np.datetime64)) else (
+        " (.tolist() for a small one; a large one belongs in a product, not a result)"
+        if isinstance(value, np.ndarray) else "")
+    raise RecipeResultInvalid(f"{what}: the result{at} is a {type(value).__name__}, which a result cannot hold: "
+                              f"give str, int, float, bool, None, or lists and dicts of them{hint}")
 
 
 def record_failure(event: FailureEvent, bucket: Bucket) -> dict[str, str]:
     """Store the final failure of one item (after its retries) where the aggregator and the CLI find it."""
     error = str(event.error.get("Error", "Unknown"))
-    cause = readable_cause(str(event.error.get("Cause", ""))) or ""
-    record = {"item": event.item.id, "error": error, "cause": cause}
+    raw_cause = str(event.error.get("Cause", ""))
+    cause = readable_cause(raw_cause) or ""
+    record: dict[str, Any] = {"item": event.item.id, "error": error, "cause": cause}
+    where = where_failed(frames_in_cause(raw_cause), home_of(get_recipe(event.run.recipe)))
+    if where:
+        record["where"] = where
     bucket.put_json(layout.failure_key(event.run.run_id, event.item.id), record)
     return record

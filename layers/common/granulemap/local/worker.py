@@ -164,11 +164,15 @@ def invoke(spec: dict[str, Any], event: Any) -> tuple[str, bool, str]:
         result = handler(event, context)
         return json.dumps(result), False, ""
     except Exception as exc:  # noqa: BLE001 - every error becomes a Lambda error payload, as in AWS
+        # As Lambda's Python runtime: the whole stack trace in the payload, and the error with its traceback in the
+        # function's log (here FOLDER/logs/functions.log).
         payload = {
             "errorType": type(exc).__name__,
             "errorMessage": str(exc),
-            "stackTrace": traceback.format_tb(exc.__traceback__)[-5:],
+            "stackTrace": traceback.format_tb(exc.__traceback__),
         }
+        print(f"[ERROR] {spec['function_name']} {type(exc).__name__}: {exc}\n{''.join(traceback.format_exception(exc))}",
+              file=sys.stderr)
         return json.dumps(payload), True, ""
     finally:
         sys.stdout.flush()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from importlib.metadata import entry_points
 
 from granulemap.errors import InvalidInput
@@ -42,11 +43,26 @@ def available() -> dict[str, str]:
 def get_recipe(name: str) -> Recipe:
     specs = available()
     if name not in specs:
-        raise InvalidInput(f"field 'recipe': unknown recipe {name!r}; installed: {', '.join(sorted(specs))}")
-    recipe = _load(specs[name])
+        raise InvalidInput(f"field 'recipe': unknown recipe {name!r}; installed: {', '.join(sorted(specs))} (a recipe "
+                           f"of your own: pip install its package, and again after adding or renaming its entry "
+                           f"point in the package's pyproject.toml)")
+    try:
+        recipe = _load(specs[name])
+    except Exception as exc:  # noqa: BLE001 - a user's package: whatever its import raises, say which recipe
+        raise InvalidInput(f"field 'recipe': recipe {name!r} cannot be loaded from its entry point {specs[name]}: "
+                           f"{type(exc).__name__}: {exc}") from exc
     if recipe.name != name:
-        raise TypeError(f"recipe registered as {name!r} calls itself {recipe.name!r}")
+        raise InvalidInput(f"field 'recipe': the recipe registered as {name!r} ({specs[name]}) calls itself "
+                           f"{recipe.name!r}: make its entry point's name and its Recipe.name the same")
     return recipe
 
 
-__all__ = ["ENTRY_POINT_GROUP", "Recipe", "available", "get_recipe"]
+def home_of(recipe: Recipe) -> str | None:
+    """Where the code that defines ``recipe`` lives: its top-level package's folder, or its module's file (what
+    errors.where_failed looks for in a traceback: the code the recipe's author can mend)."""
+    top = sys.modules.get(type(recipe).__module__.split(".")[0])
+    folders = list(getattr(top, "__path__", None) or [])
+    return folders[0] if folders else getattr(top, "__file__", None)
+
+
+__all__ = ["ENTRY_POINT_GROUP", "Recipe", "available", "get_recipe", "home_of"]

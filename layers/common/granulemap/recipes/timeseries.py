@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from granulemap.errors import TransientError
+from granulemap.errors import RecipeResultInvalid, TransientError
 from granulemap.storage import Bucket
 
 
@@ -52,7 +52,15 @@ def write_time_series(
     Two runs of one configuration (two months started at once) may merge at the same moment: each read the CSV,
     and the second write dropped the first one's new rows. The CSV is written only if it is still the version read
     (``Bucket.put_bytes_if_unchanged``), else read and merged again. The plot is written just before: the run whose
-    CSV is written last has drawn the plot last, from the same rows."""
+    CSV is written last has drawn the plot last, from the same rows.
+
+    Each row needs ``time`` (ISO 8601, UTC) and ``granule`` (its name: the key that keeps the CSV free of
+    duplicates); RecipeResultInvalid names the first row without them."""
+    for row in new_rows:
+        lacking = [key for key in ("time", "granule") if row.get(key) is None]
+        if lacking:
+            raise RecipeResultInvalid(f"a time-series row needs 'time' and 'granule'; this one has no "
+                                      f"{' and no '.join(map(repr, lacking))}: {row}")
     for attempt in range(CSV_WRITE_ATTEMPTS):
         existing_bytes, etag = bucket.get_bytes_and_etag(csv_key)
         existing = csv_to_rows(existing_bytes) if existing_bytes else []

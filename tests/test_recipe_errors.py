@@ -1,0 +1,270 @@
+"""A recipe author's ordinary mistakes: what fails (a granule, an item, the products), what is kept, and whether the
+messages say what went wrong and where, in the author's own file.
+
+The recipe here (written to a temporary site folder and registered through a real entry point, as a user's package
+is) returns the day of the month of each granule, and misbehaves on the 2nd day of the month as its ``mode`` says.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from granulemap import recipes
+from granulemap.cli import main
+from granulemap.errors import RecipeResultInvalid, TransientError, where_failed
+from granulemap.models import FailureEvent, Granule, Item, RunContext
+from granulemap.processing import reduce_granules, record_failure, stored_value
+
+from conftest import install_recipe_package
+
+ODD_RECIPE = '''
+"""odd_recipes.py: the day of the month of each granule, with a mistake on the 2nd day."""
+
+import datetime as dt
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from granulemap import layout
+from granulemap.errors import TransientError
+from granulemap.recipes.base import Recipe
+from granulemap.recipes.ghrsst import time_from_name
+from granulemap.recipes.timeseries import write_time_series
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["fine", "raise", "numpy", "list", "array", "no-time", "transient", "always", "combine"] = "fine"
+
+
+def mistake(mode, day):
+    if mode == "always" or mode == "raise" and day == 2:
+        raise ValueError(f"odd day {day}")  # MISTAKE-LINE
+    if mode == "transient" and day == 2:
+        raise TransientError("the network blinked")
+    return None
+
+
+class Odd(Recipe):
+    name = "sst-odd-day"
+    description = "Day of the month of each GHRSST granule, with a mistake on the 2nd"
+    collection = "MUR25-JPL-L4-GLOB-v04.2"
+    file_pattern = "*.nc"
+    per_granule = True
+    Params = Params
+
+    def granule_time(self, name):
+        return time_from_name(name)
+
+    def process(self, item, params, access, run):
+        (granule,) = item.granules
+        name = granule.url.rsplit("/", 1)[-1]
+        day = time_from_name(name).day
+        mistake(params.mode, day)
+        row = {"time": time_from_name(name).strftime("%Y-%m-%dT%H:%M:%SZ"), "granule": name, "day": day}
+        if day == 2 and params.mode == "numpy":
+            return {**row, "day": np.int64(day), "half": np.float32(day / 2)}
+        if day == 2 and params.mode == "list":
+            return [row]
+        if day == 2 and params.mode == "array":
+            return {**row, "day": np.array([day])}
+        if day == 2 and params.mode == "no-time":
+            return {"granule": name, "day": day}
+        return row
+
+    def combine(self, results, run, params, bucket):
+        if params.mode == "combine":
+            return [][0]  # COMBINE-LINE
+        csv_key = layout.output_key(self.name, run.config_id, "day.csv")
+        png_key = layout.output_key(self.name, run.config_id, "day.png")
+        write_time_series(bucket, csv_key, png_key, ("time", "granule", "day"), results, "day", title="Day",
+                          ylabel="day of the month")
+        return [csv_key, png_key]
+
+
+recipe = Odd()
+'''
+
+
+def _line_of(marker: str) -> int:
+    """The line number of ``marker`` in ODD_RECIPE as written to a file (counted here, from the text itself)."""
+    return next(n for n, line in enumerate(ODD_RECIPE.splitlines(), start=1) if marker in line)
+
+
+@pytest.fixture
+def odd_recipe(tmp_path: Path, monkeypatch):
+    yield from install_recipe_package(tmp_path / "site", monkeypatch, "odd_recipes", ODD_RECIPE,
+                                      {"sst-odd-day": "odd_recipes:recipe", "sst-typo": "odd_recipes:recipee"})
+
+
+def _granule(day: int) -> Granule:
+    name = f"201812{day:02d}090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"
+    return Granule(url=f"/nowhere/{name}", time=dt.datetime(2018, 12, day, 9, tzinfo=dt.UTC))
+
+
+def _reduce(mode: str, days: tuple[int, ...] = (1, 2, 3)):
+    recipe = recipes.get_recipe("sst-odd-day")
+    params = recipe.parse_params({"mode": mode})
+    run = RunContext(run_id="r", recipe=recipe.name, params=params.model_dump(mode="json"),
+                     config_id=recipe.config_id(params))
+    item = Item(id="20181201-20181210", granules=[_granule(d) for d in days])
+    return reduce_granules(recipe, item, params, access=None, run=run)  # the recipe reads nothing
+
+
+def test_an_error_of_the_recipes_own_code_fails_its_granule_alone_and_says_where(odd_recipe) -> None:
+    results, failures = _reduce("raise")
+    assert [r["day"] for r in results] == [1, 3]
+    (failure,) = failures
+    assert failure.granule.startswith("20181202") and failure.error == "ValueError" and failure.cause == "odd day 2"
+    assert failure.where == f"odd_recipes.py:{_line_of('MISTAKE-LINE')} in mistake"
+
+
+def test_numpy_scalars_are_stored_as_python_numbers(odd_recipe) -> None:
+    results, failures = _reduce("numpy")
+    assert not failures
+    assert type(results[1]["day"]) is int and results[1]["day"] == 2
+    assert type(results[1]["half"]) is float and results[1]["half"] == 1.0
+    json.dumps(results)  # storable as it is
+
+
+@pytest.mark.parametrize(("mode", "words"), [
+    ("list", "returned a list; a per-granule recipe returns one dict per granule"),
+    ("array", "the result['day'] is a ndarray, which a result cannot hold"),
+])
+def test_a_result_that_cannot_be_stored_fails_its_granule_with_what_is_wrong(odd_recipe, mode, words) -> None:
+    results, failures = _reduce(mode)
+    assert [r["day"] for r in results] == [1, 3]
+    (failure,) = failures
+    assert failure.error == "RecipeResultInvalid" and words in failure.cause and "20181202" in failure.cause
+
+
+def test_stored_value_names_where_in_the_result_the_bad_value_is() -> None:
+    with pytest.raises(RecipeResultInvalid, match=r"the result\['a'\]\[1\] is a date, .*isoformat"):
+        stored_value({"a": [1, dt.date(2020, 1, 1)]}, "recipe x: process() for g.nc")
+    with pytest.raises(RecipeResultInvalid, match="key 3 of the result is a int"):
+        stored_value({3: 1}, "recipe x")
+    assert stored_value({"n": [np.int32(3), (np.float64(0.5), None)]}, "x") == {"n": [3, [0.5, None]]}
+
+
+def test_a_transient_error_still_fails_the_whole_item_for_the_state_machine_to_retry(odd_recipe) -> None:
+    with pytest.raises(TransientError):
+        _reduce("transient")
+
+
+def test_an_item_whose_every_granule_failed_fails_with_the_recipes_frame_innermost(odd_recipe) -> None:
+    with pytest.raises(ValueError, match=r"odd day 1 \(every other granule of the item failed too: 20181202") as info:
+        _reduce("always")
+    tb = info.value.__traceback__
+    while tb.tb_next:
+        tb = tb.tb_next
+    assert (Path(tb.tb_frame.f_code.co_filename).name, tb.tb_lineno) == ("odd_recipes.py", _line_of("MISTAKE-LINE"))
+
+
+def test_an_item_failure_record_says_where_from_the_lambda_error_payload(odd_recipe, tmp_path: Path) -> None:
+    recipe = recipes.get_recipe("sst-odd-day")
+    home = str(odd_recipe / "odd_recipes.py")
+    # The Lambda Python runtime's error payload: stackTrace entries as traceback.format_list writes them.
+    cause = json.dumps({"errorMessage": "odd day 2", "errorType": "ValueError", "stackTrace": [
+        '  File "/var/task/app.py", line 30, in handler\n    result = process_item(...)\n',
+        f'  File "{home}", line 21, in mistake\n    raise ValueError(...)\n',
+        '  File "/opt/python/numpy/_core/fromnumeric.py", line 57, in _wrapfunc\n    return bound(*args)\n',
+    ]})
+
+    class Memory:
+        def __init__(self):
+            self.objects = {}
+
+        def put_json(self, key, value):
+            self.objects[key] = value
+
+    bucket = Memory()
+    run = RunContext(run_id="r", recipe=recipe.name, params={}, config_id="c")
+    record = record_failure(FailureEvent(action="record_failure", item=Item(id="i", granules=[_granule(2)]), run=run,
+                                         error={"Error": "ValueError", "Cause": cause}), bucket)
+    assert record == {"item": "i", "error": "ValueError", "cause": "odd day 2", "where": "odd_recipes.py:21 in mistake"}
+    assert list(bucket.objects.values()) == [record]
+
+
+def test_where_failed_falls_back_to_the_innermost_frame_outside_the_recipe() -> None:
+    frames = [("/var/task/app.py", 3, "handler"), ("/opt/python/granulemap/processing.py", 9, "process_item")]
+    assert where_failed(frames, "/home/me/my_recipes.py") == "processing.py:9 in process_item"
+    assert where_failed(frames, "/opt/python/granulemap") == "granulemap/processing.py:9 in process_item"
+    assert where_failed([], "/x") is None
+
+
+def test_recipes_lists_the_others_when_one_entry_point_is_broken(odd_recipe, capsys) -> None:
+    assert main(["recipes"]) == 1
+    out = capsys.readouterr().out
+    assert "sst-odd-day" in out and "sst-global-mean" in out and "atl06-cell-stats" in out
+    (typo,) = [line for line in out.splitlines() if line.startswith("sst-typo")]
+    assert "cannot be loaded from its entry point odd_recipes:recipee: AttributeError" in typo
+
+
+def test_run_with_a_broken_entry_point_is_refused_in_one_line(odd_recipe, capsys, tmp_path: Path) -> None:
+    code = main(["run", "--recipe", "sst-typo", "--start", "2018-12-01", "--end", "2018-12-03", "--source",
+                 str(tmp_path), "--out", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "recipe 'sst-typo' cannot be loaded from its entry point odd_recipes:recipee" in err
+    assert "Traceback" not in err
+
+
+def test_process_goes_on_after_a_granule_whose_recipe_code_failed(odd_recipe, synthetic_month, capsys) -> None:
+    code = main(["process", "--recipe", "sst-odd-day", "--param", "mode=raise", *map(str, synthetic_month)])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert [json.loads(line)["day"] for line in captured.out.splitlines()] == [1, 3]
+    assert "Traceback" in captured.err  # the author's code failed: the whole trace, to debug it
+    assert f"ValueError: odd day 2 (at odd_recipes.py:{_line_of('MISTAKE-LINE')} in mistake)" in captured.err
+
+
+@pytest.mark.slow
+def test_a_run_keeps_the_other_granules_and_says_where_one_failed(odd_recipe, synthetic_month, tmp_path,
+                                                                 capsys) -> None:
+    out = tmp_path / "out"
+    code = main(["run", "--recipe", "sst-odd-day", "--param", "mode=raise", "--start", "2018-12-01", "--end",
+                 "2018-12-03", "--source", str(synthetic_month[0].parent), "--out", str(out), "--quiet",
+                 "--tolerated-failure-percentage", "50"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["granules"] == {"total": 3, "succeeded": 2, "skipped": 0, "failed": 1}
+    (failure,) = summary["failures"]
+    assert failure["where"] == f"odd_recipes.py:{_line_of('MISTAKE-LINE')} in mistake"
+    assert f"(at odd_recipes.py:{_line_of('MISTAKE-LINE')} in mistake)" in printed
+    days = [line.split(",")[2] for line in (out / "day.csv").read_text().splitlines()[1:]]
+    assert days == ["1", "3"]
+
+
+@pytest.mark.slow
+def test_a_failing_combine_still_writes_the_counts_and_says_what_to_do(odd_recipe, synthetic_month, tmp_path,
+                                                                      capsys) -> None:
+    out = tmp_path / "out"
+    code = main(["run", "--recipe", "sst-odd-day", "--param", "mode=combine", "--start", "2018-12-01", "--end",
+                 "2018-12-03", "--source", str(synthetic_month[0].parent), "--out", str(out), "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "FAILED"
+    assert summary["granules"] == {"total": 3, "succeeded": 3, "skipped": 0, "failed": 0}
+    assert f"IndexError: list index out of range (at odd_recipes.py:{_line_of('COMBINE-LINE')} in combine)" in printed
+    assert "--recompute" in printed and (out / "provenance.json").exists()
+    functions_log = (out / "logs" / "functions.log").read_text()
+    assert "[ERROR] AggregatorFunction RecipeFailed" in functions_log and "Traceback" in functions_log
+
+
+@pytest.mark.slow
+def test_a_time_series_row_without_time_is_named(odd_recipe, synthetic_month, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    code = main(["run", "--recipe", "sst-odd-day", "--param", "mode=no-time", "--start", "2018-12-01", "--end",
+                 "2018-12-03", "--source", str(synthetic_month[0].parent), "--out", str(out), "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert "RecipeResultInvalid: a time-series row needs 'time' and 'granule'; this one has no 'time'" in printed
+    assert "--recompute" in printed
