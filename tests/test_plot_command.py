@@ -49,7 +49,8 @@ def _run(capsys, out: Path, *args: str) -> None:
 
 def _redraws_what_the_run_drew(capsys, drawn, out: Path, csv_name: str, other_column: str | None) -> None:
     """The run's picture, kept aside, equals byte for byte the redraw of its CSV (its title and y label included);
-    another column's picture is written beside it with the run's title, and leaves the product's picture alone."""
+    another column's picture is written beside it, titled with the run's title and its own label, and leaves the
+    product's picture alone."""
     csv, product = out / csv_name, out / csv_name.replace(".csv", ".png")
     by_run = product.read_bytes()
     assert _plot(capsys, str(csv), "--out", str(out / "redraw.png")).read_bytes() == by_run
@@ -60,7 +61,7 @@ def _redraws_what_the_run_drew(capsys, drawn, out: Path, csv_name: str, other_co
     assert png == out / f"{csv.stem}-{other_column}.png" and png.read_bytes().startswith(b"\x89PNG")
     assert product.read_bytes() == by_run
     (column, title, _), (other, other_title, other_label) = drawn[0], drawn[-1]
-    assert (other, other_title) == (other_column, title) and other_label != drawn[0][2]
+    assert (other, other_title) == (other_column, f"{title}: {other_label}") and other_label != drawn[0][2]
     assert column != other_column
 
 

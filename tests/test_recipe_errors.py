@@ -268,3 +268,17 @@ def test_a_time_series_row_without_time_is_named(odd_recipe, synthetic_month, tm
     assert code == 1
     assert "RecipeResultInvalid: a time-series row needs 'time' and 'granule'; this one has no 'time'" in printed
     assert "--recompute" in printed
+
+
+def test_an_unknown_parameter_lists_the_known_ones(odd_recipe, capsys, tmp_path: Path) -> None:
+    code = main(["process", "--recipe", "sst-odd-day", "--param", "mdoe=raise", str(tmp_path / "x.nc")])
+    assert code == 2
+    assert "field 'mdoe': Extra inputs are not permitted (known: mode)" in capsys.readouterr().err
+
+
+def test_provenance_names_the_version_of_the_package_that_provides_the_recipe(odd_recipe) -> None:
+    from granulemap.provenance import software_versions
+
+    versions = software_versions("sst-odd-day")
+    assert versions["odd-recipes"] == "0.1.0"  # the fixture's distribution (install_recipe_package)
+    assert "odd-recipes" not in software_versions("sst-global-mean")

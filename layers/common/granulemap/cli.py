@@ -47,7 +47,8 @@ def parse_param(text: str) -> tuple[str, Any]:
 
 METHOD_HELP = "recipe method (sst-global-mean: ocean or podaac-tutorial)"
 PARAM_HELP = "recipe parameter; VALUE is read as JSON (--param 'box=[-170,-5,-120,5]'), else as text"
-RECIPE_HELP = "the recipe: granulemap recipes lists them (built in: sst-global-mean, sst-box-mean, atl06-cell-stats)"
+RECIPE_HELP = ("the recipe: granulemap recipes lists those installed (built in: sst-global-mean, sst-box-mean, "
+               "atl06-cell-stats; yours, once its package is installed)")
 BBOX_HELP = ("narrows which granules the NASA CMR search finds, in degrees (west > east crosses the antimeridian); "
              "no recipe clips to it. Refused where it changes nothing (a source folder; the SST recipes' gridded "
              "granules)")
@@ -58,7 +59,8 @@ TOLERANCE_HELP = ("percentage of granules (of items, for recipes without granule
                   "template.yaml's for a local run)")
 RECOMPUTE_HELP = ("compute every item again, even those whose result is stored (after an update of granulemap or of "
                   "your recipe that changes results): the products take the new values")
-GROUP_HELP = ("SST recipes: granules per Processor call, those of a dekad (default) or one each; same results")
+GROUP_HELP = ("per-granule recipes (the SST ones, and yours with per_granule = True): granules per Processor call, "
+              "those of a dekad (default) or one each; same results")
 
 
 def execution_input(args: argparse.Namespace) -> dict[str, Any]:

@@ -135,6 +135,8 @@ def parse_model[M: BaseModel](model: type[M], data: Any, what: str) -> M:
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"])
             message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+                message += f" (known: {', '.join(model.model_fields) or 'none'})"
             problems.append(f"field '{field}': {message}" if field else message)  # a check of several fields
         raise InvalidInput(f"invalid {what}: " + "; ".join(problems)) from None
 

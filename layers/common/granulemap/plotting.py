@@ -23,7 +23,8 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
     with the variable and period).
 
     A CSV beside its run's picture is drawn with the title and y label that run drew it with (``drawn_by_run``), its
-    column by default; else with a title from the file name.
+    column by default (another column: the run's title followed by that column's label); else with a title from the
+    file name.
 
     For a Zarr store with a time dimension, ``when`` picks the period that contains that day (default: the latest).
     """
@@ -38,8 +39,10 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
         column = column or default
         if rows and column not in rows[0]:
             raise InvalidInput(f"{result} has no column {column!r}; columns: {', '.join(rows[0])}")
-        title = drawn.title if drawn is not None else result.stem.replace("_", " ")
         ylabel = drawn.ylabel if drawn is not None and column == default else _CSV_UNITS.get(column, column)
+        title = drawn.title if drawn is not None else result.stem.replace("_", " ")
+        if drawn is not None and column != default:  # the run's subject, and which of its columns this is
+            title = f"{title}: {ylabel}"
         png = plot_time_series(rows, column, title=title, ylabel=ylabel)
         if out is None and column != default:  # another column's picture beside the product's, not over it
             out = result.with_name(column_png_name(result.stem, column))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import platform
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Any
 
 import granulemap
@@ -13,13 +13,20 @@ import granulemap
 SOFTWARE = ("numpy", "netCDF4", "h5coro", "mortie", "zarr", "xarray", "xdggs", "earthaccess", "aws-lambda-powertools")
 
 
-def software_versions() -> dict[str, str]:
+def software_versions(recipe: str | None = None) -> dict[str, str]:
+    """Versions of granulemap, Python, the libraries of ``SOFTWARE`` and of the package that provides ``recipe``
+    through an entry point (a user's recipe package: its version tells its results apart)."""
+    from granulemap.recipes import ENTRY_POINT_GROUP
+
     versions = {"granulemap": granulemap.__version__, "python": platform.python_version()}
     for name in SOFTWARE:
         try:
             versions[name] = version(name)
         except PackageNotFoundError:
             continue
+    for ep in entry_points(group=ENTRY_POINT_GROUP, name=recipe or ""):
+        if ep.dist is not None:
+            versions.setdefault(ep.dist.name, ep.dist.version)
     return versions
 
 
@@ -32,7 +39,7 @@ def provenance_record(run: Any, items: list[Any], counts: Any, granules: Any = N
         "params": run.params,
         "config_id": run.config_id,
         "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "software": software_versions(),
+        "software": software_versions(run.recipe),
         "items": counts.model_dump(),
         **({"granules": granules.model_dump()} if granules is not None else {}),
         "failed": [{"item": f.item, "granule": f.granule, "error": f.error} for f in failures],
