@@ -230,3 +230,31 @@ def test_a_period_is_read_in_bounded_batches_of_the_parents_asked_for(moto_s3: M
         c: v for c, v in want.items() if c // N_CHILDREN == SITE.neighbour}
     cells, h_max = read_period(store, "h_max", APRIL, [SITE.neighbour])
     assert cells.size == 0 and h_max.size == 0
+
+
+def test_the_statistics_list_only_true_auxiliary_coordinates_and_xdggs_decodes_the_store(tmp_path: Path) -> None:
+    """CF 5: an auxiliary coordinate's dimensions are a subset of its variable's; time_bounds (time, nv) is tied to
+    time by ``bounds`` (CF 7.1) and is no coordinate of the statistics (time, cells)."""
+    import xdggs
+    from zarr.storage import LocalStore
+
+    store = LocalStore(tmp_path / "cf.zarr")
+    made = grow(store, 6, 12, [SITE.parent], MARCH)
+    write_parent(store, made.store_id, SITE.parent, MARCH, _two_cells(SITE.parent, (1.0, 2.0)))
+    group = zarr.open_group(store, mode="r")
+    assert group["time"].attrs["bounds"] == "time_bounds"
+    for name in STATISTICS:
+        dims = set(group[name].metadata.dimension_names)
+        for coordinate in str(group[name].attrs["coordinates"]).split():
+            assert set(group[coordinate].metadata.dimension_names) <= dims, (name, coordinate)
+    assert "independent" in group["h_sigma"].attrs["long_name"]  # a formal uncertainty, not the whole one
+
+    ds = xr.open_zarr(store)
+    assert "cell_ids" in ds["h_mean"].coords and "time_bounds" not in ds["h_mean"].coords
+    np.testing.assert_array_equal(ds["time_bounds"].values, np.array([["2019-03-01", "2019-04-01"]], "datetime64[ns]"))
+    decoded = xdggs.decode(ds.isel(time=0))
+    assert (decoded.dggs.grid_info.level, decoded.dggs.grid_info.indexing_scheme) == (12, "nested")
+    np.testing.assert_array_equal(decoded["cell_ids"].values,
+                                  np.arange(SITE.parent * N_CHILDREN, (SITE.parent + 1) * N_CHILDREN))
+    assert decoded["count"].values[[0, 1, -1]].tolist() == [1, 0, 1]
+    assert decoded["h_mean"].values[[0, -1]].tolist() == [1.0, 2.0]

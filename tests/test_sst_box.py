@@ -13,7 +13,7 @@ from granulemap.recipes import get_recipe
 from granulemap.recipes.sst_box_mean import box_mean_sst
 
 from sst_reference import LAKE, LAND, RIVER, SEA_ICE, WATER
-from test_sst_recipe import _write_l4
+from test_sst_recipe import K, MUR41, _write_l4, write_mur41
 
 
 def _independent_box_mean(path: Path, west: float, south: float, east: float, north: float) -> tuple[float, int]:
@@ -68,3 +68,57 @@ def test_box_parameters_are_validated() -> None:
         with pytest.raises(InvalidInput, match="same longitude"):
             recipe.parse_params({"box": same})
     assert recipe.parse_params({}).box == (-170.0, -5.0, -120.0, 5.0)
+
+
+# --- edges: closed, whatever float32 did to a centre on an edge -------------------------------------------------------
+# A corner of the MUR 0.01° grid at Niño 3.4's north-west corner (5°N, 170°W). Centres 5.00 and -170.00 lie on the
+# box's edges; stored in float32 they may come out a hair outside (5.0000005, -170.00002), as written here.
+NOMINAL_LAT = [4.98, 4.99, 5.00, 5.01]
+NOMINAL_LON = [-170.02, -170.01, -170.00, -169.99]
+STORED_LAT = np.array([4.98, 4.99, np.nextafter(np.float32(5.0), np.float32(6.0)), 5.01], "f4")
+STORED_LON = np.array([-170.02, -170.01, np.nextafter(np.float32(-170.0), np.float32(-171.0)), -169.99], "f4")
+CORNER_SST = [[10.0, 11.0, 12.0, 13.0], [20.0, 21.0, 22.0, 23.0], [30.0, 31.0, 32.0, 33.0], [40.0, 41.0, 42.0, 43.0]]
+
+
+def _corner(path: Path) -> Path:
+    assert STORED_LAT[2] > 5.0 and STORED_LON[2] < -170.0  # the on-edge centres really are stored outside the box
+    return _write_l4(path, lat=STORED_LAT, lon=STORED_LON, sst=np.array(CORNER_SST) + K, mask=np.ones((4, 4)))
+
+
+def _hand_mean(rows: list[int], cols: list[int]) -> float:
+    weights = {r: np.cos(np.radians(NOMINAL_LAT[r])) for r in rows}
+    total = sum(weights[r] * CORNER_SST[r][c] for r in rows for c in cols)
+    return total / sum(weights[r] * len(cols) for r in rows)
+
+
+def test_a_cell_centred_on_an_edge_is_in_even_when_float32_put_it_a_hair_outside(tmp_path: Path) -> None:
+    path = _corner(tmp_path / "20200101090000-EDGE-L4.nc")
+    got = box_mean_sst(path.name, (-170.0, -5.0, -120.0, 5.0), path=str(path))
+    # rows 4.98, 4.99, 5.00 (5.01 is out); columns -170.00, -169.99 (-170.02 and -170.01 are out)
+    assert got["n_valid"] == 6
+    assert got["mean_sst_c"] == pytest.approx(_hand_mean([0, 1, 2], [2, 3]), abs=1e-6)
+    assert got["time"] == "2020-01-01T09:00:00Z"
+
+
+def test_boxes_that_share_an_edge_both_count_the_cells_centred_on_it(tmp_path: Path) -> None:
+    path = _corner(tmp_path / "20200101090000-EDGE-L4.nc")
+    west = box_mean_sst(path.name, (-175.0, -5.0, -170.0, 5.0), path=str(path))
+    east = box_mean_sst(path.name, (-170.0, -5.0, -120.0, 5.0), path=str(path))
+    north = box_mean_sst(path.name, (-175.0, 5.0, -120.0, 10.0), path=str(path))
+    assert west["n_valid"] == 3 * 3 and west["mean_sst_c"] == pytest.approx(_hand_mean([0, 1, 2], [0, 1, 2]), abs=1e-6)
+    assert east["n_valid"] == 3 * 2  # the -170.00 column is in both
+    assert north["n_valid"] == 2 * 4 and north["mean_sst_c"] == pytest.approx(_hand_mean([2, 3], [0, 1, 2, 3]),
+                                                                             abs=1e-6)
+
+
+def test_box_mean_on_a_mur_v41_mask(tmp_path: Path) -> None:
+    # mask 1 open sea, 2 land, 5 open lake, 9 open sea with ice, 13 open lake with ice; longitudes -135, -45, 45, 135
+    path = write_mur41(tmp_path / MUR41, lat=[0.0, 60.0],
+                       sst=[[K + 1, K + 2, K + 3, K + 4], [K + 5, K + 6, K + 7, K + 8]],
+                       mask=[[1, 1, 9, 5], [13, 1, 1, 2]])
+    got = box_mean_sst(path.name, (-90.0, -10.0, 90.0, 70.0), path=str(path))
+    # longitudes -45 and 45: open sea at (0, -45) = 2 (weight 1), (60, -45) = 6 and (60, 45) = 7 (weight 1/2)
+    assert got["n_valid"] == 3
+    assert got["mean_sst_c"] == pytest.approx((2 + 0.5 * 13) / 2, abs=1e-6)
+    want_mean, want_n = _independent_box_mean(path, -90.0, -10.0, 90.0, 70.0)  # the GDS 2.0 bit test, by netCDF4
+    assert (want_n, want_mean) == (3, pytest.approx(got["mean_sst_c"], abs=1e-6))

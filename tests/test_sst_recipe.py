@@ -3,6 +3,7 @@ hand-made GHRSST-like files whose expected values are worked out by hand."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from pathlib import Path
 
@@ -42,21 +43,31 @@ def test_reading_from_memory_equals_reading_from_path(mur25: Path) -> None:
     assert from_path == from_bytes
 
 
+GHRSST_EPOCH = dt.datetime(1981, 1, 1)
+
+
+def _stamp(path: Path) -> dt.datetime:
+    """The (naive, UTC) time in a GHRSST file name's leading YYYYMMDDHHMMSS."""
+    return dt.datetime.strptime(path.name[:14], "%Y%m%d%H%M%S")
+
+
 def _write_l4(path: Path, lat, sst, mask, *, dtype="i2", scale=0.01, offset=273.15, fill=-32768, units="kelvin",
-              flag_masks=(1, 2, 4, 8, 16),
-              flag_meanings="water land optional_lake_surface sea_ice optional_river_surface") -> Path:
-    """A tiny GDS 2.0-like L4 file. ``sst`` holds physical values (NaN = fill) in ``units``."""
+              lon=None, flag_masks=(1, 2, 4, 8, 16),
+              flag_meanings="water land optional_lake_surface sea_ice optional_river_surface", flag_values=None,
+              time_units="seconds since 1981-01-01 00:00:00 UTC", time_value=None) -> Path:
+    """A tiny GDS 2.0-like L4 file. ``sst`` holds physical values (NaN = fill) in ``units``. Its ``time`` is the
+    file name's date stamp (seconds since 1981, as GDS 2.0 has it) unless ``time_value`` is given."""
     lat = np.asarray(lat, float)
     sst = np.asarray(sst, float)
     with netCDF4.Dataset(path, "w") as ds:
         ds.createDimension("time", 1)
         ds.createDimension("lat", sst.shape[0])
         ds.createDimension("lon", sst.shape[1])
-        t = ds.createVariable("time", "i4", ("time",))
-        t.units = "seconds since 1981-01-01 00:00:00 UTC"
-        t[:] = [0]
+        t = ds.createVariable("time", "f8", ("time",))
+        t.units = time_units
+        t[:] = [(_stamp(path) - GHRSST_EPOCH).total_seconds() if time_value is None else time_value]
         ds.createVariable("lat", "f4", ("lat",))[:] = lat
-        ds.createVariable("lon", "f4", ("lon",))[:] = np.linspace(-135, 135, sst.shape[1])
+        ds.createVariable("lon", "f4", ("lon",))[:] = np.linspace(-135, 135, sst.shape[1]) if lon is None else lon
         v = ds.createVariable("analysed_sst", dtype, ("time", "lat", "lon"), fill_value=fill)
         v.set_auto_maskandscale(False)
         v.units = units
@@ -68,8 +79,12 @@ def _write_l4(path: Path, lat, sst, mask, *, dtype="i2", scale=0.01, offset=273.
             raw = np.where(np.isnan(sst), fill, sst).astype(dtype)
         v[0] = raw
         m = ds.createVariable("mask", "i1", ("time", "lat", "lon"), fill_value=-128)
-        m.flag_masks = np.array(flag_masks, dtype="i1")
-        m.flag_meanings = flag_meanings
+        if flag_masks is not None:
+            m.flag_masks = np.array(flag_masks, dtype="i1")
+        if flag_values is not None:
+            m.flag_values = np.array(flag_values, dtype="i1")
+        if flag_meanings is not None:
+            m.flag_meanings = flag_meanings
         m[0] = np.asarray(mask, dtype="i1")
     return path
 
@@ -93,6 +108,7 @@ def test_hand_checked_weights_and_mask(tmp_path: Path) -> None:
     assert got["mean_sst_c"] == pytest.approx(55 / 4.5, abs=1e-6)
     assert got["min_sst_c"] == pytest.approx(2.0, abs=1e-6)
     assert got["max_sst_c"] == pytest.approx(30.0, abs=1e-6)
+    assert got["time"] == "2020-01-01T00:00:00Z"  # its time variable, written from the name's stamp
 
     tutorial = global_mean_sst(path.name, method="podaac-tutorial", path=str(path))
     # Every valid cell with |lat| <= 60: all 11 non-fill cells, same row weights, no mask.
@@ -162,3 +178,183 @@ def test_the_tutorial_method_leaves_out_cells_poleward_of_60_degrees(tmp_path: P
     assert ocean["n_valid"] == 12
     assert ocean["mean_sst_c"] == pytest.approx(want, abs=1e-5)
     assert (ocean["min_sst_c"], ocean["max_sst_c"]) == (pytest.approx(-1.5, abs=1e-6), pytest.approx(30.0, abs=1e-6))
+
+
+# --- packing attributes (CF): valid range, negative scale, missing_value ----------------------------------------------
+K = 273.15
+TWO_ROWS = dict(lat=[0.0, 30.0], sst=[[K + 1, K + 2, K + 3, K + 40], [K + 5, K + 6, K - 5, K + 8]], mask=[[1] * 4] * 2)
+"""Rows at 0° (weight 1) and 30° (weight cos 30°), all open water; 40 °C and -5 °C are the odd ones out."""
+COS30 = math.cos(math.radians(30.0))
+
+
+def _attributes(path: Path, **attrs) -> Path:
+    with netCDF4.Dataset(path, "r+") as ds:
+        for name, value in attrs.items():
+            ds["analysed_sst"].setncattr(name, value)
+    return path
+
+
+def _assert_stats(path: Path, mean: float, n: int, lo: float, hi: float) -> None:
+    """The recipe's row equals the hand-worked numbers and netCDF4's own CF masking and unpacking."""
+    got = global_mean_sst(path.name, method="ocean", path=str(path))
+    assert (got["n_valid"], got["mean_sst_c"]) == (n, pytest.approx(mean, abs=1e-6))
+    assert (got["min_sst_c"], got["max_sst_c"]) == (pytest.approx(lo, abs=1e-6), pytest.approx(hi, abs=1e-6))
+    want = ocean_mean_reference(path)
+    assert want["n_valid"] == n and want["mean_sst_c"] == pytest.approx(mean, abs=1e-6)
+    assert (want["min_sst_c"], want["max_sst_c"]) == (pytest.approx(lo, abs=1e-6), pytest.approx(hi, abs=1e-6))
+
+
+@pytest.mark.parametrize("attrs", [
+    {"valid_min": np.int16(-200), "valid_max": np.int16(3500)},  # -2 °C .. 35 °C in packed units (0.01 K from 0 °C)
+    {"valid_range": np.array([-200, 3500], "i2")},
+])
+def test_cells_outside_the_valid_range_are_left_out(tmp_path: Path, attrs) -> None:
+    path = _attributes(_write_l4(tmp_path / "20200101000000-VALID-L4.nc", **TWO_ROWS), **attrs)
+    # 40 °C and -5 °C are out: row 0 keeps 1, 2, 3; row 1 keeps 5, 6, 8
+    _assert_stats(path, (6 + COS30 * 19) / (3 + 3 * COS30), 6, 1.0, 8.0)
+
+
+def test_a_negative_scale_factor_unpacks_and_swaps_min_and_max(tmp_path: Path) -> None:
+    path = _write_l4(tmp_path / "20200101000000-NEGSCALE-L4.nc", **TWO_ROWS, scale=-0.01, offset=300.0)
+    with netCDF4.Dataset(path) as ds:  # the largest temperature is stored as the smallest integer
+        raw = ds["analysed_sst"]
+        raw.set_auto_maskandscale(False)
+        assert raw[0, 0, 3] == raw[0].min() == round((K + 40 - 300.0) / -0.01)
+    _assert_stats(path, (46 + COS30 * 14) / (4 + 4 * COS30), 8, -5.0, 40.0)
+
+
+@pytest.mark.parametrize("missing", [np.int16(-999), np.array([-999, -998], "i2")])
+def test_missing_value_cells_are_left_out_like_fill_values(tmp_path: Path, missing) -> None:
+    path = _write_l4(tmp_path / "20200101000000-MISSING-L4.nc", **TWO_ROWS)
+    with netCDF4.Dataset(path, "r+") as ds:
+        v = ds["analysed_sst"]
+        v.set_auto_maskandscale(False)
+        raw = v[:]
+        raw[0, 0, 3] = -999  # was 40 °C
+        raw[0, 1, 2] = np.atleast_1d(missing)[-1]  # was -5 °C (also -999 when missing_value is one number)
+        v[:] = raw
+        v.missing_value = missing
+    _assert_stats(path, (6 + COS30 * 19) / (3 + 3 * COS30), 6, 1.0, 8.0)
+
+
+@pytest.mark.parametrize("units", ["degree_C", "degrees_C", "deg_C", "degC", "Celsius", "°C", "degree_Celsius"])
+def test_udunits_spellings_of_celsius_are_read(tmp_path: Path, units: str) -> None:
+    path = _write_l4(tmp_path / "20200101000000-CELSIUS-L4.nc", lat=[0.0], sst=[[1.0, 2.0, 4.0]], mask=[[1, 1, 1]],
+                     dtype="f4", fill=-999.0, units=units)
+    got = global_mean_sst(path.name, method="ocean", path=str(path))
+    assert (got["n_valid"], got["mean_sst_c"]) == (3, pytest.approx(7 / 3, abs=1e-6))
+
+
+# --- the mask in MUR v4.1's older form --------------------------------------------------------------------------------
+MUR41_MEANINGS = "1=open-sea, 2=land, 5=open-lake, 9=open-sea with ice in the grid, 13=open-lake with ice in the grid"
+MUR41 = "20200101090000-JPL-L4_GHRSST-SSTfnd-MUR-GLOB-v02.0-fv04.1.nc"
+
+
+def write_mur41(path: Path, lat, sst, mask, **kwargs) -> Path:
+    """A tiny file with MUR v4.1's mask attributes (as in its granules' headers): the GDS 2.0 bits in flag_masks, the
+    values in use in flag_values, and their meanings as 'N=meaning' items."""
+    return _write_l4(path, lat, sst, mask, flag_masks=(1, 2, 4, 8, 16), flag_values=(1, 2, 5, 9, 13),
+                     flag_meanings=MUR41_MEANINGS, **kwargs)
+
+
+def test_mur_v41_mask_open_sea_alone_is_open_water(tmp_path: Path) -> None:
+    # 1 open sea, 2 land, 5 open lake, 9 open sea with ice, 13 open lake with ice, -128 the mask's fill
+    path = write_mur41(tmp_path / MUR41, lat=[0.0, 60.0],
+                       sst=[[K + 10, K + 11, K + 12, K + 13, K + 14], [K + 20, K + 21, K + 22, K + 23, K + 24]],
+                       mask=[[1, 2, 5, 1, 9], [13, 1, -128, 1, 1]])
+    got = global_mean_sst(path.name, method="ocean", path=str(path))
+    # mask 1: 10, 13 (weight 1) and 21, 23, 24 (weight 1/2)
+    assert got["n_valid"] == 5
+    assert got["mean_sst_c"] == pytest.approx((23 + 0.5 * 68) / (2 + 0.5 * 3), abs=1e-6)
+    assert (got["min_sst_c"], got["max_sst_c"]) == (pytest.approx(10.0, abs=1e-6), pytest.approx(24.0, abs=1e-6))
+    assert got["time"] == "2020-01-01T09:00:00Z"
+    # the same cells as the GDS 2.0 bit test (water bit set; land, lake, ice, river bits clear) computed by netCDF4
+    assert ocean_mean_reference(path)["n_valid"] == 5
+    assert ocean_mean_reference(path)["mean_sst_c"] == pytest.approx(got["mean_sst_c"], abs=1e-6)
+
+
+def test_cf_flag_values_with_one_word_each_are_read_as_values(tmp_path: Path) -> None:
+    path = _write_l4(tmp_path / "20200101000000-VALUES-L4.nc", lat=[0.0], sst=[[K + 1, K + 2, K + 3, K + 5]],
+                     mask=[[0, 1, 2, 1]], flag_masks=None, flag_values=(0, 1, 2),
+                     flag_meanings="land open_water sea_ice")
+    got = global_mean_sst(path.name, method="ocean", path=str(path))
+    assert (got["n_valid"], got["mean_sst_c"]) == (2, pytest.approx(3.5, abs=1e-6))
+
+
+@pytest.mark.parametrize(("attrs", "says"), [
+    ({"flag_meanings": "water land"}, "cannot tell open water"),  # 2 words for 5 masks
+    ({"flag_values": (1, 2, 5, 9, 14), "flag_meanings": MUR41_MEANINGS}, "do not match flag_values"),
+    ({"flag_values": (1, 2), "flag_meanings": "1=open-sea, two=land"}, "cannot read"),
+    ({"flag_masks": (2, 8), "flag_meanings": "land sea_ice"}, "no flag means open water"),
+    ({"flag_meanings": None}, "no flag_meanings"),
+])
+def test_a_mask_that_cannot_be_read_is_a_permanent_error_naming_file_variable_and_why(tmp_path: Path, attrs,
+                                                                                         says: str) -> None:
+    path = _write_l4(tmp_path / "20200101000000-BADMASK-L4.nc", lat=[0.0], sst=[[K + 1, K + 2]], mask=[[1, 1]],
+                     **attrs)
+    with pytest.raises(VariableMissing) as raised:
+        global_mean_sst(path.name, method="ocean", path=str(path))
+    assert path.name in str(raised.value) and "'mask'" in str(raised.value) and says in str(raised.value)
+
+
+# --- time -------------------------------------------------------------------------------------------------------------
+def test_the_csv_time_is_the_time_variable_not_the_file_names_stamp(tmp_path: Path) -> None:
+    nine = (dt.datetime(2020, 1, 1, 9) - GHRSST_EPOCH).total_seconds()
+    path = _write_l4(tmp_path / "20200101000000-TIMEVAR-L4.nc", lat=[0.0], sst=[[K + 1]], mask=[[1]],
+                     time_value=nine)
+    assert global_mean_sst(path.name, method="ocean", path=str(path))["time"] == "2020-01-01T09:00:00Z"
+    assert global_mean_sst(path.name, method="podaac-tutorial", path=str(path))["time"] == "2020-01-01T09:00:00Z"
+
+
+@pytest.mark.parametrize(("units", "value", "want"), [
+    ("hours since 1981-01-01 12:00", 12, "1981-01-02T00:00:00Z"),  # hh:mm, no seconds
+    ("seconds since 1981-01-01 00:00:00 +10:00", 0, "1980-12-31T14:00:00Z"),  # local time at UTC+10
+    ("days since 2020-01-01 00:00 +0530", 0, "2019-12-31T18:30:00Z"),
+    ("hours since 2019-12-31 21:00:00 -03:00", 9, "2020-01-01T09:00:00Z"),
+    ("seconds since 1970-1-1 0:00:00 0:00", 1_577_869_200, "2020-01-01T09:00:00Z"),  # unsigned zone, 1-digit fields
+    ("days since 1981-1-1", 1.5, "1981-01-02T12:00:00Z"),
+    ("minutes since 2020-01-01T06:30:00Z", 150, "2020-01-01T09:00:00Z"),
+    ("hours since 2020-01-01 00:00:00.0 UTC", 9, "2020-01-01T09:00:00Z"),
+])
+def test_cf_time_units_are_read_as_udunits_reads_them(tmp_path: Path, units: str, value: float, want: str) -> None:
+    import cftime
+
+    path = _write_l4(tmp_path / "20200101000000-UNITS-L4.nc", lat=[0.0], sst=[[K + 1]], mask=[[1]],
+                     time_units=units, time_value=value)
+    assert global_mean_sst(path.name, method="ocean", path=str(path))["time"] == want
+    assert cftime.num2date(value, units, only_use_cftime_datetimes=False).strftime("%Y-%m-%dT%H:%M:%SZ") == want
+
+
+@pytest.mark.parametrize(("units", "calendar"), [
+    ("months since 1981-01-01", None),  # no fixed length
+    ("days since 1981-01-01 0", None),  # an hour without minutes: ambiguous, refused
+    ("fortnights since 1981-01-01", None),
+    ("seconds since the launch", None),
+    ("days since 2020-01-01", "noleap"),
+    ("days since 1500-01-01", None),  # Julian days in the standard calendar
+])
+def test_time_units_that_cannot_be_read_are_refused_not_guessed(tmp_path: Path, units: str, calendar) -> None:
+    path = _write_l4(tmp_path / "20200101000000-BADTIME-L4.nc", lat=[0.0], sst=[[K + 1]], mask=[[1]],
+                     time_units=units, time_value=3)
+    if calendar:
+        with netCDF4.Dataset(path, "r+") as ds:
+            ds["time"].calendar = calendar
+    with pytest.raises(VariableMissing) as raised:
+        global_mean_sst(path.name, method="ocean", path=str(path))
+    assert path.name in str(raised.value) and "'time'" in str(raised.value) and units in str(raised.value)
+
+
+def test_synthetic_granules_time_attributes_agree_with_their_name(tmp_path: Path, mur25: Path) -> None:
+    from granulemap.synthetic import make_synthetic_granule
+
+    when = dt.datetime(2019, 7, 4, 9)
+    path = make_synthetic_granule(mur25, tmp_path, when, 0.0)
+    assert path.name.startswith("20190704090000-SYNTHETIC-")
+    with netCDF4.Dataset(path) as ds:
+        attrs = {name: ds.getncattr(name) for name in ds.ncattrs()}
+        time = netCDF4.num2date(ds["time"][0], "seconds since 1981-01-01 00:00:00", only_use_cftime_datetimes=False)
+    assert time == when
+    # MUR: the analysis time 09:00, its window from 21:00 the day before to 21:00 that day
+    assert (attrs["start_time"], attrs["stop_time"]) == ("20190704T090000Z", "20190704T090000Z")
+    assert (attrs["time_coverage_start"], attrs["time_coverage_end"]) == ("20190703T210000Z", "20190704T210000Z")
+    assert global_mean_sst(path.name, method="ocean", path=str(path))["time"] == "2019-07-04T09:00:00Z"

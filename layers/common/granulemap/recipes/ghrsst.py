@@ -1,7 +1,8 @@
 """Reading GHRSST L4 granules (GDS 2.0) without assumptions about one product.
 
-Scale factor, offset, fill value, valid range, dtype, units and the mask's flag bits are all read from the file,
-so MUR, MUR25, OSTIA, CMC and the other GDS 2.0 L4 products work alike.
+Scale factor, offset, fill and missing values, valid range, dtype, units, the time units and the mask's flags are all
+read from the file, so MUR (0.01°, v4.1), MUR25, OSTIA, CMC and the other GDS 2.0 L4 products work alike. What cannot
+be read without guessing is refused with ``VariableMissing`` naming the file, the variable and what is wrong.
 
 The file is opened with h5py (netCDF-4 files are HDF5; the HDF5 library parses the file and its chunk index). A
 packed field whose chunks are filtered by exactly (shuffle,) deflate is read as raw chunk bytes and inflated with
@@ -13,7 +14,9 @@ and shuffle a fixed byte transpose, so the integers are bit-identical to the lib
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
+import operator
 import re
 import zlib
 from collections.abc import Callable
@@ -29,8 +32,11 @@ from granulemap.recipes.base import time_from_stamp
 GHRSST_STAMP = re.compile(r"^(\d{14})-")
 """GDS 2.0 file names start with the granule's date stamp, YYYYMMDDHHMMSS-."""
 
-KELVIN_UNITS = {"kelvin", "k", "degrees_kelvin", "degree_kelvin"}
-CELSIUS_UNITS = {"celsius", "degc", "degree_celsius", "degrees_celsius", "c"}
+KELVIN_UNITS = {"kelvin", "k", "°k", "degk", "deg_k", "degreek", "degree_k", "degreesk", "degrees_k", "degree_kelvin",
+                "degrees_kelvin"}
+CELSIUS_UNITS = {"celsius", "°c", "degc", "deg_c", "degreec", "degree_c", "degreesc", "degrees_c", "degree_celsius",
+                 "degrees_celsius", "c"}
+"""Lower-cased spellings of kelvin and degrees Celsius (UDUNITS' K, degK, degree_C, degC, Celsius, ...; and "C")."""
 ZERO_CELSIUS_IN_KELVIN = 273.15
 
 
@@ -45,7 +51,7 @@ class PackedField:
 
     raw: np.ndarray
     valid: np.ndarray
-    """True where raw is neither the fill value nor outside valid_min/valid_max."""
+    """True where raw is neither the fill value nor a missing_value, and within valid_min/valid_max/valid_range."""
     scale: float
     offset: float
     to_celsius: float
@@ -64,7 +70,8 @@ class GhrsstGranule:
     lon: np.ndarray
     sst: PackedField
     mask: np.ndarray | None
-    mask_flags: dict[str, int]
+    mask_flags: OpenWaterRule | None
+    """The mask's flag attributes as read: which of its values are open water (None when the mask was not read)."""
 
 
 def _celsius_shift(units: str, granule: str) -> float:
@@ -146,6 +153,26 @@ def _attr(ds: h5py.Dataset, name: str) -> Any:
     return value
 
 
+def _where(ds: h5py.Dataset, granule: str) -> str:
+    """``file: variable 'name'``, for the messages."""
+    return f"{granule}: variable {ds.name.lstrip('/')!r}"
+
+
+def _numbers(ds: h5py.Dataset, name: str, granule: str, size: int | None = None) -> np.ndarray:
+    """A numeric attribute in its own type (missing_value, valid_range, flag_masks, ...), of ``size`` values if
+    given; VariableMissing if it is not that."""
+    value = np.atleast_1d(np.asarray(ds.attrs[name]))
+    if value.dtype.kind not in "iuf" or (size is not None and value.size != size):
+        wanted = "numbers" if size is None else f"{size} number{'s' if size > 1 else ''}"
+        raise VariableMissing(f"{_where(ds, granule)} has {name} {value.tolist()!r}: expected {wanted}")
+    return value
+
+
+def _number(ds: h5py.Dataset, name: str, granule: str) -> float:
+    """A numeric scalar attribute (scale_factor, add_offset) as a float."""
+    return float(_numbers(ds, name, granule, size=1)[0])
+
+
 def _variable(f: h5py.File, name: str, granule: str) -> h5py.Dataset:
     ds = f.get(name)
     if not isinstance(ds, h5py.Dataset):
@@ -162,40 +189,175 @@ def _first_slice(ds: h5py.Dataset, granule: str) -> np.ndarray:
 
 
 def _packed_field(ds: h5py.Dataset, granule: str) -> PackedField:
+    """The field and where it is valid, as CF says: not equal to ``_FillValue`` (else the HDF5 fill value) nor to any
+    ``missing_value``, within ``valid_min``/``valid_max``/``valid_range`` (all in packed units) and finite."""
     raw = _first_slice(ds, granule)
     attrs = set(ds.attrs)
-    fill = _attr(ds, "_FillValue") if "_FillValue" in attrs else ds.fillvalue
-    valid = raw != fill
+    fill = _numbers(ds, "_FillValue", granule) if "_FillValue" in attrs else np.atleast_1d(ds.fillvalue)
+    missing = _numbers(ds, "missing_value", granule) if "missing_value" in attrs else ()
+    invalid = [*fill, *missing]
+    valid = raw != invalid[0]
+    for value in invalid[1:]:
+        valid &= raw != value
     if np.issubdtype(raw.dtype, np.floating):
         valid &= np.isfinite(raw)
     if "valid_min" in attrs:
-        valid &= raw >= _attr(ds, "valid_min")
+        valid &= raw >= _numbers(ds, "valid_min", granule, size=1)[0]  # in the raw type: no float copy
     if "valid_max" in attrs:
-        valid &= raw <= _attr(ds, "valid_max")
+        valid &= raw <= _numbers(ds, "valid_max", granule, size=1)[0]
     if "valid_range" in attrs:
-        lo, hi = ds.attrs["valid_range"]
+        lo, hi = _numbers(ds, "valid_range", granule, size=2)
         valid &= (raw >= lo) & (raw <= hi)
-    scale = float(_attr(ds, "scale_factor")) if "scale_factor" in attrs else 1.0
-    offset = float(_attr(ds, "add_offset")) if "add_offset" in attrs else 0.0
+    scale = _number(ds, "scale_factor", granule) if "scale_factor" in attrs else 1.0
+    offset = _number(ds, "add_offset", granule) if "add_offset" in attrs else 0.0
     units = _attr(ds, "units") if "units" in attrs else ""
     return PackedField(raw=raw, valid=valid, scale=scale, offset=offset, to_celsius=_celsius_shift(units, granule))
 
 
-_TIME_UNITS = re.compile(r"^\s*(seconds|minutes|hours|days)\s+since\s+(\d{4}-\d{2}-\d{2})(?:[ T](\d{2}:\d{2}:\d{2}))?")
-_SECONDS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
+_TIME_UNITS = re.compile(
+    r"\s*(?P<unit>[a-z]+)\s+(?:since|after|from)\s+"
+    r"(?P<year>\d{4})-(?P<month>\d{1,2})(?:-(?P<day>\d{1,2}))?"
+    r"(?:(?:\s+|T)(?P<hour>\d{1,2}):(?P<minute>\d{1,2})(?::(?P<second>\d{1,2}(?:\.\d*)?))?)?"
+    r"\s*(?P<zone>Z|UTC|GMT|[+-]?\d{1,2}:\d{2}|[+-]\d{1,2}(?:\d{2})?)?\s*",
+    re.IGNORECASE,
+)
+"""UDUNITS/CF time units: ``<unit> since YYYY-M[-D][( |T)h:m[:s[.f]]][ zone]``, zone ``Z``/``UTC``/``GMT`` or an offset
+``±h``, ``[±]hh:mm`` or ``±hhmm`` from UTC (the reference time is the local time there)."""
+_SECONDS = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
+    **dict.fromkeys(("min", "mins", "minute", "minutes"), 60),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
+    **dict.fromkeys(("d", "day", "days"), 86400),
+}
+_GREGORIAN = {"standard", "gregorian", "proleptic_gregorian"}
+_GREGORIAN_START = dt.datetime(1582, 10, 15, tzinfo=dt.UTC)
+"""Before this day the CF ``standard`` calendar is Julian, which Python's (proleptic Gregorian) datetime is not."""
+
+
+def time_from_units(value: float, units: str, calendar: str = "standard") -> dt.datetime:
+    """The UTC time ``value`` ``units`` (CF/UDUNITS, e.g. "seconds since 1981-01-01 00:00:00 UTC") in ``calendar``.
+
+    ValueError, saying why, for anything that cannot be read without guessing: months or years (not fixed lengths),
+    a calendar other than the (proleptic) Gregorian one, or a date before 1582-10-15 in the mixed ``standard`` one.
+    """
+    match = _TIME_UNITS.fullmatch(units)
+    if match is None:
+        raise ValueError("expected '<seconds|minutes|hours|days> since YYYY-MM-DD[ hh:mm[:ss]][ zone]'")
+    unit = match["unit"].lower()
+    if unit not in _SECONDS:
+        raise ValueError(f"unit {match['unit']!r} is not a fixed length of time (seconds, minutes, hours or days)")
+    if calendar.strip().lower() not in _GREGORIAN:
+        raise ValueError(f"calendar {calendar!r} is not supported (only standard, gregorian, proleptic_gregorian)")
+    zone = (match["zone"] or "Z").upper()
+    offset = dt.timedelta(0)
+    if zone not in ("Z", "UTC", "GMT"):
+        digits = zone.lstrip("+-").replace(":", "")
+        hours, minutes = (digits[:-2], digits[-2:]) if len(digits) > 2 else (digits, "0")
+        offset = (-1 if zone[0] == "-" else 1) * dt.timedelta(hours=int(hours), minutes=int(minutes))
+    second = float(match["second"] or 0)
+    try:
+        local = dt.datetime(int(match["year"]), int(match["month"]), int(match["day"] or 1), int(match["hour"] or 0),
+                            int(match["minute"] or 0), tzinfo=dt.timezone(offset))
+        when = local.astimezone(dt.UTC) + dt.timedelta(seconds=second + value * _SECONDS[unit])
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(f"not a time: {exc}") from exc
+    if calendar.strip().lower() != "proleptic_gregorian" and min(local, when) < _GREGORIAN_START:
+        raise ValueError("a date before 1582-10-15 in the mixed Julian/Gregorian calendar is not supported")
+    return when
 
 
 def _time(f: h5py.File, name: str) -> dt.datetime:
-    if "time" in f and "units" in f["time"].attrs:
-        match = _TIME_UNITS.match(_attr(f["time"], "units"))
-        if match:
-            unit, day, clock = match.groups()
-            epoch = dt.datetime.fromisoformat(f"{day}T{clock or '00:00:00'}").replace(tzinfo=dt.UTC)
-            return epoch + dt.timedelta(seconds=float(f["time"][0]) * _SECONDS[unit])
+    """The ``time`` variable's (first) value as UTC; the file name's date stamp when there is no time or no units."""
+    tvar = f.get("time")
+    if isinstance(tvar, h5py.Dataset) and "units" in tvar.attrs:
+        units = str(_attr(tvar, "units"))
+        calendar = str(_attr(tvar, "calendar")) if "calendar" in tvar.attrs else "standard"
+        try:
+            value = float(np.ravel(tvar[()])[0])
+        except (IndexError, OSError, TypeError, ValueError) as exc:
+            raise GranuleUnreadable(f"{name}: variable 'time' has no readable value: {exc}") from exc
+        if "scale_factor" in tvar.attrs:
+            value *= _number(tvar, "scale_factor", name)
+        if "add_offset" in tvar.attrs:
+            value += _number(tvar, "add_offset", name)
+        try:
+            return time_from_units(value, units, calendar)
+        except ValueError as exc:
+            raise VariableMissing(f"{name}: variable 'time' has units {units!r} (calendar {calendar!r}) that cannot "
+                                  f"be read: {exc}") from exc
     stamp = time_from_name(name)
     if stamp is None:
         raise VariableMissing(f"{name}: no readable time variable and no YYYYMMDDHHMMSS- date stamp in its name")
     return stamp
+
+
+@dataclass(frozen=True)
+class OpenWaterRule:
+    """Which values of a GHRSST ``mask`` mean open water, as the file's attributes say.
+
+    By bits (GDS 2.0: ``flag_masks`` 1 2 4 8 16 with ``flag_meanings`` "water land optional_lake_surface sea_ice
+    optional_river_surface"): a water bit set and every land, lake, ice and river bit clear. By value (MUR v4.1's
+    ``flag_meanings`` "1=open-sea, 2=land, 5=open-lake, 9=open-sea with ice in the grid, 13=open-lake with ice in the
+    grid", the same GDS 2.0 bits added up; or CF ``flag_values`` with one word each): one of the values whose meaning
+    is water and not land, lake, ice or river (MUR v4.1: 1 alone, as the bit test gives).
+    """
+
+    water_bits: int = 0
+    excluded_bits: int = 0
+    water_values: tuple[int, ...] = ()
+
+
+_NOT_OPEN_WATER = ("land", "lake", "ice", "river")
+_WATER_WORDS = {"water", "sea", "ocean"}
+_NUMBERED_MEANING = re.compile(r"\s*([+-]?\d+)\s*=\s*(\S.*?)\s*")
+
+
+def _kind(meaning: str) -> str:
+    """'excluded' (land, lake, any ice, river), 'water' (water, sea or ocean and none of those) or 'other'."""
+    text = meaning.lower()
+    if any(word in text for word in _NOT_OPEN_WATER):
+        return "excluded"
+    return "water" if _WATER_WORDS & set(re.findall(r"[a-z]+", text)) else "other"
+
+
+def _open_water_rule(mds: h5py.Dataset, granule: str) -> OpenWaterRule:
+    """Read the mask's flag attributes; VariableMissing, naming the file, the variable and what is wrong, if they do
+    not say which values are open water."""
+    where = _where(mds, granule)
+    if mds.dtype.kind not in "iu":
+        raise VariableMissing(f"{where} is {mds.dtype}, not integer flags")
+    if "flag_meanings" not in mds.attrs:
+        raise VariableMissing(f"{where} has no flag_meanings: which cells are open water is not said")
+    meanings = _attr(mds, "flag_meanings")
+    if not isinstance(meanings, str):
+        raise VariableMissing(f"{where} has flag_meanings {meanings!r}: expected text")
+    masks = [int(m) for m in _numbers(mds, "flag_masks", granule)] if "flag_masks" in mds.attrs else None
+    values = [int(v) for v in _numbers(mds, "flag_values", granule)] if "flag_values" in mds.attrs else None
+    said = f"flag_meanings {meanings!r}, flag_masks {masks}, flag_values {values}"
+    words = meanings.split()
+    if "=" in meanings:  # "N=meaning, N=meaning, ..." (MUR v4.1): each N a whole value of the mask
+        items = [_NUMBERED_MEANING.fullmatch(part) for part in re.split(r"[,;]", meanings) if part.strip()]
+        numbered = [(int(m[1]), m[2]) for m in items if m]
+        if not numbered or len(numbered) != len(items):
+            raise VariableMissing(f"{where}: cannot read {said}: expected 'N=meaning' items separated by commas")
+        numbers = [n for n, _ in numbered]
+        if len(set(numbers)) != len(numbers) or (values is not None and sorted(numbers) != sorted(values)):
+            raise VariableMissing(f"{where}: the values in flag_meanings do not match flag_values ({said})")
+        rule = OpenWaterRule(water_values=tuple(n for n, meaning in numbered if _kind(meaning) == "water"))
+    elif masks is not None and len(words) == len(masks) and values in (None, masks) and all(
+            m > 0 and m & (m - 1) == 0 for m in masks):  # CF flag_masks: one bit per meaning
+        kinds = [_kind(w) for w in words]
+        rule = OpenWaterRule(
+            water_bits=functools.reduce(operator.or_, (m for m, k in zip(masks, kinds) if k == "water"), 0),
+            excluded_bits=functools.reduce(operator.or_, (m for m, k in zip(masks, kinds) if k == "excluded"), 0))
+    elif masks is None and values is not None and len(words) == len(values):  # CF flag_values: one value each
+        rule = OpenWaterRule(water_values=tuple(v for v, w in zip(values, words, strict=True) if _kind(w) == "water"))
+    else:
+        raise VariableMissing(f"{where}: cannot tell open water from {said}: expected one flag_meanings word per "
+                              "single-bit flag_masks, one per flag_values, or 'N=meaning' items")
+    if not (rule.water_bits or rule.water_values):
+        raise VariableMissing(f"{where}: no flag means open water ({said})")
+    return rule
 
 
 def read_granule(name: str, *, path: str | None = None, data: bytes | None = None, with_mask: bool) -> GhrsstGranule:
@@ -208,37 +370,41 @@ def read_granule(name: str, *, path: str | None = None, data: bytes | None = Non
         lat = np.asarray(_variable(f, "lat", name)[()], dtype=np.float64)
         lon = np.asarray(_variable(f, "lon", name)[()], dtype=np.float64)
         sst = _packed_field(_variable(f, "analysed_sst", name), name)
-        mask, flags = None, {}
+        mask, flags = None, None
         if with_mask:
             mds = _variable(f, "mask", name)
-            masks = np.atleast_1d(mds.attrs["flag_masks"]).astype(np.int64)
-            flags = dict(zip(_attr(mds, "flag_meanings").split(), (int(m) for m in masks), strict=True))
+            flags = _open_water_rule(mds, name)
             mask = _first_slice(mds, name)
         when = _time(f, name)
     if sst.raw.shape != (lat.size, lon.size):
         raise GranuleUnreadable(f"{name}: analysed_sst has shape {sst.raw.shape}, expected ({lat.size}, {lon.size})")
+    if mask is not None and mask.shape != sst.raw.shape:
+        raise GranuleUnreadable(f"{name}: mask has shape {mask.shape}, analysed_sst {sst.raw.shape}")
     return GhrsstGranule(name=name, time=when, lat=lat, lon=lon, sst=sst, mask=mask, mask_flags=flags)
 
 
-def open_water(mask: np.ndarray, flags: dict[str, int], granule: str) -> np.ndarray:
-    """True where the GDS 2.0 mask says open water: the water bit set and the land, lake, ice and river bits clear.
+def open_water(mask: np.ndarray, flags: OpenWaterRule | None, granule: str) -> np.ndarray:
+    """True where ``mask`` is open water by its ``flags`` (``GhrsstGranule.mask_flags``; see ``OpenWaterRule``).
 
-    Computed in the mask's own integer type when the bits fit (one ``&`` and one ``==`` on int8).
+    Computed in the mask's own integer type where it can be: one ``==`` for one water value, or for one water bit one
+    ``&`` and one ``==`` on int8.
     """
-    water = [bit for meaning, bit in flags.items() if meaning == "water"]
-    if not water:
-        raise VariableMissing(f"{granule}: mask has no 'water' flag (flag_meanings: {' '.join(flags)})")
-    excluded = 0
-    for meaning, bit in flags.items():
-        if any(word in meaning for word in ("land", "lake", "ice", "river")):
-            excluded |= bit
-    both = water[0] | excluded
-    single_bit = water[0] > 0 and water[0] & (water[0] - 1) == 0 and not water[0] & excluded
-    if single_bit and mask.dtype.kind in "iu" and both <= np.iinfo(mask.dtype).max:
+    if flags is None:
+        raise ValueError(f"{granule}: its mask was not read: read_granule(..., with_mask=True)")
+    if flags.water_values:
+        info = np.iinfo(mask.dtype)
+        values = [v for v in flags.water_values if info.min <= v <= info.max]
+        if len(values) == 1:
+            return mask == mask.dtype.type(values[0])
+        return np.isin(mask, values)
+    water, excluded = flags.water_bits, flags.excluded_bits
+    both = water | excluded
+    single_bit = water & (water - 1) == 0 and not water & excluded
+    if single_bit and both <= np.iinfo(mask.dtype).max:
         # water bit set and every excluded bit clear <=> (mask & (water|excluded)) == water, for one water bit.
-        return (mask & mask.dtype.type(both)) == mask.dtype.type(water[0])
+        return (mask & mask.dtype.type(both)) == mask.dtype.type(water)
     m = mask.astype(np.int64, copy=False)
-    return ((m & water[0]) != 0) & ((m & excluded) == 0)
+    return ((m & water) != 0) & ((m & excluded) == 0)
 
 
 @dataclass(frozen=True)

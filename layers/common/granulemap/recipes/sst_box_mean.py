@@ -1,9 +1,16 @@
-"""Recipe ``sst-box-mean``: area-weighted mean SST over a lat/lon box, per GHRSST L4 granule.
+"""Recipe ``sst-box-mean``: mean SST over a lat/lon box, per GHRSST L4 granule.
 
-The mean is cos(latitude)-weighted over open-water cells (as ``sst-global-mean``'s ocean method) whose centres lie in
-the box. The box runs east from ``west`` to ``east``: ``west > east`` means it crosses the antimeridian (e.g. west 170,
-east -170), and 360° or more (west -180, east 180; or 0 and 360) takes every longitude, a latitude band. Default:
-Niño 3.4 (5°S–5°N, 170°W–120°W).
+The mean is cos(latitude)-weighted (each cell weighs as its area on a sphere) over open-water cells (as
+``sst-global-mean``'s ocean method) whose centres lie in the box. The box runs east from ``west`` to ``east``:
+``west > east`` means it crosses the antimeridian (e.g. west 170, east -170), and 360° or more (west -180, east 180; or
+0 and 360) takes every longitude, a latitude band. Default: Niño 3.4 (5°S–5°N, 170°W–120°W).
+
+Edges: the box is closed on all four edges. A cell is in when its centre's latitude is in [south, north] and its
+longitude, going east from ``west``, is in [west, east]: a cell centred exactly on an edge counts, so two boxes that
+share an edge both count the cells centred on it (as ``xarray``'s ``sel(lat=slice(south, north))`` does). A centre
+less than 1 % of the grid spacing (``EDGE_TOLERANCE``) outside an edge counts as on it: coordinates are stored in
+float32, so on the MUR 0.01° grid the centre 5.00 may be kept as 5.0000005 or 4.9999995, -170.00 as -170.00002, and
+such a cell is in whichever way its coordinate was rounded.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ from granulemap.recipes.timeseries import write_time_series
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
     box: tuple[float, float, float, float] = Field(
-        default=(-170.0, -5.0, -120.0, 5.0), description="west, south, east, north in degrees (Niño 3.4 by default)"
+        default=(-170.0, -5.0, -120.0, 5.0),
+        description="west, south, east, north in degrees (Niño 3.4 by default); edges included: a cell whose centre "
+                    "lies on an edge is in",
     )
 
     @field_validator("box", mode="before")
@@ -53,17 +62,32 @@ def lon_span(west: float, east: float) -> float:
     return east - west if east >= west else (east - west) % 360.0
 
 
-def in_lon_range(lon: np.ndarray, west: float, east: float) -> np.ndarray:
-    """True for longitudes inside [west, east], going east from west (so west > east crosses the antimeridian, and
-    a span of 360° or more takes them all)."""
-    if lon_span(west, east) >= 360.0:
+EDGE_TOLERANCE = 0.01
+"""A cell centre within this fraction of the grid spacing of a box edge is on the edge (and so in the box)."""
+
+
+def edge_tolerance(centres: np.ndarray) -> float:
+    """Degrees within which a centre counts as on an edge: ``EDGE_TOLERANCE`` of the smallest spacing of ``centres``
+    (0 for a single centre)."""
+    steps = np.abs(np.diff(np.asarray(centres, dtype=np.float64)))
+    steps = steps[steps > 0]
+    return EDGE_TOLERANCE * float(steps.min()) if steps.size else 0.0
+
+
+def in_lat_range(lat: np.ndarray, south: float, north: float, tol: float = 0.0) -> np.ndarray:
+    """True for latitudes in [south, north], edges included (within ``tol`` degrees)."""
+    lat = np.asarray(lat, dtype=np.float64)
+    return (lat >= south - tol) & (lat <= north + tol)
+
+
+def in_lon_range(lon: np.ndarray, west: float, east: float, tol: float = 0.0) -> np.ndarray:
+    """True for longitudes in [west, east] going east from west, edges included (within ``tol`` degrees): west > east
+    crosses the antimeridian, and a span of 360° or more takes them all."""
+    span = lon_span(west, east)
+    if span >= 360.0:
         return np.ones(np.shape(lon), dtype=bool)
-    lon = (np.asarray(lon) + 180.0) % 360.0 - 180.0
-    west = (west + 180.0) % 360.0 - 180.0
-    east = (east + 180.0) % 360.0 - 180.0
-    if west <= east:
-        return (lon >= west) & (lon <= east)
-    return (lon >= west) | (lon <= east)
+    past_west = (np.asarray(lon, dtype=np.float64) - west) % 360.0  # degrees east of the west edge, in [0, 360)
+    return (past_west <= span + tol) | (past_west >= 360.0 - tol)
 
 
 def box_mean_sst(name: str, box: tuple[float, float, float, float], *, path: str | None = None,
@@ -71,8 +95,8 @@ def box_mean_sst(name: str, box: tuple[float, float, float, float], *, path: str
     west, south, east, north = box
     granule = read_granule(name, path=path, data=data, with_mask=True)
     assert granule.mask is not None
-    rows = (granule.lat >= south) & (granule.lat <= north)
-    cols = in_lon_range(granule.lon, west, east)
+    rows = in_lat_range(granule.lat, south, north, edge_tolerance(granule.lat))
+    cols = in_lon_range(granule.lon, west, east, edge_tolerance(granule.lon))
     use = open_water(granule.mask, granule.mask_flags, name) & rows[:, None] & cols[None, :]
     stats = cos_lat_weighted_stats(granule.sst, use, np.cos(np.deg2rad(granule.lat)))
     return rounded_row(granule, stats, method="box")
@@ -80,7 +104,8 @@ def box_mean_sst(name: str, box: tuple[float, float, float, float], *, path: str
 
 class SstBoxMean(SstGlobalMean):
     name = "sst-box-mean"
-    description = "Area-weighted mean SST (°C, open water) over a lat/lon box per GHRSST L4 granule → CSV time series"
+    description = ("cos(latitude)-weighted mean SST (°C, open water) over a lat/lon box, edges included, per GHRSST L4 "
+                   "granule → CSV time series")
     Params = Params
 
     def slug(self, params: BaseModel) -> str:

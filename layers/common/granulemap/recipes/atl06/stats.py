@@ -17,7 +17,8 @@ STATISTICS: dict[str, str] = {
     "h_min": "minimum h_li",
     "h_max": "maximum h_li",
     "h_mean": "mean h_li weighted by 1/h_li_sigma**2",
-    "h_sigma": "uncertainty of h_mean: 1/sqrt(sum(1/h_li_sigma**2))",
+    "h_sigma": "formal uncertainty of h_mean, 1/sqrt(sum(1/h_li_sigma**2)), assuming independent segment errors: "
+               "an underestimate (ATL06 segments overlap by half, and h_li_sigma leaves out the geolocation error)",
     "h_variance": "population variance of h_li (unweighted, ddof=0)",
     **{name: f"{q:g} quantile of h_li (linear interpolation, as numpy's default)" for name, q in QUANTILES.items()},
 }

@@ -201,8 +201,9 @@ def _create(store: Store, layout: StoreLayout, attrs: dict[str, Any]) -> None:
         group.create_array(
             name, shape=(0, 0), chunks=(1, n), dtype=_dtype(name), fill_value=_fill(name),
             dimension_names=[TIME, CELLS],
-            attributes={"long_name": meaning, "units": UNITS.get(name, "m"),
-                        "coordinates": f"{CELL_IDS} {TIME_BOUNDS}"},
+            # CF: time_bounds belongs to time through its "bounds" attribute; it is no auxiliary coordinate (its nv
+            # dimension is not one of the statistic's), so only cell_ids is listed.
+            attributes={"long_name": meaning, "units": UNITS.get(name, "m"), "coordinates": CELL_IDS},
         )
 
 
