@@ -145,3 +145,11 @@ def test_moto_parses_the_definition() -> None:
             name="check", definition=definition, roleArn="arn:aws:iam::123456789012:role/x"
         )["stateMachineArn"]
         assert sfn.describe_state_machine(stateMachineArn=arn)["definition"] == definition
+
+
+def test_the_map_tries_reading_its_manifest_again_and_nothing_else(asl: dict) -> None:
+    """An S3 error reading the manifest (States.ItemReaderFailed) comes before any child starts: worth a retry. Any
+    other error of the Map comes after children ran (a retry would run them all again): Aggregate accounts instead."""
+    (retry,) = asl["States"]["ProcessItems"]["Retry"]
+    assert retry["ErrorEquals"] == ["States.ItemReaderFailed"] and retry["MaxAttempts"] >= 2
+    assert asl["States"]["ProcessItems"]["Catch"][0]["Next"] == "Aggregate"
