@@ -32,8 +32,11 @@ demo: venv
 validate: venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/sam validate --lint --region us-west-2
 
+## The layer with your recipes (layers/common/recipes.txt, README's tutorial) is built anew every time: SAM's cache
+## sees only layers/common/, not your recipe's own folder. SAMFLAGS: more options for sam build.
 build: venv
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/sam build --region us-west-2
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/sam build --region us-west-2 \
+		$(if $(wildcard layers/common/recipes.txt),--no-cached) $(SAMFLAGS)
 
 bench: venv
 	$(PY) bench/run.py --write BENCHMARKS.md

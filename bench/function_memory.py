@@ -6,16 +6,25 @@ invocation's imports plus its work, as Lambda's "Max Memory Used" is:
 - ``atl06``: atl06-cell-stats over the four SYNTHETIC ATL06 granules of bench/atl06.py (three parent cells, the
   busiest with about 1.7 million good segments).
 
-Recommendation per function: 1.5 × the largest peak measured, rounded up to a multiple of 64 MB, at least 128 MB.
-Why no more: below 1,769 MB Lambda's CPU share is proportional to memory, so CPU-bound work costs the same GB-s at
-any size while the time spent waiting on S3 costs less at a smaller one (granulemap/estimate.py); the margin of
-1.5 is for items larger than these and for Lambda's own runtime. The Processor's ATL06 memory grows with the
-segments in an item: the MB per million segments comes from the ATL06 section's fresh-process probe.
+Recommendation per function: 1.5 × the largest peak measured, rounded up to a multiple of 64 MB, at least 128 MB,
+and at least the size at which its cold start takes COLD_START_S (2 s). Why no more: below 1,769 MB Lambda's CPU
+share is proportional to memory, so CPU-bound work costs the same GB-s at any size while the time spent waiting on S3
+costs less at a smaller one (granulemap/estimate.py); the margin of 1.5 is for items larger than these and for
+Lambda's own runtime. The Processor's ATL06 memory grows with the segments in an item: the MB per million segments
+comes from the ATL06 section's fresh-process probe.
+
+Why the cold-start floor: a function's CPU share is its memory / 1,769 MB of one vCPU, and that share runs its cold
+start too, the handler module's imports (bench/package.py measures them, in CPU seconds at one core: wall time of a
+lone single-threaded import). A function that needs little memory would otherwise be recommended a size at which its
+cold start takes tens of seconds: FetchCredentials peaks at ~80 MB, and at 128 MB (0.07 vCPU) its 0.35 s of imports
+take ~5 s, with the layer's bytecode, and ~12 s without (Lambda's init phase is limited to 10 s). Those seconds are
+billed and lengthen every run; the floor costs a fraction of a cent where it lifts a function that runs once a run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import shutil
 import sys
@@ -27,14 +36,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import ROOT, run_json  # noqa: E402
 
 MUR25 = ROOT / "tests" / "data" / "ghrsst" / "20181231090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"
+COST_MODEL = ROOT / "layers" / "common" / "granulemap" / "cost_model.json"
 MARGIN = 1.5
 STEP_MB = 64
 LAMBDA_MIN_MB = 128
+MB_PER_VCPU = 1769
+"""Lambda: "At 1,769 MB, a function has the equivalent of one vCPU"; below that the share is proportional."""
+COLD_START_S = 2.0
+"""The longest a function's cold imports may take at the CPU share of its recommended size."""
 
 
-def recommend(peak_mb: float) -> int:
-    """MemorySize for a function whose largest measured peak is ``peak_mb``: MARGIN × peak, rounded up to STEP_MB."""
-    return max(LAMBDA_MIN_MB, STEP_MB * math.ceil(MARGIN * peak_mb / STEP_MB))
+def cold_start_floor(cold_start_s: float) -> int:
+    """The smallest size (a multiple of STEP_MB) at which imports of ``cold_start_s`` CPU seconds take COLD_START_S."""
+    return STEP_MB * math.ceil(cold_start_s / COLD_START_S * MB_PER_VCPU / STEP_MB)
+
+
+def recommend(peak_mb: float, cold_start_s: float = 0.0) -> int:
+    """MemorySize for a function whose largest measured peak is ``peak_mb`` and whose cold imports take
+    ``cold_start_s`` CPU seconds: MARGIN × peak rounded up to STEP_MB, no less than its ``cold_start_floor``."""
+    return max(LAMBDA_MIN_MB, STEP_MB * math.ceil(MARGIN * peak_mb / STEP_MB), cold_start_floor(cold_start_s))
+
+
+def stored_cold_start_s() -> dict[str, float]:
+    """Each function's cold import seconds as the last `make bench` measured them (its package section, written to
+    granulemap/cost_model.json), for a memory section run without the package section."""
+    return json.loads(COST_MODEL.read_text())["cold_import_s"]
 
 
 def probe(tmp: Path, tag: str, recipe: str, source: Path, start: str, end: str,
@@ -50,7 +76,9 @@ def probe(tmp: Path, tag: str, recipe: str, source: Path, start: str, end: str,
     return result
 
 
-def run(segments_per_beam: int = 100_000) -> dict[str, Any]:
+def run(segments_per_beam: int = 100_000, cold_start_s: dict[str, float] | None = None) -> dict[str, Any]:
+    """``cold_start_s``: each function's cold import seconds (bench/package.py's medians); the stored ones when
+    not given."""
     import atl06
     from granulemap.synthetic import make_synthetic_series
 
@@ -82,9 +110,14 @@ def run(segments_per_beam: int = 100_000) -> dict[str, Any]:
     for tag, result in defaults.items():
         for fn, v in result["functions"].items():
             functions[fn]["defaults_peak_mb"][tag] = v["peak_mb"]
-    for row in functions.values():
-        row["recommended_mb"] = recommend(max(row["peak_mb"].values()))
+    measured_here = cold_start_s is not None
+    cold_start_s = cold_start_s if measured_here else stored_cold_start_s()
+    for fn, row in functions.items():
+        row["cold_start_s"] = cold_start_s[fn]
+        row["cold_start_floor_mb"] = cold_start_floor(cold_start_s[fn])
+        row["recommended_mb"] = recommend(max(row["peak_mb"].values()), cold_start_s[fn])
     processor = functions["ProcessorFunction"]
-    processor["recommended_sst_only_mb"] = recommend(processor["peak_mb"]["sst"])
+    processor["recommended_sst_only_mb"] = recommend(processor["peak_mb"]["sst"], cold_start_s["ProcessorFunction"])
     return {"runs": runs, "functions": functions, "margin": MARGIN, "step_mb": STEP_MB,
-            "segments_per_beam": segments_per_beam}
+            "segments_per_beam": segments_per_beam, "cold_start_limit_s": COLD_START_S, "mb_per_vcpu": MB_PER_VCPU,
+            "cold_start_from": "this run's package section" if measured_here else "granulemap/cost_model.json"}

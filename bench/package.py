@@ -1,6 +1,8 @@
 """The Lambda package: ``sam build`` into a temporary folder, the layer's unzipped size, its biggest packages, and
 each handler's cold import time in a fresh ``python3.12 -S -B`` with only the built layer and the function's folder
-on sys.path (which also proves the layer is self-sufficient), compiling every module as Lambda does.
+on sys.path (which also proves the layer is self-sufficient), as Lambda imports it: from the bytecode the layer ships
+(layers/common/compile_imported.py), compiling only what that lacks, with the X-Ray tracer of the functions' active
+tracing patching its libraries.
 
 Lambda's limit is 250 MB unzipped for a function and its layers together; the project's target is 150 MB. The
 size of the plotting stack (matplotlib and the packages only it needs, ``PLOTTING``) is reported apart: only the
@@ -26,14 +28,22 @@ PLOTTING = ("matplotlib", "pillow", "fonttools", "kiwisolver", "contourpy", "cyc
 """matplotlib and its dependencies that nothing else in the layer imports (names as ``package_sizes`` folds them)."""
 
 _COLD_IMPORT = r"""
-import sys, time, json
+import importlib._bootstrap_external as external, json, sys, time
 sys.path[:0] = [{layer!r}, {function!r}]
+compiled = []  # the source files of the layer this import compiles, having no bytecode for them (as Lambda would)
+source_to_code = external.SourceLoader.source_to_code
+def recording(self, data, path, *args, **kwargs):
+    if path.startswith({layer!r}):
+        compiled.append(path)
+    return source_to_code(self, data, path, *args, **kwargs)
+external.SourceLoader.source_to_code = recording
 t = time.perf_counter()
 import app
 seconds = time.perf_counter() - t
 hwm = [int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")]
 print(json.dumps({{"seconds": seconds, "numpy_from_layer": sys.modules["numpy"].__file__.startswith({layer!r})
-                   if "numpy" in sys.modules else None, "modules": len(sys.modules), "peak_mb": hwm[0] if hwm else None}}))
+                   if "numpy" in sys.modules else None, "modules": len(sys.modules), "peak_mb": hwm[0] if hwm else None,
+                   "compiled_at_import": len(compiled)}}))
 """
 
 
@@ -79,13 +89,17 @@ def cold_imports(build: Path, repeats: int) -> dict[str, Any]:
     details: dict[str, Any] = {}
     for _ in range(repeats):
         for fn in FUNCTIONS:
+            # LAMBDA_TASK_ROOT, as Lambda sets it: Powertools' Tracer then traces (template.yaml: Tracing Active)
+            # and patches boto3, requests and the other libraries X-Ray supports when the handler module makes it.
+            # (The X-Ray SDK then touches /tmp/.aws-xray/initialized, as in Lambda.)
             env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8",
                    **template.functions[fn].environment, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
-                   "AWS_LAMBDA_FUNCTION_NAME": fn, "POWERTOOLS_TRACE_DISABLED": "true"}
+                   "AWS_LAMBDA_FUNCTION_NAME": fn, "LAMBDA_TASK_ROOT": str(build / fn)}
             code = _COLD_IMPORT.format(layer=layer, function=str(build / fn))
-            # -B: Lambda's /opt is read-only and the layer ships no bytecode (layers/common/Makefile), so every cold
-            # start compiles what it imports; without -B the first repeat would leave __pycache__ in the build for
-            # the others, and they would time an import Lambda never does.
+            # -B: Python still reads the bytecode the layer ships (layers/common/compile_imported.py) but writes
+            # none, as in Lambda, whose /opt is read-only: a module the layer has no bytecode for is compiled by every
+            # cold start. Without -B the first repeat would write __pycache__ files into the build for those, and
+            # the later repeats would time an import Lambda never does.
             proc = subprocess.run([sys.executable, "-S", "-B", "-c", code], env=env, capture_output=True, text=True,
                                   timeout=120, cwd="/")
             if proc.returncode != 0:

@@ -512,17 +512,23 @@ def memory_section(mem: dict[str, Any], atl06: dict[str, Any] | None) -> list[st
            f"SYNTHETIC ATL06 granules of the ATL06 section ({runs['atl06']['items']['total']} parent cells). "
            f"Recommended: {mem['margin']:g} × the larger peak, rounded up to {mem['step_mb']} MB (bench/function_memory.py "
            "says why no more: below 1,769 MB the CPU share follows memory, so CPU-bound work costs the same at any "
-           "size and waiting on S3 costs less at a smaller one).", "",
+           "size and waiting on S3 costs less at a smaller one), and no less than the size at which the function's "
+           f"cold import (the package section's median, from {mem.get('cold_start_from', '?')}) takes "
+           f"{mem.get('cold_start_limit_s', '?')} s at its CPU share, memory / {mem.get('mb_per_vcpu', 1769):,} MB "
+           "of a vCPU: a function that needs little memory would otherwise start for many seconds (Lambda's init "
+           "phase is limited to 10 s).", "",
            "The workers start with template.yaml's GLIBC_TUNABLES, as Lambda starts the functions; the same two runs "
            "with glibc's default malloc settings are in the last columns, for comparison.", "",
-           "| function | template.yaml MB | peak MB, SST run | peak MB, ATL06 run | recommended MB "
-           "| peak MB, SST run, glibc defaults | peak MB, ATL06 run, glibc defaults |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
+           "| function | template.yaml MB | peak MB, SST run | peak MB, ATL06 run | cold import s "
+           "| cold-start floor MB | recommended MB | peak MB, SST run, glibc defaults "
+           "| peak MB, ATL06 run, glibc defaults |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for fn, row in fns.items():
         d = row.get("defaults_peak_mb", {})
+        cold = fmt(row["cold_start_s"]) if "cold_start_s" in row else "–"
         out.append(f"| {fn} | {row['template_mb']} | {row['peak_mb'].get('sst', '–')} | "
-                   f"{row['peak_mb'].get('atl06', '–')} | {row['recommended_mb']} | {d.get('sst', '–')} | "
-                   f"{d.get('atl06', '–')} |")
+                   f"{row['peak_mb'].get('atl06', '–')} | {cold} | {row.get('cold_start_floor_mb', '–')} | "
+                   f"{row['recommended_mb']} | {d.get('sst', '–')} | {d.get('atl06', '–')} |")
     proc = fns["ProcessorFunction"]
     out += ["", f"- ProcessorFunction: {proc['recommended_mb']} MB for a stack that runs ATL06; "
             f"{proc['recommended_sst_only_mb']} MB is enough for SST recipes alone."]
@@ -561,13 +567,17 @@ def package_section(p: dict[str, Any]) -> list[str]:
                    if without <= LAYER_TARGET_MB else f", still above {LAYER_TARGET_MB} MB."), ""]
     out += ["Biggest packages in the layer (MB, with their .libs/.dist-info):", "",
             "| package | MB |", "|---|---:|", *[f"| {n} | {fmt(mb, 1)} |" for n, mb in p["biggest"]], "",
-            "Cold `import app` in a fresh `python3.12 -S` with only the built layer and the function's folder on "
-            "sys.path (which also shows the layer is self-sufficient), with the function's template environment "
-            "(target ≤ 1.5 s):", "", "| function | min s | median s | modules loaded | peak RSS MB | target |",
-            "|---|---:|---:|---:|---:|---|"]
+            "Cold `import app` in a fresh `python3.12 -S -B` with only the built layer and the function's folder on "
+            "sys.path (which also shows the layer is self-sufficient), with the function's template environment and "
+            "its tracer on, as in Lambda: from the bytecode the layer ships (layers/common/compile_imported.py); "
+            "\"compiled\" counts the layer's modules that had none, which every cold start compiles "
+            "(target ≤ 1.5 s):", "",
+            "| function | min s | median s | modules loaded | compiled | peak RSS MB | target |",
+            "|---|---:|---:|---:|---:|---:|---|"]
     for fn, v in p["cold_import_s"].items():
         out.append(f"| {fn} | {fmt(v['min'])} | {fmt(v['median'])} | {v['modules']} | "
-                   f"{fmt(v['peak_mb'], 1) if v.get('peak_mb') else '–'} | {verdict(v['median'] <= 1.5)} |")
+                   f"{v.get('compiled_at_import', '–')} | {fmt(v['peak_mb'], 1) if v.get('peak_mb') else '–'} | "
+                   f"{verdict(v['median'] <= 1.5)} |")
     out.append("")
     return out
 
@@ -633,8 +643,11 @@ def main(argv: list[str]) -> int:
     step("malloc", lambda: malloc.run(max(3, args.repeats // 3)))
     one_granule = results["sst"]["timings"]["ours-ocean"]["min"] / 1e3 if "sst" in results else None
     step("orchestration", lambda: orchestration.run(args.orchestration_repeats, one_granule_seconds=one_granule))
-    step("memory", function_memory.run)
+    # package before memory: the memory section's recommendation uses the cold import times it measures.
     step("package", lambda: package.run(max(3, args.repeats // 5)))
+    cold_start_s = ({fn: v["median"] for fn, v in results["package"]["cold_import_s"].items()}
+                    if "package" in results else None)
+    step("memory", lambda: function_memory.run(cold_start_s=cold_start_s))
     model = cost_model(results)
     recommended = ({fn: v["recommended_mb"] for fn, v in results["memory"]["functions"].items()}
                    if "memory" in results else None)

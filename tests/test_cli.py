@@ -96,14 +96,15 @@ def test_plot_of_a_store_with_periods_draws_the_one_asked_for(tmp_path: Path, ca
 
     from granulemap.plotting import select_period
 
-    # Two monthly periods over two order-12 cells, CF time bounds, as atl06-cell-stats' cumulative store has them.
+    # Two monthly periods over two order-12 cells, CF time bounds (a data variable, the bounds of time), as
+    # atl06-cell-stats' cumulative store has them.
     cells = (np.int64(1234) << 12) + np.arange(2)
     days = np.array(["2019-03-01", "2019-04-01"], "datetime64[ns]")
     ds = xr.Dataset(
-        {"h_mean": (("time", "cells"), np.array([[1.0, 2.0], [3.0, np.nan]]), {"units": "m"})},
-        coords={"time": ("time", days),
-                "time_bounds": (("time", "nv"), np.array([["2019-03-01", "2019-04-01"], ["2019-04-01", "2019-05-01"]],
-                                                         "datetime64[ns]")),
+        {"h_mean": (("time", "cells"), np.array([[1.0, 2.0], [3.0, np.nan]]), {"units": "m"}),
+         "time_bounds": (("time", "nv"), np.array([["2019-03-01", "2019-04-01"], ["2019-04-01", "2019-05-01"]],
+                                                  "datetime64[ns]"))},
+        coords={"time": ("time", days, {"bounds": "time_bounds"}),
                 "cell_ids": ("cells", cells, {"grid_name": "healpix", "level": 12, "indexing_scheme": "nested",
                                               "ellipsoid": "WGS84"})},
     )
@@ -119,6 +120,8 @@ def test_plot_of_a_store_with_periods_draws_the_one_asked_for(tmp_path: Path, ca
     assert (tmp_path / "march.png").read_bytes().startswith(b"\x89PNG")
     assert main(["plot", str(store), "--time", "2019-05-01"]) == 2
     assert "2019-03-01..2019-03-31, 2019-04-01..2019-04-30" in capsys.readouterr().err
+    assert main(["plot", str(store), "--column", "time_bounds"]) == 2  # not a variable per cell
+    assert "has no variable 'time_bounds' per cell; variables: h_mean" in capsys.readouterr().err
     for when in ("2019-03-15", "2019-04-15"):  # without --out: one picture per period, named as a run names it
         assert main(["plot", str(store), "--time", when]) == 0
     assert capsys.readouterr().out.split() == [str(tmp_path / "periods-h_mean-20190301-20190331.png"),

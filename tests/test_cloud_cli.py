@@ -117,6 +117,33 @@ def test_start_runs_the_stacks_state_machine_with_the_input_the_flags_describe(s
     assert desc["status"] == "SUCCEEDED"
 
 
+@pytest.mark.parametrize("recipe", ["sst-global-mean", "my-lab-" + "sea-surface-temperature-anomaly-" * 3, "x" * 200])
+def test_an_execution_name_keeps_its_dates_and_unique_suffix_whatever_the_recipe_s_length(recipe: str) -> None:
+    """Step Functions takes execution names of up to 80 characters; a long recipe name loses its end, never the
+    dates or the random suffix that makes each run's name (its run id) unique."""
+    doc = {"recipe": recipe, "start": "2019-03-01", "end": "2019-03-31"}
+    names = [cloud.execution_name(doc) for _ in range(20)]
+    assert len(set(names)) == len(names)
+    for name in names:
+        assert len(name) <= cloud.EXECUTION_NAME_MAX == 80
+        head, suffix = name.rsplit("-", 1)
+        assert re.fullmatch(r"[0-9a-f]{8}", suffix)
+        assert head.endswith("-20190301-20190331")
+        kept = head.removesuffix("-20190301-20190331")
+        assert kept and recipe.startswith(kept)
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", name)  # nothing an execution name, an S3 key or a shell minds
+    scheduled = cloud.execution_name({"recipe": "sst-global-mean", "period": "previous-month"})
+    assert re.fullmatch(r"sst-global-mean-[0-9a-f]{8}", scheduled)
+
+
+def test_an_execution_name_is_valid_and_unique_even_for_input_not_yet_validated() -> None:
+    """Dates not written YYYY-MM-DD (start refuses them, but the name is made of the raw input): characters no
+    execution name may hold are replaced, and the suffix is kept."""
+    name = cloud.execution_name({"recipe": "a-recipe-name-of-forty-characters-or-so-",
+                                 "start": "2019-03-01T06:00:00+00:00", "end": "2019-03-31T06:00:00+00:00"})
+    assert len(name) <= 80 and re.fullmatch(r"[A-Za-z0-9_-]+-[0-9a-f]{8}", name), name
+
+
 def _catalog_builder_rejection(doc: dict[str, Any]) -> str:
     """What BuildCatalog itself answers to ``doc`` in a stack with MAX_RANGE_DAYS (its real handler)."""
     spec = {"function_name": "CatalogBuilderFunction", "code_dir": str(ROOT / "functions" / "catalog_builder"),

@@ -2,14 +2,17 @@
 150 MB, and the built layer is self-sufficient: a Python 3.12 with only the layer and a function's folder on its path
 imports every handler and every compiled module, and the real handlers run every built-in recipe from its catalog to
 its plot against a local S3. layers/common/Makefile strips the layer (debug symbols, sources, unused Pillow codecs,
-matplotlib data); these tests are what shows that nothing a function needs went with it."""
+matplotlib data); these tests are what shows that nothing a function needs went with it. It also ships bytecode for
+what the functions import (layers/common/compile_imported.py): they compile none of the layer's modules."""
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,11 +58,13 @@ def test_sam_build_produces_the_layer_and_four_functions(build: Path) -> None:
 
 def _run_on_layer(script: str, *, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None) -> Any:
     """Run ``script`` in a Python that sees nothing but the standard library and what the script puts on sys.path
-    (-S: no site-packages, so nothing can come from the dev venv; -I: no user site, no PYTHON* variables); return
-    the JSON it prints last."""
+    (-S: no site-packages, so nothing can come from the dev venv; -I: no user site, no PYTHON* variables) and writes
+    no bytecode (-B); return the JSON it prints last."""
     base = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8"}
-    proc = subprocess.run([sys.executable, "-S", "-I", "-c", script], input=stdin, capture_output=True, text=True,
-                          timeout=600, cwd=cwd, env={**base, **(env or {})})
+    # -B: Python reads the bytecode the layer ships but writes none, as in Lambda (/opt is read-only): the tests
+    # leave the build as built, and one test's imports cannot give another bytecode the layer does not have.
+    proc = subprocess.run([sys.executable, "-S", "-I", "-B", "-c", script], input=stdin, capture_output=True,
+                          text=True, timeout=600, cwd=cwd, env={**base, **(env or {})})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -168,7 +173,104 @@ def test_each_function_runs_from_the_built_layer_alone(build: Path, function: st
     assert 15 < out["mean"] < 22 and out["png"] == "89504e47" and out["numpy_from_layer"]
 
 
-_INVOKE = r"""
+_RECORD_COMPILED = r"""
+import importlib._bootstrap_external as external
+compiled = []  # every source file Python compiles: it does so only when it has no usable bytecode for it
+source_to_code = external.SourceLoader.source_to_code
+def recording(self, data, path, *args, **kwargs):
+    compiled.append(path)
+    return source_to_code(self, data, path, *args, **kwargs)
+external.SourceLoader.source_to_code = recording
+"""
+
+_IMPORT_HANDLER = _RECORD_COMPILED + r"""
+import json, sys
+sys.path[:0] = [LAYER, FUNCTION]
+import app
+print(json.dumps({"compiled": compiled, "sources": sorted(
+    m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None) and m.__file__.endswith(".py"))}))
+"""
+
+
+def _pyc_flags(pyc: Path) -> int:
+    """The flags field of a .pyc header (PEP 552): 0 = checked against the source's mtime, 0b01 = by the source's
+    hash, never checked (unchecked-hash), 0b11 = by the source's hash, checked."""
+    header = pyc.read_bytes()[:16]
+    assert header[:4] == importlib.util.MAGIC_NUMBER, f"{pyc}: not this Python's bytecode"
+    return int.from_bytes(header[4:8], "little")
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_a_cold_handler_import_compiles_nothing_of_the_layer(build: Path, function: str) -> None:
+    """Lambda's /opt is read-only: whatever the layer ships no bytecode for, every cold start compiles again
+    (layers/common/compile_imported.py). The handler's import, as in Lambda (its tracer on, so that it patches the
+    libraries X-Ray supports), with only the built layer: every module file of the layer that it loads has unchecked-
+    hash bytecode beside it (a zip keeps mtimes to 2 s, so an mtime-checked one could be judged stale once extracted),
+    and Python compiled none of them."""
+    layer = build / "CommonLayer" / "python"
+    script = (_IMPORT_HANDLER.replace("LAYER", repr(str(layer))).replace("FUNCTION", repr(str(build / function))))
+    out = _run_on_layer(script, cwd=build, env={"LAMBDA_TASK_ROOT": str(build / function),
+                                                "AWS_LAMBDA_FUNCTION_NAME": function, "AWS_REGION": "us-west-2"})
+    from_layer = [Path(f) for f in out["sources"] if Path(f).is_relative_to(layer)]
+    assert layer / "aws_xray_sdk" / "ext" / "botocore" / "patch.py" in from_layer  # the tracer patched botocore
+    assert {f: _pyc_flags(Path(importlib.util.cache_from_source(str(f)))) for f in from_layer} == {
+        f: 0b01 for f in from_layer}
+    assert [f for f in out["compiled"] if Path(f).is_relative_to(layer)] == []
+    handler = build / function / "app.py"
+    if not Path(importlib.util.cache_from_source(str(handler))).exists():  # the function's own code: no bytecode
+        assert out["compiled"] == [str(handler)]  # so Python compiled it, and the recording saw it
+
+
+_COLD_IMPORT_CPU = r"""
+import json, sys, time
+sys.path[:0] = [LAYER, FUNCTION]
+start = time.process_time()
+import app
+print(json.dumps({"cpu_s": time.process_time() - start}))
+"""
+
+
+def test_each_function_is_given_the_memory_to_start_in_a_few_seconds(build: Path) -> None:
+    """Lambda's CPU share is memory / 1,769 MB of a vCPU, for the cold start too: no function's template memory is
+    below the size at which its handler's cold import (measured here, in CPU seconds, the least of three, from the
+    built layer with its tracer on, as in Lambda) takes bench/function_memory.py's COLD_START_S (a 128 MB
+    FetchCredentials took ~5 s; ~12 s without the layer's bytecode, over Lambda's 10 s init phase)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from function_memory import COLD_START_S, MB_PER_VCPU, cold_start_floor
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    from granulemap.local.template import load_template
+
+    parameters = load_template(ROOT / "template.yaml")["Parameters"]
+    layer = build / "CommonLayer" / "python"
+    for function in FUNCTIONS:
+        script = _COLD_IMPORT_CPU.replace("LAYER", repr(str(layer))).replace("FUNCTION", repr(str(build / function)))
+        env = {"LAMBDA_TASK_ROOT": str(build / function), "AWS_LAMBDA_FUNCTION_NAME": function,
+               "AWS_REGION": "us-west-2"}
+        cpu_s = min(_run_on_layer(script, cwd=build, env=env)["cpu_s"] for _ in range(3))
+        memory = int(parameters[function.removesuffix("Function") + "MemorySize"]["Default"])
+        assert memory >= cold_start_floor(cpu_s), (
+            f"{function}: {memory} MB runs its {cpu_s:.2f} CPU-s cold import in {cpu_s * MB_PER_VCPU / memory:.1f} s "
+            f"(more than {COLD_START_S} s)")
+
+
+def test_a_layer_whose_modules_cannot_be_imported_ships_without_bytecode(tmp_path: Path) -> None:
+    """compile_imported.py on a build machine where the layer cannot be imported (here: a layer with granulemap but
+    none of its dependencies, as a macOS machine cannot load the Linux libraries): one warning, success, and no
+    bytecode written, neither half of it nor any left by its imports."""
+    layer = tmp_path / "python"
+    shutil.copytree(ROOT / "layers" / "common" / "granulemap", layer / "granulemap",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run([sys.executable, "-S", "-I", "-B", "compile_imported.py", str(layer)],
+                          cwd=ROOT / "layers" / "common", capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    (warning,) = proc.stderr.splitlines()
+    assert warning.startswith("warning: ") and "without bytecode" in warning
+    assert not list(layer.rglob("*.pyc")) and not list(layer.rglob("__pycache__"))
+
+
+_INVOKE = _RECORD_COMPILED + r"""
 import json, sys, uuid
 sys.path[:0] = [LAYER, FUNCTION]
 import app
@@ -182,7 +284,8 @@ class Context:  # the attributes of Lambda's context object that the handlers an
         return 900_000
 
 results = [app.handler(event, Context()) for event in json.loads(sys.stdin.read())]
-print(json.dumps({"results": results, "modules_elsewhere": sorted(
+print(json.dumps({"results": results, "compiled": [f for f in compiled if f.startswith(LAYER)],
+                  "modules_elsewhere": sorted(
     name for name, m in sys.modules.items() if getattr(m, "__file__", None)
     and not m.__file__.startswith((LAYER, FUNCTION, sys.base_prefix)))}))
 """
@@ -214,6 +317,8 @@ def _invoke(build: Path, function: str, events: list[dict[str, Any]], endpoint: 
            "MPLCONFIGDIR": str(build / f".mpl-{function}")}
     out = _run_on_layer(script, cwd=build, env=env, stdin=json.dumps(events))
     assert out["modules_elsewhere"] == [], "neither in the layer, the function nor the standard library"
+    # What the invocations imported inside functions has bytecode in the layer too (compile_imported.py's list).
+    assert out["compiled"] == [], f"{function} compiled files of the layer: add them to compile_imported.py"
     return out["results"]
 
 

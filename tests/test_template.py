@@ -23,6 +23,7 @@ from samcli.yamlhelper import yaml_parse
 
 from granulemap import layout
 from granulemap.estimate import LAMBDA_MEMORY_RANGE_MB
+from granulemap.local.template import LAMBDA_ONLY_VARIABLES, Resolver, read_local_template
 from granulemap.local.worker import PROCESS_START_VARIABLES, process_start_environment
 from granulemap.models import ExecutionInput
 from granulemap.settings import _ENV as SETTINGS_ENVIRONMENT
@@ -80,24 +81,48 @@ def statements(document: dict[str, Any]) -> list[dict[str, Any]]:
     return as_list(document["Statement"])
 
 
-def role_documents(cfn: dict[str, Any], role_id: str) -> list[dict[str, Any]]:
-    """Every policy document a role gets: inline, and template-defined managed policies it attaches."""
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def decided(cfn: dict[str, Any], node: Any, parameters: dict[str, str] | None = None) -> Any:
+    """``node`` as CloudFormation deploys it with ``parameters`` (the template's defaults for the others): each
+    Fn::If replaced by its chosen branch, each AWS::NoValue left out; other intrinsics kept as they are."""
+    refs = {name: str(p.get("Default", "")) for name, p in cfn["Parameters"].items()} | (parameters or {})
+    resolver = Resolver(refs, {}, cfn.get("Conditions", {}))
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict) and set(value) == {"Fn::If"}:
+            name, yes, no = value["Fn::If"]
+            return walk(yes if resolver.condition(name) else no)
+        if isinstance(value, dict):
+            return {k: v for k, v in ((k, walk(v)) for k, v in value.items()) if v != NO_VALUE}
+        if isinstance(value, list):
+            return [v for v in map(walk, value) if v != NO_VALUE]
+        return value
+
+    return walk(node)
+
+
+def role_documents(cfn: dict[str, Any], role_id: str, parameters: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Every policy document a role gets: inline, and template-defined managed policies it attaches (as deployed
+    with ``parameters``: ``decided``)."""
     props = cfn["Resources"][role_id]["Properties"]
     docs = [p["PolicyDocument"] for p in props.get("Policies", [])]
     for arn in props.get("ManagedPolicyArns", []):
         if isinstance(arn, dict) and "Ref" in arn:
             docs.append(cfn["Resources"][arn["Ref"]]["Properties"]["PolicyDocument"])
-    return docs
+    return decided(cfn, docs, parameters)
 
 
-def role_statements(cfn: dict[str, Any], role_id: str) -> list[dict[str, Any]]:
-    return [s for doc in role_documents(cfn, role_id) for s in statements(doc)]
+def role_statements(cfn: dict[str, Any], role_id: str,
+                    parameters: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    return [s for doc in role_documents(cfn, role_id, parameters) for s in statements(doc)]
 
 
-def grants(cfn: dict[str, Any], role_id: str, action: str) -> list[Any]:
-    """The resources a role's Allow statements grant ``action`` on."""
-    return [r for s in role_statements(cfn, role_id) if s["Effect"] == "Allow" and action in as_list(s["Action"])
-            for r in as_list(s["Resource"])]
+def grants(cfn: dict[str, Any], role_id: str, action: str, parameters: dict[str, str] | None = None) -> list[Any]:
+    """The resources a role's Allow statements grant ``action`` on (as deployed with ``parameters``)."""
+    return [r for s in role_statements(cfn, role_id, parameters)
+            if s["Effect"] == "Allow" and action in as_list(s["Action"]) for r in as_list(s["Resource"])]
 
 
 def role_of_function(cfn: dict[str, Any], function_id: str) -> str:
@@ -136,11 +161,23 @@ def test_four_python312_functions_share_the_one_layer(sam: dict[str, Any], cfn: 
 
 def test_every_function_environment_variable_is_a_setting_the_code_reads(cfn: dict[str, Any]) -> None:
     known = set(SETTINGS_ENVIRONMENT.values()) | {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE",
-                                                   "LOG_LEVEL", *PROCESS_START_VARIABLES}
+                                                   "LOG_LEVEL", *PROCESS_START_VARIABLES, *LAMBDA_ONLY_VARIABLES}
     for lid, fn in resources_of(cfn, "AWS::Lambda::Function").items():
         env = fn["Properties"]["Environment"]["Variables"]
         assert set(env) <= known, (lid, set(env) - known)
         assert env["BUCKET_NAME"] == {"Ref": "DataBucket"}
+
+
+def test_the_function_that_draws_gives_matplotlib_a_writable_folder_in_lambda_only(cfn: dict[str, Any]) -> None:
+    """Aggregate draws the plots. In Lambda only /tmp is writable (HOME is not): matplotlib's config and font cache
+    go there, not to a new temporary folder each cold start. Locally the user's own folder is kept."""
+    env = cfn["Resources"]["AggregatorFunction"]["Properties"]["Environment"]["Variables"]
+    assert Path(env["MPLCONFIGDIR"]).is_relative_to("/tmp")
+    from granulemap.local.engine import ACCOUNT, LOCAL_BUCKET, LOCAL_STACK_NAME, REGION
+
+    local = read_local_template(ROOT, LOCAL_BUCKET, REGION, ACCOUNT, LOCAL_STACK_NAME)
+    assert "MPLCONFIGDIR" not in local.functions["AggregatorFunction"].environment
+    assert local.functions["AggregatorFunction"].environment["BUCKET_NAME"] == LOCAL_BUCKET  # the rest is there
 
 
 def test_every_function_starts_with_the_same_malloc_settings(cfn: dict[str, Any]) -> None:
@@ -213,10 +250,25 @@ def test_the_state_machine_starts_describes_and_stops_only_its_own_executions(cf
     prefix = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}"
     own = STATE_MACHINE_NAME["Fn::Sub"]
     assert grants(cfn, role, "states:StartExecution") == [{"Fn::Sub": f"{prefix}:stateMachine:{own}"}]
-    # A Distributed Map's child executions are named <state machine>/<map run label>:<id>.
-    children = [{"Fn::Sub": f"{prefix}:execution:{own}/*"}]
-    assert grants(cfn, role, "states:DescribeExecution") == children
-    assert grants(cfn, role, "states:StopExecution") == children
+    # A Distributed Map's child executions are named <state machine>/<map run label>:<id>; AWS's policy example for
+    # a Distributed Map grants execution:<state machine>:*, the state machine's own executions. Both, and no other.
+    own_executions = [{"Fn::Sub": f"{prefix}:execution:{own}:*"}, {"Fn::Sub": f"{prefix}:execution:{own}/*"}]
+    assert grants(cfn, role, "states:DescribeExecution") == own_executions
+    assert grants(cfn, role, "states:StopExecution") == own_executions
+    # Each form matches this state machine's executions (its own, its Map's children) and no other state machine's,
+    # not even one whose name starts with this one's.
+    import fnmatch
+
+    arn = f"arn:aws:states:us-west-2:123456789012:execution:{own.replace('${AWS::StackName}', 'gm')}"
+    patterns = [r["Fn::Sub"].replace(prefix, "arn:aws:states:us-west-2:123456789012")
+                .replace("${AWS::StackName}", "gm") for r in own_executions]
+
+    def matched(name: str) -> list[bool]:  # IAM's * matches any characters, as fnmatch's does
+        return [fnmatch.fnmatchcase(name, p) for p in patterns]
+
+    assert matched(f"{arn}:sst-20190301-20190331-1a2b3c4d") == [True, False]
+    assert matched(f"{arn}/ProcessItems:0c5a4b1e-8f5e-4a57-9f38-4b5d0e8b1c2d") == [False, True]
+    assert not any(matched(arn.replace("gm-pipeline", "gm-pipeline2") + ":x"))
     actions = {a for s in role_statements(cfn, role) for a in as_list(s["Action"]) if a.startswith("states:")}
     assert actions == {"states:StartExecution", "states:DescribeExecution", "states:StopExecution"}
 
@@ -312,15 +364,21 @@ def test_a_scheduled_start_that_fails_is_retried_then_kept_and_told_to_the_alert
 STATE_MACHINE_ARN = "arn:aws:states:us-west-2:123456789012:stateMachine:granulemap-pipeline"
 
 
+ERRORS = {"FAILED": "CatalogFailed", "TIMED_OUT": "States.Timeout", "ABORTED": "Stopped"}
+"""An ended execution's error name, as its status change event carries it (a Fail state's Error, a timeout's)."""
+
+
 def _status_change(status: str, state_machine_arn: str = STATE_MACHINE_ARN, name: str = "sst-2019-03") -> dict:
-    """An EventBridge "Step Functions Execution Status Change" event, as AWS documents it."""
+    """An EventBridge "Step Functions Execution Status Change" event, as AWS documents it: its detail is what
+    DescribeExecution gives, an ended execution's error and cause included."""
+    ended = {"error": ERRORS[status], "cause": "a cause"} if status in ERRORS else {}
     return {
         "version": "0", "id": "315c1398-40ff-a850-213b-158f73e60175", "source": "aws.states",
         "detail-type": "Step Functions Execution Status Change", "account": "123456789012",
         "time": "2019-04-01T06:12:00Z", "region": "us-west-2", "resources": [f"{state_machine_arn}:{name}"],
         "detail": {"executionArn": f"{state_machine_arn.replace(':stateMachine:', ':execution:')}:{name}",
                    "stateMachineArn": state_machine_arn, "name": name, "status": status,
-                   "startDate": 1554098400000, "stopDate": 1554099120000, "input": "{}", "output": None},
+                   "startDate": 1554098400000, "stopDate": 1554099120000, "input": "{}", "output": None, **ended},
     }
 
 
@@ -362,7 +420,7 @@ def test_a_run_that_ends_badly_is_told_once_to_the_alert_topic_and_nothing_else_
             bodies += [json.loads(m["Body"]) for m in batch]
             sqs.delete_message_batch(QueueUrl=queue, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
                                                               for i, m in enumerate(batch)])
-    expected = [f"granulemap run sst-{name} ended {status}. Why: granulemap status "
+    expected = [f"granulemap run sst-{name} ended {status} (error {ERRORS[status]}). Why: granulemap status "
                 f"{sent[name]['detail']['executionArn']}. Every failed item and granule: granulemap results "
                 f"{sent[name]['detail']['executionArn']} --out DIR" for name, (status, _, told) in cases.items() if told]
     assert sorted(bodies) == sorted(expected)
@@ -418,13 +476,62 @@ def test_aws_managed_policies_appear_only_where_documented(cfn: dict[str, Any]) 
     assert all(not arns for arns in attached.values()), attached
 
 
+EDL_KINDS = ("Username", "Password", "Token")
+
+
+def edl_parameters(*named: str) -> dict[str, str]:
+    """Values of the three Earthdata Login parameter-name parameters with only the ``named`` kinds set."""
+    return {f"Edl{kind}Parameter": f"/granulemap/edl/{kind.lower()}" if kind in named else "" for kind in EDL_KINDS}
+
+
+@pytest.mark.parametrize("named", [(), ("Username",), ("Password",), ("Token",), ("Username", "Password"),
+                                   ("Username", "Password", "Token")])
+def test_each_edl_parameter_is_readable_exactly_when_named(cfn: dict[str, Any], named: tuple[str, ...]) -> None:
+    """Each EDL parameter name may be empty ("none"). The functions that log in may read exactly those named; with
+    none named there is no such statement at all (IAM refuses a statement without a resource)."""
+    parameters = edl_parameters(*named)
+    readable = [{"Fn::Sub": f"arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:"
+                            f"parameter${{Edl{kind}Parameter}}"} for kind in EDL_KINDS if kind in named]
+    for lid in ("CredentialFetcherFunction", "ProcessorFunction"):
+        edl = [r for r in grants(cfn, role_of_function(cfn, lid), "ssm:GetParameter", parameters)
+               if "daac-credentials" not in r["Fn::Sub"]]
+        assert edl == readable, (lid, named)
+
+
+@pytest.mark.parametrize("named", [(), ("Username",), ("Token",), ("Username", "Password", "Token")])
+def test_no_policy_statement_is_left_without_a_resource_or_an_action(cfn: dict[str, Any],
+                                                                     named: tuple[str, ...]) -> None:
+    """Conditions (Fn::If, AWS::NoValue) decided as CloudFormation would for these parameters: every statement of
+    every policy in the template (roles' inline and managed policies, bucket and topic policies) still names an
+    action and a resource, and every document has a statement."""
+    documents = []
+
+    def collect(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                (documents.append if key in {"PolicyDocument", "AssumeRolePolicyDocument"} else collect)(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    collect(decided(cfn, cfn["Resources"], edl_parameters(*named)))
+    assert len(documents) > 10
+    for document in documents:
+        assert statements(document), document
+        for statement in statements(document):
+            assert as_list(statement["Action"]), statement
+            assert "Principal" in statement or as_list(statement["Resource"]), statement
+
+
 def test_functions_reach_only_their_bucket_and_their_own_parameters(cfn: dict[str, Any]) -> None:
     prefix_env = {"Fn::Sub": "/granulemap/${AWS::StackName}/daac-credentials"}
     stored = {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter"
                          "/granulemap/${AWS::StackName}/daac-credentials/*"}
-    edl = [{"Fn::If": [f"HasEdl{kind}", {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:"
-                                                      f"parameter${{Edl{kind}Parameter}}"}, {"Ref": "AWS::NoValue"}]}
-           for kind in ("Username", "Password", "Token")]
+    # The template's defaults name a username and a password parameter, no token.
+    assert edl_parameters("Username", "Password") == {
+        f"Edl{kind}Parameter": cfn["Parameters"][f"Edl{kind}Parameter"]["Default"] for kind in EDL_KINDS}
+    edl = [{"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:"
+                       f"parameter${{Edl{kind}Parameter}}"} for kind in ("Username", "Password")]
     needs_secrets = {"CredentialFetcherFunction", "ProcessorFunction"}
     reads_stored = {"ProcessorFunction"}  # FetchCredentials stores them; Processors read them (and refresh them)
     needs_bucket = {"CatalogBuilderFunction", "ProcessorFunction", "AggregatorFunction"}
@@ -474,6 +581,52 @@ def test_the_bucket_is_private_encrypted_tls_only_and_expires_run_data(cfn: dict
     assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "s3:*"
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     assert deny["Resource"] == [{"Fn::GetAtt": ["DataBucket", "Arn"]}, {"Fn::Sub": "${DataBucket.Arn}/*"}]
+
+
+def test_the_processor_reserves_concurrency_only_when_asked(cfn: dict[str, Any]) -> None:
+    """A reservation on an account whose quota is low (new accounts) fails the deploy: by default there is none."""
+    parameter = cfn["Parameters"]["ProcessorReservedConcurrency"]
+    assert parameter["Default"] == ""
+    allowed = re.compile(parameter["AllowedPattern"])
+    assert [bool(allowed.fullmatch(v)) for v in ("", "1", "50", "1000")] == [True] * 4
+    assert [bool(allowed.fullmatch(v)) for v in ("0", "-5", "05", "ten", "5 ")] == [False] * 5  # 0 = never runs
+
+    def reserved(parameters: dict[str, str]) -> dict[str, Any]:
+        functions = decided(cfn, resources_of(cfn, "AWS::Lambda::Function"), parameters)
+        return {lid: fn["Properties"]["ReservedConcurrentExecutions"] for lid, fn in functions.items()
+                if "ReservedConcurrentExecutions" in fn["Properties"]}
+
+    assert reserved({}) == {}
+    assert reserved({"ProcessorReservedConcurrency": "50"}) == {
+        "ProcessorFunction": {"Ref": "ProcessorReservedConcurrency"}}
+
+
+def test_the_stack_name_limit_the_readme_gives_is_that_of_the_names_made_from_it(cfn: dict[str, Any]) -> None:
+    """Resources named "<stack name><suffix>" and their services' longest names (botocore's models): the README's
+    deploy section gives the longest stack name that fits them all."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+
+    def longest(service: str, shape: str) -> int:
+        return int(session.get_service_model(service).shape_for(shape).metadata["max"])
+
+    (schedule,) = resources_of(cfn, "AWS::Scheduler::Schedule").values()
+    limits = [
+        (cfn["Resources"]["PipelineStateMachine"]["Properties"]["StateMachineName"], longest("stepfunctions", "Name")),
+        (schedule["Properties"]["Name"], longest("scheduler", "Name")),
+        (cfn["Resources"]["ScheduleCouldNotStartARunAlarm"]["Properties"]["AlarmName"],
+         longest("cloudwatch", "AlarmName")),
+    ]
+    room = {}
+    for name, limit in limits:
+        suffix = name["Fn::Sub"].removeprefix("${AWS::StackName}")
+        assert "${" not in suffix, name
+        room[suffix] = limit - len(suffix)
+    assert room["-monthly"] == 56  # Scheduler's 64 characters are the tightest
+    readme = (ROOT / "README.md").read_text()
+    deploy = readme[readme.index("### 2. Build and deploy"):readme.index("### 3. Start a run")]
+    assert f"at most {min(room.values())} characters" in deploy
 
 
 # ---- parameters, outputs, samconfig ---------------------------------------------------------------------------

@@ -124,11 +124,22 @@ def stack_of_state_machine(state_machine_arn: str) -> str:
 
 
 # ---- start ------------------------------------------------------------------------------------------------------
+EXECUTION_NAME_MAX = 80
+"""Step Functions' longest execution name."""
+
+
 def execution_name(doc: dict[str, Any]) -> str:
-    """A readable, unique execution name (it is also the run id: runs/<name>/ in the bucket)."""
-    recipe = re.sub(r"[^A-Za-z0-9_-]", "-", str(doc.get("recipe", "run")))[:40]
-    dates = "-".join(str(doc[k]).replace("-", "") for k in ("start", "end") if doc.get(k))
-    return "-".join(p for p in (recipe, dates, uuid.uuid4().hex[:8]) if p)[:80]
+    """A readable, unique execution name (it is also the run id: runs/<name>/ in the bucket): recipe, dates and a
+    random suffix. A name too long loses the end of its recipe, never the suffix that makes it unique."""
+    def safe(text: str) -> str:  # only what an execution name, an S3 key and a shell take as they are
+        return re.sub(r"[^A-Za-z0-9_-]", "-", text)
+
+    suffix = uuid.uuid4().hex[:8]
+    dates = safe("-".join(str(doc[k]).replace("-", "") for k in ("start", "end") if doc.get(k)))
+    room = EXECUTION_NAME_MAX - len(suffix) - 1  # for recipe and dates, each followed by "-"
+    recipe = safe(str(doc.get("recipe", "run")))[: max(room - (len(dates) + 1 if dates else 0), 0)]
+    head = "-".join(p for p in (recipe, dates) if p)[:room]
+    return f"{head}-{suffix}" if head else suffix
 
 
 def start_run(stack: Stack, doc: dict[str, Any], name: str | None = None) -> str:

@@ -54,8 +54,9 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
 
         column = column or "h_mean"
         ds = xr.open_zarr(result)
-        if column not in ds:
-            raise InvalidInput(f"{result} has no variable {column!r}; variables: {', '.join(ds.data_vars)}")
+        per_cell = [name for name in ds.data_vars if "cells" in ds[name].dims]  # not time_bounds
+        if column not in per_cell:
+            raise InvalidInput(f"{result} has no variable {column!r} per cell; variables: {', '.join(per_cell)}")
         ds, period = _one_period(ds, when)
         if out is None and period is not None:  # one picture per variable and period, named as the run's own
             out = result.with_name(period_png_name(result.stem, column, *period))

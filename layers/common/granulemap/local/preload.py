@@ -2,11 +2,16 @@
 libraries the handlers import, and load botocore's S3 model into the default session.
 
 Nothing here may depend on a function's environment, which ``worker.invoke`` sets per invocation: the libraries read
-none of it when imported (template.yaml sets no MPL* variable), and the client made here is given its region, its
-endpoint and dummy keys, and thrown away. What it leaves is the default boto3 session's loaded S3 service model and
-endpoint rules (about 0.1 s per process), which a handler's first client, made from that session, reuses: it still
-resolves its own region, endpoint and credentials from the function's environment (and the worker hooks that
-session to the local channel: granulemap/local/channel.py).
+none of what it sets when imported, and the client made here is given its region, its endpoint and dummy keys, and
+thrown away. (matplotlib reads MPLCONFIGDIR when imported, once per process. template.yaml sets it for the Aggregator,
+to a folder in /tmp, because Lambda's HOME is not writable; the local engine leaves it out of the functions'
+environments (LAMBDA_ONLY_VARIABLES in granulemap/local/template.py), so matplotlib uses the user's own config folder,
+their MPLCONFIGDIR or ~/.config/matplotlib, whether this preload or a worker imports it.)
+
+What the preload leaves is the default boto3 session's loaded S3 service model and endpoint rules (about 0.1 s per
+process), which a handler's first client, made from that session, reuses: it still resolves its own region, endpoint
+and credentials from the function's environment (and the worker hooks that session to the local channel:
+granulemap/local/channel.py).
 
 Aggregate draws with matplotlib, which it would otherwise import (0.4 s) on the run's critical path, after the last
 item. granulemap's own modules are imported too; a recipe's module is imported by its first invocation (only the

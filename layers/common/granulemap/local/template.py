@@ -37,6 +37,15 @@ def load_template(path: Path) -> dict[str, Any]:
     return yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+LAMBDA_ONLY_VARIABLES = {
+    "MPLCONFIGDIR": "matplotlib's config and cache folder: Lambda's HOME is not writable, so template.yaml gives the "
+                    "Aggregator one in /tmp; locally matplotlib keeps the user's own (their MPLCONFIGDIR, or "
+                    "~/.config/matplotlib), which the engine's fork server has already used to import it "
+                    "(granulemap/local/preload.py), and a shared /tmp/matplotlib may belong to another user",
+}
+"""Variables of a function's template environment that the local engine does not set, and why."""
+
+
 @dataclass
 class FunctionSpec:
     logical_id: str
@@ -99,6 +108,10 @@ class Resolver:
                 return str(self.value(arg[0])) == str(self.value(arg[1]))
             if key == "Fn::Not":
                 return not self.value(arg[0])
+            if key == "Fn::Or":
+                return any(self.value(a) for a in arg)
+            if key == "Fn::And":
+                return all(self.value(a) for a in arg)
             if key == "Condition":
                 return self.condition(arg)
             raise NotImplementedError(f"template.yaml: the local engine does not resolve {key}")
@@ -159,7 +172,7 @@ def read_local_template(
             logical_id=lid,
             code_dir=str((root / props["CodeUri"]).resolve()),
             handler=props.get("Handler", globals_fn.get("Handler", "app.handler")),
-            environment={k: str(resolver.value(v)) for k, v in env.items()},
+            environment={k: str(resolver.value(v)) for k, v in env.items() if k not in LAMBDA_ONLY_VARIABLES},
             timeout=int(resolver.value(props.get("Timeout", globals_fn.get("Timeout", 3)))),
             memory_size=int(resolver.value(props.get("MemorySize", globals_fn.get("MemorySize", 128)))),
             arn=arns[lid],
