@@ -141,7 +141,8 @@ def test_missing_edl_parameters_are_credentials_unavailable_naming_the_parameter
         credentials.fetch_credentials("POCLOUD", password_settings())
     message = str(exc.value)
     assert f"SSM parameter {PASSWORD_PARAMETER} does not exist" in message
-    assert f"aws ssm put-parameter --type SecureString --name {PASSWORD_PARAMETER}" in message
+    assert f"aws ssm put-parameter --type SecureString --name {PASSWORD_PARAMETER} --value file:///dev/stdin" in message
+    assert "Store your Earthdata Login credentials in SSM" in (ROOT / "README.md").read_text()  # the section named
 
 
 def test_no_edl_parameters_configured_is_credentials_unavailable_naming_the_template_parameters(ssm) -> None:

@@ -105,8 +105,10 @@ def _read_secret(name: str, what: str) -> str:
             raise TransientError(f"SSM throttled reading the Earthdata Login {what} parameter {name}") from None
         if code == "ParameterNotFound":
             raise CredentialsUnavailable(
-                f"the Earthdata Login {what} is not stored: SSM parameter {name} does not exist; create it with "
-                f"aws ssm put-parameter --type SecureString --name {name} --value ..."
+                f"the Earthdata Login {what} is not stored: SSM parameter {name} does not exist; create it as "
+                f"README.md says (\"Store your Earthdata Login credentials in SSM\": aws ssm put-parameter --type "
+                f"SecureString --name {name} --value file:///dev/stdin, the value on standard input, not on the "
+                f"command line)"
             ) from None
         raise CredentialsUnavailable(
             f"cannot read the Earthdata Login {what} from SSM parameter {name}: {code or type(exc).__name__}"
