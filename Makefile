@@ -36,7 +36,7 @@ validate: venv
 ## sees only layers/common/, not your recipe's own folder. SAMFLAGS: more options for sam build.
 build: venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/sam build --region us-west-2 \
-		$(if $(wildcard layers/common/recipes.txt),--no-cached) $(SAMFLAGS)
+		$(shell test -s layers/common/recipes.txt && echo --no-cached) $(SAMFLAGS)
 
 bench: venv
 	$(PY) bench/run.py --write BENCHMARKS.md

@@ -35,12 +35,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import ROOT, run_json  # noqa: E402
 
+from granulemap.estimate import FULL_VCPU_MB  # noqa: E402
+
 MUR25 = ROOT / "tests" / "data" / "ghrsst" / "20181231090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"
 COST_MODEL = ROOT / "layers" / "common" / "granulemap" / "cost_model.json"
 MARGIN = 1.5
 STEP_MB = 64
 LAMBDA_MIN_MB = 128
-MB_PER_VCPU = 1769
+MB_PER_VCPU = FULL_VCPU_MB
 """Lambda: "At 1,769 MB, a function has the equivalent of one vCPU"; below that the share is proportional."""
 COLD_START_S = 2.0
 """The longest a function's cold imports may take at the CPU share of its recommended size."""

@@ -16,7 +16,7 @@ import pytest
 
 from granulemap import recipes
 from granulemap.cli import main
-from granulemap.errors import RecipeResultInvalid, TransientError, where_failed
+from granulemap.errors import RecipeResultInvalid, StorageThrottled, TransientError, where_failed
 from granulemap.models import FailureEvent, Granule, Item, RunContext
 from granulemap.processing import reduce_granules, record_failure, stored_value
 
@@ -40,7 +40,15 @@ from granulemap.recipes.timeseries import write_time_series
 
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    mode: Literal["fine", "raise", "numpy", "list", "array", "no-time", "transient", "always", "combine"] = "fine"
+    mode: Literal["fine", "raise", "numpy", "list", "array", "no-time", "transient", "always", "combine", "coded",
+                  "network", "long", "notes"] = "fine"
+
+
+class Coded(Exception):
+    """An error class whose constructor takes its own arguments (as botocore's do)."""
+
+    def __init__(self, *, code):
+        super().__init__(f"code {code}")
 
 
 def mistake(mode, day):
@@ -48,6 +56,13 @@ def mistake(mode, day):
         raise ValueError(f"odd day {day}")  # MISTAKE-LINE
     if mode == "transient" and day == 2:
         raise TransientError("the network blinked")
+    if mode == "coded":
+        raise Coded(code=day)
+    if mode == "network" and day == 2:
+        from botocore.exceptions import ReadTimeoutError
+        raise ReadTimeoutError(endpoint_url="https://s3.us-west-2.amazonaws.com/x")
+    if mode == "long" and day == 2:
+        raise ValueError("bad values: " + "9" * 5000)
     return None
 
 
@@ -62,7 +77,7 @@ class Odd(Recipe):
     def granule_time(self, name):
         return time_from_name(name)
 
-    def process(self, item, params, access, run):
+    def process(self, item, params, access, run):  # PROCESS-LINE
         (granule,) = item.granules
         name = granule.url.rsplit("/", 1)[-1]
         day = time_from_name(name).day
@@ -78,6 +93,11 @@ class Odd(Recipe):
             return {"granule": name, "day": day}
         return row
 
+    def notes(self, results, params):
+        if params.mode == "notes":
+            return [str(1 / 0)]
+        return []
+
     def combine(self, results, run, params, bucket):
         if params.mode == "combine":
             return [][0]  # COMBINE-LINE
@@ -89,7 +109,27 @@ class Odd(Recipe):
 
 
 recipe = Odd()
+
+
+class DayList(Odd):
+    """One item per file, its result a list: any JSON value will do for a recipe that is not per granule."""
+
+    name = "sst-day-list"
+    per_granule = False
+
+    def process(self, item, params, access, run):
+        return [time_from_name(item.granules[0].url.rsplit("/", 1)[-1]).day]
+
+
+day_list = DayList()
 '''
+
+
+def _run(capsys, mode: str, synthetic_month: list[Path], out: Path, *options: str) -> tuple[int, str]:
+    """``granulemap run`` of sst-odd-day in ``mode`` over the three synthetic days: (exit status, what it printed)."""
+    code = main(["run", "--recipe", "sst-odd-day", "--param", f"mode={mode}", "--start", "2018-12-01", "--end",
+                 "2018-12-03", "--source", str(synthetic_month[0].parent), "--out", str(out), "--quiet", *options])
+    return code, capsys.readouterr().out
 
 
 def _line_of(marker: str) -> int:
@@ -100,7 +140,8 @@ def _line_of(marker: str) -> int:
 @pytest.fixture
 def odd_recipe(tmp_path: Path, monkeypatch):
     yield from install_recipe_package(tmp_path / "site", monkeypatch, "odd_recipes", ODD_RECIPE,
-                                      {"sst-odd-day": "odd_recipes:recipe", "sst-typo": "odd_recipes:recipee"})
+                                      {"sst-odd-day": "odd_recipes:recipe", "sst-typo": "odd_recipes:recipee",
+                                       "sst-day-list": "odd_recipes:day_list"})
 
 
 def _granule(day: int) -> Granule:
@@ -142,6 +183,26 @@ def test_a_result_that_cannot_be_stored_fails_its_granule_with_what_is_wrong(odd
     assert [r["day"] for r in results] == [1, 3]
     (failure,) = failures
     assert failure.error == "RecipeResultInvalid" and words in failure.cause and "20181202" in failure.cause
+    assert failure.where == f"odd_recipes.py:{_line_of('PROCESS-LINE')} in process"  # the recipe's, not granulemap's
+
+
+def test_every_granule_failing_with_an_error_of_its_own_kind_fails_the_item_with_that_error(odd_recipe) -> None:
+    with pytest.raises(Exception, match=r"^code 1$") as info:  # its class cannot be built from one message
+        _reduce("coded")
+    assert type(info.value).__name__ == "Coded"
+
+
+def test_a_network_error_in_a_granule_fails_the_item_to_be_retried(odd_recipe) -> None:
+    with pytest.raises(StorageThrottled, match="20181202.*the network failed: ReadTimeoutError"):
+        _reduce("network")
+
+
+def test_a_long_message_is_shortened_in_the_failure(odd_recipe) -> None:
+    _, (failure,) = _reduce("long")
+    assert failure.cause.startswith("bad values: 999") and failure.cause.endswith("(4012 more characters)")
+    assert len(failure.cause) < 1100
+    assert "Traceback" in failure.trace and "bad values" in failure.trace
+    assert "trace" not in failure.model_dump()  # for the log line only: never stored nor returned
 
 
 def test_stored_value_names_where_in_the_result_the_bad_value_is() -> None:
@@ -189,6 +250,12 @@ def test_an_item_failure_record_says_where_from_the_lambda_error_payload(odd_rec
                                          error={"Error": "ValueError", "Cause": cause}), bucket)
     assert record == {"item": "i", "error": "ValueError", "cause": "odd day 2", "where": "odd_recipes.py:21 in mistake"}
     assert list(bucket.objects.values()) == [record]
+    # A recipe that cannot be found (renamed by a deploy during the run): the failure is still recorded.
+    gone = run.model_copy(update={"recipe": "sst-gone"})
+    record = record_failure(FailureEvent(action="record_failure", item=Item(id="j", granules=[_granule(2)]),
+                                         run=gone, error={"Error": "InvalidInput", "Cause": "unknown recipe"}), bucket)
+    assert record == {"item": "j", "error": "InvalidInput", "cause": "unknown recipe"}
+    assert bucket.objects["runs/r/failures/j.json"] == record
 
 
 def test_where_failed_falls_back_to_the_innermost_frame_outside_the_recipe() -> None:
@@ -228,10 +295,7 @@ def test_process_goes_on_after_a_granule_whose_recipe_code_failed(odd_recipe, sy
 def test_a_run_keeps_the_other_granules_and_says_where_one_failed(odd_recipe, synthetic_month, tmp_path,
                                                                  capsys) -> None:
     out = tmp_path / "out"
-    code = main(["run", "--recipe", "sst-odd-day", "--param", "mode=raise", "--start", "2018-12-01", "--end",
-                 "2018-12-03", "--source", str(synthetic_month[0].parent), "--out", str(out), "--quiet",
-                 "--tolerated-failure-percentage", "50"])
-    printed = capsys.readouterr().out
+    code, printed = _run(capsys, "raise", synthetic_month, out, "--tolerated-failure-percentage", "50")
     assert code == 0, printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["granules"] == {"total": 3, "succeeded": 2, "skipped": 0, "failed": 1}
@@ -240,21 +304,24 @@ def test_a_run_keeps_the_other_granules_and_says_where_one_failed(odd_recipe, sy
     assert f"(at odd_recipes.py:{_line_of('MISTAKE-LINE')} in mistake)" in printed
     days = [line.split(",")[2] for line in (out / "day.csv").read_text().splitlines()[1:]]
     assert days == ["1", "3"]
+    # The granule's traceback is in the Processor's "granule failed" log line (CloudWatch in AWS).
+    (logged,) = [json.loads(line) for line in (out / "logs" / "functions.log").read_text().splitlines()
+                 if '"granule failed"' in line]
+    assert logged["granule"] == failure["granule"] and "ValueError: odd day 2" in logged["trace"]
+    assert f'odd_recipes.py", line {_line_of("MISTAKE-LINE")}, in mistake' in logged["trace"]
 
 
 @pytest.mark.slow
 def test_a_failing_combine_still_writes_the_counts_and_says_what_to_do(odd_recipe, synthetic_month, tmp_path,
                                                                       capsys) -> None:
     out = tmp_path / "out"
-    code = main(["run", "--recipe", "sst-odd-day", "--param", "mode=combine", "--start", "2018-12-01", "--end",
-                 "2018-12-03", "--source", str(synthetic_month[0].parent), "--out", str(out), "--quiet"])
-    printed = capsys.readouterr().out
+    code, printed = _run(capsys, "combine", synthetic_month, out)
     assert code == 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "FAILED"
     assert summary["granules"] == {"total": 3, "succeeded": 3, "skipped": 0, "failed": 0}
     assert f"IndexError: list index out of range (at odd_recipes.py:{_line_of('COMBINE-LINE')} in combine)" in printed
-    assert "--recompute" in printed and (out / "provenance.json").exists()
+    assert "mend the recipe and run the same range again" in printed and (out / "provenance.json").exists()
     functions_log = (out / "logs" / "functions.log").read_text()
     assert "[ERROR] AggregatorFunction RecipeFailed" in functions_log and "Traceback" in functions_log
 
@@ -262,9 +329,7 @@ def test_a_failing_combine_still_writes_the_counts_and_says_what_to_do(odd_recip
 @pytest.mark.slow
 def test_a_time_series_row_without_time_is_named(odd_recipe, synthetic_month, tmp_path, capsys) -> None:
     out = tmp_path / "out"
-    code = main(["run", "--recipe", "sst-odd-day", "--param", "mode=no-time", "--start", "2018-12-01", "--end",
-                 "2018-12-03", "--source", str(synthetic_month[0].parent), "--out", str(out), "--quiet"])
-    printed = capsys.readouterr().out
+    code, printed = _run(capsys, "no-time", synthetic_month, out)
     assert code == 1
     assert "RecipeResultInvalid: a time-series row needs 'time' and 'granule'; this one has no 'time'" in printed
     assert "--recompute" in printed
@@ -282,3 +347,28 @@ def test_provenance_names_the_version_of_the_package_that_provides_the_recipe(od
     versions = software_versions("sst-odd-day")
     assert versions["odd-recipes"] == "0.1.0"  # the fixture's distribution (install_recipe_package)
     assert "odd-recipes" not in software_versions("sst-global-mean")
+
+
+def test_process_prints_a_result_of_a_recipe_that_is_not_per_granule_as_it_is(odd_recipe, synthetic_month,
+                                                                              capsys) -> None:
+    assert main(["process", "--recipe", "sst-day-list", str(synthetic_month[1])]) == 0
+    assert json.loads(capsys.readouterr().out) == [2]
+
+
+def test_the_summary_lines_read_failures_of_a_newer_version(capsys) -> None:
+    from granulemap.cloud import print_summary
+
+    print_summary({"status": "FAILED", "items": {"total": 1, "succeeded": 0, "failed": 1, "skipped": 0},
+                   "failures": [{"item": "i", "error": "E", "cause": "c", "where": "w.py:1 in f", "new_field": 1}]})
+    assert "  failed i: E: c (at w.py:1 in f)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_notes_that_fail_leave_the_products_and_say_so(odd_recipe, synthetic_month, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    code, printed = _run(capsys, "notes", synthetic_month, out)
+    assert code == 0, printed
+    summary = json.loads((out / "summary.json").read_text())
+    (note,) = summary["notes"]
+    assert note.startswith("the recipe's notes could not be made: ZeroDivisionError: division by zero (at odd_recipes")
+    assert len((out / "day.csv").read_text().splitlines()) == 4  # the header and three days

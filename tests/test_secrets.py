@@ -123,12 +123,21 @@ def _stream_handlers() -> list[logging.StreamHandler]:
             if type(h) is logging.StreamHandler or type(h).__module__.startswith("aws_lambda_powertools")]
 
 
+def _set_stream(handler: logging.StreamHandler, stream: Any) -> Any:
+    """``handler.setStream``, also for a handler whose stream an earlier test closed (a handler made while pytest
+    captured the output holds pytest's stream, closed since): setStream would flush it and fail."""
+    if getattr(handler.stream, "closed", False):
+        old, handler.stream = handler.stream, stream
+        return old
+    return handler.setStream(stream)
+
+
 @pytest.fixture
 def log_capture() -> Iterator[LogCapture]:
     capture = LogCapture()
     loggers = {name: logging.getLogger(name) for name in ("", "granulemap", "earthaccess")}
     levels = {name: lg.level for name, lg in loggers.items()}
-    streams = [(h, h.setStream(capture.printed)) for h in _stream_handlers()]
+    streams = [(h, _set_stream(h, capture.printed)) for h in _stream_handlers()]
     for name, lg in loggers.items():
         lg.addHandler(capture)
         lg.setLevel(logging.INFO if name == "" else logging.DEBUG)
@@ -139,7 +148,7 @@ def log_capture() -> Iterator[LogCapture]:
             lg.removeHandler(capture)
             lg.setLevel(levels[name])
         for handler, stream in streams:
-            handler.setStream(stream)
+            _set_stream(handler, stream)
 
 
 @pytest.fixture

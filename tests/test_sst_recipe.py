@@ -315,6 +315,7 @@ def test_the_csv_time_is_the_time_variable_not_the_file_names_stamp(tmp_path: Pa
     ("days since 1981-1-1", 1.5, "1981-01-02T12:00:00Z"),
     ("minutes since 2020-01-01T06:30:00Z", 150, "2020-01-01T09:00:00Z"),
     ("hours since 2020-01-01 00:00:00.0 UTC", 9, "2020-01-01T09:00:00Z"),
+    ("milliseconds since 2020-01-01 00:00:00", 32_400_000, "2020-01-01T09:00:00Z"),
 ])
 def test_cf_time_units_are_read_as_udunits_reads_them(tmp_path: Path, units: str, value: float, want: str) -> None:
     import cftime
@@ -358,3 +359,15 @@ def test_synthetic_granules_time_attributes_agree_with_their_name(tmp_path: Path
     assert (attrs["start_time"], attrs["stop_time"]) == ("20190704T090000Z", "20190704T090000Z")
     assert (attrs["time_coverage_start"], attrs["time_coverage_end"]) == ("20190703T210000Z", "20190704T210000Z")
     assert global_mean_sst(path.name, method="ocean", path=str(path))["time"] == "2019-07-04T09:00:00Z"
+
+
+def test_an_attribute_wider_than_the_field_is_compared_in_the_fields_own_type() -> None:
+    """valid_min of -32767 stored as float64 on int16 data: compared as int16 (no float64 copy of the field), and a
+    value the field's type cannot hold exactly is kept as it is (the comparison stays right)."""
+    from granulemap.recipes.ghrsst import _in_type
+
+    raw = np.array([-32768, -32767, 5], dtype=np.int16)
+    low = _in_type(np.float64(-32767.0), raw)
+    assert type(low) is np.int16 and (raw >= low).dtype == bool and (raw >= low).tolist() == [False, True, True]
+    half = _in_type(np.float64(4.5), raw)
+    assert type(half) is np.float64 and (raw >= half).tolist() == [False, False, True]

@@ -498,6 +498,21 @@ def test_each_edl_parameter_is_readable_exactly_when_named(cfn: dict[str, Any], 
         assert edl == readable, (lid, named)
 
 
+def test_the_earthdata_login_read_statement_is_dropped_when_no_parameter_is_named(cfn: dict[str, Any]) -> None:
+    """Written out by hand, without the resolver the tests above decide conditions with: the statement granting
+    ssm:GetParameter on the Earthdata Login parameters is an Fn::If on a condition that is the Or of the three
+    "named" conditions, with AWS::NoValue otherwise."""
+    assert cfn["Conditions"]["HasEdlParameter"] == {"Fn::Or": [{"Condition": f"HasEdl{kind}"} for kind in EDL_KINDS]}
+    for kind in EDL_KINDS:
+        assert cfn["Conditions"][f"HasEdl{kind}"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": f"Edl{kind}Parameter"}, ""]}]}
+    wrapped = [s for r in cfn["Resources"].values() if r["Type"] == "AWS::IAM::ManagedPolicy"
+               for s in r["Properties"]["PolicyDocument"]["Statement"] if "Fn::If" in s]
+    (statement,) = [s for s in wrapped if s["Fn::If"][1].get("Action") == ["ssm:GetParameter"]]
+    condition, granted, otherwise = statement["Fn::If"]
+    assert condition == "HasEdlParameter" and otherwise == {"Ref": "AWS::NoValue"}
+    assert len(granted["Resource"]) == 3
+
+
 @pytest.mark.parametrize("named", [(), ("Username",), ("Token",), ("Username", "Password", "Token")])
 def test_no_policy_statement_is_left_without_a_resource_or_an_action(cfn: dict[str, Any],
                                                                      named: tuple[str, ...]) -> None:

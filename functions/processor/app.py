@@ -29,7 +29,7 @@ def handler(event: ProcessorInvocation, context: LambdaContext) -> dict:
     result = process_item(event.root, bucket, lambda ref: load_credentials(ref, settings))
     metrics.add_metric(name=f"Items{result.status.capitalize()}", unit=MetricUnit.Count, value=1)
     for failure in result.granule_failures:  # the item succeeded without them: make them visible
-        logger.warning("granule failed", extra={"item": result.item, **failure.model_dump()})
+        logger.warning("granule failed", extra={"item": result.item, **failure.model_dump(), "trace": failure.trace})
     if result.granule_failures:
         metrics.add_metric(name="GranulesFailed", unit=MetricUnit.Count, value=len(result.granule_failures))
     return result.model_dump(mode="json", exclude_defaults=True)  # granule_failures only when there are some

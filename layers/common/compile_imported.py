@@ -2,8 +2,8 @@
 
 layers/common/Makefile runs this after its strip steps, as ``$(PYTHON) -S -I -B compile_imported.py TARGET``: a
 Python 3.12 that sees the standard library and the built layer (TARGET), nothing else. Lambda's /opt is read-only,
-so a layer without bytecode is compiled again by every cold start (about 1 CPU-second per function); compiling the
-whole layer would add ~36 MB, over the project's 150 MB. So this does what the four handlers and the built-in recipes
+so a layer without bytecode is compiled again by every cold start (about half a CPU-second per function:
+BENCHMARKS.md, "Lambda package"); compiling the whole layer would add ~36 MB, over the project's 150 MB. So this does what the four handlers and the built-in recipes
 do at a cold start (the handlers' imports, the Tracer that Lambda's active tracing patches libraries with, the
 recipes, a user's recipe installed in the layer included, and what they import inside functions: earthaccess,
 Powertools' parameters, zarr, s3fs, h5coro, mortie, matplotlib drawing a PNG with Agg, boto3's S3 and SSM clients),

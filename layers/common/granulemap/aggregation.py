@@ -12,7 +12,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from granulemap import layout
-from granulemap.errors import RecipeFailed, TooManyFailures, TransientError, frames_of, readable_cause, where_failed
+from botocore.exceptions import BotoCoreError, ClientError
+
+from granulemap.errors import (
+    RecipeFailed,
+    RecipeResultInvalid,
+    TooManyFailures,
+    TransientError,
+    frames_of,
+    readable_cause,
+    shortened,
+    where_failed,
+)
 from granulemap.models import AggregatorEvent, Failure, Item, ItemCounts, Summary
 from granulemap.provenance import provenance_record
 from granulemap.recipes import Recipe, get_recipe, home_of
@@ -133,11 +144,15 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
     try:
         if found.results:
             outputs = recipe.combine(found.results, run, params, bucket)
-            notes = recipe.notes(found.results, params)
     except (TransientError, MemoryError):
         raise  # tried again by the state machine
     except Exception as exc:  # noqa: BLE001 - the recipe's own code: the counts are still written, and say so
         recipe_failed = RecipeFailed(recipe_failure(recipe, exc))
+    if found.results and recipe_failed is None:
+        try:
+            notes = recipe.notes(found.results, params)
+        except Exception as exc:  # noqa: BLE001 - the products are written: the run stands, without its notes
+            notes = [f"the recipe's notes could not be made: {_what_failed(recipe, exc)}"]
     provenance_key = layout.provenance_key(run.recipe, run.config_id, run.run_id)
     granules = found.granules if recipe.per_granule else None  # counts of items that are not single granules' results
     bucket.put_json(provenance_key, provenance_record(run, items, found.items, granules, found.failures))
@@ -166,8 +181,15 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
 
 
 def recipe_failure(recipe: Recipe, exc: Exception) -> str:
-    """Why the run has no products when the recipe's ``combine`` or ``notes`` raised, and what to do."""
-    where = where_failed(frames_of(exc), home_of(recipe))
-    return (f"recipe {recipe.name} could not combine the results into its products: {type(exc).__name__}: {exc}"
-            + (f" (at {where})" if where else "") + ". The results are stored and are used again: mend the recipe "
-            "and run the same range again; if what process() returned was wrong, run it with --recompute")
+    """Why the run has no products when the recipe's ``combine`` raised, and what to do."""
+    if isinstance(exc, (BotoCoreError, ClientError)):  # S3 refused or failed: not the recipe's code
+        return f"recipe {recipe.name} could not write its products: {_what_failed(recipe, exc)}"
+    advice = ("the results process() returned are stored and would be used again: once the recipe is mended, run "
+              "the range again with --recompute" if isinstance(exc, RecipeResultInvalid) else
+              "the results are stored and are used again: mend the recipe and run the same range again")
+    return f"recipe {recipe.name} could not combine the results into its products: {_what_failed(recipe, exc)}. {advice}"
+
+
+def _what_failed(recipe: Recipe, exc: Exception) -> str:
+    where = where_failed(frames_of(exc), home_of(recipe.name))
+    return f"{type(exc).__name__}: {shortened(str(exc))}" + (f" (at {where})" if where else "")

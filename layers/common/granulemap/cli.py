@@ -139,8 +139,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     from granulemap.errors import frames_of, where_failed
     from granulemap.granule_access import GranuleAccess
     from granulemap.grouping import item_id_for
-    from granulemap.models import Granule, Item, RunContext
-    from granulemap.processing import reduce_granule
+    from granulemap.models import Failure, Granule, Item, RunContext
+    from granulemap.processing import reduce_granule, stored_value
     from granulemap.recipes import get_recipe, home_of
     from granulemap.recipes.base import Recipe
 
@@ -161,15 +161,19 @@ def cmd_process(args: argparse.Namespace) -> int:
         url = str(Path(path).resolve())
         item = Item(id=item_id_for(url), granules=[Granule(url=url, time=recipe.granule_time(Path(path).name))])
         try:
-            print(json.dumps(reduce_granule(recipe, item, params, access, run, path)), flush=True)
+            if recipe.per_granule:
+                result = reduce_granule(recipe, item, params, access, run, path)
+            else:  # one item per file, its result any JSON value
+                result = stored_value(recipe.process(item, params, access, run), f"recipe {recipe.name}: {path}")
+            print(json.dumps(result), flush=True)
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - one file's error: said, and the next file is reduced
-            where = where_failed(frames_of(exc), home_of(recipe))
             if not isinstance(exc, GranulemapError):  # the recipe's own code: its author needs the whole trace
                 traceback.print_exception(exc, file=sys.stderr)
-            print(f"granulemap: {path}: {type(exc).__name__}: {exc}" + (f" (at {where})" if where else ""),
-                  file=sys.stderr, flush=True)
+            failure = Failure(item=path, error=type(exc).__name__, cause=str(exc),
+                              where=getattr(exc, "where", None) or where_failed(frames_of(exc), home_of(recipe.name)))
+            print(f"granulemap: {failure.described()}", file=sys.stderr, flush=True)
             status = 1
     return status
 
@@ -181,7 +185,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     for name in sorted(available()):
         try:
             print(f"{name:20s} {get_recipe(name).description}")
-        except InvalidInput as exc:  # one package's broken entry point: said, and the others still listed
+        except Exception as exc:  # noqa: BLE001 - one package's broken recipe: said, and the others still listed
             print(f"{name:20s} (cannot be used: {exc})")
             status = 1
     return status

@@ -251,8 +251,9 @@ def print_summary(summary: dict[str, Any], file: Any = None) -> None:
         print(message, file=file)
     from granulemap.models import Failure
 
-    for failure in summary.get("failures", [])[:20]:
-        print(f"  failed {Failure.model_validate(failure).described()}", file=file)
+    for failure in summary.get("failures", [])[:20]:  # only the fields this version knows (a newer stack's: more)
+        print(f"  failed {Failure.model_construct(**{k: failure.get(k) for k in Failure.model_fields}).described()}",
+              file=file)
     for note in summary.get("notes", []):
         print(f"note: {note}", file=file)
     print("outputs:", file=file)

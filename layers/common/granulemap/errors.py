@@ -51,8 +51,9 @@ class VariableMissing(PermanentItemError):
 
 
 class RecipeResultInvalid(PermanentItemError):
-    """A recipe's ``process`` returned what cannot be stored as its result: not a dict (for a per-granule recipe), or
-    a value JSON cannot hold (an array, a date), or a dict without what its products need (``time``, ``granule``)."""
+    """A recipe's result cannot be used: its ``process`` returned what cannot be stored (not a dict, for a
+    per-granule recipe; a value JSON cannot hold, such as an array or a date), or rows its products cannot be made
+    of (a time-series row without ``time`` or ``granule``: found by Aggregate)."""
 
 
 class RecipeFailed(GranulemapError):
@@ -144,3 +145,13 @@ def where_failed(frames: Iterable[Frame], home: str | None) -> str | None:
     file, line, name = (inside or frames)[-1]
     shown = os.path.relpath(file, os.path.dirname(home.rstrip(os.sep))) if inside and home else os.path.basename(file)
     return f"{shown}:{line} in {name}"
+
+
+CAUSE_LIMIT = 1000
+"""Characters of an error's message kept in a failure record: a recipe's message may hold a whole array, and the
+records travel in Step Functions' state (256 KiB) and fill summaries."""
+
+
+def shortened(text: str, limit: int = CAUSE_LIMIT) -> str:
+    """``text``, cut to ``limit`` characters with a note of how much was left out."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"

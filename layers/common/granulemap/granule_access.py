@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 from granulemap.credentials import forget_cached
 from granulemap.errors import CredentialsExpired, GranuleUnreadable
 from granulemap.models import RunContext
-from granulemap.storage import translate_s3_error, split_s3_url
+from granulemap.storage import NETWORK_ERRORS, split_s3_url, translate_s3_error
 
 EXPIRED_CODES = {"ExpiredToken", "ExpiredTokenException", "InvalidToken", "TokenRefreshRequired"}
 """S3 error codes of temporary credentials that have expired or been revoked."""
@@ -80,4 +80,6 @@ class GranuleAccess:
                 raise CredentialsExpired(f"S3 credentials expired while reading {url}") from exc
             if code in {"NoSuchKey", "404", "AccessDenied", "403"}:
                 raise GranuleUnreadable(f"cannot read granule {url}: {code}") from exc
+            raise translate_s3_error(exc, f"reading {url}") from exc
+        except NETWORK_ERRORS as exc:  # a timeout, a response cut short: StorageThrottled, retried
             raise translate_s3_error(exc, f"reading {url}") from exc

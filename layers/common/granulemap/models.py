@@ -233,6 +233,8 @@ class GranuleFailure(_Strict):
     cause: str
     where: str | None = None
     """``file:LINE in FUNCTION`` where it failed, in the recipe's own code when it was there (errors.where_failed)."""
+    trace: str | None = Field(default=None, exclude=True)
+    """Its traceback, for the Processor's ``granule failed`` log line only: never stored nor returned."""
 
 
 class ProcessorEvent(_Strict):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import traceback
 from typing import Any
 
-import numpy as np
 from granulemap import faults, layout
 from pydantic import BaseModel
 
@@ -13,16 +13,18 @@ from granulemap.errors import (
     GranulemapError,
     PermanentItemError,
     RecipeResultInvalid,
+    StorageThrottled,
     frames_in_cause,
     frames_of,
     readable_cause,
+    shortened,
     where_failed,
 )
 from granulemap.granule_access import GranuleAccess
 from granulemap.grouping import item_id_for
 from granulemap.models import FailureEvent, GranuleFailure, Item, ProcessorEvent, ProcessorResult, RunContext
-from granulemap.recipes import Recipe, get_recipe, home_of
-from granulemap.storage import Bucket
+from granulemap.recipes import Recipe, defined_at, get_recipe, home_of
+from granulemap.storage import NETWORK_ERRORS, Bucket
 
 
 def process_item(event: ProcessorEvent, bucket: Bucket, credentials_loader: Any | None = None) -> ProcessorResult:
@@ -69,11 +71,9 @@ def reduce_granules(
 ) -> tuple[list[dict[str, Any]], list[GranuleFailure]]:
     """(results, failures) of a per-granule recipe's item: ``recipe.process`` on each granule alone.
 
-    A granule whose ``process`` fails for good is listed in the failures, with where it failed, and the others are
-    kept: a permanent error (unreadable, a variable missing), a result that cannot be stored, and any error of the
-    recipe's own code (a ValueError on one odd granule). An error worth retrying (TransientError and its kind), one
-    about the whole run (InvalidInput, CredentialsUnavailable) and MemoryError fail the whole item, for the state
-    machine to retry or record. When every granule failed, so does the item, with the first granule's error (naming
+    A granule whose error ``fails_alone`` is listed in the failures, with where it failed, and the others are kept;
+    any other error fails the whole item, for the state machine to retry or record (a network error as
+    StorageThrottled: retried). When every granule failed, so does the item, with the first granule's error (naming
     how many others failed): there is nothing to store.
     """
     results: list[dict[str, Any]] = []
@@ -84,38 +84,68 @@ def reduce_granules(
         try:
             results.append(reduce_granule(recipe, one, params, access, run, name))
         except Exception as exc:  # noqa: BLE001 - sorted below: which errors fail this granule alone
+            if isinstance(exc, NETWORK_ERRORS + (ConnectionError, TimeoutError)):
+                raise StorageThrottled(f"{name}: the network failed: {type(exc).__name__}: {exc}") from exc
             if not fails_alone(exc):
                 raise
             errors.append((name, exc))
     if errors and not results:
-        first = errors[0][1]
-        if len(errors) == 1:
-            raise first
-        others = ", ".join(name for name, _ in errors[1:4]) + (", ..." if len(errors) > 4 else "")
-        try:
-            combined = type(first)(f"{first} (every other granule of the item failed too: {others})")
-        except TypeError:  # a recipe's own error class with another signature: its first error as it is
-            raise first from None
-        # With the first error's traceback: the item's failure record says where that was (record_failure).
-        raise combined.with_traceback(first.__traceback__) from first
-    home = home_of(recipe)
-    failures = [GranuleFailure(granule=name, error=type(exc).__name__, cause=str(exc),
-                               where=where_failed(frames_of(exc), home)) for name, exc in errors]
+        raise _every_granule_failed(errors)
+    home = home_of(recipe.name)
+    failures = [GranuleFailure(granule=name, error=type(exc).__name__, cause=shortened(str(exc)),
+                               where=getattr(exc, "where", None) or where_failed(frames_of(exc), home),
+                               trace=_trace(exc)) for name, exc in errors]
     return results, failures
+
+
+def _every_granule_failed(errors: list[tuple[str, Exception]]) -> Exception:
+    """The item's error when every granule failed: the first one's, its message naming the others, with its
+    traceback (the item's failure record says where that was: record_failure). An error of another library or of
+    the recipe's own class is given as it is: its constructor may take other arguments (botocore's do)."""
+    first = errors[0][1]
+    if len(errors) == 1:
+        return first
+    others = ", ".join(name for name, _ in errors[1:4]) + (", ..." if len(errors) > 4 else "")
+    if not isinstance(first, GranulemapError) and type(first).__module__ != "builtins":
+        return first
+    try:
+        combined = type(first)(f"{first} (every other granule of the item failed too: {others})")
+    except Exception:  # noqa: BLE001 - a subclass with another signature: the first error as it is
+        return first
+    combined.__cause__ = first
+    return combined.with_traceback(first.__traceback__)
+
+
+def _trace(exc: BaseException, limit: int = 4000) -> str:
+    """``exc``'s traceback as Lambda's runtime prints it (no chained causes), its message shortened and its frames
+    cut to the innermost ``limit`` characters."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    frames = frames if len(frames) <= limit else "...\n" + frames[-limit:]
+    return f"Traceback (most recent call last):\n{frames}{type(exc).__name__}: {shortened(str(exc))}"
 
 
 def reduce_granule(recipe: Recipe, one: Item, params: BaseModel, access: GranuleAccess, run: RunContext,
                    name: str) -> dict[str, Any]:
-    """A per-granule recipe's result for the one granule of ``one`` (called ``name``), as it is stored."""
-    result = stored_value(recipe.process(one, params, access, run), f"recipe {recipe.name}: process() for {name}")
-    if not isinstance(result, dict):
-        raise RecipeResultInvalid(f"recipe {recipe.name}: process() for {name} returned a {type(result).__name__}; a "
-                                  "per-granule recipe returns one dict per granule")
+    """A per-granule recipe's result for the one granule of ``one`` (called ``name``), as it is stored. A result
+    that cannot be stored is RecipeResultInvalid, its ``where`` the recipe's ``process``."""
+    value = recipe.process(one, params, access, run)
+    try:
+        result = stored_value(value, f"recipe {recipe.name}: process() for {name}")
+        if not isinstance(result, dict):
+            raise RecipeResultInvalid(f"recipe {recipe.name}: process() for {name} returned a "
+                                      f"{type(result).__name__}; a per-granule recipe returns one dict per granule")
+    except RecipeResultInvalid as exc:
+        exc.where = defined_at(type(recipe).process, recipe.name)  # type: ignore[attr-defined]
+        raise
     return result
 
 
 def fails_alone(exc: BaseException) -> bool:
-    """Whether a granule's error fails that granule alone (see ``reduce_granules``)."""
+    """The one rule of which errors of a per-granule recipe's ``process`` fail that granule alone: a
+    PermanentItemError (GranuleUnreadable, VariableMissing, RecipeResultInvalid) and any error that is not
+    granulemap's (the recipe's own code: a ValueError on one odd granule). Every other error fails the whole item:
+    granulemap's other errors (TransientError and its kind: retried; InvalidInput, CredentialsUnavailable and the
+    rest: about the whole run) and MemoryError; ``reduce_granules`` raises network errors as StorageThrottled."""
     return isinstance(exc, PermanentItemError) or not isinstance(exc, (GranulemapError, MemoryError))
 
 
@@ -130,8 +160,9 @@ def stored_value(value: Any, what: str) -> Any:
 def _stored(value: Any, what: str, at: str) -> Any:
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
-    if isinstance(value, np.generic) and not isinstance(value, (np.datetime64, np.timedelta64, np.void)):
-        return _stored(value.item(), what, at)
+    numpy_scalar = type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0 and hasattr(value, "item")
+    if numpy_scalar and type(value).__name__ not in ("datetime64", "timedelta64", "void"):
+        return _stored(value.item(), what, at)  # a number or a bool (a date says below what to give instead)
     if isinstance(value, dict):
         for key in value:
             if not isinstance(key, str):
@@ -140,9 +171,9 @@ def _stored(value: Any, what: str, at: str) -> Any:
         return {key: _stored(v, what, f"{at}[{key!r}]") for key, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_stored(v, what, f"{at}[{i}]") for i, v in enumerate(value)]
-    hint = " (an ISO 8601 string, e.g. value.isoformat())" if isinstance(value, (dt.date, np.datetime64)) else (
-        " (.tolist() for a small one; a large one belongs in a product, not a result)"
-        if isinstance(value, np.ndarray) else "")
+    kind = type(value).__name__
+    hint = " (an ISO 8601 string, e.g. value.isoformat())" if isinstance(value, dt.date) or kind == "datetime64" else (
+        " (.tolist() for a small one; a large one belongs in a product, not a result)" if kind == "ndarray" else "")
     raise RecipeResultInvalid(f"{what}: the result{at} is a {type(value).__name__}, which a result cannot hold: "
                               f"give str, int, float, bool, None, or lists and dicts of them{hint}")
 
@@ -151,9 +182,9 @@ def record_failure(event: FailureEvent, bucket: Bucket) -> dict[str, str]:
     """Store the final failure of one item (after its retries) where the aggregator and the CLI find it."""
     error = str(event.error.get("Error", "Unknown"))
     raw_cause = str(event.error.get("Cause", ""))
-    cause = readable_cause(raw_cause) or ""
+    cause = shortened(readable_cause(raw_cause) or "")
     record: dict[str, Any] = {"item": event.item.id, "error": error, "cause": cause}
-    where = where_failed(frames_in_cause(raw_cause), home_of(get_recipe(event.run.recipe)))
+    where = where_failed(frames_in_cause(raw_cause), home_of(event.run.recipe))  # the recipe need not load
     if where:
         record["where"] = where
     bucket.put_json(layout.failure_key(event.run.run_id, event.item.id), record)

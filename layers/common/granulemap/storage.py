@@ -13,7 +13,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
+from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
 from granulemap.errors import StorageThrottled
 
@@ -37,8 +37,12 @@ def s3_client() -> Any:
                                             max_pool_connections=MAX_CONNECTIONS))
 
 
+NETWORK_ERRORS = (ConnectionError, HTTPClientError)
+"""botocore's errors of the network itself (no connection, a timeout, a response cut short): worth a retry."""
+
+
 def translate_s3_error(exc: Exception, what: str) -> Exception:
-    if isinstance(exc, (ConnectionError, ReadTimeoutError)):
+    if isinstance(exc, NETWORK_ERRORS):
         return StorageThrottled(f"S3 did not answer while {what}: {exc}")
     if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in _THROTTLE_CODES:
         return StorageThrottled(f"S3 throttled while {what}: {exc}")

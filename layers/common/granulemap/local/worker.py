@@ -171,8 +171,8 @@ def invoke(spec: dict[str, Any], event: Any) -> tuple[str, bool, str]:
             "errorMessage": str(exc),
             "stackTrace": traceback.format_tb(exc.__traceback__),
         }
-        print(f"[ERROR] {spec['function_name']} {type(exc).__name__}: {exc}\n{''.join(traceback.format_exception(exc))}",
-              file=sys.stderr)
+        print(f"[ERROR] {spec['function_name']} {type(exc).__name__}: {exc}\n"
+              f"{''.join(traceback.format_exception(exc, chain=False))}", file=sys.stderr)
         return json.dumps(payload), True, ""
     finally:
         sys.stdout.flush()

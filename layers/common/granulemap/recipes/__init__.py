@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-import sys
+import importlib.util
 from importlib.metadata import entry_points
 
 from granulemap.errors import InvalidInput
@@ -57,12 +57,26 @@ def get_recipe(name: str) -> Recipe:
     return recipe
 
 
-def home_of(recipe: Recipe) -> str | None:
-    """Where the code that defines ``recipe`` lives: its top-level package's folder, or its module's file (what
-    errors.where_failed looks for in a traceback: the code the recipe's author can mend)."""
-    top = sys.modules.get(type(recipe).__module__.split(".")[0])
-    folders = list(getattr(top, "__path__", None) or [])
-    return folders[0] if folders else getattr(top, "__file__", None)
+def home_of(name: str) -> str | None:
+    """Where the code of the recipe registered as ``name`` lives: its top-level package's folder, or its module's
+    file (what errors.where_failed looks for in a traceback: the code the recipe's author can mend). Found without
+    importing it (a failure's record must not depend on the recipe loading); None if it cannot be found."""
+    top = available().get(name, "").partition(":")[0].split(".")[0]
+    try:
+        spec = importlib.util.find_spec(top) if top else None
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    return list(spec.submodule_search_locations)[0] if spec.submodule_search_locations else spec.origin
 
 
-__all__ = ["ENTRY_POINT_GROUP", "Recipe", "available", "get_recipe", "home_of"]
+def defined_at(function: object, name: str) -> str | None:
+    """``where_failed``'s words for where ``function`` (a method of the recipe registered as ``name``) begins."""
+    from granulemap.errors import where_failed
+
+    code = getattr(function, "__code__", None)
+    return where_failed([(code.co_filename, code.co_firstlineno, code.co_name)], home_of(name)) if code else None
+
+
+__all__ = ["ENTRY_POINT_GROUP", "Recipe", "available", "defined_at", "get_recipe", "home_of"]

@@ -45,8 +45,9 @@ class Recipe(abc.ABC):
     per_granule: ClassVar[bool] = False
     """True when ``process`` reduces one granule to one result of its own (a row of a time series). The granules
     are then grouped into items (``default_grouping``, or the execution input's ``group``), the Processor calls
-    ``process`` once per granule of its item with a one-granule item, and a granule that cannot be read fails
-    alone: the item's other results are kept and the granule is listed among the run's failures."""
+    ``process`` once per granule of its item with a one-granule item, and a granule whose error
+    ``granulemap.processing.fails_alone`` (a permanent one, or any of the recipe's own code) fails alone: the item's
+    other results are kept and the granule is listed among the run's failures."""
     default_grouping: ClassVar[Grouping] = "dekad"
     """Of a per-granule recipe: see ``granulemap.grouping``."""
     needs_footprints: ClassVar[bool] = False

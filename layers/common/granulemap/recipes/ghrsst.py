@@ -188,6 +188,16 @@ def _first_slice(ds: h5py.Dataset, granule: str) -> np.ndarray:
     return data[0] if data.ndim == 3 else data
 
 
+def _in_type(value: Any, raw: np.ndarray) -> Any:
+    """``value`` (an attribute) in ``raw``'s own type when that holds it exactly, so that comparing the field with it
+    makes no copy of the field in a wider type (an int32 or float64 attribute of int16 data); else as it is."""
+    try:
+        same = raw.dtype.type(value)
+    except (OverflowError, ValueError):
+        return value
+    return same if same == value else value
+
+
 def _packed_field(ds: h5py.Dataset, granule: str) -> PackedField:
     """The field and where it is valid, as CF says: not equal to ``_FillValue`` (else the HDF5 fill value) nor to any
     ``missing_value``, within ``valid_min``/``valid_max``/``valid_range`` (all in packed units) and finite."""
@@ -195,18 +205,18 @@ def _packed_field(ds: h5py.Dataset, granule: str) -> PackedField:
     attrs = set(ds.attrs)
     fill = _numbers(ds, "_FillValue", granule) if "_FillValue" in attrs else np.atleast_1d(ds.fillvalue)
     missing = _numbers(ds, "missing_value", granule) if "missing_value" in attrs else ()
-    invalid = [*fill, *missing]
+    invalid = [_in_type(v, raw) for v in dict.fromkeys([*fill, *missing])]  # once each (missing_value is often the fill)
     valid = raw != invalid[0]
     for value in invalid[1:]:
         valid &= raw != value
     if np.issubdtype(raw.dtype, np.floating):
         valid &= np.isfinite(raw)
     if "valid_min" in attrs:
-        valid &= raw >= _numbers(ds, "valid_min", granule, size=1)[0]  # in the raw type: no float copy
+        valid &= raw >= _in_type(_numbers(ds, "valid_min", granule, size=1)[0], raw)
     if "valid_max" in attrs:
-        valid &= raw <= _numbers(ds, "valid_max", granule, size=1)[0]
+        valid &= raw <= _in_type(_numbers(ds, "valid_max", granule, size=1)[0], raw)
     if "valid_range" in attrs:
-        lo, hi = _numbers(ds, "valid_range", granule, size=2)
+        lo, hi = (_in_type(v, raw) for v in _numbers(ds, "valid_range", granule, size=2))
         valid &= (raw >= lo) & (raw <= hi)
     scale = _number(ds, "scale_factor", granule) if "scale_factor" in attrs else 1.0
     offset = _number(ds, "add_offset", granule) if "add_offset" in attrs else 0.0
@@ -224,6 +234,7 @@ _TIME_UNITS = re.compile(
 """UDUNITS/CF time units: ``<unit> since YYYY-M[-D][( |T)h:m[:s[.f]]][ zone]``, zone ``Z``/``UTC``/``GMT`` or an offset
 ``±h``, ``[±]hh:mm`` or ``±hhmm`` from UTC (the reference time is the local time there)."""
 _SECONDS = {
+    **dict.fromkeys(("ms", "msec", "msecs", "millisecond", "milliseconds"), 0.001),
     **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
     **dict.fromkeys(("min", "mins", "minute", "minutes"), 60),
     **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
@@ -245,7 +256,8 @@ def time_from_units(value: float, units: str, calendar: str = "standard") -> dt.
         raise ValueError("expected '<seconds|minutes|hours|days> since YYYY-MM-DD[ hh:mm[:ss]][ zone]'")
     unit = match["unit"].lower()
     if unit not in _SECONDS:
-        raise ValueError(f"unit {match['unit']!r} is not a fixed length of time (seconds, minutes, hours or days)")
+        raise ValueError(f"unit {match['unit']!r} is not one of milliseconds, seconds, minutes, hours or days "
+                         "(as CF and cftime: months and years have no fixed length)")
     if calendar.strip().lower() not in _GREGORIAN:
         raise ValueError(f"calendar {calendar!r} is not supported (only standard, gregorian, proleptic_gregorian)")
     zone = (match["zone"] or "Z").upper()
