@@ -372,3 +372,24 @@ def test_notes_that_fail_leave_the_products_and_say_so(odd_recipe, synthetic_mon
     (note,) = summary["notes"]
     assert note.startswith("the recipe's notes could not be made: ZeroDivisionError: division by zero (at odd_recipes")
     assert len((out / "day.csv").read_text().splitlines()) == 4  # the header and three days
+
+
+@pytest.mark.parametrize("error", ["ReadTimeoutError", "ResponseStreamingError", "EndpointConnectionError"])
+def test_a_granule_read_cut_short_by_the_network_is_storage_throttled(monkeypatch, error: str) -> None:
+    """GranuleAccess.read_bytes: botocore's network errors (not ClientErrors) become StorageThrottled, which the state
+    machine retries, as S3's own throttling does."""
+    import botocore.exceptions
+
+    from granulemap.granule_access import GranuleAccess
+
+    kwargs = {"ReadTimeoutError": {"endpoint_url": "https://s3"}, "ResponseStreamingError": {"error": "cut"},
+              "EndpointConnectionError": {"endpoint_url": "https://s3"}}[error]
+
+    class Client:
+        def get_object(self, **_):
+            raise getattr(botocore.exceptions, error)(**kwargs)
+
+    access = GranuleAccess(RunContext(run_id="r", recipe="sst-global-mean", params={}, config_id="c"))
+    monkeypatch.setattr(access, "_s3_client", lambda creds: Client())
+    with pytest.raises(StorageThrottled, match="s3://bucket/g.nc"):
+        access.read_bytes("s3://bucket/g.nc")
