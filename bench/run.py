@@ -544,7 +544,7 @@ def memory_section(mem: dict[str, Any], atl06: dict[str, Any] | None) -> list[st
             "cells; in AWS it uses CMR's polygons instead and holds the CMR result, so its peak there depends on the "
             "date range (more granules), not on their size.",
             "- The sizes are parameters of template.yaml (`CatalogBuilderMemorySize`, `CredentialFetcherMemorySize`, "
-            "`ProcessorMemorySize`, `AggregatorMemorySize`): `sam deploy --parameter-overrides ProcessorMemorySize=...`. "
+            "`ProcessorMemorySize`, `AggregatorMemorySize`): change them in samconfig.toml's `parameter_overrides` (a `--parameter-overrides` on the command line lasts one deploy). "
             "The cost section prices both the template's sizes and these.", ""]
     return out
 

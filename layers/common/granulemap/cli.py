@@ -256,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     proc = sub.add_parser("process", help="run only the per-granule reduction on local files, one JSON line each "
-                                          "(recipes whose items are single granules: the SST ones); exit 1 if a file "
-                                          "could not be reduced")
+                                          "(recipes that do not make their own items: the SST ones, and yours unless "
+                                          "they split granules differently); exit 1 if a file could not be reduced")
     proc.add_argument("--recipe", required=True, help=RECIPE_HELP)
     proc.add_argument("--method", help=METHOD_HELP)
     proc.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help=PARAM_HELP)

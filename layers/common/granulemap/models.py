@@ -225,7 +225,7 @@ class CatalogOutput(_Strict):
 
 
 class GranuleFailure(_Strict):
-    """One granule of a per-granule recipe's item that could not be reduced (a permanent error), stored with the
+    """One granule of a per-granule recipe's item that failed alone (``processing.fails_alone``), stored with the
     item's result: the other granules of the item are kept."""
 
     granule: str

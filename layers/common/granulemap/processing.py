@@ -39,7 +39,7 @@ def process_item(event: ProcessorEvent, bucket: Bucket, credentials_loader: Any 
     finished when its catalog was made, and the last writer's summary counts them (see README).
 
     A per-granule recipe's item is reduced granule by granule (``reduce_granules``): its record holds ``results``
-    (one per granule) and ``failures`` (granules that could not be read) instead of one ``result``. When some
+    (one per granule) and ``failures`` (granules whose error ``fails_alone``) instead of one ``result``. When some
     granules failed, the record goes to the item's partial key instead: the next catalog does not find the item done,
     so a later run tries the failed granules again (a granule not yet in the DAAC's bucket, a file since replaced).
     """
