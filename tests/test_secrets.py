@@ -174,6 +174,17 @@ def clean_process() -> Iterator[None]:
         os.environ.update(saved)
 
 
+def buckets_and_secrets(secrets: Secrets) -> tuple[Any, Any]:
+    """(s3, ssm) clients of the mocked account, with the stack's and the DAAC's buckets and the stored EDL secrets."""
+    s3 = boto3.client("s3", region_name=REGION)
+    for name in (BUCKET, DAAC_BUCKET):
+        s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
+    ssm = boto3.client("ssm", region_name=REGION)
+    ssm.put_parameter(Name=USERNAME_PARAMETER, Value=secrets.username, Type="SecureString")
+    ssm.put_parameter(Name=PASSWORD_PARAMETER, Value=secrets.password, Type="SecureString")
+    return s3, ssm
+
+
 def function_specs(bucket: str, stack: str) -> dict[str, dict[str, Any]]:
     """Each function as template.yaml describes it (code, handler, environment), in worker.invoke's form."""
     template = read_local_template(ROOT, bucket, REGION, ACCOUNT, stack)
@@ -197,12 +208,7 @@ def test_no_secret_in_payloads_results_output_or_logs_of_the_handlers(clean_proc
         return result
 
     with mock_aws(), responses.RequestsMock() as rs:
-        s3 = boto3.client("s3", region_name=REGION)
-        for name in (BUCKET, DAAC_BUCKET):
-            s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
-        ssm = boto3.client("ssm", region_name=REGION)
-        ssm.put_parameter(Name=USERNAME_PARAMETER, Value=secrets.username, Type="SecureString")
-        ssm.put_parameter(Name=PASSWORD_PARAMETER, Value=secrets.password, Type="SecureString")
+        s3, ssm = buckets_and_secrets(secrets)
         page = replay_services(rs, secrets)
         s3.put_object(Bucket=DAAC_BUCKET, Key=granule_key(page), Body=MUR25.read_bytes())
 
@@ -266,5 +272,57 @@ def test_no_secret_in_the_execution_history_or_logs_of_a_local_run(clean_process
 
     assert secrets.leaked_into(json.dumps(history, default=str)) == []
     assert secrets.leaked_into(json.dumps(executions, default=str)) == []
+    assert secrets.leaked_into(out + err) == []
+    assert secrets.leaked_into(log_capture.text()) == []
+
+
+# ---- 3. the error paths ---------------------------------------------------------------------------------------
+def test_no_secret_in_the_errors_of_failed_handlers(clean_process, log_capture, capfd,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The paths where code that holds the secrets fails: FetchCredentials refused by PO.DAAC's s3credentials (after
+    logging in with the username and password), then, with credentials in hand, a Processor whose only granule is
+    gone from the DAAC bucket (its item fails: Lambda's error payload with the stack trace, the worker's [ERROR]
+    traceback), RecordFailure and a failing Aggregate."""
+    monkeypatch.setenv("AWS_REGION", REGION)
+    secrets = Secrets()
+    specs = function_specs(BUCKET, STACK)
+    payloads: list[Any] = []
+
+    def invoke(function: str, event: dict[str, Any]) -> tuple[Any, bool]:
+        payload, errored, _ = worker.invoke(specs[function], event)
+        result = json.loads(payload)
+        payloads.extend([event, result])
+        return result, errored
+
+    with mock_aws(), responses.RequestsMock() as rs:
+        s3, ssm = buckets_and_secrets(secrets)
+        replay_cmr(rs, [mur25_page()])  # the granule itself is never put in the DAAC bucket
+        replay_edl(rs, username=secrets.username, password=secrets.password, edl_token=secrets.edl_token,
+                   creds=secrets.refreshed, s3credentials_status=401)
+        replay_edl(rs, username=secrets.username, password=secrets.password, edl_token=secrets.edl_token,
+                   creds=secrets.refreshed)
+
+        state, errored = invoke("CatalogBuilderFunction", {"input": EXECUTION_INPUT, "execution": "secrets-run"})
+        assert not errored, state
+        refused, errored = invoke("CredentialFetcherFunction", {"run": state["run"]})
+        assert errored and refused["errorType"] == "CredentialsUnavailable" and refused["stackTrace"], refused
+        state["run"]["credentials"], errored = invoke("CredentialFetcherFunction", {"run": state["run"]})
+        assert not errored
+        manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=state["catalog"]["key"])["Body"].read())
+        (item,) = manifest
+        failed, errored = invoke("ProcessorFunction", {"item": item, "run": state["run"]})
+        assert errored and failed["errorType"] == "GranuleUnreadable", failed
+        record, errored = invoke("ProcessorFunction", {
+            "action": "record_failure", "item": item, "run": state["run"],
+            "error": {"Error": failed["errorType"], "Cause": json.dumps(failed)}})
+        assert not errored and record["error"] == "GranuleUnreadable"
+        verdict, errored = invoke("AggregatorFunction", {"run": state["run"], "catalog": state["catalog"],
+                                                         "map": state["map"]})
+        assert errored and verdict["errorType"] == "TooManyFailures", verdict
+
+    out, err = capfd.readouterr()
+    # The captures saw the failures (so they would see a secret printed with one).
+    assert "[ERROR] ProcessorFunction GranuleUnreadable" in out + err + log_capture.text()
+    assert secrets.leaked_into(json.dumps(payloads)) == []
     assert secrets.leaked_into(out + err) == []
     assert secrets.leaked_into(log_capture.text()) == []
