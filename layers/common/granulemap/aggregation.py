@@ -19,14 +19,12 @@ from granulemap.errors import (
     RecipeResultInvalid,
     TooManyFailures,
     TransientError,
-    frames_of,
     readable_cause,
     shortened,
-    where_failed,
 )
 from granulemap.models import AggregatorEvent, Failure, Item, ItemCounts, Summary
 from granulemap.provenance import provenance_record
-from granulemap.recipes import Recipe, get_recipe, home_of
+from granulemap.recipes import Recipe, failed_at, get_recipe
 from granulemap.storage import Bucket
 
 _READERS = 16
@@ -191,5 +189,5 @@ def recipe_failure(recipe: Recipe, exc: Exception) -> str:
 
 
 def _what_failed(recipe: Recipe, exc: Exception) -> str:
-    where = where_failed(frames_of(exc), home_of(recipe.name))
+    where = failed_at(exc, recipe.name)
     return f"{type(exc).__name__}: {shortened(str(exc))}" + (f" (at {where})" if where else "")

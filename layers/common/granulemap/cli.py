@@ -136,12 +136,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_process(args: argparse.Namespace) -> int:
     import traceback
 
-    from granulemap.errors import frames_of, where_failed
     from granulemap.granule_access import GranuleAccess
     from granulemap.grouping import item_id_for
     from granulemap.models import Failure, Granule, Item, RunContext
     from granulemap.processing import reduce_granule, stored_value
-    from granulemap.recipes import get_recipe, home_of
+    from granulemap.recipes import failed_at, get_recipe
     from granulemap.recipes.base import Recipe
 
     recipe = get_recipe(args.recipe)
@@ -171,8 +170,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         except Exception as exc:  # noqa: BLE001 - one file's error: said, and the next file is reduced
             if not isinstance(exc, GranulemapError):  # the recipe's own code: its author needs the whole trace
                 traceback.print_exception(exc, file=sys.stderr)
-            failure = Failure(item=path, error=type(exc).__name__, cause=str(exc),
-                              where=getattr(exc, "where", None) or where_failed(frames_of(exc), home_of(recipe.name)))
+            failure = Failure(item=path, error=type(exc).__name__, cause=str(exc), where=failed_at(exc, recipe.name))
             print(f"granulemap: {failure.described()}", file=sys.stderr, flush=True)
             status = 1
     return status

@@ -57,8 +57,8 @@ class RecipeResultInvalid(PermanentItemError):
 
 
 class RecipeFailed(GranulemapError):
-    """A recipe's own code failed in Aggregate (its ``combine`` or ``notes``): the run's counts and summary are
-    written, the products are not."""
+    """A recipe's ``combine`` failed in Aggregate: the run's counts and summary are written, the products are not (a
+    failing ``notes`` only becomes a note)."""
 
 
 class TooManyFailures(GranulemapError):

@@ -15,7 +15,6 @@ from granulemap.errors import (
     RecipeResultInvalid,
     StorageThrottled,
     frames_in_cause,
-    frames_of,
     readable_cause,
     shortened,
     where_failed,
@@ -23,7 +22,7 @@ from granulemap.errors import (
 from granulemap.granule_access import GranuleAccess
 from granulemap.grouping import item_id_for
 from granulemap.models import FailureEvent, GranuleFailure, Item, ProcessorEvent, ProcessorResult, RunContext
-from granulemap.recipes import Recipe, defined_at, get_recipe, home_of
+from granulemap.recipes import Recipe, defined_at, failed_at, get_recipe, home_of
 from granulemap.storage import NETWORK_ERRORS, Bucket
 
 
@@ -91,10 +90,8 @@ def reduce_granules(
             errors.append((name, exc))
     if errors and not results:
         raise _every_granule_failed(errors)
-    home = home_of(recipe.name)
     failures = [GranuleFailure(granule=name, error=type(exc).__name__, cause=shortened(str(exc)),
-                               where=getattr(exc, "where", None) or where_failed(frames_of(exc), home),
-                               trace=_trace(exc)) for name, exc in errors]
+                               where=failed_at(exc, recipe.name), trace=_trace(exc)) for name, exc in errors]
     return results, failures
 
 

@@ -7,7 +7,7 @@ import importlib
 import importlib.util
 from importlib.metadata import entry_points
 
-from granulemap.errors import InvalidInput
+from granulemap.errors import InvalidInput, frames_of, where_failed
 from granulemap.recipes.base import Recipe
 
 ENTRY_POINT_GROUP = "granulemap.recipes"
@@ -73,10 +73,14 @@ def home_of(name: str) -> str | None:
 
 def defined_at(function: object, name: str) -> str | None:
     """``where_failed``'s words for where ``function`` (a method of the recipe registered as ``name``) begins."""
-    from granulemap.errors import where_failed
-
     code = getattr(function, "__code__", None)
     return where_failed([(code.co_filename, code.co_firstlineno, code.co_name)], home_of(name)) if code else None
 
 
-__all__ = ["ENTRY_POINT_GROUP", "Recipe", "available", "defined_at", "get_recipe", "home_of"]
+def failed_at(exc: BaseException, name: str) -> str | None:
+    """Where ``exc``, raised while running the recipe registered as ``name``, happened: the ``where`` it was given
+    (a result that cannot be stored: the recipe's ``process``), else its innermost frame in the recipe's own code."""
+    return getattr(exc, "where", None) or where_failed(frames_of(exc), home_of(name))
+
+
+__all__ = ["ENTRY_POINT_GROUP", "Recipe", "available", "defined_at", "failed_at", "get_recipe", "home_of"]
