@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -203,6 +204,7 @@ def orchestration_targets(o: dict[str, Any], load: str, cores: str) -> list[Targ
                f"alongside), is {100 * serial / _median(one['seconds']):.0f} % of a 1-worker run. "
                f"Per granule the engine process (moto) spent {fmt(two['engine_cpu_ms_per_granule'], 1)} ms of CPU and "
                f"the workers {fmt(two['workers_cpu_ms_per_granule'], 1)} ms (2 workers, the fork server included)"
+               + _cpu_ceiling(se)
                + (f". As the second run of a started Workspace (the engine started once, as a notebook keeps it: no "
                   f"process start in the run) the same series sped up {ratio_cell(se['started_workspace']['speedup'])}"
                   if se.get("started_workspace") else "")
@@ -219,6 +221,22 @@ def _median(values: list[float]) -> float:
 def _serial_seconds(run: dict[str, Any]) -> float:
     """Median seconds of a series run outside its items phase (start-up, catalog, Aggregate, end)."""
     return _median([sum(v for k, v in p.items() if k != "items") for p in run["phases"]])
+
+
+def _cpu_ceiling(se: dict[str, Any]) -> str:
+    """Why the 2-worker runs cannot be much faster on this machine: their processes' CPU-seconds, spread over every
+    core without a moment idle, take at least CPU / cores seconds; against the 1-worker runs' median that bounds the
+    speed-up whatever the schedule."""
+    cores = os.cpu_count() or 1
+    one, two = se["1_workers"], se["2_workers"]
+    cpu = (two["engine_cpu_ms_per_granule"] + two["workers_cpu_ms_per_granule"]) * se["days"] / 1e3
+    floor, t1 = cpu / cores, _median(one["seconds"])
+    return (f". A 2-worker run used {fmt(cpu, 2)} CPU-s in all (engine and workers, median per granule × "
+            f"{se['days']}): on {cores} cores no schedule ends it under {fmt(floor, 2)} s (median "
+            f"{fmt(_median(two['seconds']), 2)} s), so with that much work the speed-up cannot pass "
+            f"{fmt(t1 / floor, 2)}x against the 1-worker median of {fmt(t1, 2)} s; 1.7x needs the 2-worker run's "
+            f"CPU under {fmt(cores * t1 / 1.7, 2)} CPU-s, and what the serial part sheds shortens the 1-worker run "
+            "too")
 
 
 def _amdahl_cap(one: dict[str, Any]) -> float:

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import netCDF4
@@ -58,3 +61,38 @@ def test_tutorial_recipe_runs_through_the_state_machine(installed_tutorial, tmp_
     lines = (out / "warm_fraction.csv").read_text().splitlines()
     assert lines[0] == "time,granule,warm_fraction" and len(lines) == 2
     assert (out / "warm_fraction.png").read_bytes().startswith(b"\x89PNG")
+
+
+def _tutorial_pyproject() -> str:
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"<!-- tutorial: pyproject.toml -->\s*```toml\n(.*?)```", readme, re.S)
+    assert match, "README.md lost its tutorial pyproject.toml block"
+    return match.group(1)
+
+
+@pytest.mark.slow
+def test_tutorial_package_builds_from_the_readme_pyproject(tmp_path: Path) -> None:
+    """The README's pyproject.toml, with the README's recipe file beside it, built and installed by pip (setuptools,
+    offline): the installed distribution carries the module and the entry point, and a fresh interpreter that has it
+    on its path finds and loads the recipe by name, as `granulemap recipes` and the layer check do."""
+    package = tmp_path / "my-recipes"
+    package.mkdir()
+    (package / "pyproject.toml").write_text(_tutorial_pyproject())
+    (package / "my_recipes.py").write_text(_tutorial_code())
+    site = tmp_path / "site"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                          "--no-build-isolation", "--disable-pip-version-check", "--target", str(site), str(package)],
+                         capture_output=True, text=True, timeout=300)
+    assert pip.returncode == 0, pip.stderr
+    assert (site / "my_recipes.py").read_text() == _tutorial_code()
+    (dist,) = site.glob("my_recipes-0.1.0.dist-info")
+    assert "sst-warm-fraction = my_recipes:recipe" in (dist / "entry_points.txt").read_text()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    check = subprocess.run(
+        [sys.executable, "-c", "from granulemap.recipes import get_recipe; r = get_recipe('sst-warm-fraction'); "
+         "print(type(r).__module__, r.per_granule, r.description)"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert check.returncode == 0, check.stderr
+    module, per_granule, description = check.stdout.strip().split(" ", 2)
+    assert (module, per_granule) == ("my_recipes", "True")
+    assert description.startswith("Share of the open-water area warmer than threshold_c")
