@@ -258,3 +258,32 @@ def test_the_statistics_list_only_true_auxiliary_coordinates_and_xdggs_decodes_t
                                   np.arange(SITE.parent * N_CHILDREN, (SITE.parent + 1) * N_CHILDREN))
     assert decoded["count"].values[[0, 1, -1]].tolist() == [1, 0, 1]
     assert decoded["h_mean"].values[[0, -1]].tolist() == [1.0, 2.0]
+
+
+def test_growth_writes_cell_ids_a_chunk_at_a_time_with_memory_that_does_not_grow_with_the_parents() -> None:
+    """A global month adds all 49,152 order-6 parents: 201 million order-12 ids, which BuildCatalog cannot hold at
+    once. Growth writes them a chunk (about a million ids) at a time: here 2,000 parents (8.2 million ids, 66 MB) peak
+    under 40 MB of Python allocations, and a second growth that starts mid-chunk writes the right ids after the first."""
+    import tracemalloc
+
+    store = zarr.storage.MemoryStore()
+    n = 4 ** 6
+    first = list(range(0, 4000, 2))  # every other parent: the blocks are not one contiguous range
+    later = [p for p in range(1, 601, 2)] + [first[0], first[5]]  # 300 new ones (odd), two already there
+    tracemalloc.start()
+    try:
+        made = grow(store, 6, 12, reversed(first), MARCH)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert made.parents == tuple(first)
+    assert peak < 40e6, f"growth by {len(first)} parents peaked at {peak / 1e6:.0f} MB of allocations"
+    grown = grow(store, 6, 12, later, APRIL)
+    order = first + list(range(1, 601, 2))
+    assert grown.parents == tuple(order)
+    array = zarr.open_group(store, mode="r")["cell_ids"]
+    assert len(first) * n % array.chunks[0] != 0  # the second growth began inside a chunk
+    ids = array[:]
+    assert ids.shape == (len(order) * n,)
+    expected = (np.asarray(order, dtype=np.int64)[:, None] * n + np.arange(n, dtype=np.int64)).ravel()
+    np.testing.assert_array_equal(ids, expected)
