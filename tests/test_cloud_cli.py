@@ -134,6 +134,8 @@ def test_an_execution_name_keeps_its_dates_and_unique_suffix_whatever_the_recipe
         assert re.fullmatch(r"[A-Za-z0-9_-]+", name)  # nothing an execution name, an S3 key or a shell minds
     scheduled = cloud.execution_name({"recipe": "sst-global-mean", "period": "previous-month"})
     assert re.fullmatch(r"sst-global-mean-[0-9a-f]{8}", scheduled)
+    redone = cloud.execution_name({"recipe": "sst-global-mean", "period": "2024-05"})  # a month named: it shows
+    assert re.fullmatch(r"sst-global-mean-202405-[0-9a-f]{8}", redone)
 
 
 def test_an_execution_name_is_valid_and_unique_even_for_input_not_yet_validated() -> None:

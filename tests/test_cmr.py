@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -375,12 +376,22 @@ def test_a_scheduled_month_missing_a_daily_granule_fails_so_that_the_alert_tells
     scheduled = {"recipe": "sst-global-mean", "period": "previous-month", "source": str(tmp_path)}
     january = dt.datetime(2019, 1, 5, 6, 0, tzinfo=dt.UTC)
     with pytest.raises(NoGranulesFound, match=r"1 day\(s\) of 2018-12-01..2018-12-31 \(previous-month\) have no "
-                                              r"granule in (.*): 2018-12-15\. If they are not in \1 yet, run"):
+                                              r"granule in (.*): 2018-12-15\. If they are not in \1 yet, run") as gap:
         build_catalog(scheduled, "run-gap", Settings(bucket=BUCKET), bucket, now=january)
     assert bucket.get_json_or_none(layout.manifest_key("run-gap")) is None
+    # The input it says to run again names the month, so the check is made again (whenever it is run): the same
+    # dates as start/end would accept the gap, which is what the message offers for a gap NASA will not fill.
+    again = json.loads(re.search(r"with this input [^:]*: (\{.*?\})\. To accept", str(gap.value)).group(1))
+    assert again == {"recipe": "sst-global-mean", "period": "2018-12", "source": str(tmp_path)}
+    assert '"start": "2018-12-01", "end": "2018-12-31"' in str(gap.value)
+    with pytest.raises(NoGranulesFound, match=r"2018-12-01..2018-12-31 \(2018-12\) have no granule .*: 2018-12-15"):
+        build_catalog(again, "run-gap-again", Settings(bucket=BUCKET), bucket, now=dt.datetime(2019, 7, 1, tzinfo=dt.UTC))
     by_hand = build_catalog({**{k: v for k, v in scheduled.items() if k != "period"}, "start": "2018-12-01",
                              "end": "2018-12-31"}, "run-gap-accepted", Settings(bucket=BUCKET), bucket)
     assert sum(len(i["granules"]) for i in bucket.get_json(by_hand.catalog.key)) == 30
     (tmp_path / synthetic_month[0].name.replace(stamp, "20181215090000")).write_bytes(b"")
     whole = build_catalog(scheduled, "run-whole", Settings(bucket=BUCKET), bucket, now=january)
     assert whole.catalog.count > 0
+    named = build_catalog(again, "run-named-month", Settings(bucket=BUCKET), bucket)
+    assert (named.run.start, named.run.end) == (dt.date(2018, 12, 1), dt.date(2018, 12, 31))
+    assert sum(len(i["granules"]) for i in bucket.get_json(named.catalog.key)) == 31

@@ -61,6 +61,39 @@ def test_an_impossible_date_is_named_with_the_reason() -> None:
         parse_model(ExecutionInput, {"recipe": "sst-global-mean", "start": "2018-02-01", "end": "2018-02-30"}, "input")
 
 
+@pytest.mark.parametrize(("period", "first", "last"), [("2024-02", "2024-02-01", "2024-02-29"),
+                                                       ("2023-02", "2023-02-01", "2023-02-28"),
+                                                       ("2019-12", "2019-12-01", "2019-12-31")])
+def test_a_month_named_as_the_period_is_its_first_to_last_day(period: str, first: str, last: str) -> None:
+    """An operator redoing a scheduled month names it, so that the month's completeness is checked again (the same
+    dates as start/end take what is there)."""
+    run = parse_model(ExecutionInput, {"recipe": "sst-global-mean", "period": period}, "input")
+    assert [d.isoformat() for d in run.date_range()] == [first, last]
+    assert (run.resolved().start.isoformat(), run.resolved().end.isoformat(), run.resolved().period) == (first, last,
+                                                                                                       None)
+
+
+@pytest.mark.parametrize("period", ["2024-13", "2024-2", "24-02", "May 2024", "2024-05-01", "last-month", ""])
+def test_a_period_that_is_not_a_month_is_refused_naming_the_forms(period: str) -> None:
+    with pytest.raises(InvalidInput, match=r"field 'period': .* is not a month: give \"previous-month\" or one as "
+                                           r"YYYY-MM"):
+        parse_model(ExecutionInput, {"recipe": "sst-global-mean", "period": period}, "input")
+
+
+def test_the_commands_take_a_month_as_period_instead_of_start_and_end(capsys, tmp_path: Path) -> None:
+    from granulemap.cli import execution_input
+
+    args = build_parser().parse_args(["start", "--stack", "granulemap", "--recipe", "sst-global-mean",
+                                     "--period", "2024-05"])
+    assert execution_input(args) == {"recipe": "sst-global-mean", "period": "2024-05"}
+    out = tmp_path / "out"
+    for words, told in ((["--period", "2024-05", "--start", "2024-05-01"], "give either period or start/end"),
+                        ([], "start is required"), (["--period", "2024-5"], "'2024-5' is not a month")):
+        assert main(["run", "--recipe", "sst-global-mean", *words, "--source", str(tmp_path), "--out", str(out)]) == 2
+        assert told in capsys.readouterr().err
+    assert not out.exists()  # nothing started
+
+
 def test_the_run_command_refuses_a_number_for_a_date_before_starting(capsys, tmp_path: Path) -> None:
     assert main(["run", "--recipe", "sst-global-mean", "--start", "20181201", "--end", "2018-12-31",
                  "--source", str(tmp_path), "--out", str(tmp_path / "out")]) == 2

@@ -67,12 +67,15 @@ def validate_input(raw: object, settings: Settings, now: dt.datetime | None = No
 def _refuse_a_scheduled_period_with_missing_granules(granules: list[Granule], execution: ExecutionInput,
                                                      recipe: Recipe, start: dt.date, end: dt.date,
                                                      period: str) -> None:
-    """The monthly schedule's run fails, so that the stack's alert says so, when its month has no granules (NASA
-    has not published them yet, or the collection or source changed), or, for a recipe with one granule a day, lacks
-    some days: the schedule does not run a month again, so a month summarized without them would stay so."""
+    """A run of a month given as ``period`` (the monthly schedule's, or "YYYY-MM") fails, so that the stack's alert
+    says so, when its month has no granules (NASA has not published them yet, or the collection or source changed),
+    or, for a recipe with one granule a day, lacks some days: the schedule does not run a month again, so a month
+    summarized without them would stay so. The input it says to run again names the month as a period, so that the
+    check is made again; the same dates as start and end accept what is there."""
     where = (f"in {execution.source}" if execution.source is not None
              else f"of {execution.collection or recipe.collection} in NASA CMR")
-    again = json.dumps(execution.model_dump(mode="json", exclude_none=True, exclude_defaults=True))
+    month = execution.model_copy(update={"period": start.strftime("%Y-%m"), "start": None, "end": None})
+    again = json.dumps(month.model_dump(mode="json", exclude_none=True, exclude_defaults=True))
     how = (f"run the month again later with this input (aws stepfunctions start-execution --input, or the same "
            f"fields as granulemap start's options): {again}")
     not_yet = ("if NASA has not published them yet" if execution.source is None
@@ -87,8 +90,8 @@ def _refuse_a_scheduled_period_with_missing_granules(granules: list[Granule], ex
             shown = ", ".join(str(d) for d in missing[:5]) + (", ..." if len(missing) > 5 else "")
             raise NoGranulesFound(
                 f"{len(missing)} day(s) of {start}..{end} ({period}) have no granule {where}: {shown}. "
-                f"{not_yet[0].upper()}{not_yet[1:]}, {how}. To accept the gap, run the month with its dates as start "
-                "and end instead of period")
+                f"{not_yet[0].upper()}{not_yet[1:]}, {how}. To accept the gap, run the month with its dates instead "
+                f'of a period: "start": "{start}", "end": "{end}"')
 
 
 def _refuse_a_bbox_that_changes_nothing(execution: ExecutionInput, recipe: Recipe) -> None:

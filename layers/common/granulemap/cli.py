@@ -59,6 +59,9 @@ TOLERANCE_HELP = ("percentage of granules (of items, for recipes without granule
                   "template.yaml's for a local run)")
 RECOMPUTE_HELP = ("compute every item again, even those whose result is stored (after an update of granulemap or of "
                   "your recipe that changes results): the products take the new values")
+PERIOD_HELP = ("instead of --start and --end: a whole month, YYYY-MM (or previous-month, as the schedule runs), "
+               "refused when it has no granules or, for the SST recipes, lacks a day's; --start/--end with the same "
+               "dates take what there is")
 GROUP_HELP = ("per-granule recipes (the SST ones, and yours with per_granule = True): granules per Processor call, "
               "those of a dekad (default) or one each; same results")
 
@@ -69,7 +72,10 @@ def execution_input(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("method", "parent_order", "child_order"):
         if getattr(args, name, None) is not None:
             params[name] = getattr(args, name)
-    doc: dict[str, Any] = {"recipe": args.recipe, "start": args.start, "end": args.end}
+    doc: dict[str, Any] = {"recipe": args.recipe}
+    for key in ("start", "end", "period"):  # the input's model says what is missing or too much
+        if getattr(args, key, None) is not None:
+            doc[key] = getattr(args, key)
     if getattr(args, "source", None):
         doc["source"] = str(Path(args.source).resolve()) if not args.source.startswith("s3://") else args.source
     for key in ("collection", "max_concurrency", "tolerated_failure_percentage", "group"):
@@ -218,8 +224,9 @@ def add_execution_options(parser: argparse.ArgumentParser, bbox: bool = True) ->
     """The options of an execution input (``execution_input``) that ``run`` and ``start`` share; ``bbox`` only where
     a run may search NASA CMR (``start``: a bbox narrows only that search, and ``run`` always has a source)."""
     parser.add_argument("--recipe", required=True, help=RECIPE_HELP)
-    parser.add_argument("--start", required=True, help="first date, inclusive (YYYY-MM-DD)")
-    parser.add_argument("--end", required=True, help="last date, inclusive (YYYY-MM-DD)")
+    parser.add_argument("--start", help="first date, inclusive (YYYY-MM-DD)")
+    parser.add_argument("--end", help="last date, inclusive (YYYY-MM-DD)")
+    parser.add_argument("--period", help=PERIOD_HELP)
     parser.add_argument("--method", help=METHOD_HELP)
     parser.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help=PARAM_HELP)
     if bbox:

@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 
 from granulemap import layout
 from granulemap.errors import InvalidInput, readable_cause
+from granulemap.models import PREVIOUS_MONTH
 from granulemap.settings import DAAC_REGION, Settings
 from granulemap.storage import download_objects, split_s3_url
 
@@ -129,13 +130,16 @@ EXECUTION_NAME_MAX = 80
 
 
 def execution_name(doc: dict[str, Any]) -> str:
-    """A readable, unique execution name (it is also the run id: runs/<name>/ in the bucket): recipe, dates and a
-    random suffix. A name too long loses the end of its recipe, never the suffix that makes it unique."""
+    """A readable, unique execution name (it is also the run id: runs/<name>/ in the bucket): recipe, dates (a month
+    given as the period: YYYYMM) and a random suffix. A name too long loses the end of its recipe, never the suffix
+    that makes it unique."""
     def safe(text: str) -> str:  # only what an execution name, an S3 key and a shell take as they are
         return re.sub(r"[^A-Za-z0-9_-]", "-", text)
 
     suffix = uuid.uuid4().hex[:8]
-    dates = safe("-".join(str(doc[k]).replace("-", "") for k in ("start", "end") if doc.get(k)))
+    month = doc.get("period") if doc.get("period") != PREVIOUS_MONTH else None  # that one is resolved at the start
+    dates = safe("-".join(str(doc[k]).replace("-", "") for k in ("start", "end") if doc.get(k))
+                 or str(month or "").replace("-", ""))
     room = EXECUTION_NAME_MAX - len(suffix) - 1  # for recipe and dates, each followed by "-"
     recipe = safe(str(doc.get("recipe", "run")))[: max(room - (len(dates) + 1 if dates else 0), 0)]
     head = "-".join(p for p in (recipe, dates) if p)[:room]

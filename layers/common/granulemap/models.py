@@ -41,17 +41,23 @@ Grouping = Literal["granule", "dekad"]
 """How a per-granule recipe (``Recipe.per_granule``) groups its granules into items; see ``granulemap.grouping``."""
 
 
+PREVIOUS_MONTH = "previous-month"
+"""The monthly schedule's ``period``: the calendar month before the one the run starts in."""
+
+
 class ExecutionInput(_Strict):
     """What a user (or the monthly schedule) passes to ``start-execution``.
 
-    ``start``/``end`` are inclusive UTC dates. ``period: "previous-month"`` (used by the schedule) means the
-    previous calendar month relative to the moment the run starts, and replaces start/end.
+    ``start``/``end`` are inclusive UTC dates. ``period`` replaces them with a calendar month: ``"previous-month"``
+    (used by the schedule) is the one before the moment the run starts, ``"YYYY-MM"`` names one. A month given as a
+    period must be complete (BuildCatalog refuses one without granules, or, for a daily recipe, missing a day); the
+    same dates as start/end are taken as they are.
     """
 
     recipe: str = Field(min_length=1)
     start: dt.date | None = None
     end: dt.date | None = None
-    period: Literal["previous-month"] | None = None
+    period: str | None = Field(default=None, description='"previous-month" or a month, "YYYY-MM"; replaces start/end')
     source: str | None = Field(
         default=None, description="local directory, file:// or s3:// prefix of granules; omitted: search NASA CMR"
     )
@@ -76,6 +82,19 @@ class ExecutionInput(_Strict):
     @classmethod
     def _a_written_date(cls, value: Any) -> Any:
         return value if value is None else written_date(value)
+
+    @field_validator("period")
+    @classmethod
+    def _a_month(cls, value: str | None) -> str | None:
+        if value is None or value == PREVIOUS_MONTH:
+            return value
+        try:
+            month = dt.datetime.strptime(value, "%Y-%m")
+        except (TypeError, ValueError):
+            month = None
+        if month is None or month.strftime("%Y-%m") != value:
+            raise ValueError(f'{value!r} is not a month: give "{PREVIOUS_MONTH}" or one as YYYY-MM, such as "2024-05"')
+        return value
 
     @field_validator("bbox")
     @classmethod
@@ -107,9 +126,12 @@ class ExecutionInput(_Strict):
 
     def date_range(self, now: dt.datetime | None = None) -> tuple[dt.date, dt.date]:
         """The inclusive (start, end) dates of this run, resolving ``period`` against ``now`` (UTC)."""
-        if self.period == "previous-month":
-            today = (now or dt.datetime.now(dt.UTC)).date()
-            year, month = (today.year, today.month - 1) if today.month > 1 else (today.year - 1, 12)
+        if self.period is not None:
+            if self.period == PREVIOUS_MONTH:
+                today = (now or dt.datetime.now(dt.UTC)).date()
+                year, month = (today.year, today.month - 1) if today.month > 1 else (today.year - 1, 12)
+            else:
+                year, month = (int(part) for part in self.period.split("-"))
             return dt.date(year, month, 1), dt.date(year, month, calendar.monthrange(year, month)[1])
         assert self.start is not None and self.end is not None
         return self.start, self.end
