@@ -9,6 +9,7 @@ BuildCatalog, a Distributed Map over an S3 manifest whose items fail when {"ok":
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
@@ -215,14 +216,28 @@ def test_status_shows_the_current_state_and_the_map_runs_item_counts(stack, caps
     wait(arn)
     assert main(["status", arn]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[:4] == [
+    assert lines[:5] == [
         f"execution: {arn}",
         "status: SUCCEEDED",
+        "run: sst-global-mean, 2018-12-01..2018-12-31",
         "state: Aggregate",
         "items: 2 succeeded, 1 failed, 0 running, 0 pending of 3",  # the manifest: two ok, one not
     ]
     # and the same progress line a local run shows, from the Map Run's counts and times
-    assert re.fullmatch(r"\[#{30}\] 3/3 items \(2 ok, 0 skipped, 1 failed\) [0-9.]+ items/s", lines[4])
+    assert re.fullmatch(r"\[#{30}\] 3/3 items \(2 ok, 0 skipped, 1 failed\) [0-9.]+ items/s", lines[5])
+
+
+def test_status_names_the_month_a_scheduled_run_resolved_to(stack, capsys) -> None:
+    """The schedule's input says only "previous-month": status says which month, from when the run started."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = sfn.start_execution(stateMachineArn=stack["state_machine"], name="scheduled",
+                              input=json.dumps({"recipe": "sst-global-mean", "period": "previous-month"}))["executionArn"]
+    started = sfn.describe_execution(executionArn=arn)["startDate"]
+    year, month = (started.year, started.month - 1) if started.month > 1 else (started.year - 1, 12)
+    last = (dt.date(year + month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)).day
+    wait(arn)
+    main(["status", arn])
+    assert f"run: sst-global-mean, {year}-{month:02d}-01..{year}-{month:02d}-{last}" in capsys.readouterr().out.splitlines()
 
 
 def test_status_of_a_failed_run_shows_the_error_and_exits_1(stack, capsys) -> None:
@@ -230,7 +245,8 @@ def test_status_of_a_failed_run_shows_the_error_and_exits_1(stack, capsys) -> No
     wait(arn)
     assert main(["status", arn]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1:] == ["status: FAILED", "state: CatalogFailed", "items: the Map has not started",
+    assert lines[1:] == ["status: FAILED", "run: sst-global-mean, 2018-12-01..2018-12-31", "state: CatalogFailed",
+                         "items: the Map has not started",
                          "error: CatalogFailed: CMR refused the search"]
 
 
@@ -289,6 +305,42 @@ def test_results_download_what_the_summary_lists_and_print_the_failures(
     assert "SUCCEEDED: items: 2 computed, 0 skipped (already done), 1 failed of 3" in out
     assert "computed" not in out.split("SUCCEEDED:", 1)[1].split("\n", 1)[1]  # the counts once, not again as the message
     assert "  failed g3: GranuleUnreadable: truncated" in out
+
+
+def test_results_without_out_print_every_failure_and_the_products_urls_and_download_nothing(
+        stack, capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the alert emails say to run: an atl06-cell-stats product is the whole cumulative store (hundreds of
+    thousands of objects a global month), which `results --out` downloads; without --out nothing is."""
+    arn = start(capsys, "--start", "2018-12-01", "--end", "2018-12-31")
+    name = wait(arn)["name"]
+    _publish_run(name)
+    s3 = boto3.client("s3", region_name=REGION)
+    summary = json.loads(s3.get_object(Bucket=BUCKET, Key=layout.summary_key(name))["Body"].read())
+    summary["failures"] = [{"item": f"g{k}", "error": "GranuleUnreadable", "cause": "truncated"} for k in range(25)]
+    summary.update(start="2018-12-01", end="2018-12-31")
+    s3.put_object(Bucket=BUCKET, Key=layout.summary_key(name), Body=json.dumps(summary).encode())
+    monkeypatch.chdir(tmp_path)
+    downloads: list[Any] = []
+    monkeypatch.setattr(cloud, "download_objects", lambda *a: downloads.append(a) or [])
+
+    assert main(["results", arn, "--stack", STACK]) == 0
+    out = capsys.readouterr().out
+    assert downloads == [] and list(tmp_path.iterdir()) == []
+    assert "run: sst-global-mean, 2018-12-01..2018-12-31" in out
+    assert [line for line in out.splitlines() if line.startswith("  failed ")] == [
+        f"  failed g{k}: GranuleUnreadable: truncated" for k in range(25)]
+    assert "more failed" not in out
+    assert out.split("outputs:\n", 1)[1].split() == [
+        f"s3://{BUCKET}/outputs/sst-global-mean/ocean-abc/global_mean_sst.csv",
+        f"s3://{BUCKET}/outputs/sst-global-mean/ocean-abc/global_mean_sst.png",
+        f"s3://{BUCKET}/outputs/atl06/cells.zarr", f"s3://{BUCKET}/{layout.summary_key(name)}"]
+
+    monkeypatch.undo()
+    assert main(["results", arn, "--stack", STACK, "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert len([line for line in out.splitlines() if line.startswith("  failed ")]) == 20
+    assert "  and 5 more failed: summary.json lists them all" in out
+    assert len(json.loads((tmp_path / "out" / "summary.json").read_text())["failures"]) == 25
 
 
 def test_results_of_a_run_that_failed_too_often_exit_1(stack, capsys, tmp_path: Path) -> None:

@@ -291,9 +291,13 @@ def test_a_run_that_succeeds_with_failures_within_the_tolerance_tells_the_alert_
     assert "TellFailuresWithinTolerance" in _entered_states(engine.history(told["executionArn"]))
     (message,) = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)["Messages"]
     name = told["executionArn"].rsplit(":", 1)[-1]
-    assert message["Body"].startswith(f"granulemap run {name} SUCCEEDED, but 1 of its 2 granules failed (within the "
-                                      "tolerated percentage")
-    assert f"granulemap results {told['executionArn']} --out DIR" in message["Body"]
+    # which run, which recipe and days (a scheduled run's input says only "previous-month"), and how to redo them
+    assert message["Body"].startswith(f"granulemap run {name} (sst-global-mean, 2018-12-29..2018-12-31) SUCCEEDED, "
+                                      "but 1 of its 2 granules failed (within the tolerated percentage")
+    assert f"Which, and why: granulemap results {told['executionArn']}. " in message["Body"]
+    assert "granulemap start --recipe sst-global-mean --start 2018-12-29 --end 2018-12-31" in message["Body"]
+    summary = json.loads(_get(engine, layout.summary_key(name)))
+    assert (summary["start"], summary["end"]) == ("2018-12-29", "2018-12-31")
     sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
 
     bad.unlink()

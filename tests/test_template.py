@@ -422,7 +422,7 @@ def test_a_run_that_ends_badly_is_told_once_to_the_alert_topic_and_nothing_else_
                                                               for i, m in enumerate(batch)])
     expected = [f"granulemap run sst-{name} ended {status} (error {ERRORS[status]}). Why: granulemap status "
                 f"{sent[name]['detail']['executionArn']}. Every failed item and granule: granulemap results "
-                f"{sent[name]['detail']['executionArn']} --out DIR" for name, (status, _, told) in cases.items() if told]
+                f"{sent[name]['detail']['executionArn']}" for name, (status, _, told) in cases.items() if told]
     assert sorted(bodies) == sorted(expected)
 
     # Only this rule may publish to the topic; the email subscription exists only when an address is given.

@@ -166,7 +166,8 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
         status, message = "FAILED", f"{recipe_failed} ({message})"
     summary_key = layout.summary_key(run.run_id)
     summary = Summary(
-        status=status, run_id=run.run_id, recipe=run.recipe, params=run.params, items=found.items,
+        status=status, run_id=run.run_id, recipe=run.recipe, params=run.params, start=run.start, end=run.end,
+        items=found.items,
         granules=granules, failures=found.failures,
         outputs=outputs + [summary_key], message=message, notes=notes,
     )

@@ -165,6 +165,21 @@ class RunStatus:
     items: dict[str, int] | None
     error: str | None = None
     cause: str | None = None
+    run: str | None = None
+    """Recipe and dates ("sst-global-mean, 2026-10-01..2026-10-31"): a scheduled run's input says only
+    "previous-month", resolved when it started."""
+
+
+def _what_it_runs(desc: dict[str, Any]) -> str | None:
+    """The recipe and days of an execution, from its input and start time; None for an input BuildCatalog refuses."""
+    from granulemap.models import ExecutionInput, parse_model
+
+    try:
+        execution = parse_model(ExecutionInput, json.loads(desc.get("input") or "null"), "execution input")
+    except (InvalidInput, ValueError):
+        return None
+    start, end = execution.date_range(now=desc["startDate"])
+    return f"{execution.recipe}, {start}..{end}"
 
 
 def _current_state(sfn: Any, execution_arn: str) -> str | None:
@@ -203,13 +218,16 @@ def run_status(execution_arn: str) -> RunStatus:
         items=_item_counts(sfn, execution_arn),
         error=desc.get("error"),
         cause=readable_cause(desc.get("cause"), desc.get("error")),
+        run=_what_it_runs(desc),
     )
 
 
 # ---- results ----------------------------------------------------------------------------------------------------
-def fetch_results(execution_arn: str, out: Path, stack_name: str | None = None) -> dict[str, Any] | str:
-    """Read runs/<execution name>/summary.json from the stack's bucket, download the outputs it lists into ``out``
-    and write ``out``/summary.json (outputs as local paths, like ``granulemap run``); return that summary.
+def fetch_results(execution_arn: str, out: Path | None, stack_name: str | None = None) -> dict[str, Any] | str:
+    """Read runs/<execution name>/summary.json from the stack's bucket; return it with its outputs as s3:// URLs,
+    or, given ``out``, download the outputs it lists into ``out`` and write ``out``/summary.json (outputs as local
+    paths, like ``granulemap run``) first. Products accumulate: an ATL06 output is the whole cumulative Zarr store,
+    hundreds of thousands of objects a global month, which the alert emails' command does not download.
 
     When the run has no summary (yet), return the reason instead, as one line for the user.
     """
@@ -228,6 +246,10 @@ def fetch_results(execution_arn: str, out: Path, stack_name: str | None = None) 
             why += f" ({desc.get('error', '')}: {readable_cause(desc.get('cause'), desc.get('error'))})"
         return (f"no s3://{stack.bucket}/{key}: {why}. Aggregate writes it at the end of a run; "
                 "run data expire after RunDataRetentionDays")
+    summary["execution"] = {"arn": execution_arn, "status": desc["status"]}
+    if out is None:
+        summary["outputs"] = [f"s3://{stack.bucket}/{o}" for o in summary.get("outputs", [])]  # summary.json's too
+        return summary
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     local: list[str] = []
@@ -235,14 +257,16 @@ def fetch_results(execution_arn: str, out: Path, stack_name: str | None = None) 
         if output != key:
             local += [str(p) for p in download_objects(s3, stack.bucket, output, out)]
     summary["outputs"] = local + [str(out / "summary.json")]
-    summary["execution"] = {"arn": execution_arn, "status": desc["status"]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def print_summary(summary: dict[str, Any], file: Any = None) -> None:
-    """The lines ``granulemap run`` and ``granulemap results`` print for a summary."""
+def print_summary(summary: dict[str, Any], file: Any = None, failures_shown: int | None = 20) -> None:
+    """The lines ``granulemap run`` and ``granulemap results`` print for a summary: its first ``failures_shown``
+    failures (None: all), and how many more summary.json lists."""
     file = file or sys.stdout
+    if summary.get("start") and summary.get("end"):
+        print(f"run: {summary['recipe']}, {summary['start']}..{summary['end']}", file=file)
     items, granules = summary["items"], summary.get("granules")
     counts, unit = (granules, "granules") if granules else (items, "items")  # what the verdict counts
     print(f"{summary['status']}: {unit}: {counts['succeeded']} computed, {counts['skipped']} skipped (already done), "
@@ -255,9 +279,12 @@ def print_summary(summary: dict[str, Any], file: Any = None) -> None:
         print(message, file=file)
     from granulemap.models import Failure
 
-    for failure in summary.get("failures", [])[:20]:  # only the fields this version knows (a newer stack's: more)
+    failures = summary.get("failures", [])
+    for failure in failures[:failures_shown]:  # only the fields this version knows (a newer stack's: more)
         print(f"  failed {Failure.model_construct(**{k: failure.get(k) for k in Failure.model_fields}).described()}",
               file=file)
+    if failures_shown is not None and len(failures) > failures_shown:
+        print(f"  and {len(failures) - failures_shown} more failed: summary.json lists them all", file=file)
     for note in summary.get("notes", []):
         print(f"note: {note}", file=file)
     print("outputs:", file=file)
@@ -278,7 +305,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     arn = start_run(stack, doc, name=args.name)
     print(arn)
     print(f"follow it with: granulemap status {arn}", file=sys.stderr)
-    print(f"when it is done: granulemap results {arn} --out DIR", file=sys.stderr)
+    print(f"when it is done: granulemap results {arn} (and --out DIR to download the products)", file=sys.stderr)
     return 0
 
 
@@ -286,6 +313,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     st = run_status(args.execution_arn)
     print(f"execution: {st.execution_arn}")
     print(f"status: {st.status}")
+    if st.run:
+        print(f"run: {st.run}")
     print(f"state: {st.current_state or '-'}")
     if st.items is None:
         print("items: the Map has not started")
@@ -307,11 +336,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    summary = fetch_results(args.execution_arn, Path(args.out), args.stack)
+    summary = fetch_results(args.execution_arn, Path(args.out) if args.out else None, args.stack)
     if isinstance(summary, str):
         print(f"granulemap: {summary}", file=sys.stderr)
         return 1
-    print_summary(summary)
+    print_summary(summary, failures_shown=20 if args.out else None)
     return 0 if summary["status"] == "SUCCEEDED" else 1
 
 
@@ -336,8 +365,10 @@ def add_cloud_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     status.add_argument("execution_arn", metavar="EXECUTION_ARN", help=EXECUTION_ARN_HELP)
     status.set_defaults(func=cmd_status, talks_to_aws=True)
 
-    results = sub.add_parser("results", help="download a run's summary and products from the stack's bucket")
+    results = sub.add_parser("results", help="a run's summary from the stack's bucket: counts, every failure and "
+                                             "the products' S3 URLs; with --out, the products downloaded too")
     results.add_argument("execution_arn", metavar="EXECUTION_ARN", help=EXECUTION_ARN_HELP)
-    results.add_argument("--out", required=True, help="directory for the products and summary.json")
+    results.add_argument("--out", help="download the products and summary.json into this directory (the products "
+                                       "are cumulative: an atl06-cell-stats store holds every month so far)")
     results.add_argument("--stack", help="stack name (default: the stack that owns the run's state machine)")
     results.set_defaults(func=cmd_results, talks_to_aws=True)

@@ -316,6 +316,9 @@ class Summary(_Strict):
     run_id: str
     recipe: str
     params: dict[str, Any]
+    start: dt.date | None = None
+    """The run's first and last day (a period resolved: which month a scheduled run was)."""
+    end: dt.date | None = None
     items: ItemCounts
     granules: ItemCounts | None = None
     """Per-granule recipes: the same counts in granules (the unit of their results and of the failure tolerance);

@@ -38,6 +38,8 @@ def provenance_record(run: Any, items: list[Any], counts: Any, granules: Any = N
         "recipe": run.recipe,
         "params": run.params,
         "config_id": run.config_id,
+        "start": run.start.isoformat() if run.start else None,
+        "end": run.end.isoformat() if run.end else None,
         "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "software": software_versions(run.recipe),
         "items": counts.model_dump(),
