@@ -9,9 +9,12 @@ import math
 from pathlib import Path
 
 import pytest
+import yaml
 
 from granulemap import estimate as est
 from granulemap.cli import main
+
+from conftest import ROOT
 
 MEMORY = {"CatalogBuilderFunction": 512, "CredentialFetcherFunction": 256, "ProcessorFunction": 1024,
           "AggregatorFunction": 1024}
@@ -251,3 +254,33 @@ def test_items_option_says_what_it_counts(capsys) -> None:
     help_text = " ".join(capsys.readouterr().out.split())
     assert "granules for the SST recipes" in help_text and "365 daily granules are 36 items" in help_text
     assert "parent cells of one granule each for atl06-cell-stats" in help_text
+
+
+def test_estimate_notes_a_range_longer_than_one_run_and_atl06_months_in_one_period(tmp_path: Path, monkeypatch,
+                                                                                    capsys) -> None:
+    """Backfills: 2002-2024 of SST is refused by MaxRangeDays as one run, and six years of atl06-cell-stats in one run
+    is one time step of its store; the estimate priced both silently."""
+    model_path = tmp_path / "cost_model.json"
+    _model(tmp_path)
+    monkeypatch.setattr(est, "COST_MODEL", model_path)
+    class Loader(yaml.SafeLoader):  # CloudFormation's tags (!Ref, !Sub...) read as nothing: only a default is read
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    limit = int(yaml.load((ROOT / "template.yaml").read_text(), Loader)["Parameters"]["MaxRangeDays"]["Default"])
+    first, days = dt.date(2002, 6, 1), limit + 1
+    last = first + dt.timedelta(days=days - 1)
+    assert main(["estimate", "--recipe", "sst-global-mean", "--start", str(first), "--end", str(last)]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
+    assert notes == [f"note: one run takes at most {limit} days (template.yaml's MaxRangeDays; your stack's may "
+                     f"differ): start these {days} days as 2 runs (this prices them as one)"]
+    assert main(["estimate", "--recipe", "sst-global-mean", "--start", str(first),
+                 "--end", str(last - dt.timedelta(days=1))]) == 0
+    assert "note: " not in capsys.readouterr().out
+
+    monkeypatch.undo()  # the shipped cost model, which prices atl06-cell-stats
+    assert main(["estimate", "--recipe", "atl06-cell-stats", "--start", "2019-01-01", "--end", "2019-02-01"]) == 0
+    (note,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
+    assert note.startswith("note: atl06-cell-stats makes one entry of its product per run") and "--period" in note
+    assert main(["estimate", "--recipe", "atl06-cell-stats", "--start", "2019-01-01", "--end", "2019-01-31"]) == 0
+    assert "note: " not in capsys.readouterr().out

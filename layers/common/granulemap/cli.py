@@ -90,7 +90,7 @@ def execution_input(args: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
-def _local_template() -> Any:
+def local_template() -> Any:
     """template.yaml as the local engine reads it (raises FileNotFoundError outside a granulemap checkout)."""
     from granulemap.local.engine import ACCOUNT, LOCAL_BUCKET, LOCAL_STACK_NAME, REGION, project_root
     from granulemap.local.template import read_local_template
@@ -98,11 +98,11 @@ def _local_template() -> Any:
     return read_local_template(project_root(), LOCAL_BUCKET, REGION, ACCOUNT, LOCAL_STACK_NAME)
 
 
-def _local_settings() -> Any:
+def local_settings() -> Any:
     """The settings BuildCatalog would get from template.yaml, to validate before starting anything."""
     from granulemap.settings import load_settings
 
-    return load_settings(_local_template().functions["CatalogBuilderFunction"].environment)
+    return load_settings(local_template().functions["CatalogBuilderFunction"].environment)
 
 
 def processor_malloc_settings() -> None:
@@ -112,7 +112,7 @@ def processor_malloc_settings() -> None:
     from granulemap.heap import VARIABLE, set_at_runtime
 
     try:
-        tunables = _local_template().functions["ProcessorFunction"].environment.get(VARIABLE)
+        tunables = local_template().functions["ProcessorFunction"].environment.get(VARIABLE)
     except FileNotFoundError:
         return
     if tunables:
@@ -124,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from granulemap.local.run import run_locally
 
     doc = execution_input(args)
-    validate_input(doc, _local_settings())
+    validate_input(doc, local_settings())
     summary = run_locally(doc, Path(args.out), workers=args.workers, progress=not args.quiet)
     from granulemap.cloud import print_summary
 

@@ -252,10 +252,9 @@ tests/test_template.py)."""
 
 def template_memory() -> dict[str, int]:
     """Each function's MemorySize from template.yaml (parameter defaults resolved)."""
-    from granulemap.local.engine import ACCOUNT, LOCAL_BUCKET, LOCAL_STACK_NAME, REGION, project_root
-    from granulemap.local.template import read_local_template
+    from granulemap.cli import local_template
 
-    template = read_local_template(project_root(), LOCAL_BUCKET, REGION, ACCOUNT, LOCAL_STACK_NAME)
+    template = local_template()
     return {fn: template.functions[fn].memory_size for fn in FUNCTIONS}
 
 
@@ -289,7 +288,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         raise InvalidInput(f"--items {args.items}: a count, 0 or more")
     from granulemap.recipes import get_recipe
 
-    get_recipe(args.recipe)  # an unknown recipe is named as such, with the installed ones
+    recipe = get_recipe(args.recipe)  # an unknown recipe is named as such, with the installed ones
     memory = template_memory()
     if args.memory_mb is not None:
         memory["ProcessorFunction"] = args.memory_mb
@@ -303,7 +302,32 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise InvalidInput(str(exc.args[0])) from None
     print(render(args.recipe, result))
+    for note in range_notes(recipe, start, end, template_max_range_days()):
+        print(f"note: {note}")
     return 0
+
+
+def range_notes(recipe: Any, start: dt.date, end: dt.date, max_range_days: int) -> list[str]:
+    """What a run of this range would meet that the price does not show: a range longer than one run may take, and a
+    range of several months for a recipe that makes one product entry per run."""
+    days = (end - start).days + 1
+    notes = []
+    if days > max_range_days:
+        notes.append(f"one run takes at most {max_range_days} days (template.yaml's MaxRangeDays; your stack's may "
+                     f"differ): start these {days} days as {math.ceil(days / max_range_days)} runs (this prices them "
+                     "as one)")
+    if recipe.one_period_per_run and (start.year, start.month) != (end.year, end.month):
+        notes.append(f"{recipe.name} makes one entry of its product per run (one time step of its store): this range "
+                     "would be one period; for monthly values run month by month (--period YYYY-MM), one run after "
+                     "another (README, \"Backfilling years\")")
+    return notes
+
+
+def template_max_range_days() -> int:
+    """MaxRangeDays of template.yaml (its default), as BuildCatalog gets it."""
+    from granulemap.cli import local_settings
+
+    return local_settings().max_range_days
 
 
 def add_estimate_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

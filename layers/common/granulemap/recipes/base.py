@@ -81,6 +81,10 @@ class Recipe(abc.ABC):
     (``period``) whose month lacks a day's granule then fails instead of summarizing the month without it, since the
     schedule does not run a month again."""
 
+    one_period_per_run: ClassVar[bool] = False
+    """True when a run's whole date range becomes one entry of the product (atl06-cell-stats: one time step of its
+    store), so that monthly values take one run per month; ``granulemap estimate`` says so for longer ranges."""
+
     def slug(self, params: BaseModel) -> str:
         """A readable prefix of the configuration id."""
         return "default"
