@@ -552,3 +552,68 @@ def test_a_block_of_cells_with_data_is_drawn_without_false_gaps(monkeypatch) -> 
     image = _drawn_map(monkeypatch, lat.ravel(), lon.ravel())["image"]
     inner = np.ma.getdata(image)[3:-3, 3:-3]  # the edge pixels lie partly outside the block
     assert inner.size > 100 and np.isfinite(inner).all()
+
+
+def _drawn_image(monkeypatch, draw) -> np.ndarray:
+    """The raster a plot function draws (its image's array), from the figure as it is saved."""
+    import matplotlib.figure
+
+    seen = {}
+    save = matplotlib.figure.Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        seen["image"] = np.ma.filled(np.asarray(fig.axes[0].images[0].get_array(), dtype=float), np.nan)
+        seen["title"] = fig.axes[0].get_title()
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    draw()
+    monkeypatch.undo()
+    return seen
+
+
+def test_a_period_drawn_a_batch_at_a_time_is_the_map_drawn_at_once(monkeypatch) -> None:
+    """Aggregate draws a period from the store's batches (a global month has tens of millions of cells with data); the
+    map is the one drawn from all cells at once, and the title counts the cells drawn (NaN values are not drawn)."""
+    from granulemap.recipes.atl06.cells import cell_ids
+    from granulemap.recipes.atl06.plot import plot_cell_batches, plot_cells
+
+    lat, lon = np.meshgrid(np.linspace(-78, -70, 300), np.linspace(150, 170, 300))
+    cells = np.unique(cell_ids(lat.ravel(), lon.ravel(), 12))
+    values = np.random.default_rng(1).normal(1000.0, 50.0, cells.size)
+    values[::97] = np.nan
+    whole = _drawn_image(monkeypatch, lambda: plot_cells(cells, 12, values, title="t", label="h"))
+    parts = [(cells[i:i + 7_000], values[i:i + 7_000]) for i in range(0, cells.size, 7_000)]
+    batched = _drawn_image(monkeypatch, lambda: plot_cell_batches(iter(parts), 12, title=lambda n: f"{n} cells",
+                                                                  label="h"))
+    assert len(parts) > 3
+    np.testing.assert_allclose(batched["image"], whole["image"], rtol=1e-6, equal_nan=True)
+    assert batched["title"] == f"{int(np.isfinite(values).sum())} cells"
+
+
+def test_drawing_a_period_a_batch_at_a_time_keeps_12_bytes_a_cell_not_all_of_them_at_once() -> None:
+    """4 million cells with data in batches of a million: the allocations peak under 40 bytes a cell; drawing them at
+    once held each cell's centre (float64), its pixel indices and the caller's arrays, several times that, which for a
+    global month (tens of millions of cells) is more than the Aggregator's memory."""
+    import tracemalloc
+
+    from granulemap.recipes.atl06.plot import plot_cell_batches
+
+    total, per = 4 << 20, 1 << 20
+    space = 12 * 4**12  # order-12 cells
+
+    def batches():
+        rng = np.random.default_rng(0)
+        for start in range(0, total, per):
+            low = start * (space // total)
+            yield np.sort(rng.integers(low, low + per * (space // total), size=per)), rng.normal(500.0, 100.0, per)
+
+    plot_cell_batches(iter([next(batches())]), 12, title=str, label="h")  # matplotlib's caches, made once
+    tracemalloc.start()
+    try:
+        png = plot_cell_batches(batches(), 12, title=str, label="h")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert png.startswith(b"\x89PNG")
+    assert peak < 40 * total, f"drawing {total} cells peaked at {peak / 1e6:.0f} MB of allocations"

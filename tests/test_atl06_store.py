@@ -263,8 +263,8 @@ def test_the_statistics_list_only_true_auxiliary_coordinates_and_xdggs_decodes_t
 def test_growth_writes_cell_ids_a_chunk_at_a_time_with_memory_that_does_not_grow_with_the_parents() -> None:
     """A global month adds all 49,152 order-6 parents: 201 million order-12 ids, which BuildCatalog cannot hold at
     once. Growth writes them a chunk (about a million ids, 8 MB) at a time: here 4,000 parents (16.4 million ids,
-    131 MB) peak under half of that in Python allocations (33-41 MB measured: a chunk, its parts and its encoding), and
-    a second growth that starts mid-chunk writes the right ids after the first."""
+    131 MB) peak under half of that in Python allocations (a chunk, its parts and its encoding), and a second growth
+    that starts mid-chunk writes the right ids after the first."""
     import tracemalloc
 
     store = zarr.storage.MemoryStore()
@@ -278,7 +278,7 @@ def test_growth_writes_cell_ids_a_chunk_at_a_time_with_memory_that_does_not_grow
     finally:
         tracemalloc.stop()
     assert made.parents == tuple(first)
-    whole = len(first) * n * 8  # the ids at once: what growth held, twice (264 MB of allocations at its peak)
+    whole = len(first) * n * 8  # the ids at once: what growth held, twice (twice that at its peak)
     assert peak < whole / 2, f"growth by {len(first)} parents peaked at {peak / 1e6:.0f} MB of allocations"
     grown = grow(store, 6, 12, later, APRIL)
     order = first + list(range(1, 601, 2))

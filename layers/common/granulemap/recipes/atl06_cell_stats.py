@@ -37,7 +37,7 @@ from granulemap.recipes.atl06.cells import MAX_ORDER
 from granulemap.observability import logger
 from granulemap.recipes.atl06.footprints import granule_time, newest_releases, parents_of_file, parents_of_footprint
 from granulemap.recipes.atl06.granule import Atl06Granule, Segments, segments_in_parent
-from granulemap.recipes.atl06.plot import plot_cells
+from granulemap.recipes.atl06.plot import plot_cell_batches
 from granulemap.recipes.atl06.stats import cell_statistics
 from granulemap.recipes.atl06.store import (
     STORE_NAME,
@@ -47,7 +47,7 @@ from granulemap.recipes.atl06.store import (
     finalize,
     grow,
     read_layout,
-    read_period,
+    read_period_batches,
     s3_store,
     storage_errors,
     write_parent,
@@ -313,11 +313,13 @@ class Atl06CellStats(Recipe):
                        f"{period[0]}..{period[1]}, {len(results)} parent cells of order {params.parent_order}, "
                        f"{len(granules)} granules")
             with_data = [r["parent_cell"] for r in results if r.get("cells_with_data")]
-            cells, h_mean = read_period(store, "h_mean", period, with_data)
-        png = plot_cells(cells, params.child_order, h_mean, label="h_mean (m above the WGS84 ellipsoid)",
-                         title=f"ATL06 weighted mean height per HEALPix order-{params.child_order} cell, "
-                               f"{period[0]}..{period[1]} ({cells.size} cells, {len(granules)} "
-                               f"granule{'s' if len(granules) != 1 else ''})")
+            # a batch of parents at a time: a global month has tens of millions of cells with data
+            png = plot_cell_batches(read_period_batches(store, "h_mean", period, with_data), params.child_order,
+                                    label="h_mean (m above the WGS84 ellipsoid)",
+                                    title=lambda drawn: f"ATL06 weighted mean height per HEALPix order-"
+                                                        f"{params.child_order} cell, {period[0]}..{period[1]} ({drawn} "
+                                                        f"cells, {len(granules)} granule"
+                                                        f"{'s' if len(granules) != 1 else ''})")
         bucket.put_bytes(png_key, png, "image/png")
         return [store_key, png_key]
 

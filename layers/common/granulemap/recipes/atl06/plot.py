@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -20,24 +21,28 @@ tall as the map and a wide map is not a strip in a square figure."""
 
 
 def _raster(
-    lat: np.ndarray, lon: np.ndarray, values: np.ndarray, cell_deg: float
+    lat: list[np.ndarray], lon: list[np.ndarray], values: list[np.ndarray], cell_deg: float, shrink: float
 ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-    """Mean of ``values`` per pixel of a lon/lat grid (NaN where no cell), and its extent [W, E, S, N] in degrees.
+    """Mean of ``values`` per pixel of a lon/lat grid (NaN where no cell), and its extent [W, E, S, N] in degrees;
+    the cells' centres and values come in parts, binned one part at a time.
 
     Pixels are about 1.4 cells wide (longitude steps widened by 1/cos(latitude)), coarser when the area is large.
     HEALPix cells' centres do not follow a longitude/latitude grid: pixels one cell wide caught no centre in many
     places, and a block of cells with data showed as a checkerboard of false gaps.
     """
-    shrink = max(math.cos(math.radians(float(np.median(lat)))), 0.05)
-    south, north = float(lat.min()) - cell_deg, float(lat.max()) + cell_deg
-    west, east = float(lon.min()) - cell_deg / shrink, float(lon.max()) + cell_deg / shrink
+    south, north = min(float(a.min()) for a in lat) - cell_deg, max(float(a.max()) for a in lat) + cell_deg
+    west = min(float(a.min()) for a in lon) - cell_deg / shrink
+    east = max(float(a.max()) for a in lon) + cell_deg / shrink
     step = max(math.sqrt(2) * cell_deg, (north - south) / MAX_PIXELS, (east - west) * shrink / MAX_PIXELS)
     ny, nx = max(1, math.ceil((north - south) / step)), max(1, math.ceil((east - west) * shrink / step))
-    row = np.clip(((lat - south) / (north - south) * ny).astype(int), 0, ny - 1)
-    col = np.clip(((lon - west) / (east - west) * nx).astype(int), 0, nx - 1)
-    pixel = row * nx + col
-    total = np.bincount(pixel, weights=values, minlength=nx * ny)
-    count = np.bincount(pixel, minlength=nx * ny)
+    total = np.zeros(nx * ny)
+    count = np.zeros(nx * ny, dtype=np.int64)
+    for part_lat, part_lon, part_values in zip(lat, lon, values, strict=True):
+        row = np.clip(((part_lat.astype(np.float64) - south) / (north - south) * ny).astype(int), 0, ny - 1)
+        col = np.clip(((part_lon.astype(np.float64) - west) / (east - west) * nx).astype(int), 0, nx - 1)
+        pixel = row * nx + col
+        total += np.bincount(pixel, weights=part_values.astype(np.float64), minlength=nx * ny)
+        count += np.bincount(pixel, minlength=nx * ny)
     with np.errstate(invalid="ignore", divide="ignore"):
         grid = np.where(count > 0, total / count, np.nan).reshape(ny, nx)
     return grid, (west, east, south, north)
@@ -46,19 +51,42 @@ def _raster(
 def plot_cells(cells: np.ndarray, order: int, values: np.ndarray, *, title: str, label: str) -> bytes:
     """PNG bytes: ``values`` of HEALPix nested ``cells`` at ``order`` on a WGS84 longitude/latitude map, with a
     labelled colour bar. Cells whose value is not finite are left out."""
+    return plot_cell_batches([(cells, values)], order, title=lambda _: title, label=label)
+
+
+def plot_cell_batches(batches: Iterable[tuple[np.ndarray, np.ndarray]], order: int, *, title: Callable[[int], str],
+                      label: str) -> bytes:
+    """``plot_cells`` of (cells, values) that come a batch at a time (``store.read_period_batches``): only each cell's
+    centre and value are kept, as float32 (12 bytes a cell), so that a global month's tens of millions of cells fit
+    the Aggregator. ``title`` is given the number of cells drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    keep = np.isfinite(values)
-    lat, lon = cell_centres(np.asarray(cells)[keep], order)
+    lats: list[np.ndarray] = []
+    lons: list[np.ndarray] = []
+    kept: list[np.ndarray] = []
+    for cells, values in batches:
+        values = np.asarray(values, dtype=np.float64)
+        keep = np.isfinite(values)
+        if not keep.any():
+            continue
+        part_lat, part_lon = cell_centres(np.asarray(cells)[keep], order)
+        lats.append(part_lat.astype(np.float32))
+        lons.append(part_lon.astype(np.float32))
+        kept.append(values[keep].astype(np.float32))
+        del part_lat, part_lon, values, keep
+    drawn = sum(a.size for a in lats)
     fig, ax = plt.subplots(dpi=100)
-    if lat.size:
+    if drawn:
+        lat_all = np.concatenate(lats)  # float32: the one whole array, for the median
+        median_lat = float(np.median(lat_all))
+        del lat_all
         cell_deg = math.degrees(math.sqrt(4 * math.pi / (12 * 4**order)))  # side of an equal-area cell
-        grid, extent = _raster(lat, lon, np.asarray(values, dtype=np.float64)[keep], cell_deg)
-        shrink = max(math.cos(math.radians(float(np.median(lat)))), 0.05)
+        shrink = max(math.cos(math.radians(median_lat)), 0.05)
+        grid, extent = _raster(lats, lons, kept, cell_deg, shrink)
         image = ax.imshow(grid, origin="lower", extent=extent, aspect=1.0 / shrink, cmap="viridis",
                           interpolation="nearest")
         west, east, south, north = extent
@@ -82,7 +110,7 @@ def plot_cells(cells: np.ndarray, order: int, values: np.ndarray, *, title: str,
     ax.tick_params(axis="x", labelrotation=30)
     ax.set_xlabel("longitude (°E)")
     ax.set_ylabel("latitude (°N)")
-    ax.set_title(title, wrap=True)
+    ax.set_title(title(drawn), wrap=True)
     ax.grid(True, alpha=0.3)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")

@@ -340,10 +340,24 @@ _READ_BATCH_CELLS = 1 << 20
 def read_period(store: Store, name: str, period: Period,
                 parents: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(cell ids, values of ``name``) of the cells with count > 0 in ``period``, among the blocks of ``parents``
-    (default: every parent cell of the store), in store order.
+    (default: every parent cell of the store), in store order: ``read_period_batches``, joined."""
+    cells: list[np.ndarray] = []
+    found: list[np.ndarray] = []
+    for batch_cells, batch_values in read_period_batches(store, name, period, parents):
+        cells.append(batch_cells)
+        found.append(batch_values)
+    if not cells:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=_dtype(name))
+    return np.concatenate(cells), np.concatenate(found)
+
+
+def read_period_batches(store: Store, name: str, period: Period,
+                        parents: Iterable[int] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``read_period``'s (cell ids, values) a batch of blocks at a time, batches without data left out.
 
     The blocks are read a batch at a time and only the cells with data are kept, so a store of millions of cells is
-    read in bounded memory, and a run reads only its own parents' chunks.
+    read in bounded memory, and a run reads only its own parents' chunks; a caller that reduces each batch (the
+    period's map) never holds all of a global month's cells, tens of millions.
     """
     group, layout = _open(store, "r")
     if group is None or layout is None:
@@ -353,8 +367,6 @@ def read_period(store: Store, name: str, period: Period,
     wanted = set(layout.parents if parents is None else (int(p) for p in parents))
     blocks = sorted(k for k, p in enumerate(layout.parents) if p in wanted)
     per_batch = max(1, _READ_BATCH_CELLS // n)
-    cells: list[np.ndarray] = []
-    found: list[np.ndarray] = []
     for i in range(0, len(blocks), per_batch):
         batch = blocks[i:i + per_batch]
         index = (np.asarray(batch, dtype=np.int64)[:, None] * n + np.arange(n)).ravel()
@@ -362,8 +374,4 @@ def read_period(store: Store, name: str, period: Period,
         if not has_data.any():
             continue
         ids = np.concatenate([children(layout.parents[k], layout.parent_order, layout.child_order) for k in batch])
-        cells.append(ids[has_data])
-        found.append(np.asarray(values.get_orthogonal_selection((t, index[has_data]))))
-    if not cells:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=_dtype(name))
-    return np.concatenate(cells), np.concatenate(found)
+        yield ids[has_data], np.asarray(values.get_orthogonal_selection((t, index[has_data])))
