@@ -153,7 +153,8 @@ def test_a_scheduled_run_that_finds_no_granules_fails_so_that_the_alert_tells(en
                                                                             source: Path) -> None:
     """The monthly schedule's input ("period") with nothing to find: NASA has not published the month yet, or the
     collection moved. A SUCCEEDED run with nothing done would go unnoticed; a FAILED one sends the stack's alert.
-    The same range given as dates (a person's run) still succeeds with nothing to do."""
+    The input it says to run again names the month, and is refused again while the month is still empty; the same range
+    given as dates (a person's run) succeeds with nothing to do."""
     desc = engine.run({"recipe": "sst-global-mean", "period": "previous-month", "source": str(source)}, timeout=120)
     assert desc["status"] == "FAILED" and desc["error"] == "CatalogFailed"
     assert "NoGranulesFound" in desc["cause"] and "run the month again later with this input" in desc["cause"]
@@ -164,9 +165,13 @@ def test_a_scheduled_run_that_finds_no_granules_fails_so_that_the_alert_tells(en
     assert not readable_cause(desc["cause"]).startswith("NoGranulesFound")  # elsewhere (item failures): the message
     today = dt.date.today()
     last = today.replace(day=1) - dt.timedelta(days=1)
-    again = {"recipe": "sst-global-mean", "start": str(last.replace(day=1)), "end": str(last), "source": str(source)}
-    assert json.dumps(again).replace('"', '\\"') in desc["cause"]  # the whole input, dates resolved (JSON in JSON)
-    by_hand = engine.run(again, timeout=120)
+    # the whole input, its month named (JSON in JSON): run again, it is checked again
+    again = {"recipe": "sst-global-mean", "period": last.strftime("%Y-%m"), "source": str(source)}
+    assert json.dumps(again).replace('"', '\\"') in desc["cause"]
+    named = engine.run(again, timeout=120)
+    assert named["status"] == "FAILED" and "NoGranulesFound" in named["cause"]
+    by_hand = engine.run({"recipe": "sst-global-mean", "start": str(last.replace(day=1)), "end": str(last),
+                          "source": str(source)}, timeout=120)
     assert by_hand["status"] == "SUCCEEDED"
 
 
