@@ -168,6 +168,28 @@ def test_every_function_environment_variable_is_a_setting_the_code_reads(cfn: di
         assert env["BUCKET_NAME"] == {"Ref": "DataBucket"}
 
 
+def test_metrics_and_logs_name_their_stack_so_that_two_stacks_of_an_account_are_told_apart(
+        cfn: dict[str, Any]) -> None:
+    """Every stack's functions put their metrics (GranulesFailed, ...) in namespace granulemap: with the service
+    dimension "granulemap" for all, two stacks of one account (an SST one and an ATL06 one, or test and production)
+    added up. The service is the stack's name, as the metrics and log lines a function writes show."""
+    for lid, fn in resources_of(cfn, "AWS::Lambda::Function").items():
+        env = fn["Properties"]["Environment"]["Variables"]
+        assert env["POWERTOOLS_SERVICE_NAME"] == {"Ref": "AWS::StackName"}, lid
+        assert env["POWERTOOLS_METRICS_NAMESPACE"] == "granulemap", lid
+    code = ("import json; from aws_lambda_powertools.metrics import MetricUnit; "
+            "from granulemap.observability import logger, metrics; "
+            "metrics.add_metric(name='GranulesFailed', unit=MetricUnit.Count, value=1); "
+            "emf = metrics.serialize_metric_set(); "
+            "print(json.dumps([emf['_aws']['CloudWatchMetrics'][0], emf['service'], logger.service]))")
+    env = {**os.environ, "POWERTOOLS_SERVICE_NAME": "sst-production", "POWERTOOLS_METRICS_NAMESPACE": "granulemap"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    emf, service, log_service = json.loads(done.stdout)
+    assert emf["Namespace"] == "granulemap" and emf["Dimensions"] == [["service"]]
+    assert service == log_service == "sst-production"
+
+
 def test_the_function_that_draws_gives_matplotlib_a_writable_folder_in_lambda_only(cfn: dict[str, Any]) -> None:
     """Aggregate draws the plots. In Lambda only /tmp is writable (HOME is not): matplotlib's config and font cache
     go there, not to a new temporary folder each cold start. Locally the user's own folder is kept."""

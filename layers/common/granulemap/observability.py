@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -9,7 +10,9 @@ from aws_lambda_powertools import Logger, Metrics
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
 
-SERVICE = "granulemap"
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "granulemap"
+"""The stack's name in AWS (template.yaml): the metrics' ``service`` dimension and every log line's ``service`` tell
+two stacks of one account apart; "granulemap" elsewhere."""
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace="granulemap", service=SERVICE)
