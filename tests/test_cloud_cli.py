@@ -187,6 +187,18 @@ def test_start_passes_a_bbox_on_and_refuses_one_that_would_change_nothing(stack,
     assert sfn.list_executions(stateMachineArn=stack["state_machine"])["executions"] == []
 
 
+def test_start_takes_a_source_in_the_stack_s_bucket_and_refuses_a_folder_of_this_machine(stack, capsys,
+                                                                                          tmp_path: Path) -> None:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    assert main(["start", "--stack", STACK, "--recipe", "sst-global-mean", "--start", "2018-12-01", "--end",
+                 "2018-12-31", "--source", str(tmp_path)]) == 2
+    assert "a deployed run reads granules from S3 only" in capsys.readouterr().err
+    assert sfn.list_executions(stateMachineArn=stack["state_machine"])["executions"] == []
+    arn = start(capsys, "--period", "2018-12", "--source", f"s3://{BUCKET}/sources/mur25/")
+    assert json.loads(sfn.describe_execution(executionArn=arn)["input"]) == {
+        "recipe": "sst-global-mean", "period": "2018-12", "source": f"s3://{BUCKET}/sources/mur25/"}
+
+
 def test_an_input_whose_source_is_outside_the_stack_s_bucket_is_refused_before_starting(stack) -> None:
     """The functions' role reads only the stack's bucket: a prefix elsewhere would fail in BuildCatalog with
     AccessDenied (CatalogFailed); it is refused before starting (aws stepfunctions start-execution gets the same

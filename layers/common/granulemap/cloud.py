@@ -297,6 +297,9 @@ def cmd_start(args: argparse.Namespace) -> int:
     from granulemap.catalog import validate_input
     from granulemap.cli import execution_input
 
+    if args.source is not None and not args.source.startswith("s3://"):
+        raise InvalidInput(f"--source {args.source}: a deployed run reads granules from S3 only, an s3:// prefix in "
+                           "its stack's bucket (aws s3 sync them there); a folder of this machine is for granulemap run")
     doc = execution_input(args)
     # What does not depend on the stack first, before asking AWS anything: bad input exits 2 with its own message,
     # with or without credentials and network. The stack's limits (MaxRangeDays) are checked once it is known.
@@ -356,6 +359,8 @@ def add_cloud_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     start.add_argument("--stack", required=True, help="CloudFormation stack name (sam deploy's stack_name)")
     add_execution_options(start)
     start.add_argument("--collection", help="CMR short name (default: the recipe's collection)")
+    start.add_argument("--source", help="granules under an s3://BUCKET/PREFIX of the stack's own bucket instead of a "
+                                        "NASA CMR search")
     start.add_argument("--name", help="execution name (default: recipe, dates and a random suffix)")
     start.add_argument("--region", help=f"AWS region of the stack (default: your AWS configuration's, else "
                                         f"{DEFAULT_REGION}, where samconfig.toml deploys it)")
