@@ -30,6 +30,10 @@ class StorageThrottled(TransientError):
     """S3 said SlowDown/503 or timed out."""
 
 
+class LockHeld(TransientError):
+    """Another execution holds the lock of what this one must change (``storage.lease_lock``): retried later."""
+
+
 class CredentialsExpired(TransientError):
     """The temporary DAAC credentials expired while in use; a retry reads fresh ones."""
 
@@ -82,6 +86,7 @@ TRANSIENT_ERROR_NAMES: tuple[str, ...] = (
     StorageThrottled.__name__,
     CredentialsExpired.__name__,
     SourceUnavailable.__name__,
+    LockHeld.__name__,
 )
 """Our own retryable error names, as the ASL Retry lists them."""
 

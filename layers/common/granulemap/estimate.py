@@ -318,8 +318,8 @@ def range_notes(recipe: Any, start: dt.date, end: dt.date, max_range_days: int) 
                      "as one)")
     if recipe.one_period_per_run and (start.year, start.month) != (end.year, end.month):
         notes.append(f"{recipe.name} makes one entry of its product per run (one time step of its store): this range "
-                     "would be one period; for monthly values run month by month (--period YYYY-MM), one run after "
-                     "another (README, \"Backfilling years\")")
+                     "would be one period; for monthly values run month by month (--period YYYY-MM: README, "
+                     "\"Backfilling years\")")
     return notes
 
 

@@ -5,8 +5,12 @@ Errors that are worth retrying become ``StorageThrottled`` so that the state mac
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import functools
 import json
+import random
+import time
 from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +19,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
-from granulemap.errors import StorageThrottled
+from granulemap.errors import LockHeld, StorageThrottled
 
 _THROTTLE_CODES = {"SlowDown", "503", "ServiceUnavailable", "RequestTimeout", "InternalError", "500"}
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
@@ -121,6 +125,12 @@ class Bucket:
         except Exception as exc:
             raise translate_s3_error(exc, f"writing s3://{self.name}/{key}") from exc
 
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.name, Key=key)
+        except Exception as exc:
+            raise translate_s3_error(exc, f"deleting s3://{self.name}/{key}") from exc
+
     def keys(self, prefix: str) -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")
         try:
@@ -173,3 +183,57 @@ def download_objects(s3: Any, bucket: str, key_or_prefix: str, dest: Path, name:
     target.parent.mkdir(parents=True, exist_ok=True)
     s3.download_file(bucket, key_or_prefix, str(target))
     return [target]
+
+
+LOCK_LEASE_S = 900.0
+"""A lock held longer is taken over: its holder died holding it (a Lambda stopped by its timeout, at most 900 s)."""
+LOCK_WAIT_S = 60.0
+"""How long ``lease_lock`` waits for a lock before it raises LockHeld (which the state machine retries later)."""
+
+
+@contextlib.contextmanager
+def lease_lock(bucket: Bucket, key: str, holder: str, what: str, *, wait_s: float | None = None,
+               lease_s: float | None = None) -> Iterator[None]:
+    """Hold the lock object ``key`` while the block runs: one holder at a time, among executions that may run at
+    once (S3 conditional writes: created only where there is none). A lock older than ``lease_s`` is taken over,
+    replacing exactly the version read; one still held after ``wait_s`` raises LockHeld naming its holder and ``what``
+    it guards. Released (deleted) at the end if it is still this holder's."""
+    wait_s = LOCK_WAIT_S if wait_s is None else wait_s
+    lease_s = LOCK_LEASE_S if lease_s is None else lease_s
+    deadline = time.monotonic() + wait_s
+    while True:
+        now = time.time()
+        mine = json.dumps({"holder": holder, "since": now}).encode()
+        if bucket.put_bytes_if_unchanged(key, mine, "application/json", None):
+            break
+        held, etag = bucket.get_bytes_and_etag(key)
+        if held is None:
+            continue  # released in between: try again at once
+        try:
+            other = json.loads(held)
+            since, other_holder = float(other["since"]), str(other["holder"])
+        except (ValueError, KeyError, TypeError):
+            since, other_holder = 0.0, "unknown"  # not a lock this code wrote: as old as can be
+        if now - since > lease_s and bucket.put_bytes_if_unchanged(key, mine, "application/json", etag):
+            from granulemap.observability import logger
+
+            logger.warning("took over a lock held longer than its lease", extra={
+                "lock": key, "previous_holder": other_holder, "held_s": round(now - since)})
+            break
+        if time.monotonic() >= deadline:
+            taken = dt.datetime.fromtimestamp(since, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            raise LockHeld(f"{what} is being changed by {other_holder} since {taken} (lock s3://{bucket.name}/{key}); "
+                           "this step is retried later. Runs that change it take turns")
+        time.sleep(random.uniform(0.1, 0.5))
+    try:
+        yield
+    finally:
+        try:
+            held, _ = bucket.get_bytes_and_etag(key)
+            if held == mine:  # not taken over meanwhile
+                bucket.delete(key)
+        except Exception as exc:  # noqa: BLE001 - the block's own outcome stands; the lease frees the lock
+            from granulemap.observability import logger
+
+            logger.warning("lock not released: it is taken over once its lease ends",
+                           extra={"lock": key, "error": f"{type(exc).__name__}: {exc}"})

@@ -17,6 +17,7 @@ store lacks (recipes/atl06/store.py), so the monthly runs build one time series 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 from collections import defaultdict
@@ -54,7 +55,7 @@ from granulemap.recipes.atl06.store import (
 )
 from granulemap.recipes.base import Recipe
 from granulemap.settings import load_settings
-from granulemap.storage import Bucket
+from granulemap.storage import Bucket, lease_lock
 
 
 
@@ -227,7 +228,7 @@ class Atl06CellStats(Recipe):
             return None
         period = _period(run)
         store_key = layout.output_key(self.name, run.config_id, STORE_NAME)
-        with storage_errors(f"making or growing s3://{bucket.name}/{store_key}"):
+        with _store_lock(bucket, store_key, run), storage_errors(f"making or growing s3://{bucket.name}/{store_key}"):
             store_layout = grow(s3_store(bucket.name, store_key), params.parent_order, params.child_order,
                                 [c.parent_cell for c in cells.values()], period, {
                                     "title": "ICESat-2 ATL06 land-ice height statistics per HEALPix cell",
@@ -300,7 +301,7 @@ class Atl06CellStats(Recipe):
                     f"cells {lost[:5]} of {len(results)}, period {period[0]}..{period[1]}): it was moved, or "
                     "another execution of the same configuration made it again; start this execution again")
             created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            finalize(store, {
+            attrs = {
                 # CF-style discovery attributes, so the store can be cited and understood on its own.
                 "Conventions": "CF-1.10",
                 "title": f"ICESat-2 ATL06 land-ice height statistics per HEALPix order-{params.child_order} cell",
@@ -309,9 +310,12 @@ class Atl06CellStats(Recipe):
                               + layout.provenance_key(self.name, run.config_id, "<run id>"),
                 "granulemap_version": granulemap.__version__,
                 "date_modified": created,
-            }, history=f"{created} granulemap {granulemap.__version__} recipe {self.name} run {run.run_id}: period "
+            }
+            history = (f"{created} granulemap {granulemap.__version__} recipe {self.name} run {run.run_id}: period "
                        f"{period[0]}..{period[1]}, {len(results)} parent cells of order {params.parent_order}, "
                        f"{len(granules)} granules")
+            with _store_lock(bucket, store_key, run):  # its attributes are rewritten whole, as growth does
+                finalize(store, attrs, history=history)
             with_data = [r["parent_cell"] for r in results if r.get("cells_with_data")]
             # a batch of parents at a time: a global month has tens of millions of cells with data
             png = plot_cell_batches(read_period_batches(store, "h_mean", period, with_data), params.child_order,
@@ -325,3 +329,10 @@ class Atl06CellStats(Recipe):
 
 
 recipe = Atl06CellStats()
+
+
+def _store_lock(bucket: Bucket, store_key: str, run: RunContext) -> contextlib.AbstractContextManager[None]:
+    """The store's lock, for what rewrites its group attributes (its layout, its history): growth in BuildCatalog
+    and finalize in Aggregate. Two executions of one configuration at once (two months of a backfill) would
+    otherwise each write the attributes they read, and one run's parent cells or period be lost from the layout."""
+    return lease_lock(bucket, f"{store_key}.lock", f"run {run.run_id}", f"the output store s3://{bucket.name}/{store_key}")

@@ -16,8 +16,10 @@ only appends periods and parent blocks, so a later run never disturbs what earli
 The group's attributes record the layout: the orders, the parents and periods in store order, and ``store_id``,
 made when the store is created. Items carry the store id, so a store deleted and made again gets new item ids
 (nothing is skipped as done into a store that no longer holds it), and a processor refuses a store that is not the
-one its item was catalogued for. Only BuildCatalog grows a store: two executions of the same configuration must
-not run at the same time (the monthly schedule never does); processors and the aggregator check their regions.
+one its item was catalogued for. Only BuildCatalog grows a store, and only it and the aggregator's finalize rewrite
+its attributes: they take turns under the store's lock (``Atl06CellStats`` holds ``storage.lease_lock``), so that
+executions of one configuration over different periods may run at once; processors and the aggregator check their
+regions.
 
 Library: zarr's ``FsspecStore`` over s3fs. s3fs signs with botocore's credential chain and honours
 ``AWS_ENDPOINT_URL`` exactly as boto3 (``granulemap.storage``) does, so local runs against moto need nothing else;
