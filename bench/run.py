@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -204,7 +203,7 @@ def orchestration_targets(o: dict[str, Any], load: str, cores: str) -> list[Targ
                f"alongside), is {100 * serial / _median(one['seconds']):.0f} % of a 1-worker run. "
                f"Per granule the engine process (moto) spent {fmt(two['engine_cpu_ms_per_granule'], 1)} ms of CPU and "
                f"the workers {fmt(two['workers_cpu_ms_per_granule'], 1)} ms (2 workers, the fork server included)"
-               + _cpu_ceiling(se)
+               + _cpu_ceiling(se, int(cores))
                + (f". As the second run of a started Workspace (the engine started once, as a notebook keeps it: no "
                   f"process start in the run) the same series sped up {ratio_cell(se['started_workspace']['speedup'])}"
                   if se.get("started_workspace") else "")
@@ -223,11 +222,10 @@ def _serial_seconds(run: dict[str, Any]) -> float:
     return _median([sum(v for k, v in p.items() if k != "items") for p in run["phases"]])
 
 
-def _cpu_ceiling(se: dict[str, Any]) -> str:
-    """Why the 2-worker runs cannot be much faster on this machine: their processes' CPU-seconds, spread over every
-    core without a moment idle, take at least CPU / cores seconds; against the 1-worker runs' median that bounds the
-    speed-up whatever the schedule."""
-    cores = os.cpu_count() or 1
+def _cpu_ceiling(se: dict[str, Any], cores: int) -> str:
+    """Why the 2-worker runs cannot be much faster on the measuring machine (``cores``: its count): their processes'
+    CPU-seconds, spread over every core without a moment idle, take at least CPU / cores seconds; against the
+    1-worker runs' median that bounds the speed-up whatever the schedule."""
     one, two = se["1_workers"], se["2_workers"]
     cpu = (two["engine_cpu_ms_per_granule"] + two["workers_cpu_ms_per_granule"]) * se["days"] / 1e3
     floor, t1 = cpu / cores, _median(one["seconds"])

@@ -239,16 +239,22 @@ def test_status_shows_the_current_state_and_the_map_runs_item_counts(stack, caps
     assert re.fullmatch(r"\[#{30}\] 3/3 items \(2 ok, 0 skipped, 1 failed\) [0-9.]+ items/s", lines[5])
 
 
-def test_status_names_the_month_a_scheduled_run_resolved_to(stack, capsys) -> None:
-    """The schedule's input says only "previous-month": status says which month, from when the run started."""
+def test_status_names_the_month_a_scheduled_run_resolved_to(stack, capsys, monkeypatch) -> None:
+    """The schedule's input says only "previous-month": status says which month, from when the run started, in UTC
+    as BuildCatalog resolves it (boto3 gives the start in the machine's own time zone: here 14 hours ahead)."""
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")
+    time.tzset()
+    monkeypatch.setattr(time, "tzset", time.tzset)  # undone below, after TZ is put back
     sfn = boto3.client("stepfunctions", region_name=REGION)
     arn = sfn.start_execution(stateMachineArn=stack["state_machine"], name="scheduled",
                               input=json.dumps({"recipe": "sst-global-mean", "period": "previous-month"}))["executionArn"]
-    started = sfn.describe_execution(executionArn=arn)["startDate"]
+    started = sfn.describe_execution(executionArn=arn)["startDate"].astimezone(dt.UTC)
     year, month = (started.year, started.month - 1) if started.month > 1 else (started.year - 1, 12)
     last = (dt.date(year + month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)).day
     wait(arn)
     main(["status", arn])
+    monkeypatch.undo()
+    time.tzset()
     assert f"run: sst-global-mean, {year}-{month:02d}-01..{year}-{month:02d}-{last}" in capsys.readouterr().out.splitlines()
 
 

@@ -120,6 +120,19 @@ def test_the_next_catalog_marks_the_items_with_a_result_done_and_their_processor
     assert s3.head_object(Bucket=BUCKET, Key=out["result_key"])["ETag"] == etag  # not written again
 
 
+def test_the_catalog_resolves_the_previous_month_from_the_execution_s_start(s3) -> None:
+    """The state machine gives BuildCatalog the execution's start time ($$.Execution.StartTime, UTC): a scheduled run
+    started at 23:59 on the last day of a month and catalogued a moment later, in the next one, still runs the month
+    before the one it started in, the month granulemap status names."""
+    event = _event("catalog_builder")
+    event["input"] = {k: v for k, v in event["input"].items() if k not in ("start", "end")} | {
+        "period": "previous-month"}
+    out, errored = _invoke("catalog_builder", event | {"started": "2019-01-31T23:59:30.123Z"})
+    # the sample folder holds one day of December 2018: the month is refused, naming it
+    assert errored and out["errorType"] == "NoGranulesFound", out
+    assert out["errorMessage"].startswith("30 day(s) of 2018-12-01..2018-12-31 (previous-month) have no granule")
+
+
 def test_processor_raises_named_errors_for_missing_granules(s3) -> None:
     event = _event("processor")
     event["item"]["granules"][0]["url"] += ".missing"

@@ -4,6 +4,7 @@ results that hold no value."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import shlex
@@ -73,11 +74,42 @@ def test_a_month_named_as_the_period_is_its_first_to_last_day(period: str, first
                                                                                                        None)
 
 
+@pytest.mark.parametrize(("now", "month"), [
+    (dt.datetime(2024, 6, 1, 3, 0, tzinfo=dt.timezone(dt.timedelta(hours=9))), "2024-04"),  # 2024-05-31T18:00Z
+    (dt.datetime(2024, 5, 31, 20, 0, tzinfo=dt.timezone(dt.timedelta(hours=-7))), "2024-05"),  # 2024-06-01T03:00Z
+    (dt.datetime(2024, 6, 1, 0, 0), "2024-05"),  # naive: UTC
+    (dt.datetime(2024, 1, 15, 0, 0, tzinfo=dt.UTC), "2023-12"),
+])
+def test_the_previous_month_is_the_one_before_the_utc_month_of_the_moment(now: dt.datetime, month: str) -> None:
+    """BuildCatalog is given the execution's start (in UTC); granulemap status the one boto3 gives, in the machine's
+    time zone: both must name the month before the UTC month of that moment."""
+    first, last = parse_model(ExecutionInput, {"recipe": "sst-global-mean", "period": "previous-month"},
+                              "input").date_range(now)
+    assert (first.strftime("%Y-%m"), last.strftime("%Y-%m"), first.day) == (month, month, 1)
+    assert (last + dt.timedelta(days=1)).day == 1
+
+
 @pytest.mark.parametrize("period", ["2024-13", "2024-2", "24-02", "May 2024", "2024-05-01", "last-month", ""])
 def test_a_period_that_is_not_a_month_is_refused_naming_the_forms(period: str) -> None:
     with pytest.raises(InvalidInput, match=r"field 'period': .* is not a month: give \"previous-month\" or one as "
                                            r"YYYY-MM"):
         parse_model(ExecutionInput, {"recipe": "sst-global-mean", "period": period}, "input")
+
+
+def test_a_named_month_that_has_not_ended_is_refused_before_any_work() -> None:
+    """Checked whole, a month still going (or to come) would be refused as missing days, or, for atl06-cell-stats,
+    stored as a whole month's time step from part of it."""
+    from granulemap.catalog import validate_input
+    from granulemap.settings import Settings
+
+    settings = Settings(bucket="a-bucket")
+    now = dt.datetime(2024, 5, 31, 23, 0, tzinfo=dt.UTC)
+    for month in ("2024-05", "2024-06", "2999-01"):
+        with pytest.raises(InvalidInput, match=f"field 'period': {month} has not ended \\(today is 2024-05-31, UTC\\)"):
+            validate_input({"recipe": "sst-global-mean", "period": month}, settings, now)
+    validate_input({"recipe": "sst-global-mean", "period": "2024-04"}, settings, now)  # ended
+    validate_input({"recipe": "sst-global-mean", "period": "2024-05"}, settings, now + dt.timedelta(hours=1))
+    validate_input({"recipe": "sst-global-mean", "start": "2024-05-01", "end": "2024-05-31"}, settings, now)
 
 
 def test_the_commands_take_a_month_as_period_instead_of_start_and_end(capsys, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import threading
 import time
 from typing import Any
@@ -57,6 +58,16 @@ def test_a_lock_held_by_another_run_waits_then_is_a_retried_error_naming_the_hol
         assert 0.5 <= time.monotonic() - started < 10
         assert isinstance(refused.value, TransientError)  # what the state machine's Retry takes
         assert json.loads(bucket.get_bytes(KEY))["holder"] == "run a"  # the waiter left it alone
+
+
+def test_a_lock_left_by_an_earlier_try_of_the_same_run_is_taken_over_at_once(bucket: Bucket) -> None:
+    """BuildCatalog killed by its timeout mid-growth is tried again by the state machine: its own lock is no reason to
+    wait out the lease."""
+    bucket.put_json(KEY, {"holder": "run a", "since": time.time() - 5})
+    started = time.monotonic()
+    with lease_lock(bucket, KEY, "run a", "the store", wait_s=30):
+        assert json.loads(bucket.get_bytes(KEY))["since"] > time.time() - 5
+    assert time.monotonic() - started < 5 and not bucket.exists(KEY)
 
 
 def test_a_lock_older_than_its_lease_is_taken_over_and_its_old_holder_does_not_release_it(bucket: Bucket) -> None:
@@ -176,12 +187,18 @@ def read_layout_or_none(bucket_name: str, key: str) -> Any:
     return store_module.read_layout(store_module.s3_store(bucket_name, key))
 
 
-def test_the_steps_that_take_the_store_s_lock_are_retried_when_it_is_held() -> None:
+def test_the_steps_that_take_the_store_s_lock_try_until_a_dead_holder_s_lease_has_ended() -> None:
     """Step Functions matches an error's name, not its base class: BuildCatalog (growth) and Aggregate (finalize)
-    name LockHeld in a retrier, with backoff."""
+    retry LockHeld with a retrier of its own (not sharing the throttling errors' tries), and their tries, each waiting
+    LOCK_WAIT_S for the lock, outlast the lease: a lock whose holder died is taken over before the step gives up. Each
+    try fits the function's timeout."""
     from conftest import ROOT
 
     states = json.loads((ROOT / "statemachine" / "pipeline.asl.json").read_text())["States"]
+    template = (ROOT / "template.yaml").read_text()
+    timeout = int(re.search(r"Globals:\n  Function:\n(?:    .*\n)*?    Timeout: (\d+)", template).group(1))
     for name in ("BuildCatalog", "Aggregate"):
         (retry,) = [r for r in states[name]["Retry"] if "LockHeld" in r["ErrorEquals"]]
-        assert retry["MaxAttempts"] >= 3 and retry["BackoffRate"] >= 2, name
+        assert retry["ErrorEquals"] == ["LockHeld"] and retry["BackoffRate"] >= 2, name
+        assert (retry["MaxAttempts"] + 1) * storage.LOCK_WAIT_S > storage.LOCK_LEASE_S, name
+        assert storage.LOCK_WAIT_S < timeout / 2, name

@@ -18,7 +18,7 @@ from granulemap.storage import Bucket
 def handler(event: CatalogEvent, context: LambdaContext) -> dict:
     logger.append_keys(run=event.execution)  # every line of this invocation names its run
     settings = load_settings()
-    output = build_catalog(event.input, event.execution, settings, Bucket(settings.bucket))
+    output = build_catalog(event.input, event.execution, settings, Bucket(settings.bucket), now=event.started)
     metrics.add_metric(name="CatalogItems", unit=MetricUnit.Count, value=output.catalog.count)
     logger.info("catalog written", extra={"items": output.catalog.count, "manifest": output.catalog.key})
     return output.model_dump(mode="json")

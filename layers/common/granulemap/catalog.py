@@ -19,8 +19,10 @@ from granulemap.models import (
     ExecutionInput,
     Granule,
     Item,
+    PREVIOUS_MONTH,
     MapConfig,
     RunContext,
+    as_utc,
     parse_model,
 )
 from granulemap.recipes import Recipe, available, get_recipe
@@ -34,6 +36,12 @@ def validate_input(raw: object, settings: Settings, now: dt.datetime | None = No
     recipe = get_recipe(execution.recipe)
     recipe.parse_params(execution.params)
     start, end = execution.date_range(now)
+    today = as_utc(now or dt.datetime.now(dt.UTC)).date()
+    if execution.period not in (None, PREVIOUS_MONTH) and end >= today:
+        raise InvalidInput(
+            f"field 'period': {execution.period} has not ended (today is {today}, UTC), and a month given as the period "
+            f"is checked whole: run it from {end + dt.timedelta(days=1)} on, or give start and end for the days there are"
+        )
     days = (end - start).days + 1
     if days > settings.max_range_days:
         raise InvalidInput(

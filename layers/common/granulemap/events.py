@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, RootModel
@@ -10,11 +11,13 @@ from granulemap.models import FailureEvent, ProcessorEvent, RunContext
 
 
 class CatalogEvent(BaseModel):
-    """BuildCatalog gets the raw execution input (validated by the logic, so errors name the field) and its name."""
+    """BuildCatalog gets the raw execution input (validated by the logic, so errors name the field), its name and
+    its start time (``period: "previous-month"`` is the month before it, as ``granulemap status`` says)."""
 
     model_config = ConfigDict(extra="forbid")
     input: Any
     execution: str
+    started: dt.datetime | None = None
 
 
 class CredentialsEvent(BaseModel):

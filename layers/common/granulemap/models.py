@@ -41,6 +41,11 @@ Grouping = Literal["granule", "dekad"]
 """How a per-granule recipe (``Recipe.per_granule``) groups its granules into items; see ``granulemap.grouping``."""
 
 
+def as_utc(moment: dt.datetime) -> dt.datetime:
+    """``moment`` in UTC; a naive one is taken as UTC (boto3 gives times in the machine's own zone)."""
+    return moment.astimezone(dt.UTC) if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
 PREVIOUS_MONTH = "previous-month"
 """The monthly schedule's ``period``: the calendar month before the one the run starts in."""
 
@@ -128,7 +133,7 @@ class ExecutionInput(_Strict):
         """The inclusive (start, end) dates of this run, resolving ``period`` against ``now`` (UTC)."""
         if self.period is not None:
             if self.period == PREVIOUS_MONTH:
-                today = (now or dt.datetime.now(dt.UTC)).date()
+                today = as_utc(now or dt.datetime.now(dt.UTC)).date()
                 year, month = (today.year, today.month - 1) if today.month > 1 else (today.year - 1, 12)
             else:
                 year, month = (int(part) for part in self.period.split("-"))

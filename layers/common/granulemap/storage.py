@@ -187,17 +187,19 @@ def download_objects(s3: Any, bucket: str, key_or_prefix: str, dest: Path, name:
 
 LOCK_LEASE_S = 900.0
 """A lock held longer is taken over: its holder died holding it (a Lambda stopped by its timeout, at most 900 s)."""
-LOCK_WAIT_S = 60.0
-"""How long ``lease_lock`` waits for a lock before it raises LockHeld (which the state machine retries later)."""
+LOCK_WAIT_S = 300.0
+"""How long ``lease_lock`` waits for a lock before it raises LockHeld. The state machine's retrier of LockHeld tries
+again 3 times: 4 waits outlast the lease, so that a lock whose holder died is taken over within one step's tries."""
 
 
 @contextlib.contextmanager
 def lease_lock(bucket: Bucket, key: str, holder: str, what: str, *, wait_s: float | None = None,
                lease_s: float | None = None) -> Iterator[None]:
     """Hold the lock object ``key`` while the block runs: one holder at a time, among executions that may run at
-    once (S3 conditional writes: created only where there is none). A lock older than ``lease_s`` is taken over,
-    replacing exactly the version read; one still held after ``wait_s`` raises LockHeld naming its holder and ``what``
-    it guards. Released (deleted) at the end if it is still this holder's."""
+    once (S3 conditional writes: created only where there is none). A lock older than ``lease_s``, or one of this same
+    ``holder`` (left by an earlier try of the same step, which died holding it), is taken over, replacing exactly the
+    version read; one still held by another after ``wait_s`` raises LockHeld naming its holder and ``what`` it guards.
+    Released (deleted) at the end if it is still this holder's."""
     wait_s = LOCK_WAIT_S if wait_s is None else wait_s
     lease_s = LOCK_LEASE_S if lease_s is None else lease_s
     deadline = time.monotonic() + wait_s
@@ -214,16 +216,18 @@ def lease_lock(bucket: Bucket, key: str, holder: str, what: str, *, wait_s: floa
             since, other_holder = float(other["since"]), str(other["holder"])
         except (ValueError, KeyError, TypeError):
             since, other_holder = 0.0, "unknown"  # not a lock this code wrote: as old as can be
-        if now - since > lease_s and bucket.put_bytes_if_unchanged(key, mine, "application/json", etag):
+        stale = now - since > lease_s or other_holder == holder
+        if stale and bucket.put_bytes_if_unchanged(key, mine, "application/json", etag):
             from granulemap.observability import logger
 
-            logger.warning("took over a lock held longer than its lease", extra={
+            logger.warning("took over a lock its holder left", extra={
                 "lock": key, "previous_holder": other_holder, "held_s": round(now - since)})
             break
         if time.monotonic() >= deadline:
             taken = dt.datetime.fromtimestamp(since, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            raise LockHeld(f"{what} is being changed by {other_holder} since {taken} (lock s3://{bucket.name}/{key}); "
-                           "this step is retried later. Runs that change it take turns")
+            raise LockHeld(f"{what} is being changed by {other_holder} since {taken} (lock s3://{bucket.name}/{key}): "
+                           f"runs that change it take turns. A lock held more than {lease_s / 60:g} minutes, its "
+                           "holder dead, is taken over")
         time.sleep(random.uniform(0.1, 0.5))
     try:
         yield

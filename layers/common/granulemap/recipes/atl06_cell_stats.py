@@ -154,8 +154,9 @@ class Atl06CellStats(Recipe):
     """The bbox decides which granules the CMR search finds, and so which parent cells the store holds (every cell
     those granules touch): different bboxes get different stores."""
     needs_footprints = True
-    one_period_per_run = True
     """Items are the parent cells each granule's CMR polygons touch."""
+    one_period_per_run = True
+    """A run's range is one time step of the store."""
 
     def slug(self, params: BaseModel) -> str:
         assert isinstance(params, Params)
