@@ -554,16 +554,17 @@ def test_a_block_of_cells_with_data_is_drawn_without_false_gaps(monkeypatch) -> 
     assert inner.size > 100 and np.isfinite(inner).all()
 
 
-def _drawn_image(monkeypatch, draw) -> np.ndarray:
-    """The raster a plot function draws (its image's array), from the figure as it is saved."""
+def _drawn_image(monkeypatch, draw) -> dict:
+    """The raster a plot function draws (its image's array and extent) and its title, from the figure as saved."""
     import matplotlib.figure
 
     seen = {}
     save = matplotlib.figure.Figure.savefig
 
     def record(fig, *args, **kwargs):
-        seen["image"] = np.ma.filled(np.asarray(fig.axes[0].images[0].get_array(), dtype=float), np.nan)
-        seen["title"] = fig.axes[0].get_title()
+        image = fig.axes[0].images[0]
+        seen.update(image=np.ma.filled(np.asarray(image.get_array(), dtype=float), np.nan), extent=image.get_extent(),
+                    title=fig.axes[0].get_title())
         return save(fig, *args, **kwargs)
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
@@ -572,48 +573,79 @@ def _drawn_image(monkeypatch, draw) -> np.ndarray:
     return seen
 
 
-def test_a_period_drawn_a_batch_at_a_time_is_the_map_drawn_at_once(monkeypatch) -> None:
-    """Aggregate draws a period from the store's batches (a global month has tens of millions of cells with data); the
-    map is the one drawn from all cells at once, and the title counts the cells drawn (NaN values are not drawn)."""
-    from granulemap.recipes.atl06.cells import cell_ids
-    from granulemap.recipes.atl06.plot import plot_cell_batches, plot_cells
+def _pixel_means(cells: np.ndarray, order: int, values: np.ndarray, extent: tuple, shape: tuple) -> np.ndarray:
+    """The mean value of the cells whose centre falls in each pixel of a lon/lat grid of ``shape`` over ``extent``
+    (west, east, south, north), in float64 from the cells' centres: what the drawn image must hold."""
+    from granulemap.recipes.atl06.cells import cell_centres
 
-    lat, lon = np.meshgrid(np.linspace(-78, -70, 300), np.linspace(150, 170, 300))
-    cells = np.unique(cell_ids(lat.ravel(), lon.ravel(), 12))
+    keep = np.isfinite(values)
+    lat, lon = cell_centres(cells[keep], order)
+    west, east, south, north = extent
+    ny, nx = shape
+    row = np.clip(np.floor((lat - south) / (north - south) * ny), 0, ny - 1).astype(int)
+    col = np.clip(np.floor((lon - west) / (east - west) * nx), 0, nx - 1).astype(int)
+    total, count = np.zeros(shape), np.zeros(shape)
+    np.add.at(total, (row, col), values[keep])
+    np.add.at(count, (row, col), 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
+@pytest.mark.parametrize(("order", "south", "north", "west", "east"), [
+    (12, -78.0, -70.0, 150.0, 170.0),         # the recipe's order, over part of Antarctica
+    (18, 65.0, 65.02, 179.93, 179.999),        # fine cells beside the antimeridian: float32 degrees are coarse there
+    (16, 88.9, 89.1, -40.0, -39.0),           # near the pole
+])
+def test_a_period_drawn_a_batch_at_a_time_holds_each_pixel_s_mean_of_its_cells(monkeypatch, order, south, north, west,
+                                                                               east) -> None:
+    """Aggregate draws a period from the store's batches (a global month has tens of millions of cells with data),
+    keeping each cell's centre compactly: every pixel of the drawn map holds the mean of the cells whose centre (in
+    float64) lies in it, and the title counts the cells drawn (NaN values are not drawn)."""
+    from granulemap.recipes.atl06.cells import cell_ids
+    from granulemap.recipes.atl06.plot import plot_cell_batches
+
+    lat, lon = np.meshgrid(np.linspace(south, north, 300), np.linspace(west, east, 300))
+    cells = np.unique(cell_ids(lat.ravel(), lon.ravel(), order))
     values = np.random.default_rng(1).normal(1000.0, 50.0, cells.size)
     values[::97] = np.nan
-    whole = _drawn_image(monkeypatch, lambda: plot_cells(cells, 12, values, title="t", label="h"))
-    parts = [(cells[i:i + 7_000], values[i:i + 7_000]) for i in range(0, cells.size, 7_000)]
-    batched = _drawn_image(monkeypatch, lambda: plot_cell_batches(iter(parts), 12, title=lambda n: f"{n} cells",
-                                                                  label="h"))
-    assert len(parts) > 3
-    np.testing.assert_allclose(batched["image"], whole["image"], rtol=1e-6, equal_nan=True)
-    assert batched["title"] == f"{int(np.isfinite(values).sum())} cells"
+    size = cells.size // 5 + 1
+    parts = [(cells[i:i + size], values[i:i + size]) for i in range(0, cells.size, size)]
+    drawn = _drawn_image(monkeypatch, lambda: plot_cell_batches(iter(parts), order, title=lambda n: f"{n} cells",
+                                                                label="h"))
+    assert len(parts) == 5 and cells.size > 4000 and drawn["image"].size > 1000
+    expected = _pixel_means(cells, order, values, drawn["extent"], drawn["image"].shape)
+    assert np.array_equal(np.isnan(drawn["image"]), np.isnan(expected))  # the same pixels hold cells
+    np.testing.assert_allclose(drawn["image"], expected, rtol=1e-6, equal_nan=True)
+    assert drawn["title"] == f"{int(np.isfinite(values).sum())} cells"
 
 
-def test_drawing_a_period_a_batch_at_a_time_keeps_12_bytes_a_cell_not_all_of_them_at_once() -> None:
-    """4 million cells with data in batches of a million: the allocations peak under 40 bytes a cell; drawing them at
-    once held each cell's centre (float64), its pixel indices and the caller's arrays, several times that, which for a
-    global month (tens of millions of cells) is more than the Aggregator's memory."""
+def test_drawing_a_period_a_batch_at_a_time_keeps_12_bytes_a_cell() -> None:
+    """Each cell drawn costs 12 bytes kept (float32 centre offsets and value), whatever the batches: drawing 6 million
+    cells allocates at most 14 bytes a cell more at its peak than drawing 2 million (the batches' own work is the same).
+    A median of all latitudes at once cost 8 bytes a cell more (20 in all); drawn all at once, each cell's float64
+    centre, pixel indices and the caller's arrays cost several times that: more than the Aggregator's memory for a
+    global month (tens of millions of cells)."""
     import tracemalloc
 
     from granulemap.recipes.atl06.plot import plot_cell_batches
 
-    total, per = 4 << 20, 1 << 20
+    per = 1 << 18  # batches small beside the cells kept, so that the cost a cell shows in the peak
     space = 12 * 4**12  # order-12 cells
 
-    def batches():
+    def batches(total: int):
         rng = np.random.default_rng(0)
         for start in range(0, total, per):
             low = start * (space // total)
             yield np.sort(rng.integers(low, low + per * (space // total), size=per)), rng.normal(500.0, 100.0, per)
 
-    plot_cell_batches(iter([next(batches())]), 12, title=str, label="h")  # matplotlib's caches, made once
-    tracemalloc.start()
-    try:
-        png = plot_cell_batches(batches(), 12, title=str, label="h")
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert png.startswith(b"\x89PNG")
-    assert peak < 40 * total, f"drawing {total} cells peaked at {peak / 1e6:.0f} MB of allocations"
+    plot_cell_batches(batches(per), 12, title=str, label="h")  # matplotlib's caches, made once
+    peaks = {}
+    for total in (8 * per, 24 * per):
+        tracemalloc.start()
+        try:
+            assert plot_cell_batches(batches(total), 12, title=str, label="h").startswith(b"\x89PNG")
+            peaks[total] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    per_cell = (peaks[24 * per] - peaks[8 * per]) / (16 * per)
+    assert per_cell < 14, f"{per_cell:.1f} bytes a cell (peaks {peaks})"

@@ -157,7 +157,7 @@ def test_two_months_of_one_atl06_configuration_grown_at_once_keep_both_in_the_la
     assert not bucket.exists(f"{key}.lock")
 
 
-def test_prepare_and_combine_of_atl06_wait_for_the_store_s_lock(moto_s3: MotoS3, monkeypatch) -> None:
+def test_prepare_and_combine_of_atl06_wait_for_the_store_s_lock(moto_s3: MotoS3, monkeypatch, tmp_path) -> None:
     """Growth (prepare) and finalize (combine) are the two writers of the store's attributes: while another run holds
     the store's lock, both wait, then fail with LockHeld (the state machine retries them). The lock lies beside the
     store, not in it: a download of the store does not copy it."""
@@ -180,7 +180,11 @@ def test_prepare_and_combine_of_atl06_wait_for_the_store_s_lock(moto_s3: MotoS3,
         with pytest.raises(LockHeld, match="is being changed by run other"):
             recipe.combine([result], run, params, bucket)
     assert recipe.combine([result], run, params, bucket)[0] == key
-    assert not key.endswith("/") and not bucket.exists(f"{key}.lock")
+    assert not bucket.exists(f"{key}.lock")
+    with lease_lock(bucket, f"{key}.lock", "run other", "the store"):  # a download while a run holds it
+        copied = storage.download_objects(moto_s3.client, moto_s3.bucket, key, tmp_path)
+    assert copied == [tmp_path / "atl06-cell-stats.zarr"] and (tmp_path / "atl06-cell-stats.zarr" / "zarr.json").exists()
+    assert [p.name for p in tmp_path.rglob("*.lock")] == []
 
 
 def read_layout_or_none(bucket_name: str, key: str) -> Any:

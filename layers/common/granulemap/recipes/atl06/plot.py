@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -20,28 +20,70 @@ MAP_INCHES = 5.2
 tall as the map and a wide map is not a strip in a square figure."""
 
 
-def _raster(
-    lat: list[np.ndarray], lon: list[np.ndarray], values: list[np.ndarray], cell_deg: float, shrink: float
-) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-    """Mean of ``values`` per pixel of a lon/lat grid (NaN where no cell), and its extent [W, E, S, N] in degrees;
-    the cells' centres and values come in parts, binned one part at a time.
+class _Centres:
+    """The centres and values of the cells to draw, kept a batch at a time in 12 bytes a cell: float32 offsets from
+    the first cell's centre (float32 degrees near ±180° are 1.5e-5° apart, a good part of a pixel at fine orders; an
+    offset within the map is precise to a small part of one) and float32 values, with a histogram of the latitudes
+    (0.001° bins) for their median."""
+
+    MEDIAN_BINS = 180_000
+
+    def __init__(self) -> None:
+        self.lat: list[np.ndarray] = []
+        self.lon: list[np.ndarray] = []
+        self.values: list[np.ndarray] = []
+        self.origin = (0.0, 0.0)
+        self.latitudes = np.zeros(self.MEDIAN_BINS, dtype=np.int64)
+        self.size = 0
+
+    def add(self, lat: np.ndarray, lon: np.ndarray, values: np.ndarray) -> None:
+        if not self.size:
+            self.origin = (float(lat[0]), float(lon[0]))
+        self.lat.append((lat - self.origin[0]).astype(np.float32))
+        self.lon.append((lon - self.origin[1]).astype(np.float32))
+        self.values.append(values.astype(np.float32))
+        bins = np.clip(((lat + 90.0) / 180.0 * self.MEDIAN_BINS).astype(np.int64), 0, self.MEDIAN_BINS - 1)
+        self.latitudes += np.bincount(bins, minlength=self.MEDIAN_BINS)
+        self.size += lat.size
+
+    def median_lat(self) -> float:
+        """The median latitude, to the histogram's bin (the centre of the bin that holds the middle cell)."""
+        middle = int(np.searchsorted(np.cumsum(self.latitudes), (self.size + 1) / 2))
+        return -90.0 + (middle + 0.5) * 180.0 / self.MEDIAN_BINS
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """South, north, west, east of the centres."""
+        lat0, lon0 = self.origin
+        return (lat0 + min(float(a.min()) for a in self.lat), lat0 + max(float(a.max()) for a in self.lat),
+                lon0 + min(float(a.min()) for a in self.lon), lon0 + max(float(a.max()) for a in self.lon))
+
+    def parts(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(latitude, longitude, value) of each batch, in float64."""
+        lat0, lon0 = self.origin
+        for lat, lon, values in zip(self.lat, self.lon, self.values, strict=True):
+            yield lat0 + lat.astype(np.float64), lon0 + lon.astype(np.float64), values.astype(np.float64)
+
+
+def _raster(centres: _Centres, cell_deg: float, shrink: float) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """Mean of the cells' values per pixel of a lon/lat grid (NaN where no cell), and its extent [W, E, S, N] in
+    degrees; binned a batch at a time.
 
     Pixels are about 1.4 cells wide (longitude steps widened by 1/cos(latitude)), coarser when the area is large.
     HEALPix cells' centres do not follow a longitude/latitude grid: pixels one cell wide caught no centre in many
     places, and a block of cells with data showed as a checkerboard of false gaps.
     """
-    south, north = min(float(a.min()) for a in lat) - cell_deg, max(float(a.max()) for a in lat) + cell_deg
-    west = min(float(a.min()) for a in lon) - cell_deg / shrink
-    east = max(float(a.max()) for a in lon) + cell_deg / shrink
+    low_lat, high_lat, low_lon, high_lon = centres.bounds()
+    south, north = low_lat - cell_deg, high_lat + cell_deg
+    west, east = low_lon - cell_deg / shrink, high_lon + cell_deg / shrink
     step = max(math.sqrt(2) * cell_deg, (north - south) / MAX_PIXELS, (east - west) * shrink / MAX_PIXELS)
     ny, nx = max(1, math.ceil((north - south) / step)), max(1, math.ceil((east - west) * shrink / step))
     total = np.zeros(nx * ny)
     count = np.zeros(nx * ny, dtype=np.int64)
-    for part_lat, part_lon, part_values in zip(lat, lon, values, strict=True):
-        row = np.clip(((part_lat.astype(np.float64) - south) / (north - south) * ny).astype(int), 0, ny - 1)
-        col = np.clip(((part_lon.astype(np.float64) - west) / (east - west) * nx).astype(int), 0, nx - 1)
+    for lat, lon, values in centres.parts():
+        row = np.clip(((lat - south) / (north - south) * ny).astype(int), 0, ny - 1)
+        col = np.clip(((lon - west) / (east - west) * nx).astype(int), 0, nx - 1)
         pixel = row * nx + col
-        total += np.bincount(pixel, weights=part_values.astype(np.float64), minlength=nx * ny)
+        total += np.bincount(pixel, weights=values, minlength=nx * ny)
         count += np.bincount(pixel, minlength=nx * ny)
     with np.errstate(invalid="ignore", divide="ignore"):
         grid = np.where(count > 0, total / count, np.nan).reshape(ny, nx)
@@ -57,36 +99,27 @@ def plot_cells(cells: np.ndarray, order: int, values: np.ndarray, *, title: str,
 def plot_cell_batches(batches: Iterable[tuple[np.ndarray, np.ndarray]], order: int, *, title: Callable[[int], str],
                       label: str) -> bytes:
     """``plot_cells`` of (cells, values) that come a batch at a time (``store.read_period_batches``): only each cell's
-    centre and value are kept, as float32 (12 bytes a cell), so that a global month's tens of millions of cells fit
-    the Aggregator. ``title`` is given the number of cells drawn."""
+    centre and value are kept, in 12 bytes (``_Centres``), so that a global month's tens of millions of cells fit the
+    Aggregator. ``title`` is given the number of cells drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    lats: list[np.ndarray] = []
-    lons: list[np.ndarray] = []
-    kept: list[np.ndarray] = []
+    centres = _Centres()
     for cells, values in batches:
         values = np.asarray(values, dtype=np.float64)
         keep = np.isfinite(values)
-        if not keep.any():
-            continue
-        part_lat, part_lon = cell_centres(np.asarray(cells)[keep], order)
-        lats.append(part_lat.astype(np.float32))
-        lons.append(part_lon.astype(np.float32))
-        kept.append(values[keep].astype(np.float32))
-        del part_lat, part_lon, values, keep
-    drawn = sum(a.size for a in lats)
+        if keep.any():
+            lat, lon = cell_centres(np.asarray(cells)[keep], order)
+            centres.add(lat, lon, values[keep])
+    drawn = centres.size
     fig, ax = plt.subplots(dpi=100)
     if drawn:
-        lat_all = np.concatenate(lats)  # float32: the one whole array, for the median
-        median_lat = float(np.median(lat_all))
-        del lat_all
         cell_deg = math.degrees(math.sqrt(4 * math.pi / (12 * 4**order)))  # side of an equal-area cell
-        shrink = max(math.cos(math.radians(median_lat)), 0.05)
-        grid, extent = _raster(lats, lons, kept, cell_deg, shrink)
+        shrink = max(math.cos(math.radians(centres.median_lat())), 0.05)
+        grid, extent = _raster(centres, cell_deg, shrink)
         image = ax.imshow(grid, origin="lower", extent=extent, aspect=1.0 / shrink, cmap="viridis",
                           interpolation="nearest")
         west, east, south, north = extent
