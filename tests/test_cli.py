@@ -308,10 +308,16 @@ def test_the_engine_s_workers_ignore_ctrl_c_and_leave_it_to_the_engine() -> None
 
     from granulemap.local.engine import LocalEngine
 
-    with LocalEngine(workers=1) as engine:
-        handler = engine._pool.submit(signal.getsignal, signal.SIGINT).result(timeout=120)
-    assert handler == signal.SIG_IGN
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the engine's own process: untouched
+    # As in a terminal: Python's own handler (a runner that started pytest in the background, with SIGINT ignored,
+    # would leave it ignored here from the start).
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with LocalEngine(workers=1) as engine:
+            handler = engine._pool.submit(signal.getsignal, signal.SIGINT).result(timeout=120)
+        assert handler == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the engine's own process: untouched
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_run_has_no_bbox_option_start_has(capsys) -> None:

@@ -284,3 +284,27 @@ def test_estimate_notes_a_range_longer_than_one_run_and_atl06_months_in_one_peri
     assert note.startswith("note: atl06-cell-stats makes one entry of its product per run") and "--period" in note
     assert main(["estimate", "--recipe", "atl06-cell-stats", "--start", "2019-01-01", "--end", "2019-01-31"]) == 0
     assert "note: " not in capsys.readouterr().out
+
+
+# --- E4/E6: estimate below the concurrency, and fewer granules than dekads ------------------------------------------
+def _estimate_model(tmp_path: Path, grouping: str = "granule"):
+    model = _model(tmp_path)
+    model.recipes["sst-global-mean"] = est.RecipeCost(compute_s=0.02, input_mb=2.0, items_per_day=1,
+                                                      grouping=grouping)
+    return model
+
+
+def test_fewer_items_than_the_concurrency_have_one_cold_start_each(tmp_path: Path) -> None:
+    result = est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 1, 3), MEMORY,
+                          _estimate_model(tmp_path), max_concurrency=40)
+    by_name = {what: usd for what, usd, _ in result.lines}
+    assert result.items == 3
+    assert by_name["Lambda init (cold starts), Processor"] == pytest.approx(3 * 0.8 * 1.0 * 0.0000166667, rel=1e-9)
+
+
+def test_two_granules_over_a_year_are_at_most_two_items(tmp_path: Path) -> None:
+    result = est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 12, 31), MEMORY,
+                          _estimate_model(tmp_path, "dekad"), items=2)
+    assert result.items == 2
+    by_name = {what: usd for what, usd, _ in result.lines}
+    assert by_name["Step Functions state transitions"] == pytest.approx((6 + 2) * 0.025 / 1000, rel=1e-9)

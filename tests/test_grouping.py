@@ -199,3 +199,10 @@ def test_two_granules_of_one_file_name_are_refused_naming_it(s3_bucket) -> None:
     with pytest.raises(InvalidInput, match=f"field 'source': several granules have the same file name: .*{NAME[:-3]}"):
         build_catalog(doc, "run-twice", Settings(bucket="bucket"), Bucket("bucket"))
     assert "Contents" not in s3_bucket.list_objects_v2(Bucket="bucket", Prefix="runs/")  # nothing written
+
+
+# --- G3: the documented item size of a dekad with several granules a day ------------------------------------------
+def test_a_dekad_of_four_granules_a_day_makes_items_of_16_16_and_8() -> None:
+    granules = [Granule(url=f"s3://b/{d:02d}{h:02d}-x.nc", time=dt.datetime(2019, 3, d, h, tzinfo=dt.UTC))
+                for d in range(1, 11) for h in range(4)]
+    assert [len(i.granules) for i in group_granules(granules, "dekad")] == [16, 16, 8]

@@ -234,3 +234,35 @@ def test_cli_reports_bad_input_before_starting_anything(tmp_path: Path, capsys) 
     assert code == 2
     assert "field 'source'" in capsys.readouterr().err
     assert not out.exists()
+
+
+# --- G7: a partial record of an earlier run is not this run's result ------------------------------------------------
+class _MemoryBucket:
+    def __init__(self, objects):
+        self.objects = objects
+
+    def get_json_or_none(self, key):
+        return self.objects.get(key)
+
+
+def test_an_earlier_runs_partial_record_does_not_count_when_the_item_failed_whole_in_this_run() -> None:
+    from granulemap import layout
+    from granulemap.aggregation import account_items
+    from granulemap.models import AggregatorEvent, Granule, Item
+
+    run = {"run_id": "run-2", "recipe": "sst-global-mean", "params": {}, "config_id": "cfg"}
+    item = Item(id="20190301-20190302-2g-abc", granules=[Granule(url="s3://b/g1.nc"), Granule(url="s3://b/g2.nc")])
+    bucket = _MemoryBucket({
+        layout.partial_result_key("sst-global-mean", "cfg", item.id): {
+            "item": item.id, "run_id": "run-1", "results": [{"granule": "g1.nc", "mean_sst_c": 1.0}],
+            "failures": [{"granule": "g2.nc", "error": "GranuleUnreadable", "cause": "truncated"}]},
+        layout.failure_key("run-2", item.id): {"item": item.id, "error": "GranuleUnreadable", "cause": "both bad"},
+    })
+    event = AggregatorEvent.model_validate({
+        "run": run, "catalog": {"bucket": "b", "key": "k", "count": 1},
+        "map": {"max_concurrency": 1, "tolerated_failure_percentage": 0, "item_tolerated_failure_percentage": 100}})
+    found = account_items(event, bucket, [item])
+    assert found.results == []
+    assert (found.items.failed, found.items.succeeded, found.items.skipped) == (1, 0, 0)
+    assert (found.granules.failed, found.granules.succeeded, found.granules.skipped) == (2, 0, 0)
+    assert [f.cause for f in found.failures] == ["both bad"]

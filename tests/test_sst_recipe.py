@@ -371,3 +371,101 @@ def test_an_attribute_wider_than_the_field_is_compared_in_the_fields_own_type() 
     assert type(low) is np.int16 and (raw >= low).dtype == bool and (raw >= low).tolist() == [False, True, True]
     half = _in_type(np.float64(4.5), raw)
     assert type(half) is np.float64 and (raw >= half).tolist() == [False, False, True]
+
+
+# --- S7/S15/S16: a value exactly on valid_min / valid_max is valid (CF: the range is inclusive) ------------------
+@pytest.mark.parametrize("attrs", [
+    {"valid_min": np.int16(-200), "valid_max": np.int16(3500)},
+    {"valid_range": np.array([-200, 3500], "i2")},
+])
+def test_values_on_the_valid_range_limits_are_kept(tmp_path: Path, attrs) -> None:
+    # packed = (°C + 273.15 - 273.15) / 0.01: -2 °C -> -200 (= valid_min), 35 °C -> 3500 (= valid_max)
+    path = _write_l4(tmp_path / "20200101000000-EDGES-L4.nc", lat=[0.0], sst=[[K - 2, K + 1, K + 35, K + 36]],
+                     mask=[[1, 1, 1, 1]])
+    with netCDF4.Dataset(path, "r+") as ds:
+        for name, value in attrs.items():
+            ds["analysed_sst"].setncattr(name, value)
+    got = global_mean_sst(path.name, method="ocean", path=str(path))
+    assert got["n_valid"] == 3  # 36 °C (3600) is out
+    assert got["mean_sst_c"] == pytest.approx((-2 + 1 + 35) / 3, abs=1e-6)
+    assert (got["min_sst_c"], got["max_sst_c"]) == (pytest.approx(-2.0, abs=1e-6), pytest.approx(35.0, abs=1e-6))
+
+
+# --- S24: a NaN in a float field that is not the fill value is left out ------------------------------------------
+def test_nan_in_a_float_field_is_not_a_value(tmp_path: Path) -> None:
+    path = _write_l4(tmp_path / "20200101000000-NAN-L4.nc", lat=[0.0], sst=[[1.0, 2.0, 4.0]], mask=[[1, 1, 1]],
+                     dtype="f4", fill=-999.0, units="celsius")
+    with netCDF4.Dataset(path, "r+") as ds:
+        v = ds["analysed_sst"]
+        v.set_auto_maskandscale(False)
+        v[0, 0, 1] = np.nan
+    got = global_mean_sst(path.name, method="ocean", path=str(path))
+    assert got["n_valid"] == 2 and got["mean_sst_c"] == pytest.approx(2.5, abs=1e-6)
+
+
+# --- S22: UDUNITS' symbol K ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("units", ["K", "kelvin", "degK", "degrees_K"])
+def test_udunits_spellings_of_kelvin_are_read(tmp_path: Path, units: str) -> None:
+    path = _write_l4(tmp_path / "20200101000000-KELVIN-L4.nc", lat=[0.0], sst=[[K + 1, K + 2, K + 4]],
+                     mask=[[1, 1, 1]], units=units)
+    got = global_mean_sst(path.name, method="ocean", path=str(path))
+    assert got["mean_sst_c"] == pytest.approx(7 / 3, abs=1e-6)
+
+
+# --- S17: the reference time's seconds ----------------------------------------------------------------------------
+def test_seconds_of_the_reference_time_count(tmp_path: Path) -> None:
+    import cftime
+
+    units = "seconds since 2020-01-01 08:59:30"
+    path = _write_l4(tmp_path / "20200101000000-REFSEC-L4.nc", lat=[0.0], sst=[[K + 1]], mask=[[1]],
+                     time_units=units, time_value=30)
+    want = cftime.num2date(30, units, only_use_cftime_datetimes=False).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert want == "2020-01-01T09:00:00Z"
+    assert global_mean_sst(path.name, method="ocean", path=str(path))["time"] == want
+
+
+# --- S18/S19: a packed time variable (scale_factor, add_offset) -----------------------------------------------------
+def test_a_packed_time_variable_is_unpacked(tmp_path: Path) -> None:
+    path = _write_l4(tmp_path / "20200101000000-PACKEDTIME-L4.nc", lat=[0.0], sst=[[K + 1]], mask=[[1]],
+                     time_units="seconds since 2020-01-01 00:00:00", time_value=480)
+    with netCDF4.Dataset(path, "r+") as ds:  # stored 480; CF: 480 * 60 + 3600 = 32400 s = 09:00
+        ds["time"].scale_factor = 60.0
+        ds["time"].add_offset = 3600.0
+    with netCDF4.Dataset(path) as ds:  # netCDF4 unpacks it itself
+        want = netCDF4.num2date(ds["time"][0], ds["time"].units, only_use_cftime_datetimes=False)
+    assert want == dt.datetime(2020, 1, 1, 9)
+    assert global_mean_sst(path.name, method="ocean", path=str(path))["time"] == "2020-01-01T09:00:00Z"
+
+
+# --- Y1/Y2/Y3: synthetic granules ---------------------------------------------------------------------------------
+def _valid_count(path: Path) -> int:
+    with netCDF4.Dataset(path) as ds:  # netCDF4's own CF masking
+        return int((~np.ma.getmaskarray(ds["analysed_sst"][0])).sum())
+
+
+def test_a_synthetic_shift_is_rounded_to_the_packing_and_moves_every_statistic_by_it(tmp_path: Path,
+                                                                                     mur25: Path) -> None:
+    from granulemap.synthetic import make_synthetic_granule
+
+    real = ocean_mean_reference(mur25)
+    path = make_synthetic_granule(mur25, tmp_path, dt.datetime(2019, 1, 1, 9), 0.0207)  # 20.7 mK -> 21 x 0.001 K
+    syn = ocean_mean_reference(path)
+    assert syn["n_valid"] == real["n_valid"]
+    for k in ("mean_sst_c", "min_sst_c", "max_sst_c"):
+        assert syn[k] - real[k] == pytest.approx(0.021, abs=1e-9)
+
+
+def test_a_synthetic_granule_keeps_its_fill_cells_as_fill(tmp_path: Path, mur25: Path) -> None:
+    from granulemap.synthetic import make_synthetic_granule
+
+    path = make_synthetic_granule(mur25, tmp_path, dt.datetime(2019, 1, 1, 9), 0.05)
+    assert _valid_count(path) == _valid_count(mur25)
+
+
+def test_the_seasonal_shift_is_a_tenth_of_a_kelvin_over_30_days() -> None:
+    from granulemap.synthetic import seasonal_shift
+
+    assert seasonal_shift(0) == 0.0
+    assert seasonal_shift(5) == pytest.approx(0.1 * math.sqrt(3) / 2)  # 0.1 K × sin(60°)
+    assert seasonal_shift(15) == pytest.approx(0.0, abs=1e-12)
+    assert seasonal_shift(25) == pytest.approx(-0.1 * math.sqrt(3) / 2)

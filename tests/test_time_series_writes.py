@@ -80,3 +80,13 @@ def test_the_first_write_of_a_csv_does_not_replace_one_another_run_created_meanw
     s3.put_object(Bucket=BUCKET, Key=CSV, Body=b"time,granule,value\n")  # another run, first
     assert bucket.put_bytes_if_unchanged(CSV, b"mine", "text/csv", etag) is False
     assert s3.get_object(Bucket=BUCKET, Key=CSV)["Body"].read() == b"time,granule,value\n"
+
+
+# --- T2: the CSV is sorted by time, not by granule name -------------------------------------------------------------
+def test_time_series_rows_are_sorted_by_time_whatever_their_names() -> None:
+    from granulemap.recipes.timeseries import merge_time_series
+
+    cols = ("time", "granule", "v")
+    rows = merge_time_series(cols, [{"time": "2019-01-02T00:00:00Z", "granule": "a", "v": 1}],
+                             [{"time": "2019-01-01T00:00:00Z", "granule": "b", "v": 2}])
+    assert [r["granule"] for r in rows] == ["b", "a"]
