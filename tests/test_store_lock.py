@@ -31,6 +31,22 @@ APRIL = (dt.date(2019, 4, 1), dt.date(2019, 4, 30))
 
 
 @pytest.fixture
+def atomic_conditional_writes(monkeypatch) -> None:
+    """S3 makes a conditional write atomic (one of two If-None-Match: * writes of a key wins); moto 5.2.5 checks, then
+    writes, without a lock, so that two threads can both create the key. Its handler is made atomic here, as S3's."""
+    from moto.s3.responses import S3Response
+
+    put = S3Response.put_object
+    one_at_a_time = threading.Lock()
+
+    def atomic_put(self: Any) -> Any:
+        with one_at_a_time:
+            return put(self)
+
+    monkeypatch.setattr(S3Response, "put_object", atomic_put)
+
+
+@pytest.fixture
 def bucket() -> Any:
     with mock_aws():
         client = boto3.client("s3", region_name="us-west-2")
@@ -86,7 +102,7 @@ def test_a_lock_older_than_its_lease_is_taken_over_and_its_old_holder_does_not_r
     assert json.loads(bucket.get_bytes(KEY))["holder"] == "run new"
 
 
-def test_holders_take_turns_so_that_no_read_modify_write_is_lost(bucket: Bucket) -> None:
+def test_holders_take_turns_so_that_no_read_modify_write_is_lost(bucket: Bucket, atomic_conditional_writes) -> None:
     """Four threads each add one to a counter object, read and written back under the lock with a pause between:
     without turns, writes would overwrite each other."""
     bucket.put_json("counter", 0)
@@ -117,8 +133,8 @@ def _run(run_id: str, period: tuple[dt.date, dt.date]) -> RunContext:
                       end=period[1])
 
 
-def test_two_months_of_one_atl06_configuration_grown_at_once_keep_both_in_the_layout(moto_s3: MotoS3,
-                                                                                      monkeypatch) -> None:
+def test_two_months_of_one_atl06_configuration_grown_at_once_keep_both_in_the_layout(moto_s3: MotoS3, monkeypatch,
+                                                                                      atomic_conditional_writes) -> None:
     """BuildCatalog grows the store in prepare: two runs (March, April) growing it at the same moment each read the
     layout, and the one that wrote last dropped the other's parent cells and period. Growth is slowed between
     reading the layout and writing it, so that without turns the second always reads before the first writes."""
