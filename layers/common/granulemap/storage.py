@@ -196,10 +196,11 @@ again 3 times: 4 waits outlast the lease, so that a lock whose holder died is ta
 def lease_lock(bucket: Bucket, key: str, holder: str, what: str, *, wait_s: float | None = None,
                lease_s: float | None = None) -> Iterator[None]:
     """Hold the lock object ``key`` while the block runs: one holder at a time, among executions that may run at
-    once (S3 conditional writes: created only where there is none). A lock older than ``lease_s``, or one of this same
-    ``holder`` (left by an earlier try of the same step, which died holding it), is taken over, replacing exactly the
-    version read; one still held by another after ``wait_s`` raises LockHeld naming its holder and ``what`` it guards.
-    Released (deleted) at the end if it is still this holder's."""
+    once (S3 conditional writes: created only where there is none). A lock older than ``lease_s`` is taken over,
+    replacing exactly the version read; one still held after ``wait_s`` raises LockHeld naming its holder and ``what``
+    it guards. A lock of the same ``holder`` waits like any other: an earlier try of a step that the state machine
+    retried after a Lambda service error may still be running. Released (deleted) at the end if it is still this
+    holder's."""
     wait_s = LOCK_WAIT_S if wait_s is None else wait_s
     lease_s = LOCK_LEASE_S if lease_s is None else lease_s
     deadline = time.monotonic() + wait_s
@@ -216,8 +217,7 @@ def lease_lock(bucket: Bucket, key: str, holder: str, what: str, *, wait_s: floa
             since, other_holder = float(other["since"]), str(other["holder"])
         except (ValueError, KeyError, TypeError):
             since, other_holder = 0.0, "unknown"  # not a lock this code wrote: as old as can be
-        stale = now - since > lease_s or other_holder == holder
-        if stale and bucket.put_bytes_if_unchanged(key, mine, "application/json", etag):
+        if now - since > lease_s and bucket.put_bytes_if_unchanged(key, mine, "application/json", etag):
             from granulemap.observability import logger
 
             logger.warning("took over a lock its holder left", extra={

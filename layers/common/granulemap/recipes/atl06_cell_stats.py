@@ -229,7 +229,8 @@ class Atl06CellStats(Recipe):
             return None
         period = _period(run)
         store_key = layout.output_key(self.name, run.config_id, STORE_NAME)
-        with _store_lock(bucket, store_key, run), storage_errors(f"making or growing s3://{bucket.name}/{store_key}"):
+        with _store_lock(bucket, store_key, run, "growing"), \
+                storage_errors(f"making or growing s3://{bucket.name}/{store_key}"):
             store_layout = grow(s3_store(bucket.name, store_key), params.parent_order, params.child_order,
                                 [c.parent_cell for c in cells.values()], period, {
                                     "title": "ICESat-2 ATL06 land-ice height statistics per HEALPix cell",
@@ -315,7 +316,7 @@ class Atl06CellStats(Recipe):
             history = (f"{created} granulemap {granulemap.__version__} recipe {self.name} run {run.run_id}: period "
                        f"{period[0]}..{period[1]}, {len(results)} parent cells of order {params.parent_order}, "
                        f"{len(granules)} granules")
-            with _store_lock(bucket, store_key, run):  # its attributes are rewritten whole, as growth does
+            with _store_lock(bucket, store_key, run, "finishing"):  # its attributes are rewritten whole, as in growth
                 finalize(store, attrs, history=history)
             with_data = [r["parent_cell"] for r in results if r.get("cells_with_data")]
             # a batch of parents at a time: a global month has tens of millions of cells with data
@@ -332,8 +333,10 @@ class Atl06CellStats(Recipe):
 recipe = Atl06CellStats()
 
 
-def _store_lock(bucket: Bucket, store_key: str, run: RunContext) -> contextlib.AbstractContextManager[None]:
+def _store_lock(bucket: Bucket, store_key: str, run: RunContext, step: str) -> contextlib.AbstractContextManager[None]:
     """The store's lock, for what rewrites its group attributes (its layout, its history): growth in BuildCatalog
     and finalize in Aggregate. Two executions of one configuration at once (two months of a backfill) would
-    otherwise each write the attributes they read, and one run's parent cells or period be lost from the layout."""
-    return lease_lock(bucket, f"{store_key}.lock", f"run {run.run_id}", f"the output store s3://{bucket.name}/{store_key}")
+    otherwise each write the attributes they read, and one run's parent cells or period be lost from the layout.
+    The holder names the run and the step."""
+    return lease_lock(bucket, f"{store_key}.lock", f"run {run.run_id} ({step})",
+                      f"the output store s3://{bucket.name}/{store_key}")
