@@ -98,11 +98,12 @@ def local_template() -> Any:
     return read_local_template(project_root(), LOCAL_BUCKET, REGION, ACCOUNT, LOCAL_STACK_NAME)
 
 
-def local_settings() -> Any:
-    """The settings BuildCatalog would get from template.yaml, to validate before starting anything."""
+def local_settings(template: Any = None) -> Any:
+    """The settings BuildCatalog would get from template.yaml (``template``: as ``local_template`` read it, if it has
+    been), to validate before starting anything."""
     from granulemap.settings import load_settings
 
-    return load_settings(local_template().functions["CatalogBuilderFunction"].environment)
+    return load_settings((template or local_template()).functions["CatalogBuilderFunction"].environment)
 
 
 def processor_malloc_settings() -> None:

@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 
 from granulemap import layout
 from granulemap.errors import InvalidInput, readable_cause
-from granulemap.models import PREVIOUS_MONTH
+from granulemap.models import PREVIOUS_MONTH, ExecutionInput, Failure, parse_model
 from granulemap.settings import DAAC_REGION, Settings
 from granulemap.storage import download_objects, split_s3_url
 
@@ -172,8 +172,6 @@ class RunStatus:
 
 def _what_it_runs(desc: dict[str, Any]) -> str | None:
     """The recipe and days of an execution, from its input and start time; None for an input BuildCatalog refuses."""
-    from granulemap.models import ExecutionInput, parse_model
-
     try:
         execution = parse_model(ExecutionInput, json.loads(desc.get("input") or "null"), "execution input")
     except (InvalidInput, ValueError):
@@ -277,8 +275,6 @@ def print_summary(summary: dict[str, Any], file: Any = None, failures_shown: int
     message = summary.get("message")
     if message and (summary["status"] != "SUCCEEDED" or not counts["total"]):  # why it failed, or why nothing ran
         print(message, file=file)
-    from granulemap.models import Failure
-
     failures = summary.get("failures", [])
     for failure in failures[:failures_shown]:  # only the fields this version knows (a newer stack's: more)
         print(f"  failed {Failure.model_construct(**{k: failure.get(k) for k in Failure.model_fields}).described()}",

@@ -250,11 +250,12 @@ LAMBDA_MEMORY_RANGE_MB = (128, 10_240)
 tests/test_template.py)."""
 
 
-def template_memory() -> dict[str, int]:
-    """Each function's MemorySize from template.yaml (parameter defaults resolved)."""
+def template_memory(template: Any = None) -> dict[str, int]:
+    """Each function's MemorySize from template.yaml (parameter defaults resolved; ``template``: as
+    ``cli.local_template`` read it, if it has been)."""
     from granulemap.cli import local_template
 
-    template = local_template()
+    template = template or local_template()
     return {fn: template.functions[fn].memory_size for fn in FUNCTIONS}
 
 
@@ -288,8 +289,11 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         raise InvalidInput(f"--items {args.items}: a count, 0 or more")
     from granulemap.recipes import get_recipe
 
+    from granulemap.cli import local_settings, local_template
+
     recipe = get_recipe(args.recipe)  # an unknown recipe is named as such, with the installed ones
-    memory = template_memory()
+    template = local_template()  # read once: the memory sizes, and MaxRangeDays for the notes
+    memory = template_memory(template)
     if args.memory_mb is not None:
         memory["ProcessorFunction"] = args.memory_mb
     try:
@@ -302,7 +306,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise InvalidInput(str(exc.args[0])) from None
     print(render(args.recipe, result))
-    for note in range_notes(recipe, start, end, template_max_range_days()):
+    for note in range_notes(recipe, start, end, local_settings(template).max_range_days):
         print(f"note: {note}")
     return 0
 
@@ -321,13 +325,6 @@ def range_notes(recipe: Any, start: dt.date, end: dt.date, max_range_days: int) 
                      "would be one period; for monthly values run month by month (--period YYYY-MM: README, "
                      "\"Backfilling years\")")
     return notes
-
-
-def template_max_range_days() -> int:
-    """MaxRangeDays of template.yaml (its default), as BuildCatalog gets it."""
-    from granulemap.cli import local_settings
-
-    return local_settings().max_range_days
 
 
 def add_estimate_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
