@@ -463,6 +463,56 @@ def test_an_unreadable_granule_fails_as_its_own_item_and_the_others_finish(moto_
     failure = next(iter(run.failures.values()))
     assert failure["error"] == "GranuleUnreadable" and broken.name in failure["cause"]
     assert run.summary.items.failed == 1 and run.summary.items.succeeded == len(run.items) - 1 >= 3
+    # the cells the broken granule would have touched are unknown: the store says the period lacks it
+    assert xr.open_zarr(run.store).attrs["incomplete_periods"]["2019-03-04/2019-03-28"] == {
+        "run_id": run.catalog.run.run_id, "finished": True, "failed_parent_cells": [],
+        "unreadable_granules": [str(broken)]}
+
+
+def test_parent_cells_whose_items_failed_are_named_in_the_store_until_a_run_writes_them(
+        moto_s3: MotoS3, synthetic_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """A failed item's block holds fill values, or an earlier run's values of the period: a reader of the store alone
+    could not tell it from a cell without data. The store names it under incomplete_periods, and names a period
+    whose run has not finished; a later run that writes the block removes the entry, and other periods keep theirs."""
+    for name in (SYNTHETIC_ONE, SYNTHETIC_TWO):
+        (tmp_path / name).write_bytes((synthetic_dir / name).read_bytes())
+    params = {"parent_order": 7}  # a store of its own
+    broken = SITE.cell_a >> 2 * (CHILD_ORDER - 7)  # the order-7 parent of cell A
+    failing = {"on": True}
+    process = type(recipe).process
+
+    def process_or_fail(self, item, *args, **kwargs):
+        if failing["on"] and item.extra.get("parent_cell") == broken:
+            raise RuntimeError("injected: this parent cell's item fails")
+        return process(self, item, *args, **kwargs)
+
+    monkeypatch.setattr(type(recipe), "process", process_or_fail)
+    march = run_pipeline(tmp_path, moto_s3, "2019-03-06", "2019-03-26", params=params)
+    whole = run_pipeline(tmp_path, moto_s3, "2019-03-01", "2019-03-31", params=params)
+    assert [r["parent_cell"] for r in march.results.values()].count(broken) == 0 and len(march.failures) == 1
+    attrs = xr.open_zarr(march.store).attrs  # what a reader of the store sees
+    assert attrs["incomplete_periods"] == {
+        "2019-03-06/2019-03-26": {"run_id": march.catalog.run.run_id, "finished": True,
+                                  "failed_parent_cells": [broken], "unreadable_granules": []},
+        "2019-03-01/2019-03-31": {"run_id": whole.catalog.run.run_id, "finished": True,
+                                  "failed_parent_cells": [broken], "unreadable_granules": []},
+    }
+    in_broken = (march.dataset()["cell_ids"].values >> 2 * (CHILD_ORDER - 7)) == broken
+    assert in_broken.sum() == 4 ** (CHILD_ORDER - 7) and int(march.dataset()["count"].values[in_broken].sum()) == 0
+    history = [line for line in attrs["history"].splitlines() if march.catalog.run.run_id in line]
+    assert len(history) == 1 and "1 failed, 0 unreadable granules: see incomplete_periods" in history[0]
+
+    failing["on"] = False
+    stopped = run_pipeline(tmp_path, moto_s3, "2019-03-06", "2019-03-26", params=params, aggregate=False)
+    entry = xr.open_zarr(stopped.store).attrs["incomplete_periods"]["2019-03-06/2019-03-26"]
+    assert entry == {"run_id": stopped.catalog.run.run_id, "finished": False}  # its Aggregate never ran
+    again = run_pipeline(tmp_path, moto_s3, "2019-03-06", "2019-03-26", params=params)
+    assert again.summary.items.failed == 0 and again.summary.items.skipped == len(again.items)  # the stopped run's
+    attrs = xr.open_zarr(again.store).attrs
+    assert attrs["incomplete_periods"] == {
+        "2019-03-01/2019-03-31": {"run_id": whole.catalog.run.run_id, "finished": True,
+                                  "failed_parent_cells": [broken], "unreadable_granules": []}}
+    assert int(again.dataset()["count"].values[first_index(again, SITE.cell_a)]) == 5  # 10, 12, 14, 20; 16
 
 
 def test_single_files_are_not_items_of_this_recipe() -> None:

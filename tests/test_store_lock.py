@@ -191,6 +191,7 @@ def test_prepare_and_combine_of_atl06_wait_for_the_store_s_lock(moto_s3: MotoS3,
         unchanged = read_layout_or_none(moto_s3.bucket, key)
         assert unchanged is None or 400 not in unchanged.parents  # refused before growing
     (prepared,) = recipe.prepare(items, run, params, bucket)
+    bucket.put_json(layout.manifest_key(run.run_id), [prepared.model_dump(mode="json")])  # as BuildCatalog does
     result = {"parent_cell": 400, "store_id": prepared.extra["store_id"], "cells_with_data": 0, "granules": []}
     with lease_lock(bucket, f"{key}.lock", "run other", "the store"):
         with pytest.raises(LockHeld, match="is being changed by run other"):

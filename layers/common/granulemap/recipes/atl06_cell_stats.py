@@ -41,12 +41,14 @@ from granulemap.recipes.atl06.granule import Atl06Granule, Segments, segments_in
 from granulemap.recipes.atl06.plot import plot_cell_batches
 from granulemap.recipes.atl06.stats import cell_statistics
 from granulemap.recipes.atl06.store import (
+    INCOMPLETE,
     STORE_NAME,
     OutputStoreMismatch,
     Period,
     StoreLayout,
     finalize,
     grow,
+    mark_unfinished,
     read_layout,
     read_period_batches,
     s3_store,
@@ -229,14 +231,16 @@ class Atl06CellStats(Recipe):
             return None
         period = _period(run)
         store_key = layout.output_key(self.name, run.config_id, STORE_NAME)
+        store = s3_store(bucket.name, store_key)
         with _store_lock(bucket, store_key, run, "growing"), \
                 storage_errors(f"making or growing s3://{bucket.name}/{store_key}"):
-            store_layout = grow(s3_store(bucket.name, store_key), params.parent_order, params.child_order,
+            store_layout = grow(store, params.parent_order, params.child_order,
                                 [c.parent_cell for c in cells.values()], period, {
                                     "title": "ICESat-2 ATL06 land-ice height statistics per HEALPix cell",
                                     "recipe": self.name, "config_id": run.config_id,
                                     "height_reference": "h_li: metres above the WGS84 ellipsoid",
                                 })
+            mark_unfinished(store, period, run.run_id)  # until this run's Aggregate says what it wrote
         if not any("unreadable" in i.extra for i in items):  # else a parent may only have been hidden by an error
             self._clear_parents_gone(bucket, store_key, store_layout, period, {c.parent_cell for c in cells.values()})
         return [_cell_item(params.parent_order, cells[i.id].parent_cell, i.granules, period, store_layout.store_id)
@@ -313,11 +317,14 @@ class Atl06CellStats(Recipe):
                 "granulemap_version": granulemap.__version__,
                 "date_modified": created,
             }
+            failed_parents, unreadable = _not_written(bucket, run, results)
+            not_written = (f" ({len(failed_parents)} failed, {len(unreadable)} unreadable granules: see "
+                           f"{INCOMPLETE})" if failed_parents or unreadable else "")
             history = (f"{created} granulemap {granulemap.__version__} recipe {self.name} run {run.run_id}: period "
-                       f"{period[0]}..{period[1]}, {len(results)} parent cells of order {params.parent_order}, "
-                       f"{len(granules)} granules")
+                       f"{period[0]}..{period[1]}, {len(results)} parent cells of order {params.parent_order}"
+                       f"{not_written}, {len(granules)} granules")
             with _store_lock(bucket, store_key, run, "finishing"):  # its attributes are rewritten whole, as in growth
-                finalize(store, attrs, history=history)
+                finalize(store, attrs, history, period, run.run_id, failed_parents, unreadable)
             with_data = [r["parent_cell"] for r in results if r.get("cells_with_data")]
             # a batch of parents at a time: a global month has tens of millions of cells with data
             png = plot_cell_batches(read_period_batches(store, "h_mean", period, with_data), params.child_order,
@@ -331,6 +338,21 @@ class Atl06CellStats(Recipe):
 
 
 recipe = Atl06CellStats()
+
+
+def _not_written(bucket: Bucket, run: RunContext, results: list[dict[str, Any]]) -> tuple[list[int], list[str]]:
+    """The run's parent cells without a result (their items failed) and its granules that could not be read at
+    catalog time (the cells they would touch are unknown), from the run's manifest."""
+    done = {int(r["parent_cell"]) for r in results}
+    failed: list[int] = []
+    unreadable: list[str] = []
+    for raw in bucket.get_json(layout.manifest_key(run.run_id)):
+        item = Item.model_validate(raw)
+        if "parent_cell" in item.extra and int(item.extra["parent_cell"]) not in done:
+            failed.append(int(item.extra["parent_cell"]))
+        elif "unreadable" in item.extra:
+            unreadable.extend(g.url for g in item.granules)
+    return failed, unreadable
 
 
 def _store_lock(bucket: Bucket, store_key: str, run: RunContext, step: str) -> contextlib.AbstractContextManager[None]:

@@ -14,7 +14,13 @@ Every statistic is chunked by exactly one (period, parent block), so two process
 only appends periods and parent blocks, so a later run never disturbs what earlier runs wrote.
 
 The group's attributes record the layout: the orders, the parents and periods in store order, and ``store_id``,
-made when the store is created. Items carry the store id, so a store deleted and made again gets new item ids
+made when the store is created. ``incomplete_periods`` says which periods the last run of the period left
+incomplete, keyed ``"<first day>/<last day>"`` (ISO 8601 interval): ``{"run_id": ..., "finished": false}`` from
+the moment BuildCatalog grows the store until that run's Aggregate has written the period (a run that stopped
+on the way, or whose every item failed, stays so); then ``{"run_id": ..., "finished": true,
+"failed_parent_cells": [...], "unreadable_granules": [...]}`` when some of its items failed, and no entry when
+none did. A failed parent cell's block holds fill values, or an earlier run's values of the same period: either
+way not what this period's granules say; the cells an unreadable granule would have touched are unknown. Items carry the store id, so a store deleted and made again gets new item ids
 (nothing is skipped as done into a store that no longer holds it), and a processor refuses a store that is not the
 one its item was catalogued for. Only BuildCatalog grows a store, and only it and the aggregator's finalize rewrite
 its attributes: they take turns under the store's lock (``Atl06CellStats`` holds ``storage.lease_lock``), so that
@@ -326,12 +332,44 @@ def _array(group: zarr.Group, name: str) -> zarr.Array:
     return member
 
 
-def finalize(store: Store, attrs: dict[str, Any], history: str) -> None:
-    """Add ``attrs`` to the group's attributes, append a line to its ``history`` (one per run, CF-style) and
-    consolidate the metadata (one read opens the store)."""
+INCOMPLETE = "incomplete_periods"
+"""The group attribute naming the periods whose last run left them incomplete (see the module's docstring)."""
+
+
+def period_name(period: Period) -> str:
+    """A period's key in ``incomplete_periods``: its first and last day as an ISO 8601 interval."""
+    return f"{period[0].isoformat()}/{period[1].isoformat()}"
+
+
+def _with_incomplete(group: zarr.Group, period: Period, entry: dict[str, Any] | None) -> dict[str, Any]:
+    """The group's ``incomplete_periods`` with ``period``'s entry set to ``entry`` (None: removed)."""
+    incomplete = dict(group.attrs.get(INCOMPLETE) or {})
+    if entry is None:
+        incomplete.pop(period_name(period), None)
+    else:
+        incomplete[period_name(period)] = entry
+    return {INCOMPLETE: incomplete}
+
+
+def mark_unfinished(store: Store, period: Period, run_id: str) -> None:
+    """Record that run ``run_id`` is writing ``period``: until its ``finalize``, the period is incomplete."""
+    group = zarr.open_group(store, mode="r+", use_consolidated=False)
+    group.attrs.update(_with_incomplete(group, period, {"run_id": run_id, "finished": False}))
+    _consolidate(store)
+
+
+def finalize(store: Store, attrs: dict[str, Any], history: str, period: Period, run_id: str,
+             failed_parents: Iterable[int] = (), unreadable_granules: Iterable[str] = ()) -> None:
+    """Add ``attrs`` to the group's attributes, append a line to its ``history`` (one per run, CF-style), record
+    what run ``run_id`` left incomplete of ``period`` (nothing: its entry is removed) and consolidate the metadata
+    (one read opens the store)."""
     group = zarr.open_group(store, mode="r+", use_consolidated=False)
     earlier = str(group.attrs.get("history", ""))
-    group.attrs.update({**attrs, "history": f"{earlier}\n{history}" if earlier else history})
+    failed, unread = sorted({int(p) for p in failed_parents}), sorted(set(unreadable_granules))
+    entry = ({"run_id": run_id, "finished": True, "failed_parent_cells": failed, "unreadable_granules": unread}
+             if failed or unread else None)
+    group.attrs.update({**attrs, "history": f"{earlier}\n{history}" if earlier else history,
+                        **_with_incomplete(group, period, entry)})
     _consolidate(store)
 
 
