@@ -23,7 +23,7 @@ from granulemap.local import worker
 from granulemap.models import CredentialsRef
 from granulemap.settings import Settings
 
-from conftest import ROOT
+from conftest import ROOT, LogCapture
 
 REGION = "us-west-2"
 EDL_TOKEN_URL = "https://urs.earthdata.nasa.gov/api/users/find_or_create_token"
@@ -127,6 +127,98 @@ def test_fetch_with_an_edl_token_needs_no_login_request(ssm) -> None:
         ref = credentials.fetch_credentials("POCLOUD", password_settings(edl_token_parameter=TOKEN_PARAMETER))
         assert [c.request.url for c in rs.calls] == [PODAAC_S3CREDENTIALS]
     assert json.loads(ssm.get_parameter(Name=ref.parameter, WithDecryption=True)["Parameter"]["Value"]) == creds
+
+
+def edl_jwt(expires: dt.datetime, uid: str = "someone") -> str:
+    """A token shaped as Earthdata Login's: a JWT (base64url header.payload.signature, no padding) whose payload's
+    ``exp`` is ``expires``."""
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    claims = {"type": "User", "uid": uid, "exp": int(expires.timestamp()),
+              "iat": int((expires - dt.timedelta(days=60)).timestamp()), "iss": "https://urs.earthdata.nasa.gov"}
+    return ".".join([part({"typ": "JWT", "origin": "Earthdata Login", "alg": "RS256"}), part(claims), "c2lnbmF0dXJl"])
+
+
+@pytest.mark.parametrize("uid", ["a", "ab", "abc", "abcd"])  # payloads of every length modulo 4: all paddings
+def test_a_token_s_expiry_is_the_exp_claim_of_its_jwt_payload(uid: str) -> None:
+    expires = dt.datetime(2031, 2, 3, 4, 5, 6, tzinfo=dt.UTC)
+    assert credentials.token_expiry(edl_jwt(expires, uid)) == expires
+
+
+@pytest.mark.parametrize("token", [
+    "edl-token-91c2",  # no JWT
+    "a.%%%.c",  # not base64
+    "a." + base64.urlsafe_b64encode(b"[1, 2]").decode() + ".c",  # a payload that is no object
+    "a." + base64.urlsafe_b64encode(b'{"uid": "x"}').decode() + ".c",  # no exp
+    "a." + base64.urlsafe_b64encode(b'{"exp": "soon"}').decode() + ".c",
+    "a." + base64.urlsafe_b64encode(b"\xff\xfe").decode() + ".c",  # not UTF-8
+])
+def test_a_token_that_names_no_expiry_has_none(token: str) -> None:
+    assert credentials.token_expiry(token) is None
+
+
+def test_an_expired_token_is_refused_before_asking_earthdata_login_naming_its_parameter_and_date(ssm) -> None:
+    expired = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=2)
+    token = edl_jwt(expired)
+    put_secure(ssm, TOKEN_PARAMETER, token)
+    with responses.RequestsMock(), pytest.raises(CredentialsUnavailable) as raised:  # no HTTP at all
+        credentials.fetch_credentials("POCLOUD", password_settings(edl_token_parameter=TOKEN_PARAMETER))
+    message = str(raised.value)
+    assert TOKEN_PARAMETER in message and f"expired on {expired:%Y-%m-%d %H:%M} UTC" in message
+    assert token not in message and "put-parameter --overwrite" in message
+
+
+def _fetch_through_the_handler(ssm, capsys, logs: LogCapture,
+                               token: str) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
+    """FetchCredentials' handler with metrics on: (its output, the EMF metric records it printed, its log lines and
+    all it printed)."""
+    put_secure(ssm, TOKEN_PARAMETER, token)
+    reset_caches()  # a warm function reads a replaced parameter once Powertools' 5-minute cache has expired
+    spec = {"function_name": "credential_fetcher", "code_dir": str(ROOT / "functions" / "credential_fetcher"),
+            "handler": "app.handler", "memory_size": 512,
+            "arn": f"arn:aws:lambda:{REGION}:123456789012:function:credential_fetcher",
+            "environment": {"BUCKET_NAME": "granulemap-test", "EDL_TOKEN_PARAMETER": TOKEN_PARAMETER,
+                            "CREDENTIALS_PARAMETER_PREFIX": PREFIX, "AWS_REGION": REGION,
+                            "POWERTOOLS_METRICS_DISABLED": "false"}}
+    event = {"run": {"run_id": "r1", "recipe": "sst-global-mean", "params": {}, "config_id": "c", "daac": "POCLOUD"}}
+    capsys.readouterr()
+    logs.records.clear()
+    logs.printed.seek(0)
+    logs.printed.truncate()
+    with responses.RequestsMock() as rs:
+        replay_edl(rs, username=None, password=None, edl_token=token,
+                   creds=daac_credentials("tok", "2030-01-01 01:00:00+00:00"))
+        payload, errored, _ = worker.invoke(spec, event)
+    assert not errored, payload
+    printed = capsys.readouterr()
+    lines = [json.loads(line) for line in printed.out.splitlines() if line.startswith("{")]
+    return json.loads(payload), [line for line in lines if "_aws" in line], logs.text() + printed.out + printed.err
+
+
+def test_the_fetcher_warns_and_sets_off_the_alarm_when_the_token_will_not_last_until_the_next_monthly_run(
+        ssm, capsys, log_capture: LogCapture) -> None:
+    expires = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=20)
+    token = edl_jwt(expires)
+    out, emitted, printed = _fetch_through_the_handler(ssm, capsys, log_capture, token)
+    assert out["parameter"] == f"{PREFIX}/POCLOUD"
+    (record,) = emitted
+    from granulemap.observability import SERVICE  # the stack's name in AWS: the alarm's dimension
+
+    assert record["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "granulemap"
+    assert record["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]] and record["service"] == SERVICE
+    assert record["EarthdataTokenDaysLeft"] == [pytest.approx(20, abs=0.01)]  # 20 days less the test's own seconds
+    warnings = [json.loads(line) for line in printed.splitlines()
+                if line.startswith("{") and '"WARNING"' in line and "Earthdata Login token" in line]
+    (warning,) = warnings
+    assert TOKEN_PARAMETER in warning["message"] and f"expires on {expires:%Y-%m-%d %H:%M} UTC" in warning["message"]
+    assert token not in printed
+
+    # a token made today (Earthdata Login's last 60 days): the metric, no warning
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=60)
+    _, emitted, printed = _fetch_through_the_handler(ssm, capsys, log_capture, edl_jwt(later))
+    assert emitted[0]["EarthdataTokenDaysLeft"] == [pytest.approx(60, abs=0.01)]
+    assert "expires on" not in printed
 
 
 def test_a_run_without_daac_data_needs_no_credentials_anywhere(ssm) -> None:

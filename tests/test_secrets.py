@@ -20,9 +20,7 @@ value among them) and is never on in the deployed functions.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
-import logging
 import os
 import re
 import uuid
@@ -96,59 +94,6 @@ def replay_services(rs: responses.RequestsMock, secrets: Secrets) -> dict[str, A
         replay_edl(rs, username=secrets.username, password=secrets.password, edl_token=secrets.edl_token,
                    creds=creds)
     return page
-
-
-class LogCapture(logging.Handler):
-    """Every log record (message, arguments, extra fields, exception text), and everything the process's existing
-    stream handlers print: Powertools' handler writes to the sys.stdout of import time, which no capture fixture
-    replaces, so its stream is swapped for the duration of the test."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[str] = []
-        self.printed = io.StringIO()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        exc = logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
-        self.records.append(f"{record.name} {record.getMessage()} {vars(record)!r} {exc}")
-
-    def text(self) -> str:
-        return "\n".join(self.records) + "\n" + self.printed.getvalue()
-
-
-def _stream_handlers() -> list[logging.StreamHandler]:
-    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
-                                       if isinstance(lg, logging.Logger)]
-    return [h for lg in loggers for h in lg.handlers
-            if type(h) is logging.StreamHandler or type(h).__module__.startswith("aws_lambda_powertools")]
-
-
-def _set_stream(handler: logging.StreamHandler, stream: Any) -> Any:
-    """``handler.setStream``, also for a handler whose stream an earlier test closed (a handler made while pytest
-    captured the output holds pytest's stream, closed since): setStream would flush it and fail."""
-    if getattr(handler.stream, "closed", False):
-        old, handler.stream = handler.stream, stream
-        return old
-    return handler.setStream(stream)
-
-
-@pytest.fixture
-def log_capture() -> Iterator[LogCapture]:
-    capture = LogCapture()
-    loggers = {name: logging.getLogger(name) for name in ("", "granulemap", "earthaccess")}
-    levels = {name: lg.level for name, lg in loggers.items()}
-    streams = [(h, _set_stream(h, capture.printed)) for h in _stream_handlers()]
-    for name, lg in loggers.items():
-        lg.addHandler(capture)
-        lg.setLevel(logging.INFO if name == "" else logging.DEBUG)
-    try:
-        yield capture
-    finally:
-        for name, lg in loggers.items():
-            lg.removeHandler(capture)
-            lg.setLevel(levels[name])
-        for handler, stream in streams:
-            _set_stream(handler, stream)
 
 
 @pytest.fixture

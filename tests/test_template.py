@@ -450,7 +450,15 @@ def test_a_run_that_ends_badly_is_told_once_to_the_alert_topic_and_nothing_else_
     # Only this rule may publish to the topic; the email subscription exists only when an address is given.
     policy = cfn["Resources"]["RunAlertsTopicPolicy"]["Properties"]
     assert policy["Topics"] == [{"Ref": "RunAlertsTopic"}]
-    assert statements(policy["PolicyDocument"]) == [{
+    token_alarm = {  # when a token is stored: the alarm that tells before it expires (below)
+        "Sid": "OnlyThisStacksTokenAlarmMayPublish", "Effect": "Allow",
+        "Principal": {"Service": "cloudwatch.amazonaws.com"}, "Action": "sns:Publish",
+        "Resource": {"Ref": "RunAlertsTopic"},
+        "Condition": {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["EarthdataTokenExpiresSoonAlarm", "Arn"]}}}}
+    with_token = statements(decided(cfn, policy["PolicyDocument"], {"EdlTokenParameter": "/granulemap/edl/token"}))
+    assert with_token[-1] == token_alarm
+    assert token_alarm not in statements(decided(cfn, policy["PolicyDocument"]))  # the default: no token
+    assert with_token[:-1] == statements(decided(cfn, policy["PolicyDocument"])) == [{
         "Sid": "OnlyThisStacksRuleMayPublish", "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
         "Action": "sns:Publish", "Resource": {"Ref": "RunAlertsTopic"},
         "Condition": {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["RunEndedBadlyRule", "Arn"]}}}}, {
@@ -620,6 +628,37 @@ def test_the_bucket_is_private_encrypted_tls_only_and_expires_run_data(cfn: dict
     assert deny["Resource"] == [{"Fn::GetAtt": ["DataBucket", "Arn"]}, {"Fn::Sub": "${DataBucket.Arn}/*"}]
 
 
+def test_deleting_the_stack_or_replacing_the_bucket_keeps_the_bucket_and_its_series(cfn: dict[str, Any]) -> None:
+    bucket = cfn["Resources"]["DataBucket"]
+    assert (bucket["DeletionPolicy"], bucket["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    readme = (ROOT / "README.md").read_text()
+    teardown = readme[readme.index("### 7. Tear down"):]
+    assert "sam delete" in teardown and "aws s3 rb" in teardown  # the bucket is removed by hand, once copied
+    assert teardown.index("aws s3 sync") < teardown.index("aws s3 rb")
+
+
+def test_the_earthdata_token_alarm_fires_below_the_days_the_fetcher_warns_at(cfn: dict[str, Any]) -> None:
+    """One rule, in two places: FetchCredentials warns below TOKEN_WARNING and emits the days left; the alarm on that
+    metric, in the functions' namespace and service dimension, tells the alert topic below the same number."""
+    import datetime as dt
+
+    from granulemap.credentials import TOKEN_WARNING
+
+    alarm = cfn["Resources"]["EarthdataTokenExpiresSoonAlarm"]
+    props = alarm["Properties"]
+    assert alarm["Condition"] == "HasEdlToken"
+    assert cfn["Conditions"]["HasEdlToken"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "EdlTokenParameter"}, ""]}]}
+    env = cfn["Resources"]["CredentialFetcherFunction"]["Properties"]["Environment"]["Variables"]
+    assert (props["Namespace"], props["MetricName"]) == (env["POWERTOOLS_METRICS_NAMESPACE"], "EarthdataTokenDaysLeft")
+    assert props["Dimensions"] == [{"Name": "service", "Value": env["POWERTOOLS_SERVICE_NAME"]}]
+    assert props["Threshold"] == TOKEN_WARNING / dt.timedelta(days=1)
+    assert (props["ComparisonOperator"], props["Statistic"]) == ("LessThanThreshold", "Minimum")
+    assert props["TreatMissingData"] == "notBreaching" and props["AlarmActions"] == [{"Ref": "RunAlertsTopic"}]
+    handler = (ROOT / "functions" / "credential_fetcher" / "app.py").read_text()
+    assert 'name="EarthdataTokenDaysLeft"' in handler
+    assert "${EdlTokenParameter}" in props["AlarmDescription"]["Fn::Sub"]
+
+
 def test_the_processor_reserves_concurrency_only_when_asked(cfn: dict[str, Any]) -> None:
     """A reservation on an account whose quota is low (new accounts) fails the deploy: by default there is none."""
     parameter = cfn["Parameters"]["ProcessorReservedConcurrency"]
@@ -653,6 +692,8 @@ def test_the_stack_name_limit_the_readme_gives_is_that_of_the_names_made_from_it
         (cfn["Resources"]["PipelineStateMachine"]["Properties"]["StateMachineName"], longest("stepfunctions", "Name")),
         (schedule["Properties"]["Name"], longest("scheduler", "Name")),
         (cfn["Resources"]["ScheduleCouldNotStartARunAlarm"]["Properties"]["AlarmName"],
+         longest("cloudwatch", "AlarmName")),
+        (cfn["Resources"]["EarthdataTokenExpiresSoonAlarm"]["Properties"]["AlarmName"],
          longest("cloudwatch", "AlarmName")),
     ]
     room = {}

@@ -9,6 +9,7 @@ before it expires: DAAC credentials last about an hour. No secret is ever return
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import json
@@ -130,6 +131,56 @@ def _edl_secrets(settings: Settings) -> dict[str, str]:
     )
 
 
+TOKEN_WARNING = dt.timedelta(days=35)
+"""A stored Earthdata Login token that expires sooner than this will not last until the next monthly run (the
+schedule runs on the 5th: runs at most 31 days apart, plus a margin): FetchCredentials warns, and the metric it
+emits (EarthdataTokenDaysLeft) sets off template.yaml's alarm."""
+
+
+def token_expiry(token: str) -> dt.datetime | None:
+    """When an Earthdata Login user token expires: the ``exp`` claim of its JWT payload, read, not verified (Earthdata
+    Login verifies the token); None for a token that is no JWT or names no expiry."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        return dt.datetime.fromtimestamp(int(payload["exp"]), dt.UTC)
+    except (ValueError, KeyError, TypeError, OverflowError, OSError):  # base64, JSON, UTF-8 and int errors: ValueError
+        return None
+
+
+def _refuse_an_expired_token(secrets: dict[str, str], settings: Settings, now: dt.datetime) -> None:
+    expires = token_expiry(secrets.get("EARTHDATA_TOKEN", ""))
+    if expires is not None and expires <= now:
+        raise CredentialsUnavailable(
+            f"the Earthdata Login token in SSM parameter {settings.edl_token_parameter} expired on "
+            f"{expires:%Y-%m-%d %H:%M} UTC: generate a new one at urs.earthdata.nasa.gov and store it (README, "
+            "\"Store your Earthdata Login credentials in SSM\": aws ssm put-parameter --overwrite ...), then start the "
+            "run again")
+
+
+def edl_token_time_left(settings: Settings, now: dt.datetime | None = None) -> dt.timedelta | None:
+    """How long the stored Earthdata Login token has left; None without a token, or for one that names no expiry.
+    Logs a warning when that is less than TOKEN_WARNING (the token would not last until the next monthly run)."""
+    if not settings.edl_token_parameter:
+        return None
+    expires = token_expiry(_read_secret(settings.edl_token_parameter, "token"))  # cached by Powertools: no new read
+    if expires is None:
+        logger.info("the stored Earthdata Login token names no expiry (not a JWT): its lifetime is not watched",
+                    extra={"parameter": settings.edl_token_parameter})
+        return None
+    left = expires - (now or utc_now())
+    if left < TOKEN_WARNING:
+        logger.warning(
+            f"the Earthdata Login token in SSM parameter {settings.edl_token_parameter} expires on "
+            f"{expires:%Y-%m-%d %H:%M} UTC, in {left / dt.timedelta(days=1):.1f} days: before the next monthly run. "
+            "Generate a new one at urs.earthdata.nasa.gov and store it with aws ssm put-parameter --overwrite "
+            "(README, \"Store your Earthdata Login credentials in SSM\")",
+            extra={"parameter": settings.edl_token_parameter, "expires": expires.isoformat()})
+    return left
+
+
 @contextlib.contextmanager
 def _edl_environment(secrets: dict[str, str]) -> Iterator[None]:
     """Earthdata Login secrets in earthaccess's environment variables for the duration of one login only."""
@@ -175,7 +226,9 @@ def _login(settings: Settings) -> Any:
             return response
 
         auth._find_or_create_token = recording
-    with _edl_environment(_edl_secrets(settings)):
+    secrets = _edl_secrets(settings)
+    _refuse_an_expired_token(secrets, settings, utc_now())
+    with _edl_environment(secrets):
         try:
             auth.login(strategy="environment")
         except requests.RequestException as exc:
