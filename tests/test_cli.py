@@ -59,6 +59,48 @@ def test_recipes_lists_every_built_in_with_a_description(capsys) -> None:
         assert len(line.split(None, 1)[1]) > 20
 
 
+def test_recipes_lists_each_recipe_s_parameters_with_their_defaults(capsys) -> None:
+    """A newcomer learns here what --param takes: README's orders (6 and 12), the tutorial's box, the method."""
+    assert main(["recipes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+
+    def params_of(name: str) -> str:
+        return lines[lines.index(next(line for line in lines if line.startswith(name))) + 1].strip()
+
+    assert params_of("atl06-cell-stats") == "params: parent_order=6, child_order=12"
+    assert params_of("sst-box-mean") == "params: box=[-170.0, -5.0, -120.0, 5.0]"
+    assert params_of("sst-global-mean") == 'params: method="ocean"'
+
+
+def test_a_required_parameter_is_listed_as_required() -> None:
+    from pydantic import BaseModel, Field
+
+    from granulemap.cli import _param_and_default
+
+    class Params(BaseModel):
+        threshold_c: float
+        depths: tuple[int, ...] = Field(default_factory=lambda: (5, 10))
+
+    assert [_param_and_default(k, f) for k, f in Params.model_fields.items()] == [
+        "threshold_c (required)", "depths=[5, 10]"]
+
+
+@pytest.mark.parametrize("command", ["run", "start"])
+def test_cell_orders_are_options_of_run_and_start_and_may_not_disagree_with_param(command: str, capsys) -> None:
+    """README shows --parent-order for run; start refused it. An option and a --param of one name silently took the
+    option's value."""
+    from granulemap.cli import build_parser, execution_input
+
+    base = [command, "--recipe", "atl06-cell-stats", "--period", "2020-01"] + (
+        ["--source", ".", "--out", "out"] if command == "run" else ["--stack", "s"])
+    args = build_parser().parse_args([*base, "--parent-order", "7", "--child-order", "13"])
+    assert execution_input(args)["params"] == {"parent_order": 7, "child_order": 13}
+    same = build_parser().parse_args([*base, "--parent-order", "7", "--param", "parent_order=7"])
+    assert execution_input(same)["params"] == {"parent_order": 7}
+    assert main([*base, "--parent-order", "7", "--param", "parent_order=5"]) == 2
+    assert "--parent-order 7 and --param parent_order=5 disagree: give one" in capsys.readouterr().err
+
+
 def test_plot_redraws_a_csv(tmp_path: Path, capsys) -> None:
     csv = tmp_path / "series.csv"
     csv.write_text("time,granule,mean_sst_c,n_valid,min_sst_c,max_sst_c\n"

@@ -381,8 +381,15 @@ def test_a_scheduled_month_missing_a_daily_granule_fails_so_that_the_alert_tells
     assert bucket.get_json_or_none(layout.manifest_key("run-gap")) is None
     # The input it says to run again names the month, so the check is made again (whenever it is run): the same
     # dates as start/end would accept the gap, which is what the message offers for a gap NASA will not fill.
-    again = json.loads(re.search(r"with this input [^:]*: (\{.*?\})\. To accept", str(gap.value)).group(1))
+    again = json.loads(re.search(r"this input [^:]*: (\{.*?\})\. To accept", str(gap.value)).group(1))
     assert again == {"recipe": "sst-global-mean", "period": "2018-12", "source": str(tmp_path)}
+    # a folder of this machine: run again locally (granulemap start refuses a folder); an S3 prefix: in AWS
+    assert "again later with granulemap run --period 2018-12 and the same options" in str(gap.value)
+    bucket.put_bytes("granules/" + synthetic_month[0].name, b"")
+    with pytest.raises(NoGranulesFound, match=r"30 day\(s\) of .* with this input \(aws stepfunctions start-execution "
+                                              r"--input, or the same fields as granulemap start's options\)"):
+        build_catalog({**scheduled, "source": f"s3://{BUCKET}/granules/"}, "run-gap-s3", Settings(bucket=BUCKET),
+                      bucket, now=january)
     assert '"start": "2018-12-01", "end": "2018-12-31"' in str(gap.value)
     with pytest.raises(NoGranulesFound, match=r"2018-12-01..2018-12-31 \(2018-12\) have no granule .*: 2018-12-15"):
         build_catalog(again, "run-gap-again", Settings(bucket=BUCKET), bucket, now=dt.datetime(2019, 7, 1, tzinfo=dt.UTC))

@@ -115,6 +115,21 @@ def test_estimate_command_prints_the_total_and_its_assumptions(tmp_path: Path, m
     assert main(["estimate", "--recipe", "sst-global-mean", "--start", "2022-02-01", "--end", "2022-01-01"]) == 2
 
 
+def test_a_month_is_priced_as_its_first_to_last_day(tmp_path: Path, monkeypatch, capsys) -> None:
+    model_path = tmp_path / "cost_model.json"
+    _model(tmp_path)
+    monkeypatch.setattr(est, "COST_MODEL", model_path)
+    assert main(["estimate", "--recipe", "sst-global-mean", "--period", "2024-02"]) == 0
+    by_month = capsys.readouterr().out
+    assert main(["estimate", "--recipe", "sst-global-mean", "--start", "2024-02-01", "--end", "2024-02-29"]) == 0
+    assert by_month == capsys.readouterr().out and "over 29 days" in by_month  # February of a leap year
+    for flags, says in [(["--period", "2024-13"], "--period 2024-13: a month, YYYY-MM, or previous-month"),
+                        (["--period", "2024-02", "--start", "2024-02-01"], "give --period or --start and --end"),
+                        (["--start", "2024-02-01"], "give --start and --end (YYYY-MM-DD), or --period YYYY-MM")]:
+        assert main(["estimate", "--recipe", "sst-global-mean", *flags]) == 2
+        assert says in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("flags, says", [
     (["--recipe", "sst-global-meen"], "unknown recipe 'sst-global-meen'"),
     (["--recipe", "sst-global-mean", "--memory-mb", "64"], "128 to 10240 MB"),

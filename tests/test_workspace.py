@@ -126,6 +126,27 @@ def test_a_workspace_takes_dates_and_paths_refuses_a_non_dict_and_opens_once(tmp
         assert not (tmp_path / "listed").exists()
         sfn = workspace.engine.client("stepfunctions")
         assert len(sfn.list_executions(stateMachineArn=workspace.engine.state_machine_arn)["executions"]) == 1
+
+        # No source: in AWS a NASA CMR search; here it searched CMR offline, retried as an outage for 45 minutes
+        unsourced = workspace.run({"recipe": "sst-global-mean", "period": "2018-12"}, out=tmp_path / "unsourced")
+        assert unsourced["status"] == "FAILED" and unsourced["message"].startswith("field 'source': a local run reads")
+        assert (unsourced["start"], unsourced["end"]) == ("2018-12-01", "2018-12-31")  # the month it would have run
+        assert json.loads((tmp_path / "unsourced" / "summary.json").read_text()) == unsourced
+        assert len(sfn.list_executions(stateMachineArn=workspace.engine.state_machine_arn)["executions"]) == 1
+
+        # A folder without granules of the dates: the summary says what it holds (granulemap run printed it alone)
+        empty = workspace.run({"recipe": "sst-global-mean", "start": "2017-01-01", "end": "2017-01-31",
+                               "source": source}, out=tmp_path / "empty")
+        assert empty["status"] == "SUCCEEDED" and empty["granules"]["total"] == 0
+        assert f"{source} holds 1 files" in empty["message"]
+        assert "dated 2018-12-31 to 2018-12-31 by their names, none from 2017-01-01 to 2017-01-31" in empty["message"]
+
+        # A month that stopped at BuildCatalog (it lacks 30 days): its dates, and to run it again here, not in AWS
+        month = workspace.run({"recipe": "sst-global-mean", "period": "2018-12", "source": source},
+                              out=tmp_path / "month")
+        assert month["status"] == "FAILED" and (month["start"], month["end"]) == ("2018-12-01", "2018-12-31")
+        assert "30 day(s) of 2018-12-01..2018-12-31 (2018-12) have no granule" in month["message"]
+        assert "granulemap run --period 2018-12" in month["message"] and "start-execution" not in month["message"]
     with pytest.raises(RuntimeError, match="opens once"):
         workspace.__enter__()
     with Workspace(tmp_path / "workspace", workers=1):  # a new one on the folder: fine

@@ -54,7 +54,7 @@ def validate_input(raw: object, settings: Settings, now: dt.datetime | None = No
             raise InvalidInput(
                 f"field 'source': {execution.source} is in bucket {bucket_name}, and the functions read only their "
                 f"own bucket, s3://{settings.bucket}/: copy the granules under it (aws s3 sync), or for a local run "
-                "give a folder of this machine; with no source, a run searches NASA CMR"
+                "give a folder of this machine; with no source, a deployed stack's run searches NASA CMR"
             )
     if execution.source is not None and not execution.source.startswith("s3://"):
         directory = execution.source.removeprefix("file://")
@@ -84,7 +84,10 @@ def _refuse_a_scheduled_period_with_missing_granules(granules: list[Granule], ex
              else f"of {execution.collection or recipe.collection} in NASA CMR")
     month = execution.model_copy(update={"period": start.strftime("%Y-%m"), "start": None, "end": None})
     again = json.dumps(month.model_dump(mode="json", exclude_none=True, exclude_defaults=True))
-    how = (f"run the month again later with this input (aws stepfunctions start-execution --input, or the same "
+    local = execution.source is not None and not execution.source.startswith("s3://")
+    how = (f"run the month again later with granulemap run --period {month.period} and the same options (or this "
+           f"input to a Workspace): {again}" if local else
+           f"run the month again later with this input (aws stepfunctions start-execution --input, or the same "
            f"fields as granulemap start's options): {again}")
     not_yet = ("if NASA has not published them yet" if execution.source is None
                else f"if they are not in {execution.source} yet")

@@ -70,8 +70,13 @@ def execution_input(args: argparse.Namespace) -> dict[str, Any]:
     """The execution input a CLI invocation stands for (the same document start-execution takes)."""
     params = dict(args.param or [])
     for name in ("method", "parent_order", "child_order"):
-        if getattr(args, name, None) is not None:
-            params[name] = getattr(args, name)
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if name in params and params[name] != value:
+            raise InvalidInput(f"--{name.replace('_', '-')} {value} and --param {name}={params[name]} disagree: "
+                               "give one")
+        params[name] = value
     doc: dict[str, Any] = {"recipe": args.recipe}
     for key in ("start", "end", "period"):  # the input's model says what is missing or too much
         if getattr(args, key, None) is not None:
@@ -129,14 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_locally(doc, Path(args.out), workers=args.workers, progress=not args.quiet)
     from granulemap.cloud import print_summary
 
-    print_summary(summary)
-    counts = summary.get("granules") or summary["items"]
-    if summary["status"] == "SUCCEEDED" and counts["total"] == 0 and not str(doc["source"]).startswith("s3://"):
-        from granulemap.catalog import why_no_granules
-        from granulemap.recipes import get_recipe
-
-        why = why_no_granules(doc["source"], get_recipe(doc["recipe"]), _date(doc["start"]), _date(doc["end"]))
-        print(f"granulemap: no granules: {why}", file=sys.stderr)
+    print_summary(summary)  # a run that found no granules in a folder: its message says what the folder holds
     return 0 if summary["status"] == "SUCCEEDED" else 1
 
 
@@ -189,11 +187,24 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     status = 0
     for name in sorted(available()):
         try:
-            print(f"{name:20s} {get_recipe(name).description}")
+            recipe = get_recipe(name)
+            print(f"{name:20s} {recipe.description}")
+            params = [_param_and_default(key, field) for key, field in recipe.Params.model_fields.items()]
+            if params:  # as --param KEY=VALUE takes them
+                print(f"{'':20s} params: {', '.join(params)}")
         except Exception as exc:  # noqa: BLE001 - one package's broken recipe: said, and the others still listed
             print(f"{name:20s} (cannot be used: {exc})")
             status = 1
     return status
+
+
+def _param_and_default(key: str, field: Any) -> str:
+    """``key=default`` (the default as JSON) of a recipe's parameter, or ``key (required)``."""
+    if field.is_required():
+        return f"{key} (required)"
+    from pydantic_core import to_jsonable_python
+
+    return f"{key}={json.dumps(to_jsonable_python(field.get_default(call_default_factory=True)), default=str)}"
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -229,6 +240,8 @@ def add_execution_options(parser: argparse.ArgumentParser, bbox: bool = True) ->
     parser.add_argument("--end", help="last date, inclusive (YYYY-MM-DD)")
     parser.add_argument("--period", help=PERIOD_HELP)
     parser.add_argument("--method", help=METHOD_HELP)
+    parser.add_argument("--parent-order", type=int, dest="parent_order", help="atl06-cell-stats: item cell order (6)")
+    parser.add_argument("--child-order", type=int, dest="child_order", help="atl06-cell-stats: statistics order (12)")
     parser.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help=PARAM_HELP)
     if bbox:
         parser.add_argument("--bbox", type=float, nargs=4, metavar=("WEST", "SOUTH", "EAST", "NORTH"), help=BBOX_HELP)
@@ -253,8 +266,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_execution_options(run, bbox=False)
     run.add_argument("--source", required=True, help="directory of granules on this machine")
     run.add_argument("--out", required=True, help="directory for the products, summary.json and logs")
-    run.add_argument("--parent-order", type=int, dest="parent_order", help="atl06-cell-stats: item cell order (6)")
-    run.add_argument("--child-order", type=int, dest="child_order", help="atl06-cell-stats: statistics order (12)")
     run.add_argument("--workers", type=_at_least_one, default=None,
                      help="worker processes on this machine (default: one per core); --max-concurrency is how many "
                           "items the state machine runs at once, which these processes share")

@@ -274,10 +274,22 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
     from granulemap.models import written_date
 
-    try:
-        start, end = written_date(args.start), written_date(args.end)
-    except ValueError as exc:
-        raise InvalidInput(f"--start/--end: {exc}") from None
+    if args.period is not None:
+        if args.start is not None or args.end is not None:
+            raise InvalidInput("give --period or --start and --end, not both")
+        from granulemap.models import ExecutionInput
+
+        try:  # a month not ended yet is priced too (a run refuses it until it has ended)
+            start, end = ExecutionInput.model_validate({"recipe": args.recipe, "period": args.period}).date_range()
+        except ValueError:
+            raise InvalidInput(f"--period {args.period}: a month, YYYY-MM, or previous-month") from None
+    elif args.start is None or args.end is None:
+        raise InvalidInput("give --start and --end (YYYY-MM-DD), or --period YYYY-MM")
+    else:
+        try:
+            start, end = written_date(args.start), written_date(args.end)
+        except ValueError as exc:
+            raise InvalidInput(f"--start/--end: {exc}") from None
     if end < start:
         raise InvalidInput(f"--end ({end}) is before --start ({start})")
     low, high = LAMBDA_MEMORY_RANGE_MB
@@ -331,8 +343,9 @@ def add_estimate_command(sub: argparse._SubParsersAction) -> None:  # type: igno
     """Register ``granulemap estimate`` on the ``granulemap`` parser."""
     est = sub.add_parser("estimate", help="expected AWS cost of a run (Lambda, Step Functions, S3), with assumptions")
     est.add_argument("--recipe", required=True, help="a recipe make bench has a cost model for (the built-in ones)")
-    est.add_argument("--start", required=True, help="first date, inclusive (YYYY-MM-DD)")
-    est.add_argument("--end", required=True, help="last date, inclusive (YYYY-MM-DD)")
+    est.add_argument("--start", help="first date, inclusive (YYYY-MM-DD)")
+    est.add_argument("--end", help="last date, inclusive (YYYY-MM-DD)")
+    est.add_argument("--period", help="instead of --start and --end: a whole month, YYYY-MM (or previous-month)")
     est.add_argument("--memory-mb", type=int, dest="memory_mb",
                      help="Processor memory in MB (default: ProcessorMemorySize in template.yaml)")
     est.add_argument("--items", type=int, metavar="N",

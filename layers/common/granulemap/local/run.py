@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 import time
@@ -140,6 +141,16 @@ class Workspace:
         name = execution_name()
         out = (Path(out) if out is not None else self.folder / "runs" / name).resolve()
         _make_folder(out / "logs")
+        if not execution_input.get("source"):
+            # In AWS no source means a NASA CMR search; here BuildCatalog would try CMR (offline: retried for 45
+            # minutes as an outage) and the granules it found are read in AWS's us-west-2 only.
+            summary = _failed_summary(name, execution_input, (
+                "field 'source': a local run reads the granules in a folder of this machine (or an s3:// prefix of "
+                "its own emulated bucket): give the folder; searching NASA CMR takes a deployed stack "
+                "(granulemap start)"))
+            summary["outputs"] = [str(out / "summary.json")]
+            (out / "summary.json").write_text(json.dumps(summary, indent=2))
+            return summary
         arn = engine.start(execution_input, name)
         run_id = arn.rsplit(":", 1)[-1]
         show = _Progress(engine, progress)
@@ -163,13 +174,8 @@ class Workspace:
         try:
             body = s3.get_object(Bucket=engine.bucket, Key=layout.summary_key(run_id))["Body"].read()
             summary = json.loads(body)
-        except s3.exceptions.NoSuchKey:
-            summary = {
-                "status": "FAILED", "run_id": run_id, "recipe": execution_input.get("recipe"),
-                "params": execution_input.get("params", {}),
-                "items": {"total": 0, "succeeded": 0, "failed": 0, "skipped": 0}, "granules": None,
-                "failures": [], "outputs": [],
-            }
+        except s3.exceptions.NoSuchKey:  # the run stopped before Aggregate: its message is set below
+            summary = _failed_summary(run_id, execution_input, "")
         local_outputs: list[str] = []
         configuration = next((key[len(layout.OUTPUTS_PREFIX):].split("/")[1] for key in summary.get("outputs", [])
                               if key.startswith(layout.OUTPUTS_PREFIX) and key.count("/") >= 3), None)
@@ -183,11 +189,37 @@ class Workspace:
             summary["message"] = (f"{desc.get('error', desc['status'])}: "
                                   f"{readable_cause(desc.get('cause', ''), desc.get('error', desc['status']))}")
         summary["execution"] = {"arn": arn, "status": desc["status"]}
+        counts = summary.get("granules") or summary["items"]
+        source = str(execution_input.get("source"))
+        if (desc["status"] == "SUCCEEDED" and not counts["total"] and summary.get("start") and summary.get("end")
+                and not source.startswith("s3://")):
+            from granulemap.catalog import why_no_granules
+            from granulemap.recipes import get_recipe
+
+            why = why_no_granules(source, get_recipe(summary["recipe"]), dt.date.fromisoformat(summary["start"]),
+                                  dt.date.fromisoformat(summary["end"]))
+            summary["message"] = f"{summary.get('message')}: {why}"
         summary["outputs"] = local_outputs + [str(out / "summary.json")]
         if desc["status"] == "SUCCEEDED" and configuration is not None:
             _replace_other_configurations_products(out, f"{summary.get('recipe')}/{configuration}", local_outputs)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+
+def _failed_summary(run_id: str, execution_input: dict[str, Any], message: str) -> dict[str, Any]:
+    """The summary of a run that never reached Aggregate (refused, or stopped on the way): nothing counted; its dates
+    when the input names them (a month as a period, too)."""
+    from granulemap.models import ExecutionInput
+
+    summary = {"status": "FAILED", "run_id": run_id, "recipe": execution_input.get("recipe"),
+               "params": execution_input.get("params", {}),
+               "items": {"total": 0, "succeeded": 0, "failed": 0, "skipped": 0}, "granules": None,
+               "failures": [], "outputs": [], "message": message}
+    try:
+        start, end = ExecutionInput.model_validate(execution_input).date_range()
+    except ValueError:  # pydantic's ValidationError too: the message says what is wrong with the input
+        return summary
+    return {**summary, "start": start.isoformat(), "end": end.isoformat()}
 
 
 PRODUCTS_RECORD = "products.json"
