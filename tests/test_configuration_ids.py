@@ -1,0 +1,39 @@
+"""Configuration ids name the folders of every deployed stack's series (results/<recipe>/<id>/, outputs/<recipe>/<id>/):
+a monthly run finds the months before it there. They are a contract with the data already in users' buckets, so the
+built-in recipes' ids are pinned here as literals. A change that moves them (a new parameter with a default, a
+renamed one, another hash) would start every series anew in an empty folder without a word: if this test fails, keep
+the old ids (leave a new parameter out of the hash while it has its default) or tell users how to move their data."""
+
+from __future__ import annotations
+
+import pytest
+
+from granulemap.models import ExecutionInput
+from granulemap.recipes import get_recipe
+
+PINNED = {  # (recipe, params) -> the id deployed stacks hold their series under (granulemap 0.x, 2026)
+    ("sst-global-mean", ()): "ocean-0ce2392566",
+    ("sst-global-mean", (("method", "podaac-tutorial"),)): "podaac-tutorial-09bbe335e6",
+    ("sst-box-mean", ()): "box-170_-5_-120_5-58b98e2d66",
+    ("atl06-cell-stats", ()): "p6-c12-d597eec96f",
+}
+
+
+@pytest.mark.parametrize("recipe_name, params", list(PINNED))
+def test_the_built_in_configuration_ids_do_not_move(recipe_name: str, params: tuple) -> None:
+    recipe = get_recipe(recipe_name)
+    assert recipe.config_id(recipe.parse_params(dict(params))) == PINNED[recipe_name, params]
+
+
+@pytest.mark.parametrize("recipe_name, explicit", [
+    ("sst-global-mean", {"method": "ocean"}),
+    ("sst-box-mean", {"box": [-170, -5, -120, 5]}),
+    ("atl06-cell-stats", {"child_order": 12, "parent_order": 6}),
+])
+def test_a_default_given_explicitly_or_in_another_order_is_the_same_configuration(recipe_name: str,
+                                                                                 explicit: dict) -> None:
+    """The schedule's input has no params; a person's run may spell the defaults out: one series, not two."""
+    recipe = get_recipe(recipe_name)
+    execution = ExecutionInput.model_validate({"recipe": recipe_name, "start": "2019-01-01", "end": "2019-01-31",
+                                               "params": explicit})
+    assert recipe.config_id(recipe.parse_params(explicit), execution) == PINNED[recipe_name, ()]
