@@ -381,6 +381,47 @@ def test_a_parent_cell_no_granule_touches_any_more_is_cleared_for_the_period(mot
     assert any(after[p] > 0 for p in still)
 
 
+def test_a_granule_removed_then_put_back_is_computed_again_not_skipped(moto_s3: MotoS3, synthetic_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    """A stored result says its item's values are in its block. Run 2 (granule one gone) rewrote cell A's block and
+    cleared the blocks granule one alone touched; run 3 (granule one back) has run 1's items again, whose results
+    were still stored: they were skipped as done, and the store kept run 2's values while saying the period was
+    complete."""
+    for name in (SYNTHETIC_ONE, SYNTHETIC_TWO):
+        (tmp_path / name).write_bytes((synthetic_dir / name).read_bytes())
+    params = {"parent_order": 8}  # a store of its own
+    n = 4 ** (CHILD_ORDER - 8)
+
+    def counts_by_parent(run: PipelineRun) -> dict[int, int]:
+        data = run.dataset().load()
+        ids, count = data["cell_ids"].values, data["count"].values
+        return {int(p): int(count[(ids // n) == p].sum()) for p in np.unique(ids // n)}
+
+    both = run_pipeline(tmp_path, moto_s3, "2019-03-07", "2019-03-25", params=params)
+    before = counts_by_parent(both)
+    (tmp_path / SYNTHETIC_ONE).unlink()
+    two = run_pipeline(tmp_path, moto_s3, "2019-03-07", "2019-03-25", params=params)
+    assert int(two.dataset()["count"].values[first_index(two, SITE.cell_a)]) == 1  # 16 alone
+    cleared = {p for p, c in counts_by_parent(two).items() if c == 0 and before[p] > 0}
+    assert cleared, "granule one alone touched no parent cell: the test would show less"
+    (tmp_path / SYNTHETIC_ONE).write_bytes((synthetic_dir / SYNTHETIC_ONE).read_bytes())
+    again = run_pipeline(tmp_path, moto_s3, "2019-03-07", "2019-03-25", params=params)
+    assert {i.id for i in again.items} == {i.id for i in both.items}  # run 1's items, ids and all
+    # the blocks run 2 changed are computed again: those it cleared (granule one alone had data there) and those it
+    # rewrote from granule two alone (both granules touch them); a block of granule one's without data (no chunk to
+    # clear: a bad flag and a fill value) was left as run 1 wrote it, and its item is skipped
+    shared = {i.extra["parent_cell"] for i in both.items if len(i.granules) == 2}
+    changed = cleared | shared
+    assert SITE.cell_a >> 2 * (CHILD_ORDER - 8) in shared
+    assert changed < {i.extra["parent_cell"] for i in both.items}  # some item of run 1's is still done
+    computed = {i.extra["parent_cell"] for i in again.items if i.id in again.results and not i.done}
+    assert computed == changed
+    assert int(again.dataset()["count"].values[first_index(again, SITE.cell_a)]) == 5  # 10, 12, 14, 20 are back
+    assert counts_by_parent(again) == before
+    assert "incomplete_periods" not in xr.open_zarr(again.store).attrs or \
+        "2019-03-07/2019-03-25" not in xr.open_zarr(again.store).attrs["incomplete_periods"]
+
+
 def test_monthly_runs_grow_one_store_without_duplicates_or_gaps(moto_s3: MotoS3, synthetic_dir: Path,
                                                                 tmp_path: Path) -> None:
     """The schedule's input ("period": "previous-month") on the 1st of April and of May, then May's run again."""

@@ -95,10 +95,13 @@ def test_cell_orders_are_options_of_run_and_start_and_may_not_disagree_with_para
         ["--source", ".", "--out", "out"] if command == "run" else ["--stack", "s"])
     args = build_parser().parse_args([*base, "--parent-order", "7", "--child-order", "13"])
     assert execution_input(args)["params"] == {"parent_order": 7, "child_order": 13}
-    same = build_parser().parse_args([*base, "--parent-order", "7", "--param", "parent_order=7"])
-    assert execution_input(same)["params"] == {"parent_order": 7}
+    for spelled in ("7", '"7"', "7.0"):  # what the recipe reads as 7 agrees
+        same = build_parser().parse_args([*base, "--parent-order", "7", "--param", f"parent_order={spelled}"])
+        assert execution_input(same)["params"] == {"parent_order": 7}
     assert main([*base, "--parent-order", "7", "--param", "parent_order=5"]) == 2
     assert "--parent-order 7 and --param parent_order=5 disagree: give one" in capsys.readouterr().err
+    assert main([*base, "--parent-order", "7", "--param", 'parent_order="five"']) == 2
+    assert '--parent-order 7 and --param parent_order="five" disagree' in capsys.readouterr().err
 
 
 def test_plot_redraws_a_csv(tmp_path: Path, capsys) -> None:

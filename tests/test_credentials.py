@@ -153,6 +153,7 @@ def test_a_token_s_expiry_is_the_exp_claim_of_its_jwt_payload(uid: str) -> None:
     "a." + base64.urlsafe_b64encode(b'{"uid": "x"}').decode() + ".c",  # no exp
     "a." + base64.urlsafe_b64encode(b'{"exp": "soon"}').decode() + ".c",
     "a." + base64.urlsafe_b64encode(b"\xff\xfe").decode() + ".c",  # not UTF-8
+    "a." + base64.urlsafe_b64encode(b"[" * 100_000 + b"]" * 100_000).decode() + ".c",  # too deep for json
 ])
 def test_a_token_that_names_no_expiry_has_none(token: str) -> None:
     assert credentials.token_expiry(token) is None

@@ -223,3 +223,33 @@ def test_the_steps_that_take_the_store_s_lock_try_until_a_dead_holder_s_lease_ha
         assert retry["ErrorEquals"] == ["LockHeld"] and retry["BackoffRate"] >= 2, name
         assert (retry["MaxAttempts"] + 1) * storage.LOCK_WAIT_S > storage.LOCK_LEASE_S, name
         assert storage.LOCK_WAIT_S < timeout / 2, name
+
+
+def test_delete_many_deletes_in_batches_of_a_thousand_and_names_what_s3_refused(moto_s3: MotoS3) -> None:
+    bucket = Bucket(moto_s3.bucket, moto_s3.client)
+    keys = [f"results/many/{i:05d}.json" for i in range(1500)]
+    for key in keys:
+        moto_s3.client.put_object(Bucket=moto_s3.bucket, Key=key, Body=b"{}")
+    kept = "results/many-kept.json"
+    moto_s3.client.put_object(Bucket=moto_s3.bucket, Key=kept, Body=b"{}")
+    calls = []
+    delete_objects = moto_s3.client.delete_objects
+
+    def counted(**kwargs: Any) -> Any:
+        calls.append(len(kwargs["Delete"]["Objects"]))
+        return delete_objects(**kwargs)
+
+    bucket._client = type("Counting", (), {"delete_objects": staticmethod(counted)})()
+    bucket.delete_many(keys)
+    bucket._client = moto_s3.client
+    assert calls == [1000, 500]  # S3's limit per request
+    assert list(bucket.keys("results/many")) == [kept]
+
+    def refusing(**kwargs: Any) -> dict[str, Any]:
+        return {"Errors": [{"Key": kwargs["Delete"]["Objects"][0]["Key"], "Code": code, "Message": "no"}]}
+
+    for code, error, says in [("AccessDenied", RuntimeError, "S3 refused deleting s3://"),
+                              ("SlowDown", TransientError, "S3 throttled while deleting s3://")]:
+        bucket._client = type("Refusing", (), {"delete_objects": staticmethod(refusing)})()
+        with pytest.raises(error, match=re.escape(says) + rf".*a\.json \(1 of 2 keys failed\): {code}: no"):
+            bucket.delete_many(["a.json", "b.json"])

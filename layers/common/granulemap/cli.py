@@ -73,9 +73,9 @@ def execution_input(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name, None)
         if value is None:
             continue
-        if name in params and params[name] != value:
-            raise InvalidInput(f"--{name.replace('_', '-')} {value} and --param {name}={params[name]} disagree: "
-                               "give one")
+        if name in params and not _same_param(args.recipe, name, params[name], value):
+            raise InvalidInput(f"--{name.replace('_', '-')} {value} and --param {name}={json.dumps(params[name])} "
+                               "disagree: give one")
         params[name] = value
     doc: dict[str, Any] = {"recipe": args.recipe}
     for key in ("start", "end", "period"):  # the input's model says what is missing or too much
@@ -93,6 +93,22 @@ def execution_input(args: argparse.Namespace) -> dict[str, Any]:
     if params:
         doc["params"] = params
     return doc
+
+
+def _same_param(recipe_name: str, name: str, a: Any, b: Any) -> bool:
+    """Whether two values of a recipe parameter mean the same (``"7"`` and ``7`` for an integer), as its Params
+    model reads them; values it refuses are the same only if equal."""
+    if a == b:
+        return True
+    from pydantic import ValidationError
+
+    from granulemap.recipes import get_recipe
+
+    try:
+        recipe = get_recipe(recipe_name)
+        return getattr(recipe.parse_params({name: a}), name) == getattr(recipe.parse_params({name: b}), name)
+    except (InvalidInput, ValidationError, KeyError, AttributeError):
+        return False
 
 
 def local_template() -> Any:

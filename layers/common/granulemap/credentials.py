@@ -146,7 +146,7 @@ def token_expiry(token: str) -> dt.datetime | None:
     try:
         payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
         return dt.datetime.fromtimestamp(int(payload["exp"]), dt.UTC)
-    except (ValueError, KeyError, TypeError, OverflowError, OSError):  # base64, JSON, UTF-8 and int errors: ValueError
+    except (ValueError, KeyError, TypeError, OverflowError, OSError, RecursionError):  # base64/JSON/UTF-8: ValueError
         return None
 
 

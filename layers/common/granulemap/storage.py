@@ -131,6 +131,24 @@ class Bucket:
         except Exception as exc:
             raise translate_s3_error(exc, f"deleting s3://{self.name}/{key}") from exc
 
+    def delete_many(self, keys: list[str]) -> None:
+        """Delete ``keys`` (DeleteObjects, 1,000 a request); a key S3 could not delete is an error naming it."""
+        for i in range(0, len(keys), 1000):
+            batch = keys[i:i + 1000]
+            try:
+                answer = self.client.delete_objects(Bucket=self.name, Delete={
+                    "Objects": [{"Key": k} for k in batch], "Quiet": True})
+            except Exception as exc:
+                raise translate_s3_error(exc, f"deleting {len(batch)} objects in s3://{self.name}/") from exc
+            errors = answer.get("Errors") or []
+            if errors:
+                first = errors[0]
+                what = (f"deleting s3://{self.name}/{first.get('Key')} ({len(errors)} of {len(batch)} keys failed): "
+                        f"{first.get('Code')}: {first.get('Message')}")
+                if any(e.get("Code") in _THROTTLE_CODES for e in errors):
+                    raise StorageThrottled(f"S3 throttled while {what}")
+                raise RuntimeError(f"S3 refused {what}")
+
     def keys(self, prefix: str) -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")
         try:
