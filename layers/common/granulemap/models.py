@@ -297,7 +297,8 @@ class Failure(_Strict):
     error: str
     cause: str
     granule: str | None = None
-    """The one granule that failed, when the rest of its item succeeded (per-granule recipes); None: the item."""
+    """Of a per-granule recipe: the one granule that failed, when the rest of its item succeeded, or the item's only
+    granule; None: the item (every granule of it, or an item of another recipe)."""
     where: str | None = None
     """As ``GranuleFailure.where``."""
 

@@ -99,14 +99,14 @@ def _every_granule_failed(errors: list[tuple[str, Exception]]) -> Exception:
     """The item's error when every granule failed: the first one's, its message naming the others, with its
     traceback (the item's failure record says where that was: record_failure). An error of another library or of
     the recipe's own class is given as it is: its constructor may take other arguments (botocore's do)."""
-    first = errors[0][1]
-    if len(errors) == 1:
+    first_name, first = errors[0]
+    if len(errors) == 1:  # the item's one granule: its failure record names it (record_failure)
         return first
     others = ", ".join(name for name, _ in errors[1:4]) + (", ..." if len(errors) > 4 else "")
     if not isinstance(first, GranulemapError) and type(first).__module__ != "builtins":
         return first
     try:
-        combined = type(first)(f"{first} (every other granule of the item failed too: {others})")
+        combined = type(first)(f"{first_name}: {first} (every other granule of the item failed too: {others})")
     except Exception:  # noqa: BLE001 - a subclass with another signature: the first error as it is
         return first
     combined.__cause__ = first
@@ -175,12 +175,21 @@ def _stored(value: Any, what: str, at: str) -> Any:
                               f"give str, int, float, bool, None, or lists and dicts of them{hint}")
 
 
+def _per_granule(recipe_name: str) -> bool:
+    try:
+        return get_recipe(recipe_name).per_granule
+    except Exception:  # noqa: BLE001 - a recipe that cannot be loaded: its items' failures are recorded as items'
+        return False
+
+
 def record_failure(event: FailureEvent, bucket: Bucket) -> dict[str, str]:
     """Store the final failure of one item (after its retries) where the aggregator and the CLI find it."""
     error = str(event.error.get("Error", "Unknown"))
     raw_cause = str(event.error.get("Cause", ""))
     cause = shortened(readable_cause(raw_cause) or "")
     record: dict[str, Any] = {"item": event.item.id, "error": error, "cause": cause}
+    if len(event.item.granules) == 1 and _per_granule(event.run.recipe):  # the item's one granule is what failed
+        record["granule"] = event.item.granules[0].url.rsplit("/", 1)[-1]
     where = where_failed(frames_in_cause(raw_cause), home_of(event.run.recipe))  # the recipe need not load
     if where:
         record["where"] = where
