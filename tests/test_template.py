@@ -580,7 +580,8 @@ def test_functions_reach_only_their_bucket_and_their_own_parameters(cfn: dict[st
     needs_secrets = {"CredentialFetcherFunction", "ProcessorFunction"}
     reads_stored = {"ProcessorFunction"}  # FetchCredentials stores them; Processors read them (and refresh them)
     needs_bucket = {"CatalogBuilderFunction", "ProcessorFunction", "AggregatorFunction"}
-    products = {"Fn::Sub": f"${{DataBucket.Arn}}/{layout.OUTPUTS_PREFIX}*"}
+    zarr_chunks = {"Fn::Sub": f"${{DataBucket.Arn}}/{layout.OUTPUTS_PREFIX}*.zarr/*"}
+    store_locks = {"Fn::Sub": f"${{DataBucket.Arn}}/{layout.OUTPUTS_PREFIX}*.zarr.lock"}
     for lid in FUNCTIONS:
         role = role_of_function(cfn, lid)
         env = cfn["Resources"][lid]["Properties"]["Environment"]["Variables"]
@@ -593,13 +594,13 @@ def test_functions_reach_only_their_bucket_and_their_own_parameters(cfn: dict[st
         s3_resources = [r for s in role_statements(cfn, role) for r in as_list(s["Resource"])
                         if any(a.startswith("s3:") for a in as_list(s["Action"]))]
         results = {"Fn::Sub": f"${{DataBucket.Arn}}/{layout.RESULTS_PREFIX}*"}
-        deletes = [products, results] if lid == "CatalogBuilderFunction" else [products]
+        deletes = [zarr_chunks, store_locks] + ([results] if lid == "CatalogBuilderFunction" else [])
         if lid in needs_bucket:
             assert sorted(map(json.dumps, s3_resources)) == sorted(map(json.dumps, [
                 {"Fn::GetAtt": ["DataBucket", "Arn"]}, {"Fn::Sub": "${DataBucket.Arn}/*"}, *deletes]))
             assert grants(cfn, role, "s3:ListBucket") == [{"Fn::GetAtt": ["DataBucket", "Arn"]}]
-            # Products may be deleted (zarr drops all-fill chunks); results only by BuildCatalog (atl06-cell-stats
-            # forgets those of blocks a run rewrites under other granules); run data never.
+            # Zarr chunks (zarr drops all-fill ones) and store locks may be deleted, no other product; results only by
+            # BuildCatalog (atl06-cell-stats forgets those of blocks a run rewrites under other granules); run data never.
             assert sorted(map(json.dumps, grants(cfn, role, "s3:DeleteObject"))) == sorted(map(json.dumps, deletes))
         else:
             assert s3_resources == []
