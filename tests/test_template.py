@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -298,11 +299,25 @@ def test_the_state_machine_starts_describes_and_stops_only_its_own_executions(cf
 def test_the_state_machine_reads_and_writes_only_run_data_in_its_bucket(cfn: dict[str, Any]) -> None:
     role = state_machine_role(cfn)
     s3 = [s for s in role_statements(cfn, role) if any(a.startswith("s3:") for a in as_list(s["Action"]))]
-    assert [s["Resource"] for s in s3] == [{"Fn::Sub": f"${{DataBucket.Arn}}/{layout.RUNS_PREFIX}*"}]
-    assert layout.MAP_RESULTS_PREFIX.startswith(layout.RUNS_PREFIX)  # where the ResultWriter writes
-    # ItemReader (GetObject) and ResultWriter (PutObject with multipart uploads) need exactly these.
-    assert set(as_list(s3[0]["Action"])) == {"s3:GetObject", "s3:PutObject", "s3:ListMultipartUploadParts",
-                                              "s3:AbortMultipartUpload"}
+    # ItemReader reads the manifests (runs/<run>/manifest.json); ResultWriter writes (with multipart uploads) under
+    # its prefix only, the ASL's, so that the state machine cannot overwrite a manifest or a summary.
+    asl = json.loads((ROOT / "statemachine" / "pipeline.asl.json").read_text())
+
+    def states(node: Any) -> Iterator[dict[str, Any]]:
+        if isinstance(node, dict):
+            yield node
+            for value in node.values():
+                yield from states(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from states(value)
+
+    (writer,) = [s["ResultWriter"] for s in states(asl) if "ResultWriter" in s]
+    assert writer["Parameters"]["Prefix"] == layout.MAP_RESULTS_PREFIX
+    assert [(set(as_list(s["Action"])), s["Resource"]) for s in s3] == [
+        ({"s3:GetObject"}, {"Fn::Sub": f"${{DataBucket.Arn}}/{layout.RUNS_PREFIX}*"}),
+        ({"s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"},
+         {"Fn::Sub": f"${{DataBucket.Arn}}/{layout.MAP_RESULTS_PREFIX}/*"})]
 
 
 # ---- schedule -------------------------------------------------------------------------------------------------
