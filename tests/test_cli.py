@@ -194,6 +194,29 @@ def test_the_summary_leads_with_what_the_verdict_counts_and_says_each_count_once
                          "2 of 10 granules failed (20.0%), more than the tolerated 5%; first failures: ..."]
 
 
+def test_a_failure_is_printed_once_not_in_the_verdict_and_again_below(capsys) -> None:
+    from granulemap.aggregation import verdict
+    from granulemap.cloud import print_summary
+    from granulemap.models import Failure, ItemCounts
+
+    failures = [Failure(item="20181221-20181231", granule=f"2018122{d}.nc", error="GranuleUnreadable",
+                        cause=f"truncated {d}") for d in range(1, 5)]
+    _, message = verdict(ItemCounts(total=10, succeeded=6, failed=4, skipped=0), "granules", 5.0, failures)
+    summary = {"status": "FAILED", "items": {"total": 1, "succeeded": 1, "failed": 0, "skipped": 0},
+               "granules": {"total": 10, "succeeded": 6, "failed": 4, "skipped": 0},
+               "failures": [f.model_dump() for f in failures], "outputs": []}
+    for wrapped, expected in [(message, "4 of 10 granules failed (40.0%), more than the tolerated 5%"),
+                              (f"recipe x could not write its products: OSError: disk ({message})",
+                               "recipe x could not write its products: OSError: disk (4 of 10 granules failed "
+                               "(40.0%), more than the tolerated 5%)")]:
+        print_summary({**summary, "message": wrapped})
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[2] == expected
+        for d in range(1, 5):  # each failure once, on its own line
+            assert sum(f"2018122{d}.nc" in line for line in lines) == 1
+            assert f"  failed 2018122{d}.nc: GranuleUnreadable: truncated {d}" in lines
+
+
 def test_recompute_is_part_of_the_execution_input_only_when_asked() -> None:
     from granulemap.cli import build_parser, execution_input
 

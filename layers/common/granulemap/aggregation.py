@@ -22,7 +22,7 @@ from granulemap.errors import (
     readable_cause,
     shortened,
 )
-from granulemap.models import AggregatorEvent, Failure, Item, ItemCounts, Summary
+from granulemap.models import FIRST_FAILURES, AggregatorEvent, Failure, Item, ItemCounts, Summary
 from granulemap.provenance import provenance_record
 from granulemap.recipes import Recipe, failed_at, get_recipe
 from granulemap.storage import Bucket
@@ -116,7 +116,7 @@ def verdict(counts: ItemCounts, unit: str, tolerance: float, failures: list[Fail
     if failed_pct > tolerance:
         return "FAILED", (
             f"{counts.failed} of {counts.total} {unit} failed ({failed_pct:.1f}%), more than the tolerated "
-            f"{tolerance:g}%; first failures: "
+            f"{tolerance:g}%{FIRST_FAILURES}"
             + "; ".join(f.described() for f in failures[:3])
         )
     if counts.total == 0:

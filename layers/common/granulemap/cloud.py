@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 
 from granulemap import layout
 from granulemap.errors import InvalidInput, readable_cause
-from granulemap.models import PREVIOUS_MONTH, ExecutionInput, Failure, parse_model
+from granulemap.models import FIRST_FAILURES, PREVIOUS_MONTH, ExecutionInput, Failure, parse_model
 from granulemap.settings import DAAC_REGION, Settings
 from granulemap.storage import download_objects, split_s3_url
 
@@ -273,14 +273,17 @@ def print_summary(summary: dict[str, Any], file: Any = None, failures_shown: int
         print(f"  items (Processor calls): {items['succeeded']} computed, {items['skipped']} skipped, "
               f"{items['failed']} failed of {items['total']}", file=file)
     message = summary.get("message")
+    # only the fields this version knows (a newer stack's: more)
+    described = [Failure.model_construct(**{k: f.get(k) for k in Failure.model_fields}).described()
+                 for f in summary.get("failures", [])]
+    if message and described:  # the verdict's first failures are listed below, each on its own line
+        message = message.replace(FIRST_FAILURES + "; ".join(described[:3]), "")
     if message and (summary["status"] != "SUCCEEDED" or not counts["total"]):  # why it failed, or why nothing ran
         print(message, file=file)
-    failures = summary.get("failures", [])
-    for failure in failures[:failures_shown]:  # only the fields this version knows (a newer stack's: more)
-        print(f"  failed {Failure.model_construct(**{k: failure.get(k) for k in Failure.model_fields}).described()}",
-              file=file)
-    if failures_shown is not None and len(failures) > failures_shown:
-        print(f"  and {len(failures) - failures_shown} more failed: summary.json lists them all", file=file)
+    for line in described[:failures_shown]:
+        print(f"  failed {line}", file=file)
+    if failures_shown is not None and len(described) > failures_shown:
+        print(f"  and {len(described) - failures_shown} more failed: summary.json lists them all", file=file)
     for note in summary.get("notes", []):
         print(f"note: {note}", file=file)
     print("outputs:", file=file)

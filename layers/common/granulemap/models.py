@@ -292,6 +292,11 @@ class AggregatorEvent(_Strict):
     map: MapConfig
 
 
+FIRST_FAILURES = "; first failures: "
+"""Where the message of a run that failed more than its tolerance starts listing its first failures (Aggregate's
+verdict); a listing that shows every failure below the message leaves that part out."""
+
+
 class Failure(_Strict):
     item: str
     error: str
