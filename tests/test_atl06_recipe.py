@@ -407,19 +407,58 @@ def test_a_granule_removed_then_put_back_is_computed_again_not_skipped(moto_s3: 
     (tmp_path / SYNTHETIC_ONE).write_bytes((synthetic_dir / SYNTHETIC_ONE).read_bytes())
     again = run_pipeline(tmp_path, moto_s3, "2019-03-07", "2019-03-25", params=params)
     assert {i.id for i in again.items} == {i.id for i in both.items}  # run 1's items, ids and all
-    # the blocks run 2 changed are computed again: those it cleared (granule one alone had data there) and those it
-    # rewrote from granule two alone (both granules touch them); a block of granule one's without data (no chunk to
-    # clear: a bad flag and a fill value) was left as run 1 wrote it, and its item is skipped
-    shared = {i.extra["parent_cell"] for i in both.items if len(i.granules) == 2}
-    changed = cleared | shared
-    assert SITE.cell_a >> 2 * (CHILD_ORDER - 8) in shared
-    assert changed < {i.extra["parent_cell"] for i in both.items}  # some item of run 1's is still done
+    # the blocks run 2 changed are computed again: those granule two alone does not touch (cleared; with no data
+    # there, blank already) and those it rewrote from granule two alone (both granules touch them)
+    changed = {i.extra["parent_cell"] for i in both.items if SYNTHETIC_ONE in {Path(g.url).name for g in i.granules}}
+    assert changed >= cleared | {SITE.cell_a >> 2 * (CHILD_ORDER - 8)}
     computed = {i.extra["parent_cell"] for i in again.items if i.id in again.results and not i.done}
     assert computed == changed
     assert int(again.dataset()["count"].values[first_index(again, SITE.cell_a)]) == 5  # 10, 12, 14, 20 are back
     assert counts_by_parent(again) == before
     assert "incomplete_periods" not in xr.open_zarr(again.store).attrs or \
         "2019-03-07/2019-03-25" not in xr.open_zarr(again.store).attrs["incomplete_periods"]
+
+
+@pytest.mark.parametrize("fails, parent_order", [("forgetting", 9), ("clearing", 10)])  # a store each
+def test_a_catalog_that_fails_while_forgetting_or_clearing_is_retried_without_leaving_a_result_done(
+        moto_s3: MotoS3, synthetic_dir: Path, tmp_path: Path, monkeypatch, fails: str, parent_order: int) -> None:
+    """BuildCatalog's first try fails part way (S3 throttled) and the state machine tries it again: the blocks cleared
+    by the first try hold no data any more, so the second found nothing to clear, and forgot nothing, when clearing
+    came first; the cleared blocks' results stayed, and the run that put the granule back skipped them."""
+    from granulemap.errors import StorageThrottled
+    from granulemap.recipes import atl06_cell_stats
+    from granulemap.storage import Bucket
+
+    for name in (SYNTHETIC_ONE, SYNTHETIC_TWO):
+        (tmp_path / name).write_bytes((synthetic_dir / name).read_bytes())
+    params, n = {"parent_order": parent_order}, 4 ** (CHILD_ORDER - parent_order)
+
+    def counts(run: PipelineRun) -> dict[int, int]:
+        data = run.dataset().load()
+        ids, count = data["cell_ids"].values, data["count"].values
+        return {int(p): int(count[(ids // n) == p].sum()) for p in np.unique(ids // n)}
+
+    before = counts(run_pipeline(tmp_path, moto_s3, "2019-03-08", "2019-03-24", params=params))
+    (tmp_path / SYNTHETIC_ONE).unlink()
+    target, name = (Bucket, "delete_many") if fails == "forgetting" else (atl06_cell_stats, "write_parent")
+    original, calls = getattr(target, name), []
+
+    def once_throttled(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise StorageThrottled("SlowDown")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, once_throttled)
+    with pytest.raises(StorageThrottled):
+        run_pipeline(tmp_path, moto_s3, "2019-03-08", "2019-03-24", params=params)
+    monkeypatch.setattr(target, name, original)
+    assert len(calls) == 1
+    retried = run_pipeline(tmp_path, moto_s3, "2019-03-08", "2019-03-24", params=params)  # the state machine's retry
+    assert any(c == 0 for p, c in counts(retried).items() if before[p] > 0)  # granule one's blocks: cleared
+    (tmp_path / SYNTHETIC_ONE).write_bytes((synthetic_dir / SYNTHETIC_ONE).read_bytes())
+    again = run_pipeline(tmp_path, moto_s3, "2019-03-08", "2019-03-24", params=params)
+    assert counts(again) == before
 
 
 def test_monthly_runs_grow_one_store_without_duplicates_or_gaps(moto_s3: MotoS3, synthetic_dir: Path,

@@ -100,6 +100,10 @@ def test_cell_orders_are_options_of_run_and_start_and_may_not_disagree_with_para
         assert execution_input(same)["params"] == {"parent_order": 7}
     assert main([*base, "--parent-order", "7", "--param", "parent_order=5"]) == 2
     assert "--parent-order 7 and --param parent_order=5 disagree: give one" in capsys.readouterr().err
+    # the value read as its field types it, alone: 12 is a parent order only beside a child order above it
+    fine = build_parser().parse_args([*base, "--parent-order", "12", "--child-order", "14", "--param",
+                                      'parent_order="12"'])
+    assert execution_input(fine)["params"] == {"parent_order": 12, "child_order": 14}
     assert main([*base, "--parent-order", "7", "--param", 'parent_order="five"']) == 2
     assert '--parent-order 7 and --param parent_order="five" disagree' in capsys.readouterr().err
 

@@ -96,18 +96,20 @@ def execution_input(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _same_param(recipe_name: str, name: str, a: Any, b: Any) -> bool:
-    """Whether two values of a recipe parameter mean the same (``"7"`` and ``7`` for an integer), as its Params
-    model reads them; values it refuses are the same only if equal."""
+    """Whether two values of a recipe parameter mean the same (``"7"`` and ``7`` for an integer), read as its Params
+    model types the field (alone: whether the value suits the other parameters is the input's check); values of
+    another type are the same only if equal."""
     if a == b:
         return True
-    from pydantic import ValidationError
+    from pydantic import TypeAdapter, ValidationError
 
     from granulemap.recipes import get_recipe
 
     try:
-        recipe = get_recipe(recipe_name)
-        return getattr(recipe.parse_params({name: a}), name) == getattr(recipe.parse_params({name: b}), name)
-    except (InvalidInput, ValidationError, KeyError, AttributeError):
+        field = get_recipe(recipe_name).Params.model_fields[name]
+        typed = TypeAdapter(field.annotation)
+        return typed.validate_python(a) == typed.validate_python(b)
+    except (InvalidInput, ValidationError, KeyError):
         return False
 
 

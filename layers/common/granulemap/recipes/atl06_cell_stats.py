@@ -241,18 +241,19 @@ class Atl06CellStats(Recipe):
                                     "height_reference": "h_li: metres above the WGS84 ellipsoid",
                                 })
             mark_unfinished(store, period, run.run_id)  # until this run's Aggregate says what it wrote
-        cleared: set[int] = set()
-        if not any("unreadable" in i.extra for i in items):  # else a parent may only have been hidden by an error
-            cleared = self._clear_parents_gone(bucket, store_key, store_layout, period,
-                                               {c.parent_cell for c in cells.values()})
         prepared = [_cell_item(params.parent_order, cells[i.id].parent_cell, i.granules, period, store_layout.store_id)
                     if i.id in cells else i for i in items]
-        _forget_superseded_results(bucket, run, params.parent_order, period, prepared, cleared)
+        every_granule_read = not any("unreadable" in i.extra for i in items)  # else a parent may be hidden by an error
+        # Results first, blocks second: a clear that fails half way is done again by the retry, which finds only the
+        # blocks still holding data; their results are gone by then whatever the clear did.
+        _forget_superseded_results(bucket, run, params.parent_order, period, prepared, every_granule_read)
+        if every_granule_read:
+            self._clear_parents_gone(bucket, store_key, store_layout, period, {c.parent_cell for c in cells.values()})
         return prepared
 
     @staticmethod
     def _clear_parents_gone(bucket: Bucket, store_key: str, store_layout: StoreLayout, period: Period,
-                            touched: set[int]) -> set[int]:
+                            touched: set[int]) -> None:
         """Blank this period's block of every parent cell that holds data for it but that no granule of this run
         touches (a granule withdrawn or replaced by a release with another footprint, a file removed from the
         source): a run of the period leaves it as its granules say, not with a former granule's values. A block's
@@ -268,7 +269,6 @@ class Atl06CellStats(Recipe):
                     write_parent(store, store_layout.store_id, parent, period, nothing)
             logger.info("parent cells no granule of the period touches any more, cleared",
                         extra={"period": [str(d) for d in period], "parents": stale[:20]})
-        return set(stale)
 
     # --- science ----------------------------------------------------------------------------------------
     def process(self, item: Item, params: BaseModel, access: GranuleAccess, run: RunContext) -> dict[str, Any]:
@@ -346,11 +346,12 @@ recipe = Atl06CellStats()
 
 
 def _forget_superseded_results(bucket: Bucket, run: RunContext, parent_order: int, period: Period,
-                               items: list[Item], cleared: set[int]) -> None:
-    """Delete the stored results of this period's blocks that this run rewrites or has cleared, but under other item
-    ids (other granules: one withdrawn, a file removed from the folder). A stored result says its item's values are
-    in the block; left, a later run over those same granules again (the file put back) would skip that item as done
-    and keep what the block holds now. Before the catalog marks items done: this run's own items are kept."""
+                               items: list[Item], untouched_too: bool) -> None:
+    """Delete the stored results of this period's blocks that this run rewrites under other item ids (other granules:
+    one withdrawn, a file removed from the folder), and with ``untouched_too`` those of the blocks no granule of this
+    run touches (``_clear_parents_gone`` blanks them). A stored result says its item's values are in the block;
+    left, a later run over those same granules again (the file put back) would skip that item as done and keep what
+    the block holds now. Before the catalog marks items done: this run's own items are kept."""
     mine = {int(i.extra["parent_cell"]): layout.result_key(run.recipe, run.config_id, i.id)
             for i in items if "parent_cell" in i.extra}
     prefix = layout.result_key(run.recipe, run.config_id, f"{period[0]:%Y%m%d}-{period[1]:%Y%m%d}-p{parent_order}-")
@@ -358,11 +359,12 @@ def _forget_superseded_results(bucket: Bucket, run: RunContext, parent_order: in
     superseded = []
     for key in bucket.keys(prefix):
         parent = key[len(prefix):].split("-", 1)[0]
-        if parent.isdigit() and ((int(parent) in mine and key != mine[int(parent)]) or int(parent) in cleared):
+        if parent.isdigit() and ((int(parent) in mine and key != mine[int(parent)])
+                                 or (untouched_too and int(parent) not in mine)):
             superseded.append(key)
     if superseded:
         bucket.delete_many(superseded)
-        logger.info("results of blocks this run rewrites or cleared, under other granules, forgotten",
+        logger.info("results of blocks this run rewrites or clears, under other granules, forgotten",
                     extra={"period": [str(d) for d in period], "results": len(superseded)})
 
 
