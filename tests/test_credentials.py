@@ -119,8 +119,10 @@ def test_fetch_logs_in_stores_the_credentials_encrypted_and_returns_only_a_refer
             assert secret not in returned
 
 
-def test_fetch_with_an_edl_token_needs_no_login_request(ssm) -> None:
-    put_secure(ssm, TOKEN_PARAMETER, "edl-token-91c2")
+@pytest.mark.parametrize("stored", ["edl-token-91c2", "edl-token-91c2\n", " edl-token-91c2\r\n"])
+def test_fetch_with_an_edl_token_needs_no_login_request(ssm, stored: str) -> None:
+    """A newline stored after the token (typed, ended with Enter) is not part of it: requests refused the header."""
+    put_secure(ssm, TOKEN_PARAMETER, stored)
     creds = daac_credentials("tok", "2030-01-01 01:00:00+00:00")
     with responses.RequestsMock() as rs:
         replay_edl(rs, username=None, password=None, edl_token="edl-token-91c2", creds=creds)

@@ -386,11 +386,12 @@ def test_a_scheduled_start_that_fails_is_retried_then_kept_and_told_to_the_alert
 
     command = re.search(r"granulemap start (.*?)\)", description).group(1)
     for placeholder, value in {"${AWS::StackName}": "granulemap", "${DefaultRecipe}": "sst-global-mean",
-                               "YYYY-MM-01": "2026-10-01", "YYYY-MM-DD": "2026-10-31"}.items():
+                               "YYYY-MM": "2026-10"}.items():
         command = command.replace(placeholder, value)
     args = build_parser().parse_args(["start", *shlex.split(command)])  # exits (fails the test) on an unknown option
-    assert (args.stack, args.recipe, args.start, args.end) == ("granulemap", "sst-global-mean", "2026-10-01",
-                                                               "2026-10-31")
+    # the month as a period: checked whole, as the schedule's run would have been (--start/--end accept a gap)
+    assert (args.stack, args.recipe, args.period, args.start, args.end) == ("granulemap", "sst-global-mean", "2026-10",
+                                                                            None, None)
     assert cfn["Outputs"]["ScheduleDeadLetterQueueUrl"]["Value"] == {"Ref": "ScheduleDeadLetterQueue"}
     readme = (ROOT / "README.md").read_text()
     assert "ScheduleDeadLetterQueueUrl" in readme and "<stack>-schedule-could-not-start-a-run" in readme
@@ -676,7 +677,14 @@ def test_the_earthdata_token_alarm_fires_below_the_days_the_fetcher_warns_at(cfn
     assert props["TreatMissingData"] == "notBreaching" and props["AlarmActions"] == [{"Ref": "RunAlertsTopic"}]
     handler = (ROOT / "functions" / "credential_fetcher" / "app.py").read_text()
     assert 'name="EarthdataTokenDaysLeft"' in handler
-    assert "${EdlTokenParameter}" in props["AlarmDescription"]["Fn::Sub"]
+    # what it says to do stores the token as README does: from standard input, no newline, in the stack's region
+    description = props["AlarmDescription"]["Fn::Sub"]
+    store = ("printf '%s' \"$EDL_TOKEN\" | aws ssm put-parameter --overwrite --region ${AWS::Region} --type SecureString "
+             "--name ${EdlTokenParameter} --value file:///dev/stdin")
+    assert store in description
+    readme = (ROOT / "README.md").read_text()
+    assert ("printf '%s' \"$EDL_TOKEN\" | aws ssm put-parameter --overwrite --region us-west-2 --type SecureString \\\n"
+            "      --name /granulemap/edl/token --value file:///dev/stdin") in readme
 
 
 def test_the_processor_reserves_concurrency_only_when_asked(cfn: dict[str, Any]) -> None:

@@ -119,7 +119,9 @@ def _read_secret(name: str, what: str) -> str:
 def _edl_secrets(settings: Settings) -> dict[str, str]:
     """earthaccess's environment-strategy variables, read from the SSM parameters the settings name."""
     if settings.edl_token_parameter:
-        return {"EARTHDATA_TOKEN": _read_secret(settings.edl_token_parameter, "token")}
+        # A token has no white space: a newline stored after it (a value typed and ended with Enter) made requests
+        # refuse the Authorization header, reported as the endpoint not answering.
+        return {"EARTHDATA_TOKEN": _read_secret(settings.edl_token_parameter, "token").strip()}
     if settings.edl_username_parameter and settings.edl_password_parameter:
         return {
             "EARTHDATA_USERNAME": _read_secret(settings.edl_username_parameter, "username"),
@@ -165,7 +167,7 @@ def edl_token_time_left(settings: Settings, now: dt.datetime | None = None) -> d
     Logs a warning when that is less than TOKEN_WARNING (the token would not last until the next monthly run)."""
     if not settings.edl_token_parameter:
         return None
-    expires = token_expiry(_read_secret(settings.edl_token_parameter, "token"))  # cached by Powertools: no new read
+    expires = token_expiry(_read_secret(settings.edl_token_parameter, "token").strip())  # cached by Powertools
     if expires is None:
         logger.info("the stored Earthdata Login token names no expiry (not a JWT): its lifetime is not watched",
                     extra={"parameter": settings.edl_token_parameter})
