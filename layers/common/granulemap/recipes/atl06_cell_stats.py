@@ -114,8 +114,13 @@ def _cell_item(parent_order: int, parent: int, granules: list[Granule], period: 
     results of every month the store has."""
     text = "\n".join([store_id or "", *sorted(g.url for g in granules)])
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return Item(id=f"{period[0]:%Y%m%d}-{period[1]:%Y%m%d}-p{parent_order}-{parent}-{digest}", granules=granules,
+    return Item(id=f"{_cell_items_start(parent_order, period)}{parent}-{digest}", granules=granules,
                 extra=CellItem(parent_cell=parent, store_id=store_id).model_dump())
+
+
+def _cell_items_start(parent_order: int, period: Period) -> str:
+    """What the ids of a period's parent-cell items start with; the parent cell's number follows, then ``-``."""
+    return f"{period[0]:%Y%m%d}-{period[1]:%Y%m%d}-p{parent_order}-"
 
 
 def _period(run: RunContext) -> Period:
@@ -354,8 +359,7 @@ def _forget_superseded_results(bucket: Bucket, run: RunContext, parent_order: in
     the block holds now. Before the catalog marks items done: this run's own items are kept."""
     mine = {int(i.extra["parent_cell"]): layout.result_key(run.recipe, run.config_id, i.id)
             for i in items if "parent_cell" in i.extra}
-    prefix = layout.result_key(run.recipe, run.config_id, f"{period[0]:%Y%m%d}-{period[1]:%Y%m%d}-p{parent_order}-")
-    prefix = prefix.removesuffix(".json")
+    prefix = layout.result_prefix(run.recipe, run.config_id) + _cell_items_start(parent_order, period)
     superseded = []
     for key in bucket.keys(prefix):
         parent = key[len(prefix):].split("-", 1)[0]
