@@ -579,6 +579,14 @@ def test_parent_cells_whose_items_failed_are_named_in_the_store_until_a_run_writ
     }
     in_broken = (march.dataset()["cell_ids"].values >> 2 * (CHILD_ORDER - 7)) == broken
     assert in_broken.sum() == 4 ** (CHILD_ORDER - 7) and int(march.dataset()["count"].values[in_broken].sum()) == 0
+    # a reader's mask of what the period's last run did not write: exactly the failed parent's children
+    from granulemap.recipes.atl06.store import cells_not_written
+
+    ids = march.dataset()["cell_ids"].values
+    parents_of = ids // 4 ** (CHILD_ORDER - 7)  # nested ids: integer division by the children per parent
+    np.testing.assert_array_equal(cells_not_written(attrs, ids, "2019-03-06/2019-03-26"), parents_of == broken)
+    np.testing.assert_array_equal(cells_not_written(attrs, ids, (dt.date(2019, 3, 6), dt.date(2019, 3, 26))),
+                                  parents_of == broken)
     history = [line for line in attrs["history"].splitlines() if march.catalog.run.run_id in line]
     assert len(history) == 1 and "1 failed, 0 unreadable granules: see incomplete_periods" in history[0]
 
@@ -586,6 +594,8 @@ def test_parent_cells_whose_items_failed_are_named_in_the_store_until_a_run_writ
     stopped = run_pipeline(tmp_path, moto_s3, "2019-03-06", "2019-03-26", params=params, aggregate=False)
     entry = xr.open_zarr(stopped.store).attrs["incomplete_periods"]["2019-03-06/2019-03-26"]
     assert entry == {"run_id": stopped.catalog.run.run_id, "finished": False}  # its Aggregate never ran
+    unfinished = xr.open_zarr(stopped.store)
+    assert cells_not_written(unfinished.attrs, unfinished["cell_ids"].values, "2019-03-06/2019-03-26").all()
     again = run_pipeline(tmp_path, moto_s3, "2019-03-06", "2019-03-26", params=params)
     assert again.summary.items.failed == 0 and again.summary.items.skipped == len(again.items)  # the stopped run's
     attrs = xr.open_zarr(again.store).attrs
@@ -593,6 +603,7 @@ def test_parent_cells_whose_items_failed_are_named_in_the_store_until_a_run_writ
         "2019-03-01/2019-03-31": {"run_id": whole.catalog.run.run_id, "finished": True,
                                   "failed_parent_cells": [broken], "unreadable_granules": []}}
     assert int(again.dataset()["count"].values[first_index(again, SITE.cell_a)]) == 5  # 10, 12, 14, 20; 16
+    assert not cells_not_written(attrs, again.dataset()["cell_ids"].values, "2019-03-06/2019-03-26").any()
 
 
 def test_single_files_are_not_items_of_this_recipe() -> None:

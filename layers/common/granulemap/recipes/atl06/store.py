@@ -351,6 +351,23 @@ def _with_incomplete(group: zarr.Group, period: Period, entry: dict[str, Any] | 
     return {INCOMPLETE: incomplete}
 
 
+def cells_not_written(attrs: dict[str, Any], cell_ids: np.ndarray, period: Period | str) -> np.ndarray:
+    """For a reader of the store: which of ``cell_ids`` (the store's ``cell_ids``, or some of them) the last run of
+    ``period`` (dates, or its ``incomplete_periods`` key) did not write, from the store's attributes ``attrs``
+    (``xr.open_zarr(...).attrs``): those of its failed parent cells; every cell while that run had not written the
+    period. Mask them out (``ds.h_mean.where(~mask)``): they hold fill values or an earlier run's. The cells an
+    unreadable granule would have touched are unknown (``incomplete_periods`` lists such granules)."""
+    key = period if isinstance(period, str) else period_name(period)
+    entry = (attrs.get(INCOMPLETE) or {}).get(key)
+    cells = np.asarray(cell_ids, dtype=np.int64)
+    if entry is None:
+        return np.zeros(cells.shape, dtype=bool)
+    if not entry.get("finished"):
+        return np.ones(cells.shape, dtype=bool)
+    shift = 2 * (int(attrs["child_order"]) - int(attrs["parent_order"]))  # nested ids: a parent's children in a row
+    return np.isin(cells >> shift, np.asarray(entry.get("failed_parent_cells", []), dtype=np.int64))
+
+
 def mark_unfinished(store: Store, period: Period, run_id: str) -> None:
     """Record that run ``run_id`` is writing ``period``: until its ``finalize``, the period is incomplete."""
     group = zarr.open_group(store, mode="r+", use_consolidated=False)
