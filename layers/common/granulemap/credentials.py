@@ -167,7 +167,7 @@ def edl_token_time_left(settings: Settings, now: dt.datetime | None = None) -> d
     Logs a warning when that is less than TOKEN_WARNING (the token would not last until the next monthly run)."""
     if not settings.edl_token_parameter:
         return None
-    expires = token_expiry(_read_secret(settings.edl_token_parameter, "token").strip())  # cached by Powertools
+    expires = token_expiry(_edl_secrets(settings)["EARTHDATA_TOKEN"])  # the read is Powertools' cached one
     if expires is None:
         logger.info("the stored Earthdata Login token names no expiry (not a JWT): its lifetime is not watched",
                     extra={"parameter": settings.edl_token_parameter})
