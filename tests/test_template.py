@@ -296,6 +296,24 @@ def test_the_state_machine_starts_describes_and_stops_only_its_own_executions(cf
     assert actions == {"states:StartExecution", "states:DescribeExecution", "states:StopExecution"}
 
 
+def test_only_buildcatalog_lists_and_describes_the_state_machine_s_own_runs(cfn: dict[str, Any]) -> None:
+    """BuildCatalog reads the running executions' inputs to refuse a second run of a period (executions.py): the
+    state machine by name (its ARN would be a circular reference) and its own executions only (not its Map's
+    children, which it does not read)."""
+    prefix = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}"
+    own = STATE_MACHINE_NAME["Fn::Sub"]
+    for lid in FUNCTIONS:
+        role = role_of_function(cfn, lid)
+        actions = {a for s in role_statements(cfn, role) for a in as_list(s["Action"]) if a.startswith("states:")}
+        if lid != "CatalogBuilderFunction":
+            assert actions == set(), lid
+            continue
+        assert actions == {"states:ListExecutions", "states:DescribeExecution"}
+        assert grants(cfn, role, "states:ListExecutions") == [{"Fn::Sub": f"{prefix}:stateMachine:{own}"}]
+        assert grants(cfn, role, "states:DescribeExecution") == [{"Fn::Sub": f"{prefix}:execution:{own}:*"}]
+    assert cfn["Resources"]["PipelineStateMachine"]["Properties"]["StateMachineName"] == STATE_MACHINE_NAME
+
+
 def test_the_state_machine_reads_and_writes_only_run_data_in_its_bucket(cfn: dict[str, Any]) -> None:
     role = state_machine_role(cfn)
     s3 = [s for s in role_statements(cfn, role) if any(a.startswith("s3:") for a in as_list(s["Action"]))]

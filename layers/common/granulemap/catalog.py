@@ -7,11 +7,12 @@ import fnmatch
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from granulemap import layout
-from granulemap.errors import InvalidInput, NoGranulesFound
+from granulemap.errors import InvalidInput, NoGranulesFound, RunInProgress
+from granulemap.executions import OtherRun
 from granulemap.grouping import item_id_for
 from granulemap.models import (
     CatalogOutput,
@@ -213,17 +214,45 @@ def mark_done(items: list[Item], run: RunContext, bucket: Bucket) -> list[Item]:
     return [item.model_copy(update={"done": key in existing}) for item, key in zip(items, keys, strict=True)]
 
 
+def refuse_a_second_run_of_the_period(recipe: Recipe, config_id: str, start: dt.date, end: dt.date,
+                                      earlier: Iterable[OtherRun], settings: Settings) -> None:
+    """Raise RunInProgress if one of the ``earlier`` executions (still running) runs ``recipe``'s configuration
+    ``config_id`` over the same dates: each would rewrite the period's results (granulemap/executions.py). An input
+    that does not validate is not such a run (it fails on its own); overlapping but different dates are different
+    periods, which runs may write at once."""
+    for other in earlier:
+        try:
+            theirs, their_recipe = validate_input(other.input, settings, other.started)
+            their_execution = theirs.resolved(other.started)
+            their_params = their_recipe.parse_params(their_execution.params)
+        except InvalidInput:
+            continue
+        if (their_recipe.name == recipe.name and their_execution.date_range() == (start, end)
+                and their_recipe.config_id(their_params, their_execution) == config_id):
+            raise RunInProgress(
+                f"execution {other.name} (started {other.started:%Y-%m-%d %H:%M:%S} UTC) is running {recipe.name} "
+                f"{config_id} over {start}..{end} too: two runs of one period at once would each rewrite its "
+                f"results. Nothing was written. Let it end (granulemap status {other.arn}) or stop it (aws "
+                f"stepfunctions stop-execution --execution-arn {other.arn}), then start this run again")
+
+
 def build_catalog(
-    raw_input: object, run_id: str, settings: Settings, bucket: Bucket, now: dt.datetime | None = None
+    raw_input: object, run_id: str, settings: Settings, bucket: Bucket, now: dt.datetime | None = None,
+    earlier_runs: Callable[[], Iterable[OtherRun]] | None = None,
 ) -> CatalogOutput:
     """Validate the input, find its granules, split them into items and write the manifest (without footprints).
 
     ``period`` is resolved once, against ``now``: the search, the items and the configuration id see the same dates.
+    ``earlier_runs`` gives the state machine's executions still running that started before this one: a run of the
+    same period and configuration among them refuses this one, before the search.
     """
     validated, recipe = validate_input(raw_input, settings, now)
     execution = validated.resolved(now)
     params = recipe.parse_params(execution.params)
     start, end = execution.date_range()
+    config_id = recipe.config_id(params, execution)
+    if earlier_runs is not None:
+        refuse_a_second_run_of_the_period(recipe, config_id, start, end, earlier_runs(), settings)
     provider = None
     if execution.source is not None:
         granules = list_source(execution.source, recipe, start, end)
@@ -240,7 +269,7 @@ def build_catalog(
         run_id=run_id,
         recipe=recipe.name,
         params=params.model_dump(mode="json"),
-        config_id=recipe.config_id(params, execution),
+        config_id=config_id,
         start=start,
         end=end,
         daac=provider,

@@ -77,6 +77,11 @@ class NoGranulesFound(GranulemapError):
     """A scheduled run (``period``) found no granules for its period: something to hear about, not a success."""
 
 
+class RunInProgress(GranulemapError):
+    """An earlier execution is still running the same period of the same recipe and configuration: two at once would
+    each rewrite the period's results (``catalog.refuse_a_second_run_of_the_period``)."""
+
+
 class CredentialsUnavailable(GranulemapError):
     """Earthdata Login credentials are missing or were refused."""
 
