@@ -37,7 +37,9 @@ STAND_IN = {
     "States": {
         "BuildCatalog": {"Type": "Choice", "Default": "CatalogWritten",
                          "Choices": [{"Variable": "$.collection", "StringEquals": "NO-SUCH-COLLECTION",
-                                      "Next": "CatalogFailed"}]},
+                                      "Next": "CatalogFailed"},
+                                     {"Variable": "$.collection", "StringEquals": "SLOW", "Next": "Slow"}]},
+        "Slow": {"Type": "Wait", "Seconds": 10, "Next": "CatalogWritten"},
         "CatalogWritten": {"Type": "Pass", "Result": {"bucket": BUCKET, "key": MANIFEST_KEY},
                            "ResultPath": "$.catalog", "Next": "ProcessItems"},
         "CatalogFailed": {"Type": "Fail", "Error": "CatalogFailed", "Cause": "CMR refused the search"},
@@ -116,6 +118,23 @@ def test_start_runs_the_stacks_state_machine_with_the_input_the_flags_describe(s
     }
     assert desc["name"].startswith("sst-global-mean-20181201-20181231-")  # the run id: runs/<name>/ in the bucket
     assert desc["status"] == "SUCCEEDED"
+
+
+def test_start_refuses_a_period_the_stack_is_running_and_starts_nothing(stack, capsys) -> None:
+    """As BuildCatalog would refuse it (RunInProgress), but before a failed execution tells the alert topic."""
+    month = ["--start", "2018-12-01", "--end", "2018-12-31", "--collection", "SLOW"]  # SLOW: a run still running
+    first = start(capsys, *month)
+    assert main(["start", "--stack", STACK, "--recipe", "sst-global-mean", *month]) == 1
+    err = capsys.readouterr().err
+    assert "RunInProgress" in err and first in err and "2018-12-01..2018-12-31" in err
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    assert [e["executionArn"] for e in sfn.list_executions(stateMachineArn=stack["state_machine"])["executions"]] == [
+        first]
+    other_days = start(capsys, "--start", "2018-12-01", "--end", "2018-12-30", "--collection", "SLOW")
+    other_method = start(capsys, *month[:4], "--param", "method=podaac-tutorial")  # another configuration
+    assert wait(other_method)["status"] == "SUCCEEDED"
+    for arn in (first, other_days):
+        sfn.stop_execution(executionArn=arn)
 
 
 @pytest.mark.parametrize("recipe", ["sst-global-mean", "my-lab-" + "sea-surface-temperature-anomaly-" * 3, "x" * 200])

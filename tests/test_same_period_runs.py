@@ -15,10 +15,9 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from granulemap.catalog import build_catalog, refuse_a_second_run_of_the_period
+from granulemap.catalog import build_catalog, plan_run, refuse_a_second_run_of_the_period
 from granulemap.errors import RunInProgress, TransientError
 from granulemap.executions import OtherRun, running_before
-from granulemap.recipes import get_recipe
 from granulemap.settings import Settings
 from granulemap.storage import Bucket
 
@@ -33,13 +32,7 @@ def _other(doc: Any, name: str = "monthly-2019-03", started: dt.datetime = START
 
 
 def _refuse(doc: dict, earlier: list[OtherRun]) -> None:
-    recipe = get_recipe(doc["recipe"])
-    params = recipe.parse_params(doc.get("params", {}))
-    from granulemap.models import ExecutionInput
-
-    execution = ExecutionInput.model_validate(doc)
-    start, end = execution.date_range()
-    refuse_a_second_run_of_the_period(recipe, recipe.config_id(params, execution), start, end, earlier, SETTINGS)
+    refuse_a_second_run_of_the_period(plan_run(doc, SETTINGS, STARTED), earlier, SETTINGS)
 
 
 def test_a_run_of_the_period_and_configuration_an_earlier_execution_runs_is_refused_naming_it() -> None:

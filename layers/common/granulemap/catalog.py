@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fnmatch
 import json
@@ -9,6 +10,8 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from pydantic import BaseModel
 
 from granulemap import layout
 from granulemap.errors import InvalidInput, NoGranulesFound, RunInProgress
@@ -214,26 +217,50 @@ def mark_done(items: list[Item], run: RunContext, bucket: Bucket) -> list[Item]:
     return [item.model_copy(update={"done": key in existing}) for item, key in zip(items, keys, strict=True)]
 
 
-def refuse_a_second_run_of_the_period(recipe: Recipe, config_id: str, start: dt.date, end: dt.date,
-                                      earlier: Iterable[OtherRun], settings: Settings) -> None:
-    """Raise RunInProgress if one of the ``earlier`` executions (still running) runs ``recipe``'s configuration
-    ``config_id`` over the same dates: each would rewrite the period's results (granulemap/executions.py). An input
-    that does not validate is not such a run (it fails on its own); overlapping but different dates are different
-    periods, which runs may write at once."""
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """What an execution input runs, ``period`` resolved once: the search, the items and the configuration id see the
+    same dates even when a run starts just before midnight at the end of a month."""
+
+    validated: ExecutionInput
+    """The input as given (``period`` unresolved: the scheduled month's checks look at it)."""
+    execution: ExecutionInput
+    """The input with ``period`` replaced by its dates."""
+    recipe: Recipe
+    params: BaseModel
+    start: dt.date
+    end: dt.date
+    config_id: str
+
+
+def plan_run(raw_input: object, settings: Settings, now: dt.datetime | None = None) -> RunPlan:
+    """Validate ``raw_input`` (InvalidInput names the field) and resolve what it runs at ``now``."""
+    validated, recipe = validate_input(raw_input, settings, now)
+    execution = validated.resolved(now)
+    params = recipe.parse_params(execution.params)
+    start, end = execution.date_range()
+    return RunPlan(validated=validated, execution=execution, recipe=recipe, params=params, start=start, end=end,
+                   config_id=recipe.config_id(params, execution))
+
+
+def refuse_a_second_run_of_the_period(plan: RunPlan, earlier: Iterable[OtherRun], settings: Settings) -> None:
+    """Raise RunInProgress if one of the ``earlier`` executions (still running) runs the same recipe and
+    configuration over the same dates as ``plan``: each would rewrite the period's results (granulemap/executions.py).
+    An input that does not validate is not such a run (it fails on its own); overlapping but different dates are
+    different periods, which runs may write at once."""
     for other in earlier:
         try:
-            theirs, their_recipe = validate_input(other.input, settings, other.started)
-            their_execution = theirs.resolved(other.started)
-            their_params = their_recipe.parse_params(their_execution.params)
+            theirs = plan_run(other.input, settings, other.started)
         except InvalidInput:
             continue
-        if (their_recipe.name == recipe.name and their_execution.date_range() == (start, end)
-                and their_recipe.config_id(their_params, their_execution) == config_id):
+        if (theirs.recipe.name, theirs.config_id, theirs.start, theirs.end) == (
+                plan.recipe.name, plan.config_id, plan.start, plan.end):
             raise RunInProgress(
-                f"execution {other.name} (started {other.started:%Y-%m-%d %H:%M:%S} UTC) is running {recipe.name} "
-                f"{config_id} over {start}..{end} too: two runs of one period at once would each rewrite its "
-                f"results. Nothing was written. Let it end (granulemap status {other.arn}) or stop it (aws "
-                f"stepfunctions stop-execution --execution-arn {other.arn}), then start this run again")
+                f"execution {other.name} (started {other.started:%Y-%m-%d %H:%M:%S} UTC) is running "
+                f"{plan.recipe.name} {plan.config_id} over {plan.start}..{plan.end} too: two runs of one period at "
+                f"once would each rewrite its results. Nothing was written. Let it end (granulemap status "
+                f"{other.arn}) or stop it (aws stepfunctions stop-execution --execution-arn {other.arn}), then start "
+                "this run again")
 
 
 def build_catalog(
@@ -242,17 +269,15 @@ def build_catalog(
 ) -> CatalogOutput:
     """Validate the input, find its granules, split them into items and write the manifest (without footprints).
 
-    ``period`` is resolved once, against ``now``: the search, the items and the configuration id see the same dates.
-    ``earlier_runs`` gives the state machine's executions still running that started before this one: a run of the
-    same period and configuration among them refuses this one, before the search.
+    ``period`` is resolved once, against ``now`` (``plan_run``). ``earlier_runs`` gives the state machine's executions
+    still running that started before this one: a run of the same period and configuration among them refuses this
+    one, before the search.
     """
-    validated, recipe = validate_input(raw_input, settings, now)
-    execution = validated.resolved(now)
-    params = recipe.parse_params(execution.params)
-    start, end = execution.date_range()
-    config_id = recipe.config_id(params, execution)
+    plan = plan_run(raw_input, settings, now)
     if earlier_runs is not None:
-        refuse_a_second_run_of_the_period(recipe, config_id, start, end, earlier_runs(), settings)
+        refuse_a_second_run_of_the_period(plan, earlier_runs(), settings)
+    validated, execution, recipe, params = plan.validated, plan.execution, plan.recipe, plan.params
+    start, end = plan.start, plan.end
     provider = None
     if execution.source is not None:
         granules = list_source(execution.source, recipe, start, end)
@@ -269,7 +294,7 @@ def build_catalog(
         run_id=run_id,
         recipe=recipe.name,
         params=params.model_dump(mode="json"),
-        config_id=config_id,
+        config_id=plan.config_id,
         start=start,
         end=end,
         daac=provider,

@@ -147,11 +147,22 @@ def execution_name(doc: dict[str, Any]) -> str:
 
 
 def start_run(stack: Stack, doc: dict[str, Any], name: str | None = None) -> str:
-    """Validate ``doc`` as BuildCatalog would (InvalidInput names the field), then start an execution; its ARN."""
-    from granulemap.catalog import validate_input
+    """Validate ``doc`` as BuildCatalog would (InvalidInput names the field), refuse it as BuildCatalog would if the
+    stack runs its period already (RunInProgress: said here, the run is not started, and the stack's alert topic
+    is not told of a failed run), then start an execution; its ARN."""
+    from granulemap.catalog import plan_run, refuse_a_second_run_of_the_period
+    from granulemap.executions import running_before
 
-    validate_input(doc, stack.settings())
+    settings = stack.settings()
+    plan = plan_run(doc, settings)
     sfn = _client("stepfunctions", region_of(stack.state_machine_arn))
+    try:
+        running = running_before(stack.state_machine_arn, "", None, client=sfn)
+    except ClientError as exc:  # rights to start runs but not to list them: BuildCatalog checks all the same
+        if exc.response.get("Error", {}).get("Code") != "AccessDeniedException":
+            raise
+        running = []
+    refuse_a_second_run_of_the_period(plan, running, settings)
     return str(sfn.start_execution(stateMachineArn=stack.state_machine_arn, name=name or execution_name(doc),
                                    input=json.dumps(doc))["executionArn"])
 
