@@ -37,3 +37,21 @@ def test_a_default_given_explicitly_or_in_another_order_is_the_same_configuratio
     execution = ExecutionInput.model_validate({"recipe": recipe_name, "start": "2019-01-01", "end": "2019-01-31",
                                                "params": explicit})
     assert recipe.config_id(recipe.parse_params(explicit), execution) == PINNED[recipe_name, ()]
+
+
+@pytest.mark.parametrize("recipe_name", ["sst-global-mean", "sst-box-mean", "atl06-cell-stats"])
+def test_another_collection_is_another_configuration_and_the_default_one_named_is_the_same(recipe_name: str) -> None:
+    """Rows of MUR at 0.01° and of MUR25 in one series would be two products, a day twice (rows are keyed by granule
+    name): a collection that is not the recipe's default makes a configuration of its own. Naming the default
+    collection, as the schedule's input may, keeps the pinned id."""
+    recipe = get_recipe(recipe_name)
+    params = recipe.parse_params({})
+    month = {"recipe": recipe_name, "start": "2019-01-01", "end": "2019-01-31"}
+    named_default = ExecutionInput.model_validate({**month, "collection": recipe.collection})
+    assert recipe.collection is not None
+    assert recipe.config_id(params, named_default) == PINNED[recipe_name, ()]
+    other = ExecutionInput.model_validate({**month, "collection": "MUR-JPL-L4-GLOB-v4.1"})
+    third = ExecutionInput.model_validate({**month, "collection": "ATL06-ANOTHER"})
+    ids = {recipe.config_id(params, other), recipe.config_id(params, third)}
+    assert PINNED[recipe_name, ()] not in ids and len(ids) == 2
+    assert all(i.startswith(PINNED[recipe_name, ()].rsplit("-", 1)[0] + "-") for i in ids)  # the readable slug stays

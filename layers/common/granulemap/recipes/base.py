@@ -64,9 +64,14 @@ class Recipe(abc.ABC):
         BuildCatalog passes the execution input with its ``period`` already resolved into ``start``/``end``
         (``ExecutionInput.resolved``), the same one ``make_items`` gets.
         """
-        identity = {"params": params.model_dump(mode="json")}
+        identity: dict[str, object] = {"params": params.model_dump(mode="json")}
         if execution is not None and execution.bbox is not None and self.bbox_changes_results:
             identity["bbox"] = list(execution.bbox)
+        if execution is not None and execution.collection not in (None, self.collection):
+            # Another product (MUR at 0.01° for MUR25): a series of its own, not rows beside the default's in one
+            # CSV (rows are keyed by granule name, so both would stay, a day twice). The default collection is left
+            # out of the hash, so that the series deployed before this rule keep their ids.
+            identity["collection"] = execution.collection
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.slug(params)}-{digest}"
 
