@@ -154,3 +154,29 @@ def test_a_second_run_of_a_period_started_while_the_first_runs_fails_and_the_fir
     cause = json.loads(refused["cause"])
     assert cause["errorType"] == "RunInProgress"
     assert "execution first " in cause["errorMessage"] and first in cause["errorMessage"]
+
+
+def test_a_map_s_child_executions_are_not_runs_and_are_not_read() -> None:
+    """Should the listing hold the Distributed Map's children (named <state machine>/<map run>:<id>), they are
+    skipped without a DescribeExecution each: a run has thousands."""
+    sm = "arn:aws:states:us-west-2:123456789012:stateMachine:stack-pipeline"
+    parent = "arn:aws:states:us-west-2:123456789012:execution:stack-pipeline:monthly"
+    child = "arn:aws:states:us-west-2:123456789012:execution:stack-pipeline/ProcessItems:0c5a4b1e"
+    described = []
+
+    class Listing:
+        def get_paginator(self, name: str) -> Any:
+            assert name == "list_executions"
+            return self
+
+        def paginate(self, **kwargs: Any) -> list[dict]:
+            assert kwargs == {"stateMachineArn": sm, "statusFilter": "RUNNING"}
+            return [{"executions": [{"executionArn": arn, "startDate": STARTED} for arn in (child, parent)]}]
+
+        def describe_execution(self, executionArn: str) -> dict:
+            described.append(executionArn)
+            return {"executionArn": executionArn, "name": "monthly", "startDate": STARTED, "status": "RUNNING",
+                    "input": json.dumps(MARCH)}
+
+    (run,) = running_before(sm, f"{parent}-own", None, client=Listing())
+    assert (run.arn, run.input, described) == (parent, MARCH, [parent])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
@@ -44,15 +45,31 @@ def _is_map_child(execution_arn: str) -> bool:
     return "/" in execution_arn.split(":")[6]
 
 
+_DESCRIBERS = 8
+"""DescribeExecution calls at once: a backfill started as many runs together, each of which reads the others'."""
+
+
 def running_before(state_machine_arn: str, own_arn: str, own_start: dt.datetime | None,
                    client: Any | None = None) -> list[OtherRun]:
     """The executions of ``state_machine_arn`` that are RUNNING and started before ``own_arn`` (at ``own_start``;
     None: now), with their inputs. Throttling and network errors become TransientError (the state machine retries
     BuildCatalog on it)."""
-    sfn = client or boto3.client("stepfunctions", config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+    sfn = client or boto3.client("stepfunctions", config=Config(retries={"max_attempts": 5, "mode": "standard"},
+                                                                max_pool_connections=_DESCRIBERS))
     own = (own_start or dt.datetime.now(dt.UTC), own_arn)  # then the ARN, for runs started at the same instant
+
+    def described(execution_arn: str) -> OtherRun | None:
+        desc = sfn.describe_execution(executionArn=execution_arn)
+        if desc["status"] != "RUNNING":
+            return None  # ended since the listing
+        try:
+            document = json.loads(desc.get("input") or "null")
+        except ValueError:
+            document = None
+        return OtherRun(arn=desc["executionArn"], name=desc["name"], started=desc["startDate"], input=document)
+
     try:
-        found = []
+        earlier = []
         for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=state_machine_arn,
                                                                    statusFilter="RUNNING"):
             for execution in page["executions"]:
@@ -60,16 +77,9 @@ def running_before(state_machine_arn: str, own_arn: str, own_start: dt.datetime 
                     continue  # an item of a run (the listing should not hold them): not a run
                 if execution["executionArn"] == own_arn or (execution["startDate"], execution["executionArn"]) >= own:
                     continue  # a later run checks against this one
-                desc = sfn.describe_execution(executionArn=execution["executionArn"])
-                if desc["status"] != "RUNNING":
-                    continue  # ended since the listing
-                try:
-                    document = json.loads(desc.get("input") or "null")
-                except ValueError:
-                    document = None
-                found.append(OtherRun(arn=desc["executionArn"], name=desc["name"], started=desc["startDate"],
-                                      input=document))
-        return found
+                earlier.append(execution["executionArn"])
+        with ThreadPoolExecutor(_DESCRIBERS) as pool:
+            return [run for run in pool.map(described, earlier) if run is not None]
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in _THROTTLED:
             raise TransientError(f"Step Functions throttled the listing of the running executions: {exc}") from exc
