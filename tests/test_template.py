@@ -253,7 +253,7 @@ def test_definition_substitutions_match_the_asl_placeholders_both_ways(cfn: dict
     props = cfn["Resources"]["PipelineStateMachine"]["Properties"]
     assert set(props["DefinitionSubstitutions"]) == placeholders
     assert props["DefinitionSubstitutions"] == {
-        **{f"{lid}Arn": {"Fn::GetAtt": [lid, "Arn"]} for lid in FUNCTIONS},
+        **{f"{lid}Arn": {"Ref": published_version(cfn, lid)} for lid in FUNCTIONS},
         "DataBucketName": {"Ref": "DataBucket"},
         "RunAlertsTopicArn": {"Ref": "RunAlertsTopic"},  # TellFailuresWithinTolerance publishes there
     }
@@ -261,11 +261,55 @@ def test_definition_substitutions_match_the_asl_placeholders_both_ways(cfn: dict
     assert props["TracingConfiguration"] == {"Enabled": True}
 
 
+def published_version(cfn: dict[str, Any], function_id: str) -> str:
+    """The logical id of the one version of ``function_id`` that this deploy publishes."""
+    (version,) = [lid for lid, r in resources_of(cfn, "AWS::Lambda::Version").items()
+                  if r["Properties"]["FunctionName"] == {"Ref": function_id}]
+    return version
+
+
+def test_the_state_machine_calls_the_versions_a_deploy_published_and_they_outlive_the_next_deploy(
+        cfn: dict[str, Any]) -> None:
+    """A run keeps the function versions of the definition it started with: a deploy during a run does not mix two
+    versions of the code in its results. SAM keeps old versions (Retain), so a run started before a deploy still
+    finds its own; the state machine may invoke every version of each function (function:<name>:<version>)."""
+    for lid in FUNCTIONS:
+        version = cfn["Resources"][published_version(cfn, lid)]
+        assert version["DeletionPolicy"] == "Retain", lid
+    role = state_machine_role(cfn)
+    assert sorted(grants(cfn, role, "lambda:InvokeFunction"), key=json.dumps) == sorted(
+        [{"Fn::Sub": f"${{{lid}.Arn}}:*"} for lid in FUNCTIONS], key=json.dumps)
+
+
+@pytest.mark.parametrize("change", ["layer", "timeout", "environment", "memory"])
+def test_a_change_of_the_layer_or_of_a_function_s_configuration_publishes_a_new_version(
+        sam: dict[str, Any], cfn: dict[str, Any], change: str) -> None:
+    """A version is published only for what its hash covers: the functions' code is their folders (thin handlers)
+    and the layer (granulemap itself). Were a new layer, or a new timeout, not to publish new versions, the state
+    machine would go on calling the old ones, and the deploy would reach only $LATEST, which nothing calls.
+    (AutoPublishAliasAllProperties on each function, PublishLambdaVersion on the layer.)"""
+    changed = json.loads(json.dumps(sam))
+    if change == "layer":  # sam package puts the built layer's zip at an S3 key named by its content's hash
+        changed["Resources"]["CommonLayer"]["Properties"]["ContentUri"] = "s3://artifacts/0123456789abcdef"
+    for lid in FUNCTIONS:
+        props = changed["Resources"][lid]["Properties"]
+        if change == "environment":
+            props.setdefault("Environment", {"Variables": {}})["Variables"]["LOG_LEVEL"] = "DEBUG"
+        elif change == "memory":
+            props["MemorySize"] = 2048
+        elif change == "timeout":
+            props["Timeout"] = 899
+    validator = SamTemplateValidator(changed, _NoManagedPolicyLookup(), region="us-west-2")
+    again = yaml_parse(validator.get_translated_template_if_valid())
+    for lid in FUNCTIONS:
+        assert published_version(again, lid) != published_version(cfn, lid), lid
+
+
 def test_the_state_machine_invokes_only_its_four_functions(cfn: dict[str, Any]) -> None:
     role = state_machine_role(cfn)
     invoked = grants(cfn, role, "lambda:InvokeFunction")
     assert sorted(invoked, key=json.dumps) == sorted(
-        [{"Fn::GetAtt": [lid, "Arn"]} for lid in FUNCTIONS], key=json.dumps)
+        [{"Fn::Sub": f"${{{lid}.Arn}}:*"} for lid in FUNCTIONS], key=json.dumps)  # their versions
 
 
 def test_the_state_machine_starts_describes_and_stops_only_its_own_executions(cfn: dict[str, Any]) -> None:

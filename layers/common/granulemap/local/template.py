@@ -152,6 +152,9 @@ def read_local_template(
         "AWS::AccountId": account,
         "AWS::Partition": "aws",
         **{lid: lid for lid in functions},
+        # The version a deploy published (Globals: AutoPublishAlias): locally, nothing is deployed during a run, and
+        # the function is its one version.
+        **{f"{lid}.Version": arn for lid, arn in arns.items()},
     }
     attrs: dict[tuple[str, str], str] = {(lid, "Arn"): arn for lid, arn in arns.items()}
     topics = {}
