@@ -295,3 +295,38 @@ def test_status_and_results_say_what_arn_they_take(capsys) -> None:
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "EXECUTION_ARN  the run's execution ARN, as granulemap start printed it" in capsys.readouterr().out
+
+
+def test_a_folder_with_two_granules_of_one_day_is_refused_naming_them(tmp_path: Path, synthetic_month) -> None:
+    """MUR25 and MUR at 0.01° (or two versions) in one folder: both are *.nc granules of the day, and their rows,
+    keyed by granule name, would alternate in one time series. Refused before anything is written; one granule a day
+    goes on."""
+    from granulemap.catalog import build_catalog
+    from granulemap.settings import Settings
+    from granulemap.storage import Bucket
+
+    folder = tmp_path / "granules"
+    folder.mkdir()
+    for path in synthetic_month:
+        shutil.copy(path, folder / path.name)
+    first = synthetic_month[0].name  # 20181201...-MUR25-...nc
+    other_product = first.replace("MUR25", "MUR")
+    assert other_product != first and other_product[:8] == "20181201"
+    shutil.copy(synthetic_month[0], folder / other_product)
+    doc = {"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-03", "source": str(folder)}
+    with pytest.raises(InvalidInput) as refused:
+        build_catalog(doc, "two-products", Settings(bucket="no-such-bucket"), Bucket("no-such-bucket"))
+    message = str(refused.value)
+    assert message.startswith("field 'source': 1 day(s) have several granules")
+    assert "2018-12-01" in message and first in message and other_product in message
+    # the same folder from the 2nd on: one granule a day
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        boto3.client("s3", region_name="us-west-2").create_bucket(
+            Bucket="bucket", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        bucket = Bucket("bucket", boto3.client("s3", region_name="us-west-2"))
+        out = build_catalog({**doc, "start": "2018-12-02"}, "one-product", Settings(bucket="bucket"), bucket)
+        (item,) = bucket.get_json(out.catalog.key)  # one dekad
+    assert sorted(g["url"].rsplit("/", 1)[-1] for g in item["granules"]) == sorted(p.name for p in synthetic_month[1:])

@@ -83,7 +83,7 @@ def test_the_check_comes_before_anything_is_searched_or_written(tmp_path: Path) 
 
 @pytest.fixture
 def state_machine() -> Any:
-    with mock_aws():
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": False}}):  # (another test may have set it)
         sfn = boto3.client("stepfunctions", region_name="us-west-2")
         arn = sfn.create_state_machine(
             name="stack-pipeline", roleArn="arn:aws:iam::123456789012:role/sfn",

@@ -193,6 +193,23 @@ def _refuse_items_too_large_for_the_map(manifest: list[dict[str, Any]], start: d
         )
 
 
+def _refuse_two_granules_of_a_day(granules: list[Granule], recipe: Recipe, source: str) -> None:
+    """A recipe of a collection with one granule a day, given a folder holding two of one day: two products (MUR25
+    and MUR at 0.01°, two versions of one), whose rows would alternate in one series (rows are keyed by granule name,
+    so both stay). A CMR search names its collection (another collection is a configuration of its own)."""
+    by_day: dict[dt.date, list[str]] = {}
+    for granule in granules:
+        if granule.time is not None:
+            by_day.setdefault(granule.time.astimezone(dt.UTC).date(), []).append(granule.url.rsplit("/", 1)[-1])
+    twice = {day: names for day, names in by_day.items() if len(names) > 1}
+    if twice:
+        day, names = min(twice.items())
+        raise InvalidInput(
+            f"field 'source': {len(twice)} day(s) have several granules in {source}, {day}: {', '.join(names[:3])}. "
+            f"Recipe {recipe.name} reduces a collection of one granule a day, and two products (or two versions of "
+            "one) would alternate in one time series: keep one product in the folder (each in a folder of its own)")
+
+
 def _repeated(ids: Iterable[str]) -> list[str]:
     return [i for i, n in Counter(ids).items() if n > 1]
 
@@ -303,6 +320,8 @@ def build_catalog(
         twice = _repeated(item_id_for(g.url) for g in granules)
         if twice:
             raise InvalidInput(f"field 'source': several granules have the same file name: {twice[:5]}")
+    if execution.source is not None and recipe.one_granule_a_day:
+        _refuse_two_granules_of_a_day(granules, recipe, execution.source)
     items = _unique_ids(recipe.make_items(granules, params, execution))
     # Before prepare, which may write (atl06-cell-stats grows its store): a refused input changes nothing. prepare
     # only adds names (a store id) to items, well within the limit's margin.
