@@ -461,6 +461,38 @@ def test_a_catalog_that_fails_while_forgetting_or_clearing_is_retried_without_le
     assert counts(again) == before
 
 
+def test_a_granule_unreadable_on_a_rerun_leaves_the_blocks_it_may_touch_and_their_results(
+        moto_s3: MotoS3, synthetic_dir: Path, tmp_path: Path) -> None:
+    """A granule that cannot be read at catalog time touches cells nobody knows: the blocks no readable granule of
+    the run touches may be its own. They keep what they hold, and so do their stored results (forgotten, a later
+    run would compute them again; cleared with their results kept, a later run would skip them as done and leave
+    them blank)."""
+    for name in (SYNTHETIC_ONE, SYNTHETIC_TWO):
+        (tmp_path / name).write_bytes((synthetic_dir / name).read_bytes())
+    params = {"parent_order": 7, "child_order": 11}  # a store of its own
+    n = 4 ** (11 - 7)
+
+    def counts(run: PipelineRun) -> dict[int, int]:
+        data = run.dataset().load()
+        ids, count = data["cell_ids"].values, data["count"].values
+        return {int(p): int(count[(ids // n) == p].sum()) for p in np.unique(ids // n)}
+
+    first = run_pipeline(tmp_path, moto_s3, "2019-03-09", "2019-03-23", params=params)
+    before = counts(first)
+    (tmp_path / SYNTHETIC_ONE).write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)  # the same file, now unreadable
+    second = run_pipeline(tmp_path, moto_s3, "2019-03-09", "2019-03-23", params=params)
+    assert [f["error"] for f in second.failures.values()] == ["GranuleUnreadable"]
+    touched = {i.extra["parent_cell"] for i in second.items if "parent_cell" in i.extra}
+    only_one = {p for p, c in before.items() if c > 0} - touched  # blocks with data that granule one alone gave
+    assert only_one, "granule one alone touched no parent cell with data: the test would show nothing"
+    after = counts(second)
+    assert {p: after[p] for p in only_one} == {p: before[p] for p in only_one}
+    kept = {i.id for i in first.items if i.extra["parent_cell"] in only_one}
+    assert all(second.bucket.exists(layout.result_key(recipe.name, first.catalog.run.config_id, i)) for i in kept)
+    assert xr.open_zarr(second.store).attrs["incomplete_periods"]["2019-03-09/2019-03-23"]["unreadable_granules"] == [
+        str(tmp_path / SYNTHETIC_ONE)]
+
+
 def test_monthly_runs_grow_one_store_without_duplicates_or_gaps(moto_s3: MotoS3, synthetic_dir: Path,
                                                                 tmp_path: Path) -> None:
     """The schedule's input ("period": "previous-month") on the 1st of April and of May, then May's run again."""
