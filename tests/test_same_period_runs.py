@@ -138,6 +138,9 @@ def test_a_second_run_of_a_period_started_while_the_first_runs_fails_and_the_fir
     for path in synthetic_month:
         shutil.copy(path, source / path.name)
     day = {"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-01", "source": str(source)}
+    from moto.core.config import default_user_config
+
+    before = dict(default_user_config["stepfunctions"])
     slow = {FAULTS_ENV: json.dumps({"delay_seconds": 3})}  # every item sleeps 3 s: the first run is still running
     with Workspace(tmp_path / "workspace", workers=2, extra_env=slow) as workspace:
         engine = workspace.engine
@@ -149,6 +152,9 @@ def test_a_second_run_of_a_period_started_while_the_first_runs_fails_and_the_fir
         assert engine.wait(first, timeout=120)["status"] == "SUCCEEDED"
         assert engine.wait(other_day, timeout=120)["status"] == "SUCCEEDED"
         written = [o["Key"] for o in engine.client("s3").list_objects_v2(Bucket=engine.bucket).get("Contents", [])]
+    # the engine puts back moto's process-wide configuration (it had moto execute state machines): a later test's
+    # mock_aws() whose executions must stay RUNNING would otherwise see them run
+    assert default_user_config["stepfunctions"] == before
     assert [key for key in written if "/first/" in key] and not [key for key in written if "/second/" in key]
     assert (refused["status"], refused["error"]) == ("FAILED", "CatalogFailed")
     cause = json.loads(refused["cause"])

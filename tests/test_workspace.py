@@ -78,6 +78,8 @@ def test_a_run_that_outlasts_its_timeout_is_stopped(tmp_path: Path, synthetic_mo
             assert time.monotonic() < deadline, "the timed-out execution was not stopped"
             time.sleep(0.1)
         assert sfn.describe_execution(executionArn=execution["executionArn"])["status"] == "ABORTED"
+        # and waiting for a stopped execution ends (ABORTED is an end)
+        assert workspace.engine.wait(execution["executionArn"], timeout=30)["status"] == "ABORTED"
 
 
 UNGUARDED = """
@@ -121,6 +123,9 @@ def test_a_workspace_takes_dates_and_paths_refuses_a_non_dict_and_opens_once(tmp
         summary = workspace.run({"recipe": "sst-global-mean", "start": dt.date(2018, 12, 31),
                                  "end": dt.date(2018, 12, 31), "source": source}, out=tmp_path / "dated")
         assert summary["status"] == "SUCCEEDED" and summary["granules"]["succeeded"] == 1
+        # its outputs as local paths, summary.json once and last
+        assert summary["outputs"] == [str(tmp_path / "dated" / n) for n in
+                                      ("global_mean_sst.csv", "global_mean_sst.png", "provenance.json", "summary.json")]
         with pytest.raises(TypeError, match="the execution input is a dict"):
             workspace.run([{"recipe": "sst-global-mean"}], out=tmp_path / "listed")  # type: ignore[arg-type]
         assert not (tmp_path / "listed").exists()
@@ -132,12 +137,29 @@ def test_a_workspace_takes_dates_and_paths_refuses_a_non_dict_and_opens_once(tmp
         assert unsourced["status"] == "FAILED" and unsourced["message"].startswith("field 'source': a local run reads")
         assert (unsourced["start"], unsourced["end"]) == ("2018-12-01", "2018-12-31")  # the month it would have run
         assert json.loads((tmp_path / "unsourced" / "summary.json").read_text()) == unsourced
+        assert unsourced["outputs"] == [str(tmp_path / "unsourced" / "summary.json")]
+        # a source given as None (a script's variable not set) is no source either: not a CMR search retried for 45
+        # minutes (the timeout stops that at once)
+        nosource = workspace.run({"recipe": "sst-global-mean", "period": "2018-12", "source": None},
+                                 out=tmp_path / "nosource", timeout=60)
+        assert nosource["status"] == "FAILED" and nosource["message"].startswith("field 'source': a local run reads")
+        # an input without a source that is wrong otherwise too: still a FAILED summary, without dates
+        undated = workspace.run({"recipe": "sst-global-mean", "start": "2018-02-31", "end": "2018-03-01"},
+                                out=tmp_path / "undated")
+        assert undated["status"] == "FAILED" and "start" not in undated and "end" not in undated
         assert len(sfn.list_executions(stateMachineArn=workspace.engine.state_machine_arn)["executions"]) == 1
+
+        # An input BuildCatalog refuses: a FAILED summary that says why, not an exception
+        refused = workspace.run({"recipe": "sst-global-mean", "start": "2018-12-31", "end": "2018-12-01",
+                                 "source": source}, out=tmp_path / "refused")
+        assert refused["status"] == "FAILED" and "end (2018-12-01) is before start (2018-12-31)" in refused["message"]
+        assert "start" not in refused and refused["outputs"] == [str(tmp_path / "refused" / "summary.json")]
 
         # A folder without granules of the dates: the summary says what it holds (granulemap run printed it alone)
         empty = workspace.run({"recipe": "sst-global-mean", "start": "2017-01-01", "end": "2017-01-31",
                                "source": source}, out=tmp_path / "empty")
         assert empty["status"] == "SUCCEEDED" and empty["granules"]["total"] == 0
+        assert empty["message"].startswith("no granules matched the recipe, dates and source: nothing to do: ")
         assert f"{source} holds 1 files" in empty["message"]
         assert "dated 2018-12-31 to 2018-12-31 by their names, none from 2017-01-01 to 2017-01-31" in empty["message"]
 
@@ -146,7 +168,14 @@ def test_a_workspace_takes_dates_and_paths_refuses_a_non_dict_and_opens_once(tmp
                               out=tmp_path / "month")
         assert month["status"] == "FAILED" and (month["start"], month["end"]) == ("2018-12-01", "2018-12-31")
         assert "30 day(s) of 2018-12-01..2018-12-31 (2018-12) have no granule" in month["message"]
+        assert month["message"].startswith("CatalogFailed: NoGranulesFound: ")  # the state's error, then the cause's
         assert "granulemap run --period 2018-12" in month["message"] and "start-execution" not in month["message"]
+
+        # An empty prefix of the emulated bucket: nothing to do, and no folder of this machine to describe
+        bucket = workspace.run({"recipe": "sst-global-mean", "start": "2018-12-31", "end": "2018-12-31",
+                                "source": f"s3://{workspace.engine.bucket}/nothing-here/"}, out=tmp_path / "bucket")
+        assert bucket["status"] == "SUCCEEDED" and bucket["granules"]["total"] == 0
+        assert bucket["message"] == "no granules matched the recipe, dates and source: nothing to do"
     with pytest.raises(RuntimeError, match="opens once"):
         workspace.__enter__()
     with Workspace(tmp_path / "workspace", workers=1):  # a new one on the folder: fine

@@ -251,8 +251,9 @@ def fetch_results(execution_arn: str, out: Path | None, stack_name: str | None =
         if exc.response.get("Error", {}).get("Code") not in {"NoSuchKey", "404"}:
             raise
         why = f"the run is {desc['status']}"
-        if desc["status"] in FAILED_STATUSES:
-            why += f" ({desc.get('error', '')}: {readable_cause(desc.get('cause'), desc.get('error'))})"
+        said = [desc.get("error"), readable_cause(desc.get("cause"), desc.get("error"))]  # a stop may give neither
+        if desc["status"] in FAILED_STATUSES and any(said):
+            why += f" ({': '.join(part for part in said if part)})"
         return (f"no s3://{stack.bucket}/{key}: {why}. Aggregate writes it at the end of a run; "
                 "run data expire after RunDataRetentionDays")
     summary["execution"] = {"arn": execution_arn, "status": desc["status"]}

@@ -162,6 +162,7 @@ class LocalEngine:
         self._pool: Executor | None = None
         self._environ_before: dict[str, str] | None = None
         self._original_invoke: Any = None
+        self._sfn_config: dict[str, Any] | None = None
         self._original_client_for: Any = None
         self._original_terminated: Any = None
         self._ended = threading.Condition()
@@ -280,6 +281,9 @@ class LocalEngine:
         self._own_calls = _route_own_calls(self._channel, [f"http://localhost:{port}", self.endpoint])
         # moto's backends are process-wide: start from an empty account whatever ran before in this process.
         self._moto_api("reset", b"")
+        from moto.core.config import default_user_config
+
+        self._sfn_config = dict(default_user_config.get("stepfunctions", {}))  # put back at the end (__exit__)
         self._moto_api("config", json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode())
         self._patch_lambda()
         self._watch_ends()
@@ -306,6 +310,11 @@ class LocalEngine:
 
             BaseExecutionWorkerCommunication.terminated = self._original_terminated  # type: ignore[method-assign]
             self._original_terminated = None
+        if self._sfn_config is not None:  # moto's configuration is process-wide: as it was before this engine
+            from moto.core.config import default_user_config
+
+            default_user_config["stepfunctions"] = self._sfn_config
+            self._sfn_config = None
         # The HTTP server (moto's own calls) stops while the workers exit: werkzeug notices a shutdown only at its
         # next 0.5 s poll, unless a connection wakes it, which _stop_server makes.
         stopping = None
