@@ -28,6 +28,7 @@ from granulemap.models import (
     RunContext,
     as_utc,
     parse_model,
+    utc_day,
 )
 from granulemap.recipes import Recipe, available, get_recipe
 from granulemap.settings import Settings
@@ -98,7 +99,7 @@ def _refuse_a_scheduled_period_with_missing_granules(granules: list[Granule], ex
     if not granules:
         raise NoGranulesFound(f"no granules {where} for {start}..{end} ({period}): {not_yet}, {how}")
     if recipe.one_granule_a_day:
-        have = {g.time.astimezone(dt.UTC).date() for g in granules if g.time is not None}
+        have = {utc_day(g.time) for g in granules if g.time is not None}
         days = (start + dt.timedelta(days=n) for n in range((end - start).days + 1))
         missing = [day for day in days if day not in have]
         if missing:
@@ -126,7 +127,7 @@ def _refuse_a_bbox_that_changes_nothing(execution: ExecutionInput, recipe: Recip
 
 
 def _in_range(when: dt.datetime | None, start: dt.date, end: dt.date) -> bool:
-    return when is not None and start <= when.astimezone(dt.UTC).date() <= end
+    return when is not None and start <= utc_day(when) <= end
 
 
 def list_source(source: str, recipe: Recipe, start: dt.date, end: dt.date) -> list[Granule]:
@@ -160,7 +161,7 @@ def why_no_granules(directory: str, recipe: Recipe, start: dt.date, end: dt.date
     files = [n for n in entries if n not in folders]
     matching = [n for n in files if fnmatch.fnmatch(n, recipe.file_pattern)]
     dated = [recipe.granule_time(n) for n in matching]
-    dates = sorted(t.astimezone(dt.UTC).date() for t in dated if t is not None)
+    dates = sorted(utc_day(t) for t in dated if t is not None)
     inside = sum(_in_range(t, start, end) for t in dated)
     found = f"{len(matching)} match recipe {recipe.name}'s file-name pattern {recipe.file_pattern!r}"
     if inside:  # granules in range, and still no item: the recipe found nothing to do in them
@@ -200,7 +201,7 @@ def _refuse_two_granules_of_a_day(granules: list[Granule], recipe: Recipe, sourc
     by_day: dict[dt.date, list[str]] = {}
     for granule in granules:
         if granule.time is not None:
-            by_day.setdefault(granule.time.astimezone(dt.UTC).date(), []).append(granule.url.rsplit("/", 1)[-1])
+            by_day.setdefault(utc_day(granule.time), []).append(granule.url.rsplit("/", 1)[-1])
     twice = {day: names for day, names in by_day.items() if len(names) > 1}
     if twice:
         day, names = min(twice.items())

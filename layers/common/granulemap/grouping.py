@@ -19,7 +19,7 @@ import datetime as dt
 import hashlib
 from itertools import groupby
 
-from granulemap.models import Granule, Grouping, Item
+from granulemap.models import Granule, Grouping, Item, utc_day
 
 MAX_GRANULES_PER_ITEM = 16
 """A dekad of a product with several granules a day is split into items of at most this many granules."""
@@ -58,7 +58,7 @@ def group_granules(granules: list[Granule], grouping: Grouping) -> list[Item]:
     untimed = [g for g in granules if g.time is None]
     timed = sorted((g for g in granules if g.time is not None), key=lambda g: (g.time, g.url))
     items = []
-    for _, members in groupby(timed, key=lambda g: dekad_of(g.time.astimezone(dt.UTC).date())):  # type: ignore[union-attr]
+    for _, members in groupby(timed, key=lambda g: dekad_of(utc_day(g.time))):  # type: ignore[union-attr]
         group = list(members)
         for i in range(0, len(group), MAX_GRANULES_PER_ITEM):
             items.append(_group_item(group[i:i + MAX_GRANULES_PER_ITEM]))

@@ -46,6 +46,11 @@ def as_utc(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC) if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
+def utc_day(moment: dt.datetime) -> dt.date:
+    """The UTC date of ``moment``: a granule's day (its dekad, the days a range covers), whatever zone it is given in."""
+    return as_utc(moment).date()
+
+
 PREVIOUS_MONTH = "previous-month"
 """The monthly schedule's ``period``: the calendar month before the one the run starts in."""
 
