@@ -364,15 +364,11 @@ def test_a_parent_cell_no_granule_touches_any_more_is_cleared_for_the_period(mot
         (tmp_path / name).write_bytes((synthetic_dir / name).read_bytes())
     n = 4 ** (CHILD_ORDER - PARENT_ORDER)
 
-    def counts_by_parent(run: PipelineRun) -> dict[int, int]:
-        data = run.dataset().load()  # the store as it is now, at this run's period
-        ids, count = data["cell_ids"].values, data["count"].values
-        return {int(p): int(count[(ids // n) == p].sum()) for p in np.unique(ids // n)}
 
-    before = counts_by_parent(run_pipeline(tmp_path, moto_s3, "2019-03-02", "2019-03-30"))
+    before = counts_by_parent(run_pipeline(tmp_path, moto_s3, "2019-03-02", "2019-03-30"), n)
     (tmp_path / SYNTHETIC_ONE).unlink()
     two_only = run_pipeline(tmp_path, moto_s3, "2019-03-02", "2019-03-30")
-    after = counts_by_parent(two_only)
+    after = counts_by_parent(two_only, n)
     still = {i.extra["parent_cell"] for i in two_only.items if "parent_cell" in i.extra}
     gone = {p for p, c in before.items() if c > 0} - still
     assert gone, "the first granule alone touched no parent cell: the test would show nothing"
@@ -392,17 +388,13 @@ def test_a_granule_removed_then_put_back_is_computed_again_not_skipped(moto_s3: 
     params = {"parent_order": 8}  # a store of its own
     n = 4 ** (CHILD_ORDER - 8)
 
-    def counts_by_parent(run: PipelineRun) -> dict[int, int]:
-        data = run.dataset().load()
-        ids, count = data["cell_ids"].values, data["count"].values
-        return {int(p): int(count[(ids // n) == p].sum()) for p in np.unique(ids // n)}
 
     both = run_pipeline(tmp_path, moto_s3, "2019-03-07", "2019-03-25", params=params)
-    before = counts_by_parent(both)
+    before = counts_by_parent(both, n)
     (tmp_path / SYNTHETIC_ONE).unlink()
     two = run_pipeline(tmp_path, moto_s3, "2019-03-07", "2019-03-25", params=params)
     assert int(two.dataset()["count"].values[first_index(two, SITE.cell_a)]) == 1  # 16 alone
-    cleared = {p for p, c in counts_by_parent(two).items() if c == 0 and before[p] > 0}
+    cleared = {p for p, c in counts_by_parent(two, n).items() if c == 0 and before[p] > 0}
     assert cleared, "granule one alone touched no parent cell: the test would show less"
     (tmp_path / SYNTHETIC_ONE).write_bytes((synthetic_dir / SYNTHETIC_ONE).read_bytes())
     again = run_pipeline(tmp_path, moto_s3, "2019-03-07", "2019-03-25", params=params)
@@ -414,7 +406,7 @@ def test_a_granule_removed_then_put_back_is_computed_again_not_skipped(moto_s3: 
     computed = {i.extra["parent_cell"] for i in again.items if i.id in again.results and not i.done}
     assert computed == changed
     assert int(again.dataset()["count"].values[first_index(again, SITE.cell_a)]) == 5  # 10, 12, 14, 20 are back
-    assert counts_by_parent(again) == before
+    assert counts_by_parent(again, n) == before
     assert "incomplete_periods" not in xr.open_zarr(again.store).attrs or \
         "2019-03-07/2019-03-25" not in xr.open_zarr(again.store).attrs["incomplete_periods"]
 
@@ -433,12 +425,8 @@ def test_a_catalog_that_fails_while_forgetting_or_clearing_is_retried_without_le
         (tmp_path / name).write_bytes((synthetic_dir / name).read_bytes())
     params, n = {"parent_order": parent_order}, 4 ** (CHILD_ORDER - parent_order)
 
-    def counts(run: PipelineRun) -> dict[int, int]:
-        data = run.dataset().load()
-        ids, count = data["cell_ids"].values, data["count"].values
-        return {int(p): int(count[(ids // n) == p].sum()) for p in np.unique(ids // n)}
 
-    before = counts(run_pipeline(tmp_path, moto_s3, "2019-03-08", "2019-03-24", params=params))
+    before = counts_by_parent(run_pipeline(tmp_path, moto_s3, "2019-03-08", "2019-03-24", params=params), n)
     (tmp_path / SYNTHETIC_ONE).unlink()
     target, name = (Bucket, "delete_many") if fails == "forgetting" else (atl06_cell_stats, "write_parent")
     original, calls = getattr(target, name), []
@@ -455,10 +443,10 @@ def test_a_catalog_that_fails_while_forgetting_or_clearing_is_retried_without_le
     monkeypatch.setattr(target, name, original)
     assert len(calls) == 1
     retried = run_pipeline(tmp_path, moto_s3, "2019-03-08", "2019-03-24", params=params)  # the state machine's retry
-    assert any(c == 0 for p, c in counts(retried).items() if before[p] > 0)  # granule one's blocks: cleared
+    assert any(c == 0 for p, c in counts_by_parent(retried, n).items() if before[p] > 0)  # granule one's blocks: cleared
     (tmp_path / SYNTHETIC_ONE).write_bytes((synthetic_dir / SYNTHETIC_ONE).read_bytes())
     again = run_pipeline(tmp_path, moto_s3, "2019-03-08", "2019-03-24", params=params)
-    assert counts(again) == before
+    assert counts_by_parent(again, n) == before
 
 
 def test_a_granule_unreadable_on_a_rerun_leaves_the_blocks_it_may_touch_and_their_results(
@@ -472,20 +460,16 @@ def test_a_granule_unreadable_on_a_rerun_leaves_the_blocks_it_may_touch_and_thei
     params = {"parent_order": 7, "child_order": 11}  # a store of its own
     n = 4 ** (11 - 7)
 
-    def counts(run: PipelineRun) -> dict[int, int]:
-        data = run.dataset().load()
-        ids, count = data["cell_ids"].values, data["count"].values
-        return {int(p): int(count[(ids // n) == p].sum()) for p in np.unique(ids // n)}
 
     first = run_pipeline(tmp_path, moto_s3, "2019-03-09", "2019-03-23", params=params)
-    before = counts(first)
+    before = counts_by_parent(first, n)
     (tmp_path / SYNTHETIC_ONE).write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)  # the same file, now unreadable
     second = run_pipeline(tmp_path, moto_s3, "2019-03-09", "2019-03-23", params=params)
     assert [f["error"] for f in second.failures.values()] == ["GranuleUnreadable"]
     touched = {i.extra["parent_cell"] for i in second.items if "parent_cell" in i.extra}
     only_one = {p for p, c in before.items() if c > 0} - touched  # blocks with data that granule one alone gave
     assert only_one, "granule one alone touched no parent cell with data: the test would show nothing"
-    after = counts(second)
+    after = counts_by_parent(second, n)
     assert {p: after[p] for p in only_one} == {p: before[p] for p in only_one}
     kept = {i.id for i in first.items if i.extra["parent_cell"] in only_one}
     assert all(second.bucket.exists(layout.result_key(recipe.name, first.catalog.run.config_id, i)) for i in kept)
@@ -558,6 +542,13 @@ def test_a_deleted_store_is_made_again_and_refilled_not_skipped(moto_s3: MotoS3,
     with pytest.raises(OutputStoreMismatch, match="start the execution again"):
         recipe.process(stale, recipe.parse_params(params), GranuleAccess(first.catalog.run), first.catalog.run)
 
+
+
+def counts_by_parent(run: PipelineRun, n: int) -> dict[int, int]:
+    """Segments counted per parent cell (``n`` child cells each) in the store as it is now, at ``run``'s period."""
+    data = run.dataset().load()
+    ids, count = data["cell_ids"].values, data["count"].values
+    return {int(p): int(count[(ids // n) == p].sum()) for p in np.unique(ids // n)}
 
 def first_index(run: PipelineRun, cell: int) -> int:
     return int(np.flatnonzero(xr.open_zarr(run.store)["cell_ids"].values == cell)[0])
