@@ -49,7 +49,7 @@ from test_credentials import (
     reset_caches,
     stored_ref,
 )
-from test_template import _NoManagedPolicyLookup, grants, state_machine_role
+from test_template import cfn, grants, sam, state_machine_role  # noqa: F401  (cfn, sam: fixtures, by name)
 
 BUCKET = "granulemap-mutation-survivors"
 STEP_FUNCTIONS_PAYLOAD_LIMIT = 256 * 1024
@@ -557,15 +557,6 @@ def test_no_caught_error_ends_a_run_as_succeeded_unless_aggregate_judged_it(asl:
 
 
 # ---- template.yaml --------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def cfn() -> dict[str, Any]:
-    """template.yaml translated to CloudFormation as test_template's fixture makes it."""
-    from samcli.lib.translate.sam_template_validator import SamTemplateValidator
-    from samcli.yamlhelper import yaml_parse
-
-    sam = yaml_parse((ROOT / "template.yaml").read_text())
-    validator = SamTemplateValidator(json.loads(json.dumps(sam)), _NoManagedPolicyLookup(), region="us-west-2")
-    return yaml_parse(validator.get_translated_template_if_valid())
 
 
 def test_the_state_machine_may_publish_to_the_topic_its_alert_state_publishes_to(cfn: dict[str, Any],
