@@ -15,6 +15,7 @@ from granulemap import layout
 from botocore.exceptions import BotoCoreError, ClientError
 
 from granulemap.errors import (
+    InvalidInput,
     RecipeFailed,
     RecipeResultInvalid,
     TooManyFailures,
@@ -183,6 +184,8 @@ def recipe_failure(recipe: Recipe, exc: Exception) -> str:
     """Why the run has no products when the recipe's ``combine`` raised, and what to do."""
     if isinstance(exc, (BotoCoreError, ClientError)):  # S3 refused or failed: not the recipe's code
         return f"recipe {recipe.name} could not write its products: {_what_failed(recipe, exc)}"
+    if isinstance(exc, InvalidInput):  # the input's granules cannot join the products (two products in one series)
+        return f"recipe {recipe.name} refused to combine the results into its products: {shortened(str(exc))}"
     advice = ("the results process() returned are stored and would be used again: once the recipe is mended, run "
               "the range again with --recompute" if isinstance(exc, RecipeResultInvalid) else
               "the results are stored and are used again: mend the recipe and run the same range again")

@@ -62,6 +62,8 @@ RECOMPUTE_HELP = ("compute every item again, even those whose result is stored (
 PERIOD_HELP = ("instead of --start and --end: a whole month, YYYY-MM (or previous-month, as the schedule runs), "
                "refused when it has no granules or, for the SST recipes, lacks a day's; --start/--end with the same "
                "dates take what there is")
+COLLECTION_HELP = ("CMR short name (default: the recipe's collection, MUR25-JPL-L4-GLOB-v04.2 for the SST recipes); "
+                   "with --source, the product of its granules: another product's runs get a time series of their own")
 GROUP_HELP = ("per-granule recipes (the SST ones, and yours with per_granule = True): granules per Processor call, "
               "those of a dekad (default) or one each; same results")
 
@@ -261,6 +263,7 @@ def add_execution_options(parser: argparse.ArgumentParser, bbox: bool = True) ->
     parser.add_argument("--parent-order", type=int, dest="parent_order", help="atl06-cell-stats: item cell order (6)")
     parser.add_argument("--child-order", type=int, dest="child_order", help="atl06-cell-stats: statistics order (12)")
     parser.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help=PARAM_HELP)
+    parser.add_argument("--collection", help=COLLECTION_HELP)
     if bbox:
         parser.add_argument("--bbox", type=float, nargs=4, metavar=("WEST", "SOUTH", "EAST", "NORTH"), help=BBOX_HELP)
     parser.add_argument("--max-concurrency", type=int, dest="max_concurrency", help=CONCURRENCY_HELP)

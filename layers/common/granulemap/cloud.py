@@ -369,7 +369,6 @@ def add_cloud_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     start = sub.add_parser("start", help="start a run of a deployed stack (validates the input first)")
     start.add_argument("--stack", required=True, help="CloudFormation stack name (sam deploy's stack_name)")
     add_execution_options(start)
-    start.add_argument("--collection", help="CMR short name (default: the recipe's collection)")
     start.add_argument("--source", help="granules under an s3://BUCKET/PREFIX of the stack's own bucket instead of a "
                                         "NASA CMR search")
     start.add_argument("--name", help="execution name (default: recipe, dates and a random suffix)")

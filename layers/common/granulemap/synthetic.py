@@ -16,9 +16,8 @@ from pathlib import Path
 import netCDF4
 import numpy as np
 
-from granulemap.recipes.ghrsst import GHRSST_STAMP
+from granulemap.recipes.ghrsst import GHRSST_STAMP, SYNTHETIC_TAG
 
-SYNTHETIC_TAG = "SYNTHETIC"
 TIME_ATTRIBUTES = ("start_time", "stop_time", "time_coverage_start", "time_coverage_end")
 """The global attributes that date a GDS 2.0 granule, as YYYYMMDDTHHMMSSZ."""
 GDS_TIME_FORMAT = "%Y%m%dT%H%M%SZ"

@@ -40,9 +40,25 @@ CELSIUS_UNITS = {"celsius", "°c", "degc", "deg_c", "degreec", "degree_c", "degr
 ZERO_CELSIUS_IN_KELVIN = 273.15
 
 
+SYNTHETIC_TAG = "SYNTHETIC"
+"""What follows the date stamp in the name of a synthetic copy of a granule (granulemap.synthetic)."""
+
+
 def time_from_name(name: str) -> dt.datetime | None:
     """The UTC time in a GHRSST file name's date stamp, or None if the name has none."""
     return time_from_stamp(GHRSST_STAMP, name)
+
+
+def product_from_name(name: str) -> str | None:
+    """The product and version a GDS 2.0 file name names: what follows its date stamp, without the file type ``.nc``
+    and without the tag of a synthetic copy (which is of its real granule's product): ``JPL-L4_GHRSST-SSTfnd-MUR25-
+    GLOB-v02.0-fv04.2`` for ``20190101090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc``. None for a name
+    without a date stamp (a file named otherwise says nothing of its product)."""
+    base = name.rsplit("/", 1)[-1]
+    stamp = GHRSST_STAMP.match(base)
+    if stamp is None:
+        return None
+    return base[stamp.end():].removeprefix(f"{SYNTHETIC_TAG}-").removesuffix(".nc")
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from granulemap import layout
 from granulemap.granule_access import GranuleAccess
 from granulemap.models import Item, RunContext
 from granulemap.recipes.ghrsst import cos_lat_weighted_stats, open_water, read_granule
-from granulemap.recipes.sst_global_mean import CSV_COLUMNS, SstGlobalMean, rounded_row
-from granulemap.storage import Bucket
-from granulemap.recipes.timeseries import write_time_series
+from granulemap.recipes.sst_global_mean import SstGlobalMean, rounded_row
 
 
 class Params(BaseModel):
@@ -118,14 +115,11 @@ class SstBoxMean(SstGlobalMean):
         data = None if path is not None else access.read_bytes(granule.url)
         return box_mean_sst(name, params.box, path=path, data=data)  # type: ignore[attr-defined]
 
-    def combine(self, results: list[dict[str, Any]], run: RunContext, params: BaseModel, bucket: Bucket) -> list[str]:
-        csv_key = layout.output_key(self.name, run.config_id, "box_mean_sst.csv")
-        png_key = layout.output_key(self.name, run.config_id, "box_mean_sst.png")
+    series_name = "box_mean_sst"
+
+    def title(self, params: BaseModel) -> str:
         west, south, east, north = params.box  # type: ignore[attr-defined]
-        write_time_series(bucket, csv_key, png_key, CSV_COLUMNS, results, "mean_sst_c",
-                          title=f"Mean SST over {south:g}..{north:g}°N, {west:g}..{east:g}°E (open water)",
-                          ylabel="mean SST (°C)")
-        return [csv_key, png_key]
+        return f"Mean SST over {south:g}..{north:g}°N, {west:g}..{east:g}°E (open water)"
 
     def where(self, params: BaseModel) -> str:
         west, south, east, north = params.box  # type: ignore[attr-defined]

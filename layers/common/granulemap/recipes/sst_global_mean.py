@@ -26,15 +26,14 @@ from granulemap.recipes.ghrsst import (
     WeightedStats,
     cos_lat_weighted_stats,
     open_water,
+    product_from_name,
     read_granule,
     time_from_name,
 )
-from granulemap.recipes.timeseries import write_time_series
+from granulemap.recipes.timeseries import csv_to_rows, refuse_two_products, write_time_series
 from granulemap.storage import Bucket
 
 CSV_COLUMNS = ("time", "granule", "mean_sst_c", "n_valid", "min_sst_c", "max_sst_c")
-CSV_NAME = "global_mean_sst.csv"
-PNG_NAME = "global_mean_sst.png"
 TUTORIAL_MAX_ABS_LAT = 60.0
 
 Method = Literal["ocean", "podaac-tutorial"]
@@ -100,15 +99,33 @@ class SstGlobalMean(Recipe):
         data = None if path is not None else access.read_bytes(granule.url)
         return global_mean_sst(name, method=params.method, path=path, data=data)  # type: ignore[attr-defined]
 
+    series_name: str = "global_mean_sst"
+    """The products' file name: ``<series_name>.csv`` and ``.png``."""
+
+    def series_keys(self, run: RunContext) -> tuple[str, str]:
+        """The S3 keys of the configuration's CSV time series and its plot."""
+        return (layout.output_key(self.name, run.config_id, f"{self.series_name}.csv"),
+                layout.output_key(self.name, run.config_id, f"{self.series_name}.png"))
+
+    def prepare(self, items: list[Item], run: RunContext, params: BaseModel, bucket: Bucket) -> None:
+        """Refuse granules of two products (in the source, or the source's and the series' so far) before anything
+        is computed: Aggregate would refuse them after (``write_time_series``)."""
+        csv_key, _ = self.series_keys(run)
+        existing, _ = bucket.get_bytes_and_etag(csv_key)
+        new = [{"granule": g.url.rsplit("/", 1)[-1], "time": g.time.isoformat() if g.time else ""}
+               for item in items for g in item.granules]
+        refuse_two_products(csv_to_rows(existing) if existing else [], new, product_from_name,
+                            f"s3://{bucket.name}/{csv_key}")
+
     def combine(self, results: list[dict[str, Any]], run: RunContext, params: BaseModel, bucket: Bucket) -> list[str]:
-        csv_key = layout.output_key(self.name, run.config_id, CSV_NAME)
-        png_key = layout.output_key(self.name, run.config_id, PNG_NAME)
-        method = params.method  # type: ignore[attr-defined]
-        write_time_series(
-            bucket, csv_key, png_key, CSV_COLUMNS, results, "mean_sst_c",
-            title=f"Global mean SST ({method}: cos-latitude weighted)", ylabel="mean SST (°C)",
-        )
+        csv_key, png_key = self.series_keys(run)
+        write_time_series(bucket, csv_key, png_key, CSV_COLUMNS, results, "mean_sst_c", title=self.title(params),
+                          ylabel="mean SST (°C)", product_of=product_from_name)
         return [csv_key, png_key]
+
+    def title(self, params: BaseModel) -> str:
+        """The plot's title."""
+        return f"Global mean SST ({params.method}: cos-latitude weighted)"  # type: ignore[attr-defined]
 
     def notes(self, results: list[dict[str, Any]], params: BaseModel) -> list[str]:
         empty = sorted(str(r.get("granule")) for r in results if not r.get("n_valid"))

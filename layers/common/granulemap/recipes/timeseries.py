@@ -7,10 +7,10 @@ import io
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from granulemap.errors import RecipeResultInvalid, TransientError
+from granulemap.errors import InvalidInput, RecipeResultInvalid, TransientError
 from granulemap.storage import Bucket
 
 
@@ -37,6 +37,48 @@ def merge_time_series(
     return sorted(merged.values(), key=lambda r: (str(r["time"]), str(r[key])))
 
 
+ProductOf = Callable[[str], str | None]
+"""The product (and version) of a granule by its name, None when the name does not say."""
+
+
+def _products(rows: Sequence[dict[str, Any]], product_of: ProductOf) -> dict[str, list[dict[str, Any]]]:
+    by_product: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        product = product_of(str(row["granule"]))
+        if product is not None:
+            by_product.setdefault(product, []).append(row)
+    return by_product
+
+
+def _described(product: str, rows: list[dict[str, Any]]) -> str:
+    days = sorted(str(row["time"])[:10] for row in rows)
+    span = days[0] if days[0] == days[-1] else f"{days[0]} to {days[-1]}"
+    return f"{product} ({len(rows)} granule{'s' if len(rows) > 1 else ''}, {span})"
+
+
+def refuse_two_products(
+    existing: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]], product_of: ProductOf, series: str
+) -> None:
+    """Raise InvalidInput if the time series ``series`` (its ``existing`` rows) and the ``new`` rows (each with
+    ``granule``, its name, and ``time``) would hold granules of two products: MUR25 and MUR at 0.01°, or two versions
+    of one, whose values differ by product, not by day. Each product's series is a configuration of its own when the
+    input names its collection; granules whose names do not say their product are not judged."""
+    theirs, ours = _products(existing, product_of), _products(new, product_of)
+    remedy = ("keep one product in a source folder (or s3:// prefix), and give the input of another product's runs its "
+              "collection (\"collection\": its CMR short name, --collection), which gives it a series of its own")
+    if len(ours) > 1:
+        listed = "; ".join(_described(product, rows) for product, rows in sorted(ours.items()))
+        raise InvalidInput(f"field 'source': its granules are of {len(ours)} products, whose values would alternate in "
+                           f"one time series ({series}): {listed}. Nothing was written: {remedy}")
+    others = sorted(set(theirs) - set(ours))
+    if ours and others:
+        (product, rows), = ours.items()
+        listed = "; ".join(_described(other, theirs[other]) for other in others)
+        raise InvalidInput(f"field 'source': its granules are {_described(product, list(rows))}, but the time series "
+                           f"{series} holds {listed}: one series of two products would change with the product, not "
+                           f"the ocean. Nothing of the series was changed: {remedy}")
+
+
 def write_time_series(
     bucket: Bucket,
     csv_key: str,
@@ -46,6 +88,7 @@ def write_time_series(
     value_column: str,
     title: str,
     ylabel: str,
+    product_of: ProductOf | None = None,
 ) -> list[dict[str, Any]]:
     """Merge ``new_rows`` into the cumulative CSV at ``csv_key``, write it and its plot; return all rows.
 
@@ -55,7 +98,8 @@ def write_time_series(
     CSV is written last has drawn the plot last, from the same rows.
 
     Each row needs ``time`` (ISO 8601, UTC) and ``granule`` (its name: the key that keeps the CSV free of
-    duplicates); RecipeResultInvalid names the first row without them."""
+    duplicates); RecipeResultInvalid names the first row without them. With ``product_of``, rows of another product than
+    the series' are refused (``refuse_two_products``) and the series is left as it was."""
     for row in new_rows:
         lacking = [key for key in ("time", "granule") if row.get(key) is None]
         if lacking:
@@ -64,6 +108,8 @@ def write_time_series(
     for attempt in range(CSV_WRITE_ATTEMPTS):
         existing_bytes, etag = bucket.get_bytes_and_etag(csv_key)
         existing = csv_to_rows(existing_bytes) if existing_bytes else []
+        if product_of is not None:
+            refuse_two_products(existing, new_rows, product_of, f"s3://{bucket.name}/{csv_key}")
         rows = merge_time_series(columns, existing, new_rows)
         bucket.put_bytes(png_key, plot_time_series(rows, value_column, title, ylabel), "image/png")
         if bucket.put_bytes_if_unchanged(csv_key, rows_to_csv(columns, rows), "text/csv", etag):
