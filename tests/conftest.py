@@ -106,7 +106,7 @@ def _stream_handlers() -> list[logging.StreamHandler]:
             if type(h) is logging.StreamHandler or type(h).__module__.startswith("aws_lambda_powertools")]
 
 
-def _set_stream(handler: logging.StreamHandler, stream: Any) -> Any:
+def set_stream(handler: logging.StreamHandler, stream: Any) -> Any:
     """``handler.setStream``, also for a handler whose stream an earlier test closed (a handler made while pytest
     captured the output holds pytest's stream, closed since): setStream would flush it and fail."""
     if getattr(handler.stream, "closed", False):
@@ -120,7 +120,7 @@ def log_capture() -> Iterator[LogCapture]:
     capture = LogCapture()
     loggers = {name: logging.getLogger(name) for name in ("", "granulemap", "earthaccess")}
     levels = {name: lg.level for name, lg in loggers.items()}
-    streams = [(h, _set_stream(h, capture.printed)) for h in _stream_handlers()]
+    streams = [(h, set_stream(h, capture.printed)) for h in _stream_handlers()]
     for name, lg in loggers.items():
         lg.addHandler(capture)
         lg.setLevel(logging.INFO if name == "" else logging.DEBUG)
@@ -131,4 +131,4 @@ def log_capture() -> Iterator[LogCapture]:
             lg.removeHandler(capture)
             lg.setLevel(levels[name])
         for handler, stream in streams:
-            _set_stream(handler, stream)
+            set_stream(handler, stream)

@@ -16,7 +16,7 @@ from moto import mock_aws
 from granulemap import layout
 from granulemap.local import worker
 
-from conftest import ROOT
+from conftest import ROOT, set_stream
 from sst_reference import ocean_mean_reference
 
 BUCKET = "granulemap-example"
@@ -219,7 +219,8 @@ def test_every_log_line_names_its_run_and_a_processor_s_its_item_also_when_the_f
     from granulemap.observability import logger
 
     written = io.StringIO()
-    stream = logger.registered_handler.setStream(written)  # where the handlers' lines go (stdout, in Lambda)
+    # where the handlers' lines go (stdout, in Lambda); set_stream: the stream of import time may be a closed capture
+    stream = set_stream(logger.registered_handler, written)
     try:
         event = _event("processor_record_failure")  # a Processor logs its failures (a success says nothing)
         _invoke("processor", event)
@@ -227,7 +228,7 @@ def test_every_log_line_names_its_run_and_a_processor_s_its_item_also_when_the_f
         _invoke("processor", event)
         _invoke("catalog_builder", _event("catalog_builder"))
     finally:
-        logger.registered_handler.setStream(stream)
+        set_stream(logger.registered_handler, stream)
     lines = _log_lines(written.getvalue())
     assert lines, "no log lines"
     processor = [line for line in lines if line.get("function_name") == "processor"]

@@ -23,7 +23,7 @@ from granulemap.errors import (
     readable_cause,
     shortened,
 )
-from granulemap.models import FIRST_FAILURES, AggregatorEvent, Failure, Item, ItemCounts, Summary
+from granulemap.models import FIRST_FAILURES, AggregatorEvent, Failure, Item, ItemCounts, Summary, counted
 from granulemap.provenance import provenance_record
 from granulemap.recipes import Recipe, failed_at, get_recipe
 from granulemap.storage import Bucket
@@ -103,12 +103,6 @@ def map_stopped(error: dict[str, Any] | None) -> str | None:
     cause = readable_cause(str(error.get("Cause") or "")) or "no cause given"
     return (f"The Distributed Map failed ({error.get('Error')}: {cause}); items it did not finish, if any, count as "
             f"{NO_RESULT}.")
-
-
-def counted(items: ItemCounts, granules: ItemCounts | None) -> tuple[ItemCounts, str]:
-    """What the failure tolerance counts, and in what unit: granules for a per-granule recipe (whose items group
-    granules, and whose granules fail alone), else items."""
-    return (granules, "granules") if granules is not None else (items, "items")
 
 
 def verdict(counts: ItemCounts, unit: str, tolerance: float, failures: list[Failure]) -> tuple[str, str]:

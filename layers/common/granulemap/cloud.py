@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 
 from granulemap import layout
 from granulemap.errors import InvalidInput, readable_cause
-from granulemap.models import FIRST_FAILURES, PREVIOUS_MONTH, ExecutionInput, Failure, parse_model
+from granulemap.models import FIRST_FAILURES, PREVIOUS_MONTH, ExecutionInput, Failure, counted, parse_model
 from granulemap.settings import DAAC_REGION, Settings
 from granulemap.storage import download_objects, split_s3_url
 
@@ -278,7 +278,7 @@ def print_summary(summary: dict[str, Any], file: Any = None, failures_shown: int
     if summary.get("start") and summary.get("end"):
         print(f"run: {summary['recipe']}, {summary['start']}..{summary['end']}", file=file)
     items, granules = summary["items"], summary.get("granules")
-    counts, unit = (granules, "granules") if granules else (items, "items")  # what the verdict counts
+    counts, unit = counted(items, granules)  # what the verdict counts
     print(f"{summary['status']}: {unit}: {counts['succeeded']} computed, {counts['skipped']} skipped (already done), "
           f"{counts['failed']} failed of {counts['total']}", file=file)
     if granules:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -323,6 +323,15 @@ class ItemCounts(_Strict):
     succeeded: int
     failed: int
     skipped: int
+
+
+Counts = TypeVar("Counts")
+
+
+def counted(items: Counts, granules: Counts | None) -> tuple[Counts, str]:
+    """What the failure tolerance counts, and in what unit: granules for a per-granule recipe (whose items group
+    granules, and whose granules fail alone), else items. The one rule, for ItemCounts and for a summary's dicts."""
+    return (granules, "granules") if granules is not None else (items, "items")
 
 
 class Summary(_Strict):

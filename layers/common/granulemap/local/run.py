@@ -12,6 +12,7 @@ from typing import Any
 from granulemap import layout
 from granulemap.errors import InvalidInput, readable_cause
 from granulemap.local.engine import LocalEngine, execution_name
+from granulemap.models import counted
 
 
 def progress_line(counts: dict[str, Any], elapsed: float, width: int = 30) -> str:
@@ -189,7 +190,7 @@ class Workspace:
             summary["message"] = (f"{desc.get('error', desc['status'])}: "
                                   f"{readable_cause(desc.get('cause', ''), desc.get('error', desc['status']))}")
         summary["execution"] = {"arn": arn, "status": desc["status"]}
-        counts = summary.get("granules") or summary["items"]
+        counts, _ = counted(summary["items"], summary.get("granules"))
         source = str(execution_input.get("source"))
         if (desc["status"] == "SUCCEEDED" and not counts["total"] and summary.get("start") and summary.get("end")
                 and not source.startswith("s3://")):
