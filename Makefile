@@ -2,7 +2,10 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-PYTHON312 ?= $(shell scripts/find-python312)
+# Looked for once (not at each use), so that its message, when it finds none, is printed once.
+ifeq ($(origin PYTHON312),undefined)
+PYTHON312 := $(shell scripts/find-python312)
+endif
 STAMP := $(VENV)/.installed
 
 .PHONY: venv test test-fast demo validate build bench clean

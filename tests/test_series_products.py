@@ -1,34 +1,47 @@
 """One time series holds one GHRSST product: MUR25 and MUR at 0.01° (or two versions of one) differ by product, not by
-day, and their rows (keyed by granule name) would alternate in one CSV. Refused in BuildCatalog (the source's granules,
-and the source's against the series so far) before anything is computed, and again in Aggregate, the series left as
-it was; a collection named in the input gives another product a series of its own."""
+day, and their rows (keyed by granule name) would alternate in one CSV. A run's granules of another product than its
+collection's (when known), than each other or than the series' are refused in BuildCatalog before anything is
+computed, and again in Aggregate, the series (CSV and plot) left as it was; a collection named in the input gives
+another product a series of its own."""
 
 from __future__ import annotations
 
 import csv
+import functools
 import shutil
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
 
 from granulemap.errors import InvalidInput
+from granulemap.recipes import get_recipe, timeseries
 from granulemap.recipes.ghrsst import product_from_name
-from granulemap.recipes.timeseries import write_time_series
+from granulemap.recipes.timeseries import csv_to_rows, refuse_two_products, write_time_series
 from granulemap.storage import Bucket
 
 MUR25 = "JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2"
 MUR = "JPL-L4_GHRSST-SSTfnd-MUR-GLOB-v02.0-fv04.1"
+OSTIA = "UKMO-L4_GHRSST-SSTfnd-OSTIA-GLOB-v02.0-fv02.0"
+MUR25_COLLECTION, MUR_COLLECTION = "MUR25-JPL-L4-GLOB-v04.2", "MUR-JPL-L4-GLOB-v4.1"
 
 
 @pytest.mark.parametrize(("name", "product"), [
     (f"20190101090000-{MUR25}.nc", MUR25),
     (f"s3://podaac-ops-cumulus-protected/MUR-JPL-L4-GLOB-v4.1/20220315090000-{MUR}.nc", MUR),
-    ("20200101120000-UKMO-L4_GHRSST-SSTfnd-OSTIA-GLOB-v02.0-fv02.0.nc", "UKMO-L4_GHRSST-SSTfnd-OSTIA-GLOB-v02.0-fv02.0"),
+    (f"20200101120000-{OSTIA}.nc", OSTIA),
+    ("20200101120000-CMC-L4_GHRSST-SSTfnd-CMC0.1deg-GLOB-v02.0-fv03.0.nc",  # a dot and an underscore in its fields
+     "CMC-L4_GHRSST-SSTfnd-CMC0.1deg-GLOB-v02.0-fv03.0"),
     (f"20181201090000-SYNTHETIC-{MUR25}.nc", MUR25),  # a synthetic copy is of its real granule's product
-    (f"/data/20181201090000-{MUR25}", MUR25),  # no extension
-    ("my_sst_2019-01-01.nc", None),  # no GDS 2.0 date stamp: the name does not say
+    # names that do not follow GDS 2.0 do not say their product (a renamed copy is not another product)
+    (f"20190101090000-{MUR25} (1).nc", None),
+    (f"20190101090000-{MUR25}_subsetted.nc", None),
+    (f"/data/20181201090000-{MUR25}", None),
+    ("20190101090000-anything.nc", None),
+    ("20190101090000-.nc", None),
+    ("my_sst_2019-01-01.nc", None),
     (f"2019010109-{MUR25}.nc", None),  # a short stamp is no stamp
 ])
 def test_the_product_of_a_gds2_name_is_what_follows_its_date_stamp(name: str, product: str | None) -> None:
@@ -44,120 +57,214 @@ def _copy_as(source: Path, folder: Path, product: str) -> Path:
     return target
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
+def _granules(path: Path) -> list[str]:
     with open(path) as f:
-        return list(csv.DictReader(f))
+        return [row["granule"] for row in csv.DictReader(f)]
+
+
+def _row(day: int, product: str, value: float = 20.0) -> dict[str, Any]:
+    return {"time": f"2019-01-{day:02d}T09:00:00Z", "granule": f"201901{day:02d}090000-{product}.nc", "mean_sst_c": value}
 
 
 @pytest.fixture
-def s3_bucket():
+def s3_bucket(monkeypatch):
+    monkeypatch.setattr(timeseries.time, "sleep", lambda _: None)
     with mock_aws():
         client = boto3.client("s3", region_name="us-west-2")
         client.create_bucket(Bucket="bucket", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
         yield Bucket("bucket", client)
 
 
-def test_a_folder_of_two_products_on_different_days_is_refused_before_anything_is_written(
-        tmp_path: Path, synthetic_month, s3_bucket: Bucket) -> None:
+def _build(doc: dict[str, Any], run_id: str, bucket: Bucket):
     from granulemap.catalog import build_catalog
     from granulemap.settings import Settings
 
+    return build_catalog(doc, run_id, Settings(bucket=bucket.name), bucket)
+
+
+def test_a_folder_of_two_products_on_different_days_is_refused_before_anything_is_written(
+        tmp_path: Path, synthetic_month, s3_bucket: Bucket) -> None:
     folder = tmp_path / "granules"
     first, second, third = synthetic_month
     for path in (first, second):
         _copy_as(path, folder, MUR25)
     _copy_as(third, folder, MUR)
-    doc = {"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-03", "source": str(folder)}
+    doc = {"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-03", "source": str(folder),
+           "collection": "SOME-OTHER-COLLECTION"}  # no product known for it: the folder's own two are refused
     with pytest.raises(InvalidInput) as refused:
-        build_catalog(doc, "two-products", Settings(bucket="bucket"), s3_bucket)
+        _build(doc, "two-products", s3_bucket)
     message = str(refused.value)
     assert message.startswith("field 'source': its granules are of 2 products")
     assert f"{MUR25} (2 granules, 2018-12-01 to 2018-12-02)" in message
     assert f"{MUR} (1 granule, 2018-12-03)" in message
-    assert "\"collection\"" in message
+    assert "\"collection\"" in message and "--collection" in message
     assert list(s3_bucket.keys("")) == []  # no manifest, no result: nothing was written
     # without the other product's day, the folder is one product
-    out = build_catalog({**doc, "end": "2018-12-02"}, "one-product", Settings(bucket="bucket"), s3_bucket)
+    out = _build({**doc, "end": "2018-12-02"}, "one-product", s3_bucket)
     manifest = s3_bucket.get_json(out.catalog.key)
     assert sorted(g["url"].rsplit("/", 1)[-1] for item in manifest for g in item["granules"]) == [
         first.name, second.name]
+    assert out.run.collection == "SOME-OTHER-COLLECTION"
+
+
+@pytest.mark.parametrize("recipe", ["sst-global-mean", "sst-box-mean"])
+def test_granules_of_another_product_than_the_run_s_collection_are_refused(
+        tmp_path: Path, synthetic_month, s3_bucket: Bucket, recipe: str) -> None:
+    """Without a collection a source's granules are the recipe's (MUR25): a folder of MUR would otherwise own the
+    default configuration's series, and MUR25 could never join it again. Named, MUR is accepted (its own series)."""
+    folder = tmp_path / "mur"
+    for path in synthetic_month:
+        _copy_as(path, folder, MUR)
+    doc = {"recipe": recipe, "start": "2018-12-01", "end": "2018-12-03", "source": str(folder)}
+    with pytest.raises(InvalidInput) as refused:
+        _build(doc, "mur-as-mur25", s3_bucket)
+    assert str(refused.value).startswith(
+        f"field 'source': its granules are {MUR} (3 granules, 2018-12-01 to 2018-12-03), but the run's collection "
+        f"{MUR25_COLLECTION} (the recipe's own when the input names none) is {MUR25}.")
+    assert list(s3_bucket.keys("")) == []
+    with pytest.raises(InvalidInput, match=f"but the run's collection {MUR_COLLECTION} .* is {MUR}"):
+        _build({**doc, "source": str(synthetic_month[0].parent), "collection": MUR_COLLECTION}, "mur25-as-mur",
+               s3_bucket)
+    named = _build({**doc, "collection": MUR_COLLECTION}, "mur", s3_bucket)
+    assert named.run.collection == MUR_COLLECTION and named.catalog.count == 1  # one dekad
+    unnamed = _build({**doc, "source": str(synthetic_month[0].parent)}, "mur25", s3_bucket)
+    assert unnamed.run.collection == MUR25_COLLECTION and unnamed.run.config_id != named.run.config_id
 
 
 @pytest.mark.slow
 def test_a_run_of_another_product_into_a_series_is_refused_and_a_collection_gives_it_its_own(
         tmp_path: Path, synthetic_month) -> None:
-    """The series of the default configuration holds MUR25 (December 1-2); a folder of MUR for December 3 run into
-    it is refused in BuildCatalog, the CSV unchanged; the same folder with its collection named is a series of its
-    own."""
+    """A collection no product is known for (OSTIA here) builds a series of the first product run into it: a run of
+    another product into that series is refused in BuildCatalog, the series unchanged, and the message names it as
+    the file kept here; the other product's own collection gives it a series of its own."""
     from granulemap.local.run import Workspace
 
-    mur25_folder, mur_folder = tmp_path / "mur25", tmp_path / "mur"
+    ostia_folder, mur_folder = tmp_path / "ostia", tmp_path / "mur"
     for path in synthetic_month[:2]:
-        _copy_as(path, mur25_folder, MUR25)
+        _copy_as(path, ostia_folder, OSTIA)
     other = _copy_as(synthetic_month[2], mur_folder, MUR)
-    december = {"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-03"}
-    with Workspace(tmp_path / "workspace", workers=1) as workspace:
-        first = workspace.run({**december, "source": str(mur25_folder)}, out=tmp_path / "first")
-        series = tmp_path / "first" / "global_mean_sst.csv"
-        written = series.read_bytes()
+    december = {"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-03",
+                "collection": "OSTIA-UKMO-L4-GLOB-v2.0"}
+    workspace_folder = tmp_path / "workspace"
+    with Workspace(workspace_folder, workers=1) as workspace:
+        first = workspace.run({**december, "source": str(ostia_folder)}, out=tmp_path / "first")
+        (series,) = (workspace_folder / "state").glob("outputs/sst-global-mean/*/global_mean_sst.csv")
+        written = series.read_bytes(), series.with_suffix(".png").read_bytes()
         refused = workspace.run({**december, "source": str(mur_folder)}, out=tmp_path / "refused")
-        own = workspace.run({**december, "source": str(mur_folder), "collection": "MUR-JPL-L4-GLOB-v4.1"},
+        after_refusal = series.read_bytes(), series.with_suffix(".png").read_bytes()
+        own = workspace.run({**december, "source": str(mur_folder), "collection": MUR_COLLECTION},
                             out=tmp_path / "own")
-        again = workspace.run({**december, "source": str(mur25_folder)}, out=tmp_path / "again")
-    assert first["status"] == "SUCCEEDED" and [r["granule"] for r in _rows(series)] == [
-        p.name for p in synthetic_month[:2]]
+    assert first["status"] == "SUCCEEDED"
+    assert _granules(series) == [p.name.replace(MUR25, OSTIA) for p in synthetic_month[:2]]
     assert refused["status"] == "FAILED"
-    assert f"its granules are {MUR} (1 granule, 2018-12-03), but the time series" in refused["message"]
-    assert f"holds {MUR25} (2 granules, 2018-12-01 to 2018-12-02)" in refused["message"]
+    assert refused["message"].endswith(
+        f"field 'source': its granules are {MUR} (1 granule, 2018-12-03), but the time series {series} holds {OSTIA} "
+        "(2 granules, 2018-12-01 to 2018-12-02): one series of two products would change with the product, not the "
+        "ocean. The series was not changed: name their collection (\"collection\": its CMR short name; "
+        "--collection), which gives them a time series of their own")
     invoked = (tmp_path / "refused" / "logs" / "invocations.jsonl").read_text()
     assert "CatalogBuilderFunction" in invoked and "ProcessorFunction" not in invoked  # refused before the Map
-    assert series.read_bytes() == written
+    assert after_refusal == written
     assert own["status"] == "SUCCEEDED"
     (own_csv,) = [p for p in own["outputs"] if p.endswith(".csv")]
-    assert [r["granule"] for r in _rows(Path(own_csv))] == [other.name]
-    # the default configuration's series is still MUR25's alone
-    (again_csv,) = [p for p in again["outputs"] if p.endswith(".csv")]
-    assert [r["granule"] for r in _rows(Path(again_csv))] == [p.name for p in synthetic_month[:2]]
+    assert _granules(Path(own_csv)) == [other.name]
+    assert _granules(series) == [p.name.replace(MUR25, OSTIA) for p in synthetic_month[:2]]
 
 
-def test_aggregate_refuses_rows_of_another_product_and_leaves_the_series_as_it_was(s3_bucket: Bucket) -> None:
-    """The check BuildCatalog makes is made again where the series is written (a run of another product that started
-    before this one's CSV existed)."""
-    columns = ("time", "granule", "mean_sst_c")
-    first = [{"time": "2019-01-01T09:00:00Z", "granule": f"20190101090000-{MUR25}.nc", "mean_sst_c": 20.1}]
-    write_time_series(s3_bucket, "s/series.csv", "s/series.png", columns, first, "mean_sst_c", "t", "y",
-                      product_of=product_from_name)
-    before = s3_bucket.get_bytes("s/series.csv"), s3_bucket.get_bytes("s/series.png")
-    other = [{"time": "2019-01-02T09:00:00Z", "granule": f"20190102090000-{MUR}.nc", "mean_sst_c": 20.3}]
-    with pytest.raises(InvalidInput) as refused:
-        write_time_series(s3_bucket, "s/series.csv", "s/series.png", columns, other, "mean_sst_c", "t", "y",
-                          product_of=product_from_name)
-    assert f"s3://bucket/s/series.csv holds {MUR25} (1 granule, 2019-01-01)" in str(refused.value)
-    assert (s3_bucket.get_bytes("s/series.csv"), s3_bucket.get_bytes("s/series.png")) == before
-    # a name that does not say its product is not judged; rows of the series' product join it
-    more = [{"time": "2019-01-03T00:00:00Z", "granule": "my_sst_2019-01-03.nc", "mean_sst_c": 20.0},
-            {"time": "2019-01-04T09:00:00Z", "granule": f"20190104090000-SYNTHETIC-{MUR25}.nc", "mean_sst_c": 20.2}]
-    rows = write_time_series(s3_bucket, "s/series.csv", "s/series.png", columns, more, "mean_sst_c", "t", "y",
-                             product_of=product_from_name)
-    assert [r["granule"] for r in rows] == [first[0]["granule"], "my_sst_2019-01-03.nc", more[1]["granule"]]
+def test_combine_refuses_rows_of_another_product_and_the_run_fails_with_its_results_stored(
+        tmp_path: Path, synthetic_month, s3_bucket: Bucket) -> None:
+    """Aggregate makes BuildCatalog's check again where it writes the series: here another product's rows reached the
+    series after this run's catalog was made (a run of an unknown collection's MUR granules). The run fails with the
+    input's error, its results and summary written, the series' CSV and plot as the other run left them."""
+    from granulemap.aggregation import aggregate
+    from granulemap.errors import RecipeFailed
+    from granulemap.models import AggregatorEvent, Item, ProcessorEvent
+    from granulemap.processing import process_item
 
-
-def test_a_refusal_in_combine_reads_as_the_input_s_fault_not_the_recipe_s() -> None:
-    from granulemap.aggregation import recipe_failure
-    from granulemap.recipes import get_recipe
-
+    collection = "SOME-COLLECTION"
+    doc = {"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-03",
+           "source": str(synthetic_month[0].parent), "collection": collection}
+    catalog = _build(doc, "mur25-run", s3_bucket)
+    for item in s3_bucket.get_json(catalog.catalog.key):
+        process_item(ProcessorEvent(item=Item.model_validate(item), run=catalog.run), s3_bucket)
     recipe = get_recipe("sst-global-mean")
-    said = recipe_failure(recipe, InvalidInput("field 'source': its granules are X, but the time series Y holds Z"))
-    assert said == ("recipe sst-global-mean refused to combine the results into its products: field 'source': its "
-                    "granules are X, but the time series Y holds Z")
-    assert "mend the recipe" in recipe_failure(recipe, ValueError("a bug"))
+    csv_key, png_key = recipe.series_keys(catalog.run)
+    other = [_row(day, MUR) for day in (4, 5)]
+    write_time_series(s3_bucket, csv_key, png_key, ("time", "granule", "mean_sst_c"), other, "mean_sst_c", "t", "y")
+    before = s3_bucket.get_bytes(csv_key), s3_bucket.get_bytes(png_key)
+    with pytest.raises(RecipeFailed) as failed:
+        aggregate(AggregatorEvent(**catalog.model_dump()), s3_bucket)
+    assert str(failed.value).startswith("recipe sst-global-mean refused to combine the results into its products: "
+                                        f"field 'source': its granules are {MUR25} (3 granules, 2018-12-01 to "
+                                        f"2018-12-03), but the time series s3://bucket/{csv_key} holds {MUR} "
+                                        "(2 granules, 2019-01-04 to 2019-01-05)")
+    assert "mend the recipe" not in str(failed.value)
+    assert (s3_bucket.get_bytes(csv_key), s3_bucket.get_bytes(png_key)) == before
+    summary = s3_bucket.get_json(f"runs/{catalog.run.run_id}/summary.json")
+    assert summary["status"] == "FAILED" and summary["granules"]["succeeded"] == 3
+    stored = [s3_bucket.get_json_or_none(f"results/sst-global-mean/{catalog.run.config_id}/{item['id']}.json")
+              for item in s3_bucket.get_json(catalog.catalog.key)]
+    assert all(record is not None for record in stored)
 
 
-def test_granulemap_run_takes_the_collection_of_its_source() -> None:
+def test_an_earlier_attempt_s_plot_of_the_refused_rows_is_drawn_again_from_the_series(
+        s3_bucket: Bucket, monkeypatch) -> None:
+    """This run (MUR25, of a collection no product is known for) reads an empty series and draws its plot; before it
+    writes the CSV another run writes MUR rows. The second attempt refuses: the plot is the series' again."""
+    csv_key, png_key, columns = "s/series.csv", "s/series.png", ("time", "granule", "mean_sst_c")
+    refuse = functools.partial(refuse_two_products, product_of=product_from_name, series=csv_key)  # README's form
+    drawn: list[list[str]] = []
+    draw = timeseries.plot_time_series
+    monkeypatch.setattr(timeseries, "plot_time_series",
+                        lambda rows, *a: drawn.append([r["granule"] for r in rows]) or draw(rows, *a))
+    other_run = Bucket("bucket", boto3.client("s3", region_name="us-west-2"))
+    mine = boto3.client("s3", region_name="us-west-2")
+    interleaved: list[bool] = []
+
+    def the_other_run_writes_first(**kwargs: Any) -> None:
+        if kwargs["params"]["Key"] == csv_key and not interleaved:
+            interleaved.append(True)
+            write_time_series(other_run, csv_key, png_key, columns, [_row(4, MUR)], "mean_sst_c", "t", "y",
+                              refuse=refuse)
+
+    mine.meta.events.register("provide-client-params.s3.PutObject", the_other_run_writes_first)
+    with pytest.raises(InvalidInput, match=f"holds {MUR}"):
+        write_time_series(Bucket("bucket", mine), csv_key, png_key, columns, [_row(1, MUR25)], "mean_sst_c", "t", "y",
+                          refuse=refuse)
+    assert interleaved
+    mur_row, mur25_row = _row(4, MUR)["granule"], _row(1, MUR25)["granule"]
+    assert drawn == [[mur25_row], [mur_row], [mur_row]]  # mine, the other run's, the series' again
+    assert [r["granule"] for r in csv_to_rows(s3_bucket.get_bytes(csv_key))] == [mur_row]
+    assert s3_bucket.get_bytes(png_key) == draw([_row(4, MUR)], "mean_sst_c", "t", "y")
+
+
+@pytest.mark.parametrize(("existing", "new", "refused"), [
+    ([_row(1, MUR25)], [_row(2, MUR25)], None),
+    ([_row(1, MUR25)], [{**_row(2, MUR25), "granule": "my_sst_2019-01-02.nc"}], None),  # an undated name: not judged
+    ([{**_row(1, MUR25), "granule": "my_sst_2019-01-01.nc"}], [_row(2, MUR)], None),
+    ([], [_row(2, MUR), _row(3, MUR)], None),
+    ([_row(1, MUR25)], [_row(2, MUR)], f"holds {MUR25} (1 granule, 2019-01-01): one series of two products"),
+    ([_row(1, MUR25), _row(2, MUR)], [_row(3, MUR25)], f"holds 2 products ({MUR} (1 granule, 2019-01-02); {MUR25} "
+                                                        "(1 granule, 2019-01-01)), mixed before granulemap refused"),
+    ([], [_row(1, MUR25), _row(2, OSTIA)], "its granules are of 2 products"),
+])
+def test_which_rows_may_join_a_series(existing: list, new: list, refused: str | None) -> None:
+    def check() -> None:
+        refuse_two_products(existing, new, product_from_name, "the series")
+
+    if refused is None:
+        check()
+    else:
+        with pytest.raises(InvalidInput) as raised:
+            check()
+        assert refused in str(raised.value)
+
+
+def test_granulemap_run_takes_the_collection_of_its_source(tmp_path: Path) -> None:
     from granulemap.cli import build_parser, execution_input
 
     args = build_parser().parse_args(["run", "--recipe", "sst-global-mean", "--start", "2018-12-03", "--end",
-                                      "2018-12-03", "--source", "s3://b/mur", "--out", "out/mur",
-                                      "--collection", "MUR-JPL-L4-GLOB-v4.1"])
+                                      "2018-12-03", "--source", str(tmp_path), "--out", str(tmp_path / "out"),
+                                      "--collection", MUR_COLLECTION])
     assert execution_input(args) == {"recipe": "sst-global-mean", "start": "2018-12-03", "end": "2018-12-03",
-                                     "source": "s3://b/mur", "collection": "MUR-JPL-L4-GLOB-v4.1"}
+                                     "source": str(tmp_path.resolve()), "collection": MUR_COLLECTION}

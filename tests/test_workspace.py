@@ -134,7 +134,8 @@ def test_a_workspace_takes_dates_and_paths_refuses_a_non_dict_and_opens_once(tmp
 
         # No source: in AWS a NASA CMR search; here it searched CMR offline, retried as an outage for 45 minutes
         unsourced = workspace.run({"recipe": "sst-global-mean", "period": "2018-12"}, out=tmp_path / "unsourced")
-        assert unsourced["status"] == "FAILED" and unsourced["message"].startswith("field 'source': a local run reads")
+        assert unsourced["status"] == "FAILED"
+        assert unsourced["message"].startswith("InvalidInput: field 'source': a local run reads")
         assert (unsourced["start"], unsourced["end"]) == ("2018-12-01", "2018-12-31")  # the month it would have run
         assert json.loads((tmp_path / "unsourced" / "summary.json").read_text()) == unsourced
         assert unsourced["outputs"] == [str(tmp_path / "unsourced" / "summary.json")]
@@ -142,7 +143,8 @@ def test_a_workspace_takes_dates_and_paths_refuses_a_non_dict_and_opens_once(tmp
         # minutes (the timeout stops that at once)
         nosource = workspace.run({"recipe": "sst-global-mean", "period": "2018-12", "source": None},
                                  out=tmp_path / "nosource", timeout=60)
-        assert nosource["status"] == "FAILED" and nosource["message"].startswith("field 'source': a local run reads")
+        assert nosource["status"] == "FAILED"
+        assert nosource["message"].startswith("InvalidInput: field 'source': a local run reads")
         # an input without a source that is wrong otherwise too: still a FAILED summary, without dates
         undated = workspace.run({"recipe": "sst-global-mean", "start": "2018-02-31", "end": "2018-03-01"},
                                 out=tmp_path / "undated")

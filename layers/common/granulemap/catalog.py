@@ -86,7 +86,7 @@ def _refuse_a_scheduled_period_with_missing_granules(granules: list[Granule], ex
     summarized without them would stay so. The input it says to run again names the month as a period, so that the
     check is made again; the same dates as start and end accept what is there."""
     where = (f"in {execution.source}" if execution.source is not None
-             else f"of {execution.collection or recipe.collection} in NASA CMR")
+             else f"of {recipe.collection_of(execution)} in NASA CMR")
     month = execution.model_copy(update={"period": start.strftime("%Y-%m"), "start": None, "end": None})
     again = json.dumps(month.model_dump(mode="json", exclude_none=True, exclude_defaults=True))
     local = execution.source is not None and not execution.source.startswith("s3://")
@@ -122,7 +122,7 @@ def _refuse_a_bbox_that_changes_nothing(execution: ExecutionInput, recipe: Recip
                            f"the granules you want in the folder).{instead}")
     if recipe.same_area_every_granule and not recipe.bbox_changes_results:
         raise InvalidInput(f"field 'bbox': it narrows which granules the NASA CMR search finds, but every granule of "
-                           f"{execution.collection or recipe.collection} covers the same area (one grid a day), and "
+                           f"{recipe.collection_of(execution)} covers the same area (one grid a day), and "
                            f"recipe {recipe.name} reduces each whole granule: the bbox would change nothing.{instead}")
 
 
@@ -208,7 +208,9 @@ def _refuse_two_granules_of_a_day(granules: list[Granule], recipe: Recipe, sourc
         raise InvalidInput(
             f"field 'source': {len(twice)} day(s) have several granules in {source}, {day}: {', '.join(names[:3])}. "
             f"Recipe {recipe.name} reduces a collection of one granule a day, and two products (or two versions of "
-            "one) would alternate in one time series: keep one product in the folder (each in a folder of its own)")
+            "one) would alternate in one time series: keep one product in the folder (each in a folder of its own), "
+            "and for another product's granules name their collection (\"collection\"; --collection), which gives "
+            "them a time series of their own")
 
 
 def _repeated(ids: Iterable[str]) -> list[str]:
@@ -302,7 +304,7 @@ def build_catalog(
     else:
         from granulemap.cmr import search_granules
 
-        collection = execution.collection or recipe.collection
+        collection = recipe.collection_of(execution)
         assert collection is not None
         granules, provider, _ = search_granules(collection, start, end, execution.bbox,
                                                 footprints=recipe.needs_footprints, time_from_name=recipe.granule_time)
@@ -316,6 +318,7 @@ def build_catalog(
         start=start,
         end=end,
         daac=provider,
+        collection=recipe.collection_of(execution),
     )
     if recipe.per_granule:  # results are merged by granule name: two granules of one name would be one row
         twice = _repeated(item_id_for(g.url) for g in granules)

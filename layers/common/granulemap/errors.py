@@ -19,7 +19,9 @@ class GranulemapError(Exception):
 
 
 class InvalidInput(GranulemapError):
-    """The execution input (or a CLI argument) is wrong; the message names the field. Nothing was written."""
+    """The execution input (or a CLI argument) is wrong; the message names the field. Nothing was written, unless
+    Aggregate raised it (granules that cannot join the products, e.g. of another product than a time series': the
+    results, provenance and summary are written, the products are not changed)."""
 
 
 class TransientError(GranulemapError):

@@ -225,6 +225,9 @@ class RunContext(_Strict):
     """The run's first and last day (``period`` resolved); None for single files (``granulemap process``)."""
     end: dt.date | None = None
     daac: str | None = None
+    """The DAAC (CMR provider) whose granules the run reads; None for granules of a ``source``."""
+    collection: str | None = None
+    """The collection the granules are of: the input's, else the recipe's (for a ``source``, what the input says)."""
     credentials: CredentialsRef | None = None
 
 

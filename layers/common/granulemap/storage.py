@@ -82,13 +82,18 @@ class Bucket:
     def get_json(self, key: str) -> Any:
         return json.loads(self.get_bytes(key))
 
-    def get_json_or_none(self, key: str) -> Any | None:
+    def get_bytes_or_none(self, key: str) -> bytes | None:
+        """The object, or None when there is none."""
         try:
-            return self.get_json(key)
+            return self.get_bytes(key)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
                 return None
             raise
+
+    def get_json_or_none(self, key: str) -> Any | None:
+        data = self.get_bytes_or_none(key)
+        return None if data is None else json.loads(data)
 
     def exists(self, key: str) -> bool:
         try:

@@ -146,8 +146,8 @@ class Workspace:
             # In AWS no source means a NASA CMR search; here BuildCatalog would try CMR (offline: retried for 45
             # minutes as an outage) and the granules it found are read in AWS's us-west-2 only.
             summary = _failed_summary(name, execution_input, (
-                "field 'source': a local run reads the granules in a folder of this machine (or an s3:// prefix of "
-                "its own emulated bucket): give the folder; searching NASA CMR takes a deployed stack "
+                "InvalidInput: field 'source': a local run reads the granules in a folder of this machine (or an "
+                "s3:// prefix of its own emulated bucket): give the folder; searching NASA CMR takes a deployed stack "
                 "(granulemap start)"))
             summary["outputs"] = [str(out / "summary.json")]
             (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -190,6 +190,8 @@ class Workspace:
             summary["message"] = (f"{desc.get('error', desc['status'])}: "
                                   f"{readable_cause(desc.get('cause', ''), desc.get('error', desc['status']))}")
         summary["execution"] = {"arn": arn, "status": desc["status"]}
+        if engine.state_dir is not None and summary.get("message"):  # the objects it names, as the files kept here
+            summary["message"] = summary["message"].replace(f"s3://{engine.bucket}/", f"{engine.state_dir}/")
         counts, _ = counted(summary["items"], summary.get("granules"))
         source = str(execution_input.get("source"))
         if (desc["status"] == "SUCCEEDED" and not counts["total"] and summary.get("start") and summary.get("end")

@@ -38,6 +38,10 @@ class Recipe(abc.ABC):
     """One line, shown by ``granulemap recipes``."""
     collection: ClassVar[str | None] = None
     """Default CMR collection short name (the execution input's ``collection`` overrides it)."""
+
+    def collection_of(self, execution: ExecutionInput) -> str | None:
+        """The collection a run of ``execution`` reads: the input's, else the recipe's."""
+        return execution.collection or self.collection
     file_pattern: ClassVar[str] = "*"
     """Glob of granule file names, for directory and S3-prefix sources."""
     Params: ClassVar[type[BaseModel]] = NoParams

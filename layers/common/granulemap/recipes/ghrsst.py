@@ -49,16 +49,27 @@ def time_from_name(name: str) -> dt.datetime | None:
     return time_from_stamp(GHRSST_STAMP, name)
 
 
+GDS2_NAME = re.compile(
+    rf"^\d{{14}}-(?:{SYNTHETIC_TAG}-)?(?P<product>[^-_]+-L[^-_]+_GHRSST-[^-]+-[^-]+-[^-]+-v\d+\.\d+-fv\d+\.\d+)\.nc$")
+"""A GDS 2.0 file name: ``<date><time>-<RDAC>-<level>_GHRSST-<SST type>-<product string>-<additional segregator>-
+v<GDS version>-fv<file version>.nc`` (GHRSST's GDS 2.0 file naming: dashes separate the fields, and no field holds
+one), after the stamp the tag of a synthetic copy (granulemap.synthetic)."""
+
+COLLECTION_PRODUCTS = {
+    "MUR25-JPL-L4-GLOB-v04.2": "JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2",
+    "MUR-JPL-L4-GLOB-v4.1": "JPL-L4_GHRSST-SSTfnd-MUR-GLOB-v02.0-fv04.1",
+}
+"""The product (as ``product_from_name`` reads it) whose granules a CMR collection holds, for the collections whose
+granule names are known here: MUR25's from tests/data/ghrsst, MUR's from PO.DAAC's archive
+(podaac-ops-cumulus-protected/MUR-JPL-L4-GLOB-v4.1/20020601090000-JPL-L4_GHRSST-SSTfnd-MUR-GLOB-v02.0-fv04.1.nc)."""
+
+
 def product_from_name(name: str) -> str | None:
-    """The product and version a GDS 2.0 file name names: what follows its date stamp, without the file type ``.nc``
-    and without the tag of a synthetic copy (which is of its real granule's product): ``JPL-L4_GHRSST-SSTfnd-MUR25-
-    GLOB-v02.0-fv04.2`` for ``20190101090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc``. None for a name
-    without a date stamp (a file named otherwise says nothing of its product)."""
-    base = name.rsplit("/", 1)[-1]
-    stamp = GHRSST_STAMP.match(base)
-    if stamp is None:
-        return None
-    return base[stamp.end():].removeprefix(f"{SYNTHETIC_TAG}-").removesuffix(".nc")
+    """The product and version a GDS 2.0 file name names, ``JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2`` for
+    ``20190101090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc`` and for its synthetic copies (which are of its
+    product). None for any other name (renamed, subsetted, another convention): it does not say its product."""
+    match = GDS2_NAME.match(name.rsplit("/", 1)[-1])
+    return match["product"] if match else None
 
 
 @dataclass(frozen=True)

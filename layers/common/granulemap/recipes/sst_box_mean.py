@@ -104,6 +104,7 @@ class SstBoxMean(SstGlobalMean):
     description = ("cos(latitude)-weighted mean SST (°C, open water) over a lat/lon box, edges included, per GHRSST L4 "
                    "granule → CSV time series")
     Params = Params
+    series_name = "box_mean_sst"
 
     def slug(self, params: BaseModel) -> str:
         return "box" + "_".join(f"{v:g}" for v in params.box)  # type: ignore[attr-defined]
@@ -114,8 +115,6 @@ class SstBoxMean(SstGlobalMean):
         path = access.local_path(granule.url)
         data = None if path is not None else access.read_bytes(granule.url)
         return box_mean_sst(name, params.box, path=path, data=data)  # type: ignore[attr-defined]
-
-    series_name = "box_mean_sst"
 
     def title(self, params: BaseModel) -> str:
         west, south, east, north = params.box  # type: ignore[attr-defined]

@@ -12,7 +12,8 @@ Both report the number of cells used and their min/max in °C.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import functools
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -22,6 +23,7 @@ from granulemap.granule_access import GranuleAccess
 from granulemap.models import Item, RunContext
 from granulemap.recipes.base import Recipe
 from granulemap.recipes.ghrsst import (
+    COLLECTION_PRODUCTS,
     GhrsstGranule,
     WeightedStats,
     cos_lat_weighted_stats,
@@ -30,7 +32,7 @@ from granulemap.recipes.ghrsst import (
     read_granule,
     time_from_name,
 )
-from granulemap.recipes.timeseries import csv_to_rows, refuse_two_products, write_time_series
+from granulemap.recipes.timeseries import Refusal, csv_to_rows, refuse_two_products, write_time_series
 from granulemap.storage import Bucket
 
 CSV_COLUMNS = ("time", "granule", "mean_sst_c", "n_valid", "min_sst_c", "max_sst_c")
@@ -85,6 +87,8 @@ class SstGlobalMean(Recipe):
     same_area_every_granule = True  # GHRSST L4: one grid per day (MUR25: global, 0.25°)
     one_granule_a_day = True
     Params = Params
+    series_name: ClassVar[str] = "global_mean_sst"
+    """The products' file name: ``<series_name>.csv`` and ``.png``."""
 
     def slug(self, params: BaseModel) -> str:
         return str(params.method)  # type: ignore[attr-defined]
@@ -99,28 +103,32 @@ class SstGlobalMean(Recipe):
         data = None if path is not None else access.read_bytes(granule.url)
         return global_mean_sst(name, method=params.method, path=path, data=data)  # type: ignore[attr-defined]
 
-    series_name: str = "global_mean_sst"
-    """The products' file name: ``<series_name>.csv`` and ``.png``."""
-
     def series_keys(self, run: RunContext) -> tuple[str, str]:
         """The S3 keys of the configuration's CSV time series and its plot."""
         return (layout.output_key(self.name, run.config_id, f"{self.series_name}.csv"),
                 layout.output_key(self.name, run.config_id, f"{self.series_name}.png"))
 
-    def prepare(self, items: list[Item], run: RunContext, params: BaseModel, bucket: Bucket) -> None:
-        """Refuse granules of two products (in the source, or the source's and the series' so far) before anything
-        is computed: Aggregate would refuse them after (``write_time_series``)."""
+    def refusal(self, run: RunContext, bucket: Bucket) -> Refusal:
+        """What refuses rows that must not join the configuration's series: granules of two products, of another
+        product than the run's collection's (when known: ``COLLECTION_PRODUCTS``) or than the series'."""
         csv_key, _ = self.series_keys(run)
-        existing, _ = bucket.get_bytes_and_etag(csv_key)
+        known = COLLECTION_PRODUCTS.get(run.collection or "")
+        return functools.partial(refuse_two_products, product_of=product_from_name,
+                                 series=f"s3://{bucket.name}/{csv_key}", field="source" if run.daac is None else
+                                 "collection", expected=(run.collection, known) if run.collection and known else None)
+
+    def prepare(self, items: list[Item], run: RunContext, params: BaseModel, bucket: Bucket) -> None:
+        """Refuses granules that must not join the series (``refusal``) before anything is computed (Aggregate checks
+        again where it writes the series); returns nothing: the items stay as they are."""
+        existing = bucket.get_bytes_or_none(self.series_keys(run)[0])
         new = [{"granule": g.url.rsplit("/", 1)[-1], "time": g.time.isoformat() if g.time else ""}
                for item in items for g in item.granules]
-        refuse_two_products(csv_to_rows(existing) if existing else [], new, product_from_name,
-                            f"s3://{bucket.name}/{csv_key}")
+        self.refusal(run, bucket)(csv_to_rows(existing) if existing else [], new)
 
     def combine(self, results: list[dict[str, Any]], run: RunContext, params: BaseModel, bucket: Bucket) -> list[str]:
         csv_key, png_key = self.series_keys(run)
         write_time_series(bucket, csv_key, png_key, CSV_COLUMNS, results, "mean_sst_c", title=self.title(params),
-                          ylabel="mean SST (°C)", product_of=product_from_name)
+                          ylabel="mean SST (°C)", refuse=self.refusal(run, bucket))
         return [csv_key, png_key]
 
     def title(self, params: BaseModel) -> str:

@@ -40,8 +40,12 @@ def merge_time_series(
 ProductOf = Callable[[str], str | None]
 """The product (and version) of a granule by its name, None when the name does not say."""
 
+Rows = Sequence[dict[str, Any]]
+Refusal = Callable[[Rows, Rows], None]
+"""``(existing, new)``: raises if the ``new`` rows must not join a series of the ``existing`` ones."""
 
-def _products(rows: Sequence[dict[str, Any]], product_of: ProductOf) -> dict[str, list[dict[str, Any]]]:
+
+def _products(rows: Rows, product_of: ProductOf) -> dict[str, list[dict[str, Any]]]:
     by_product: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         product = product_of(str(row["granule"]))
@@ -56,27 +60,38 @@ def _described(product: str, rows: list[dict[str, Any]]) -> str:
     return f"{product} ({len(rows)} granule{'s' if len(rows) > 1 else ''}, {span})"
 
 
-def refuse_two_products(
-    existing: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]], product_of: ProductOf, series: str
-) -> None:
-    """Raise InvalidInput if the time series ``series`` (its ``existing`` rows) and the ``new`` rows (each with
-    ``granule``, its name, and ``time``) would hold granules of two products: MUR25 and MUR at 0.01°, or two versions
-    of one, whose values differ by product, not by day. Each product's series is a configuration of its own when the
-    input names its collection; granules whose names do not say their product are not judged."""
+def _listed(by_product: dict[str, list[dict[str, Any]]]) -> str:
+    return "; ".join(_described(product, rows) for product, rows in sorted(by_product.items()))
+
+
+def refuse_two_products(existing: Rows, new: Rows, product_of: ProductOf, series: str, *, field: str = "source",
+                        expected: tuple[str, str] | None = None) -> None:
+    """Raise InvalidInput (naming ``field``) if the time series ``series`` (its ``existing`` rows) and the ``new`` rows
+    (each with ``granule``, its name, and ``time``) would hold granules of two products: MUR25 and MUR at 0.01°, or
+    two versions of one, whose values differ by product, not by day. ``expected`` is (collection, product) when the
+    run's collection is known to be one product: granules of another are refused (else the first product to reach a
+    configuration's series would own it). Granules whose names do not say their product are not judged."""
     theirs, ours = _products(existing, product_of), _products(new, product_of)
-    remedy = ("keep one product in a source folder (or s3:// prefix), and give the input of another product's runs its "
-              "collection (\"collection\": its CMR short name, --collection), which gives it a series of its own")
+    own_series = ("name their collection (\"collection\": its CMR short name; --collection), which gives them a time "
+                  "series of their own")
     if len(ours) > 1:
-        listed = "; ".join(_described(product, rows) for product, rows in sorted(ours.items()))
-        raise InvalidInput(f"field 'source': its granules are of {len(ours)} products, whose values would alternate in "
-                           f"one time series ({series}): {listed}. Nothing was written: {remedy}")
-    others = sorted(set(theirs) - set(ours))
-    if ours and others:
-        (product, rows), = ours.items()
-        listed = "; ".join(_described(other, theirs[other]) for other in others)
-        raise InvalidInput(f"field 'source': its granules are {_described(product, list(rows))}, but the time series "
-                           f"{series} holds {listed}: one series of two products would change with the product, not "
-                           f"the ocean. Nothing of the series was changed: {remedy}")
+        raise InvalidInput(f"field '{field}': its granules are of {len(ours)} products, whose values would alternate in "
+                           f"one time series ({series}): {_listed(ours)}. The series was not changed: keep one product "
+                           f"in a folder (or s3:// prefix), and for another product's granules {own_series}")
+    if expected is not None and ours and set(ours) != {expected[1]}:
+        collection, product = expected
+        raise InvalidInput(f"field '{field}': its granules are {_listed(ours)}, but the run's collection {collection} "
+                           f"(the recipe's own when the input names none) is {product}. The series was not changed: "
+                           f"{own_series}")
+    if ours and len(theirs) > 1:
+        raise InvalidInput(f"field '{field}': the time series {series} holds {len(theirs)} products ({_listed(theirs)}), "
+                           "mixed before granulemap refused to mix them. The series was not changed: delete it, then "
+                           "run the ranges it covers again with --recompute (\"recompute\": true), each product's "
+                           "granules with their collection")
+    if ours and theirs and set(theirs) != set(ours):
+        raise InvalidInput(f"field '{field}': its granules are {_listed(ours)}, but the time series {series} holds "
+                           f"{_listed(theirs)}: one series of two products would change with the product, not the "
+                           f"ocean. The series was not changed: {own_series}")
 
 
 def write_time_series(
@@ -88,7 +103,7 @@ def write_time_series(
     value_column: str,
     title: str,
     ylabel: str,
-    product_of: ProductOf | None = None,
+    refuse: Refusal | None = None,
 ) -> list[dict[str, Any]]:
     """Merge ``new_rows`` into the cumulative CSV at ``csv_key``, write it and its plot; return all rows.
 
@@ -98,8 +113,9 @@ def write_time_series(
     CSV is written last has drawn the plot last, from the same rows.
 
     Each row needs ``time`` (ISO 8601, UTC) and ``granule`` (its name: the key that keeps the CSV free of
-    duplicates); RecipeResultInvalid names the first row without them. With ``product_of``, rows of another product than
-    the series' are refused (``refuse_two_products``) and the series is left as it was."""
+    duplicates); RecipeResultInvalid names the first row without them. ``refuse(existing, new)`` may raise to refuse the
+    new rows (granules of another product: ``refuse_two_products``): the CSV is left as it was, and so is the plot (an
+    earlier attempt's, drawn before another run's CSV won, is drawn again from the CSV)."""
     for row in new_rows:
         lacking = [key for key in ("time", "granule") if row.get(key) is None]
         if lacking:
@@ -108,8 +124,13 @@ def write_time_series(
     for attempt in range(CSV_WRITE_ATTEMPTS):
         existing_bytes, etag = bucket.get_bytes_and_etag(csv_key)
         existing = csv_to_rows(existing_bytes) if existing_bytes else []
-        if product_of is not None:
-            refuse_two_products(existing, new_rows, product_of, f"s3://{bucket.name}/{csv_key}")
+        if refuse is not None:
+            try:
+                refuse(existing, new_rows)
+            except Exception:
+                if attempt:  # this run's rows are in the plot an earlier attempt drew: the CSV's go back in
+                    bucket.put_bytes(png_key, plot_time_series(existing, value_column, title, ylabel), "image/png")
+                raise
         rows = merge_time_series(columns, existing, new_rows)
         bucket.put_bytes(png_key, plot_time_series(rows, value_column, title, ylabel), "image/png")
         if bucket.put_bytes_if_unchanged(csv_key, rows_to_csv(columns, rows), "text/csv", etag):
