@@ -268,3 +268,18 @@ def test_granulemap_run_takes_the_collection_of_its_source(tmp_path: Path) -> No
                                       "--collection", MUR_COLLECTION])
     assert execution_input(args) == {"recipe": "sst-global-mean", "start": "2018-12-03", "end": "2018-12-03",
                                      "source": str(tmp_path.resolve()), "collection": MUR_COLLECTION}
+
+
+def test_a_cmr_run_s_refusal_names_its_collection_not_a_source(s3_bucket: Bucket) -> None:
+    """A CMR search's granules are the collection's: if their names say another product (the collection renamed its
+    files), the field to look at is the collection."""
+    from granulemap.models import RunContext
+
+    recipe = get_recipe("sst-global-mean")
+    run = RunContext(run_id="r", recipe=recipe.name, params={"method": "ocean"}, config_id="ocean-x", daac="POCLOUD",
+                     collection=MUR25_COLLECTION)
+    with pytest.raises(InvalidInput) as refused:
+        recipe.refusal(run, s3_bucket)([], [_row(1, MUR)])
+    assert str(refused.value).startswith(f"field 'collection': its granules are {MUR} (1 granule, 2019-01-01), but the "
+                                         f"run's collection {MUR25_COLLECTION}")
+    recipe.refusal(run, s3_bucket)([], [_row(1, MUR25)])  # its own product: accepted

@@ -38,10 +38,6 @@ class Recipe(abc.ABC):
     """One line, shown by ``granulemap recipes``."""
     collection: ClassVar[str | None] = None
     """Default CMR collection short name (the execution input's ``collection`` overrides it)."""
-
-    def collection_of(self, execution: ExecutionInput) -> str | None:
-        """The collection a run of ``execution`` reads: the input's, else the recipe's."""
-        return execution.collection or self.collection
     file_pattern: ClassVar[str] = "*"
     """Glob of granule file names, for directory and S3-prefix sources."""
     Params: ClassVar[type[BaseModel]] = NoParams
@@ -61,6 +57,10 @@ class Recipe(abc.ABC):
     # --- parameters -------------------------------------------------------------------------------------
     def parse_params(self, raw: dict[str, Any]) -> BaseModel:
         return parse_model(self.Params, raw, f"params of recipe {self.name}")
+
+    def collection_of(self, execution: ExecutionInput) -> str | None:
+        """The collection a run of ``execution`` reads: the input's, else the recipe's."""
+        return execution.collection or self.collection
 
     def config_id(self, params: BaseModel, execution: ExecutionInput | None = None) -> str:
         """Names one configuration of the recipe: results of equal configurations are interchangeable.

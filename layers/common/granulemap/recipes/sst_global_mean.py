@@ -113,9 +113,10 @@ class SstGlobalMean(Recipe):
         product than the run's collection's (when known: ``COLLECTION_PRODUCTS``) or than the series'."""
         csv_key, _ = self.series_keys(run)
         known = COLLECTION_PRODUCTS.get(run.collection or "")
-        return functools.partial(refuse_two_products, product_of=product_from_name,
-                                 series=f"s3://{bucket.name}/{csv_key}", field="source" if run.daac is None else
-                                 "collection", expected=(run.collection, known) if run.collection and known else None)
+        return functools.partial(
+            refuse_two_products, product_of=product_from_name, series=f"s3://{bucket.name}/{csv_key}",
+            field="source" if run.daac is None else "collection",  # a source's granules, or a CMR search's
+            expected=(run.collection, known) if run.collection and known else None)
 
     def prepare(self, items: list[Item], run: RunContext, params: BaseModel, bucket: Bucket) -> None:
         """Refuses granules that must not join the series (``refusal``) before anything is computed (Aggregate checks
