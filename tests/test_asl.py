@@ -67,11 +67,18 @@ def test_pipeline_shape(asl: dict) -> None:
 
 def test_processor_retries_exactly_the_transient_errors_with_backoff_and_jitter(asl: dict) -> None:
     task = asl["States"]["ProcessItems"]["ItemProcessor"]["States"]["ProcessItem"]
-    throttled, retry = task["Retry"]  # Lambda's throttling first: it has its own, longer waits
+    throttled, outage, retry = task["Retry"]  # Lambda's throttling first: it has its own, longer waits
     assert throttled["ErrorEquals"] == ["Lambda.TooManyRequestsException"]
-    assert set(throttled["ErrorEquals"]) | set(retry["ErrorEquals"]) == (set(TRANSIENT_ERROR_NAMES)
-                                                                         | set(LAMBDA_SERVICE_TRANSIENT_ERRORS))
-    assert retry["BackoffRate"] > 1 and retry["JitterStrategy"] == "FULL" and retry["MaxDelaySeconds"] > 0
+    assert outage["ErrorEquals"] == ["SourceUnavailable"]
+    assert set(throttled["ErrorEquals"]) | set(outage["ErrorEquals"]) | set(retry["ErrorEquals"]) == (
+        set(TRANSIENT_ERROR_NAMES) | set(LAMBDA_SERVICE_TRANSIENT_ERRORS))
+    for r in (outage, retry):
+        assert r["BackoffRate"] > 1 and r["JitterStrategy"] == "FULL" and r["MaxDelaySeconds"] > 0
+    # The login service down when credentials near their end: the Processor keeps those that still last (credentials
+    # .load_credentials), and waits out an outage of up to 20 minutes or so (the longest waits) before failing its item.
+    assert sum(_longest_waits(outage)) >= 20 * 60
+    # A throttled SSM or S3: a minute of tries, not 15 s
+    assert sum(_longest_waits(retry)) >= 60
     # Every transient error class is listed by name (Step Functions matches names, not base classes).
     transient = {c.__name__ for c in vars(errors).values() if isinstance(c, type) and issubclass(c, TransientError)}
     assert transient == set(TRANSIENT_ERROR_NAMES)
@@ -105,9 +112,10 @@ def test_every_retry_has_bounded_exponential_backoff(asl: dict) -> None:
             for retry in state.get("Retry", []):
                 assert retry["BackoffRate"] >= 2, name
                 assert retry["MaxAttempts"] <= 6, name
-                # Full jitter spreads many executions' retries; one execution waiting out an outage of NASA's
-                # services waits its whole time instead (next test).
-                outage = retry["ErrorEquals"] == ["SourceUnavailable"]
+                # Full jitter spreads many executions' retries; one execution (BuildCatalog, FetchCredentials) waiting
+                # out an outage of NASA's services waits its whole time instead (next test). The Map's items are many
+                # executions: their Processors' waits are spread.
+                outage = retry["ErrorEquals"] == ["SourceUnavailable"] and name in ("BuildCatalog", "FetchCredentials")
                 assert retry["JitterStrategy"] == ("NONE" if outage else "FULL"), name
                 # 15 minutes between tries only for the outages of NASA's services (next test)
                 assert 0 < retry["MaxDelaySeconds"] <= (900 if retry["ErrorEquals"] == ["SourceUnavailable"] else 120)

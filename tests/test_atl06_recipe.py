@@ -479,14 +479,15 @@ def test_a_granule_unreadable_on_a_rerun_leaves_the_blocks_it_may_touch_and_thei
 
 def test_monthly_runs_grow_one_store_without_duplicates_or_gaps(moto_s3: MotoS3, synthetic_dir: Path,
                                                                 tmp_path: Path) -> None:
-    """The schedule's input ("period": "previous-month") on the 1st of April and of May, then May's run again."""
+    """Each month run as its period ("period": "2019-03", then "2019-04"), then April's run again."""
     april_name = SYNTHETIC_TWO.replace("20190316", "20190416")  # granule two, moved into April
     (tmp_path / SYNTHETIC_ONE).write_bytes((synthetic_dir / SYNTHETIC_ONE).read_bytes())
     (tmp_path / april_name).write_bytes((synthetic_dir / SYNTHETIC_TWO).read_bytes())
     params = {"parent_order": 5}  # a configuration of its own: this module's other runs use the default store
 
     def monthly(now: dt.datetime) -> PipelineRun:
-        return run_pipeline(tmp_path, moto_s3, None, None, now=now, params=params)
+        previous = (now.replace(day=1) - dt.timedelta(days=1)).strftime("%Y-%m")
+        return run_pipeline(tmp_path, moto_s3, None, None, now=now, params=params, period=previous)
 
     march = monthly(dt.datetime(2019, 4, 1, 0, 5, tzinfo=dt.UTC))
     april = monthly(dt.datetime(2019, 5, 1, 0, 5, tzinfo=dt.UTC))

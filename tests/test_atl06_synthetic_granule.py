@@ -333,13 +333,14 @@ class PipelineRun:
 
 
 def run_pipeline(source: Path, s3: MotoS3, start: str | None, end: str | None, aggregate: bool = True,
-                 now: dt.datetime | None = None, params: dict[str, int] | None = None) -> PipelineRun:
+                 now: dt.datetime | None = None, params: dict[str, int] | None = None,
+                 period: str | None = None) -> PipelineRun:
     """Run the pipeline's Python steps against the moto S3: build_catalog, process_item for each manifest item
     (a failure recorded with record_failure, as the Map's Catch does), then aggregate. Without start and end, the
-    input is the monthly schedule's ``"period": "previous-month"``, resolved at ``now``."""
+    input names a month, ``"period": period`` (checked whole, at ``now``)."""
     bucket = Bucket(s3.bucket, client=s3.client)
     settings = Settings(bucket=s3.bucket, default_tolerated_failure_percentage=100.0)
-    dates = {"start": start, "end": end} if start else {"period": "previous-month"}
+    dates = {"start": start, "end": end} if start else {"period": period}
     doc = {"recipe": "atl06-cell-stats", **dates, "source": str(source), "params": params or {}}
     catalog = build_catalog(doc, f"test-{uuid.uuid4().hex[:8]}", settings, bucket, now=now)
     items = [Item.model_validate(i) for i in bucket.get_json(catalog.catalog.key)]

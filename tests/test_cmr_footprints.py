@@ -307,12 +307,12 @@ def test_the_manifest_never_carries_footprints_whichever_recipe_asked_for_them(
 def test_a_monthly_atl06_run_files_its_items_and_store_entry_under_the_month_it_searched(bucket) -> None:
     from granulemap.recipes.atl06.store import read_layout, s3_store
 
-    # The schedule's input; the run starts on 2019-03-10, so "previous-month" is February 2019.
+    # A month's run (ATL06 is run by hand once a month is published: recipe.runs_on_schedule), started on 2019-03-10.
     started = dt.datetime(2019, 3, 10, 0, 0, 5, tzinfo=dt.UTC)
     with responses.RequestsMock() as rs:
         replay_cmr(rs, [cloud_umm_page()], collection=nsidc_collection())
         replay_legacy(rs, [legacy_page()])
-        out = build_catalog({"recipe": "atl06-cell-stats", "period": "previous-month"}, "run-monthly",
+        out = build_catalog({"recipe": "atl06-cell-stats", "period": "2019-02"}, "run-monthly",
                             settings_for(bucket), bucket, now=started)
         searched = {r.params["temporal[]"] for r in umm_page_requests(rs) + legacy_requests(rs)}
     february = (dt.date(2019, 2, 1), dt.date(2019, 2, 28))

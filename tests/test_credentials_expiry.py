@@ -35,7 +35,7 @@ from moto import mock_aws
 from moto.core.botocore_stubber import MockRawResponse
 
 from granulemap import credentials, layout
-from granulemap.errors import CredentialsExpired, TransientError
+from granulemap.errors import CredentialsExpired, SourceUnavailable, TransientError
 from granulemap.models import CredentialsRef, Granule, Item, ProcessorEvent, ProcessorResult, RunContext
 from granulemap.processing import process_item
 from granulemap.recipes import get_recipe
@@ -274,6 +274,46 @@ def test_credentials_expiring_during_the_run_are_refreshed_and_every_item_succee
     for item, result in zip(account.items, results, strict=True):  # no item lost: each result is in S3
         assert account.bucket.get_json(result.result_key)["run_id"] == run.run_id
         assert result.result_key == layout.result_key(recipe.name, run.config_id, item.id)
+
+
+@pytest.mark.parametrize("outage", [503, 429])
+def test_an_outage_of_the_credentials_service_keeps_credentials_that_still_last_and_fails_none_of_the_items(
+        account: Account, clock: Clock, monkeypatch: pytest.MonkeyPatch, outage: int) -> None:
+    """A Processor reaching its refresh margin while the s3credentials endpoint is down (or throttling) used to fail its
+    item (SourceUnavailable, retried for seconds only). It keeps the stored credentials while they last beyond the
+    least margin, asks again a minute later, and raises only once they are within it."""
+    first = credentials_at("first", T0 + dt.timedelta(minutes=30))
+    second = credentials_at("second", T0 + dt.timedelta(hours=1, minutes=30))
+    daac = DaacS3(clock)
+    daac.issue(first)
+    daac.issue(second)
+    install_daac_s3(monkeypatch, daac)
+    monkeypatch.setattr(credentials, "refresh_margin", dt.timedelta(minutes=25))  # this Processor's own margin
+    loader = processor_loader(account.settings)
+    with responses.RequestsMock() as rs:
+        replay_edl(rs, username=EDL_USER, password=EDL_PASSWORD, edl_token=EDL_TOKEN, creds=first)
+        ref = credentials.fetch_credentials("POCLOUD", account.settings)
+        run = account.run_context(ref)
+        assert loader(ref) == first  # 30 minutes left: beyond this Processor's margin
+    clock.advance(10)  # 20 minutes left: within its margin, beyond the least one
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rs:
+        replay_edl(rs, username=EDL_USER, password=EDL_PASSWORD, edl_token=EDL_TOKEN, creds=second,
+                   s3credentials_status=outage)
+        result = process_item(ProcessorEvent(item=account.items[0], run=run), account.bucket, loader)
+        asked = s3credentials_calls(rs)
+        assert loader(ref) == first and s3credentials_calls(rs) == asked  # kept: not asked again within the minute
+        clock.advance(credentials.REFRESH_RETRY.total_seconds() / 60 + 0.5)
+        assert loader(ref) == first and s3credentials_calls(rs) == asked + 1  # asked again a minute later
+        clock.advance(4)  # 15 minutes left, or less: never used
+        with pytest.raises(SourceUnavailable, match=f"answered {outage}"):
+            loader(ref)
+    assert result.status == "succeeded" and asked == 1
+    assert daac.keys_used() == [first["accessKeyId"]] and daac.refused() == []
+    assert account.stored(ref) == first
+    with responses.RequestsMock() as rs:  # the service is back
+        replay_edl(rs, username=EDL_USER, password=EDL_PASSWORD, edl_token=EDL_TOKEN, creds=second)
+        assert loader(ref) == second
+    assert account.stored(ref) == second
 
 
 def test_a_read_refused_as_expired_makes_the_retry_take_what_another_processor_stored(

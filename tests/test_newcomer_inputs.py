@@ -330,3 +330,22 @@ def test_a_folder_with_two_granules_of_one_day_is_refused_naming_them(tmp_path: 
         out = build_catalog({**doc, "start": "2018-12-02"}, "one-product", Settings(bucket="bucket"), bucket)
         (item,) = bucket.get_json(out.catalog.key)  # one dekad
     assert sorted(g["url"].rsplit("/", 1)[-1] for g in item["granules"]) == sorted(p.name for p in synthetic_month[1:])
+
+
+def test_the_schedule_s_input_is_refused_for_a_recipe_whose_granules_come_out_weeks_later() -> None:
+    """ATL06 is published weeks to months after its data are taken: the schedule's "previous-month" on the 5th found
+    part of the month, and the month stayed so (the schedule does not run a month again). Refused, saying how to run
+    it; a month given as its period, once ended, goes on; the SST recipes' schedule too."""
+    from granulemap.catalog import validate_input
+    from granulemap.settings import Settings
+
+    settings, now = Settings(bucket="bucket"), dt.datetime(2019, 4, 5, 6, tzinfo=dt.UTC)
+    with pytest.raises(InvalidInput) as refused:
+        validate_input({"recipe": "atl06-cell-stats", "period": "previous-month"}, settings, now)
+    assert str(refused.value).startswith("field 'period': recipe atl06-cell-stats's granules are published weeks to "
+                                         "months after their data are taken")
+    assert "--period YYYY-MM" in str(refused.value)
+    execution, _ = validate_input({"recipe": "atl06-cell-stats", "period": "2019-03"}, settings, now)
+    assert execution.date_range(now) == (dt.date(2019, 3, 1), dt.date(2019, 3, 31))
+    execution, _ = validate_input({"recipe": "sst-global-mean", "period": "previous-month"}, settings, now)
+    assert execution.date_range(now) == (dt.date(2019, 3, 1), dt.date(2019, 3, 31))

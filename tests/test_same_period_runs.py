@@ -49,9 +49,13 @@ def test_a_run_of_the_period_and_configuration_an_earlier_execution_runs_is_refu
     # the same configuration given with its defaults spelled out is the same series
     with pytest.raises(RunInProgress):
         _refuse({**MARCH, "params": {"parent_order": 6, "child_order": 12}}, [other])
-    # the scheduled run of the previous month, started on April 1st, runs March too
+    # a run of the month given as its period runs March too
     with pytest.raises(RunInProgress, match="monthly-2019-03"):
-        _refuse(MARCH, [_other({"recipe": "atl06-cell-stats", "period": "previous-month"})])
+        _refuse(MARCH, [_other({"recipe": "atl06-cell-stats", "period": "2019-03"})])
+    # and the schedule's run of the previous month (an SST recipe's), started on April 1st, runs March
+    with pytest.raises(RunInProgress, match="monthly-2019-03"):
+        _refuse({"recipe": "sst-global-mean", "start": "2019-03-01", "end": "2019-03-31"},
+                [_other({"recipe": "sst-global-mean", "period": "previous-month"})])
 
 
 def test_other_periods_configurations_recipes_and_inputs_that_fail_on_their_own_go_on() -> None:
@@ -61,8 +65,8 @@ def test_other_periods_configurations_recipes_and_inputs_that_fail_on_their_own_
         _other({**MARCH, "recipe": "sst-global-mean"}, "other-recipe"),
         _other({**MARCH, "end": "2019-02-31"}, "invalid"),  # refused by its own BuildCatalog
         _other("not a document", "not-json"),
-        _other({"recipe": "atl06-cell-stats", "period": "previous-month"}, "february",
-               started=dt.datetime(2019, 3, 1, 6, tzinfo=dt.UTC)),  # the schedule's run of February
+        _other({"recipe": "atl06-cell-stats", "period": "2019-02"}, "february",
+               started=dt.datetime(2019, 3, 1, 6, tzinfo=dt.UTC)),  # February's run
     ])
     _refuse(MARCH, [])
 

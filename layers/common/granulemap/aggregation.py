@@ -82,8 +82,10 @@ def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> 
         failure = failure_records.get(item.id)
         if failure is None:
             failure = {"item": item.id, "error": NO_RESULT,
-                       "cause": "no result and no failure record: the item's child execution did not finish, or "
-                                "its result was deleted while the run was going"}
+                       "cause": "no result and no failure record: the item's child execution did not finish (it "
+                                "was stopped, or Lambda throttled its Processor so long that the failure could not be "
+                                "recorded either: the Map Run's failed children in the Step Functions console say "
+                                "why), or its result was deleted while the run was going"}
         failures.append(Failure.model_validate(failure))
         granules["failed"] += len(item.granules)
     failed_items = len(items) - done["succeeded"] - done["skipped"]

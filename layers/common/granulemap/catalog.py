@@ -47,6 +47,12 @@ def validate_input(raw: object, settings: Settings, now: dt.datetime | None = No
             f"field 'period': {execution.period} has not ended (today is {today}, UTC), and a month given as the period "
             f"is checked whole: run it from {end + dt.timedelta(days=1)} on, or give start and end for the days there are"
         )
+    if execution.period == PREVIOUS_MONTH and not recipe.runs_on_schedule:
+        raise InvalidInput(
+            f"field 'period': recipe {recipe.name}'s granules are published weeks to months after their data are taken, "
+            f"so the previous month is not whole early in this one, and a month summarized without them would stay so "
+            f"(the schedule does not run a month again): run each month once its granules are out, with \"period\": "
+            f"\"YYYY-MM\" (granulemap start --period YYYY-MM); the stack's DefaultRecipe should be an SST recipe")
     days = (end - start).days + 1
     if days > settings.max_range_days:
         raise InvalidInput(

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from granulemap.errors import CredentialsUnavailable, SourceUnavailable, TransientError
@@ -40,6 +41,11 @@ and SSM writes as Processors, at minute 45 of every run. Margins spread over 20 
 hour) make the refreshes follow one another: the process with the widest margin refreshes and stores, and the others,
 reaching theirs later, re-read the parameter and take those credentials. With Processors spread evenly over the 20
 minutes, about one in 600 reaches its margin within the two seconds of another's refresh."""
+
+REFRESH_RETRY = dt.timedelta(minutes=1)
+"""When Earthdata Login or the s3credentials endpoint cannot refresh credentials that still last beyond
+REFRESH_MARGIN, the Processor keeps them and asks again after this long (the items go on; an outage of the login
+service fails no item until the credentials near their end)."""
 
 S3CREDENTIALS_TIMEOUT_SECONDS = 15.0
 """Longest wait for the DAAC's s3credentials endpoint."""
@@ -79,7 +85,9 @@ def utc_now() -> dt.datetime:
 
 
 def _ssm() -> Any:
-    return boto3.client("ssm")
+    # Standard retry mode (up to 10 attempts, with backoff): many Processors starting at once read the parameter
+    # together, and SSM's default throughput is 40 GetParameter calls a second per account and region.
+    return boto3.client("ssm", config=Config(retries={"mode": "standard", "max_attempts": 10}))
 
 
 def require_daac_region(provider: str | None, region: str | None) -> None:
@@ -337,7 +345,9 @@ def load_credentials(ref: CredentialsRef, settings: Settings, now: dt.datetime |
     stored credentials are the very ones it holds (no other Processor has refreshed them yet), expire within
     REFRESH_MARGIN, or are the ones S3 refused as expired in this process. Credentials it takes or gets that already
     lie within its margin (a new Processor late in their life; a DAAC whose credentials last less than the margin)
-    are kept until REFRESH_MARGIN instead: they would otherwise be refreshed again at every read.
+    are kept until REFRESH_MARGIN instead: they would otherwise be refreshed again at every read. When Earthdata Login
+    or the s3credentials endpoint cannot refresh them (an outage, throttling), credentials that still last beyond
+    REFRESH_MARGIN are kept, and asked for again after REFRESH_RETRY.
     """
     now = now or utc_now()
     with _lock:
@@ -351,7 +361,17 @@ def load_credentials(ref: CredentialsRef, settings: Settings, now: dt.datetime |
         if refused or expires - now <= REFRESH_MARGIN or (held and expires - now <= refresh_margin):
             logger.info("temporary S3 credentials near expiry: refreshing",
                         extra={"parameter": ref.parameter, "refused_by_s3": refused})
-            creds = request_daac_credentials(ref.daac, settings)
+            try:
+                fresh = request_daac_credentials(ref.daac, settings)
+            except (SourceUnavailable, TransientError) as exc:
+                if refused or expires - now <= REFRESH_MARGIN:
+                    raise
+                logger.warning("could not refresh temporary S3 credentials: keeping the stored ones, which last until "
+                               "%s", expires.isoformat(), extra={"parameter": ref.parameter, "error": type(exc).__name__,
+                                                                  "cause": str(exc)})
+                _cache[ref.parameter] = (creds, expires, max(REFRESH_MARGIN, expires - now - REFRESH_RETRY))
+                return creds
+            creds = fresh
             _rejected.pop(ref.parameter, None)
             expires = parse_expiration(creds["expiration"])
             try:

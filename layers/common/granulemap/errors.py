@@ -102,8 +102,10 @@ LAMBDA_SERVICE_TRANSIENT_ERRORS: tuple[str, ...] = (
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
+    "Lambda.ClientExecutionTimeoutException",
 )
-"""Errors of the Lambda service itself that AWS recommends retrying."""
+"""Errors of the Lambda service itself that AWS recommends retrying ("Handle transient Lambda service exceptions",
+Step Functions developer guide)."""
 
 
 def readable_cause(cause: str | None, error: str | None = None) -> str | None:

@@ -164,6 +164,8 @@ class Atl06CellStats(Recipe):
     """Items are the parent cells each granule's CMR polygons touch."""
     one_period_per_run = True
     """A run's range is one time step of the store."""
+    runs_on_schedule = False
+    """NSIDC publishes ATL06 weeks to months after the data are taken: each month is run by hand once it is out."""
 
     def slug(self, params: BaseModel) -> str:
         assert isinstance(params, Params)

@@ -85,6 +85,10 @@ class Recipe(abc.ABC):
     """True when every granule of a collection the recipe reads covers the same area (a gridded L4 product: one grid
     per day, global or regional): a bbox then finds all of them or none, and BuildCatalog refuses one."""
 
+    runs_on_schedule: ClassVar[bool] = True
+    """Whether the monthly schedule's input (``"period": "previous-month"``, on the 5th) may run it: False for a
+    collection published weeks or months after its data are taken (ATL06), whose previous month is not there yet on
+    the 5th; the schedule does not run a month again, so such a month would stay incomplete."""
     one_granule_a_day: ClassVar[bool] = False
     """True when the recipe's collection has one granule for every day (a daily L4 analysis): a scheduled run
     (``period``) whose month lacks a day's granule then fails instead of summarizing the month without it, since the
