@@ -57,7 +57,8 @@ def _get_json(s3, key: str):
 def test_catalog_builder_writes_the_manifest_and_returns_only_references(s3) -> None:
     out, errored = _invoke("catalog_builder", _event("catalog_builder"))
     assert not errored, out
-    assert out["catalog"] == {"bucket": BUCKET, "key": layout.manifest_key("example-run"), "count": 1}
+    assert out["catalog"] == {"bucket": BUCKET, "key": layout.manifest_key("example-run"), "count": 1,
+                              "map_key": layout.map_items_key("example-run"), "map_count": 1}
     # the SST recipes' tolerance counts granules, in Aggregate: their Map tolerates any share of failed items
     assert out["map"] == {"max_concurrency": 40, "tolerated_failure_percentage": 5.0,
                           "item_tolerated_failure_percentage": 100.0}
@@ -105,6 +106,7 @@ def test_the_next_catalog_marks_the_items_with_a_result_done_and_their_processor
     assert not errored, first
     (item,) = _get_json(s3, first["catalog"]["key"])
     assert "done" not in item  # nothing computed yet (false is left out of the manifest)
+    assert _get_json(s3, first["catalog"]["map_key"]) == [item] and first["catalog"]["map_count"] == 1  # the Map's
     out, errored = _invoke("processor", {"item": item, "run": first["run"]})
     assert not errored and out["status"] == "succeeded", out
     etag = s3.head_object(Bucket=BUCKET, Key=out["result_key"])["ETag"]
@@ -115,6 +117,9 @@ def test_the_next_catalog_marks_the_items_with_a_result_done_and_their_processor
     assert second["run"]["config_id"] == first["run"]["config_id"]
     (again,) = _get_json(s3, second["catalog"]["key"])
     assert again == item | {"done": True}
+    # the Map runs nothing for it (no child execution, no Processor call); Aggregate still accounts for it
+    assert _get_json(s3, second["catalog"]["map_key"]) == [] and second["catalog"]["map_count"] == 0
+    assert second["catalog"]["count"] == 1
     skipped, errored = _invoke("processor", {"item": again, "run": second["run"]})
     assert not errored and skipped == {"item": item["id"], "status": "skipped", "result_key": out["result_key"]}
     assert s3.head_object(Bucket=BUCKET, Key=out["result_key"])["ETag"] == etag  # not written again

@@ -343,13 +343,17 @@ def build_catalog(
         items = mark_done(items, run, bucket)
     tolerance = (execution.tolerated_failure_percentage if execution.tolerated_failure_percentage is not None
                  else settings.default_tolerated_failure_percentage)
-    key = layout.manifest_key(run_id)
+    key, map_key = layout.manifest_key(run_id), layout.map_items_key(run_id)
     # Footprints serve make_items only: the manifest stays small (Distributed Map items, the 256 KiB payload).
-    bucket.put_json(key, [item.model_dump(mode="json", exclude_defaults=True, exclude=without_footprints)
-                          for item in items])
+    listed = [item.model_dump(mode="json", exclude_defaults=True, exclude=without_footprints) for item in items]
+    bucket.put_json(key, listed)
+    # The Map runs the items not yet done: one already done would cost a child execution and a Processor call that
+    # only finds it done (a year run again for its last month: 33 of 36 items). Aggregate reads the whole manifest.
+    to_do = [entry for entry, item in zip(listed, items, strict=True) if not item.done]
+    bucket.put_json(map_key, to_do)
     return CatalogOutput(
         run=run,
-        catalog=CatalogRef(bucket=bucket.name, key=key, count=len(items)),
+        catalog=CatalogRef(bucket=bucket.name, key=key, count=len(items), map_key=map_key, map_count=len(to_do)),
         map=MapConfig(
             max_concurrency=execution.max_concurrency or settings.default_max_concurrency,
             tolerated_failure_percentage=tolerance,

@@ -16,6 +16,11 @@ def manifest_key(run_id: str) -> str:
     return f"{RUNS_PREFIX}{run_id}/manifest.json"
 
 
+def map_items_key(run_id: str) -> str:
+    """The Distributed Map's list: the manifest's items not yet done."""
+    return f"{RUNS_PREFIX}{run_id}/map-items.json"
+
+
 def failure_prefix(run_id: str) -> str:
     return f"{RUNS_PREFIX}{run_id}/failures/"
 

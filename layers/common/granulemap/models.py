@@ -234,7 +234,11 @@ class RunContext(_Strict):
 class CatalogRef(_Strict):
     bucket: str
     key: str
+    """The manifest: every item of the run (Aggregate accounts for each)."""
     count: int
+    map_key: str | None = None
+    """What the Distributed Map reads: the items not yet done (a done item starts no child execution)."""
+    map_count: int | None = None
 
 
 class MapConfig(_Strict):

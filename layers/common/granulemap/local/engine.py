@@ -185,6 +185,8 @@ class LocalEngine:
         self._idle = threading.Condition()
         """Lambda invocations running now, and started so far: ``wait_idle`` waits for none to run."""
         self.total_items: int | None = None
+        self.done_before: int = 0
+        """Items BuildCatalog found done: left out of the Map, counted as skipped in the progress."""
         self.invocations: list[dict[str, Any]] = []
         """Every Lambda invocation of this engine: moto does not expose the Distributed Map's child execution
         histories, so this is where a local run shows each item's attempts (also written to logs/invocations.jsonl)."""
@@ -560,6 +562,7 @@ class LocalEngine:
                     record["status"] = body["status"]
                 if isinstance(body.get("catalog"), dict):
                     self.total_items = body["catalog"].get("count")
+                    self.done_before = (body["catalog"].get("count") or 0) - (body["catalog"].get("map_count") or 0)
         self.invocations.append(record)
         if self.log_path is not None:
             with open(self.log_path.parent / "invocations.jsonl", "a") as f:
@@ -575,10 +578,12 @@ class LocalEngine:
                 done["failed"] += 1
             elif inv.get("status") in done:
                 done[inv["status"]] += 1
+        done["skipped"] += self.done_before
         return {"total": self.total_items, **done}
 
     def reset_progress(self) -> None:
         self.total_items = None
+        self.done_before = 0
         self.invocations.clear()
 
     # ---- resources -----------------------------------------------------------------------------------
