@@ -50,7 +50,11 @@ def test_every_transition_target_exists(asl: dict) -> None:
 def test_pipeline_shape(asl: dict) -> None:
     top = asl["States"]
     assert asl["StartAt"] == "BuildCatalog"
-    assert top["BuildCatalog"]["Next"] == "FetchCredentials"
+    assert top["BuildCatalog"]["Next"] == "AnythingToDo"
+    # nothing to do (every item done, or no granules): neither credentials nor a Map, straight to Aggregate
+    assert top["AnythingToDo"]["Choices"] == [{"Variable": "$.catalog.map_count", "NumericEquals": 0,
+                                               "Next": "Aggregate"}]
+    assert top["AnythingToDo"]["Default"] == "FetchCredentials"
     assert top["FetchCredentials"]["Next"] == "ProcessItems"
     assert top["ProcessItems"]["Next"] == "Aggregate"
     m = top["ProcessItems"]
