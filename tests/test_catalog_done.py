@@ -56,3 +56,22 @@ def test_the_shared_s3_client_has_a_connection_for_each_of_aggregate_s_reader_th
         assert client.meta.config.max_pool_connections == storage.MAX_CONNECTIONS >= aggregation._READERS
     finally:
         storage.s3_client.cache_clear()  # other tests make theirs under their own settings
+
+
+def test_the_map_tolerates_of_the_items_it_runs_what_the_run_tolerates_of_all_its_items() -> None:
+    """The Map runs only the items not yet done and judges its failed children against those: with the run's own
+    percentage, one failure among the 10 items left of 200 (10 %) stopped a run that tolerated 5 % (10 items)."""
+    from fractions import Fraction
+
+    from granulemap.catalog import _of_the_map
+
+    assert _of_the_map(5.0, 200, 10) == 100.0  # 10 failures allowed: all of the 10 left
+    assert _of_the_map(5.0, 20, 20) == 5.0  # nothing done: the run's own
+    for tolerance in (0.0, 1.0, 5.0, 12.5, 33.3):
+        for count in (1, 3, 7, 20, 200):
+            for map_count in range(1, count + 1):
+                share = _of_the_map(tolerance, count, map_count)
+                for failed in range(map_count + 1):
+                    map_fails = failed * 100 / map_count > share  # as Step Functions judges its Map Run
+                    run_fails = Fraction(failed, count) * 100 > Fraction(tolerance)  # as Aggregate judges the run
+                    assert map_fails == run_fails, (tolerance, count, map_count, failed)

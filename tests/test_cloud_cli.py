@@ -38,10 +38,15 @@ STAND_IN = {
         "BuildCatalog": {"Type": "Choice", "Default": "CatalogWritten",
                          "Choices": [{"Variable": "$.collection", "StringEquals": "NO-SUCH-COLLECTION",
                                       "Next": "CatalogFailed"},
-                                     {"Variable": "$.collection", "StringEquals": "SLOW", "Next": "Slow"}]},
+                                     {"Variable": "$.collection", "StringEquals": "SLOW", "Next": "Slow"},
+                                     {"Variable": "$.collection", "StringEquals": "ALL-DONE", "Next": "AllDone"}]},
         "Slow": {"Type": "Wait", "Seconds": 10, "Next": "CatalogWritten"},
-        "CatalogWritten": {"Type": "Pass", "Result": {"bucket": BUCKET, "key": MANIFEST_KEY},
+        # BuildCatalog's catalog: 5 items, 2 found done, the manifest's 3 for the Map
+        "CatalogWritten": {"Type": "Pass", "Result": {"bucket": BUCKET, "key": MANIFEST_KEY, "count": 5,
+                                                      "map_key": MANIFEST_KEY, "map_count": 3},
                            "ResultPath": "$.catalog", "Next": "ProcessItems"},
+        "AllDone": {"Type": "Pass", "Result": {"bucket": BUCKET, "key": MANIFEST_KEY, "count": 3, "map_count": 0},
+                    "ResultPath": "$.catalog", "Next": "Aggregate"},
         "CatalogFailed": {"Type": "Fail", "Error": "CatalogFailed", "Cause": "CMR refused the search"},
         "ProcessItems": {
             "Type": "Map",
@@ -252,10 +257,18 @@ def test_status_shows_the_current_state_and_the_map_runs_item_counts(stack, caps
         "status: SUCCEEDED",
         "run: sst-global-mean, 2018-12-01..2018-12-31",
         "state: Aggregate",
-        "items: 2 succeeded, 1 failed, 0 running, 0 pending of 3",  # the manifest: two ok, one not
+        "items: 2 succeeded, 1 failed, 0 running, 0 pending of 3; 2 more found done, not run",  # two ok, one not
     ]
     # and the same progress line a local run shows, from the Map Run's counts and times
-    assert re.fullmatch(r"\[#{30}\] 3/3 items \(2 ok, 0 skipped, 1 failed\) [0-9.]+ items/s", lines[5])
+    assert re.fullmatch(r"\[#{30}\] 5/5 items \(2 ok, 2 skipped, 1 failed\) [0-9.]+ items/s", lines[5])
+
+
+def test_status_of_a_run_with_every_item_found_done_says_the_map_had_nothing_to_run(stack, capsys) -> None:
+    arn = start(capsys, "--start", "2018-12-01", "--end", "2018-12-31", "--collection", "ALL-DONE")
+    wait(arn)
+    assert main(["status", arn]) == 0
+    assert capsys.readouterr().out.splitlines()[3:] == ["state: Aggregate",
+                                                        "items: all 3 found done: nothing for the Map to run"]
 
 
 def test_status_names_the_month_a_scheduled_run_resolved_to(stack, capsys, monkeypatch) -> None:

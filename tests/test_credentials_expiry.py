@@ -316,6 +316,57 @@ def test_an_outage_of_the_credentials_service_keeps_credentials_that_still_last_
     assert account.stored(ref) == second
 
 
+def test_during_an_outage_credentials_are_never_used_within_the_least_margin_nor_once_s3_refused_them(
+        account: Account, clock: Clock, log_capture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other side of keeping credentials through an outage: kept with 15.5 minutes left, they are not handed out
+    once 15 or fewer are left (the next load re-reads them and, the service still down, raises); credentials S3 has
+    refused are never kept, however long they say they last; an answer that is no credentials at all (an HTML page)
+    is an outage like another. No secret reaches the log."""
+    first = credentials_at("first", T0 + dt.timedelta(minutes=40))
+    loader = processor_loader(account.settings)
+    monkeypatch.setattr(credentials, "refresh_margin", dt.timedelta(minutes=25))  # this Processor's own margin
+    with responses.RequestsMock() as rs:
+        replay_edl(rs, username=EDL_USER, password=EDL_PASSWORD, edl_token=EDL_TOKEN, creds=first)
+        ref = credentials.fetch_credentials("POCLOUD", account.settings)
+        assert loader(ref) == first
+
+    def down(rs: responses.RequestsMock) -> None:
+        replay_edl(rs, username=EDL_USER, password=EDL_PASSWORD, edl_token=EDL_TOKEN, creds=first,
+                   s3credentials_status=503)
+
+    clock.advance(24.5)  # 15.5 minutes left: within this Processor's margin, beyond the least one
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rs:
+        down(rs)
+        assert loader(ref) == first
+        assert s3credentials_calls(rs) == 1  # it asked, and kept them
+        clock.advance(0.7)  # 14.8 minutes left: within the least margin
+        with pytest.raises(SourceUnavailable):
+            loader(ref)
+
+    credentials.clear_caches()
+    clock.now = T0  # 40 minutes left, but S3 refused them
+    credentials.forget_cached(ref, rejected=first)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rs:
+        down(rs)
+        with pytest.raises(SourceUnavailable):
+            loader(ref)
+
+    credentials.clear_caches()
+    clock.now = T0 + dt.timedelta(minutes=10)  # 30 minutes left: taken and cached
+    assert loader(ref) == first
+    clock.advance(10)  # 20 minutes left: within this Processor's margin, beyond the least one
+    with responses.RequestsMock() as rs:
+        replay_edl(rs, username=EDL_USER, password=EDL_PASSWORD, edl_token=EDL_TOKEN, creds=first)
+        rs.replace(responses.GET, PODAAC_S3CREDENTIALS, body="<html>Earthdata Login</html>", status=200,
+                   content_type="text/html")
+        assert loader(ref) == first
+        assert s3credentials_calls(rs) == 1  # it did ask, and got a page instead of credentials
+    logged = log_capture.text()
+    assert "could not refresh temporary S3 credentials" in logged
+    for secret in (EDL_PASSWORD, EDL_TOKEN, first["secretAccessKey"], first["sessionToken"]):
+        assert secret not in logged
+
+
 def test_a_read_refused_as_expired_makes_the_retry_take_what_another_processor_stored(
         account: Account, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
     # S3 refuses the first credentials early; meanwhile another Processor stored fresh ones.

@@ -61,7 +61,7 @@ def test_sst_run_through_the_state_machine(engine: LocalEngine, source: Path, sy
     assert desc["status"] == "SUCCEEDED", desc.get("cause")
     history = engine.history(desc["executionArn"])
     states = _entered_states(history)
-    assert states[:4] == ["BuildCatalog", "AnythingToDo", "FetchCredentials", "ProcessItems"]
+    assert states[:4] == ["BuildCatalog", "FetchCredentials", "AnythingToDo", "ProcessItems"]
     assert states[-3:] == ["Aggregate", "AnyFailedWithinTolerance", "Done"]  # nothing failed: nobody told
     assert any(e["type"] == "MapRunStarted" for e in history)
     run_id = desc["executionArn"].rsplit(":", 1)[-1]
@@ -109,9 +109,9 @@ def test_sst_run_through_the_state_machine(engine: LocalEngine, source: Path, sy
         timeout=300,
     )
     assert again["status"] == "SUCCEEDED"
-    # nothing to do: no credentials fetched, no Map run, no Processor called; Aggregate accounts for every item
+    # nothing to do: no Map run, no Processor called; Aggregate accounts for every item
     again_history = engine.history(again["executionArn"])
-    assert _entered_states(again_history)[:3] == ["BuildCatalog", "AnythingToDo", "Aggregate"]
+    assert _entered_states(again_history)[:4] == ["BuildCatalog", "FetchCredentials", "AnythingToDo", "Aggregate"]
     assert not any(e["type"] == "MapRunStarted" for e in again_history)
     summary2 = json.loads(_get(engine, layout.summary_key(again["executionArn"].rsplit(":", 1)[-1])))
     assert summary2["items"] == {"total": n, "succeeded": 0, "failed": 0, "skipped": n}

@@ -12,6 +12,9 @@ def test_progress_line_counts_rate_and_eta() -> None:
     # 10 of 40 done in 5 s: 2 items/s, 30 left → 15 s; a quarter of the 20-character bar filled.
     assert line == "[#####...............] 10/40 items (8 ok, 1 skipped, 1 failed) 2.0 items/s, ETA 15 s"
     assert progress_line({"total": None, "succeeded": 0, "skipped": 0, "failed": 0}, 3.0).startswith("cataloguing")
+    # 33 of 36 found done before the Map (a year run again): the rate is of the items run, 1 in 10 s, 2 left → 20 s
+    again = progress_line({"total": 36, "succeeded": 1, "skipped": 33, "found_done": 33, "failed": 0}, 10.0, width=36)
+    assert again == f"[{'#' * 34}..] 34/36 items (1 ok, 33 skipped, 0 failed) 0.1 items/s, ETA 20 s"
 
 
 class _FakeEngine:

@@ -833,3 +833,21 @@ def test_sam_validate_lint_passes(tmp_path: Path) -> None:
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "is a valid SAM Template" in proc.stdout + proc.stderr
+
+
+def test_the_schedule_cannot_be_deployed_with_a_recipe_that_refuses_the_previous_month(cfn: dict[str, Any]) -> None:
+    """A recipe with runs_on_schedule = False refuses "period": "previous-month" (its granules come out weeks
+    later): as DefaultRecipe with ScheduleEnabled=true every monthly run failed. CloudFormation refuses that deploy;
+    the Rule names exactly the built-in recipes that refuse the schedule, and only when the schedule is on."""
+    from granulemap.recipes import available, get_recipe
+
+    (rule,) = cfn["Rules"].values()  # kept by SAM's translation, as CloudFormation evaluates it
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "ScheduleEnabled"}, "true"]}
+    refused = set()
+    for assertion in rule["Assertions"]:
+        (not_,) = assertion["Assert"]["Fn::Not"]
+        ref, recipe = not_["Fn::Equals"]
+        assert ref == {"Ref": "DefaultRecipe"}
+        refused.add(recipe)
+        assert recipe in assertion["AssertDescription"] and "--period YYYY-MM" in assertion["AssertDescription"]
+    assert refused == {name for name in available() if not get_recipe(name).runs_on_schedule} == {"atl06-cell-stats"}

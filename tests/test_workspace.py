@@ -36,7 +36,8 @@ def test_runs_share_one_engine_and_reuse_results_across_runs_and_workspaces(tmp_
         first = workspace.run({**december, "end": "2018-12-02"}, out=tmp_path / "first")
         second = workspace.run(december)
         # the progress counts the two items found done as skipped, though the Map never ran them
-        assert workspace.engine.item_counts() == {"total": 3, "succeeded": 1, "skipped": 2, "failed": 0}
+        assert workspace.engine.item_counts() == {"total": 3, "succeeded": 1, "skipped": 2, "failed": 0,
+                                                  "found_done": 2}
         # one engine, started once: the same moto server and fork server served both runs
         assert (workspace.engine.endpoint, workspace.engine._fork_server._server._forkserver_pid) == started
         with pytest.raises(InvalidInput, match="in use by another granulemap run or Workspace"):

@@ -357,6 +357,17 @@ def build_catalog(
         map=MapConfig(
             max_concurrency=execution.max_concurrency or settings.default_max_concurrency,
             tolerated_failure_percentage=tolerance,
-            item_tolerated_failure_percentage=100.0 if recipe.per_granule else tolerance,
+            item_tolerated_failure_percentage=100.0 if recipe.per_granule else _of_the_map(tolerance, len(items),
+                                                                                         len(to_do)),
         ),
     )
+
+
+def _of_the_map(tolerance: float, count: int, map_count: int) -> float:
+    """The Map's share of failed items that is the run's ``tolerance`` of all its ``count`` items: the Map runs only
+    the ``map_count`` not yet done, and judges its failed children against those (failed / map_count > tolerated
+    share is failed / count > tolerance). A hair more (1e-6 %), so that float rounding never makes the Map stop a
+    run that Aggregate, which judges the run, would let pass."""
+    if not map_count or map_count == count:
+        return tolerance
+    return min(100.0, tolerance * count / map_count + 1e-6)

@@ -179,6 +179,8 @@ class RunStatus:
     run: str | None = None
     """Recipe and dates ("sst-global-mean, 2026-10-01..2026-10-31"): a scheduled run's input says only
     "previous-month", resolved when it started."""
+    catalogued: tuple[int, int] | None = None
+    """(the run's items, those not yet done: the Map's) from BuildCatalog's output; None before it wrote them."""
 
 
 def _what_it_runs(desc: dict[str, Any]) -> str | None:
@@ -217,6 +219,22 @@ def _item_counts(sfn: Any, execution_arn: str) -> dict[str, int] | None:
     return out
 
 
+def _catalogued(sfn: Any, execution_arn: str) -> tuple[int, int] | None:
+    """(items, items not yet done) from the catalog BuildCatalog's output carries (the first state output with one:
+    the oldest events, where BuildCatalog's are); None before it has written the manifest."""
+    page = sfn.get_execution_history(executionArn=execution_arn, maxResults=50)
+    for event in sorted(page["events"], key=lambda e: e["id"]):
+        output = (event.get("stateExitedEventDetails") or {}).get("output")
+        try:
+            catalog = json.loads(output).get("catalog") if output else None
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(catalog, dict) and isinstance(catalog.get("count"), int):
+            map_count = catalog.get("map_count")
+            return catalog["count"], map_count if isinstance(map_count, int) else catalog["count"]
+    return None
+
+
 def run_status(execution_arn: str) -> RunStatus:
     sfn = _client("stepfunctions", region_of(execution_arn))
     desc = sfn.describe_execution(executionArn=execution_arn)
@@ -228,6 +246,7 @@ def run_status(execution_arn: str) -> RunStatus:
         error=desc.get("error"),
         cause=readable_cause(desc.get("cause"), desc.get("error")),
         run=_what_it_runs(desc),
+        catalogued=_catalogued(sfn, execution_arn),
     )
 
 
@@ -330,19 +349,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     if st.run:
         print(f"run: {st.run}")
     print(f"state: {st.current_state or '-'}")
+    total, to_do = st.catalogued or (None, None)
+    found_done = total - to_do if total is not None and to_do is not None else 0
     if st.items is None:
-        print("items: the Map has not started")
+        if total is not None and to_do == 0:
+            print(f"items: all {total} found done: nothing for the Map to run")
+        else:
+            print("items: the Map has not started" + (f" ({found_done} of {total} found done)" if found_done else ""))
     else:
         c = st.items
         print(f"items: {c['succeeded']} succeeded, {c['failed']} failed, {c['running']} running, "
               f"{c['pending']} pending of {c['total']}"
-              + (f" ({c['aborted']} aborted, {c['timedOut']} timed out)" if c["aborted"] or c["timedOut"] else ""))
+              + (f" ({c['aborted']} aborted, {c['timedOut']} timed out)" if c["aborted"] or c["timedOut"] else "")
+              + (f"; {found_done} more found done, not run" if found_done else ""))
         if "elapsed_seconds" in c:
             from granulemap.local.run import progress_line
 
-            # The same progress line as a local run (items found already done count as succeeded in AWS).
-            done = {"total": c["total"], "succeeded": c["succeeded"], "skipped": 0,
-                    "failed": c["failed"] + c["aborted"] + c["timedOut"]}
+            # The same progress line as a local run: the items found done count as skipped.
+            done = {"total": c["total"] + found_done, "succeeded": c["succeeded"], "skipped": found_done,
+                    "found_done": found_done, "failed": c["failed"] + c["aborted"] + c["timedOut"]}
             print(progress_line(done, c["elapsed_seconds"]))
     if st.error:
         print(f"error: {st.error}: {st.cause or ''}")

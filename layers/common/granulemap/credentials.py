@@ -347,9 +347,10 @@ def load_credentials(ref: CredentialsRef, settings: Settings, now: dt.datetime |
     lie within its margin (a new Processor late in their life; a DAAC whose credentials last less than the margin)
     are kept until REFRESH_MARGIN instead: they would otherwise be refreshed again at every read. When Earthdata Login
     or the s3credentials endpoint cannot refresh them (an outage, throttling), credentials that still last beyond
-    REFRESH_MARGIN are kept, and asked for again after REFRESH_RETRY.
+    REFRESH_MARGIN are kept (whatever the error: an outage, throttling, a refusal, an answer without credentials), and
+    asked for again after REFRESH_RETRY.
     """
-    now = now or utc_now()
+    given, now = now, now or utc_now()
     with _lock:
         cached = _cache.get(ref.parameter)
         if cached and cached[1] - now > cached[2]:
@@ -363,7 +364,8 @@ def load_credentials(ref: CredentialsRef, settings: Settings, now: dt.datetime |
                         extra={"parameter": ref.parameter, "refused_by_s3": refused})
             try:
                 fresh = request_daac_credentials(ref.daac, settings)
-            except (SourceUnavailable, TransientError) as exc:
+            except Exception as exc:  # an outage, throttling, a refusal, an answer without credentials
+                now = given or utc_now()  # the refresh may have taken a while: judge what is left now
                 if refused or expires - now <= REFRESH_MARGIN:
                     raise
                 logger.warning("could not refresh temporary S3 credentials: keeping the stored ones, which last until "

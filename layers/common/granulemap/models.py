@@ -246,9 +246,10 @@ class MapConfig(_Strict):
     tolerated_failure_percentage: float
     """The run's tolerance, which Aggregate enforces: of items, or of granules for a per-granule recipe."""
     item_tolerated_failure_percentage: float
-    """What the Distributed Map itself tolerates (it counts failed items): the same as ``tolerated_failure_percentage``
-    for a recipe whose items are its unit, 100 for a per-granule recipe, whose items differ in size (a partial dekad,
-    a lone granule), so that a few failed granules never fail the Map before Aggregate has counted granules."""
+    """What the Distributed Map itself tolerates (it counts failed items, of those it runs: the items not yet done):
+    ``tolerated_failure_percentage`` of all the run's items, as a share of those, for a recipe whose items are its
+    unit; 100 for a per-granule recipe, whose items differ in size (a partial dekad, a lone granule), so that a few
+    failed granules never fail the Map before Aggregate has counted granules."""
     error: dict[str, Any] | None = Field(default=None, exclude=True)
     """Set by the Distributed Map's Catch (ResultPath ``$.map.error``) when the Map itself failed: its Error and
     Cause, which Aggregate puts in the summary's message (read from the state, never written: BuildCatalog's output

@@ -562,7 +562,8 @@ class LocalEngine:
                     record["status"] = body["status"]
                 if isinstance(body.get("catalog"), dict):
                     self.total_items = body["catalog"].get("count")
-                    self.done_before = (body["catalog"].get("count") or 0) - (body["catalog"].get("map_count") or 0)
+                    count, map_count = body["catalog"].get("count"), body["catalog"].get("map_count")
+                    self.done_before = count - map_count if count is not None and map_count is not None else 0
         self.invocations.append(record)
         if self.log_path is not None:
             with open(self.log_path.parent / "invocations.jsonl", "a") as f:
@@ -579,7 +580,7 @@ class LocalEngine:
             elif inv.get("status") in done:
                 done[inv["status"]] += 1
         done["skipped"] += self.done_before
-        return {"total": self.total_items, **done}
+        return {"total": self.total_items, **done, "found_done": self.done_before}
 
     def reset_progress(self) -> None:
         self.total_items = None

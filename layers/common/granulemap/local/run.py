@@ -17,10 +17,11 @@ from granulemap.models import counted
 
 def progress_line(counts: dict[str, Any], elapsed: float, width: int = 30) -> str:
     """``[#####.....] 12/31 items (10 ok, 1 skipped, 1 failed) 3.2 items/s, ETA 6 s`` (no bar when the total is
-    unknown)."""
+    unknown). ``found_done``: of the skipped, those BuildCatalog found done, which the Map does not run: left out of
+    the rate and the ETA."""
     total = counts.get("total")
     done = counts["succeeded"] + counts["skipped"] + counts["failed"]
-    rate = done / elapsed if elapsed > 0 else 0.0
+    rate = (done - counts.get("found_done", 0)) / elapsed if elapsed > 0 else 0.0
     detail = f"({counts['succeeded']} ok, {counts['skipped']} skipped, {counts['failed']} failed) {rate:.1f} items/s"
     if not total:
         return f"cataloguing... {elapsed:.0f} s" if total is None else "no items"
