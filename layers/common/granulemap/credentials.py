@@ -23,7 +23,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from granulemap.errors import CredentialsUnavailable, SourceUnavailable, TransientError
+from granulemap.errors import CredentialsUnavailable, SourceUnavailable, TransientError, shortened
 from granulemap.models import CredentialsRef
 from granulemap.observability import logger
 from granulemap.settings import DAAC_REGION, Settings
@@ -370,7 +370,7 @@ def load_credentials(ref: CredentialsRef, settings: Settings, now: dt.datetime |
                     raise
                 logger.warning("could not refresh temporary S3 credentials: keeping the stored ones, which last until "
                                "%s", expires.isoformat(), extra={"parameter": ref.parameter, "error": type(exc).__name__,
-                                                                  "cause": str(exc)})
+                                                                  "cause": shortened(str(exc))})
                 _cache[ref.parameter] = (creds, expires, max(REFRESH_MARGIN, expires - now - REFRESH_RETRY))
                 return creds
             creds = fresh
