@@ -304,13 +304,12 @@ def build_catalog(
         refuse_a_second_run_of_the_period(plan, earlier_runs(), settings)
     validated, execution, recipe, params = plan.validated, plan.execution, plan.recipe, plan.params
     start, end = plan.start, plan.end
-    provider = None
+    provider, collection = None, recipe.collection_of(execution)
     if execution.source is not None:
         granules = list_source(execution.source, recipe, start, end)
     else:
         from granulemap.cmr import search_granules
 
-        collection = recipe.collection_of(execution)
         assert collection is not None
         granules, provider, _ = search_granules(collection, start, end, execution.bbox,
                                                 footprints=recipe.needs_footprints, time_from_name=recipe.granule_time)
@@ -324,7 +323,7 @@ def build_catalog(
         start=start,
         end=end,
         daac=provider,
-        collection=recipe.collection_of(execution),
+        collection=collection,
     )
     if recipe.per_granule:  # results are merged by granule name: two granules of one name would be one row
         twice = _repeated(item_id_for(g.url) for g in granules)

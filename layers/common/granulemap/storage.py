@@ -87,7 +87,7 @@ class Bucket:
         try:
             return self.get_bytes(key)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+            if exc.response.get("Error", {}).get("Code") in _MISSING_CODES:
                 return None
             raise
 

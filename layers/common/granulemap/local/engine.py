@@ -561,8 +561,8 @@ class LocalEngine:
                 if "status" in body and "result_key" in body:
                     record["status"] = body["status"]
                 if isinstance(body.get("catalog"), dict):
-                    self.total_items = body["catalog"].get("count")
                     count, map_count = body["catalog"].get("count"), body["catalog"].get("map_count")
+                    self.total_items = count
                     self.done_before = count - map_count if count is not None and map_count is not None else 0
         self.invocations.append(record)
         if self.log_path is not None:
