@@ -39,7 +39,8 @@ STAND_IN = {
                          "Choices": [{"Variable": "$.collection", "StringEquals": "NO-SUCH-COLLECTION",
                                       "Next": "CatalogFailed"},
                                      {"Variable": "$.collection", "StringEquals": "SLOW", "Next": "Slow"},
-                                     {"Variable": "$.collection", "StringEquals": "ALL-DONE", "Next": "AllDone"}]},
+                                     {"Variable": "$.collection", "StringEquals": "ALL-DONE", "Next": "AllDone"},
+                                     {"Variable": "$.collection", "StringEquals": "EMPTY", "Next": "Empty"}]},
         "Slow": {"Type": "Wait", "Seconds": 10, "Next": "CatalogWritten"},
         # BuildCatalog's catalog: 5 items, 2 found done, the manifest's 3 for the Map
         "CatalogWritten": {"Type": "Pass", "Result": {"bucket": BUCKET, "key": MANIFEST_KEY, "count": 5,
@@ -47,6 +48,8 @@ STAND_IN = {
                            "ResultPath": "$.catalog", "Next": "ProcessItems"},
         "AllDone": {"Type": "Pass", "Result": {"bucket": BUCKET, "key": MANIFEST_KEY, "count": 3, "map_count": 0},
                     "ResultPath": "$.catalog", "Next": "Aggregate"},
+        "Empty": {"Type": "Pass", "Result": {"bucket": BUCKET, "key": MANIFEST_KEY, "count": 0, "map_count": 0},
+                  "ResultPath": "$.catalog", "Next": "Aggregate"},
         "CatalogFailed": {"Type": "Fail", "Error": "CatalogFailed", "Cause": "CMR refused the search"},
         "ProcessItems": {
             "Type": "Map",
@@ -269,6 +272,13 @@ def test_status_of_a_run_with_every_item_found_done_says_the_map_had_nothing_to_
     assert main(["status", arn]) == 0
     assert capsys.readouterr().out.splitlines()[3:] == ["state: Aggregate",
                                                         "items: all 3 found done: nothing for the Map to run"]
+
+
+def test_status_of_a_run_that_found_no_granules_says_so(stack, capsys) -> None:
+    arn = start(capsys, "--start", "2018-12-01", "--end", "2018-12-31", "--collection", "EMPTY")
+    wait(arn)
+    assert main(["status", arn]) == 0
+    assert capsys.readouterr().out.splitlines()[3:] == ["state: Aggregate", "items: none (no granules found)"]
 
 
 def test_status_names_the_month_a_scheduled_run_resolved_to(stack, capsys, monkeypatch) -> None:

@@ -22,9 +22,10 @@ from botocore.exceptions import ClientError
 
 from granulemap import layout
 from granulemap.errors import InvalidInput, readable_cause
-from granulemap.models import FIRST_FAILURES, PREVIOUS_MONTH, ExecutionInput, Failure, counted, parse_model
+from granulemap.models import (FIRST_FAILURES, PREVIOUS_MONTH, CatalogRef, ExecutionInput, Failure, counted,
+                               parse_model)
 from granulemap.settings import DAAC_REGION, Settings
-from granulemap.storage import download_objects, split_s3_url
+from granulemap.storage import Bucket, download_objects, split_s3_url
 
 FAILED_STATUSES = {"FAILED", "TIMED_OUT", "ABORTED"}
 ITEM_COUNT_KEYS = ("succeeded", "failed", "running", "pending", "aborted", "timedOut", "total")
@@ -179,7 +180,7 @@ class RunStatus:
     run: str | None = None
     """Recipe and dates ("sst-global-mean, 2026-10-01..2026-10-31"): a scheduled run's input says only
     "previous-month", resolved when it started."""
-    catalogued: tuple[int, int] | None = None
+    catalogued: CatalogRef | None = None
     """(the run's items, those not yet done: the Map's) from BuildCatalog's output; None before it wrote them."""
 
 
@@ -219,19 +220,16 @@ def _item_counts(sfn: Any, execution_arn: str) -> dict[str, int] | None:
     return out
 
 
-def _catalogued(sfn: Any, execution_arn: str) -> tuple[int, int] | None:
-    """(items, items not yet done) from the catalog BuildCatalog's output carries (the first state output with one:
-    the oldest events, where BuildCatalog's are); None before it has written the manifest."""
+def _catalogued(sfn: Any, execution_arn: str) -> CatalogRef | None:
+    """The catalog BuildCatalog's output carries (the first state output with one: the oldest events, where
+    BuildCatalog's are); None before it has written the manifest."""
     page = sfn.get_execution_history(executionArn=execution_arn, maxResults=50)
     for event in sorted(page["events"], key=lambda e: e["id"]):
         output = (event.get("stateExitedEventDetails") or {}).get("output")
         try:
-            catalog = json.loads(output).get("catalog") if output else None
-        except (ValueError, AttributeError):
+            return CatalogRef.model_validate(json.loads(output)["catalog"])
+        except (ValueError, TypeError, KeyError):  # not JSON, no catalog, or not one (ValidationError: a ValueError)
             continue
-        if isinstance(catalog, dict) and isinstance(catalog.get("count"), int):
-            map_count = catalog.get("map_count")
-            return catalog["count"], map_count if isinstance(map_count, int) else catalog["count"]
     return None
 
 
@@ -264,11 +262,8 @@ def fetch_results(execution_arn: str, out: Path | None, stack_name: str | None =
     stack = describe_stack(stack_name or stack_of_state_machine(desc["stateMachineArn"]), region)
     key = layout.summary_key(desc["name"])
     s3 = _client("s3", region)
-    try:
-        summary = json.loads(s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read())
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in {"NoSuchKey", "404"}:
-            raise
+    summary = Bucket(stack.bucket, s3).get_json_or_none(key)
+    if summary is None:
         why = f"the run is {desc['status']}"
         said = [desc.get("error"), readable_cause(desc.get("cause"), desc.get("error"))]  # a stop may give neither
         if desc["status"] in FAILED_STATUSES and any(said):
@@ -349,10 +344,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     if st.run:
         print(f"run: {st.run}")
     print(f"state: {st.current_state or '-'}")
-    total, to_do = st.catalogued or (None, None)
-    found_done = total - to_do if total is not None and to_do is not None else 0
+    found_done = st.catalogued.found_done if st.catalogued else 0
     if st.items is None:
-        if total is not None and to_do == 0:
+        total = st.catalogued.count if st.catalogued else None
+        if total == 0:
+            print("items: none (no granules found)")
+        elif total is not None and total == found_done:
             print(f"items: all {total} found done: nothing for the Map to run")
         else:
             print("items: the Map has not started" + (f" ({found_done} of {total} found done)" if found_done else ""))

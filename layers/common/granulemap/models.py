@@ -240,6 +240,11 @@ class CatalogRef(_Strict):
     """What the Distributed Map reads: the items not yet done (a done item starts no child execution)."""
     map_count: int | None = None
 
+    @property
+    def found_done(self) -> int:
+        """Items BuildCatalog found done: in the manifest, not in the Map's list (which the Map runs)."""
+        return self.count - self.map_count if self.map_count is not None else 0
+
 
 class MapConfig(_Strict):
     max_concurrency: int

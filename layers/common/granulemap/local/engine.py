@@ -39,6 +39,7 @@ import boto3
 from granulemap.local import warmfork, worker
 from granulemap.local.channel import CHANNEL_ENV
 from granulemap.local.template import LocalTemplate, read_local_template, substitute_definition
+from granulemap.models import CatalogRef
 from granulemap.settings import DAAC_REGION
 
 _RECURSION_LIMIT = 1_000_000
@@ -561,9 +562,12 @@ class LocalEngine:
                 if "status" in body and "result_key" in body:
                     record["status"] = body["status"]
                 if isinstance(body.get("catalog"), dict):
-                    count, map_count = body["catalog"].get("count"), body["catalog"].get("map_count")
-                    self.total_items = count
-                    self.done_before = count - map_count if count is not None and map_count is not None else 0
+                    try:
+                        catalog = CatalogRef.model_validate(body["catalog"])
+                    except ValueError:  # not BuildCatalog's (ValidationError is one): no progress to show
+                        pass
+                    else:
+                        self.total_items, self.done_before = catalog.count, catalog.found_done
         self.invocations.append(record)
         if self.log_path is not None:
             with open(self.log_path.parent / "invocations.jsonl", "a") as f:
