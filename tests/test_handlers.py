@@ -168,7 +168,7 @@ def test_aggregator_accounts_for_every_item_and_writes_the_csv(s3) -> None:
     summary = _get_json(s3, layout.summary_key("example-run"))
     assert summary["failures"][0]["error"] == "GranuleUnreadable"
     csv_text = s3.get_object(Bucket=BUCKET, Key=out["outputs"][0])["Body"].read().decode()
-    assert csv_text.splitlines()[0] == "time,granule,mean_sst_c,n_valid,min_sst_c,max_sst_c"
+    assert csv_text.splitlines()[0] == "time,granule,mean_sst_c,n_valid,min_sst_c,max_sst_c,computed_at"
     assert len(csv_text.splitlines()) == 2
 
     event["map"]["tolerated_failure_percentage"] = 10

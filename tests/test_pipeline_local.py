@@ -80,7 +80,7 @@ def test_sst_run_through_the_state_machine(engine: LocalEngine, source: Path, sy
     output = json.loads(desc["output"])
     csv_key = layout.output_key("sst-global-mean", output["run"]["config_id"], "global_mean_sst.csv")
     rows = list(csv.DictReader(io.StringIO(_get(engine, csv_key).decode())))
-    assert list(rows[0]) == ["time", "granule", "mean_sst_c", "n_valid", "min_sst_c", "max_sst_c"]
+    assert list(rows[0]) == ["time", "granule", "mean_sst_c", "n_valid", "min_sst_c", "max_sst_c", "computed_at"]
     assert [r["granule"] for r in rows] == expected  # sorted by time; the real granule is the last day
     for row in rows:
         want = ocean_mean_reference(source / row["granule"])
@@ -135,7 +135,9 @@ def test_sst_run_through_the_state_machine(engine: LocalEngine, source: Path, sy
     assert fixed["status"] == "SUCCEEDED"
     summary3 = json.loads(_get(engine, layout.summary_key(fixed["executionArn"].rsplit(":", 1)[-1])))
     assert summary3["granules"] == {"total": 4, "succeeded": 4, "failed": 0, "skipped": 0}
-    assert list(csv.DictReader(io.StringIO(_get(engine, csv_key).decode()))) == rows  # the right values again
+    again = list(csv.DictReader(io.StringIO(_get(engine, csv_key).decode())))
+    assert [{**r, "computed_at": None} for r in again] == [{**r, "computed_at": None} for r in rows]  # right again
+    assert all(new["computed_at"] > old["computed_at"] for new, old in zip(again, rows, strict=True))
 
 
 def test_invalid_input_fails_at_once_and_writes_nothing(engine: LocalEngine, source: Path) -> None:

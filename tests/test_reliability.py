@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +30,15 @@ def ten_granules(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("ten")
     make_synthetic_series(MUR25, src, __import__("datetime").date(2019, 1, 1), 10)
     return src
+
+
+def _values(csv_text: str) -> list[dict]:
+    """A time-series CSV's rows without ``computed_at`` (when each was computed: differs between two runs), having
+    checked that every row says when."""
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    for row in rows:
+        __import__("datetime").datetime.fromisoformat(row.pop("computed_at"))
+    return rows
 
 
 def _rows(engine: LocalEngine, key: str) -> list[dict]:
@@ -87,6 +95,118 @@ def test_a_dekad_item_that_fails_transiently_is_retried_whole_and_its_granules_c
         rows = _rows(engine, layout.output_key("sst-global-mean", config, "global_mean_sst.csv"))
         assert [r["granule"] for r in rows] == names  # each granule once, in time order
     assert (tmp_path / f"{item_id}.attempts").read_text() == "3"
+
+
+def _accounted(objects: dict, item, done: bool = False):
+    from granulemap.aggregation import account_items
+    from granulemap.models import AggregatorEvent
+
+    run = {"run_id": "run-2", "recipe": "sst-global-mean", "params": {}, "config_id": "cfg"}
+    event = AggregatorEvent.model_validate({
+        "run": run, "catalog": {"bucket": "b", "key": "k", "count": 1},
+        "map": {"max_concurrency": 1, "tolerated_failure_percentage": 0, "item_tolerated_failure_percentage": 100}})
+    return account_items(event, _MemoryBucket(objects), [item.model_copy(update={"done": done})])
+
+
+def _two_granule_item():
+    from granulemap.models import Granule, Item
+
+    return Item(id="20190301-20190302-2g-abc", granules=[Granule(url="s3://b/g1.nc"), Granule(url="s3://b/g2.nc")])
+
+
+def _earlier_full_record(item) -> dict:
+    """What run-1 stored for ``item``: both granules, values 1.0."""
+    return {layout.result_key("sst-global-mean", "cfg", item.id): {
+        "item": item.id, "run_id": "run-1", "results": [{"granule": "g1.nc", "mean_sst_c": 1.0},
+                                                         {"granule": "g2.nc", "mean_sst_c": 1.0}], "failures": []}}
+
+
+def test_an_item_computed_again_some_of_whose_granules_failed_counts_this_runs_record_not_the_earlier_one() -> None:
+    """recompute: the Map ran the item again, g2 failed this time: its record went to the partial key, and the earlier
+    run's full result is still at the result key. This run's values and its failure count, not the old ones."""
+    item = _two_granule_item()
+    objects = {**_earlier_full_record(item), layout.partial_result_key("sst-global-mean", "cfg", item.id): {
+        "item": item.id, "run_id": "run-2", "results": [{"granule": "g1.nc", "mean_sst_c": 2.0}],
+        "failures": [{"granule": "g2.nc", "error": "GranuleUnreadable", "cause": "truncated"}]}}
+    found = _accounted(objects, item)
+    assert found.results == [{"granule": "g1.nc", "mean_sst_c": 2.0, "computed_at": None}]  # the record has none
+    assert (found.granules.succeeded, found.granules.failed, found.granules.skipped) == (1, 1, 0)
+    assert [(f.granule, f.error) for f in found.failures] == [("g2.nc", "GranuleUnreadable")]
+
+
+def test_an_item_computed_again_that_failed_whole_is_failed_not_skipped_with_the_earlier_result() -> None:
+    item = _two_granule_item()
+    objects = {**_earlier_full_record(item),
+               layout.failure_key("run-2", item.id): {"item": item.id, "error": "GranuleUnreadable", "cause": "bad"}}
+    found = _accounted(objects, item)
+    assert found.results == []
+    assert (found.items.failed, found.items.skipped, found.granules.failed) == (1, 0, 2)
+    assert [f.cause for f in found.failures] == ["bad"]
+
+
+def test_another_runs_result_without_a_record_of_this_run_counts_as_skipped() -> None:
+    """An overlapping run of the same configuration computed the item first (this run's Processor found it stored);
+    and an item found done at catalog time is never looked up for records of this run."""
+    item = _two_granule_item()
+    for done in (False, True):
+        found = _accounted(_earlier_full_record(item), item, done=done)
+        assert [r["mean_sst_c"] for r in found.results] == [1.0, 1.0]
+        assert (found.items.skipped, found.granules.skipped, found.failures) == (1, 2, [])
+
+
+def test_a_recompute_whose_granule_became_unreadable_fails_by_the_tolerance(tmp_path: Path) -> None:
+    """End to end: a granule of a dekad computed before is unreadable when the range is computed again: the run
+    counts it failed (the earlier result of its item does not stand for it), and the CSV keeps its earlier row."""
+    src = tmp_path / "src"
+    names = [p.name for p in make_synthetic_series(MUR25, src, __import__("datetime").date(2019, 1, 1), 3)]
+    run = {"recipe": "sst-global-mean", "start": "2019-01-01", "end": "2019-01-03", "source": str(src),
+           "tolerated_failure_percentage": 0}
+    with LocalEngine(workers=1) as engine:
+        first = engine.run(run, timeout=300)
+        assert first["status"] == "SUCCEEDED", first.get("cause")
+        csv_key = layout.output_key("sst-global-mean", json.loads(first["output"])["run"]["config_id"],
+                                    "global_mean_sst.csv")
+        before = {r["granule"]: r["mean_sst_c"] for r in _rows(engine, csv_key)}
+        (src / names[1]).write_bytes(b"not an HDF5 file")
+        again = engine.run({**run, "recompute": True}, timeout=300)
+        assert again["status"] == "FAILED" and again["error"] == "TooManyFailures", again
+        assert "1 of 3 granules failed" in again["cause"] and names[1] in again["cause"]
+        summary = json.loads(engine.client("s3").get_object(
+            Bucket=engine.bucket, Key=layout.summary_key(again["executionArn"].rsplit(":", 1)[-1]))["Body"].read())
+        assert summary["granules"] == {"total": 3, "succeeded": 2, "failed": 1, "skipped": 0}
+        assert {r["granule"]: r["mean_sst_c"] for r in _rows(engine, csv_key)} == before
+
+
+def test_a_result_found_stored_does_not_undo_a_recompute_of_its_granules_in_another_item(tmp_path: Path) -> None:
+    """Days 1-3 computed as one item; days 2-3 computed again ("recompute": a partial dekad is an item of its own);
+    then days 1-3 run again find the first item done and merge its older results: days 2-3 keep the recompute's."""
+    src = tmp_path / "src"
+    make_synthetic_series(MUR25, src, __import__("datetime").date(2019, 1, 1), 3)
+    run = {"recipe": "sst-global-mean", "source": str(src), "start": "2019-01-01", "end": "2019-01-03"}
+    with LocalEngine(workers=1) as engine:
+        s3 = engine.client("s3")
+        first = engine.run(run, timeout=300)
+        assert first["status"] == "SUCCEEDED", first.get("cause")
+        csv_key = layout.output_key("sst-global-mean", json.loads(first["output"])["run"]["config_id"],
+                                    "global_mean_sst.csv")
+        # The first item's stored results as an earlier, wrong version of a recipe would have left them: +1 °C.
+        (key,) = [o["Key"] for o in s3.list_objects_v2(Bucket=engine.bucket, Prefix="results/")["Contents"]]
+        record = json.loads(s3.get_object(Bucket=engine.bucket, Key=key)["Body"].read())
+        right = {r["granule"]: r["mean_sst_c"] for r in record["results"]}
+        for r in record["results"]:
+            r["mean_sst_c"] += 1.0
+        s3.put_object(Bucket=engine.bucket, Key=key, Body=json.dumps(record).encode())
+        names = sorted(right)
+        again = engine.run({**run, "start": "2019-01-02", "recompute": True}, timeout=300)
+        assert again["status"] == "SUCCEEDED", again.get("cause")
+        plain = engine.run(run, timeout=300)
+        assert plain["status"] == "SUCCEEDED", plain.get("cause")
+        summary = json.loads(s3.get_object(Bucket=engine.bucket, Key=layout.summary_key(
+            plain["executionArn"].rsplit(":", 1)[-1]))["Body"].read())
+        assert summary["granules"] == {"total": 3, "succeeded": 0, "failed": 0, "skipped": 3}
+        got = {r["granule"]: float(r["mean_sst_c"]) for r in _rows(engine, csv_key)}
+    assert got[names[0]] == pytest.approx(right[names[0]] + 1.0, abs=1e-9)  # only the first item ever had day 1
+    assert [got[n] for n in names[1:]] == [pytest.approx(right[n], abs=1e-9) for n in names[1:]]
 
 
 def test_two_corrupt_granules_among_thirty(tmp_path: Path) -> None:
@@ -152,7 +272,7 @@ def test_killed_run_resumes_without_redoing_or_duplicating(ten_granules: Path, t
     assert summary["items"]["succeeded"] == 10 - finished_before
     assert summary["items"]["failed"] == 0
     resumed_csv = (out / "global_mean_sst.csv").read_text()
-    assert resumed_csv == (tmp_path / "whole" / "global_mean_sst.csv").read_text()
+    assert _values(resumed_csv) == _values((tmp_path / "whole" / "global_mean_sst.csv").read_text())
     assert len(resumed_csv.splitlines()) == 11  # header + each granule exactly once
 
 
@@ -185,7 +305,7 @@ def test_killed_run_of_dekad_items_resumes_by_item_counting_each_granule_once(tm
     assert summary["items"] == {"total": 3, "succeeded": 2, "failed": 0, "skipped": 1}
     assert summary["granules"] == {"total": 30, "succeeded": 20, "failed": 0, "skipped": 10}
     resumed_csv = (out / "global_mean_sst.csv").read_text()
-    assert resumed_csv == (tmp_path / "whole" / "global_mean_sst.csv").read_text()
+    assert _values(resumed_csv) == _values((tmp_path / "whole" / "global_mean_sst.csv").read_text())
     assert len(resumed_csv.splitlines()) == 31  # header + each granule exactly once
 
 

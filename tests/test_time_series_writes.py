@@ -90,3 +90,32 @@ def test_time_series_rows_are_sorted_by_time_whatever_their_names() -> None:
     rows = merge_time_series(cols, [{"time": "2019-01-02T00:00:00Z", "granule": "a", "v": 1}],
                              [{"time": "2019-01-01T00:00:00Z", "granule": "b", "v": 2}])
     assert [r["granule"] for r in rows] == ["b", "a"]
+
+
+def _at(rows: list[dict[str, Any]], when: str, value: float) -> list[dict[str, Any]]:
+    return [{**row, "value": value, "computed_at": when} for row in rows]
+
+
+def test_of_two_computations_of_a_granule_the_series_keeps_the_later_whichever_is_merged_last(s3) -> None:
+    """A run merges the results it found stored (computed before) as well as those it computed: a result of an item
+    computed before a recompute of its granules (in another item) is older than the row that recompute wrote."""
+    bucket = Bucket(BUCKET)
+    recomputed = _write(bucket, _at(_rows(1)[1:], "2026-11-30T12:00:00.5+00:00", 2.0))  # days 2-3 computed again
+    assert [r["computed_at"] for r in recomputed] == ["2026-11-30T12:00:00.5+00:00"] * 2
+    merged = _write(bucket, _at(_rows(1), "2026-11-30T12:00:00+00:00", 1.0))  # the earlier item's: days 1-3
+    assert {r["granule"]: float(r["value"]) for r in merged} == {"g-1-1": 1.0, "g-1-2": 2.0, "g-1-3": 2.0}
+    stored = csv_to_rows(s3.get_object(Bucket=BUCKET, Key=CSV)["Body"].read())
+    assert list(stored[0]) == [*COLUMNS, "computed_at"]
+    assert {r["granule"]: float(r["value"]) for r in stored} == {"g-1-1": 1.0, "g-1-2": 2.0, "g-1-3": 2.0}
+    later = _write(bucket, _at(_rows(1)[:2], "2026-12-01T00:00:00Z", 3.0))  # computed later again: it wins
+    assert {r["granule"]: float(r["value"]) for r in later} == {"g-1-1": 3.0, "g-1-2": 3.0, "g-1-3": 2.0}
+
+
+def test_rows_that_do_not_say_when_they_were_computed_are_replaced_by_new_ones(s3) -> None:
+    """A CSV of an earlier version (no computed_at column), or rows of a recipe's own without one: new rows win."""
+    bucket = Bucket(BUCKET)
+    s3.put_object(Bucket=BUCKET, Key=CSV, Body=b"time,granule,value\n2019-01-01T09:00:00Z,g-1-1,7.0\n")
+    merged = _write(bucket, _at(_rows(1)[:1], "2020-01-01T00:00:00+00:00", 1.0))
+    assert [(r["granule"], float(r["value"])) for r in merged] == [("g-1-1", 1.0)]
+    again = _write(bucket, [{**_rows(1)[0], "value": 5.0}])  # no computed_at: it replaces the row all the same
+    assert [(r["granule"], float(r["value"])) for r in again] == [("g-1-1", 5.0)]

@@ -59,7 +59,7 @@ def test_tutorial_recipe_runs_through_the_state_machine(installed_tutorial, tmp_
                  "--source", str(ROOT / "tests" / "data" / "ghrsst"), "--out", str(out), "--quiet"])
     assert code == 0, capsys.readouterr()
     lines = (out / "warm_fraction.csv").read_text().splitlines()
-    assert lines[0] == "time,granule,warm_fraction" and len(lines) == 2
+    assert lines[0] == "time,granule,warm_fraction,computed_at" and len(lines) == 2  # write_time_series adds the last
     assert (out / "warm_fraction.png").read_bytes().startswith(b"\x89PNG")
 
 

@@ -26,6 +26,7 @@ from granulemap.errors import (
 from granulemap.models import FIRST_FAILURES, AggregatorEvent, Failure, Item, ItemCounts, Summary, counted
 from granulemap.provenance import provenance_record
 from granulemap.recipes import Recipe, failed_at, get_recipe
+from granulemap.recipes.timeseries import COMPUTED_AT
 from granulemap.storage import Bucket
 
 _READERS = 16
@@ -53,16 +54,21 @@ def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> 
     """Account for every item of the run's manifest ``items`` from the result and failure objects in S3."""
     run = event.run
     stored = _fetch(bucket, [layout.result_key(run.recipe, run.config_id, i.id) for i in items])
-    missing = [i for i, s in zip(items, stored, strict=True) if s is None]
-    failure_records = dict(zip((i.id for i in missing),
-                               _fetch(bucket, [layout.failure_key(run.run_id, i.id) for i in missing]), strict=True))
-    if get_recipe(run.recipe).per_granule and missing:
+    # This run's own records: of the items without a result, and of those the Map ran (not found done) whose result
+    # is another run's: an item computed again ("recompute") that failed, or some of whose granules failed, left
+    # the earlier result in place, which must not stand for this run's failure. (Another run's result with no
+    # record of this run's is a run of the same configuration that overlapped this one: its result counts.)
+    own = [i for i, s in zip(items, stored, strict=True) if s is None or (not i.done and s.get("run_id") != run.run_id)]
+    failure_records = dict(zip((i.id for i in own),
+                               _fetch(bucket, [layout.failure_key(run.run_id, i.id) for i in own]), strict=True))
+    partial: dict[str, Any] = {}
+    if get_recipe(run.recipe).per_granule and own:
         # An item some of whose granules failed keeps its record at the partial key; one from an earlier run is
         # stale (this run computed the item again: its new record or failure counts).
-        partial = _fetch(bucket, [layout.partial_result_key(run.recipe, run.config_id, i.id) for i in missing])
-        by_id = {i.id: p for i, p in zip(missing, partial, strict=True)
-                 if p is not None and p.get("run_id") == run.run_id}
-        stored = [s if s is not None else by_id.get(i.id) for i, s in zip(items, stored, strict=True)]
+        partials = _fetch(bucket, [layout.partial_result_key(run.recipe, run.config_id, i.id) for i in own])
+        partial = {i.id: p for i, p in zip(own, partials, strict=True) if p is not None and p.get("run_id") == run.run_id}
+    stored = [partial.get(i.id) or (None if failure_records.get(i.id) is not None else s)
+              for i, s in zip(items, stored, strict=True)]
     results: list[dict[str, Any]] = []
     failures: list[Failure] = []
     done = {"succeeded": 0, "skipped": 0}
@@ -70,7 +76,9 @@ def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> 
     for item, record in zip(items, stored, strict=True):
         if record is not None:
             # A per-granule recipe's record has results (one per granule) and failures; any other, one result.
-            found = record["results"] if "results" in record else [record["result"]]
+            # Each of its results says when it was computed (its time series keeps the later of two computations).
+            found = ([{COMPUTED_AT: record.get("computed_at"), **r} for r in record["results"]] if "results" in record
+                     else [record["result"]])
             outcome = "succeeded" if record.get("run_id") == run.run_id else "skipped"
             done[outcome] += 1
             granules[outcome] += len(found)

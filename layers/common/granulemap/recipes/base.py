@@ -137,8 +137,8 @@ class Recipe(abc.ABC):
     def combine(
         self, results: list[dict[str, Any]], run: RunContext, params: BaseModel, bucket: Bucket
     ) -> list[str]:
-        """Combine this run's results (one per item; a per-granule recipe's, one per granule) into the products;
-        return the S3 keys written."""
+        """Combine this run's results (one per item; a per-granule recipe's, one per granule, each with its item's
+        ``computed_at`` added unless it has one) into the products; return the S3 keys written."""
 
     def notes(self, results: list[dict[str, Any]], params: BaseModel) -> list[str]:
         """What a reader of this run's results should be told that no failure says (results that hold no value, say);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import math
 import random
@@ -27,13 +28,35 @@ def csv_to_rows(data: bytes) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(data.decode())))
 
 
+COMPUTED_AT = "computed_at"
+"""The column of when a row's value was computed (ISO 8601, UTC: its item's ``computed_at``), which every time-series
+CSV ends with: of two computations of one granule, the later one's row is kept."""
+
+
+def _instant(value: Any) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
+
+
+def _replaces(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Whether the row ``new`` replaces ``old`` of the same granule: unless ``old`` was computed later. (A result
+    found stored, of an item computed before a ``recompute`` of the granule in another item, is older than the row
+    that recompute wrote.) A row that does not say when it was computed (a CSV of an earlier version) is replaced."""
+    new_at, old_at = _instant(new.get(COMPUTED_AT)), _instant(old.get(COMPUTED_AT))
+    return new_at is None or old_at is None or new_at >= old_at
+
+
 def merge_time_series(
     columns: Sequence[str], existing: list[dict[str, Any]], new: list[dict[str, Any]], key: str = "granule"
 ) -> list[dict[str, Any]]:
-    """Union of rows keyed by ``key`` (new rows win), sorted by time then key: no duplicates, no gaps."""
+    """Union of rows keyed by ``key`` (a new row wins unless the existing one was computed later: ``COMPUTED_AT``),
+    sorted by time then key: no duplicates, no gaps."""
     merged: dict[str, dict[str, Any]] = {row[key]: {c: row.get(c) for c in columns} for row in existing}
     for row in new:
-        merged[row[key]] = {c: row.get(c) for c in columns}
+        if row[key] not in merged or _replaces(row, merged[row[key]]):
+            merged[row[key]] = {c: row.get(c) for c in columns}
     return sorted(merged.values(), key=lambda r: (str(r["time"]), str(r[key])))
 
 
@@ -113,7 +136,8 @@ def write_time_series(
     CSV is written last has drawn the plot last, from the same rows.
 
     Each row needs ``time`` (ISO 8601, UTC) and ``granule`` (its name: the key that keeps the CSV free of
-    duplicates); RecipeResultInvalid names the first row without them. ``refuse(existing, new)`` may raise to refuse the
+    duplicates), and has ``computed_at`` from Aggregate (a per-granule recipe's results: their item's), which the CSV
+    keeps as its last column (``COMPUTED_AT``); RecipeResultInvalid names the first row without them. ``refuse(existing, new)`` may raise to refuse the
     new rows (granules of another product: ``refuse_two_products``): the CSV is left as it was, and so is the plot (an
     earlier attempt's, drawn before another run's CSV won, is drawn again from the CSV)."""
     for row in new_rows:
@@ -121,6 +145,7 @@ def write_time_series(
         if lacking:
             raise RecipeResultInvalid(f"a time-series row needs 'time' and 'granule'; this one has no "
                                       f"{' and no '.join(map(repr, lacking))}: {row}")
+    columns = tuple(columns) if COMPUTED_AT in columns else (*columns, COMPUTED_AT)
     for attempt in range(CSV_WRITE_ATTEMPTS):
         existing_bytes, etag = bucket.get_bytes_and_etag(csv_key)
         existing = csv_to_rows(existing_bytes) if existing_bytes else []
@@ -152,8 +177,6 @@ standard "Title", the title)."""
 
 def plot_time_series(rows: list[dict[str, Any]], value_column: str, title: str, ylabel: str) -> bytes:
     """A PNG of one column against time, with labelled axes (synthetic granules drawn distinctly)."""
-    import datetime as dt
-
     import matplotlib
 
     matplotlib.use("Agg")
