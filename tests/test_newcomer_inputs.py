@@ -62,6 +62,19 @@ def test_an_impossible_date_is_named_with_the_reason() -> None:
         parse_model(ExecutionInput, {"recipe": "sst-global-mean", "start": "2018-02-01", "end": "2018-02-30"}, "input")
 
 
+@pytest.mark.parametrize(("given", "field"), [({"start": "9999-12-20", "end": "9999-12-31"}, "start"),
+                                              ({"start": "2019-01-01", "end": "9999-12-31"}, "end"),
+                                              ({"start": "0001-01-01", "end": "2019-01-01"}, "start"),
+                                              ({"period": "9999-12"}, "period"), ({"period": "0001-01"}, "period")])
+def test_a_date_at_the_ends_of_the_calendar_is_refused_naming_the_field(given: dict, field: str) -> None:
+    """9999-12-31 passed, then the CMR search (a day wider on each side) failed with a bare OverflowError."""
+    with pytest.raises(InvalidInput, match=rf"field '{field}': .* is not between 1800-01-01 and 2199-12-31: is its "
+                                           r"year mistyped\?"):
+        parse_model(ExecutionInput, {"recipe": "sst-global-mean", **given}, "input")
+    dates = {"start": "1800-01-01", "end": "2199-12-31"}  # the ends themselves are dates
+    assert parse_model(ExecutionInput, {"recipe": "sst-global-mean", **dates}, "input").end == dt.date(2199, 12, 31)
+
+
 @pytest.mark.parametrize(("period", "first", "last"), [("2024-02", "2024-02-01", "2024-02-29"),
                                                        ("2023-02", "2023-02-01", "2023-02-28"),
                                                        ("2019-12", "2019-12-01", "2019-12-31")])
@@ -104,7 +117,7 @@ def test_a_named_month_that_has_not_ended_is_refused_before_any_work() -> None:
 
     settings = Settings(bucket="a-bucket")
     now = dt.datetime(2024, 5, 31, 23, 0, tzinfo=dt.UTC)
-    for month in ("2024-05", "2024-06", "2999-01"):
+    for month in ("2024-05", "2024-06", "2199-12"):
         with pytest.raises(InvalidInput, match=f"field 'period': {month} has not ended \\(today is 2024-05-31, UTC\\)"):
             validate_input({"recipe": "sst-global-mean", "period": month}, settings, now)
     validate_input({"recipe": "sst-global-mean", "period": "2024-04"}, settings, now)  # ended

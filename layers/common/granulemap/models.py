@@ -24,13 +24,21 @@ def written_date(value: Any) -> dt.date:
     Pydantic alone took a number (20181201, the dates in GHRSST file names) for seconds since 1970, and named no
     format when refusing 2018-12-1."""
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        return value
-    if isinstance(value, str) and len(value) == 10 and value[4] == value[7] == "-":
+        date = value
+    elif isinstance(value, str) and len(value) == 10 and value[4] == value[7] == "-":
         try:
-            return dt.date.fromisoformat(value)
+            date = dt.date.fromisoformat(value)
         except ValueError as exc:
             raise ValueError(f"{value!r} is not a date: {exc}") from None
-    raise ValueError(f"{value!r} is not a date written YYYY-MM-DD (such as 2018-12-01)")
+    else:
+        raise ValueError(f"{value!r} is not a date written YYYY-MM-DD (such as 2018-12-01)")
+    if not EARLIEST_DATE <= date <= LATEST_DATE:  # a mistyped year (9999 broke the CMR search's date arithmetic)
+        raise ValueError(f"{date} is not between {EARLIEST_DATE} and {LATEST_DATE}: is its year mistyped?")
+    return date
+
+
+EARLIEST_DATE, LATEST_DATE = dt.date(1800, 1, 1), dt.date(2199, 12, 31)
+"""The dates an input may give: beyond any NASA Earthdata granule, and far from the ends of Python's calendar."""
 
 
 class _Strict(BaseModel):
@@ -102,8 +110,9 @@ class ExecutionInput(_Strict):
             month = dt.datetime.strptime(value, "%Y-%m")
         except (TypeError, ValueError):
             month = None
-        if month is None or month.strftime("%Y-%m") != value:
+        if month is None or f"{month.year:04d}-{month.month:02d}" != value:  # strftime writes year 1 as "1"
             raise ValueError(f'{value!r} is not a month: give "{PREVIOUS_MONTH}" or one as YYYY-MM, such as "2024-05"')
+        written_date(f"{value}-01")  # its year in the dates an input may give
         return value
 
     @field_validator("bbox")
