@@ -75,3 +75,26 @@ def test_the_map_tolerates_of_the_items_it_runs_what_the_run_tolerates_of_all_it
                     map_fails = failed * 100 / map_count > share  # as Step Functions judges its Map Run
                     run_fails = Fraction(failed, count) * 100 > Fraction(tolerance)  # as Aggregate judges the run
                     assert map_fails == run_fails, (tolerance, count, map_count, failed)
+
+
+def test_an_s3_source_is_listed_as_a_folder_like_a_local_one(monkeypatch) -> None:
+    """s3://b/sources/mur25 holds what is directly under sources/mur25/: not sources/mur25-old/ (a neighbour whose
+    name it starts), nor sources/mur25/old/ (a "subfolder", which a local directory's listing leaves out too)."""
+    import boto3
+    from moto import mock_aws
+
+    from granulemap.catalog import list_source
+    from granulemap.recipes import get_recipe
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    name = "20190101090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="bkt", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        for key in (f"sources/mur25/{name}", f"sources/mur25-old/{name}", f"sources/mur25/old/{name}"):
+            s3.put_object(Bucket="bkt", Key=key, Body=b"")
+        recipe = get_recipe("sst-global-mean")
+        for source in ("s3://bkt/sources/mur25", "s3://bkt/sources/mur25/"):
+            got = list_source(source, recipe, __import__("datetime").date(2019, 1, 1),
+                              __import__("datetime").date(2019, 1, 31))
+            assert [g.url for g in got] == [f"s3://bkt/sources/mur25/{name}"], source

@@ -402,3 +402,17 @@ def test_a_scheduled_month_missing_a_daily_granule_fails_so_that_the_alert_tells
     named = build_catalog(again, "run-named-month", Settings(bucket=BUCKET), bucket)
     assert (named.run.start, named.run.end) == (dt.date(2018, 12, 1), dt.date(2018, 12, 31))
     assert sum(len(i["granules"]) for i in bucket.get_json(named.catalog.key)) == 31
+
+
+def test_cmr_listing_one_file_name_twice_is_a_catalog_error_not_the_users_source(bucket, monkeypatch) -> None:
+    """The input named no source: a refusal naming field 'source' would send the user looking for one."""
+    from granulemap.models import Granule
+
+    url = f"s3://podaac-ops-cumulus-protected/{MUR25}/20200101090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"
+    twice = [Granule(url=url, time="2020-01-01T09:00:00Z")] * 2
+    monkeypatch.setattr(cmr, "search_granules", lambda *a, **k: (twice, "POCLOUD", []))
+    raw = {"recipe": "sst-global-mean", "start": "2020-01-01", "end": "2020-01-01"}
+    with pytest.raises(CatalogError, match=f"CMR listed granules of collection {MUR25} under the same file name "
+                                           r"more than once \(two records of one granule\?\): \['20200101090000-JPL"):
+        build_catalog(raw, "run-twice", Settings(bucket=BUCKET), bucket)
+    assert bucket.get_json_or_none(layout.manifest_key("run-twice")) is None  # nothing written

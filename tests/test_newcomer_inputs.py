@@ -75,6 +75,21 @@ def test_a_date_at_the_ends_of_the_calendar_is_refused_naming_the_field(given: d
     assert parse_model(ExecutionInput, {"recipe": "sst-global-mean", **dates}, "input").end == dt.date(2199, 12, 31)
 
 
+@pytest.mark.parametrize(("field", "given", "said"), [("max_concurrency", True, "a valid integer"),
+                                                      ("max_concurrency", "8", "a valid integer"),
+                                                      ("tolerated_failure_percentage", True, "a valid number"),
+                                                      ("recompute", "no", "a valid boolean"),
+                                                      ("recompute", 1, "a valid boolean")])
+def test_a_boolean_for_a_number_or_a_word_for_a_boolean_is_refused(field: str, given: object, said: str) -> None:
+    """Pydantic's lax mode took true for a concurrency of 1 (and 1 %), and "no" or 1 for recompute."""
+    dates = {"recipe": "sst-global-mean", "start": "2019-01-01", "end": "2019-01-31"}
+    with pytest.raises(InvalidInput, match=f"field '{field}': Input should be {said}"):
+        parse_model(ExecutionInput, {**dates, field: given}, "input")
+    taken = parse_model(ExecutionInput, {**dates, "max_concurrency": 8, "tolerated_failure_percentage": 5,
+                                         "recompute": True}, "input")  # JSON's numbers and booleans
+    assert (taken.max_concurrency, taken.tolerated_failure_percentage, taken.recompute) == (8, 5.0, True)
+
+
 @pytest.mark.parametrize(("period", "first", "last"), [("2024-02", "2024-02-01", "2024-02-29"),
                                                        ("2023-02", "2023-02-01", "2023-02-28"),
                                                        ("2019-12", "2019-12-01", "2019-12-31")])

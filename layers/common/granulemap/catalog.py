@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from granulemap import layout
-from granulemap.errors import InvalidInput, NoGranulesFound, RunInProgress
+from granulemap.errors import CatalogError, InvalidInput, NoGranulesFound, RunInProgress
 from granulemap.executions import OtherRun
 from granulemap.grouping import item_id_for
 from granulemap.models import (
@@ -137,13 +137,14 @@ def _in_range(when: dt.datetime | None, start: dt.date, end: dt.date) -> bool:
 
 
 def list_source(source: str, recipe: Recipe, start: dt.date, end: dt.date) -> list[Granule]:
-    """Granules in a local directory, file:// URL or s3:// prefix whose file-name time is within the range."""
+    """Granules in a local directory, file:// URL or s3:// prefix ("folder": its "subfolders" are not searched,
+    as a local directory's are not) whose file-name time is within the range."""
     names: list[str]
     if source.startswith("s3://"):
         bucket_name, prefix = split_s3_url(source)
         if prefix and not prefix.endswith("/"):
             prefix += "/"
-        names = [f"s3://{bucket_name}/{key}" for key in Bucket(bucket_name).keys(prefix)]
+        names = [f"s3://{bucket_name}/{key}" for key in Bucket(bucket_name).keys(prefix, folder=True)]
     else:
         directory = os.path.abspath(source.removeprefix("file://"))
         names = [os.path.join(directory, n) for n in sorted(os.listdir(directory))]
@@ -327,8 +328,11 @@ def build_catalog(
     )
     if recipe.per_granule:  # results are merged by granule name: two granules of one name would be one row
         twice = _repeated(item_id_for(g.url) for g in granules)
-        if twice:
+        if twice and execution.source is not None:
             raise InvalidInput(f"field 'source': several granules have the same file name: {twice[:5]}")
+        if twice:
+            raise CatalogError(f"CMR listed granules of collection {collection} under the same file name more than "
+                               f"once (two records of one granule?): {twice[:5]}")
     if execution.source is not None and recipe.one_granule_a_day:
         _refuse_two_granules_of_a_day(granules, recipe, execution.source)
     items = _unique_ids(recipe.make_items(granules, params, execution))

@@ -84,10 +84,11 @@ class ExecutionInput(_Strict):
         default=None, description="west, south, east, north in degrees (west > east crosses the antimeridian)"
     )
     params: dict[str, Any] = Field(default_factory=dict, description="recipe parameters")
-    max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY_LIMIT)
-    tolerated_failure_percentage: float | None = Field(default=None, ge=0, le=100)
+    # strict: a JSON true is not 1 nor 1 %, and "no" is not false (pydantic's lax mode took them)
+    max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY_LIMIT, strict=True)
+    tolerated_failure_percentage: float | None = Field(default=None, ge=0, le=100, strict=True)
     recompute: bool = Field(
-        default=False, description="compute every item again, even those whose result is stored (after a fix of "
+        default=False, strict=True, description="compute every item again, even those whose result is stored (after a fix of "
         "the software that changes results, say); the products then take the new values",
     )
     group: Grouping | None = Field(

@@ -154,10 +154,12 @@ class Bucket:
                     raise StorageThrottled(f"S3 throttled while {what}")
                 raise RuntimeError(f"S3 refused {what}")
 
-    def keys(self, prefix: str) -> Iterator[str]:
+    def keys(self, prefix: str, *, folder: bool = False) -> Iterator[str]:
+        """The keys that start with ``prefix``; with ``folder``, only those not in a "subfolder" of it (no ``/``
+        after the prefix), as a directory listing gives them."""
         paginator = self.client.get_paginator("list_objects_v2")
         try:
-            for page in paginator.paginate(Bucket=self.name, Prefix=prefix):
+            for page in paginator.paginate(Bucket=self.name, Prefix=prefix, **({"Delimiter": "/"} if folder else {})):
                 for obj in page.get("Contents", []):
                     yield obj["Key"]
         except Exception as exc:
