@@ -46,15 +46,15 @@ def test_a_year_of_daily_granules_costs_what_a_hand_computation_says(tmp_path: P
     single_gbs = (1.0 + 1.0) * 0.5 + (0.5 + 0.5) * 0.25 + (2.0 + 365 * 0.005 + 1.2) * 1.0  # 2.0+1.825 → 3.825 billed
     lambda_usd = (processor_gbs + init_gbs + single_gbs) * 0.0000166667
     requests_usd = (365 + 3) * 0.20 / 1e6
-    transitions_usd = (6 + 365) * 0.025 / 1000  # parent: 6 states entered (no failures), child: 1 each
-    # GET: each result by Aggregate, + ItemReader's and Aggregate's manifest; PUT: results + 5; 1 LIST (≤ 1,000 keys)
-    s3_usd = (365 * 1 + 2) * 0.0004 / 1000 + (365 * 1 + 5 + 1) * 0.005 / 1000
+    transitions_usd = (7 + 365) * 0.025 / 1000  # parent: 7 states entered (no failures), child: 1 each
+    # GET: each result by Aggregate + 4 (test_the_estimates_s3_requests_are_a_real_runs); PUT: results + 6; 1 LIST
+    s3_usd = (365 * 1 + 4) * 0.0004 / 1000 + (365 * 1 + 6 + 1) * 0.005 / 1000
     expected = lambda_usd + requests_usd + transitions_usd + s3_usd
     assert result.items == 365
     assert result.total_usd == pytest.approx(expected, rel=1e-9)
     by_name = {what: usd for what, usd, _ in result.lines}
     assert by_name["Lambda compute, Processor"] == pytest.approx(36.5 * 0.0000166667, rel=1e-9)
-    assert by_name["Step Functions state transitions"] == pytest.approx((6 + 365) * 0.025 / 1000, rel=1e-9)
+    assert by_name["Step Functions state transitions"] == pytest.approx((7 + 365) * 0.025 / 1000, rel=1e-9)
     assert any("us-west-2" in a for a in result.assumptions)
 
 
@@ -73,7 +73,7 @@ def test_grouped_granules_make_one_item_per_dekad_of_the_range(tmp_path: Path) -
     by_name = {what: usd for what, usd, _ in result.lines}
     assert result.items == 36
     assert by_name["Lambda compute, Processor"] == pytest.approx(36 * billed * 1.0 * 0.0000166667, rel=1e-9)
-    assert by_name["Step Functions state transitions"] == pytest.approx((6 + 36) * 0.025 / 1000, rel=1e-9)
+    assert by_name["Step Functions state transitions"] == pytest.approx((7 + 36) * 0.025 / 1000, rel=1e-9)
     assert by_name["Lambda requests"] == pytest.approx((36 + 3) * 0.20 / 1e6, rel=1e-9)
     ungrouped = est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 12, 31), MEMORY, model)
     assert result.total_usd < ungrouped.total_usd
@@ -180,8 +180,8 @@ def _atl06_by_hand(items: int, granules_per_item: float) -> tuple[float, float]:
     init_gbs = min(items, 40) * 0.8 * 1.0
     single_gbs = (1.0 + 1.0) * 0.5 + (0.5 + 0.5) * 0.25 + (_billed(2.0 + items * 0.005) + 1.2) * 1.0
     requests_usd = (items + 3) * 0.20 / 1e6
-    transitions_usd = (6 + items) * 0.025 / 1000
-    s3_usd = (items * 1 + 2) * 0.0004 / 1000 + (items * 10 + 5 + math.ceil(items / 1000)) * 0.005 / 1000
+    transitions_usd = (7 + items) * 0.025 / 1000
+    s3_usd = (items * 1 + 4) * 0.0004 / 1000 + (items * 10 + 6 + math.ceil(items / 1000)) * 0.005 / 1000
     total = (processor_gbs + init_gbs + single_gbs) * 0.0000166667 + requests_usd + transitions_usd + s3_usd
     return processor_gbs * 0.0000166667, total
 
@@ -322,4 +322,45 @@ def test_two_granules_over_a_year_are_at_most_two_items(tmp_path: Path) -> None:
                           _estimate_model(tmp_path, "dekad"), items=2)
     assert result.items == 2
     by_name = {what: usd for what, usd, _ in result.lines}
-    assert by_name["Step Functions state transitions"] == pytest.approx((6 + 2) * 0.025 / 1000, rel=1e-9)
+    assert by_name["Step Functions state transitions"] == pytest.approx((7 + 2) * 0.025 / 1000, rel=1e-9)
+
+
+def test_the_estimates_s3_requests_are_a_real_runs(tmp_path, monkeypatch) -> None:
+    """Every S3 request of an SST run of two items on moto, counted by botocore's events (BuildCatalog, the Map's
+    ItemReader, the Processors, Aggregate): as many GETs, PUTs and LISTs as the estimate prices."""
+    import collections
+
+    import boto3
+    from moto import mock_aws
+
+    from granulemap import storage
+    from granulemap.aggregation import aggregate
+    from granulemap.catalog import build_catalog
+    from granulemap.estimate import CostModel, s3_requests
+    from granulemap.models import AggregatorEvent, Item, ProcessorEvent
+    from granulemap.processing import process_item
+    from granulemap.settings import Settings
+    from granulemap.storage import Bucket
+    from granulemap.synthetic import make_synthetic_series
+
+    from conftest import MUR25
+
+    make_synthetic_series(MUR25, tmp_path, dt.date(2018, 12, 1), 12)  # two dekads: two items
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    with mock_aws():
+        storage.s3_client.cache_clear()
+        client = storage.s3_client()
+        client.create_bucket(Bucket="estimate-bkt", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        calls: collections.Counter[str] = collections.Counter()
+        client.meta.events.register("before-call.s3.*", lambda model, **_: calls.update([model.name]))
+        bucket = Bucket("estimate-bkt")
+        raw = {"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-12", "source": str(tmp_path)}
+        out = build_catalog(raw, "r1", Settings(bucket="estimate-bkt"), bucket)
+        for item in bucket.get_json(out.catalog.map_key):  # the Map's ItemReader
+            process_item(ProcessorEvent(item=Item.model_validate(item), run=out.run), bucket)
+        aggregate(AggregatorEvent(**out.model_dump()), bucket)
+        assert boto3.client("s3").list_objects_v2(Bucket="estimate-bkt")["KeyCount"] > 0
+    storage.s3_client.cache_clear()
+    assert out.catalog.count == 2
+    gets, puts, lists = s3_requests(CostModel.load().recipes["sst-global-mean"], 2)
+    assert dict(calls) == {"GetObject": gets, "PutObject": puts, "ListObjectsV2": lists}

@@ -63,6 +63,9 @@ def test_sst_run_through_the_state_machine(engine: LocalEngine, source: Path, sy
     states = _entered_states(history)
     assert states[:4] == ["BuildCatalog", "FetchCredentials", "AnythingToDo", "ProcessItems"]
     assert states[-3:] == ["Aggregate", "AnyFailedWithinTolerance", "Done"]  # nothing failed: nobody told
+    from granulemap.estimate import PARENT_STATES
+
+    assert len(states) == PARENT_STATES  # what `granulemap estimate` prices a run's state transitions at
     assert any(e["type"] == "MapRunStarted" for e in history)
     run_id = desc["executionArn"].rsplit(":", 1)[-1]
 

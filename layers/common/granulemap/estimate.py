@@ -127,6 +127,27 @@ of several granules makes one request per granule and one PUT)."""
 LIST_PAGE = 1000
 """Keys per S3 LIST page: BuildCatalog lists the configuration's results to find finished items."""
 
+PARENT_STATES = 7
+"""States a run that succeeds without failures enters: BuildCatalog, FetchCredentials, AnythingToDo, ProcessItems,
+Aggregate, AnyFailedWithinTolerance, Done (a run with failures within the tolerance: one more, to tell the alert
+topic). Each is a Step Functions Standard state transition."""
+
+RUN_S3_GETS = 4
+"""GETs of a run besides each item's: the Map's ItemReader (the items to run), Aggregate's of the manifest, and a
+time series' CSV, read by BuildCatalog (the SST recipes' product check) and by Aggregate (to merge into it)."""
+
+RUN_S3_PUTS = 6
+"""PUTs of a run besides each item's: the manifest, the Map's items, the products (a CSV and its PNG), summary.json
+and provenance.json."""
+
+
+def s3_requests(recipe: RecipeCost, n: int) -> tuple[int, int, int]:
+    """(GET, PUT, LIST) requests of a run of ``n`` items, all to do. The LIST: BuildCatalog's of finished items, a page
+    per 1,000 results under the items' common start, assumed to be about the run's own items (more when earlier
+    results share that start). A time-series recipe's; atl06-cell-stats' store adds its metadata's requests."""
+    return (n * recipe.s3_gets_per_item + RUN_S3_GETS, n * recipe.s3_puts_per_item + RUN_S3_PUTS,
+            math.ceil(n / LIST_PAGE))
+
 
 def processor_item_seconds(recipe: RecipeCost, model: CostModel, memory_mb: int, granules: float = 1.0) -> float:
     """One Processor call of ``granules`` granules (1 for an ungrouped recipe below its ``max_items``; may be a
@@ -200,14 +221,8 @@ def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str
               "AggregatorFunction": model.fixed_function_s["AggregatorFunction"] + n * model.aggregate_s_per_item}
     single_gbs = sum((billed_seconds(s) + model.cold_import_s[fn]) * gb[fn] for fn, s in single.items())
     requests = n + len(single)
-    # Parent: BuildCatalog, FetchCredentials, ProcessItems, Aggregate, AnyFailedWithinTolerance, Done (a run with
-    # failures within the tolerance: 2 more, to tell the alert topic). Child (one per item): ProcessItem.
-    parent_transitions, child_transitions = 6, n * 1
-    s3_gets = n * recipe.s3_gets_per_item + 2  # + the Map's ItemReader GET and Aggregate's GET of the manifest
-    s3_puts = n * recipe.s3_puts_per_item + 5  # + manifest, products (2), summary, provenance
-    # BuildCatalog's listing of finished items (priced as PUT): a page per 1,000 results under the items' common
-    # start, assumed to be about the run's own items (more when earlier results share that start)
-    s3_lists = math.ceil(n / LIST_PAGE)
+    parent_transitions, child_transitions = PARENT_STATES, n * 1  # a child execution (one per item): ProcessItem
+    s3_gets, s3_puts, s3_lists = s3_requests(recipe, n)
 
     lines = [
         ("Lambda compute, Processor", processor_gbs * LAMBDA_GB_SECOND_USD,
