@@ -25,6 +25,18 @@ def test_the_built_in_configuration_ids_do_not_move(recipe_name: str, params: tu
     assert recipe.config_id(recipe.parse_params(dict(params))) == PINNED[recipe_name, params]
 
 
+@pytest.mark.parametrize("method", ["ocean", "podaac-tutorial"])
+def test_an_sst_configuration_id_is_its_method_and_the_hash_of_its_parameters(method: str) -> None:
+    """The rule the pinned ids follow, computed here from the parameters (sst-global-mean's one: the method): the
+    first ten hex digits of the SHA-256 of the JSON of {"params": ...} with sorted keys, after a readable slug."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps({"params": {"method": method}}, sort_keys=True).encode()).hexdigest()[:10]
+    params = () if method == "ocean" else (("method", method),)
+    assert PINNED["sst-global-mean", params] == f"{method}-{digest}"
+
+
 @pytest.mark.parametrize("recipe_name, explicit", [
     ("sst-global-mean", {"method": "ocean"}),
     ("sst-box-mean", {"box": [-170, -5, -120, 5]}),

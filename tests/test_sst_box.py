@@ -111,6 +111,15 @@ def test_boxes_that_share_an_edge_both_count_the_cells_centred_on_it(tmp_path: P
                                                                              abs=1e-6)
 
 
+def test_a_centre_a_fraction_of_a_step_outside_an_edge_is_out(tmp_path: Path) -> None:
+    """Only float32's hair is forgiven: edges between centres (north 4.997, west -169.995) leave out the 5.00 row and
+    the -170.00 column, 0.3 and 0.5 of a grid step outside."""
+    path = _corner(tmp_path / "20200101090000-EDGE-L4.nc")
+    got = box_mean_sst(path.name, (-169.995, -5.0, -120.0, 4.997), path=str(path))
+    assert got["n_valid"] == 2  # rows 4.98, 4.99; column -169.99
+    assert got["mean_sst_c"] == pytest.approx(_hand_mean([0, 1], [3]), abs=1e-6)
+
+
 def test_box_mean_on_a_mur_v41_mask(tmp_path: Path) -> None:
     # mask 1 open sea, 2 land, 5 open lake, 9 open sea with ice, 13 open lake with ice; longitudes -135, -45, 45, 135
     path = write_mur41(tmp_path / MUR41, lat=[0.0, 60.0],

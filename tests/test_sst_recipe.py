@@ -469,3 +469,17 @@ def test_the_seasonal_shift_is_a_tenth_of_a_kelvin_over_30_days() -> None:
     assert seasonal_shift(5) == pytest.approx(0.1 * math.sqrt(3) / 2)  # 0.1 K × sin(60°)
     assert seasonal_shift(15) == pytest.approx(0.0, abs=1e-12)
     assert seasonal_shift(25) == pytest.approx(-0.1 * math.sqrt(3) / 2)
+
+
+def test_a_granule_whose_time_has_no_units_is_dated_by_its_name_and_one_with_neither_is_refused(tmp_path: Path) -> None:
+    """GDS 2.0's file name starts with the granule's YYYYMMDDHHMMSS: the time when the time variable cannot say."""
+    path = _write_l4(tmp_path / "20200102093000-NOUNITS-L4.nc", lat=[0.0], sst=[[1.0 + K, 2.0 + K, 3.0 + K, 4.0 + K]],
+                     mask=[[1, 1, 1, 1]], time_value=0.0)  # 1981-01-01 if its units were read
+    with netCDF4.Dataset(path, "a") as ds:
+        ds["time"].delncattr("units")
+    got = global_mean_sst(path.name, method="ocean", path=str(path))
+    assert got["time"] == "2020-01-02T09:30:00Z" and got["n_valid"] == 4
+    anonymous = path.rename(tmp_path / "granule.nc")
+    with pytest.raises(VariableMissing, match="granule.nc: no readable time variable and no YYYYMMDDHHMMSS- date "
+                                              "stamp in its name"):
+        global_mean_sst(anonymous.name, method="ocean", path=str(anonymous))
