@@ -489,3 +489,23 @@ def test_a_store_copied_again_is_the_bucket_s_store_not_a_mix_with_the_old_copy(
     assert sorted(p.relative_to(again).as_posix() for p in again.rglob("*") if p.is_file()) == ["h/c/0/0", "zarr.json"]
     assert (again / "h/c/0/0").read_bytes() == b"new"
     assert [p.name for p in tmp_path.iterdir()] == ["x.zarr"]  # no temporary folder left
+
+
+def test_results_when_s3_throttles_is_an_aws_error_exit_3(stack, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README: 3 when AWS refused or could not be reached; S3's SlowDown came out as StorageThrottled, exit 1."""
+    from botocore.exceptions import ClientError
+
+    arn = start(capsys, "--start", "2018-12-01", "--end", "2018-12-31")
+    wait(arn)
+    slow_down = ClientError({"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."}}, "GetObject")
+    made = cloud._client
+
+    def client(service: str, region: str) -> Any:
+        c = made(service, region)
+        if service == "s3":
+            c.get_object = lambda **_: (_ for _ in ()).throw(slow_down)  # S3 throttles every read
+        return c
+
+    monkeypatch.setattr(cloud, "_client", client)
+    assert main(["results", arn, "--stack", STACK]) == 3
+    assert "granulemap: AWS: ClientError: An error occurred (SlowDown)" in capsys.readouterr().err

@@ -34,7 +34,8 @@ def test_an_sst_configuration_id_is_its_method_and_the_hash_of_its_parameters(me
 
     digest = hashlib.sha256(json.dumps({"params": {"method": method}}, sort_keys=True).encode()).hexdigest()[:10]
     params = () if method == "ocean" else (("method", method),)
-    assert PINNED["sst-global-mean", params] == f"{method}-{digest}"
+    recipe = get_recipe("sst-global-mean")
+    assert recipe.config_id(recipe.parse_params(dict(params))) == PINNED["sst-global-mean", params] == f"{method}-{digest}"
 
 
 @pytest.mark.parametrize("recipe_name, explicit", [

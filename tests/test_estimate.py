@@ -47,8 +47,8 @@ def test_a_year_of_daily_granules_costs_what_a_hand_computation_says(tmp_path: P
     lambda_usd = (processor_gbs + init_gbs + single_gbs) * 0.0000166667
     requests_usd = (365 + 3) * 0.20 / 1e6
     transitions_usd = (7 + 365) * 0.025 / 1000  # parent: 7 states entered (no failures), child: 1 each
-    # GET: each result by Aggregate + 4 (test_the_estimates_s3_requests_are_a_real_runs); PUT: results + 6; 1 LIST
-    s3_usd = (365 * 1 + 4) * 0.0004 / 1000 + (365 * 1 + 6 + 1) * 0.005 / 1000
+    # GET: each result by Aggregate + 4 (test_the_estimates_s3_requests_are_a_real_runs); PUT: results + 8; 1 LIST
+    s3_usd = (365 * 1 + 4) * 0.0004 / 1000 + (365 * 1 + 8 + 1) * 0.005 / 1000
     expected = lambda_usd + requests_usd + transitions_usd + s3_usd
     assert result.items == 365
     assert result.total_usd == pytest.approx(expected, rel=1e-9)
@@ -181,7 +181,7 @@ def _atl06_by_hand(items: int, granules_per_item: float) -> tuple[float, float]:
     single_gbs = (1.0 + 1.0) * 0.5 + (0.5 + 0.5) * 0.25 + (_billed(2.0 + items * 0.005) + 1.2) * 1.0
     requests_usd = (items + 3) * 0.20 / 1e6
     transitions_usd = (7 + items) * 0.025 / 1000
-    s3_usd = (items * 1 + 4) * 0.0004 / 1000 + (items * 10 + 6 + math.ceil(items / 1000)) * 0.005 / 1000
+    s3_usd = (items * 1 + 4) * 0.0004 / 1000 + (items * 10 + 8 + math.ceil(items / 1000)) * 0.005 / 1000
     total = (processor_gbs + init_gbs + single_gbs) * 0.0000166667 + requests_usd + transitions_usd + s3_usd
     return processor_gbs * 0.0000166667, total
 
@@ -327,7 +327,8 @@ def test_two_granules_over_a_year_are_at_most_two_items(tmp_path: Path) -> None:
 
 def test_the_estimates_s3_requests_are_a_real_runs(tmp_path, monkeypatch) -> None:
     """Every S3 request of an SST run of two items on moto, counted by botocore's events (BuildCatalog, the Map's
-    ItemReader, the Processors, Aggregate): as many GETs, PUTs and LISTs as the estimate prices."""
+    ItemReader, the Processors, Aggregate), and the two objects the Map's ResultWriter writes in AWS (its manifest and
+    SUCCEEDED_0.json: moto's engine writes none): as many GETs, PUTs and LISTs as the estimate prices."""
     import collections
 
     import boto3
@@ -362,5 +363,8 @@ def test_the_estimates_s3_requests_are_a_real_runs(tmp_path, monkeypatch) -> Non
         assert boto3.client("s3").list_objects_v2(Bucket="estimate-bkt")["KeyCount"] > 0
     storage.s3_client.cache_clear()
     assert out.catalog.count == 2
+    asl = json.loads((ROOT / "statemachine" / "pipeline.asl.json").read_text())
+    writer = 2 if "ResultWriter" in asl["States"]["ProcessItems"] else 0
     gets, puts, lists = s3_requests(CostModel.load().recipes["sst-global-mean"], 2)
-    assert dict(calls) == {"GetObject": gets, "PutObject": puts, "ListObjectsV2": lists}
+    assert {**calls, "PutObject": calls["PutObject"] + writer} == {"GetObject": gets, "PutObject": puts,
+                                                                   "ListObjectsV2": lists}

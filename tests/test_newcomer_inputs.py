@@ -263,6 +263,20 @@ def test_a_midnight_datetime_in_a_workspace_input_is_its_day() -> None:
     assert _as_text(dt.date(2019, 3, 1)) == "2019-03-01"
 
 
+def test_numpy_numbers_in_a_workspace_input_are_numbers() -> None:
+    """A concurrency or tolerance computed with numpy became the text "8", which the input's strict fields refuse."""
+    import json
+
+    import numpy as np
+
+    from granulemap.local.run import _as_text
+
+    raw = {"recipe": "sst-global-mean", "start": "2019-01-01", "end": "2019-01-31", "max_concurrency": np.int64(8),
+           "tolerated_failure_percentage": np.float32(2.5), "recompute": np.bool_(True)}
+    taken = parse_model(ExecutionInput, json.loads(json.dumps(raw, default=_as_text)), "input")
+    assert (taken.max_concurrency, taken.tolerated_failure_percentage, taken.recompute) == (8, 2.5, True)
+
+
 def test_a_box_without_open_water_is_noted_in_the_summary(tmp_path: Path, mur25: Path, capsys) -> None:
     """A box on land succeeded with empty rows and a blank picture dated 1970, and nothing said why."""
     box = [10.0, 20.0, 11.0, 21.0]  # the Sahara

@@ -111,6 +111,16 @@ def test_of_two_computations_of_a_granule_the_series_keeps_the_later_whichever_i
     assert {r["granule"]: float(r["value"]) for r in later} == {"g-1-1": 3.0, "g-1-2": 3.0, "g-1-3": 2.0}
 
 
+def test_a_computed_at_without_an_offset_is_utc(s3) -> None:
+    """A recipe's own computed_at may be written without an offset: compared as UTC, not refused as naive."""
+    bucket = Bucket(BUCKET)
+    _write(bucket, _at(_rows(1)[:1], "2026-11-30T12:00:00+00:00", 1.0))
+    kept = _write(bucket, _at(_rows(1)[:1], "2026-11-30T11:00:00", 2.0))  # an hour earlier, UTC
+    assert float(kept[0]["value"]) == 1.0
+    later = _write(bucket, _at(_rows(1)[:1], "2026-12-01", 3.0))
+    assert float(later[0]["value"]) == 3.0
+
+
 def test_rows_that_do_not_say_when_they_were_computed_are_replaced_by_new_ones(s3) -> None:
     """A CSV of an earlier version (no computed_at column), or rows of a recipe's own without one: new rows win."""
     bucket = Bucket(BUCKET)

@@ -328,9 +328,7 @@ def build_catalog(
     )
     if recipe.per_granule:  # results are merged by granule name: two granules of one name would be one row
         twice = _repeated(item_id_for(g.url) for g in granules)
-        if twice and execution.source is not None:
-            raise InvalidInput(f"field 'source': several granules have the same file name: {twice[:5]}")
-        if twice:
+        if twice:  # (a source is one folder: its names are unique)
             raise CatalogError(f"CMR listed granules of collection {collection} under the same file name more than "
                                f"once (two records of one granule?): {twice[:5]}")
     if execution.source is not None and recipe.one_granule_a_day:

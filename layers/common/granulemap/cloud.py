@@ -21,7 +21,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from granulemap import layout
-from granulemap.errors import InvalidInput, readable_cause
+from granulemap.errors import InvalidInput, StorageThrottled, readable_cause
 from granulemap.models import (FIRST_FAILURES, PREVIOUS_MONTH, CatalogRef, ExecutionInput, Failure, counted,
                                parse_model)
 from granulemap.settings import DAAC_REGION, Settings
@@ -262,7 +262,10 @@ def fetch_results(execution_arn: str, out: Path | None, stack_name: str | None =
     stack = describe_stack(stack_name or stack_of_state_machine(desc["stateMachineArn"]), region)
     key = layout.summary_key(desc["name"])
     s3 = _client("s3", region)
-    summary = Bucket(stack.bucket, s3).get_json_or_none(key)
+    try:
+        summary = Bucket(stack.bucket, s3).get_json_or_none(key)
+    except StorageThrottled as exc:  # AWS did not answer: the command's error, as any other AWS error's (exit 3)
+        raise exc.__cause__ or exc from None
     if summary is None:
         why = f"the run is {desc['status']}"
         said = [desc.get("error"), readable_cause(desc.get("cause"), desc.get("error"))]  # a stop may give neither

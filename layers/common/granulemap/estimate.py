@@ -136,9 +136,10 @@ RUN_S3_GETS = 4
 """GETs of a run besides each item's: the Map's ItemReader (the items to run), Aggregate's of the manifest, and a
 time series' CSV, read by BuildCatalog (the SST recipes' product check) and by Aggregate (to merge into it)."""
 
-RUN_S3_PUTS = 6
+RUN_S3_PUTS = 8
 """PUTs of a run besides each item's: the manifest, the Map's items, the products (a CSV and its PNG), summary.json
-and provenance.json."""
+and provenance.json; and the Distributed Map's ResultWriter's manifest.json and SUCCEEDED_0.json (one more,
+FAILED_0.json, when items fail)."""
 
 
 def s3_requests(recipe: RecipeCost, n: int) -> tuple[int, int, int]:

@@ -81,13 +81,16 @@ def _make_folder(logs: Path) -> None:
                            ) from None
 
 
-def _as_text(value: Any) -> str:
-    """A value of the execution input that JSON has no type for, as its text; a datetime at midnight (a pandas
-    Timestamp of a day, say) as its date, which is what start and end take."""
+def _as_text(value: Any) -> Any:
+    """A value of the execution input that JSON has no type for: a numpy number or boolean (``np.int64(8)``) as
+    Python's; a datetime at midnight (a pandas Timestamp of a day, say) as its date, which is what start and end
+    take; anything else as its text."""
     import datetime as dt
 
     if isinstance(value, dt.datetime) and value.time() == dt.time(0) and value.utcoffset() in (None, dt.timedelta(0)):
         return value.date().isoformat()
+    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return value.item()
     return str(value)
 
 

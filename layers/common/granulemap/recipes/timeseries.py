@@ -34,10 +34,12 @@ CSV ends with: of two computations of one granule, the later one's row is kept."
 
 
 def _instant(value: Any) -> dt.datetime | None:
+    """``computed_at`` as an aware datetime (one without an offset taken as UTC); None when it is not a time."""
     try:
-        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+        when = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
     except ValueError:
         return None
+    return when.replace(tzinfo=dt.UTC) if when is not None and when.tzinfo is None else when
 
 
 def _replaces(new: dict[str, Any], old: dict[str, Any]) -> bool:
