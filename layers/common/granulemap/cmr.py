@@ -20,7 +20,7 @@ from typing import Any
 import requests
 
 from granulemap.errors import CatalogError, InvalidInput, SourceUnavailable
-from granulemap.models import Granule, Ring
+from granulemap.models import Granule, Ring, iso_time
 from granulemap.observability import logger
 
 CMR_TIMEOUT_SECONDS = 30.0
@@ -102,12 +102,8 @@ def _time_range(umm: dict[str, Any]) -> tuple[dt.datetime, dt.datetime] | None:
     if not begin:
         return None
     end = rng.get("EndingDateTime") or begin
-    return _parse_time(begin), _parse_time(end)
+    return iso_time(begin), iso_time(end)
 
-
-def _parse_time(text: str) -> dt.datetime:
-    when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def nominal_time(umm: dict[str, Any]) -> dt.datetime | None:

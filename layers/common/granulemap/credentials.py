@@ -24,7 +24,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from granulemap.errors import CredentialsUnavailable, SourceUnavailable, TransientError, shortened
-from granulemap.models import CredentialsRef
+from granulemap.models import CredentialsRef, iso_time
 from granulemap.observability import logger
 from granulemap.settings import DAAC_REGION, Settings
 
@@ -288,8 +288,7 @@ def request_daac_credentials(provider: str, settings: Settings) -> dict[str, str
 
 def parse_expiration(value: str) -> dt.datetime:
     """DAAC endpoints give e.g. '2022-01-01 01:00:00+00:00' (UTC)."""
-    when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    return iso_time(value)
 
 
 def parameter_name(provider: str, settings: Settings) -> str:

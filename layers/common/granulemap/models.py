@@ -54,6 +54,13 @@ def as_utc(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC) if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
+def iso_time(text: str) -> dt.datetime:
+    """An ISO 8601 time (``Z`` for UTC allowed) as an aware datetime; one written without an offset is UTC. ValueError
+    for text that is not one."""
+    when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
 def utc_day(moment: dt.datetime) -> dt.date:
     """The UTC date of ``moment``: a granule's day (its dekad, the days a range covers), whatever zone it is given in."""
     return as_utc(moment).date()

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from granulemap.errors import InvalidInput, RecipeResultInvalid, TransientError
+from granulemap.models import iso_time
 from granulemap.storage import Bucket
 
 
@@ -36,10 +37,9 @@ CSV ends with: of two computations of one granule, the later one's row is kept."
 def _instant(value: Any) -> dt.datetime | None:
     """``computed_at`` as an aware datetime (one without an offset taken as UTC); None when it is not a time."""
     try:
-        when = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+        return iso_time(str(value)) if value else None
     except ValueError:
         return None
-    return when.replace(tzinfo=dt.UTC) if when is not None and when.tzinfo is None else when
 
 
 def _replaces(new: dict[str, Any], old: dict[str, Any]) -> bool:
