@@ -181,7 +181,7 @@ class RunStatus:
     """Recipe and dates ("sst-global-mean, 2026-10-01..2026-10-31"): a scheduled run's input says only
     "previous-month", resolved when it started."""
     catalogued: CatalogRef | None = None
-    """(the run's items, those not yet done: the Map's) from BuildCatalog's output; None before it wrote them."""
+    """The catalog from BuildCatalog's output (its items, and those found done); None before it wrote it."""
 
 
 def _what_it_runs(desc: dict[str, Any]) -> str | None:
