@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import re
 from typing import Any
 
 import boto3
@@ -445,7 +446,9 @@ def test_a_processor_with_a_narrower_margin_takes_what_a_wider_one_refreshed(ssm
         assert as_process(second, 20, 35) == old  # 25 left: still above its margin
         assert as_process(second, 20, 41) == new  # 19 left: it re-reads, and finds the first one's
         assert len(rs.calls) == 3  # no second login
-    assert counting.get_calls == 4  # each process read the parameter twice: once at first, once at its margin
+    # Each process read the parameter twice, once at first and once at its margin; the refresh read it twice more:
+    # FetchCredentials, to see whether another request had refreshed it already, and the first process, what it stored.
+    assert counting.get_calls == 4 + 2
 
 
 def test_credentials_taken_within_the_margin_are_kept_not_refreshed_at_every_read(ssm, counting, monkeypatch) -> None:
@@ -470,4 +473,120 @@ def test_credentials_taken_within_the_margin_are_kept_not_refreshed_at_every_rea
         assert credentials.load_credentials(ref, password_settings(), now=at_refresh) == short
         assert credentials.load_credentials(ref, password_settings(), now=at_refresh + dt.timedelta(minutes=5)) == short
         assert len(rs.calls) == 3  # one login; the new ones (20 minutes left) are used, not refreshed again
-    assert counting.get_calls == 2
+    assert counting.get_calls == 2 + 2  # the refresh's own two reads (FetchCredentials' check; the new ones)
+
+
+# ---- a Processor's refresh, by FetchCredentials -----------------------------------------------------------------
+@pytest.mark.parametrize("case", ["refreshed since", "still the stale ones", "refreshed but expiring", "none stored"])
+def test_a_refresh_logs_in_only_when_no_other_request_has_refreshed_the_stored_credentials(ssm, case: str) -> None:
+    """Refreshes asked for together (Processors reaching their margins within a second or two) log in once: the
+    second finds the parameter no longer holds the credentials it was asked to replace, and answers with those."""
+    put_secure(ssm, USERNAME_PARAMETER, "edl-user")
+    put_secure(ssm, PASSWORD_PARAMETER, "edl-password")
+    now = dt.datetime(2030, 1, 1, 0, 50, tzinfo=dt.UTC)
+    stale = daac_credentials("stale", "2030-01-01 01:00:00+00:00")  # 10 minutes left
+    lasting = daac_credentials("lasting", "2030-01-01 01:40:00+00:00")  # 50 minutes left
+    expiring = daac_credentials("expiring", "2030-01-01 00:55:00+00:00")  # not stale, but 5 minutes left
+    new = daac_credentials("new", "2030-01-01 02:00:00+00:00")
+    stored = {"refreshed since": lasting, "still the stale ones": stale, "refreshed but expiring": expiring,
+              "none stored": None}[case]
+    if stored is not None:
+        put_secure(ssm, f"{PREFIX}/POCLOUD", json.dumps(stored))
+    logs_in = case != "refreshed since"
+    with responses.RequestsMock(assert_all_requests_are_fired=logs_in) as rs:
+        replay_edl(rs, username="edl-user", password="edl-password", edl_token="edl-bearer", creds=new)
+        ref = credentials.refresh_stored_credentials("POCLOUD", credentials.key_digest(stale), password_settings(),
+                                                     now=now)
+        calls = len(rs.calls)
+    answer = new if logs_in else lasting
+    assert calls == (3 if logs_in else 0)
+    assert ref == CredentialsRef(parameter=f"{PREFIX}/POCLOUD", daac="POCLOUD",
+                                 expires=credentials.parse_expiration(answer["expiration"]))
+    assert json.loads(ssm.get_parameter(Name=ref.parameter, WithDecryption=True)["Parameter"]["Value"]) == answer
+
+
+def test_a_key_digest_names_credentials_by_their_access_key_and_gives_nothing_of_them() -> None:
+    import hashlib
+
+    creds = daac_credentials("digest", "2030-01-01 01:00:00+00:00")
+    digest = credentials.key_digest(creds)
+    assert digest == hashlib.sha256(b"ASIADIGESTKEY").hexdigest()[:16]
+    assert digest == credentials.key_digest({**creds, "sessionToken": "another"})  # the key alone names them
+    assert digest != credentials.key_digest(daac_credentials("other", creds["expiration"]))
+    assert not any(value in digest or digest in value for value in creds.values())
+
+
+def _lambda_answering(monkeypatch: pytest.MonkeyPatch, *answers: dict[str, Any] | Exception) -> list[dict]:
+    """boto3's Lambda client for credentials.invoke_refresh, stubbed: each invoke gets the next answer (a payload
+    with its FunctionError, or a service error code); returns the requests it got."""
+    import io
+
+    from botocore.response import StreamingBody
+    from botocore.stub import Stubber
+
+    client = boto3.client("lambda", region_name=REGION, aws_access_key_id="k", aws_secret_access_key="s")
+    stubber = Stubber(client)
+    requests: list[dict] = []
+    client.meta.events.register("before-parameter-build.lambda.Invoke",
+                                lambda params, **_: requests.append(json.loads(params["Payload"])))
+    for answer in answers:
+        if isinstance(answer, Exception):
+            stubber.add_client_error("invoke", service_error_code=str(answer), http_status_code=429)
+            continue
+        body = json.dumps(answer["payload"]).encode()
+        response = {"StatusCode": 200, "Payload": StreamingBody(io.BytesIO(body), len(body))}
+        if answer.get("error"):
+            response["FunctionError"] = "Unhandled"
+        stubber.add_response("invoke", response)
+    stubber.activate()
+    monkeypatch.setattr(credentials.boto3, "client", lambda service, **_: client if service == "lambda" else None)
+    return requests
+
+
+FETCHER = "arn:aws:lambda:us-west-2:123456789012:function:granulemap-CredentialFetcherFunction-x:7"
+
+
+def test_invoke_refresh_asks_the_named_function_with_the_provider_and_digest_and_returns_its_reference(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = CredentialsRef(parameter=f"{PREFIX}/POCLOUD", daac="POCLOUD", expires=dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
+    requests = _lambda_answering(monkeypatch, {"payload": ref.model_dump(mode="json")})
+    assert credentials.invoke_refresh(FETCHER, "POCLOUD", "0123456789abcdef") == ref
+    assert requests == [{"refresh": {"daac": "POCLOUD", "stale": "0123456789abcdef"}}]
+    from granulemap.events import CredentialsInvocation, RefreshEvent
+
+    assert isinstance(CredentialsInvocation.model_validate(requests[0]).root, RefreshEvent)  # what the handler takes
+
+
+@pytest.mark.parametrize(("answer", "error", "says"), [
+    ({"payload": {"errorType": "CredentialsUnavailable", "errorMessage": "Earthdata Login refused the username"},
+      "error": True}, CredentialsUnavailable, "FetchCredentials: Earthdata Login refused the username"),
+    ({"payload": {"errorType": "SourceUnavailable", "errorMessage": "Earthdata Login answered 503"}, "error": True},
+     SourceUnavailable, "FetchCredentials: Earthdata Login answered 503"),
+    ({"payload": {"errorType": "TransientError", "errorMessage": "SSM throttled storing /p"}, "error": True},
+     credentials.TransientError, "FetchCredentials: SSM throttled storing /p"),
+    ({"payload": {"errorType": "Sandbox.Timedout", "errorMessage": "Task timed out after 120.00 seconds"},
+      "error": True}, SourceUnavailable, "Sandbox.Timedout: Task timed out after 120.00 seconds"),
+    (RuntimeError("TooManyRequestsException"), credentials.TransientError, "TooManyRequestsException"),
+    (RuntimeError("AccessDeniedException"), CredentialsUnavailable, "cannot invoke FetchCredentials"),
+])
+def test_fetch_credentials_failures_reach_the_processor_as_errors_it_keeps_or_retries_by(
+        monkeypatch: pytest.MonkeyPatch, answer: Any, error: type, says: str) -> None:
+    """FetchCredentials' own errors come back as themselves; the function's failure (a timeout) as an outage, and
+    Lambda's throttling as transient: load_credentials keeps credentials that still last whatever the error, and the
+    state machine retries the transient ones."""
+    _lambda_answering(monkeypatch, *([answer] * 3 if isinstance(answer, Exception) else [answer]))
+    with pytest.raises(error, match=re.escape(says)):
+        credentials.invoke_refresh(FETCHER, "POCLOUD", "0123456789abcdef")
+
+
+@pytest.mark.parametrize("refresh", [{"daac": "POCLOUD", "stale": "0123456789ABCDEF"},
+                                     {"daac": "../x", "stale": "0123456789abcdef"},
+                                     {"daac": "POCLOUD", "stale": "0123456789abcdef", "parameter": "/other"}])
+def test_fetch_credentials_refuses_a_refresh_request_of_another_form(refresh: dict[str, str]) -> None:
+    """The provider names the stored parameter: only a CMR provider id, a digest, and nothing else."""
+    from pydantic import ValidationError
+
+    from granulemap.events import CredentialsInvocation
+
+    with pytest.raises(ValidationError):
+        CredentialsInvocation.model_validate({"refresh": refresh})

@@ -8,7 +8,8 @@ before-send hook on boto3's default session, which every client the code makes i
 PO.DAAC's s3credentials answer through `responses` (test_credentials' helpers), each s3credentials answer a new set.
 
 1. process_item, item after item, as the clock moves past the refresh margin: the credentials are refreshed (once),
-   stored for the other Processors, and every item succeeds at its first attempt.
+   stored for the other Processors, and every item succeeds at its first attempt. (Here the refresh runs in this
+   process: these settings name no FetchCredentials function to invoke; the local execution of 3 invokes it.)
 2. A read refused as expired (CredentialsExpired) makes the retry re-read the parameter, for both ways of reading
    (GranuleAccess.read_bytes, and the ATL06 recipe's own reader), taking what another Processor stored or, when the
    parameter still holds the refused credentials, asking Earthdata Login for new ones.
@@ -515,6 +516,8 @@ def test_a_local_run_whose_credentials_expire_part_way_refreshes_them_and_loses_
     assert summary["items"] == {"total": len(granules), "succeeded": len(granules), "failed": 0, "skipped": 0}
     processors = [i for i in engine.invocations if i["function"] == "ProcessorFunction"]
     assert len(processors) == len(granules) and not any(i["errored"] for i in processors)  # no retry needed
+    # The refresh was FetchCredentials' (invoked by a Processor, which holds no Earthdata Login secret): its second call.
+    assert [i["function"] for i in engine.invocations].count("CredentialFetcherFunction") == 2
     assert daac.keys_used() == expected_keys and daac.refused() == []
     assert sorted(name for name, _, _ in daac.reads) == sorted(p.name for p in granules)  # each read once
     assert fetched == 2 and stored == second

@@ -306,3 +306,49 @@ def test_an_engine_after_an_interrupted_one_puts_moto_s_own_lambda_back() -> Non
         pass
     assert LambdaFunction._invoke_lambda is moto_invoke
     assert lambda_eval_utils.boto_client_for is moto_client_for
+
+
+def test_a_processor_in_a_worker_process_has_fetch_credentials_refresh_while_it_waits() -> None:
+    """A Processor whose stored credentials are about to expire invokes FetchCredentials (through the engine's
+    Lambda API) and waits for its answer. With one worker, held by that waiting Processor, the refresh still runs (in
+    the engine's pool for invocations that a handler makes: in the same pool it would wait for ever). Here
+    FetchCredentials cannot log in, since no Earthdata Login secret is stored: its error reaches the Processor, and
+    the state, by name and with its reason."""
+    import datetime as dt
+    import json
+
+    from granulemap.grouping import item_id_for
+    from granulemap.local.engine import ACCOUNT, LOCAL_STACK_NAME, REGION, LocalEngine
+    from granulemap.models import CredentialsRef, Granule, Item, ProcessorEvent, RunContext
+    from granulemap.recipes import get_recipe
+
+    from test_credentials import USERNAME_PARAMETER, daac_credentials
+
+    recipe = get_recipe("sst-global-mean")
+    params = recipe.parse_params({})
+    soon = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(minutes=5)  # within every refresh margin
+    ref = CredentialsRef(parameter=f"/granulemap/{LOCAL_STACK_NAME}/daac-credentials/POCLOUD", daac="POCLOUD",
+                         expires=soon)
+    url = "s3://podaac-ops-cumulus-protected/MUR25-JPL-L4-GLOB-v04.2/20181231090000-mur25.nc"
+    event = ProcessorEvent(
+        item=Item(id=item_id_for(url), granules=[Granule(url=url, time=dt.datetime(2018, 12, 31, 9, tzinfo=dt.UTC))]),
+        run=RunContext(run_id="refresh-run", recipe=recipe.name, params=params.model_dump(mode="json"),
+                       config_id=recipe.config_id(params), daac="POCLOUD", credentials=ref))
+    processor = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:ProcessorFunction"
+    definition = {"StartAt": "Process", "States": {"Process": {
+        "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke", "OutputPath": "$.Payload", "End": True,
+        "Parameters": {"FunctionName": processor, "Payload.$": "$"}}}}
+    with LocalEngine(workers=1) as engine:
+        engine.client("ssm").put_parameter(Name=ref.parameter, Type="SecureString", Value=json.dumps(
+            daac_credentials("soon", soon.isoformat(sep=" "))))
+        sfn = engine.client("stepfunctions")
+        role = engine.client("iam").get_role(RoleName="granulemap-local")["Role"]["Arn"]
+        machine = sfn.create_state_machine(name="one-processor", definition=json.dumps(definition),
+                                           roleArn=role)["stateMachineArn"]
+        execution = sfn.start_execution(stateMachineArn=machine, input=event.model_dump_json())["executionArn"]
+        desc = engine.wait(execution, timeout=120)
+    assert desc["status"] == "FAILED" and desc["error"] == "CredentialsUnavailable", desc
+    assert f"SSM parameter {USERNAME_PARAMETER} does not exist" in desc["cause"]
+    assert [(i["function"], i["errored"], i.get("errorType")) for i in engine.invocations] == [
+        ("CredentialFetcherFunction", True, "CredentialsUnavailable"),  # ended first: the Processor waited for it
+        ("ProcessorFunction", True, "CredentialsUnavailable")]

@@ -3,7 +3,8 @@ stdout/stderr or any log record.
 
 The secrets are unique strings made for each test: the Earthdata Login username and password (in SSM), the EDL
 bearer token EDL hands out, and two sets of temporary DAAC credentials (the first expires within the Processors'
-refresh margin, so a Processor refreshes them: the riskiest path, since it reads the EDL secrets again).
+refresh margin, so a Processor has them refreshed: the riskiest path, where FetchCredentials, invoked by the
+Processor, reads the EDL secrets again).
 
 1. The four real handlers (functions/*/app.py, with the environment template.yaml gives each) are called in this
    process in the order and with the payloads the state machine builds, against moto (S3, SSM) and `responses`
@@ -130,6 +131,31 @@ def buckets_and_secrets(secrets: Secrets) -> tuple[Any, Any]:
     return s3, ssm
 
 
+def lambda_runs_the_handlers(specs: dict[str, dict[str, Any]], payloads: list[Any],
+                             monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """In a mock_aws account: the functions exist in moto's Lambda, and an invocation made through its API (the
+    Processor's refresh request to FetchCredentials) runs the real handler, as the local engine does. Each event and
+    answer goes into ``payloads``; returns the names of the functions invoked, as they are."""
+    from moto.awslambda.models import LambdaFunction
+
+    role = boto3.client("iam").create_role(RoleName="secrets-test", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    lam = boto3.client("lambda", region_name=REGION)
+    for spec in specs.values():
+        lam.create_function(FunctionName=spec["function_name"], Runtime="python3.12", Role=role,
+                            Handler="app.handler", Code={"ZipFile": b"PK\x05\x06" + bytes(18)})
+    invoked: list[str] = []
+
+    def run_handler(fn: Any, event: Any = None) -> tuple[str, bool, str]:
+        invoked.append(fn.function_name)
+        event = json.loads(event) if isinstance(event, (str, bytes)) else event
+        answer = worker.invoke_nested(specs[fn.function_name], event)
+        payloads.extend([event, json.loads(answer[0])])
+        return answer
+
+    monkeypatch.setattr(LambdaFunction, "_invoke_lambda", run_handler)
+    return invoked
+
+
 def function_specs(bucket: str, stack: str) -> dict[str, dict[str, Any]]:
     """Each function as template.yaml describes it (code, handler, environment), in worker.invoke's form."""
     template = read_local_template(ROOT, bucket, REGION, ACCOUNT, stack)
@@ -156,6 +182,7 @@ def test_no_secret_in_payloads_results_output_or_logs_of_the_handlers(clean_proc
         s3, ssm = buckets_and_secrets(secrets)
         page = replay_services(rs, secrets)
         s3.put_object(Bucket=DAAC_BUCKET, Key=granule_key(page), Body=MUR25.read_bytes())
+        invoked = lambda_runs_the_handlers(specs, payloads, monkeypatch)
 
         # The payloads pipeline.asl.json builds: BuildCatalog's Parameters, FetchCredentials' ResultPath
         # ($.run.credentials), the Map's ItemSelector ({item, run}) and Aggregate's Parameters.
@@ -171,6 +198,9 @@ def test_no_secret_in_payloads_results_output_or_logs_of_the_handlers(clean_proc
     assert [r["status"] for r in results] == ["succeeded"] and summary["status"] == "SUCCEEDED"
     assert state["run"]["credentials"]["daac"] == "POCLOUD"
     assert stored == secrets.refreshed  # the Processor's refresh was stored for the other Processors
+    assert invoked == ["CredentialFetcherFunction"]  # by FetchCredentials, which the Processor invoked
+    # The Processor, which runs recipe code, is not even told where the Earthdata Login secrets are.
+    assert not {USERNAME_PARAMETER, PASSWORD_PARAMETER} & set(specs["ProcessorFunction"]["environment"].values())
     out, err = capfd.readouterr()
     # The captures see the handlers' log lines (so they would see a secret in one).
     assert '"message":"stored temporary S3 credentials"' in log_capture.printed.getvalue()
@@ -209,6 +239,8 @@ def test_no_secret_in_the_execution_history_or_logs_of_a_local_run(clean_process
     assert summary["items"] == {"total": 1, "succeeded": 1, "failed": 0, "skipped": 0}
     assert {i["function"] for i in engine.invocations} == {"CatalogBuilderFunction", "CredentialFetcherFunction",
                                                            "ProcessorFunction", "AggregatorFunction"}
+    # FetchCredentials twice: for the run, then to refresh at the Processor's request (which holds no EDL secret).
+    assert [i["function"] for i in engine.invocations].count("CredentialFetcherFunction") == 2
     # The history carries FetchCredentials' reference (so it is where a secret would show if one were returned).
     assert "/granulemap/granulemap-local/daac-credentials/POCLOUD" in json.dumps(history, default=str)
     out, err = capfd.readouterr()

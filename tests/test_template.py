@@ -595,15 +595,16 @@ def edl_parameters(*named: str) -> dict[str, str]:
 @pytest.mark.parametrize("named", [(), ("Username",), ("Password",), ("Token",), ("Username", "Password"),
                                    ("Username", "Password", "Token")])
 def test_each_edl_parameter_is_readable_exactly_when_named(cfn: dict[str, Any], named: tuple[str, ...]) -> None:
-    """Each EDL parameter name may be empty ("none"). The functions that log in may read exactly those named; with
-    none named there is no such statement at all (IAM refuses a statement without a resource)."""
+    """Each EDL parameter name may be empty ("none"). FetchCredentials, which logs in, may read exactly those named;
+    with none named there is no such statement at all (IAM refuses a statement without a resource). No other function
+    may read any of them, whatever is named: the Processor runs users' recipe code."""
     parameters = edl_parameters(*named)
     readable = [{"Fn::Sub": f"arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:"
                             f"parameter${{Edl{kind}Parameter}}"} for kind in EDL_KINDS if kind in named]
-    for lid in ("CredentialFetcherFunction", "ProcessorFunction"):
+    for lid in FUNCTIONS:
         edl = [r for r in grants(cfn, role_of_function(cfn, lid), "ssm:GetParameter", parameters)
                if "daac-credentials" not in r["Fn::Sub"]]
-        assert edl == readable, (lid, named)
+        assert edl == (readable if lid == "CredentialFetcherFunction" else []), (lid, named)
 
 
 def test_the_earthdata_login_read_statement_is_dropped_when_no_parameter_is_named(cfn: dict[str, Any]) -> None:
@@ -655,20 +656,31 @@ def test_functions_reach_only_their_bucket_and_their_own_parameters(cfn: dict[st
         f"Edl{kind}Parameter": cfn["Parameters"][f"Edl{kind}Parameter"]["Default"] for kind in EDL_KINDS}
     edl = [{"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:"
                        f"parameter${{Edl{kind}Parameter}}"} for kind in ("Username", "Password")]
-    needs_secrets = {"CredentialFetcherFunction", "ProcessorFunction"}
-    reads_stored = {"ProcessorFunction"}  # FetchCredentials stores them; Processors read them (and refresh them)
+    # FetchCredentials logs in and stores the credentials; Processors read them and ask FetchCredentials to refresh
+    # them, which first reads them too (has another Processor's request refreshed them already?).
+    needs_secrets = {"CredentialFetcherFunction"}
+    reads_stored = {"CredentialFetcherFunction", "ProcessorFunction"}
     needs_bucket = {"CatalogBuilderFunction", "ProcessorFunction", "AggregatorFunction"}
     zarr_chunks = {"Fn::Sub": f"${{DataBucket.Arn}}/{layout.OUTPUTS_PREFIX}*.zarr/*"}
     store_locks = {"Fn::Sub": f"${{DataBucket.Arn}}/{layout.OUTPUTS_PREFIX}*.zarr.lock"}
     for lid in FUNCTIONS:
         role = role_of_function(cfn, lid)
         env = cfn["Resources"][lid]["Properties"]["Environment"]["Variables"]
-        if lid in needs_secrets:
+        if lid in reads_stored:
             assert env["CREDENTIALS_PARAMETER_PREFIX"] == prefix_env
-            assert grants(cfn, role, "ssm:GetParameter") == ([*edl, stored] if lid in reads_stored else edl)
-            assert grants(cfn, role, "ssm:PutParameter") == [stored]
+            assert grants(cfn, role, "ssm:GetParameter") == ([*edl, stored] if lid in needs_secrets else [stored])
         else:
-            assert not grants(cfn, role, "ssm:GetParameter") and not grants(cfn, role, "ssm:PutParameter")
+            assert not grants(cfn, role, "ssm:GetParameter")
+        assert grants(cfn, role, "ssm:PutParameter") == ([stored] if lid in needs_secrets else [])
+        assert {k for k in env if k.startswith("EDL_")} == (
+            {"EDL_USERNAME_PARAMETER", "EDL_PASSWORD_PARAMETER", "EDL_TOKEN_PARAMETER"} if lid in needs_secrets else set())
+        # Only the Processor invokes a function itself: the FetchCredentials version it is given, to refresh.
+        invokable = grants(cfn, role, "lambda:InvokeFunction")
+        if lid == "ProcessorFunction":
+            assert env["CREDENTIALS_FUNCTION"] == {"Ref": published_version(cfn, "CredentialFetcherFunction")}
+            assert invokable == [{"Fn::Sub": "${CredentialFetcherFunction.Arn}:*"}]
+        else:
+            assert invokable == [] and "CREDENTIALS_FUNCTION" not in env
         s3_resources = [r for s in role_statements(cfn, role) for r in as_list(s["Resource"])
                         if any(a.startswith("s3:") for a in as_list(s["Action"]))]
         results = {"Fn::Sub": f"${{DataBucket.Arn}}/{layout.RESULTS_PREFIX}*"}

@@ -1,4 +1,5 @@
-"""FetchCredentials: temporary DAAC S3 credentials, stored encrypted; returns only their reference and expiry."""
+"""FetchCredentials: temporary DAAC S3 credentials, stored encrypted; returns only their reference and expiry.
+Called by the state machine for a run, and by Processors to refresh the stored credentials (which they may not)."""
 
 import datetime as dt
 
@@ -6,19 +7,22 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from granulemap.credentials import edl_token_time_left, fetch_credentials
-from granulemap.events import CredentialsEvent
+from granulemap.credentials import edl_token_time_left, fetch_credentials, refresh_stored_credentials
+from granulemap.events import CredentialsInvocation, RefreshEvent
 from granulemap.observability import SERVICE, logger, metrics, tracer
 from granulemap.settings import load_settings
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
-@event_parser(model=CredentialsEvent)
-def handler(event: CredentialsEvent, context: LambdaContext) -> dict | None:
-    logger.append_keys(run=event.run.run_id)  # every line of this invocation names its run
+@event_parser(model=CredentialsInvocation)
+def handler(event: CredentialsInvocation, context: LambdaContext) -> dict | None:
     settings = load_settings()
-    ref = fetch_credentials(event.run.daac, settings)
+    if isinstance(event.root, RefreshEvent):
+        asked = event.root.refresh
+        return refresh_stored_credentials(asked.daac, asked.stale, settings).model_dump(mode="json")
+    logger.append_keys(run=event.root.run.run_id)  # every line of this invocation names its run
+    ref = fetch_credentials(event.root.run.daac, settings)
     if ref is None:
         return None
     left = edl_token_time_left(settings)  # template.yaml's EarthdataTokenExpiresSoonAlarm watches it

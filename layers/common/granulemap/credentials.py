@@ -3,8 +3,11 @@
 FetchCredentials reads the user's Earthdata Login secrets (a token, or a username and password) from SSM
 SecureString parameters named by template parameters, logs in with earthaccess, asks the DAAC's s3credentials
 endpoint for temporary S3 credentials, stores them as an SSM SecureString and returns only the parameter's name,
-the provider and the expiry time. Processors read the parameter, cache it, and refresh it (with the same code)
-before it expires: DAAC credentials last about an hour. No secret is ever returned, logged or put in a message.
+the provider and the expiry time. Processors read the parameter and cache it; before it expires (DAAC credentials
+last about an hour) a Processor asks FetchCredentials to refresh it (``refresh_stored_credentials``, invoked as a
+Lambda function: ``invoke_refresh``). Processors run the recipes' code, users' own among them: they never hold the
+Earthdata Login secrets, nor may they read them or write the stored credentials (template.yaml's ProcessorRole). No
+secret is ever returned, logged or put in a message.
 """
 
 from __future__ import annotations
@@ -12,16 +15,17 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from granulemap.errors import CredentialsUnavailable, SourceUnavailable, TransientError, shortened
 from granulemap.models import CredentialsRef, iso_time
@@ -49,6 +53,10 @@ service fails no item until the credentials near their end)."""
 
 S3CREDENTIALS_TIMEOUT_SECONDS = 15.0
 """Longest wait for the DAAC's s3credentials endpoint."""
+
+REFRESH_INVOKE_TIMEOUT_SECONDS = 150.0
+"""Longest wait for FetchCredentials to answer a Processor's refresh: its Timeout in template.yaml (120 s) and a cold
+start's initialization."""
 
 _CREDENTIAL_KEYS = ("accessKeyId", "secretAccessKey", "sessionToken", "expiration")
 _EDL_ENV = ("EARTHDATA_TOKEN", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD")
@@ -321,40 +329,116 @@ def fetch_credentials(provider: str | None, settings: Settings) -> CredentialsRe
     return ref
 
 
-def _read_stored(ref: CredentialsRef) -> dict[str, str]:
+def _read_stored(parameter: str) -> dict[str, str]:
     try:
-        value = _ssm().get_parameter(Name=ref.parameter, WithDecryption=True)["Parameter"]["Value"]
+        value = _ssm().get_parameter(Name=parameter, WithDecryption=True)["Parameter"]["Value"]
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code")
         if code in _THROTTLED:
-            raise TransientError(f"SSM throttled reading {ref.parameter}") from None
+            raise TransientError(f"SSM throttled reading {parameter}") from None
         if code == "ParameterNotFound":
             raise CredentialsUnavailable(
-                f"the temporary credentials parameter {ref.parameter} does not exist: FetchCredentials stores it"
+                f"the temporary credentials parameter {parameter} does not exist: FetchCredentials stores it"
             ) from None
         raise
     return json.loads(value)
 
 
-def load_credentials(ref: CredentialsRef, settings: Settings, now: dt.datetime | None = None) -> dict[str, str]:
-    """The credentials behind ``ref``: cached in the process; re-read, or refreshed and re-stored, near expiry.
+def key_digest(creds: dict[str, str]) -> str:
+    """Names a set of credentials without giving any part of them: the first 16 hex digits of the SHA-256 of the
+    access key id. What a Processor tells FetchCredentials of the credentials it found stale."""
+    return hashlib.sha256(creds.get("accessKeyId", "").encode()).hexdigest()[:16]
+
+
+def refresh_stored_credentials(provider: str, stale: str, settings: Settings,
+                               now: dt.datetime | None = None) -> CredentialsRef:
+    """FetchCredentials asked by a Processor to refresh the stored credentials it found near expiry or refused by S3
+    (``stale``: their ``key_digest``). It asks Earthdata Login only when the parameter still holds those, holds
+    credentials expiring within REFRESH_MARGIN, or holds none: when another Processor's request has already replaced
+    them, the stored ones are the answer (refreshes asked for together log in once, not once each)."""
+    name = parameter_name(provider, settings)
+    try:
+        stored = _read_stored(name)
+    except CredentialsUnavailable:  # not stored (yet, or any more): fetch them
+        stored = None
+    if stored is not None and key_digest(stored) != stale:
+        expires = parse_expiration(stored["expiration"])
+        if expires - (now or utc_now()) > REFRESH_MARGIN:
+            logger.info("the stored credentials were refreshed since the Processor read them: kept",
+                        extra={"parameter": name, "expires": expires.isoformat()})
+            return CredentialsRef(parameter=name, daac=provider, expires=expires)
+    ref = fetch_credentials(provider, settings)
+    assert ref is not None  # a provider was given
+    return ref
+
+
+Refresh = Callable[[str, str], CredentialsRef]
+"""How a Processor gets the stored credentials refreshed: (provider, stale key digest) → where they now are."""
+
+_FETCHER_ERRORS: dict[str, type[Exception]] = {
+    kind.__name__: kind for kind in (CredentialsUnavailable, SourceUnavailable, TransientError)}
+"""FetchCredentials' errors a refresh passes on as themselves (an outage stays an outage, a refusal a refusal)."""
+
+
+def invoke_refresh(function: str, provider: str, stale: str) -> CredentialsRef:
+    """Ask the FetchCredentials function (its ARN, or name) to refresh the stored credentials of ``provider``
+    (``refresh_stored_credentials``) and wait for its answer. Its errors come back as the same errors; a failure of
+    the Lambda service or of the function itself (a timeout, say) as SourceUnavailable, which is retried."""
+    client = boto3.client("lambda", config=Config(read_timeout=REFRESH_INVOKE_TIMEOUT_SECONDS,
+                                                  retries={"mode": "standard", "max_attempts": 3}))
+    request = {"refresh": {"daac": provider, "stale": stale}}
+    try:
+        answer = client.invoke(FunctionName=function, Payload=json.dumps(request).encode())
+        body = json.loads(answer["Payload"].read() or b"null")
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("TooManyRequestsException", "ServiceException") or code.endswith("LimitExceededException"):
+            raise TransientError(f"Lambda could not run FetchCredentials ({function}) now: {code}") from None
+        raise CredentialsUnavailable(f"cannot invoke FetchCredentials ({function}) to refresh the {provider} "
+                                     f"credentials: {code or type(exc).__name__}") from None
+    except BotoCoreError as exc:  # no answer from the Lambda service in time
+        raise SourceUnavailable(f"FetchCredentials ({function}) did not answer: {type(exc).__name__}") from None
+    if answer.get("FunctionError"):
+        kind = body.get("errorType", "") if isinstance(body, dict) else ""
+        message = shortened(str(body.get("errorMessage", "") if isinstance(body, dict) else body))
+        error = _FETCHER_ERRORS.get(kind)
+        if error is not None:
+            raise error(f"FetchCredentials: {message}")
+        raise SourceUnavailable(f"FetchCredentials failed refreshing the {provider} credentials: {kind or 'error'}: "
+                                f"{message}")
+    return CredentialsRef.model_validate(body)
+
+
+def refresher(settings: Settings) -> Refresh:
+    """A Processor's way to refresh: invoke the FetchCredentials function the settings name (CREDENTIALS_FUNCTION,
+    as template.yaml gives it to the Processor); without one (a script, a test), in this process with the settings'
+    own Earthdata Login parameters."""
+    function = settings.credentials_function
+    if function:
+        return lambda provider, stale: invoke_refresh(function, provider, stale)
+    return lambda provider, stale: refresh_stored_credentials(provider, stale, settings)
+
+
+def load_credentials(ref: CredentialsRef, settings: Settings, now: dt.datetime | None = None,
+                     refresh: Refresh | None = None) -> dict[str, str]:
+    """The credentials behind ``ref``: cached in the process; re-read, or refreshed, near expiry.
 
     A Processor whose cached credentials are near expiry (within its own ``refresh_margin``), or that has none cached
-    (a new one, or after ``forget_cached``), first re-reads the parameter. It asks Earthdata Login only when the
-    stored credentials are the very ones it holds (no other Processor has refreshed them yet), expire within
-    REFRESH_MARGIN, or are the ones S3 refused as expired in this process. Credentials it takes or gets that already
-    lie within its margin (a new Processor late in their life; a DAAC whose credentials last less than the margin)
-    are kept until REFRESH_MARGIN instead: they would otherwise be refreshed again at every read. When Earthdata Login
-    or the s3credentials endpoint cannot refresh them (an outage, throttling), credentials that still last beyond
-    REFRESH_MARGIN are kept (whatever the error: an outage, throttling, a refusal, an answer without credentials), and
-    asked for again after REFRESH_RETRY.
+    (a new one, or after ``forget_cached``), first re-reads the parameter. It asks for a refresh (``refresh``, by
+    default ``refresher(settings)``: FetchCredentials) only when the stored credentials are the very ones it holds (no
+    other Processor has refreshed them yet), expire within REFRESH_MARGIN, or are the ones S3 refused as expired in
+    this process; then it reads the parameter again. Credentials it takes or gets that already lie within its margin
+    (a new Processor late in their life; a DAAC whose credentials last less than the margin) are kept until
+    REFRESH_MARGIN instead: they would otherwise be refreshed again at every read. When the refresh fails (an outage
+    of Earthdata Login or of the s3credentials endpoint, throttling, a refusal, an answer without credentials),
+    credentials that still last beyond REFRESH_MARGIN are kept, and asked for again after REFRESH_RETRY.
     """
     given, now = now, now or utc_now()
     with _lock:
         cached = _cache.get(ref.parameter)
         if cached and cached[1] - now > cached[2]:
             return cached[0]
-        creds = _read_stored(ref)
+        creds = _read_stored(ref.parameter)
         expires = parse_expiration(creds["expiration"])
         refused = creds.get("accessKeyId") == _rejected.get(ref.parameter)
         held = cached is not None and creds.get("accessKeyId") == cached[0].get("accessKeyId")
@@ -362,7 +446,8 @@ def load_credentials(ref: CredentialsRef, settings: Settings, now: dt.datetime |
             logger.info("temporary S3 credentials near expiry: refreshing",
                         extra={"parameter": ref.parameter, "refused_by_s3": refused})
             try:
-                fresh = request_daac_credentials(ref.daac, settings)
+                fresh = (refresh or refresher(settings))(ref.daac, key_digest(creds))
+                creds = _read_stored(fresh.parameter)
             except Exception as exc:  # an outage, throttling, a refusal, an answer without credentials
                 now = given or utc_now()  # the refresh may have taken a while: judge what is left now
                 if refused or expires - now <= REFRESH_MARGIN:
@@ -372,14 +457,8 @@ def load_credentials(ref: CredentialsRef, settings: Settings, now: dt.datetime |
                                                                   "cause": shortened(str(exc))})
                 _cache[ref.parameter] = (creds, expires, max(REFRESH_MARGIN, expires - now - REFRESH_RETRY))
                 return creds
-            creds = fresh
             _rejected.pop(ref.parameter, None)
             expires = parse_expiration(creds["expiration"])
-            try:
-                store_credentials(ref.daac, creds, settings)
-            except TransientError:
-                # Throttled: this Processor still has fresh credentials; another will store its own.
-                logger.warning("could not store refreshed credentials (throttled)", extra={"parameter": ref.parameter})
         _cache[ref.parameter] = (creds, expires, refresh_margin if expires - now > refresh_margin else REFRESH_MARGIN)
         return creds
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from granulemap.models import FailureEvent, ProcessorEvent, RunContext
 
@@ -24,8 +24,28 @@ class CatalogEvent(BaseModel):
 
 
 class CredentialsEvent(BaseModel):
+    """From the state machine: credentials for the run's DAAC."""
+
     model_config = ConfigDict(extra="ignore")
     run: RunContext
+
+
+class CredentialsRefresh(BaseModel):
+    """From a Processor (credentials.invoke_refresh): refresh the stored credentials of ``daac`` unless they are no
+    longer the ones whose key digest is ``stale``."""
+
+    model_config = ConfigDict(extra="forbid")
+    daac: str = Field(pattern=r"^[A-Z][A-Z0-9_]{0,63}$")  # a CMR provider id: part of the stored parameter's name
+    stale: str = Field(pattern=r"^[0-9a-f]{16}$")
+
+
+class RefreshEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    refresh: CredentialsRefresh
+
+
+class CredentialsInvocation(RootModel[RefreshEvent | CredentialsEvent]):
+    """FetchCredentials' two callers: the state machine (a run's credentials) and a Processor (a refresh)."""
 
 
 class ProcessorInvocation(RootModel[FailureEvent | ProcessorEvent]):

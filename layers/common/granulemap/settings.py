@@ -20,6 +20,8 @@ class Settings(BaseModel):
     edl_password_parameter: str | None = None
     edl_token_parameter: str | None = None
     credentials_parameter_prefix: str = "/granulemap/daac-credentials"
+    credentials_function: str | None = None
+    """The Processor's: the FetchCredentials function it invokes to refresh the stored credentials."""
     aws_region: str | None = None
 
 
@@ -32,6 +34,7 @@ _ENV = {
     "edl_password_parameter": "EDL_PASSWORD_PARAMETER",
     "edl_token_parameter": "EDL_TOKEN_PARAMETER",
     "credentials_parameter_prefix": "CREDENTIALS_PARAMETER_PREFIX",
+    "credentials_function": "CREDENTIALS_FUNCTION",
     "aws_region": "AWS_REGION",
 }
 

@@ -9,6 +9,9 @@
   started moto (granulemap/local/warmfork.py, granulemap/local/preload.py). The engine's
   Lambda tasks reach the same dispatcher directly (its ``boto_client_for("lambda")`` is replaced), skipping an HTTP
   round trip through the moto server and a new boto3 client per task; errors still come back as Lambda error payloads.
+  What reaches moto's Lambda API instead is an invocation a handler makes and waits for (a Processor asking
+  FetchCredentials to refresh the credentials): it runs in a pool of its own (one worker), as in the pool it could
+  wait for ever for a worker held by the handler waiting for it. Such an invocation may not itself invoke another.
 - The handlers' boto3 requests to the emulated AWS reach the moto server's application over a local socket
   (granulemap/local/channel.py) instead of its HTTP port, and a few pure moto functions are memoized
   (granulemap/local/speedups.py): the same answers for less of this process's CPU per item.
@@ -161,6 +164,9 @@ class LocalEngine:
         self._server: Any = None
         self._channel: Any = None
         self._pool: Executor | None = None
+        self._nested_pool: Executor | None = None
+        """Runs the invocations a handler makes and waits for (a Processor asking FetchCredentials to refresh the
+        credentials): in the pool they could wait for a worker that every waiting handler holds."""
         self._environ_before: dict[str, str] | None = None
         self._original_invoke: Any = None
         self._sfn_config: dict[str, Any] | None = None
@@ -329,6 +335,9 @@ class LocalEngine:
                 for process in list((getattr(self._pool, "_processes", None) or {}).values()):
                     process.terminate()
             self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._nested_pool is not None:
+            self._nested_pool.shutdown(wait=True, cancel_futures=True)
+            self._nested_pool = None
         if self._fork_server is not None:
             self._fork_server.stop()
             self._fork_server = None
@@ -416,17 +425,26 @@ class LocalEngine:
         }
 
     def _start_pool(self) -> None:
+        self._pool = self._new_pool(self.workers)
+
+    def _new_pool(self, workers: int) -> Executor:
         if self.in_process:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="granulemap-handler",
-                                            initializer=worker.init_worker, initargs=(self.worker_env(), None))
-            return
+            return ThreadPoolExecutor(max_workers=1, thread_name_prefix="granulemap-handler",
+                                      initializer=worker.init_worker, initargs=(self.worker_env(), None))
         context = self._fork_server.context() if self._fork_server else multiprocessing.get_context("spawn")
-        self._pool = ProcessPoolExecutor(
-            max_workers=self.workers,
+        return ProcessPoolExecutor(
+            max_workers=workers,
             mp_context=context,
             initializer=worker.init_worker,
             initargs=(self.worker_env(), str(self.log_path) if self.log_path else None, True),
         )
+
+    def _nested_executor(self) -> Executor:
+        """The pool of ``_nested_pool`` (one worker, started at the first such invocation)."""
+        with self._pool_lock:
+            if self._nested_pool is None:
+                self._nested_pool = self._new_pool(1)
+            return self._nested_pool
 
     def client(self, service: str) -> Any:
         """A boto3 client of the emulated account, answered in this process (no HTTP: ``_route_own_calls``)."""
@@ -460,8 +478,9 @@ class LocalEngine:
         specs.update({spec["arn"]: spec for spec in list(specs.values())})
         engine = self
 
-        def dispatch(function: str, event: Any) -> tuple[str, bool, str]:
-            """Run one invocation in the worker pool: (payload JSON, errored, logs)."""
+        def dispatch(function: str, event: Any, nested: bool = False) -> tuple[str, bool, str]:
+            """Run one invocation in the worker pool: (payload JSON, errored, logs). ``nested``: one that a handler
+            makes (through the moto server's Lambda API) and waits for: it runs in ``_nested_pool``."""
             spec = specs.get(function)
             if spec is None:
                 return json.dumps({"errorType": "ResourceNotFound",
@@ -476,11 +495,14 @@ class LocalEngine:
                 engine._dispatched += 1
             try:
                 assert engine._pool is not None
-                try:
-                    future = engine._pool.submit(worker.invoke, spec, event)
-                except (OSError, EOFError):  # the fork server could not fork a worker: it died
-                    engine._spawn_from_now_on()
-                    future = engine._pool.submit(worker.invoke, spec, event)
+                if nested:
+                    future = engine._nested_executor().submit(worker.invoke_nested, spec, event)
+                else:
+                    try:
+                        future = engine._pool.submit(worker.invoke, spec, event)
+                    except (OSError, EOFError):  # the fork server could not fork a worker: it died
+                        engine._spawn_from_now_on()
+                        future = engine._pool.submit(worker.invoke, spec, event)
                 result = future.result()
             except BrokenProcessPool:
                 if not engine._closing:
@@ -498,7 +520,9 @@ class LocalEngine:
             return result
 
         def _invoke_lambda(fn: Any, event: Any = None) -> tuple[str, bool, str]:
-            return dispatch(fn.function_name, event)
+            # The state machine's Lambda tasks take DirectLambdaClient: what reaches moto's Lambda API comes from a
+            # handler (or a script), which waits for it.
+            return dispatch(fn.function_name, event, nested=True)
 
         class DirectLambdaClient:
             """What moto's engine asks of a boto3 Lambda client for a Lambda task, without the HTTP round trip

@@ -144,6 +144,22 @@ def _load_handler(code_dir: str, handler: str) -> Any:
     return getattr(module, func_name)
 
 
+def invoke_nested(spec: dict[str, Any], event: Any) -> tuple[str, bool, str]:
+    """``invoke`` for an invocation that another handler waits for (the engine's ``_nested_pool``). On a thread of
+    the waiting handler's own process (an ``in_process`` engine) that handler's environment is put back after."""
+    global _function_env_keys
+    environ, keys = dict(os.environ), set(_function_env_keys)
+    try:
+        return invoke(spec, event)
+    finally:
+        for key in os.environ.keys() - environ.keys():
+            os.environ.pop(key, None)
+        for key, value in environ.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+        _function_env_keys = keys
+
+
 def invoke(spec: dict[str, Any], event: Any) -> tuple[str, bool, str]:
     """One invocation: (payload JSON, errored, logs), the triple moto's Lambda returns."""
     _set_function_env(
