@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from pathlib import Path
 
+import h5py
 import netCDF4
 import numpy as np
 import pytest
@@ -483,3 +485,41 @@ def test_a_granule_whose_time_has_no_units_is_dated_by_its_name_and_one_with_nei
     with pytest.raises(VariableMissing, match="granule.nc: no readable time variable and no YYYYMMDDHHMMSS- date "
                                               "stamp in its name"):
         global_mean_sst(anonymous.name, method="ocean", path=str(anonymous))
+
+
+def test_a_field_or_mask_whose_shape_is_not_lat_by_lon_is_unreadable_naming_both_shapes(tmp_path: Path) -> None:
+    """A granule whose analysed_sst is stored (lon, lat), or whose mask is on another grid, would be weighted by the
+    wrong latitudes (or misaligned with its mask): refused, naming the shapes."""
+    swapped = tmp_path / "20200101000000-SWAPPED.nc"
+    with netCDF4.Dataset(swapped, "w") as ds:
+        for name, size in (("time", 1), ("lat", 4), ("lon", 3)):
+            ds.createDimension(name, size)
+        t = ds.createVariable("time", "f8", ("time",))
+        t.units = "seconds since 1981-01-01 00:00:00 UTC"
+        t[:] = [(_stamp(swapped) - GHRSST_EPOCH).total_seconds()]
+        ds.createVariable("lat", "f4", ("lat",))[:] = [-15.0, -5.0, 5.0, 15.0]
+        ds.createVariable("lon", "f4", ("lon",))[:] = [-90.0, 0.0, 90.0]
+        v = ds.createVariable("analysed_sst", "f4", ("time", "lon", "lat"))  # lon before lat
+        v.units = "kelvin"
+        v[0] = np.full((3, 4), 288.15)
+        m = ds.createVariable("mask", "i1", ("time", "lon", "lat"))
+        m.flag_masks = np.array([1, 2, 4, 8, 16], dtype="i1")
+        m.flag_meanings = "water land optional_lake_surface sea_ice optional_river_surface"
+        m[0] = np.ones((3, 4), dtype="i1")
+    with pytest.raises(GranuleUnreadable, match=re.escape("analysed_sst has shape (3, 4), expected (4, 3)")):
+        global_mean_sst(swapped.name, method="ocean", path=str(swapped))
+
+    other_mask = _write_l4(tmp_path / "20200102000000-MASKGRID.nc", [-10.0, 0.0, 10.0], np.full((3, 4), 15.0),
+                           np.ones((3, 4)))
+    with netCDF4.Dataset(other_mask, "a") as ds:
+        ds.createDimension("lat2", 2)
+        m = ds.createVariable("mask2", "i1", ("time", "lat2", "lon"))
+        m[0] = np.ones((2, 4), dtype="i1")
+    with h5py.File(other_mask, "a") as f:  # the mask on a grid of 2 latitudes, under the name the recipe reads
+        attrs = dict(f["mask"].attrs)
+        del f["mask"]
+        f["mask"] = f["mask2"][()]
+        for key in ("flag_masks", "flag_meanings"):
+            f["mask"].attrs[key] = attrs[key]
+    with pytest.raises(GranuleUnreadable, match=re.escape("mask has shape (2, 4), analysed_sst (3, 4)")):
+        global_mean_sst(other_mask.name, method="ocean", path=str(other_mask))
