@@ -98,3 +98,73 @@ def test_an_s3_source_is_listed_as_a_folder_like_a_local_one(monkeypatch) -> Non
             got = list_source(source, recipe, __import__("datetime").date(2019, 1, 1),
                               __import__("datetime").date(2019, 1, 31))
             assert [g.url for g in got] == [f"s3://bkt/sources/mur25/{name}"], source
+
+
+def test_an_s3_source_that_gives_nothing_says_what_its_folder_holds_through_to_the_summary(monkeypatch) -> None:
+    """Granules put in a dated subfolder of an s3:// source are not found (a folder's subfolders are not searched):
+    BuildCatalog says what the folder holds, as for a local folder, and Aggregate's summary passes it on."""
+    import datetime as dt
+
+    import boto3
+    from moto import mock_aws
+
+    from granulemap.aggregation import aggregate
+    from granulemap.catalog import build_catalog
+    from granulemap.models import AggregatorEvent
+    from granulemap.settings import Settings
+    from granulemap.storage import Bucket
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    day = "20190101090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="bkt", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        for key in (f"sources/mur25/2019/{day}", f"sources/mur25/2018/{day.replace('2019', '2018', 1)}",
+                    "sources/mur25/README.txt", f"sources/mur25/{day.replace('2019', '2017', 1)}"):
+            s3.put_object(Bucket="bkt", Key=key, Body=b"")
+        bucket = Bucket("bkt")
+        doc = {"recipe": "sst-global-mean", "start": "2019-01-01", "end": "2019-01-31",
+               "source": "s3://bkt/sources/mur25"}
+        out = build_catalog(doc, "run-s3-empty", Settings(bucket="bkt"), bucket, now=dt.datetime(2026, 1, 1))
+        why = ("s3://bkt/sources/mur25/ holds 2 files: 1 match recipe sst-global-mean's file-name pattern '*.nc', "
+               "dated 2017-01-01 to 2017-01-01 by their names, none from 2019-01-01 to 2019-01-31; subfolders are not "
+               "searched (2 here: 2018, 2019)")
+        assert out.catalog.count == 0 and out.catalog.none_found == why
+        summary = aggregate(AggregatorEvent.model_validate(
+            {"run": out.run.model_dump(mode="json"), "catalog": out.catalog.model_dump(mode="json"),
+             "map": out.map.model_dump(mode="json")}), bucket)
+    assert summary.status == "SUCCEEDED"
+    assert summary.message == f"no granules matched the recipe, dates and source: nothing to do: {why}"
+
+
+def test_a_source_that_gives_items_carries_no_note_of_its_folder(tmp_path, monkeypatch) -> None:
+    import datetime as dt
+
+    import boto3
+    from moto import mock_aws
+
+    from granulemap.catalog import build_catalog
+    from granulemap.settings import Settings
+    from granulemap.storage import Bucket
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    (tmp_path / "2018").mkdir()
+    (tmp_path / "20190101090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc").write_bytes(b"")
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket="bkt", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        doc = {"recipe": "sst-global-mean", "start": "2019-01-01", "end": "2019-01-31", "source": str(tmp_path)}
+        out = build_catalog(doc, "run-found", Settings(bucket="bkt"), Bucket("bkt"), now=dt.datetime(2026, 1, 1))
+    assert out.catalog.count == 1 and out.catalog.none_found is None
+
+
+def test_a_subfolder_named_like_a_granule_is_not_a_granule(tmp_path) -> None:
+    import datetime as dt
+
+    from granulemap.catalog import list_source
+    from granulemap.recipes import get_recipe
+
+    name = "20190101090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"
+    (tmp_path / name).mkdir()  # a folder (an unpacked download, say), not a file
+    (tmp_path / name.replace("0101", "0102", 1)).write_bytes(b"")
+    got = list_source(str(tmp_path), get_recipe("sst-global-mean"), dt.date(2019, 1, 1), dt.date(2019, 1, 31))
+    assert [g.url for g in got] == [str(tmp_path / name.replace("0101", "0102", 1))]

@@ -32,6 +32,8 @@ BUCKET = "gm-test-data"
 MANIFEST_KEY = "runs/stand-in/manifest.json"
 MAX_RANGE_DAYS = 31
 
+EMPTY_FOLDER = "s3://gm-test-data/sources/mur25/ holds no files; subfolders are not searched (1 here: 2018)"
+
 STAND_IN = {
     "StartAt": "BuildCatalog",
     "States": {
@@ -40,7 +42,9 @@ STAND_IN = {
                                       "Next": "CatalogFailed"},
                                      {"Variable": "$.collection", "StringEquals": "SLOW", "Next": "Slow"},
                                      {"Variable": "$.collection", "StringEquals": "ALL-DONE", "Next": "AllDone"},
-                                     {"Variable": "$.collection", "StringEquals": "EMPTY", "Next": "Empty"}]},
+                                     {"Variable": "$.collection", "StringEquals": "EMPTY", "Next": "Empty"},
+                                     {"Variable": "$.collection", "StringEquals": "EMPTY-FOLDER",
+                                      "Next": "EmptyFolder"}]},
         "Slow": {"Type": "Wait", "Seconds": 10, "Next": "CatalogWritten"},
         # BuildCatalog's catalog: 5 items, 2 found done, the manifest's 3 for the Map
         "CatalogWritten": {"Type": "Pass", "Result": {"bucket": BUCKET, "key": MANIFEST_KEY, "count": 5,
@@ -50,6 +54,10 @@ STAND_IN = {
                     "ResultPath": "$.catalog", "Next": "Aggregate"},
         "Empty": {"Type": "Pass", "Result": {"bucket": BUCKET, "key": MANIFEST_KEY, "count": 0, "map_count": 0},
                   "ResultPath": "$.catalog", "Next": "Aggregate"},
+        # a run of a source folder that gave nothing: BuildCatalog says what the folder holds
+        "EmptyFolder": {"Type": "Pass", "Result": {"bucket": BUCKET, "key": MANIFEST_KEY, "count": 0, "map_count": 0,
+                                                   "none_found": EMPTY_FOLDER},
+                        "ResultPath": "$.catalog", "Next": "Aggregate"},
         "CatalogFailed": {"Type": "Fail", "Error": "CatalogFailed", "Cause": "CMR refused the search"},
         "ProcessItems": {
             "Type": "Map",
@@ -279,6 +287,11 @@ def test_status_of_a_run_that_found_no_granules_says_so(stack, capsys) -> None:
     wait(arn)
     assert main(["status", arn]) == 0
     assert capsys.readouterr().out.splitlines()[3:] == ["state: Aggregate", "items: none (no granules found)"]
+    arn = start(capsys, "--start", "2018-12-01", "--end", "2018-12-31", "--collection", "EMPTY-FOLDER")
+    wait(arn)
+    assert main(["status", arn]) == 0
+    assert capsys.readouterr().out.splitlines()[3:] == ["state: Aggregate",
+                                                        f"items: none (no granules found: {EMPTY_FOLDER})"]
 
 
 def test_status_names_the_month_a_scheduled_run_resolved_to(stack, capsys, monkeypatch) -> None:

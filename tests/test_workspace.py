@@ -177,11 +177,12 @@ def test_a_workspace_takes_dates_and_paths_refuses_a_non_dict_and_opens_once(tmp
         assert month["message"].startswith("CatalogFailed: NoGranulesFound: ")  # the state's error, then the cause's
         assert "granulemap run --period 2018-12" in month["message"] and "start-execution" not in month["message"]
 
-        # An empty prefix of the emulated bucket: nothing to do, and no folder of this machine to describe
+        # An empty prefix of the emulated bucket (kept in the state folder): nothing to do, and it holds nothing
         bucket = workspace.run({"recipe": "sst-global-mean", "start": "2018-12-31", "end": "2018-12-31",
                                 "source": f"s3://{workspace.engine.bucket}/nothing-here/"}, out=tmp_path / "bucket")
         assert bucket["status"] == "SUCCEEDED" and bucket["granules"]["total"] == 0
-        assert bucket["message"] == "no granules matched the recipe, dates and source: nothing to do"
+        assert bucket["message"] == ("no granules matched the recipe, dates and source: nothing to do: "
+                                     f"{workspace.engine.state_dir}/nothing-here/ holds no files")
     with pytest.raises(RuntimeError, match="opens once"):
         workspace.__enter__()
     with Workspace(tmp_path / "workspace", workers=1):  # a new one on the folder: fine

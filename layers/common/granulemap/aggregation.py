@@ -162,6 +162,8 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
     outputs.append(provenance_key)
     counts, unit = counted(found.items, granules)
     status, message = verdict(counts, unit, event.map.tolerated_failure_percentage, found.failures)
+    if not counts.total and event.catalog.none_found:
+        message = f"{message}: {event.catalog.none_found}"
     stopped = map_stopped(event.map.error)
     if stopped:
         message = f"{stopped} {message}"

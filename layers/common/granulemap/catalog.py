@@ -136,36 +136,40 @@ def _in_range(when: dt.datetime | None, start: dt.date, end: dt.date) -> bool:
     return when is not None and start <= utc_day(when) <= end
 
 
-def list_source(source: str, recipe: Recipe, start: dt.date, end: dt.date) -> list[Granule]:
-    """Granules in a local directory, file:// URL or s3:// prefix ("folder": its "subfolders" are not searched,
-    as a local directory's are not) whose file-name time is within the range."""
-    names: list[str]
+def _source_folder(source: str) -> tuple[str, list[str], list[str]]:
+    """A ``source`` as a folder (a local directory, file:// URL or s3:// prefix): where it is (a directory's path, an
+    s3:// prefix ending in ``/``), the names of the files in it and of its subfolders, each sorted."""
     if source.startswith("s3://"):
         bucket_name, prefix = split_s3_url(source)
         if prefix and not prefix.endswith("/"):
             prefix += "/"
-        names = [f"s3://{bucket_name}/{key}" for key in Bucket(bucket_name).keys(prefix, folder=True)]
-    else:
-        directory = os.path.abspath(source.removeprefix("file://"))
-        names = [os.path.join(directory, n) for n in sorted(os.listdir(directory))]
+        files, folders = Bucket(bucket_name).folder(prefix)
+        return f"s3://{bucket_name}/{prefix}", sorted(files), sorted(folders)
+    directory = os.path.abspath(source.removeprefix("file://"))
+    entries = sorted(os.listdir(directory))
+    folders = [n for n in entries if os.path.isdir(os.path.join(directory, n))]
+    return directory, [n for n in entries if n not in folders], folders
+
+
+def list_source(source: str, recipe: Recipe, start: dt.date, end: dt.date) -> list[Granule]:
+    """Granules in a local directory, file:// URL or s3:// prefix ("folder": its "subfolders" are not searched,
+    as a local directory's are not) whose file-name time is within the range."""
+    where, files, _ = _source_folder(source)
     granules = []
-    for url in names:
-        name = url.rsplit("/", 1)[-1]
+    for name in files:
         if not fnmatch.fnmatch(name, recipe.file_pattern):
             continue
         when = recipe.granule_time(name)
         if _in_range(when, start, end):
+            url = f"{where}{name}" if where.startswith("s3://") else os.path.join(where, name)
             granules.append(Granule(url=url, time=when))
     return sorted(granules, key=lambda g: (g.time, g.url))
 
 
-def why_no_granules(directory: str, recipe: Recipe, start: dt.date, end: dt.date) -> str:
-    """Why a local ``directory`` gave no granules for ``recipe`` between ``start`` and ``end``: what it holds, what
-    the recipe looks for, and that subfolders are not searched."""
-    directory = os.path.abspath(directory.removeprefix("file://"))
-    entries = sorted(os.listdir(directory))
-    folders = [n for n in entries if os.path.isdir(os.path.join(directory, n))]
-    files = [n for n in entries if n not in folders]
+def why_no_granules(source: str, recipe: Recipe, start: dt.date, end: dt.date) -> str:
+    """Why a ``source`` folder gave no items for ``recipe`` between ``start`` and ``end``: what it holds, what the
+    recipe looks for, and that subfolders are not searched."""
+    where, files, folders = _source_folder(source)
     matching = [n for n in files if fnmatch.fnmatch(n, recipe.file_pattern)]
     dated = [recipe.granule_time(n) for n in matching]
     dates = sorted(utc_day(t) for t in dated if t is not None)
@@ -177,8 +181,8 @@ def why_no_granules(directory: str, recipe: Recipe, start: dt.date, end: dt.date
         found += f", dated {dates[0]} to {dates[-1]} by their names, none from {start} to {end}"
     elif matching:
         found += ", but their names give no date"
-    where = f"; subfolders are not searched ({len(folders)} here: {', '.join(folders[:3])})" if folders else ""
-    return f"{directory} holds {len(files)} files: {found}{where}"
+    here = f"; subfolders are not searched ({len(folders)} here: {', '.join(folders[:3])})" if folders else ""
+    return f"{where} holds {len(files)} files: {found}{here}" if files else f"{where} holds no files{here}"
 
 
 ITEM_INPUT_LIMIT = 200 * 1024
@@ -334,6 +338,8 @@ def build_catalog(
     if execution.source is not None and recipe.one_granule_a_day:
         _refuse_two_granules_of_a_day(granules, recipe, execution.source)
     items = _unique_ids(recipe.make_items(granules, params, execution))
+    # A folder that gave nothing: what it holds, for the summary (the name of a subfolder the granules are in, say).
+    none_found = why_no_granules(execution.source, recipe, start, end) if execution.source and not items else None
     # Before prepare, which may write (atl06-cell-stats grows its store): a refused input changes nothing. prepare
     # only adds names (a store id) to items, well within the limit's margin.
     without_footprints = {"granules": {"__all__": {"footprint"}}}
@@ -354,7 +360,8 @@ def build_catalog(
     bucket.put_json(map_key, to_do)
     return CatalogOutput(
         run=run,
-        catalog=CatalogRef(bucket=bucket.name, key=key, count=len(items), map_key=map_key, map_count=len(to_do)),
+        catalog=CatalogRef(bucket=bucket.name, key=key, count=len(items), map_key=map_key, map_count=len(to_do),
+                           none_found=none_found),
         map=MapConfig(
             max_concurrency=execution.max_concurrency or settings.default_max_concurrency,
             tolerated_failure_percentage=tolerance,

@@ -351,7 +351,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if st.items is None:
         total = st.catalogued.count if st.catalogued else None
         if total == 0:
-            print("items: none (no granules found)")
+            why = st.catalogued.none_found if st.catalogued else None
+            print("items: none (no granules found" + (f": {why})" if why else ")"))
         elif total is not None and total == found_done:
             print(f"items: all {total} found done: nothing for the Map to run")
         else:

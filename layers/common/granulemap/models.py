@@ -256,6 +256,8 @@ class CatalogRef(_Strict):
     map_key: str | None = None
     """What the Distributed Map reads: the items not yet done (a done item starts no child execution)."""
     map_count: int | None = None
+    none_found: str | None = None
+    """For a run of a ``source`` folder that gave no items: what the folder holds (catalog.why_no_granules)."""
 
     @property
     def found_done(self) -> int:

@@ -154,16 +154,29 @@ class Bucket:
                     raise StorageThrottled(f"S3 throttled while {what}")
                 raise RuntimeError(f"S3 refused {what}")
 
-    def keys(self, prefix: str, *, folder: bool = False) -> Iterator[str]:
-        """The keys that start with ``prefix``; with ``folder``, only those not in a "subfolder" of it (no ``/``
-        after the prefix), as a directory listing gives them."""
+    def keys(self, prefix: str) -> Iterator[str]:
+        """The keys that start with ``prefix``."""
         paginator = self.client.get_paginator("list_objects_v2")
         try:
-            for page in paginator.paginate(Bucket=self.name, Prefix=prefix, **({"Delimiter": "/"} if folder else {})):
+            for page in paginator.paginate(Bucket=self.name, Prefix=prefix):
                 for obj in page.get("Contents", []):
                     yield obj["Key"]
         except Exception as exc:
             raise translate_s3_error(exc, f"listing s3://{self.name}/{prefix}") from exc
+
+    def folder(self, prefix: str) -> tuple[list[str], list[str]]:
+        """What the "folder" ``prefix`` (ending in ``/``, or empty) holds, as a directory listing gives it: the names
+        (after the prefix) of the objects directly in it, and of its "subfolders" (without their ``/``)."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        files: list[str] = []
+        folders: list[str] = []
+        try:
+            for page in paginator.paginate(Bucket=self.name, Prefix=prefix, Delimiter="/"):
+                files += [obj["Key"][len(prefix):] for obj in page.get("Contents", [])]
+                folders += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+        except Exception as exc:
+            raise translate_s3_error(exc, f"listing s3://{self.name}/{prefix}") from exc
+        return files, folders
 
 
 def split_s3_url(url: str) -> tuple[str, str]:

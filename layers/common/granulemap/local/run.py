@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
 import time
@@ -12,7 +11,6 @@ from typing import Any
 from granulemap import layout
 from granulemap.errors import InvalidInput, readable_cause
 from granulemap.local.engine import LocalEngine, execution_name
-from granulemap.models import counted
 
 
 def progress_line(counts: dict[str, Any], elapsed: float, width: int = 30) -> str:
@@ -196,16 +194,6 @@ class Workspace:
         summary["execution"] = {"arn": arn, "status": desc["status"]}
         if engine.state_dir is not None and summary.get("message"):  # the objects it names, as the files kept here
             summary["message"] = summary["message"].replace(f"s3://{engine.bucket}/", f"{engine.state_dir}/")
-        counts, _ = counted(summary["items"], summary.get("granules"))
-        source = str(execution_input.get("source"))
-        if (desc["status"] == "SUCCEEDED" and not counts["total"] and summary.get("start") and summary.get("end")
-                and not source.startswith("s3://")):
-            from granulemap.catalog import why_no_granules
-            from granulemap.recipes import get_recipe
-
-            why = why_no_granules(source, get_recipe(summary["recipe"]), dt.date.fromisoformat(summary["start"]),
-                                  dt.date.fromisoformat(summary["end"]))
-            summary["message"] = f"{summary.get('message')}: {why}"
         summary["outputs"] = local_outputs + [str(out / "summary.json")]
         if desc["status"] == "SUCCEEDED" and configuration is not None:
             _replace_other_configurations_products(out, f"{summary.get('recipe')}/{configuration}", local_outputs)
