@@ -566,15 +566,19 @@ def test_invoke_refresh_asks_the_named_function_with_the_provider_and_digest_and
      credentials.TransientError, "FetchCredentials: SSM throttled storing /p"),
     ({"payload": {"errorType": "Sandbox.Timedout", "errorMessage": "Task timed out after 120.00 seconds"},
       "error": True}, SourceUnavailable, "Sandbox.Timedout: Task timed out after 120.00 seconds"),
+    ({"payload": {"errorType": "Lambda.ServiceException", "errorMessage": "the local worker process died"},
+      "error": True}, SourceUnavailable, "Lambda.ServiceException: the local worker process died"),
+    ({"payload": {"errorType": "ValidationError", "errorMessage": "1 validation error for CredentialsInvocation"},
+      "error": True}, CredentialsUnavailable, "ValidationError: 1 validation error"),  # a bug: not waited out
     (RuntimeError("TooManyRequestsException"), credentials.TransientError, "TooManyRequestsException"),
     (RuntimeError("AccessDeniedException"), CredentialsUnavailable, "cannot invoke FetchCredentials"),
 ])
 def test_fetch_credentials_failures_reach_the_processor_as_errors_it_keeps_or_retries_by(
         monkeypatch: pytest.MonkeyPatch, answer: Any, error: type, says: str) -> None:
-    """FetchCredentials' own errors come back as themselves; the function's failure (a timeout) as an outage, and
-    Lambda's throttling as transient: load_credentials keeps credentials that still last whatever the error, and the
-    state machine retries the transient ones."""
-    _lambda_answering(monkeypatch, *([answer] * 3 if isinstance(answer, Exception) else [answer]))
+    """FetchCredentials' own errors come back as themselves; the function's failure to run (a timeout) as an outage,
+    Lambda's throttling as transient, anything else as not to be waited out: load_credentials keeps credentials that
+    still last whatever the error, and the state machine retries the transient ones."""
+    _lambda_answering(monkeypatch, answer)
     with pytest.raises(error, match=re.escape(says)):
         credentials.invoke_refresh(FETCHER, "POCLOUD", "0123456789abcdef")
 
@@ -590,3 +594,52 @@ def test_fetch_credentials_refuses_a_refresh_request_of_another_form(refresh: di
 
     with pytest.raises(ValidationError):
         CredentialsInvocation.model_validate({"refresh": refresh})
+
+
+def test_the_refresh_is_asked_once_an_invocation_is_not_tried_again_by_the_sdk(monkeypatch) -> None:
+    """A retried invocation (after a read timeout, say) would log in again: the SDK makes one attempt."""
+    seen: dict[str, Any] = {}
+
+    def client(service: str, config: Any = None, **_: Any) -> Any:
+        seen.update(service=service, attempts=config.retries["max_attempts"], timeout=config.read_timeout)
+        raise RuntimeError("no client needed")
+
+    monkeypatch.setattr(credentials.boto3, "client", client)
+    with pytest.raises(RuntimeError, match="no client needed"):
+        credentials.invoke_refresh(FETCHER, "POCLOUD", "0123456789abcdef")
+    assert seen == {"service": "lambda", "attempts": 1, "timeout": credentials.REFRESH_INVOKE_TIMEOUT_SECONDS}
+
+
+@pytest.mark.parametrize("minutes_left", [20, 10])
+def test_a_refresh_that_left_the_old_credentials_stored_is_a_failed_refresh(ssm, monkeypatch, minutes_left) -> None:
+    """FetchCredentials answered, but the parameter still holds the credentials it was asked to replace: they are
+    not taken as refreshed (S3 may have refused them); kept while they last beyond REFRESH_MARGIN, else an error."""
+    monkeypatch.setattr(credentials, "refresh_margin", dt.timedelta(minutes=30))
+    old = daac_credentials("old", "2030-01-01 01:00:00+00:00")
+    ref = stored_ref(ssm, old)
+    asked: list[tuple[str, str]] = []
+
+    def refresh(provider: str, stale: str) -> CredentialsRef:
+        asked.append((provider, stale))
+        return ref  # and nothing stored
+
+    now = dt.datetime(2030, 1, 1, 1, 0, tzinfo=dt.UTC) - dt.timedelta(minutes=minutes_left)
+    hour_before = dt.datetime(2030, 1, 1, 0, 0, tzinfo=dt.UTC)
+    assert credentials.load_credentials(ref, password_settings(), now=hour_before, refresh=refresh) == old  # held
+    if minutes_left * 60 > credentials.REFRESH_MARGIN.total_seconds():
+        assert credentials.load_credentials(ref, password_settings(), now=now, refresh=refresh) == old
+    else:
+        with pytest.raises(credentials.TransientError, match="still holds the credentials FetchCredentials replaced"):
+            credentials.load_credentials(ref, password_settings(), now=now, refresh=refresh)
+    assert asked == [("POCLOUD", credentials.key_digest(old))]
+
+
+def test_a_processor_in_aws_without_its_fetch_credentials_function_says_so(monkeypatch) -> None:
+    """Without CREDENTIALS_FUNCTION a Processor in AWS would try to log in itself, and fail for want of secrets it
+    may not read, saying none are configured: it names the missing variable instead."""
+    monkeypatch.setenv("AWS_EXECUTION_ENV", "AWS_Lambda_python3.12")  # as Lambda's runtime sets it
+    with pytest.raises(CredentialsUnavailable, match="CREDENTIALS_FUNCTION is not set"):
+        credentials.refresher(password_settings())
+    monkeypatch.delenv("AWS_EXECUTION_ENV")  # a script, a test: the refresh runs here, with the settings' secrets
+    assert callable(credentials.refresher(password_settings()))
+    assert callable(credentials.refresher(password_settings(credentials_function=FETCHER)))

@@ -352,3 +352,30 @@ def test_a_processor_in_a_worker_process_has_fetch_credentials_refresh_while_it_
     assert [(i["function"], i["errored"], i.get("errorType")) for i in engine.invocations] == [
         ("CredentialFetcherFunction", True, "CredentialsUnavailable"),  # ended first: the Processor waited for it
         ("ProcessorFunction", True, "CredentialsUnavailable")]
+
+
+def test_a_nested_worker_that_dies_fails_its_invocation_and_the_next_one_gets_a_new_worker() -> None:
+    """The nested pool's worker killed: the invocation then made fails as a Lambda service error (which a refresh
+    takes for an outage), the next starts a new worker, and the pool of the state machine's tasks is left alone."""
+    import json
+    import signal
+
+    from granulemap.local.engine import LocalEngine
+
+    refresh = json.dumps({"refresh": {"daac": "POCLOUD", "stale": "0123456789abcdef"}})
+    with LocalEngine(workers=1) as engine:
+        lam = engine.client("lambda")
+
+        def invoke() -> str:
+            answer = lam.invoke(FunctionName="CredentialFetcherFunction", Payload=refresh)
+            assert answer.get("FunctionError")  # no Earthdata Login secret is stored: it cannot succeed here
+            return json.loads(answer["Payload"].read())["errorType"]
+
+        main_pool = engine._pool
+        assert invoke() == "CredentialsUnavailable"  # the nested pool's worker ran FetchCredentials
+        (process,) = engine._nested_pool._processes.values()
+        os.kill(process.pid, signal.SIGKILL)
+        process.join()
+        assert invoke() == "Lambda.ServiceException"
+        assert invoke() == "CredentialsUnavailable"  # a new worker
+        assert engine._pool is main_pool

@@ -441,8 +441,9 @@ def test_a_token_that_expired_a_minute_ago_is_refused_before_asking_earthdata_lo
 
 
 def test_a_warm_processor_s_refresh_logs_no_secret(ssm, log_capture) -> None:
-    """A Processor that holds credentials (cached) and refreshes them near their expiry: the riskiest path, where
-    the old and the new credentials and the Earthdata Login secrets are all in hand. None reaches a log."""
+    """A Processor that holds credentials (cached) and has them refreshed near their expiry, here in this process
+    (the settings name no FetchCredentials function): the riskiest path, where the old and the new credentials and
+    the Earthdata Login secrets are all in hand. None reaches a log."""
     put_secure(ssm, USERNAME_PARAMETER, "edl-user-c0ffee")
     put_secure(ssm, PASSWORD_PARAMETER, "edl-password-c0ffee")
     old = daac_credentials("oldc0ffee", "2030-01-01 01:00:00+00:00")

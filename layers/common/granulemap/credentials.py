@@ -5,9 +5,10 @@ SecureString parameters named by template parameters, logs in with earthaccess, 
 endpoint for temporary S3 credentials, stores them as an SSM SecureString and returns only the parameter's name,
 the provider and the expiry time. Processors read the parameter and cache it; before it expires (DAAC credentials
 last about an hour) a Processor asks FetchCredentials to refresh it (``refresh_stored_credentials``, invoked as a
-Lambda function: ``invoke_refresh``). Processors run the recipes' code, users' own among them: they never hold the
-Earthdata Login secrets, nor may they read them or write the stored credentials (template.yaml's ProcessorRole). No
-secret is ever returned, logged or put in a message.
+Lambda function: ``invoke_refresh``). Processors run the recipes' code, users' own among them: in AWS they never hold
+the Earthdata Login secrets, nor may they read them or write the stored credentials (template.yaml's ProcessorRole;
+locally every function runs in the same pool of worker processes, on the user's own machine). No secret is ever
+returned, logged or put in a message.
 """
 
 from __future__ import annotations
@@ -40,11 +41,12 @@ REFRESH_SPREAD = dt.timedelta(minutes=20)
 
 Every Processor of a run holds credentials with one expiry (one FetchCredentials call). With one margin for all,
 every warm Processor reached it at the same moment, found the stored credentials near expiry too (none had stored
-new ones yet: a refresh takes a second or two) and asked Earthdata Login itself: as many logins, s3credentials calls
-and SSM writes as Processors, at minute 45 of every run. Margins spread over 20 minutes (DAAC credentials last an
-hour) make the refreshes follow one another: the process with the widest margin refreshes and stores, and the others,
-reaching theirs later, re-read the parameter and take those credentials. With Processors spread evenly over the 20
-minutes, about one in 600 reaches its margin within the two seconds of another's refresh."""
+new ones yet: a refresh takes a second or two) and asked for a refresh: as many FetchCredentials calls as Processors
+at minute 45 of every run, each waiting for the others' (FetchCredentials logs in once for them all: see
+``refresh_stored_credentials``), and as many Lambda concurrency slots taken. Margins spread over 20 minutes (DAAC
+credentials last an hour) make the refreshes follow one another: the process with the widest margin has them
+refreshed, and the others, reaching theirs later, re-read the parameter and take those credentials. With Processors
+spread evenly over the 20 minutes, about one in 600 reaches its margin within the two seconds of another's refresh."""
 
 REFRESH_RETRY = dt.timedelta(minutes=1)
 """When Earthdata Login or the s3credentials endpoint cannot refresh credentials that still last beyond
@@ -382,10 +384,14 @@ _FETCHER_ERRORS: dict[str, type[Exception]] = {
 
 def invoke_refresh(function: str, provider: str, stale: str) -> CredentialsRef:
     """Ask the FetchCredentials function (its ARN, or name) to refresh the stored credentials of ``provider``
-    (``refresh_stored_credentials``) and wait for its answer. Its errors come back as the same errors; a failure of
-    the Lambda service or of the function itself (a timeout, say) as SourceUnavailable, which is retried."""
+    (``refresh_stored_credentials``) and wait for its answer. Its errors come back as the same errors; the Lambda
+    service's throttling as TransientError and its failure to run the function (a timeout, the runtime's own
+    errors: ``Sandbox.*``, ``Runtime.*``, ``Lambda.*``) as SourceUnavailable, both retried; anything else (a request it refused,
+    an error in its code) as CredentialsUnavailable, which is not."""
+    # One attempt: an invocation is not idempotent (a retry after a read timeout would log in again), and what fails
+    # is kept-or-retried by load_credentials and the state machine's Retry.
     client = boto3.client("lambda", config=Config(read_timeout=REFRESH_INVOKE_TIMEOUT_SECONDS,
-                                                  retries={"mode": "standard", "max_attempts": 3}))
+                                                  retries={"mode": "standard", "max_attempts": 1}))
     request = {"refresh": {"daac": provider, "stale": stale}}
     try:
         answer = client.invoke(FunctionName=function, Payload=json.dumps(request).encode())
@@ -404,8 +410,8 @@ def invoke_refresh(function: str, provider: str, stale: str) -> CredentialsRef:
         error = _FETCHER_ERRORS.get(kind)
         if error is not None:
             raise error(f"FetchCredentials: {message}")
-        raise SourceUnavailable(f"FetchCredentials failed refreshing the {provider} credentials: {kind or 'error'}: "
-                                f"{message}")
+        failed = SourceUnavailable if kind.startswith(("Sandbox.", "Runtime.", "Lambda.")) else CredentialsUnavailable
+        raise failed(f"FetchCredentials failed refreshing the {provider} credentials: {kind or 'error'}: {message}")
     return CredentialsRef.model_validate(body)
 
 
@@ -416,6 +422,9 @@ def refresher(settings: Settings) -> Refresh:
     function = settings.credentials_function
     if function:
         return lambda provider, stale: invoke_refresh(function, provider, stale)
+    if os.environ.get("AWS_EXECUTION_ENV", "").startswith("AWS_Lambda_"):  # Lambda's runtime (not the local engine)
+        raise CredentialsUnavailable("CREDENTIALS_FUNCTION is not set: template.yaml gives the Processor the "
+                                     "FetchCredentials function that refreshes the credentials (deploy it again)")
     return lambda provider, stale: refresh_stored_credentials(provider, stale, settings)
 
 
@@ -446,8 +455,11 @@ def load_credentials(ref: CredentialsRef, settings: Settings, now: dt.datetime |
             logger.info("temporary S3 credentials near expiry: refreshing",
                         extra={"parameter": ref.parameter, "refused_by_s3": refused})
             try:
-                fresh = (refresh or refresher(settings))(ref.daac, key_digest(creds))
+                stale = key_digest(creds)
+                fresh = (refresh or refresher(settings))(ref.daac, stale)
                 creds = _read_stored(fresh.parameter)
+                if key_digest(creds) == stale:  # the parameter answered with the old ones (a read racing the write?)
+                    raise TransientError(f"{fresh.parameter} still holds the credentials FetchCredentials replaced")
             except Exception as exc:  # an outage, throttling, a refusal, an answer without credentials
                 now = given or utc_now()  # the refresh may have taken a while: judge what is left now
                 if refused or expires - now <= REFRESH_MARGIN:
@@ -473,8 +485,8 @@ def clear_caches() -> None:
 def forget_cached(ref: CredentialsRef, rejected: dict[str, str] | None = None) -> None:
     """Drop this process's cached copy of the credentials behind ``ref``: the next ``load_credentials`` re-reads the
     parameter. ``rejected``: the credentials S3 refused as expired; if the parameter still holds those same ones,
-    the next load asks Earthdata Login for new ones whatever their stated expiration (clocks disagree, or the DAAC
-    ended them early)."""
+    the next load has them refreshed whatever their stated expiration (clocks disagree, or the DAAC ended them
+    early)."""
     with _lock:
         _cache.pop(ref.parameter, None)
         if rejected and rejected.get("accessKeyId"):

@@ -256,6 +256,8 @@ def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str
         f"cold starts: one per concurrent Processor ({cold_starts}); Lambda bills the init phase (measured cold "
         "import of each handler)",
         "no retries, no failures, no skipped items; the free tier is not subtracted",
+        "a run that lasts more than about half an hour also calls FetchCredentials about once an hour to refresh the "
+        "DAAC credentials (a few seconds each, at a Processor's request): not counted",
         "not counted: S3 storage and transfer, NASA's buckets (the DAAC pays), SSM, CloudWatch Logs, X-Ray",
     ]
     return Estimate(items=n, lines=lines, assumptions=assumptions)

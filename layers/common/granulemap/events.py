@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, RootModel, Tag
 
 from granulemap.models import FailureEvent, ProcessorEvent, RunContext
 
@@ -44,8 +44,15 @@ class RefreshEvent(BaseModel):
     refresh: CredentialsRefresh
 
 
-class CredentialsInvocation(RootModel[RefreshEvent | CredentialsEvent]):
-    """FetchCredentials' two callers: the state machine (a run's credentials) and a Processor (a refresh)."""
+def _credentials_caller(event: Any) -> str:
+    return "refresh" if isinstance(event, dict) and "refresh" in event else "run"
+
+
+class CredentialsInvocation(RootModel[Annotated[Annotated[RefreshEvent, Tag("refresh")] |
+                                                Annotated[CredentialsEvent, Tag("run")],
+                                                Discriminator(_credentials_caller)]]):
+    """FetchCredentials' two callers: the state machine (a run's credentials) and a Processor (a refresh), told
+    apart by the ``refresh`` key, so that a malformed event is told what is wrong with it as the one it is."""
 
 
 class ProcessorInvocation(RootModel[FailureEvent | ProcessorEvent]):

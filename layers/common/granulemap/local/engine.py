@@ -330,14 +330,14 @@ class LocalEngine:
         if self._server is not None:
             stopping = threading.Thread(target=self._stop_server, name="granulemap-stop-moto")
             stopping.start()
-        if self._pool is not None:
-            if interrupted and isinstance(self._pool, ProcessPoolExecutor):
-                for process in list((getattr(self._pool, "_processes", None) or {}).values()):
+        for pool in (self._pool, self._nested_pool):
+            if pool is None:
+                continue
+            if interrupted and isinstance(pool, ProcessPoolExecutor):
+                for process in list((getattr(pool, "_processes", None) or {}).values()):
                     process.terminate()
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._nested_pool is not None:
-            self._nested_pool.shutdown(wait=True, cancel_futures=True)
-            self._nested_pool = None
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._nested_pool = None
         if self._fork_server is not None:
             self._fork_server.stop()
             self._fork_server = None
@@ -399,11 +399,25 @@ class LocalEngine:
         with self._pool_lock:
             if self._fork_server is None:
                 return  # another dispatch thread did it
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=False)
+            for pool in (self._pool, self._nested_pool):
+                if pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=False)
+            self._nested_pool = None  # the next nested invocation starts one of spawned workers
             self._fork_server.stop()
             self._fork_server = None
             self._start_pool()
+
+    def _replace_broken(self, pool: Executor | None) -> None:
+        """A worker of ``pool`` died: the main pool is started again; the nested one, at its next invocation. Once,
+        whichever of the invocations that were waiting on it gets here first."""
+        with self._pool_lock:
+            if pool is None or pool not in (self._pool, self._nested_pool):
+                return  # replaced already
+            pool.shutdown(wait=False, cancel_futures=False)
+            if pool is self._nested_pool:
+                self._nested_pool = None
+            else:
+                self._start_pool()
 
     def _setenv(self, values: dict[str, str]) -> None:
         for key, value in values.items():
@@ -493,20 +507,22 @@ class LocalEngine:
             with engine._idle:
                 engine._in_flight += 1
                 engine._dispatched += 1
+            pool: Executor | None = None
+            run = worker.invoke_nested if nested else worker.invoke
             try:
-                assert engine._pool is not None
-                if nested:
-                    future = engine._nested_executor().submit(worker.invoke_nested, spec, event)
-                else:
-                    try:
-                        future = engine._pool.submit(worker.invoke, spec, event)
-                    except (OSError, EOFError):  # the fork server could not fork a worker: it died
-                        engine._spawn_from_now_on()
-                        future = engine._pool.submit(worker.invoke, spec, event)
+                try:
+                    pool = engine._nested_executor() if nested else engine._pool
+                    assert pool is not None
+                    future = pool.submit(run, spec, event)
+                except (OSError, EOFError):  # the fork server could not fork a worker: it died
+                    engine._spawn_from_now_on()
+                    pool = engine._nested_executor() if nested else engine._pool
+                    assert pool is not None
+                    future = pool.submit(run, spec, event)
                 result = future.result()
             except BrokenProcessPool:
                 if not engine._closing:
-                    engine._start_pool()
+                    engine._replace_broken(pool)
                 result = _WORKER_DIED
             except (RuntimeError, CancelledError):  # the pool shut down: the engine stops under moto's threads
                 if not engine._closing:
