@@ -549,9 +549,12 @@ FETCHER = "arn:aws:lambda:us-west-2:123456789012:function:granulemap-CredentialF
 def test_invoke_refresh_asks_the_named_function_with_the_provider_and_digest_and_returns_its_reference(
         monkeypatch: pytest.MonkeyPatch) -> None:
     ref = CredentialsRef(parameter=f"{PREFIX}/POCLOUD", daac="POCLOUD", expires=dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
-    requests = _lambda_answering(monkeypatch, {"payload": ref.model_dump(mode="json")})
+    requests = _lambda_answering(monkeypatch, {"payload": ref.model_dump(mode="json")},
+                                 {"payload": ref.model_dump(mode="json")})
     assert credentials.invoke_refresh(FETCHER, "POCLOUD", "0123456789abcdef") == ref
-    assert requests == [{"refresh": {"daac": "POCLOUD", "stale": "0123456789abcdef"}}]
+    assert credentials.invoke_refresh(FETCHER, "POCLOUD", "0123456789abcdef", run="sst-global-mean-2018-x") == ref
+    assert requests == [{"refresh": {"daac": "POCLOUD", "stale": "0123456789abcdef"}},
+                        {"refresh": {"daac": "POCLOUD", "stale": "0123456789abcdef", "run": "sst-global-mean-2018-x"}}]
     from granulemap.events import CredentialsInvocation, RefreshEvent
 
     assert isinstance(CredentialsInvocation.model_validate(requests[0]).root, RefreshEvent)  # what the handler takes

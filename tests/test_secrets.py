@@ -199,6 +199,14 @@ def test_no_secret_in_payloads_results_output_or_logs_of_the_handlers(clean_proc
     assert state["run"]["credentials"]["daac"] == "POCLOUD"
     assert stored == secrets.refreshed  # the Processor's refresh was stored for the other Processors
     assert invoked == ["CredentialFetcherFunction"]  # by FetchCredentials, which the Processor invoked
+    import hashlib
+
+    (asked,) = [p for p in payloads if isinstance(p, dict) and "refresh" in p]
+    assert asked == {"refresh": {"daac": "POCLOUD", "run": "secrets-run",
+                                 "stale": hashlib.sha256(secrets.first["accessKeyId"].encode()).hexdigest()[:16]}}
+    assert any('"run":"secrets-run"' in line and "stored temporary S3 credentials" in line
+               and '"function_name":"CredentialFetcherFunction"' in line
+               for line in log_capture.printed.getvalue().splitlines()[1:])  # the refresh's, found with its run
     # The Processor, which runs recipe code, is not even told where the Earthdata Login secrets are.
     assert not {USERNAME_PARAMETER, PASSWORD_PARAMETER} & set(specs["ProcessorFunction"]["environment"].values())
     out, err = capfd.readouterr()

@@ -20,6 +20,8 @@ def handler(event: CredentialsInvocation, context: LambdaContext) -> dict | None
     settings = load_settings()
     if isinstance(event.root, RefreshEvent):
         asked = event.root.refresh
+        if asked.run:
+            logger.append_keys(run=asked.run)  # a refresh's lines are found with the run's (README, Logs Insights)
         return refresh_stored_credentials(asked.daac, asked.stale, settings).model_dump(mode="json")
     logger.append_keys(run=event.root.run.run_id)  # every line of this invocation names its run
     ref = fetch_credentials(event.root.run.daac, settings)

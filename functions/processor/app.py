@@ -4,7 +4,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from granulemap.credentials import load_credentials
+from granulemap.credentials import load_credentials, refresher
 from granulemap.events import ProcessorInvocation
 from granulemap.models import FailureEvent
 from granulemap.observability import logger, metrics, tracer
@@ -26,7 +26,8 @@ def handler(event: ProcessorInvocation, context: LambdaContext) -> dict:
         metrics.add_metric(name="ItemsFailed", unit=MetricUnit.Count, value=1)
         logger.warning("item failed", extra=record)
         return record
-    result = process_item(event.root, bucket, lambda ref: load_credentials(ref, settings))
+    refresh = refresher(settings, run=event.root.run.run_id) if event.root.run.credentials else None
+    result = process_item(event.root, bucket, lambda ref: load_credentials(ref, settings, refresh=refresh))
     metrics.add_metric(name=f"Items{result.status.capitalize()}", unit=MetricUnit.Count, value=1)
     for failure in result.granule_failures:  # the item succeeded without them: make them visible
         logger.warning("granule failed", extra={"item": result.item, **failure.model_dump(), "trace": failure.trace})

@@ -382,17 +382,17 @@ _FETCHER_ERRORS: dict[str, type[Exception]] = {
 """FetchCredentials' errors a refresh passes on as themselves (an outage stays an outage, a refusal a refusal)."""
 
 
-def invoke_refresh(function: str, provider: str, stale: str) -> CredentialsRef:
+def invoke_refresh(function: str, provider: str, stale: str, run: str | None = None) -> CredentialsRef:
     """Ask the FetchCredentials function (its ARN, or name) to refresh the stored credentials of ``provider``
     (``refresh_stored_credentials``) and wait for its answer. Its errors come back as the same errors; the Lambda
-    service's throttling as TransientError and its failure to run the function (a timeout, the runtime's own
-    errors: ``Sandbox.*``, ``Runtime.*``, ``Lambda.*``) as SourceUnavailable, both retried; anything else (a request it refused,
-    an error in its code) as CredentialsUnavailable, which is not."""
+    service's throttling as TransientError and its failure to run the function (a timeout, the runtime's own errors:
+    ``Sandbox.*``, ``Runtime.*``, ``Lambda.*``) as SourceUnavailable, both retried; anything else (a request it
+    refused, an error in its code) as CredentialsUnavailable, which is not."""
     # One attempt: an invocation is not idempotent (a retry after a read timeout would log in again), and what fails
     # is kept-or-retried by load_credentials and the state machine's Retry.
     client = boto3.client("lambda", config=Config(read_timeout=REFRESH_INVOKE_TIMEOUT_SECONDS,
                                                   retries={"mode": "standard", "max_attempts": 1}))
-    request = {"refresh": {"daac": provider, "stale": stale}}
+    request = {"refresh": {"daac": provider, "stale": stale, **({"run": run} if run else {})}}
     try:
         answer = client.invoke(FunctionName=function, Payload=json.dumps(request).encode())
         body = json.loads(answer["Payload"].read() or b"null")
@@ -415,13 +415,13 @@ def invoke_refresh(function: str, provider: str, stale: str) -> CredentialsRef:
     return CredentialsRef.model_validate(body)
 
 
-def refresher(settings: Settings) -> Refresh:
+def refresher(settings: Settings, run: str | None = None) -> Refresh:
     """A Processor's way to refresh: invoke the FetchCredentials function the settings name (CREDENTIALS_FUNCTION,
-    as template.yaml gives it to the Processor); without one (a script, a test), in this process with the settings'
-    own Earthdata Login parameters."""
+    as template.yaml gives it to the Processor), naming the ``run`` it works for; without one (a script, a test), in
+    this process with the settings' own Earthdata Login parameters."""
     function = settings.credentials_function
     if function:
-        return lambda provider, stale: invoke_refresh(function, provider, stale)
+        return lambda provider, stale: invoke_refresh(function, provider, stale, run)
     if os.environ.get("AWS_EXECUTION_ENV", "").startswith("AWS_Lambda_"):  # Lambda's runtime (not the local engine)
         raise CredentialsUnavailable("CREDENTIALS_FUNCTION is not set: template.yaml gives the Processor the "
                                      "FetchCredentials function that refreshes the credentials (deploy it again)")

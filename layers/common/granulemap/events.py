@@ -37,6 +37,8 @@ class CredentialsRefresh(BaseModel):
     model_config = ConfigDict(extra="forbid")
     daac: str = Field(pattern=r"^[A-Z][A-Z0-9_]{0,63}$")  # a CMR provider id: part of the stored parameter's name
     stale: str = Field(pattern=r"^[0-9a-f]{16}$")
+    run: str | None = Field(default=None, max_length=80)
+    """The run of the Processor that asks (an execution name): only to name it in the log lines."""
 
 
 class RefreshEvent(BaseModel):
