@@ -256,11 +256,21 @@ def test_items_beyond_the_cap_are_more_granules_per_item(tmp_path: Path) -> None
 
 
 def test_shipped_cost_model_prices_longer_atl06_ranges_higher() -> None:
+    """With the shipped model a month of ATL06 already reaches the parent cells' count (items_per_day × 31 days >
+    max_items): a longer range is as many items, each holding more granules, so it costs more per item and as many
+    Lambda requests and child executions."""
     model = est.CostModel.load()
-    start = dt.date(2022, 1, 1)
-    totals = [est.estimate("atl06-cell-stats", start, end, MEMORY, model).total_usd
-              for end in (dt.date(2022, 1, 31), dt.date(2022, 12, 31), dt.date(2027, 12, 31))]
-    assert totals[0] < totals[1] < totals[2]
+    recipe = model.recipes["atl06-cell-stats"]
+    start, ends = dt.date(2022, 1, 1), (dt.date(2022, 1, 31), dt.date(2022, 12, 31), dt.date(2027, 12, 31))
+    assert recipe.max_items and recipe.items_per_day * 31 > recipe.max_items  # the premise, from the shipped model
+    runs = [est.estimate("atl06-cell-stats", start, end, MEMORY, model) for end in ends]
+    assert [r.items for r in runs] == [recipe.max_items] * 3
+    line = lambda run, what: next(usd for name, usd, _ in run.lines if name == what)  # noqa: E731
+    processor = [line(r, "Lambda compute, Processor") for r in runs]
+    assert processor[0] < processor[1] < processor[2]
+    assert len({line(r, "Lambda requests") for r in runs}) == 1
+    assert len({line(r, "Step Functions state transitions") for r in runs}) == 1
+    assert runs[0].total_usd < runs[1].total_usd < runs[2].total_usd
 
 
 def test_items_option_says_what_it_counts(capsys) -> None:
