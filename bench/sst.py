@@ -127,6 +127,7 @@ IMPORTS: dict[str, list[str]] = {
     "floor-ocean": ["netCDF4", "numpy"],
     "floor-tutorial": ["netCDF4", "numpy"],
     "podaac-as-written": ["xarray", "h5netcdf", "h5py", "numpy"],
+    "ours-ocean-bytes": ["granulemap.recipes.sst_global_mean"],
 }
 """What each contender imports: the baseline of its peak-RSS measurement (bench/rss_probe.py)."""
 
@@ -152,7 +153,7 @@ def check_agreement(granules: list[Path]) -> list[str]:
     for path in granules:
         with h5py.File(path) as f:  # our raw-chunk inflate gives the HDF5 library's integers, bit for bit
             for var in ("analysed_sst", "mask"):
-                mine_raw, hdf5_raw = ghrsst.read_stored(f[var]), f[var][()]
+                mine_raw, hdf5_raw = ghrsst.read_plane(f[var]), f[var][0]
                 if mine_raw.dtype != hdf5_raw.dtype or not np.array_equal(mine_raw, hdf5_raw):
                     raise AssertionError(f"ours reads {var} of {path.name} differently from HDF5")
         for method, floor in (("ocean", floor_ocean), ("podaac-tutorial", floor_tutorial)):
@@ -229,7 +230,7 @@ def inflate_bench(repeats: int) -> dict[str, Any]:
 
     def direct_read() -> Any:
         with h5py.File(MUR25) as f:
-            return ghrsst.read_stored(f["analysed_sst"])
+            return ghrsst.read_plane(f["analysed_sst"])[np.newaxis]  # (time, lat, lon), as the others
 
     if not all(np.array_equal(read(), reference) for read in (direct_read, netcdf4_read, h5py_read)):
         raise AssertionError("raw-chunk read of analysed_sst differs from HDF5's")
@@ -250,6 +251,8 @@ class SstResult:
     inflate: dict[str, Any]
     checks: list[str]
     skipped: list[str]
+    mur001: dict[str, Any]
+    """The same reduction on a full-size MUR 0.01° granule (``mur001``)."""
 
 
 def run(repeats: int) -> dict[str, Any]:
@@ -271,10 +274,45 @@ def run(repeats: int) -> dict[str, Any]:
     rss = {name: run_json(["bench/rss_probe.py", "sst", name, str(MUR25)]) for name in contenders}
     return SstResult(
         timings={name: timing_row(t) for name, t in timings.items()}, ratios=ratios, rss=rss,
-        inflate=inflate_bench(repeats), checks=checks, skipped=skipped,
+        inflate=inflate_bench(repeats), checks=checks, skipped=skipped, mur001=mur001(repeats),
     ).__dict__
+
+
+def ours_from_bytes(path: Path) -> dict[str, Any]:
+    """``ours-ocean`` as the Processor runs it in AWS: the granule's bytes read whole (GranuleAccess.read_bytes, an S3
+    GET), then reduced from memory."""
+    from granulemap.recipes.sst_global_mean import global_mean_sst
+
+    return global_mean_sst(path.name, method="ocean", data=path.read_bytes())
+
+
+MUR001_REPEATS = 2
+
+
+def mur001(repeats: int) -> dict[str, Any]:
+    """ours-ocean and floor-ocean on a synthetic full-size MUR 0.01° granule (bench/mur001.py: 17999 × 36000 cells,
+    MUR v4.1's chunks and filters), side by side: ours reduces it tile by tile, the floor reads each whole field.
+    Their numbers are checked equal first; peak RSS of each (and of ours reading the bytes from memory, as in AWS)
+    in a fresh process."""
+    import mur001 as generator
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = generator.write(Path(tmp))
+        mine, bottom = ours("ocean")(path), floor_ocean(path)
+        if (round(bottom["mean_sst_c"], 6), bottom["n_valid"]) != (mine["mean_sst_c"], mine["n_valid"]):
+            raise AssertionError(f"floor differs on the MUR 0.01° granule: {bottom} vs {mine}")
+        timings = interleaved({"ours-ocean": lambda: ours("ocean")(path), "floor-ocean": lambda: floor_ocean(path)},
+                              min(repeats, MUR001_REPEATS))
+        rss = {name: run_json(["bench/rss_probe.py", "sst", name, str(path)])
+               for name in ("ours-ocean", "ours-ocean-bytes", "floor-ocean")}
+        return {"file_mb": round(path.stat().st_size / 1e6, 1), "cells": generator.N_LAT * generator.N_LON,
+                "chunks": list(generator.CHUNKS), "timings": {k: timing_row(t) for k, t in timings.items()},
+                "ratio": ratio(timings["ours-ocean"], timings["floor-ocean"]), "rss": rss,
+                "mean_sst_c": mine["mean_sst_c"], "n_valid": mine["n_valid"]}
 
 
 def process_one(name: str, path: Path) -> Any:
     """For bench/rss_probe.py: run contender ``name`` once."""
+    if name == "ours-ocean-bytes":
+        return ours_from_bytes(path)
     return CONTENDERS[name](path)

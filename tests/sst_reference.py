@@ -29,6 +29,17 @@ def ocean_mean_reference(path: Path) -> dict[str, float]:
     }
 
 
+def assert_the_ocean_reference(got: dict, path: Path) -> None:
+    """``got`` (a row of sst-global-mean, method ocean) has the reference's cell count, and its mean, min and max to
+    1e-6 °C (the CSV's rounding)."""
+    import pytest
+
+    want = ocean_mean_reference(path)
+    assert got["n_valid"] == want["n_valid"]
+    for key in ("mean_sst_c", "min_sst_c", "max_sst_c"):
+        assert got[key] == pytest.approx(want[key], abs=1e-6), key
+
+
 def podaac_tutorial_reference(path: Path, weight_dtype: str = "float64") -> float:
     """The tutorial's method as described: xarray weighted mean, cos(lat) weights zeroed poleward of 60°.
 

@@ -44,9 +44,9 @@ COS60 = 0.5  # cos(60°), the weight of a row at ±60°
 
 # --- GHRSST reading and the open-water mask ---------------------------------------------------------------------------
 def test_unwritten_chunks_of_a_packed_field_are_fill_not_values(tmp_path: Path) -> None:
-    """Mutant: ``read_stored`` pre-fills with 0 instead of the HDF5 fill value. A (shuffle+)deflate chunk that was
-    never written (a netCDF-4 file leaves all-fill chunks out) then reads as raw 0, i.e. ``add_offset`` (25 °C with
-    MUR's 298.15 K), and counts as open water."""
+    """Mutant: the plane reader (``_PlaneReader``) pre-fills with 0 instead of the HDF5 fill value. A
+    (shuffle+)deflate chunk that was never written (a netCDF-4 file leaves all-fill chunks out) then reads as raw 0,
+    i.e. ``add_offset`` (25 °C with MUR's 298.15 K), and counts as open water."""
     path = tmp_path / "20200101090000-PARTIAL-L4.nc"
     row0, row1 = [10.0, 11.0, 12.0, 13.0], [20.0, 21.0]  # °C; row 1's second chunk (columns 2-3) is never written
     with netCDF4.Dataset(path, "w") as ds:

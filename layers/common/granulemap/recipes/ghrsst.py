@@ -9,6 +9,11 @@ packed field whose chunks are filtered by exactly (shuffle,) deflate is read as 
 libdeflate (PyPI ``deflate``; else ISA-L ``isal``; else ``zlib``), then un-shuffled with numpy: inflate is lossless
 and shuffle a fixed byte transpose, so the integers are bit-identical to the library's own read, about twice as fast
 (BENCHMARKS.md). Any other filter, or a chunk whose filter mask says a filter was skipped, goes through h5py's read.
+
+The recipes read analysed_sst and the mask a tile at a time (``GranuleReader.tiles``: whole chunks, about a million
+cells or more), reducing each before the next is read: a MUR 0.01° field is 650 million cells (1.3 GB as int16),
+which whole would need several GB of memory; tile by tile its reduction needs tens of MB (BENCHMARKS.md). Per-row
+sums of the packed integers are exact, so the statistics do not depend on the tiling.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import io
 import operator
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,15 +79,34 @@ def product_from_name(name: str) -> str | None:
 
 @dataclass(frozen=True)
 class PackedField:
-    """A 2-D (lat, lon) field as stored, with how to unpack it: value = raw * scale + offset (+ to_celsius)."""
+    """How a 2-D (lat, lon) field is stored: which raw values are values, and how they unpack: value = raw * scale +
+    offset (+ to_celsius). Read from its attributes (``_packed_field``); its values are read a tile at a time."""
 
-    raw: np.ndarray
-    valid: np.ndarray
-    """True where raw is neither the fill value nor a missing_value, and within valid_min/valid_max/valid_range."""
+    not_values: tuple[Any, ...]
+    """The fill value and any missing_value, in the field's own type where it holds them (``_in_type``)."""
+    lows: tuple[Any, ...]
+    """valid_min and valid_range's low end, as given: a value is valid at or above each."""
+    highs: tuple[Any, ...]
+    """valid_max and valid_range's high end."""
+    floating: bool
     scale: float
     offset: float
     to_celsius: float
     """Added after unpacking to get °C (−273.15 for kelvin, 0 for Celsius)."""
+
+    def valid(self, raw: np.ndarray) -> np.ndarray:
+        """True where ``raw`` is neither the fill value nor a missing_value, is within valid_min/valid_max/
+        valid_range (all in packed units, edges included) and, for a float field, is finite."""
+        valid = raw != self.not_values[0]
+        for value in self.not_values[1:]:
+            valid &= raw != value
+        if self.floating:
+            valid &= np.isfinite(raw)
+        for low in self.lows:
+            valid &= raw >= low
+        for high in self.highs:
+            valid &= raw <= high
+        return valid
 
     def unpack(self, raw_value: float) -> float:
         """°C of a raw value (also of a mean of raw values: unpacking is linear)."""
@@ -96,9 +120,20 @@ class GhrsstGranule:
     lat: np.ndarray
     lon: np.ndarray
     sst: PackedField
-    mask: np.ndarray | None
     mask_flags: OpenWaterRule | None
     """The mask's flag attributes as read: which of its values are open water (None when the mask was not read)."""
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A block of a granule's first (lat, lon) plane, rows ``rows`` by columns ``cols``: analysed_sst as stored,
+    where it is a value, and the mask."""
+
+    rows: slice
+    cols: slice
+    raw: np.ndarray
+    valid: np.ndarray
+    mask: np.ndarray | None
 
 
 def _celsius_shift(units: str, granule: str) -> float:
@@ -148,27 +183,114 @@ def _filters(ds: h5py.Dataset) -> list[int]:
     return [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
 
 
-def read_stored(ds: h5py.Dataset) -> np.ndarray:
-    """The whole dataset as stored (no scale, no fill masking), inflating (shuffle+)deflate chunks ourselves."""
-    filters = _filters(ds)
-    if ds.chunks is None or filters not in ([_SHUFFLE, _DEFLATE], [_DEFLATE]):
-        return ds[()]
-    shuffled = filters[0] == _SHUFFLE
-    chunk_shape = ds.chunks
-    chunk_bytes = int(np.prod(chunk_shape)) * ds.dtype.itemsize
-    out = np.full(ds.shape, ds.fillvalue, dtype=ds.dtype)  # chunks never written read as the fill value
-    dsid = ds.id
-    for i in range(dsid.get_num_chunks()):
-        info = dsid.get_chunk_info(i)
-        if info.filter_mask != 0:  # a filter was skipped for this chunk: let HDF5 read the dataset
-            return ds[()]
-        _, payload = dsid.read_direct_chunk(info.chunk_offset)
-        data = _inflate(payload, chunk_bytes)
-        flat = _unshuffle(data, ds.dtype.itemsize) if shuffled else np.frombuffer(data, np.uint8)
-        chunk = flat.view(ds.dtype).reshape(chunk_shape)
-        region = tuple(slice(o, min(o + c, s)) for o, c, s in zip(info.chunk_offset, chunk_shape, ds.shape, strict=True))
-        out[region] = chunk[tuple(slice(0, r.stop - r.start) for r in region)]
+TILE_CELLS = 1 << 20
+"""Cells of a tile at the least (see ``GranuleReader.tiles``): whole chunks of analysed_sst, as many as that takes."""
+
+
+class _PlaneReader:
+    """Blocks of a variable's first (lat, lon) plane, as stored (no scale, no fill masking). Chunks filtered by
+    exactly (shuffle+)deflate are read raw and inflated here (those of the current row of chunks kept: the next block
+    may need them too); any other layout, or a chunk whose filter mask says a filter was skipped, through HDF5's own
+    read. Chunks never written read as the HDF5 fill value, as the library reads them."""
+
+    def __init__(self, ds: h5py.Dataset, granule: str):
+        self.ds, self.granule = ds, granule
+        self.lead: tuple[int, ...] = (0,) * (ds.ndim - 2)  # the first time of a (time, lat, lon) variable
+        self.shape: tuple[int, int] = ds.shape[-2:]
+        chunks = ds.chunks
+        # contiguous: blocks of whole rows, about TILE_CELLS each (HDF5 reads a hyperslab of them)
+        self.chunk_shape: tuple[int, int] = (chunks[-2:] if chunks is not None else
+                                             (max(1, TILE_CELLS // max(1, self.shape[1])), self.shape[1]))
+        filters = _filters(ds) if chunks is not None else []
+        self.direct = filters in ([_SHUFFLE, _DEFLATE], [_DEFLATE])
+        self.shuffled = filters[:1] == [_SHUFFLE]
+        self._kept: dict[tuple[int, int], np.ndarray] = {}
+        self._infos: dict[tuple[int, int], Any] = {}
+        if self.direct:
+            try:
+                dsid = ds.id
+                for i in range(dsid.get_num_chunks()):
+                    info = dsid.get_chunk_info(i)
+                    if tuple(info.chunk_offset[:-2]) == self.lead:
+                        self._infos[(info.chunk_offset[-2], info.chunk_offset[-1])] = info
+            except (OSError, ValueError) as exc:
+                raise GranuleUnreadable(f"cannot read {ds.name} of {granule}: {exc}") from exc
+            if any(info.filter_mask != 0 for info in self._infos.values()):
+                self.direct = False
+
+    def block(self, rows: slice, cols: slice) -> np.ndarray:
+        """The block ``rows`` × ``cols`` (slices with start and stop); GranuleUnreadable if it cannot be read."""
+        try:
+            if not self.direct:
+                return np.asarray(self.ds[(*self.lead, rows, cols)])
+            ch_rows, ch_cols = self.chunk_shape
+            tops = range(rows.start - rows.start % ch_rows, rows.stop, ch_rows)
+            lefts = range(cols.start - cols.start % ch_cols, cols.stop, ch_cols)
+            if len(tops) == 1 and len(lefts) == 1:
+                chunk = self._chunk(tops[0], lefts[0])
+                out = chunk[rows.start - tops[0]:rows.stop - tops[0], cols.start - lefts[0]:cols.stop - lefts[0]]
+            else:
+                out = np.empty((rows.stop - rows.start, cols.stop - cols.start), self.ds.dtype)
+                for top in tops:
+                    for left in lefts:
+                        chunk = self._chunk(top, left)
+                        r0, r1 = max(rows.start, top), min(rows.stop, top + ch_rows)
+                        c0, c1 = max(cols.start, left), min(cols.stop, left + ch_cols)
+                        out[r0 - rows.start:r1 - rows.start, c0 - cols.start:c1 - cols.start] = \
+                            chunk[r0 - top:r1 - top, c0 - left:c1 - left]
+            # Blocks come left to right, row by row: a chunk up to this block's right and bottom edges is done.
+            n_rows, n_cols = self.shape
+            for key in [k for k in self._kept
+                        if min(k[0] + ch_rows, n_rows) <= rows.stop and min(k[1] + ch_cols, n_cols) <= cols.stop]:
+                del self._kept[key]
+            return out
+        except (OSError, ValueError, zlib.error) as exc:
+            raise GranuleUnreadable(f"cannot read {self.ds.name} of {self.granule}: {exc}") from exc
+
+    def _chunk(self, top: int, left: int) -> np.ndarray:
+        """The chunk at (top, left) of the plane, cut to the plane's edges; kept until a block needs another row of
+        chunks (blocks come row of tiles by row of tiles)."""
+        kept = self._kept.get((top, left))
+        if kept is not None:
+            return kept
+        if any(t != top for t, _ in self._kept):
+            self._kept.clear()
+        ds = self.ds
+        height = min(self.chunk_shape[0], self.shape[0] - top)
+        width = min(self.chunk_shape[1], self.shape[1] - left)
+        info = self._infos.get((top, left))
+        if info is None:  # never written: the fill value
+            chunk = np.full((height, width), ds.fillvalue, dtype=ds.dtype)
+        else:
+            _, payload = ds.id.read_direct_chunk(info.chunk_offset)
+            data = _inflate(payload, int(np.prod(ds.chunks)) * ds.dtype.itemsize)
+            flat = _unshuffle(data, ds.dtype.itemsize) if self.shuffled else np.frombuffer(data, np.uint8)
+            chunk = flat.view(ds.dtype).reshape(ds.chunks)[self.lead][:height, :width]
+        self._kept[(top, left)] = chunk
+        return chunk
+
+
+def read_plane(ds: h5py.Dataset, granule: str = "") -> np.ndarray:
+    """A variable's whole first (lat, lon) plane as stored, read block by block as the recipes read it (for checks
+    and for ``read_granule``: the built-in recipes never hold a whole field)."""
+    reader = _PlaneReader(ds, granule or ds.name)
+    out = np.empty(reader.shape, ds.dtype)
+    for rows, cols in _tiling(reader):
+        out[rows, cols] = reader.block(rows, cols)
     return out
+
+
+def _tiling(reader: _PlaneReader) -> Iterator[tuple[slice, slice]]:
+    """Tiles of whole chunks of ``reader``'s plane, of ``TILE_CELLS`` cells at the least (as wide as the plane before
+    they grow taller), row of tiles by row of tiles."""
+    (n_rows, n_cols), (ch_rows, ch_cols) = reader.shape, reader.chunk_shape
+    ch_rows, ch_cols = max(ch_rows, 1), max(ch_cols, 1)
+    across = min(-(-n_cols // ch_cols), max(1, -(-TILE_CELLS // (ch_rows * ch_cols))))
+    width = across * ch_cols
+    height = ch_rows * max(1, -(-TILE_CELLS // (ch_rows * min(width, n_cols)))) if width >= n_cols else ch_rows
+    for top in range(0, n_rows, height):
+        for left in range(0, n_cols, width):
+            yield slice(top, min(top + height, n_rows)), slice(left, min(left + width, n_cols))
 
 
 def _attr(ds: h5py.Dataset, name: str) -> Any:
@@ -207,17 +329,10 @@ def _variable(f: h5py.File, name: str, granule: str) -> h5py.Dataset:
     return ds
 
 
-def _first_slice(ds: h5py.Dataset, granule: str) -> np.ndarray:
-    try:
-        data = read_stored(ds)
-    except (OSError, ValueError, zlib.error) as exc:
-        raise GranuleUnreadable(f"cannot read {ds.name} of {granule}: {exc}") from exc
-    return data[0] if data.ndim == 3 else data
-
-
-def _in_type(value: Any, raw: np.ndarray) -> Any:
-    """``value`` (an attribute) in ``raw``'s own type when that holds it exactly, so that comparing the field with it
-    makes no copy of the field in a wider type (an int32 or float64 attribute of int16 data); else as it is."""
+def _in_type(value: Any, raw: Any) -> Any:
+    """``value`` (an attribute) in the type of ``raw`` (a field, or its dataset) when that holds it exactly, so that
+    comparing the field with it makes no copy of the field in a wider type (an int32 or float64 attribute of int16
+    data); else as it is."""
     try:
         same = raw.dtype.type(value)
     except (OverflowError, ValueError):
@@ -226,29 +341,28 @@ def _in_type(value: Any, raw: np.ndarray) -> Any:
 
 
 def _packed_field(ds: h5py.Dataset, granule: str) -> PackedField:
-    """The field and where it is valid, as CF says: not equal to ``_FillValue`` (else the HDF5 fill value) nor to any
-    ``missing_value``, within ``valid_min``/``valid_max``/``valid_range`` (all in packed units) and finite."""
-    raw = _first_slice(ds, granule)
+    """How the field is stored and which of its values are values, as CF says: not equal to ``_FillValue`` (else the
+    HDF5 fill value) nor to any ``missing_value``, within ``valid_min``/``valid_max``/``valid_range`` (all in packed
+    units) and finite."""
     attrs = set(ds.attrs)
     fill = _numbers(ds, "_FillValue", granule) if "_FillValue" in attrs else np.atleast_1d(ds.fillvalue)
     missing = _numbers(ds, "missing_value", granule) if "missing_value" in attrs else ()
-    invalid = [_in_type(v, raw) for v in dict.fromkeys([*fill, *missing])]  # once each (missing_value is often the fill)
-    valid = raw != invalid[0]
-    for value in invalid[1:]:
-        valid &= raw != value
-    if np.issubdtype(raw.dtype, np.floating):
-        valid &= np.isfinite(raw)
+    not_values = tuple(_in_type(v, ds) for v in dict.fromkeys([*fill, *missing]))  # once each (missing = fill, often)
+    lows, highs = [], []
     if "valid_min" in attrs:
-        valid &= raw >= _in_type(_numbers(ds, "valid_min", granule, size=1)[0], raw)
+        lows.append(_in_type(_numbers(ds, "valid_min", granule, size=1)[0], ds))
     if "valid_max" in attrs:
-        valid &= raw <= _in_type(_numbers(ds, "valid_max", granule, size=1)[0], raw)
+        highs.append(_in_type(_numbers(ds, "valid_max", granule, size=1)[0], ds))
     if "valid_range" in attrs:
-        lo, hi = (_in_type(v, raw) for v in _numbers(ds, "valid_range", granule, size=2))
-        valid &= (raw >= lo) & (raw <= hi)
+        low, high = (_in_type(v, ds) for v in _numbers(ds, "valid_range", granule, size=2))
+        lows.append(low)
+        highs.append(high)
     scale = _number(ds, "scale_factor", granule) if "scale_factor" in attrs else 1.0
     offset = _number(ds, "add_offset", granule) if "add_offset" in attrs else 0.0
     units = _attr(ds, "units") if "units" in attrs else ""
-    return PackedField(raw=raw, valid=valid, scale=scale, offset=offset, to_celsius=_celsius_shift(units, granule))
+    return PackedField(not_values=not_values, lows=tuple(lows), highs=tuple(highs),
+                       floating=bool(np.issubdtype(ds.dtype, np.floating)), scale=scale, offset=offset,
+                       to_celsius=_celsius_shift(units, granule))
 
 
 _TIME_UNITS = re.compile(
@@ -399,27 +513,117 @@ def _open_water_rule(mds: h5py.Dataset, granule: str) -> OpenWaterRule:
     return rule
 
 
-def read_granule(name: str, *, path: str | None = None, data: bytes | None = None, with_mask: bool) -> GhrsstGranule:
-    """Read what the SST recipes need from a GHRSST L4 granule given as a local path or as bytes in memory."""
-    try:
-        f = h5py.File(path if path is not None else io.BytesIO(data or b""), "r")
-    except OSError as exc:
-        raise GranuleUnreadable(f"{name} is not a readable netCDF-4/HDF5 file: {exc}") from exc
-    with f:
-        lat = np.asarray(_variable(f, "lat", name)[()], dtype=np.float64)
-        lon = np.asarray(_variable(f, "lon", name)[()], dtype=np.float64)
-        sst = _packed_field(_variable(f, "analysed_sst", name), name)
-        mask, flags = None, None
-        if with_mask:
-            mds = _variable(f, "mask", name)
-            flags = _open_water_rule(mds, name)
-            mask = _first_slice(mds, name)
-        when = _time(f, name)
-    if sst.raw.shape != (lat.size, lon.size):
-        raise GranuleUnreadable(f"{name}: analysed_sst has shape {sst.raw.shape}, expected ({lat.size}, {lon.size})")
-    if mask is not None and mask.shape != sst.raw.shape:
-        raise GranuleUnreadable(f"{name}: mask has shape {mask.shape}, analysed_sst {sst.raw.shape}")
-    return GhrsstGranule(name=name, time=when, lat=lat, lon=lon, sst=sst, mask=mask, mask_flags=flags)
+class GranuleReader:
+    """A GHRSST L4 granule (a local path, or bytes in memory) open for reading: its coordinates, time and how its
+    analysed_sst is stored (``granule``), then analysed_sst and the mask a tile at a time (``tiles``), so that
+    no whole field is ever held: a MUR 0.01° field is 650 million cells. Use as a context manager."""
+
+    def __init__(self, name: str, *, path: str | None = None, data: bytes | None = None, with_mask: bool):
+        try:
+            self._file = h5py.File(path if path is not None else io.BytesIO(data or b""), "r")
+        except OSError as exc:
+            raise GranuleUnreadable(f"{name} is not a readable netCDF-4/HDF5 file: {exc}") from exc
+        try:
+            f = self._file
+            lat = np.asarray(_variable(f, "lat", name)[()], dtype=np.float64)
+            lon = np.asarray(_variable(f, "lon", name)[()], dtype=np.float64)
+            sds = _variable(f, "analysed_sst", name)
+            sst = _packed_field(sds, name)
+            mds, flags = None, None
+            if with_mask:
+                mds = _variable(f, "mask", name)
+                flags = _open_water_rule(mds, name)
+            when = _time(f, name)
+            plane = sds.shape[1:] if sds.ndim == 3 else sds.shape  # the first time of (time, lat, lon)
+            if plane != (lat.size, lon.size):
+                raise GranuleUnreadable(f"{name}: analysed_sst has shape {plane}, expected ({lat.size}, {lon.size})")
+            mask_plane = None if mds is None else mds.shape[1:] if mds.ndim == 3 else mds.shape
+            if mask_plane is not None and mask_plane != plane:
+                raise GranuleUnreadable(f"{name}: mask has shape {mask_plane}, analysed_sst {plane}")
+            self._sst = _PlaneReader(sds, name)
+            self._mask = _PlaneReader(mds, name) if mds is not None else None
+        except BaseException:
+            self._file.close()
+            raise
+        self.granule = GhrsstGranule(name=name, time=when, lat=lat, lon=lon, sst=sst, mask_flags=flags)
+
+    @property
+    def sst_dtype(self) -> np.dtype:
+        return self._sst.ds.dtype
+
+    @property
+    def mask_dtype(self) -> np.dtype | None:
+        return self._mask.ds.dtype if self._mask is not None else None
+
+    def __enter__(self) -> GranuleReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+    def tiles(self, rows: np.ndarray | None = None) -> Iterator[Tile]:
+        """analysed_sst (and the mask) a tile at a time: whole chunks of analysed_sst, ``TILE_CELLS`` cells at the
+        least, row of tiles by row of tiles; leaving out the rows of tiles with no row that ``rows`` (True per row)
+        wants, which are not read."""
+        for r, c in _tiling(self._sst):
+            if rows is not None and not rows[r].any():
+                continue
+            raw = self._sst.block(r, c)
+            mask = self._mask.block(r, c) if self._mask is not None else None
+            yield Tile(rows=r, cols=c, raw=raw, valid=self.granule.sst.valid(raw), mask=mask)
+
+
+@dataclass(frozen=True)
+class WholeField:
+    """A field read whole (``read_granule``): its values as stored, where they are values, and how they unpack."""
+
+    raw: np.ndarray
+    valid: np.ndarray
+    packing: PackedField
+
+    @property
+    def scale(self) -> float:
+        return self.packing.scale
+
+    @property
+    def offset(self) -> float:
+        return self.packing.offset
+
+    @property
+    def to_celsius(self) -> float:
+        return self.packing.to_celsius
+
+    def unpack(self, raw_value: float) -> float:
+        return self.packing.unpack(raw_value)
+
+
+@dataclass(frozen=True)
+class WholeGranule:
+    name: str
+    time: dt.datetime
+    lat: np.ndarray
+    lon: np.ndarray
+    sst: WholeField
+    mask: np.ndarray | None
+    mask_flags: OpenWaterRule | None
+
+
+def read_granule(name: str, *, path: str | None = None, data: bytes | None = None, with_mask: bool) -> WholeGranule:
+    """A GHRSST L4 granule's analysed_sst (and mask) whole, for a recipe of your own (README's tutorial): simple, and
+    right for granules of a few million cells such as MUR25's. A whole MUR 0.01° field takes several GB: read such a
+    granule a tile at a time with ``GranuleReader``, as the built-in recipes do."""
+    with GranuleReader(name, path=path, data=data, with_mask=with_mask) as reader:
+        g = reader.granule
+        shape = (g.lat.size, g.lon.size)
+        raw, valid = np.empty(shape, reader.sst_dtype), np.empty(shape, bool)
+        mask = np.empty(shape, reader.mask_dtype) if with_mask else None
+        for tile in reader.tiles():
+            raw[tile.rows, tile.cols] = tile.raw
+            valid[tile.rows, tile.cols] = tile.valid
+            if mask is not None:
+                mask[tile.rows, tile.cols] = tile.mask
+    return WholeGranule(name=g.name, time=g.time, lat=g.lat, lon=g.lon, sst=WholeField(raw, valid, g.sst), mask=mask,
+                        mask_flags=g.mask_flags)
 
 
 def open_water(mask: np.ndarray, flags: OpenWaterRule | None, granule: str) -> np.ndarray:
@@ -429,7 +633,7 @@ def open_water(mask: np.ndarray, flags: OpenWaterRule | None, granule: str) -> n
     ``&`` and one ``==`` on int8.
     """
     if flags is None:
-        raise ValueError(f"{granule}: its mask was not read: read_granule(..., with_mask=True)")
+        raise ValueError(f"{granule}: its mask was not read: with_mask=True")
     if flags.water_values:
         info = np.iinfo(mask.dtype)
         values = [v for v in flags.water_values if info.min <= v <= info.max]
@@ -454,29 +658,47 @@ class WeightedStats:
     max_c: float | None
 
 
-def cos_lat_weighted_stats(field: PackedField, use: np.ndarray, row_weights: np.ndarray) -> WeightedStats:
-    """Weighted mean (°C), count, min and max of ``field`` over the cells where ``use`` is True.
+def cos_lat_weighted_stats(reader: GranuleReader, row_weights: np.ndarray,
+                           use: Callable[[Tile], np.ndarray | None], rows: np.ndarray | None = None) -> WeightedStats:
+    """Weighted mean (°C), count, min and max of analysed_sst over its valid cells where ``use(tile)`` is True
+    (None: every cell of the tile) and whose row's weight is above 0 (and, given ``rows``, whose row it wants).
 
-    Each cell's weight is its row's weight (cos latitude for a regular lat/lon grid): mean = Σ w·x / Σ w.
-    Sums of the packed integers are exact (int64 accumulation of ``raw * selected``: each term is x or 0), and
-    unpacking is linear, so the mean is unpacked once at the end.
+    Each cell's weight is its row's weight (cos latitude for a regular lat/lon grid): mean = Σ w·x / Σ w. Per-row
+    sums of the packed integers are exact (int64 accumulation of ``raw * selected``: each term is x or 0), gathered
+    tile by tile; unpacking is linear, so the mean is unpacked once at the end. Rows of tiles with no row wanted
+    (zero weight, or not in ``rows``) are not read.
     """
-    raw = field.raw
-    selected = use & field.valid
-    if not (row_weights > 0).all():
-        selected &= (row_weights > 0)[:, None]
-    row_count_i = np.count_nonzero(selected, axis=1)
-    n = int(row_count_i.sum())
+    field = reader.granule.sst
+    wanted = row_weights > 0
+    if rows is not None:
+        wanted = wanted & rows
+    integer = np.issubdtype(reader.sst_dtype, np.integer)
+    row_sum = np.zeros(row_weights.size, dtype=np.int64 if integer else np.float64)
+    row_count = np.zeros(row_weights.size, dtype=np.int64)
+    lo = hi = None
+    for tile in reader.tiles(wanted):
+        selected = tile.valid
+        cells = use(tile)
+        if cells is not None:
+            selected &= cells
+        if not wanted[tile.rows].all():
+            selected &= wanted[tile.rows][:, None]
+        counts = np.count_nonzero(selected, axis=1)
+        if not counts.any():
+            continue
+        row_count[tile.rows] += counts
+        if integer:
+            row_sum[tile.rows] += (tile.raw * selected).sum(axis=1, dtype=np.int64)  # exact: each term is x or 0
+        else:
+            row_sum[tile.rows] += np.where(selected, tile.raw, 0).sum(axis=1, dtype=np.float64)
+        values = tile.raw[selected]
+        lo = values.min() if lo is None else min(lo, values.min())
+        hi = values.max() if hi is None else max(hi, values.max())
+    n = int(row_count.sum())
     if n == 0:
         return WeightedStats(mean_c=None, n_valid=0, min_c=None, max_c=None)
-    if np.issubdtype(raw.dtype, np.integer):
-        row_sum = (raw * selected).sum(axis=1, dtype=np.int64).astype(np.float64)  # exact: each term is x or 0
-    else:
-        row_sum = np.where(selected, raw, 0).sum(axis=1, dtype=np.float64)
-    row_count = row_count_i.astype(np.float64)
-    mean_raw = float(np.dot(row_weights, row_sum) / np.dot(row_weights, row_count))
-    values = raw[selected]
-    lo, hi = values.min(), values.max()
+    mean_raw = float(np.dot(row_weights, row_sum.astype(np.float64)) /
+                     np.dot(row_weights, row_count.astype(np.float64)))
     # min/max of the packed values give min/max of the unpacked ones when the scale is positive.
     if field.scale < 0:
         lo, hi = hi, lo

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from granulemap.granule_access import GranuleAccess
 from granulemap.models import Item, RunContext
-from granulemap.recipes.ghrsst import cos_lat_weighted_stats, open_water, read_granule
+from granulemap.recipes.ghrsst import GranuleReader, Tile, cos_lat_weighted_stats, open_water
 from granulemap.recipes.sst_global_mean import SstGlobalMean, rounded_row
 
 
@@ -90,12 +90,17 @@ def in_lon_range(lon: np.ndarray, west: float, east: float, tol: float = 0.0) ->
 def box_mean_sst(name: str, box: tuple[float, float, float, float], *, path: str | None = None,
                  data: bytes | None = None) -> dict[str, Any]:
     west, south, east, north = box
-    granule = read_granule(name, path=path, data=data, with_mask=True)
-    assert granule.mask is not None
-    rows = in_lat_range(granule.lat, south, north, edge_tolerance(granule.lat))
-    cols = in_lon_range(granule.lon, west, east, edge_tolerance(granule.lon))
-    use = open_water(granule.mask, granule.mask_flags, name) & rows[:, None] & cols[None, :]
-    stats = cos_lat_weighted_stats(granule.sst, use, np.cos(np.deg2rad(granule.lat)))
+    with GranuleReader(name, path=path, data=data, with_mask=True) as reader:
+        granule = reader.granule
+        rows = in_lat_range(granule.lat, south, north, edge_tolerance(granule.lat))
+        cols = in_lon_range(granule.lon, west, east, edge_tolerance(granule.lon))
+
+        def use(tile: Tile) -> np.ndarray:
+            assert tile.mask is not None
+            return open_water(tile.mask, granule.mask_flags, name) & cols[tile.cols][None, :]
+
+        # the box's rows alone: rows of tiles without one are not read
+        stats = cos_lat_weighted_stats(reader, np.cos(np.deg2rad(granule.lat)), use, rows=rows)
     return rounded_row(granule, stats, method="box")
 
 

@@ -25,11 +25,11 @@ from granulemap.recipes.base import Recipe
 from granulemap.recipes.ghrsst import (
     COLLECTION_PRODUCTS,
     GhrsstGranule,
+    GranuleReader,
     WeightedStats,
     cos_lat_weighted_stats,
     open_water,
     product_from_name,
-    read_granule,
     time_from_name,
 )
 from granulemap.recipes.timeseries import Refusal, csv_to_rows, refuse_two_products, write_time_series
@@ -53,15 +53,15 @@ def _round(value: float | None) -> float | None:
 
 def global_mean_sst(name: str, *, method: Method, path: str | None = None, data: bytes | None = None) -> dict[str, Any]:
     """The global mean SST of one granule (given as a local path or bytes) as a CSV row."""
-    granule = read_granule(name, path=path, data=data, with_mask=method == "ocean")
-    weights = np.cos(np.deg2rad(granule.lat))
-    if method == "ocean":
-        assert granule.mask is not None
-        use = open_water(granule.mask, granule.mask_flags, name)
-    else:
-        weights = np.where(np.abs(granule.lat) <= TUTORIAL_MAX_ABS_LAT, weights, 0.0)
-        use = np.ones(granule.sst.raw.shape, dtype=bool)
-    stats = cos_lat_weighted_stats(granule.sst, use, weights)
+    with GranuleReader(name, path=path, data=data, with_mask=method == "ocean") as reader:
+        granule = reader.granule
+        weights = np.cos(np.deg2rad(granule.lat))
+        if method == "ocean":
+            stats = cos_lat_weighted_stats(
+                reader, weights, lambda tile: open_water(tile.mask, granule.mask_flags, name))  # type: ignore[arg-type]
+        else:  # no mask; the rows poleward of 60° weigh nothing, and are not read
+            weights = np.where(np.abs(granule.lat) <= TUTORIAL_MAX_ABS_LAT, weights, 0.0)
+            stats = cos_lat_weighted_stats(reader, weights, lambda tile: None)
     return rounded_row(granule, stats, method)
 
 
