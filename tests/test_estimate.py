@@ -104,6 +104,54 @@ def test_unknown_recipe_is_named(tmp_path: Path) -> None:
         est.estimate("nope", dt.date(2022, 1, 1), dt.date(2022, 1, 2), MEMORY, _model(tmp_path))
 
 
+def test_another_collection_is_priced_with_what_make_bench_measured_on_its_granules(tmp_path: Path, monkeypatch,
+                                                                                  capsys) -> None:
+    """A run of MUR 0.01° granules (400 MB, seconds each) is priced with their cost, not MUR25's (2 MB, 10 ms): the
+    model names it ``<recipe>@<collection>``; the recipe's own collection named is its default; another is refused,
+    naming those measured."""
+    model_path = tmp_path / "cost_model.json"
+    _model(tmp_path)  # writes model_path
+    raw = json.loads(model_path.read_text())
+    raw["recipes"]["sst-global-mean@BIG-COLLECTION"] = {"compute_s": 2.0, "input_mb": 400.0, "items_per_day": 1,
+                                                        "measured_on": "a big granule"}
+    model_path.write_text(json.dumps(raw))
+    model = est.CostModel.load(model_path)
+    big = est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 1, 10), MEMORY, model,
+                       collection="BIG-COLLECTION")
+    # By hand: 10 items of one granule: 2.0 s × 1769/1024 + 400 MB / 80 MB/s + 2 × 0.02 s = 8.495117... s, billed
+    # 8.496 s; × 1 GB × 10.
+    by_name = {what: usd for what, usd, _ in big.lines}
+    assert by_name["Lambda compute, Processor"] == pytest.approx(10 * 8.496 * 0.0000166667, rel=1e-9)
+    assert any("per item (a big granule): 2000.0 ms" in a for a in big.assumptions)
+    default = est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 1, 10), MEMORY, model)
+    assert default.total_usd < big.total_usd
+    with pytest.raises(KeyError, match="on collection OTHER: make bench measures it on its default collection and "
+                                       "on BIG-COLLECTION"):
+        est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 1, 10), MEMORY, model, collection="OTHER")
+
+    monkeypatch.setattr(est, "COST_MODEL", model_path)
+    days = ["--start", "2022-01-01", "--end", "2022-01-10"]
+    assert main(["estimate", "--recipe", "sst-global-mean", *days]) == 0
+    plain = capsys.readouterr().out
+    assert main(["estimate", "--recipe", "sst-global-mean", *days, "--collection", "MUR25-JPL-L4-GLOB-v04.2"]) == 0
+    assert capsys.readouterr().out == plain  # the recipe's default collection, named
+    assert main(["estimate", "--recipe", "sst-global-mean", *days, "--collection", "BIG-COLLECTION"]) == 0
+    assert "(a big granule)" in capsys.readouterr().out
+    assert main(["estimate", "--recipe", "sst-global-mean", *days, "--collection", "OTHER"]) == 2
+    assert "no cost model for recipe sst-global-mean on collection OTHER" in capsys.readouterr().err
+
+
+def test_the_shipped_model_prices_a_year_of_mur_0_01_degree_above_mur25() -> None:
+    model = est.CostModel.load()
+    year = (dt.date(2022, 1, 1), dt.date(2022, 12, 31))
+    fine = model.recipes[est.cost_key("sst-global-mean", "MUR-JPL-L4-GLOB-v4.1")]
+    coarse = model.recipes["sst-global-mean"]
+    assert fine.input_mb > 100 * coarse.input_mb and fine.compute_s > 100 * coarse.compute_s  # 625 × the cells
+    costs = [est.estimate("sst-global-mean", *year, MEMORY, model, collection=c).total_usd
+             for c in (None, "MUR-JPL-L4-GLOB-v4.1")]
+    assert costs[0] < costs[1]
+
+
 def test_estimate_command_prints_the_total_and_its_assumptions(tmp_path: Path, monkeypatch, capsys) -> None:
     model_path = tmp_path / "cost_model.json"
     _model(tmp_path)  # writes model_path

@@ -70,6 +70,17 @@ class RecipeCost:
     """The Aggregate step's GET of the result (BuildCatalog finds finished items by listing, see LIST below)."""
     s3_puts_per_item: int = 1
     """The Processor's PUT of its result (ATL06: plus the store's chunk writes, see cost_model.json)."""
+    measured_on: str = ""
+    """What make bench measured ``compute_s`` and ``input_mb`` on (a real MUR25 granule, ...)."""
+
+
+COLLECTION_SEPARATOR = "@"
+"""cost_model.json names a recipe's cost on another collection than its default ``<recipe>@<collection>``."""
+
+
+def cost_key(recipe_name: str, collection: str | None) -> str:
+    """The cost model's name for ``recipe_name`` run on ``collection`` (None: the recipe's default collection)."""
+    return recipe_name if collection is None else f"{recipe_name}{COLLECTION_SEPARATOR}{collection}"
 
 
 @dataclass(frozen=True)
@@ -198,13 +209,22 @@ def dekad_items(start: dt.date, end: dt.date, granules: int) -> int:
 
 
 def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str, int], model: CostModel,
-             items: int | None = None, max_concurrency: int = 40) -> Estimate:
-    """The expected cost of one run. ``memory_mb``: MemorySize of each function (template.yaml's, or overridden)."""
+             items: int | None = None, max_concurrency: int = 40, collection: str | None = None) -> Estimate:
+    """The expected cost of one run. ``memory_mb``: MemorySize of each function (template.yaml's, or overridden);
+    ``collection``: another than the recipe's default, whose granules make bench measured (MUR 0.01°)."""
+    recipes = sorted(name for name in model.recipes if COLLECTION_SEPARATOR not in name)
     if recipe_name not in model.recipes:
         raise KeyError(f"no cost model for recipe {recipe_name!r}: estimate covers the recipes make bench measures "
-                       f"({', '.join(sorted(model.recipes))}); for one of yours, estimate a built-in one of similar "
-                       "work with --items")
-    recipe = model.recipes[recipe_name]
+                       f"({', '.join(recipes)}); for one of yours, estimate a built-in one of similar work with "
+                       "--items")
+    key = cost_key(recipe_name, collection)
+    if key not in model.recipes:
+        measured = sorted(name.partition(COLLECTION_SEPARATOR)[2] for name in model.recipes
+                          if name.startswith(recipe_name + COLLECTION_SEPARATOR))
+        raise KeyError(f"no cost model for recipe {recipe_name} on collection {collection}: make bench measures it on "
+                       f"its default collection{' and on ' + ', '.join(measured) if measured else ''}; price one of "
+                       "those whose granules are most like yours")
+    recipe = model.recipes[key]
     units = items if items is not None else _items_by_rate(recipe, start, end)
     if recipe.grouping == "dekad":  # units are granules, grouped into one item per dekad
         n = min(units, dekad_items(start, end, units))
@@ -247,7 +267,8 @@ def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str
         f"${SFN_STATE_TRANSITION_USD * 1e3:.3f}/1,000 transitions, S3 ${S3_PUT_USD * 1e3:.4f}/1,000 PUT and "
         f"${S3_GET_USD * 1e3:.4f}/1,000 GET",
         _items_basis(recipe, start, end, n, units, items is not None),
-        f"per {per_what}: {recipe.compute_s * 1e3:.1f} ms of compute at "
+        f"per {per_what}{' (' + recipe.measured_on + ')' if recipe.measured_on else ''}: "
+        f"{recipe.compute_s * 1e3:.1f} ms of compute at "
         f"one vCPU (measured by make bench), scaled by {FULL_VCPU_MB}/{memory_mb['ProcessorFunction']} MB when below "
         f"one vCPU, + {recipe.input_mb:g} MB read at {model.s3_mb_per_s:g} MB/s + its first byte "
         f"({model.s3_request_latency_s * 1e3:.0f} ms, assumed); and each item's result PUT "
@@ -330,9 +351,10 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         model = CostModel.load()
     except FileNotFoundError:
         raise InvalidInput(f"{COST_MODEL} is missing: run `make bench` to measure the cost model") from None
+    collection = args.collection if args.collection not in (None, recipe.collection) else None
     try:
         result = estimate(args.recipe, start, end, memory, model, items=args.items,
-                          max_concurrency=args.max_concurrency)
+                          max_concurrency=args.max_concurrency, collection=collection)
     except KeyError as exc:
         raise InvalidInput(str(exc.args[0])) from None
     print(render(args.recipe, result))
@@ -364,6 +386,8 @@ def add_estimate_command(sub: argparse._SubParsersAction) -> None:  # type: igno
     est.add_argument("--start", help="first date, inclusive (YYYY-MM-DD)")
     est.add_argument("--end", help="last date, inclusive (YYYY-MM-DD)")
     est.add_argument("--period", help="instead of --start and --end: a whole month, YYYY-MM (or previous-month)")
+    est.add_argument("--collection", help="the run's collection, when not the recipe's default: the SST recipes are "
+                                          "also measured on MUR 0.01° (MUR-JPL-L4-GLOB-v4.1)")
     est.add_argument("--memory-mb", type=int, dest="memory_mb",
                      help="Processor memory in MB (default: ProcessorMemorySize in template.yaml)")
     est.add_argument("--items", type=int, metavar="N",
