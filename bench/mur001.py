@@ -1,9 +1,9 @@
 """A synthetic full-size MUR 0.01° granule (MUR-JPL-L4-GLOB-v4.1's layout), for measuring one Processor item on it.
 
 MUR v4.1 is the 0.01° product README.md points SST users to beside MUR25 (0.25°). Its granules are 17999 × 36000
-cells (about 650 million): analysed_sst int16 (scale 0.001, offset 298.15 K, fill -32768) and mask int8 (values 1
-open sea, 2 land, 5 open lake, 9 and 13 with ice, as v4.1's flag_values), in chunks of 1 × 1023 × 2047, shuffled and
-deflated. No real one is in the repository (each is about 400 MB); this one is the real MUR25 granule's fields
+cells (about 650 million): analysed_sst int16 (scale 0.001, offset 298.15 K, fill -32768) in chunks of 1 × 1023 ×
+2047 and mask int8 (values 1 open sea, 2 land, 5 open lake, 9 and 13 with ice, as v4.1's flag_values) in chunks of
+1 × 1447 × 2895, as v4.1's granules chunk them, shuffled and deflated. No real one is in the repository (each is about 400 MB); this one is the real MUR25 granule's fields
 (tests/data/ghrsst) repeated 25 × 25 onto the 0.01° grid (cut to 17999 latitudes), plus seeded noise of up to
 ±NOISE mK on each sea cell, so that neighbouring cells differ as in a real analysis and the field deflates to about
 a real granule's size (blocks of one value would deflate many times smaller, and inflate faster). Its numbers are not
@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MUR25 = ROOT / "tests" / "data" / "ghrsst" / "20181231090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"
 NAME = "20181231090000-JPL-L4_GHRSST-SSTfnd-MUR-GLOB-v02.0-fv04.1.nc"
 N_LAT, N_LON, REPEAT = 17999, 36000, 25
-CHUNKS = (1, 1023, 2047)  # MUR v4.1's
+SST_CHUNKS = (1, 1023, 2047)  # MUR v4.1's
+MASK_CHUNKS = (1, 1447, 2895)  # MUR v4.1's (its sea_ice_fraction's too): not analysed_sst's
 DEFLATE_LEVEL = 7  # MUR25's (its headers); v4.1's are deflated with shuffle too
 NOISE = 8
 """mK (raw units) of noise each side: analysed_sst then deflates to about SIZE_MB."""
@@ -64,18 +65,18 @@ def write(out_dir: Path) -> Path:
         lon.units = "degrees_east"
         lon[:] = np.linspace(-179.99, 180.0, N_LON, dtype=np.float32)
         sst = ds.createVariable("analysed_sst", "i2", ("time", "lat", "lon"), zlib=True, complevel=DEFLATE_LEVEL,
-                                shuffle=True, chunksizes=CHUNKS, fill_value=-32768)
+                                shuffle=True, chunksizes=SST_CHUNKS, fill_value=-32768)
         sst.set_auto_maskandscale(False)
         sst.units, sst.scale_factor, sst.add_offset = "kelvin", 0.001, 298.15
         sst.valid_min, sst.valid_max = np.int16(-32767), np.int16(32767)
         mask = ds.createVariable("mask", "i1", ("time", "lat", "lon"), zlib=True, complevel=DEFLATE_LEVEL,
-                                 shuffle=True, chunksizes=CHUNKS, fill_value=-128)
+                                 shuffle=True, chunksizes=MASK_CHUNKS, fill_value=-128)
         mask.set_auto_maskandscale(False)
         mask.flag_masks = np.array([1, 2, 4, 8, 16], dtype=np.int8)
         mask.flag_values = np.array(FLAG_VALUES, dtype=np.int8)
         mask.flag_meanings = FLAG_MEANINGS
         rng = np.random.default_rng(20181231)
-        step = CHUNKS[1]
+        step = SST_CHUNKS[1]
         for top in range(0, N_LAT, step):  # one row of chunks at a time: a few hundred MB, not the whole field
             rows = np.arange(top, min(top + step, N_LAT)) // REPEAT
             block = np.repeat(sst25[rows], REPEAT, axis=1)

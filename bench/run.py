@@ -367,7 +367,8 @@ def sst_section(s: dict[str, Any]) -> list[str]:
 def mur001_section(m: dict[str, Any]) -> list[str]:
     out = ["## SST per granule at 0.01° (synthetic full-size MUR v4.1 granule)", "",
            f"bench/mur001.py writes a granule of MUR v4.1's size and layout ({m['cells']:,} cells; analysed_sst int16 "
-           f"and mask int8 in chunks of {' × '.join(map(str, m['chunks']))}, shuffled and deflated; "
+           f"in chunks of {' × '.join(map(str, m['chunks']['analysed_sst']))} and mask int8 in chunks of "
+           f"{' × '.join(map(str, m['chunks']['mask']))}, shuffled and deflated; "
            f"{m['file_mb']:,.0f} MB): MUR25's fields repeated 25 × 25 with seeded noise (its numbers are not a real "
            "granule's; its size, layout and filters are). `ours-ocean` reduces it tile by tile (whole chunks: "
            "granulemap/recipes/ghrsst.py, GranuleReader); `floor-ocean` (as above) reads each whole field with "

@@ -12,13 +12,19 @@ import numpy as np
 WATER, LAND, LAKE, SEA_ICE, RIVER = 1, 2, 4, 8, 16
 
 
+def first_plane(var: netCDF4.Variable) -> np.ma.MaskedArray:
+    """A (time, lat, lon) variable's first (lat, lon) plane, or a (lat, lon) variable whole, as netCDF4 unpacks it."""
+    return var[0, :, :] if var.ndim == 3 else var[:, :]
+
+
 def ocean_mean_reference(path: Path) -> dict[str, float]:
     with netCDF4.Dataset(path) as ds:
-        sst_c = ds["analysed_sst"][0, :, :].astype(np.float64) - 273.15  # masked array: fill and valid range
-        mask = np.ma.filled(ds["mask"][0, :, :], 0).astype(int)
+        celsius = ds["analysed_sst"].units.lower() in ("celsius", "degrees_c")
+        sst_c = first_plane(ds["analysed_sst"]).astype(np.float64) - (0 if celsius else 273.15)  # fill, valid range
+        mask = np.ma.filled(first_plane(ds["mask"]), 0).astype(int)
         lat = ds["lat"][:].astype(np.float64)
     open_water = ((mask & WATER) != 0) & ((mask & (LAND | LAKE | SEA_ICE | RIVER)) == 0)
-    use = open_water & ~np.ma.getmaskarray(sst_c)
+    use = open_water & ~np.ma.getmaskarray(sst_c) & np.isfinite(sst_c.data)
     weights = np.broadcast_to(np.cos(np.radians(lat))[:, None], sst_c.shape)
     values = sst_c.data[use]
     return {

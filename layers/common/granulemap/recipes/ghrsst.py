@@ -145,23 +145,24 @@ def _celsius_shift(units: str, granule: str) -> float:
     raise VariableMissing(f"{granule}: analysed_sst has units {units!r}, expected kelvin or celsius")
 
 
-def _inflater() -> tuple[str, Callable[[bytes, int], bytes]]:
-    """The fastest zlib-stream inflater installed: libdeflate, then ISA-L, then the standard library."""
+def _inflater() -> tuple[str, Callable[[bytes, int], bytes], type[Exception]]:
+    """The fastest zlib-stream inflater installed: libdeflate, then ISA-L, then the standard library; and the error
+    it raises for a stream it cannot inflate."""
     try:
         import deflate
 
-        return "libdeflate", lambda data, size: deflate.zlib_decompress(data, size)
+        return "libdeflate", lambda data, size: deflate.zlib_decompress(data, size), deflate.DeflateError
     except ImportError:
         pass
     try:
         from isal import isal_zlib
 
-        return "isal", lambda data, size: isal_zlib.decompress(data)
+        return "isal", lambda data, size: isal_zlib.decompress(data), isal_zlib.error
     except ImportError:
-        return "zlib", lambda data, size: zlib.decompress(data)
+        return "zlib", lambda data, size: zlib.decompress(data), zlib.error
 
 
-INFLATER, _inflate = _inflater()
+INFLATER, _inflate, _INFLATE_ERROR = _inflater()
 _DEFLATE, _SHUFFLE = h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE
 
 
@@ -208,9 +209,7 @@ class _PlaneReader:
         self._infos: dict[tuple[int, int], Any] = {}
         if self.direct:
             try:
-                dsid = ds.id
-                for i in range(dsid.get_num_chunks()):
-                    info = dsid.get_chunk_info(i)
+                for info in _chunk_infos(ds):
                     if tuple(info.chunk_offset[:-2]) == self.lead:
                         self._infos[(info.chunk_offset[-2], info.chunk_offset[-1])] = info
             except (OSError, ValueError) as exc:
@@ -224,6 +223,8 @@ class _PlaneReader:
             if not self.direct:
                 return np.asarray(self.ds[(*self.lead, rows, cols)])
             ch_rows, ch_cols = self.chunk_shape
+            for key in [k for k in self._kept if k[0] + ch_rows <= rows.start]:  # above: rows of tiles skipped
+                del self._kept[key]
             tops = range(rows.start - rows.start % ch_rows, rows.stop, ch_rows)
             lefts = range(cols.start - cols.start % ch_cols, cols.stop, ch_cols)
             if len(tops) == 1 and len(lefts) == 1:
@@ -244,17 +245,15 @@ class _PlaneReader:
                         if min(k[0] + ch_rows, n_rows) <= rows.stop and min(k[1] + ch_cols, n_cols) <= cols.stop]:
                 del self._kept[key]
             return out
-        except (OSError, ValueError, zlib.error) as exc:
+        except (OSError, ValueError, zlib.error, _INFLATE_ERROR) as exc:
             raise GranuleUnreadable(f"cannot read {self.ds.name} of {self.granule}: {exc}") from exc
 
     def _chunk(self, top: int, left: int) -> np.ndarray:
-        """The chunk at (top, left) of the plane, cut to the plane's edges; kept until a block needs another row of
-        chunks (blocks come row of tiles by row of tiles)."""
+        """The chunk at (top, left) of the plane, cut to the plane's edges; kept until the blocks have passed it (a
+        mask chunked otherwise than analysed_sst spans several tiles: each chunk is inflated once)."""
         kept = self._kept.get((top, left))
         if kept is not None:
             return kept
-        if any(t != top for t, _ in self._kept):
-            self._kept.clear()
         ds = self.ds
         height = min(self.chunk_shape[0], self.shape[0] - top)
         width = min(self.chunk_shape[1], self.shape[1] - left)
@@ -268,6 +267,17 @@ class _PlaneReader:
             chunk = flat.view(ds.dtype).reshape(ds.chunks)[self.lead][:height, :width]
         self._kept[(top, left)] = chunk
         return chunk
+
+
+def _chunk_infos(ds: h5py.Dataset) -> list[Any]:
+    """Where each chunk of ``ds`` is stored: HDF5's chunk iteration, one pass (asking chunk by chunk, by index, takes
+    time growing with the square of their number: seconds for a mask stored a row per chunk)."""
+    dsid = ds.id
+    if hasattr(dsid, "chunk_iter"):
+        infos: list[Any] = []
+        dsid.chunk_iter(infos.append)
+        return infos
+    return [dsid.get_chunk_info(i) for i in range(dsid.get_num_chunks())]
 
 
 def read_plane(ds: h5py.Dataset, granule: str = "") -> np.ndarray:
