@@ -12,7 +12,7 @@ and shuffle a fixed byte transpose, so the integers are bit-identical to the lib
 
 The recipes read analysed_sst and the mask a tile at a time (``GranuleReader.tiles``: whole chunks, about a million
 cells or more), reducing each before the next is read: a MUR 0.01° field is 650 million cells (1.3 GB as int16),
-which whole would need several GB of memory; tile by tile its reduction needs tens of MB (BENCHMARKS.md). Per-row
+which whole would need several GB of memory; tile by tile its reduction needs about 100 MB (BENCHMARKS.md). Per-row
 sums of the packed integers are exact, so the statistics do not depend on the tiling.
 """
 
