@@ -23,6 +23,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 MUR25 = ROOT / "tests" / "data" / "ghrsst" / "20181231090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"
 NAME = "20181231090000-JPL-L4_GHRSST-SSTfnd-MUR-GLOB-v02.0-fv04.1.nc"
+COLLECTION = "MUR-JPL-L4-GLOB-v4.1"
+"""The CMR collection of MUR v4.1's granules: the cost model prices the SST recipes on it from this granule."""
 N_LAT, N_LON, REPEAT = 17999, 36000, 25
 SST_CHUNKS = (1, 1023, 2047)  # MUR v4.1's
 MASK_CHUNKS = (1, 1447, 2895)  # MUR v4.1's (its sea_ice_fraction's too): not analysed_sst's

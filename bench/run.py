@@ -82,6 +82,9 @@ def cost_model(results: dict[str, Any]) -> dict[str, Any]:
         "aggregate_s_per_item": 0.005,
     }
     if "sst" in results:
+        import mur001 as mur001_granule
+        from granulemap.estimate import cost_key
+
         sst_s = results["sst"]["timings"]["ours-ocean"]["median"] / 1e3
         mb = (ROOT / "tests/data/ghrsst/20181231090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc").stat().st_size / 1e6
         mur001 = results["sst"]["mur001"]
@@ -89,7 +92,8 @@ def cost_model(results: dict[str, Any]) -> dict[str, Any]:
             model["recipes"][name] = {"compute_s": round(sst_s, 5), "input_mb": round(mb, 2), "items_per_day": 1,
                                       "grouping": "dekad",  # per granule; one item per dekad (granulemap.grouping)
                                       "measured_on": "a real MUR25 granule"}
-            model["recipes"][f"{name}@MUR-JPL-L4-GLOB-v4.1"] = {  # the box: at most the whole field's cost
+            # sst-box-mean: at most the whole field's cost
+            model["recipes"][cost_key(name, mur001_granule.COLLECTION)] = {
                 "compute_s": round(mur001["timings"]["ours-ocean"]["median"] / 1e3, 3),
                 "input_mb": mur001["file_mb"], "items_per_day": 1, "grouping": "dekad",
                 "measured_on": "a synthetic granule of MUR 0.01°'s size and layout"}
@@ -383,8 +387,9 @@ def mur001_section(m: dict[str, Any]) -> list[str]:
         out.append(f"| {name} | {times} | {rss['imports_mb']} → {rss['peak_mb']} | {rss['work_mb']} |")
     repeats = m["timings"]["ours-ocean"]["repeats"]
     out += ["", f"{repeats} interleaved repeats (a warm-up each first). `ours-ocean-bytes` is ours as the Processor runs "
-            "in AWS: the granule's bytes read whole from S3 into memory, then reduced (peak RSS only; its work includes "
-            "the file's bytes). Time ratio ours / floor (min / median): "
+            "in AWS, from the granule's bytes held whole in memory (read from disk here, from S3 there), then reduced "
+            "(peak RSS only; its work includes the file's bytes; the Processor's own imports add about 30 MB to the "
+            "baseline: memory section). Time ratio ours / floor (min / median): "
             f"{ratio_cell(m['ratio'])}. The Processor for such granules needs its memory above the bytes one holds "
             "plus the work: README.md, \"Execution input\" (MUR at 0.01°).", ""]
     return out
@@ -580,7 +585,8 @@ def memory_section(mem: dict[str, Any], atl06: dict[str, Any] | None) -> list[st
                    f"{row['recommended_mb']} | {d.get('sst', '–')} | {d.get('atl06', '–')} |")
     proc = fns["ProcessorFunction"]
     out += ["", f"- ProcessorFunction: {proc['recommended_mb']} MB for a stack that runs ATL06; "
-            f"{proc['recommended_sst_only_mb']} MB is enough for SST recipes alone."]
+            f"{proc['recommended_sst_only_mb']} MB is enough for SST recipes on MUR25 alone (MUR 0.01° granules need "
+            "more: their section above)."]
     if atl06:
         rss = atl06["rss"]["ours"]
         seg = atl06["datasets"][atl06["rss_input"]]["segments_in_timed_parent"]

@@ -279,8 +279,8 @@ def run(repeats: int) -> dict[str, Any]:
 
 
 def ours_from_bytes(path: Path) -> dict[str, Any]:
-    """``ours-ocean`` as the Processor runs it in AWS: the granule's bytes read whole (GranuleAccess.read_bytes, an S3
-    GET), then reduced from memory."""
+    """``ours-ocean`` as the Processor runs it in AWS: from the granule's bytes held whole in memory (there
+    GranuleAccess.read_bytes, an S3 GET; here read from disk)."""
     from granulemap.recipes.sst_global_mean import global_mean_sst
 
     return global_mean_sst(path.name, method="ocean", data=path.read_bytes())

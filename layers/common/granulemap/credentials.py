@@ -7,7 +7,7 @@ the provider and the expiry time. Processors read the parameter and cache it; be
 last about an hour) a Processor asks FetchCredentials to refresh it (``refresh_stored_credentials``, invoked as a
 Lambda function: ``invoke_refresh``). Processors run the recipes' code, users' own among them: in AWS they never hold
 the Earthdata Login secrets, nor may they read them or write the stored credentials (template.yaml's ProcessorRole;
-locally every function runs in the same pool of worker processes, on the user's own machine). No secret is ever
+locally the functions run in the local engine's worker processes, on the user's own machine). No secret is ever
 returned, logged or put in a message.
 """
 

@@ -8,7 +8,8 @@ The file is opened with h5py (netCDF-4 files are HDF5; the HDF5 library parses t
 packed field whose chunks are filtered by exactly (shuffle,) deflate is read as raw chunk bytes and inflated with
 libdeflate (PyPI ``deflate``; else ISA-L ``isal``; else ``zlib``), then un-shuffled with numpy: inflate is lossless
 and shuffle a fixed byte transpose, so the integers are bit-identical to the library's own read, about twice as fast
-(BENCHMARKS.md). Any other filter, or a chunk whose filter mask says a filter was skipped, goes through h5py's read.
+(BENCHMARKS.md). Any other filter, or a chunk whose filter mask says a filter was skipped, sends the variable through
+h5py's read.
 
 The recipes read analysed_sst and the mask a tile at a time (``GranuleReader.tiles``: whole chunks, about a million
 cells or more), reducing each before the next is read: a MUR 0.01° field is 650 million cells (1.3 GB as int16),
@@ -190,8 +191,8 @@ TILE_CELLS = 1 << 20
 
 class _PlaneReader:
     """Blocks of a variable's first (lat, lon) plane, as stored (no scale, no fill masking). Chunks filtered by
-    exactly (shuffle+)deflate are read raw and inflated here (those of the current row of chunks kept: the next block
-    may need them too); any other layout, or a chunk whose filter mask says a filter was skipped, through HDF5's own
+    exactly (shuffle+)deflate are read raw and inflated here, each kept until the blocks have passed it (``_chunk``);
+    any other layout, or a variable with a chunk whose filter mask says a filter was skipped, through HDF5's own
     read. Chunks never written read as the HDF5 fill value, as the library reads them."""
 
     def __init__(self, ds: h5py.Dataset, granule: str):
@@ -281,8 +282,8 @@ def _chunk_infos(ds: h5py.Dataset) -> list[Any]:
 
 
 def read_plane(ds: h5py.Dataset, granule: str = "") -> np.ndarray:
-    """A variable's whole first (lat, lon) plane as stored, read block by block as the recipes read it (for checks
-    and for ``read_granule``: the built-in recipes never hold a whole field)."""
+    """A variable's whole first (lat, lon) plane as stored, read block by block as the recipes read it (for checks:
+    the built-in recipes never hold a whole field)."""
     reader = _PlaneReader(ds, granule or ds.name)
     out = np.empty(reader.shape, ds.dtype)
     for rows, cols in _tiling(reader):
@@ -643,7 +644,7 @@ def open_water(mask: np.ndarray, flags: OpenWaterRule | None, granule: str) -> n
     ``&`` and one ``==`` on int8.
     """
     if flags is None:
-        raise ValueError(f"{granule}: its mask was not read: with_mask=True")
+        raise ValueError(f"{granule}: its mask was not read: give with_mask=True to GranuleReader or read_granule")
     if flags.water_values:
         info = np.iinfo(mask.dtype)
         values = [v for v in flags.water_values if info.min <= v <= info.max]
@@ -687,12 +688,10 @@ def cos_lat_weighted_stats(reader: GranuleReader, row_weights: np.ndarray,
     row_count = np.zeros(row_weights.size, dtype=np.int64)
     lo = hi = None
     for tile in reader.tiles(wanted):
-        selected = tile.valid
         cells = use(tile)
-        if cells is not None:
-            selected &= cells
+        selected = tile.valid if cells is None else tile.valid & cells
         if not wanted[tile.rows].all():
-            selected &= wanted[tile.rows][:, None]
+            selected = selected & wanted[tile.rows][:, None]
         counts = np.count_nonzero(selected, axis=1)
         if not counts.any():
             continue
