@@ -646,3 +646,25 @@ def test_a_processor_in_aws_without_its_fetch_credentials_function_says_so(monke
     monkeypatch.delenv("AWS_EXECUTION_ENV")  # a script, a test: the refresh runs here, with the settings' secrets
     assert callable(credentials.refresher(password_settings()))
     assert callable(credentials.refresher(password_settings(credentials_function=FETCHER)))
+
+
+def test_credentials_stored_within_the_minute_are_not_replaced_however_often_asked(ssm) -> None:
+    """Recipe code in a Processor may invoke FetchCredentials itself, naming the stored credentials as stale: within
+    RECENT_WRITE of their write (and while they last beyond REFRESH_MARGIN) it answers with them and logs in at most
+    once a minute; after it, a refresh is made."""
+    put_secure(ssm, USERNAME_PARAMETER, "edl-user")
+    put_secure(ssm, PASSWORD_PARAMETER, "edl-password")
+    now = dt.datetime.now(dt.UTC)
+    current = daac_credentials("current", (now + dt.timedelta(minutes=50)).isoformat(sep=" ", timespec="seconds"))
+    ref = stored_ref(ssm, current)  # written now, by moto's clock
+    new = daac_credentials("new", (now + dt.timedelta(hours=1)).isoformat(sep=" ", timespec="seconds"))
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rs:
+        replay_edl(rs, username="edl-user", password="edl-password", edl_token="edl-bearer", creds=new)
+        for _ in range(3):
+            assert credentials.refresh_stored_credentials("POCLOUD", credentials.key_digest(current),
+                                                          password_settings(), now=now) == ref
+        assert len(rs.calls) == 0
+        later = now + credentials.RECENT_WRITE + dt.timedelta(seconds=5)
+        refreshed = credentials.refresh_stored_credentials("POCLOUD", credentials.key_digest(current),
+                                                           password_settings(), now=later)
+        assert len(rs.calls) == 3 and refreshed.expires == credentials.parse_expiration(new["expiration"])

@@ -56,6 +56,10 @@ service fails no item until the credentials near their end)."""
 S3CREDENTIALS_TIMEOUT_SECONDS = 15.0
 """Longest wait for the DAAC's s3credentials endpoint."""
 
+RECENT_WRITE = dt.timedelta(seconds=60)
+"""FetchCredentials does not log in again to replace credentials it stored this recently that still last beyond
+REFRESH_MARGIN, whoever asks (a Processor runs recipe code, which may invoke it): at most one login a minute."""
+
 REFRESH_INVOKE_TIMEOUT_SECONDS = 150.0
 """Longest wait for FetchCredentials to answer a Processor's refresh: its Timeout in template.yaml (120 s) and a cold
 start's initialization."""
@@ -332,8 +336,13 @@ def fetch_credentials(provider: str | None, settings: Settings) -> CredentialsRe
 
 
 def _read_stored(parameter: str) -> dict[str, str]:
+    return _get_stored(parameter)[0]
+
+
+def _get_stored(parameter: str) -> tuple[dict[str, str], dt.datetime | None]:
+    """The stored credentials and when they were written."""
     try:
-        value = _ssm().get_parameter(Name=parameter, WithDecryption=True)["Parameter"]["Value"]
+        found = _ssm().get_parameter(Name=parameter, WithDecryption=True)["Parameter"]
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code")
         if code in _THROTTLED:
@@ -343,7 +352,7 @@ def _read_stored(parameter: str) -> dict[str, str]:
                 f"the temporary credentials parameter {parameter} does not exist: FetchCredentials stores it"
             ) from None
         raise
-    return json.loads(value)
+    return json.loads(found["Value"]), found.get("LastModifiedDate")
 
 
 def key_digest(creds: dict[str, str]) -> str:
@@ -357,17 +366,24 @@ def refresh_stored_credentials(provider: str, stale: str, settings: Settings,
     """FetchCredentials asked by a Processor to refresh the stored credentials it found near expiry or refused by S3
     (``stale``: their ``key_digest``). It asks Earthdata Login only when the parameter still holds those, holds
     credentials expiring within REFRESH_MARGIN, or holds none: when another Processor's request has already replaced
-    them, the stored ones are the answer (refreshes asked for together log in once, not once each)."""
+    them, the stored ones are the answer (refreshes asked for together log in once, not once each). Credentials
+    stored less than RECENT_WRITE ago that last beyond REFRESH_MARGIN are the answer too, stale or not."""
     name = parameter_name(provider, settings)
+    now = now or utc_now()
     try:
-        stored = _read_stored(name)
+        stored, written = _get_stored(name)
     except CredentialsUnavailable:  # not stored (yet, or any more): fetch them
-        stored = None
-    if stored is not None and key_digest(stored) != stale:
+        stored, written = None, None
+    if stored is not None:
         expires = parse_expiration(stored["expiration"])
-        if expires - (now or utc_now()) > REFRESH_MARGIN:
+        lasting = expires - now > REFRESH_MARGIN
+        if lasting and key_digest(stored) != stale:
             logger.info("the stored credentials were refreshed since the Processor read them: kept",
                         extra={"parameter": name, "expires": expires.isoformat()})
+            return CredentialsRef(parameter=name, daac=provider, expires=expires)
+        if lasting and written is not None and now - written < RECENT_WRITE:
+            logger.warning("refresh refused: the stored credentials were written less than a minute ago and last "
+                           "until %s", expires.isoformat(), extra={"parameter": name})
             return CredentialsRef(parameter=name, daac=provider, expires=expires)
     ref = fetch_credentials(provider, settings)
     assert ref is not None  # a provider was given
@@ -415,17 +431,17 @@ def invoke_refresh(function: str, provider: str, stale: str, run: str | None = N
     return CredentialsRef.model_validate(body)
 
 
-def refresher(settings: Settings, run: str | None = None) -> Refresh:
+def refresher(settings: Settings, run: str | None = None, now: dt.datetime | None = None) -> Refresh:
     """A Processor's way to refresh: invoke the FetchCredentials function the settings name (CREDENTIALS_FUNCTION,
     as template.yaml gives it to the Processor), naming the ``run`` it works for; without one (a script, a test), in
-    this process with the settings' own Earthdata Login parameters."""
+    this process with the settings' own Earthdata Login parameters (at ``now``, if given: a test's time)."""
     function = settings.credentials_function
     if function:
         return lambda provider, stale: invoke_refresh(function, provider, stale, run)
     if os.environ.get("AWS_EXECUTION_ENV", "").startswith("AWS_Lambda_"):  # Lambda's runtime (not the local engine)
         raise CredentialsUnavailable("CREDENTIALS_FUNCTION is not set: template.yaml gives the Processor the "
                                      "FetchCredentials function that refreshes the credentials (deploy it again)")
-    return lambda provider, stale: refresh_stored_credentials(provider, stale, settings)
+    return lambda provider, stale: refresh_stored_credentials(provider, stale, settings, now=now)
 
 
 def load_credentials(ref: CredentialsRef, settings: Settings, now: dt.datetime | None = None,
@@ -456,7 +472,7 @@ def load_credentials(ref: CredentialsRef, settings: Settings, now: dt.datetime |
                         extra={"parameter": ref.parameter, "refused_by_s3": refused})
             try:
                 stale = key_digest(creds)
-                fresh = (refresh or refresher(settings))(ref.daac, stale)
+                fresh = (refresh or refresher(settings, now=given))(ref.daac, stale)
                 creds = _read_stored(fresh.parameter)
                 if key_digest(creds) == stale:  # the parameter answered with the old ones (a read racing the write?)
                     raise TransientError(f"{fresh.parameter} still holds the credentials FetchCredentials replaced")
