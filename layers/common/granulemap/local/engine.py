@@ -453,8 +453,12 @@ class LocalEngine:
             initargs=(self.worker_env(), str(self.log_path) if self.log_path else None, True),
         )
 
-    def _nested_executor(self) -> Executor:
-        """The pool of ``_nested_pool`` (one worker, started at the first such invocation)."""
+    def _pool_for(self, nested: bool) -> Executor:
+        """The pool an invocation runs in: ``_nested_pool`` (one worker, started at the first such invocation) for
+        one that a handler makes and waits for, else the main one."""
+        if not nested:
+            assert self._pool is not None
+            return self._pool
         with self._pool_lock:
             if self._nested_pool is None:
                 self._nested_pool = self._new_pool(1)
@@ -511,13 +515,11 @@ class LocalEngine:
             run = worker.invoke_nested if nested else worker.invoke
             try:
                 try:
-                    pool = engine._nested_executor() if nested else engine._pool
-                    assert pool is not None
+                    pool = engine._pool_for(nested)
                     future = pool.submit(run, spec, event)
                 except (OSError, EOFError):  # the fork server could not fork a worker: it died
                     engine._spawn_from_now_on()
-                    pool = engine._nested_executor() if nested else engine._pool
-                    assert pool is not None
+                    pool = engine._pool_for(nested)
                     future = pool.submit(run, spec, event)
                 result = future.result()
             except BrokenProcessPool:
