@@ -141,6 +141,27 @@ def test_another_collection_is_priced_with_what_make_bench_measured_on_its_granu
     assert "no cost model for recipe sst-global-mean on collection OTHER" in capsys.readouterr().err
 
 
+def test_a_granule_read_by_ranges_pays_each_get_s_first_byte(tmp_path: Path) -> None:
+    """A large granule is read by ranges (granulemap.granule_access): each of its GETs' first bytes is a latency,
+    priced one after another; the assumptions say how many."""
+    model = _model(tmp_path)
+    one_get = est.RecipeCost(compute_s=2.0, input_mb=400.0, items_per_day=1, measured_on="a big granule")
+    model.recipes["sst-global-mean@BIG"] = dataclasses.replace(one_get, granule_gets=57)
+    model.recipes["sst-global-mean@ONE-GET"] = one_get
+    days = (dt.date(2022, 1, 1), dt.date(2022, 1, 10))
+    ranged = est.estimate("sst-global-mean", *days, MEMORY, model, collection="BIG")
+    whole = est.estimate("sst-global-mean", *days, MEMORY, model, collection="ONE-GET")
+    # By hand, per item: 2.0 s × 1769/1024 + 400 MB / 80 MB/s + 57 × 0.02 s (GETs) + 0.02 s (result PUT)
+    # = 9.61507... s, billed 9.616 s; one GET: 8.49507... s, billed 8.496 s; × 1 GB × 10 items.
+    assert {w: usd for w, usd, _ in ranged.lines}["Lambda compute, Processor"] == pytest.approx(
+        10 * 9.616 * 0.0000166667, rel=1e-9)
+    assert {w: usd for w, usd, _ in whole.lines}["Lambda compute, Processor"] == pytest.approx(
+        10 * 8.496 * 0.0000166667, rel=1e-9)
+    assert any("400 MB read at 80 MB/s + the first byte of each of its 57 GETs (by ranges), one after another (20 ms"
+               in a for a in ranged.assumptions)
+    assert any("400 MB read at 80 MB/s + its first byte (20 ms" in a for a in whole.assumptions)
+
+
 def test_the_shipped_model_prices_a_year_of_mur_0_01_degree_above_mur25() -> None:
     model = est.CostModel.load()
     year = (dt.date(2022, 1, 1), dt.date(2022, 12, 31))

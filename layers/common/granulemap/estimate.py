@@ -66,6 +66,11 @@ class RecipeCost:
     max_items: int | None = None
     """The most items the recipe can make (ATL06: the parent cells). Units beyond it are not more items but more
     granules in each: each item is priced as ``units / max_items`` granules."""
+    granule_gets: float = 1
+    """GETs that read one granule's bytes (one item's, when not grouped): a granule up to GranuleAccess's
+    HEAD_SIZE comes in one; a larger one by ranges (granulemap.granule_access), as many as make bench counted. Each
+    GET's first byte is priced as a latency, one after another (the prefetch's overlap of GETs and compute is not
+    credited). The DAAC pays for them."""
     s3_gets_per_item: int = 1
     """The Aggregate step's GET of the result (BuildCatalog finds finished items by listing, see LIST below)."""
     s3_puts_per_item: int = 1
@@ -132,9 +137,6 @@ def billed_seconds(seconds: float) -> float:
     return math.ceil(round(seconds * 1000, 6)) / 1000
 
 
-PROCESSOR_REQUESTS = 2
-"""Latency-bound requests of one Processor call of one granule: the granule's first byte, the result's PUT (an item
-of several granules makes one request per granule and one PUT)."""
 LIST_PAGE = 1000
 """Keys per S3 LIST page: BuildCatalog lists the configuration's results to find finished items."""
 
@@ -163,10 +165,10 @@ def s3_requests(recipe: RecipeCost, n: int) -> tuple[int, int, int]:
 
 def processor_item_seconds(recipe: RecipeCost, model: CostModel, memory_mb: int, granules: float = 1.0) -> float:
     """One Processor call of ``granules`` granules (1 for an ungrouped recipe below its ``max_items``; may be a
-    fraction, an average): each granule's compute scaled by the CPU share, its input read and its first byte's
-    latency, and the result's PUT."""
+    fraction, an average): each granule's compute scaled by the CPU share, its input read and the latency of each of
+    its GETs' first byte, and the result's PUT."""
     compute = recipe.compute_s / cpu_share(memory_mb)
-    read = recipe.input_mb / model.s3_mb_per_s + (PROCESSOR_REQUESTS - 1) * model.s3_request_latency_s
+    read = recipe.input_mb / model.s3_mb_per_s + recipe.granule_gets * model.s3_request_latency_s
     return granules * (compute + read) + model.s3_request_latency_s
 
 
@@ -270,8 +272,10 @@ def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str
         f"per {per_what}{' (' + recipe.measured_on + ')' if recipe.measured_on else ''}: "
         f"{recipe.compute_s * 1e3:.1f} ms of compute at "
         f"one vCPU (measured by make bench), scaled by {FULL_VCPU_MB}/{memory_mb['ProcessorFunction']} MB when below "
-        f"one vCPU, + {recipe.input_mb:g} MB read at {model.s3_mb_per_s:g} MB/s + its first byte "
-        f"({model.s3_request_latency_s * 1e3:.0f} ms, assumed); and each item's result PUT "
+        f"one vCPU, + {recipe.input_mb:g} MB read at {model.s3_mb_per_s:g} MB/s + "
+        + ("its first byte" if recipe.granule_gets == 1 else
+           f"the first byte of each of its {recipe.granule_gets:g} GETs (by ranges), one after another")
+        + f" ({model.s3_request_latency_s * 1e3:.0f} ms, assumed); and each item's result PUT "
         f"({model.s3_request_latency_s * 1e3:.0f} ms, assumed)",
         "memory (MB): " + ", ".join(f"{fn.removesuffix('Function')} {mb}" for fn, mb in memory_mb.items()),
         f"cold starts: one per concurrent Processor ({cold_starts}); Lambda bills the init phase (measured cold "

@@ -1,19 +1,192 @@
-"""How a recipe reaches a granule: in place on a local disk, or in S3 (with DAAC credentials when the run has them)."""
+"""How a recipe reaches a granule: in place on a local disk, or in S3 (with DAAC credentials when the run has them),
+whole or by ranges."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
-from typing import Any
+import re
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 from botocore.exceptions import ClientError
+from fsspec.caching import BlockCache
 
 from granulemap.credentials import forget_cached
-from granulemap.errors import CredentialsExpired, GranuleUnreadable
+from granulemap.errors import CredentialsExpired, GranuleUnreadable, TransientError
 from granulemap.models import RunContext
 from granulemap.storage import NETWORK_ERRORS, split_s3_url, translate_s3_error
 
 EXPIRED_CODES = {"ExpiredToken", "ExpiredTokenException", "InvalidToken", "TokenRefreshRequired"}
 """S3 error codes of temporary credentials that have expired or been revoked."""
+
+HEAD_SIZE = 8 << 20
+"""Bytes of an S3 object the first ranged GET asks for (``GranuleAccess.open``), which says the object's size: all
+of a MUR25 granule (about 2 MB), and the netCDF-4 header and first chunk index of larger ones. Kept while the file is
+open."""
+
+SMALL_BLOCK = 512 << 10
+"""Reads shorter than this beyond the head (HDF5 metadata: chunk indexes a few KB each, scattered through a file as
+its chunks were written) are served from blocks of this size, ``SMALL_BLOCKS`` of them kept (least recently used
+dropped, fsspec's BlockCache): one GET for the nodes that lie together, not one GET per node. Longer reads are one
+GET each of just what is read, unless ``prefetch`` asked for it."""
+
+SMALL_BLOCKS = 16
+
+MERGE_GAP = 1 << 20
+"""``prefetch`` fetches ranges this close together in one GET, with the bytes between them."""
+
+MAX_GET = 4 << 20
+"""``prefetch``'s largest GET: at S3's 20-30 ms to a first byte and 80-90 MB/s from Lambda (estimate's assumptions),
+a GET of this size spends nearly all its time moving bytes."""
+
+PREFETCH_AHEAD = 32 << 20
+"""Bytes ``prefetch`` has fetched or is fetching ahead of the reads at the most (a GET larger than this alone):
+the memory that lets the next chunks come while the ones read are reduced."""
+
+PREFETCH_THREADS = 4
+"""GETs of ``prefetch`` in flight at once."""
+
+_CONTENT_RANGE = re.compile(r"bytes \d+-\d+/(\d+)")
+
+
+@dataclass
+class _Get:
+    """One ranged GET of ``prefetch``: bytes ``start`` to ``stop - 1``, holding the ranges ``parts`` (offset, size)."""
+
+    start: int
+    stop: int
+    parts: list[tuple[int, int]]
+    unread: int = 0
+    done: Future[bytes] | None = None
+
+
+class RangedFile(io.RawIOBase):
+    """A read-only, seekable binary file over an object that is never held whole, for h5py (h5netcdf and xarray open
+    it too). A read is served from the object's first ``len(head)`` bytes, or from a range that ``prefetch`` was
+    asked for, or from a small block (``SMALL_BLOCK``), or else by one fetch of just its bytes. ``fetch(start,
+    stop)`` gets bytes ``start`` to ``stop - 1`` (one ranged GET, from any thread); ``requests`` and
+    ``bytes_fetched`` count them (the head's included)."""
+
+    def __init__(self, fetch: Callable[[int, int], bytes], size: int, *, name: str, head: bytes = b""):
+        super().__init__()
+        self.name, self.size = name, size
+        self.requests, self.bytes_fetched = (1, len(head)) if head else (0, 0)
+        self._fetch, self._head, self._pos = fetch, head, 0
+        self._small = BlockCache(SMALL_BLOCK, self._fetch_exact, size, SMALL_BLOCKS)
+        self._parts: dict[int, tuple[int, _Get]] = {}
+        """offset → (size, its GET): the ranges ``prefetch`` was asked for, until read."""
+        self._queue: deque[_Get] = deque()
+        """GETs of ``prefetch`` not started yet, in the order their ranges will be read."""
+        self._ahead = 0
+        """Bytes of the started GETs whose ranges are not all read yet."""
+        self._pool: ThreadPoolExecutor | None = None
+        self._count = threading.Lock()
+
+    def _fetch_exact(self, start: int, stop: int) -> bytes:
+        stop = min(stop, self.size)
+        data = self._fetch(start, stop)
+        if len(data) != stop - start:  # a response cut short
+            raise TransientError(f"{self.name}: asked for bytes {start}-{stop - 1} of {self.size}, got {len(data)}")
+        with self._count:
+            self.requests += 1
+            self.bytes_fetched += len(data)
+        return data
+
+    def prefetch(self, ranges: Iterable[tuple[int, int]]) -> None:
+        """Fetch these (offset, size) ranges ahead of the reads, each to be read by one read of exactly it (an HDF5
+        chunk), in the order given (the order they will be read in): ``PREFETCH_AHEAD`` bytes ahead at the most,
+        ``PREFETCH_THREADS`` GETs at a time; a range that starts within ``MERGE_GAP`` after the end of one still to
+        fetch joins its GET, up to ``MAX_GET``. A range's bytes are dropped once read (or when the file closes)."""
+        for offset, size in ranges:
+            if size <= 0 or offset in self._parts or offset + size <= len(self._head):
+                continue
+            get = next((g for g in reversed(self._queue) if g.stop <= offset <= g.stop + MERGE_GAP
+                        and offset + size - g.start <= MAX_GET), None)
+            if get is None:
+                get = _Get(offset, offset, [])
+                self._queue.append(get)
+            get.stop = offset + size
+            get.parts.append((offset, size))
+            get.unread += 1
+            self._parts[offset] = (size, get)
+        self._start_gets()
+
+    def _start_gets(self) -> None:
+        while self._queue and (self._ahead == 0 or self._ahead + self._queue[0].stop - self._queue[0].start
+                               <= PREFETCH_AHEAD):
+            get = self._queue.popleft()
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="granule-range")
+            get.done = self._pool.submit(self._fetch_exact, get.start, get.stop)
+            self._ahead += get.stop - get.start
+
+    def _prefetched(self, pos: int, stop: int) -> memoryview | None:
+        """The range ``pos``-``stop`` if ``prefetch`` was asked for exactly it (waiting for its GET); None if not."""
+        found = self._parts.get(pos)
+        if found is None or found[0] != stop - pos:
+            return None
+        del self._parts[pos]
+        get = found[1]
+        if get.done is None:  # read before its turn: fetch it now
+            self._queue.remove(get)
+            get.done = Future()
+            get.done.set_result(self._fetch_exact(get.start, get.stop))
+            self._ahead += get.stop - get.start
+        data = memoryview(get.done.result())[pos - get.start:stop - get.start]
+        get.unread -= 1
+        if get.unread == 0:
+            self._ahead -= get.stop - get.start
+            get.done = None  # its bytes go with the last range read
+            self._start_gets()
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"{self.name}: cannot seek to {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        out = memoryview(buffer).cast("B")
+        pos, stop = self._pos, min(self._pos + out.nbytes, self.size)
+        if pos >= stop:
+            return 0
+        data: bytes | memoryview | None
+        if stop <= len(self._head):
+            data = memoryview(self._head)[pos:stop]
+        elif (data := self._prefetched(pos, stop)) is not None:
+            pass
+        elif stop - pos >= SMALL_BLOCK:
+            data = self._fetch_exact(pos, stop)
+        else:
+            data = self._small._fetch(pos, stop)
+        out[:len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._parts.clear()
+        self._queue.clear()
+        super().close()
 
 
 def local_path_of(url: str) -> str | None:
@@ -64,15 +237,52 @@ class GranuleAccess:
         )
 
     def read_bytes(self, url: str) -> bytes:
-        """The whole granule in memory (local file or S3 object)."""
+        """The whole granule in memory (local file, or S3 object in one GET). ``open`` holds no more of it than it
+        reads: a granule of hundreds of MB needs it."""
         path = self.local_path(url)
         if path is not None:
             with open(path, "rb") as f:
                 return f.read()
         bucket, key = split_s3_url(url)
         creds = self.s3_credentials()
-        try:
+        with self._s3_errors(url, creds):
             return self._s3_client(creds).get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    @contextlib.contextmanager
+    def open(self, url: str) -> Iterator[BinaryIO]:
+        """The granule as a read-only binary file: a local file, or an S3 object read by ranges (``RangedFile``: only
+        the parts read are fetched and held, all of an object up to ``HEAD_SIZE`` in one GET). Errors of S3 are this class's (expired credentials:
+        CredentialsExpired; a missing object: GranuleUnreadable; throttling and the network: StorageThrottled; the
+        object replaced while read: TransientError), raised through h5py's reads as they are."""
+        path = self.local_path(url)
+        if path is not None:
+            with open(path, "rb") as f:
+                yield f
+            return
+        bucket, key = split_s3_url(url)
+        creds = self.s3_credentials()
+        client = self._s3_client(creds)
+        with self._s3_errors(url, creds):
+            first = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{HEAD_SIZE - 1}")
+            head = first["Body"].read()
+        etag = first.get("ETag")
+        found = _CONTENT_RANGE.fullmatch(first.get("ContentRange") or "")
+        size = int(found[1]) if found else len(head)  # no Content-Range: the whole object came
+
+        def fetch(start: int, stop: int) -> bytes:
+            with self._s3_errors(url, creds):
+                extra = {"IfMatch": etag} if etag else {}
+                return client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{stop - 1}",
+                                         **extra)["Body"].read()
+
+        with RangedFile(fetch, size, name=url, head=head) as f:
+            yield f  # type: ignore[misc]
+
+    @contextlib.contextmanager
+    def _s3_errors(self, url: str, creds: dict[str, str] | None) -> Iterator[None]:
+        """S3's errors reading ``url`` as this package's (``open``)."""
+        try:
+            yield
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
             if code in EXPIRED_CODES:
@@ -80,6 +290,10 @@ class GranuleAccess:
                 raise CredentialsExpired(f"S3 credentials expired while reading {url}") from exc
             if code in {"NoSuchKey", "404", "AccessDenied", "403"}:
                 raise GranuleUnreadable(f"cannot read granule {url}: {code}") from exc
+            if code in {"InvalidRange", "416"}:  # a range of an empty object
+                raise GranuleUnreadable(f"cannot read granule {url}: the object is empty") from exc
+            if code in {"PreconditionFailed", "412"}:  # If-Match: not the object the first range came from
+                raise TransientError(f"granule {url} was replaced while being read: read it again") from exc
             raise translate_s3_error(exc, f"reading {url}") from exc
         except NETWORK_ERRORS as exc:  # a timeout, a response cut short: StorageThrottled, retried
             raise translate_s3_error(exc, f"reading {url}") from exc

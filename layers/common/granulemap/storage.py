@@ -17,7 +17,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+from botocore.exceptions import ClientError, ConnectionError, HTTPClientError, IncompleteReadError
 
 from granulemap.errors import LockHeld, StorageThrottled
 
@@ -41,7 +41,7 @@ def s3_client() -> Any:
                                             max_pool_connections=MAX_CONNECTIONS))
 
 
-NETWORK_ERRORS = (ConnectionError, HTTPClientError)
+NETWORK_ERRORS = (ConnectionError, HTTPClientError, IncompleteReadError)
 """botocore's errors of the network itself (no connection, a timeout, a response cut short): worth a retry."""
 
 

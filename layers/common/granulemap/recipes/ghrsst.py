@@ -27,7 +27,7 @@ import re
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import h5py
 import numpy as np
@@ -248,6 +248,19 @@ class _PlaneReader:
             return out
         except (OSError, ValueError, zlib.error, _INFLATE_ERROR) as exc:
             raise GranuleUnreadable(f"cannot read {self.ds.name} of {self.granule}: {exc}") from exc
+
+    def chunk_ranges(self, rows: slice, cols: slice) -> list[tuple[int, int]]:
+        """Where the stored chunks that ``block(rows, cols)`` reads lie in the file, as (offset, size), in the order it
+        reads them: for a prefetch (``RangedFile``). None when HDF5 reads the variable itself."""
+        if not self.direct:
+            return []
+        (ch_rows, ch_cols), found = self.chunk_shape, []
+        for top in range(rows.start - rows.start % ch_rows, rows.stop, ch_rows):
+            for left in range(cols.start - cols.start % ch_cols, cols.stop, ch_cols):
+                info = self._infos.get((top, left))
+                if info is not None:
+                    found.append((info.byte_offset, info.size))
+        return found
 
     def _chunk(self, top: int, left: int) -> np.ndarray:
         """The chunk at (top, left) of the plane, cut to the plane's edges; kept until the blocks have passed it (a
@@ -529,9 +542,12 @@ class GranuleReader:
     analysed_sst is stored (``granule``), then analysed_sst and the mask a tile at a time (``tiles``), so that
     no whole field is ever held: a MUR 0.01° field is 650 million cells. Use as a context manager."""
 
-    def __init__(self, name: str, *, path: str | None = None, data: bytes | None = None, with_mask: bool):
+    def __init__(self, name: str, *, path: str | None = None, data: bytes | None = None,
+                 file: BinaryIO | None = None, with_mask: bool):
+        source = path if path is not None else file if file is not None else io.BytesIO(data or b"")
         try:
-            self._file = h5py.File(path if path is not None else io.BytesIO(data or b""), "r")
+            self._file = h5py.File(source, "r")
+            self._source = source
         except OSError as exc:
             raise GranuleUnreadable(f"{name} is not a readable netCDF-4/HDF5 file: {exc}") from exc
         try:
@@ -575,10 +591,16 @@ class GranuleReader:
     def tiles(self, rows: np.ndarray | None = None) -> Iterator[Tile]:
         """analysed_sst (and the mask) a tile at a time: whole chunks of analysed_sst, ``TILE_CELLS`` cells at the
         least, row of tiles by row of tiles; leaving out the rows of tiles with no row that ``rows`` (True per row)
-        wants, which are not read."""
-        for r, c in _tiling(self._sst):
-            if rows is not None and not rows[r].any():
-                continue
+        wants, which are not read. A file that can ``prefetch`` (an S3 object's ``RangedFile``) is told first which
+        chunks will be read, in order, so that the next ones come while a tile is reduced (a chunk spanning several
+        tiles, inflated once, is told once)."""
+        plan = [(r, c) for r, c in _tiling(self._sst) if rows is None or rows[r].any()]
+        prefetch = getattr(self._source, "prefetch", None)
+        if prefetch is not None:
+            readers = [self._sst] if self._mask is None else [self._sst, self._mask]
+            prefetch(list(dict.fromkeys(
+                found for r, c in plan for reader in readers for found in reader.chunk_ranges(r, c))))
+        for r, c in plan:
             raw = self._sst.block(r, c)
             mask = self._mask.block(r, c) if self._mask is not None else None
             yield Tile(rows=r, cols=c, raw=raw, valid=self.granule.sst.valid(raw), mask=mask)
@@ -619,11 +641,12 @@ class WholeGranule:
     mask_flags: OpenWaterRule | None
 
 
-def read_granule(name: str, *, path: str | None = None, data: bytes | None = None, with_mask: bool) -> WholeGranule:
+def read_granule(name: str, *, path: str | None = None, data: bytes | None = None, file: BinaryIO | None = None,
+                 with_mask: bool) -> WholeGranule:
     """A GHRSST L4 granule's analysed_sst (and mask) whole, for a recipe of your own (README's tutorial): simple, and
     right for granules of a few million cells such as MUR25's. A whole MUR 0.01° field takes several GB: read such a
     granule a tile at a time with ``GranuleReader``, as the built-in recipes do."""
-    with GranuleReader(name, path=path, data=data, with_mask=with_mask) as reader:
+    with GranuleReader(name, path=path, data=data, file=file, with_mask=with_mask) as reader:
         g = reader.granule
         shape = (g.lat.size, g.lon.size)
         raw, valid = np.empty(shape, reader.sst_dtype), np.empty(shape, bool)

@@ -15,7 +15,7 @@ such a cell is in whichever way its coordinate was rounded.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -88,9 +88,9 @@ def in_lon_range(lon: np.ndarray, west: float, east: float, tol: float = 0.0) ->
 
 
 def box_mean_sst(name: str, box: tuple[float, float, float, float], *, path: str | None = None,
-                 data: bytes | None = None) -> dict[str, Any]:
+                 data: bytes | None = None, file: BinaryIO | None = None) -> dict[str, Any]:
     west, south, east, north = box
-    with GranuleReader(name, path=path, data=data, with_mask=True) as reader:
+    with GranuleReader(name, path=path, data=data, file=file, with_mask=True) as reader:
         granule = reader.granule
         rows = in_lat_range(granule.lat, south, north, edge_tolerance(granule.lat))
         cols = in_lon_range(granule.lon, west, east, edge_tolerance(granule.lon))
@@ -117,9 +117,8 @@ class SstBoxMean(SstGlobalMean):
     def process(self, item: Item, params: BaseModel, access: GranuleAccess, run: RunContext) -> dict[str, Any]:
         (granule,) = item.granules
         name = granule.url.rsplit("/", 1)[-1]
-        path = access.local_path(granule.url)
-        data = None if path is not None else access.read_bytes(granule.url)
-        return box_mean_sst(name, params.box, path=path, data=data)  # type: ignore[attr-defined]
+        with access.open(granule.url) as f:  # from S3 by ranges: a MUR 0.01° granule is 400 MB
+            return box_mean_sst(name, params.box, file=f)  # type: ignore[attr-defined]
 
     def title(self, params: BaseModel) -> str:
         west, south, east, north = params.box  # type: ignore[attr-defined]
