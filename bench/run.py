@@ -318,7 +318,7 @@ def report(results: dict[str, Any], command: str, seconds: float) -> str:
         targets += orchestration_targets(results["orchestration"], m["load_at_start"].split(",")[0], m["nproc"])
         body += orchestration_section(results["orchestration"])
     if "memory" in results:
-        body += memory_section(results["memory"], results.get("atl06"))
+        body += memory_section(results["memory"], results.get("atl06"), results.get("sst"))
     if "package" in results:
         targets += package_targets(results["package"])
         body += package_section(results["package"])
@@ -564,7 +564,7 @@ def orchestration_section(o: dict[str, Any]) -> list[str]:
     return out
 
 
-def memory_section(mem: dict[str, Any], atl06: dict[str, Any] | None) -> list[str]:
+def memory_section(mem: dict[str, Any], atl06: dict[str, Any] | None, sst: dict[str, Any] | None) -> list[str]:
     fns = mem["functions"]
     runs = mem["runs"]
     out = ["## Memory per function, and what to give each", "",
@@ -595,8 +595,15 @@ def memory_section(mem: dict[str, Any], atl06: dict[str, Any] | None) -> list[st
                    f"{row['recommended_mb']} | {d.get('sst', '–')} | {d.get('atl06', '–')} |")
     proc = fns["ProcessorFunction"]
     out += ["", f"- ProcessorFunction: {proc['recommended_mb']} MB for a stack that runs ATL06; "
-            f"{proc['recommended_sst_only_mb']} MB is enough for SST recipes on MUR25 alone (MUR 0.01° granules need "
-            "more: their section above)."]
+            f"{proc['recommended_sst_only_mb']} MB is enough for SST recipes on MUR25 alone."]
+    if sst and "rss" in sst.get("mur001", {}) and "ours-ocean-ranges" in sst["mur001"]["rss"]:
+        from function_memory import recommend
+
+        work = sst["mur001"]["rss"]["ours-ocean-ranges"]["work_mb"]
+        peak = proc["peak_mb"]["sst"] + work
+        out.append(f"  MUR 0.01° granules: the SST run's peak ({proc['peak_mb']['sst']} MB: the imports and a MUR25 "
+                   f"granule's work) plus a MUR 0.01° granule's work read by ranges ({work} MB, section above) is about "
+                   f"{peak:.0f} MB: {recommend(peak, proc['cold_start_s'])} MB.")
     if atl06:
         rss = atl06["rss"]["ours"]
         seg = atl06["datasets"][atl06["rss_input"]]["segments_in_timed_parent"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -294,3 +295,31 @@ def test_a_range_that_comes_short_is_read_again(s3, mur25: Path, monkeypatch) ->
     with pytest.raises(TransientError, match=r"asked for bytes \d+-\d+ of \d+, got"):
         with access.open(f"s3://daac-bucket/{mur25.name}") as f:
             global_mean_sst(mur25.name, method="ocean", file=f)
+
+
+def test_a_get_that_failed_when_read_early_fails_its_other_ranges_too_rather_than_hang(monkeypatch) -> None:
+    monkeypatch.setattr(granule_access, "PREFETCH_AHEAD", 1)  # one GET under way at a time
+    monkeypatch.setattr(granule_access, "MERGE_GAP", 0)
+    data = bytes(1000)
+    failing = {(150, 350)}  # the second GET: ranges (150, 100) and (250, 100), back to back
+
+    def fetch(start: int, stop: int) -> bytes:
+        if (start, stop) in failing:
+            raise StorageThrottled("slow down")
+        return data[start:stop]
+
+    def read_all() -> list[str]:
+        errors = []
+        with RangedFile(fetch, len(data), name="obj") as f:
+            f.prefetch([(0, 100), (150, 100), (250, 100)])
+            for offset in (250, 150):  # the second GET's ranges, before the first GET's are read
+                f.seek(offset)
+                try:
+                    f.read(100)
+                except StorageThrottled as exc:
+                    errors.append(str(exc))
+        return errors
+
+    reader = ThreadPoolExecutor(1)
+    assert reader.submit(read_all).result(timeout=30) == ["slow down", "slow down"]
+    reader.shutdown()

@@ -57,11 +57,11 @@ _CONTENT_RANGE = re.compile(r"bytes \d+-\d+/(\d+)")
 
 @dataclass
 class _Get:
-    """One ranged GET of ``prefetch``: bytes ``start`` to ``stop - 1``, holding the ranges ``parts`` (offset, size)."""
+    """One ranged GET of ``prefetch``: bytes ``start`` to ``stop - 1``, holding ``unread`` ranges still to read;
+    ``done`` once started, until its last range is read."""
 
     start: int
     stop: int
-    parts: list[tuple[int, int]]
     unread: int = 0
     done: Future[bytes] | None = None
 
@@ -109,10 +109,9 @@ class RangedFile(io.RawIOBase):
             get = next((g for g in reversed(self._queue) if g.stop <= offset <= g.stop + MERGE_GAP
                         and offset + size - g.start <= MAX_GET), None)
             if get is None:
-                get = _Get(offset, offset, [])
+                get = _Get(offset, offset)
                 self._queue.append(get)
             get.stop = offset + size
-            get.parts.append((offset, size))
             get.unread += 1
             self._parts[offset] = (size, get)
         self._start_gets()
@@ -136,8 +135,12 @@ class RangedFile(io.RawIOBase):
         if get.done is None:  # read before its turn: fetch it now
             self._queue.remove(get)
             get.done = Future()
-            get.done.set_result(self._fetch_exact(get.start, get.stop))
             self._ahead += get.stop - get.start
+            try:
+                get.done.set_result(self._fetch_exact(get.start, get.stop))
+            except BaseException as exc:  # its other ranges raise it too when read, rather than wait
+                get.done.set_exception(exc)
+                raise
         data = memoryview(get.done.result())[pos - get.start:stop - get.start]
         get.unread -= 1
         if get.unread == 0:
