@@ -394,9 +394,11 @@ def mur001_section(m: dict[str, Any]) -> list[str]:
             "reads a granule in S3 (granulemap/granule_access.py, GranuleAccess.open): by ranges, the object's first "
             f"{HEAD_SIZE >> 20} MB in the first GET, then small blocks for scattered metadata and, fetched ahead while "
             f"tiles are reduced, the chunks the reader will read, several to a GET of up to {MAX_GET >> 20} MB, at most "
-            f"{PREFETCH_AHEAD >> 20} MB ahead; never the whole object. Here its GETs are reads of the file at an offset: {ranges['gets']} of them, {ranges['mb_fetched']} "
-            f"MB of the file's {m['file_mb']:,.1f} MB (this synthetic granule is nearly all analysed_sst; a real one "
-            "also holds analysis_error, sea_ice_fraction and others, which are not fetched). Its time here has no "
+            f"{PREFETCH_AHEAD >> 20} MB ahead; never holding the whole object. Here its GETs are reads of the file at an "
+            f"offset: {ranges['gets']} of them, {ranges['mb_fetched']} MB of the file's {m['file_mb']:,.1f} MB (some "
+            "bytes twice: the head and the small blocks overlap chunks fetched ahead; this synthetic granule is nearly "
+            "all analysed_sst, while a real one also holds analysis_error, sea_ice_fraction and others, which the "
+            "reader does not ask for, though the gaps between merged chunks and the small blocks may take some). Its time here has no "
             "network in it: in AWS its GETs take S3's time to a first byte and its throughput (the cost model prices "
             "them one after another, not crediting the prefetch's overlap). Before this, the Processor held the "
             "whole object's bytes: the file's size above `ours-ocean`'s peak. Time ratio ours / floor (min / median): "
@@ -599,11 +601,15 @@ def memory_section(mem: dict[str, Any], atl06: dict[str, Any] | None, sst: dict[
     if sst and "rss" in sst.get("mur001", {}) and "ours-ocean-ranges" in sst["mur001"]["rss"]:
         from function_memory import recommend
 
+        from granulemap.granule_access import MAX_GET, PREFETCH_THREADS
+
         work = sst["mur001"]["rss"]["ours-ocean-ranges"]["work_mb"]
         peak = proc["peak_mb"]["sst"] + work
         out.append(f"  MUR 0.01° granules: the SST run's peak ({proc['peak_mb']['sst']} MB: the imports and a MUR25 "
                    f"granule's work) plus a MUR 0.01° granule's work read by ranges ({work} MB, section above) is about "
-                   f"{peak:.0f} MB: {recommend(peak, proc['cold_start_s'])} MB.")
+                   f"{peak:.0f} MB: {recommend(peak, proc['cold_start_s'])} MB. (There its GETs read the file; in AWS "
+                   f"botocore's buffers of up to {PREFETCH_THREADS} GETs of {MAX_GET >> 20} MB under way come on top, "
+                   "within the margin.)")
     if atl06:
         rss = atl06["rss"]["ours"]
         seg = atl06["datasets"][atl06["rss_input"]]["segments_in_timed_parent"]

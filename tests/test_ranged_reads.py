@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -121,21 +122,85 @@ def test_prefetched_ranges_come_several_to_a_get_and_never_too_far_ahead(monkeyp
     assert set(fetch.threads) != {threading.current_thread().name}  # fetched by the prefetch's threads
 
 
-def test_a_prefetched_range_read_before_its_turn_and_ranges_never_told_still_read_right(monkeypatch) -> None:
-    """Out of order, in part, or not told at all: the bytes are right, fetched once. (A range told and never read
-    keeps its GET counted ahead until the file closes: the ranges after it are then fetched as they are read.)"""
-    monkeypatch.setattr(granule_access, "MAX_GET", 64 * KB)
-    monkeypatch.setattr(granule_access, "PREFETCH_AHEAD", 64 * KB)  # one GET ahead at a time
+def held(f: RangedFile) -> tuple[int, int, int]:
+    """What a file still holds for its prefetch: bytes of started GETs not all read, ranges told, GETs queued."""
+    return f._ahead, len(f._parts), len(f._queue)
+
+
+def one_get_ahead(monkeypatch: pytest.MonkeyPatch, get_size: int) -> None:
+    monkeypatch.setattr(granule_access, "MAX_GET", get_size)
+    monkeypatch.setattr(granule_access, "PREFETCH_AHEAD", get_size)
+
+
+def test_a_range_read_before_its_turn_lets_the_earlier_ones_go_and_the_prefetch_goes_on(monkeypatch) -> None:
+    """Read out of order, in part, or never told: the bytes are right. Ranges told before one read are let go (and
+    fetched if read later); the ranges after it still come ahead, each in one GET, and nothing is held at the end."""
+    one_get_ahead(monkeypatch, 64 * KB)  # a GET of each 40 KB range, one at a time
     data = random.Random(4).randbytes(2 << 20)
     ranges = [(n * 40 * KB, 40 * KB) for n in range(40)]
     fetch = Recorded(data)
     with RangedFile(fetch, len(data), name="obj") as f:
         f.prefetch(ranges)
-        for offset, length in [ranges[30], ranges[0], (5, 100), ranges[1], (ranges[2][0], 10)] + ranges[3:30]:
+        for offset, length in [ranges[30], *ranges[31:], ranges[0], (5, 100), (ranges[3][0], 10), ranges[3]]:
             f.seek(offset)
             assert f.read(length) == data[offset:offset + length]
-    for offset, length in ranges[:2] + ranges[3:31]:  # each range read whole came in one GET of its own, once
+        assert held(f) == (0, 0, 0)
+    for offset, length in ranges[30:]:  # fetched once each, ahead of their reads but for the first
         assert fetch.calls.count((offset, offset + length)) == 1, offset
+    ahead = {call for call, thread in zip(fetch.calls, fetch.threads, strict=True) if thread != "MainThread"}
+    assert {(o, o + n) for o, n in ranges[31:]} <= ahead
+
+
+def test_a_range_read_at_another_size_is_let_go_and_the_prefetch_goes_on(monkeypatch) -> None:
+    one_get_ahead(monkeypatch, 64 * KB)
+    data = random.Random(5).randbytes(1 << 20)
+    ranges = [(n * 40 * KB, 40 * KB) for n in range(10)]
+    fetch = Recorded(data)
+    with RangedFile(fetch, len(data), name="obj") as f:
+        f.prefetch(ranges)
+        f.seek(0)
+        assert f.read(40 * KB - 1) == data[:40 * KB - 1]  # not the size told
+        for offset, length in ranges[1:]:
+            f.seek(offset)
+            assert f.read(length) == data[offset:offset + length]
+        assert held(f) == (0, 0, 0)
+    ahead = [call for call, thread in zip(fetch.calls, fetch.threads, strict=True) if thread != "MainThread"]
+    assert sorted(ahead)[-9:] == [(o, o + n) for o, n in ranges[1:]]  # not one by one in the reading thread
+
+
+def test_ranges_beyond_the_end_are_not_fetched_ahead(monkeypatch) -> None:
+    data = bytes(range(200)) * 5
+    fetch = Recorded(data)
+    with RangedFile(fetch, len(data), name="obj") as f:
+        f.prefetch([(990, 100), (2000, 10)])
+        assert held(f) == (0, 0, 0) and fetch.calls == []
+        f.seek(990)
+        assert f.read(100) == data[990:]  # short: the reader finds the object ends there
+
+
+def test_prefetch_gets_run_at_once_and_none_outlives_the_file(monkeypatch) -> None:
+    one_get_ahead(monkeypatch, 1000)
+    monkeypatch.setattr(granule_access, "PREFETCH_AHEAD", 10_000)
+    data = bytes(20_000)
+    assert granule_access.PREFETCH_THREADS > 1
+    together = threading.Barrier(granule_access.PREFETCH_THREADS, timeout=10)
+    running, lock = [0], threading.Lock()
+
+    def fetch(start: int, stop: int) -> bytes:
+        with lock:
+            running[0] += 1
+        if start < granule_access.PREFETCH_THREADS * 1000:  # the first GETs wait for each other: all at once
+            together.wait()
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return data[start:stop]
+
+    with RangedFile(fetch, len(data), name="obj") as f:
+        f.prefetch([(n * 1000, 1000) for n in range(20)])
+        f.seek(0)
+        assert f.read(1000) == data[:1000]
+    assert running[0] == 0  # closing waited for the GETs under way
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
@@ -150,6 +215,7 @@ def test_the_statistics_from_ranges_are_those_of_the_whole_field_and_each_chunk_
     fetch = Recorded(path.read_bytes())
     with RangedFile(fetch, path.stat().st_size, name=path.name) as f:
         got = global_mean_sst(path.name, method="ocean", file=f)
+        assert held(f) == (0, 0, 0)  # every range told was read
     assert_the_ocean_reference(got, path)
     assert f.bytes_fetched < path.stat().st_size + 64 * len(fetch.calls)
     with h5py.File(path) as h5:  # the chunks of the first plane of a variable the recipe inflates itself
@@ -219,7 +285,8 @@ def test_what_cannot_be_read_from_s3_is_named(s3, monkeypatch) -> None:
         with access.open("s3://daac-bucket/nothing.nc"):
             pass
     s3.put_object(Bucket="daac-bucket", Key="empty.nc", Body=b"")
-    with pytest.raises(GranuleUnreadable, match="s3://daac-bucket/empty.nc: the object is empty"):
+    with pytest.raises(GranuleUnreadable, match="s3://daac-bucket/empty.nc: S3 refused the range .InvalidRange.: "
+                                                "the object is empty"):
         with access.open("s3://daac-bucket/empty.nc"):
             pass
     s3.put_object(Bucket="daac-bucket", Key="text.nc", Body=b"not HDF5 " * 1000)
@@ -312,7 +379,7 @@ def test_a_get_that_failed_when_read_early_fails_its_other_ranges_too_rather_tha
         errors = []
         with RangedFile(fetch, len(data), name="obj") as f:
             f.prefetch([(0, 100), (150, 100), (250, 100)])
-            for offset in (250, 150):  # the second GET's ranges, before the first GET's are read
+            for offset in (150, 250):  # the second GET's ranges, the first GET's let go: fetched when read
                 f.seek(offset)
                 try:
                     f.read(100)
@@ -323,3 +390,36 @@ def test_a_get_that_failed_when_read_early_fails_its_other_ranges_too_rather_tha
     reader = ThreadPoolExecutor(1)
     assert reader.submit(read_all).result(timeout=30) == ["slow down", "slow down"]
     reader.shutdown()
+
+
+@pytest.mark.parametrize("granule", ["MUR25", "mask chunked otherwise"])
+def test_a_failed_get_at_any_point_of_a_read_raises_its_own_error(tmp_path: Path, mur25: Path, monkeypatch,
+                                                                  granule: str) -> None:
+    """Whichever GET fails — opening the file, the chunk index, a chunk fetched ahead or when read, HDF5's own
+    reads — the recipe raises that GET's error (here StorageThrottled, retried), never h5py's OSError."""
+    monkeypatch.setattr(ghrsst, "TILE_CELLS", 1)
+    monkeypatch.setattr(granule_access, "SMALL_BLOCK", 1024)
+    monkeypatch.setattr(granule_access, "MAX_GET", 64 * KB)
+    path = mur25 if granule == "MUR25" else write_granule(tmp_path / "20200101090000-FAIL-L4.nc", LAYOUTS[granule])
+    data = path.read_bytes()
+    head = data[:4 * KB]  # as GranuleAccess.open's first GET, much shorter
+
+    def reduce(fetch: Any) -> dict[str, Any]:
+        with RangedFile(fetch, len(data), name=path.name, head=head) as f:
+            return global_mean_sst(path.name, method="ocean", file=f)
+
+    clean = Recorded(data)
+    expected = reduce(clean)
+    assert len(clean.calls) > 3
+    for failing in range(len(clean.calls)):
+        count, lock = [0], threading.Lock()
+
+        def fetch(start: int, stop: int) -> bytes:
+            with lock:
+                count[0] += 1
+                if count[0] == failing + 1:
+                    raise StorageThrottled(f"GET {failing} throttled")
+            return data[start:stop]
+
+        with pytest.raises(StorageThrottled, match=f"GET {failing} throttled"):
+            assert reduce(fetch) == expected  # (a failed GET that was not needed would let it succeed: never here)

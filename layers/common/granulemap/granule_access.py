@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from botocore.exceptions import ClientError
-from fsspec.caching import BlockCache
 
 from granulemap.credentials import forget_cached
 from granulemap.errors import CredentialsExpired, GranuleUnreadable, TransientError
@@ -33,8 +32,9 @@ open."""
 SMALL_BLOCK = 512 << 10
 """Reads shorter than this beyond the head (HDF5 metadata: chunk indexes a few KB each, scattered through a file as
 its chunks were written) are served from blocks of this size, ``SMALL_BLOCKS`` of them kept (least recently used
-dropped, fsspec's BlockCache): one GET for the nodes that lie together, not one GET per node. Longer reads are one
-GET each of just what is read, unless ``prefetch`` asked for it."""
+dropped, fsspec's BlockCache, imported only when a file needs it: a MUR25 granule never does): one GET for the nodes
+that lie together, not one GET per node. Longer reads are one GET each of just what is read, unless ``prefetch``
+asked for it."""
 
 SMALL_BLOCKS = 16
 
@@ -43,7 +43,7 @@ MERGE_GAP = 1 << 20
 
 MAX_GET = 4 << 20
 """``prefetch``'s largest GET: at S3's 20-30 ms to a first byte and 80-90 MB/s from Lambda (estimate's assumptions),
-a GET of this size spends nearly all its time moving bytes."""
+a GET of this size spends about two thirds of its time moving bytes, and ``PREFETCH_THREADS`` of them overlap."""
 
 PREFETCH_AHEAD = 32 << 20
 """Bytes ``prefetch`` has fetched or is fetching ahead of the reads at the most (a GET larger than this alone):
@@ -58,7 +58,7 @@ _CONTENT_RANGE = re.compile(r"bytes \d+-\d+/(\d+)")
 @dataclass
 class _Get:
     """One ranged GET of ``prefetch``: bytes ``start`` to ``stop - 1``, holding ``unread`` ranges still to read;
-    ``done`` once started, until its last range is read."""
+    ``done`` once started, until its last range is read or let go."""
 
     start: int
     stop: int
@@ -78,9 +78,13 @@ class RangedFile(io.RawIOBase):
         self.name, self.size = name, size
         self.requests, self.bytes_fetched = (1, len(head)) if head else (0, 0)
         self._fetch, self._head, self._pos = fetch, head, 0
-        self._small = BlockCache(SMALL_BLOCK, self._fetch_exact, size, SMALL_BLOCKS)
-        self._parts: dict[int, tuple[int, _Get]] = {}
-        """offset → (size, its GET): the ranges ``prefetch`` was asked for, until read."""
+        self._small: Any = None  # fsspec's BlockCache, made at the first short read beyond the head
+        self._parts: dict[int, tuple[int, _Get, int]] = {}
+        """offset → (size, its GET, its place in the order told): the ranges ``prefetch`` was asked for, until read
+        or let go."""
+        self._told: deque[tuple[int, int]] = deque()
+        """(place, offset) of the ranges in ``_parts``, in the order told."""
+        self._places = 0
         self._queue: deque[_Get] = deque()
         """GETs of ``prefetch`` not started yet, in the order their ranges will be read."""
         self._ahead = 0
@@ -100,11 +104,13 @@ class RangedFile(io.RawIOBase):
 
     def prefetch(self, ranges: Iterable[tuple[int, int]]) -> None:
         """Fetch these (offset, size) ranges ahead of the reads, each to be read by one read of exactly it (an HDF5
-        chunk), in the order given (the order they will be read in): ``PREFETCH_AHEAD`` bytes ahead at the most,
-        ``PREFETCH_THREADS`` GETs at a time; a range that starts within ``MERGE_GAP`` after the end of one still to
-        fetch joins its GET, up to ``MAX_GET``. A range's bytes are dropped once read (or when the file closes)."""
+        chunk), in the order given, which must be the order they are read in: ``PREFETCH_AHEAD`` bytes ahead at the
+        most, ``PREFETCH_THREADS`` GETs at a time; a range that starts within ``MERGE_GAP`` after the end of one
+        still to fetch joins its GET, up to ``MAX_GET``. A GET's bytes are dropped once all its ranges are read or
+        let go: a range is let go when a range told after it is read first, or when it is read at another size (a
+        range let go is fetched when read, if ever). Ranges beyond the object's end are left to the reads to find."""
         for offset, size in ranges:
-            if size <= 0 or offset in self._parts or offset + size <= len(self._head):
+            if size <= 0 or offset in self._parts or offset + size <= len(self._head) or offset + size > self.size:
                 continue
             get = next((g for g in reversed(self._queue) if g.stop <= offset <= g.stop + MERGE_GAP
                         and offset + size - g.start <= MAX_GET), None)
@@ -113,7 +119,9 @@ class RangedFile(io.RawIOBase):
                 self._queue.append(get)
             get.stop = offset + size
             get.unread += 1
-            self._parts[offset] = (size, get)
+            self._parts[offset] = (size, get, self._places)
+            self._told.append((self._places, offset))
+            self._places += 1
         self._start_gets()
 
     def _start_gets(self) -> None:
@@ -125,14 +133,36 @@ class RangedFile(io.RawIOBase):
             get.done = self._pool.submit(self._fetch_exact, get.start, get.stop)
             self._ahead += get.stop - get.start
 
+    def _let_go(self, offset: int) -> None:
+        """Take the told range at ``offset`` out of ``_parts``; its GET is dropped (or not started) if that was its
+        last range."""
+        _, get, _ = self._parts.pop(offset)
+        get.unread -= 1
+        if get.unread == 0:
+            if get.done is None:
+                self._queue.remove(get)
+            else:
+                self._ahead -= get.stop - get.start
+                get.done = None
+
     def _prefetched(self, pos: int, stop: int) -> memoryview | None:
-        """The range ``pos``-``stop`` if ``prefetch`` was asked for exactly it (waiting for its GET); None if not."""
+        """The range ``pos``-``stop`` if ``prefetch`` was asked for exactly it (waiting for its GET); None if not.
+        The ranges told before it and still unread are let go."""
         found = self._parts.get(pos)
-        if found is None or found[0] != stop - pos:
+        if found is None:
             return None
-        del self._parts[pos]
+        if found[0] != stop - pos:
+            self._let_go(pos)
+            self._start_gets()
+            return None
+        while self._told and self._told[0][0] < found[2]:
+            place, offset = self._told.popleft()
+            if offset in self._parts and self._parts[offset][2] == place:
+                self._let_go(offset)
+        self._told.popleft()  # this one
         get = found[1]
-        if get.done is None:  # read before its turn: fetch it now
+        del self._parts[pos]
+        if get.done is None:  # its GET not started yet: fetch it now
             self._queue.remove(get)
             get.done = Future()
             self._ahead += get.stop - get.start
@@ -146,7 +176,7 @@ class RangedFile(io.RawIOBase):
         if get.unread == 0:
             self._ahead -= get.stop - get.start
             get.done = None  # its bytes go with the last range read
-            self._start_gets()
+        self._start_gets()
         return data
 
     def readable(self) -> bool:
@@ -178,6 +208,10 @@ class RangedFile(io.RawIOBase):
         elif stop - pos >= SMALL_BLOCK:
             data = self._fetch_exact(pos, stop)
         else:
+            if self._small is None:
+                from fsspec.caching import BlockCache
+
+                self._small = BlockCache(SMALL_BLOCK, self._fetch_exact, self.size, SMALL_BLOCKS)
             data = self._small._fetch(pos, stop)
         out[:len(data)] = data
         self._pos += len(data)
@@ -188,6 +222,7 @@ class RangedFile(io.RawIOBase):
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self._parts.clear()
+        self._told.clear()
         self._queue.clear()
         super().close()
 
@@ -293,8 +328,9 @@ class GranuleAccess:
                 raise CredentialsExpired(f"S3 credentials expired while reading {url}") from exc
             if code in {"NoSuchKey", "404", "AccessDenied", "403"}:
                 raise GranuleUnreadable(f"cannot read granule {url}: {code}") from exc
-            if code in {"InvalidRange", "416"}:  # a range of an empty object
-                raise GranuleUnreadable(f"cannot read granule {url}: the object is empty") from exc
+            if code in {"InvalidRange", "416"}:  # the head's range of an empty object; a range beyond the end
+                raise GranuleUnreadable(f"cannot read granule {url}: S3 refused the range (InvalidRange): the object "
+                                        "is empty or shorter than its contents say") from exc
             if code in {"PreconditionFailed", "412"}:  # If-Match: not the object the first range came from
                 raise TransientError(f"granule {url} was replaced while being read: read it again") from exc
             raise translate_s3_error(exc, f"reading {url}") from exc

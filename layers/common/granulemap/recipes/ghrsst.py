@@ -251,7 +251,7 @@ class _PlaneReader:
 
     def chunk_ranges(self, rows: slice, cols: slice) -> list[tuple[int, int]]:
         """Where the stored chunks that ``block(rows, cols)`` reads lie in the file, as (offset, size), in the order it
-        reads them: for a prefetch (``RangedFile``). None when HDF5 reads the variable itself."""
+        reads them: for a prefetch (``RangedFile``). Nothing when HDF5 reads the variable itself."""
         if not self.direct:
             return []
         (ch_rows, ch_cols), found = self.chunk_shape, []
