@@ -423,3 +423,14 @@ def test_a_failed_get_at_any_point_of_a_read_raises_its_own_error(tmp_path: Path
 
         with pytest.raises(StorageThrottled, match=f"GET {failing} throttled"):
             assert reduce(fetch) == expected  # (a failed GET that was not needed would let it succeed: never here)
+
+
+def test_a_local_file_is_read_by_hdf5_s_own_driver_and_an_s3_object_through_python(mur25: Path) -> None:
+    """GranuleAccess.open gives local granules as Python files: HDF5 reads them by their path (faster than through
+    Python's file object); a RangedFile (or any other file object) through Python."""
+    data = mur25.read_bytes()
+    with open(mur25, "rb") as f, ghrsst.GranuleReader(mur25.name, file=f, with_mask=False) as reader:
+        assert reader._file.driver == "sec2"
+    with RangedFile(lambda a, b: data[a:b], len(data), name=mur25.name) as f, \
+            ghrsst.GranuleReader(mur25.name, file=f, with_mask=False) as reader:
+        assert reader._file.driver == "fileobj"
