@@ -434,3 +434,32 @@ def test_a_local_file_is_read_by_hdf5_s_own_driver_and_an_s3_object_through_pyth
     with RangedFile(lambda a, b: data[a:b], len(data), name=mur25.name) as f, \
             ghrsst.GranuleReader(mur25.name, file=f, with_mask=False) as reader:
         assert reader._file.driver == "fileobj"
+
+
+def test_no_deadlock_when_a_prefetch_thread_needs_h5py_s_lock(tmp_path: Path, monkeypatch) -> None:
+    """h5py holds a global lock (``phil``) through each read, and takes it to free any h5py object, which the garbage
+    collector may do in any thread. A read that waited inside h5py for a prefetch thread that needed that lock would
+    wait forever: the reader waits for the chunks it tells before it reads them through h5py."""
+    from h5py._objects import phil
+
+    monkeypatch.setattr(ghrsst, "TILE_CELLS", 1)
+    monkeypatch.setattr(granule_access, "MAX_GET", 1)
+    path = write_granule(tmp_path / "20200101090000-LOCK-L4.nc", LAYOUTS["mask chunked otherwise"])
+    data = path.read_bytes()
+
+    def fetch(start: int, stop: int) -> bytes:
+        if threading.current_thread().name.startswith("granule-range"):
+            time.sleep(0.01)  # the reader gets there first
+            with phil:  # as freeing an h5py object in this thread would
+                pass
+        return data[start:stop]
+
+    def reduce() -> dict[str, Any]:
+        with RangedFile(fetch, len(data), name=path.name) as f:
+            return global_mean_sst(path.name, method="ocean", file=f)
+
+    reader = ThreadPoolExecutor(1)
+    try:
+        assert_the_ocean_reference(reader.submit(reduce).result(timeout=60), path)
+    finally:
+        reader.shutdown(wait=False)

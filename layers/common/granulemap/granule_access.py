@@ -145,6 +145,31 @@ class RangedFile(io.RawIOBase):
                 self._ahead -= get.stop - get.start
                 get.done = None
 
+    def _fetch_now(self, get: _Get) -> None:
+        """Fetch a GET not started yet, in this thread (its range is wanted before its turn)."""
+        self._queue.remove(get)
+        get.done = Future()
+        self._ahead += get.stop - get.start
+        try:
+            get.done.set_result(self._fetch_exact(get.start, get.stop))
+        except BaseException as exc:  # its other ranges raise it too when read, rather than wait
+            get.done.set_exception(exc)
+            raise
+
+    def ready(self, offset: int) -> None:
+        """Wait until the told range at ``offset`` has come (fetching its GET now if not started); raise its GET's
+        error if it failed. A reader through h5py must call this before the read: h5py holds a global lock through
+        each read and takes it to free any h5py object, which the garbage collector may do in a prefetch thread;
+        waiting for that thread inside h5py's read would wait forever."""
+        found = self._parts.get(offset)
+        if found is None:
+            return
+        get = found[1]
+        if get.done is None:
+            self._fetch_now(get)
+        else:
+            get.done.result()
+
     def _prefetched(self, pos: int, stop: int) -> memoryview | None:
         """The range ``pos``-``stop`` if ``prefetch`` was asked for exactly it (waiting for its GET); None if not.
         The ranges told before it and still unread are let go."""
@@ -162,15 +187,9 @@ class RangedFile(io.RawIOBase):
         self._told.popleft()  # this one
         get = found[1]
         del self._parts[pos]
-        if get.done is None:  # its GET not started yet: fetch it now
-            self._queue.remove(get)
-            get.done = Future()
-            self._ahead += get.stop - get.start
-            try:
-                get.done.set_result(self._fetch_exact(get.start, get.stop))
-            except BaseException as exc:  # its other ranges raise it too when read, rather than wait
-                get.done.set_exception(exc)
-                raise
+        if get.done is None:
+            self._fetch_now(get)
+        assert get.done is not None
         data = memoryview(get.done.result())[pos - get.start:stop - get.start]
         get.unread -= 1
         if get.unread == 0:

@@ -196,8 +196,9 @@ class _PlaneReader:
     any other layout, or a variable with a chunk whose filter mask says a filter was skipped, through HDF5's own
     read. Chunks never written read as the HDF5 fill value, as the library reads them."""
 
-    def __init__(self, ds: h5py.Dataset, granule: str):
+    def __init__(self, ds: h5py.Dataset, granule: str, ready: Callable[[int], None] | None = None):
         self.ds, self.granule = ds, granule
+        self._ready = ready  # a RangedFile's: wait for a prefetched chunk outside h5py
         self.lead: tuple[int, ...] = (0,) * (ds.ndim - 2)  # the first time of a (time, lat, lon) variable
         self.shape: tuple[int, int] = ds.shape[-2:]
         chunks = ds.chunks
@@ -276,6 +277,8 @@ class _PlaneReader:
         if info is None:  # never written: the fill value
             chunk = np.full((height, width), ds.fillvalue, dtype=ds.dtype)
         else:
+            if self._ready is not None:
+                self._ready(info.byte_offset)
             _, payload = ds.id.read_direct_chunk(info.chunk_offset)
             data = _inflate(payload, int(np.prod(ds.chunks)) * ds.dtype.itemsize)
             flat = _unshuffle(data, ds.dtype.itemsize) if self.shuffled else np.frombuffer(data, np.uint8)
@@ -577,8 +580,9 @@ class GranuleReader:
             mask_plane = None if mds is None else mds.shape[1:] if mds.ndim == 3 else mds.shape
             if mask_plane is not None and mask_plane != plane:
                 raise GranuleUnreadable(f"{name}: mask has shape {mask_plane}, analysed_sst {plane}")
-            self._sst = _PlaneReader(sds, name)
-            self._mask = _PlaneReader(mds, name) if mds is not None else None
+            ready = getattr(source, "ready", None)  # a RangedFile's (see its ``ready``)
+            self._sst = _PlaneReader(sds, name, ready)
+            self._mask = _PlaneReader(mds, name, ready) if mds is not None else None
         except BaseException:
             self._file.close()
             raise
