@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 import botocore.exceptions
 import h5py
+import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
@@ -463,3 +464,19 @@ def test_no_deadlock_when_a_prefetch_thread_needs_h5py_s_lock(tmp_path: Path, mo
         assert_the_ocean_reference(reader.submit(reduce).result(timeout=60), path)
     finally:
         reader.shutdown(wait=False)
+
+
+def test_xarray_s_h5netcdf_engine_opens_a_ranged_file_too(mur25: Path) -> None:
+    """README: a user's recipe may open ``access.open``'s file with xarray (h5netcdf engine) where it is installed."""
+    xr = pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    import netCDF4
+
+    data = mur25.read_bytes()
+    with netCDF4.Dataset(mur25) as nc:
+        expected = nc["analysed_sst"][0]  # unpacked and masked by netCDF4
+    with RangedFile(lambda a, b: data[a:b], len(data), name=mur25.name) as f:
+        with xr.open_dataset(f, engine="h5netcdf") as ds:
+            got = ds["analysed_sst"].isel(time=0).values
+    assert got.shape == expected.shape
+    assert np.allclose(got[~expected.mask], expected.compressed()) and np.isnan(got[expected.mask]).all()
