@@ -207,7 +207,8 @@ def orchestration_targets(o: dict[str, Any], load: str, cores: str) -> list[Targ
                f"{fmt(serial, 1)} s of the 1-worker run's {fmt(_median(one['seconds']), 1)} s (engine start-up "
                f"{fmt(one['phases_median']['start'], 1)} s, catalog {fmt(one['phases_median']['catalog'], 1)} s, "
                f"Aggregate {fmt(one['phases_median']['aggregate'], 1)} s, end {fmt(one['phases_median']['end'], 1)} s), "
-               f"which alone caps 365 granules at {fmt(_amdahl_cap(one), 2)}x even if the items phase halved; "
+               f"which, as long in a 2-worker run ({fmt(_serial_seconds(two), 1)} s in this one), alone caps 365 "
+               f"granules at {fmt(_amdahl_cap(one), 2)}x even if the items phase halved; "
                + (f"with these items phases ({fmt(p1, 2)} s and {fmt(p2, 2)} s), 1.7x needs that serial part under "
                   f"{fmt(needed, 2)} s. " if needed > 0 else "with these items phases no serial part reaches 1.7x. ")
                + f"A granule costs {fmt(1e3 * p1 / se['days'], 1)} ms in the 1-worker items phase, so the serial "
