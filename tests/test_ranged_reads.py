@@ -480,3 +480,27 @@ def test_xarray_s_h5netcdf_engine_opens_a_ranged_file_too(mur25: Path) -> None:
             got = ds["analysed_sst"].isel(time=0).values
     assert got.shape == expected.shape
     assert np.allclose(got[~expected.mask], expected.compressed()) and np.isnan(got[expected.mask]).all()
+
+
+def test_the_garbage_collector_is_paused_while_prefetch_threads_run_and_restored_after() -> None:
+    """A collection in a prefetch thread could free an h5py object, which takes h5py's lock that the reader holds:
+    no collection runs while the threads do (granule_access._pause_gc); the collector's state is restored after."""
+    import gc
+
+    data = bytes(10_000)
+    assert gc.isenabled()
+    try:
+        with RangedFile(lambda a, b: data[a:b], len(data), name="one") as one:
+            assert gc.isenabled()  # no prefetch, no threads
+            one.prefetch([(0, 100)])
+            assert not gc.isenabled()
+            with RangedFile(lambda a, b: data[a:b], len(data), name="two") as two:
+                two.prefetch([(200, 100)])
+            assert not gc.isenabled()  # the first file's threads still run
+        assert gc.isenabled()
+        gc.disable()  # off before: left off
+        with RangedFile(lambda a, b: data[a:b], len(data), name="three") as three:
+            three.prefetch([(0, 100)])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

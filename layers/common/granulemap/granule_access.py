@@ -4,6 +4,7 @@ whole or by ranges."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import os
 import re
@@ -53,6 +54,27 @@ PREFETCH_THREADS = 4
 """GETs of ``prefetch`` in flight at once."""
 
 _CONTENT_RANGE = re.compile(r"bytes \d+-\d+/(\d+)")
+
+_gc_paused = {"files": 0, "was_enabled": False}
+"""The cyclic garbage collector is paused while a RangedFile has prefetch threads (``_pause_gc``)."""
+
+
+def _pause_gc() -> None:
+    """Pause the cyclic garbage collector while prefetch threads run. A collection runs in whichever thread happens
+    to trigger it, and freeing an h5py object takes h5py's global lock, which the reading thread holds through each
+    h5py read: a prefetch thread collecting garbage would then wait for the reader while holding what the reader
+    may wait for (botocore's connection pool, a Future), and both would wait forever. The threads themselves never
+    hold an h5py object; with no collection in them they never take that lock."""
+    if _gc_paused["files"] == 0:
+        _gc_paused["was_enabled"] = gc.isenabled()
+        gc.disable()
+    _gc_paused["files"] += 1
+
+
+def _resume_gc() -> None:
+    _gc_paused["files"] -= 1
+    if _gc_paused["files"] == 0 and _gc_paused["was_enabled"]:
+        gc.enable()
 
 
 @dataclass
@@ -129,6 +151,7 @@ class RangedFile(io.RawIOBase):
                                <= PREFETCH_AHEAD):
             get = self._queue.popleft()
             if self._pool is None:
+                _pause_gc()
                 self._pool = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="granule-range")
             get.done = self._pool.submit(self._fetch_exact, get.start, get.stop)
             self._ahead += get.stop - get.start
@@ -159,8 +182,9 @@ class RangedFile(io.RawIOBase):
     def ready(self, offset: int) -> None:
         """Wait until the told range at ``offset`` has come (fetching its GET now if not started); raise its GET's
         error if it failed. A reader through h5py must call this before the read: h5py holds a global lock through
-        each read and takes it to free any h5py object, which the garbage collector may do in a prefetch thread;
-        waiting for that thread inside h5py's read would wait forever."""
+        each read, and a thread that waits inside it for another thread waits forever if that one ever needs the
+        lock (to free an h5py object: ``_pause_gc`` keeps the prefetch threads from it, this keeps the reader from
+        waiting there)."""
         found = self._parts.get(offset)
         if found is None:
             return
@@ -240,6 +264,7 @@ class RangedFile(io.RawIOBase):
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+            _resume_gc()
         self._parts.clear()
         self._told.clear()
         self._queue.clear()
