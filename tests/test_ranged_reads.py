@@ -504,3 +504,29 @@ def test_the_garbage_collector_is_paused_while_prefetch_threads_run_and_restored
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_file_dropped_with_gets_under_way_or_prefetched_after_closing_leaves_the_collector_on() -> None:
+    """The pause ends however a file ends: dropped while a GET is under way (the prefetch thread then holds the last
+    reference and closes it), or asked to prefetch once closed (refused)."""
+    import gc
+
+    data = bytes(10_000)
+
+    def slow(start: int, stop: int) -> bytes:
+        time.sleep(0.2)
+        return data[start:stop]
+
+    f = RangedFile(slow, len(data), name="dropped")
+    f.prefetch([(0, 100)])
+    assert not gc.isenabled()
+    del f  # the GET under way keeps it until it ends
+    deadline = time.monotonic() + 10
+    while not gc.isenabled() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gc.isenabled()
+    closed = RangedFile(slow, len(data), name="closed")
+    closed.close()
+    with pytest.raises(ValueError, match="closed: prefetch on a closed file"):
+        closed.prefetch([(0, 100)])
+    assert gc.isenabled()

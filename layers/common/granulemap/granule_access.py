@@ -57,6 +57,7 @@ _CONTENT_RANGE = re.compile(r"bytes \d+-\d+/(\d+)")
 
 _gc_paused = {"files": 0, "was_enabled": False}
 """The cyclic garbage collector is paused while a RangedFile has prefetch threads (``_pause_gc``)."""
+_gc_pause_lock = threading.Lock()
 
 
 def _pause_gc() -> None:
@@ -64,17 +65,20 @@ def _pause_gc() -> None:
     to trigger it, and freeing an h5py object takes h5py's global lock, which the reading thread holds through each
     h5py read: a prefetch thread collecting garbage would then wait for the reader while holding what the reader
     may wait for (botocore's connection pool, a Future), and both would wait forever. The threads themselves never
-    hold an h5py object; with no collection in them they never take that lock."""
-    if _gc_paused["files"] == 0:
-        _gc_paused["was_enabled"] = gc.isenabled()
-        gc.disable()
-    _gc_paused["files"] += 1
+    hold an h5py object; with no collection in them they never take that lock. (Code that calls gc.enable() while
+    such a file is open undoes this.)"""
+    with _gc_pause_lock:
+        if _gc_paused["files"] == 0:
+            _gc_paused["was_enabled"] = gc.isenabled()
+            gc.disable()
+        _gc_paused["files"] += 1
 
 
 def _resume_gc() -> None:
-    _gc_paused["files"] -= 1
-    if _gc_paused["files"] == 0 and _gc_paused["was_enabled"]:
-        gc.enable()
+    with _gc_pause_lock:
+        _gc_paused["files"] -= 1
+        if _gc_paused["files"] == 0 and _gc_paused["was_enabled"]:
+            gc.enable()
 
 
 @dataclass
@@ -131,6 +135,8 @@ class RangedFile(io.RawIOBase):
         still to fetch joins its GET, up to ``MAX_GET``. A GET's bytes are dropped once all its ranges are read or
         let go: a range is let go when a range told after it is read first, or when it is read at another size (a
         range let go is fetched when read, if ever). Ranges beyond the object's end are left to the reads to find."""
+        if self.closed:
+            raise ValueError(f"{self.name}: prefetch on a closed file")
         for offset, size in ranges:
             if size <= 0 or offset in self._parts or offset + size <= len(self._head) or offset + size > self.size:
                 continue
@@ -261,10 +267,13 @@ class RangedFile(io.RawIOBase):
         return len(data)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-            _resume_gc()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:  # a prefetch thread that drops the file's last reference closes it: it cannot wait for itself
+                pool.shutdown(wait=not threading.current_thread().name.startswith("granule-range"),
+                              cancel_futures=True)
+            finally:
+                _resume_gc()
         self._parts.clear()
         self._told.clear()
         self._queue.clear()
