@@ -342,9 +342,10 @@ class GranuleAccess:
     @contextlib.contextmanager
     def open(self, url: str) -> Iterator[BinaryIO]:
         """The granule as a read-only binary file: a local file, or an S3 object read by ranges (``RangedFile``: only
-        the parts read are fetched and held, all of an object up to ``HEAD_SIZE`` in one GET). Errors of S3 are this class's (expired credentials:
-        CredentialsExpired; a missing object: GranuleUnreadable; throttling and the network: StorageThrottled; the
-        object replaced while read: TransientError), raised through h5py's reads as they are."""
+        the parts read are fetched and held, all of an object up to ``HEAD_SIZE`` in one GET). Errors of S3 are this
+        class's (expired credentials: CredentialsExpired; a missing object: GranuleUnreadable; throttling and the
+        network: StorageThrottled; the object replaced while read: TransientError), raised through h5py's reads as
+        they are."""
         path = self.local_path(url)
         if path is not None:
             with open(path, "rb") as f:

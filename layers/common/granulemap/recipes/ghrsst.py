@@ -228,8 +228,7 @@ class _PlaneReader:
             ch_rows, ch_cols = self.chunk_shape
             for key in [k for k in self._kept if k[0] + ch_rows <= rows.start]:  # above: rows of tiles skipped
                 del self._kept[key]
-            tops = range(rows.start - rows.start % ch_rows, rows.stop, ch_rows)
-            lefts = range(cols.start - cols.start % ch_cols, cols.stop, ch_cols)
+            tops, lefts = self._chunk_origins(rows, cols)
             if len(tops) == 1 and len(lefts) == 1:
                 chunk = self._chunk(tops[0], lefts[0])
                 out = chunk[rows.start - tops[0]:rows.stop - tops[0], cols.start - lefts[0]:cols.stop - lefts[0]]
@@ -256,13 +255,15 @@ class _PlaneReader:
         reads them: for a prefetch (``RangedFile``). Nothing when HDF5 reads the variable itself."""
         if not self.direct:
             return []
-        (ch_rows, ch_cols), found = self.chunk_shape, []
-        for top in range(rows.start - rows.start % ch_rows, rows.stop, ch_rows):
-            for left in range(cols.start - cols.start % ch_cols, cols.stop, ch_cols):
-                info = self._infos.get((top, left))
-                if info is not None:
-                    found.append((info.byte_offset, info.size))
-        return found
+        tops, lefts = self._chunk_origins(rows, cols)
+        infos = (self._infos.get((top, left)) for top in tops for left in lefts)
+        return [(info.byte_offset, info.size) for info in infos if info is not None]
+
+    def _chunk_origins(self, rows: slice, cols: slice) -> tuple[range, range]:
+        """The first rows and first columns of the chunks that the block ``rows`` × ``cols`` overlaps."""
+        ch_rows, ch_cols = self.chunk_shape
+        return (range(rows.start - rows.start % ch_rows, rows.stop, ch_rows),
+                range(cols.start - cols.start % ch_cols, cols.stop, ch_cols))
 
     def _chunk(self, top: int, left: int) -> np.ndarray:
         """The chunk at (top, left) of the plane, cut to the plane's edges; kept until the blocks have passed it (a
@@ -551,9 +552,10 @@ def _opened(file: BinaryIO) -> BinaryIO | str:
 
 
 class GranuleReader:
-    """A GHRSST L4 granule (a local path, or bytes in memory) open for reading: its coordinates, time and how its
-    analysed_sst is stored (``granule``), then analysed_sst and the mask a tile at a time (``tiles``), so that
-    no whole field is ever held: a MUR 0.01° field is 650 million cells. Use as a context manager."""
+    """A GHRSST L4 granule (a local path, its bytes, or a binary file such as GranuleAccess.open's) open for
+    reading: its coordinates, time and how its analysed_sst is stored (``granule``), then analysed_sst and the mask a
+    tile at a time (``tiles``), so that no whole field is ever held: a MUR 0.01° field is 650 million cells. Use as a
+    context manager."""
 
     def __init__(self, name: str, *, path: str | None = None, data: bytes | None = None,
                  file: BinaryIO | None = None, with_mask: bool):
