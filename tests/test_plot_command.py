@@ -132,3 +132,38 @@ def test_redraw_of_the_tutorial_recipes_run_is_the_runs_picture(tmp_path: Path, 
     _run(capsys, out, "--recipe", "sst-warm-fraction", "--param", "threshold_c=25")
     _redraws_what_the_run_drew(capsys, drawn, out, "warm_fraction.csv", None)
     assert {column for column, _, _ in drawn} == {"warm_fraction"}
+
+
+_KEEPS_THE_CALLERS_MATPLOTLIB = r"""
+import io, json, sys
+import numpy as np
+import matplotlib
+matplotlib.use("pdf")  # a caller's own backend (a notebook's inline one, say)
+import matplotlib.pyplot as plt
+from PIL import Image
+from granulemap.recipes.atl06.plot import plot_cells
+from granulemap.recipes.timeseries import csv_to_rows, plot_time_series
+
+mine = plt.figure()
+series = plot_time_series(csv_to_rows(sys.argv[1].encode()), "mean_sst_c", "a title", "mean SST (°C)")
+cells = plot_cells(np.array([4 * 4**6 * 12 + 5]), 6, np.array([1.5]), title="one cell", label="h_mean (m)")
+print(json.dumps({"backend": matplotlib.get_backend(), "figures": plt.get_fignums(), "mine": mine.number,
+                  "sizes": [Image.open(io.BytesIO(png)).size for png in (series, cells)]}))
+"""
+
+
+def test_drawing_a_picture_leaves_the_callers_matplotlib_as_it_was() -> None:
+    """The pictures are drawn on figures of their own: a notebook that calls them keeps its backend and its figures
+    (switching to Agg, as a plotting library may not, would stop its own plots from showing)."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _KEEPS_THE_CALLERS_MATPLOTLIB, HEADER + ROWS], check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    seen = json.loads(out)
+    assert seen["backend"] == "pdf"
+    assert seen["figures"] == [seen["mine"]]  # nothing left open in pyplot's list, and the caller's figure kept
+    width, height = seen["sizes"][0]
+    assert 700 < width <= 900 and 300 < height <= 400  # 9 x 4 inches at 100 dpi, trimmed to what was drawn
+    assert all(w > 200 and h > 200 for w, h in seen["sizes"])

@@ -35,7 +35,8 @@ import os
 from granulemap.local.warmfork import LOG_ENV
 
 MODULES = ("boto3", "botocore.session", "numpy", "h5py", "pydantic", "aws_xray_sdk.core", "aws_lambda_powertools",
-           "aws_lambda_powertools.utilities.parser", "matplotlib.pyplot",
+           "aws_lambda_powertools.utilities.parser", "matplotlib.figure",
+           "matplotlib.backends.backend_agg",
            "granulemap.local.worker", "granulemap.local.channel", "granulemap.catalog", "granulemap.processing",
            "granulemap.aggregation", "granulemap.recipes.sst_global_mean", "granulemap.recipes.sst_box_mean")
 skipped: dict[str, str] = {}

@@ -178,11 +178,11 @@ standard "Title", the title)."""
 
 
 def plot_time_series(rows: list[dict[str, Any]], value_column: str, title: str, ylabel: str) -> bytes:
-    """A PNG of one column against time, with labelled axes (synthetic granules drawn distinctly)."""
-    import matplotlib
+    """A PNG of one column against time, with labelled axes (synthetic granules drawn distinctly).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn on a ``matplotlib.figure.Figure`` of its own, never through pyplot: no global figure or backend is touched
+    (a caller's notebook keeps its own backend and figures), and pyplot is not imported."""
+    from matplotlib.figure import Figure
 
     def _value(row: dict[str, Any]) -> float:
         v = row.get(value_column)
@@ -191,7 +191,8 @@ def plot_time_series(rows: list[dict[str, Any]], value_column: str, title: str, 
     times = [dt.datetime.fromisoformat(str(r["time"]).replace("Z", "+00:00")) for r in rows]
     values = [_value(r) for r in rows]
     synthetic = ["synthetic" in str(r.get("granule", "")).lower() for r in rows]
-    fig, ax = plt.subplots(figsize=(9, 4), dpi=100)
+    fig = Figure(figsize=(9, 4), dpi=100)
+    ax = fig.subplots()
     ax.plot(times, values, color="0.6", linewidth=1, zorder=1)
     real_t = [t for t, s in zip(times, synthetic, strict=True) if not s]
     real_v = [v for v, s in zip(values, synthetic, strict=True) if not s]
@@ -217,5 +218,4 @@ def plot_time_series(rows: list[dict[str, Any]], value_column: str, title: str, 
     # What it draws, kept in the picture (PNG text chunks): `granulemap plot` redraws the CSV as its run drew it.
     fig.savefig(buf, format="png", bbox_inches="tight",
                 metadata={"Title": title, PNG_COLUMN_KEY: value_column, PNG_YLABEL_KEY: ylabel})
-    plt.close(fig)
     return buf.getvalue()

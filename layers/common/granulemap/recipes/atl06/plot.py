@@ -100,11 +100,9 @@ def plot_cell_batches(batches: Iterable[tuple[np.ndarray, np.ndarray]], order: i
                       label: str) -> bytes:
     """``plot_cells`` of (cells, values) that come a batch at a time (``store.read_period_batches``): only each cell's
     centre and value are kept, in 12 bytes (``_Centres``), so that a global month's tens of millions of cells fit the
-    Aggregator. ``title`` is given the number of cells drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Aggregator. ``title`` is given the number of cells drawn. Drawn on a Figure of its own, not through pyplot (see
+    ``timeseries.plot_time_series``)."""
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     centres = _Centres()
@@ -115,7 +113,8 @@ def plot_cell_batches(batches: Iterable[tuple[np.ndarray, np.ndarray]], order: i
             lat, lon = cell_centres(np.asarray(cells)[keep], order)
             centres.add(lat, lon, values[keep])
     drawn = centres.size
-    fig, ax = plt.subplots(dpi=100)
+    fig = Figure(dpi=100)
+    ax = fig.subplots()
     if drawn:
         cell_deg = math.degrees(math.sqrt(4 * math.pi / (12 * 4**order)))  # side of an equal-area cell
         shrink = max(math.cos(math.radians(centres.median_lat())), 0.05)
@@ -147,5 +146,4 @@ def plot_cell_batches(batches: Iterable[tuple[np.ndarray, np.ndarray]], order: i
     ax.grid(True, alpha=0.3)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
     return buf.getvalue()
