@@ -220,6 +220,21 @@ def test_a_granule_in_two_releases_is_read_once_in_the_newest() -> None:
     assert older == ["ATL06_20190221121849_08410203_005_03.h5"]
 
 
+def test_a_first_processings_release_number_is_older_than_the_versions_after_it() -> None:
+    """Version 1's files carry the processing software's release (the sample granule: 209, its DOI ATL06.001); the
+    versions since count from 002 up. By number alone 209 won over 006: a folder holding both read version 1."""
+    import h5py
+
+    sample = Path(__file__).parent / "data" / "atl06" / "ATL06_20181013235645_02340114_209_01.h5"
+    with h5py.File(sample, "r") as f:  # the evidence for the rule, in the data
+        assert f.attrs["identifier_product_doi"].decode().endswith("ATL06.001")
+    names = ["ATL06_20181014001049_02350102_209_01.h5", "ATL06_20181014001049_02350102_006_01.h5",
+             "ATL06_20181014001049_02350102_005_02.h5", "ATL06_20181014001049_02350102_208_03.h5"]
+    kept, older = newest_releases([Granule(url=f"/data/{name}") for name in names])
+    assert [Path(g.url).name for g in kept] == ["ATL06_20181014001049_02350102_006_01.h5"]
+    assert sorted(older) == sorted(set(names) - {"ATL06_20181014001049_02350102_006_01.h5"})
+
+
 def test_cmr_records_without_polygons_stop_the_catalog_with_a_reason() -> None:
     umm = json.loads((CMR / "earthaccess_atl06_granule_umm_json.json").read_text())["items"][0]["umm"]
     assert footprint_from_umm(umm) == []  # NSIDC's ECS record describes its extent by orbit parameters only

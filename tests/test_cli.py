@@ -137,6 +137,31 @@ def test_plot_redraws_a_zarr_cell_store(tmp_path: Path, capsys) -> None:
     assert "h_nope" in capsys.readouterr().err
 
 
+def test_plot_of_a_store_leaves_out_the_cells_without_segments_whichever_variable(tmp_path: Path, capsys,
+                                                                                   monkeypatch) -> None:
+    """count's fill is 0, a finite number: drawn as it was, a map of counts painted every empty cell of each block."""
+    import numpy as np
+    import xarray as xr
+
+    from granulemap.recipes.atl06 import plot
+
+    drawn: list[tuple[list[int], list[float]]] = []
+    monkeypatch.setattr(plot, "plot_cells", lambda cells, order, values, **kw: drawn.append(
+        (cells.tolist(), values.tolist())) or b"\x89PNG")
+    cells = (np.int64(1234) << 12) + np.arange(4)
+    ds = xr.Dataset(
+        {"h_mean": ("cells", np.array([10.0, np.nan, 12.5, np.nan]), {"units": "m"}),
+         "count": ("cells", np.array([3, 0, 2, 0]), {"units": "1"})},
+        coords={"cell_ids": ("cells", cells, {"grid_name": "healpix", "level": 12, "indexing_scheme": "nested",
+                                              "ellipsoid": "WGS84"})},
+    )
+    store = tmp_path / "cells.zarr"
+    ds.to_zarr(store, zarr_format=3, consolidated=False)
+    for column in ("count", "h_mean"):
+        assert main(["plot", str(store), "--column", column, "--out", str(tmp_path / f"{column}.png")]) == 0
+    assert drawn == [([cells[0], cells[2]], [3, 2]), ([cells[0], cells[2]], [10.0, 12.5])]
+
+
 def test_plot_of_a_store_with_periods_draws_the_one_asked_for(tmp_path: Path, capsys) -> None:
     import datetime as dt
 

@@ -62,6 +62,8 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
             out = result.with_name(period_png_name(result.stem, column, *period))
         values = ds[column].values
         keep = np.isfinite(values)
+        if "count" in per_cell:  # a cell no segment fell in has count 0 (its fill), not a value to draw
+            keep &= ds["count"].values > 0
         units = ds[column].attrs.get("units", "")
         png = plot_cells(ds["cell_ids"].values[keep], int(ds["cell_ids"].attrs["level"]), values[keep],
                          title=f"{column} per HEALPix cell (level {ds['cell_ids'].attrs['level']})"

@@ -20,7 +20,17 @@ ATL06_STAMP = re.compile(r"^ATL06_(\d{14})_")
 """ATL06 file names start ATL06_YYYYMMDDHHMMSS_ (the granule's start time, UTC)."""
 ATL06_RELEASE = re.compile(r"^ATL06_\d{14}_(\d{8})_(\d{3})_(\d{2})\.")
 """ATL06_YYYYMMDDHHMMSS_TTTTCCSS_VVV_RR.h5: which granule (reference ground track TTTT, cycle CC and segment SS: one
-granule each; not its start time, which a reprocessing may move) and which release of it (version VVV, revision RR)."""
+granule each; not its start time, which a reprocessing may move) and which release of it (release VVV, revision RR)."""
+EARLY_RELEASES = 100
+"""Release numbers from here up are the first processings' (version 1: the repo's sample granule is release 209, and
+its identifier_product_doi is 10.5067/ATLAS/ATL06.001), older than every release numbered 001 to 099 since, which
+count up with the product's version (005, 006, 007)."""
+
+
+def _release_order(release: str, revision: str) -> tuple[bool, int, int]:
+    """Sorts an ATL06 release and revision from oldest to newest (see EARLY_RELEASES)."""
+    number = int(release)
+    return number < EARLY_RELEASES, number, int(revision)
 
 # The CMR formats are parsed in granulemap.cmr, which fills Granule.footprint; re-exported here for recipes.
 __all__ = ["Ring", "footprint_from_legacy", "footprint_from_umm", "granule_time", "newest_releases",
@@ -36,13 +46,14 @@ def newest_releases(granules: Sequence[Granule]) -> tuple[list[Granule], list[st
     """(the granules with each ATL06 granule once, in its newest release; the file names of the older releases left
     out). CMR lists every version of ATL06 under one short name, and a folder may hold two: both counted would
     count every segment twice (doubled counts, a standard deviation of the mean too small by √2, statistics mixing
-    two processings). Names that are not ATL06 release names are kept as they are."""
+    two processings). Names that are not ATL06 release names are kept as they are. A first processing's release
+    (209, say) is older than 005 (EARLY_RELEASES)."""
     names = [granule.url.rsplit("/", 1)[-1] for granule in granules]
     matches = [ATL06_RELEASE.match(name) for name in names]
-    newest: dict[str, tuple[tuple[int, int], int]] = {}  # granule → (its newest release, the first index of it)
+    newest: dict[str, tuple[tuple[bool, int, int], int]] = {}  # granule → (its newest release, its first index)
     for i, match in enumerate(matches):
         if match is not None:
-            release = (int(match[2]), int(match[3]))
+            release = _release_order(match[2], match[3])
             if match[1] not in newest or release > newest[match[1]][0]:
                 newest[match[1]] = (release, i)
     keep = {i for _, i in newest.values()}
