@@ -519,3 +519,21 @@ def test_a_field_or_mask_whose_shape_is_not_lat_by_lon_is_unreadable_naming_both
             f["mask"].attrs[key] = attrs[key]
     with pytest.raises(GranuleUnreadable, match=re.escape("mask has shape (2, 4), analysed_sst (3, 4)")):
         global_mean_sst(other_mask.name, method="ocean", path=str(other_mask))
+
+
+def test_titles_and_notes_say_which_cells_each_method_averages() -> None:
+    """The ocean method leaves sea ice out (its mean moves with the ice's extent); the tutorial's takes every valid
+    cell within 60° of the equator, ice included: a title that said "Global" and a note about "open water" for both
+    told the tutorial's readers the wrong cells."""
+    from granulemap.recipes.sst_box_mean import recipe as box
+    from granulemap.recipes.sst_global_mean import recipe
+
+    ocean, tutorial = (recipe.parse_params({"method": m}) for m in ("ocean", "podaac-tutorial"))
+    assert "open water" in recipe.title(ocean) and "sea ice left out" in recipe.title(ocean)
+    assert "within 60° of the equator" in recipe.title(tutorial) and "sea ice included" in recipe.title(tutorial)
+    assert not recipe.title(tutorial).startswith("Global")
+    empty = [{"granule": "a.nc", "n_valid": 0}]
+    assert recipe.notes(empty, ocean)[0].startswith("1 of 1 granules had no cell of open water, so")
+    assert recipe.notes(empty, tutorial)[0].startswith("1 of 1 granules had no valid cell within 60° of the equator")
+    in_box = box.parse_params({"box": [10, 20, 11, 21]})
+    assert box.notes(empty, in_box)[0].startswith("1 of 1 granules had no cell of open water in the box")

@@ -124,6 +124,9 @@ class SstBoxMean(SstGlobalMean):
         west, south, east, north = params.box  # type: ignore[attr-defined]
         return f"Mean SST over {south:g}..{north:g}°N, {west:g}..{east:g}°E (open water)"
 
+    def cells(self, params: BaseModel) -> str:
+        return "cell of open water"
+
     def where(self, params: BaseModel) -> str:
         west, south, east, north = params.box  # type: ignore[attr-defined]
         return f" in the box [{west:g}, {south:g}, {east:g}, {north:g}]"

@@ -134,18 +134,25 @@ class SstGlobalMean(Recipe):
 
     def title(self, params: BaseModel) -> str:
         """The plot's title."""
-        return f"Global mean SST ({params.method}: cos-latitude weighted)"  # type: ignore[attr-defined]
+        if params.method == "podaac-tutorial":  # type: ignore[attr-defined]
+            return (f"Mean SST within {TUTORIAL_MAX_ABS_LAT:g}° of the equator, every valid cell, sea ice included "
+                    "(podaac-tutorial: cos-latitude weighted)")
+        return "Global mean SST of open water, sea ice left out (ocean: cos-latitude weighted)"
 
     def notes(self, results: list[dict[str, Any]], params: BaseModel) -> list[str]:
         empty = sorted(str(r.get("granule")) for r in results if not r.get("n_valid"))
         if not empty:
             return []
         shown = ", ".join(empty[:3]) + (", ..." if len(empty) > 3 else "")
-        return [f"{len(empty)} of {len(results)} granules had no cell of open water{self.where(params)}, so their "
+        return [f"{len(empty)} of {len(results)} granules had no {self.cells(params)}{self.where(params)}, so their "
                 f"rows have no mean ({shown}){self.why_empty(params)}"]
 
+    def cells(self, params: BaseModel) -> str:
+        """Which cells the recipe averages, for the notes (after "had no")."""
+        return "valid cell" if params.method == "podaac-tutorial" else "cell of open water"  # type: ignore[attr-defined]
+
     def where(self, params: BaseModel) -> str:
-        """Where the recipe averages, for the notes (after "no cell of open water")."""
+        """Where the recipe averages, for the notes (after the cells)."""
         tutorial = params.method == "podaac-tutorial"  # type: ignore[attr-defined]
         return f" within {TUTORIAL_MAX_ABS_LAT:g}° of the equator" if tutorial else ""
 
