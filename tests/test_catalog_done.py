@@ -155,6 +155,8 @@ def test_a_source_that_gives_items_carries_no_note_of_its_folder(tmp_path, monke
         doc = {"recipe": "sst-global-mean", "start": "2019-01-01", "end": "2019-01-31", "source": str(tmp_path)}
         out = build_catalog(doc, "run-found", Settings(bucket="bkt"), Bucket("bkt"), now=dt.datetime(2026, 1, 1))
     assert out.catalog.count == 1 and out.catalog.none_found is None
+    # when the run started (the state machine's start time, naive taken as UTC): what Aggregate holds results to
+    assert out.run.started == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def test_a_subfolder_named_like_a_granule_is_not_a_granule(tmp_path) -> None:

@@ -97,11 +97,11 @@ def test_a_dekad_item_that_fails_transiently_is_retried_whole_and_its_granules_c
     assert (tmp_path / f"{item_id}.attempts").read_text() == "3"
 
 
-def _accounted(objects: dict, item, done: bool = False):
+def _accounted(objects: dict, item, done: bool = False, started: str | None = None):
     from granulemap.aggregation import account_items
     from granulemap.models import AggregatorEvent
 
-    run = {"run_id": "run-2", "recipe": "sst-global-mean", "params": {}, "config_id": "cfg"}
+    run = {"run_id": "run-2", "recipe": "sst-global-mean", "params": {}, "config_id": "cfg", "started": started}
     event = AggregatorEvent.model_validate({
         "run": run, "catalog": {"bucket": "b", "key": "k", "count": 1},
         "map": {"max_concurrency": 1, "tolerated_failure_percentage": 0, "item_tolerated_failure_percentage": 100}})
@@ -152,6 +152,30 @@ def test_another_runs_result_without_a_record_of_this_run_counts_as_skipped() ->
         found = _accounted(_earlier_full_record(item), item, done=done)
         assert [r["mean_sst_c"] for r in found.results] == [1.0, 1.0]
         assert (found.items.skipped, found.granules.skipped, found.failures) == (1, 2, [])
+
+
+@pytest.mark.parametrize("computed_at", ["2026-11-30T23:59:59+00:00", None])
+def test_a_result_from_before_the_run_does_not_stand_for_an_item_the_run_left_without_a_record(computed_at) -> None:
+    """recompute after a deploy that broke the Processor: no child wrote a result or a failure record (RecordFailure
+    runs on the same function). The earlier run's stored result counted as skipped, and the run SUCCEEDED with the
+    old values and no alert. Only an overlapping run's result, computed after this run started, counts."""
+    item = _two_granule_item()
+    objects = _earlier_full_record(item)
+    next(iter(objects.values()))["computed_at"] = computed_at  # before the run started, or not said
+    found = _accounted(objects, item, started="2026-12-01T00:00:00Z")
+    assert found.results == []
+    assert (found.items.failed, found.items.skipped, found.granules.failed) == (1, 0, 2)
+    (failure,) = found.failures
+    assert failure.error == "NoResult" and "its only result is run run-1's" in failure.cause
+    assert "before this run started (2026-12-01 00:00:00 UTC)" in failure.cause
+
+    objects = _earlier_full_record(item)
+    next(iter(objects.values()))["computed_at"] = "2026-12-01T00:00:05+00:00"  # an overlapping run's, since
+    found = _accounted(objects, item, started="2026-12-01T00:00:00Z")
+    assert (found.items.skipped, found.granules.skipped, found.failures) == (1, 2, [])
+    next(iter(objects.values()))["computed_at"] = computed_at
+    found = _accounted(objects, item, done=True, started="2026-12-01T00:00:00Z")  # found done by the catalog
+    assert (found.items.skipped, found.granules.skipped, found.failures) == (1, 2, [])
 
 
 def test_a_recompute_whose_granule_became_unreadable_fails_by_the_tolerance(tmp_path: Path) -> None:

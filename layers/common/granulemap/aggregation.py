@@ -7,6 +7,7 @@ as by the Map: moto's engine ignores the Map's setting, and the user gets the sa
 
 from __future__ import annotations
 
+import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,8 @@ from granulemap.errors import (
     readable_cause,
     shortened,
 )
-from granulemap.models import FIRST_FAILURES, AggregatorEvent, Failure, Item, ItemCounts, Summary, counted
+from granulemap.models import (FIRST_FAILURES, AggregatorEvent, Failure, Item, ItemCounts, Summary, as_utc,
+                               counted)
 from granulemap.provenance import provenance_record
 from granulemap.recipes import Recipe, failed_at, get_recipe
 from granulemap.recipes.timeseries import COMPUTED_AT
@@ -59,6 +61,12 @@ def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> 
     # the earlier result in place, which must not stand for this run's failure. (Another run's result with no
     # record of this run's is a run of the same configuration that overlapped this one: its result counts.)
     own = [i for i, s in zip(items, stored, strict=True) if s is None or (not i.done and s.get("run_id") != run.run_id)]
+    # An overlapping run's result was computed after this run started (after its catalog, which did not find it);
+    # one computed before is what this run's Map was to replace ("recompute", a partial result): if this run left
+    # no record of its own (its Processor could not run, the Map stopped), it must not count as done.
+    ran_again = {i.id for i, s in zip(items, stored, strict=True) if s is not None and not i.done}
+    earlier = {i.id: s for i, s in zip(items, stored, strict=True)
+               if i.id in ran_again and s.get("run_id") != run.run_id and _computed_before(s, run.started)}
     failure_records = dict(zip((i.id for i in own),
                                _fetch(bucket, [layout.failure_key(run.run_id, i.id) for i in own]), strict=True))
     partial: dict[str, Any] = {}
@@ -67,7 +75,7 @@ def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> 
         # stale (this run computed the item again: its new record or failure counts).
         partials = _fetch(bucket, [layout.partial_result_key(run.recipe, run.config_id, i.id) for i in own])
         partial = {i.id: p for i, p in zip(own, partials, strict=True) if p is not None and p.get("run_id") == run.run_id}
-    stored = [partial.get(i.id) or (None if failure_records.get(i.id) is not None else s)
+    stored = [partial.get(i.id) or (None if failure_records.get(i.id) is not None or i.id in earlier else s)
               for i, s in zip(items, stored, strict=True)]
     results: list[dict[str, Any]] = []
     failures: list[Failure] = []
@@ -88,7 +96,16 @@ def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> 
                 granules["failed"] += 1
             continue
         failure = failure_records.get(item.id)
-        if failure is None:
+        if failure is None and item.id in earlier:
+            before = earlier[item.id]
+            failure = {"item": item.id, "error": NO_RESULT,
+                       "cause": f"this run ran the item again, and its only result is run {before.get('run_id')}'s, "
+                                f"computed {before.get('computed_at') or 'at an unknown time'}, before this run "
+                                f"started ({run.started:%Y-%m-%d %H:%M:%S} UTC): this run left neither a result nor "
+                                "a failure record (its child execution did not finish: the Map Run's failed "
+                                "children in the Step Functions console say why); the earlier result is left as it "
+                                "was"}
+        elif failure is None:
             failure = {"item": item.id, "error": NO_RESULT,
                        "cause": "no result and no failure record: the item's child execution did not finish (it "
                                 "was stopped, or Lambda throttled its Processor so long that the failure could not be "
@@ -103,6 +120,16 @@ def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> 
         granules=ItemCounts(total=sum(granules.values()), **granules),
         failures=failures,
     )
+
+
+def _computed_before(record: dict[str, Any], started: dt.datetime | None) -> bool:
+    """Whether a stored result was computed before ``started`` (a record that does not say when: yes)."""
+    if started is None:
+        return False
+    try:
+        return as_utc(dt.datetime.fromisoformat(str(record.get("computed_at")))) < as_utc(started)
+    except ValueError:
+        return True
 
 
 def map_stopped(error: dict[str, Any] | None) -> str | None:

@@ -329,6 +329,7 @@ def build_catalog(
         end=end,
         daac=provider,
         collection=collection,
+        started=as_utc(now or dt.datetime.now(dt.UTC)),
     )
     if recipe.per_granule:  # results are merged by granule name: two granules of one name would be one row
         twice = _repeated(item_id_for(g.url) for g in granules)

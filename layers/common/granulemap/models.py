@@ -246,6 +246,10 @@ class RunContext(_Strict):
     collection: str | None = None
     """The collection the granules are of: the input's, else the recipe's (for a ``source``, what the input says)."""
     credentials: CredentialsRef | None = None
+    started: dt.datetime | None = None
+    """When the run's execution started (BuildCatalog's time: the state machine's start time): Aggregate counts
+    another run's result for an item this run's Map ran only if it was computed since (``aggregation.account_items``).
+    None (``granulemap process``): not checked."""
 
 
 class CatalogRef(_Strict):
