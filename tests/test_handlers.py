@@ -198,8 +198,27 @@ def test_the_aggregator_says_why_the_map_stopped_when_it_failed_for_another_reas
     assert summary["failures"][0]["error"] == "NoResult"
     assert summary["message"].startswith("The Distributed Map failed "
                                          "(States.ItemReaderFailed: Unable to read the manifest: S3 answered SlowDown)")
-    # Stopped for failed items, the Map says nothing Aggregate's own count does not
+
+
+def test_a_map_stopped_at_its_tolerance_says_so_and_lists_the_recorded_failures_first(s3) -> None:
+    """The Map stops at its tolerance with items it never ran (NoResult): the message said "2 of 2 items failed" and
+    listed NoResult first, in manifest order, while the errors that stopped it came after."""
+    failed_event = _event("processor_record_failure")
+    _invoke("processor", failed_event)  # its failure is recorded
+    never_ran = _event("processor")["item"]
+    s3.put_object(Bucket=BUCKET, Key=layout.manifest_key("example-run"),
+                  Body=json.dumps([never_ran, failed_event["item"]]))
+    event = _event("aggregator")
     event["map"]["error"] = {"Error": "States.ExceedToleratedFailureThreshold", "Cause": "too many"}
+    out, errored = _invoke("aggregator", event)
+    assert errored and out["errorType"] == "TooManyFailures"
+    message = _get_json(s3, layout.summary_key("example-run"))["message"]
+    assert message.startswith("The Distributed Map stopped once more items failed than it tolerates (1 with a "
+                              "failure recorded); the 1 it had not finished count as failed (NoResult). ")
+    listed = message.split("; first failures: ", 1)[1]
+    assert listed.index("GranuleUnreadable") < listed.index("NoResult")
+    # Every item recorded: the Map's stop says nothing Aggregate's own count does not
+    s3.put_object(Bucket=BUCKET, Key=layout.manifest_key("example-run"), Body=json.dumps([failed_event["item"]]))
     _invoke("aggregator", event)
     assert "Distributed Map" not in _get_json(s3, layout.summary_key("example-run"))["message"]
 

@@ -132,11 +132,19 @@ def _computed_before(record: dict[str, Any], started: dt.datetime | None) -> boo
         return True
 
 
-def map_stopped(error: dict[str, Any] | None) -> str | None:
-    """Why the Distributed Map itself failed (its Catch's Error and Cause), unless it stopped for the failed items
-    that Aggregate counts and judges anyway (States.ExceedToleratedFailureThreshold)."""
-    if not error or error.get("Error") == "States.ExceedToleratedFailureThreshold":
+def map_stopped(error: dict[str, Any] | None, failures: list[Failure]) -> str | None:
+    """Why the Distributed Map itself failed (its Catch's Error and Cause). Stopped for its failed items
+    (States.ExceedToleratedFailureThreshold, which Aggregate judges anyway from its own count): how many failures
+    were recorded, and that the items it had not finished are among the failed, as NoResult."""
+    if not error:
         return None
+    if error.get("Error") == "States.ExceedToleratedFailureThreshold":
+        never = sum(1 for f in failures if f.error == NO_RESULT)
+        if not never:
+            return None
+        recorded = len({f.item for f in failures if f.error != NO_RESULT})
+        return (f"The Distributed Map stopped once more items failed than it tolerates ({recorded} with a failure "
+                f"recorded); the {never} it had not finished count as failed ({NO_RESULT}).")
     cause = readable_cause(str(error.get("Cause") or "")) or "no cause given"
     return (f"The Distributed Map failed ({error.get('Error')}: {cause}); items it did not finish, if any, count as "
             f"{NO_RESULT}.")
@@ -149,13 +157,18 @@ def verdict(counts: ItemCounts, unit: str, tolerance: float, failures: list[Fail
         return "FAILED", (
             f"{counts.failed} of {counts.total} {unit} failed ({failed_pct:.1f}%), more than the tolerated "
             f"{tolerance:g}%{FIRST_FAILURES}"
-            + "; ".join(f.described() for f in failures[:3])
+            + "; ".join(f.described() for f in _recorded_first(failures)[:3])
         )
     if counts.total == 0:
         return "SUCCEEDED", "no granules matched the recipe, dates and source: nothing to do"
     return "SUCCEEDED", (
         f"{unit}: {counts.succeeded} computed, {counts.skipped} skipped (already done), {counts.failed} failed"
     )
+
+
+def _recorded_first(failures: list[Failure]) -> list[Failure]:
+    """The failures with an error of their own before the items that left no record (NoResult: which say less)."""
+    return sorted(failures, key=lambda f: f.error == NO_RESULT)
 
 
 def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
@@ -191,7 +204,7 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
     status, message = verdict(counts, unit, event.map.tolerated_failure_percentage, found.failures)
     if not counts.total and event.catalog.none_found:
         message = f"{message}: {event.catalog.none_found}"
-    stopped = map_stopped(event.map.error)
+    stopped = map_stopped(event.map.error, found.failures)
     if stopped:
         message = f"{stopped} {message}"
     for note in notes:
