@@ -104,7 +104,7 @@ def test_every_lambda_task_waits_out_lambda_throttling_for_minutes(asl: dict) ->
     first, as Step Functions uses the first retrier that names the error."""
     tasks = {name: state for states in _state_sets(asl) for name, state in states.items()
              if state.get("Type") == "Task" and "FunctionArn" in state["Resource"]}
-    assert set(tasks) == {"BuildCatalog", "FetchCredentials", "ProcessItem", "RecordFailure", "Aggregate"}
+    assert set(tasks) == {"BuildCatalog", "FetchCredentials", "ProcessItem", "Aggregate"}
     for name, task in tasks.items():
         first = task["Retry"][0]
         assert first["ErrorEquals"] == ["Lambda.TooManyRequestsException"], name
@@ -167,3 +167,21 @@ def test_the_map_tries_reading_its_manifest_again_and_nothing_else(asl: dict) ->
     (retry,) = asl["States"]["ProcessItems"]["Retry"]
     assert retry["ErrorEquals"] == ["States.ItemReaderFailed"] and retry["MaxAttempts"] >= 2
     assert asl["States"]["ProcessItems"]["Catch"][0]["Next"] == "Aggregate"
+
+
+def test_record_failure_stores_the_caught_error_at_the_items_failure_key_without_a_lambda(asl: dict) -> None:
+    """RecordFailure ran on the Processor function: an item whose Processor could not run (throttled past its
+    retries, a deploy that broke it) could not have its failure recorded either, and Aggregate reported NoResult."""
+    item_states = asl["States"]["ProcessItems"]["ItemProcessor"]["States"]
+    record = item_states["RecordFailure"]
+    assert record["Resource"] == "arn:aws:states:::aws-sdk:s3:putObject" and record["ResultPath"] is None
+    params = record["Parameters"]
+    assert params["Bucket"] == "${DataBucketName}" and params["Body.$"] == "States.JsonToString($.error)"
+    fmt = re.fullmatch(r"States\.Format\('([^']*)', \$\.run\.run_id, \$\.item\.id\)", params["Key.$"])
+    assert fmt is not None, params["Key.$"]
+    assert fmt[1].replace("{}", "RUN", 1).replace("{}", "ITEM", 1) == layout.failure_key("RUN", "ITEM")
+    (retry,) = record["Retry"]  # S3 throttled or failing: tried again for about a minute
+    assert retry["ErrorEquals"] == ["States.ALL"] and retry["MaxAttempts"] >= 5 and retry["JitterStrategy"] == "FULL"
+    assert item_states["ProcessItem"]["Catch"][0]["ResultPath"] == "$.error"
+    assert (item_states["ItemFailed"]["ErrorPath"], item_states["ItemFailed"]["CausePath"]) == (
+        "$.error.Error", "$.error.Cause")

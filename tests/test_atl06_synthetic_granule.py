@@ -29,8 +29,8 @@ from zarr.abc.store import Store
 from granulemap import layout
 from granulemap.aggregation import aggregate as aggregate_run
 from granulemap.catalog import build_catalog
-from granulemap.models import AggregatorEvent, CatalogOutput, FailureEvent, Item, ProcessorEvent, Summary
-from granulemap.processing import process_item, record_failure
+from granulemap.models import AggregatorEvent, CatalogOutput, Item, ProcessorEvent, Summary
+from granulemap.processing import failure_record, process_item
 from granulemap.recipes.atl06.store import STORE_NAME, s3_store
 from granulemap.settings import Settings
 from granulemap.storage import Bucket
@@ -336,7 +336,7 @@ def run_pipeline(source: Path, s3: MotoS3, start: str | None, end: str | None, a
                  now: dt.datetime | None = None, params: dict[str, int] | None = None,
                  period: str | None = None) -> PipelineRun:
     """Run the pipeline's Python steps against the moto S3: build_catalog, process_item for each manifest item
-    (a failure recorded with record_failure, as the Map's Catch does), then aggregate. Without start and end, the
+    (a failure stored as RecordFailure stores it), then aggregate. Without start and end, the
     input names a month, ``"period": period`` (checked whole, at ``now``)."""
     bucket = Bucket(s3.bucket, client=s3.client)
     settings = Settings(bucket=s3.bucket, default_tolerated_failure_percentage=100.0)
@@ -351,8 +351,8 @@ def run_pipeline(source: Path, s3: MotoS3, start: str | None, end: str | None, a
             results[item.id] = bucket.get_json(stored.result_key)["result"]
         except Exception as exc:  # the Map's Catch: States.ALL → RecordFailure
             error = {"Error": type(exc).__name__, "Cause": str(exc)}
-            failures[item.id] = record_failure(
-                FailureEvent(action="record_failure", item=item, run=catalog.run, error=error), bucket)
+            bucket.put_json(layout.failure_key(catalog.run.run_id, item.id), error)  # as RecordFailure stores it
+            failures[item.id] = failure_record(item, catalog.run, error)
     summary = aggregate_run(AggregatorEvent(**catalog.model_dump()), bucket) if aggregate else None
     return PipelineRun(catalog=catalog, items=items, results=results, failures=failures, summary=summary,
                        bucket=bucket)

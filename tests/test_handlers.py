@@ -146,19 +146,35 @@ def test_processor_raises_named_errors_for_missing_granules(s3) -> None:
     assert errored and out["errorType"] == "GranuleUnreadable"
 
 
-def test_record_failure_stores_a_readable_failure_record(s3) -> None:
-    out, errored = _invoke("processor", _event("processor_record_failure"))
-    assert not errored, out
-    record = _get_json(s3, layout.failure_key("example-run", out["item"]))
-    assert record["error"] == "GranuleUnreadable"
+def _failed_item(s3) -> dict:
+    """A Processor whose granule is gone fails; RecordFailure stores the caught error (Lambda's error payload) as it
+    is, where the state machine's States.Format puts it (test_asl checks that it is layout.failure_key). Returns
+    the item."""
+    event = _event("processor")
+    event["item"]["id"] = "20181230090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2"
+    event["item"]["granules"][0]["url"] = event["item"]["granules"][0]["url"].replace("1231", "1230") + ".missing"
+    out, errored = _invoke("processor", event)
+    assert errored and out["errorType"] == "GranuleUnreadable", out
+    s3.put_object(Bucket=BUCKET, Key=layout.failure_key(event["run"]["run_id"], event["item"]["id"]),
+                  Body=json.dumps({"Error": out["errorType"], "Cause": json.dumps(out)}))
+    return event["item"]
+
+
+def test_a_stored_failure_reads_as_the_errors_name_and_readable_cause(s3) -> None:
+    from granulemap.models import Item, RunContext
+    from granulemap.processing import failure_record
+
+    item = _failed_item(s3)
+    stored = _get_json(s3, layout.failure_key("example-run", item["id"]))
+    record = failure_record(Item.model_validate(item), RunContext.model_validate(_event("processor")["run"]), stored)
+    assert record["error"] == "GranuleUnreadable" and record["granule"] == item["granules"][0]["url"].rsplit("/")[-1]
     assert record["cause"].startswith("granule ") and "does not exist" in record["cause"]
+    assert "Traceback" not in record["cause"] and "errorType" not in record["cause"]
 
 
 def test_aggregator_accounts_for_every_item_and_writes_the_csv(s3) -> None:
     processed, _ = _invoke("processor", _event("processor"))
-    failed_event = _event("processor_record_failure")
-    _invoke("processor", failed_event)
-    items = [_event("processor")["item"], failed_event["item"]]
+    items = [_event("processor")["item"], _failed_item(s3)]
     s3.put_object(Bucket=BUCKET, Key=layout.manifest_key("example-run"), Body=json.dumps(items))
     event = _event("aggregator")
     event["map"]["tolerated_failure_percentage"] = 50
@@ -203,11 +219,9 @@ def test_the_aggregator_says_why_the_map_stopped_when_it_failed_for_another_reas
 def test_a_map_stopped_at_its_tolerance_says_so_and_lists_the_recorded_failures_first(s3) -> None:
     """The Map stops at its tolerance with items it never ran (NoResult): the message said "2 of 2 items failed" and
     listed NoResult first, in manifest order, while the errors that stopped it came after."""
-    failed_event = _event("processor_record_failure")
-    _invoke("processor", failed_event)  # its failure is recorded
+    failed = _failed_item(s3)  # its failure is recorded
     never_ran = _event("processor")["item"]
-    s3.put_object(Bucket=BUCKET, Key=layout.manifest_key("example-run"),
-                  Body=json.dumps([never_ran, failed_event["item"]]))
+    s3.put_object(Bucket=BUCKET, Key=layout.manifest_key("example-run"), Body=json.dumps([never_ran, failed]))
     event = _event("aggregator")
     event["map"]["error"] = {"Error": "States.ExceedToleratedFailureThreshold", "Cause": "too many"}
     out, errored = _invoke("aggregator", event)
@@ -218,7 +232,7 @@ def test_a_map_stopped_at_its_tolerance_says_so_and_lists_the_recorded_failures_
     listed = message.split("; first failures: ", 1)[1]
     assert listed.index("GranuleUnreadable") < listed.index("NoResult")
     # Every item recorded: the Map's stop says nothing Aggregate's own count does not
-    s3.put_object(Bucket=BUCKET, Key=layout.manifest_key("example-run"), Body=json.dumps([failed_event["item"]]))
+    s3.put_object(Bucket=BUCKET, Key=layout.manifest_key("example-run"), Body=json.dumps([failed]))
     _invoke("aggregator", event)
     assert "Distributed Map" not in _get_json(s3, layout.summary_key("example-run"))["message"]
 
@@ -247,7 +261,10 @@ def test_every_log_line_names_its_run_and_a_processor_s_its_item_also_when_the_f
     # where the handlers' lines go (stdout, in Lambda); set_stream: the stream of import time may be a closed capture
     stream = set_stream(logger.registered_handler, written)
     try:
-        event = _event("processor_record_failure")  # a Processor logs its failures (a success says nothing)
+        event = _event("processor")  # a Processor logs a granule that failed alone (a success says nothing)
+        missing = {**event["item"]["granules"][0]}
+        missing["url"] = missing["url"].replace("1231", "1230") + ".missing"
+        event["item"]["granules"].insert(0, missing)
         _invoke("processor", event)
         event["run"]["run_id"] = "a-later-run"
         _invoke("processor", event)

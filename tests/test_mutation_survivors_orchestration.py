@@ -497,7 +497,6 @@ RAISED_TRANSIENT = {
     # store's lock (LockHeld), NASA's services (SourceUnavailable: CMR, Earthdata Login), SSM (TransientError).
     "BuildCatalog": {"TransientError", "StorageThrottled", "LockHeld", "SourceUnavailable"},
     "FetchCredentials": {"TransientError", "SourceUnavailable"},
-    "RecordFailure": {"TransientError", "StorageThrottled"},
     "Aggregate": {"TransientError", "StorageThrottled", "LockHeld"},
 }
 
@@ -506,8 +505,7 @@ RAISED_TRANSIENT = {
 def test_every_lambda_step_retries_what_its_code_raises_as_transient_and_the_lambda_service_s_errors(
         asl: dict[str, Any], step: str) -> None:
     """Only ProcessItem's retriers were checked: a transient error dropped from another step's Retry failed the whole
-    run at the first S3 throttling (a failed RecordFailure loses the item's cause, which Aggregate then reports as
-    NoResult)."""
+    run at the first S3 throttling."""
     task = _all_states(asl)[step]
 
     def retried(error: str) -> bool:

@@ -258,6 +258,9 @@ def test_with_one_granule_per_item_a_corrupt_granule_fails_its_item(engine: Loca
     (failure,) = summary["failures"]
     assert failure["item"] == bad.name.removesuffix(".nc") and failure["granule"] == bad.name  # its only granule
     assert failure["error"] == "GranuleUnreadable" and bad.name in failure["cause"]
+    # what the progress line counted: the failure RecordFailure stored (no Lambda call of its own to count)
+    assert {k: engine.item_counts()[k] for k in ("total", "succeeded", "failed")} == {
+        "total": 2, "succeeded": 1, "failed": 1}
 
 
 def test_s3_prefix_source_reads_granules_from_s3(engine: LocalEngine, mur25: Path, synthetic_month) -> None:

@@ -17,8 +17,8 @@ import pytest
 from granulemap import recipes
 from granulemap.cli import main
 from granulemap.errors import RecipeResultInvalid, StorageThrottled, TransientError, where_failed
-from granulemap.models import FailureEvent, Granule, Item, RunContext
-from granulemap.processing import reduce_granules, record_failure, stored_value
+from granulemap.models import Granule, Item, RunContext
+from granulemap.processing import failure_record, reduce_granules, stored_value
 
 from conftest import install_recipe_package
 
@@ -240,33 +240,27 @@ def test_an_item_failure_record_says_where_from_the_lambda_error_payload(odd_rec
         '  File "/opt/python/numpy/_core/fromnumeric.py", line 57, in _wrapfunc\n    return bound(*args)\n',
     ]})
 
-    class Memory:
-        def __init__(self):
-            self.objects = {}
-
-        def put_json(self, key, value):
-            self.objects[key] = value
-
-    bucket = Memory()
     run = RunContext(run_id="r", recipe=recipe.name, params={}, config_id="c")
-    record = record_failure(FailureEvent(action="record_failure", item=Item(id="i", granules=[_granule(2)]), run=run,
-                                         error={"Error": "ValueError", "Cause": cause}), bucket)
+    # what RecordFailure stores (the Map's caught error, as it is) made readable for the summary
+    record = failure_record(Item(id="i", granules=[_granule(2)]), run, {"Error": "ValueError", "Cause": cause})
     # the item's only granule is what failed (a per-granule recipe's item of one granule: --group granule, a lone day)
     assert record == {"item": "i", "error": "ValueError", "cause": "odd day 2", "where": "odd_recipes.py:21 in mistake",
                       "granule": "20181202090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"}
-    assert list(bucket.objects.values()) == [record]
     two = Item(id="20181201-20181210", granules=[_granule(1), _granule(2)])  # every granule failed: the item
-    assert "granule" not in record_failure(FailureEvent(action="record_failure", item=two, run=run, error={
-        "Error": "ValueError", "Cause": "odd day 1"}), bucket)
+    assert "granule" not in failure_record(two, run, {"Error": "ValueError", "Cause": "odd day 1"})
     cells = run.model_copy(update={"recipe": "atl06-cell-stats"})  # an item of one granule is a parent cell here
-    assert "granule" not in record_failure(FailureEvent(action="record_failure", item=Item(id="p", granules=[
-        _granule(2)]), run=cells, error={"Error": "ValueError", "Cause": "x"}), bucket)
-    # A recipe that cannot be found (renamed by a deploy during the run): the failure is still recorded.
+    assert "granule" not in failure_record(Item(id="p", granules=[_granule(2)]), cells,
+                                           {"Error": "ValueError", "Cause": "x"})
+    # A recipe that cannot be found (renamed by a deploy during the run): the failure is still described.
     gone = run.model_copy(update={"recipe": "sst-gone"})
-    record = record_failure(FailureEvent(action="record_failure", item=Item(id="j", granules=[_granule(2)]),
-                                         run=gone, error={"Error": "InvalidInput", "Cause": "unknown recipe"}), bucket)
+    record = failure_record(Item(id="j", granules=[_granule(2)]), gone,
+                            {"Error": "InvalidInput", "Cause": "unknown recipe"})
     assert record == {"item": "j", "error": "InvalidInput", "cause": "unknown recipe"}
-    assert bucket.objects["runs/r/failures/j.json"] == record
+    # A record stored in this form already (by a Processor of an earlier release) is taken as it is
+    assert failure_record(Item(id="j", granules=[]), gone, {"error": "E", "cause": "c"}) == {
+        "item": "j", "error": "E", "cause": "c"}
+    # Nothing said: still a failure
+    assert failure_record(Item(id="k", granules=[]), gone, {}) == {"item": "k", "error": "Unknown", "cause": ""}
 
 
 def test_where_failed_falls_back_to_the_innermost_frame_outside_the_recipe() -> None:

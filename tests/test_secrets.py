@@ -267,7 +267,7 @@ def test_no_secret_in_the_errors_of_failed_handlers(clean_process, log_capture, 
     """The paths where code that holds the secrets fails: FetchCredentials refused by PO.DAAC's s3credentials (after
     logging in with the username and password), then, with credentials in hand, a Processor whose only granule is
     gone from the DAAC bucket (its item fails: Lambda's error payload with the stack trace, the worker's [ERROR]
-    traceback), RecordFailure and a failing Aggregate."""
+    traceback), the failure RecordFailure stores and a failing Aggregate."""
     monkeypatch.setenv("AWS_REGION", REGION)
     secrets = Secrets()
     specs = function_specs(BUCKET, STACK)
@@ -297,10 +297,10 @@ def test_no_secret_in_the_errors_of_failed_handlers(clean_process, log_capture, 
         (item,) = manifest
         failed, errored = invoke("ProcessorFunction", {"item": item, "run": state["run"]})
         assert errored and failed["errorType"] == "GranuleUnreadable", failed
-        record, errored = invoke("ProcessorFunction", {
-            "action": "record_failure", "item": item, "run": state["run"],
-            "error": {"Error": failed["errorType"], "Cause": json.dumps(failed)}})
-        assert not errored and record["error"] == "GranuleUnreadable"
+        # RecordFailure: the state machine stores the caught error (Lambda's error payload) as it is
+        caught = {"Error": failed["errorType"], "Cause": json.dumps(failed)}
+        s3.put_object(Bucket=BUCKET, Key=layout.failure_key(state["run"]["run_id"], item["id"]), Body=json.dumps(caught))
+        payloads.append(caught)
         verdict, errored = invoke("AggregatorFunction", {"run": state["run"], "catalog": state["catalog"],
                                                          "map": state["map"]})
         assert errored and verdict["errorType"] == "TooManyFailures", verdict

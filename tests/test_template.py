@@ -379,7 +379,10 @@ def test_the_state_machine_reads_and_writes_only_run_data_in_its_bucket(cfn: dic
     assert [(set(as_list(s["Action"])), s["Resource"]) for s in s3] == [
         ({"s3:GetObject"}, {"Fn::Sub": f"${{DataBucket.Arn}}/{layout.RUNS_PREFIX}*"}),
         ({"s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"},
-         {"Fn::Sub": f"${{DataBucket.Arn}}/{layout.MAP_RESULTS_PREFIX}/*"})]
+         {"Fn::Sub": f"${{DataBucket.Arn}}/{layout.MAP_RESULTS_PREFIX}/*"}),
+        # RecordFailure's failure records (runs/<run>/failures/<item>.json), and nothing else of a run's
+        ({"s3:PutObject"}, {"Fn::Sub": f"${{DataBucket.Arn}}/{layout.RUNS_PREFIX}*/failures/*"})]
+    assert layout.failure_key("RUN", "ITEM") == f"{layout.RUNS_PREFIX}RUN/failures/ITEM.json"
 
 
 # ---- schedule -------------------------------------------------------------------------------------------------

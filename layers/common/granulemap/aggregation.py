@@ -26,6 +26,7 @@ from granulemap.errors import (
 )
 from granulemap.models import (FIRST_FAILURES, AggregatorEvent, Failure, Item, ItemCounts, Summary, as_utc,
                                counted)
+from granulemap.processing import failure_record
 from granulemap.provenance import provenance_record
 from granulemap.recipes import Recipe, failed_at, get_recipe
 from granulemap.recipes.timeseries import COMPUTED_AT
@@ -67,8 +68,9 @@ def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> 
     ran_again = {i.id for i, s in zip(items, stored, strict=True) if s is not None and not i.done}
     earlier = {i.id: s for i, s in zip(items, stored, strict=True)
                if i.id in ran_again and s.get("run_id") != run.run_id and _computed_before(s, run.started)}
-    failure_records = dict(zip((i.id for i in own),
-                               _fetch(bucket, [layout.failure_key(run.run_id, i.id) for i in own]), strict=True))
+    stored_failures = _fetch(bucket, [layout.failure_key(run.run_id, i.id) for i in own])
+    failure_records = {i.id: None if f is None else failure_record(i, run, f)
+                       for i, f in zip(own, stored_failures, strict=True)}
     partial: dict[str, Any] = {}
     if get_recipe(run.recipe).per_granule and own:
         # An item some of whose granules failed keeps its record at the partial key; one from an earlier run is
@@ -108,9 +110,8 @@ def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> 
         elif failure is None:
             failure = {"item": item.id, "error": NO_RESULT,
                        "cause": "no result and no failure record: the item's child execution did not finish (it "
-                                "was stopped, or Lambda throttled its Processor so long that the failure could not be "
-                                "recorded either: the Map Run's failed children in the Step Functions console say "
-                                "why), or its result was deleted while the run was going"}
+                                "was stopped, or the Map stopped before it ran: the Map Run's children in the Step "
+                                "Functions console say which), or its result was deleted while the run was going"}
         failures.append(Failure.model_validate(failure))
         granules["failed"] += len(item.granules)
     failed_items = len(items) - done["succeeded"] - done["skipped"]

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, RootModel, Tag
 
-from granulemap.models import FailureEvent, ProcessorEvent, RunContext
+from granulemap.models import RunContext
 
 
 class CatalogEvent(BaseModel):
@@ -55,7 +55,3 @@ class CredentialsInvocation(RootModel[Annotated[Annotated[RefreshEvent, Tag("ref
                                                 Discriminator(_credentials_caller)]]):
     """FetchCredentials' two callers: the state machine (a run's credentials) and a Processor (a refresh), told
     apart by the ``refresh`` key, so that a malformed event is told what is wrong with it as the one it is."""
-
-
-class ProcessorInvocation(RootModel[FailureEvent | ProcessorEvent]):
-    """Either one item to process, or (from the Map's Catch) one item's final failure to record."""

@@ -318,15 +318,6 @@ class ProcessorResult(_Strict):
     """Granules of a per-granule recipe's item that failed alone (the result then is at the partial key)."""
 
 
-class FailureEvent(_Strict):
-    """A Catch inside the Map hands the failed item here, to be recorded in S3."""
-
-    action: Literal["record_failure"]
-    item: Item
-    run: RunContext
-    error: dict[str, Any]
-
-
 class AggregatorEvent(_Strict):
     run: RunContext
     catalog: CatalogRef

@@ -21,7 +21,7 @@ from granulemap.errors import (
 )
 from granulemap.granule_access import GranuleAccess
 from granulemap.grouping import item_id_for
-from granulemap.models import FailureEvent, GranuleFailure, Item, ProcessorEvent, ProcessorResult, RunContext
+from granulemap.models import GranuleFailure, Item, ProcessorEvent, ProcessorResult, RunContext
 from granulemap.recipes import Recipe, defined_at, failed_at, get_recipe, home_of
 from granulemap.storage import NETWORK_ERRORS, Bucket
 
@@ -97,10 +97,10 @@ def reduce_granules(
 
 def _every_granule_failed(errors: list[tuple[str, Exception]]) -> Exception:
     """The item's error when every granule failed: the first one's, its message naming the others, with its
-    traceback (the item's failure record says where that was: record_failure). An error of another library or of
+    traceback (the item's failure record says where that was: failure_record). An error of another library or of
     the recipe's own class is given as it is: its constructor may take other arguments (botocore's do)."""
     first_name, first = errors[0]
-    if len(errors) == 1:  # the item's one granule: its failure record names it (record_failure)
+    if len(errors) == 1:  # the item's one granule: its failure record names it (failure_record)
         return first
     others = ", ".join(name for name, _ in errors[1:4]) + (", ..." if len(errors) > 4 else "")
     if not isinstance(first, GranulemapError) and type(first).__module__ != "builtins":
@@ -182,16 +182,21 @@ def _per_granule(recipe_name: str) -> bool:
         return False
 
 
-def record_failure(event: FailureEvent, bucket: Bucket) -> dict[str, str]:
-    """Store the final failure of one item (after its retries) where the aggregator and the CLI find it."""
-    error = str(event.error.get("Error", "Unknown"))
-    raw_cause = str(event.error.get("Cause", ""))
-    cause = shortened(readable_cause(raw_cause) or "")
-    record: dict[str, Any] = {"item": event.item.id, "error": error, "cause": cause}
-    if len(event.item.granules) == 1 and _per_granule(event.run.recipe):  # the item's one granule is what failed
-        record["granule"] = event.item.granules[0].url.rsplit("/", 1)[-1]
-    where = where_failed(frames_in_cause(raw_cause), home_of(event.run.recipe))  # the recipe need not load
+def failure_record(item: Item, run: RunContext, stored: dict[str, Any]) -> dict[str, Any]:
+    """One item's final failure (after its retries) as Aggregate and the summary give it, from what the Map's Catch
+    stored at ``layout.failure_key``: the caught ``{"Error", "Cause"}`` as it is (the state machine's RecordFailure
+    writes it to S3 itself, with no Lambda: a Processor that cannot run, throttled or broken by a deploy, still has
+    its failures recorded). The cause is made readable and shortened; the granule, for a per-granule recipe's item
+    of one granule, and where the recipe's code failed, from the traceback in the cause, are added. A record already
+    in this form (``error``, not ``Error``) is taken as it is."""
+    if "Error" not in stored and "error" in stored:
+        return {"item": item.id, **stored}
+    raw_cause = str(stored.get("Cause", ""))
+    record: dict[str, Any] = {"item": item.id, "error": str(stored.get("Error") or "Unknown"),
+                              "cause": shortened(readable_cause(raw_cause) or "")}
+    if len(item.granules) == 1 and _per_granule(run.recipe):  # the item's one granule is what failed
+        record["granule"] = item.granules[0].url.rsplit("/", 1)[-1]
+    where = where_failed(frames_in_cause(raw_cause), home_of(run.recipe))  # the recipe need not load
     if where:
         record["where"] = where
-    bucket.put_json(layout.failure_key(event.run.run_id, event.item.id), record)
     return record

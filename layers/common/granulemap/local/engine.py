@@ -39,6 +39,7 @@ from typing import Any
 
 import boto3
 
+from granulemap import layout
 from granulemap.local import warmfork, worker
 from granulemap.local.channel import CHANNEL_ENV
 from granulemap.local.template import LocalTemplate, read_local_template, substitute_definition
@@ -193,6 +194,8 @@ class LocalEngine:
         """Lambda invocations running now, and started so far: ``wait_idle`` waits for none to run."""
         self.total_items: int | None = None
         self.done_before: int = 0
+        self._progress_run: str | None = None
+        """The run whose progress is shown (BuildCatalog's answer names it): where its failure records are."""
         """Items BuildCatalog found done: left out of the Map, counted as skipped in the progress."""
         self.invocations: list[dict[str, Any]] = []
         """Every Lambda invocation of this engine: moto does not expose the Distributed Map's child execution
@@ -594,8 +597,6 @@ class LocalEngine:
         item = event.get("item", {}).get("id") if isinstance(event, dict) else None
         record = {"function": function, "item": item, "errored": errored, "start": started,
                   "seconds": round(time.time() - started, 4)}
-        if isinstance(event, dict) and event.get("action"):
-            record["action"] = event["action"]
         if errored:
             record["errorType"] = json.loads(payload).get("errorType")
         else:
@@ -610,27 +611,36 @@ class LocalEngine:
                         pass
                     else:
                         self.total_items, self.done_before = catalog.count, catalog.found_done
+                        run = body.get("run")
+                        self._progress_run = run.get("run_id") if isinstance(run, dict) else None
         self.invocations.append(record)
         if self.log_path is not None:
             with open(self.log_path.parent / "invocations.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
 
     def item_counts(self) -> dict[str, int | None]:
-        """Items finished so far in the current execution, from the Processor invocations (for progress display)."""
-        done = {"succeeded": 0, "skipped": 0, "failed": 0}
+        """Items finished so far in the current execution (for progress display): from the Processor invocations,
+        and the failure records RecordFailure stored (in the emulated bucket, in this process)."""
+        done = {"succeeded": 0, "skipped": 0, "failed": self._failures_recorded()}
         for inv in list(self.invocations):
-            if inv["function"] != "ProcessorFunction":
-                continue
-            if inv.get("action") == "record_failure":
-                done["failed"] += 1
-            elif inv.get("status") in done:
+            if inv["function"] == "ProcessorFunction" and inv.get("status") in done:
                 done[inv["status"]] += 1
         done["skipped"] += self.done_before
         return {"total": self.total_items, **done, "found_done": self.done_before}
 
+    def _failures_recorded(self) -> int:
+        if self._progress_run is None:
+            return 0
+        from moto.s3.models import s3_backends
+
+        prefix = layout.failure_prefix(self._progress_run)
+        bucket = s3_backends[ACCOUNT]["aws"].buckets.get(self.bucket)
+        return 0 if bucket is None else sum(1 for key in list(bucket.keys) if key.startswith(prefix))
+
     def reset_progress(self) -> None:
         self.total_items = None
         self.done_before = 0
+        self._progress_run = None
         self.invocations.clear()
 
     # ---- resources -----------------------------------------------------------------------------------
