@@ -34,8 +34,7 @@ def measured_invoke(log: str, invoke: Any, spec: dict[str, Any], event: Any) -> 
     result = invoke(spec, event)
     item = event.get("item") if isinstance(event, dict) else None
     record = {"function": spec["function_name"], "start_mb": round(start, 1), "peak_mb": round(vm_hwm_mb(), 1),
-              "item": item.get("id") if isinstance(item, dict) else None,
-              "action": event.get("action") if isinstance(event, dict) else None, "errored": result[1]}
+              "item": item.get("id") if isinstance(item, dict) else None, "errored": result[1]}
     with open(log, "a") as f:
         f.write(json.dumps(record) + "\n")
     return result

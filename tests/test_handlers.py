@@ -231,6 +231,18 @@ def test_a_map_stopped_at_its_tolerance_says_so_and_lists_the_recorded_failures_
                               "failure recorded); the 1 it had not finished count as failed (NoResult). ")
     listed = message.split("; first failures: ", 1)[1]
     assert listed.index("GranuleUnreadable") < listed.index("NoResult")
+    # summary.json lists them in that order too, and granulemap's printout shows each once, on its own line
+    import io
+
+    from granulemap.cloud import print_summary
+
+    summary = _get_json(s3, layout.summary_key("example-run"))
+    assert [f["error"] for f in summary["failures"]] == ["GranuleUnreadable", "NoResult"]
+    printed = io.StringIO()
+    print_summary(summary, file=printed)
+    lines = printed.getvalue().splitlines()
+    assert [line.split(": ")[1] for line in lines if line.startswith("  failed ")] == ["GranuleUnreadable", "NoResult"]
+    assert printed.getvalue().count("does not exist") == 1
     # Every item recorded: the Map's stop says nothing Aggregate's own count does not
     s3.put_object(Bucket=BUCKET, Key=layout.manifest_key("example-run"), Body=json.dumps([failed]))
     _invoke("aggregator", event)

@@ -156,9 +156,9 @@ def test_another_runs_result_without_a_record_of_this_run_counts_as_skipped() ->
 
 @pytest.mark.parametrize("computed_at", ["2026-11-30T23:59:59+00:00", None])
 def test_a_result_from_before_the_run_does_not_stand_for_an_item_the_run_left_without_a_record(computed_at) -> None:
-    """recompute after a deploy that broke the Processor: no child wrote a result or a failure record (RecordFailure
-    runs on the same function). The earlier run's stored result counted as skipped, and the run SUCCEEDED with the
-    old values and no alert. Only an overlapping run's result, computed after this run started, counts."""
+    """recompute, and the Map stopped (or a failure could not be stored): no child wrote a result or a failure record.
+    The earlier run's stored result counted as skipped, and the run SUCCEEDED with the old values and no alert. Only
+    an overlapping run's result, computed after this run started, counts; this run's records win over both."""
     item = _two_granule_item()
     objects = _earlier_full_record(item)
     next(iter(objects.values()))["computed_at"] = computed_at  # before the run started, or not said
@@ -176,6 +176,16 @@ def test_a_result_from_before_the_run_does_not_stand_for_an_item_the_run_left_wi
     next(iter(objects.values()))["computed_at"] = computed_at
     found = _accounted(objects, item, done=True, started="2026-12-01T00:00:00Z")  # found done by the catalog
     assert (found.items.skipped, found.granules.skipped, found.failures) == (1, 2, [])
+    # this run's own records over the earlier result: its partial record, or its failure (as RecordFailure stores it)
+    partial = {layout.partial_result_key("sst-global-mean", "cfg", item.id): {
+        "item": item.id, "run_id": "run-2", "results": [{"granule": "g1.nc", "mean_sst_c": 2.0}],
+        "failures": [{"granule": "g2.nc", "error": "GranuleUnreadable", "cause": "truncated"}]}}
+    found = _accounted({**objects, **partial}, item, started="2026-12-01T00:00:00Z")
+    assert [r["mean_sst_c"] for r in found.results] == [2.0] and (found.granules.succeeded, found.granules.failed) == (
+        1, 1)
+    failed = {layout.failure_key("run-2", item.id): {"Error": "GranuleUnreadable", "Cause": "bad"}}
+    found = _accounted({**objects, **failed}, item, started="2026-12-01T00:00:00Z")
+    assert found.results == [] and [(f.error, f.cause) for f in found.failures] == [("GranuleUnreadable", "bad")]
 
 
 def test_a_recompute_whose_granule_became_unreadable_fails_by_the_tolerance(tmp_path: Path) -> None:

@@ -300,7 +300,6 @@ def test_no_secret_in_the_errors_of_failed_handlers(clean_process, log_capture, 
         # RecordFailure: the state machine stores the caught error (Lambda's error payload) as it is
         caught = {"Error": failed["errorType"], "Cause": json.dumps(failed)}
         s3.put_object(Bucket=BUCKET, Key=layout.failure_key(state["run"]["run_id"], item["id"]), Body=json.dumps(caught))
-        payloads.append(caught)
         verdict, errored = invoke("AggregatorFunction", {"run": state["run"], "catalog": state["catalog"],
                                                          "map": state["map"]})
         assert errored and verdict["errorType"] == "TooManyFailures", verdict

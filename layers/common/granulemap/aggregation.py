@@ -63,8 +63,8 @@ def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> 
     # record of this run's is a run of the same configuration that overlapped this one: its result counts.)
     own = [i for i, s in zip(items, stored, strict=True) if s is None or (not i.done and s.get("run_id") != run.run_id)]
     # An overlapping run's result was computed after this run started (after its catalog, which did not find it);
-    # one computed before is what this run's Map was to replace ("recompute", a partial result): if this run left
-    # no record of its own (its Processor could not run, the Map stopped), it must not count as done.
+    # one computed before is what this run's Map was to replace ("recompute"): if this run left no record of its
+    # own (the Map stopped, its failure could not be stored), it must not count as done.
     ran_again = {i.id for i, s in zip(items, stored, strict=True) if s is not None and not i.done}
     earlier = {i.id: s for i, s in zip(items, stored, strict=True)
                if i.id in ran_again and s.get("run_id") != run.run_id and _computed_before(s, run.started)}
@@ -103,15 +103,16 @@ def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> 
             failure = {"item": item.id, "error": NO_RESULT,
                        "cause": f"this run ran the item again, and its only result is run {before.get('run_id')}'s, "
                                 f"computed {before.get('computed_at') or 'at an unknown time'}, before this run "
-                                f"started ({run.started:%Y-%m-%d %H:%M:%S} UTC): this run left neither a result nor "
+                                f"started ({as_utc(run.started):%Y-%m-%d %H:%M:%S} UTC): this run left neither a result nor "
                                 "a failure record (its child execution did not finish: the Map Run's failed "
                                 "children in the Step Functions console say why); the earlier result is left as it "
                                 "was"}
         elif failure is None:
             failure = {"item": item.id, "error": NO_RESULT,
                        "cause": "no result and no failure record: the item's child execution did not finish (it "
-                                "was stopped, or the Map stopped before it ran: the Map Run's children in the Step "
-                                "Functions console say which), or its result was deleted while the run was going"}
+                                "was stopped, the Map stopped before it ran, or its failure could not be stored: the "
+                                "Map Run's children in the Step Functions console say which), or its result was "
+                                "deleted while the run was going"}
         failures.append(Failure.model_validate(failure))
         granules["failed"] += len(item.granules)
     failed_items = len(items) - done["succeeded"] - done["skipped"]
@@ -216,7 +217,7 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
     summary = Summary(
         status=status, run_id=run.run_id, recipe=run.recipe, params=run.params, start=run.start, end=run.end,
         items=found.items,
-        granules=granules, failures=found.failures,
+        granules=granules, failures=_recorded_first(found.failures),
         outputs=outputs + [summary_key], message=message, notes=notes,
     )
     bucket.put_json(summary_key, summary.model_dump(mode="json"))

@@ -305,7 +305,7 @@ def print_summary(summary: dict[str, Any], file: Any = None, failures_shown: int
     # only the fields this version knows (a newer stack's: more)
     described = [Failure.model_construct(**{k: f.get(k) for k in Failure.model_fields}).described()
                  for f in summary.get("failures", [])]
-    if message and described:  # the verdict's first failures are listed below, each on its own line
+    if message and described:  # the verdict's first failures (summary.json's first) are listed below, one a line
         message = message.replace(FIRST_FAILURES + "; ".join(described[:3]), "")
     if message and (summary["status"] != "SUCCEEDED" or not counts["total"]):  # why it failed, or why nothing ran
         print(message, file=file)

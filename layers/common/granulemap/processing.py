@@ -1,4 +1,5 @@
-"""ProcessItems' per-item work: skip what is done, reduce one item, publish its result; record final failures."""
+"""ProcessItems' per-item work: skip what is done, reduce one item, publish its result; read a final failure the
+state machine stored (failure_record)."""
 
 from __future__ import annotations
 

@@ -194,9 +194,11 @@ class LocalEngine:
         """Lambda invocations running now, and started so far: ``wait_idle`` waits for none to run."""
         self.total_items: int | None = None
         self.done_before: int = 0
+        """Items BuildCatalog found done: left out of the Map, counted as skipped in the progress."""
         self._progress_run: str | None = None
         """The run whose progress is shown (BuildCatalog's answer names it): where its failure records are."""
-        """Items BuildCatalog found done: left out of the Map, counted as skipped in the progress."""
+        self._failures_seen: tuple[float, int] = (float("-inf"), 0)
+        """(when, how many) failure records were last counted: the bucket's keys are scanned at most once a second."""
         self.invocations: list[dict[str, Any]] = []
         """Every Lambda invocation of this engine: moto does not expose the Distributed Map's child execution
         histories, so this is where a local run shows each item's attempts (also written to logs/invocations.jsonl)."""
@@ -631,16 +633,22 @@ class LocalEngine:
     def _failures_recorded(self) -> int:
         if self._progress_run is None:
             return 0
+        when, count = self._failures_seen
+        if time.monotonic() - when < 1.0:  # a workspace's bucket may hold a store's 100,000 chunks
+            return count
         from moto.s3.models import s3_backends
 
         prefix = layout.failure_prefix(self._progress_run)
         bucket = s3_backends[ACCOUNT]["aws"].buckets.get(self.bucket)
-        return 0 if bucket is None else sum(1 for key in list(bucket.keys) if key.startswith(prefix))
+        count = 0 if bucket is None else sum(1 for key in list(bucket.keys) if key.startswith(prefix))
+        self._failures_seen = (time.monotonic(), count)
+        return count
 
     def reset_progress(self) -> None:
         self.total_items = None
         self.done_before = 0
         self._progress_run = None
+        self._failures_seen = (float("-inf"), 0)
         self.invocations.clear()
 
     # ---- resources -----------------------------------------------------------------------------------
