@@ -694,11 +694,11 @@ class LocalEngine:
         )["executionArn"]
 
     def wait(self, execution_arn: str, poll: float = 0.2, timeout: float | None = None,
-             on_poll: Any = None) -> dict[str, Any]:
-        """The execution's description once it has ended. One DescribeExecution (about 2.5 ms of this process's CPU,
+             on_poll: Any = None, check: float = 2.0) -> dict[str, Any]:
+        """The execution's description once it has ended. One DescribeExecution (several ms of this process's CPU,
         taken from the workers on a busy machine) when any execution of this engine ends, and otherwise every
-        ``poll`` seconds, for ``on_poll`` (progress) and ``timeout``, and in case an execution ends without moto
-        telling (its program raised)."""
+        ``check`` seconds, in case an execution ends without moto telling (its program raised); ``on_poll``
+        (progress) is called every ``poll`` seconds in between, and ``timeout`` checked as often."""
         sfn = self.client("stepfunctions")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -707,16 +707,19 @@ class LocalEngine:
             desc = sfn.describe_execution(executionArn=execution_arn)
             if desc["status"] in TERMINAL:
                 return desc
-            if on_poll is not None:
-                on_poll()
-            pause = poll
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
+            described = time.monotonic()
+            while True:
+                if on_poll is not None:
+                    on_poll()
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
                     raise TimeoutError(f"execution {execution_arn} still {desc['status']} after {timeout} s")
-                pause = min(poll, left)
-            with self._ended:
-                self._ended.wait_for(lambda: self._ends != ends, timeout=pause)
+                pause = min(poll, described + check - now, (deadline - now) if deadline is not None else poll)
+                with self._ended:
+                    if self._ended.wait_for(lambda: self._ends != ends, timeout=max(pause, 0.0)):
+                        break  # an execution ended: describe it now
+                if time.monotonic() - described >= check:
+                    break
 
     def wait_idle(self, quiet: float = 0.5, timeout: float = 600.0) -> bool:
         """Wait until no Lambda invocation runs and none has started for ``quiet`` seconds (a stopped execution's
