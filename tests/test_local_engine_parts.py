@@ -416,3 +416,19 @@ def test_wait_shows_progress_often_and_asks_moto_only_every_check_or_at_an_end()
     started = time.monotonic()
     assert engine.wait("arn", poll=0.05, check=60, timeout=30)["status"] == "SUCCEEDED"
     assert time.monotonic() - started < 10 and len(described) == 2  # woken by the end, not by check
+
+
+def test_a_profile_this_machine_does_not_know_does_not_stop_a_local_run(monkeypatch, mur25: Path) -> None:
+    """AWS_PROFILE naming a profile missing from ~/.aws/config (another machine's, a typo) made the engine's first
+    boto3 client raise ProfileNotFound: `granulemap run` died with a traceback, though it never uses the account."""
+    from granulemap.local.engine import LocalEngine
+
+    monkeypatch.setenv("AWS_PROFILE", "granulemap-no-such-profile")
+    monkeypatch.setenv("AWS_DEFAULT_PROFILE", "granulemap-no-such-profile-either")
+    with LocalEngine(workers=1) as engine:
+        assert "AWS_PROFILE" not in os.environ
+        desc = engine.run({"recipe": "sst-global-mean", "start": "2018-12-31", "end": "2018-12-31",
+                           "source": str(mur25.parent)}, timeout=120)
+    assert desc["status"] == "SUCCEEDED", desc.get("cause")
+    assert os.environ["AWS_PROFILE"] == "granulemap-no-such-profile"  # the user's, put back
+    assert os.environ["AWS_DEFAULT_PROFILE"] == "granulemap-no-such-profile-either"

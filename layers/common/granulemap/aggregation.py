@@ -103,10 +103,10 @@ def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> 
             failure = {"item": item.id, "error": NO_RESULT,
                        "cause": f"this run ran the item again, and its only result is run {before.get('run_id')}'s, "
                                 f"computed {before.get('computed_at') or 'at an unknown time'}, before this run "
-                                f"started ({as_utc(run.started):%Y-%m-%d %H:%M:%S} UTC): this run left neither a result nor "
-                                "a failure record (its child execution did not finish: the Map Run's failed "
-                                "children in the Step Functions console say why); the earlier result is left as it "
-                                "was"}
+                                f"started ({as_utc(run.started):%Y-%m-%d %H:%M:%S} UTC): this run left neither a "
+                                "result nor a failure record (its child execution did not finish: the Map Run's "
+                                "failed children in the Step Functions console say why); the earlier result is left "
+                                "as it was"}
         elif failure is None:
             failure = {"item": item.id, "error": NO_RESULT,
                        "cause": "no result and no failure record: the item's child execution did not finish (it "

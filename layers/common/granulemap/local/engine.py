@@ -53,6 +53,8 @@ ACCOUNT = "123456789012"
 LOCAL_STACK_NAME = "granulemap-local"
 LOCAL_BUCKET = "granulemap-local"
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+USER_AWS_PROFILE = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")
+"""The user's profile variables, which botocore reads in every session: unset while an engine runs."""
 _ENGINE_STOPPED = json.dumps({"errorType": "Lambda.ServiceException",
                               "errorMessage": "the local engine has stopped"}), True, ""
 _WORKER_DIED = json.dumps({"errorType": "Lambda.ServiceException",
@@ -257,6 +259,10 @@ class LocalEngine:
         self.credentials = _engine_credentials()
         # moto's engine calls its own services at http://localhost:$MOTO_PORT: set it before the server starts.
         self._setenv({"MOTO_PORT": str(port), "AWS_DEFAULT_REGION": REGION, **self.credentials})
+        # The user's AWS profile has nothing to do with the emulated account, and one that is not in this machine's
+        # config (another machine's, a typo) made every boto3 client raise ProfileNotFound: the run died at its
+        # first client with a traceback. Unset while the engine runs (its workers and fork server start after).
+        self._unsetenv(USER_AWS_PROFILE)
         # moto's Distributed Map workers recurse once per item they take (IterationWorker._eval_pool calls itself
         # for the next job): past Python's default limit of 1,000 frames a worker thread dies of RecursionError and
         # the execution never ends (found at 1,200 items with max concurrency 1). The frames are Python's (no C
@@ -428,6 +434,11 @@ class LocalEngine:
         for key, value in values.items():
             self._saved_env.setdefault(key, os.environ.get(key))
             os.environ[key] = value
+
+    def _unsetenv(self, keys: tuple[str, ...]) -> None:
+        for key in keys:
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ.pop(key, None)
 
     def worker_env(self) -> dict[str, str]:
         return {
