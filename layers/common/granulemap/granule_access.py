@@ -215,10 +215,9 @@ class RangedFile(io.RawIOBase):
             if offset in self._parts and self._parts[offset][2] == place:
                 self._let_go(offset)
         self._told.popleft()  # this one
+        self.ready(pos)
         get = found[1]
         del self._parts[pos]
-        if get.done is None:
-            self._fetch_now(get)
         assert get.done is not None
         data = memoryview(get.done.result())[pos - get.start:stop - get.start]
         get.unread -= 1

@@ -262,7 +262,7 @@ class LocalEngine:
         # The user's AWS profile has nothing to do with the emulated account, and one that is not in this machine's
         # config (another machine's, a typo) made every boto3 client raise ProfileNotFound: the run died at its
         # first client with a traceback. Unset while the engine runs (its workers and fork server start after).
-        self._unsetenv(USER_AWS_PROFILE)
+        self._setenv(dict.fromkeys(USER_AWS_PROFILE))
         # moto's Distributed Map workers recurse once per item they take (IterationWorker._eval_pool calls itself
         # for the next job): past Python's default limit of 1,000 frames a worker thread dies of RecursionError and
         # the execution never ends (found at 1,200 items with max concurrency 1). The frames are Python's (no C
@@ -430,15 +430,14 @@ class LocalEngine:
             else:
                 self._start_pool()
 
-    def _setenv(self, values: dict[str, str]) -> None:
+    def _setenv(self, values: dict[str, str | None]) -> None:
+        """Set (None: unset) these environment variables until the engine stops (``__exit__`` puts them back)."""
         for key, value in values.items():
             self._saved_env.setdefault(key, os.environ.get(key))
-            os.environ[key] = value
-
-    def _unsetenv(self, keys: tuple[str, ...]) -> None:
-        for key in keys:
-            self._saved_env.setdefault(key, os.environ.get(key))
-            os.environ.pop(key, None)
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
     def worker_env(self) -> dict[str, str]:
         return {

@@ -134,7 +134,7 @@ class SstGlobalMean(Recipe):
 
     def title(self, params: BaseModel) -> str:
         """The plot's title."""
-        if params.method == "podaac-tutorial":  # type: ignore[attr-defined]
+        if _tutorial(params):
             return (f"Mean SST within {TUTORIAL_MAX_ABS_LAT:g}° of the equator, every valid cell, sea ice included "
                     "(podaac-tutorial: cos-latitude weighted)")
         return "Global mean SST of open water, sea ice left out (ocean: cos-latitude weighted)"
@@ -149,15 +149,19 @@ class SstGlobalMean(Recipe):
 
     def cells(self, params: BaseModel) -> str:
         """Which cells the recipe averages, for the notes (after "had no")."""
-        return "valid cell" if params.method == "podaac-tutorial" else "cell of open water"  # type: ignore[attr-defined]
+        return "valid cell" if _tutorial(params) else "cell of open water"
 
     def where(self, params: BaseModel) -> str:
         """Where the recipe averages, for the notes (after the cells)."""
-        tutorial = params.method == "podaac-tutorial"  # type: ignore[attr-defined]
-        return f" within {TUTORIAL_MAX_ABS_LAT:g}° of the equator" if tutorial else ""
+        return f" within {TUTORIAL_MAX_ABS_LAT:g}° of the equator" if _tutorial(params) else ""
 
     def why_empty(self, params: BaseModel) -> str:
         return ": is the granule damaged?"
+
+
+def _tutorial(params: BaseModel) -> bool:
+    """Whether ``params`` ask for PO.DAAC's tutorial's method (every valid cell within 60°), not the ocean one."""
+    return params.method == "podaac-tutorial"  # type: ignore[attr-defined]
 
 
 recipe = SstGlobalMean()
