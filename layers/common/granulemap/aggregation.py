@@ -65,9 +65,8 @@ def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> 
     # An overlapping run's result was computed after this run started (after its catalog, which did not find it);
     # one computed before is what this run's Map was to replace ("recompute"): if this run left no record of its
     # own (the Map stopped, its failure could not be stored), it must not count as done.
-    ran_again = {i.id for i, s in zip(items, stored, strict=True) if s is not None and not i.done}
-    earlier = {i.id: s for i, s in zip(items, stored, strict=True)
-               if i.id in ran_again and s.get("run_id") != run.run_id and _computed_before(s, run.started)}
+    earlier = {i.id: s for i, s in zip(items, stored, strict=True) if s is not None and not i.done
+               and s.get("run_id") != run.run_id and _computed_before(s, run.started)}
     stored_failures = _fetch(bucket, [layout.failure_key(run.run_id, i.id) for i in own])
     failure_records = {i.id: None if f is None else failure_record(i, run, f)
                        for i, f in zip(own, stored_failures, strict=True)}
