@@ -31,7 +31,6 @@ from test_atl06_synthetic_granule import (  # noqa: F401  (fixtures are imported
     ATL06_FILL,
     BEAMS,
     CHILD_ORDER,
-    DATA,
     N_CHILDREN,
     PARENT_ORDER,
     REAL_GRANULE,
@@ -47,7 +46,6 @@ from test_atl06_synthetic_granule import (  # noqa: F401  (fixtures are imported
     synthetic_dir,
     synthetic_run,
     wgs84_cells,
-    write_granule,
 )
 
 CMR = Path(__file__).resolve().parent / "data" / "cmr"
