@@ -12,6 +12,8 @@ import importlib.util
 import io
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -171,6 +173,27 @@ def test_each_function_runs_from_the_built_layer_alone(build: Path, function: st
     out = _run_on_layer(script, cwd=DATA, env={"MPLCONFIGDIR": str(build / f".mpl-{function}")})
     assert {"sst-global-mean", "sst-box-mean", "atl06-cell-stats"} <= set(out["recipes"])
     assert 15 < out["mean"] < 22 and out["png"] == "89504e47" and out["numpy_from_layer"]
+
+
+def test_the_readmes_check_of_a_deployed_recipe_reduces_a_granule_from_the_layer_alone(build: Path) -> None:
+    """README, "To deploy it", step 3, as written, for a built-in recipe instead of the tutorial's (which is not in
+    this build): the command reduces the repository's granule with nothing but the built layer on the path, and gets
+    what the dev venv's code gets."""
+    readme = (ROOT / "README.md").read_text()
+    (command,) = re.findall(r"^ +(\.venv/bin/python -S -I -c .*CommonLayer.*)$", readme, re.MULTILINE)
+    argv = shlex.split(command)
+    assert argv[1:4] == ["-S", "-I", "-c"]
+    layer, recipe = "'.aws-sam/build/CommonLayer/python'", "'sst-warm-fraction'"
+    assert layer in argv[4] and recipe in argv[4]
+    script = argv[4].replace(layer, repr(str(build / "CommonLayer" / "python"))).replace(recipe, "'sst-global-mean'")
+    proc = subprocess.run([sys.executable, "-S", "-I", "-B", "-c", script], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT, env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (granule,) = re.findall(r"'(tests/data/ghrsst/[^']+\.nc)'", argv[4])
+    dev = subprocess.run([sys.executable, "-m", "granulemap.cli", "process", "--recipe", "sst-global-mean", granule],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert dev.returncode == 0, dev.stderr[-3000:]
+    assert json.loads(proc.stdout) == json.loads(dev.stdout) and 15 < json.loads(dev.stdout)["mean_sst_c"] < 22
 
 
 _RECORD_COMPILED = r"""

@@ -27,6 +27,7 @@ from granulemap.estimate import LAMBDA_MEMORY_RANGE_MB
 from granulemap.local.template import LAMBDA_ONLY_VARIABLES, Resolver, read_local_template
 from granulemap.local.worker import PROCESS_START_VARIABLES, process_start_environment
 from granulemap.models import ExecutionInput
+from granulemap.recipes import get_recipe
 from granulemap.settings import _ENV as SETTINGS_ENVIRONMENT
 
 from conftest import ROOT
@@ -420,6 +421,10 @@ def test_the_monthly_schedule_runs_the_default_recipe_over_the_previous_month(cf
     assert role_statements(cfn, role) == [
         {"Action": "states:StartExecution", "Effect": "Allow", "Resource": {"Ref": "PipelineStateMachine"}},
         {"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": queue}]
+    # Scheduler may take it for this account's schedules only (the confused-deputy guard)
+    (trust,) = statements(cfn["Resources"][role]["Properties"]["AssumeRolePolicyDocument"])
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
 
 
 def test_a_scheduled_start_that_fails_is_retried_then_kept_and_told_to_the_alert_topic(cfn: dict[str, Any]) -> None:
@@ -450,13 +455,14 @@ def test_a_scheduled_start_that_fails_is_retried_then_kept_and_told_to_the_alert
     from granulemap.cli import build_parser
 
     command = re.search(r"granulemap start (.*?)\)", description).group(1)
-    for placeholder, value in {"${AWS::StackName}": "granulemap", "${DefaultRecipe}": "sst-global-mean",
-                               "YYYY-MM": "2026-10"}.items():
+    for placeholder, value in {"${AWS::StackName}": "granulemap", "${AWS::Region}": "eu-west-1",
+                               "${DefaultRecipe}": "sst-global-mean", "YYYY-MM": "2026-10"}.items():
         command = command.replace(placeholder, value)
     args = build_parser().parse_args(["start", *shlex.split(command)])  # exits (fails the test) on an unknown option
     # the month as a period: checked whole, as the schedule's run would have been (--start/--end accept a gap)
     assert (args.stack, args.recipe, args.period, args.start, args.end) == ("granulemap", "sst-global-mean", "2026-10",
                                                                             None, None)
+    assert args.region == "eu-west-1"  # the stack's own region: the operator's default may be another
     assert cfn["Outputs"]["ScheduleDeadLetterQueueUrl"]["Value"] == {"Ref": "ScheduleDeadLetterQueue"}
     readme = (ROOT / "README.md").read_text()
     assert "ScheduleDeadLetterQueueUrl" in readme and "<stack>-schedule-could-not-start-a-run" in readme
@@ -686,14 +692,17 @@ def test_functions_reach_only_their_bucket_and_their_own_parameters(cfn: dict[st
             assert invokable == [] and "CREDENTIALS_FUNCTION" not in env
         s3_resources = [r for s in role_statements(cfn, role) for r in as_list(s["Resource"])
                         if any(a.startswith("s3:") for a in as_list(s["Action"]))]
-        results = {"Fn::Sub": f"${{DataBucket.Arn}}/{layout.RESULTS_PREFIX}*"}
+        # only atl06-cell-stats' (all its configurations): a recipe's mistake cannot delete another recipe's results
+        atl06_results = layout.result_prefix(get_recipe("atl06-cell-stats").name, "*").removesuffix("/*/")
+        results = {"Fn::Sub": f"${{DataBucket.Arn}}/{atl06_results}/*"}
         deletes = [zarr_chunks, store_locks] + ([results] if lid == "CatalogBuilderFunction" else [])
         if lid in needs_bucket:
             assert sorted(map(json.dumps, s3_resources)) == sorted(map(json.dumps, [
                 {"Fn::GetAtt": ["DataBucket", "Arn"]}, {"Fn::Sub": "${DataBucket.Arn}/*"}, *deletes]))
             assert grants(cfn, role, "s3:ListBucket") == [{"Fn::GetAtt": ["DataBucket", "Arn"]}]
             # Zarr chunks (zarr drops all-fill ones) and store locks may be deleted, no other product; results only by
-            # BuildCatalog (atl06-cell-stats forgets those of blocks a run rewrites under other granules); run data never.
+            # BuildCatalog, atl06-cell-stats' only (it forgets those of blocks a run rewrites under other granules);
+            # run data never.
             assert sorted(map(json.dumps, grants(cfn, role, "s3:DeleteObject"))) == sorted(map(json.dumps, deletes))
         else:
             assert s3_resources == []
@@ -821,6 +830,8 @@ def test_parameters_and_outputs_the_operator_and_the_cli_need(cfn: dict[str, Any
         assert name in cfn["Parameters"], name
     # A monthly run's summary and logs outlive the next two scheduled runs, by default.
     assert int(cfn["Parameters"]["RunDataRetentionDays"]["Default"]) >= 62
+    # S3 expires at the first midnight after the days: at 1, a run's manifest could be gone before its Aggregate.
+    assert int(cfn["Parameters"]["RunDataRetentionDays"]["MinValue"]) >= 7
     assert int(cfn["Parameters"]["LogRetentionDays"]["Default"]) >= 62
     # granulemap start/status/results read these two outputs (granulemap.cloud.describe_stack).
     assert cfn["Outputs"]["StateMachineArn"]["Value"] == {"Ref": "PipelineStateMachine"}
