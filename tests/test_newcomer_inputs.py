@@ -299,6 +299,28 @@ def test_a_box_without_open_water_is_noted_in_the_summary(tmp_path: Path, mur25:
     assert water["notes"] == []
 
 
+def test_days_of_the_range_without_a_granule_are_noted_in_the_summary(tmp_path: Path, mur25: Path, capsys) -> None:
+    """A folder lacking days, given as --start/--end (which accept a gap; a --period refuses it), gave a series with
+    holes, SUCCEEDED, and no word of the days left out."""
+    source = tmp_path / "granules"
+    source.mkdir()
+    shutil.copy(mur25, source / mur25.name)  # 2018-12-31 only
+    code = main(["run", "--start", "2018-12-28", "--end", "2018-12-31", "--source", str(source), "--out",
+                 str(tmp_path / "out"), "--quiet", "--recipe", "sst-global-mean"])
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert code == 0 and summary["status"] == "SUCCEEDED" and summary["granules"]["succeeded"] == 1
+    have = {dt.datetime.strptime(p.name[:8], "%Y%m%d").date() for p in source.iterdir()}
+    days = [dt.date(2018, 12, 28) + dt.timedelta(days=n) for n in range(4)]
+    missing = [str(d) for d in days if d not in have]
+    assert missing == ["2018-12-28", "2018-12-29", "2018-12-30"]
+    (note,) = summary["notes"]
+    assert note == (f"{len(missing)} of the {len(days)} days of 2018-12-28..2018-12-31 have no granule (none was found "
+                    f"when the run started), so the series has no row for them: {', '.join(missing)}")
+    assert note in summary["message"] and f"note: {note}" in capsys.readouterr().out
+    # every day there: no note (the 31 December run of the other tests)
+    assert _run(tmp_path / "whole", source, "--recipe", "sst-global-mean")["notes"] == []
+
+
 def test_a_time_series_without_values_says_so_on_its_picture(monkeypatch) -> None:
     import datetime as dt
 

@@ -27,6 +27,7 @@ from granulemap.models import (
     MapConfig,
     RunContext,
     as_utc,
+    days_without_a_granule,
     parse_model,
     utc_day,
 )
@@ -105,9 +106,7 @@ def _refuse_a_scheduled_period_with_missing_granules(granules: list[Granule], ex
     if not granules:
         raise NoGranulesFound(f"no granules {where} for {start}..{end} ({period}): {not_yet}, {how}")
     if recipe.one_granule_a_day:
-        have = {utc_day(g.time) for g in granules if g.time is not None}
-        days = (start + dt.timedelta(days=n) for n in range((end - start).days + 1))
-        missing = [day for day in days if day not in have]
+        missing = days_without_a_granule(granules, start, end)
         if missing:
             shown = ", ".join(str(d) for d in missing[:5]) + (", ..." if len(missing) > 5 else "")
             raise NoGranulesFound(

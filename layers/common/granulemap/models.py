@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -221,6 +222,13 @@ class Item(_Strict):
     """Its result (same recipe configuration) was in S3 when the catalog was built: the Processor reports it
     ``skipped`` without reading anything. BuildCatalog finds these with one listing of the configuration's results,
     instead of one look-up per item in the Processors."""
+
+
+def days_without_a_granule(granules: Iterable[Granule], start: dt.date, end: dt.date) -> list[dt.date]:
+    """The days of ``start``..``end`` (UTC) on which none of ``granules`` falls (those without a time count for
+    none): for a recipe with one granule a day, the days its series has no row for."""
+    have = {utc_day(g.time) for g in granules if g.time is not None}
+    return [day for day in (start + dt.timedelta(days=n) for n in range((end - start).days + 1)) if day not in have]
 
 
 class CredentialsRef(_Strict):
