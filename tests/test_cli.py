@@ -273,6 +273,28 @@ def test_a_local_source_without_granules_in_range_is_explained(tmp_path) -> None
            "2018-12-31, which gave the recipe no items" in why  # an ATL06 track with no usable segment, say
 
 
+def test_a_recipe_whose_granule_time_gives_nothing_is_named_with_what_to_define(tmp_path) -> None:
+    """A user's recipe without granule_time: a run said only "their names give no date", though `granulemap process`
+    on the same files worked."""
+    import datetime as dt
+
+    from granulemap.catalog import why_no_granules
+    from granulemap.recipes import Recipe, get_recipe
+
+    name = "20181231090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"
+    (tmp_path / name).write_bytes(b"")
+    sst = type(get_recipe("sst-global-mean"))
+    undated = type("Undated", (sst,), {"name": "undated", "granule_time": lambda self, n: None})()
+    forgot = type("Forgot", (sst,), {"name": "forgot", "granule_time": Recipe.granule_time})()  # the base's
+    december = dt.date(2018, 12, 1), dt.date(2018, 12, 31)
+    said = (f"{tmp_path} holds 1 file: 1 match recipe {{0}}'s file-name pattern '*.nc', but their names give no "
+            f"date: recipe {{0}}'s granule_time() returned None for {name!r}")
+    assert why_no_granules(str(tmp_path), undated, *december) == said.format("undated")
+    assert why_no_granules(str(tmp_path), forgot, *december) == said.format("forgot") + (
+        " (the base class's: define granule_time in the recipe; for GHRSST names, "
+        "granulemap.recipes.ghrsst.time_from_name)")
+
+
 def test_a_source_that_is_a_file_is_named_as_one(tmp_path) -> None:
     import pytest
 

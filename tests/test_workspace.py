@@ -166,7 +166,7 @@ def test_a_workspace_takes_dates_and_paths_refuses_a_non_dict_and_opens_once(tmp
                                "source": source}, out=tmp_path / "empty")
         assert empty["status"] == "SUCCEEDED" and empty["granules"]["total"] == 0
         assert empty["message"].startswith("no granules matched the recipe, dates and source: nothing to do: ")
-        assert f"{source} holds 1 files" in empty["message"]
+        assert f"{source} holds 1 file:" in empty["message"]
         assert "dated 2018-12-31 to 2018-12-31 by their names, none from 2017-01-01 to 2017-01-31" in empty["message"]
 
         # A month that stopped at BuildCatalog (it lacks 30 days): its dates, and to run it again here, not in AWS

@@ -179,9 +179,14 @@ def why_no_granules(source: str, recipe: Recipe, start: dt.date, end: dt.date) -
     elif dates:
         found += f", dated {dates[0]} to {dates[-1]} by their names, none from {start} to {end}"
     elif matching:
-        found += ", but their names give no date"
+        found += (f", but their names give no date: recipe {recipe.name}'s granule_time() returned None for "
+                  f"{matching[0]!r}" + (" (the base class's: define granule_time in the recipe; for GHRSST "
+                                        "names, granulemap.recipes.ghrsst.time_from_name)"
+                                        if type(recipe).granule_time is Recipe.granule_time else ""))
     here = f"; subfolders are not searched ({len(folders)} here: {', '.join(folders[:3])})" if folders else ""
-    return f"{where} holds {len(files)} files: {found}{here}" if files else f"{where} holds no files{here}"
+    if not files:
+        return f"{where} holds no files{here}"
+    return f"{where} holds {len(files)} file{'s' if len(files) != 1 else ''}: {found}{here}"
 
 
 ITEM_INPUT_LIMIT = 200 * 1024
