@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
+import shlex
 import json
 import math
 from pathlib import Path
@@ -100,8 +102,15 @@ def test_memory_above_one_vcpu_does_not_speed_up_compute_and_items_override_the_
 
 
 def test_unknown_recipe_is_named(tmp_path: Path) -> None:
-    with pytest.raises(KeyError, match="no cost model for recipe 'nope'"):
+    with pytest.raises(KeyError, match="no cost model for recipe 'nope'") as raised:
         est.estimate("nope", dt.date(2022, 1, 1), dt.date(2022, 1, 2), MEMORY, _model(tmp_path))
+    # the command that prices a similar built-in recipe, as written, for the same dates
+    (command,) = re.findall(r"granulemap (estimate .*?) for a per-granule", str(raised.value))
+    from granulemap.cli import build_parser
+
+    args = build_parser().parse_args(shlex.split(command))
+    assert (args.recipe, str(args.start), str(args.end)) == ("sst-box-mean", "2022-01-01", "2022-01-02")
+    assert "sst-box-mean" in est.CostModel.load().recipes  # make bench prices it
 
 
 def test_another_collection_is_priced_with_what_make_bench_measured_on_its_granules(tmp_path: Path, monkeypatch,
@@ -220,8 +229,8 @@ def test_a_capped_item_count_says_so(tmp_path: Path) -> None:
                                                  max_items=49152)
     result = est.estimate("cells", dt.date(2019, 1, 1), dt.date(2019, 1, 31), MEMORY, model)
     assert result.items == 49152  # 2,500 × 31 = 77,500 > 49,152
-    assert ("items: 49152 (2500 per day over 31 days would be 77500, more than the recipe's 49152 possible items: "
-            "at most that, each of 77500/49152 = 1.58 granules)") in result.assumptions
+    assert ("items: 49152 (2500 granule × parent-cell pairs (a rough count) a day over 31 days would be 77500, more "
+            "than the recipe's 49152 possible items: at most that, each of 77500/49152 = 1.58 granules)") in result.assumptions
 
 
 # An ATL06-like recipe: an item is a parent cell with the granules that touch it; items_per_day counts granule ×
@@ -266,8 +275,8 @@ def test_capped_atl06_items_hold_more_granules_as_the_range_grows(tmp_path: Path
     assert result.items == 49152
     assert by_name["Lambda compute, Processor"] == pytest.approx(processor_usd, rel=1e-9)
     assert result.total_usd == pytest.approx(total, rel=1e-9)
-    assert (f"items: 49152 (2500 per day over {days} days would be {pairs}, more than the recipe's 49152 possible "
-            f"items: at most that, each of {pairs}/49152 = {pairs / 49152:.2f} granules)") in result.assumptions
+    assert (f"items: 49152 (2500 granule × parent-cell pairs (a rough count) a day over {days} days would be "
+            f"{pairs}, more than the recipe's 49152 possible items: at most that, each of {pairs}/49152 = {pairs / 49152:.2f} granules)") in result.assumptions
     assert any(a.startswith(f"per granule ({pairs / 49152:.2f} per item): ") for a in result.assumptions)
 
 
@@ -298,7 +307,7 @@ def test_below_the_cap_an_atl06_item_is_one_granule_as_before(tmp_path: Path) ->
     assert result.items == 25000
     assert {w: u for w, u, _ in result.lines}["Lambda compute, Processor"] == pytest.approx(processor_usd, rel=1e-9)
     assert result.total_usd == pytest.approx(total, rel=1e-9)
-    assert "items: 25000 (2500 per day over 10 days)" in result.assumptions
+    assert "items: 25000 (2500 granule × parent-cell pairs (a rough count) a day over 10 days)" in result.assumptions
     assert any(a.startswith("per item: 100.0 ms of compute") for a in result.assumptions)
     # --items below the cap: that many one-granule items (bench's 1,000 parent cells)
     given = est.estimate("atl06-cell-stats", dt.date(2022, 1, 1), dt.date(2022, 1, 1), MEMORY, model, items=1000)

@@ -175,6 +175,11 @@ def test_a_box_of_three_numbers_is_told_it_needs_four(capsys, tmp_path: Path) ->
     assert main(["run", "--recipe", "sst-box-mean", "--start", "2018-12-01", "--end", "2018-12-31",
                  "--source", str(tmp_path), "--out", str(tmp_path / "out"), "--param", "box=[-170,-5,-120]"]) == 2
     assert "four numbers [west, south, east, north] in degrees, got 3" in capsys.readouterr().err
+    # written as on a plotting command line: not JSON, so text; told how to write it
+    assert main(["run", "--recipe", "sst-box-mean", "--start", "2018-12-01", "--end", "2018-12-31",
+                 "--source", str(tmp_path), "--out", str(tmp_path / "out"), "--param", "box=-170,-5,-120,5"]) == 2
+    assert ("four numbers [west, south, east, north] in degrees, as a list, got the text '-170,-5,-120,5' (on the "
+            "command line: --param 'box=[-170,-5,-120,5]')") in capsys.readouterr().err
 
 
 def test_an_out_that_cannot_be_a_folder_is_bad_input_in_one_line(capsys, tmp_path: Path, mur25: Path) -> None:

@@ -230,6 +230,25 @@ def test_an_item_whose_every_granule_failed_fails_with_the_recipes_frame_innermo
     assert (Path(tb.tb_frame.f_code.co_filename).name, tb.tb_lineno) == ("odd_recipes.py", _line_of("MISTAKE-LINE"))
 
 
+def test_an_item_failing_with_a_result_that_cannot_be_stored_is_placed_at_the_recipes_process(odd_recipe) -> None:
+    """Its traceback ends in granulemap's code (process() had returned): the run's failure record said
+    "processing.py:175 in _stored", where `granulemap process` named the recipe's own file."""
+    import traceback
+
+    with pytest.raises(RecipeResultInvalid) as info:
+        _reduce("list", days=(2,))  # the item's only granule returns a list
+    frames = traceback.extract_tb(info.value.__traceback__)
+    assert Path(frames[-1].filename).name == "processing.py"  # the premise: no frame of the recipe's
+    # the Lambda Python runtime's error payload for it
+    cause = json.dumps({"errorMessage": str(info.value), "errorType": "RecipeResultInvalid",
+                        "stackTrace": traceback.format_list(frames)})
+    recipe = recipes.get_recipe("sst-odd-day")
+    run = RunContext(run_id="r", recipe=recipe.name, params={}, config_id="c")
+    record = failure_record(Item(id="i", granules=[_granule(2)]), run, {"Error": "RecipeResultInvalid",
+                                                                         "Cause": cause})
+    assert record["where"] == f"odd_recipes.py:{_line_of('PROCESS-LINE')} in process"
+
+
 def test_an_item_failure_record_says_where_from_the_lambda_error_payload(odd_recipe, tmp_path: Path) -> None:
     recipe = recipes.get_recipe("sst-odd-day")
     home = str(odd_recipe / "odd_recipes.py")

@@ -833,6 +833,13 @@ def test_parameters_and_outputs_the_operator_and_the_cli_need(cfn: dict[str, Any
     # S3 expires at the first midnight after the days: at 1, a run's manifest could be gone before its Aggregate.
     assert int(cfn["Parameters"]["RunDataRetentionDays"]["MinValue"]) >= 7
     assert int(cfn["Parameters"]["LogRetentionDays"]["Default"]) >= 62
+    # the default the CLI's help names is the template's (and the settings' when the variable is unset)
+    from granulemap.cli import TOLERANCE_HELP
+    from granulemap.settings import Settings
+
+    tolerance = cfn["Parameters"]["ToleratedFailurePercentage"]["Default"]
+    assert f"ToleratedFailurePercentage parameter, {tolerance:g} in template.yaml" in TOLERANCE_HELP
+    assert Settings.model_fields["default_tolerated_failure_percentage"].default == tolerance
     # granulemap start/status/results read these two outputs (granulemap.cloud.describe_stack).
     assert cfn["Outputs"]["StateMachineArn"]["Value"] == {"Ref": "PipelineStateMachine"}
     assert cfn["Outputs"]["BucketName"]["Value"] == {"Ref": "DataBucket"}

@@ -55,8 +55,8 @@ BBOX_HELP = ("narrows which granules the NASA CMR search finds, in degrees (west
 CONCURRENCY_HELP = ("items the state machine runs at once (default: the DefaultMaxConcurrency parameter: the deployed "
                     "stack's, or template.yaml's for a local run)")
 TOLERANCE_HELP = ("percentage of granules (of items, for recipes without granule results) that may fail without "
-                  "failing the run (default: the ToleratedFailurePercentage parameter: the deployed stack's, or "
-                  "template.yaml's for a local run)")
+                  "failing the run (default: the ToleratedFailurePercentage parameter, 5 in template.yaml: the "
+                  "deployed stack's, or template.yaml's for a local run; 0: a run whose every granule must count)")
 RECOMPUTE_HELP = ("compute every item again, even those whose result is stored (after an update of granulemap or of "
                   "your recipe that changes results): the products take the new values")
 PERIOD_HELP = ("instead of --start and --end: a whole month, YYYY-MM (or previous-month, as the schedule runs), "

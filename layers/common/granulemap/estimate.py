@@ -191,7 +191,8 @@ def items_for(recipe: RecipeCost, start: dt.date, end: dt.date) -> int:
 
 def _items_basis(recipe: RecipeCost, start: dt.date, end: dt.date, n: int, units: int, given: bool) -> str:
     """The assumptions' line on the items: how many, from what, and the granules in each when capped."""
-    rate = "--items" if given else f"{recipe.items_per_day:g} per day over {(end - start).days + 1} days"
+    what = "granule × parent-cell pairs (a rough count)" if recipe.max_items is not None else "items"
+    rate = "--items" if given else f"{recipe.items_per_day:g} {what} a day over {(end - start).days + 1} days"
     if recipe.grouping == "dekad":
         return (f"items: {n}, one per dekad (the 1st-10th, 11th-20th and 21st-last day of a month) of {units} "
                 "granules" + ("" if given else f" ({rate})"))
@@ -217,8 +218,9 @@ def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str
     recipes = sorted(name for name in model.recipes if COLLECTION_SEPARATOR not in name)
     if recipe_name not in model.recipes:
         raise KeyError(f"no cost model for recipe {recipe_name!r}: estimate covers the recipes make bench measures "
-                       f"({', '.join(recipes)}); for one of yours, estimate a built-in one of similar work with "
-                       "--items")
+                       f"({', '.join(recipes)}); for one of yours, price the built-in one of the most similar work: "
+                       f"granulemap estimate --recipe sst-box-mean --start {start} --end {end} for a per-granule SST "
+                       "reduction (and --items N, the items yours makes, if they differ)")
     key = cost_key(recipe_name, collection)
     if key not in model.recipes:
         measured = sorted(name.partition(COLLECTION_SEPARATOR)[2] for name in model.recipes

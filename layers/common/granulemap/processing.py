@@ -198,6 +198,17 @@ def failure_record(item: Item, run: RunContext, stored: dict[str, Any]) -> dict[
     if len(item.granules) == 1 and _per_granule(run.recipe):  # the item's one granule is what failed
         record["granule"] = item.granules[0].url.rsplit("/", 1)[-1]
     where = where_failed(frames_in_cause(raw_cause), home_of(run.recipe))  # the recipe need not load
+    if record["error"] == RecipeResultInvalid.__name__:  # raised once process() had returned: no frame of the recipe's
+        where = _process_of(run.recipe) or where
     if where:
         record["where"] = where
     return record
+
+
+def _process_of(recipe_name: str) -> str | None:
+    """Where the recipe's ``process`` is defined (what reduce_granule gives a RecipeResultInvalid as its ``where``,
+    which the Lambda error payload does not carry); None if the recipe cannot be loaded."""
+    try:
+        return defined_at(type(get_recipe(recipe_name)).process, recipe_name)
+    except Exception:  # noqa: BLE001 - a record must not depend on the recipe loading
+        return None

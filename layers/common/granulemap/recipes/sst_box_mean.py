@@ -37,6 +37,9 @@ class Params(BaseModel):
     @field_validator("box", mode="before")
     @classmethod
     def _four_numbers(cls, box: Any) -> Any:
+        if isinstance(box, str):  # --param box=-170,-5,-120,5: not JSON, so taken as text
+            raise ValueError(f"four numbers [west, south, east, north] in degrees, as a list, got the text {box!r} "
+                             f"(on the command line: --param 'box=[{box.strip('[]()')}]')")
         if isinstance(box, (list, tuple)) and len(box) != 4:
             raise ValueError(f"four numbers [west, south, east, north] in degrees, got {len(box)}: {list(box)}")
         return box
