@@ -232,7 +232,8 @@ def test_another_configuration_in_the_same_out_replaces_the_earlier_products(tmp
     (out / "box_mean_sst-from-aws.csv").write_text("downloaded")
     nothing = main(["run", "--recipe", "sst-global-mean", "--start", "2018-11-01", "--end", "2018-11-30",
                     "--source", str(source), "--out", str(out), "--quiet"])
-    assert nothing == 0 and json.loads((out / "summary.json").read_text())["items"]["total"] == 0
+    same = json.loads((out / "summary.json").read_text())
+    assert nothing == 0 and same["items"]["total"] == 0 and not any("were replaced" in n for n in same["notes"])
     assert (out / "global_mean_sst.csv").is_file() and (out / "global_mean_sst.png").is_file()  # same configuration
 
     broken = tmp_path / "broken"
@@ -253,6 +254,14 @@ def test_another_configuration_in_the_same_out_replaces_the_earlier_products(tmp
                                                               str(out / "global_mean_sst.png")}
     third = _run(out, source, "--recipe", "sst-box-mean", "--param", "box=[-10,-5,10,5]")  # the same names
     assert third["status"] == "SUCCEEDED" and (out / "box_mean_sst.csv").is_file()
+    # said, each time, with where the replaced products still are; not when the configuration is the same
+    assert not any("were replaced" in n for n in first["notes"] + failed["notes"])
+    for summary, before, now in ((second, "sst-global-mean", "sst-box-mean"), (third, "sst-box-mean", "sst-box-mean")):
+        (note,) = [n for n in summary["notes"] if "were replaced" in n]
+        said = re.fullmatch(rf"the products of ({before}/[\w.-]+) in {re.escape(str(out))} were replaced by this "
+                            rf"run's, of ({now}/[\w.-]+) \(still in (\S+)\)", note)
+        assert said and said[1] != said[2]
+        assert Path(said[3]) == out / "state" / "outputs" / said[1] and any(Path(said[3]).iterdir())
 
 
 def test_a_midnight_datetime_in_a_workspace_input_is_its_day() -> None:

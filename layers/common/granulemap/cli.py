@@ -286,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the state machine locally (moto's Step Functions engine, offline)")
     add_execution_options(run, bbox=False)
     run.add_argument("--source", required=True, help="directory of granules on this machine")
-    run.add_argument("--out", required=True, help="directory for the products, summary.json and logs")
+    run.add_argument("--out", required=True,
+                     help="directory for the products, summary.json and logs; a run of another recipe or parameters "
+                          "there replaces the products (kept in its state/): a folder per experiment")
     run.add_argument("--workers", type=_at_least_one, default=None,
                      help="worker processes on this machine (default: one per core); --max-concurrency is how many "
                           "items the state machine runs at once, which these processes share")

@@ -196,7 +196,14 @@ class Workspace:
             summary["message"] = summary["message"].replace(f"s3://{engine.bucket}/", f"{engine.state_dir}/")
         summary["outputs"] = local_outputs + [str(out / "summary.json")]
         if desc["status"] == "SUCCEEDED" and configuration is not None:
-            _replace_other_configurations_products(out, f"{summary.get('recipe')}/{configuration}", local_outputs)
+            replaced = _replace_other_configurations_products(out, f"{summary.get('recipe')}/{configuration}",
+                                                              local_outputs)
+            if replaced:  # said, not only done: the CSV of the same name now holds other numbers
+                kept = (f" (still in {', '.join(str(engine.state_dir / layout.OUTPUTS_PREFIX / o) for o in replaced)})"
+                        if engine.state_dir else "")
+                summary["notes"] = [*summary.get("notes", []), (
+                    f"the products of {', '.join(replaced)} in {out} were replaced by this run's, of "
+                    f"{summary.get('recipe')}/{configuration}{kept}")]
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
@@ -230,7 +237,7 @@ def _as_left(path: Path) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def _replace_other_configurations_products(out: Path, configuration: str, written: list[str]) -> None:
+def _replace_other_configurations_products(out: Path, configuration: str, written: list[str]) -> list[str]:
     """Remove from OUT the products that local runs of other configurations (``recipe/configuration id``) wrote
     there and this run did not write again (left, they lay beside a summary.json and provenance.json that describe
     this run), then record this run's.
@@ -238,7 +245,7 @@ def _replace_other_configurations_products(out: Path, configuration: str, writte
     Only what OUT/logs/products.json says a local run wrote, by name directly in OUT and unchanged since (its size
     and modification time), is removed: never a file of the user's, nor one ``granulemap results`` downloaded over
     it; the same configuration's earlier products (an ATL06 period's map; the CSV, when a run found nothing to do)
-    stay. Only a run that succeeded calls this."""
+    stay. Only a run that succeeded calls this. Returns the other configurations whose products it found in OUT."""
     import shutil
 
     record_path = out / "logs" / PRODUCTS_RECORD
@@ -250,10 +257,13 @@ def _replace_other_configurations_products(out: Path, configuration: str, writte
     mine = {Path(p).name for p in written if Path(p).parent == out and Path(p).name not in _NEVER_PRODUCTS}
     root = out.resolve()
     products: dict[str, list[int]] = {}
+    others = []
     for entry in entries:
         if entry.get("configuration") == configuration:
             products.update({str(n): left for n, left in entry["products"].items() if (out / str(n)).exists()})
             continue
+        if any((out / str(name)).exists() for name in entry["products"]):
+            others.append(str(entry.get("configuration")))
         for name, left in entry["products"].items():
             path = out / str(name)
             if (str(name) in mine or str(name) in _NEVER_PRODUCTS or path.is_symlink() or not path.exists()
@@ -265,6 +275,7 @@ def _replace_other_configurations_products(out: Path, configuration: str, writte
                 path.unlink()
     products.update({name: _as_left(out / name) for name in mine if (out / name).exists()})
     record_path.write_text(json.dumps([{"configuration": configuration, "products": products}], indent=1))
+    return others
 
 
 def run_locally(
