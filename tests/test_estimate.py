@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import re
-import shlex
 import json
 import math
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -77,6 +77,8 @@ def test_grouped_granules_make_one_item_per_dekad_of_the_range(tmp_path: Path) -
     assert by_name["Lambda compute, Processor"] == pytest.approx(36 * billed * 1.0 * 0.0000166667, rel=1e-9)
     assert by_name["Step Functions state transitions"] == pytest.approx((7 + 36) * 0.025 / 1000, rel=1e-9)
     assert by_name["Lambda requests"] == pytest.approx((36 + 3) * 0.20 / 1e6, rel=1e-9)
+    assert ("items: 36, one per dekad (the 1st-10th, 11th-20th and 21st-last day of a month) of 365 granules (1 per "
+            "day over 365 days)") in result.assumptions  # granules a day: not "items"
     ungrouped = est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 12, 31), MEMORY, model)
     assert result.total_usd < ungrouped.total_usd
     # a range inside one dekad is one item; two days across a dekad's end are two
@@ -230,7 +232,8 @@ def test_a_capped_item_count_says_so(tmp_path: Path) -> None:
     result = est.estimate("cells", dt.date(2019, 1, 1), dt.date(2019, 1, 31), MEMORY, model)
     assert result.items == 49152  # 2,500 × 31 = 77,500 > 49,152
     assert ("items: 49152 (2500 granule × parent-cell pairs (a rough count) a day over 31 days would be 77500, more "
-            "than the recipe's 49152 possible items: at most that, each of 77500/49152 = 1.58 granules)") in result.assumptions
+            "than the recipe's 49152 possible items: at most that, each of 77500/49152 = 1.58 granules)"
+            ) in result.assumptions
 
 
 # An ATL06-like recipe: an item is a parent cell with the granules that touch it; items_per_day counts granule ×
@@ -276,7 +279,8 @@ def test_capped_atl06_items_hold_more_granules_as_the_range_grows(tmp_path: Path
     assert by_name["Lambda compute, Processor"] == pytest.approx(processor_usd, rel=1e-9)
     assert result.total_usd == pytest.approx(total, rel=1e-9)
     assert (f"items: 49152 (2500 granule × parent-cell pairs (a rough count) a day over {days} days would be "
-            f"{pairs}, more than the recipe's 49152 possible items: at most that, each of {pairs}/49152 = {pairs / 49152:.2f} granules)") in result.assumptions
+            f"{pairs}, more than the recipe's 49152 possible items: at most that, each of {pairs}/49152 = "
+            f"{pairs / 49152:.2f} granules)") in result.assumptions
     assert any(a.startswith(f"per granule ({pairs / 49152:.2f} per item): ") for a in result.assumptions)
 
 

@@ -233,7 +233,7 @@ def test_another_configuration_in_the_same_out_replaces_the_earlier_products(tmp
     nothing = main(["run", "--recipe", "sst-global-mean", "--start", "2018-11-01", "--end", "2018-11-30",
                     "--source", str(source), "--out", str(out), "--quiet"])
     same = json.loads((out / "summary.json").read_text())
-    assert nothing == 0 and same["items"]["total"] == 0 and not any("were replaced" in n for n in same["notes"])
+    assert nothing == 0 and same["items"]["total"] == 0 and not any("replaced those of" in n for n in same["notes"])
     assert (out / "global_mean_sst.csv").is_file() and (out / "global_mean_sst.png").is_file()  # same configuration
 
     broken = tmp_path / "broken"
@@ -255,13 +255,26 @@ def test_another_configuration_in_the_same_out_replaces_the_earlier_products(tmp
     third = _run(out, source, "--recipe", "sst-box-mean", "--param", "box=[-10,-5,10,5]")  # the same names
     assert third["status"] == "SUCCEEDED" and (out / "box_mean_sst.csv").is_file()
     # said, each time, with where the replaced products still are; not when the configuration is the same
-    assert not any("were replaced" in n for n in first["notes"] + failed["notes"])
-    for summary, before, now in ((second, "sst-global-mean", "sst-box-mean"), (third, "sst-box-mean", "sst-box-mean")):
-        (note,) = [n for n in summary["notes"] if "were replaced" in n]
-        said = re.fullmatch(rf"the products of ({before}/[\w.-]+) in {re.escape(str(out))} were replaced by this "
-                            rf"run's, of ({now}/[\w.-]+) \(still in (\S+)\)", note)
-        assert said and said[1] != said[2]
-        assert Path(said[3]) == out / "state" / "outputs" / said[1] and any(Path(said[3]).iterdir())
+    assert not any("replaced those of" in n for n in first["notes"] + failed.get("notes", []))
+    # A run that fails after writing its products (a granule failed, none tolerated) writes over them too: said,
+    # and nothing else removed.
+    from granulemap.synthetic import make_synthetic_series
+
+    make_synthetic_series(mur25, broken, dt.date(2018, 12, 30), 1)  # a good granule beside the broken one
+    code = main(["run", "--start", "2018-12-30", "--end", "2018-12-31", "--source", str(broken), "--out", str(out),
+                 "--quiet", "--recipe", "sst-box-mean", "--param", "box=[-20,-5,0,5]",
+                 "--tolerated-failure-percentage", "0"])
+    fourth = json.loads((out / "summary.json").read_text())
+    assert code == 1 and fourth["granules"]["succeeded"] == 1 and fourth["granules"]["failed"] == 1
+    assert fourth["status"] == "FAILED" and (out / "box_mean_sst.csv").is_file()
+    assert (out / "my-notes.txt").is_file() and (out / "global_mean_sst.png").is_file()
+    for summary, before, now in ((second, "sst-global-mean", "sst-box-mean"), (third, "sst-box-mean", "sst-box-mean"),
+                                 (fourth, "sst-box-mean", "sst-box-mean")):
+        (note,) = [n for n in summary["notes"] if "replaced those of" in n]
+        said = re.fullmatch(rf"this run's products \(({now}/[\w.-]+)\) replaced those of ({before}/[\w.-]+) in "
+                            rf"{re.escape(str(out))}; theirs are still in (\S+)", note)
+        assert said and said[1] != said[2], note
+        assert Path(said[3]) == out / "state" / "outputs" / said[2] and any(Path(said[3]).iterdir())
 
 
 def test_a_midnight_datetime_in_a_workspace_input_is_its_day() -> None:
@@ -329,10 +342,24 @@ def test_days_of_the_range_without_a_granule_are_noted_in_the_summary(tmp_path: 
     assert missing == ["2018-12-28", "2018-12-29", "2018-12-30"]
     (note,) = summary["notes"]
     assert note == (f"{len(missing)} of the {len(days)} days of 2018-12-28..2018-12-31 have no granule (none was found "
-                    f"when the run started), so the series has no row for them: {', '.join(missing)}")
+                    f"when the run started), so this run added no row for them: {', '.join(missing)}")
     assert note in summary["message"] and f"note: {note}" in capsys.readouterr().out
     # every day there: no note (the 31 December run of the other tests)
     assert _run(tmp_path / "whole", source, "--recipe", "sst-global-mean")["notes"] == []
+
+
+def test_days_without_a_granule_are_not_guessed_from_granules_without_a_time() -> None:
+    """A recipe's own items may hold granules without a time: every day would have been "missing"."""
+    from granulemap.aggregation import _days_without_a_granule
+    from granulemap.models import Granule, Item
+
+    dated = Granule(url="20181231090000-x.nc", time=dt.datetime(2018, 12, 31, 9, tzinfo=dt.UTC))
+    two_days = dt.date(2018, 12, 30), dt.date(2018, 12, 31)
+    (note,) = _days_without_a_granule([Item(id="i", granules=[dated])], *two_days)
+    assert note.startswith("1 of the 2 days of 2018-12-30..2018-12-31 have no granule") and note.endswith(
+        ": 2018-12-30")
+    assert _days_without_a_granule([Item(id="i", granules=[dated, Granule(url="undated.nc")])], *two_days) == []
+    assert _days_without_a_granule([], *two_days) == []  # nothing found: the message's own subject
 
 
 def test_a_time_series_without_values_says_so_on_its_picture(monkeypatch) -> None:

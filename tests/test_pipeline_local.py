@@ -119,13 +119,13 @@ def test_sst_run_through_the_state_machine(engine: LocalEngine, source: Path, sy
     summary2 = json.loads(_get(engine, layout.summary_key(again["executionArn"].rsplit(":", 1)[-1])))
     assert summary2["items"] == {"total": n, "succeeded": 0, "failed": 0, "skipped": n}
     assert summary2["granules"] == {"total": 4, "succeeded": 0, "failed": 0, "skipped": 4}
-    # the days of December the folder has no granule for are noted (the series has no rows for them)
+    # the days of December the folder has no granule for are noted (the run added no rows for them)
     have = {f"{name[:4]}-{name[4:6]}-{name[6:8]}" for name in expected}
     missing = [day for day in (f"2018-12-{d:02d}" for d in range(1, 32)) if day not in have]
     assert len(missing) == 31 - 4 and summary2["notes"] == summary["notes"]
     assert summary2["message"] == (
         f"granules: 0 computed, 4 skipped (already done), 0 failed. Note: {len(missing)} of the 31 days of "
-        f"2018-12-01..2018-12-31 have no granule (none was found when the run started), so the series has no row "
+        f"2018-12-01..2018-12-31 have no granule (none was found when the run started), so this run added no row "
         f"for them: {', '.join(missing[:5])}, ...")
     assert list(csv.DictReader(io.StringIO(_get(engine, csv_key).decode()))) == rows
 

@@ -247,6 +247,12 @@ def test_an_item_failing_with_a_result_that_cannot_be_stored_is_placed_at_the_re
     record = failure_record(Item(id="i", granules=[_granule(2)]), run, {"Error": "RecipeResultInvalid",
                                                                          "Cause": cause})
     assert record["where"] == f"odd_recipes.py:{_line_of('PROCESS-LINE')} in process"
+    # one the recipe raised itself keeps its place
+    home = str(odd_recipe / "odd_recipes.py")
+    own = json.dumps({"errorMessage": "x", "errorType": "RecipeResultInvalid", "stackTrace": [
+        *traceback.format_list(frames[:-1]), f'  File "{home}", line 21, in mistake\n    raise ...\n']})
+    kept = failure_record(Item(id="i", granules=[_granule(2)]), run, {"Error": "RecipeResultInvalid", "Cause": own})
+    assert kept["where"] == "odd_recipes.py:21 in mistake"
 
 
 def test_an_item_failure_record_says_where_from_the_lambda_error_payload(odd_recipe, tmp_path: Path) -> None:

@@ -186,8 +186,9 @@ def test_the_readmes_check_of_a_deployed_recipe_reduces_a_granule_from_the_layer
     layer, recipe = "'.aws-sam/build/CommonLayer/python'", "'sst-warm-fraction'"
     assert layer in argv[4] and recipe in argv[4]
     script = argv[4].replace(layer, repr(str(build / "CommonLayer" / "python"))).replace(recipe, "'sst-global-mean'")
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
     proc = subprocess.run([sys.executable, "-S", "-I", "-B", "-c", script], capture_output=True, text=True,
-                          timeout=600, cwd=ROOT, env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")})
+                          timeout=600, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (granule,) = re.findall(r"'(tests/data/ghrsst/[^']+\.nc)'", argv[4])
     dev = subprocess.run([sys.executable, "-m", "granulemap.cli", "process", "--recipe", "sst-global-mean", granule],

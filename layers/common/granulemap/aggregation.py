@@ -25,7 +25,7 @@ from granulemap.errors import (
     shortened,
 )
 from granulemap.models import (FIRST_FAILURES, AggregatorEvent, Failure, Item, ItemCounts, Summary, as_utc, counted,
-                               days_without_a_granule)
+                               days_without_a_granule, first_days)
 from granulemap.processing import failure_record
 from granulemap.provenance import provenance_record
 from granulemap.recipes import Recipe, failed_at, get_recipe
@@ -208,7 +208,7 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
     stopped = map_stopped(event.map.error, found.failures)
     if stopped:
         message = f"{stopped} {message}"
-    if recipe.one_granule_a_day:
+    if recipe.one_granule_a_day and run.start is not None and run.end is not None:
         notes = _days_without_a_granule(items, run.start, run.end) + notes
     for note in notes:
         message = f"{message}. Note: {note}"
@@ -230,17 +230,18 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
 
 
 def _days_without_a_granule(items: list[Item], start: dt.date, end: dt.date) -> list[str]:
-    """A note on the days of the range no granule was found for, when the catalog was built, and some were: the
-    series has no row for them (a run of a month given as a period refuses such a month instead; an empty range is
-    the message's own subject)."""
+    """A note on the days of the range no granule was found for, when the catalog was built, and some were: this
+    run added no row for them (a run of a month given as a period refuses such a month instead; an empty range is
+    the message's own subject; granules without a time, which a recipe's own items may hold, leave the days
+    unknown)."""
     granules = [g for item in items for g in item.granules]
-    missing = days_without_a_granule(granules, start, end) if granules else []
+    if not granules or any(g.time is None for g in granules):
+        return []
+    missing = days_without_a_granule(granules, start, end)
     if not missing:
         return []
-    days = (end - start).days + 1
-    shown = ", ".join(str(d) for d in missing[:5]) + (", ..." if len(missing) > 5 else "")
-    return [f"{len(missing)} of the {days} days of {start}..{end} have no granule (none was found when the run "
-            f"started), so the series has no row for them: {shown}"]
+    return [f"{len(missing)} of the {(end - start).days + 1} days of {start}..{end} have no granule (none was found "
+            f"when the run started), so this run added no row for them: {first_days(missing)}"]
 
 
 def recipe_failure(recipe: Recipe, exc: Exception) -> str:

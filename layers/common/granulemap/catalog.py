@@ -28,6 +28,7 @@ from granulemap.models import (
     RunContext,
     as_utc,
     days_without_a_granule,
+    first_days,
     parse_model,
     utc_day,
 )
@@ -108,9 +109,8 @@ def _refuse_a_scheduled_period_with_missing_granules(granules: list[Granule], ex
     if recipe.one_granule_a_day:
         missing = days_without_a_granule(granules, start, end)
         if missing:
-            shown = ", ".join(str(d) for d in missing[:5]) + (", ..." if len(missing) > 5 else "")
             raise NoGranulesFound(
-                f"{len(missing)} day(s) of {start}..{end} ({period}) have no granule {where}: {shown}. "
+                f"{len(missing)} day(s) of {start}..{end} ({period}) have no granule {where}: {first_days(missing)}. "
                 f"{not_yet[0].upper()}{not_yet[1:]}, {how}. To accept the gap, run the month with its dates instead "
                 f'of a period: "start": "{start}", "end": "{end}"')
 

@@ -191,8 +191,8 @@ def items_for(recipe: RecipeCost, start: dt.date, end: dt.date) -> int:
 
 def _items_basis(recipe: RecipeCost, start: dt.date, end: dt.date, n: int, units: int, given: bool) -> str:
     """The assumptions' line on the items: how many, from what, and the granules in each when capped."""
-    what = "granule × parent-cell pairs (a rough count)" if recipe.max_items is not None else "items"
-    rate = "--items" if given else f"{recipe.items_per_day:g} {what} a day over {(end - start).days + 1} days"
+    what = " granule × parent-cell pairs (a rough count) a day" if recipe.max_items is not None else " per day"
+    rate = "--items" if given else f"{recipe.items_per_day:g}{what} over {(end - start).days + 1} days"
     if recipe.grouping == "dekad":
         return (f"items: {n}, one per dekad (the 1st-10th, 11th-20th and 21st-last day of a month) of {units} "
                 "granules" + ("" if given else f" ({rate})"))

@@ -197,8 +197,12 @@ def failure_record(item: Item, run: RunContext, stored: dict[str, Any]) -> dict[
                               "cause": shortened(readable_cause(raw_cause) or "")}
     if len(item.granules) == 1 and _per_granule(run.recipe):  # the item's one granule is what failed
         record["granule"] = item.granules[0].url.rsplit("/", 1)[-1]
-    where = where_failed(frames_in_cause(raw_cause), home_of(run.recipe))  # the recipe need not load
-    if record["error"] == RecipeResultInvalid.__name__:  # raised once process() had returned: no frame of the recipe's
+    frames = frames_in_cause(raw_cause)
+    where = where_failed(frames, home_of(run.recipe))  # the recipe need not load
+    # A result that cannot be stored is found here once process() has returned: no frame of the recipe's is left
+    # (a RecipeResultInvalid of the recipe's own raising keeps its own place).
+    found_here = bool(frames) and frames[-1][0].replace("\\", "/").endswith("/granulemap/processing.py")
+    if record["error"] == RecipeResultInvalid.__name__ and found_here:
         where = _process_of(run.recipe) or where
     if where:
         record["where"] = where

@@ -195,15 +195,16 @@ class Workspace:
         if engine.state_dir is not None and summary.get("message"):  # the objects it names, as the files kept here
             summary["message"] = summary["message"].replace(f"s3://{engine.bucket}/", f"{engine.state_dir}/")
         summary["outputs"] = local_outputs + [str(out / "summary.json")]
-        if desc["status"] == "SUCCEEDED" and configuration is not None:
-            replaced = _replace_other_configurations_products(out, f"{summary.get('recipe')}/{configuration}",
-                                                              local_outputs)
+        if configuration is not None:
+            mine = f"{summary.get('recipe')}/{configuration}"
+            replaced = _replace_other_configurations_products(out, mine, local_outputs,
+                                                              remove=desc["status"] == "SUCCEEDED")
             if replaced:  # said, not only done: the CSV of the same name now holds other numbers
-                kept = (f" (still in {', '.join(str(engine.state_dir / layout.OUTPUTS_PREFIX / o) for o in replaced)})"
-                        if engine.state_dir else "")
+                kept = [str(path) for other in replaced if engine.state_dir is not None
+                        and (path := engine.state_dir / layout.OUTPUTS_PREFIX / other).is_dir()]
                 summary["notes"] = [*summary.get("notes", []), (
-                    f"the products of {', '.join(replaced)} in {out} were replaced by this run's, of "
-                    f"{summary.get('recipe')}/{configuration}{kept}")]
+                    f"this run's products ({mine}) replaced those of {', '.join(replaced)} in {out}"
+                    + (f"; theirs are still in {', '.join(kept)}" if kept else ""))]
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
@@ -237,7 +238,8 @@ def _as_left(path: Path) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def _replace_other_configurations_products(out: Path, configuration: str, written: list[str]) -> list[str]:
+def _replace_other_configurations_products(out: Path, configuration: str, written: list[str],
+                                           remove: bool = True) -> list[str]:
     """Remove from OUT the products that local runs of other configurations (``recipe/configuration id``) wrote
     there and this run did not write again (left, they lay beside a summary.json and provenance.json that describe
     this run), then record this run's.
@@ -245,7 +247,9 @@ def _replace_other_configurations_products(out: Path, configuration: str, writte
     Only what OUT/logs/products.json says a local run wrote, by name directly in OUT and unchanged since (its size
     and modification time), is removed: never a file of the user's, nor one ``granulemap results`` downloaded over
     it; the same configuration's earlier products (an ATL06 period's map; the CSV, when a run found nothing to do)
-    stay. Only a run that succeeded calls this. Returns the other configurations whose products it found in OUT."""
+    stay. After a run that failed (``remove`` False; its products were written all the same) nothing is removed:
+    what it wrote over is recorded as its own. Returns the other configurations whose products in OUT this run wrote
+    over or removed."""
     import shutil
 
     record_path = out / "logs" / PRODUCTS_RECORD
@@ -257,24 +261,33 @@ def _replace_other_configurations_products(out: Path, configuration: str, writte
     mine = {Path(p).name for p in written if Path(p).parent == out and Path(p).name not in _NEVER_PRODUCTS}
     root = out.resolve()
     products: dict[str, list[int]] = {}
-    others = []
+    others: list[str] = []
+    kept: list[dict[str, Any]] = []  # other configurations' products a failed run left in place
     for entry in entries:
         if entry.get("configuration") == configuration:
             products.update({str(n): left for n, left in entry["products"].items() if (out / str(n)).exists()})
             continue
-        if any((out / str(name)).exists() for name in entry["products"]):
-            others.append(str(entry.get("configuration")))
+        touched = [str(name) for name in entry["products"] if str(name) in mine]  # written over by this run
+        left_here: dict[str, Any] = {}
         for name, left in entry["products"].items():
             path = out / str(name)
             if (str(name) in mine or str(name) in _NEVER_PRODUCTS or path.is_symlink() or not path.exists()
                     or path.resolve().parent != root or _as_left(path) != left):
                 continue
+            if not remove:
+                left_here[str(name)] = left
+                continue
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink()
+            touched.append(str(name))
+        if touched:
+            others.append(str(entry.get("configuration")))
+        if left_here:
+            kept.append({"configuration": entry.get("configuration"), "products": left_here})
     products.update({name: _as_left(out / name) for name in mine if (out / name).exists()})
-    record_path.write_text(json.dumps([{"configuration": configuration, "products": products}], indent=1))
+    record_path.write_text(json.dumps([*kept, {"configuration": configuration, "products": products}], indent=1))
     return others
 
 
