@@ -670,8 +670,11 @@ def test_functions_reach_only_their_bucket_and_their_own_parameters(cfn: dict[st
     needs_secrets = {"CredentialFetcherFunction"}
     reads_stored = {"CredentialFetcherFunction", "ProcessorFunction"}
     needs_bucket = {"CatalogBuilderFunction", "ProcessorFunction", "AggregatorFunction"}
-    zarr_chunks = {"Fn::Sub": f"${{DataBucket.Arn}}/{layout.OUTPUTS_PREFIX}*.zarr/*"}
-    store_locks = {"Fn::Sub": f"${{DataBucket.Arn}}/{layout.OUTPUTS_PREFIX}*.zarr.lock"}
+
+    def bucket(objects: str) -> dict[str, str]:
+        return {"Fn::Sub": f"${{DataBucket.Arn}}/{objects}"}
+
+    zarr_chunks, store_locks = bucket(f"{layout.OUTPUTS_PREFIX}*.zarr/*"), bucket(f"{layout.OUTPUTS_PREFIX}*.zarr.lock")
     for lid in FUNCTIONS:
         role = role_of_function(cfn, lid)
         env = cfn["Resources"][lid]["Properties"]["Environment"]["Variables"]
@@ -695,15 +698,26 @@ def test_functions_reach_only_their_bucket_and_their_own_parameters(cfn: dict[st
         # only atl06-cell-stats' (all its configurations): a recipe's mistake cannot delete another recipe's results
         atl06_results = layout.result_prefix(get_recipe("atl06-cell-stats").name, "*").removesuffix("/*/")
         results = {"Fn::Sub": f"${{DataBucket.Arn}}/{atl06_results}/*"}
-        deletes = [zarr_chunks, store_locks] + ([results] if lid == "CatalogBuilderFunction" else [])
+        # Each writes where its step does (three of them run recipes' code, users' too): BuildCatalog the run's
+        # manifest, Processors their items' results, Aggregate the products and the summary; the Zarr stores' chunks
+        # all three, their locks the two that change a store's layout (tests/test_iam_covers_runs.py checks real runs'
+        # requests against these).
+        writes = {"CatalogBuilderFunction": [bucket(f"{layout.RUNS_PREFIX}*"), zarr_chunks, store_locks],
+                  "ProcessorFunction": [bucket(f"{layout.RESULTS_PREFIX}*"), zarr_chunks],
+                  "AggregatorFunction": [bucket(f"{layout.OUTPUTS_PREFIX}*"), zarr_chunks, store_locks,
+                                         bucket(layout.summary_key("*"))]}
+        # Zarr chunks (zarr drops all-fill ones) and store locks may be deleted, no other product; results only by
+        # BuildCatalog, atl06-cell-stats' only (it forgets those of blocks a run rewrites under other granules); run
+        # data never.
+        deletes = {"CatalogBuilderFunction": [zarr_chunks, store_locks, results], "ProcessorFunction": [zarr_chunks],
+                   "AggregatorFunction": [zarr_chunks, store_locks]}
         if lid in needs_bucket:
-            assert sorted(map(json.dumps, s3_resources)) == sorted(map(json.dumps, [
-                {"Fn::GetAtt": ["DataBucket", "Arn"]}, {"Fn::Sub": "${DataBucket.Arn}/*"}, *deletes]))
             assert grants(cfn, role, "s3:ListBucket") == [{"Fn::GetAtt": ["DataBucket", "Arn"]}]
-            # Zarr chunks (zarr drops all-fill ones) and store locks may be deleted, no other product; results only by
-            # BuildCatalog, atl06-cell-stats' only (it forgets those of blocks a run rewrites under other granules);
-            # run data never.
-            assert sorted(map(json.dumps, grants(cfn, role, "s3:DeleteObject"))) == sorted(map(json.dumps, deletes))
+            assert grants(cfn, role, "s3:GetObject") == [bucket("*")]
+            for action, expected in (("s3:PutObject", writes[lid]), ("s3:DeleteObject", deletes[lid])):
+                assert sorted(map(json.dumps, grants(cfn, role, action))) == sorted(map(json.dumps, expected)), action
+            s3_actions = {a for s in role_statements(cfn, role) for a in as_list(s["Action"]) if a.startswith("s3:")}
+            assert s3_actions <= {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject"}
         else:
             assert s3_resources == []
 
