@@ -702,7 +702,8 @@ def test_functions_reach_only_their_bucket_and_their_own_parameters(cfn: dict[st
         # manifest, Processors their items' results, Aggregate the products and the summary; the Zarr stores' chunks
         # all three, their locks the two that change a store's layout (tests/test_iam_covers_runs.py checks real runs'
         # requests against these).
-        writes = {"CatalogBuilderFunction": [bucket(f"{layout.RUNS_PREFIX}*"), zarr_chunks, store_locks],
+        writes = {"CatalogBuilderFunction": [bucket(layout.manifest_key("*")), bucket(layout.map_items_key("*")),
+                                             zarr_chunks, store_locks],
                   "ProcessorFunction": [bucket(f"{layout.RESULTS_PREFIX}*"), zarr_chunks],
                   "AggregatorFunction": [bucket(f"{layout.OUTPUTS_PREFIX}*"), zarr_chunks, store_locks,
                                          bucket(layout.summary_key("*"))]}
