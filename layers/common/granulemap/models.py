@@ -226,7 +226,7 @@ class Item(_Strict):
 
 def days_without_a_granule(granules: Iterable[Granule], start: dt.date, end: dt.date) -> list[dt.date]:
     """The days of ``start``..``end`` (UTC) on which none of ``granules`` falls (those without a time count for
-    none): for a recipe with one granule a day, the days its series has no row for."""
+    none): for a recipe with one granule a day, the days a run over the range gets no row for."""
     have = {utc_day(g.time) for g in granules if g.time is not None}
     return [day for day in (start + dt.timedelta(days=n) for n in range((end - start).days + 1)) if day not in have]
 
