@@ -21,11 +21,12 @@ from granulemap.errors import (
     RecipeResultInvalid,
     TooManyFailures,
     TransientError,
+    first_of,
     readable_cause,
     shortened,
 )
 from granulemap.models import (FIRST_FAILURES, AggregatorEvent, Failure, Item, ItemCounts, Summary, as_utc, counted,
-                               days_without_a_granule, first_days)
+                               days_without_a_granule)
 from granulemap.processing import failure_record
 from granulemap.provenance import provenance_record
 from granulemap.recipes import Recipe, failed_at, get_recipe
@@ -241,7 +242,7 @@ def _days_without_a_granule(items: list[Item], start: dt.date, end: dt.date) -> 
     if not missing:
         return []
     return [f"{len(missing)} of the {(end - start).days + 1} days of {start}..{end} have no granule (none was found "
-            f"when the run started), so this run added no row for them: {first_days(missing)}"]
+            f"when the run started), so this run added no row for them: {first_of(missing, 5)}"]
 
 
 def recipe_failure(recipe: Recipe, exc: Exception) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from granulemap import layout
-from granulemap.errors import CatalogError, InvalidInput, NoGranulesFound, RunInProgress
+from granulemap.errors import CatalogError, InvalidInput, NoGranulesFound, RunInProgress, first_of
 from granulemap.executions import OtherRun
 from granulemap.grouping import item_id_for
 from granulemap.models import (
@@ -28,7 +28,6 @@ from granulemap.models import (
     RunContext,
     as_utc,
     days_without_a_granule,
-    first_days,
     parse_model,
     utc_day,
 )
@@ -110,7 +109,7 @@ def _refuse_a_scheduled_period_with_missing_granules(granules: list[Granule], ex
         missing = days_without_a_granule(granules, start, end)
         if missing:
             raise NoGranulesFound(
-                f"{len(missing)} day(s) of {start}..{end} ({period}) have no granule {where}: {first_days(missing)}. "
+                f"{len(missing)} day(s) of {start}..{end} ({period}) have no granule {where}: {first_of(missing, 5)}. "
                 f"{not_yet[0].upper()}{not_yet[1:]}, {how}. To accept the gap, run the month with its dates instead "
                 f'of a period: "start": "{start}", "end": "{end}"')
 

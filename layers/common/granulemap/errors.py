@@ -11,7 +11,7 @@ import json
 import os
 import re
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 class GranulemapError(Exception):
@@ -169,3 +169,8 @@ records travel in Step Functions' state (256 KiB) and fill summaries."""
 def shortened(text: str, limit: int = CAUSE_LIMIT) -> str:
     """``text``, cut to ``limit`` characters with a note of how much was left out."""
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def first_of(values: Sequence[object], shown: int) -> str:
+    """The first ``shown`` of ``values`` for a message, comma-separated, with "..." after them if there are more."""
+    return ", ".join(str(v) for v in values[:shown]) + (", ..." if len(values) > shown else "")

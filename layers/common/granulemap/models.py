@@ -231,11 +231,6 @@ def days_without_a_granule(granules: Iterable[Granule], start: dt.date, end: dt.
     return [day for day in (start + dt.timedelta(days=n) for n in range((end - start).days + 1)) if day not in have]
 
 
-def first_days(days: list[dt.date], shown: int = 5) -> str:
-    """The first ``shown`` of ``days`` for a message, "..." after them if there are more."""
-    return ", ".join(str(d) for d in days[:shown]) + (", ..." if len(days) > shown else "")
-
-
 class CredentialsRef(_Strict):
     """Where the temporary DAAC S3 credentials are stored: never the secret itself."""
 

@@ -15,6 +15,7 @@ from granulemap.errors import (
     PermanentItemError,
     RecipeResultInvalid,
     StorageThrottled,
+    first_of,
     frames_in_cause,
     readable_cause,
     shortened,
@@ -103,7 +104,7 @@ def _every_granule_failed(errors: list[tuple[str, Exception]]) -> Exception:
     first_name, first = errors[0]
     if len(errors) == 1:  # the item's one granule: its failure record names it (failure_record)
         return first
-    others = ", ".join(name for name, _ in errors[1:4]) + (", ..." if len(errors) > 4 else "")
+    others = first_of([name for name, _ in errors[1:]], 3)
     if not isinstance(first, GranulemapError) and type(first).__module__ != "builtins":
         return first
     try:

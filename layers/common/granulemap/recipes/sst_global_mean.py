@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from granulemap import layout
+from granulemap.errors import first_of
 from granulemap.granule_access import GranuleAccess
 from granulemap.models import Item, RunContext
 from granulemap.recipes.base import Recipe
@@ -143,9 +144,8 @@ class SstGlobalMean(Recipe):
         empty = sorted(str(r.get("granule")) for r in results if not r.get("n_valid"))
         if not empty:
             return []
-        shown = ", ".join(empty[:3]) + (", ..." if len(empty) > 3 else "")
         return [f"{len(empty)} of {len(results)} granules had no {self.cells(params)}{self.where(params)}, so their "
-                f"rows have no mean ({shown}){self.why_empty(params)}"]
+                f"rows have no mean ({first_of(empty, 3)}){self.why_empty(params)}"]
 
     def cells(self, params: BaseModel) -> str:
         """Which cells the recipe averages, for the notes (after "had no")."""
