@@ -50,6 +50,10 @@ ATL06_FILL = np.float32(3.4028235e38)
 EXACT = ("count", "h_min", "h_max")
 PERIOD = (dt.date(2019, 3, 10), dt.date(2019, 3, 13))
 """The period the in-memory store of ``ours+write`` holds (the synthetic granules' days)."""
+READ_PERIOD = (dt.date(2018, 10, 1), dt.date(2019, 3, 31))
+"""The period the Processor reads for: it holds every benchmarked granule (the real one of 2018-10-13, the synthetic
+ones of March 2019) far from its first and last midnight, so no granule needs its segments' times read (as for all
+but the granules that may cross one of a period's two midnights: footprints.time_window)."""
 IMPORTS = {
     "ours": ["granulemap.recipes.atl06_cell_stats"],
     "zagg": ["zagg.config", "zagg.grids.healpix", "zagg.processing", "h5coro.filedriver", "mortie"],
@@ -103,7 +107,7 @@ def segments_of(parent: int, files: list[Path]) -> Any:
     run = RunContext(run_id="bench", recipe="atl06-cell-stats", params=params.model_dump(), config_id="bench")
     cell = CellItem(parent_cell=parent)
     item = Item(id=f"p{parent}", granules=[Granule(url=str(f)) for f in files], extra=cell.model_dump())
-    segments, _ = read_parent_segments(item, cell, params, GranuleAccess(run))
+    segments, _ = read_parent_segments(item, cell, params, GranuleAccess(run), READ_PERIOD)
     return segments
 
 

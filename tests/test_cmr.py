@@ -155,6 +155,37 @@ def test_a_time_in_the_file_name_puts_a_granule_in_the_month_a_run_on_a_folder_o
     assert [g.time for g in search(*november)] == [dt.datetime(2019, 11, 1, 0, 1, tzinfo=dt.UTC)]
 
 
+def test_a_recipe_that_keeps_only_its_ranges_data_gets_every_granule_whose_time_range_overlaps_it() -> None:
+    """atl06-cell-stats (``Recipe.data_span``) reads each segment's own time: a granule from 23:58 on 31 October to
+    00:04 on 1 November is found for both months, one recorded from 1 November only for November, whatever its name
+    says. Edited copies of the real page, as above."""
+    from granulemap.recipes import get_recipe
+
+    recipe = get_recipe("atl06-cell-stats")
+    assert recipe.data_span is not None
+    (link,) = direct_links(ssh_page())
+    stem = link.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+
+    def search(page: dict[str, Any], start: dt.date, end: dt.date) -> list[Any]:
+        with responses.RequestsMock() as rs:
+            replay_cmr(rs, [page])
+            return cmr.search_granules(SSH, start, end, None, time_from_name=recipe.granule_time, overlap=True)[0]
+
+    october, november = (dt.date(2019, 10, 1), dt.date(2019, 10, 31)), (dt.date(2019, 11, 1), dt.date(2019, 11, 30))
+    crossing = edited_granule(ssh_page(), stem, "ATL06_20191031235800_05390503_006_01",
+                              "2019-10-31T23:58:00Z", "2019-11-01T00:04:00Z")
+    named_late = edited_granule(ssh_page(), stem, "ATL06_20191031235955_05390503_006_01",
+                                "2019-11-01T00:00:09Z", "2019-11-01T00:06:00Z")
+    ended_at_midnight = edited_granule(ssh_page(), stem, "ATL06_20191031235200_05390503_006_01",
+                                       "2019-10-31T23:52:00Z", "2019-10-31T23:59:59.999Z")
+    october_31 = dt.datetime(2019, 10, 31, 23, 58, tzinfo=dt.UTC)
+    assert [g.time for g in search(crossing, *october)] == [october_31]  # dated by its name, for sorting
+    assert [g.time for g in search(crossing, *november)] == [october_31]
+    assert search(named_late, *october) == []
+    assert len(search(named_late, *november)) == 1
+    assert len(search(ended_at_midnight, *october)) == 1 and search(ended_at_midnight, *november) == []
+
+
 def test_search_asks_cmr_for_the_collection_dates_bbox_and_cloud_provider() -> None:
     with responses.RequestsMock() as rs:
         replay_cmr(rs, [ssh_page()])

@@ -130,10 +130,6 @@ def _refuse_a_bbox_that_changes_nothing(execution: ExecutionInput, recipe: Recip
                            f"recipe {recipe.name} reduces each whole granule: the bbox would change nothing.{instead}")
 
 
-def _in_range(when: dt.datetime | None, start: dt.date, end: dt.date) -> bool:
-    return when is not None and start <= utc_day(when) <= end
-
-
 def _source_folder(source: str) -> tuple[str, list[str], list[str]]:
     """A ``source`` as a folder (a local directory, file:// URL or s3:// prefix): where it is (a directory's path, an
     s3:// prefix ending in ``/``), the names of the files in it and of its subfolders, each sorted."""
@@ -151,14 +147,14 @@ def _source_folder(source: str) -> tuple[str, list[str], list[str]]:
 
 def list_source(source: str, recipe: Recipe, start: dt.date, end: dt.date) -> list[Granule]:
     """Granules in a local directory, file:// URL or s3:// prefix ("folder": its "subfolders" are not searched,
-    as a local directory's are not) whose file-name time is within the range."""
+    as a local directory's are not) whose file-name time puts them in the range (``Recipe.may_hold_data_in``)."""
     where, files, _ = _source_folder(source)
     granules = []
     for name in files:
         if not fnmatch.fnmatch(name, recipe.file_pattern):
             continue
         when = recipe.granule_time(name)
-        if _in_range(when, start, end):
+        if recipe.may_hold_data_in(when, start, end):
             url = f"{where}{name}" if where.startswith("s3://") else os.path.join(where, name)
             granules.append(Granule(url=url, time=when))
     return sorted(granules, key=lambda g: (g.time, g.url))
@@ -171,7 +167,7 @@ def why_no_granules(source: str, recipe: Recipe, start: dt.date, end: dt.date) -
     matching = [n for n in files if fnmatch.fnmatch(n, recipe.file_pattern)]
     dated = [recipe.granule_time(n) for n in matching]
     dates = sorted(utc_day(t) for t in dated if t is not None)
-    inside = sum(_in_range(t, start, end) for t in dated)
+    inside = sum(recipe.may_hold_data_in(t, start, end) for t in dated)
     found = f"{len(matching)} match recipe {recipe.name}'s file-name pattern {recipe.file_pattern!r}"
     if inside:  # granules in range, and still no item: the recipe found nothing to do in them
         found += f", {inside} of them dated from {start} to {end}, which gave the recipe no items"
@@ -320,7 +316,8 @@ def build_catalog(
 
         assert collection is not None
         granules, provider, _ = search_granules(collection, start, end, execution.bbox,
-                                                footprints=recipe.needs_footprints, time_from_name=recipe.granule_time)
+                                                footprints=recipe.needs_footprints, time_from_name=recipe.granule_time,
+                                                overlap=recipe.data_span is not None)
     if validated.period is not None:
         _refuse_a_scheduled_period_with_missing_granules(granules, execution, recipe, start, end, validated.period)
     run = RunContext(

@@ -67,6 +67,11 @@ def utc_day(moment: dt.datetime) -> dt.date:
     return as_utc(moment).date()
 
 
+def day_start(day: dt.date) -> dt.datetime:
+    """Midnight (UTC) at the start of ``day``."""
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+
+
 PREVIOUS_MONTH = "previous-month"
 """The monthly schedule's ``period``: the calendar month before the one the run starts in."""
 

@@ -10,7 +10,10 @@ from typing import Any
 
 import granulemap
 
-SOFTWARE = ("numpy", "netCDF4", "h5coro", "mortie", "zarr", "xarray", "xdggs", "earthaccess", "aws-lambda-powertools")
+SOFTWARE = ("numpy", "h5py", "deflate", "h5coro", "mortie", "zarr", "s3fs", "earthaccess", "aws-lambda-powertools")
+"""What the built-in recipes read, compute and write with (GHRSST: h5py, whose wheel holds its HDF5, and libdeflate;
+ATL06: h5coro, mortie, zarr on s3fs), and the catalog's search (earthaccess). netCDF4, xarray and xdggs are not in the
+Lambda layer: they are the tests' and the reader's tools, not the computation's."""
 
 
 def software_versions(recipe: str | None = None) -> dict[str, str]:

@@ -3,7 +3,8 @@
 Items are parent cells (HEALPix nested, ``parent_order``, default 6), each with the granules that touch it; a granule
 found in several releases (CMR lists every ATL06 version under one short name) is read in its newest only. One
 Processor call reads its granules' land-ice segments inside its parent cell, keeps those with
-``atl06_quality_summary == 0`` and a usable ``h_li``/``h_li_sigma`` (no fill value, finite), and computes for every
+``atl06_quality_summary == 0`` and a usable ``h_li``/``h_li_sigma`` (no fill value, finite, sigma > 0) measured
+within the run's period (a granule crossing its first or last midnight: ``data_span``), and computes for every
 child cell (``child_order``, default 12): count, h_min, h_max, h_mean (weighted by 1/h_li_sigma²), h_sigma
 (1/√Σ(1/σ²)), h_variance (population), h_q25, h_q50, h_q75 — heights in metres above the WGS84 ellipsoid. Cell
 ids are mortie's default (authalic latitude on WGS84), which xdggs calls ``ellipsoid: WGS84``.
@@ -36,7 +37,14 @@ from granulemap.grouping import item_id_for
 from granulemap.models import ExecutionInput, Granule, Item, RunContext
 from granulemap.recipes.atl06.cells import MAX_ORDER
 from granulemap.observability import logger
-from granulemap.recipes.atl06.footprints import granule_time, newest_releases, parents_of_file, parents_of_footprint
+from granulemap.recipes.atl06.footprints import (
+    DATA_SPAN,
+    granule_time,
+    newest_releases,
+    parents_of_file,
+    parents_of_footprint,
+    time_window,
+)
 from granulemap.recipes.atl06.granule import Atl06Granule, Segments, segments_in_parent
 from granulemap.recipes.atl06.plot import plot_cell_batches
 from granulemap.recipes.atl06.stats import cell_statistics
@@ -131,16 +139,18 @@ def _period(run: RunContext) -> Period:
 
 
 def read_parent_segments(
-    item: Item, cell: CellItem, params: Params, access: GranuleAccess
+    item: Item, cell: CellItem, params: Params, access: GranuleAccess, period: Period
 ) -> tuple[Segments, list[str]]:
-    """The good segments of the item's granules in its parent cell, and the granules that contributed any."""
+    """The good segments of the item's granules in its parent cell measured in the period, and the granules that
+    contributed any."""
 
     def one(granule: Granule) -> Segments:
         path = access.local_path(granule.url)
         credentials = access.s3_credentials() if path is None else None
         try:
             with Atl06Granule(granule.url, local_path=path, credentials=credentials) as opened:
-                return segments_in_parent(opened, cell.parent_cell, params.parent_order, params.child_order)
+                return segments_in_parent(opened, cell.parent_cell, params.parent_order, params.child_order,
+                                          time_window(granule.url, period))
         except CredentialsExpired:
             access.credentials_rejected(credentials)  # so that the retry does not reuse them
             raise
@@ -171,6 +181,9 @@ class Atl06CellStats(Recipe):
         assert isinstance(params, Params)
         return f"p{params.parent_order}-c{params.child_order}"
 
+    data_span = DATA_SPAN
+    """A granule may cross midnight: each period gets the segments measured in it (``time_window``)."""
+
     def granule_time(self, name: str) -> dt.datetime | None:
         return granule_time(name)
 
@@ -187,7 +200,7 @@ class Atl06CellStats(Recipe):
         if execution.source is None:
             touched = self._parents_from_cmr(granules, params.parent_order)
         else:
-            touched, unreadable = self._parents_from_files(granules, params.parent_order)
+            touched, unreadable = self._parents_from_files(granules, params.parent_order, execution.date_range())
         by_parent: dict[int, list[Granule]] = defaultdict(list)
         for granule in granules:
             for parent in touched.get(granule.url, ()):
@@ -215,12 +228,14 @@ class Atl06CellStats(Recipe):
         return {g.url: parents_of_footprint(g.footprint or [], order) for g in granules}
 
     @staticmethod
-    def _parents_from_files(granules: list[Granule], order: int) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-        """Parent cells of each file from its own positions; files that cannot be read, with the reason (they
-        become items of their own that fail, so the run accounts for them like any failed item)."""
+    def _parents_from_files(granules: list[Granule], order: int, period: Period,
+                            ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """Parent cells of each file from its own positions measured in the period (a file that may cross its first
+        or last midnight: ``time_window``); files that cannot be read, with the reason (they become items of their
+        own that fail, so the run accounts for them like any failed item)."""
         def one(granule: Granule) -> tuple[str, np.ndarray, str | None]:
             try:
-                return granule.url, parents_of_file(granule.url, order), None
+                return granule.url, parents_of_file(granule.url, order, times=time_window(granule.url, period)), None
             except PermanentItemError as exc:
                 return granule.url, np.empty(0, np.int64), f"{type(exc).__name__}: {exc}"
 
@@ -290,7 +305,7 @@ class Atl06CellStats(Recipe):
         if cell.store_id is None:
             raise InvalidInput(f"item {item.id} names no output store: items come from BuildCatalog's manifest")
         period = _period(run)
-        segments, used = read_parent_segments(item, cell, params, access)
+        segments, used = read_parent_segments(item, cell, params, access, period)
         stats = cell_statistics(segments.cells, segments.h_li, segments.h_li_sigma)
         bucket, store_key = load_settings().bucket, layout.output_key(self.name, run.config_id, STORE_NAME)
         with storage_errors(f"writing parent cell {cell.parent_cell} to s3://{bucket}/{store_key}"):
@@ -323,7 +338,9 @@ class Atl06CellStats(Recipe):
                 # CF-style discovery attributes, so the store can be cited and understood on its own.
                 "Conventions": "CF-1.10",
                 "title": f"ICESat-2 ATL06 land-ice height statistics per HEALPix order-{params.child_order} cell",
-                "source": "ICESat-2 ATL06 land_ice_segments (h_li, h_li_sigma; atl06_quality_summary == 0)",
+                "source": "ICESat-2 ATL06 land_ice_segments: h_li and h_li_sigma of the segments with "
+                          "atl06_quality_summary == 0, h_li and h_li_sigma finite and not the fill value, "
+                          "h_li_sigma > 0, measured (delta_time) within the period",
                 "provenance": "each run's input granules, parameters and software versions: "
                               + layout.provenance_key(self.name, run.config_id, "<run id>"),
                 "granulemap_version": granulemap.__version__,

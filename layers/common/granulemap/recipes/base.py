@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from granulemap.grouping import group_granules
-from granulemap.models import Granule, Grouping, Item, parse_model
+from granulemap.models import Granule, Grouping, Item, day_start, parse_model, utc_day
 
 if TYPE_CHECKING:
     from granulemap.granule_access import GranuleAccess
@@ -97,6 +97,24 @@ class Recipe(abc.ABC):
     one_period_per_run: ClassVar[bool] = False
     """True when a run's whole date range becomes one entry of the product (atl06-cell-stats: one time step of its
     store), so that monthly values take one run per month; ``granulemap estimate`` says so for longer ranges."""
+
+    data_span: ClassVar[tuple[dt.timedelta, dt.timedelta] | None] = None
+    """None: a granule belongs to the UTC day of its time (``granule_time``; in a CMR search without a name time, the
+    middle of its CMR time range). Else how long before and after its name's time a granule's data may lie (ATL06:
+    a stretch of one orbit, which may cross midnight): the recipe is given every granule whose data may fall in the
+    run's range (from CMR, those whose time range overlaps it; from a folder, by ``may_hold_data_in``), and keeps
+    only the data of the range itself."""
+
+    def may_hold_data_in(self, when: dt.datetime | None, start: dt.date, end: dt.date) -> bool:
+        """Whether a granule of time ``when`` (its file name's) belongs to, or with ``data_span`` may hold data of,
+        the days ``start``..``end`` (UTC)."""
+        if when is None:
+            return False
+        if self.data_span is None:
+            return start <= utc_day(when) <= end
+        before, after = self.data_span
+        first, last = day_start(start), day_start(end + dt.timedelta(days=1))
+        return when - before < last and when + after >= first
 
     def slug(self, params: BaseModel) -> str:
         """A readable prefix of the configuration id."""

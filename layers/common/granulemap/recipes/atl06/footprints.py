@@ -11,9 +11,9 @@ import numpy as np
 
 from granulemap.cmr import footprint_from_legacy, footprint_from_umm
 from granulemap.granule_access import local_path_of
-from granulemap.models import Granule, Ring
+from granulemap.models import Granule, Ring, day_start
 from granulemap.recipes.atl06.cells import cell_ids, polygon_cells
-from granulemap.recipes.atl06.granule import Atl06Granule, beam_positions
+from granulemap.recipes.atl06.granule import Atl06Granule, TimeWindow, beam_positions, delta_time_window
 from granulemap.recipes.base import time_from_stamp
 
 ATL06_STAMP = re.compile(r"^ATL06_(\d{14})_")
@@ -34,12 +34,30 @@ def _release_order(release: str, revision: str) -> tuple[bool, int, int]:
 
 # The CMR formats are parsed in granulemap.cmr, which fills Granule.footprint; re-exported here for recipes.
 __all__ = ["Ring", "footprint_from_legacy", "footprint_from_umm", "granule_time", "newest_releases",
-           "parents_of_file", "parents_of_footprint"]
+           "parents_of_file", "parents_of_footprint", "time_window"]
 
 
 def granule_time(name: str) -> dt.datetime | None:
     """The UTC time stamp in an ATL06 file name, or None if the name is not an ATL06 one."""
     return time_from_stamp(ATL06_STAMP, name)
+
+
+DATA_SPAN = (dt.timedelta(minutes=5), dt.timedelta(minutes=95))
+"""How long before and after its name's time an ATL06 granule's segments may lie. A granule is one of the 14
+regions of one orbit (the RR of TTTTCCRR): its data lie within one orbit (94.2 minutes) of its start, which its name
+gives (the repo's sample: named 23:56:45, nominal coverage 422 s, its data from 23:57:13). Five minutes before: a
+margin, as the name is the region's start and no data precede it."""
+
+
+def time_window(url: str, period: tuple[dt.date, dt.date]) -> TimeWindow | None:
+    """The ``delta_time`` window of ``period`` (its first midnight to the one after its last day) for a granule whose
+    segments may lie outside the period (its name is within ``DATA_SPAN`` of either midnight, or gives no time);
+    None for one whose segments are all inside."""
+    first, end = day_start(period[0]), day_start(period[1] + dt.timedelta(days=1))
+    when = granule_time(url)
+    if when is not None and when - DATA_SPAN[0] >= first and when + DATA_SPAN[1] < end:
+        return None
+    return delta_time_window(first, end)
 
 
 def newest_releases(granules: Sequence[Granule]) -> tuple[list[Granule], list[str]]:
@@ -67,8 +85,10 @@ def parents_of_footprint(rings: Sequence[Ring], order: int) -> np.ndarray:
     return polygon_cells([([lat for _, lat in r], [lon for lon, _ in r]) for r in rings], order)
 
 
-def parents_of_file(url: str, order: int, credentials: dict[str, str] | None = None) -> np.ndarray:
-    """Nested ids at ``order`` of the cells holding at least one land-ice segment of the file (any quality)."""
+def parents_of_file(url: str, order: int, credentials: dict[str, str] | None = None,
+                    times: TimeWindow | None = None) -> np.ndarray:
+    """Nested ids at ``order`` of the cells holding at least one land-ice segment of the file (any quality; measured
+    within ``times``)."""
     with Atl06Granule(url, local_path=local_path_of(url), credentials=credentials) as granule:
-        found = [cell_ids(*beam_positions(granule, beam), order) for beam in granule.beams()]
+        found = [cell_ids(*beam_positions(granule, beam, times), order) for beam in granule.beams()]
     return np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)

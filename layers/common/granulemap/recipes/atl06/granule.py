@@ -12,8 +12,9 @@ times as fast as ``zlib`` on ATL06's chunks). ``read_many`` runs many reads at o
 threads: libdeflate releases the GIL, and over S3 the requests overlap.
 
 What is read (``segments_in_parent``): latitudes whole, then longitude, height, sigma and quality only over the
-stretch of each track whose latitudes fall in a box around the parent cell (``cells.cell_box``); cell ids only for
-the good segments in the box. bench/atl06.py measures it against zagg, which reads every beam whole.
+stretch of each track whose latitudes fall in a box around the parent cell (``cells.cell_box``), and the segments'
+times (``delta_time``) too for a granule that may cross its period's first or last midnight; cell ids only for the
+good segments in the box. bench/atl06.py measures it against zagg, which reads every beam whole.
 
 Fill values come from each dataset's HDF5 fill-value message, which is where ATL06 (and netCDF-4) keep
 ``_FillValue``. The attribute itself is not read through h5coro: asked for an attribute a dataset lacks
@@ -22,6 +23,7 @@ Fill values come from each dataset's HDF5 fill-value message, which is where ATL
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import struct
 import threading
@@ -329,7 +331,25 @@ def usable(variable: Variable, default_fill: float | None = None) -> np.ndarray:
 
 POSITION_NAMES = ("latitude", "longitude")
 WINDOW_NAMES = ("longitude", "h_li", "h_li_sigma", "atl06_quality_summary")
-"""What ``segments_in_parent`` reads over each beam's window, in this order."""
+"""What ``segments_in_parent`` reads over each beam's window, in this order (and ``delta_time`` for a time window)."""
+SDP_EPOCH = dt.datetime(2018, 1, 1, tzinfo=dt.UTC)
+"""``delta_time`` counts GPS seconds since the ATLAS SDP epoch, ``/ancillary_data/atlas_sdp_gps_epoch`` = 1198800018
+GPS seconds: 2018-01-01T00:00:00 UTC (GPS runs 18 s ahead of UTC since 2017). No leap second has been inserted since,
+so UTC = SDP_EPOCH + delta_time; a future leap second would shift later times by 1 s."""
+
+TimeWindow = tuple[float, float]
+"""[first, end) in ``delta_time`` seconds: the segments measured in a period."""
+
+
+def delta_time_window(first: dt.datetime, end: dt.datetime) -> TimeWindow:
+    """The ``delta_time`` window of the UTC times [first, end)."""
+    return (first - SDP_EPOCH).total_seconds(), (end - SDP_EPOCH).total_seconds()
+
+
+def _in_window(delta_time: Variable, window: TimeWindow) -> np.ndarray:
+    """True where the segment's time is usable and inside the window."""
+    with np.errstate(invalid="ignore"):
+        return usable(delta_time) & (delta_time.values >= window[0]) & (delta_time.values < window[1])
 
 
 def _valid_positions(latitude: Variable, longitude: Variable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -341,14 +361,21 @@ def _valid_positions(latitude: Variable, longitude: Variable) -> tuple[np.ndarra
     return lat, lon, valid
 
 
-def beam_positions(granule: Atl06Granule, beam: str) -> tuple[np.ndarray, np.ndarray]:
-    """(latitude, longitude) in degrees of the beam's segments with a usable position."""
-    lat, lon, valid = _valid_positions(*granule.read_many([(beam, name, None) for name in POSITION_NAMES]))
+def beam_positions(granule: Atl06Granule, beam: str, times: TimeWindow | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(latitude, longitude) in degrees of the beam's segments with a usable position (measured within ``times``)."""
+    names = POSITION_NAMES if times is None else (*POSITION_NAMES, "delta_time")
+    read = granule.read_many([(beam, name, None) for name in names])
+    lat, lon, valid = _valid_positions(*read[:2])
+    if times is not None:
+        valid &= _in_window(read[2], times)
     return lat[valid], lon[valid]
 
 
-def segments_in_parent(granule: Atl06Granule, parent: int, parent_order: int, child_order: int) -> Segments:
-    """The good segments of every beam that lie in nested cell ``parent``, with their child cell ids.
+def segments_in_parent(granule: Atl06Granule, parent: int, parent_order: int, child_order: int,
+                       times: TimeWindow | None = None) -> Segments:
+    """The good segments of every beam that lie in nested cell ``parent`` (and were measured within ``times``: a
+    granule that may cross the period's first or last midnight), with their child cell ids.
 
     ``cell_box`` gives a latitude/longitude box that contains the parent cell, so a segment outside it cannot lie
     in the cell and needs no cell id.
@@ -356,7 +383,8 @@ def segments_in_parent(granule: Atl06Granule, parent: int, parent_order: int, ch
     1. The latitudes of all beams are read whole, in parallel. Per beam, the index range from the first to the
        last usable latitude within the box's latitudes is the window (ICESat-2 tracks run mostly north-south, so
        it is short: the parent cell's stretch of the track).
-    2. Longitude, height, sigma and quality of every beam's window are read, in parallel.
+    2. Longitude, height, sigma and quality (and with ``times``, delta_time) of every beam's window are read, in
+       parallel.
     3. Cell ids are computed (mortie) only for the window's segments inside the box with a usable position, good
        quality, and usable height and sigma; the segments whose cell is not a child of ``parent`` are dropped.
 
@@ -377,10 +405,15 @@ def segments_in_parent(granule: Atl06Granule, parent: int, parent_order: int, ch
             start, stop = int(where[0]), int(where[-1]) + 1
             windows.append((beam, start, stop, lat[start:stop], band[start:stop]))
     del latitudes
-    data = granule.read_many([(beam, name, (start, stop)) for beam, start, stop, _, _ in windows
-                              for name in WINDOW_NAMES])
-    return _gather([_good_inside(lat, band, *data[4 * k: 4 * k + 4], box, parent, parent_order, child_order)
-                    for k, (_, _, _, lat, band) in enumerate(windows)])
+    names = WINDOW_NAMES if times is None else (*WINDOW_NAMES, "delta_time")
+    data = granule.read_many([(beam, name, (start, stop)) for beam, start, stop, _, _ in windows for name in names])
+    n = len(names)
+    found = []
+    for k, (_, _, _, lat, band) in enumerate(windows):
+        if times is not None:
+            band = band & _in_window(data[n * k + 4], times)
+        found.append(_good_inside(lat, band, *data[n * k: n * k + 4], box, parent, parent_order, child_order))
+    return _gather(found)
 
 
 def _good_inside(lat: np.ndarray, band: np.ndarray, longitude: Variable, h: Variable, sigma: Variable,
