@@ -522,3 +522,35 @@ def test_results_when_s3_throttles_is_an_aws_error_exit_3(stack, capsys, monkeyp
     monkeypatch.setattr(cloud, "_client", client)
     assert main(["results", arn, "--stack", STACK]) == 3
     assert "granulemap: AWS: ClientError: An error occurred (SlowDown)" in capsys.readouterr().err
+
+
+def test_the_stack_of_a_state_machine_is_asked_of_cloudformation_by_its_arn(monkeypatch) -> None:
+    """moto cannot look a stack up by a resource's physical id, so DescribeStackResources is stubbed with the answers
+    CloudFormation gives: the owning stack's resource, none, a ValidationError (no such resource), another error."""
+    from botocore.exceptions import ClientError
+    from botocore.stub import Stubber
+
+    from granulemap.errors import InvalidInput
+
+    arn = "arn:aws:states:eu-west-1:123456789012:stateMachine:granulemap-Pipeline-AbC"
+    client = boto3.client("cloudformation", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="y")
+    asked: list[tuple[str, str | None]] = []
+    monkeypatch.setattr(cloud, "_client", lambda service, region=None: asked.append((service, region)) or client)
+    owner = {"StackName": "my-granulemap", "StackId": "arn:aws:cloudformation:eu-west-1:123456789012:stack/x/1",
+             "LogicalResourceId": "PipelineStateMachine", "PhysicalResourceId": arn,
+             "ResourceType": "AWS::StepFunctions::StateMachine", "Timestamp": dt.datetime(2026, 1, 1),
+             "ResourceStatus": "CREATE_COMPLETE"}
+    with Stubber(client) as stub:
+        stub.add_response("describe_stack_resources", {"StackResources": [owner]}, {"PhysicalResourceId": arn})
+        assert cloud.stack_of_state_machine(arn) == "my-granulemap"
+        stub.add_response("describe_stack_resources", {"StackResources": []}, {"PhysicalResourceId": arn})
+        with pytest.raises(InvalidInput, match=f"no CloudFormation stack owns {arn}: give --stack"):
+            cloud.stack_of_state_machine(arn)
+        stub.add_client_error("describe_stack_resources", "ValidationError", "Stack for x does not exist")
+        with pytest.raises(InvalidInput, match="give --stack"):
+            cloud.stack_of_state_machine(arn)
+        stub.add_client_error("describe_stack_resources", "AccessDenied", "not allowed")
+        with pytest.raises(ClientError, match="AccessDenied"):
+            cloud.stack_of_state_machine(arn)
+        stub.assert_no_pending_responses()
+    assert asked == [("cloudformation", "eu-west-1")] * 4  # in the state machine's own region

@@ -38,6 +38,20 @@ def test_an_sst_configuration_id_is_its_method_and_the_hash_of_its_parameters(me
     assert recipe.config_id(recipe.parse_params(dict(params))) == PINNED["sst-global-mean", params] == f"{method}-{digest}"
 
 
+@pytest.mark.parametrize(("recipe_name", "slug", "params"), [
+    ("sst-box-mean", "box-170_-5_-120_5", {"box": [-170.0, -5.0, -120.0, 5.0]}),  # Niño 3.4, the default box
+    ("atl06-cell-stats", "p6-c12", {"child_order": 12, "parent_order": 6}),
+])
+def test_the_other_pinned_ids_follow_the_same_rule(recipe_name: str, slug: str, params: dict) -> None:
+    """The pinned ids of sst-box-mean and atl06-cell-stats, derived here: slug, then the first ten hex digits of the
+    SHA-256 of {"params": <the default parameters>} as sorted-key JSON."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps({"params": params}, sort_keys=True).encode()).hexdigest()[:10]
+    assert PINNED[recipe_name, ()] == f"{slug}-{digest}"
+
+
 @pytest.mark.parametrize("recipe_name, explicit", [
     ("sst-global-mean", {"method": "ocean"}),
     ("sst-box-mean", {"box": [-170, -5, -120, 5]}),

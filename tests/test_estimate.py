@@ -49,8 +49,8 @@ def test_a_year_of_daily_granules_costs_what_a_hand_computation_says(tmp_path: P
     lambda_usd = (processor_gbs + init_gbs + single_gbs) * 0.0000166667
     requests_usd = (365 + 3) * 0.20 / 1e6
     transitions_usd = (7 + 365) * 0.025 / 1000  # parent: 7 states entered (no failures), child: 1 each
-    # GET: each result by Aggregate + 4 (test_the_estimates_s3_requests_are_a_real_runs); PUT: results + 8; 1 LIST
-    s3_usd = (365 * 1 + 4) * 0.0004 / 1000 + (365 * 1 + 8 + 1) * 0.005 / 1000
+    # GET: each result by Aggregate + 6 (test_the_estimates_s3_requests_are_a_real_runs); PUT: results + 8; 1 LIST
+    s3_usd = (365 * 1 + 6) * 0.0004 / 1000 + (365 * 1 + 8 + 1) * 0.005 / 1000
     expected = lambda_usd + requests_usd + transitions_usd + s3_usd
     assert result.items == 365
     assert result.total_usd == pytest.approx(expected, rel=1e-9)
@@ -262,9 +262,25 @@ def _atl06_by_hand(items: int, granules_per_item: float) -> tuple[float, float]:
     single_gbs = (1.0 + 1.0) * 0.5 + (0.5 + 0.5) * 0.25 + (_billed(2.0 + items * 0.005) + 1.2) * 1.0
     requests_usd = (items + 3) * 0.20 / 1e6
     transitions_usd = (7 + items) * 0.025 / 1000
-    s3_usd = (items * 1 + 4) * 0.0004 / 1000 + (items * 10 + 8 + math.ceil(items / 1000)) * 0.005 / 1000
+    s3_usd = (items * 1 + 6) * 0.0004 / 1000 + (items * 10 + 8 + math.ceil(items / 1000)) * 0.005 / 1000
     total = (processor_gbs + init_gbs + single_gbs) * 0.0000166667 + requests_usd + transitions_usd + s3_usd
     return processor_gbs * 0.0000166667, total
+
+
+def test_a_hundred_atl06_items_cost_what_a_hand_computation_says(tmp_path: Path) -> None:
+    """Written out, not through _atl06_by_hand (which follows the estimator's steps)."""
+    result = est.estimate("atl06-cell-stats", dt.date(2022, 1, 1), dt.date(2022, 1, 31), MEMORY, _atl06_model(tmp_path),
+                          items=100)
+    # One item, one granule: 0.1 s × 1769/1024 = 0.172754 s + 10.5 MB / 80 MB/s = 0.13125 s + 0.02 s first byte +
+    # 0.02 s result PUT = 0.344004 s, billed 0.345 s; × 100 items × 1 GB = 34.5 GB-s.
+    # Cold starts: 40 × 0.8 s × 1 GB = 32 GB-s. BuildCatalog (1.0 + 1.0 s) × 0.5 GB = 1.0, FetchCredentials
+    # (0.5 + 0.5 s) × 0.25 GB = 0.25, Aggregate (2.0 + 100 × 0.005 + 1.2 s) × 1 GB = 3.7: 4.95 GB-s.
+    # 71.45 GB-s × $0.0000166667 = $0.001190835715; 103 requests × $0.20/1M = $0.0000206; (7 + 100) transitions ×
+    # $0.025/1000 = $0.002675; 106 GET × $0.0004/1000 = $0.0000424; (1000 PUT + 8 + 1 LIST) × $0.005/1000 = $0.005045.
+    by_name = {what: usd for what, usd, _ in result.lines}
+    assert result.items == 100
+    assert by_name["Lambda compute, Processor"] == pytest.approx(0.00057500115, rel=1e-9)  # 34.5 GB-s
+    assert result.total_usd == pytest.approx(0.008973835715, rel=1e-9)
 
 
 @pytest.mark.parametrize("end, days", [(dt.date(2022, 1, 31), 31), (dt.date(2022, 12, 31), 365),
@@ -458,5 +474,6 @@ def test_the_estimates_s3_requests_are_a_real_runs(tmp_path, monkeypatch) -> Non
     asl = json.loads((ROOT / "statemachine" / "pipeline.asl.json").read_text())
     writer = 2 if "ResultWriter" in asl["States"]["ProcessItems"] else 0
     gets, puts, lists = s3_requests(CostModel.load().recipes["sst-global-mean"], 2)
-    assert {**calls, "PutObject": calls["PutObject"] + writer} == {"GetObject": gets, "PutObject": puts,
-                                                                   "ListObjectsV2": lists}
+    reads = calls.pop("GetObject") + calls.pop("HeadObject")  # a HEAD is priced as a GET
+    assert {**calls, "GetObject": reads, "PutObject": calls["PutObject"] + writer} == {
+        "GetObject": gets, "PutObject": puts, "ListObjectsV2": lists}

@@ -167,3 +167,12 @@ def test_drawing_a_picture_leaves_the_callers_matplotlib_as_it_was() -> None:
     width, height = seen["sizes"][0]
     assert 700 < width <= 900 and 300 < height <= 400  # 9 x 4 inches at 100 dpi, trimmed to what was drawn
     assert all(w > 200 and h > 200 for w, h in seen["sizes"])
+
+
+def test_a_column_of_words_is_refused_naming_the_columns_that_are_numbers(tmp_path: Path, capsys) -> None:
+    series = tmp_path / "daily.csv"
+    series.write_text("time,granule,mean,computed_at\n2023-01-01T00:00:00Z,day-20230101,1.5,2023-02-01T00:00:00Z\n")
+    assert main(["plot", str(series), "--column", "granule"]) == 2
+    err = capsys.readouterr().err
+    assert "column 'granule' is not numbers (it holds 'day-20230101'); columns that are: mean" in err
+    assert not series.with_name("daily_granule.png").exists() and "Traceback" not in err

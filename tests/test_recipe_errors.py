@@ -7,6 +7,7 @@ is) returns the day of the month of each granule, and misbehaves on the 2nd day 
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
 from pathlib import Path
@@ -41,7 +42,7 @@ from granulemap.recipes.timeseries import write_time_series
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mode: Literal["fine", "raise", "numpy", "list", "array", "no-time", "transient", "always", "combine", "coded",
-                  "network", "long", "notes"] = "fine"
+                  "network", "long", "notes", "combine-none", "combine-local"] = "fine"
 
 
 class Coded(Exception):
@@ -101,6 +102,10 @@ class Odd(Recipe):
     def combine(self, results, run, params, bucket):
         if params.mode == "combine":
             return [][0]  # COMBINE-LINE
+        if params.mode == "combine-none":
+            return None  # forgot to return the keys
+        if params.mode == "combine-local":
+            return ["day.csv"]  # as if written with pandas' to_csv("day.csv"): a local file, not in the bucket
         csv_key = layout.output_key(self.name, run.config_id, "day.csv")
         png_key = layout.output_key(self.name, run.config_id, "day.png")
         write_time_series(bucket, csv_key, png_key, ("time", "granule", "day"), results, "day", title="Day",
@@ -122,6 +127,35 @@ class DayList(Odd):
 
 
 day_list = DayList()
+
+
+class DayDict(DayList):
+    """One item per file, its result a dict: not per granule, and still a row of a time series."""
+
+    name = "sst-day-dict"
+
+    def process(self, item, params, access, run):
+        name = item.granules[0].url.rsplit("/", 1)[-1]
+        return {"time": time_from_name(name).strftime("%Y-%m-%dT%H:%M:%SZ"), "granule": name,
+                "day": time_from_name(name).day}
+
+
+day_dict = DayDict()
+
+
+class NoName(Recipe):
+    """A recipe whose class forgot its name."""
+
+    description = "no name"
+
+    def process(self, item, params, access, run):
+        return {}
+
+    def combine(self, results, run, params, bucket):
+        return []
+
+
+noname = NoName()
 '''
 
 
@@ -141,7 +175,8 @@ def _line_of(marker: str) -> int:
 def odd_recipe(tmp_path: Path, monkeypatch):
     yield from install_recipe_package(tmp_path / "site", monkeypatch, "odd_recipes", ODD_RECIPE,
                                       {"sst-odd-day": "odd_recipes:recipe", "sst-typo": "odd_recipes:recipee",
-                                       "sst-day-list": "odd_recipes:day_list"})
+                                       "sst-day-list": "odd_recipes:day_list", "sst-day-dict": "odd_recipes:day_dict",
+                                       "sst-noname": "odd_recipes:noname"})
 
 
 def _granule(day: int) -> Granule:
@@ -423,3 +458,45 @@ def test_a_granule_read_cut_short_by_the_network_is_storage_throttled(monkeypatc
     monkeypatch.setattr(access, "_s3_client", lambda creds: Client())
     with pytest.raises(StorageThrottled, match="s3://bucket/g.nc"):
         access.read_bytes("s3://bucket/g.nc")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("mode", "words"), [
+    ("combine-none", "recipe sst-odd-day's combine() returned None: it must return the list of the bucket keys it "
+                     "wrote ([] if none)"),
+    ("combine-local", "recipe sst-odd-day's combine() returned keys that are not in the bucket: day.csv. It must "
+                      "write its products to the bucket it is given"),
+])
+def test_a_combine_that_does_not_return_the_keys_it_wrote_fails_the_run_saying_so(
+        odd_recipe, synthetic_month, tmp_path, capsys, mode: str, words: str) -> None:
+    """A combine that returned nothing, or wrote a local file and returned its name: the run used to succeed (then
+    `granulemap run` crashed fetching a product that is not there, or Aggregate failed with an AttributeError)."""
+    out = tmp_path / "out"
+    code, printed = _run(capsys, mode, synthetic_month, out)
+    assert code == 1, printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "FAILED" and words in summary["message"]
+    assert summary["granules"] == {"total": 3, "succeeded": 3, "skipped": 0, "failed": 0}  # stored, used again
+    assert "mend the recipe and run the same range again" in printed and (out / "provenance.json").exists()
+
+
+def test_a_recipe_without_a_name_is_refused_naming_what_to_set(odd_recipe) -> None:
+    from granulemap.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="the recipe registered as 'sst-noname' .* has no name: set "
+                                           "name = 'sst-noname' in its class"):
+        recipes.get_recipe("sst-noname")
+
+
+@pytest.mark.slow
+def test_a_recipe_not_per_granule_whose_results_are_rows_gets_computed_at(odd_recipe, synthetic_month, tmp_path,
+                                                                         capsys) -> None:
+    out = tmp_path / "out"
+    code = main(["run", "--recipe", "sst-day-dict", "--start", "2018-12-01", "--end", "2018-12-03", "--source",
+                 str(synthetic_month[0].parent), "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().out
+    rows = list(csv.DictReader((out / "day.csv").open()))
+    assert [r["day"] for r in rows] == ["1", "2", "3"]
+    for row in rows:  # when its item was computed: during this run
+        when = dt.datetime.fromisoformat(row["computed_at"].replace("Z", "+00:00"))
+        assert abs((dt.datetime.now(dt.UTC) - when).total_seconds()) < 600

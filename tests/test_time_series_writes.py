@@ -4,6 +4,7 @@ version read (an S3 conditional write), else read and merged again."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import boto3
@@ -129,3 +130,35 @@ def test_rows_that_do_not_say_when_they_were_computed_are_replaced_by_new_ones(s
     assert [(r["granule"], float(r["value"])) for r in merged] == [("g-1-1", 1.0)]
     again = _write(bucket, [{**_rows(1)[0], "value": 5.0}])  # no computed_at: it replaces the row all the same
     assert [(r["granule"], float(r["value"])) for r in again] == [("g-1-1", 5.0)]
+
+
+@pytest.mark.parametrize(("columns", "words"), [
+    (("time", "granule", "valeu"), "column valeu is in no row of the results, whose keys are granule, time, value"),
+    (("time", "granule", "value", "n", "m"), "columns n, m are in no row of the results"),
+])
+def test_a_column_no_row_has_is_refused_naming_the_keys_the_rows_have(s3, columns, words) -> None:
+    """A key misspelled in process() or in the columns: the CSV would hold a blank column, the plot nothing, and the
+    run seem to succeed."""
+    from granulemap.errors import RecipeResultInvalid
+
+    with pytest.raises(RecipeResultInvalid, match=words):
+        write_time_series(Bucket(BUCKET, s3), CSV, PNG, columns, _rows(3), "value", title="t", ylabel="v")
+    assert s3.list_objects_v2(Bucket=BUCKET)["KeyCount"] == 0  # nothing written
+    rows = _rows(3)
+    rows[1]["n"] = rows[1]["m"] = None  # a column some row has (None: no value) is a column
+    written = write_time_series(Bucket(BUCKET, s3), CSV, PNG, columns[:2] + ("value", "n", "m"), rows, "value",
+                                title="t", ylabel="v")
+    assert [r["n"] for r in written] == [None, None, None]
+
+
+@pytest.mark.parametrize("time", ["2019-03-01T11:00:00+02:00", "1 March 2019", "2019-03-01T25:00:00Z"])
+def test_a_row_time_that_is_not_iso_8601_utc_is_refused(s3, time: str) -> None:
+    """The rows are sorted by their time as text: one in another form or zone would sort out of place."""
+    from granulemap.errors import RecipeResultInvalid
+
+    rows = _rows(3)
+    rows[2]["time"] = time
+    with pytest.raises(RecipeResultInvalid, match=f"'time' must be ISO 8601 in UTC, .*has {re.escape(repr(time))}"):
+        _write(Bucket(BUCKET, s3), rows)
+    rows[2]["time"] = "2019-03-03T09:00:00"  # no offset: UTC, as the module reads computed_at
+    assert [r["time"] for r in _write(Bucket(BUCKET, s3), rows)][-1] == "2019-03-03T09:00:00"

@@ -86,9 +86,9 @@ def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> 
     for item, record in zip(items, stored, strict=True):
         if record is not None:
             # A per-granule recipe's record has results (one per granule) and failures; any other, one result.
-            # Each of its results says when it was computed (its time series keeps the later of two computations).
-            found = ([{COMPUTED_AT: record.get("computed_at"), **r} for r in record["results"]] if "results" in record
-                     else [record["result"]])
+            # Each result that is a dict says when it was computed (a time series keeps the later of two computations).
+            found = [{COMPUTED_AT: record.get("computed_at"), **r} if isinstance(r, dict) else r
+                     for r in (record["results"] if "results" in record else [record["result"]])]
             outcome = "succeeded" if record.get("run_id") == run.run_id else "skipped"
             done[outcome] += 1
             granules[outcome] += len(found)
@@ -194,6 +194,9 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
     except Exception as exc:  # noqa: BLE001 - the recipe's own code: the counts are still written, and say so
         recipe_failed = RecipeFailed(recipe_failure(recipe, exc))
     if found.results and recipe_failed is None:
+        outputs, problem = _written(recipe, outputs, bucket)
+        recipe_failed = RecipeFailed(problem) if problem else None
+    if found.results and recipe_failed is None:
         try:
             notes = recipe.notes(found.results, params)
         except Exception as exc:  # noqa: BLE001 - the products are written: the run stands, without its notes
@@ -228,6 +231,23 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
     if status == "FAILED":
         raise TooManyFailures(message)
     return summary
+
+
+def _written(recipe: Recipe, outputs: object, bucket: Bucket) -> tuple[list[str], str | None]:
+    """What ``combine`` returned, checked: the keys it wrote that are in the bucket (an object, or a prefix such as a
+    Zarr store's), and why the run has no products if it did not return the list of keys it wrote there."""
+    advice = "the results are stored and are used again: mend the recipe and run the same range again"
+    if not isinstance(outputs, (list, tuple)) or not all(isinstance(key, str) for key in outputs):
+        return [], (f"recipe {recipe.name}'s combine() returned {shortened(repr(outputs))}: it must return the list "
+                    f"of the bucket keys it wrote ([] if none). {advice}")
+    there = [key for key in outputs if bucket.exists(key) or next(iter(bucket.keys(f"{key.rstrip('/')}/")), None)]
+    missing = [key for key in outputs if key not in there]
+    if missing:
+        return there, (f"recipe {recipe.name}'s combine() returned keys that are not in the bucket: "
+                       f"{first_of(missing, 3)}. It must write its products to the bucket it is given, "
+                       "bucket.put_bytes(layout.output_key(run.recipe, run.config_id, name), body) (not to local "
+                       f"files: a Lambda's are lost), and return their keys. {advice}")
+    return list(outputs), None
 
 
 def _days_without_a_granule(items: list[Item], start: dt.date, end: dt.date) -> list[str]:

@@ -145,9 +145,10 @@ PARENT_STATES = 7
 Aggregate, AnyFailedWithinTolerance, Done (a run with failures within the tolerance: one more, to tell the alert
 topic). Each is a Step Functions Standard state transition."""
 
-RUN_S3_GETS = 4
-"""GETs of a run besides each item's: the Map's ItemReader (the items to run), Aggregate's of the manifest, and a
-time series' CSV, read by BuildCatalog (the SST recipes' product check) and by Aggregate (to merge into it)."""
+RUN_S3_GETS = 6
+"""GETs of a run besides each item's: the Map's ItemReader (the items to run), Aggregate's of the manifest, a time
+series' CSV, read by BuildCatalog (the SST recipes' product check) and by Aggregate (to merge into it), and Aggregate's
+HEAD of each product (the CSV and its PNG) that the recipe's combine says it wrote (priced as GETs)."""
 
 RUN_S3_PUTS = 8
 """PUTs of a run besides each item's: the manifest, the Map's items, the products (a CSV and its PNG), summary.json
@@ -220,7 +221,8 @@ def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str
         raise KeyError(f"no cost model for recipe {recipe_name!r}: estimate covers the recipes make bench measures "
                        f"({', '.join(recipes)}); for one of yours, price the built-in one of the most similar work: "
                        f"granulemap estimate --recipe sst-box-mean --start {start} --end {end} for a per-granule SST "
-                       "reduction (and --items N, the items yours makes, if they differ)")
+                       "reduction (and --items N, N the granules yours reads, if they differ from one a day; "
+                       "they are priced grouped by dekad, as sst-box-mean's are)")
     key = cost_key(recipe_name, collection)
     if key not in model.recipes:
         measured = sorted(name.partition(COLLECTION_SEPARATOR)[2] for name in model.recipes

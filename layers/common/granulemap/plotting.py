@@ -16,6 +16,14 @@ _CSV_UNITS = {"mean_sst_c": "mean SST (°C)", "min_sst_c": "min SST (°C)", "max
               "n_valid": "cells used"}
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def plot_result(result: Path, column: str | None = None, out: Path | None = None,
                 when: dt.date | None = None) -> Path:
     """Write a PNG for ``result`` and return its path (default: next to it, named as a run names its picture: the
@@ -39,6 +47,11 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
         column = column or default
         if rows and column not in rows[0]:
             raise InvalidInput(f"{result} has no column {column!r}; columns: {', '.join(rows[0])}")
+        words = [row[column] for row in rows if row.get(column) and not _is_number(row[column])]
+        if words:
+            numeric = [c for c in rows[0] if all(not row.get(c) or _is_number(row[c]) for row in rows)]
+            raise InvalidInput(f"{result}: column {column!r} is not numbers (it holds {words[0]!r}); columns that are: "
+                               f"{', '.join(numeric) or 'none'}")
         ylabel = drawn.ylabel if drawn is not None and column == default else _CSV_UNITS.get(column, column)
         title = drawn.title if drawn is not None else result.stem.replace("_", " ")
         if drawn is not None and column != default:  # the run's subject, and which of its columns this is

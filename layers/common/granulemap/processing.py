@@ -172,7 +172,11 @@ def _stored(value: Any, what: str, at: str) -> Any:
         return [_stored(v, what, f"{at}[{i}]") for i, v in enumerate(value)]
     kind = type(value).__name__
     hint = " (an ISO 8601 string, e.g. value.isoformat())" if isinstance(value, dt.date) or kind == "datetime64" else (
-        " (.tolist() for a small one; a large one belongs in a product, not a result)" if kind == "ndarray" else "")
+        " (.tolist() for a small one; a large one belongs in a product, not a result)" if kind == "ndarray" else (
+            " (numpy's masked value: every value it was computed from was masked, e.g. the mean of a granule with "
+            "no valid cell; give None for no value)" if kind == "MaskedConstant" else (
+                " (netCDF4 masks fill values: float(x) of a masked scalar, x.filled(np.nan).tolist() or "
+                "x.compressed().tolist() of an array)" if kind == "MaskedArray" else "")))
     raise RecipeResultInvalid(f"{what}: the result{at} is a {type(value).__name__}, which a result cannot hold: "
                               f"give str, int, float, bool, None, or lists and dicts of them{hint}")
 

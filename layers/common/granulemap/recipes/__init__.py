@@ -51,9 +51,13 @@ def get_recipe(name: str) -> Recipe:
     except Exception as exc:  # noqa: BLE001 - a user's package: whatever its import raises, say which recipe
         raise InvalidInput(f"field 'recipe': recipe {name!r} cannot be loaded from its entry point {specs[name]}: "
                            f"{type(exc).__name__}: {exc}") from exc
-    if recipe.name != name:
+    own = getattr(recipe, "name", None)
+    if own is None:
+        raise InvalidInput(f"field 'recipe': the recipe registered as {name!r} ({specs[name]}) has no name: set "
+                           f"name = {name!r} in its class (the entry point's name)")
+    if own != name:
         raise InvalidInput(f"field 'recipe': the recipe registered as {name!r} ({specs[name]}) calls itself "
-                           f"{recipe.name!r}: make its entry point's name and its Recipe.name the same")
+                           f"{own!r}: make its entry point's name and its Recipe.name the same")
     return recipe
 
 

@@ -142,11 +142,7 @@ def write_time_series(
     keeps as its last column (``COMPUTED_AT``); RecipeResultInvalid names the first row without them. ``refuse(existing, new)`` may raise to refuse the
     new rows (granules of another product: ``refuse_two_products``): the CSV is left as it was, and so is the plot (an
     earlier attempt's, drawn before another run's CSV won, is drawn again from the CSV)."""
-    for row in new_rows:
-        lacking = [key for key in ("time", "granule") if row.get(key) is None]
-        if lacking:
-            raise RecipeResultInvalid(f"a time-series row needs 'time' and 'granule'; this one has no "
-                                      f"{' and no '.join(map(repr, lacking))}: {row}")
+    _check_rows(columns, new_rows)
     columns = tuple(columns) if COMPUTED_AT in columns else (*columns, COMPUTED_AT)
     for attempt in range(CSV_WRITE_ATTEMPTS):
         existing_bytes, etag = bucket.get_bytes_and_etag(csv_key)
@@ -165,6 +161,32 @@ def write_time_series(
         time.sleep(random.uniform(0.05, 0.5) * (attempt + 1))
     raise TransientError(f"s3://{bucket.name}/{csv_key} changed {CSV_WRITE_ATTEMPTS} times while this run merged its "
                          "rows into it (other runs of the same configuration writing it): Aggregate is tried again")
+
+
+def _check_rows(columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
+    """RecipeResultInvalid for rows the CSV would not hold as meant: without ``time`` or ``granule``, a ``time``
+    that is not ISO 8601 in UTC (the rows are sorted by it as text), or columns that no row has (a key misspelled in
+    ``process`` or in ``columns``: a blank column, and a run that seemed to succeed)."""
+    for row in rows:
+        lacking = [key for key in ("time", "granule") if row.get(key) is None]
+        if lacking:
+            raise RecipeResultInvalid(f"a time-series row needs 'time' and 'granule'; this one has no "
+                                      f"{' and no '.join(map(repr, lacking))}: {row}")
+        try:
+            utc = iso_time(str(row["time"])).utcoffset() == dt.timedelta(0)
+        except ValueError:
+            utc = False
+        if not utc:
+            raise RecipeResultInvalid(f"a time-series row's 'time' must be ISO 8601 in UTC, such as "
+                                      f"2023-01-01T12:00:00Z (time.strftime('%Y-%m-%dT%H:%M:%SZ') of a UTC time); "
+                                      f"this one has {row['time']!r}: {row}")
+    absent = [c for c in columns if c != COMPUTED_AT and rows and all(c not in row for row in rows)]
+    if absent:
+        keys = sorted({key for row in rows for key in row} - {COMPUTED_AT})
+        raise RecipeResultInvalid(f"the time series' column{'s' if len(absent) > 1 else ''} {', '.join(absent)} "
+                                  f"{'are' if len(absent) > 1 else 'is'} in no row of the results, whose keys are "
+                                  f"{', '.join(keys)}: a key misspelled in process() or in the columns given to "
+                                  "write_time_series?")
 
 
 CSV_WRITE_ATTEMPTS = 8
