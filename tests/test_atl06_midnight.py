@@ -177,3 +177,53 @@ def test_only_granules_near_a_period_edge_read_their_segments_times(name: str, n
     if window is not None:  # [1 December, 1 January) UTC, by delta_time's definition
         assert window == (pytest.approx(delta_time(utc("2020-12-01T00:00:00"))),
                           pytest.approx(delta_time(utc("2021-01-01T00:00:00"))))
+
+
+def test_items_holding_a_granule_near_a_midnight_are_not_those_an_earlier_version_computed(
+        moto_s3: MotoS3, crossing_dir: Path, tmp_path: Path) -> None:
+    """Before segments were dated by their own times, a crossing granule's segments all went to the period of its
+    name, and the item's result was stored under an id made of the store and the granules. A run of such a period
+    must compute those items again (another id), and skip nothing it need not: an item of granules far from both
+    midnights keeps the id it had."""
+    import hashlib
+
+    far = "ATL06_20201215120000_00040101_006_01_SYNTHETIC.h5"  # mid-December
+    for name in (*GRANULES, far):
+        source = crossing_dir / name
+        if source.exists():
+            (tmp_path / name).write_bytes(source.read_bytes())
+    elsewhere = SITE.neighbour * K + 100  # another parent cell: an item of its own
+    write_granule(tmp_path / far, {"gt1l": [at(elsewhere, 50.0, "2020-12-15T12:00:30")]}, empty_beam_groups=())
+    run = run_pipeline(tmp_path, moto_s3, *DECEMBER, params={**PARAMS, "child_order": 14})  # a store of its own
+    cells = [i for i in run.items if "parent_cell" in i.extra]
+    assert sorted(i.extra["parent_cell"] for i in cells) == sorted([SITE.parent, SITE.neighbour])
+    for item in cells:
+        urls = sorted(g.url for g in item.granules)
+        text = "\n".join([item.extra["store_id"], *urls])
+        earlier = f"{item.id.rsplit('-', 1)[0]}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+        near_a_midnight = any(Path(u).name != far for u in urls)
+        assert (item.id != earlier) == near_a_midnight, (item.id, urls)
+
+
+def test_a_month_given_as_a_period_with_only_the_evening_before_is_not_published(moto_s3: MotoS3, crossing_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    """January's run as a period, over a folder with only the granule crossing New Year's midnight: the granule is
+    January's for its segments after midnight, but NASA has not published January's granules: the month is refused
+    (else it would be summarized from two minutes of data and never run again), as with no granule at all."""
+    from granulemap.errors import NoGranulesFound
+
+    (tmp_path / sorted(GRANULES)[1]).write_bytes((crossing_dir / sorted(GRANULES)[1]).read_bytes())
+    with pytest.raises(NoGranulesFound, match="no granules in .* for 2021-01-01..2021-01-31"):
+        run_pipeline(tmp_path, moto_s3, None, None, now=utc("2021-02-10T00:00:00"), params=PARAMS, period="2021-01")
+
+
+def test_a_recipe_with_a_data_span_may_give_naive_times() -> None:
+    """A recipe's granule_time without a zone (taken as UTC, as everywhere): no error comparing it."""
+    from granulemap.models import may_hold_data_in
+
+    span = (dt.timedelta(minutes=5), dt.timedelta(minutes=95))
+    day = dt.date(2021, 1, 1)
+    assert may_hold_data_in(dt.datetime(2020, 12, 31, 23, 0), day, day, span)  # its data may run past midnight
+    assert not may_hold_data_in(dt.datetime(2020, 12, 31, 22, 0), day, day, span)
+    assert may_hold_data_in(dt.datetime(2021, 1, 1, 23, 56), day, day, span)
+    assert not may_hold_data_in(dt.datetime(2021, 1, 2, 0, 5), day, day, span)  # 5 minutes: the margin's end

@@ -169,7 +169,8 @@ def test_a_recipe_that_keeps_only_its_ranges_data_gets_every_granule_whose_time_
     def search(page: dict[str, Any], start: dt.date, end: dt.date) -> list[Any]:
         with responses.RequestsMock() as rs:
             replay_cmr(rs, [page])
-            return cmr.search_granules(SSH, start, end, None, time_from_name=recipe.granule_time, overlap=True)[0]
+            return cmr.search_granules(SSH, start, end, None, time_from_name=recipe.granule_time,
+                                      data_span=recipe.data_span)[0]
 
     october, november = (dt.date(2019, 10, 1), dt.date(2019, 10, 31)), (dt.date(2019, 11, 1), dt.date(2019, 11, 30))
     crossing = edited_granule(ssh_page(), stem, "ATL06_20191031235800_05390503_006_01",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -500,3 +501,12 @@ def test_a_recipe_not_per_granule_whose_results_are_rows_gets_computed_at(odd_re
     for row in rows:  # when its item was computed: during this run
         when = dt.datetime.fromisoformat(row["computed_at"].replace("Z", "+00:00"))
         assert abs((dt.datetime.now(dt.UTC) - when).total_seconds()) < 600
+
+
+@pytest.mark.parametrize(("value", "hint"), [
+    (np.ma.masked, "every value it was computed from was masked"),  # e.g. the mean of an all-fill granule
+    (np.ma.array([1.0, 2.0], mask=[False, True]), "x.filled(np.nan).tolist() or x.compressed().tolist()"),
+])
+def test_a_masked_value_in_a_result_is_refused_with_what_to_give_instead(value, hint: str) -> None:
+    with pytest.raises(RecipeResultInvalid, match=re.escape(hint)):
+        stored_value({"mean": value}, "granule x.nc")

@@ -151,7 +151,8 @@ def test_a_column_no_row_has_is_refused_naming_the_keys_the_rows_have(s3, column
     assert [r["n"] for r in written] == [None, None, None]
 
 
-@pytest.mark.parametrize("time", ["2019-03-01T11:00:00+02:00", "1 March 2019", "2019-03-01T25:00:00Z"])
+@pytest.mark.parametrize("time", ["2019-03-01T11:00:00+02:00", "1 March 2019", "2019-03-01T25:00:00Z",
+                                  "2019-03-01 12:00", "20190301T120000Z", "2019-W09-5"])
 def test_a_row_time_that_is_not_iso_8601_utc_is_refused(s3, time: str) -> None:
     """The rows are sorted by their time as text: one in another form or zone would sort out of place."""
     from granulemap.errors import RecipeResultInvalid

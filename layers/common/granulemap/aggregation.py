@@ -31,7 +31,7 @@ from granulemap.processing import failure_record
 from granulemap.provenance import provenance_record
 from granulemap.recipes import Recipe, failed_at, get_recipe
 from granulemap.recipes.timeseries import COMPUTED_AT
-from granulemap.storage import Bucket
+from granulemap.storage import Bucket, translate_s3_error
 
 _READERS = 16
 NO_RESULT = "NoResult"
@@ -240,8 +240,16 @@ def _written(recipe: Recipe, outputs: object, bucket: Bucket) -> tuple[list[str]
     if not isinstance(outputs, (list, tuple)) or not all(isinstance(key, str) for key in outputs):
         return [], (f"recipe {recipe.name}'s combine() returned {shortened(repr(outputs))}: it must return the list "
                     f"of the bucket keys it wrote ([] if none). {advice}")
-    there = [key for key in outputs if bucket.exists(key) or next(iter(bucket.keys(f"{key.rstrip('/')}/")), None)]
-    missing = [key for key in outputs if key not in there]
+    there, missing = [], []
+    for key in outputs:
+        try:
+            found = bool(key) and (bucket.exists(key) or next(iter(bucket.keys(f"{key.rstrip('/')}/")), None))
+        except Exception as exc:  # noqa: BLE001 - a key S3 refuses (too long, not allowed): not a product either
+            error = translate_s3_error(exc, f"looking up the product s3://{bucket.name}/{key}")
+            if isinstance(error, TransientError):
+                raise error from exc  # S3 throttled or did not answer: Aggregate is tried again
+            found, key = False, f"{key} ({type(exc).__name__}: {shortened(str(exc))})"
+        (there if found else missing).append(key)
     if missing:
         return there, (f"recipe {recipe.name}'s combine() returned keys that are not in the bucket: "
                        f"{first_of(missing, 3)}. It must write its products to the bucket it is given, "

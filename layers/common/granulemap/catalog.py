@@ -103,7 +103,9 @@ def _refuse_a_scheduled_period_with_missing_granules(granules: list[Granule], ex
            f"fields as granulemap start's options): {again}")
     not_yet = ("if NASA has not published them yet" if execution.source is None
                else f"if they are not in {execution.source} yet")
-    if not granules:
+    # A granule of the evening before the month (a recipe with data_span gets it for its segments after midnight)
+    # does not make the month published.
+    if not any(g.time is not None and start <= utc_day(g.time) <= end for g in granules):
         raise NoGranulesFound(f"no granules {where} for {start}..{end} ({period}): {not_yet}, {how}")
     if recipe.one_granule_a_day:
         missing = days_without_a_granule(granules, start, end)
@@ -170,7 +172,9 @@ def why_no_granules(source: str, recipe: Recipe, start: dt.date, end: dt.date) -
     inside = sum(recipe.may_hold_data_in(t, start, end) for t in dated)
     found = f"{len(matching)} match recipe {recipe.name}'s file-name pattern {recipe.file_pattern!r}"
     if inside:  # granules in range, and still no item: the recipe found nothing to do in them
-        found += f", {inside} of them dated from {start} to {end}, which gave the recipe no items"
+        how = (f"named for {start} to {end} or close enough to hold data of it (the recipe's data_span)"
+               if recipe.data_span else f"dated from {start} to {end}")
+        found += f", {inside} of them {how}, which gave the recipe no items"
     elif dates:
         found += f", dated {dates[0]} to {dates[-1]} by their names, none from {start} to {end}"
     elif matching:
@@ -317,7 +321,7 @@ def build_catalog(
         assert collection is not None
         granules, provider, _ = search_granules(collection, start, end, execution.bbox,
                                                 footprints=recipe.needs_footprints, time_from_name=recipe.granule_time,
-                                                overlap=recipe.data_span is not None)
+                                                data_span=recipe.data_span)
     if validated.period is not None:
         _refuse_a_scheduled_period_with_missing_granules(granules, execution, recipe, start, end, validated.period)
     run = RunContext(

@@ -20,7 +20,7 @@ from typing import Any
 import requests
 
 from granulemap.errors import CatalogError, InvalidInput, SourceUnavailable
-from granulemap.models import Granule, Ring, day_start, iso_time, utc_day
+from granulemap.models import Granule, Ring, day_start, iso_time, may_hold_data_in
 from granulemap.observability import logger
 
 CMR_TIMEOUT_SECONDS = 30.0
@@ -120,13 +120,14 @@ def nominal_time(umm: dict[str, Any]) -> dt.datetime | None:
     return begin + (end - begin) / 2
 
 
-def _found(umm: dict[str, Any], when: dt.datetime | None, start: dt.date, end: dt.date, overlap: bool) -> bool:
+def _found(umm: dict[str, Any], when: dt.datetime | None, start: dt.date, end: dt.date,
+           data_span: tuple[dt.timedelta, dt.timedelta] | None) -> bool:
     """Whether a granule belongs to the days ``start``..``end``: its time's UTC day is one of them, or with
-    ``overlap`` its CMR time range overlaps them (a record without a range: its time's day)."""
-    span = _time_range(umm) if overlap else None
-    if span is not None:
-        return span[0] < day_start(end + dt.timedelta(days=1)) and span[1] >= day_start(start)
-    return when is not None and start <= utc_day(when) <= end
+    ``data_span`` its CMR time range overlaps them (a record without a range: its time and the span)."""
+    covered = _time_range(umm) if data_span is not None else None
+    if covered is not None:
+        return covered[0] < day_start(end + dt.timedelta(days=1)) and covered[1] >= day_start(start)
+    return may_hold_data_in(when, start, end, data_span)
 
 
 def footprint_from_umm(umm: dict[str, Any]) -> list[Ring]:
@@ -228,11 +229,12 @@ def search_granules(
     *,
     footprints: bool = False,
     time_from_name: Callable[[str], dt.datetime | None] | None = None,
-    overlap: bool = False,
+    data_span: tuple[dt.timedelta, dt.timedelta] | None = None,
 ) -> tuple[list[Granule], str | None, list[dict[str, Any]]]:
-    """Cloud-hosted granules of ``collection`` whose nominal time is within the inclusive dates; with ``overlap``
-    (a recipe whose granules may hold data of two days, and which keeps only the data of its range: ``data_span``),
-    those whose CMR time range overlaps the days, a granule crossing midnight at the range's start or end included.
+    """Cloud-hosted granules of ``collection`` whose nominal time is within the inclusive dates; with ``data_span``
+    (``Recipe.data_span``: a recipe whose granules may hold data of two days, and which keeps only the data of its
+    range), those whose CMR time range overlaps the days, a granule crossing midnight at the range's start or end
+    included (a record without a time range: by its name's time and the span, as a folder's file).
 
     A granule's time is ``time_from_name`` of its file name when that gives one (the recipe's reading of its file
     names, which a run on a folder of the same files uses: both then put a granule in the same day and month),
@@ -270,7 +272,7 @@ def search_granules(
             continue
         named = time_from_name(links[0].rsplit("/", 1)[-1]) if time_from_name is not None else None
         when = named if named is not None else nominal_time(umm)
-        if not _found(umm, when, start, end, overlap):
+        if not _found(umm, when, start, end, data_span):
             outside += 1
             continue
         meta = result.get("meta", {})

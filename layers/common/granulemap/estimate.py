@@ -148,7 +148,8 @@ topic). Each is a Step Functions Standard state transition."""
 RUN_S3_GETS = 6
 """GETs of a run besides each item's: the Map's ItemReader (the items to run), Aggregate's of the manifest, a time
 series' CSV, read by BuildCatalog (the SST recipes' product check) and by Aggregate (to merge into it), and Aggregate's
-HEAD of each product (the CSV and its PNG) that the recipe's combine says it wrote (priced as GETs)."""
+HEAD of each product (the CSV and its PNG) that the recipe's combine says it wrote (priced as GETs; a Zarr store's
+prefix: a HEAD and a LIST, not counted)."""
 
 RUN_S3_PUTS = 8
 """PUTs of a run besides each item's: the manifest, the Map's items, the products (a CSV and its PNG), summary.json

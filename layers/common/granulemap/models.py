@@ -72,6 +72,18 @@ def day_start(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
 
 
+def may_hold_data_in(when: dt.datetime | None, start: dt.date, end: dt.date,
+                     span: tuple[dt.timedelta, dt.timedelta] | None = None) -> bool:
+    """Whether a granule of time ``when`` belongs to the days ``start``..``end`` (UTC): its day is one of them, or with
+    ``span`` (how long before and after ``when`` its data may lie: ``Recipe.data_span``) its data may fall in them."""
+    if when is None:
+        return False
+    if span is None:
+        return start <= utc_day(when) <= end
+    when = as_utc(when)
+    return when - span[0] < day_start(end + dt.timedelta(days=1)) and when + span[1] >= day_start(start)
+
+
 PREVIOUS_MONTH = "previous-month"
 """The monthly schedule's ``period``: the calendar month before the one the run starts in."""
 

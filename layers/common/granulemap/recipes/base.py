@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from granulemap.grouping import group_granules
-from granulemap.models import Granule, Grouping, Item, day_start, parse_model, utc_day
+from granulemap.models import Granule, Grouping, Item, may_hold_data_in, parse_model
 
 if TYPE_CHECKING:
     from granulemap.granule_access import GranuleAccess
@@ -108,13 +108,7 @@ class Recipe(abc.ABC):
     def may_hold_data_in(self, when: dt.datetime | None, start: dt.date, end: dt.date) -> bool:
         """Whether a granule of time ``when`` (its file name's) belongs to, or with ``data_span`` may hold data of,
         the days ``start``..``end`` (UTC)."""
-        if when is None:
-            return False
-        if self.data_span is None:
-            return start <= utc_day(when) <= end
-        before, after = self.data_span
-        first, last = day_start(start), day_start(end + dt.timedelta(days=1))
-        return when - before < last and when + after >= first
+        return may_hold_data_in(when, start, end, self.data_span)
 
     def slug(self, params: BaseModel) -> str:
         """A readable prefix of the configuration id."""
@@ -155,8 +149,10 @@ class Recipe(abc.ABC):
     def combine(
         self, results: list[dict[str, Any]], run: RunContext, params: BaseModel, bucket: Bucket
     ) -> list[str]:
-        """Combine this run's results (one per item; a per-granule recipe's, one per granule, each with its item's
-        ``computed_at`` added unless it has one) into the products; return the S3 keys written."""
+        """Combine this run's results (one per item; a per-granule recipe's, one per granule; each result that is a
+        dict with its item's ``computed_at`` added unless it has one) into the products in ``bucket``; return the
+        keys written (an object's, or a prefix such as a Zarr store's): Aggregate fails the run when one is not in
+        the bucket."""
 
     def notes(self, results: list[dict[str, Any]], params: BaseModel) -> list[str]:
         """What a reader of this run's results should be told that no failure says (results that hold no value, say);

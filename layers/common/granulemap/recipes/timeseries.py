@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -138,8 +139,9 @@ def write_time_series(
     CSV is written last has drawn the plot last, from the same rows.
 
     Each row needs ``time`` (ISO 8601, UTC) and ``granule`` (its name: the key that keeps the CSV free of
-    duplicates), and has ``computed_at`` from Aggregate (a per-granule recipe's results: their item's), which the CSV
-    keeps as its last column (``COMPUTED_AT``); RecipeResultInvalid names the first row without them. ``refuse(existing, new)`` may raise to refuse the
+    duplicates), and has ``computed_at`` from Aggregate (a result that is a dict: its item's), which the CSV keeps
+    as its last column (``COMPUTED_AT``); RecipeResultInvalid names the first row without them or with another form
+    of time, or the columns no row has (``_check_rows``). ``refuse(existing, new)`` may raise to refuse the
     new rows (granules of another product: ``refuse_two_products``): the CSV is left as it was, and so is the plot (an
     earlier attempt's, drawn before another run's CSV won, is drawn again from the CSV)."""
     _check_rows(columns, new_rows)
@@ -172,11 +174,7 @@ def _check_rows(columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
         if lacking:
             raise RecipeResultInvalid(f"a time-series row needs 'time' and 'granule'; this one has no "
                                       f"{' and no '.join(map(repr, lacking))}: {row}")
-        try:
-            utc = iso_time(str(row["time"])).utcoffset() == dt.timedelta(0)
-        except ValueError:
-            utc = False
-        if not utc:
+        if not _ISO_UTC.fullmatch(str(row["time"])) or not _parses(str(row["time"])):
             raise RecipeResultInvalid(f"a time-series row's 'time' must be ISO 8601 in UTC, such as "
                                       f"2023-01-01T12:00:00Z (time.strftime('%Y-%m-%dT%H:%M:%SZ') of a UTC time); "
                                       f"this one has {row['time']!r}: {row}")
@@ -186,7 +184,20 @@ def _check_rows(columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
         raise RecipeResultInvalid(f"the time series' column{'s' if len(absent) > 1 else ''} {', '.join(absent)} "
                                   f"{'are' if len(absent) > 1 else 'is'} in no row of the results, whose keys are "
                                   f"{', '.join(keys)}: a key misspelled in process() or in the columns given to "
-                                  "write_time_series?")
+                                  "write_time_series, or results stored before process() gave it")
+
+
+_ISO_UTC = re.compile(r"\d{4}-\d\d-\d\d(T\d\d:\d\d(:\d\d(\.\d+)?)?(Z|\+00:00)?)?")
+"""The forms of a row's time that sort as text in time order: YYYY-MM-DD, then THH:MM[:SS[.f]], then Z or +00:00 (or
+no offset: UTC)."""
+
+
+def _parses(text: str) -> bool:
+    try:
+        iso_time(text)
+    except ValueError:
+        return False
+    return True
 
 
 CSV_WRITE_ATTEMPTS = 8
