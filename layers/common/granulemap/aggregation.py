@@ -243,7 +243,7 @@ def _written(recipe: Recipe, outputs: object, bucket: Bucket) -> tuple[list[str]
     there, missing = [], []
     for key in outputs:
         try:
-            found = bool(key) and (bucket.exists(key) or next(iter(bucket.keys(f"{key.rstrip('/')}/")), None))
+            found = bool(key) and (bucket.exists(key) or next(bucket.keys(f"{key.rstrip('/')}/"), None))
         except Exception as exc:  # noqa: BLE001 - a key S3 refuses (too long, not allowed): not a product either
             error = translate_s3_error(exc, f"looking up the product s3://{bucket.name}/{key}")
             if isinstance(error, TransientError):

@@ -28,6 +28,7 @@ from granulemap.models import (
     RunContext,
     as_utc,
     days_without_a_granule,
+    may_hold_data_in,
     parse_model,
     utc_day,
 )
@@ -105,7 +106,7 @@ def _refuse_a_scheduled_period_with_missing_granules(granules: list[Granule], ex
                else f"if they are not in {execution.source} yet")
     # A granule of the evening before the month (a recipe with data_span gets it for its segments after midnight)
     # does not make the month published.
-    if not any(g.time is not None and start <= utc_day(g.time) <= end for g in granules):
+    if not any(may_hold_data_in(g.time, start, end) for g in granules):  # by day, without the span
         raise NoGranulesFound(f"no granules {where} for {start}..{end} ({period}): {not_yet}, {how}")
     if recipe.one_granule_a_day:
         missing = days_without_a_granule(granules, start, end)

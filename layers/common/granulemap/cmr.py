@@ -20,7 +20,7 @@ from typing import Any
 import requests
 
 from granulemap.errors import CatalogError, InvalidInput, SourceUnavailable
-from granulemap.models import Granule, Ring, day_start, iso_time, may_hold_data_in
+from granulemap.models import Granule, Ring, iso_time, may_hold_data_in, period_bounds
 from granulemap.observability import logger
 
 CMR_TIMEOUT_SECONDS = 30.0
@@ -126,7 +126,8 @@ def _found(umm: dict[str, Any], when: dt.datetime | None, start: dt.date, end: d
     ``data_span`` its CMR time range overlaps them (a record without a range: its time and the span)."""
     covered = _time_range(umm) if data_span is not None else None
     if covered is not None:
-        return covered[0] < day_start(end + dt.timedelta(days=1)) and covered[1] >= day_start(start)
+        first, after = period_bounds(start, end)
+        return covered[0] < after and covered[1] >= first
     return may_hold_data_in(when, start, end, data_span)
 
 

@@ -67,9 +67,13 @@ def utc_day(moment: dt.datetime) -> dt.date:
     return as_utc(moment).date()
 
 
-def day_start(day: dt.date) -> dt.datetime:
-    """Midnight (UTC) at the start of ``day``."""
-    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+def period_bounds(start: dt.date, end: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """The days ``start``..``end`` as UTC instants [first, after): the first midnight, and the one after the last day
+    (which belongs to the next period)."""
+    def midnight(day: dt.date) -> dt.datetime:
+        return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+
+    return midnight(start), midnight(end + dt.timedelta(days=1))
 
 
 def may_hold_data_in(when: dt.datetime | None, start: dt.date, end: dt.date,
@@ -80,8 +84,9 @@ def may_hold_data_in(when: dt.datetime | None, start: dt.date, end: dt.date,
         return False
     if span is None:
         return start <= utc_day(when) <= end
+    first, after = period_bounds(start, end)
     when = as_utc(when)
-    return when - span[0] < day_start(end + dt.timedelta(days=1)) and when + span[1] >= day_start(start)
+    return when - span[0] < after and when + span[1] >= first
 
 
 PREVIOUS_MONTH = "previous-month"

@@ -11,7 +11,7 @@ import numpy as np
 
 from granulemap.cmr import footprint_from_legacy, footprint_from_umm
 from granulemap.granule_access import local_path_of
-from granulemap.models import Granule, Ring, day_start
+from granulemap.models import Granule, Ring, period_bounds
 from granulemap.recipes.atl06.cells import cell_ids, polygon_cells
 from granulemap.recipes.atl06.granule import Atl06Granule, TimeWindow, beam_positions, delta_time_window
 from granulemap.recipes.base import time_from_stamp
@@ -53,11 +53,11 @@ def time_window(url: str, period: tuple[dt.date, dt.date]) -> TimeWindow | None:
     """The ``delta_time`` window of ``period`` (its first midnight to the one after its last day) for a granule whose
     segments may lie outside the period (its name is within ``DATA_SPAN`` of either midnight, or gives no time);
     None for one whose segments are all inside."""
-    first, end = day_start(period[0]), day_start(period[1] + dt.timedelta(days=1))
+    first, after = period_bounds(*period)
     when = granule_time(url)
-    if when is not None and when - DATA_SPAN[0] >= first and when + DATA_SPAN[1] < end:
+    if when is not None and when - DATA_SPAN[0] >= first and when + DATA_SPAN[1] < after:
         return None
-    return delta_time_window(first, end)
+    return delta_time_window(first, after)
 
 
 def newest_releases(granules: Sequence[Granule]) -> tuple[list[Granule], list[str]]:
