@@ -3,6 +3,8 @@ shared S3 client the results are read with."""
 
 from __future__ import annotations
 
+import pytest
+
 from granulemap import layout
 from granulemap.catalog import mark_done
 from granulemap.models import Item, RunContext
@@ -60,21 +62,41 @@ def test_the_shared_s3_client_has_a_connection_for_each_of_aggregate_s_reader_th
 
 def test_the_map_tolerates_of_the_items_it_runs_what_the_run_tolerates_of_all_its_items() -> None:
     """The Map runs only the items not yet done and judges its failed children against those: with the run's own
-    percentage, one failure among the 10 items left of 200 (10 %) stopped a run that tolerated 5 % (10 items)."""
+    percentage, one failure among the 10 items left of 200 (10 %) stopped a run that tolerated 5 % (10 items). Its
+    percentage is a whole number (Step Functions refuses others from ToleratedFailurePercentagePath): with up to 100
+    items to run it stops the Map exactly when the run has failed, and never before."""
     from fractions import Fraction
 
     from granulemap.catalog import _of_the_map
 
-    assert _of_the_map(5.0, 200, 10) == 100.0  # 10 failures allowed: all of the 10 left
-    assert _of_the_map(5.0, 20, 20) == 5.0  # nothing done: the run's own
-    for tolerance in (0.0, 1.0, 5.0, 12.5, 33.3):
-        for count in (1, 3, 7, 20, 200):
+    assert _of_the_map(5.0, 200, 10) == 100  # 10 failures allowed: all of the 10 left
+    assert _of_the_map(5.0, 20, 20) == 5  # nothing done: the run's own
+    assert _of_the_map(5.0, 200, 150) == 7  # 10 of 150 may fail: 6.67 %, so 7 (11 of 150 are 7.3 %)
+    assert _of_the_map(2.5, 36, 36) == 0  # 1 of 36 is 2.8 %: no failure tolerated
+    for tolerance in (0.0, 1.0, 2.5, 5.0, 12.5, 33.3, 100.0):
+        for count in (1, 3, 7, 20, 36, 200):
             for map_count in range(1, count + 1):
                 share = _of_the_map(tolerance, count, map_count)
+                assert type(share) is int and 0 <= share <= 100, (tolerance, count, map_count, share)
                 for failed in range(map_count + 1):
-                    map_fails = failed * 100 / map_count > share  # as Step Functions judges its Map Run
+                    map_fails = Fraction(failed * 100, map_count) > share  # as Step Functions judges its Map Run
                     run_fails = Fraction(failed, count) * 100 > Fraction(tolerance)  # as Aggregate judges the run
-                    assert map_fails == run_fails, (tolerance, count, map_count, failed)
+                    assert run_fails or not map_fails, (tolerance, count, map_count, failed)
+                    if map_count <= 100:
+                        assert map_fails == run_fails, (tolerance, count, map_count, failed)
+
+
+def test_the_map_s_tolerance_is_written_as_a_whole_number() -> None:
+    """In the state's JSON, 7 and not 7.0: "must resolve to a positive integer between 0 and 100"."""
+    import json
+
+    from granulemap.models import MapConfig
+
+    config = MapConfig(max_concurrency=4, tolerated_failure_percentage=2.5, item_tolerated_failure_percentage=3)
+    written = json.loads(config.model_dump_json())["item_tolerated_failure_percentage"]
+    assert written == 3 and type(written) is int
+    with pytest.raises(ValueError):
+        MapConfig(max_concurrency=4, tolerated_failure_percentage=2.5, item_tolerated_failure_percentage=2.5)
 
 
 def test_an_s3_source_is_listed_as_a_folder_like_a_local_one(monkeypatch) -> None:

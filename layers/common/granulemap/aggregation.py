@@ -26,7 +26,7 @@ from granulemap.errors import (
     shortened,
 )
 from granulemap.models import (FIRST_FAILURES, AggregatorEvent, Failure, Item, ItemCounts, Summary, as_utc, counted,
-                               days_without_a_granule)
+                               days_without_a_granule, exceeds_tolerance)
 from granulemap.processing import failure_record
 from granulemap.provenance import provenance_record
 from granulemap.recipes import Recipe, failed_at, get_recipe
@@ -155,7 +155,7 @@ def map_stopped(error: dict[str, Any] | None, failures: list[Failure]) -> str | 
 def verdict(counts: ItemCounts, unit: str, tolerance: float, failures: list[Failure]) -> tuple[str, str]:
     """(status, message) of a run whose ``counts`` are in ``unit`` ("items" or "granules")."""
     failed_pct = 100.0 * counts.failed / counts.total if counts.total else 0.0
-    if failed_pct > tolerance:
+    if exceeds_tolerance(counts.failed, counts.total, tolerance):
         return "FAILED", (
             f"{counts.failed} of {counts.total} {unit} failed ({failed_pct:.1f}%), more than the tolerated "
             f"{tolerance:g}%{FIRST_FAILURES}"

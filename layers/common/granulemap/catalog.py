@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import fnmatch
 import json
+import math
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -28,6 +29,7 @@ from granulemap.models import (
     RunContext,
     as_utc,
     days_without_a_granule,
+    exceeds_tolerance,
     may_hold_data_in,
     parse_model,
     utc_day,
@@ -371,17 +373,25 @@ def build_catalog(
         map=MapConfig(
             max_concurrency=execution.max_concurrency or settings.default_max_concurrency,
             tolerated_failure_percentage=tolerance,
-            item_tolerated_failure_percentage=100.0 if recipe.per_granule else _of_the_map(tolerance, len(items),
-                                                                                         len(to_do)),
+            item_tolerated_failure_percentage=100 if recipe.per_granule else _of_the_map(tolerance, len(items),
+                                                                                       len(to_do)),
         ),
     )
 
 
-def _of_the_map(tolerance: float, count: int, map_count: int) -> float:
-    """The Map's share of failed items that is the run's ``tolerance`` of all its ``count`` items: the Map runs only
-    the ``map_count`` not yet done, and judges its failed children against those (failed / map_count > tolerated
-    share is failed / count > tolerance). A hair more (1e-6 %), so that float rounding never makes the Map stop a
-    run that Aggregate, which judges the run, would let pass."""
-    if not map_count or map_count == count:
-        return tolerance
-    return min(100.0, tolerance * count / map_count + 1e-6)
+def _of_the_map(tolerance: float, count: int, map_count: int) -> int:
+    """The Distributed Map's tolerated percentage for a run that tolerates ``tolerance`` % of its ``count`` items:
+    the Map runs only the ``map_count`` not yet done, judges its failed children against those, and takes a whole
+    percentage (ToleratedFailurePercentagePath "must resolve to a positive integer between 0 and 100"). The run may
+    lose ``allowed`` items (Aggregate's rule, models.exceeds_tolerance); the Map gets the least whole percentage that
+    lets that many of its items fail, ceil(100 allowed / map_count). With up to 100 items to run, one more failure is
+    then over it, so the Map stops exactly when the run has failed; with more, a whole percent is more than one item,
+    and the Map may run on past the run's tolerance (Aggregate, which judges the run, fails it all the same)."""
+    if not map_count:  # nothing to run: the run's own, whole
+        return min(100, math.ceil(tolerance))
+    allowed = min(count, int(tolerance * count / 100))
+    while allowed < count and not exceeds_tolerance(allowed + 1, count, tolerance):  # float rounding, either way
+        allowed += 1
+    while allowed and exceeds_tolerance(allowed, count, tolerance):
+        allowed -= 1
+    return min(100, -(-100 * allowed // map_count))

@@ -299,15 +299,22 @@ class CatalogRef(_Strict):
         return self.count - self.map_count if self.map_count is not None else 0
 
 
+def exceeds_tolerance(failed: int, total: int, tolerance: float) -> bool:
+    """Whether ``failed`` of ``total`` is more than ``tolerance`` percent: the rule a run is judged by (Aggregate), and
+    which the Distributed Map's own tolerance is made to follow (catalog)."""
+    return bool(total) and 100.0 * failed / total > tolerance
+
+
 class MapConfig(_Strict):
     max_concurrency: int
     tolerated_failure_percentage: float
     """The run's tolerance, which Aggregate enforces: of items, or of granules for a per-granule recipe."""
-    item_tolerated_failure_percentage: float
-    """What the Distributed Map itself tolerates (it counts failed items, of those it runs: the items not yet done):
-    ``tolerated_failure_percentage`` of all the run's items, as a share of those, for a recipe whose items are its
-    unit; 100 for a per-granule recipe, whose items differ in size (a partial dekad, a lone granule), so that a few
-    failed granules never fail the Map before Aggregate has counted granules."""
+    item_tolerated_failure_percentage: int = Field(ge=0, le=100)
+    """What the Distributed Map itself tolerates (it counts failed items, of those it runs: the items not yet done), a
+    whole number (Step Functions: ToleratedFailurePercentagePath "must resolve to a positive integer between 0 and
+    100"): for a recipe whose items are its unit, the least that lets as many of them fail as the run tolerates of
+    all its items (catalog); 100 for a per-granule recipe, whose items differ in size (a partial dekad, a lone
+    granule), so that a few failed granules never fail the Map before Aggregate has counted granules."""
     error: dict[str, Any] | None = Field(default=None, exclude=True)
     """Set by the Distributed Map's Catch (ResultPath ``$.map.error``) when the Map itself failed: its Error and
     Cause, which Aggregate puts in the summary's message (read from the state, never written: BuildCatalog's output
