@@ -520,3 +520,18 @@ def test_checking_a_run_s_input_does_not_import_the_x_ray_sdk() -> None:
         "assert 'aws_xray_sdk.core' in sys.modules\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_command_takes_sigterm_and_sighup_but_leaves_a_signal_it_was_told_to_ignore() -> None:
+    """nohup starts a command with SIGHUP ignored: it must go on ignoring it (tests/test_local_signals.py runs a
+    command ended by these signals)."""
+    import subprocess
+    import sys
+
+    script = ("import signal\n"
+              "from granulemap import cli\n"
+              "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+              "cli.stop_on_signals()\n"
+              "print(signal.getsignal(signal.SIGHUP) is signal.SIG_IGN, callable(signal.getsignal(signal.SIGTERM)))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["True", "True"], done.stderr[-2000:]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -357,10 +359,46 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 3
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         again = " (the same command again resumes: what was done is kept)" if args.command == "run" else ""
+        if isinstance(exc, Stopped):
+            print(f"granulemap: stopped by {signal.Signals(exc.signum).name}{again}", file=sys.stderr)
+            return 128 + exc.signum
         print(f"granulemap: interrupted{again}", file=sys.stderr)
         return 130
+
+
+class Stopped(KeyboardInterrupt):
+    """A signal that asks the command to end (SIGTERM: ``kill``, a batch scheduler, an editor's stop button; SIGHUP:
+    its terminal closed), handled as Ctrl-C is: a local run stops its engine, its workers and their fork server
+    (left running, about 300 MB, when the signal ended only the command's own process), and can be resumed."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+STOP_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+def stop_on_signals() -> None:
+    """Raise ``Stopped`` in the main thread at the first of ``STOP_SIGNALS`` (a second ends the process as the signal
+    would); a signal ignored when the command started (``nohup``: SIGHUP) stays ignored. A process forked from this
+    one ends at these signals as any process does (a terminate() sends SIGTERM)."""
+    signums = [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]
+    taken = [signum for signum in signums if signal.getsignal(signum) is signal.SIG_DFL]
+    command = os.getpid()
+
+    def stop(signum: int, frame: object) -> None:
+        for each in taken:  # a second signal ends the process
+            signal.signal(each, signal.SIG_DFL)
+        if os.getpid() != command:  # a forked process, which has this handler too: ended by the signal after all
+            os.kill(os.getpid(), signum)
+            return
+        raise Stopped(signum)
+
+    for signum in taken:
+        signal.signal(signum, stop)
 
 
 def console() -> None:
@@ -377,6 +415,7 @@ def console() -> None:
 
     from multiprocessing import util
 
+    stop_on_signals()
     try:
         code = main()
     except BrokenPipeError:  # the reader left (granulemap recipes | head -1): end as a command killed by SIGPIPE

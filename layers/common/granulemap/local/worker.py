@@ -6,11 +6,14 @@ so that the state machine's Retry and Catch match on the error's name.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import json
 import os
 import signal
 import sys
+import threading
+import time
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -46,7 +49,8 @@ def init_worker(base_env: dict[str, str], log_path: str | None, own_process: boo
     ``own_process``: this is a worker process of the engine's pool (not a thread of the caller's process), which may
     therefore end without tearing down its modules (``_exit_without_finalizing``), and ignores SIGINT: a Ctrl-C in
     a terminal reaches every process of the command, and the engine, interrupted, stops its workers itself (each
-    dying of its own KeyboardInterrupt printed a traceback per worker, and broke the pool under moto's threads)."""
+    dying of its own KeyboardInterrupt printed a traceback per worker, and broke the pool under moto's threads);
+    and it ends by itself when the engine's process has ended without stopping it (``end_with_parent``)."""
     global _base_env
     _base_env = dict(base_env)
     os.environ.update(base_env)
@@ -56,8 +60,47 @@ def init_worker(base_env: dict[str, str], log_path: str | None, own_process: boo
     if own_process:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         atexit.register(_exit_without_finalizing)
+        end_with_parent()
     if log_path:
         send_output_to(log_path)
+
+
+PARENT_WATCH_S = 1.0
+"""How often a worker process looks whether its parent is still there."""
+
+
+def end_with_parent(every_s: float = PARENT_WATCH_S) -> None:
+    """End this worker process soon after its parent: the engine's process (a spawned worker), or the fork server
+    that forked it, which ends when the engine's process does once no worker holds it (``_release_fork_server``).
+
+    A worker waits for work from the engine, and the fork server for the end of every process it forked, both for
+    ever: an engine ended without stopping them (by SIGKILL, or a crash) left them running, about 150 MB each, at
+    every such end. A process whose parent has ended has a new one (the parent's end, not its reaping, moves it)."""
+    _release_fork_server()
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="granulemap-parent-watch", daemon=True).start()
+
+
+def _release_fork_server() -> None:
+    """Close this process's end of its fork server's "alive" pipe. The server ends when every process holding that
+    end has closed it (``multiprocessing.forkserver``): the engine, which has it from starting the server, and each
+    forked process, which multiprocessing hands one so that it could ask the server for processes of its own (a
+    worker never does). Held by the workers, the server outlived an engine killed outright, and so did they."""
+    try:
+        from multiprocessing import forkserver
+    except ImportError:  # no fork server on this platform: the workers were spawned by the engine itself
+        return
+    fd = forkserver._forkserver._forkserver_alive_fd  # set in a forked process only (multiprocessing's _serve_one)
+    if fd is not None:
+        forkserver._forkserver._forkserver_alive_fd = None
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def send_output_to(log_path: str) -> None:
