@@ -176,3 +176,35 @@ def test_a_column_of_words_is_refused_naming_the_columns_that_are_numbers(tmp_pa
     err = capsys.readouterr().err
     assert "column 'granule' is not numbers (it holds 'day-20230101'); columns that are: mean" in err
     assert not series.with_name("daily_granule.png").exists() and "Traceback" not in err
+
+
+def test_out_may_be_a_folder_or_a_png_in_a_folder_not_yet_made(tmp_path: Path, capsys) -> None:
+    """`--out figures` put the picture's bytes at a folder's name (IsADirectoryError), and `--out new/x.png` failed
+    for the missing folder (FileNotFoundError): tracebacks for what a user means plainly."""
+    csv = tmp_path / "run" / "global_mean_sst.csv"
+    csv.parent.mkdir()
+    csv.write_text(HEADER + ROWS)
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    assert _plot(capsys, str(csv), "--out", str(figures)) == figures / "global_mean_sst.png"
+    other = _plot(capsys, str(csv), "--column", "n_valid", "--out", str(figures))
+    assert other == figures / "global_mean_sst-n_valid.png"
+    deep = tmp_path / "new folder" / "deeper" / "sst.png"
+    assert _plot(capsys, str(csv), "--out", str(deep)) == deep
+    for png in (figures / "global_mean_sst.png", figures / "global_mean_sst-n_valid.png", deep):
+        assert png.read_bytes().startswith(b"\x89PNG"), png
+    assert not (csv.parent / "global_mean_sst.png").exists()  # nothing drawn beside the CSV
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--out", "x.jpg"], "the picture is a PNG; give a file name ending .png, or a folder"),
+    (["--time", "2018-12-01"], "--time picks a period of a Zarr store"),
+])
+def test_an_out_that_is_no_png_and_a_time_for_a_csv_are_refused(tmp_path: Path, capsys, args, says) -> None:
+    csv = tmp_path / "global_mean_sst.csv"
+    csv.write_text(HEADER + ROWS)
+    args = [str(tmp_path / a) if a == "x.jpg" else a for a in args]
+    assert main(["plot", str(csv), *args]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["global_mean_sst.csv"]  # nothing written

@@ -313,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("result", metavar="RESULT", help="a run's CSV time series or Zarr store")
     plot.add_argument("--column", help="CSV column or Zarr variable (default: the one the run drew, or h_mean); "
                                        "another CSV column is drawn to NAME-COLUMN.png beside the run's picture")
-    plot.add_argument("--out", help="PNG path (default: next to the result)")
+    plot.add_argument("--out", help="PNG file (its folder made if missing), or a folder for it (default: next to "
+                                     "the result)")
     plot.add_argument("--time", type=_date, help="for a Zarr store: the period containing this day, YYYY-MM-DD "
                                                  "(default: the latest)")
     plot.set_defaults(func=cmd_plot)

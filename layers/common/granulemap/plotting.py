@@ -35,10 +35,19 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
     file name.
 
     For a Zarr store with a time dimension, ``when`` picks the period that contains that day (default: the latest).
+    ``out``: a .png file (its folder made if missing), or a folder to write the picture into under its default name.
     """
     if not result.exists():
         raise InvalidInput(f"{result} does not exist")
+    if out is not None and not out.is_dir() and out.suffix.lower() != ".png":
+        raise InvalidInput(f"--out {out}: the picture is a PNG; give a file name ending .png, or a folder")
+    folder = out if out is not None and out.is_dir() else None  # the picture goes in it, named as by default
+    if folder is not None:
+        out = None
     if result.suffix == ".csv":
+        if when is not None:
+            raise InvalidInput(f"--time picks a period of a Zarr store; {result} is a time series (every time is "
+                               "drawn)")
         from granulemap.recipes.timeseries import csv_to_rows, plot_time_series
 
         rows = csv_to_rows(result.read_bytes())
@@ -85,6 +94,9 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
     else:
         raise InvalidInput(f"{result}: expected a .csv time series or a .zarr store")
     target = out or result.with_suffix(".png")
+    if folder is not None:
+        target = folder / target.name
+    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(png)
     return target
 
