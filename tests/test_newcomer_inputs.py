@@ -242,6 +242,11 @@ def test_another_configuration_in_the_same_out_replaces_the_earlier_products(tmp
     failed = _run(out, broken, "--recipe", "sst-box-mean", "--tolerated-failure-percentage", "0")
     assert failed["status"] == "FAILED"
     assert (out / "global_mean_sst.csv").is_file() and (out / "global_mean_sst.png").is_file()
+    # ... and says that they lie beside its summary.json without being its own
+    (left,) = [n for n in failed["notes"] if "not of this run" in n]
+    assert re.fullmatch(rf"global_mean_sst.csv, global_mean_sst.png in {re.escape(str(out))}: products of "
+                        r"sst-global-mean/[\w.-]+, not of this run \(sst-box-mean/[\w.-]+\), which failed \(.*\)",
+                        left), left
 
     (out / "global_mean_sst.png").write_bytes(b"what granulemap results downloaded over it")  # not the run's now
     second = _run(out, source, "--recipe", "sst-box-mean")
@@ -275,6 +280,33 @@ def test_another_configuration_in_the_same_out_replaces_the_earlier_products(tmp
                             rf"{re.escape(str(out))}; theirs are still in (\S+)", note)
         assert said and said[1] != said[2], note
         assert Path(said[3]) == out / "state" / "outputs" / said[2] and any(Path(said[3]).iterdir())
+
+
+@pytest.mark.slow
+def test_a_run_of_another_configuration_that_writes_no_products_still_replaces_the_earlier_ones(
+        tmp_path: Path, mur25: Path) -> None:
+    """A run that succeeded without products (its folder had no granule of its dates) left the earlier run's CSV and
+    picture beside a summary.json and provenance.json of its own, unsaid: the configuration was known only from
+    the products' names."""
+    source, empty, out = tmp_path / "granules", tmp_path / "empty", tmp_path / "out"
+    source.mkdir()
+    empty.mkdir()
+    shutil.copy(mur25, source / mur25.name)
+    assert _run(out, source, "--recipe", "sst-global-mean")["status"] == "SUCCEEDED"
+    assert (out / "global_mean_sst.csv").is_file()
+    # refused by BuildCatalog (a month without its days' granules): no products, nothing removed, and said
+    assert main(["run", "--recipe", "sst-box-mean", "--period", "2018-11", "--source", str(source), "--out", str(out),
+                 "--quiet"]) == 1
+    refused = json.loads((out / "summary.json").read_text())
+    assert refused["status"] == "FAILED" and (out / "global_mean_sst.csv").is_file()
+    (left,) = [n for n in refused["notes"] if "not of this run" in n]
+    assert left.startswith(f"global_mean_sst.csv, global_mean_sst.png in {out}: products of sst-global-mean/"), left
+    nothing = _run(out, empty, "--recipe", "sst-box-mean")
+    assert nothing["status"] == "SUCCEEDED" and nothing["items"]["total"] == 0
+    assert not (out / "global_mean_sst.csv").exists() and not (out / "global_mean_sst.png").exists()
+    (note,) = [n for n in nothing["notes"] if "were removed" in n]
+    assert re.fullmatch(r"this run \(sst-box-mean/[\w.-]+\) wrote no products, and those of sst-global-mean/[\w.-]+ "
+                        rf"were removed from {re.escape(str(out))}; theirs are still in \S+", note), note
 
 
 def test_a_midnight_datetime_in_a_workspace_input_is_its_day() -> None:

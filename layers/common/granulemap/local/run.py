@@ -195,18 +195,42 @@ class Workspace:
         if engine.state_dir is not None and summary.get("message"):  # the objects it names, as the files kept here
             summary["message"] = summary["message"].replace(f"s3://{engine.bucket}/", f"{engine.state_dir}/")
         summary["outputs"] = local_outputs + [str(out / "summary.json")]
-        if configuration is not None:
-            mine = f"{summary.get('recipe')}/{configuration}"
-            replaced = _replace_other_configurations_products(out, mine, local_outputs,
-                                                              remove=desc["status"] == "SUCCEEDED")
+        mine = (f"{summary.get('recipe')}/{configuration}" if configuration is not None
+                else _configuration_of(execution_input))  # a run that wrote no products: from its input
+        if mine is not None:
+            succeeded = desc["status"] == "SUCCEEDED"
+            replaced, left = _replace_other_configurations_products(out, mine, local_outputs, remove=succeeded)
+            notes = []
             if replaced:  # said, not only done: the CSV of the same name now holds other numbers
                 kept = [str(path) for other in replaced if engine.state_dir is not None
                         and (path := engine.state_dir / layout.OUTPUTS_PREFIX / other).is_dir()]
-                summary["notes"] = [*summary.get("notes", []), (
-                    f"this run's products ({mine}) replaced those of {', '.join(replaced)} in {out}"
-                    + (f"; theirs are still in {', '.join(kept)}" if kept else ""))]
+                done = (f"this run's products ({mine}) replaced those of {', '.join(replaced)} in {out}"
+                        if any(Path(p).name not in _NEVER_PRODUCTS for p in local_outputs) else
+                        f"this run ({mine}) wrote no products, and those of {', '.join(replaced)} were removed from "
+                        f"{out}")
+                notes.append(done + (f"; theirs are still in {', '.join(kept)}" if kept else ""))
+            for other, names in left.items():  # a failed run removes nothing: what lies beside its summary is not its
+                notes.append(f"{', '.join(sorted(names))} in {out}: products of {other}, not of this run ({mine}), "
+                             "which failed (another run's products are removed only by a run that succeeds)")
+            if notes:
+                summary["notes"] = [*summary.get("notes", []), *notes]
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+
+def _configuration_of(execution_input: dict[str, Any]) -> str | None:
+    """``recipe/configuration id`` of a run of ``execution_input``, as BuildCatalog names it (its products' S3 keys);
+    None for an input that names no recipe or parameters it takes."""
+    from granulemap.errors import GranulemapError
+    from granulemap.models import ExecutionInput
+    from granulemap.recipes import get_recipe
+
+    try:
+        execution = ExecutionInput.model_validate(execution_input)
+        recipe = get_recipe(execution.recipe)
+        return f"{recipe.name}/{recipe.config_id(recipe.parse_params(execution.params), execution)}"
+    except (ValueError, GranulemapError):  # pydantic's ValidationError too: the run's summary says what is wrong
+        return None
 
 
 def _failed_summary(run_id: str, execution_input: dict[str, Any], message: str) -> dict[str, Any]:
@@ -239,7 +263,7 @@ def _as_left(path: Path) -> list[int]:
 
 
 def _replace_other_configurations_products(out: Path, configuration: str, written: list[str],
-                                           remove: bool = True) -> list[str]:
+                                           remove: bool = True) -> tuple[list[str], dict[str, list[str]]]:
     """Remove from OUT the products that local runs of other configurations (``recipe/configuration id``) wrote
     there and this run did not write again (left, they lay beside a summary.json and provenance.json that describe
     this run), then record this run's.
@@ -249,7 +273,7 @@ def _replace_other_configurations_products(out: Path, configuration: str, writte
     it; the same configuration's earlier products (an ATL06 period's map; the CSV, when a run found nothing to do)
     stay. After a run that failed (``remove`` False; its products were written all the same) nothing is removed:
     what it wrote over is recorded as its own. Returns the other configurations whose products in OUT this run wrote
-    over or removed."""
+    over or removed, and the names of those it left there (a failed run's), per configuration."""
     import shutil
 
     record_path = out / "logs" / PRODUCTS_RECORD
@@ -288,7 +312,7 @@ def _replace_other_configurations_products(out: Path, configuration: str, writte
             kept.append({"configuration": entry.get("configuration"), "products": left_here})
     products.update({name: _as_left(out / name) for name in mine if (out / name).exists()})
     record_path.write_text(json.dumps([*kept, {"configuration": configuration, "products": products}], indent=1))
-    return others
+    return others, {str(entry["configuration"]): list(entry["products"]) for entry in kept}
 
 
 def run_locally(
