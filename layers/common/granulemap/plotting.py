@@ -39,11 +39,11 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
     """
     if not result.exists():
         raise InvalidInput(f"{result} does not exist")
-    if out is not None and not out.is_dir() and out.suffix.lower() != ".png":
-        raise InvalidInput(f"--out {out}: the picture is a PNG; give a file name ending .png, or a folder")
     folder = out if out is not None and out.is_dir() else None  # the picture goes in it, named as by default
     if folder is not None:
         out = None
+    elif out is not None and out.suffix.lower() != ".png":
+        raise InvalidInput(f"--out {out}: the picture is a PNG; give a file name ending .png, or a folder")
     if result.suffix == ".csv":
         if when is not None:
             raise InvalidInput(f"--time picks a period of a Zarr store; {result} is a time series (every time is "
