@@ -95,7 +95,8 @@ def test_params_default_to_orders_6_and_12_and_are_validated() -> None:
     assert (params.parent_order, params.child_order) == (6, 12)  # type: ignore[attr-defined]
     for bad, field in (({"parent_order": 8, "child_order": 8}, "greater than parent_order"),
                        ({"child_order": 30}, "child_order"), ({"parent_order": -1}, "parent_order"),
-                       ({"parent_order": 0, "child_order": 11}, "at most 10 orders"), ({"order": 5}, "order")):
+                       ({"parent_order": 0, "child_order": 11}, "at most 10 orders"), ({"order": 5}, "order"),
+                       ({"child_order": 18}, "got child_order 18 with parent_order 6: 12 orders")):
         with pytest.raises(InvalidInput, match=field):
             recipe.parse_params(bad)
 

@@ -94,7 +94,8 @@ class Params(BaseModel):
                 f"child_order ({self.child_order}) must be greater than parent_order ({self.parent_order})")
         if self.child_order - self.parent_order > MAX_LEVELS:
             raise ValueError(f"child_order may be at most {MAX_LEVELS} orders finer than parent_order (one parent's "
-                             f"4**(child-parent) cells are one Zarr chunk); got {self.child_order - self.parent_order}")
+                             f"4**(child-parent) cells are one Zarr chunk); got child_order {self.child_order} with "
+                             f"parent_order {self.parent_order}: {self.child_order - self.parent_order} orders")
         return self
 
 
