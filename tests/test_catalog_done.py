@@ -117,9 +117,10 @@ def test_an_s3_source_is_listed_as_a_folder_like_a_local_one(monkeypatch) -> Non
             s3.put_object(Bucket="bkt", Key=key, Body=b"")
         recipe = get_recipe("sst-global-mean")
         for source in ("s3://bkt/sources/mur25", "s3://bkt/sources/mur25/"):
-            got = list_source(source, recipe, __import__("datetime").date(2019, 1, 1),
-                              __import__("datetime").date(2019, 1, 31))
+            got, undated = list_source(source, recipe, __import__("datetime").date(2019, 1, 1),
+                                       __import__("datetime").date(2019, 1, 31))
             assert [g.url for g in got] == [f"s3://bkt/sources/mur25/{name}"], source
+            assert undated == [], source
 
 
 def test_an_s3_source_that_gives_nothing_says_what_its_folder_holds_through_to_the_summary(monkeypatch) -> None:
@@ -190,5 +191,58 @@ def test_a_subfolder_named_like_a_granule_is_not_a_granule(tmp_path) -> None:
     name = "20190101090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"
     (tmp_path / name).mkdir()  # a folder (an unpacked download, say), not a file
     (tmp_path / name.replace("0101", "0102", 1)).write_bytes(b"")
-    got = list_source(str(tmp_path), get_recipe("sst-global-mean"), dt.date(2019, 1, 1), dt.date(2019, 1, 31))
+    got, undated = list_source(str(tmp_path), get_recipe("sst-global-mean"), dt.date(2019, 1, 1),
+                               dt.date(2019, 1, 31))
     assert [g.url for g in got] == [str(tmp_path / name.replace("0101", "0102", 1))]
+    assert undated == []
+
+
+def test_files_of_the_pattern_whose_names_give_no_date_are_noted_in_the_summary(tmp_path, monkeypatch, mur25) -> None:
+    """A folder with the real granule of 2018-12-31, and beside it a land mask and that granule renamed (all *.nc):
+    the run reads the granule, and its summary says which files it could not date, rather than leaving them out in
+    silence (the renamed granule's day counts among those with no granule)."""
+    import datetime as dt
+    import shutil
+
+    import boto3
+    from moto import mock_aws
+
+    from granulemap.aggregation import aggregate
+    from granulemap.catalog import build_catalog
+    from granulemap.models import AggregatorEvent, ProcessorEvent
+    from granulemap.processing import process_item
+    from granulemap.settings import Settings
+    from granulemap.storage import Bucket
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    (tmp_path / mur25.name).symlink_to(mur25)
+    shutil.copyfile(mur25, tmp_path / "mur25_2019-01-01.nc")
+    for file in ("land_mask.nc", "notes.txt"):
+        (tmp_path / file).write_bytes(b"")
+    doc = {"recipe": "sst-global-mean", "start": "2018-12-31", "end": "2019-01-01", "source": str(tmp_path)}
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket="bkt", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        bucket = Bucket("bkt")
+        out = build_catalog(doc, "run-undated", Settings(bucket="bkt"), bucket, now=dt.datetime(2026, 1, 1))
+        note = (f"2 file(s) in {tmp_path} match recipe sst-global-mean's file-name pattern '*.nc' but their names "
+                "give no date, so no run reads them: land_mask.nc, mur25_2019-01-01.nc (a granule keeps the name "
+                "NASA gave it)")
+        assert out.catalog.count == 1 and out.catalog.undated == note
+        for entry in bucket.get_json(out.catalog.map_key):
+            process_item(ProcessorEvent.model_validate({"item": entry, "run": out.run.model_dump(mode="json")}),
+                         bucket)
+        summary = aggregate(AggregatorEvent.model_validate(
+            {"run": out.run.model_dump(mode="json"), "catalog": out.catalog.model_dump(mode="json"),
+             "map": out.map.model_dump(mode="json")}), bucket)
+    assert summary.status == "SUCCEEDED" and summary.granules.succeeded == 1
+    assert summary.notes[:2] == [
+        "1 of the 2 days of 2018-12-31..2019-01-01 have no granule (none was found when the run started), so this run "
+        "added no row for them: 2019-01-01", note]
+    assert summary.message.endswith(f". Note: {summary.notes[0]}. Note: {note}")
+    # a folder of granules only has nothing to note
+    for file in ("land_mask.nc", "mur25_2019-01-01.nc"):
+        (tmp_path / file).unlink()
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket="bkt", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        out = build_catalog(doc, "run-dated", Settings(bucket="bkt"), Bucket("bkt"), now=dt.datetime(2026, 1, 1))
+    assert out.catalog.count == 1 and out.catalog.undated is None

@@ -150,19 +150,33 @@ def _source_folder(source: str) -> tuple[str, list[str], list[str]]:
     return directory, [n for n in entries if n not in folders], folders
 
 
-def list_source(source: str, recipe: Recipe, start: dt.date, end: dt.date) -> list[Granule]:
+def list_source(source: str, recipe: Recipe, start: dt.date, end: dt.date) -> tuple[list[Granule], list[str]]:
     """Granules in a local directory, file:// URL or s3:// prefix ("folder": its "subfolders" are not searched,
-    as a local directory's are not) whose file-name time puts them in the range (``Recipe.may_hold_data_in``)."""
+    as a local directory's are not) whose file-name time puts them in the range (``Recipe.may_hold_data_in``), and
+    the names of the files that match the recipe's file-name pattern but give no time (no run reads them)."""
     where, files, _ = _source_folder(source)
-    granules = []
+    granules, undated = [], []
     for name in files:
         if not fnmatch.fnmatch(name, recipe.file_pattern):
             continue
         when = recipe.granule_time(name)
-        if recipe.may_hold_data_in(when, start, end):
+        if when is None:
+            undated.append(name)
+        elif recipe.may_hold_data_in(when, start, end):
             url = f"{where}{name}" if where.startswith("s3://") else os.path.join(where, name)
             granules.append(Granule(url=url, time=when))
-    return sorted(granules, key=lambda g: (g.time, g.url))
+    return sorted(granules, key=lambda g: (g.time, g.url)), undated
+
+
+def undated_note(source: str, recipe: Recipe, undated: list[str]) -> str | None:
+    """A note for the summary of a run that found granules in ``source``, on the files beside them whose names match
+    the recipe's pattern but give no date (renamed granules, a land mask): no run reads them, and their days count as
+    having no granule."""
+    if not undated:
+        return None
+    return (f"{len(undated)} file(s) in {source} match recipe {recipe.name}'s file-name pattern "
+            f"{recipe.file_pattern!r} but their names give no date, so no run reads them: {first_of(undated, 3)} "
+            "(a granule keeps the name NASA gave it)")
 
 
 def why_no_granules(source: str, recipe: Recipe, start: dt.date, end: dt.date) -> str:
@@ -315,9 +329,9 @@ def build_catalog(
         refuse_a_second_run_of_the_period(plan, earlier_runs(), settings)
     validated, execution, recipe, params = plan.validated, plan.execution, plan.recipe, plan.params
     start, end = plan.start, plan.end
-    provider, collection = None, recipe.collection_of(execution)
+    provider, collection, undated = None, recipe.collection_of(execution), []
     if execution.source is not None:
-        granules = list_source(execution.source, recipe, start, end)
+        granules, undated = list_source(execution.source, recipe, start, end)
     else:
         from granulemap.cmr import search_granules
 
@@ -348,6 +362,7 @@ def build_catalog(
     items = _unique_ids(recipe.make_items(granules, params, execution))
     # A folder that gave nothing: what it holds, for the summary (the name of a subfolder the granules are in, say).
     none_found = why_no_granules(execution.source, recipe, start, end) if execution.source and not items else None
+    undated_files = undated_note(execution.source, recipe, undated) if execution.source and items else None
     # Before prepare, which may write (atl06-cell-stats grows its store): a refused input changes nothing. prepare
     # only adds names (a store id) to items, well within the limit's margin.
     without_footprints = {"granules": {"__all__": {"footprint"}}}
@@ -369,7 +384,7 @@ def build_catalog(
     return CatalogOutput(
         run=run,
         catalog=CatalogRef(bucket=bucket.name, key=key, count=len(items), map_key=map_key, map_count=len(to_do),
-                           none_found=none_found),
+                           none_found=none_found, undated=undated_files),
         map=MapConfig(
             max_concurrency=execution.max_concurrency or settings.default_max_concurrency,
             tolerated_failure_percentage=tolerance,

@@ -292,6 +292,9 @@ class CatalogRef(_Strict):
     map_count: int | None = None
     none_found: str | None = None
     """For a run of a ``source`` folder that gave no items: what the folder holds (catalog.why_no_granules)."""
+    undated: str | None = None
+    """For a run of a ``source`` folder that gave items: a note on its files that match the recipe's pattern but whose
+    names give no date, which no run reads (catalog.undated_note)."""
 
     @property
     def found_done(self) -> int:
