@@ -191,9 +191,47 @@ def test_out_may_be_a_folder_or_a_png_in_a_folder_not_yet_made(tmp_path: Path, c
     assert other == figures / "global_mean_sst-n_valid.png"
     deep = tmp_path / "new folder" / "deeper" / "sst.png"
     assert _plot(capsys, str(csv), "--out", str(deep)) == deep
-    for png in (figures / "global_mean_sst.png", figures / "global_mean_sst-n_valid.png", deep):
+    new = tmp_path / "new figures"  # `--out "new figures/"`: a folder not made yet (a name without a suffix)
+    assert _plot(capsys, str(csv), "--out", f"{new}/") == new / "global_mean_sst.png"
+    for png in (figures / "global_mean_sst.png", figures / "global_mean_sst-n_valid.png", deep,
+                new / "global_mean_sst.png"):
         assert png.read_bytes().startswith(b"\x89PNG"), png
     assert not (csv.parent / "global_mean_sst.png").exists()  # nothing drawn beside the CSV
+
+
+@pytest.mark.parametrize("text, says", [
+    ("time,granule,mean_sst_c\n", "has no rows: nothing to draw"),
+    ("day,granule,mean_sst_c\n2018-12-01,a.nc,19.3\n", "has no column 'time' (columns: day, granule, mean_sst_c)"),
+    (HEADER + ROWS + "notatime,c.nc,19.5,11,1,2\n", "line 4: time 'notatime' is not an ISO 8601 time"),
+])
+def test_a_csv_that_is_no_time_series_is_refused_in_one_line(tmp_path: Path, capsys, text, says) -> None:
+    """A CSV without rows drew an empty chart (exit 0); one without a time column, or with a time that is not one,
+    ended in a traceback (KeyError, ValueError)."""
+    csv = tmp_path / "series.csv"
+    csv.write_text(text)
+    assert main(["plot", str(csv)]) == 2
+    err = capsys.readouterr().err
+    assert says in err and str(csv) in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["series.csv"]  # nothing written
+
+
+def test_a_folder_named_zarr_that_is_no_store_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
+    store = tmp_path / "cells.zarr"
+    store.mkdir()
+    assert main(["plot", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert f"{store} is not a Zarr store xarray can open" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.zarr"]
+
+
+def test_a_picture_that_cannot_be_written_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
+    """Where the picture cannot go (a read-only place; here /proc, where not even root makes a file)."""
+    csv = tmp_path / "global_mean_sst.csv"
+    csv.write_text(HEADER + ROWS)
+    assert main(["plot", str(csv), "--out", "/proc/granulemap-test.png"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the picture /proc/granulemap-test.png: " in err and "(give another --out)" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("args, says", [

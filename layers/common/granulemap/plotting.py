@@ -39,7 +39,8 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
     """
     if not result.exists():
         raise InvalidInput(f"{result} does not exist")
-    folder = out if out is not None and out.is_dir() else None  # the picture goes in it, named as by default
+    # A folder: one that exists, or a name without a suffix (made): the picture goes in it, named as by default.
+    folder = out if out is not None and (out.is_dir() or not out.suffix) else None
     if folder is not None:
         out = None
     elif out is not None and out.suffix.lower() != ".png":
@@ -51,6 +52,7 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
         from granulemap.recipes.timeseries import csv_to_rows, plot_time_series
 
         rows = csv_to_rows(result.read_bytes())
+        _refuse_rows_without_times(result, rows)
         drawn = drawn_by_run(result.with_suffix(".png"))
         default = drawn.column if drawn is not None else _value_column(rows)
         column = column or default
@@ -75,7 +77,11 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
         from granulemap.recipes.atl06.plot import plot_cells
 
         column = column or "h_mean"
-        ds = xr.open_zarr(result)
+        try:
+            ds = xr.open_zarr(result)
+        except Exception as exc:  # noqa: BLE001 - zarr and xarray raise many kinds for a folder that is no store
+            raise InvalidInput(f"{result} is not a Zarr store xarray can open ({type(exc).__name__}: {exc}): give "
+                               "the .zarr folder a run wrote") from None
         per_cell = [name for name in ds.data_vars if "cells" in ds[name].dims]  # not time_bounds
         if column not in per_cell:
             raise InvalidInput(f"{result} has no variable {column!r} per cell; variables: {', '.join(per_cell)}")
@@ -96,9 +102,29 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
     target = out or result.with_suffix(".png")
     if folder is not None:
         target = folder / target.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(png)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(png)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write the picture {target}: {exc.strerror or exc} (give another --out)") from None
     return target
+
+
+def _refuse_rows_without_times(result: Path, rows: list[dict[str, str]]) -> None:
+    """A CSV that is no time series: without rows, without a time column, or with a time that is not ISO 8601."""
+    from granulemap.models import iso_time
+
+    if not rows:
+        raise InvalidInput(f"{result} has no rows: nothing to draw")
+    if "time" not in rows[0]:
+        raise InvalidInput(f"{result} has no column 'time' (columns: {', '.join(map(str, rows[0]))}): expected a time "
+                           "series a run wrote")
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        try:
+            iso_time(str(row["time"]))
+        except ValueError:
+            raise InvalidInput(f"{result}, line {number}: time {row['time']!r} is not an ISO 8601 time "
+                               "(YYYY-MM-DDTHH:MM:SSZ)") from None
 
 
 def column_png_name(series: str, column: str) -> str:
