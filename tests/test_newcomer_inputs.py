@@ -192,6 +192,48 @@ def test_an_out_that_cannot_be_a_folder_is_bad_input_in_one_line(capsys, tmp_pat
     assert err == f"granulemap: cannot make the folder {taken} for the run's products: Not a directory\n"
 
 
+def test_an_out_whose_folder_cannot_be_written_in_is_bad_input_in_one_line(capsys, tmp_path: Path,
+                                                                           mur25: Path) -> None:
+    """An existing folder the run cannot write its lock in (read-only, say; here its lock's name is taken by a
+    folder, which root cannot write over either) gave an OSError traceback and exit 1."""
+    out = tmp_path / "out"
+    (out / ".granulemap-lock").mkdir(parents=True)
+    assert main(["run", "--recipe", "sst-global-mean", "--start", "2018-12-31", "--end", "2018-12-31",
+                 "--source", str(mur25.parent), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"granulemap: cannot write in the folder {out} for the run's products: Is a directory (give "
+                   "another folder)\n")
+    assert sorted(p.name for p in out.iterdir()) == [".granulemap-lock", "logs"]  # nothing else written
+
+
+@pytest.mark.parametrize("option, says", [
+    ("--out", "--out is empty: give a folder for the run's products (made if missing)"),
+    ("--source", "--source is empty: give a folder of granules (or an s3:// prefix)"),
+])
+def test_an_empty_out_or_source_is_refused_before_anything_is_written(capsys, tmp_path: Path, mur25: Path,
+                                                                      monkeypatch, option: str, says: str) -> None:
+    """An unset shell variable (--out "$OUT"): --out "" wrote state/, logs/ and the products into the current folder,
+    and --source "" started the engine before BuildCatalog refused it."""
+    monkeypatch.chdir(tmp_path)
+    given = {"--source": str(mur25.parent), "--out": str(tmp_path / "out"), option: ""}
+    assert main(["run", "--recipe", "sst-global-mean", "--start", "2018-12-31", "--end", "2018-12-31",
+                 "--source", given["--source"], "--out", given["--out"], "--quiet"]) == 2
+    assert capsys.readouterr().err == f"granulemap: {says}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_out_that_is_the_source_folder_is_refused(capsys, tmp_path: Path, mur25: Path) -> None:
+    source = tmp_path / "granules"
+    source.mkdir()
+    (source / mur25.name).symlink_to(mur25)
+    assert main(["run", "--recipe", "sst-global-mean", "--start", "2018-12-31", "--end", "2018-12-31",
+                 "--source", str(source), "--out", f"{source}/", "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"granulemap: --out {source}/ is the --source folder: the run's products, state/ and logs/ would go among the "
+        "granules; give another folder\n")
+    assert [p.name for p in source.iterdir()] == [mur25.name]
+
+
 def test_the_cloud_commands_tell_a_local_run_from_a_deployed_one(capsys, tmp_path: Path) -> None:
     """A local summary's execution ARN given to status/results asked for AWS credentials; its --out folder was
     "not an ARN"."""

@@ -85,8 +85,11 @@ def execution_input(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("start", "end", "period"):  # the input's model says what is missing or too much
         if getattr(args, key, None) is not None:
             doc[key] = getattr(args, key)
-    if getattr(args, "source", None):
-        doc["source"] = str(Path(args.source).resolve()) if not args.source.startswith("s3://") else args.source
+    source = getattr(args, "source", None)
+    if source is not None:
+        if not source.strip():  # an unset shell variable, say: not the current folder
+            raise InvalidInput("--source is empty: give a folder of granules (or an s3:// prefix)")
+        doc["source"] = str(Path(source).resolve()) if not source.startswith("s3://") else source
     for key in ("collection", "max_concurrency", "tolerated_failure_percentage", "group"):
         if getattr(args, key, None) is not None:
             doc[key] = getattr(args, key)
@@ -153,7 +156,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     doc = execution_input(args)
     validate_input(doc, local_settings())
-    summary = run_locally(doc, Path(args.out), workers=args.workers, progress=not args.quiet)
+    if not args.out.strip():  # an unset shell variable, say: the current folder would get state/, logs/, products
+        raise InvalidInput("--out is empty: give a folder for the run's products (made if missing)")
+    out = Path(args.out)
+    if doc.get("source") == str(out.resolve()):
+        raise InvalidInput(f"--out {args.out} is the --source folder: the run's products, state/ and logs/ would go "
+                           "among the granules; give another folder")
+    summary = run_locally(doc, out, workers=args.workers, progress=not args.quiet)
     from granulemap.cloud import print_summary
 
     print_summary(summary)  # a run that found no granules in a folder: its message says what the folder holds
@@ -313,8 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("result", metavar="RESULT", help="a run's CSV time series or Zarr store")
     plot.add_argument("--column", help="CSV column or Zarr variable (default: the one the run drew, or h_mean); "
                                        "another CSV column is drawn to NAME-COLUMN.png beside the run's picture")
-    plot.add_argument("--out", help="PNG file (its folder made if missing), or a folder for it (default: next to "
-                                     "the result)")
+    plot.add_argument("--out", help="PNG file (its folder made if missing), or a folder for it: one that exists, or a "
+                                     "name without a suffix, made (default: next to the result)")
     plot.add_argument("--time", type=_date, help="for a Zarr store: the period containing this day, YYYY-MM-DD "
                                                  "(default: the latest)")
     plot.set_defaults(func=cmd_plot)

@@ -55,7 +55,11 @@ class _Progress:
 def _lock_folder(folder: Path) -> Any:
     """An exclusive lock on FOLDER (its file .granulemap-lock) for as long as the returned file is open: two local
     runs sharing one emulated bucket (FOLDER/state) would each load it once and overwrite each other's objects."""
-    handle = open(folder / ".granulemap-lock", "a+")  # noqa: SIM115 - held open for the workspace's life
+    try:
+        handle = open(folder / ".granulemap-lock", "a+")  # noqa: SIM115 - held open for the workspace's life
+    except OSError as exc:  # a read-only folder, one not ours
+        raise InvalidInput(f"cannot write in the folder {folder} for the run's products: {exc.strerror or exc} "
+                           "(give another folder)") from None
     try:
         import fcntl
     except ImportError:  # Windows: no lock
