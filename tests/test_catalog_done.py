@@ -246,3 +246,45 @@ def test_files_of_the_pattern_whose_names_give_no_date_are_noted_in_the_summary(
         boto3.client("s3").create_bucket(Bucket="bkt", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
         out = build_catalog(doc, "run-dated", Settings(bucket="bkt"), Bucket("bkt"), now=dt.datetime(2026, 1, 1))
     assert out.catalog.count == 1 and out.catalog.undated is None
+
+
+def test_a_granule_named_for_another_day_fails_alone_and_gives_no_row(tmp_path, monkeypatch, mur25) -> None:
+    """The real granule of 2018-12-31 and a copy of it named 2018-12-30 (one dekad, one item): the copy's time is
+    2018-12-31, so it would have given a second row at the real one's time. It fails alone, the run keeps one row."""
+    import csv
+    import datetime as dt
+    import io
+    import shutil
+
+    import boto3
+    from moto import mock_aws
+
+    from granulemap.aggregation import aggregate
+    from granulemap.catalog import build_catalog
+    from granulemap.models import AggregatorEvent, ProcessorEvent
+    from granulemap.processing import process_item
+    from granulemap.settings import Settings
+    from granulemap.storage import Bucket
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    copy = mur25.name.replace("20181231", "20181230")
+    (tmp_path / mur25.name).symlink_to(mur25)
+    shutil.copyfile(mur25, tmp_path / copy)
+    doc = {"recipe": "sst-global-mean", "start": "2018-12-30", "end": "2018-12-31", "source": str(tmp_path),
+           "tolerated_failure_percentage": 50}
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket="bkt", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        bucket = Bucket("bkt")
+        out = build_catalog(doc, "run-misnamed", Settings(bucket="bkt"), bucket, now=dt.datetime(2026, 1, 1))
+        (entry,) = bucket.get_json(out.catalog.map_key)
+        assert len(entry["granules"]) == 2
+        process_item(ProcessorEvent.model_validate({"item": entry, "run": out.run.model_dump(mode="json")}), bucket)
+        summary = aggregate(AggregatorEvent.model_validate(
+            {"run": out.run.model_dump(mode="json"), "catalog": out.catalog.model_dump(mode="json"),
+             "map": out.map.model_dump(mode="json")}), bucket)
+        (series,) = [key for key in summary.outputs if key.endswith(".csv")]
+        rows = list(csv.DictReader(io.StringIO(bucket.get_bytes(series).decode())))
+    assert (summary.status, summary.granules.succeeded, summary.granules.failed) == ("SUCCEEDED", 1, 1)
+    (failure,) = summary.failures
+    assert failure.error == "GranuleUnreadable" and "its name is dated 2018-12-30 09:00Z" in failure.cause
+    assert [(row["time"], row["granule"]) for row in rows] == [("2018-12-31T09:00:00Z", mur25.name)]

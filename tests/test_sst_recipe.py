@@ -318,7 +318,8 @@ def test_the_csv_time_is_the_time_variable_not_the_file_names_stamp(tmp_path: Pa
 def test_cf_time_units_are_read_as_udunits_reads_them(tmp_path: Path, units: str, value: float, want: str) -> None:
     import cftime
 
-    path = _write_l4(tmp_path / "20200101000000-UNITS-L4.nc", lat=[0.0], sst=[[K + 1]], mask=[[1]],
+    stamp = want[:10].replace("-", "")  # the file is named for its day, as a granule is
+    path = _write_l4(tmp_path / f"{stamp}000000-UNITS-L4.nc", lat=[0.0], sst=[[K + 1]], mask=[[1]],
                      time_units=units, time_value=value)
     assert global_mean_sst(path.name, method="ocean", path=str(path))["time"] == want
     assert cftime.num2date(value, units, only_use_cftime_datetimes=False).strftime("%Y-%m-%dT%H:%M:%SZ") == want
@@ -408,6 +409,38 @@ def test_udunits_spellings_of_kelvin_are_read(tmp_path: Path, units: str) -> Non
                      mask=[[1, 1, 1]], units=units)
     got = global_mean_sst(path.name, method="ocean", path=str(path))
     assert got["mean_sst_c"] == pytest.approx(7 / 3, abs=1e-6)
+
+
+@pytest.mark.parametrize("hours", [-23.5, -12, 12, 23.5])
+def test_a_time_less_than_a_day_from_the_names_stamp_is_the_granules(tmp_path: Path, hours: float) -> None:
+    """Products stamp their names at an hour of their own (OSTIA: 12:00 in the name, 00:00 in time)."""
+    named = dt.datetime(2020, 1, 1, 12)
+    when = named + dt.timedelta(hours=hours)
+    path = _write_l4(tmp_path / "20200101120000-UKMO-L4.nc", lat=[0.0], sst=[[K + 1]], mask=[[1]],
+                     time_value=(when - GHRSST_EPOCH).total_seconds())
+    assert global_mean_sst(path.name, method="ocean", path=str(path))["time"] == f"{when:%Y-%m-%dT%H:%M:%S}Z"
+
+
+@pytest.mark.parametrize("name", ["20181215090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc",
+                                  "20190101090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"])
+def test_a_granule_named_for_another_day_than_its_time_is_unreadable_naming_both(tmp_path: Path, mur25: Path,
+                                                                                  name: str) -> None:
+    """The real granule of 2018-12-31 09:00 copied under another day's name: runs find granules by their names'
+    dates, so it would give a row outside the run's range, or a second row at one time beside the right file's."""
+    import shutil
+
+    with netCDF4.Dataset(mur25) as ds:  # its time as netCDF4 and cftime read it
+        real = netCDF4.num2date(ds["time"][0], ds["time"].units, only_use_cftime_datetimes=False)
+    assert real == dt.datetime(2018, 12, 31, 9)
+    path = tmp_path / name
+    shutil.copyfile(mur25, path)
+    for method in ("ocean", "podaac-tutorial"):
+        with pytest.raises(GranuleUnreadable) as raised:
+            global_mean_sst(name, method=method, path=str(path))
+        stamp = time_from_name(name)
+        assert str(raised.value).startswith(
+            f"{name}: its variable 'time' is {real:%Y-%m-%d %H:%M}Z, but its name is dated {stamp:%Y-%m-%d %H:%M}Z")
+        assert "its date stamp 20181231090000" in str(raised.value)
 
 
 # --- S17: the reference time's seconds ----------------------------------------------------------------------------

@@ -473,6 +473,24 @@ def _time(f: h5py.File, name: str) -> dt.datetime:
     return stamp
 
 
+NAME_TIME_TOLERANCE = dt.timedelta(days=1)
+"""How far a granule's ``time`` may lie from its name's date stamp (less than this): a product may stamp its name at
+another hour of the day than its time (OSTIA's 12:00 against 00:00); a file named for another day is a day or more
+off."""
+
+
+def _refuse_a_name_of_another_day(name: str, when: dt.datetime) -> None:
+    """A granule whose time variable is a day or more from its name's date stamp (a renamed file: copied under
+    another day's name) would be found for the name's day and give a row at its own time, outside the run's dates or
+    twice at one time: it fails alone, naming both."""
+    stamp = time_from_name(name)
+    if stamp is not None and abs(when - stamp) >= NAME_TIME_TOLERANCE:
+        raise GranuleUnreadable(
+            f"{name}: its variable 'time' is {when:%Y-%m-%d %H:%M}Z, but its name is dated {stamp:%Y-%m-%d %H:%M}Z, "
+            f"by which runs find it: a file renamed or copied under another day's name? Give it the name NASA gave "
+            f"it (its date stamp {when:%Y%m%d%H%M%S})")
+
+
 @dataclass(frozen=True)
 class OpenWaterRule:
     """Which values of a GHRSST ``mask`` mean open water, as the file's attributes say.
@@ -576,6 +594,7 @@ class GranuleReader:
                 mds = _variable(f, "mask", name)
                 flags = _open_water_rule(mds, name)
             when = _time(f, name)
+            _refuse_a_name_of_another_day(name, when)
             plane = sds.shape[1:] if sds.ndim == 3 else sds.shape  # the first time of (time, lat, lon)
             if plane != (lat.size, lon.size):
                 raise GranuleUnreadable(f"{name}: analysed_sst has shape {plane}, expected ({lat.size}, {lon.size})")
