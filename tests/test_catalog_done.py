@@ -288,3 +288,63 @@ def test_a_granule_named_for_another_day_fails_alone_and_gives_no_row(tmp_path, 
     (failure,) = summary.failures
     assert failure.error == "GranuleUnreadable" and "its name is dated 2018-12-30 09:00Z" in failure.cause
     assert [(row["time"], row["granule"]) for row in rows] == [("2018-12-31T09:00:00Z", mur25.name)]
+
+
+@pytest.mark.parametrize("body, says", [(b"{garbage", "is not JSON (Expecting property name"),
+                                        (b"[1, 2]", "is not a result record (a JSON object with 'result'")])
+def test_a_damaged_stored_result_fails_its_item_alone_naming_it_and_the_way_out(monkeypatch, synthetic_month,
+                                                                                body, says) -> None:
+    """A result object edited by hand (or written by something else): the run that finds it done failed whole
+    (AggregateFailed: JSONDecodeError, naming nothing). Its item fails alone, naming the object and --recompute, the
+    series loses no row, and a run with recompute computes it anew."""
+    import csv
+    import datetime as dt
+    import io
+
+    import boto3
+    from moto import mock_aws
+
+    from granulemap import layout
+    from granulemap.aggregation import aggregate
+    from granulemap.catalog import build_catalog
+    from granulemap.models import AggregatorEvent, ProcessorEvent
+    from granulemap.processing import process_item
+    from granulemap.settings import Settings
+    from granulemap.storage import Bucket
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    source = str(synthetic_month[0].parent)
+    doc = {"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-03", "source": source,
+           "group": "granule", "tolerated_failure_percentage": 50}
+
+    def run(run_id: str, **extra: object):  # type: ignore[no-untyped-def]
+        out = build_catalog({**doc, **extra}, run_id, Settings(bucket="bkt"), bucket, now=dt.datetime(2026, 1, 1))
+        for entry in bucket.get_json(out.catalog.map_key):
+            process_item(ProcessorEvent.model_validate({"item": entry, "run": out.run.model_dump(mode="json")}),
+                         bucket)
+        summary = aggregate(AggregatorEvent.model_validate(
+            {"run": out.run.model_dump(mode="json"), "catalog": out.catalog.model_dump(mode="json"),
+             "map": out.map.model_dump(mode="json")}), bucket)
+        (series,) = [key for key in summary.outputs if key.endswith(".csv")]
+        rows = list(csv.DictReader(io.StringIO(bucket.get_bytes(series).decode())))
+        return out, summary, [row["granule"] for row in rows]
+
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket="bkt", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        bucket = Bucket("bkt")
+        first, _, names = run("run-1")
+        assert names == [p.name for p in synthetic_month]
+        items = bucket.get_json(first.catalog.key)
+        damaged_key = layout.result_key(first.run.recipe, first.run.config_id, items[1]["id"])
+        bucket.put_bytes(damaged_key, body, "application/json")
+        _, summary, names = run("run-2")
+        assert (summary.status, summary.items.skipped, summary.items.failed) == ("SUCCEEDED", 2, 1)
+        (failure,) = summary.failures
+        assert failure.item == items[1]["id"] and failure.error == "ResultDamaged"
+        assert failure.cause.startswith(f"its stored result s3://bkt/{damaged_key} {says}")
+        assert failure.cause.endswith("Run the same dates again with recompute (\"recompute\": true; --recompute) to "
+                                      "compute it anew")
+        assert names == [p.name for p in synthetic_month]  # the series keeps the row the first run wrote
+        _, summary, names = run("run-3", recompute=True)
+        assert (summary.status, summary.items.succeeded, summary.failures) == ("SUCCEEDED", 3, [])
+        assert names == [p.name for p in synthetic_month]

@@ -8,6 +8,7 @@ as by the Map: moto's engine ignores the Map's setting, and the user gets the sa
 from __future__ import annotations
 
 import datetime as dt
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -35,11 +36,32 @@ from granulemap.storage import Bucket, translate_s3_error
 
 _READERS = 16
 NO_RESULT = "NoResult"
+RESULT_DAMAGED = "ResultDamaged"
 
 
 def _fetch(bucket: Bucket, keys: list[str]) -> list[Any | None]:
     with ThreadPoolExecutor(_READERS) as pool:
         return list(pool.map(bucket.get_json_or_none, keys))
+
+
+def _fetch_results(bucket: Bucket, keys: list[str]) -> tuple[list[dict[str, Any] | None], dict[int, str]]:
+    """The stored result records at ``keys`` (None where there is none), and why each one that is not a record is
+    not (by position): not JSON, or JSON without the ``result`` or ``results`` a Processor writes (a file edited by
+    hand, or written by something else). Such a one is left out and its item fails, not the whole run."""
+    def read(key: str) -> tuple[dict[str, Any] | None, str | None]:
+        try:
+            record = bucket.get_json_or_none(key)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            return None, f"not JSON ({exc})"
+        if record is not None and not (isinstance(record, dict) and ("result" in record or
+                                                                     isinstance(record.get("results"), list))):
+            return None, ("not a result record (a JSON object with 'result' or a list of 'results'): "
+                          f"{shortened(json.dumps(record), 200)}")
+        return record, None
+
+    with ThreadPoolExecutor(_READERS) as pool:
+        read_back = list(pool.map(read, keys))
+    return [record for record, _ in read_back], {n: why for n, (_, why) in enumerate(read_back) if why}
 
 
 @dataclass
@@ -57,7 +79,8 @@ class Accounting:
 def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> Accounting:
     """Account for every item of the run's manifest ``items`` from the result and failure objects in S3."""
     run = event.run
-    stored = _fetch(bucket, [layout.result_key(run.recipe, run.config_id, i.id) for i in items])
+    result_keys = [layout.result_key(run.recipe, run.config_id, i.id) for i in items]
+    stored, damaged = _fetch_results(bucket, result_keys)
     # This run's own records: of the items without a result, and of those the Map ran (not found done) whose result
     # is another run's: an item computed again ("recompute") that failed, or some of whose granules failed, left
     # the earlier result in place, which must not stand for this run's failure. (Another run's result with no
@@ -79,6 +102,7 @@ def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> 
         partial = {i.id: p for i, p in zip(own, partials, strict=True) if p is not None and p.get("run_id") == run.run_id}
     stored = [partial.get(i.id) or (None if failure_records.get(i.id) is not None or i.id in earlier else s)
               for i, s in zip(items, stored, strict=True)]
+    position = {item.id: n for n, item in enumerate(items)}
     results: list[dict[str, Any]] = []
     failures: list[Failure] = []
     done = {"succeeded": 0, "skipped": 0}
@@ -98,7 +122,13 @@ def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> 
                 granules["failed"] += 1
             continue
         failure = failure_records.get(item.id)
-        if failure is None and item.id in earlier:
+        why = damaged.get(position[item.id])
+        if failure is None and why is not None:
+            failure = {"item": item.id, "error": RESULT_DAMAGED,
+                       "cause": f"its stored result s3://{bucket.name}/{result_keys[position[item.id]]} is {why}; "
+                                "the run left it out. Run the same dates again with recompute (\"recompute\": true; "
+                                "--recompute) to compute it anew"}
+        elif failure is None and item.id in earlier:
             before = earlier[item.id]
             failure = {"item": item.id, "error": NO_RESULT,
                        "cause": f"this run ran the item again, and its only result is run {before.get('run_id')}'s, "
