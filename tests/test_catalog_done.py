@@ -197,44 +197,61 @@ def test_a_subfolder_named_like_a_granule_is_not_a_granule(tmp_path) -> None:
     assert undated == []
 
 
-def test_files_of_the_pattern_whose_names_give_no_date_are_noted_in_the_summary(tmp_path, monkeypatch, mur25) -> None:
-    """A folder with the real granule of 2018-12-31, and beside it a land mask and that granule renamed (all *.nc):
-    the run reads the granule, and its summary says which files it could not date, rather than leaving them out in
-    silence (the renamed granule's day counts among those with no granule)."""
+def _steps_in_order(bucket, doc: dict, run_id: str):  # type: ignore[no-untyped-def]
+    """BuildCatalog, the Processor on every item the Map would run, and Aggregate, called in turn in a moto bucket
+    (what the state machine does): the catalog, the summary and the granules in the run's CSV series, in order."""
+    import csv
     import datetime as dt
-    import shutil
-
-    import boto3
-    from moto import mock_aws
+    import io
 
     from granulemap.aggregation import aggregate
     from granulemap.catalog import build_catalog
     from granulemap.models import AggregatorEvent, ProcessorEvent
     from granulemap.processing import process_item
     from granulemap.settings import Settings
+
+    out = build_catalog(doc, run_id, Settings(bucket=bucket.name), bucket, now=dt.datetime(2026, 1, 1))
+    run = out.run.model_dump(mode="json")
+    for entry in bucket.get_json(out.catalog.map_key):
+        process_item(ProcessorEvent.model_validate({"item": entry, "run": run}), bucket)
+    summary = aggregate(AggregatorEvent.model_validate(
+        {"run": run, "catalog": out.catalog.model_dump(mode="json"), "map": out.map.model_dump(mode="json")}), bucket)
+    series = [key for key in summary.outputs if key.endswith(".csv")]
+    rows = list(csv.DictReader(io.StringIO(bucket.get_bytes(series[0]).decode()))) if series else []
+    return out, summary, [(row["time"], row["granule"]) for row in rows]
+
+
+@pytest.fixture
+def moto_bucket(monkeypatch):  # type: ignore[no-untyped-def]
+    import boto3
+    from moto import mock_aws
+
     from granulemap.storage import Bucket
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket="bkt", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        yield Bucket("bkt")
+
+
+def test_files_of_the_pattern_whose_names_give_no_date_are_noted_in_the_summary(tmp_path, moto_bucket, mur25) -> None:
+    """A folder with the real granule of 2018-12-31, and beside it a land mask and that granule renamed (all *.nc):
+    the run reads the granule, and its summary says which files it could not date, rather than leaving them out in
+    silence (the renamed granule's day counts among those with no granule)."""
+    import shutil
+
     (tmp_path / mur25.name).symlink_to(mur25)
     shutil.copyfile(mur25, tmp_path / "mur25_2019-01-01.nc")
     for file in ("land_mask.nc", "notes.txt"):
         (tmp_path / file).write_bytes(b"")
     doc = {"recipe": "sst-global-mean", "start": "2018-12-31", "end": "2019-01-01", "source": str(tmp_path)}
-    with mock_aws():
-        boto3.client("s3").create_bucket(Bucket="bkt", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
-        bucket = Bucket("bkt")
-        out = build_catalog(doc, "run-undated", Settings(bucket="bkt"), bucket, now=dt.datetime(2026, 1, 1))
-        note = (f"2 file(s) in {tmp_path} match recipe sst-global-mean's file-name pattern '*.nc' but their names "
-                "give no date, so no run reads them: land_mask.nc, mur25_2019-01-01.nc (a granule keeps the name "
-                "NASA gave it)")
-        assert out.catalog.count == 1 and out.catalog.undated == note
-        for entry in bucket.get_json(out.catalog.map_key):
-            process_item(ProcessorEvent.model_validate({"item": entry, "run": out.run.model_dump(mode="json")}),
-                         bucket)
-        summary = aggregate(AggregatorEvent.model_validate(
-            {"run": out.run.model_dump(mode="json"), "catalog": out.catalog.model_dump(mode="json"),
-             "map": out.map.model_dump(mode="json")}), bucket)
+    out, summary, rows = _steps_in_order(moto_bucket, doc, "run-undated")
+    note = (f"2 file(s) in {tmp_path} match recipe sst-global-mean's file-name pattern '*.nc' but their names "
+            "give no date, so no run reads them: land_mask.nc, mur25_2019-01-01.nc (a granule keeps the name "
+            "NASA gave it)")
+    assert out.catalog.count == 1 and out.catalog.undated == note
     assert summary.status == "SUCCEEDED" and summary.granules.succeeded == 1
+    assert rows == [("2018-12-31T09:00:00Z", mur25.name)]
     assert summary.notes[:2] == [
         "1 of the 2 days of 2018-12-31..2019-01-01 have no granule (none was found when the run started), so this run "
         "added no row for them: 2019-01-01", note]
@@ -242,109 +259,53 @@ def test_files_of_the_pattern_whose_names_give_no_date_are_noted_in_the_summary(
     # a folder of granules only has nothing to note
     for file in ("land_mask.nc", "mur25_2019-01-01.nc"):
         (tmp_path / file).unlink()
-    with mock_aws():
-        boto3.client("s3").create_bucket(Bucket="bkt", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
-        out = build_catalog(doc, "run-dated", Settings(bucket="bkt"), Bucket("bkt"), now=dt.datetime(2026, 1, 1))
+    out, summary, _ = _steps_in_order(moto_bucket, doc, "run-dated")
     assert out.catalog.count == 1 and out.catalog.undated is None
+    assert not any("give no date" in note for note in summary.notes)
 
 
-def test_a_granule_named_for_another_day_fails_alone_and_gives_no_row(tmp_path, monkeypatch, mur25) -> None:
+def test_a_granule_named_for_another_day_fails_alone_and_gives_no_row(tmp_path, moto_bucket, mur25) -> None:
     """The real granule of 2018-12-31 and a copy of it named 2018-12-30 (one dekad, one item): the copy's time is
     2018-12-31, so it would have given a second row at the real one's time. It fails alone, the run keeps one row."""
-    import csv
-    import datetime as dt
-    import io
     import shutil
 
-    import boto3
-    from moto import mock_aws
-
-    from granulemap.aggregation import aggregate
-    from granulemap.catalog import build_catalog
-    from granulemap.models import AggregatorEvent, ProcessorEvent
-    from granulemap.processing import process_item
-    from granulemap.settings import Settings
-    from granulemap.storage import Bucket
-
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
     copy = mur25.name.replace("20181231", "20181230")
     (tmp_path / mur25.name).symlink_to(mur25)
     shutil.copyfile(mur25, tmp_path / copy)
     doc = {"recipe": "sst-global-mean", "start": "2018-12-30", "end": "2018-12-31", "source": str(tmp_path),
            "tolerated_failure_percentage": 50}
-    with mock_aws():
-        boto3.client("s3").create_bucket(Bucket="bkt", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
-        bucket = Bucket("bkt")
-        out = build_catalog(doc, "run-misnamed", Settings(bucket="bkt"), bucket, now=dt.datetime(2026, 1, 1))
-        (entry,) = bucket.get_json(out.catalog.map_key)
-        assert len(entry["granules"]) == 2
-        process_item(ProcessorEvent.model_validate({"item": entry, "run": out.run.model_dump(mode="json")}), bucket)
-        summary = aggregate(AggregatorEvent.model_validate(
-            {"run": out.run.model_dump(mode="json"), "catalog": out.catalog.model_dump(mode="json"),
-             "map": out.map.model_dump(mode="json")}), bucket)
-        (series,) = [key for key in summary.outputs if key.endswith(".csv")]
-        rows = list(csv.DictReader(io.StringIO(bucket.get_bytes(series).decode())))
+    out, summary, rows = _steps_in_order(moto_bucket, doc, "run-misnamed")
+    (entry,) = moto_bucket.get_json(out.catalog.key)
+    assert len(entry["granules"]) == 2
     assert (summary.status, summary.granules.succeeded, summary.granules.failed) == ("SUCCEEDED", 1, 1)
     (failure,) = summary.failures
     assert failure.error == "GranuleUnreadable" and "its name is dated 2018-12-30 09:00Z" in failure.cause
-    assert [(row["time"], row["granule"]) for row in rows] == [("2018-12-31T09:00:00Z", mur25.name)]
+    assert rows == [("2018-12-31T09:00:00Z", mur25.name)]
 
 
 @pytest.mark.parametrize("body, says", [(b"{garbage", "is not JSON (Expecting property name"),
                                         (b"[1, 2]", "is not a result record (a JSON object with 'result'")])
-def test_a_damaged_stored_result_fails_its_item_alone_naming_it_and_the_way_out(monkeypatch, synthetic_month,
+def test_a_damaged_stored_result_fails_its_item_alone_naming_it_and_the_way_out(moto_bucket, synthetic_month,
                                                                                 body, says) -> None:
     """A result object edited by hand (or written by something else): the run that finds it done failed whole
     (AggregateFailed: JSONDecodeError, naming nothing). Its item fails alone, naming the object and --recompute, the
     series loses no row, and a run with recompute computes it anew."""
-    import csv
-    import datetime as dt
-    import io
-
-    import boto3
-    from moto import mock_aws
-
-    from granulemap import layout
-    from granulemap.aggregation import aggregate
-    from granulemap.catalog import build_catalog
-    from granulemap.models import AggregatorEvent, ProcessorEvent
-    from granulemap.processing import process_item
-    from granulemap.settings import Settings
-    from granulemap.storage import Bucket
-
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
-    source = str(synthetic_month[0].parent)
-    doc = {"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-03", "source": source,
-           "group": "granule", "tolerated_failure_percentage": 50}
-
-    def run(run_id: str, **extra: object):  # type: ignore[no-untyped-def]
-        out = build_catalog({**doc, **extra}, run_id, Settings(bucket="bkt"), bucket, now=dt.datetime(2026, 1, 1))
-        for entry in bucket.get_json(out.catalog.map_key):
-            process_item(ProcessorEvent.model_validate({"item": entry, "run": out.run.model_dump(mode="json")}),
-                         bucket)
-        summary = aggregate(AggregatorEvent.model_validate(
-            {"run": out.run.model_dump(mode="json"), "catalog": out.catalog.model_dump(mode="json"),
-             "map": out.map.model_dump(mode="json")}), bucket)
-        (series,) = [key for key in summary.outputs if key.endswith(".csv")]
-        rows = list(csv.DictReader(io.StringIO(bucket.get_bytes(series).decode())))
-        return out, summary, [row["granule"] for row in rows]
-
-    with mock_aws():
-        boto3.client("s3").create_bucket(Bucket="bkt", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
-        bucket = Bucket("bkt")
-        first, _, names = run("run-1")
-        assert names == [p.name for p in synthetic_month]
-        items = bucket.get_json(first.catalog.key)
-        damaged_key = layout.result_key(first.run.recipe, first.run.config_id, items[1]["id"])
-        bucket.put_bytes(damaged_key, body, "application/json")
-        _, summary, names = run("run-2")
-        assert (summary.status, summary.items.skipped, summary.items.failed) == ("SUCCEEDED", 2, 1)
-        (failure,) = summary.failures
-        assert failure.item == items[1]["id"] and failure.error == "ResultDamaged"
-        assert failure.cause.startswith(f"its stored result s3://bkt/{damaged_key} {says}")
-        assert failure.cause.endswith("Run the same dates again with recompute (\"recompute\": true; --recompute) to "
-                                      "compute it anew")
-        assert names == [p.name for p in synthetic_month]  # the series keeps the row the first run wrote
-        _, summary, names = run("run-3", recompute=True)
-        assert (summary.status, summary.items.succeeded, summary.failures) == ("SUCCEEDED", 3, [])
-        assert names == [p.name for p in synthetic_month]
+    doc = {"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-03",
+           "source": str(synthetic_month[0].parent), "group": "granule", "tolerated_failure_percentage": 50}
+    every = [p.name for p in synthetic_month]
+    first, _, rows = _steps_in_order(moto_bucket, doc, "run-1")
+    assert [name for _, name in rows] == every
+    items = moto_bucket.get_json(first.catalog.key)
+    damaged_key = layout.result_key(first.run.recipe, first.run.config_id, items[1]["id"])
+    moto_bucket.put_bytes(damaged_key, body, "application/json")
+    _, summary, rows = _steps_in_order(moto_bucket, doc, "run-2")
+    assert (summary.status, summary.items.skipped, summary.items.failed) == ("SUCCEEDED", 2, 1)
+    (failure,) = summary.failures
+    assert failure.item == items[1]["id"] and failure.error == "ResultDamaged"
+    assert failure.cause.startswith(f"its stored result s3://bkt/{damaged_key} {says}")
+    assert failure.cause.endswith("Run the same dates again with recompute (\"recompute\": true; --recompute) to "
+                                  "compute it anew")
+    assert [name for _, name in rows] == every  # the series keeps the row the first run wrote
+    _, summary, rows = _steps_in_order(moto_bucket, {**doc, "recompute": True}, "run-3")
+    assert (summary.status, summary.items.succeeded, summary.failures) == ("SUCCEEDED", 3, [])
+    assert [name for _, name in rows] == every
