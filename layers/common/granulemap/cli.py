@@ -431,9 +431,16 @@ def console() -> None:
     except BrokenPipeError:  # the reader left (granulemap recipes | head -1): end as a command killed by SIGPIPE
         code = 128 + 13
     # A worker still alive here was left by a shut-down that an interrupt cut short: multiprocessing's exit work
-    # would wait for it forever (a worker waits for work until told to stop).
-    for child in multiprocessing.active_children():
+    # would wait for it forever (a worker waits for work until told to stop). One forked a moment before may lose
+    # the SIGTERM (Python drops a signal that comes before the child is set up after the fork): then SIGKILL.
+    children = multiprocessing.active_children()
+    for child in children:
         child.terminate()
+    for child in children:
+        child.join(timeout=2.0)
+        if child.is_alive():
+            child.kill()
+            child.join()
     util._exit_function()  # what multiprocessing does at exit: its temporary folder (the fork server's socket) goes
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
