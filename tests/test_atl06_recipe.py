@@ -585,6 +585,8 @@ def test_an_unreadable_granule_fails_as_its_own_item_and_the_others_finish(moto_
     assert all(i.id.startswith(failed.split("-unreadable-")[0] + "-") for i in run.items)  # one common start
     failure = next(iter(run.failures.values()))
     assert failure["error"] == "GranuleUnreadable" and broken.name in failure["cause"]
+    assert "GranuleUnreadable" not in failure["cause"]  # the error's name once, as the error (it was in the cause too)
+    assert failure["cause"].startswith(f"{broken.name} is not an HDF5 file h5coro can read: ")
     assert run.summary.items.failed == 1 and run.summary.items.succeeded == len(run.items) - 1 >= 3
     # the cells the broken granule would have touched are unknown: the store says the period lacks it
     assert xr.open_zarr(run.store).attrs["incomplete_periods"]["2019-03-04/2019-03-28"] == {

@@ -244,6 +244,12 @@ def test_a_failure_is_printed_once_not_in_the_verdict_and_again_below(capsys) ->
         for d in range(1, 5):  # each failure once, on its own line
             assert sum(f"2018122{d}.nc" in line for line in lines) == 1
             assert f"  failed 2018122{d}.nc: GranuleUnreadable: truncated {d}" in lines
+    # and each note once, on its own line (Aggregate's message ends with them, ". Note: ..." each)
+    notes = ["1 of the 10 days of 2018-12-21..2018-12-31 have no granule", "2 file(s) in /data give no date"]
+    print_summary({**summary, "message": message + "".join(f". Note: {note}" for note in notes), "notes": notes})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "4 of 10 granules failed (40.0%), more than the tolerated 5%"
+    assert [line for line in lines if "day" in line or "no date" in line] == [f"note: {note}" for note in notes]
 
 
 def test_recompute_is_part_of_the_execution_input_only_when_asked() -> None:

@@ -307,6 +307,8 @@ def print_summary(summary: dict[str, Any], file: Any = None, failures_shown: int
                  for f in summary.get("failures", [])]
     if message and described:  # the verdict's first failures (summary.json's first) are listed below, one a line
         message = message.replace(FIRST_FAILURES + "; ".join(described[:3]), "")
+    for note in summary.get("notes", []):  # and its notes, one a line
+        message = message.replace(f". Note: {note}", "") if message else message
     if message and (summary["status"] != "SUCCEEDED" or not counts["total"]):  # why it failed, or why nothing ran
         print(message, file=file)
     for line in described[:failures_shown]:

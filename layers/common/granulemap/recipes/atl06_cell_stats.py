@@ -31,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import granulemap
 from granulemap import layout
-from granulemap.errors import CatalogError, CredentialsExpired, GranuleUnreadable, InvalidInput, PermanentItemError
+from granulemap.errors import (CatalogError, CredentialsExpired, GranuleUnreadable, InvalidInput, PermanentItemError,
+                               VariableMissing)
 from granulemap.granule_access import GranuleAccess
 from granulemap.grouping import item_id_for
 from granulemap.models import ExecutionInput, Granule, Item, RunContext
@@ -113,6 +114,9 @@ class UnreadableItem(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     unreadable: str
+    """Why, as the reader said (it names the file)."""
+    error: str = GranuleUnreadable.__name__
+    """The reader's error (GranuleUnreadable, VariableMissing): the item fails with it."""
 
 
 def _cell_item(parent_order: int, parent: int, granules: list[Granule], period: Period,
@@ -200,7 +204,7 @@ class Atl06CellStats(Recipe):
         if older:
             logger.info("older releases of ATL06 granules left out: each granule is read in its newest release",
                         extra={"left_out": len(older), "first": older[:5]})
-        unreadable: dict[str, str] = {}
+        unreadable: dict[str, UnreadableItem] = {}
         if execution.source is None:
             touched = self._parents_from_cmr(granules, params.parent_order)
         else:
@@ -214,7 +218,7 @@ class Atl06CellStats(Recipe):
                  for parent, members in sorted(by_parent.items())]
         # The period first, as in every item id of this recipe (catalog.mark_done lists by the ids' common start).
         items += [Item(id=f"{period[0]:%Y%m%d}-{period[1]:%Y%m%d}-unreadable-{item_id_for(g.url)}", granules=[g],
-                       extra=UnreadableItem(unreadable=unreadable[g.url]).model_dump())
+                       extra=unreadable[g.url].model_dump())
                   for g in granules if g.url in unreadable]
         return items
 
@@ -233,15 +237,16 @@ class Atl06CellStats(Recipe):
 
     @staticmethod
     def _parents_from_files(granules: list[Granule], order: int, period: Period,
-                            ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+                            ) -> tuple[dict[str, np.ndarray], dict[str, UnreadableItem]]:
         """Parent cells of each file from its own positions measured in the period (a file that may cross its first
         or last midnight: ``time_window``); files that cannot be read, with the reason (they become items of their
         own that fail, so the run accounts for them like any failed item)."""
-        def one(granule: Granule) -> tuple[str, np.ndarray, str | None]:
+        def one(granule: Granule) -> tuple[str, np.ndarray, UnreadableItem | None]:
             try:
                 return granule.url, parents_of_file(granule.url, order, times=time_window(granule.url, period)), None
             except PermanentItemError as exc:
-                return granule.url, np.empty(0, np.int64), f"{type(exc).__name__}: {exc}"
+                return granule.url, np.empty(0, np.int64), UnreadableItem(unreadable=str(exc),
+                                                                          error=type(exc).__name__)
 
         with ThreadPoolExecutor(_CATALOG_READERS) as pool:
             found = list(pool.map(one, granules))
@@ -300,8 +305,10 @@ class Atl06CellStats(Recipe):
     def process(self, item: Item, params: BaseModel, access: GranuleAccess, run: RunContext) -> dict[str, Any]:
         """Statistics of one parent cell's child cells, written to its own region of the run's store."""
         assert isinstance(params, Params)
-        if "unreadable" in item.extra:
-            raise GranuleUnreadable(f"{item.granules[0].url}: {UnreadableItem.model_validate(item.extra).unreadable}")
+        if "unreadable" in item.extra:  # the catalog could not read its positions: the reader's error, as it said it
+            failed = UnreadableItem.model_validate(item.extra)
+            error = VariableMissing if failed.error == VariableMissing.__name__ else GranuleUnreadable
+            raise error(failed.unreadable)
         if "parent_cell" not in item.extra:
             raise InvalidInput(f"item {item.id} is not a parent cell: atl06-cell-stats items come from its own "
                                "catalog (granulemap run), not from single files")
