@@ -123,7 +123,10 @@ def cost(model: dict[str, Any], recommended: dict[str, int] | None) -> dict[str,
         cm = CostModel.load(tmp)
     finally:
         tmp.unlink()
+    from granulemap.cli import local_settings
+
     memory = template_memory()
+    concurrency = local_settings().default_max_concurrency  # a run's without max_concurrency: the stack's default
     sizes = [("template", memory)] + ([("recommended", {**memory, **recommended})] if recommended else [])
     year = (dt.date(2022, 1, 1), dt.date(2022, 12, 31))
     out: dict[str, Any] = {"template_memory": memory, "cases": []}
@@ -133,7 +136,7 @@ def cost(model: dict[str, Any], recommended: dict[str, int] | None) -> dict[str,
         if recipe not in cm.recipes:
             continue
         for label, m in sizes:
-            e = estimate(recipe, start, end, m, cm, items=items)
+            e = estimate(recipe, start, end, m, cm, max_concurrency=concurrency, items=items)
             ours = e.total_usd if per == "year" else e.total_usd / e.items
             out["cases"].append({
                 "recipe": recipe, "what": (f"{start}..{end}, daily granules, {e.items} items" if per == "year"

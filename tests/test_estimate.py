@@ -22,6 +22,12 @@ MEMORY = {"CatalogBuilderFunction": 512, "CredentialFetcherFunction": 256, "Proc
           "AggregatorFunction": 1024}
 
 
+def _estimate(*args, **kwargs) -> est.Estimate:  # type: ignore[no-untyped-def]
+    """est.estimate with 40 parallel Processor calls unless told (the CLI gives template.yaml's DefaultMaxConcurrency:
+    test_the_command_prices_the_template_s_concurrency)."""
+    return est.estimate(*args, **{"max_concurrency": 40, **kwargs})
+
+
 def _model(tmp_path: Path) -> est.CostModel:
     raw = {
         "recipes": {"sst-global-mean": {"compute_s": 0.02, "input_mb": 2.0, "items_per_day": 1}},
@@ -38,7 +44,7 @@ def _model(tmp_path: Path) -> est.CostModel:
 
 def test_a_year_of_daily_granules_costs_what_a_hand_computation_says(tmp_path: Path) -> None:
     model = _model(tmp_path)
-    result = est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 12, 31), MEMORY, model,
+    result = _estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 12, 31), MEMORY, model,
                           max_concurrency=40)
     # By hand. Processor: 0.02 s × 1769/1024 (CPU share below one vCPU) = 0.0345508 s of compute, + 2 MB / 80 MB/s
     # = 0.025 s, + 2 × 0.02 s = 0.04 s (granule's first byte, result PUT) → 0.0995508 s, billed 0.100 s;
@@ -65,7 +71,7 @@ def test_grouped_granules_make_one_item_per_dekad_of_the_range(tmp_path: Path) -
     grouped = est.CostModel.load(tmp_path / "cost_model.json")
     grouped.recipes["sst-global-mean"] = est.RecipeCost(compute_s=0.02, input_mb=2.0, items_per_day=1,
                                                          grouping="dekad")
-    result = est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 12, 31), MEMORY, grouped,
+    result = _estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 12, 31), MEMORY, grouped,
                           max_concurrency=40)
     # By hand: 12 months × 3 dekads = 36 items of 365 granules. One item: 365/36 granules × (0.0345508 s compute +
     # 0.025 s read + 0.02 s first byte) + 0.02 s result PUT.
@@ -79,21 +85,21 @@ def test_grouped_granules_make_one_item_per_dekad_of_the_range(tmp_path: Path) -
     assert by_name["Lambda requests"] == pytest.approx((36 + 3) * 0.20 / 1e6, rel=1e-9)
     assert ("items: 36, one per dekad (the 1st-10th, 11th-20th and 21st-last day of a month) of 365 granules (1 per "
             "day over 365 days)") in result.assumptions  # granules a day: not "items"
-    ungrouped = est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 12, 31), MEMORY, model)
+    ungrouped = _estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 12, 31), MEMORY, model)
     assert result.total_usd < ungrouped.total_usd
     # a range inside one dekad is one item; two days across a dekad's end are two
-    assert est.estimate("sst-global-mean", dt.date(2022, 3, 2), dt.date(2022, 3, 9), MEMORY, grouped).items == 1
-    assert est.estimate("sst-global-mean", dt.date(2022, 3, 10), dt.date(2022, 3, 11), MEMORY, grouped).items == 2
+    assert _estimate("sst-global-mean", dt.date(2022, 3, 2), dt.date(2022, 3, 9), MEMORY, grouped).items == 1
+    assert _estimate("sst-global-mean", dt.date(2022, 3, 10), dt.date(2022, 3, 11), MEMORY, grouped).items == 2
     # several granules a day: a dekad holds at most 16 per item. 4 a day over March 2022: 40, 40 and 44 granules in
     # its dekads → 3 + 3 + 3 items
-    march = est.estimate("sst-global-mean", dt.date(2022, 3, 1), dt.date(2022, 3, 31), MEMORY, grouped, items=124)
+    march = _estimate("sst-global-mean", dt.date(2022, 3, 1), dt.date(2022, 3, 31), MEMORY, grouped, items=124)
     assert march.items == 9
 
 
 def test_memory_above_one_vcpu_does_not_speed_up_compute_and_items_override_the_date_range(tmp_path: Path) -> None:
     model = _model(tmp_path)
     big = dict(MEMORY, ProcessorFunction=3538)  # two vCPUs' worth: a single-threaded item is not faster
-    result = est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 1, 1), big, model, items=10,
+    result = _estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 1, 1), big, model, items=10,
                           max_concurrency=4)
     per_item = 0.02 + 0.025 + 0.04  # 0.085 s, no CPU scaling at ≥ 1,769 MB
     by_name = {what: usd for what, usd, _ in result.lines}
@@ -105,7 +111,7 @@ def test_memory_above_one_vcpu_does_not_speed_up_compute_and_items_override_the_
 
 def test_unknown_recipe_is_named(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="no cost model for recipe 'nope'") as raised:
-        est.estimate("nope", dt.date(2022, 1, 1), dt.date(2022, 1, 2), MEMORY, _model(tmp_path))
+        _estimate("nope", dt.date(2022, 1, 1), dt.date(2022, 1, 2), MEMORY, _model(tmp_path))
     # the command that prices a similar built-in recipe, as written, for the same dates
     (command,) = re.findall(r"granulemap (estimate .*?) for a per-granule", str(raised.value))
     from granulemap.cli import build_parser
@@ -127,18 +133,18 @@ def test_another_collection_is_priced_with_what_make_bench_measured_on_its_granu
                                                         "measured_on": "a big granule"}
     model_path.write_text(json.dumps(raw))
     model = est.CostModel.load(model_path)
-    big = est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 1, 10), MEMORY, model,
+    big = _estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 1, 10), MEMORY, model,
                        collection="BIG-COLLECTION")
     # By hand: 10 items of one granule: 2.0 s × 1769/1024 + 400 MB / 80 MB/s + 2 × 0.02 s = 8.495117... s, billed
     # 8.496 s; × 1 GB × 10.
     by_name = {what: usd for what, usd, _ in big.lines}
     assert by_name["Lambda compute, Processor"] == pytest.approx(10 * 8.496 * 0.0000166667, rel=1e-9)
     assert any("per item (a big granule): 2000.0 ms" in a for a in big.assumptions)
-    default = est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 1, 10), MEMORY, model)
+    default = _estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 1, 10), MEMORY, model)
     assert default.total_usd < big.total_usd
     with pytest.raises(KeyError, match="on collection OTHER: make bench measures it on its default collection and "
                                        "on BIG-COLLECTION"):
-        est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 1, 10), MEMORY, model, collection="OTHER")
+        _estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 1, 10), MEMORY, model, collection="OTHER")
 
     monkeypatch.setattr(est, "COST_MODEL", model_path)
     days = ["--start", "2022-01-01", "--end", "2022-01-10"]
@@ -160,8 +166,8 @@ def test_a_granule_read_by_ranges_pays_each_get_s_first_byte(tmp_path: Path) -> 
     model.recipes["sst-global-mean@BIG"] = dataclasses.replace(one_get, granule_gets=57)
     model.recipes["sst-global-mean@ONE-GET"] = one_get
     days = (dt.date(2022, 1, 1), dt.date(2022, 1, 10))
-    ranged = est.estimate("sst-global-mean", *days, MEMORY, model, collection="BIG")
-    whole = est.estimate("sst-global-mean", *days, MEMORY, model, collection="ONE-GET")
+    ranged = _estimate("sst-global-mean", *days, MEMORY, model, collection="BIG")
+    whole = _estimate("sst-global-mean", *days, MEMORY, model, collection="ONE-GET")
     # By hand, per item: 2.0 s × 1769/1024 + 400 MB / 80 MB/s + 57 × 0.02 s (GETs) + 0.02 s (result PUT)
     # = 9.61507... s, billed 9.616 s; one GET: 8.49507... s, billed 8.496 s; × 1 GB × 10 items.
     assert {w: usd for w, usd, _ in ranged.lines}["Lambda compute, Processor"] == pytest.approx(
@@ -179,7 +185,7 @@ def test_the_shipped_model_prices_a_year_of_mur_0_01_degree_above_mur25() -> Non
     fine = model.recipes[est.cost_key("sst-global-mean", "MUR-JPL-L4-GLOB-v4.1")]
     coarse = model.recipes["sst-global-mean"]
     assert fine.input_mb > 100 * coarse.input_mb and fine.compute_s > 100 * coarse.compute_s  # 625 × the cells
-    costs = [est.estimate("sst-global-mean", *year, MEMORY, model, collection=c).total_usd
+    costs = [_estimate("sst-global-mean", *year, MEMORY, model, collection=c).total_usd
              for c in (None, "MUR-JPL-L4-GLOB-v4.1")]
     assert costs[0] < costs[1]
 
@@ -229,7 +235,7 @@ def test_a_capped_item_count_says_so(tmp_path: Path) -> None:
     model = _model(tmp_path)
     model.recipes["cells"] = dataclasses.replace(model.recipes["sst-global-mean"], items_per_day=2500,
                                                  max_items=49152)
-    result = est.estimate("cells", dt.date(2019, 1, 1), dt.date(2019, 1, 31), MEMORY, model)
+    result = _estimate("cells", dt.date(2019, 1, 1), dt.date(2019, 1, 31), MEMORY, model)
     assert result.items == 49152  # 2,500 × 31 = 77,500 > 49,152
     assert ("items: 49152 (2500 granule × parent-cell pairs (a rough count) a day over 31 days would be 77500, more "
             "than the recipe's 49152 possible items: at most that, each of 77500/49152 = 1.58 granules)"
@@ -269,7 +275,7 @@ def _atl06_by_hand(items: int, granules_per_item: float) -> tuple[float, float]:
 
 def test_a_hundred_atl06_items_cost_what_a_hand_computation_says(tmp_path: Path) -> None:
     """Written out, not through _atl06_by_hand (which follows the estimator's steps)."""
-    result = est.estimate("atl06-cell-stats", dt.date(2022, 1, 1), dt.date(2022, 1, 31), MEMORY, _atl06_model(tmp_path),
+    result = _estimate("atl06-cell-stats", dt.date(2022, 1, 1), dt.date(2022, 1, 31), MEMORY, _atl06_model(tmp_path),
                           items=100)
     # One item, one granule: 0.1 s × 1769/1024 = 0.172754 s + 10.5 MB / 80 MB/s = 0.13125 s + 0.02 s first byte +
     # 0.02 s result PUT = 0.344004 s, billed 0.345 s; × 100 items × 1 GB = 34.5 GB-s.
@@ -287,7 +293,7 @@ def test_a_hundred_atl06_items_cost_what_a_hand_computation_says(tmp_path: Path)
                                        (dt.date(2031, 12, 31), 3652)])
 def test_capped_atl06_items_hold_more_granules_as_the_range_grows(tmp_path: Path, end: dt.date, days: int) -> None:
     model = _atl06_model(tmp_path)
-    result = est.estimate("atl06-cell-stats", dt.date(2022, 1, 1), end, MEMORY, model)
+    result = _estimate("atl06-cell-stats", dt.date(2022, 1, 1), end, MEMORY, model)
     pairs = 2500 * days  # 77,500, 912,500 and 9,130,000 granule × parent-cell pairs: all over the 49,152 cells
     processor_usd, total = _atl06_by_hand(49152, pairs / 49152)
     by_name = {what: usd for what, usd, _ in result.lines}
@@ -303,7 +309,7 @@ def test_capped_atl06_items_hold_more_granules_as_the_range_grows(tmp_path: Path
 def test_a_month_a_year_and_ten_years_of_atl06_cost_more_in_proportion_to_the_granules(tmp_path: Path) -> None:
     model = _atl06_model(tmp_path)
     start = dt.date(2022, 1, 1)
-    runs = [est.estimate("atl06-cell-stats", start, end, MEMORY, model)
+    runs = [_estimate("atl06-cell-stats", start, end, MEMORY, model)
             for end in (dt.date(2022, 1, 31), dt.date(2022, 12, 31), dt.date(2031, 12, 31))]
     processor = [{what: usd for what, usd, _ in r.lines}["Lambda compute, Processor"] for r in runs]
     assert [r.items for r in runs] == [49152] * 3
@@ -322,7 +328,7 @@ def test_a_month_a_year_and_ten_years_of_atl06_cost_more_in_proportion_to_the_gr
 
 def test_below_the_cap_an_atl06_item_is_one_granule_as_before(tmp_path: Path) -> None:
     model = _atl06_model(tmp_path)
-    result = est.estimate("atl06-cell-stats", dt.date(2022, 1, 1), dt.date(2022, 1, 10), MEMORY, model)
+    result = _estimate("atl06-cell-stats", dt.date(2022, 1, 1), dt.date(2022, 1, 10), MEMORY, model)
     processor_usd, total = _atl06_by_hand(25000, 1.0)  # 2,500 × 10 days = 25,000 parent cells < 49,152
     assert result.items == 25000
     assert {w: u for w, u, _ in result.lines}["Lambda compute, Processor"] == pytest.approx(processor_usd, rel=1e-9)
@@ -330,7 +336,7 @@ def test_below_the_cap_an_atl06_item_is_one_granule_as_before(tmp_path: Path) ->
     assert "items: 25000 (2500 granule × parent-cell pairs (a rough count) a day over 10 days)" in result.assumptions
     assert any(a.startswith("per item: 100.0 ms of compute") for a in result.assumptions)
     # --items below the cap: that many one-granule items (bench's 1,000 parent cells)
-    given = est.estimate("atl06-cell-stats", dt.date(2022, 1, 1), dt.date(2022, 1, 1), MEMORY, model, items=1000)
+    given = _estimate("atl06-cell-stats", dt.date(2022, 1, 1), dt.date(2022, 1, 1), MEMORY, model, items=1000)
     assert given.items == 1000 and given.total_usd == pytest.approx(_atl06_by_hand(1000, 1.0)[1], rel=1e-9)
     assert "items: 1000" in given.assumptions
 
@@ -338,14 +344,14 @@ def test_below_the_cap_an_atl06_item_is_one_granule_as_before(tmp_path: Path) ->
 def test_atl06_cost_never_falls_as_the_range_grows_across_the_cap(tmp_path: Path) -> None:
     model = _atl06_model(tmp_path)
     # 19 days: 47,500 one-granule items; 20 days: 50,000 pairs in 49,152 items; cost keeps growing through the cap
-    totals = [est.estimate("atl06-cell-stats", dt.date(2022, 1, 1), dt.date(2022, 1, d), MEMORY, model).total_usd
+    totals = [_estimate("atl06-cell-stats", dt.date(2022, 1, 1), dt.date(2022, 1, d), MEMORY, model).total_usd
               for d in range(15, 26)]
     assert totals == sorted(totals) and len(set(totals)) == len(totals)
 
 
 def test_items_beyond_the_cap_are_more_granules_per_item(tmp_path: Path) -> None:
     model = _atl06_model(tmp_path)
-    result = est.estimate("atl06-cell-stats", dt.date(2022, 1, 1), dt.date(2022, 1, 1), MEMORY, model,
+    result = _estimate("atl06-cell-stats", dt.date(2022, 1, 1), dt.date(2022, 1, 1), MEMORY, model,
                           items=100000)
     assert result.items == 49152
     assert result.total_usd == pytest.approx(_atl06_by_hand(49152, 100000 / 49152)[1], rel=1e-9)
@@ -361,7 +367,7 @@ def test_shipped_cost_model_prices_longer_atl06_ranges_higher() -> None:
     recipe = model.recipes["atl06-cell-stats"]
     start, ends = dt.date(2022, 1, 1), (dt.date(2022, 1, 31), dt.date(2022, 12, 31), dt.date(2027, 12, 31))
     assert recipe.max_items and recipe.items_per_day * 31 > recipe.max_items  # the premise, from the shipped model
-    runs = [est.estimate("atl06-cell-stats", start, end, MEMORY, model) for end in ends]
+    runs = [_estimate("atl06-cell-stats", start, end, MEMORY, model) for end in ends]
     assert [r.items for r in runs] == [recipe.max_items] * 3
     line = lambda run, what: next(usd for name, usd, _ in run.lines if name == what)  # noqa: E731
     processor = [line(r, "Lambda compute, Processor") for r in runs]
@@ -418,7 +424,7 @@ def _estimate_model(tmp_path: Path, grouping: str = "granule"):
 
 
 def test_fewer_items_than_the_concurrency_have_one_cold_start_each(tmp_path: Path) -> None:
-    result = est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 1, 3), MEMORY,
+    result = _estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 1, 3), MEMORY,
                           _estimate_model(tmp_path), max_concurrency=40)
     by_name = {what: usd for what, usd, _ in result.lines}
     assert result.items == 3
@@ -426,7 +432,7 @@ def test_fewer_items_than_the_concurrency_have_one_cold_start_each(tmp_path: Pat
 
 
 def test_two_granules_over_a_year_are_at_most_two_items(tmp_path: Path) -> None:
-    result = est.estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 12, 31), MEMORY,
+    result = _estimate("sst-global-mean", dt.date(2022, 1, 1), dt.date(2022, 12, 31), MEMORY,
                           _estimate_model(tmp_path, "dekad"), items=2)
     assert result.items == 2
     by_name = {what: usd for what, usd, _ in result.lines}
@@ -477,3 +483,21 @@ def test_the_estimates_s3_requests_are_a_real_runs(tmp_path, monkeypatch) -> Non
     reads = calls.pop("GetObject") + calls.pop("HeadObject")  # a HEAD is priced as a GET
     assert {**calls, "GetObject": reads, "PutObject": calls["PutObject"] + writer} == {
         "GetObject": gets, "PutObject": puts, "ListObjectsV2": lists}
+
+
+def test_the_command_prices_the_template_s_concurrency(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Without --max-concurrency, the cold starts are those of the stack's DefaultMaxConcurrency (the estimate said
+    40 whatever template.yaml said)."""
+    from granulemap import cli
+
+    real = cli.local_settings
+
+    def settings(template=None):  # type: ignore[no-untyped-def]
+        return real(template).model_copy(update={"default_max_concurrency": 7})
+
+    monkeypatch.setattr(cli, "local_settings", settings)
+    days = ["--start", "2022-01-01", "--end", "2022-12-31"]
+    assert main(["estimate", "--recipe", "sst-global-mean", *days]) == 0
+    assert "36 items" in (out := capsys.readouterr().out) and "  7 cold starts × " in out
+    assert main(["estimate", "--recipe", "sst-global-mean", *days, "--max-concurrency", "9"]) == 0
+    assert "  9 cold starts × " in capsys.readouterr().out

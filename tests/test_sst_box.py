@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import netCDF4
@@ -60,10 +61,29 @@ def test_antimeridian_box_by_hand(tmp_path: Path) -> None:
     assert got["mean_sst_c"] == pytest.approx(10 / 3, abs=1e-6)
 
 
+@pytest.mark.parametrize("box, says", [
+    ([-500, -5, 10, 5], "west -500 is not a longitude in degrees from -180 to 360"),  # span ≥ 360: would be "all"
+    ([0, -5, 361, 5], "east 361 is not a longitude in degrees from -180 to 360"),
+    ([-180.5, -5, 10, 5], "west -180.5 is not a longitude"),
+    ([0, -100, 20, 5], "south -100 is not a latitude in degrees from -90 to 90"),
+    ([0, -5, 20, 95], "north 95 is not a latitude in degrees from -90 to 90"),
+    ([0, 10, 20, -10], "south (10) must be less than north (-10)"),
+    ([0, 5, 20, 5], "south (5) must be less than north (5)"),  # a box of no height
+    ([float("nan"), -5, 20, 5], "west nan is not a longitude"),
+])
+def test_a_box_outside_the_globe_or_upside_down_is_refused_naming_the_edge(box: list[float], says: str) -> None:
+    with pytest.raises(InvalidInput, match=re.escape(says)):
+        get_recipe("sst-box-mean").parse_params({"box": box})
+
+
+@pytest.mark.parametrize("box", [[-180, -90, 180, 90], [0, -90, 360, 90], [-180, 89.9, -179.9, 90],
+                                 [359, -1, 360, 1], [170, -5, -170, 5]])
+def test_a_box_on_the_limits_of_the_globe_is_taken(box: list[float]) -> None:
+    assert get_recipe("sst-box-mean").parse_params({"box": box}).box == tuple(box)  # type: ignore[attr-defined]
+
+
 def test_box_parameters_are_validated() -> None:
     recipe = get_recipe("sst-box-mean")
-    with pytest.raises(InvalidInput, match="box"):
-        recipe.parse_params({"box": [0, 10, 20, -10]})
     for same in ([30, -10, 30, 10], [180, -10, -180, 10], [200, -10, -160, 10]):
         with pytest.raises(InvalidInput, match="same longitude"):
             recipe.parse_params({"box": same})

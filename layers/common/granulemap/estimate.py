@@ -214,7 +214,7 @@ def dekad_items(start: dt.date, end: dt.date, granules: int) -> int:
 
 
 def estimate(recipe_name: str, start: dt.date, end: dt.date, memory_mb: dict[str, int], model: CostModel,
-             items: int | None = None, max_concurrency: int = 40, collection: str | None = None) -> Estimate:
+             max_concurrency: int, items: int | None = None, collection: str | None = None) -> Estimate:
     """The expected cost of one run. ``memory_mb``: MemorySize of each function (template.yaml's, or overridden);
     ``collection``: another than the recipe's default, whose granules make bench measured (MUR 0.01°)."""
     recipes = sorted(name for name in model.recipes if COLLECTION_SEPARATOR not in name)
@@ -343,7 +343,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     low, high = LAMBDA_MEMORY_RANGE_MB
     if args.memory_mb is not None and not low <= args.memory_mb <= high:
         raise InvalidInput(f"--memory-mb {args.memory_mb}: Lambda's memory sizes are {low} to {high} MB")
-    if not 1 <= args.max_concurrency <= MAX_CONCURRENCY_LIMIT:
+    if args.max_concurrency is not None and not 1 <= args.max_concurrency <= MAX_CONCURRENCY_LIMIT:
         raise InvalidInput(f"--max-concurrency {args.max_concurrency}: 1 to {MAX_CONCURRENCY_LIMIT}, as for a run")
     if args.items is not None and args.items < 0:
         raise InvalidInput(f"--items {args.items}: a count, 0 or more")
@@ -352,7 +352,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     from granulemap.cli import local_settings, local_template
 
     recipe = get_recipe(args.recipe)  # an unknown recipe is named as such, with the installed ones
-    template = local_template()  # read once: the memory sizes, and MaxRangeDays for the notes
+    template = local_template()  # read once: the memory sizes, DefaultMaxConcurrency and MaxRangeDays
+    settings = local_settings(template)
     memory = template_memory(template)
     if args.memory_mb is not None:
         memory["ProcessorFunction"] = args.memory_mb
@@ -363,11 +364,12 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     collection = args.collection if args.collection not in (None, recipe.collection) else None
     try:
         result = estimate(args.recipe, start, end, memory, model, items=args.items,
-                          max_concurrency=args.max_concurrency, collection=collection)
+                          max_concurrency=args.max_concurrency or settings.default_max_concurrency,
+                          collection=collection)
     except KeyError as exc:
         raise InvalidInput(str(exc.args[0])) from None
     print(render(args.recipe, result))
-    for note in range_notes(recipe, start, end, local_settings(template).max_range_days):
+    for note in range_notes(recipe, start, end, settings.max_range_days):
         print(f"note: {note}")
     return 0
 
@@ -404,6 +406,7 @@ def add_estimate_command(sub: argparse._SubParsersAction) -> None:  # type: igno
                           "by dekad, so the items reported are fewer: 365 daily granules are 36 items); parent cells "
                           f"of one granule each for atl06-cell-stats (at most {ORDER6_CELLS} items: beyond, N counts "
                           "granule × parent-cell pairs, more granules per item). Default: from the date range")
-    est.add_argument("--max-concurrency", type=int, default=40, dest="max_concurrency",
-                     help="parallel Processor calls (sets the number of cold starts; default 40)")
+    est.add_argument("--max-concurrency", type=int, dest="max_concurrency",
+                     help="parallel Processor calls (sets the number of cold starts; default: DefaultMaxConcurrency "
+                          "in template.yaml)")
     est.set_defaults(func=cmd_estimate)

@@ -47,10 +47,14 @@ class Params(BaseModel):
     @model_validator(mode="after")
     def _check_box(self) -> Params:
         west, south, east, north = self.box
-        if not (-180 <= west <= 360 and -180 <= east <= 360):
-            raise ValueError("box: west and east must be longitudes in degrees")
-        if not (-90 <= south < north <= 90):
-            raise ValueError("box: need -90 <= south < north <= 90")
+        for name, lon in (("west", west), ("east", east)):
+            if not -180 <= lon <= 360:
+                raise ValueError(f"box: {name} {lon:g} is not a longitude in degrees from -180 to 360")
+        for name, lat in (("south", south), ("north", north)):
+            if not -90 <= lat <= 90:
+                raise ValueError(f"box: {name} {lat:g} is not a latitude in degrees from -90 to 90")
+        if not south < north:
+            raise ValueError(f"box: south ({south:g}) must be less than north ({north:g})")
         if lon_span(west, east) == 0:
             raise ValueError(f"box: west and east are the same longitude ({west:g}, {east:g}): a box of no width "
                              "(for every longitude, give west -180 and east 180)")
