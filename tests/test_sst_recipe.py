@@ -129,6 +129,18 @@ def test_other_products_float_celsius_and_reordered_flags(tmp_path: Path) -> Non
     assert got["mean_sst_c"] == pytest.approx((1.5 + 2.5 + 3.5) / 3, abs=1e-6)  # equal weights cos(±45°)
 
 
+def test_the_mean_of_a_large_float_field_is_numpys_double_precision_mean(tmp_path: Path) -> None:
+    """A float32 field (no packing, Celsius) of a row of 2**17 warm cells, read a tile at a time: its mean equals
+    numpy's float64 mean of the same float32 values to the 6 decimals written."""
+    rng = np.random.default_rng(7)
+    values = (rng.uniform(25.0, 31.0, 2**17)).astype(np.float32)
+    path = _write_l4(tmp_path / "20200101000000-FLOAT-L4.nc", lat=[0.0], sst=[values], mask=[np.ones(2**17, int)],
+                     dtype="f4", fill=-999.0, units="celsius")
+    got = global_mean_sst(path.name, method="ocean", path=str(path))
+    assert got["n_valid"] == 2**17
+    assert got["mean_sst_c"] == pytest.approx(float(np.mean(values, dtype=np.float64)), abs=1e-6)
+
+
 def test_granule_without_mask_is_a_clear_permanent_error(tmp_path: Path) -> None:
     path = tmp_path / "20200101000000-NOMASK.nc"
     with netCDF4.Dataset(path, "w") as ds:
@@ -285,6 +297,9 @@ def test_cf_flag_values_with_one_word_each_are_read_as_values(tmp_path: Path) ->
     ({"flag_values": (1, 2), "flag_meanings": "1=open-sea, two=land"}, "cannot read"),
     ({"flag_masks": (2, 8), "flag_meanings": "land sea_ice"}, "no flag means open water"),
     ({"flag_meanings": None}, "no flag_meanings"),
+    # several bits in one mask (CF allows it, with flag_values): not one meaning per bit, so not read as bits
+    ({"flag_masks": (1, 6), "flag_meanings": "water land"}, "cannot tell open water"),
+    ({"flag_masks": (1, 2), "flag_values": (1, 3), "flag_meanings": "water land"}, "cannot tell open water"),
 ])
 def test_a_mask_that_cannot_be_read_is_a_permanent_error_naming_file_variable_and_why(tmp_path: Path, attrs,
                                                                                          says: str) -> None:
@@ -441,6 +456,41 @@ def test_a_granule_named_for_another_day_than_its_time_is_unreadable_naming_both
         assert str(raised.value).startswith(
             f"{name}: its variable 'time' is {real:%Y-%m-%d %H:%M}Z, but its name is dated {stamp:%Y-%m-%d %H:%M}Z")
         assert "its date stamp 20181231090000" in str(raised.value)
+
+
+@pytest.mark.parametrize("units", ["hours since 2020-01-01 05:00:00 +05", "hours since 2020-01-01 05:00 +5",
+                                   "hours since 2020-01-01 05:30:00 +5:30", "hours since 2020-01-01 05:30 +0530",
+                                   "hours since 2019-12-31 21:00:00 -3", "hours since 2019-12-31 21:00:00 -03:00"])
+def test_a_zone_of_hours_alone_or_hours_and_minutes_is_read(tmp_path: Path, units: str) -> None:
+    """UDUNITS zones ±h, ±hh, ±h:mm and ±hhmm: each reference time here is 2020-01-01 00:00 UTC (05:00 at +5,
+    05:30 at +5:30, 21:00 the day before at -3), so 9 hours after it is 09:00 UTC."""
+    path = _write_l4(tmp_path / "20200101090000-ZONE-L4.nc", lat=[0.0], sst=[[K + 1]], mask=[[1]],
+                     time_units=units, time_value=9)
+    assert global_mean_sst(path.name, method="ocean", path=str(path))["time"] == "2020-01-01T09:00:00Z"
+
+
+def test_the_fill_value_attribute_wins_over_the_hdf5_fill_value(tmp_path: Path) -> None:
+    """CF: ``_FillValue`` says which values are fill. A file written without netCDF4 may give its HDF5 dataset
+    another fill value (here 0, the HDF5 default): the attribute's -32768 cells are fill, and the 0 cell (0 °C as
+    packed, -273.15 + 273.15) is a value."""
+    path = tmp_path / "20200101090000-H5FILL-L4.nc"
+    packed = np.array([[[-32768, 0, 100]]], dtype="i2")  # fill, 0 °C, 1 °C
+    seconds = (dt.datetime(2020, 1, 1, 9) - GHRSST_EPOCH).total_seconds()
+    with h5py.File(path, "w") as f:
+        f["lat"] = np.array([0.0])
+        f["lon"] = np.array([0.0, 1.0, 2.0])
+        f["time"] = np.array([seconds])
+        f["time"].attrs["units"] = "seconds since 1981-01-01 00:00:00 UTC"
+        sst = f.create_dataset("analysed_sst", data=packed, fillvalue=0)
+        sst.attrs.update({"_FillValue": np.int16(-32768), "scale_factor": np.float32(0.01),
+                          "add_offset": np.float32(273.15), "units": "kelvin"})
+        mask = f.create_dataset("mask", data=np.ones((1, 1, 3), dtype="i1"))
+        mask.attrs.update({"flag_masks": np.array([1, 2, 4, 8, 16], dtype="i1"),
+                           "flag_meanings": "water land optional_lake_surface sea_ice optional_river_surface"})
+    assert h5py.File(path)["analysed_sst"].fillvalue == 0
+    got = global_mean_sst(path.name, method="ocean", path=str(path))
+    assert got["n_valid"] == 2 and got["mean_sst_c"] == pytest.approx(0.5, abs=1e-5)
+    assert got["min_sst_c"] == pytest.approx(0.0, abs=1e-5)
 
 
 # --- S17: the reference time's seconds ----------------------------------------------------------------------------
