@@ -668,3 +668,16 @@ def test_credentials_stored_within_the_minute_are_not_replaced_however_often_ask
         refreshed = credentials.refresh_stored_credentials("POCLOUD", credentials.key_digest(current),
                                                            password_settings(), now=later)
         assert len(rs.calls) == 3 and refreshed.expires == credentials.parse_expiration(new["expiration"])
+
+
+def test_without_the_stack_s_parameter_path_no_other_is_guessed() -> None:
+    """The credentials' SSM path comes from template.yaml (per stack, the only one IAM grants); a Settings without it
+    used a path of its own, which no stack's policy allows."""
+    from granulemap.credentials import parameter_name
+    from granulemap.errors import CredentialsUnavailable
+    from granulemap.settings import Settings
+
+    with pytest.raises(CredentialsUnavailable, match="CREDENTIALS_PARAMETER_PREFIX is not set"):
+        parameter_name("PODAAC", Settings(bucket="bkt"))
+    assert parameter_name("PODAAC", Settings(bucket="bkt", credentials_parameter_prefix="/granulemap/s/creds/")) == (
+        "/granulemap/s/creds/PODAAC")

@@ -306,6 +306,9 @@ def parse_expiration(value: str) -> dt.datetime:
 
 
 def parameter_name(provider: str, settings: Settings) -> str:
+    if not settings.credentials_parameter_prefix:
+        raise CredentialsUnavailable("CREDENTIALS_PARAMETER_PREFIX is not set: template.yaml gives FetchCredentials "
+                                     "and the Processor the stack's SSM path for the DAAC credentials")
     return f"{settings.credentials_parameter_prefix.rstrip('/')}/{provider}"
 
 

@@ -19,7 +19,9 @@ class Settings(BaseModel):
     edl_username_parameter: str | None = None
     edl_password_parameter: str | None = None
     edl_token_parameter: str | None = None
-    credentials_parameter_prefix: str = "/granulemap/daac-credentials"
+    credentials_parameter_prefix: str | None = None
+    """Where FetchCredentials stores the DAAC credentials (SSM): template.yaml sets it per stack, the only path its
+    IAM policies grant (``credentials.parameter_name`` refuses to guess another)."""
     credentials_function: str | None = None
     """The Processor's: the FetchCredentials function it invokes to refresh the stored credentials."""
     aws_region: str | None = None
