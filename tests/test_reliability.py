@@ -420,3 +420,18 @@ def test_an_earlier_runs_partial_record_does_not_count_when_the_item_failed_whol
     assert (found.items.failed, found.items.succeeded, found.items.skipped) == (1, 0, 0)
     assert (found.granules.failed, found.granules.succeeded, found.granules.skipped) == (2, 0, 0)
     assert [f.cause for f in found.failures] == ["both bad"]
+
+
+def test_a_result_computed_at_the_instant_the_run_started_is_not_from_before_it() -> None:
+    """The boundary of which stored results a run may count as done (aggregation's rule): one computed before the run
+    started is what a recompute was to replace; one computed at or after it, an overlapping run's, counts."""
+    import datetime as dt
+
+    from granulemap.aggregation import _computed_before
+
+    started = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC)
+    assert not _computed_before({"computed_at": "2026-12-01T08:00:00+00:00"}, started)
+    assert not _computed_before({"computed_at": "2026-12-01T09:00:00+01:00"}, started)  # the same instant
+    assert _computed_before({"computed_at": "2026-12-01T07:59:59.999999+00:00"}, started)
+    assert _computed_before({"computed_at": "not a time"}, started)  # a record that does not say when: before
+    assert not _computed_before({"computed_at": "2020-01-01T00:00:00Z"}, None)  # granulemap process: not checked

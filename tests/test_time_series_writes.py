@@ -110,6 +110,9 @@ def test_of_two_computations_of_a_granule_the_series_keeps_the_later_whichever_i
     assert {r["granule"]: float(r["value"]) for r in stored} == {"g-1-1": 1.0, "g-1-2": 2.0, "g-1-3": 2.0}
     later = _write(bucket, _at(_rows(1)[:2], "2026-12-01T00:00:00Z", 3.0))  # computed later again: it wins
     assert {r["granule"]: float(r["value"]) for r in later} == {"g-1-1": 3.0, "g-1-2": 3.0, "g-1-3": 2.0}
+    # the same instant (a row merged again as it was, or a clock's tie): the row being merged wins, as a rewrite
+    same = _write(bucket, _at(_rows(1)[:1], "2026-12-01T00:00:00+00:00", 4.0))
+    assert {r["granule"]: float(r["value"]) for r in same} == {"g-1-1": 4.0, "g-1-2": 3.0, "g-1-3": 2.0}
 
 
 def test_a_computed_at_without_an_offset_is_utc(s3) -> None:
