@@ -283,8 +283,17 @@ def test_a_granule_named_for_another_day_fails_alone_and_gives_no_row(tmp_path, 
     assert rows == [("2018-12-31T09:00:00Z", mur25.name)]
 
 
-@pytest.mark.parametrize("body, says", [(b"{garbage", "is not JSON (Expecting property name"),
-                                        (b"[1, 2]", "is not a result record (a JSON object with 'result'")])
+NOT_A_RECORD = "is not a result record (a JSON object with 'result', or with a list of 'results' and of 'failures')"
+
+
+@pytest.mark.parametrize("body, says", [
+    (b"{garbage", "is not JSON (Expecting property name"),
+    (b"[1, 2]", NOT_A_RECORD), (b"null", NOT_A_RECORD), (b'{"oops": 1}', NOT_A_RECORD),
+    (b'{"result": 1, "results": []}', NOT_A_RECORD), (b'{"results": {"a": 1}}', NOT_A_RECORD),
+    (b'{"results": [], "failures": [{"x": 1}]}', "is not a result record (a granule failure it lists is not one: "),
+    (b'{"results": [], "failures": [{"granule": "g", "error": "E", "cause": "c", "item": "i"}]}',
+     "is not a result record (a granule failure it lists is not one: "),
+])
 def test_a_damaged_stored_result_fails_its_item_alone_naming_it_and_the_way_out(moto_bucket, synthetic_month,
                                                                                 body, says) -> None:
     """A result object edited by hand (or written by something else): the run that finds it done failed whole

@@ -528,3 +528,20 @@ def test_the_schedule_s_input_is_refused_for_a_recipe_whose_granules_come_out_we
     assert execution.date_range(now) == (dt.date(2019, 3, 1), dt.date(2019, 3, 31))
     execution, _ = validate_input({"recipe": "sst-global-mean", "period": "previous-month"}, settings, now)
     assert execution.date_range(now) == (dt.date(2019, 3, 1), dt.date(2019, 3, 31))
+
+
+def test_a_damaged_result_is_named_once_as_the_file_kept_here(capsys, tmp_path: Path, mur25: Path) -> None:
+    """A result file under OUT/state edited by hand: the run names it once, as that file (the failure line named it
+    as s3://granulemap-local/..., which a local user cannot open, and the verdict named it again)."""
+    out = tmp_path / "out"
+    command = ["run", "--recipe", "sst-global-mean", "--start", "2018-12-31", "--end", "2018-12-31",
+               "--source", str(mur25.parent), "--out", str(out), "--quiet"]
+    assert main(command) == 0
+    capsys.readouterr()
+    (result,) = (out / "state" / "results").rglob("*.json")
+    result.write_text('{"oops": 1}')
+    assert main(command) == 1
+    printed = capsys.readouterr().out
+    assert printed.count(str(result)) == 1 and "s3://" not in printed
+    (line,) = [line for line in printed.splitlines() if str(result) in line]
+    assert line.startswith("  failed ") and f"ResultDamaged: its stored result {result} is not a result record" in line

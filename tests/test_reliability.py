@@ -398,6 +398,9 @@ class _MemoryBucket:
     def get_json_or_none(self, key):
         return self.objects.get(key)
 
+    def get_bytes_or_none(self, key):
+        return None if key not in self.objects else json.dumps(self.objects[key]).encode()
+
 
 def test_an_earlier_runs_partial_record_does_not_count_when_the_item_failed_whole_in_this_run() -> None:
     from granulemap import layout

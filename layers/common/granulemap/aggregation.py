@@ -46,22 +46,40 @@ def _fetch(bucket: Bucket, keys: list[str]) -> list[Any | None]:
 
 def _fetch_results(bucket: Bucket, keys: list[str]) -> tuple[list[dict[str, Any] | None], dict[int, str]]:
     """The stored result records at ``keys`` (None where there is none), and why each one that is not a record is
-    not (by position): not JSON, or JSON without the ``result`` or ``results`` a Processor writes (a file edited by
-    hand, or written by something else). Such a one is left out and its item fails, not the whole run."""
+    not (by position): not JSON, or not what a Processor writes (a JSON object with a ``result``, or with a list of
+    ``results`` and a list of granule ``failures``) — a file edited by hand, or written by something else. Such a one
+    is left out and its item fails, not the whole run. (What a result holds is the recipe's to judge.)"""
     def read(key: str) -> tuple[dict[str, Any] | None, str | None]:
+        data = bucket.get_bytes_or_none(key)
+        if data is None:
+            return None, None
         try:
-            record = bucket.get_json_or_none(key)
+            record = json.loads(data)
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
             return None, f"not JSON ({exc})"
-        if record is not None and not (isinstance(record, dict) and ("result" in record or
-                                                                     isinstance(record.get("results"), list))):
-            return None, ("not a result record (a JSON object with 'result' or a list of 'results'): "
-                          f"{shortened(json.dumps(record), 200)}")
-        return record, None
+        why = _not_a_record(record)
+        return (None, f"{why}: {shortened(json.dumps(record), 200)}") if why else (record, None)
 
     with ThreadPoolExecutor(_READERS) as pool:
         read_back = list(pool.map(read, keys))
     return [record for record, _ in read_back], {n: why for n, (_, why) in enumerate(read_back) if why}
+
+
+def _not_a_record(record: object) -> str | None:
+    """Why ``record`` is not a result record as the Processor writes one; None if it is."""
+    expected = "not a result record (a JSON object with 'result', or with a list of 'results' and of 'failures')"
+    if not isinstance(record, dict) or ("result" in record) == ("results" in record):
+        return expected
+    if "results" in record:
+        failures = record.get("failures", [])
+        if not isinstance(record["results"], list) or not isinstance(failures, list):
+            return expected
+        for failure in failures:
+            try:  # as Aggregate lists it (account_items)
+                Failure(item="", **failure)
+            except (TypeError, ValueError) as exc:  # not a mapping, a field twice; pydantic's ValidationError
+                return f"not a result record (a granule failure it lists is not one: {shortened(str(exc), 200)})"
+    return None
 
 
 @dataclass

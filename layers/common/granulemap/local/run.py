@@ -73,6 +73,18 @@ def _lock_folder(folder: Path) -> Any:
     return handle
 
 
+def _name_local_files(summary: dict[str, Any], bucket_url: str, state_dir: str) -> None:
+    """The summary's message, failures' causes and notes with the emulated bucket's objects named as the files that
+    keep them (OUT/state/...): a local user cannot open an s3:// address of the local bucket."""
+    if isinstance(summary.get("message"), str):
+        summary["message"] = summary["message"].replace(bucket_url, state_dir)
+    for failure in summary.get("failures") or []:
+        if isinstance(failure, dict) and isinstance(failure.get("cause"), str):
+            failure["cause"] = failure["cause"].replace(bucket_url, state_dir)
+    if isinstance(summary.get("notes"), list):
+        summary["notes"] = [n.replace(bucket_url, state_dir) if isinstance(n, str) else n for n in summary["notes"]]
+
+
 def _make_folder(logs: Path) -> None:
     """OUT/logs, and OUT: a path that cannot be a folder there is bad input (a file of that name, no permission),
     named, not a traceback."""
@@ -196,8 +208,8 @@ class Workspace:
             summary["message"] = (f"{desc.get('error', desc['status'])}: "
                                   f"{readable_cause(desc.get('cause', ''), desc.get('error', desc['status']))}")
         summary["execution"] = {"arn": arn, "status": desc["status"]}
-        if engine.state_dir is not None and summary.get("message"):  # the objects it names, as the files kept here
-            summary["message"] = summary["message"].replace(f"s3://{engine.bucket}/", f"{engine.state_dir}/")
+        if engine.state_dir is not None:  # the objects the summary names, as the files kept here
+            _name_local_files(summary, f"s3://{engine.bucket}/", f"{engine.state_dir}/")
         summary["outputs"] = local_outputs + [str(out / "summary.json")]
         mine = (f"{summary.get('recipe')}/{configuration}" if configuration is not None
                 else _configuration_of(execution_input))  # a run that wrote no products: from its input
