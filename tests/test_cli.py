@@ -541,3 +541,15 @@ def test_the_command_takes_sigterm_and_sighup_but_leaves_a_signal_it_was_told_to
               "print(signal.getsignal(signal.SIGHUP) is signal.SIG_IGN, callable(signal.getsignal(signal.SIGTERM)))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["True", "True"], done.stderr[-2000:]
+
+
+def test_a_granule_failure_names_its_granule_once() -> None:
+    """The readers' messages start with the file's name, which the failure line already leads with."""
+    from granulemap.models import Failure
+
+    failure = Failure(item="20181221-20181231", granule="a.nc", error="GranuleUnreadable", cause="a.nc: truncated")
+    assert failure.described() == "a.nc: GranuleUnreadable: truncated"
+    other = Failure(item="20181221-20181231", granule="a.nc", error="GranuleUnreadable", cause="b.nc: a.nc: x")
+    assert other.described() == "a.nc: GranuleUnreadable: b.nc: a.nc: x"
+    whole = Failure(item="i", error="NoResult", cause="i: gone")  # an item's failure: its cause as it is
+    assert whole.described() == "i: NoResult: i: gone"

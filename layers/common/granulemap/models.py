@@ -382,7 +382,8 @@ class Failure(_Strict):
     def described(self) -> str:
         """As a person reads it: what failed, its error, and where."""
         at = f" (at {self.where})" if self.where else ""
-        return f"{self.granule or self.item}: {self.error}: {self.cause}{at}"
+        cause = self.cause.removeprefix(f"{self.granule}: ") if self.granule else self.cause  # its name once
+        return f"{self.granule or self.item}: {self.error}: {cause}{at}"
 
 
 class ItemCounts(_Strict):

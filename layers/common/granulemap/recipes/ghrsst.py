@@ -34,6 +34,7 @@ import h5py
 import numpy as np
 
 from granulemap.errors import GranuleUnreadable, VariableMissing
+from granulemap.models import utc_day
 from granulemap.recipes.base import time_from_stamp
 
 GHRSST_STAMP = re.compile(r"^(\d{14})-")
@@ -473,22 +474,17 @@ def _time(f: h5py.File, name: str) -> dt.datetime:
     return stamp
 
 
-NAME_TIME_TOLERANCE = dt.timedelta(days=1)
-"""How far a granule's ``time`` may lie from its name's date stamp (less than this): a product may stamp its name at
-another hour of the day than its time (OSTIA's 12:00 against 00:00); a file named for another day is a day or more
-off."""
-
-
 def _refuse_a_name_of_another_day(name: str, when: dt.datetime) -> None:
-    """A granule whose time variable is a day or more from its name's date stamp (a renamed file: copied under
+    """A granule whose time variable is of another UTC day than its name's date stamp (a renamed file: copied under
     another day's name) would be found for the name's day and give a row at its own time, outside the run's dates or
-    twice at one time: it fails alone, naming both."""
+    twice at one time: it fails alone, naming both. Another hour of the same day is a product's own habit (OSTIA
+    stamps 12:00 in its name, 00:00 in its time)."""
     stamp = time_from_name(name)
-    if stamp is not None and abs(when - stamp) >= NAME_TIME_TOLERANCE:
+    if stamp is not None and utc_day(when) != utc_day(stamp):
         raise GranuleUnreadable(
-            f"{name}: its variable 'time' is {when:%Y-%m-%d %H:%M}Z, but its name is dated {stamp:%Y-%m-%d %H:%M}Z, "
-            f"by which runs find it: a file renamed or copied under another day's name? Give it the name NASA gave "
-            f"it (its date stamp {when:%Y%m%d%H%M%S})")
+            f"{name}: its variable 'time' is {when:%Y-%m-%d %H:%M}Z, but its name is dated {stamp:%Y-%m-%d}, by which runs "
+            f"find it: a file renamed or copied under another day's name? Give it the name NASA gave it (dated "
+            f"{when:%Y%m%d})")
 
 
 @dataclass(frozen=True)
