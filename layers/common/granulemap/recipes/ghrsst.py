@@ -482,8 +482,8 @@ def _refuse_a_name_of_another_day(name: str, when: dt.datetime) -> None:
     stamp = time_from_name(name)
     if stamp is not None and utc_day(when) != utc_day(stamp):
         raise GranuleUnreadable(
-            f"{name}: its variable 'time' is {when:%Y-%m-%d %H:%M}Z, but its name is dated {stamp:%Y-%m-%d}, by which runs "
-            f"find it: a file renamed or copied under another day's name? Give it the name NASA gave it (dated "
+            f"{name}: its variable 'time' is {when:%Y-%m-%d %H:%M}Z, but its name is dated {stamp:%Y-%m-%d}, by which "
+            f"runs find it: a file renamed or copied under another day's name? Give it the name NASA gave it (dated "
             f"{when:%Y%m%d})")
 
 
