@@ -54,9 +54,10 @@ STAND_IN = {
                     "ResultPath": "$.catalog", "Next": "Aggregate"},
         "Empty": {"Type": "Pass", "Result": {"bucket": BUCKET, "key": MANIFEST_KEY, "count": 0, "map_count": 0},
                   "ResultPath": "$.catalog", "Next": "Aggregate"},
-        # a run of a source folder that gave nothing: BuildCatalog says what the folder holds
+        # a run of a source folder that gave nothing: BuildCatalog says what the folder holds (and a field of a
+        # newer version's BuildCatalog, which the commands leave aside)
         "EmptyFolder": {"Type": "Pass", "Result": {"bucket": BUCKET, "key": MANIFEST_KEY, "count": 0, "map_count": 0,
-                                                   "none_found": EMPTY_FOLDER},
+                                                   "none_found": EMPTY_FOLDER, "said_by_a_newer_stack": True},
                         "ResultPath": "$.catalog", "Next": "Aggregate"},
         "CatalogFailed": {"Type": "Fail", "Error": "CatalogFailed", "Cause": "CMR refused the search"},
         "ProcessItems": {

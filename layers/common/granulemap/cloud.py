@@ -227,8 +227,10 @@ def _catalogued(sfn: Any, execution_arn: str) -> CatalogRef | None:
     for event in sorted(page["events"], key=lambda e: e["id"]):
         output = (event.get("stateExitedEventDetails") or {}).get("output")
         try:
-            return CatalogRef.model_validate(json.loads(output)["catalog"])
-        except (ValueError, TypeError, KeyError):  # not JSON, no catalog, or not one (ValidationError: a ValueError)
+            catalog = json.loads(output)["catalog"]
+            # the fields this version knows: a newer stack's BuildCatalog may say more
+            return CatalogRef.model_validate({k: v for k, v in catalog.items() if k in CatalogRef.model_fields})
+        except (ValueError, TypeError, KeyError, AttributeError):  # not JSON, no catalog, or not one
             continue
     return None
 
