@@ -215,6 +215,24 @@ def test_a_csv_that_is_no_time_series_is_refused_in_one_line(tmp_path: Path, cap
     assert sorted(p.name for p in tmp_path.iterdir()) == ["series.csv"]  # nothing written
 
 
+def test_a_csv_saved_by_a_spreadsheet_with_a_byte_order_mark_is_drawn(tmp_path: Path, capsys) -> None:
+    csv = tmp_path / "series.csv"
+    csv.write_bytes(b"\xef\xbb\xbf" + (HEADER + ROWS).encode())
+    assert _plot(capsys, str(csv)).read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda p: p.mkdir(), "cannot be read: Is a directory"),
+    (lambda p: p.write_bytes(b"time,granule,v\n2018-12-01T09:00:00Z,caf\xe9.nc,1\n"), "is not UTF-8 text"),
+])
+def test_a_csv_that_cannot_be_read_as_text_is_refused_in_one_line(tmp_path: Path, capsys, make, says) -> None:
+    csv = tmp_path / "series.csv"
+    make(csv)
+    assert main(["plot", str(csv)]) == 2
+    err = capsys.readouterr().err
+    assert f"{csv} {says}" in err and "Traceback" not in err
+
+
 def test_a_folder_named_zarr_that_is_no_store_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
     store = tmp_path / "cells.zarr"
     store.mkdir()

@@ -51,7 +51,12 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
                                "drawn)")
         from granulemap.recipes.timeseries import csv_to_rows, plot_time_series
 
-        rows = csv_to_rows(result.read_bytes())
+        try:
+            rows = csv_to_rows(result.read_bytes())
+        except OSError as exc:  # a folder named *.csv, no permission
+            raise InvalidInput(f"{result} cannot be read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"{result} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         _refuse_rows_without_times(result, rows)
         drawn = drawn_by_run(result.with_suffix(".png"))
         default = drawn.column if drawn is not None else _value_column(rows)

@@ -27,7 +27,9 @@ def rows_to_csv(columns: Sequence[str], rows: list[dict[str, Any]]) -> bytes:
 
 
 def csv_to_rows(data: bytes) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(data.decode())))
+    """The rows of a CSV (UTF-8; a byte-order mark, as a spreadsheet saves one, is not part of the first column's
+    name)."""
+    return list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
 
 
 COMPUTED_AT = "computed_at"
