@@ -229,8 +229,28 @@ def test_an_out_that_is_the_source_folder_is_refused(capsys, tmp_path: Path, mur
     assert main(["run", "--recipe", "sst-global-mean", "--start", "2018-12-31", "--end", "2018-12-31",
                  "--source", str(source), "--out", f"{source}/", "--quiet"]) == 2
     assert capsys.readouterr().err == (
-        f"granulemap: --out {source}/ is the --source folder: the run's products, state/ and logs/ would go among the "
-        "granules; give another folder\n")
+        f"granulemap: {source} is the run's source folder: its products and logs would go among the granules; give "
+        "the run (--out, or the Workspace) another folder\n")
+    assert [p.name for p in source.iterdir()] == [mur25.name]
+    # a file:// source is that folder too (it was resolved as a relative path named "file:")
+    args = build_parser().parse_args(["run", "--recipe", "sst-global-mean", "--start", "2018-12-31", "--end",
+                                      "2018-12-31", "--source", f"file://{source}", "--out", "x"])
+    from granulemap.cli import execution_input
+
+    assert execution_input(args)["source"] == str(source)
+
+
+def test_a_workspace_run_into_its_source_folder_is_refused_before_anything_is_written(tmp_path: Path,
+                                                                                        mur25: Path) -> None:
+    from granulemap.local.run import Workspace
+
+    source = tmp_path / "granules"
+    source.mkdir()
+    (source / mur25.name).symlink_to(mur25)
+    doc = {"recipe": "sst-global-mean", "start": "2018-12-31", "end": "2018-12-31", "source": f"file://{source}/"}
+    with Workspace(tmp_path / "ws") as ws:
+        with pytest.raises(InvalidInput, match=f"{source} is the run's source folder"):
+            ws.run(doc, out=source)
     assert [p.name for p in source.iterdir()] == [mur25.name]
 
 

@@ -89,7 +89,7 @@ def execution_input(args: argparse.Namespace) -> dict[str, Any]:
     if source is not None:
         if not source.strip():  # an unset shell variable, say: not the current folder
             raise InvalidInput("--source is empty: give a folder of granules (or an s3:// prefix)")
-        doc["source"] = str(Path(source).resolve()) if not source.startswith("s3://") else source
+        doc["source"] = str(Path(source.removeprefix("file://")).resolve()) if not source.startswith("s3://") else source
     for key in ("collection", "max_concurrency", "tolerated_failure_percentage", "group"):
         if getattr(args, key, None) is not None:
             doc[key] = getattr(args, key)
@@ -158,11 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     validate_input(doc, local_settings())
     if not args.out.strip():  # an unset shell variable, say: the current folder would get state/, logs/, products
         raise InvalidInput("--out is empty: give a folder for the run's products (made if missing)")
-    out = Path(args.out)
-    if doc.get("source") == str(out.resolve()):
-        raise InvalidInput(f"--out {args.out} is the --source folder: the run's products, state/ and logs/ would go "
-                           "among the granules; give another folder")
-    summary = run_locally(doc, out, workers=args.workers, progress=not args.quiet)
+    summary = run_locally(doc, Path(args.out), workers=args.workers, progress=not args.quiet)
     from granulemap.cloud import print_summary
 
     print_summary(summary)  # a run that found no granules in a folder: its message says what the folder holds

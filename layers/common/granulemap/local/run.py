@@ -85,6 +85,18 @@ def _name_local_files(summary: dict[str, Any], bucket_url: str, state_dir: str) 
         summary["notes"] = [n.replace(bucket_url, state_dir) if isinstance(n, str) else n for n in summary["notes"]]
 
 
+def _refuse_the_source_folder(source: object, folders: list[Path]) -> None:
+    """A run's folder (its ``out``, the Workspace's) that is its source folder: its products, state and logs would go
+    among the granules. Refused before anything is written."""
+    if not isinstance(source, str) or source.startswith("s3://") or not source.strip():
+        return
+    where = Path(source.removeprefix("file://")).resolve()
+    for folder in folders:
+        if folder.resolve() == where:
+            raise InvalidInput(f"{folder} is the run's source folder: its products and logs would go among the "
+                               "granules; give the run (--out, or the Workspace) another folder")
+
+
 def _make_folder(logs: Path) -> None:
     """OUT/logs, and OUT: a path that cannot be a folder there is bad input (a file of that name, no permission),
     named, not a traceback."""
@@ -159,6 +171,7 @@ class Workspace:
         engine = self.engine
         name = execution_name()
         out = (Path(out) if out is not None else self.folder / "runs" / name).resolve()
+        _refuse_the_source_folder(execution_input.get("source"), [out, self.folder])
         _make_folder(out / "logs")
         if not execution_input.get("source"):
             # In AWS no source means a NASA CMR search; here BuildCatalog would try CMR (offline: retried for 45
@@ -337,5 +350,6 @@ def run_locally(
 ) -> dict[str, Any]:
     """``granulemap run``: one execution in a workspace of its own, OUT (OUT/state: a re-run after a crash resumes
     where it stopped); write OUT/summary.json (outputs as local paths) and return it."""
+    _refuse_the_source_folder(execution_input.get("source"), [Path(out)])  # before the Workspace writes in OUT
     with Workspace(out, workers=workers, extra_env=extra_env) as workspace:
         return workspace.run(execution_input, out, progress=progress, timeout=timeout)
