@@ -89,7 +89,8 @@ def execution_input(args: argparse.Namespace) -> dict[str, Any]:
     if source is not None:
         if not source.strip():  # an unset shell variable, say: not the current folder
             raise InvalidInput("--source is empty: give a folder of granules (or an s3:// prefix)")
-        doc["source"] = str(Path(source.removeprefix("file://")).resolve()) if not source.startswith("s3://") else source
+        local = not source.startswith("s3://")
+        doc["source"] = str(Path(source.removeprefix("file://")).resolve()) if local else source
     for key in ("collection", "max_concurrency", "tolerated_failure_percentage", "group"):
         if getattr(args, key, None) is not None:
             doc[key] = getattr(args, key)
