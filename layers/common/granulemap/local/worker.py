@@ -233,6 +233,17 @@ def invoke(spec: dict[str, Any], event: Any) -> tuple[str, bool, str]:
         print(f"[ERROR] {spec['function_name']} {type(exc).__name__}: {exc}\n"
               f"{''.join(traceback.format_exception(exc, chain=False))}", file=sys.stderr)
         return json.dumps(payload), True, ""
+    except (SystemExit, KeyboardInterrupt) as exc:  # the function's code ended its process (sys.exit): in AWS the
+        # runtime exits and the invocation fails as Runtime.ExitError; here the worker goes on serving (not caught,
+        # it ended the engine's thread that waited for it, and the run hung)
+        what = f"{type(exc).__name__}({', '.join(map(repr, exc.args))})"
+        payload = {"errorType": "Runtime.ExitError",
+                   "errorMessage": f"the function's code ended its process: {what}, raised at "
+                                   f"{traceback.format_tb(exc.__traceback__)[-1].strip().splitlines()[0]}",
+                   "stackTrace": traceback.format_tb(exc.__traceback__)}
+        print(f"[ERROR] {spec['function_name']} Runtime.ExitError: {what}\n"
+              f"{''.join(traceback.format_exception(exc, chain=False))}", file=sys.stderr)
+        return json.dumps(payload), True, ""
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
