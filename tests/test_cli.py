@@ -553,3 +553,21 @@ def test_a_granule_failure_names_its_granule_once() -> None:
     assert other.described() == "a.nc: GranuleUnreadable: b.nc: a.nc: x"
     whole = Failure(item="i", error="NoResult", cause="i: gone")  # an item's failure: its cause as it is
     assert whole.described() == "i: NoResult: i: gone"
+
+
+@pytest.mark.parametrize("recompute, says", [
+    ([], "granulemap: interrupted (the same command again resumes: what was done is kept)\n"),
+    (["--recompute"], "granulemap: interrupted (what was done is kept; the same command again computes everything "
+                      "again, as --recompute does: without --recompute it resumes)\n"),
+])
+def test_an_interrupted_run_says_what_the_same_command_again_does(monkeypatch, capsys, recompute, says) -> None:
+    """--recompute computes every item again, so the same command does not resume (it said it would)."""
+    from granulemap import cli
+
+    def interrupted(args):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_run", interrupted)
+    assert cli.main(["run", "--recipe", "sst-global-mean", "--start", "2018-12-31", "--end", "2018-12-31",
+                     "--source", ".", "--out", "x", *recompute]) == 130
+    assert capsys.readouterr().err == says

@@ -1,6 +1,7 @@
-"""A recipe whose process() ends its process (sys.exit, a KeyboardInterrupt of its own): in AWS the runtime exits and
-the invocation fails as Runtime.ExitError. A local run hung for ever (the error ended the engine's thread that waited
-for the worker, and nothing recorded the item); it now fails those items, naming what ended them, and finishes."""
+"""Local runs that do not end as planned. A recipe whose process() ends its process (sys.exit, a KeyboardInterrupt of
+its own): in AWS the runtime exits and the invocation fails as Runtime.ExitError; a local run hung for ever (the error
+ended the engine's thread that waited for the worker, and nothing recorded the item), and now fails those items,
+naming what ended them. A Workspace run interrupted from a notebook is stopped, not left running."""
 
 from __future__ import annotations
 
@@ -71,3 +72,39 @@ def test_a_recipe_that_ends_its_process_fails_its_items_and_the_run_finishes(exi
     assert failed[1][2].startswith("the function's code ended its process: KeyboardInterrupt('from the recipe'), "
                                    "raised at File ")
     assert all("granulemap_test_exits.py" in cause for _, _, cause in failed)
+
+
+PAUSING_RECIPE = EXITING_RECIPE.replace('name = "test-exits"', 'name = "test-pauses"').replace(
+    '''        if item.id == "item-1":
+            sys.exit(3)
+        if item.id == "item-2":
+            raise KeyboardInterrupt("from the recipe")
+''', '''        import time
+        time.sleep(2)
+''').replace("Exits()", "Pauses()").replace("class Exits", "class Pauses")
+
+
+@pytest.fixture
+def pauses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    yield from install_recipe_package(tmp_path / "site", monkeypatch, "granulemap_test_pauses", PAUSING_RECIPE,
+                                      {"test-pauses": "granulemap_test_pauses:recipe"})
+
+
+def test_an_interrupted_workspace_run_is_stopped_and_the_same_input_runs_again(pauses, tmp_path: Path) -> None:
+    """A notebook's interrupt during ws.run left the execution running: the same input again was refused as
+    RunInProgress, with advice (aws stepfunctions stop-execution) that cannot reach the local engine."""
+    import _thread
+    import threading
+
+    from granulemap.local.run import Workspace
+
+    empty = tmp_path / "no-granules"
+    empty.mkdir()
+    doc = {"recipe": "test-pauses", "start": "2020-01-01", "end": "2020-01-31", "source": str(empty)}
+    with Workspace(tmp_path / "ws", workers=2) as ws:
+        threading.Timer(4.0, _thread.interrupt_main).start()  # while items sleep (after the engine's start)
+        with pytest.raises(KeyboardInterrupt):
+            ws.run(doc, out=tmp_path / "first", timeout=120)
+        again = ws.run(doc, out=tmp_path / "again", timeout=120)
+    assert again["status"] == "SUCCEEDED", again["message"]
+    assert again["items"]["total"] == 4 and again["items"]["failed"] == 0

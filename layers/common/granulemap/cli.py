@@ -367,7 +367,10 @@ def main(argv: list[str] | None = None) -> int:
             return 3
         raise
     except KeyboardInterrupt as exc:
-        again = " (the same command again resumes: what was done is kept)" if args.command == "run" else ""
+        again = ("" if args.command != "run" else
+                 " (what was done is kept; the same command again computes everything again, as --recompute does: "
+                 "without --recompute it resumes)" if getattr(args, "recompute", False) else
+                 " (the same command again resumes: what was done is kept)")
         if isinstance(exc, Stopped):
             print(f"granulemap: stopped by {signal.Signals(exc.signum).name}{again}", file=sys.stderr)
             return 128 + exc.signum

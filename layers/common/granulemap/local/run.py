@@ -188,9 +188,12 @@ class Workspace:
         show = _Progress(engine, progress)
         try:
             desc = engine.wait(arn, on_poll=show, timeout=timeout)
-        except TimeoutError:
-            engine.client("stepfunctions").stop_execution(executionArn=arn, error="TimedOut",
-                                                          cause=f"the local run took more than {timeout} s")
+        except (TimeoutError, KeyboardInterrupt) as exc:
+            # Stopped, not left running: a notebook's interrupt left the execution going, and a next run of the same
+            # period was refused as RunInProgress, with advice for AWS. (A second interrupt leaves the wait below.)
+            stopped = ("TimedOut", f"the local run took more than {timeout} s") if isinstance(exc, TimeoutError) \
+                else ("Interrupted", "interrupted (KeyboardInterrupt): run it again to resume")
+            engine.client("stepfunctions").stop_execution(executionArn=arn, error=stopped[0], cause=stopped[1])
             # Its invocations still running finish first: a next run's would race them (two BuildCatalogs of
             # atl06-cell-stats creating one store).
             engine.wait_idle()
