@@ -565,3 +565,16 @@ def test_a_damaged_result_is_named_once_as_the_file_kept_here(capsys, tmp_path: 
     assert printed.count(str(result)) == 1 and "s3://" not in printed
     (line,) = [line for line in printed.splitlines() if str(result) in line]
     assert line.startswith("  failed ") and f"ResultDamaged: its stored result {result} is not a result record" in line
+
+
+@pytest.mark.parametrize("value, says", [("NaN", "params.threshold_c is nan"), ("Infinity", "params.threshold_c is inf"),
+                                         ("[1, -Infinity]", "params.threshold_c[1] is -inf")])
+def test_a_param_that_is_no_json_number_is_refused_before_starting(capsys, tmp_path: Path, value: str,
+                                                                  says: str) -> None:
+    """--param threshold_c=nan passed (Python's JSON reads NaN), and the state machine's JSON carried it as null: the
+    run failed in Aggregate with 0 of 0 items and no failure listed."""
+    assert main(["run", "--recipe", "sst-global-mean", "--start", "2018-12-31", "--end", "2018-12-31", "--source",
+                 str(tmp_path), "--out", str(tmp_path / "out"), "--param", f"threshold_c={value}", "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"granulemap: invalid execution input: field 'params': {says}, which JSON "
+                                       "cannot carry: give a number\n")
+    assert not (tmp_path / "out").exists()

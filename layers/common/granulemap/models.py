@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import math
 from collections.abc import Iterable
 from typing import Any, Literal, TypeVar
 
@@ -145,6 +146,23 @@ class ExecutionInput(_Strict):
             raise ValueError(f'{value!r} is not a month: give "{PREVIOUS_MONTH}" or one as YYYY-MM, such as "2024-05"')
         written_date(f"{value}-01")  # its year in the dates an input may give
         return value
+
+    @field_validator("params")
+    @classmethod
+    def _json_numbers(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """A NaN or an infinity is no JSON number: Step Functions' JSON would not carry it (it arrived as null)."""
+        def check(value: Any, at: str) -> None:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"params{at} is {value}, which JSON cannot carry: give a number")
+            if isinstance(value, dict):
+                for key, inner in value.items():
+                    check(inner, f"{at}.{key}")
+            elif isinstance(value, (list, tuple)):
+                for n, inner in enumerate(value):
+                    check(inner, f"{at}[{n}]")
+
+        check(params, "")
+        return params
 
     @field_validator("bbox")
     @classmethod
