@@ -6,6 +6,8 @@ the old ids (leave a new parameter out of the hash while it has its default) or 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from granulemap.models import ExecutionInput
@@ -82,3 +84,33 @@ def test_another_collection_is_another_configuration_and_the_default_one_named_i
     ids = {recipe.config_id(params, other), recipe.config_id(params, third)}
     assert PINNED[recipe_name, ()] not in ids and len(ids) == 2
     assert all(i.startswith(PINNED[recipe_name, ()].rsplit("-", 1)[0] + "-") for i in ids)  # the readable slug stays
+
+
+@pytest.mark.parametrize("label", ["../../x", "a/b", ".hidden", "", "x" * 65, "sp ace"])
+def test_a_slug_that_would_leave_the_recipes_folders_is_refused(label: str) -> None:
+    """A user's recipe whose slug() is a parameter: label=../../x wrote results and products at the bucket's root
+    (and a/b nested keys that the run's listing of done results never finds: recomputed every run)."""
+    from pydantic import BaseModel
+
+    from granulemap.errors import InvalidInput
+    from granulemap.recipes.base import Recipe
+
+    class Params(BaseModel):
+        label: str
+
+    class Labelled(Recipe):
+        name = "labelled"
+        description = "a recipe named by a parameter"
+
+        def slug(self, params):  # type: ignore[no-untyped-def]
+            return params.label
+
+        def process(self, item, params, access, run):  # type: ignore[no-untyped-def]
+            return {}
+
+        def combine(self, results, run, params, bucket):  # type: ignore[no-untyped-def]
+            return []
+
+    with pytest.raises(InvalidInput, match=re.escape(f"recipe labelled: slug() gave {label!r}, which names S3 keys")):
+        Labelled().config_id(Params(label=label))
+    assert Labelled().config_id(Params(label="v1.2_b-3")).startswith("v1.2_b-3-")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from granulemap.errors import InvalidInput
 from granulemap.grouping import group_granules
 from granulemap.models import Granule, Grouping, Item, may_hold_data_in, parse_model
 
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
 
 class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+_SLUG = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}")
+"""A configuration id's readable prefix (``Recipe.slug``): one S3 key segment, not "." nor "..", nor hidden."""
 
 
 class Recipe(abc.ABC):
@@ -77,7 +82,12 @@ class Recipe(abc.ABC):
             # out of the hash, so that the series deployed before this rule keep their ids.
             identity["collection"] = execution.collection
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
-        return f"{self.slug(params)}-{digest}"
+        slug = self.slug(params)
+        if not isinstance(slug, str) or not _SLUG.fullmatch(slug):
+            raise InvalidInput(f"recipe {self.name}: slug() gave {slug!r}, which names S3 keys of the run: it must be "
+                               "1-64 letters, digits, '_', '-' or '.', not starting with '.' (a parameter with a '/' "
+                               "or '..' in it would write outside the recipe's folders)")
+        return f"{slug}-{digest}"
 
     bbox_changes_results: ClassVar[bool] = False
     """True when the execution input's bbox changes what ``process`` computes (not only which granules)."""
@@ -111,7 +121,8 @@ class Recipe(abc.ABC):
         return may_hold_data_in(when, start, end, self.data_span)
 
     def slug(self, params: BaseModel) -> str:
-        """A readable prefix of the configuration id."""
+        """A readable prefix of the configuration id: 1-64 letters, digits, '_', '-' or '.', not starting with '.'
+        (one segment of the run's S3 keys; ``config_id`` refuses another)."""
         return "default"
 
     # --- catalog ----------------------------------------------------------------------------------------
