@@ -13,6 +13,7 @@ import pytest
 
 from granulemap.errors import InvalidInput
 from granulemap.local.run import Workspace
+from granulemap.models import Summary
 
 pytestmark = pytest.mark.slow
 
@@ -152,14 +153,15 @@ def test_a_workspace_takes_dates_and_paths_refuses_a_non_dict_and_opens_once(tmp
         # an input without a source that is wrong otherwise too: still a FAILED summary, without dates
         undated = workspace.run({"recipe": "sst-global-mean", "start": "2018-02-31", "end": "2018-03-01"},
                                 out=tmp_path / "undated")
-        assert undated["status"] == "FAILED" and "start" not in undated and "end" not in undated
+        assert undated["status"] == "FAILED" and undated["start"] is None and undated["end"] is None
+        assert set(undated) == set(Summary.model_fields)  # the keys of every summary.json (README)
         assert len(sfn.list_executions(stateMachineArn=workspace.engine.state_machine_arn)["executions"]) == 1
 
         # An input BuildCatalog refuses: a FAILED summary that says why, not an exception
         refused = workspace.run({"recipe": "sst-global-mean", "start": "2018-12-31", "end": "2018-12-01",
                                  "source": source}, out=tmp_path / "refused")
         assert refused["status"] == "FAILED" and "end (2018-12-01) is before start (2018-12-31)" in refused["message"]
-        assert "start" not in refused and refused["outputs"] == [str(tmp_path / "refused" / "summary.json")]
+        assert refused["start"] is None and refused["outputs"] == [str(tmp_path / "refused" / "summary.json")]
 
         # A folder without granules of the dates: the summary says what it holds (granulemap run printed it alone)
         empty = workspace.run({"recipe": "sst-global-mean", "start": "2017-01-01", "end": "2017-01-31",
@@ -185,5 +187,10 @@ def test_a_workspace_takes_dates_and_paths_refuses_a_non_dict_and_opens_once(tmp
                                      f"{workspace.engine.state_dir}/nothing-here/ holds no files")
     with pytest.raises(RuntimeError, match="opens once"):
         workspace.__enter__()
+    with pytest.raises(RuntimeError, match="engine is stopped: make a new Workspace"):
+        workspace.run({"recipe": "sst-global-mean", "period": "2018-12", "source": source})
     with Workspace(tmp_path / "workspace", workers=1):  # a new one on the folder: fine
         pass
+    # without `with`: said, not an AttributeError of the engine's
+    with pytest.raises(RuntimeError, match=r"engine is not started: use it as `with Workspace\(folder\) as ws:`"):
+        Workspace(tmp_path / "workspace", workers=1).run({"recipe": "sst-global-mean", "source": source})

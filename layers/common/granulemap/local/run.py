@@ -138,7 +138,7 @@ class Workspace:
         self.engine = LocalEngine(workers=workers, log_path=self.folder / "logs" / "functions.log",
                                   extra_env=extra_env, state_dir=self.folder / "state")
         self._lock: Any = None
-        self._opened = False
+        self._opened = self._closed = False
 
     def __enter__(self) -> Workspace:
         if self._opened:
@@ -154,6 +154,7 @@ class Workspace:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closed = True
         try:
             self.engine.__exit__(*exc)
         finally:
@@ -164,6 +165,10 @@ class Workspace:
         """Run one execution; write OUT/summary.json (outputs as local paths) and return it. A run that outlasts
         ``timeout`` seconds is stopped, and TimeoutError raised. Dates and paths in the input are taken as their text
         (``datetime.date(2019, 3, 1)``, ``Path(...)``); an input the pipeline refuses comes back as a FAILED summary."""
+        if not self._opened or self._closed:
+            raise RuntimeError("the Workspace's engine is " + ("stopped: make a new Workspace on the folder" if
+                               self._closed else "not started: use it as `with Workspace(folder) as ws:` (or call "
+                               "ws.__enter__() first, and ws.__exit__(None, None, None) when done)"))
         if not isinstance(execution_input, dict):
             raise TypeError(f"the execution input is a dict (as start-execution's JSON document), not "
                             f"{type(execution_input).__name__}")
@@ -271,9 +276,9 @@ def _failed_summary(run_id: str, execution_input: dict[str, Any], message: str) 
     from granulemap.models import ExecutionInput
 
     summary = {"status": "FAILED", "run_id": run_id, "recipe": execution_input.get("recipe"),
-               "params": execution_input.get("params", {}),
+               "params": execution_input.get("params", {}), "start": None, "end": None,
                "items": {"total": 0, "succeeded": 0, "failed": 0, "skipped": 0}, "granules": None,
-               "failures": [], "outputs": [], "message": message}
+               "failures": [], "outputs": [], "message": message, "notes": []}  # Summary's keys, as Aggregate's
     try:
         start, end = ExecutionInput.model_validate(execution_input).date_range()
     except ValueError:  # pydantic's ValidationError too: the message says what is wrong with the input
