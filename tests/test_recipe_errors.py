@@ -259,7 +259,8 @@ def test_an_item_whose_every_granule_failed_fails_with_the_recipes_frame_innermo
         _reduce("always")
     # the first granule's name, its error, then the others': the item's failure record says which granules failed
     first, second = (_granule(d).url.rsplit("/", 1)[-1] for d in (1, 2))
-    assert str(info.value).startswith(f"{first}: odd day 1 (every other granule of the item failed too: {second}, ")
+    assert str(info.value).startswith(f"{first}: odd day 1 (every other granule of the item failed too: {second} "
+                                      "(ValueError), ")
     tb = info.value.__traceback__
     while tb.tb_next:
         tb = tb.tb_next

@@ -104,7 +104,8 @@ def _every_granule_failed(errors: list[tuple[str, Exception]]) -> Exception:
     first_name, first = errors[0]
     if len(errors) == 1:  # the item's one granule: its failure record names it (failure_record)
         return first
-    others = first_of([name for name, _ in errors[1:]], 3)
+    # each with its error's name: another error than the first's (a KeyError beside ValueErrors) is said somewhere
+    others = first_of([f"{name} ({type(exc).__name__})" for name, exc in errors[1:]], 3)
     if not isinstance(first, GranulemapError) and type(first).__module__ != "builtins":
         return first
     try:
