@@ -139,6 +139,7 @@ class Workspace:
                                   extra_env=extra_env, state_dir=self.folder / "state")
         self._lock: Any = None
         self._opened = self._closed = False
+        self._finish_on_interrupt = True  # an interrupted run waits for its items still running (run_locally: no)
 
     def __enter__(self) -> Workspace:
         if self._opened:
@@ -193,15 +194,25 @@ class Workspace:
         show = _Progress(engine, progress)
         try:
             desc = engine.wait(arn, on_poll=show, timeout=timeout)
-        except (TimeoutError, KeyboardInterrupt) as exc:
-            # Stopped, not left running: a notebook's interrupt left the execution going, and a next run of the same
-            # period was refused as RunInProgress, with advice for AWS. (A second interrupt leaves the wait below.)
-            stopped = ("TimedOut", f"the local run took more than {timeout} s") if isinstance(exc, TimeoutError) \
-                else ("Interrupted", "interrupted (KeyboardInterrupt): run it again to resume")
-            engine.client("stepfunctions").stop_execution(executionArn=arn, error=stopped[0], cause=stopped[1])
+        except TimeoutError:
+            engine.client("stepfunctions").stop_execution(executionArn=arn, error="TimedOut",
+                                                          cause=f"the local run took more than {timeout} s")
             # Its invocations still running finish first: a next run's would race them (two BuildCatalogs of
             # atl06-cell-stats creating one store).
             engine.wait_idle()
+            raise
+        except KeyboardInterrupt:
+            # Stopped, not left running: a notebook's interrupt left the execution going, and the same input again
+            # was refused as RunInProgress, with advice for AWS. Its items still running finish first (as after a
+            # timeout; a second interrupt leaves at once), except for granulemap run (run_locally), whose engine and
+            # workers stop as the command ends, at once.
+            try:
+                engine.client("stepfunctions").stop_execution(
+                    executionArn=arn, error="Interrupted", cause="interrupted (KeyboardInterrupt): run it again")
+            except Exception:  # noqa: BLE001 - the interrupt is what the caller is told of
+                pass
+            if self._finish_on_interrupt:
+                engine.wait_idle()
             raise
         finally:
             if out / "logs" != self.folder / "logs":  # the engine's own record is the workspace's, of every run
@@ -360,4 +371,5 @@ def run_locally(
     where it stopped); write OUT/summary.json (outputs as local paths) and return it."""
     _refuse_the_source_folder(execution_input.get("source"), [Path(out)])  # before the Workspace writes in OUT
     with Workspace(out, workers=workers, extra_env=extra_env) as workspace:
+        workspace._finish_on_interrupt = False  # the command ends at once; its engine stops its workers
         return workspace.run(execution_input, out, progress=progress, timeout=timeout)
