@@ -1,7 +1,8 @@
 """Local runs that do not end as planned. A recipe whose process() ends its process (sys.exit, a KeyboardInterrupt of
 its own): in AWS the runtime exits and the invocation fails as Runtime.ExitError; a local run hung for ever (the error
 ended the engine's thread that waited for the worker, and nothing recorded the item), and now fails those items,
-naming what ended them. A Workspace run interrupted from a notebook is stopped, not left running."""
+naming what ended them. A Workspace run interrupted from a notebook is stopped, not left running. A recipe without
+a description is listed as usable."""
 
 from __future__ import annotations
 
@@ -108,3 +109,23 @@ def test_an_interrupted_workspace_run_is_stopped_and_the_same_input_runs_again(p
         again = ws.run(doc, out=tmp_path / "again", timeout=120)
     assert again["status"] == "SUCCEEDED", again["message"]
     assert again["items"]["total"] == 4 and again["items"]["failed"] == 0
+
+
+UNDESCRIBED_RECIPE = EXITING_RECIPE.replace('''    description = "Test: of four items, one calls sys.exit(3) and one raises KeyboardInterrupt"
+''', "").replace('name = "test-exits"', 'name = "test-undescribed"')
+
+
+@pytest.fixture
+def undescribed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    yield from install_recipe_package(tmp_path / "site", monkeypatch, "granulemap_test_undescribed",
+                                      UNDESCRIBED_RECIPE, {"test-undescribed": "granulemap_test_undescribed:recipe"})
+
+
+def test_a_recipe_without_a_description_is_listed_as_usable(undescribed, capsys) -> None:
+    """granulemap recipes said such a recipe 'cannot be used' (an AttributeError), though runs use it."""
+    from granulemap.cli import main
+
+    assert "description =" not in UNDESCRIBED_RECIPE
+    assert main(["recipes"]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("test-undescribed")]
+    assert line.split(None, 1)[1] == "(no description)"

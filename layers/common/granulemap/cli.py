@@ -216,7 +216,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     for name in sorted(available()):
         try:
             recipe = get_recipe(name)
-            print(f"{name:20s} {recipe.description}")
+            print(f"{name:20s} {recipe.description or '(no description)'}")
             params = [_param_and_default(key, field) for key, field in recipe.Params.model_fields.items()]
             if params:  # as --param KEY=VALUE takes them
                 print(f"{'':20s} params: {', '.join(params)}")

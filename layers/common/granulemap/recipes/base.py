@@ -39,8 +39,8 @@ class Recipe(abc.ABC):
     """Base class of every recipe. Subclasses set the class variables and implement the abstract methods."""
 
     name: ClassVar[str]
-    description: ClassVar[str]
-    """One line, shown by ``granulemap recipes``."""
+    description: ClassVar[str] = ""
+    """One line, shown by ``granulemap recipes`` (optional: without it the recipe is listed as having none)."""
     collection: ClassVar[str | None] = None
     """Default CMR collection short name (the execution input's ``collection`` overrides it)."""
     file_pattern: ClassVar[str] = "*"
