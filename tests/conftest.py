@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,37 @@ def install_recipe_package(site: Path, monkeypatch: pytest.MonkeyPatch, module: 
     recipes.available.cache_clear()
     recipes.get_recipe.cache_clear()
     sys.modules.pop(module, None)
+
+
+def itemised_recipe(name: str, items: int, process: str, *, description: str | None = "Test recipe",
+                    params: str = "") -> str:
+    """The source of a recipe module (its ``recipe``) for tests of the local engine: ``items`` items named
+    item-0, item-1, ... that hold no granules (its file pattern matches none), each given to ``process`` (the
+    body of ``process(self, item, params, access, run)``), with ``params`` the fields of its Params (one a line) and
+    no products. ``description`` None leaves it out."""
+    body = textwrap.indent(textwrap.dedent(process).strip(), " " * 8)
+    fields = textwrap.indent(textwrap.dedent(params).strip(), " " * 4)
+    described = f"    description = {description!r}\n" if description is not None else ""
+    return (
+        "from pydantic import BaseModel, ConfigDict\n\n"
+        "from granulemap.models import Item\n"
+        "from granulemap.recipes.base import Recipe\n\n\n"
+        "class Params(BaseModel):\n"
+        "    model_config = ConfigDict(extra=\"forbid\")\n"
+        f"{fields}\n\n\n"
+        "class TestRecipe(Recipe):\n"
+        f"    name = {name!r}\n"
+        f"{described}"
+        "    file_pattern = \"*.never\"\n"
+        "    Params = Params\n\n"
+        "    def make_items(self, granules, params, execution):\n"
+        f"        return [Item(id=f\"item-{{i}}\", granules=[]) for i in range({items})]\n\n"
+        "    def process(self, item, params, access, run):\n"
+        f"{body}\n\n"
+        "    def combine(self, results, run, params, bucket):\n"
+        "        return []\n\n\n"
+        "recipe = TestRecipe()\n"
+    )
 
 
 class LogCapture(logging.Handler):

@@ -9,13 +9,14 @@ fresh process, as a user runs it.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from conftest import install_recipe_package
 
 pytestmark = pytest.mark.slow
 
@@ -24,21 +25,22 @@ ITEMS = 1_200
 """All taken by one Map worker: the run that hung before (600 finished)."""
 
 
-def test_a_map_worker_takes_more_items_than_the_default_recursion_limit(tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    dist = site / "granulemap_bench_noop-0.1.0.dist-info"
-    dist.mkdir(parents=True)
-    shutil.copyfile(ROOT / "bench" / "noop_recipe.py", site / "granulemap_bench_noop.py")
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: granulemap-bench-noop\nVersion: 0.1.0\n")
-    (dist / "entry_points.txt").write_text("[granulemap.recipes]\nbench-noop = granulemap_bench_noop:recipe\n")
+@pytest.fixture
+def noop_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The bench's recipe, installed as pip installs one (on PYTHONPATH, which the command inherits)."""
+    yield from install_recipe_package(tmp_path / "site", monkeypatch, "granulemap_bench_noop",
+                                      (ROOT / "bench" / "noop_recipe.py").read_text(),
+                                      {"bench-noop": "granulemap_bench_noop:recipe"})
+
+
+def test_a_map_worker_takes_more_items_than_the_default_recursion_limit(noop_recipe, tmp_path: Path) -> None:
     empty, out = tmp_path / "no-granules", tmp_path / "out"
     empty.mkdir()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
         [sys.executable, "-m", "granulemap.cli", "run", "--recipe", "bench-noop", "--start", "2020-01-01",
          "--end", "2020-01-01", "--source", str(empty), "--out", str(out), "--param", f"items={ITEMS}",
          "--max-concurrency", "1", "--quiet"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())

@@ -16,12 +16,14 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from conftest import install_recipe_package, itemised_recipe
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds processes through /proc")]
@@ -29,41 +31,21 @@ pytestmark = [pytest.mark.slow,
 ROOT = Path(__file__).resolve().parent.parent
 MARK = "GRANULEMAP_TEST_RUN_MARK"
 
-SLOW_RECIPE = '''
-from pathlib import Path
-import time
+SLOW_RECIPE = itemised_recipe("test-slow", 8, """
+    import time
+    from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
-
-from granulemap.models import Item
-from granulemap.recipes.base import Recipe
-
-
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    started: str
+    (Path(params.started) / item.id).touch()
+    time.sleep(60)
+    return {"item": item.id}
+""", description="Test: items that sleep for a minute, each saying it started", params="started: str")
 
 
-class Slow(Recipe):
-    name = "test-slow"
-    description = "Test: items that sleep for a minute, each saying it started"
-    file_pattern = "*.never"
-    Params = Params
-
-    def make_items(self, granules, params, execution):
-        return [Item(id=f"slow-{i}", granules=[]) for i in range(8)]
-
-    def process(self, item, params, access, run):
-        (Path(params.started) / item.id).touch()
-        time.sleep(60)
-        return {"item": item.id}
-
-    def combine(self, results, run, params, bucket):
-        return []
-
-
-recipe = Slow()
-'''
+@pytest.fixture
+def slow_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The recipe, installed as pip installs a user's (on PYTHONPATH, which the command's processes inherit)."""
+    yield from install_recipe_package(tmp_path / "site", monkeypatch, "granulemap_test_slow", SLOW_RECIPE,
+                                      {"test-slow": "granulemap_test_slow:recipe"})
 
 
 def _processes_marked(mark: str) -> list[int]:
@@ -84,17 +66,10 @@ def _processes_marked(mark: str) -> list[int]:
 
 
 def _start_slow_run(tmp_path: Path, mark: str) -> tuple[subprocess.Popen[str], Path]:
-    site = tmp_path / "site"
-    dist = site / "granulemap_test_slow-0.1.0.dist-info"
-    dist.mkdir(parents=True)
-    (site / "granulemap_test_slow.py").write_text(textwrap.dedent(SLOW_RECIPE))
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: granulemap-test-slow\nVersion: 0.1.0\n")
-    (dist / "entry_points.txt").write_text("[granulemap.recipes]\ntest-slow = granulemap_test_slow:recipe\n")
     empty, started = tmp_path / "no-granules", tmp_path / "started"
     empty.mkdir()
     started.mkdir()
-    env = {**os.environ, MARK: mark,
-           "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, MARK: mark}
     run = subprocess.Popen(
         [sys.executable, "-m", "granulemap.cli", "run", "--recipe", "test-slow", "--start", "2020-01-01",
          "--end", "2020-01-01", "--source", str(empty), "--out", str(tmp_path / "out"), "--param",
@@ -130,7 +105,7 @@ def _kill_left(pids: list[int]) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_a_run_ended_by_sigterm_or_sighup_stops_its_workers_and_fork_server_as_ctrl_c_does(
-        tmp_path: Path, signum: int) -> None:
+        slow_recipe, tmp_path: Path, signum: int) -> None:
     mark = uuid.uuid4().hex
     run, started = _start_slow_run(tmp_path, mark)
     _wait_until_both_workers_are_busy(run, started)
@@ -150,7 +125,7 @@ def test_a_run_ended_by_sigterm_or_sighup_stops_its_workers_and_fork_server_as_c
     assert left == []
 
 
-def test_a_run_killed_outright_leaves_no_worker_or_fork_server_running(tmp_path: Path) -> None:
+def test_a_run_killed_outright_leaves_no_worker_or_fork_server_running(slow_recipe, tmp_path: Path) -> None:
     mark = uuid.uuid4().hex
     run, started = _start_slow_run(tmp_path, mark)
     _wait_until_both_workers_are_busy(run, started)

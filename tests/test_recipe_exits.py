@@ -11,43 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import install_recipe_package
+from conftest import install_recipe_package, itemised_recipe
 
-EXITING_RECIPE = '''
-import sys
+EXITING_RECIPE = itemised_recipe("test-exits", 4, """
+    import sys
 
-from pydantic import BaseModel, ConfigDict
-
-from granulemap.models import Item
-from granulemap.recipes.base import Recipe
-
-
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Exits(Recipe):
-    name = "test-exits"
-    description = "Test: of four items, one calls sys.exit(3) and one raises KeyboardInterrupt"
-    file_pattern = "*.never"
-    Params = Params
-
-    def make_items(self, granules, params, execution):
-        return [Item(id=f"item-{i}", granules=[]) for i in range(4)]
-
-    def process(self, item, params, access, run):
-        if item.id == "item-1":
-            sys.exit(3)
-        if item.id == "item-2":
-            raise KeyboardInterrupt("from the recipe")
-        return {"item": item.id}
-
-    def combine(self, results, run, params, bucket):
-        return []
-
-
-recipe = Exits()
-'''
+    if item.id == "item-1":
+        sys.exit(3)
+    if item.id == "item-2":
+        raise KeyboardInterrupt("from the recipe")
+    return {"item": item.id}
+""", description="Test: of four items, one calls sys.exit(3) and one raises KeyboardInterrupt")
 
 
 @pytest.fixture
@@ -75,14 +49,12 @@ def test_a_recipe_that_ends_its_process_fails_its_items_and_the_run_finishes(exi
     assert all("granulemap_test_exits.py" in cause for _, _, cause in failed)
 
 
-PAUSING_RECIPE = EXITING_RECIPE.replace('name = "test-exits"', 'name = "test-pauses"').replace(
-    '''        if item.id == "item-1":
-            sys.exit(3)
-        if item.id == "item-2":
-            raise KeyboardInterrupt("from the recipe")
-''', '''        import time
-        time.sleep(2)
-''').replace("Exits()", "Pauses()").replace("class Exits", "class Pauses")
+PAUSING_RECIPE = itemised_recipe("test-pauses", 4, """
+    import time
+
+    time.sleep(2)
+    return {"item": item.id}
+""")
 
 
 @pytest.fixture
@@ -111,8 +83,7 @@ def test_an_interrupted_workspace_run_is_stopped_and_the_same_input_runs_again(p
     assert again["items"]["total"] == 4 and again["items"]["failed"] == 0
 
 
-UNDESCRIBED_RECIPE = EXITING_RECIPE.replace('''    description = "Test: of four items, one calls sys.exit(3) and one raises KeyboardInterrupt"
-''', "").replace('name = "test-exits"', 'name = "test-undescribed"')
+UNDESCRIBED_RECIPE = itemised_recipe("test-undescribed", 1, 'return {"item": item.id}', description=None)
 
 
 @pytest.fixture
