@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -39,9 +40,10 @@ NO_RESULT = "NoResult"
 RESULT_DAMAGED = "ResultDamaged"
 
 
-def _fetch(bucket: Bucket, keys: list[str]) -> list[Any | None]:
+def _fetch(bucket: Bucket, keys: list[str], read: Callable[[str], Any] | None = None) -> list[Any]:
+    """``read`` (default: the object's JSON, None where there is none) of each of ``keys``, ``_READERS`` at a time."""
     with ThreadPoolExecutor(_READERS) as pool:
-        return list(pool.map(bucket.get_json_or_none, keys))
+        return list(pool.map(read or bucket.get_json_or_none, keys))
 
 
 def _fetch_results(bucket: Bucket, keys: list[str]) -> tuple[list[dict[str, Any] | None], dict[int, str]]:
@@ -60,8 +62,7 @@ def _fetch_results(bucket: Bucket, keys: list[str]) -> tuple[list[dict[str, Any]
         why = _not_a_record(record)
         return (None, f"{why}: {shortened(json.dumps(record), 200)}") if why else (record, None)
 
-    with ThreadPoolExecutor(_READERS) as pool:
-        read_back = list(pool.map(read, keys))
+    read_back = _fetch(bucket, keys, read)
     return [record for record, _ in read_back], {n: why for n, (_, why) in enumerate(read_back) if why}
 
 
@@ -120,12 +121,11 @@ def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> 
         partial = {i.id: p for i, p in zip(own, partials, strict=True) if p is not None and p.get("run_id") == run.run_id}
     stored = [partial.get(i.id) or (None if failure_records.get(i.id) is not None or i.id in earlier else s)
               for i, s in zip(items, stored, strict=True)]
-    position = {item.id: n for n, item in enumerate(items)}
     results: list[dict[str, Any]] = []
     failures: list[Failure] = []
     done = {"succeeded": 0, "skipped": 0}
     granules = {"succeeded": 0, "skipped": 0, "failed": 0}
-    for item, record in zip(items, stored, strict=True):
+    for n, (item, record) in enumerate(zip(items, stored, strict=True)):
         if record is not None:
             # A per-granule recipe's record has results (one per granule) and failures; any other, one result.
             # Each result that is a dict says when it was computed (a time series keeps the later of two computations).
@@ -140,10 +140,10 @@ def account_items(event: AggregatorEvent, bucket: Bucket, items: list[Item]) -> 
                 granules["failed"] += 1
             continue
         failure = failure_records.get(item.id)
-        why = damaged.get(position[item.id])
+        why = damaged.get(n)
         if failure is None and why is not None:
             failure = {"item": item.id, "error": RESULT_DAMAGED,
-                       "cause": f"its stored result s3://{bucket.name}/{result_keys[position[item.id]]} is {why}; "
+                       "cause": f"its stored result s3://{bucket.name}/{result_keys[n]} is {why}; "
                                 "the run left it out. Run the same dates again with recompute (\"recompute\": true; "
                                 "--recompute) to compute it anew"}
         elif failure is None and item.id in earlier:
