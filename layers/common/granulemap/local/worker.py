@@ -222,26 +222,20 @@ def invoke(spec: dict[str, Any], event: Any) -> tuple[str, bool, str]:
         handler = _load_handler(spec["code_dir"], spec["handler"])
         result = handler(event, context)
         return json.dumps(result), False, ""
-    except Exception as exc:  # noqa: BLE001 - every error becomes a Lambda error payload, as in AWS
-        # As Lambda's Python runtime: the whole stack trace in the payload, and the error with its traceback in the
-        # function's log (here FOLDER/logs/functions.log).
-        payload = {
-            "errorType": type(exc).__name__,
-            "errorMessage": str(exc),
-            "stackTrace": traceback.format_tb(exc.__traceback__),
-        }
-        print(f"[ERROR] {spec['function_name']} {type(exc).__name__}: {exc}\n"
-              f"{''.join(traceback.format_exception(exc, chain=False))}", file=sys.stderr)
-        return json.dumps(payload), True, ""
-    except (SystemExit, KeyboardInterrupt) as exc:  # the function's code ended its process (sys.exit): in AWS the
-        # runtime exits and the invocation fails as Runtime.ExitError; here the worker goes on serving (not caught,
-        # it ended the engine's thread that waited for it, and the run hung)
-        what = f"{type(exc).__name__}({', '.join(map(repr, exc.args))})"
-        payload = {"errorType": "Runtime.ExitError",
-                   "errorMessage": f"the function's code ended its process: {what}, raised at "
-                                   f"{traceback.format_tb(exc.__traceback__)[-1].strip().splitlines()[0]}",
-                   "stackTrace": traceback.format_tb(exc.__traceback__)}
-        print(f"[ERROR] {spec['function_name']} Runtime.ExitError: {what}\n"
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001 - every error becomes a Lambda error
+        # payload, as in AWS: the whole stack trace in the payload, and the error with its traceback in the function's
+        # log (here FOLDER/logs/functions.log). Code that ended its process (sys.exit) fails the invocation as
+        # Runtime.ExitError, as Lambda's runtime says when it exits; here the worker goes on serving (not caught, it
+        # ended the engine's thread that waited for it, and the run hung).
+        frames = traceback.format_tb(exc.__traceback__)
+        if isinstance(exc, Exception):
+            error, said = type(exc).__name__, str(exc)
+            message = said
+        else:
+            error, said = "Runtime.ExitError", f"{type(exc).__name__}({', '.join(map(repr, exc.args))})"
+            message = f"the function's code ended its process: {said}, raised at {frames[-1].strip().splitlines()[0]}"
+        payload = {"errorType": error, "errorMessage": message, "stackTrace": frames}
+        print(f"[ERROR] {spec['function_name']} {error}: {said}\n"
               f"{''.join(traceback.format_exception(exc, chain=False))}", file=sys.stderr)
         return json.dumps(payload), True, ""
     finally:
