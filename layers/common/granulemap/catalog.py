@@ -30,6 +30,7 @@ from granulemap.models import (
     as_utc,
     days_without_a_granule,
     exceeds_tolerance,
+    local_path_of,
     may_hold_data_in,
     parse_model,
     utc_day,
@@ -71,8 +72,8 @@ def validate_input(raw: object, settings: Settings, now: dt.datetime | None = No
                 f"own bucket, s3://{settings.bucket}/: copy the granules under it (aws s3 sync), or for a local run "
                 "give a folder of this machine; with no source, a deployed stack's run searches NASA CMR"
             )
-    if execution.source is not None and not execution.source.startswith("s3://"):
-        directory = execution.source.removeprefix("file://")
+    directory = local_path_of(execution.source) if execution.source is not None else None
+    if directory is not None:
         if not os.path.isdir(directory):
             what = "is a file, not a directory" if os.path.exists(directory) else "does not exist here"
             raise InvalidInput(f"field 'source': {directory} {what}: give the folder that holds the granules")
@@ -138,13 +139,14 @@ def _refuse_a_bbox_that_changes_nothing(execution: ExecutionInput, recipe: Recip
 def _source_folder(source: str) -> tuple[str, list[str], list[str]]:
     """A ``source`` as a folder (a local directory, file:// URL or s3:// prefix): where it is (a directory's path, an
     s3:// prefix ending in ``/``), the names of the files in it and of its subfolders, each sorted."""
-    if source.startswith("s3://"):
+    path = local_path_of(source)
+    if path is None:
         bucket_name, prefix = split_s3_url(source)
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         files, folders = Bucket(bucket_name).folder(prefix)
         return f"s3://{bucket_name}/{prefix}", sorted(files), sorted(folders)
-    directory = os.path.abspath(source.removeprefix("file://"))
+    directory = os.path.abspath(path)
     entries = sorted(os.listdir(directory))
     folders = [n for n in entries if os.path.isdir(os.path.join(directory, n))]
     return directory, [n for n in entries if n not in folders], folders

@@ -89,8 +89,10 @@ def execution_input(args: argparse.Namespace) -> dict[str, Any]:
     if source is not None:
         if not source.strip():  # an unset shell variable, say: not the current folder
             raise InvalidInput("--source is empty: give a folder of granules (or an s3:// prefix)")
-        local = not source.startswith("s3://")
-        doc["source"] = str(Path(source.removeprefix("file://")).resolve()) if local else source
+        from granulemap.models import local_path_of
+
+        directory = local_path_of(source)
+        doc["source"] = str(Path(directory).resolve()) if directory is not None else source
     for key in ("collection", "max_concurrency", "tolerated_failure_percentage", "group"):
         if getattr(args, key, None) is not None:
             doc[key] = getattr(args, key)

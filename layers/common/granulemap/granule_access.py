@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 
 from granulemap.credentials import forget_cached
 from granulemap.errors import CredentialsExpired, GranuleUnreadable, TransientError
-from granulemap.models import RunContext
+from granulemap.models import RunContext, local_path_of
 from granulemap.storage import NETWORK_ERRORS, split_s3_url, translate_s3_error
 
 EXPIRED_CODES = {"ExpiredToken", "ExpiredTokenException", "InvalidToken", "TokenRefreshRequired"}
@@ -277,13 +277,6 @@ class RangedFile(io.RawIOBase):
         self._told.clear()
         self._queue.clear()
         super().close()
-
-
-def local_path_of(url: str) -> str | None:
-    """The local file path of a plain path or file:// URL; None for s3:// URLs."""
-    if url.startswith("s3://"):
-        return None
-    return url.removeprefix("file://")
 
 
 class GranuleAccess:

@@ -94,6 +94,13 @@ PREVIOUS_MONTH = "previous-month"
 """The monthly schedule's ``period``: the calendar month before the one the run starts in."""
 
 
+def local_path_of(url: str) -> str | None:
+    """The local path of a plain path or file:// URL (a granule's, a source folder's); None for an s3:// URL."""
+    if url.startswith("s3://"):
+        return None
+    return url.removeprefix("file://")
+
+
 class ExecutionInput(_Strict):
     """What a user (or the monthly schedule) passes to ``start-execution``.
 

@@ -88,9 +88,12 @@ def _name_local_files(summary: dict[str, Any], bucket_url: str, state_dir: str) 
 def _refuse_the_source_folder(source: object, folders: list[Path]) -> None:
     """A run's folder (its ``out``, the Workspace's) that is its source folder: its products, state and logs would go
     among the granules. Refused before anything is written."""
-    if not isinstance(source, str) or source.startswith("s3://") or not source.strip():
+    from granulemap.models import local_path_of
+
+    directory = local_path_of(source) if isinstance(source, str) and source.strip() else None
+    if directory is None:
         return
-    where = Path(source.removeprefix("file://")).resolve()
+    where = Path(directory).resolve()
     for folder in folders:
         if folder.resolve() == where:
             raise InvalidInput(f"{folder} is the run's source folder: its products and logs would go among the "

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from granulemap.cmr import footprint_from_legacy, footprint_from_umm
-from granulemap.granule_access import local_path_of
+from granulemap.models import local_path_of
 from granulemap.models import Granule, Ring, period_bounds
 from granulemap.recipes.atl06.cells import cell_ids, polygon_cells
 from granulemap.recipes.atl06.granule import Atl06Granule, TimeWindow, beam_positions, delta_time_window
