@@ -4,7 +4,8 @@
   executes the state machine (Map in DISTRIBUTED mode, ItemReader, Retry, Catch, MaxConcurrency).
 - moto's Lambda would run code in Docker. We replace its one entry point, ``LambdaFunction._invoke_lambda``, so each
   invocation runs the real handler from functions/*/app.py, with the environment template.yaml gives that function,
-  in a pool of worker processes: per-item work is CPU bound, and this way a local run uses every core. The workers
+  in a pool of worker processes: per-item work is CPU bound, and this way a local run uses every core. Each
+  invocation is held to its function's Timeout, failing as Lambda's does (granulemap/local/worker.py). The workers
   are forked from a fork server of the engine's own that imported the handlers' libraries once, while this process
   started moto (granulemap/local/warmfork.py, granulemap/local/preload.py). The engine's
   Lambda tasks reach the same dispatcher directly (its ``boto_client_for("lambda")`` is replaced), skipping an HTTP
@@ -504,6 +505,7 @@ class LocalEngine:
                 "handler": spec.handler,
                 "environment": spec.environment,
                 "memory_size": spec.memory_size,
+                "timeout": spec.timeout,
                 "arn": spec.arn,
             }
             for name, spec in self.template.functions.items()
@@ -540,7 +542,9 @@ class LocalEngine:
             except BrokenProcessPool:
                 if not engine._closing:
                     engine._replace_broken(pool)
-                result = _WORKER_DIED
+                # Past its Timeout, the worker ended itself: the alarm could not stop the handler (worker._Watchdog)
+                timed_out = not engine._closing and time.time() - started >= spec["timeout"]
+                result = worker.timed_out(spec["timeout"]) if timed_out else _WORKER_DIED
             except (RuntimeError, CancelledError):  # the pool shut down: the engine stops under moto's threads
                 if not engine._closing:
                     raise

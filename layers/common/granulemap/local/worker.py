@@ -38,9 +38,112 @@ class LocalLambdaContext:
     function_version: str = "$LATEST"
     log_group_name: str = ""
     log_stream_name: str = ""
+    deadline: float | None = None
+    """time.monotonic() at which the invocation times out (None: no limit)."""
 
     def get_remaining_time_in_millis(self) -> int:
-        return 900_000
+        if self.deadline is None:
+            return 900_000
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+class _TimedOut(BaseException):
+    """Raised in a handler's thread when its function's Timeout has passed. A BaseException, so that the handler's
+    own ``except Exception`` (a recipe failing one granule alone) does not take it for one of its errors."""
+
+
+TIMEOUT_GRACE_S = 5.0
+"""How long after its deadline a timed-out invocation that the alarm could not interrupt (blocked in native code
+that ignores signals) may go on before its worker process ends (``_Watchdog``, which looks every
+``TIMEOUT_WATCH_S``)."""
+TIMEOUT_WATCH_S = 1.0
+
+
+class _Watchdog:
+    """A worker process's backstop for a timeout the alarm could not raise: ``TIMEOUT_GRACE_S`` after the deadline
+    of an invocation still running, the process ends, as Lambda ends the sandbox of a timed-out invocation. The engine
+    answers that invocation as timed out (``timed_out``) and the other invocations under way in its pool as a dead
+    worker's (retried). It looks every ``TIMEOUT_WATCH_S``: an invocation only sets ``deadline``."""
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+        threading.Thread(target=self._watch, name="granulemap-timeout-watch", daemon=True).start()
+
+    def arm(self, deadline: float | None) -> None:
+        self.deadline = deadline
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(TIMEOUT_WATCH_S)
+            deadline = self.deadline
+            if deadline is not None and time.monotonic() > deadline + TIMEOUT_GRACE_S:
+                print(f"[ERROR] the invocation did not stop {TIMEOUT_GRACE_S:g} s after its timeout (blocked in "
+                      "native code): its worker process ends", file=sys.stderr, flush=True)
+                os._exit(1)
+
+
+_watchdog: _Watchdog | None = None
+"""Set in a worker process that enforces its functions' Timeout (``enforce_timeouts``)."""
+_armed = False
+"""An invocation's time limit is running: the alarm's handler raises ``_TimedOut`` only then (an alarm handled
+just after the invocation ended does nothing)."""
+
+
+def _raise_timed_out(signum: int, frame: Any) -> None:
+    if _armed:
+        raise _TimedOut
+
+
+def enforce_timeouts() -> Any:
+    """From now on, an invocation on this process's main thread that runs past its function's Timeout is stopped
+    (SIGALRM) and fails as Lambda's does, ``Sandbox.Timedout``: a local run goes on with its other items instead of
+    waiting for ever. Returns what undoes it (for a test in its own process)."""
+    global _watchdog
+    before = signal.signal(signal.SIGALRM, _raise_timed_out)
+    if _watchdog is None:
+        _watchdog = _Watchdog()
+
+    def undo() -> None:
+        global _watchdog
+        _disarm()
+        signal.signal(signal.SIGALRM, before)
+        _watchdog = None
+
+    return undo
+
+
+def timed_out(seconds: float) -> tuple[str, bool, str]:
+    """The result (payload, errored, logs) of an invocation that ran past its function's Timeout of ``seconds``:
+    Lambda's error payload for it."""
+    return json.dumps({"errorType": "Sandbox.Timedout",
+                       "errorMessage": f"Task timed out after {seconds:.2f} seconds"}), True, ""
+
+
+def _limited() -> bool:
+    """Invocations here have time limits: ``enforce_timeouts`` was called, and this is the main thread (the one
+    signals reach; an ``in_process`` engine's handler thread has none)."""
+    return _watchdog is not None and threading.current_thread() is threading.main_thread()
+
+
+def _arm(seconds: float | None) -> None:
+    """Start an invocation's time limit."""
+    global _armed
+    if seconds is None or _watchdog is None or not _limited():
+        return
+    _watchdog.arm(time.monotonic() + seconds)
+    _armed = True
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
+def _disarm() -> None:
+    """End the time limit. The alarm's ``_TimedOut`` may land in here, before ``_armed`` is cleared (not after: the
+    handler raises only while it is set): ``invoke`` then calls this again as it handles the timeout."""
+    global _armed
+    _armed = False
+    if _limited():
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        if _watchdog is not None:
+            _watchdog.arm(None)
 
 
 def init_worker(base_env: dict[str, str], log_path: str | None, own_process: bool = False) -> None:
@@ -58,6 +161,7 @@ def init_worker(base_env: dict[str, str], log_path: str | None, own_process: boo
 
     install_client_hook()
     if own_process:
+        enforce_timeouts()
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         atexit.register(_exit_without_finalizing)
         end_with_parent()
@@ -204,7 +308,10 @@ def invoke_nested(spec: dict[str, Any], event: Any) -> tuple[str, bool, str]:
 
 
 def invoke(spec: dict[str, Any], event: Any) -> tuple[str, bool, str]:
-    """One invocation: (payload JSON, errored, logs), the triple moto's Lambda returns."""
+    """One invocation: (payload JSON, errored, logs), the triple moto's Lambda returns. In a worker process of the
+    engine's pool, one that runs past ``spec["timeout"]`` seconds fails as ``Sandbox.Timedout``
+    (``enforce_timeouts``)."""
+    timeout = spec.get("timeout")
     _set_function_env(
         {
             **spec["environment"],
@@ -217,11 +324,23 @@ def invoke(spec: dict[str, Any], event: Any) -> tuple[str, bool, str]:
         memory_limit_in_mb=spec["memory_size"],
         invoked_function_arn=spec["arn"],
         aws_request_id=str(uuid.uuid4()),
+        deadline=None if timeout is None else time.monotonic() + timeout,
     )
     try:
-        handler = _load_handler(spec["code_dir"], spec["handler"])
-        result = handler(event, context)
+        try:
+            _arm(timeout)
+            handler = _load_handler(spec["code_dir"], spec["handler"])
+            result = handler(event, context)
+        finally:
+            _disarm()
         return json.dumps(result), False, ""
+    except _TimedOut as exc:
+        _disarm()  # again, in case the timeout landed in the first one
+        # As Lambda's log says it (here FOLDER/logs/functions.log), and where the code was when it was stopped.
+        print(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {context.aws_request_id} Task timed out after "
+              f"{timeout:.2f} seconds ({spec['function_name']}), stopped at:\n"
+              f"{''.join(traceback.format_tb(exc.__traceback__))}", file=sys.stderr)
+        return timed_out(timeout)
     except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001 - every error becomes a Lambda error
         # payload, as in AWS: the whole stack trace in the payload, and the error with its traceback in the function's
         # log (here FOLDER/logs/functions.log). Code that ended its process (sys.exit) fails the invocation as
