@@ -129,16 +129,22 @@ def test_other_products_float_celsius_and_reordered_flags(tmp_path: Path) -> Non
     assert got["mean_sst_c"] == pytest.approx((1.5 + 2.5 + 3.5) / 3, abs=1e-6)  # equal weights cos(±45°)
 
 
-def test_the_mean_of_a_large_float_field_is_numpys_double_precision_mean(tmp_path: Path) -> None:
-    """A float32 field (no packing, Celsius) of a row of 2**17 warm cells, read a tile at a time: its mean equals
-    numpy's float64 mean of the same float32 values to the 6 decimals written."""
+@pytest.mark.parametrize(("width", "units", "low", "high", "to_celsius"), [
+    (2**17, "celsius", 25.0, 31.0, 0.0),
+    # MUR 0.01°'s 36,000 cells a row, in kelvin: float32 sums of its rows are off by about 1e-5 K a cell
+    (36_000, "kelvin", 271.0, 305.0, -273.15),
+])
+def test_the_mean_of_a_large_float_field_is_numpys_double_precision_mean(
+        tmp_path: Path, width: int, units: str, low: float, high: float, to_celsius: float) -> None:
+    """A float32 field (no packing) of rows of ``width`` cells, read a tile at a time: its mean equals numpy's
+    float64 mean of the same float32 values to the 6 decimals written (the rows are summed in float64)."""
     rng = np.random.default_rng(7)
-    values = (rng.uniform(25.0, 31.0, 2**17)).astype(np.float32)
-    path = _write_l4(tmp_path / "20200101000000-FLOAT-L4.nc", lat=[0.0], sst=[values], mask=[np.ones(2**17, int)],
-                     dtype="f4", fill=-999.0, units="celsius")
+    values = (rng.uniform(low, high, (2, width))).astype(np.float32)
+    path = _write_l4(tmp_path / "20200101000000-FLOAT-L4.nc", lat=[0.0, 0.0], sst=values,
+                     mask=np.ones((2, width), int), dtype="f4", fill=-999.0, units=units)
     got = global_mean_sst(path.name, method="ocean", path=str(path))
-    assert got["n_valid"] == 2**17
-    assert got["mean_sst_c"] == pytest.approx(float(np.mean(values, dtype=np.float64)), abs=1e-6)
+    assert got["n_valid"] == 2 * width
+    assert got["mean_sst_c"] == pytest.approx(float(np.mean(values, dtype=np.float64)) + to_celsius, abs=1e-6)
 
 
 def test_granule_without_mask_is_a_clear_permanent_error(tmp_path: Path) -> None:
