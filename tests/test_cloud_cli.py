@@ -251,11 +251,50 @@ def test_an_input_whose_source_is_outside_the_stack_s_bucket_is_refused_before_s
     assert len(sfn.list_executions(stateMachineArn=stack["state_machine"])["executions"]) == 1
 
 
-def test_start_names_a_missing_stack(aws, capsys) -> None:
+@pytest.mark.parametrize(("reserved", "flags", "over"), [
+    ("", [], None),  # no reservation: the account's pool, which start cannot see
+    ("50", [], None),  # DefaultMaxConcurrency 40
+    ("20", [], "max concurrency, 40, is above the 20 executions"),
+    ("20", ["--max-concurrency", "20"], None),
+    ("20", ["--max-concurrency", "21"], "max concurrency, 21, is above the 20 executions"),
+])
+def test_start_notes_a_max_concurrency_above_the_processors_reservation(
+        stack, capsys, monkeypatch, reserved: str, flags: list[str], over: str | None) -> None:
+    """The Processor's reserved concurrency caps it: the calls above it are throttled, retried for 6.5 minutes, then
+    their items fail. The run still starts (light items may get through); start says so."""
+    describe = cloud.describe_stack
+
+    def with_parameters(*args, **kwargs) -> cloud.Stack:
+        found = describe(*args, **kwargs)
+        parameters = {**found.parameters, "DefaultMaxConcurrency": "40", "ProcessorReservedConcurrency": reserved}
+        return cloud.Stack(found.name, found.state_machine_arn, found.bucket, parameters)
+
+    monkeypatch.setattr(cloud, "describe_stack", with_parameters)
+    rc = main(["start", "--stack", STACK, "--recipe", "sst-global-mean", "--start", "2018-12-01",
+               "--end", "2018-12-31", *flags])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert out.out.strip().startswith("arn:aws:states:")  # started
+    if over is None:
+        assert "ProcessorReservedConcurrency" not in out.err
+    else:
+        assert f"granulemap: note: the run's {over} the stack reserves for the Processor" in out.err
+        assert "ProcessorReservedConcurrency" in out.err and "--max-concurrency 20 or less" in out.err
+
+
+def test_start_names_a_missing_stack_and_the_region_it_looked_in(aws, capsys, monkeypatch) -> None:
+    """Without the region searched, a user whose AWS configuration names another region than the stack's could not
+    tell why the stack they had deployed was not found."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     rc = main(["start", "--stack", "no-such-stack", "--recipe", "sst-global-mean",
                "--start", "2018-12-01", "--end", "2018-12-31"])
     assert rc == 2
-    assert "no CloudFormation stack named 'no-such-stack'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no CloudFormation stack named 'no-such-stack' in us-east-1: " in err
+    assert "or give the stack's region with --region" in err
+    rc = main(["start", "--stack", "no-such-stack", "--recipe", "sst-global-mean", "--region", "eu-west-1",
+               "--start", "2018-12-01", "--end", "2018-12-31"])
+    assert rc == 2 and "named 'no-such-stack' in eu-west-1: " in capsys.readouterr().err
 
 
 # ---- status ---------------------------------------------------------------------------------------------------
@@ -439,6 +478,23 @@ def test_results_ask_for_the_stack_when_no_stack_owns_the_state_machine(stack, c
     wait(arn)
     assert main(["results", arn, "--out", str(tmp_path)]) == 2
     assert f"no CloudFormation stack owns {stack['state_machine']}: give --stack" in capsys.readouterr().err
+
+
+def test_status_of_an_execution_that_does_not_exist_says_what_to_check(stack, capsys) -> None:
+    arn = stack["state_machine"].replace(":stateMachine:", ":execution:") + ":no-such-run"
+    assert main(["status", arn]) == 3
+    err = capsys.readouterr().err
+    assert "ExecutionDoesNotExist" in err and "check the ARN" in err and "runs/NAME/summary.json" in err
+
+
+def test_results_of_a_stack_not_found_do_not_suggest_an_option_they_lack(stack, capsys, tmp_path: Path) -> None:
+    """results (and status) take the region from the ARN: they have no --region, which the message suggested."""
+    arn = start(capsys, "--start", "2018-12-01", "--end", "2018-12-31")
+    wait(arn)
+    assert main(["results", arn, "--stack", "no-such-stack"]) == 2
+    err = capsys.readouterr().err
+    assert f"no CloudFormation stack named 'no-such-stack' in {REGION}: check the name" in err
+    assert "--region" not in err
 
 
 def _no_aws_credentials(monkeypatch) -> None:

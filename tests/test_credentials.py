@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import re
 from typing import Any
+from unittest import mock
 
 import boto3
 import pytest
@@ -293,6 +294,79 @@ def test_a_refused_edl_password_is_credentials_unavailable(ssm) -> None:
         rs.post(EDL_TOKEN_URL, status=401, json=EDL_REFUSAL)
         with pytest.raises(CredentialsUnavailable, match=f"refused the username and password.*{PASSWORD_PARAMETER}"):
             credentials.fetch_credentials("POCLOUD", password_settings())
+
+
+@pytest.mark.parametrize("secret", ["password", "token"])
+def test_a_secret_with_a_character_http_cannot_carry_is_refused_without_quoting_it(ssm, secret: str) -> None:
+    """requests sends HTTP basic authentication (and http.client every header) in Latin-1: a password or token with
+    a character outside it raised UnicodeEncodeError, whose message (the Lambda error, the CredentialsFailed cause,
+    a Processor's failure record) quoted the character and its place in the secret."""
+    import http.server
+    import threading
+
+    stored = "Tr0ub4dor&3\u20acxyz"
+    if secret == "password":
+        put_secure(ssm, USERNAME_PARAMETER, "edl-user")
+        put_secure(ssm, PASSWORD_PARAMETER, stored)
+        settings, names = password_settings(), f"username and password stored in SSM parameters {USERNAME_PARAMETER}"
+    else:
+        put_secure(ssm, TOKEN_PARAMETER, stored)
+        settings, names = password_settings(edl_token_parameter=TOKEN_PARAMETER), TOKEN_PARAMETER
+    # A real HTTP server for s3credentials: the token goes into a header only when http.client sends the request
+    # (`responses` answers before that).
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_port}/s3credentials"
+    try:
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as rs, \
+                mock.patch.object(credentials, "s3credentials_endpoint", return_value=endpoint):
+            rs.add_passthru(endpoint)
+            rs.post(EDL_TOKEN_URL, status=401, json=EDL_REFUSAL)
+            with pytest.raises(CredentialsUnavailable) as raised:
+                credentials.fetch_credentials("POCLOUD", settings)
+    finally:
+        server.shutdown()
+        server.server_close()
+    said = str(raised.value)
+    assert names in said and "is outside Latin-1" in said, said
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    for part in ("\u20ac", "position", "Tr0ub", "xyz", "latin-1' codec"):
+        assert part not in said
+
+
+def test_an_empty_stored_token_is_refused_naming_its_parameter(ssm) -> None:
+    put_secure(ssm, TOKEN_PARAMETER, " \n")
+    with pytest.raises(CredentialsUnavailable, match=f"token in SSM parameter {TOKEN_PARAMETER} is empty"):
+        credentials.fetch_credentials("POCLOUD", password_settings(edl_token_parameter=TOKEN_PARAMETER))
+
+
+def test_a_refused_token_is_named_as_a_token(ssm) -> None:
+    """The refusal named the username and password parameters, None and None, for a stack that stores a token."""
+    put_secure(ssm, TOKEN_PARAMETER, "edl-token")
+    settings = password_settings(edl_token_parameter=TOKEN_PARAMETER, edl_username_parameter=None,
+                                 edl_password_parameter=None)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rs:
+        rs.post(EDL_TOKEN_URL, status=401, json=EDL_REFUSAL)
+        rs.get(PODAAC_S3CREDENTIALS, status=401, json={"error": "unauthorized"})
+        with pytest.raises(CredentialsUnavailable) as raised:
+            credentials.fetch_credentials("POCLOUD", settings)
+    assert "None" not in str(raised.value), str(raised.value)
+
+
+def test_an_unforeseen_error_of_the_login_is_named_without_its_message(ssm, monkeypatch) -> None:
+    """Any other error of earthaccess's login may quote the secrets it was given: only its type is passed on."""
+    import earthaccess
+
+    put_secure(ssm, USERNAME_PARAMETER, "edl-user")
+    put_secure(ssm, PASSWORD_PARAMETER, "hunter2-secret")
+
+    def login(self, strategy: str = "", persist: bool = False) -> None:
+        raise ValueError("bad password 'hunter2-secret'")
+
+    monkeypatch.setattr(earthaccess.Auth, "login", login)
+    with pytest.raises(CredentialsUnavailable, match="failed: ValueError \\(its message is not shown") as raised:
+        credentials.fetch_credentials("POCLOUD", password_settings())
+    assert "hunter2" not in str(raised.value)
 
 
 @pytest.mark.parametrize("status", [429, 500, 503])

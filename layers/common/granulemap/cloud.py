@@ -92,14 +92,19 @@ def region_of(arn: str) -> str:
     return parts[3]
 
 
-def describe_stack(name: str, region: str | None = None) -> Stack:
-    """The state machine, bucket and parameters of the granulemap stack ``name`` (CloudFormation describe_stacks)."""
+def describe_stack(name: str, region: str | None = None, region_option: bool = False) -> Stack:
+    """The state machine, bucket and parameters of the granulemap stack ``name`` (CloudFormation describe_stacks).
+    ``region_option``: the command has a --region option, which a stack not found there may want."""
+    cfn = _client("cloudformation", region)
     try:
-        (stack,) = _client("cloudformation", region).describe_stacks(StackName=name)["Stacks"]
+        (stack,) = cfn.describe_stacks(StackName=name)["Stacks"]
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ValidationError":
-            raise InvalidInput(f"no CloudFormation stack named {name!r} in this region: deploy one with "
-                                "sam deploy --guided, or pass --region") from None
+            where = cfn.meta.region_name
+            other = (" or give the stack's region with --region (granulemap's is us-west-2, where the DAACs' data "
+                     "is)" if region_option else "")
+            raise InvalidInput(f"no CloudFormation stack named {name!r} in {where}: check the name, deploy one with "
+                               f"sam deploy --guided,{other}".rstrip(",")) from None
         raise
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     missing = [k for k in ("StateMachineArn", "BucketName") if k not in outputs]
@@ -324,6 +329,19 @@ def print_summary(summary: dict[str, Any], file: Any = None, failures_shown: int
         print(f"  {path}", file=file)
 
 
+def above_the_reservation(stack: Stack, doc: dict[str, Any]) -> str | None:
+    """What to say when a run's max concurrency is above the concurrency the stack reserves for the Processor (which
+    caps it): the calls above it are throttled, and their items fail once their retries are spent; None if not."""
+    reserved = stack.parameters.get("ProcessorReservedConcurrency")
+    concurrency = doc.get("max_concurrency") or stack.settings().default_max_concurrency
+    if not reserved or int(reserved) >= concurrency:
+        return None
+    return (f"the run's max concurrency, {concurrency}, is above the {reserved} executions the stack reserves for "
+            f"the Processor, which caps it (ProcessorReservedConcurrency): the calls above {reserved} are throttled, "
+            "retried for at most 6.5 minutes, then their items fail. Give --max-concurrency "
+            f"{reserved} or less, or deploy with a larger reservation")
+
+
 # ---- commands ---------------------------------------------------------------------------------------------------
 def cmd_start(args: argparse.Namespace) -> int:
     from granulemap.catalog import validate_input
@@ -336,8 +354,11 @@ def cmd_start(args: argparse.Namespace) -> int:
     # What does not depend on the stack first, before asking AWS anything: bad input exits 2 with its own message,
     # with or without credentials and network. The stack's limits (MaxRangeDays) are checked once it is known.
     validate_input(doc, _settings_before_the_stack(doc))
-    stack = describe_stack(args.stack, args.region)
+    stack = describe_stack(args.stack, args.region, region_option=True)
     arn = start_run(stack, doc, name=args.name)
+    over = above_the_reservation(stack, doc)
+    if over:
+        print(f"granulemap: note: {over}", file=sys.stderr)
     print(arn)
     print(f"follow it with: granulemap status {arn}", file=sys.stderr)
     print(f"when it is done: granulemap results {arn} (and --out DIR to download the products)", file=sys.stderr)

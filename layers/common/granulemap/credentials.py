@@ -143,7 +143,11 @@ def _edl_secrets(settings: Settings) -> dict[str, str]:
     if settings.edl_token_parameter:
         # A token has no white space: a newline stored after it (a value typed and ended with Enter) made requests
         # refuse the Authorization header, reported as the endpoint not answering.
-        return {"EARTHDATA_TOKEN": _read_secret(settings.edl_token_parameter, "token").strip()}
+        token = _read_secret(settings.edl_token_parameter, "token").strip()
+        if not token:
+            raise CredentialsUnavailable(f"the Earthdata Login token in SSM parameter {settings.edl_token_parameter} "
+                                         "is empty (white space only): store the token itself")
+        return {"EARTHDATA_TOKEN": token}
     if settings.edl_username_parameter and settings.edl_password_parameter:
         return {
             "EARTHDATA_USERNAME": _read_secret(settings.edl_username_parameter, "username"),
@@ -232,6 +236,21 @@ def s3credentials_endpoint(provider: str) -> str:
     raise CredentialsUnavailable(f"no s3credentials endpoint is known for the cloud provider {provider}")
 
 
+def _stored(settings: Settings) -> tuple[str, str]:
+    """Which stored Earthdata Login secrets a login uses, named by their SSM parameters (``_edl_secrets``), and the
+    pronoun for them."""
+    if settings.edl_token_parameter:
+        return f"token stored in SSM parameter {settings.edl_token_parameter}", "it"
+    return (f"username and password stored in SSM parameters {settings.edl_username_parameter} and "
+            f"{settings.edl_password_parameter}", "them")
+
+
+def _unsendable(settings: Settings) -> str:
+    stored, them = _stored(settings)
+    return (f"the {stored} cannot be sent to Earthdata Login: a character in {them} is outside Latin-1 (ISO-8859-1), "
+            "the only characters HTTP authentication carries")
+
+
 def _login(settings: Settings) -> Any:
     """An earthaccess Auth logged in to Earthdata Login with the stored secrets."""
     import earthaccess
@@ -252,6 +271,7 @@ def _login(settings: Settings) -> Any:
         auth._find_or_create_token = recording
     secrets = _edl_secrets(settings)
     _refuse_an_expired_token(secrets, settings, utc_now())
+    stored, them = _stored(settings)
     with _edl_environment(secrets):
         try:
             auth.login(strategy="environment")
@@ -261,10 +281,13 @@ def _login(settings: Settings) -> Any:
             if statuses and (statuses[-1] == 429 or statuses[-1] >= 500):
                 raise SourceUnavailable(f"Earthdata Login answered {statuses[-1]} (an outage or throttling, not a "
                                         "refusal of the stored credentials)") from None
-            raise CredentialsUnavailable(
-                "Earthdata Login refused the username and password stored in SSM parameters "
-                f"{settings.edl_username_parameter} and {settings.edl_password_parameter}: check them"
-            ) from None
+            raise CredentialsUnavailable(f"Earthdata Login refused the {stored}: check {them}") from None
+        except UnicodeError:  # its message quotes the character and its place in the secret: not passed on
+            raise CredentialsUnavailable(_unsendable(settings)) from None
+        except Exception as exc:  # noqa: BLE001 - an error of earthaccess's: its message may quote the secrets
+            raise CredentialsUnavailable(f"logging in to Earthdata Login with the {stored} failed: "
+                                         f"{type(exc).__name__} (its message is not shown: it may quote the "
+                                         "secrets)") from None
     if not auth.authenticated:
         raise CredentialsUnavailable("Earthdata Login did not authenticate with the stored credentials")
     return auth
@@ -281,6 +304,8 @@ def request_daac_credentials(provider: str, settings: Settings) -> dict[str, str
             response = session.get(endpoint, timeout=S3CREDENTIALS_TIMEOUT_SECONDS)
     except requests.RequestException as exc:
         raise SourceUnavailable(f"the {provider} s3credentials endpoint did not answer: {type(exc).__name__}") from None
+    except UnicodeError:  # a token's character in the Authorization header: its message quotes it
+        raise CredentialsUnavailable(_unsendable(settings)) from None
     status = response.status_code
     if status == 429 or status >= 500:
         raise SourceUnavailable(f"the {provider} s3credentials endpoint {endpoint} answered {status}")
