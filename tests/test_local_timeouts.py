@@ -39,26 +39,66 @@ def _handler(tmp_path: Path, body: str) -> Path:
     return code
 
 
-def test_an_invocation_past_its_timeout_fails_as_lambdas_does_and_the_next_one_runs(limited, tmp_path) -> None:
+def test_an_invocation_past_its_timeout_fails_as_lambdas_does_and_its_worker_retires(limited, tmp_path) -> None:
     code = _handler(tmp_path, (
-        "    if event.get('loop'):\n"
-        "        while True:\n"
-        "            try:\n"  # a handler's own `except Exception` does not take the timeout for its error
-        "                time.sleep(0.01)\n"
-        "            except Exception:\n"
-        "                pass\n"
-        "    return {'left_ms': context.get_remaining_time_in_millis()}\n"))
+        "    while True:\n"
+        "        try:\n"  # a handler's own `except Exception` does not take the timeout for its error
+        "            time.sleep(0.01)\n"
+        "        except Exception:\n"
+        "            pass\n"))
     began = time.monotonic()
-    payload, errored, _ = worker.invoke(_spec(code, 1), {"loop": True})
+    payload, errored, _ = worker.invoke(_spec(code, 1), {})
     took = time.monotonic() - began
     assert errored
     assert json.loads(payload) == {"errorType": "Sandbox.Timedout", "errorMessage": "Task timed out after 1.00 seconds"}
     assert 1.0 <= took < 1.0 + worker.TIMEOUT_GRACE_S
+    # Lambda resets the environment after a timeout: this process runs no other invocation (the engine runs it in a
+    # new pool), and no alarm is left: it would raise here, outside any invocation.
+    assert worker.invoke(_spec(code, 1), {}) == worker.RETIRED
+    time.sleep(1.5)
 
+
+def test_the_context_says_the_time_left_of_the_functions_own_timeout(limited, tmp_path) -> None:
+    code = _handler(tmp_path, "    return {'left_ms': context.get_remaining_time_in_millis()}\n")
     payload, errored, _ = worker.invoke(_spec(code, 3), {})
     assert not errored
-    assert 2_000 < json.loads(payload)["left_ms"] <= 3_000  # the function's own Timeout, not a fixed 900 s
-    time.sleep(1.5)  # no alarm left from either invocation: it would raise here, outside any invocation
+    assert 2_000 < json.loads(payload)["left_ms"] <= 3_000  # not a fixed 900 s
+    time.sleep(3.5)  # the limit ended with the invocation: no alarm, no watchdog
+
+
+def test_a_request_stopped_half_way_does_not_leave_its_answer_for_the_next(tmp_path) -> None:
+    """A timeout landing while a handler waited for the local endpoint's answer left that answer on the worker's
+    connection: each later request of the worker read the one before's answer (S3 objects under other keys)."""
+    import signal
+
+    from granulemap.local.channel import ChannelClient, ChannelServer
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/slow":
+            time.sleep(1.0)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [f"answer to {environ['PATH_INFO']}".encode()]
+
+    class Stopped(BaseException):
+        pass
+
+    def stop(signum, frame):
+        raise Stopped
+
+    server = ChannelServer(("127.0.0.1", 1), app)
+    client = ChannelClient(server.path, "http://local")
+    before = signal.signal(signal.SIGALRM, stop)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(Stopped):
+            client._exchange("GET", "http://local/slow", [], b"")
+        time.sleep(1.2)  # the slow answer has been written by now
+        for key in ("object-A", "object-B"):
+            assert client._exchange("GET", f"http://local/{key}", [], b"")[2] == f"answer to /{key}".encode()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+        server.close()
 
 
 def test_an_alarm_after_its_invocation_has_ended_does_nothing(limited) -> None:
@@ -70,21 +110,22 @@ def test_without_a_timeout_there_is_no_limit(limited, tmp_path) -> None:
     assert worker.invoke(_spec(code, None), {}) == ('"done"', False, "")
 
 
-STUCK_RECIPE = itemised_recipe("test-stuck", 4, """
+STUCK_RECIPE = itemised_recipe("test-stuck", 12, """
     import signal
     import time
 
-    if item.id == "item-1":  # Python code that never ends: the alarm stops it
+    if item.id == "item-0":  # code that signals cannot reach: its worker ends after the grace
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        time.sleep(120)
+    if item.id == "item-11":  # Python code that never ends: the alarm stops it (the last to start)
         while True:
             try:
                 time.sleep(0.01)
             except Exception:
                 pass
-    if item.id == "item-2":  # code that signals cannot reach: its worker ends after the grace
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
-        time.sleep(120)
+    time.sleep(1)
     return {"item": item.id}
-""", description="Test: of four items, two never end")
+""", description="Test: of twelve items, two never end")
 
 
 @pytest.fixture
@@ -105,7 +146,10 @@ def stuck(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
                                       {"test-stuck": "granulemap_test_stuck:recipe"})
 
 
-def test_a_run_fails_the_items_past_the_processors_timeout_and_finishes(stuck, tmp_path: Path) -> None:
+def test_a_run_fails_the_items_past_the_processors_timeout_and_the_others_succeed(stuck, tmp_path: Path) -> None:
+    """Only the two items that never end time out: the others, whether under way or waiting for a worker (for more
+    than the timeout) in the pool that the stuck worker's end broke (retried), waiting in the pool retired after the
+    other timeout (run in the next pool), or queued behind, succeed."""
     from granulemap.local.run import run_locally
 
     empty = tmp_path / "no-granules"
@@ -114,11 +158,11 @@ def test_a_run_fails_the_items_past_the_processors_timeout_and_finishes(stuck, t
            "tolerated_failure_percentage": 50}
     summary = run_locally(doc, tmp_path / "out", workers=2, progress=False, timeout=240)  # hung for ever before
     assert summary["status"] == "SUCCEEDED", summary["message"]
-    assert summary["items"] == {"total": 4, "succeeded": 2, "skipped": 0, "failed": 2}
     assert sorted((f["item"], f["error"], f["cause"]) for f in summary["failures"]) == [
-        ("item-1", "Sandbox.Timedout", "Task timed out after 3.00 seconds"),
-        ("item-2", "Sandbox.Timedout", "Task timed out after 3.00 seconds")]
+        ("item-0", "Sandbox.Timedout", "Task timed out after 3.00 seconds"),
+        ("item-11", "Sandbox.Timedout", "Task timed out after 3.00 seconds")]
+    assert summary["items"] == {"total": 12, "succeeded": 10, "skipped": 0, "failed": 2}
     log = (tmp_path / "out" / "logs" / "functions.log").read_text()
-    assert "Task timed out after 3.00 seconds (ProcessorFunction), stopped at:" in log  # item-1's, with its place
+    assert "Task timed out after 3.00 seconds (ProcessorFunction), stopped at:" in log  # item-11's, with its place
     assert "granulemap_test_stuck.py" in log
-    assert "did not stop 5 s after its timeout (blocked in native code): its worker process ends" in log  # item-2's
+    assert "did not stop 5 s after its timeout (blocked in native code): its worker process ends" in log  # item-0's

@@ -366,6 +366,11 @@ class ChannelClient(_Hook):
             from botocore.exceptions import EndpointConnectionError
 
             raise EndpointConnectionError(endpoint_url=url, error=exc) from exc
+        except BaseException:
+            # Stopped half way (an invocation's timeout, an interrupt): the answer to this request may still come on
+            # the connection, where the thread's next request would read it as its own. A new connection instead.
+            self._drop()
+            raise
 
 
 def hook_sessions(hooks: list[_Hook]) -> Any:

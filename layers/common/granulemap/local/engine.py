@@ -5,7 +5,8 @@
 - moto's Lambda would run code in Docker. We replace its one entry point, ``LambdaFunction._invoke_lambda``, so each
   invocation runs the real handler from functions/*/app.py, with the environment template.yaml gives that function,
   in a pool of worker processes: per-item work is CPU bound, and this way a local run uses every core. Each
-  invocation is held to its function's Timeout, failing as Lambda's does (granulemap/local/worker.py). The workers
+  invocation is held to its function's Timeout, failing as Lambda's does (granulemap/local/worker.py; not in an
+  ``in_process`` engine, whose handlers run on a thread). The workers
   are forked from a fork server of the engine's own that imported the handlers' libraries once, while this process
   started moto (granulemap/local/warmfork.py, granulemap/local/preload.py). The engine's
   Lambda tasks reach the same dispatcher directly (its ``boto_client_for("lambda")`` is replaced), skipping an HTTP
@@ -23,12 +24,15 @@ from __future__ import annotations
 
 import gc
 import io
+import itertools
 import json
 import multiprocessing
 import os
 import secrets
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -176,6 +180,8 @@ class LocalEngine:
         self._sfn_config: dict[str, Any] | None = None
         self._original_client_for: Any = None
         self._original_terminated: Any = None
+        self._timeout_marks: str | None = None
+        """Where a worker that ends itself past an invocation's timeout marks it (worker.TIMEOUT_MARKS)."""
         self._ended = threading.Condition()
         self._ends = 0
         """Executions (and Map Runs) of this engine that have ended: ``wait`` wakes on each (see _watch_ends)."""
@@ -353,6 +359,9 @@ class LocalEngine:
         if self._fork_server is not None:
             self._fork_server.stop()
             self._fork_server = None
+        if self._timeout_marks is not None:
+            shutil.rmtree(self._timeout_marks, ignore_errors=True)
+            self._timeout_marks = None
         if self._own_calls is not None:
             self._own_calls()  # moto's own clients no longer answered here
             self._own_calls = None
@@ -419,17 +428,25 @@ class LocalEngine:
             self._fork_server = None
             self._start_pool()
 
-    def _replace_broken(self, pool: Executor | None) -> None:
-        """A worker of ``pool`` died: the main pool is started again; the nested one, at its next invocation. Once,
-        whichever of the invocations that were waiting on it gets here first."""
+    def _replace(self, pool: Executor | None, retired: bool = False) -> None:
+        """A worker of ``pool`` died, or (``retired``) has retired after a timeout (worker.RETIRED): the main pool is
+        started again; the nested one, at its next invocation. Once, whichever of the invocations that were waiting
+        on it gets here first. A retired pool's invocations under way finish in it; those still waiting for a worker
+        are cancelled, and their dispatchers run them in the new pool."""
         with self._pool_lock:
             if pool is None or pool not in (self._pool, self._nested_pool):
                 return  # replaced already
-            pool.shutdown(wait=False, cancel_futures=False)
             if pool is self._nested_pool:
                 self._nested_pool = None
             else:
                 self._start_pool()
+            pool.shutdown(wait=False, cancel_futures=retired)  # the new pool first: see _current_pool
+
+    def _current_pool(self, nested: bool) -> Executor | None:
+        """The pool an invocation would run in now. Under the lock: an invocation cancelled by ``_replace`` sees the
+        pool that replaced its own."""
+        with self._pool_lock:
+            return self._nested_pool if nested else self._pool
 
     def _setenv(self, values: dict[str, str | None]) -> None:
         """Set (None: unset) these environment variables until the engine stops (``__exit__`` puts them back)."""
@@ -510,8 +527,12 @@ class LocalEngine:
             }
             for name, spec in self.template.functions.items()
         }
+        self._timeout_marks = tempfile.mkdtemp(prefix="granulemap-timeouts-")
+        for spec in specs.values():
+            spec[worker.TIMEOUT_MARKS] = self._timeout_marks
         specs.update({spec["arn"]: spec for spec in list(specs.values())})
         engine = self
+        invocations = itertools.count()
 
         def dispatch(function: str, event: Any, nested: bool = False) -> tuple[str, bool, str]:
             """Run one invocation in the worker pool: (payload JSON, errored, logs). ``nested``: one that a handler
@@ -530,25 +551,39 @@ class LocalEngine:
                 engine._dispatched += 1
             pool: Executor | None = None
             run = worker.invoke_nested if nested else worker.invoke
+            call = {**spec, "invocation": next(invocations)}
             try:
-                try:
-                    pool = engine._pool_for(nested)
-                    future = pool.submit(run, spec, event)
-                except (OSError, EOFError):  # the fork server could not fork a worker: it died
-                    engine._spawn_from_now_on()
-                    pool = engine._pool_for(nested)
-                    future = pool.submit(run, spec, event)
-                result = future.result()
-            except BrokenProcessPool:
-                if not engine._closing:
-                    engine._replace_broken(pool)
-                # Past its Timeout, the worker ended itself: the alarm could not stop the handler (worker._Watchdog)
-                timed_out = not engine._closing and time.time() - started >= spec["timeout"]
-                result = worker.timed_out(spec["timeout"]) if timed_out else _WORKER_DIED
-            except (RuntimeError, CancelledError):  # the pool shut down: the engine stops under moto's threads
-                if not engine._closing:
-                    raise
-                result = _ENGINE_STOPPED
+                while True:
+                    try:
+                        try:
+                            pool = engine._pool_for(nested)
+                            future = pool.submit(run, call, event)
+                        except (OSError, EOFError):  # the fork server could not fork a worker: it died
+                            engine._spawn_from_now_on()
+                            pool = engine._pool_for(nested)
+                            future = pool.submit(run, call, event)
+                        result = future.result()
+                    except BrokenProcessPool:
+                        if not engine._closing:
+                            engine._replace(pool)
+                        # A worker that ended itself past this invocation's timeout left its mark (worker._Watchdog)
+                        mark = worker.timed_out_mark(call)
+                        timed_out = mark is not None and os.path.exists(mark)
+                        result = worker.timed_out(spec["timeout"]) if timed_out else _WORKER_DIED
+                        break
+                    except (RuntimeError, CancelledError):  # the pool shut down
+                        if engine._closing:  # the engine stops under moto's threads
+                            result = _ENGINE_STOPPED
+                            break
+                        if pool is not engine._current_pool(nested):  # retired after a timeout: in the new pool
+                            continue
+                        raise
+                    if result == worker.RETIRED:  # the worker has retired after a timeout: again, in a new pool
+                        engine._replace(pool, retired=True)
+                        continue
+                    if result[1] and json.loads(result[0]).get("errorType") == worker.TIMED_OUT:
+                        engine._replace(pool, retired=True)  # its worker runs no more invocations
+                    break
             finally:
                 with engine._idle:
                     engine._in_flight -= 1

@@ -57,29 +57,54 @@ TIMEOUT_GRACE_S = 5.0
 that ignores signals) may go on before its worker process ends (``_Watchdog``, which looks every
 ``TIMEOUT_WATCH_S``)."""
 TIMEOUT_WATCH_S = 1.0
+TIMEOUT_MARKS = "timeout_marks"
+"""The key of a function's spec naming the folder where a worker that ends itself past an invocation's timeout
+leaves a file named by the invocation (its ``invocation`` key): how the engine tells it from the other invocations
+its pool's end fails (``timed_out_mark``)."""
+RETIRED = ("", True, "granulemap: this worker process has retired")
+"""What a worker process answers to every invocation after one of its invocations timed out: Lambda resets the
+execution environment after a timeout (code stopped anywhere may have left its process's state half changed), so the
+engine runs the invocation again in a new pool of workers."""
 
 
 class _Watchdog:
     """A worker process's backstop for a timeout the alarm could not raise: ``TIMEOUT_GRACE_S`` after the deadline
-    of an invocation still running, the process ends, as Lambda ends the sandbox of a timed-out invocation. The engine
-    answers that invocation as timed out (``timed_out``) and the other invocations under way in its pool as a dead
-    worker's (retried). It looks every ``TIMEOUT_WATCH_S``: an invocation only sets ``deadline``."""
+    of an invocation still running, the process marks the invocation as timed out and ends, as Lambda ends the
+    sandbox of a timed-out invocation. The engine answers that invocation as timed out and the other invocations under
+    way in its pool as a dead worker's (retried). It looks every ``TIMEOUT_WATCH_S``."""
 
     def __init__(self) -> None:
-        self.deadline: float | None = None
+        self._lock = threading.Lock()
+        self._running: tuple[float, str | None] | None = None
         threading.Thread(target=self._watch, name="granulemap-timeout-watch", daemon=True).start()
 
-    def arm(self, deadline: float | None) -> None:
-        self.deadline = deadline
+    def arm(self, deadline: float, mark: str | None) -> None:
+        with self._lock:
+            self._running = (deadline, mark)
+
+    def disarm(self) -> None:
+        with self._lock:  # not while _watch ends the process: an invocation that ends then has timed out
+            self._running = None
 
     def _watch(self) -> None:
         while True:
             time.sleep(TIMEOUT_WATCH_S)
-            deadline = self.deadline
-            if deadline is not None and time.monotonic() > deadline + TIMEOUT_GRACE_S:
-                print(f"[ERROR] the invocation did not stop {TIMEOUT_GRACE_S:g} s after its timeout (blocked in "
-                      "native code): its worker process ends", file=sys.stderr, flush=True)
+            with self._lock:
+                if self._running is None or time.monotonic() <= self._running[0] + TIMEOUT_GRACE_S:
+                    continue
+                mark = self._running[1]
+                if mark is not None:
+                    with contextlib.suppress(OSError):
+                        open(mark, "x").close()
+                os.write(2, f"[ERROR] the invocation did not stop {TIMEOUT_GRACE_S:g} s after its timeout (blocked "
+                            "in native code): its worker process ends\n".encode())
                 os._exit(1)
+
+
+def timed_out_mark(spec: dict[str, Any]) -> str | None:
+    """The file a worker leaves when it ends itself past the timeout of the invocation ``spec`` describes."""
+    folder, invocation = spec.get(TIMEOUT_MARKS), spec.get("invocation")
+    return None if folder is None or invocation is None else os.path.join(folder, str(invocation))
 
 
 _watchdog: _Watchdog | None = None
@@ -87,6 +112,8 @@ _watchdog: _Watchdog | None = None
 _armed = False
 """An invocation's time limit is running: the alarm's handler raises ``_TimedOut`` only then (an alarm handled
 just after the invocation ended does nothing)."""
+_retired = False
+"""One of this process's invocations timed out: it runs no other (``RETIRED``)."""
 
 
 def _raise_timed_out(signum: int, frame: Any) -> None:
@@ -96,26 +123,33 @@ def _raise_timed_out(signum: int, frame: Any) -> None:
 
 def enforce_timeouts() -> Any:
     """From now on, an invocation on this process's main thread that runs past its function's Timeout is stopped
-    (SIGALRM) and fails as Lambda's does, ``Sandbox.Timedout``: a local run goes on with its other items instead of
-    waiting for ever. Returns what undoes it (for a test in its own process)."""
+    (SIGALRM) and fails as Lambda's does, ``Sandbox.Timedout``, and the process runs no other invocation
+    (``RETIRED``): a local run goes on with its other items instead of waiting for ever. Returns what undoes it (for
+    a test in its own process)."""
     global _watchdog
     before = signal.signal(signal.SIGALRM, _raise_timed_out)
     if _watchdog is None:
         _watchdog = _Watchdog()
 
     def undo() -> None:
-        global _watchdog
+        global _watchdog, _retired
         _disarm()
         signal.signal(signal.SIGALRM, before)
         _watchdog = None
+        _retired = False
 
     return undo
+
+
+TIMED_OUT = "Sandbox.Timedout"
+"""The errorType of a timed-out invocation's payload, as current Lambda runtimes give it (AWS's Step Functions guide
+names the error of a timeout Lambda.Unknown; the state machine's Retry lists neither, and its Catch takes both)."""
 
 
 def timed_out(seconds: float) -> tuple[str, bool, str]:
     """The result (payload, errored, logs) of an invocation that ran past its function's Timeout of ``seconds``:
     Lambda's error payload for it."""
-    return json.dumps({"errorType": "Sandbox.Timedout",
+    return json.dumps({"errorType": TIMED_OUT,
                        "errorMessage": f"Task timed out after {seconds:.2f} seconds"}), True, ""
 
 
@@ -125,12 +159,13 @@ def _limited() -> bool:
     return _watchdog is not None and threading.current_thread() is threading.main_thread()
 
 
-def _arm(seconds: float | None) -> None:
-    """Start an invocation's time limit."""
+def _arm(spec: dict[str, Any]) -> None:
+    """Start the time limit of the invocation ``spec`` describes."""
     global _armed
+    seconds = spec.get("timeout")
     if seconds is None or _watchdog is None or not _limited():
         return
-    _watchdog.arm(time.monotonic() + seconds)
+    _watchdog.arm(time.monotonic() + seconds, timed_out_mark(spec))
     _armed = True
     signal.setitimer(signal.ITIMER_REAL, seconds)
 
@@ -143,7 +178,7 @@ def _disarm() -> None:
     if _limited():
         signal.setitimer(signal.ITIMER_REAL, 0)
         if _watchdog is not None:
-            _watchdog.arm(None)
+            _watchdog.disarm()
 
 
 def init_worker(base_env: dict[str, str], log_path: str | None, own_process: bool = False) -> None:
@@ -311,6 +346,9 @@ def invoke(spec: dict[str, Any], event: Any) -> tuple[str, bool, str]:
     """One invocation: (payload JSON, errored, logs), the triple moto's Lambda returns. In a worker process of the
     engine's pool, one that runs past ``spec["timeout"]`` seconds fails as ``Sandbox.Timedout``
     (``enforce_timeouts``)."""
+    global _retired
+    if _retired:
+        return RETIRED
     timeout = spec.get("timeout")
     _set_function_env(
         {
@@ -328,7 +366,7 @@ def invoke(spec: dict[str, Any], event: Any) -> tuple[str, bool, str]:
     )
     try:
         try:
-            _arm(timeout)
+            _arm(spec)
             handler = _load_handler(spec["code_dir"], spec["handler"])
             result = handler(event, context)
         finally:
@@ -336,6 +374,7 @@ def invoke(spec: dict[str, Any], event: Any) -> tuple[str, bool, str]:
         return json.dumps(result), False, ""
     except _TimedOut as exc:
         _disarm()  # again, in case the timeout landed in the first one
+        _retired = True
         # As Lambda's log says it (here FOLDER/logs/functions.log), and where the code was when it was stopped.
         print(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {context.aws_request_id} Task timed out after "
               f"{timeout:.2f} seconds ({spec['function_name']}), stopped at:\n"
