@@ -280,6 +280,8 @@ def test_start_notes_a_max_concurrency_above_the_processors_reservation(
     else:
         assert f"granulemap: note: the run's {over} the stack reserves for the Processor" in out.err
         assert "ProcessorReservedConcurrency" in out.err and "--max-concurrency 20 or less" in out.err
+        assert f"stop this run first: aws stepfunctions stop-execution --region {REGION} --execution-arn " \
+               f"{out.out.strip()}" in out.err
 
 
 def test_start_names_a_missing_stack_and_the_region_it_looked_in(aws, capsys, monkeypatch) -> None:
@@ -484,7 +486,7 @@ def test_status_of_an_execution_that_does_not_exist_says_what_to_check(stack, ca
     arn = stack["state_machine"].replace(":stateMachine:", ":execution:") + ":no-such-run"
     assert main(["status", arn]) == 3
     err = capsys.readouterr().err
-    assert "ExecutionDoesNotExist" in err and "check the ARN" in err and "runs/NAME/summary.json" in err
+    assert "ExecutionDoesNotExist" in err and "check the ARN" in err and "keeps an execution 90 days" in err
 
 
 def test_results_of_a_stack_not_found_do_not_suggest_an_option_they_lack(stack, capsys, tmp_path: Path) -> None:

@@ -340,17 +340,31 @@ def test_an_empty_stored_token_is_refused_naming_its_parameter(ssm) -> None:
         credentials.fetch_credentials("POCLOUD", password_settings(edl_token_parameter=TOKEN_PARAMETER))
 
 
-def test_a_refused_token_is_named_as_a_token(ssm) -> None:
+def test_a_refused_token_is_named_as_a_token(ssm, monkeypatch) -> None:
     """The refusal named the username and password parameters, None and None, for a stack that stores a token."""
+    import earthaccess
+    from earthaccess.exceptions import LoginAttemptFailure
+
     put_secure(ssm, TOKEN_PARAMETER, "edl-token")
+
+    def refused(self, strategy: str = "", persist: bool = False) -> None:
+        raise LoginAttemptFailure("refused")
+
+    monkeypatch.setattr(earthaccess.Auth, "login", refused)
     settings = password_settings(edl_token_parameter=TOKEN_PARAMETER, edl_username_parameter=None,
                                  edl_password_parameter=None)
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rs:
-        rs.post(EDL_TOKEN_URL, status=401, json=EDL_REFUSAL)
-        rs.get(PODAAC_S3CREDENTIALS, status=401, json={"error": "unauthorized"})
-        with pytest.raises(CredentialsUnavailable) as raised:
-            credentials.fetch_credentials("POCLOUD", settings)
-    assert "None" not in str(raised.value), str(raised.value)
+    with pytest.raises(CredentialsUnavailable) as raised:
+        credentials.fetch_credentials("POCLOUD", settings)
+    assert str(raised.value) == f"Earthdata Login refused the token stored in SSM parameter {TOKEN_PARAMETER}: check it"
+
+
+@pytest.mark.parametrize("stored", ["eyJhbGciOi\nJSUzI1NiJ9.e30.sig", "eyJ hbGci.e30.sig", "eyJ\x00x.e30.sig"])
+def test_a_token_with_a_line_break_or_space_inside_is_refused_not_retried_as_an_outage(ssm, stored: str) -> None:
+    """requests refused such a header (InvalidHeader, a RequestException): reported as Earthdata Login not
+    answering, SourceUnavailable, and retried for 45 minutes for a stored value that never works."""
+    put_secure(ssm, TOKEN_PARAMETER, stored)
+    with pytest.raises(CredentialsUnavailable, match=f"token in SSM parameter {TOKEN_PARAMETER} has a line break"):
+        credentials.fetch_credentials("POCLOUD", password_settings(edl_token_parameter=TOKEN_PARAMETER))
 
 
 def test_an_unforeseen_error_of_the_login_is_named_without_its_message(ssm, monkeypatch) -> None:

@@ -259,9 +259,8 @@ _AWS_HINTS = {
     "NoRegionError": " (give --region, or set one: aws configure)",
     "EndpointConnectionError": " (no network, or the wrong region: start's --region, the ARN's for status and "
                                "results?)",
-    "ExecutionDoesNotExist": " (check the ARN, and that your AWS credentials are of its account; Step Functions "
-                             "forgets an execution 90 days after it ended; its summary, runs/NAME/summary.json in "
-                             "the stack's bucket, is kept RunDataRetentionDays)",
+    "ExecutionDoesNotExist": " (check the ARN, and that your AWS credentials are of its account: Step Functions "
+                             "keeps an execution 90 days after it ended)",
 }
 
 

@@ -338,7 +338,7 @@ def above_the_reservation(stack: Stack, doc: dict[str, Any]) -> str | None:
         return None
     return (f"the run's max concurrency, {concurrency}, is above the {reserved} executions the stack reserves for "
             f"the Processor, which caps it (ProcessorReservedConcurrency): the calls above {reserved} are throttled, "
-            "retried for at most 6.5 minutes, then their items fail. Give --max-concurrency "
+            "retried for at most 6.5 minutes, then their items fail. Start it with --max-concurrency "
             f"{reserved} or less, or deploy with a larger reservation")
 
 
@@ -358,7 +358,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     arn = start_run(stack, doc, name=args.name)
     over = above_the_reservation(stack, doc)
     if over:
-        print(f"granulemap: note: {over}", file=sys.stderr)
+        print(f"granulemap: note: {over}; to do so, stop this run first: aws stepfunctions stop-execution --region "
+              f"{region_of(arn)} --execution-arn {arn}", file=sys.stderr)
     print(arn)
     print(f"follow it with: granulemap status {arn}", file=sys.stderr)
     print(f"when it is done: granulemap results {arn} (and --out DIR to download the products)", file=sys.stderr)

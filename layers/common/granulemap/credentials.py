@@ -147,6 +147,10 @@ def _edl_secrets(settings: Settings) -> dict[str, str]:
         if not token:
             raise CredentialsUnavailable(f"the Earthdata Login token in SSM parameter {settings.edl_token_parameter} "
                                          "is empty (white space only): store the token itself")
+        if any(c.isspace() or not c.isprintable() for c in token):  # a pasted token wrapped over lines, say
+            raise CredentialsUnavailable(f"the Earthdata Login token in SSM parameter {settings.edl_token_parameter} "
+                                         "has a line break, a space or another character no token has: store it "
+                                         "on one line, as Earthdata Login shows it")
         return {"EARTHDATA_TOKEN": token}
     if settings.edl_username_parameter and settings.edl_password_parameter:
         return {
