@@ -94,6 +94,57 @@ def test_unwritten_chunks_read_as_the_fill_value_of_any_type(tmp_path: Path, dty
         assert ours.fill_value == fill and (expected[:3] == np.asarray(fill, dtype)).all()
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "chunked", "netcdf"])
+def test_a_beam_of_zero_segments_reads_as_empty_and_the_others_are_kept(synthetic_dir: Path, tmp_path: Path,
+                                                                        layout: str) -> None:
+    """A beam whose datasets hold no segment has no storage in the file (HDF5's undefined address): h5coro raised
+    "invalid data address", and the whole granule failed as unreadable, its other beams' segments lost."""
+    import shutil
+
+    import h5py
+
+    path = tmp_path / SYNTHETIC_ONE
+    shutil.copyfile(synthetic_dir / SYNTHETIC_ONE, path)
+    names = ("delta_time", *NAMES)
+    if layout == "netcdf":
+        with netCDF4.Dataset(path, "a") as ds:
+            group = ds.createGroup("gt3r").createGroup("land_ice_segments")
+            group.createDimension("delta_time", 0)
+            for name in names:
+                group.createVariable(name, "f8", ("delta_time",), zlib=True)
+    else:
+        with h5py.File(path, "a") as f:
+            group = f.require_group("gt3r/land_ice_segments")
+            for name in names:
+                chunked = {"chunks": (4,), "maxshape": (None,), "compression": "gzip"} if layout == "chunked" else {}
+                group.create_dataset(name, shape=(0,), dtype="f8", **chunked)
+    with _open(synthetic_dir / SYNTHETIC_ONE) as granule:
+        without = segments_in_parent(granule, SITE.parent, PARENT_ORDER, CHILD_ORDER)
+    with _open(path) as granule:
+        assert "gt3r" in granule.beams()
+        assert granule.read("gt3r", ["h_li"])["h_li"].values.shape == (0,)
+        with_empty = segments_in_parent(granule, SITE.parent, PARENT_ORDER, CHILD_ORDER)
+    assert without.cells.size > 0
+    np.testing.assert_array_equal(with_empty.cells, without.cells)
+    np.testing.assert_array_equal(with_empty.h_li, without.h_li)
+
+
+def test_a_dataset_never_written_reads_as_its_fill_value_as_hdf5_reads_it(tmp_path: Path) -> None:
+    import h5py
+
+    path = tmp_path / "never_written_SYNTHETIC.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("gt1l/land_ice_segments/h_li", shape=(6,), dtype="f4", fillvalue=ATL06_FILL)
+    with h5py.File(path) as f:
+        expected = f["gt1l/land_ice_segments/h_li"][:]
+    with _open(path) as granule:
+        whole = granule.read("gt1l", ["h_li"])["h_li"]
+        window = granule.read("gt1l", ["h_li"], (2, 5))["h_li"]
+    assert whole.values.dtype == expected.dtype and whole.values.tobytes() == expected.tobytes()
+    assert window.values.tobytes() == expected[2:5].tobytes()
+    assert whole.fill_value == float(ATL06_FILL)
+
+
 def test_fill_value_is_the_files_own_fill_value_attribute() -> None:
     with netCDF4.Dataset(REAL_GRANULE) as ds, _open(REAL_GRANULE) as granule:
         for beam in BEAMS:

@@ -65,6 +65,8 @@ _pool_lock = threading.Lock()
 _EMPTY_OBJECT_CODES = {"InvalidRange", "416"}
 """A ranged GET of an empty object: it exists, with nothing in it."""
 _MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "AccessDenied", "403", "Forbidden"}
+_UNDEFINED_ADDRESS = 2**64 - 1
+"""HDF5's "undefined address" (8-byte offsets, as every ATL06 file has): a dataset's storage never allocated."""
 
 
 def _read_pool() -> ThreadPoolExecutor:
@@ -245,6 +247,9 @@ class Atl06Granule:
                 earlyExit=True, metaOnly=False, enableAttributes=False,
             )
         except Exception as exc:
+            unallocated = self._unallocated(path, hyperslice)
+            if unallocated is not None:
+                return unallocated
             raise self._failure(exc, path) from exc
         if dataset.values is None:
             if dataset.numElements == 0:  # an empty dataset (a beam without segments): h5coro reads nothing
@@ -252,6 +257,21 @@ class Atl06Granule:
             raise GranuleUnreadable(f"{self.name}: h5coro returned no values for {path}")
         values = np.asarray(dataset.values)
         return Variable(values, _fill_value(dataset.meta, values.dtype))
+
+    def _unallocated(self, path: str, hyperslice: list[tuple[int, int]] | None) -> Variable | None:
+        """A dataset whose storage was never allocated (nothing written to it: a beam's datasets of 0 segments, as
+        h5py and netCDF-4 write them) reads as its fill value, as HDF5 reads it; h5coro 1.0.7 raises "invalid data
+        address" instead. None if ``path`` is not such a dataset (its metadata, which h5coro keeps before it
+        raises, has a storage address)."""
+        meta = self._h5.metadataTable.get(path)
+        if meta is None or meta.typeSize <= 0 or meta.ndims != 1 or meta.address != _UNDEFINED_ADDRESS:
+            return None
+        start, stop = hyperslice[0] if hyperslice else (0, meta.dimensions[0])
+        if not 0 <= start <= stop <= meta.dimensions[0]:
+            return None
+        dtype = _numpy_dtype(meta)
+        fill = _fill_value(meta, dtype)
+        return Variable(np.full(stop - start, 0 if fill is None else fill, dtype=dtype), fill)
 
     def _failure(self, exc: Exception, path: str | None = None) -> GranulemapError:
         """A named error for a failed open or read; for S3, asks S3 itself what is wrong (h5coro hides it)."""
