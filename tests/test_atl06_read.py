@@ -193,6 +193,18 @@ def test_cell_ids_are_wgs84_authalic_healpix_as_healpix_geo_computes_them() -> N
     assert children(SITE.parent, 6, 12)[[0, -1]].tolist() == [SITE.parent << 12, ((SITE.parent + 1) << 12) - 1]
 
 
+def test_the_180th_meridian_has_one_cell_whichever_sign_its_longitude_is_written_with() -> None:
+    """In the polar caps (|latitude| > 41.8°) mortie put a point at -180° in another cell than the same point at
+    180°, and than healpix_geo puts both: segments written at -180° fell outside the cell xdggs finds for them."""
+    lat = np.array([-89.5, -71.5, -60.0, -45.0, 0.0, 30.0, 60.0, 80.0, 89.5])
+    for order in (6, 12, 18):
+        west = cell_ids(lat, np.full(lat.size, -180.0), order)
+        np.testing.assert_array_equal(west, cell_ids(lat, np.full(lat.size, 180.0), order))
+        np.testing.assert_array_equal(west, wgs84_cells(lat, np.full(lat.size, -180.0), order))
+    mixed = np.array([-180.0, 10.0, 180.0, -180.0])
+    np.testing.assert_array_equal(cell_ids(np.full(4, -71.5), mixed, 12), wgs84_cells(np.full(4, -71.5), mixed, 12))
+
+
 def test_a_file_that_is_not_hdf5_is_unreadable_with_its_name(tmp_path: Path) -> None:
     path = tmp_path / "ATL06_20190101000000_00000101_006_01_SYNTHETIC.h5"
     path.write_bytes(b"this is not an HDF5 file" * 100)

@@ -50,6 +50,10 @@ def cell_ids(latitude: np.ndarray, longitude: np.ndarray, order: int) -> np.ndar
     lon = np.ascontiguousarray(longitude, dtype=np.float64)
     if lat.size == 0:
         return np.empty(0, dtype=np.int64)
+    if (lon == -180.0).any():
+        # One meridian, two ids: in the polar caps mortie puts -180° in another cell than 180° (a base cells' edge;
+        # healpix_geo, which xdggs uses, puts both where mortie puts 180°).
+        lon = np.where(lon == -180.0, 180.0, lon)
     # UNIQ = 4 * 4**order + nested (the HEALPix "unique" numbering); mortie's default latitude is authalic.
     ids = np.require(mortie.geo2uniq(lat, lon, order=order), dtype=np.int64, requirements=["W"])
     ids -= 4 * 4**order
