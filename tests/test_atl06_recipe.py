@@ -220,6 +220,13 @@ def test_a_granule_in_two_releases_is_read_once_in_the_newest() -> None:
                                                 "ATL06_20190221121851_08410204_005_01.h5"]
     assert older == ["ATL06_20190221121849_08410203_005_03.h5"]
 
+    # Names with a suffix after the revision (this project's synthetic granules) are releases too: both were kept,
+    # and a cell's statistics mixed the two processings.
+    kept, older = newest_releases([Granule(url="/s/ATL06_20190101000000_11110101_005_01_SYNTHETIC.h5"),
+                                   Granule(url="/s/ATL06_20190101000000_11110101_006_01_SYNTHETIC.h5")])
+    assert [Path(g.url).name for g in kept] == ["ATL06_20190101000000_11110101_006_01_SYNTHETIC.h5"]
+    assert older == ["ATL06_20190101000000_11110101_005_01_SYNTHETIC.h5"]
+
 
 def test_a_first_processings_release_number_is_older_than_the_versions_after_it() -> None:
     """Version 1's files carry the processing software's release (the sample granule: 209, its DOI ATL06.001); the

@@ -18,9 +18,10 @@ from granulemap.recipes.base import time_from_stamp
 
 ATL06_STAMP = re.compile(r"^ATL06_(\d{14})_")
 """ATL06 file names start ATL06_YYYYMMDDHHMMSS_ (the granule's start time, UTC)."""
-ATL06_RELEASE = re.compile(r"^ATL06_\d{14}_(\d{8})_(\d{3})_(\d{2})\.")
+ATL06_RELEASE = re.compile(r"^ATL06_\d{14}_(\d{8})_(\d{3})_(\d{2})[._]")
 """ATL06_YYYYMMDDHHMMSS_TTTTCCSS_VVV_RR.h5: which granule (reference ground track TTTT, cycle CC and segment SS: one
-granule each; not its start time, which a reprocessing may move) and which release of it (release VVV, revision RR)."""
+granule each; not its start time, which a reprocessing may move) and which release of it (release VVV, revision RR).
+A suffix after the revision (_SYNTHETIC, as this project names its made-up granules) keeps the name a release's."""
 EARLY_RELEASES = 100
 """Release numbers from here up are the first processings' (version 1: the repo's sample granule is release 209, and
 its identifier_product_doi is 10.5067/ATLAS/ATL06.001), older than every release numbered 001 to 099 since, which
