@@ -333,3 +333,28 @@ def test_a_period_is_resolved_once_into_dates() -> None:
     monthly = ExecutionInput(recipe="atl06-cell-stats", period="previous-month")
     resolved = monthly.resolved(dt.datetime(2019, 1, 31, 23, 59, tzinfo=dt.UTC))
     assert (resolved.period, resolved.start, resolved.end) == (None, dt.date(2018, 12, 1), dt.date(2018, 12, 31))
+
+
+def test_a_bbox_run_records_its_bbox_in_the_run_the_provenance_and_its_store(bucket) -> None:
+    """The bbox is part of an atl06-cell-stats configuration (its own store), but was written nowhere a reader could
+    see it: a store made with one could be told from another only by the hash in its key."""
+    import zarr
+
+    from granulemap.models import ItemCounts
+    from granulemap.provenance import provenance_record
+    from granulemap.recipes.atl06.store import s3_store
+
+    box = [-50.0, 60.0, -40.0, 70.0]
+    with responses.RequestsMock() as rs:
+        replay_cmr(rs, [cloud_umm_page()], collection=nsidc_collection())
+        replay_legacy(rs, [legacy_page()])
+        out = build_catalog({**ATL06_DAY, "bbox": box}, "run-atl06-bbox", settings_for(bucket), bucket)
+        (umm_request,) = umm_page_requests(rs)
+    assert umm_request.params["bounding_box"] == "-50.0,60.0,-40.0,70.0"  # the search the run made
+    assert list(out.run.bbox) == box
+    counts = ItemCounts(total=out.catalog.count, succeeded=0, failed=out.catalog.count, skipped=0)
+    assert provenance_record(out.run, [], counts)["bbox"] == box
+    recipe.combine([], out.run, recipe.parse_params({}), bucket)  # every item failed: the attributes are written
+    store_key = layout.output_key(recipe.name, out.run.config_id, "atl06-cell-stats.zarr")
+    attrs = zarr.open_group(s3_store(bucket.name, store_key), mode="r").attrs
+    assert attrs["bbox"] == box and "narrowed to it" in attrs["bbox_comment"]

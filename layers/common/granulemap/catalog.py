@@ -352,6 +352,7 @@ def build_catalog(
         end=end,
         daac=provider,
         collection=collection,
+        bbox=execution.bbox,
         started=as_utc(now or dt.datetime.now(dt.UTC)),
     )
     if recipe.per_granule:  # results are merged by granule name: two granules of one name would be one row

@@ -300,6 +300,9 @@ class RunContext(_Strict):
     """The DAAC (CMR provider) whose granules the run reads; None for granules of a ``source``."""
     collection: str | None = None
     """The collection the granules are of: the input's, else the recipe's (for a ``source``, what the input says)."""
+    bbox: tuple[float, float, float, float] | None = None
+    """The input's bbox (west, south, east, north in degrees): what the CMR search was narrowed to, and for a recipe
+    whose results it changes (``Recipe.bbox_changes_results``) part of the configuration."""
     credentials: CredentialsRef | None = None
     started: dt.datetime | None = None
     """When the run's execution started (BuildCatalog's time: the state machine's start time): Aggregate counts

@@ -42,6 +42,7 @@ def provenance_record(run: Any, items: list[Any], counts: Any, granules: Any = N
         "params": run.params,
         "config_id": run.config_id,
         "collection": run.collection,
+        "bbox": list(run.bbox) if run.bbox else None,
         "start": run.start.isoformat() if run.start else None,
         "end": run.end.isoformat() if run.end else None,
         "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -353,10 +353,15 @@ class Atl06CellStats(Recipe):
                           "atl06_quality_summary == 0, h_li and h_li_sigma finite and not the fill value, "
                           "h_li_sigma > 0, measured (delta_time) within the period",
                 "provenance": "each run's input granules, parameters and software versions: "
-                              + layout.provenance_key(self.name, run.config_id, "<run id>"),
+                              + layout.provenance_key(self.name, run.config_id, "<run id>")
+                              + " (history names the run of each period)",
                 "granulemap_version": granulemap.__version__,
                 "date_modified": created,
             }
+            if run.bbox is not None:  # part of the configuration (bbox_changes_results): the store is this bbox's
+                attrs["bbox"] = list(run.bbox)
+                attrs["bbox_comment"] = ("west, south, east, north in degrees: the CMR search for the granules was "
+                                         "narrowed to it; every parent cell those granules touch is here, in full")
             failed_parents, unreadable = _not_written(bucket, run, results)
             not_written = (f" ({len(failed_parents)} failed, {len(unreadable)} unreadable granules: see "
                            f"{INCOMPLETE})" if failed_parents or unreadable else "")
