@@ -812,6 +812,48 @@ def test_a_period_drawn_a_batch_at_a_time_holds_each_pixel_s_mean_of_its_cells(m
     assert drawn["title"] == f"{int(np.isfinite(values).sum())} cells"
 
 
+def test_a_track_across_the_antimeridian_is_drawn_in_one_piece_with_longitudes_labelled_within_180(
+        monkeypatch) -> None:
+    """A track from 179°E to 179°W near the Ross Ice Shelf was drawn on a map 360° wide: its cells, at both edges of a
+    thin strip, could not be seen. Each pixel still holds the mean of the cells whose centres lie in it."""
+    import matplotlib.figure
+
+    from granulemap.recipes.atl06.cells import cell_ids
+    from granulemap.recipes.atl06.plot import lon_label, plot_cell_batches
+
+    lat = np.linspace(-80.0, -78.0, 2000)
+    lon = (np.linspace(179.0, 181.0, 2000) + 180.0) % 360.0 - 180.0  # 179.0 .. 180 .. -179.0
+    order = 12
+    cells, index = np.unique(cell_ids(lat, lon, order), return_index=True)
+    values = lat[index] * 10.0
+    drawn: dict = {}
+    save = matplotlib.figure.Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        fig.canvas.draw()
+        image = fig.axes[0].images[0]
+        drawn.update(image=np.ma.filled(np.asarray(image.get_array(), dtype=float), np.nan),
+                     extent=image.get_extent(), labels=[t.get_text() for t in fig.axes[0].get_xticklabels()])
+        return save(fig, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(matplotlib.figure.Figure, "savefig", record)
+        plot_cell_batches(iter([(cells, values)]), order, title=str, label="h")
+    west, east, _, _ = drawn["extent"]
+    assert east - west < 10 and west < 180 < east  # one piece, across 180°
+    # the expected pixel means, from the cells' centres with longitudes east of 0 (179 .. 181)
+    from granulemap.recipes.atl06 import cells as cells_module
+
+    monkeypatch.setattr(cells_module, "cell_centres", lambda c, o, centres=cells_module.cell_centres: (
+        centres(c, o)[0], centres(c, o)[1] % 360.0))
+    expected = _pixel_means(cells, order, values, drawn["extent"], drawn["image"].shape)
+    assert np.array_equal(np.isnan(drawn["image"]), np.isnan(expected))
+    np.testing.assert_allclose(drawn["image"], expected, rtol=1e-6, equal_nan=True)
+    labels = [t for t in drawn["labels"] if t]
+    assert labels and all(-180 <= float(t.replace("\u2212", "-")) <= 180 for t in labels)
+    assert [lon_label(x) for x in (179.5, 180.0, 180.5, -180.0, 0.0)] == ["179.5", "180", "-179.5", "-180", "0"]
+
+
 def test_drawing_a_period_a_batch_at_a_time_keeps_12_bytes_a_cell() -> None:
     """Each cell drawn costs 12 bytes kept (float32 centre offsets and value), whatever the batches: drawing 6 million
     cells allocates at most 14 bytes a cell more at its peak than drawing 2 million (the batches' own work is the same).

@@ -40,7 +40,8 @@ class _Centres:
         if not self.size:
             self.origin = (float(lat[0]), float(lon[0]))
         self.lat.append((lat - self.origin[0]).astype(np.float32))
-        self.lon.append((lon - self.origin[1]).astype(np.float32))
+        # east or west of the first cell, whichever is nearer: a track across the antimeridian stays one piece
+        self.lon.append(((lon - self.origin[1] + 180.0) % 360.0 - 180.0).astype(np.float32))
         self.values.append(values.astype(np.float32))
         bins = np.clip(((lat + 90.0) / 180.0 * self.MEDIAN_BINS).astype(np.int64), 0, self.MEDIAN_BINS - 1)
         self.latitudes += np.bincount(bins, minlength=self.MEDIAN_BINS)
@@ -51,17 +52,37 @@ class _Centres:
         middle = int(np.searchsorted(np.cumsum(self.latitudes), (self.size + 1) / 2))
         return -90.0 + (middle + 0.5) * 180.0 / self.MEDIAN_BINS
 
+    def _wide(self) -> bool:
+        """The cells span more than half the globe's longitudes: the map is drawn from -180° to 180°. Otherwise its
+        longitudes are the first cell's and the others' offsets from it, which go beyond ±180° for cells across the
+        antimeridian (``lon_label`` labels them)."""
+        return max(float(a.max()) for a in self.lon) - min(float(a.min()) for a in self.lon) > 180.0
+
     def bounds(self) -> tuple[float, float, float, float]:
         """South, north, west, east of the centres."""
         lat0, lon0 = self.origin
-        return (lat0 + min(float(a.min()) for a in self.lat), lat0 + max(float(a.max()) for a in self.lat),
-                lon0 + min(float(a.min()) for a in self.lon), lon0 + max(float(a.max()) for a in self.lon))
+        south, north = lat0 + min(float(a.min()) for a in self.lat), lat0 + max(float(a.max()) for a in self.lat)
+        if self._wide():  # a batch at a time: all of them at once in float64 would cost 8 bytes a cell more
+            west, east = math.inf, -math.inf
+            for _, lon, _ in self.parts():
+                west, east = min(west, float(lon.min())), max(east, float(lon.max()))
+            return south, north, west, east
+        return south, north, lon0 + min(float(a.min()) for a in self.lon), lon0 + max(float(a.max()) for a in self.lon)
 
     def parts(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(latitude, longitude, value) of each batch, in float64."""
         lat0, lon0 = self.origin
+        wide = self._wide()
         for lat, lon, values in zip(self.lat, self.lon, self.values, strict=True):
-            yield lat0 + lat.astype(np.float64), lon0 + lon.astype(np.float64), values.astype(np.float64)
+            east = lon0 + lon.astype(np.float64)
+            yield lat0 + lat.astype(np.float64), (east + 180.0) % 360.0 - 180.0 if wide else east, values.astype(
+                np.float64)
+
+
+def lon_label(x: float, _: object = None) -> str:
+    """A map longitude as a label in -180..180 (a map across the antimeridian goes beyond ±180°)."""
+    wrapped = (x + 180.0) % 360.0 - 180.0
+    return f"{180.0 if wrapped == -180.0 and x > 0 else wrapped:g}"
 
 
 def _raster(centres: _Centres, cell_deg: float, shrink: float) -> tuple[np.ndarray, tuple[float, float, float, float]]:
@@ -103,7 +124,7 @@ def plot_cell_batches(batches: Iterable[tuple[np.ndarray, np.ndarray]], order: i
     Aggregator. ``title`` is given the number of cells drawn. Drawn on a Figure of its own, not through pyplot (see
     ``timeseries.plot_time_series``)."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     centres = _Centres()
     for cells, values in batches:
@@ -139,6 +160,7 @@ def plot_cell_batches(batches: Iterable[tuple[np.ndarray, np.ndarray]], order: i
         fig.set_size_inches(8, 6)
         ax.text(0.5, 0.5, "no cells with data", ha="center", va="center", transform=ax.transAxes)
     ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.xaxis.set_major_formatter(FuncFormatter(lon_label))
     ax.tick_params(axis="x", labelrotation=30)
     ax.set_xlabel("longitude (°E)")
     ax.set_ylabel("latitude (°N)")
