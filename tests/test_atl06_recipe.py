@@ -211,6 +211,12 @@ def test_a_granule_in_two_releases_is_read_once_in_the_newest() -> None:
     read = {Path(g.url).name for item in items for g in item.granules}
     assert read == {"ATL06_20190221121851_08410203_006_02.h5", "ATL06_20190221131851_08410204_005_01.h5"}
     assert all(len(item.granules) == 2 for item in items)  # both granules share the polygon: each cell has both
+    # the summary says which files were left out (only the log did)
+    assert recipe.catalog_notes(granules, recipe.parse_params({})) == [
+        "2 granule file(s) were left out as older releases of granules also found in a newer one (each granule is "
+        "read in its newest release only): ATL06_20190221121851_08410203_005_01.h5, "
+        "ATL06_20190221121851_08410203_006_01.h5"]
+    assert recipe.catalog_notes(granules[2:], recipe.parse_params({})) == []
 
     kept, older = newest_releases([Granule(url="/data/ATL06_20190221121851_08410203_006_01.h5"),
                                    Granule(url="/data/not-an-atl06-name.h5"),

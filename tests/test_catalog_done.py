@@ -249,7 +249,7 @@ def test_files_of_the_pattern_whose_names_give_no_date_are_noted_in_the_summary(
     note = (f"2 file(s) in {tmp_path} match recipe sst-global-mean's file-name pattern '*.nc' but their names "
             "give no date, so no run reads them: land_mask.nc, mur25_2019-01-01.nc (a granule keeps the name "
             "NASA gave it)")
-    assert out.catalog.count == 1 and out.catalog.undated == note
+    assert out.catalog.count == 1 and out.catalog.notes == [note]
     assert summary.status == "SUCCEEDED" and summary.granules.succeeded == 1
     assert rows == [("2018-12-31T09:00:00Z", mur25.name)]
     assert summary.notes[:2] == [
@@ -260,7 +260,7 @@ def test_files_of_the_pattern_whose_names_give_no_date_are_noted_in_the_summary(
     for file in ("land_mask.nc", "mur25_2019-01-01.nc"):
         (tmp_path / file).unlink()
     out, summary, _ = _steps_in_order(moto_bucket, doc, "run-dated")
-    assert out.catalog.count == 1 and out.catalog.undated is None
+    assert out.catalog.count == 1 and out.catalog.notes == []
     assert not any("give no date" in note for note in summary.notes)
 
 

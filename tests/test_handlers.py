@@ -59,7 +59,7 @@ def test_catalog_builder_writes_the_manifest_and_returns_only_references(s3) -> 
     assert not errored, out
     assert out["catalog"] == {"bucket": BUCKET, "key": layout.manifest_key("example-run"), "count": 1,
                               "map_key": layout.map_items_key("example-run"), "map_count": 1,
-                              "none_found": None, "undated": None}  # the folder gave an item: nothing to explain
+                              "none_found": None, "notes": []}  # the folder gave an item: nothing to explain
     # the SST recipes' tolerance counts granules, in Aggregate: their Map tolerates any share of failed items
     assert out["map"] == {"max_concurrency": 40, "tolerated_failure_percentage": 5.0,
                           "item_tolerated_failure_percentage": 100.0}

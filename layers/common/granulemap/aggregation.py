@@ -260,8 +260,7 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
     stopped = map_stopped(event.map.error, found.failures)
     if stopped:
         message = f"{stopped} {message}"
-    if event.catalog.undated:
-        notes = [event.catalog.undated] + notes
+    notes = event.catalog.notes + notes
     if recipe.one_granule_a_day and run.start is not None and run.end is not None:
         notes = _days_without_a_granule(items, run.start, run.end) + notes
     for note in notes:

@@ -363,9 +363,12 @@ def build_catalog(
     if execution.source is not None and recipe.one_granule_a_day:
         _refuse_two_granules_of_a_day(granules, recipe, execution.source)
     items = _unique_ids(recipe.make_items(granules, params, execution))
+    notes = recipe.catalog_notes(granules, params) if items else []
     # A folder that gave nothing: what it holds, for the summary (the name of a subfolder the granules are in, say).
     none_found = why_no_granules(execution.source, recipe, start, end) if execution.source and not items else None
     undated_files = undated_note(execution.source, recipe, undated) if execution.source and items else None
+    if undated_files:
+        notes.insert(0, undated_files)
     # Before prepare, which may write (atl06-cell-stats grows its store): a refused input changes nothing. prepare
     # only adds names (a store id) to items, well within the limit's margin.
     without_footprints = {"granules": {"__all__": {"footprint"}}}
@@ -387,7 +390,7 @@ def build_catalog(
     return CatalogOutput(
         run=run,
         catalog=CatalogRef(bucket=bucket.name, key=key, count=len(items), map_key=map_key, map_count=len(to_do),
-                           none_found=none_found, undated=undated_files),
+                           none_found=none_found, notes=notes),
         map=MapConfig(
             max_concurrency=execution.max_concurrency or settings.default_max_concurrency,
             tolerated_failure_percentage=tolerance,

@@ -320,9 +320,10 @@ class CatalogRef(_Strict):
     map_count: int | None = None
     none_found: str | None = None
     """For a run of a ``source`` folder that gave no items: what the folder holds (catalog.why_no_granules)."""
-    undated: str | None = None
-    """For a run of a ``source`` folder that gave items: a note on its files that match the recipe's pattern but whose
-    names give no date, which no run reads (catalog.undated_note)."""
+    notes: list[str] = Field(default_factory=list)
+    """What BuildCatalog tells a reader of the results (Aggregate puts them in the summary's notes): the files of a
+    ``source`` folder that match the recipe's pattern but whose names give no date, which no run reads
+    (catalog.undated_note), and the recipe's ``catalog_notes``."""
 
     @property
     def found_done(self) -> int:

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 import granulemap
 from granulemap import layout
 from granulemap.errors import (CatalogError, CredentialsExpired, GranuleUnreadable, InvalidInput, PermanentItemError,
-                               VariableMissing)
+                               VariableMissing, first_of)
 from granulemap.granule_access import GranuleAccess
 from granulemap.grouping import item_id_for
 from granulemap.models import ExecutionInput, Granule, Item, RunContext
@@ -196,14 +196,18 @@ class Atl06CellStats(Recipe):
         return granule_time(name)
 
     # --- catalog ----------------------------------------------------------------------------------------
+    def catalog_notes(self, granules: list[Granule], params: BaseModel) -> list[str]:
+        older = newest_releases(granules)[1]
+        if not older:
+            return []
+        return [f"{len(older)} granule file(s) were left out as older releases of granules also found in a newer one "
+                f"(each granule is read in its newest release only): {first_of(older, 3)}"]
+
     def make_items(self, granules: list[Granule], params: BaseModel, execution: ExecutionInput) -> list[Item]:
         """One item per parent cell touched by any granule (CMR polygons, or the files' own positions), each granule
         in its newest release only."""
         assert isinstance(params, Params)
-        granules, older = newest_releases(granules)
-        if older:
-            logger.info("older releases of ATL06 granules left out: each granule is read in its newest release",
-                        extra={"left_out": len(older), "first": older[:5]})
+        granules, _ = newest_releases(granules)  # catalog_notes names the others
         unreadable: dict[str, UnreadableItem] = {}
         if execution.source is None:
             touched = self._parents_from_cmr(granules, params.parent_order)

@@ -142,6 +142,12 @@ class Recipe(abc.ABC):
         grouping = (execution.group or self.default_grouping) if self.per_granule else "granule"
         return group_granules(granules, grouping)
 
+    def catalog_notes(self, granules: list[Granule], params: BaseModel) -> list[str]:
+        """What a reader of the run's results should be told about the granules found (some left out by
+        ``make_items``, say): each note goes into the summary (its ``notes`` and the message's end). None by
+        default."""
+        return []
+
     def prepare(self, items: list[Item], run: RunContext, params: BaseModel, bucket: Bucket) -> list[Item] | None:
         """Runs once in BuildCatalog, before the manifest is written (e.g. to create or grow an output store).
 
