@@ -213,8 +213,8 @@ def test_a_granule_in_two_releases_is_read_once_in_the_newest() -> None:
     assert all(len(item.granules) == 2 for item in items)  # both granules share the polygon: each cell has both
     # the summary says which files were left out (only the log did)
     assert recipe.catalog_notes(granules, recipe.parse_params({})) == [
-        "2 granule file(s) were left out as older releases of granules also found in a newer one (each granule is "
-        "read in its newest release only): ATL06_20190221121851_08410203_005_01.h5, "
+        "2 granule file(s) were left out as older releases, or other copies, of granules also found in a newer one "
+        "(each granule is read once, in its newest release): ATL06_20190221121851_08410203_005_01.h5, "
         "ATL06_20190221121851_08410203_006_01.h5"]
     assert recipe.catalog_notes(granules[2:], recipe.parse_params({})) == []
 
@@ -825,7 +825,7 @@ def test_a_track_across_the_antimeridian_is_drawn_in_one_piece_with_longitudes_l
     import matplotlib.figure
 
     from granulemap.recipes.atl06.cells import cell_ids
-    from granulemap.recipes.atl06.plot import lon_label, plot_cell_batches
+    from granulemap.recipes.atl06.plot import label_decimals, lon_label, plot_cell_batches
 
     lat = np.linspace(-80.0, -78.0, 2000)
     lon = (np.linspace(179.0, 181.0, 2000) + 180.0) % 360.0 - 180.0  # 179.0 .. 180 .. -179.0
@@ -857,7 +857,10 @@ def test_a_track_across_the_antimeridian_is_drawn_in_one_piece_with_longitudes_l
     np.testing.assert_allclose(drawn["image"], expected, rtol=1e-6, equal_nan=True)
     labels = [t for t in drawn["labels"] if t]
     assert labels and all(-180 <= float(t.replace("\u2212", "-")) <= 180 for t in labels)
-    assert [lon_label(x) for x in (179.5, 180.0, 180.5, -180.0, 0.0)] == ["179.5", "180", "-179.5", "-180", "0"]
+    assert [lon_label(x, 1) for x in (179.5, 180.0, 180.5, -180.0, 0.0)] == ["179.5", "180.0", "-179.5", "-180.0",
+                                                                              "0.0"]
+    assert [label_decimals(np.array(t)) for t in ([178.5, 180.0, 181.5], [179.9992, 180.0, 180.0008], [179.0, 181.0],
+                                                  [179.75, 180.0])] == [1, 4, 0, 2]
 
 
 def test_drawing_a_period_a_batch_at_a_time_keeps_12_bytes_a_cell() -> None:

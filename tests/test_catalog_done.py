@@ -318,3 +318,38 @@ def test_a_damaged_stored_result_fails_its_item_alone_naming_it_and_the_way_out(
     _, summary, rows = _steps_in_order(moto_bucket, {**doc, "recompute": True}, "run-3")
     assert (summary.status, summary.items.succeeded, summary.failures) == ("SUCCEEDED", 3, [])
     assert [name for _, name in rows] == every
+
+
+def test_a_recipes_catalog_notes_reach_the_summary_after_the_undated_files_note(tmp_path, moto_bucket, mur25,
+                                                                                 monkeypatch) -> None:
+    """Recipe.catalog_notes (atl06-cell-stats names the older releases it left out) go from BuildCatalog, through
+    CatalogRef.notes, into the summary's notes and message."""
+    from granulemap.recipes import get_recipe
+
+    (tmp_path / mur25.name).symlink_to(mur25)
+    (tmp_path / "land_mask.nc").write_bytes(b"")
+    recipe = get_recipe("sst-global-mean")
+    seen = []
+
+    def catalog_notes(self, granules, params):  # type: ignore[no-untyped-def]
+        seen.append([g.url for g in granules])
+        return [f"{len(granules)} granule(s) looked at"]
+
+    monkeypatch.setattr(type(recipe), "catalog_notes", catalog_notes)
+    doc = {"recipe": "sst-global-mean", "start": "2018-12-31", "end": "2018-12-31", "source": str(tmp_path)}
+    out, summary, _ = _steps_in_order(moto_bucket, doc, "run-catalog-notes")
+    assert seen == [[str(tmp_path / mur25.name)]]
+    assert [n[:7] for n in out.catalog.notes] == ["1 file(", "1 granu"]  # the undated files' note first
+    assert summary.notes[:2] == out.catalog.notes
+    assert ". Note: 1 granule(s) looked at" in summary.message
+
+
+@pytest.mark.parametrize(("undated", "notes"), [("3 file(s) ... give no date", ["3 file(s) ... give no date"]),
+                                                (None, [])])
+def test_a_catalog_of_the_version_before_notes_is_read_by_aggregate(undated, notes) -> None:
+    """An execution whose BuildCatalog ran before a deploy reaches the new Aggregate with CatalogRef.undated (strict
+    models refused it: the run failed without a summary)."""
+    from granulemap.models import CatalogRef
+
+    ref = CatalogRef.model_validate({"bucket": "b", "key": "k", "count": 1, "undated": undated})
+    assert ref.notes == notes

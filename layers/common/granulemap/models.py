@@ -325,6 +325,18 @@ class CatalogRef(_Strict):
     ``source`` folder that match the recipe's pattern but whose names give no date, which no run reads
     (catalog.undated_note), and the recipe's ``catalog_notes``."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _undated_of_an_earlier_version(cls, data: Any) -> Any:
+        """A run whose BuildCatalog ran before a deploy (an ATL06 backfill takes hours) reaches the new Aggregate
+        with the field this one replaced, ``undated`` (a note or null)."""
+        if isinstance(data, dict) and "undated" in data:
+            data = dict(data)
+            undated = data.pop("undated")
+            if undated:
+                data["notes"] = [undated, *data.get("notes", [])]
+        return data
+
     @property
     def found_done(self) -> int:
         """Items BuildCatalog found done: in the manifest, not in the Map's list (which the Map runs)."""

@@ -200,8 +200,8 @@ class Atl06CellStats(Recipe):
         older = newest_releases(granules)[1]
         if not older:
             return []
-        return [f"{len(older)} granule file(s) were left out as older releases of granules also found in a newer one "
-                f"(each granule is read in its newest release only): {first_of(older, 3)}"]
+        return [f"{len(older)} granule file(s) were left out as older releases, or other copies, of granules also "
+                f"found in a newer one (each granule is read once, in its newest release): {first_of(older, 3)}"]
 
     def make_items(self, granules: list[Granule], params: BaseModel, execution: ExecutionInput) -> list[Item]:
         """One item per parent cell touched by any granule (CMR polygons, or the files' own positions), each granule
@@ -365,7 +365,9 @@ class Atl06CellStats(Recipe):
             if run.bbox is not None:  # part of the configuration (bbox_changes_results): the store is this bbox's
                 attrs["bbox"] = list(run.bbox)
                 attrs["bbox_comment"] = ("west, south, east, north in degrees: the CMR search for the granules was "
-                                         "narrowed to it; every parent cell those granules touch is here, in full")
+                                         "narrowed to it; every parent cell those granules touch is here, with their "
+                                         "segments only: a cell inside the box holds every track found there, one "
+                                         "outside it or across its edge only the tracks that also cross the box")
             failed_parents, unreadable = _not_written(bucket, run, results)
             not_written = (f" ({len(failed_parents)} failed, {len(unreadable)} unreadable granules: see "
                            f"{INCOMPLETE})" if failed_parents or unreadable else "")

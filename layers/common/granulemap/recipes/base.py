@@ -144,7 +144,7 @@ class Recipe(abc.ABC):
 
     def catalog_notes(self, granules: list[Granule], params: BaseModel) -> list[str]:
         """What a reader of the run's results should be told about the granules found (some left out by
-        ``make_items``, say): each note goes into the summary (its ``notes`` and the message's end). None by
+        ``make_items``, say): each note goes into the summary (its ``notes`` and the message's end). No notes by
         default."""
         return []
 

@@ -50,10 +50,13 @@ def cell_ids(latitude: np.ndarray, longitude: np.ndarray, order: int) -> np.ndar
     lon = np.ascontiguousarray(longitude, dtype=np.float64)
     if lat.size == 0:
         return np.empty(0, dtype=np.int64)
-    if (lon == -180.0).any():
-        # One meridian, two ids: in the polar caps mortie puts -180° in another cell than 180° (a base cells' edge;
-        # healpix_geo, which xdggs uses, puts both where mortie puts 180°).
-        lon = np.where(lon == -180.0, 180.0, lon)
+    west_edges = (lon == -180.0) | (lon == -90.0)
+    if west_edges.any():
+        # Points exactly on a base cells' edge in the polar caps: mortie puts -180° in another cell than 180° (one
+        # meridian, two ids), and -90° in another than healpix_geo (which xdggs uses) does; as 180° and 270° they
+        # get healpix_geo's cells. (Elsewhere the two agree, but for -0.0 and longitudes within 1e-14° west of 0°,
+        # which mortie takes as 0°: healpix_geo itself puts -0.0 in another cell than 0.0.)
+        lon = np.where(west_edges, lon + 360.0, lon)
     # UNIQ = 4 * 4**order + nested (the HEALPix "unique" numbering); mortie's default latitude is authalic.
     ids = np.require(mortie.geo2uniq(lat, lon, order=order), dtype=np.int64, requirements=["W"])
     ids -= 4 * 4**order

@@ -36,7 +36,7 @@ import deflate
 import numpy as np
 from h5coro.filedriver import FileDriver
 from h5coro.h5coro import H5Coro
-from h5coro.h5dataset import H5Dataset
+from h5coro.h5dataset import INVALID_VALUE, H5Dataset
 from h5coro.h5metadata import H5Metadata
 from h5coro.s3driver import S3Driver
 
@@ -65,8 +65,6 @@ _pool_lock = threading.Lock()
 _EMPTY_OBJECT_CODES = {"InvalidRange", "416"}
 """A ranged GET of an empty object: it exists, with nothing in it."""
 _MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "AccessDenied", "403", "Forbidden"}
-_UNDEFINED_ADDRESS = 2**64 - 1
-"""HDF5's "undefined address" (8-byte offsets, as every ATL06 file has): a dataset's storage never allocated."""
 
 
 def _read_pool() -> ThreadPoolExecutor:
@@ -259,19 +257,18 @@ class Atl06Granule:
         return Variable(values, _fill_value(dataset.meta, values.dtype))
 
     def _unallocated(self, path: str, hyperslice: list[tuple[int, int]] | None) -> Variable | None:
-        """A dataset whose storage was never allocated (nothing written to it: a beam's datasets of 0 segments, as
-        h5py and netCDF-4 write them) reads as its fill value, as HDF5 reads it; h5coro 1.0.7 raises "invalid data
-        address" instead. None if ``path`` is not such a dataset (its metadata, which h5coro keeps before it
-        raises, has a storage address)."""
+        """An empty dataset whose storage was never allocated (a beam of 0 segments, as h5py and netCDF-4 write it)
+        reads as empty; h5coro 1.0.7 raises "invalid data address" for it. None for any other dataset, an unallocated
+        one of more elements included: HDF5 would read it as its fill value, or from an external file, which h5coro
+        does not read, so it stays an error (GranuleUnreadable) rather than becoming fill values or zeros."""
         meta = self._h5.metadataTable.get(path)
-        if meta is None or meta.typeSize <= 0 or meta.ndims != 1 or meta.address != _UNDEFINED_ADDRESS:
+        if (meta is None or meta.typeSize <= 0 or meta.ndims != 1 or list(meta.dimensions) != [0]
+                or meta.address != INVALID_VALUE[self._h5.offsetSize]):
             return None
-        start, stop = hyperslice[0] if hyperslice else (0, meta.dimensions[0])
-        if not 0 <= start <= stop <= meta.dimensions[0]:
+        if hyperslice and tuple(hyperslice[0]) != (0, 0):
             return None
         dtype = _numpy_dtype(meta)
-        fill = _fill_value(meta, dtype)
-        return Variable(np.full(stop - start, 0 if fill is None else fill, dtype=dtype), fill)
+        return Variable(np.empty(0, dtype=dtype), _fill_value(meta, dtype))
 
     def _failure(self, exc: Exception, path: str | None = None) -> GranulemapError:
         """A named error for a failed open or read; for S3, asks S3 itself what is wrong (h5coro hides it)."""

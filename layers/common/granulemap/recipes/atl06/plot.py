@@ -79,10 +79,19 @@ class _Centres:
                 np.float64)
 
 
-def lon_label(x: float, _: object = None) -> str:
+def lon_label(x: float, decimals: int) -> str:
     """A map longitude as a label in -180..180 (a map across the antimeridian goes beyond ±180°)."""
     wrapped = (x + 180.0) % 360.0 - 180.0
-    return f"{180.0 if wrapped == -180.0 and x > 0 else wrapped:g}"
+    return f"{180.0 if wrapped == -180.0 and x > 0 else wrapped:.{decimals}f}"
+
+
+def label_decimals(ticks: np.ndarray) -> int:
+    """The fewest decimals that write every tick exactly (to 1e-9°), at most 9: ticks 0.0008° apart need 4."""
+    for decimals in range(10):
+        scaled = np.asarray(ticks, dtype=np.float64) * 10.0**decimals
+        if np.allclose(scaled, np.round(scaled), rtol=0.0, atol=1e-9 * 10.0**decimals):
+            return decimals
+    return 9
 
 
 def _raster(centres: _Centres, cell_deg: float, shrink: float) -> tuple[np.ndarray, tuple[float, float, float, float]]:
@@ -160,7 +169,10 @@ def plot_cell_batches(batches: Iterable[tuple[np.ndarray, np.ndarray]], order: i
         fig.set_size_inches(8, 6)
         ax.text(0.5, 0.5, "no cells with data", ha="center", va="center", transform=ax.transAxes)
     ax.xaxis.set_major_locator(MaxNLocator(4))
-    ax.xaxis.set_major_formatter(FuncFormatter(lon_label))
+    west, east = ax.get_xlim()
+    if west < -180.0 or east > 180.0:  # across the antimeridian: labels within ±180°, as precise as the ticks
+        decimals = label_decimals(ax.xaxis.get_major_locator().tick_values(west, east))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: lon_label(x, decimals)))
     ax.tick_params(axis="x", labelrotation=30)
     ax.set_xlabel("longitude (°E)")
     ax.set_ylabel("latitude (°N)")
