@@ -24,12 +24,19 @@ def _spec(code_dir: Path, timeout: float | None) -> dict:
 
 @pytest.fixture
 def limited() -> Iterator[None]:
-    """Timeouts enforced in this (the test's main) thread, as in a worker process of the engine."""
+    """Timeouts enforced in this (the test's main) thread, as in a worker process of the engine; and the process's
+    environment put back after (worker.invoke sets the function's, AWS_LAMBDA_FUNCTION_NAME among it: left set, it
+    made every later test that starts moto's mock_aws run many times slower)."""
+    import os
+
+    environ = dict(os.environ)
     undo = worker.enforce_timeouts()
     try:
         yield
     finally:
         undo()
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 def _handler(tmp_path: Path, body: str) -> Path:

@@ -76,7 +76,11 @@ class _Watchdog:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running: tuple[float, str | None] | None = None
+        self._stopped = threading.Event()
         threading.Thread(target=self._watch, name="granulemap-timeout-watch", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopped.set()
 
     def arm(self, deadline: float, mark: str | None) -> None:
         with self._lock:
@@ -87,8 +91,9 @@ class _Watchdog:
             self._running = None
 
     def _watch(self) -> None:
-        while True:
-            time.sleep(TIMEOUT_WATCH_S)
+        # Event.wait, not time.sleep: a test that replaces time.sleep (to skip backoff waits) in a process that has
+        # enforced timeouts made this thread spin, and every test after it run many times slower.
+        while not self._stopped.wait(TIMEOUT_WATCH_S):
             with self._lock:
                 if self._running is None or time.monotonic() <= self._running[0] + TIMEOUT_GRACE_S:
                     continue
@@ -135,6 +140,8 @@ def enforce_timeouts() -> Any:
         global _watchdog, _retired
         _disarm()
         signal.signal(signal.SIGALRM, before)
+        if _watchdog is not None:
+            _watchdog.stop()
         _watchdog = None
         _retired = False
 
