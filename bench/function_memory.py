@@ -46,6 +46,8 @@ MB_PER_VCPU = FULL_VCPU_MB
 """Lambda: "At 1,769 MB, a function has the equivalent of one vCPU"; below that the share is proportional."""
 COLD_START_S = 2.0
 """The longest a function's cold imports may take at the CPU share of its recommended size."""
+LAMBDA_INIT_LIMIT_S = 10.0
+"""Lambda's init phase (a function's cold imports) is limited to 10 s."""
 
 
 def cold_start_floor(cold_start_s: float) -> int:
