@@ -68,7 +68,7 @@ def _row(day: int, product: str, value: float = 20.0) -> dict[str, Any]:
 
 @pytest.fixture
 def s3_bucket(monkeypatch):
-    monkeypatch.setattr(timeseries.time, "sleep", lambda _: None)
+    monkeypatch.setattr(timeseries, "_pause_before_retry", lambda _: None)
     with mock_aws():
         client = boto3.client("s3", region_name="us-west-2")
         client.create_bucket(Bucket="bucket", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})

@@ -31,7 +31,7 @@ def _write(bucket: Bucket, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def s3(monkeypatch):
-    monkeypatch.setattr(timeseries.time, "sleep", lambda _: None)
+    monkeypatch.setattr(timeseries, "_pause_before_retry", lambda _: None)
     with mock_aws():
         client = boto3.client("s3", region_name="us-west-2")
         client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})

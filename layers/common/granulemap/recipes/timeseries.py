@@ -162,9 +162,15 @@ def write_time_series(
         bucket.put_bytes(png_key, plot_time_series(rows, value_column, title, ylabel), "image/png")
         if bucket.put_bytes_if_unchanged(csv_key, rows_to_csv(columns, rows), "text/csv", etag):
             return rows
-        time.sleep(random.uniform(0.05, 0.5) * (attempt + 1))
+        _pause_before_retry(attempt)
     raise TransientError(f"s3://{bucket.name}/{csv_key} changed {CSV_WRITE_ATTEMPTS} times while this run merged its "
                          "rows into it (other runs of the same configuration writing it): Aggregate is tried again")
+
+
+def _pause_before_retry(attempt: int) -> None:
+    """Another writer changed the CSV between this one's read and write: wait a random while, longer at each attempt,
+    before merging again (tests replace this, not time.sleep, which every thread of the process shares)."""
+    time.sleep(random.uniform(0.05, 0.5) * (attempt + 1))
 
 
 def _check_rows(columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
