@@ -35,6 +35,8 @@ class _Centres:
         self.origin = (0.0, 0.0)
         self.latitudes = np.zeros(self.MEDIAN_BINS, dtype=np.int64)
         self.size = 0
+        self.offsets = (math.inf, -math.inf, math.inf, -math.inf)
+        """The least and greatest latitude and longitude offsets, as batches are added."""
 
     def add(self, lat: np.ndarray, lon: np.ndarray, values: np.ndarray) -> None:
         if not self.size:
@@ -43,6 +45,9 @@ class _Centres:
         # east or west of the first cell, whichever is nearer: a track across the antimeridian stays one piece
         self.lon.append(((lon - self.origin[1] + 180.0) % 360.0 - 180.0).astype(np.float32))
         self.values.append(values.astype(np.float32))
+        south, north, west, east = self.offsets
+        self.offsets = (min(south, float(self.lat[-1].min())), max(north, float(self.lat[-1].max())),
+                        min(west, float(self.lon[-1].min())), max(east, float(self.lon[-1].max())))
         bins = np.clip(((lat + 90.0) / 180.0 * self.MEDIAN_BINS).astype(np.int64), 0, self.MEDIAN_BINS - 1)
         self.latitudes += np.bincount(bins, minlength=self.MEDIAN_BINS)
         self.size += lat.size
@@ -56,18 +61,18 @@ class _Centres:
         """The cells span more than half the globe's longitudes: the map is drawn from -180° to 180°. Otherwise its
         longitudes are the first cell's and the others' offsets from it, which go beyond ±180° for cells across the
         antimeridian (``lon_label`` labels them)."""
-        return max(float(a.max()) for a in self.lon) - min(float(a.min()) for a in self.lon) > 180.0
+        return self.offsets[3] - self.offsets[2] > 180.0
 
     def bounds(self) -> tuple[float, float, float, float]:
         """South, north, west, east of the centres."""
         lat0, lon0 = self.origin
-        south, north = lat0 + min(float(a.min()) for a in self.lat), lat0 + max(float(a.max()) for a in self.lat)
+        south, north, west, east = self.offsets
         if self._wide():  # a batch at a time: all of them at once in float64 would cost 8 bytes a cell more
             west, east = math.inf, -math.inf
             for _, lon, _ in self.parts():
                 west, east = min(west, float(lon.min())), max(east, float(lon.max()))
-            return south, north, west, east
-        return south, north, lon0 + min(float(a.min()) for a in self.lon), lon0 + max(float(a.max()) for a in self.lon)
+            return lat0 + south, lat0 + north, west, east
+        return lat0 + south, lat0 + north, lon0 + west, lon0 + east
 
     def parts(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(latitude, longitude, value) of each batch, in float64."""
