@@ -166,15 +166,14 @@ def _limited() -> bool:
     return _watchdog is not None and threading.current_thread() is threading.main_thread()
 
 
-def _arm(spec: dict[str, Any]) -> None:
-    """Start the time limit of the invocation ``spec`` describes."""
+def _arm(spec: dict[str, Any], deadline: float | None) -> None:
+    """Start the time limit of the invocation ``spec`` describes, which ends at ``deadline`` (time.monotonic())."""
     global _armed
-    seconds = spec.get("timeout")
-    if seconds is None or _watchdog is None or not _limited():
+    if deadline is None or _watchdog is None or not _limited():
         return
-    _watchdog.arm(time.monotonic() + seconds, timed_out_mark(spec))
+    _watchdog.arm(deadline, timed_out_mark(spec))
     _armed = True
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 1e-6))
 
 
 def _disarm() -> None:
@@ -373,7 +372,7 @@ def invoke(spec: dict[str, Any], event: Any) -> tuple[str, bool, str]:
     )
     try:
         try:
-            _arm(spec)
+            _arm(spec, context.deadline)
             handler = _load_handler(spec["code_dir"], spec["handler"])
             result = handler(event, context)
         finally:
