@@ -254,6 +254,30 @@ def test_a_workspace_run_into_its_source_folder_is_refused_before_anything_is_wr
     assert [p.name for p in source.iterdir()] == [mur25.name]
 
 
+@pytest.mark.slow
+def test_a_workspace_run_into_another_runs_folder_is_refused_before_anything_is_written(tmp_path: Path,
+                                                                                       mur25: Path) -> None:
+    """README's CLI example wrote out/sst-2019 (its state/ with it), and its Workspace example then ran with
+    out="out/sst-2019": the Workspace's series (from its own state) replaced that folder's CSV, whose rows were left
+    only in the folder's state/, without a word."""
+    from granulemap.local.run import Workspace
+
+    source = tmp_path / "granules"
+    source.mkdir()
+    (source / mur25.name).symlink_to(mur25)
+    doc = {"recipe": "sst-global-mean", "start": "2018-12-31", "end": "2018-12-31", "source": str(source)}
+    cli_out = tmp_path / "sst-2018"
+    with Workspace(cli_out) as ws:  # what `granulemap run --out sst-2018` does
+        assert ws.run(doc, out=cli_out)["status"] == "SUCCEEDED"
+    before = {p.relative_to(cli_out): p.read_bytes() for p in cli_out.rglob("*") if p.is_file()}
+    assert Path("global_mean_sst.csv") in before
+    with Workspace(tmp_path / "ws") as ws:
+        with pytest.raises(InvalidInput, match=f"{cli_out} is the folder of another local run or Workspace"):
+            ws.run(doc, out=cli_out)
+        assert ws.run(doc, out=tmp_path / "ws" / "sst-2018")["status"] == "SUCCEEDED"  # a folder of its own: run
+    assert {p.relative_to(cli_out): p.read_bytes() for p in cli_out.rglob("*") if p.is_file()} == before
+
+
 def test_the_cloud_commands_tell_a_local_run_from_a_deployed_one(capsys, tmp_path: Path) -> None:
     """A local summary's execution ARN given to status/results asked for AWS credentials; its --out folder was
     "not an ARN"."""

@@ -100,6 +100,18 @@ def _refuse_the_source_folder(source: object, folders: list[Path]) -> None:
                                "granules; give the run (--out, or the Workspace) another folder")
 
 
+def _refuse_another_workspaces_folder(out: Path, folder: Path) -> None:
+    """An ``out`` that is the folder of another local run or Workspace (it has a ``state/``, that one's emulated
+    bucket): its products are made from its own state, and this workspace's, made from FOLDER/state, would replace
+    them (a `granulemap run --out X`'s series, then a Workspace's run with out=X: X's CSV lost X's own rows, though
+    X/state kept them, and X's next run put them back). Refused before anything is written."""
+    if out.resolve() != folder.resolve() and (out / "state").is_dir():
+        raise InvalidInput(f"{out} is the folder of another local run or Workspace (its state/ holds that one's "
+                           f"results, its products are made from them): this Workspace's ({folder}) would replace "
+                           "them; give this run an out folder of its own, or run it with --out/Workspace on that "
+                           "folder")
+
+
 def _make_folder(logs: Path) -> None:
     """OUT/logs, and OUT: a path that cannot be a folder there is bad input (a file of that name, no permission),
     named, not a traceback."""
@@ -181,6 +193,7 @@ class Workspace:
         name = execution_name()
         out = (Path(out) if out is not None else self.folder / "runs" / name).resolve()
         _refuse_the_source_folder(execution_input.get("source"), [out, self.folder])
+        _refuse_another_workspaces_folder(out, self.folder)
         _make_folder(out / "logs")
         if not execution_input.get("source"):
             # In AWS no source means a NASA CMR search; here BuildCatalog would try CMR (offline: retried for 45
