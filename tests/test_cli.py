@@ -69,10 +69,12 @@ def test_recipes_lists_each_recipe_s_parameters_with_their_defaults(capsys) -> N
 
     assert params_of("atl06-cell-stats") == "params: parent_order=6, child_order=12"
     assert params_of("sst-box-mean") == "params: box=[-170.0, -5.0, -120.0, 5.0]"
-    assert params_of("sst-global-mean") == 'params: method="ocean"'
+    assert params_of("sst-global-mean") == 'params: method="ocean" (ocean | podaac-tutorial)'  # and the others
 
 
 def test_a_required_parameter_is_listed_as_required() -> None:
+    from typing import Literal
+
     from pydantic import BaseModel, Field
 
     from granulemap.cli import _param_and_default
@@ -80,9 +82,10 @@ def test_a_required_parameter_is_listed_as_required() -> None:
     class Params(BaseModel):
         threshold_c: float
         depths: tuple[int, ...] = Field(default_factory=lambda: (5, 10))
+        scheme: Literal["nested", "ring"]
 
     assert [_param_and_default(k, f) for k, f in Params.model_fields.items()] == [
-        "threshold_c (required)", "depths=[5, 10]"]
+        "threshold_c (required)", "depths=[5, 10]", "scheme (required) (nested | ring)"]
 
 
 @pytest.mark.parametrize("command", ["run", "start"])

@@ -343,8 +343,13 @@ def test_another_configuration_in_the_same_out_replaces_the_earlier_products(tmp
     assert (out / "my-notes.txt").read_text() == "mine" and (out / "box_mean_sst-from-aws.csv").is_file()
     assert set(first["outputs"]) - set(second["outputs"]) == {str(out / "global_mean_sst.csv"),
                                                               str(out / "global_mean_sst.png")}
+    # said: kept, as changed since (the note that the products were replaced is not the whole story), once
+    (kept,) = [n for n in second["notes"] if "changed since" in n]
+    assert re.fullmatch(rf"global_mean_sst.png in {re.escape(str(out))}: products of sst-global-mean/[\w.-]+, kept "
+                        r"because they changed since that run wrote them \(.*\); no run removes them now: .*", kept)
     third = _run(out, source, "--recipe", "sst-box-mean", "--param", "box=[-10,-5,10,5]")  # the same names
     assert third["status"] == "SUCCEEDED" and (out / "box_mean_sst.csv").is_file()
+    assert not any("changed since" in n for n in third["notes"] + first["notes"] + failed.get("notes", []))
     # said, each time, with where the replaced products still are; not when the configuration is the same
     assert not any("replaced those of" in n for n in first["notes"] + failed.get("notes", []))
     # A run that fails after writing its products (a granule failed, none tolerated) writes over them too: said,

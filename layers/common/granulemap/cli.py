@@ -229,12 +229,18 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def _param_and_default(key: str, field: Any) -> str:
-    """``key=default`` (the default as JSON) of a recipe's parameter, or ``key (required)``."""
+    """``key=default`` (the default as JSON) of a recipe's parameter, or ``key (required)``; a parameter of a few
+    values (a ``Literal``) names them: ``method="ocean" (ocean | podaac-tutorial)``."""
+    from typing import Literal, get_args, get_origin
+
+    choices = (f" ({' | '.join(str(choice) for choice in get_args(field.annotation))})"
+               if get_origin(field.annotation) is Literal else "")
     if field.is_required():
-        return f"{key} (required)"
+        return f"{key} (required){choices}"
     from pydantic_core import to_jsonable_python
 
-    return f"{key}={json.dumps(to_jsonable_python(field.get_default(call_default_factory=True)), default=str)}"
+    default = json.dumps(to_jsonable_python(field.get_default(call_default_factory=True)), default=str)
+    return f"{key}={default}{choices}"
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -289,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="granulemap", description=__doc__.replace("``", ""), formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="exit status: 0 done (the run succeeded), 1 the run failed, 2 bad input (nothing started), "
-               "3 AWS refused or could not be reached, 130 interrupted")
+               "3 AWS refused or could not be reached, 130 interrupted (Ctrl-C), 143 ended (SIGTERM), 129 its terminal closed")
     from granulemap import __version__
 
     parser.add_argument("--version", action="version", version=f"granulemap {__version__}")

@@ -263,7 +263,8 @@ class Workspace:
                 else _configuration_of(execution_input))  # a run that wrote no products: from its input
         if mine is not None:
             succeeded = desc["status"] == "SUCCEEDED"
-            replaced, left = _replace_other_configurations_products(out, mine, local_outputs, remove=succeeded)
+            replaced, left, changed = _replace_other_configurations_products(out, mine, local_outputs,
+                                                                             remove=succeeded)
             notes = []
             if replaced:  # said, not only done: the CSV of the same name now holds other numbers
                 kept = [str(path) for other in replaced if engine.state_dir is not None
@@ -276,6 +277,10 @@ class Workspace:
             for other, names in left.items():  # a failed run removes nothing: what lies beside its summary is not its
                 notes.append(f"{', '.join(sorted(names))} in {out}: products of {other}, not of this run ({mine}), "
                              "which failed (another run's products are removed only by a run that succeeds)")
+            for other, names in changed.items():
+                notes.append(f"{', '.join(sorted(names))} in {out}: products of {other}, kept because they changed "
+                             "since that run wrote them (a redraw, an edit); no run removes them now: remove them if "
+                             "they are not yours")
             if notes:
                 summary["notes"] = [*summary.get("notes", []), *notes]
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -326,8 +331,9 @@ def _as_left(path: Path) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def _replace_other_configurations_products(out: Path, configuration: str, written: list[str],
-                                           remove: bool = True) -> tuple[list[str], dict[str, list[str]]]:
+def _replace_other_configurations_products(
+        out: Path, configuration: str, written: list[str], remove: bool = True,
+) -> tuple[list[str], dict[str, list[str]], dict[str, list[str]]]:
     """Remove from OUT the products that local runs of other configurations (``recipe/configuration id``) wrote
     there and this run did not write again (left, they lay beside a summary.json and provenance.json that describe
     this run), then record this run's.
@@ -337,7 +343,8 @@ def _replace_other_configurations_products(out: Path, configuration: str, writte
     it; the same configuration's earlier products (an ATL06 period's map; the CSV, when a run found nothing to do)
     stay. After a run that failed (``remove`` False; its products were written all the same) nothing is removed:
     what it wrote over is recorded as its own. Returns the other configurations whose products in OUT this run wrote
-    over or removed, and the names of those it left there (a failed run's), per configuration."""
+    over or removed, the names of those it left there (a failed run's), and the names of those a successful run
+    kept because they changed since (a redrawn picture: no longer recorded), per configuration."""
     import shutil
 
     record_path = out / "logs" / PRODUCTS_RECORD
@@ -351,6 +358,7 @@ def _replace_other_configurations_products(out: Path, configuration: str, writte
     products: dict[str, list[int]] = {}
     others: list[str] = []
     kept: list[dict[str, Any]] = []  # other configurations' products a failed run left in place
+    changed: dict[str, list[str]] = {}  # other configurations' products kept by a successful run: changed since
     for entry in entries:
         if entry.get("configuration") == configuration:
             products.update({str(n): left for n, left in entry["products"].items() if (out / str(n)).exists()})
@@ -360,7 +368,11 @@ def _replace_other_configurations_products(out: Path, configuration: str, writte
         for name, left in entry["products"].items():
             path = out / str(name)
             if (str(name) in mine or str(name) in _NEVER_PRODUCTS or path.is_symlink() or not path.exists()
-                    or path.resolve().parent != root or _as_left(path) != left):
+                    or path.resolve().parent != root):
+                continue
+            if _as_left(path) != left:
+                if remove:
+                    changed.setdefault(str(entry.get("configuration")), []).append(str(name))
                 continue
             if not remove:
                 left_here[str(name)] = left
@@ -376,7 +388,7 @@ def _replace_other_configurations_products(out: Path, configuration: str, writte
             kept.append({"configuration": entry.get("configuration"), "products": left_here})
     products.update({name: _as_left(out / name) for name in mine if (out / name).exists()})
     record_path.write_text(json.dumps([*kept, {"configuration": configuration, "products": products}], indent=1))
-    return others, {str(entry["configuration"]): list(entry["products"]) for entry in kept}
+    return others, {str(entry["configuration"]): list(entry["products"]) for entry in kept}, changed
 
 
 def run_locally(
