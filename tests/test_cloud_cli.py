@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -336,22 +337,27 @@ def test_status_of_a_run_that_found_no_granules_says_so(stack, capsys) -> None:
                                                         f"items: none (no granules found: {EMPTY_FOLDER})"]
 
 
-def test_status_names_the_month_a_scheduled_run_resolved_to(stack, capsys, monkeypatch) -> None:
+def test_status_names_the_month_a_scheduled_run_resolved_to(stack, capsys) -> None:
     """The schedule's input says only "previous-month": status says which month, from when the run started, in UTC
     as BuildCatalog resolves it (boto3 gives the start in the machine's own time zone: here 14 hours ahead)."""
-    monkeypatch.setenv("TZ", "Pacific/Kiritimati")
+    zone = os.environ.get("TZ")
+    os.environ["TZ"] = "Pacific/Kiritimati"
     time.tzset()
-    monkeypatch.setattr(time, "tzset", time.tzset)  # undone below, after TZ is put back
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    arn = sfn.start_execution(stateMachineArn=stack["state_machine"], name="scheduled",
-                              input=json.dumps({"recipe": "sst-global-mean", "period": "previous-month"}))["executionArn"]
-    started = sfn.describe_execution(executionArn=arn)["startDate"].astimezone(dt.UTC)
-    year, month = (started.year, started.month - 1) if started.month > 1 else (started.year - 1, 12)
-    last = (dt.date(year + month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)).day
-    wait(arn)
-    main(["status", arn])
-    monkeypatch.undo()
-    time.tzset()
+    try:  # the C library's zone is put back whatever happens: left, the rest of the suite ran 14 hours ahead
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        arn = sfn.start_execution(stateMachineArn=stack["state_machine"], name="scheduled", input=json.dumps(
+            {"recipe": "sst-global-mean", "period": "previous-month"}))["executionArn"]
+        started = sfn.describe_execution(executionArn=arn)["startDate"].astimezone(dt.UTC)
+        year, month = (started.year, started.month - 1) if started.month > 1 else (started.year - 1, 12)
+        last = (dt.date(year + month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)).day
+        wait(arn)
+        main(["status", arn])
+    finally:
+        if zone is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = zone
+        time.tzset()
     assert f"run: sst-global-mean, {year}-{month:02d}-01..{year}-{month:02d}-{last}" in capsys.readouterr().out.splitlines()
 
 

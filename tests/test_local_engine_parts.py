@@ -392,26 +392,31 @@ def test_wait_shows_progress_often_and_asks_moto_only_every_check_or_at_an_end()
     described: list[float] = []
     status = {"now": "RUNNING"}
 
+    asked = threading.Event()
+
     class Sfn:
         def describe_execution(self, executionArn: str) -> dict:  # noqa: N803 - boto3's name
             described.append(time.monotonic())
+            asked.set()
             return {"status": status["now"]}
 
     engine.client = lambda service: Sfn()  # type: ignore[method-assign]
     polls: list[float] = []
     with pytest.raises(TimeoutError):
-        engine.wait("arn", poll=0.05, check=0.5, timeout=1.2, on_poll=lambda: polls.append(time.monotonic()))
-    assert 2 <= len(described) <= 4, described  # at the start, then about every 0.5 s
+        engine.wait("arn", poll=0.05, check=0.5, timeout=2.5, on_poll=lambda: polls.append(time.monotonic()))
+    assert 2 <= len(described) <= 7, described  # at the start, then about every 0.5 s (not every poll: 50)
     assert len(polls) >= 10  # progress every 0.05 s
 
-    def end() -> None:  # what moto's terminated() does through the engine's hook
-        time.sleep(0.3)
+    def end() -> None:  # what moto's terminated() does through the engine's hook, once wait has asked moto
+        assert asked.wait(30)
+        time.sleep(0.05)
         status["now"] = "SUCCEEDED"
         with engine._ended:
             engine._ends += 1
             engine._ended.notify_all()
 
     described.clear()
+    asked.clear()
     threading.Thread(target=end).start()
     started = time.monotonic()
     assert engine.wait("arn", poll=0.05, check=60, timeout=30)["status"] == "SUCCEEDED"

@@ -141,14 +141,14 @@ def stuck(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
     read = engine.read_local_template
 
-    def processor_timeout_of_3_s(*args, **kwargs):
+    def processor_timeout_of_5_s(*args, **kwargs):
         template = read(*args, **kwargs)
         processor = template.functions["ProcessorFunction"]
         assert processor.timeout == 900  # template.yaml's: the test shortens it
-        template.functions["ProcessorFunction"] = dataclasses.replace(processor, timeout=3)
+        template.functions["ProcessorFunction"] = dataclasses.replace(processor, timeout=5)  # an item that ends takes ~1.1 s
         return template
 
-    monkeypatch.setattr(engine, "read_local_template", processor_timeout_of_3_s)
+    monkeypatch.setattr(engine, "read_local_template", processor_timeout_of_5_s)
     yield from install_recipe_package(tmp_path / "site", monkeypatch, "granulemap_test_stuck", STUCK_RECIPE,
                                       {"test-stuck": "granulemap_test_stuck:recipe"})
 
@@ -166,10 +166,10 @@ def test_a_run_fails_the_items_past_the_processors_timeout_and_the_others_succee
     summary = run_locally(doc, tmp_path / "out", workers=2, progress=False, timeout=240)  # hung for ever before
     assert summary["status"] == "SUCCEEDED", summary["message"]
     assert sorted((f["item"], f["error"], f["cause"]) for f in summary["failures"]) == [
-        ("item-0", "Sandbox.Timedout", "Task timed out after 3.00 seconds"),
-        ("item-11", "Sandbox.Timedout", "Task timed out after 3.00 seconds")]
+        ("item-0", "Sandbox.Timedout", "Task timed out after 5.00 seconds"),
+        ("item-11", "Sandbox.Timedout", "Task timed out after 5.00 seconds")]
     assert summary["items"] == {"total": 12, "succeeded": 10, "skipped": 0, "failed": 2}
     log = (tmp_path / "out" / "logs" / "functions.log").read_text()
-    assert "Task timed out after 3.00 seconds (ProcessorFunction), stopped at:" in log  # item-11's, with its place
+    assert "Task timed out after 5.00 seconds (ProcessorFunction), stopped at:" in log  # item-11's, with its place
     assert "granulemap_test_stuck.py" in log
     assert "did not stop 5 s after its timeout (blocked in native code): its worker process ends" in log  # item-0's

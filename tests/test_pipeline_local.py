@@ -180,8 +180,9 @@ def test_a_scheduled_run_that_finds_no_granules_fails_so_that_the_alert_tells(en
 
     assert readable_cause(desc["cause"], desc["error"]).startswith("NoGranulesFound: no granules in ")
     assert not readable_cause(desc["cause"]).startswith("NoGranulesFound")  # elsewhere (item failures): the message
-    today = dt.date.today()
-    last = today.replace(day=1) - dt.timedelta(days=1)
+    started = desc["startDate"]  # previous-month is of the execution's start, in UTC (not this machine's today)
+    assert started.tzinfo is not None
+    last = started.astimezone(dt.UTC).date().replace(day=1) - dt.timedelta(days=1)
     # the whole input, its month named (JSON in JSON): run again, it is checked again
     again = {"recipe": "sst-global-mean", "period": last.strftime("%Y-%m"), "source": str(source)}
     assert json.dumps(again).replace('"', '\\"') in desc["cause"]

@@ -322,7 +322,9 @@ def test_killed_run_of_dekad_items_resumes_by_item_counting_each_granule_once(tm
     assert json.loads((tmp_path / "whole" / "summary.json").read_text())["items"]["total"] == 3
 
     out = tmp_path / "killed"
-    slow = {FAULTS_ENV: json.dumps({"delay_seconds": 1.0})}
+    # Killed once the first item's result is stored: the next one's would be 5 s later (1 s was a race a busy
+    # machine's stall of the test's process could lose).
+    slow = {FAULTS_ENV: json.dumps({"delay_seconds": 5.0})}
     proc = _granulemap(*args, "--out", str(out), env=slow, start_new_session=True)
     results = out / "state" / "results"
     deadline = time.monotonic() + 120
