@@ -114,6 +114,23 @@ def install_recipe_package(site: Path, monkeypatch: pytest.MonkeyPatch, module: 
     sys.modules.pop(module, None)
 
 
+def change_in_template(monkeypatch: pytest.MonkeyPatch, function: str, **changes: Any) -> None:
+    """Local engines started in the test read template.yaml with ``function``'s fields changed (``changes``, as
+    dataclasses.replace takes them: ``timeout=5``, ``memory_size=450``)."""
+    import dataclasses
+
+    from granulemap.local import engine
+
+    read = engine.read_local_template
+
+    def changed(*args: Any, **kwargs: Any) -> Any:
+        template = read(*args, **kwargs)
+        template.functions[function] = dataclasses.replace(template.functions[function], **changes)
+        return template
+
+    monkeypatch.setattr(engine, "read_local_template", changed)
+
+
 def itemised_recipe(name: str, items: int, process: str, *, description: str | None = "Test recipe",
                     params: str = "") -> str:
     """The source of a recipe module (its ``recipe``) for tests of the local engine: ``items`` items named

@@ -4,7 +4,6 @@ for ever (the context even told the handler it had 900 s left, whatever its Time
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import install_recipe_package, itemised_recipe
+from conftest import change_in_template, install_recipe_package, itemised_recipe
 from granulemap.local import worker
 
 
@@ -137,18 +136,7 @@ STUCK_RECIPE = itemised_recipe("test-stuck", 12, """
 
 @pytest.fixture
 def stuck(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    from granulemap.local import engine
-
-    read = engine.read_local_template
-
-    def processor_timeout_of_5_s(*args, **kwargs):
-        template = read(*args, **kwargs)
-        processor = template.functions["ProcessorFunction"]
-        assert processor.timeout == 900  # template.yaml's: the test shortens it
-        template.functions["ProcessorFunction"] = dataclasses.replace(processor, timeout=5)  # an item that ends takes ~1.1 s
-        return template
-
-    monkeypatch.setattr(engine, "read_local_template", processor_timeout_of_5_s)
+    change_in_template(monkeypatch, "ProcessorFunction", timeout=5)  # template.yaml's 900; an item that ends: ~1.1 s
     yield from install_recipe_package(tmp_path / "site", monkeypatch, "granulemap_test_stuck", STUCK_RECIPE,
                                       {"test-stuck": "granulemap_test_stuck:recipe"})
 

@@ -120,6 +120,12 @@ def _route_own_calls(channel: Any, endpoints: list[str]) -> Any:
     return hook_sessions([InProcessClient(channel, endpoint) for endpoint in endpoints])
 
 
+ENGINE_FOLDER = ".granulemap-engine"
+"""In a Workspace's folder (beside state/), while its engine runs: the workers' marks (``_marks_folder``)."""
+_OVER_MEMORY = "over-memory.jsonl"
+"""In the engine's temporary folder: the invocations over their MemorySize (worker.MEMORY_LOG)."""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -527,9 +533,10 @@ class LocalEngine:
             }
             for name, spec in self.template.functions.items()
         }
-        self._timeout_marks = tempfile.mkdtemp(prefix="granulemap-timeouts-")
+        self._timeout_marks = self._marks_folder()
         for spec in specs.values():
             spec[worker.TIMEOUT_MARKS] = self._timeout_marks
+            spec[worker.MEMORY_LOG] = os.path.join(self._timeout_marks, _OVER_MEMORY)
         specs.update({spec["arn"]: spec for spec in list(specs.values())})
         engine = self
         invocations = itertools.count()
@@ -769,6 +776,34 @@ class LocalEngine:
                         break  # an execution ended: describe it now
                 if time.monotonic() - described >= check:
                     break
+
+    def _marks_folder(self) -> str:
+        """The folder where workers leave their marks (an invocation that timed out, those over their MemorySize),
+        removed when the engine stops. Beside the state of a Workspace (its folder is locked while the engine runs,
+        so one there is a killed engine's, removed now), where a killed run left it in the machine's /tmp for ever."""
+        if self.state_dir is None:
+            return tempfile.mkdtemp(prefix="granulemap-engine-")
+        marks = Path(self.state_dir).parent / ENGINE_FOLDER
+        shutil.rmtree(marks, ignore_errors=True)
+        marks.mkdir(parents=True)
+        return str(marks)
+
+    def over_memory(self, since: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """The invocations whose peak resident memory went over their function's MemorySize (worker._MemoryWatch),
+        from the ``since``-th record on, and the number recorded so far (the next call's ``since``)."""
+        if self._timeout_marks is None:  # not started, or stopped
+            return [], 0
+        try:
+            lines = Path(self._timeout_marks, _OVER_MEMORY).read_text().splitlines()
+        except OSError:  # none yet
+            lines = []
+        records = []
+        for line in lines[since:]:
+            try:
+                records.append(json.loads(line))
+            except ValueError:  # a line cut short (its worker ended as it wrote)
+                continue
+        return records, len(lines)
 
     def wait_idle(self, quiet: float = 0.5, timeout: float = 600.0) -> bool:
         """Wait until no Lambda invocation runs and none has started for ``quiet`` seconds (a stopped execution's

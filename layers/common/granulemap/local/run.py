@@ -205,6 +205,7 @@ class Workspace:
             summary["outputs"] = [str(out / "summary.json")]
             (out / "summary.json").write_text(json.dumps(summary, indent=2))
             return summary
+        _, memory_records = engine.over_memory()
         arn = engine.start(execution_input, name)
         run_id = arn.rsplit(":", 1)[-1]
         show = _Progress(engine, progress)
@@ -283,8 +284,29 @@ class Workspace:
                              "they are not yours")
             if notes:
                 summary["notes"] = [*summary.get("notes", []), *notes]
+        over, _ = engine.over_memory(memory_records)
+        if over:
+            summary["notes"] = [*summary.get("notes", []), *_over_memory_notes(over)]
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+
+def _over_memory_notes(records: list[dict[str, Any]]) -> list[str]:
+    """A note per function whose invocations went over its MemorySize in this run (worker._MemoryWatch): Lambda
+    would have ended them as Runtime.OutOfMemory, which a local run does not."""
+    notes = []
+    for function in sorted({str(r.get("function")) for r in records}):
+        mine = [r for r in records if str(r.get("function")) == function]
+        items = sorted({str(r["item"]) for r in mine if r.get("item")})
+        named = f" (items {', '.join(items[:3])}{', …' if len(items) > 3 else ''})" if items else ""
+        parameter = function.removesuffix("Function") + "MemorySize"
+        notes.append(
+            f"{function}: {len(mine)} invocation(s){named} peaked at up to {max(r['peak_mb'] for r in mine)} MB, over "
+            f"its MemorySize of {mine[0]['memory_mb']} MB: in AWS, Lambda would end them (Runtime.OutOfMemory). "
+            f"Deploy it with more ({parameter}: sam deploy --parameter-overrides {parameter}=...) or make the items "
+            f"smaller. Measured in a worker of this machine that held {min(r['before_mb'] for r in mine)} MB before "
+            "the call (the libraries it preloads for every recipe, which a function may not import): it errs high")
+    return notes
 
 
 def _configuration_of(execution_input: dict[str, Any]) -> str | None:

@@ -187,6 +187,79 @@ def _disarm() -> None:
             _watchdog.disarm()
 
 
+MEMORY_LOG = "memory_log"
+"""The key of a function's spec naming the file (JSON lines) where a worker process records each invocation whose
+peak resident memory went over the function's MemorySize (``_MemoryWatch``): Lambda would have ended it as
+Runtime.OutOfMemory; a local run names them in its notes."""
+
+
+class _MemoryWatch:
+    """Each invocation's peak resident memory in a worker process (Linux): the peak (VmHWM) is reset as the
+    invocation starts (/proc/self/clear_refs) and read as it ends, about 20 µs in all. It counts what the worker held
+    before the call too (the libraries it preloads for every recipe, which a Lambda function's own imports may not
+    all need), so it errs high; the invocation's starting size is kept to say so."""
+
+    def __init__(self) -> None:
+        self._pid = 0
+        self._reset = self._status = -1
+
+    def _open(self) -> bool:
+        if self._pid != os.getpid():  # opened by this process, not the one it was forked from
+            self._pid = os.getpid()
+            try:
+                self._reset = os.open("/proc/self/clear_refs", os.O_WRONLY)
+                self._status = os.open("/proc/self/status", os.O_RDONLY)
+            except OSError:  # not Linux, or /proc not writable: no measurement
+                self._reset = self._status = -1
+        return self._status >= 0
+
+    def _kb(self, field: bytes) -> int:
+        status = os.pread(self._status, 8192, 0)
+        at = status.index(field) + len(field)
+        return int(status[at:status.index(b"kB", at)])
+
+    def start(self) -> int | None:
+        """Reset the peak; the resident memory now, in kB (None: not measured here)."""
+        if not self._open():
+            return None
+        try:
+            os.write(self._reset, b"5")
+            return self._kb(b"VmRSS:")
+        except (OSError, ValueError):
+            return None
+
+    def peak(self) -> int | None:
+        """The peak resident memory since ``start``, in kB."""
+        try:
+            return self._kb(b"VmHWM:") if self._status >= 0 else None
+        except (OSError, ValueError):
+            return None
+
+
+_memory = _MemoryWatch()
+_watch_memory = False
+"""Set in a worker process of the engine's pool (``init_worker``): a thread of the caller's process (an
+``in_process`` engine) shares that process's memory with whatever else it runs."""
+
+
+def _record_memory(spec: dict[str, Any], event: Any, started_kb: int | None) -> None:
+    """Record the invocation if its peak went over its function's MemorySize (``MEMORY_LOG``), and say so in the
+    function's log (locally logs/functions.log), as Lambda's REPORT line would show Max Memory Used."""
+    peak_kb = _memory.peak() if started_kb is not None else None
+    path = spec.get(MEMORY_LOG)
+    if peak_kb is None or path is None or peak_kb <= spec["memory_size"] * 1024:
+        return
+    item = event.get("item") if isinstance(event, dict) else None
+    record = {"function": spec["function_name"], "item": item.get("id") if isinstance(item, dict) else None,
+              "peak_mb": round(peak_kb / 1024), "memory_mb": spec["memory_size"], "before_mb": round(started_kb / 1024)}
+    print(f"[WARNING] {spec['function_name']}: this invocation's peak resident memory was {record['peak_mb']} MB, "
+          f"over its MemorySize of {spec['memory_size']} MB (Lambda: Runtime.OutOfMemory); {record['before_mb']} MB "
+          "of it was held before the call", file=sys.stderr)
+    with contextlib.suppress(OSError):
+        with open(path, "a") as log:
+            log.write(json.dumps(record) + "\n")
+
+
 def init_worker(base_env: dict[str, str], log_path: str | None, own_process: bool = False) -> None:
     """Process initializer: the local AWS endpoint and the engine's credentials; stdout/stderr to the run's log file.
 
@@ -195,13 +268,14 @@ def init_worker(base_env: dict[str, str], log_path: str | None, own_process: boo
     a terminal reaches every process of the command, and the engine, interrupted, stops its workers itself (each
     dying of its own KeyboardInterrupt printed a traceback per worker, and broke the pool under moto's threads);
     and it ends by itself when the engine's process has ended without stopping it (``end_with_parent``)."""
-    global _base_env
+    global _base_env, _watch_memory
     _base_env = dict(base_env)
     os.environ.update(base_env)
     from granulemap.local.channel import install_client_hook
 
     install_client_hook()
     if own_process:
+        _watch_memory = True
         enforce_timeouts()
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         atexit.register(_exit_without_finalizing)
@@ -370,6 +444,7 @@ def invoke(spec: dict[str, Any], event: Any) -> tuple[str, bool, str]:
         aws_request_id=str(uuid.uuid4()),
         deadline=None if timeout is None else time.monotonic() + timeout,
     )
+    started_kb = _memory.start() if _watch_memory else None
     try:
         try:
             _arm(spec, context.deadline)
@@ -377,6 +452,8 @@ def invoke(spec: dict[str, Any], event: Any) -> tuple[str, bool, str]:
             result = handler(event, context)
         finally:
             _disarm()
+            if started_kb is not None:
+                _record_memory(spec, event, started_kb)
         return json.dumps(result), False, ""
     except _TimedOut as exc:
         _disarm()  # again, in case the timeout landed in the first one
