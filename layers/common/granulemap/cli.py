@@ -295,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="granulemap", description=__doc__.replace("``", ""), formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="exit status: 0 done (the run succeeded), 1 the run failed, 2 bad input (nothing started), "
-               "3 AWS refused or could not be reached, 130 interrupted (Ctrl-C), 143 ended (SIGTERM), 129 its terminal closed")
+               "3 AWS refused or could not be reached, 130 interrupted (Ctrl-C), 143 ended (SIGTERM), "
+               "129 its terminal closed (SIGHUP)")
     from granulemap import __version__
 
     parser.add_argument("--version", action="version", version=f"granulemap {__version__}")
