@@ -458,3 +458,30 @@ def test_a_workspaces_engine_keeps_its_marks_in_its_folder_and_removes_a_killed_
         assert ws.engine.over_memory() == ([], 0)
         assert {p for p in Path(tempfile.gettempdir()).iterdir() if p.name.startswith("granulemap-")} <= before
     assert not (folder / ENGINE_FOLDER).exists()
+
+
+def test_the_moto_servers_port_is_held_for_it_until_it_listens() -> None:
+    """The engine found a free port, let it go, and bound the moto server to it a second or two later (its workers
+    start with the endpoint first): meanwhile any process's connection could be given that port. Held, nothing else
+    binds it, and the server (SO_REUSEADDR, as werkzeug's) still can."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    from granulemap.local.engine import _held_port
+
+    held = _held_port()
+    port = held.getsockname()[1]
+    try:
+        with socket.socket() as other, pytest.raises(OSError):
+            other.bind(("127.0.0.1", port))
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+    finally:
+        held.close()
+    try:
+        assert server.get_host_and_port() == ("127.0.0.1", port)
+        with socket.create_connection(("127.0.0.1", port), timeout=10):
+            pass
+    finally:
+        server.stop()

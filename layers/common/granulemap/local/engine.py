@@ -126,10 +126,15 @@ _OVER_MEMORY = "over-memory.jsonl"
 """In the engine's temporary folder: the invocations over their MemorySize (worker.MEMORY_LOG)."""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _held_port() -> socket.socket:
+    """A port of 127.0.0.1 for the moto server, held from now until the server listens on it (a second or two later:
+    its workers start with the endpoint first). Bound, not listening, with SO_REUSEADDR, which the server's socket sets
+    too: the server binds it while this holds it, and nothing else can take it meanwhile (a port found free and let
+    go could be given to another process's connection before the server bound it)."""
+    held = socket.socket()
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    held.bind(("127.0.0.1", 0))
+    return held
 
 
 def _dummy_zip() -> bytes:
@@ -187,6 +192,7 @@ class LocalEngine:
         self._original_client_for: Any = None
         self._original_terminated: Any = None
         self._timeout_marks: str | None = None
+        self._port_held: socket.socket | None = None
         """Where a worker that ends itself past an invocation's timeout marks it (worker.TIMEOUT_MARKS)."""
         self._ended = threading.Condition()
         self._ends = 0
@@ -267,7 +273,8 @@ class LocalEngine:
 
         if self.in_process:
             self._environ_before = dict(os.environ)  # the handlers change this process's environment
-        port = _free_port()
+        self._port_held = held = _held_port()
+        port = held.getsockname()[1]
         self.endpoint = f"http://127.0.0.1:{port}"
         self.credentials = _engine_credentials()
         # moto's engine calls its own services at http://localhost:$MOTO_PORT: set it before the server starts.
@@ -306,6 +313,7 @@ class LocalEngine:
 
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self._server.start()
+        held.close()  # listening: the server holds the port now
         app = self._server._server.app
         self._channel.attach(app)
         # Over TCP (what the workers' s3fs and other non-botocore clients use, and anyone on this machine can
@@ -324,6 +332,9 @@ class LocalEngine:
 
     def __exit__(self, *exc: object) -> None:
         self._closing = True
+        if self._port_held is not None:  # a start that failed before the server listened
+            self._port_held.close()
+            self._port_held = None
         # Interrupted (Ctrl-C), a run's executions are still going: its workers are stopped at once instead of
         # finishing the items they hold (an ATL06 item can take minutes), and moto's Map threads, which go on
         # dispatching until they notice, get an error from the engine instead of moto's own Lambda (Docker).
