@@ -439,7 +439,8 @@ def test_a_profile_this_machine_does_not_know_does_not_stop_a_local_run(monkeypa
     assert os.environ["AWS_DEFAULT_PROFILE"] == "granulemap-no-such-profile-either"
 
 
-def test_a_workspaces_engine_keeps_its_marks_in_its_folder_and_removes_a_killed_ones(tmp_path: Path) -> None:
+def test_a_workspaces_engine_keeps_its_marks_in_its_folder_and_removes_a_killed_ones(tmp_path: Path,
+                                                                                      monkeypatch) -> None:
     """The workers' marks (timeouts, invocations over their MemorySize) were kept in a folder of /tmp that a killed
     run (SIGKILL) left there for ever: one per killed run. Now beside the Workspace's state/, where its next engine
     (the folder is locked while one runs) removes what a killed one left."""
@@ -452,11 +453,13 @@ def test_a_workspaces_engine_keeps_its_marks_in_its_folder_and_removes_a_killed_
     left = folder / ENGINE_FOLDER / "over-memory.jsonl"
     left.parent.mkdir(parents=True)
     left.write_text('{"function": "ProcessorFunction", "item": "a killed run\'s"}\n')
-    before = set(Path(tempfile.gettempdir()).iterdir())
+    temporary = tmp_path / "tmp"  # this process's temporary folders: not /tmp, which other processes use too
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
     with Workspace(folder, workers=1) as ws:
         assert (folder / ENGINE_FOLDER).is_dir() and not left.exists()
         assert ws.engine.over_memory() == ([], 0)
-        assert {p for p in Path(tempfile.gettempdir()).iterdir() if p.name.startswith("granulemap-")} <= before
+        assert [p.name for p in temporary.iterdir() if p.name.startswith("granulemap-")] == []
     assert not (folder / ENGINE_FOLDER).exists()
 
 

@@ -5,6 +5,7 @@ for ever (the context even told the handler it had 900 s left, whatever its Time
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,3 +162,48 @@ def test_a_run_fails_the_items_past_the_processors_timeout_and_the_others_succee
     assert "Task timed out after 5.00 seconds (ProcessorFunction), stopped at:" in log  # item-11's, with its place
     assert "granulemap_test_stuck.py" in log
     assert "did not stop 5 s after its timeout (blocked in native code): its worker process ends" in log  # item-0's
+
+
+GIL_RECIPE = itemised_recipe("test-gil", 4, """
+    import ctypes
+    import signal
+    import time
+
+    if item.id == "item-0":  # native code that holds the GIL (a PyDLL call) and that no alarm reaches
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        ctypes.PyDLL(None).sleep(120)
+    time.sleep(0.5)
+    return {"item": item.id}
+""", description="Test: of four items, one holds the GIL for two minutes")
+
+
+@pytest.fixture
+def holds_the_gil(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    from granulemap.local import engine
+
+    change_in_template(monkeypatch, "ProcessorFunction", timeout=2)
+    monkeypatch.setattr(engine, "STUCK_GRACE_S", 4.0)  # the engine's backstop: 4 s after the timeout, not 15
+    yield from install_recipe_package(tmp_path / "site", monkeypatch, "granulemap_test_gil", GIL_RECIPE,
+                                      {"test-gil": "granulemap_test_gil:recipe"})
+
+
+def test_a_worker_stuck_in_native_code_that_holds_the_gil_is_ended_by_the_engine(holds_the_gil, tmp_path) -> None:
+    """The worker's own watchdog is a thread of its process: native code that holds the GIL stops it too, and the
+    local run waited for that item for ever (here two minutes). The engine ends that worker, the item fails as timed
+    out, and the others, in the pool that the worker's end broke, are retried and succeed."""
+    from granulemap.local.run import run_locally
+
+    empty = tmp_path / "no-granules"
+    empty.mkdir()
+    doc = {"recipe": "test-gil", "start": "2020-01-01", "end": "2020-01-01", "source": str(empty),
+           "tolerated_failure_percentage": 50}
+    began = time.monotonic()
+    summary = run_locally(doc, tmp_path / "out", workers=2, progress=False, timeout=240)
+    assert time.monotonic() - began < 100  # not the two minutes of the item's sleep
+    assert summary["status"] == "SUCCEEDED", summary["message"]
+    assert [(f["item"], f["error"], f["cause"]) for f in summary["failures"]] == [
+        ("item-0", "Sandbox.Timedout", "Task timed out after 2.00 seconds")]
+    assert summary["items"] == {"total": 4, "succeeded": 3, "skipped": 0, "failed": 1}
+    log = (tmp_path / "out" / "logs" / "functions.log").read_text()
+    assert re.search(r"invocation \d+ did not stop 4 s after its timeout and its worker process \(\d+\) did not end "
+                     r"itself \(native code holding the GIL\): ended", log), log[-3000:]

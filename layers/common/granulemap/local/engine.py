@@ -22,14 +22,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import io
 import itertools
 import json
+import logging
 import multiprocessing
 import os
 import secrets
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -120,6 +123,20 @@ def _route_own_calls(channel: Any, endpoints: list[str]) -> Any:
     return hook_sessions([InProcessClient(channel, endpoint) for endpoint in endpoints])
 
 
+STUCK_GRACE_S = worker.TIMEOUT_GRACE_S + 10.0
+"""How long after its timeout an invocation may go on before the engine ends its worker process: past its own
+watchdog's grace (``worker.TIMEOUT_GRACE_S``), which ends it unless native code holds the GIL."""
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent process of ``pid`` (Linux's /proc), None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 ENGINE_FOLDER = ".granulemap-engine"
 """In a Workspace's folder (beside state/), while its engine runs: the workers' marks (``_marks_folder``)."""
 _OVER_MEMORY = "over-memory.jsonl"
@@ -193,6 +210,7 @@ class LocalEngine:
         self._original_terminated: Any = None
         self._timeout_marks: str | None = None
         self._port_held: socket.socket | None = None
+        self._stopping = threading.Event()
         """Where a worker that ends itself past an invocation's timeout marks it (worker.TIMEOUT_MARKS)."""
         self._ended = threading.Condition()
         self._ends = 0
@@ -253,8 +271,6 @@ class LocalEngine:
         return self
 
     def _start(self) -> None:
-        import logging
-
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         # moto warns on every Map that it ignores ToleratedFailurePercentage; Aggregate enforces it (see README).
         logging.getLogger("moto.stepfunctions.parser.asl.parse.preprocessor").setLevel(logging.ERROR)
@@ -332,6 +348,7 @@ class LocalEngine:
 
     def __exit__(self, *exc: object) -> None:
         self._closing = True
+        self._stopping.set()
         if self._port_held is not None:  # a start that failed before the server listened
             self._port_held.close()
             self._port_held = None
@@ -404,8 +421,6 @@ class LocalEngine:
             os.environ.update(self._environ_before)
             self._environ_before = None
         if self._engine_log_before is not None:
-            import logging
-
             engine_log = logging.getLogger("moto.stepfunctions.parser")
             for handler in list(engine_log.handlers):
                 if handler not in self._engine_log_before[1]:
@@ -545,6 +560,10 @@ class LocalEngine:
             for name, spec in self.template.functions.items()
         }
         self._timeout_marks = self._marks_folder()
+        if not self.in_process:
+            self._stopping.clear()
+            threading.Thread(target=self._end_stuck_workers, args=(self._timeout_marks,), daemon=True,
+                             name="granulemap-stuck-workers").start()
         for spec in specs.values():
             spec[worker.TIMEOUT_MARKS] = self._timeout_marks
             spec[worker.MEMORY_LOG] = os.path.join(self._timeout_marks, _OVER_MEMORY)
@@ -798,6 +817,41 @@ class LocalEngine:
         shutil.rmtree(marks, ignore_errors=True)
         marks.mkdir(parents=True)
         return str(marks)
+
+    def _end_stuck_workers(self, marks: str) -> None:
+        """Kill the worker process of an invocation still running ``STUCK_GRACE_S`` after its timeout: one whose own
+        watchdog (worker._Watchdog) could not end it, blocked in native code that holds the GIL. As that watchdog
+        would have, mark the invocation timed out first: the engine answers it so and retries the others of its
+        pool. Looks every ``worker.TIMEOUT_WATCH_S`` until the engine stops; only at processes forked for it (by its
+        fork server, or by this process)."""
+        while not self._stopping.wait(worker.TIMEOUT_WATCH_S):
+            try:
+                armed = [e for e in os.scandir(marks) if e.name.startswith("armed-")]
+            except OSError:  # the engine has stopped
+                return
+            for entry in armed:
+                running = worker.read_armed(entry.path)
+                if running is None or time.monotonic() <= running[0] + STUCK_GRACE_S:
+                    continue
+                pid = int(entry.name.removeprefix("armed-"))
+                if _parent_of(pid) not in {os.getpid(), self._fork_server_pid()}:
+                    continue  # ended, and its number perhaps another process's now
+                with contextlib.suppress(OSError):
+                    open(os.path.join(marks, running[1]), "x").close()
+                message = (f"[ERROR] invocation {running[1]} did not stop {STUCK_GRACE_S:g} s after its timeout and "
+                           f"its worker process ({pid}) did not end itself (native code holding the GIL): ended")
+                logging.getLogger(__name__).error(message)
+                if self.log_path is not None:
+                    with contextlib.suppress(OSError), open(self.log_path, "a") as log:
+                        log.write(message + "\n")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+    def _fork_server_pid(self) -> int | None:
+        server = self._fork_server
+        return None if server is None else getattr(server._server, "_forkserver_pid", None)
 
     def over_memory(self, since: int = 0) -> tuple[list[dict[str, Any]], int]:
         """The invocations whose peak resident memory went over their function's MemorySize (worker._MemoryWatch),

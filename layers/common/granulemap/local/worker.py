@@ -77,6 +77,7 @@ class _Watchdog:
         self._lock = threading.Lock()
         self._running: tuple[float, str | None] | None = None
         self._stopped = threading.Event()
+        self._said: tuple[int, str, int] | None = None  # (pid, folder, fd) of this process's ARMED_FILE
         threading.Thread(target=self._watch, name="granulemap-timeout-watch", daemon=True).start()
 
     def stop(self) -> None:
@@ -85,10 +86,26 @@ class _Watchdog:
     def arm(self, deadline: float, mark: str | None) -> None:
         with self._lock:
             self._running = (deadline, mark)
+        if mark is not None:
+            self._say(os.path.dirname(mark), f"{deadline:.6f} {os.path.basename(mark)}")
 
     def disarm(self) -> None:
         with self._lock:  # not while _watch ends the process: an invocation that ends then has timed out
-            self._running = None
+            running, self._running = self._running, None
+        if running is not None and running[1] is not None:
+            self._say(os.path.dirname(running[1]), "-")
+
+    def _say(self, folder: str, what: str) -> None:
+        """Tell the engine (``armed_file``) what this process runs now: a deadline and its invocation, or "-". Its
+        backstop for a process in which this thread cannot run either (native code that holds the GIL)."""
+        said = self._said
+        if said is None or said[0] != os.getpid() or said[1] != folder:
+            with contextlib.suppress(OSError):
+                said = self._said = (os.getpid(), folder, os.open(armed_file(folder, os.getpid()),
+                                                                  os.O_WRONLY | os.O_CREAT, 0o600))
+        if said is not None and said[0] == os.getpid():
+            with contextlib.suppress(OSError):
+                os.pwrite(said[2], what.ljust(ARMED_RECORD).encode(), 0)
 
     def _watch(self) -> None:
         # Event.wait, not time.sleep: a test that replaces time.sleep (to skip backoff waits) in a process that has
@@ -104,6 +121,26 @@ class _Watchdog:
                 os.write(2, f"[ERROR] the invocation did not stop {TIMEOUT_GRACE_S:g} s after its timeout (blocked "
                             "in native code): its worker process ends\n".encode())
                 os._exit(1)
+
+
+ARMED_RECORD = 64
+"""Bytes of a worker's ``armed_file``: "<deadline> <invocation>" or "-", padded with spaces."""
+
+
+def armed_file(folder: str, pid: int) -> str:
+    """The file in the engine's marks folder where worker ``pid`` says which invocation it runs, and until when
+    (time.monotonic(), the machine's: the engine reads the same clock)."""
+    return os.path.join(folder, f"armed-{pid}")
+
+
+def read_armed(path: str) -> tuple[float, str] | None:
+    """(deadline, invocation) from an ``armed_file``; None when its worker runs nothing under a time limit."""
+    try:
+        with open(path) as f:
+            deadline, invocation = f.read(ARMED_RECORD).split()
+        return float(deadline), invocation
+    except (OSError, ValueError):
+        return None
 
 
 def timed_out_mark(spec: dict[str, Any]) -> str | None:
