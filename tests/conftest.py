@@ -21,32 +21,36 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 MUR25 = DATA / "ghrsst" / "20181231090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"
 
-# Handlers and the local engine must never reach real AWS from a test, whatever the machine's own AWS settings (a
-# profile, an endpoint, another region, ~/.aws): these, not theirs.
-for _key in [k for k in os.environ if k in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION")
-             or k.startswith("AWS_ENDPOINT_URL")]:
-    del os.environ[_key]
-os.environ.update({
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-west-2",
-    "AWS_CONFIG_FILE": str(Path(__file__).resolve().parent / "no-aws-config"),
-    "AWS_SHARED_CREDENTIALS_FILE": str(Path(__file__).resolve().parent / "no-aws-credentials"),
-    "POWERTOOLS_TRACE_DISABLED": "true",
-    "POWERTOOLS_METRICS_DISABLED": "true",
-})
 
-
-# The tests that interrupt or end a run send it SIGINT, SIGTERM or SIGHUP (or interrupt_main, which does nothing
-# while SIGINT is ignored). A suite started in the background (`make test &`: SIGINT ignored) or under nohup (SIGHUP
-# ignored) would start its runs with those signals ignored, and they (rightly: one ignored at the start stays so)
-# would go on. This process keeps ignoring them, by a handler of its own, which its commands do not inherit.
-if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as a process started in a terminal
-for _name in ("SIGTERM", "SIGHUP"):
-    if hasattr(signal, _name) and signal.getsignal(getattr(signal, _name)) is signal.SIG_IGN:
-        signal.signal(getattr(signal, _name), lambda signum, frame: None)
+def pytest_configure(config: pytest.Config) -> None:
+    """In pytest's process only (a hook, not this module's code: the processes that tests start with multiprocessing
+    import this module too, by way of the test modules their functions come from, and would lose the endpoints their
+    parent set for them)."""
+    # Handlers and the local engine must never reach real AWS from a test, whatever the machine's own AWS settings (a
+    # profile, an endpoint, another region, ~/.aws): these, not theirs.
+    for key in [k for k in os.environ if k in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION")
+                or k.startswith("AWS_ENDPOINT_URL")]:
+        del os.environ[key]
+    os.environ.update({
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-west-2",
+        "AWS_CONFIG_FILE": str(Path(__file__).resolve().parent / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(Path(__file__).resolve().parent / "no-aws-credentials"),
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+    })
+    # The tests that interrupt or end a run send it SIGINT, SIGTERM or SIGHUP (or interrupt_main, which does nothing
+    # while SIGINT is ignored). A suite started in the background (`make test &`: SIGINT ignored) or under nohup
+    # (SIGHUP ignored) would start its runs with those signals ignored, and they (rightly: one ignored at the start
+    # stays so) would go on. This process keeps ignoring them, by a handler of its own, which its commands do not
+    # inherit.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as a process started in a terminal
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is signal.SIG_IGN:
+            signal.signal(getattr(signal, name), lambda signum, frame: None)
 
 
 @pytest.fixture(autouse=True)

@@ -488,3 +488,49 @@ def test_the_moto_servers_port_is_held_for_it_until_it_listens() -> None:
             pass
     finally:
         server.stop()
+
+
+def test_a_workspace_opens_with_its_folders_objects_as_they_were_stored(tmp_path: Path) -> None:
+    """state/ is put back into the emulated bucket straight into moto's backend (not a request per object): each
+    object as it was, bytes, listing and ETag (MD5) alike, and nothing written back to disk."""
+    import hashlib
+
+    from granulemap.local.run import Workspace
+
+    state = tmp_path / "ws" / "state"
+    objects = {"results/run/config/item-1.json": b'{"result": 1}',
+               "outputs/sst/config/global_mean_sst.csv": b"time,v\n2019-01-01T00:00:00Z,1.5\n",
+               "outputs/atl06/config/store.zarr/h_mean/c/0/0": bytes(range(256)) * 3}
+    for key, body in objects.items():
+        (state / key).parent.mkdir(parents=True, exist_ok=True)
+        (state / key).write_bytes(body)
+    (state / "results" / ".part-left-by-a-killed-write").write_bytes(b"half")  # never an object
+    written = {key: (state / key).stat().st_mtime_ns for key in objects}
+    with Workspace(tmp_path / "ws", workers=1) as ws:
+        s3 = ws.engine.client("s3")
+        listed = [o["Key"] for o in s3.list_objects_v2(Bucket=ws.engine.bucket)["Contents"]]
+        assert sorted(listed) == sorted(objects)
+        for key, body in objects.items():
+            got = s3.get_object(Bucket=ws.engine.bucket, Key=key)
+            assert got["Body"].read() == body and got["ETag"] == f'"{hashlib.md5(body).hexdigest()}"'
+    assert {key: (state / key).stat().st_mtime_ns for key in objects} == written
+
+
+def test_a_workspace_lets_go_of_moto_s_ended_threads(tmp_path: Path, mur25: Path) -> None:
+    """moto keeps every Step Functions thread it starts in a list nothing empties (two per item, one per Map
+    concurrency slot: 40 by default): a notebook's Workspace grew with every run."""
+    from moto.stepfunctions.parser.utils import TMP_THREADS
+
+    from granulemap.local.run import Workspace
+
+    source = tmp_path / "granules"
+    source.mkdir()
+    (source / mur25.name).symlink_to(mur25)
+    before = len(TMP_THREADS)
+    with Workspace(tmp_path / "ws", workers=1) as ws:
+        for run in range(3):
+            summary = ws.run({"recipe": "sst-global-mean", "start": "2018-12-31", "end": "2018-12-31",
+                              "source": str(source), "recompute": True}, out=tmp_path / f"run-{run}")
+            assert summary["status"] == "SUCCEEDED", summary["message"]
+        assert len(TMP_THREADS) - before < 10, len(TMP_THREADS) - before  # was 3 × ~45
+    assert [thread for thread in TMP_THREADS if not thread.is_alive()] == []

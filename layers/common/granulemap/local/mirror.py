@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 
@@ -49,15 +50,15 @@ class BucketMirror:
         if path is not None and path.is_file():
             path.unlink()
 
-    def restore(self, client: Any) -> int:
-        """Upload every mirrored object into the (new, empty) emulated bucket; returns how many."""
+    def restore(self, put: Callable[[str, bytes], Any]) -> int:
+        """Put every mirrored object back into the (new, empty) emulated bucket with ``put(key, body)``; returns how
+        many."""
         count = 0
         if not self.directory.is_dir():
             return 0
         for path in sorted(self.directory.rglob("*")):
             if path.is_file() and not path.name.startswith(".part-"):
-                client.put_object(Bucket=self.bucket, Key=path.relative_to(self.directory).as_posix(),
-                                  Body=path.read_bytes())
+                put(path.relative_to(self.directory).as_posix(), path.read_bytes())
                 count += 1
         return count
 
