@@ -534,3 +534,77 @@ def test_a_workspace_lets_go_of_moto_s_ended_threads(tmp_path: Path, mur25: Path
             assert summary["status"] == "SUCCEEDED", summary["message"]
         assert len(TMP_THREADS) - before < 10, len(TMP_THREADS) - before  # was 3 × ~45
     assert [thread for thread in TMP_THREADS if not thread.is_alive()] == []
+
+
+def test_a_folder_stays_locked_when_its_lock_file_is_deleted_and_a_workspace_run_locks_its_out(
+        tmp_path: Path, mur25: Path) -> None:
+    """The lock file stays after a run, so it looks stale: deleted while a run held it, a second run got in (both
+    merged their rows into one state's CSV, and rows were lost). And a Workspace's run did not lock its out: a
+    `granulemap run --out` there meanwhile had its products replaced by the Workspace's."""
+    from granulemap.errors import InvalidInput
+    from granulemap.local.run import Workspace, _lock_folder
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    held = _lock_folder(folder)
+    try:
+        (folder / ".granulemap-lock").unlink()
+        with pytest.raises(InvalidInput, match="is in use by another granulemap run or Workspace"):
+            _lock_folder(folder)
+    finally:
+        held.close()
+    _lock_folder(folder).close()  # free again
+
+    source = tmp_path / "granules"
+    source.mkdir()
+    (source / mur25.name).symlink_to(mur25)
+    doc = {"recipe": "sst-global-mean", "start": "2018-12-31", "end": "2018-12-31", "source": str(source)}
+    out = tmp_path / "out"
+    out.mkdir()
+    other = _lock_folder(out)  # what a `granulemap run --out out` holds while it runs
+    try:
+        with Workspace(tmp_path / "ws", workers=1) as ws:
+            with pytest.raises(InvalidInput, match=f"{out} is in use"):
+                ws.run(doc, out=out)
+            assert not (out / "global_mean_sst.csv").exists()
+    finally:
+        other.close()
+
+
+def test_a_killed_runs_locks_and_half_written_files_are_removed_as_a_workspace_opens(tmp_path: Path) -> None:
+    """A run killed while a step held the ATL06 store's lock left it in state/: the next run's step waited for the
+    lease to end (15 minutes) saying nothing. The folder is the new engine's alone, so no holder is alive."""
+    from granulemap.local.run import Workspace
+    from granulemap.storage import LOCK_SUFFIX
+
+    state = tmp_path / "ws" / "state"
+    store = "outputs/atl06-cell-stats/config/atl06-cell-stats.zarr"
+    kept = {f"{store}/zarr.json": b"{}", "results/run/config/item.json": b"{}"}
+    gone = [f"{store}{LOCK_SUFFIX}", "results/run/config/.part-abc123"]
+    for key in [*kept, *gone]:
+        (state / key).parent.mkdir(parents=True, exist_ok=True)
+        (state / key).write_bytes(kept.get(key, b'{"holder": "run killed (growth)", "since": 0}'))
+    with Workspace(tmp_path / "ws", workers=1) as ws:
+        listed = ws.engine.client("s3").list_objects_v2(Bucket=ws.engine.bucket)["Contents"]
+        assert sorted(o["Key"] for o in listed) == sorted(kept)
+    assert [key for key in gone if (state / key).exists()] == []
+
+
+def test_a_download_removes_the_copy_a_killed_one_left(tmp_path: Path) -> None:
+    """A run killed while it copied its store into --out left a hidden copy there (.<name>.<hex>) for ever."""
+    import boto3
+    from moto import mock_aws
+
+    from granulemap.storage import download_objects
+
+    left = tmp_path / ".atl06-cell-stats.zarr.0123456789ab"
+    (left / "h_mean").mkdir(parents=True)
+    mine = tmp_path / ".atl06-cell-stats.zarr.notes"  # not one of ours: kept
+    mine.mkdir()
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-west-2")
+        s3.create_bucket(Bucket="bucket", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        s3.put_object(Bucket="bucket", Key="outputs/x/atl06-cell-stats.zarr/zarr.json", Body=b"{}")
+        (copy,) = download_objects(s3, "bucket", "outputs/x/atl06-cell-stats.zarr", tmp_path)
+    assert (copy / "zarr.json").read_bytes() == b"{}"
+    assert not left.exists() and mine.is_dir()

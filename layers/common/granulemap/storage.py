@@ -196,11 +196,16 @@ def download_objects(s3: Any, bucket: str, key_or_prefix: str, dest: Path, name:
     fill and was deleted, or another configuration's chunk of another shape), and the copy read as a different store.
     """
     if key_or_prefix.endswith("/") or key_or_prefix.endswith(".zarr"):
+        import glob
+        import re
         import shutil
         import uuid
 
         prefix = key_or_prefix.rstrip("/") + "/"
         base = dest / Path(key_or_prefix.rstrip("/")).name
+        for left in dest.glob(f".{glob.escape(base.name)}.*"):  # a copy that a killed download left half made
+            if re.fullmatch(r"[0-9a-f]{12}", left.name.rsplit(".", 1)[-1]) and left.is_dir() and not left.is_symlink():
+                shutil.rmtree(left, ignore_errors=True)
         fresh = dest / f".{base.name}.{uuid.uuid4().hex[:12]}"
         fresh.mkdir(parents=True)
         try:
@@ -223,6 +228,9 @@ def download_objects(s3: Any, bucket: str, key_or_prefix: str, dest: Path, name:
     return [target]
 
 
+LOCK_SUFFIX = ".lock"
+"""A lock's key is the key of what it guards with this suffix (``lease_lock``'s callers; a local engine removes a
+killed run's at its start)."""
 LOCK_LEASE_S = 900.0
 """A lock held longer is taken over: its holder died holding it (a Lambda stopped by its timeout, at most 900 s)."""
 LOCK_WAIT_S = 300.0

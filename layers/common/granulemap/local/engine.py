@@ -48,6 +48,7 @@ from typing import Any
 import boto3
 
 from granulemap import layout
+from granulemap.storage import LOCK_SUFFIX
 from granulemap.local import warmfork, worker
 from granulemap.local.channel import CHANNEL_ENV
 from granulemap.local.template import LocalTemplate, read_local_template, substitute_definition
@@ -761,7 +762,8 @@ class LocalEngine:
             # many results slow to open, at every run into it. Before the mirror's hook: they are on disk already.
             backend = s3_backends[ACCOUNT]["aws"]
             self._mirror = BucketMirror(self.bucket, self.state_dir)
-            self._mirror.restore(lambda key, body: backend.put_object(self.bucket, key, body))
+            self._mirror.restore(lambda key, body: backend.put_object(self.bucket, key, body),
+                                 lambda key: key.startswith(layout.OUTPUTS_PREFIX) and key.endswith(LOCK_SUFFIX))
             self._mirror.install()
         iam = self.client("iam")
         role_arn = iam.create_role(

@@ -50,16 +50,23 @@ class BucketMirror:
         if path is not None and path.is_file():
             path.unlink()
 
-    def restore(self, put: Callable[[str, bytes], Any]) -> int:
+    def restore(self, put: Callable[[str, bytes], Any], stale: Callable[[str], bool] = lambda key: False) -> int:
         """Put every mirrored object back into the (new, empty) emulated bucket with ``put(key, body)``; returns how
-        many."""
+        many. What a killed run left is removed instead: files half written (``.part-*``), and the objects ``stale``
+        names (the locks its steps held: the folder is this engine's alone now, so no holder of one is alive, and a
+        step waited for its lease to end, 15 minutes, without a word)."""
         count = 0
         if not self.directory.is_dir():
             return 0
         for path in sorted(self.directory.rglob("*")):
-            if path.is_file() and not path.name.startswith(".part-"):
-                put(path.relative_to(self.directory).as_posix(), path.read_bytes())
-                count += 1
+            if not path.is_file():
+                continue
+            key = path.relative_to(self.directory).as_posix()
+            if path.name.startswith(".part-") or stale(key):
+                path.unlink(missing_ok=True)
+                continue
+            put(key, path.read_bytes())
+            count += 1
         return count
 
     def install(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -52,9 +53,24 @@ class _Progress:
         self.stream.flush()
 
 
-def _lock_folder(folder: Path) -> Any:
-    """An exclusive lock on FOLDER (its file .granulemap-lock) for as long as the returned file is open: two local
-    runs sharing one emulated bucket (FOLDER/state) would each load it once and overwrite each other's objects."""
+class _FolderLock:
+    """What holds a folder's lock: its .granulemap-lock file, and the folder itself (``_lock_folder``)."""
+
+    def __init__(self, handle: Any, folder_fd: int | None):
+        self._handle, self._folder_fd = handle, folder_fd
+
+    def close(self) -> None:
+        if self._folder_fd is not None:
+            os.close(self._folder_fd)
+            self._folder_fd = None
+        self._handle.close()
+
+
+def _lock_folder(folder: Path) -> _FolderLock:
+    """An exclusive lock on FOLDER for as long as the returned lock is open: two local runs sharing one emulated
+    bucket (FOLDER/state), or writing their products into one folder, would overwrite each other's. Held on the file
+    .granulemap-lock and on the folder itself: the file stays after a run, and one deleted as a stale lock while a
+    run held it let a second run in (their CSVs, merged from one state, lost rows)."""
     try:
         handle = open(folder / ".granulemap-lock", "a+")  # noqa: SIM115 - held open for the workspace's life
     except OSError as exc:  # a read-only folder, one not ours
@@ -63,14 +79,37 @@ def _lock_folder(folder: Path) -> Any:
     try:
         import fcntl
     except ImportError:  # Windows: no lock
-        return handle
+        return _FolderLock(handle, None)
+    folder_fd: int | None = None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            folder_fd = os.open(folder, os.O_RDONLY)
+        except OSError:  # a folder this system cannot open for reading: its file's lock alone
+            folder_fd = None
+        if folder_fd is not None:
+            try:
+                fcntl.flock(folder_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise
+            except OSError:  # a file system without locks on folders: its file's lock alone
+                os.close(folder_fd)
+                folder_fd = None
     except BlockingIOError:
+        if folder_fd is not None:
+            os.close(folder_fd)
         handle.close()
         raise InvalidInput(f"{folder} is in use by another granulemap run or Workspace (in this process or "
                            "another): wait for it to end, or use another folder") from None
-    return handle
+    return _FolderLock(handle, folder_fd)
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file renamed over it: a run killed as it wrote leaves the old
+    file or the new, never half of one (a cut logs/products.json stopped later runs from removing products)."""
+    part = path.with_name(f".{path.name}.part")
+    part.write_text(text)
+    os.replace(part, path)
 
 
 def _name_local_files(summary: dict[str, Any], bucket_url: str, state_dir: str) -> None:
@@ -189,12 +228,23 @@ class Workspace:
             raise TypeError(f"the execution input is a dict (as start-execution's JSON document), not "
                             f"{type(execution_input).__name__}")
         execution_input = json.loads(json.dumps(execution_input, default=_as_text))
-        engine = self.engine
         name = execution_name()
         out = (Path(out) if out is not None else self.folder / "runs" / name).resolve()
         _refuse_the_source_folder(execution_input.get("source"), [out, self.folder])
         _refuse_another_workspaces_folder(out, self.folder)
         _make_folder(out / "logs")
+        # OUT is this run's while it runs: a `granulemap run --out` there meanwhile wrote products that this run's
+        # then replaced (the Workspace's own folder is locked while it is open).
+        out_lock = _lock_folder(out) if out != self.folder else None
+        try:
+            return self._run(execution_input, out, name, progress, timeout)
+        finally:
+            if out_lock is not None:
+                out_lock.close()
+
+    def _run(self, execution_input: dict[str, Any], out: Path, name: str, progress: bool, timeout: float | None,
+             ) -> dict[str, Any]:
+        engine = self.engine
         if not execution_input.get("source"):
             # In AWS no source means a NASA CMR search; here BuildCatalog would try CMR (offline: retried for 45
             # minutes as an outage) and the granules it found are read in AWS's us-west-2 only.
@@ -203,7 +253,7 @@ class Workspace:
                 "s3:// prefix of its own emulated bucket): give the folder; searching NASA CMR takes a deployed stack "
                 "(granulemap start)"))
             summary["outputs"] = [str(out / "summary.json")]
-            (out / "summary.json").write_text(json.dumps(summary, indent=2))
+            _write_whole(out / "summary.json", json.dumps(summary, indent=2))
             return summary
         _, memory_records = engine.over_memory()
         arn = engine.start(execution_input, name)
@@ -287,7 +337,7 @@ class Workspace:
         over, _ = engine.over_memory(memory_records)
         if over:
             summary["notes"] = [*summary.get("notes", []), *_over_memory_notes(over)]
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        _write_whole(out / "summary.json", json.dumps(summary, indent=2))
         return summary
 
 
@@ -409,7 +459,7 @@ def _replace_other_configurations_products(
         if left_here:
             kept.append({"configuration": entry.get("configuration"), "products": left_here})
     products.update({name: _as_left(out / name) for name in mine if (out / name).exists()})
-    record_path.write_text(json.dumps([*kept, {"configuration": configuration, "products": products}], indent=1))
+    _write_whole(record_path, json.dumps([*kept, {"configuration": configuration, "products": products}], indent=1))
     return others, {str(entry["configuration"]): list(entry["products"]) for entry in kept}, changed
 
 

@@ -66,7 +66,7 @@ from granulemap.recipes.atl06.store import (
 )
 from granulemap.recipes.base import Recipe
 from granulemap.settings import load_settings
-from granulemap.storage import Bucket, lease_lock
+from granulemap.storage import LOCK_SUFFIX, Bucket, lease_lock
 
 
 
@@ -433,5 +433,5 @@ def _store_lock(bucket: Bucket, store_key: str, run: RunContext, step: str) -> c
     and finalize in Aggregate. Two executions of one configuration at once (two months of a backfill) would
     otherwise each write the attributes they read, and one run's parent cells or period be lost from the layout.
     The holder names the run and the step."""
-    return lease_lock(bucket, f"{store_key}.lock", f"run {run.run_id} ({step})",
+    return lease_lock(bucket, f"{store_key}{LOCK_SUFFIX}", f"run {run.run_id} ({step})",
                       f"the output store s3://{bucket.name}/{store_key}")
