@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -181,12 +184,13 @@ GIL_RECIPE = itemised_recipe("test-gil", 4, """
 def holds_the_gil(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     from granulemap.local import engine
 
-    change_in_template(monkeypatch, "ProcessorFunction", timeout=2)
+    change_in_template(monkeypatch, "ProcessorFunction", timeout=5)  # an item that ends takes ~0.6 s
     monkeypatch.setattr(engine, "STUCK_GRACE_S", 4.0)  # the engine's backstop: 4 s after the timeout, not 15
     yield from install_recipe_package(tmp_path / "site", monkeypatch, "granulemap_test_gil", GIL_RECIPE,
                                       {"test-gil": "granulemap_test_gil:recipe"})
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the engine's backstop needs Linux's /proc")
 def test_a_worker_stuck_in_native_code_that_holds_the_gil_is_ended_by_the_engine(holds_the_gil, tmp_path) -> None:
     """The worker's own watchdog is a thread of its process: native code that holds the GIL stops it too, and the
     local run waited for that item for ever (here two minutes). The engine ends that worker, the item fails as timed
@@ -202,8 +206,46 @@ def test_a_worker_stuck_in_native_code_that_holds_the_gil_is_ended_by_the_engine
     assert time.monotonic() - began < 100  # not the two minutes of the item's sleep
     assert summary["status"] == "SUCCEEDED", summary["message"]
     assert [(f["item"], f["error"], f["cause"]) for f in summary["failures"]] == [
-        ("item-0", "Sandbox.Timedout", "Task timed out after 2.00 seconds")]
+        ("item-0", "Sandbox.Timedout", "Task timed out after 5.00 seconds")]
     assert summary["items"] == {"total": 4, "succeeded": 3, "skipped": 0, "failed": 1}
     log = (tmp_path / "out" / "logs" / "functions.log").read_text()
     assert re.search(r"invocation \d+ did not stop 4 s after its timeout and its worker process \(\d+\) did not end "
                      r"itself \(native code holding the GIL\): ended", log), log[-3000:]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the engine's backstop needs Linux's /proc")
+def test_the_engines_backstop_ends_only_the_process_that_wrote_the_record(tmp_path: Path) -> None:
+    """A record outlives its worker (one that ended itself, crashed, was killed): its number may be another
+    process's since. Only the process that wrote it (its pid and its start) is ended, and the others' records are
+    forgotten, not acted on."""
+    from granulemap.local.engine import LocalEngine
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    past = time.monotonic() - 100  # the deadline, long gone
+
+    def record(pid: int, invocation: int, started: str) -> None:
+        (marks / f"armed-{pid}").write_text(f"{past:.6f} {invocation} {started}".ljust(worker.ARMED_RECORD))
+
+    other = subprocess.Popen(["sleep", "60"])  # its number, an earlier process's record
+    stuck = subprocess.Popen(["sleep", "60"])  # the process that wrote its record
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    try:
+        record(other.pid, 7, str(int(worker.process_started(other.pid)) - 1))
+        record(ended.pid, 8, "12345")
+        record(stuck.pid, 9, worker.process_started(stuck.pid))
+        engine = LocalEngine(workers=1, log_path=tmp_path / "functions.log")  # not started: only its backstop
+        backstop = threading.Thread(target=engine._end_stuck_workers, args=(str(marks),))
+        backstop.start()
+        assert stuck.wait(timeout=30) == -9
+        time.sleep(2.5)  # another look or two
+        engine._stopping.set()
+        backstop.join(timeout=10)
+        assert other.poll() is None
+    finally:
+        other.kill()
+        stuck.kill()
+    assert sorted(p.name for p in marks.iterdir()) == ["9"]  # the invocation marked timed out; records gone
+    log = (tmp_path / "functions.log").read_text()
+    assert log.count("[ERROR] invocation") == 1 and f"invocation 9 did not stop" in log and f"({stuck.pid})" in log

@@ -138,30 +138,26 @@ def _forget_ended_threads() -> None:
     TMP_THREADS[:] = [thread for thread in list(TMP_THREADS) if thread.is_alive()]
 
 
-def _parent_of(pid: int) -> int | None:
-    """The parent process of ``pid`` (Linux's /proc), None when there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 ENGINE_FOLDER = ".granulemap-engine"
 """In a Workspace's folder (beside state/), while its engine runs: the workers' marks (``_marks_folder``)."""
 _OVER_MEMORY = "over-memory.jsonl"
 """In the engine's temporary folder: the invocations over their MemorySize (worker.MEMORY_LOG)."""
 
 
-def _held_port() -> socket.socket:
+def _held_port() -> tuple[int, socket.socket | None]:
     """A port of 127.0.0.1 for the moto server, held from now until the server listens on it (a second or two later:
-    its workers start with the endpoint first). Bound, not listening, with SO_REUSEADDR, which the server's socket sets
-    too: the server binds it while this holds it, and nothing else can take it meanwhile (a port found free and let
-    go could be given to another process's connection before the server bound it)."""
+    its workers start with the endpoint first), so that no connection is given it meanwhile (a port found free and
+    let go could be). Bound, not listening, with SO_REUSEADDR, which werkzeug's server sets too: on Linux it binds the
+    port while this socket holds it. Elsewhere (macOS: a second bind needs SO_REUSEPORT, and werkzeug's server thread
+    ended while moto's start waited for it for ever) it is let go at once, as before."""
     held = socket.socket()
     held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     held.bind(("127.0.0.1", 0))
-    return held
+    port = held.getsockname()[1]
+    if not sys.platform.startswith("linux"):
+        held.close()
+        return port, None
+    return port, held
 
 
 def _dummy_zip() -> bytes:
@@ -299,8 +295,7 @@ class LocalEngine:
 
         if self.in_process:
             self._environ_before = dict(os.environ)  # the handlers change this process's environment
-        self._port_held = held = _held_port()
-        port = held.getsockname()[1]
+        port, self._port_held = _held_port()
         self.endpoint = f"http://127.0.0.1:{port}"
         self.credentials = _engine_credentials()
         # moto's engine calls its own services at http://localhost:$MOTO_PORT: set it before the server starts.
@@ -339,7 +334,9 @@ class LocalEngine:
 
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self._server.start()
-        held.close()  # listening: the server holds the port now
+        if self._port_held is not None:  # listening: the server holds the port now
+            self._port_held.close()
+            self._port_held = None
         app = self._server._server.app
         self._channel.attach(app)
         # Over TCP (what the workers' s3fs and other non-botocore clients use, and anyone on this machine can
@@ -358,7 +355,6 @@ class LocalEngine:
 
     def __exit__(self, *exc: object) -> None:
         self._closing = True
-        self._stopping.set()
         if self._port_held is not None:  # a start that failed before the server listened
             self._port_held.close()
             self._port_held = None
@@ -404,6 +400,7 @@ class LocalEngine:
             self._fork_server.stop()
             self._fork_server = None
         _forget_ended_threads()
+        self._stopping.set()  # after the pools' end, which waits for invocations still running: stuck ones too
         if self._timeout_marks is not None:
             shutil.rmtree(self._timeout_marks, ignore_errors=True)
             self._timeout_marks = None
@@ -840,8 +837,8 @@ class LocalEngine:
         """Kill the worker process of an invocation still running ``STUCK_GRACE_S`` after its timeout: one whose own
         watchdog (worker._Watchdog) could not end it, blocked in native code that holds the GIL. As that watchdog
         would have, mark the invocation timed out first: the engine answers it so and retries the others of its
-        pool. Looks every ``worker.TIMEOUT_WATCH_S`` until the engine stops; only at processes forked for it (by its
-        fork server, or by this process)."""
+        pool. Looks every ``worker.TIMEOUT_WATCH_S`` until the engine stops; only at the very process that wrote the
+        record (its pid and its start, Linux's /proc: without it workers write none)."""
         while not self._stopping.wait(worker.TIMEOUT_WATCH_S):
             try:
                 armed = [e for e in os.scandir(marks) if e.name.startswith("armed-")]
@@ -852,8 +849,10 @@ class LocalEngine:
                 if running is None or time.monotonic() <= running[0] + STUCK_GRACE_S:
                     continue
                 pid = int(entry.name.removeprefix("armed-"))
-                if _parent_of(pid) not in {os.getpid(), self._fork_server_pid()}:
-                    continue  # ended, and its number perhaps another process's now
+                if worker.process_started(pid) != running[2]:  # ended (by its own watchdog, a crash): forgotten
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+                    continue
                 with contextlib.suppress(OSError):
                     open(os.path.join(marks, running[1]), "x").close()
                 message = (f"[ERROR] invocation {running[1]} did not stop {STUCK_GRACE_S:g} s after its timeout and "
@@ -862,14 +861,10 @@ class LocalEngine:
                 if self.log_path is not None:
                     with contextlib.suppress(OSError), open(self.log_path, "a") as log:
                         log.write(message + "\n")
-                with contextlib.suppress(ProcessLookupError):
+                with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
-
-    def _fork_server_pid(self) -> int | None:
-        server = self._fork_server
-        return None if server is None else getattr(server._server, "_forkserver_pid", None)
 
     def over_memory(self, since: int = 0) -> tuple[list[dict[str, Any]], int]:
         """The invocations whose peak resident memory went over their function's MemorySize (worker._MemoryWatch),

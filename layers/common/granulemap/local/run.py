@@ -415,8 +415,8 @@ def _replace_other_configurations_products(
     it; the same configuration's earlier products (an ATL06 period's map; the CSV, when a run found nothing to do)
     stay. After a run that failed (``remove`` False; its products were written all the same) nothing is removed:
     what it wrote over is recorded as its own. Returns the other configurations whose products in OUT this run wrote
-    over or removed, the names of those it left there (a failed run's), and the names of those a successful run
-    kept because they changed since (a redrawn picture: no longer recorded), per configuration."""
+    over or removed, the names of those it left there (a failed run's), and the names of those it kept because they
+    changed since (a redrawn picture: no longer recorded), per configuration."""
     import shutil
 
     record_path = out / "logs" / PRODUCTS_RECORD
@@ -430,7 +430,7 @@ def _replace_other_configurations_products(
     products: dict[str, list[int]] = {}
     others: list[str] = []
     kept: list[dict[str, Any]] = []  # other configurations' products a failed run left in place
-    changed: dict[str, list[str]] = {}  # other configurations' products kept by a successful run: changed since
+    changed: dict[str, list[str]] = {}  # other configurations' products kept: changed since
     for entry in entries:
         if entry.get("configuration") == configuration:
             products.update({str(n): left for n, left in entry["products"].items() if (out / str(n)).exists()})
@@ -442,9 +442,8 @@ def _replace_other_configurations_products(
             if (str(name) in mine or str(name) in _NEVER_PRODUCTS or path.is_symlink() or not path.exists()
                     or path.resolve().parent != root):
                 continue
-            if _as_left(path) != left:
-                if remove:
-                    changed.setdefault(str(entry.get("configuration")), []).append(str(name))
+            if _as_left(path) != left:  # no longer the run's: kept, and no longer recorded (said)
+                changed.setdefault(str(entry.get("configuration")), []).append(str(name))
                 continue
             if not remove:
                 left_here[str(name)] = left

@@ -77,7 +77,7 @@ class _Watchdog:
         self._lock = threading.Lock()
         self._running: tuple[float, str | None] | None = None
         self._stopped = threading.Event()
-        self._said: tuple[int, str, int] | None = None  # (pid, folder, fd) of this process's ARMED_FILE
+        self._said: tuple[int, str, int, str] | None = None  # (pid, folder, fd, start) of this process's armed_file
         threading.Thread(target=self._watch, name="granulemap-timeout-watch", daemon=True).start()
 
     def stop(self) -> None:
@@ -100,12 +100,16 @@ class _Watchdog:
         backstop for a process in which this thread cannot run either (native code that holds the GIL)."""
         said = self._said
         if said is None or said[0] != os.getpid() or said[1] != folder:
+            started = process_started(os.getpid())  # with the pid, which process this is (pids are reused)
+            if started is None:  # no /proc (macOS): no backstop
+                return
             with contextlib.suppress(OSError):
                 said = self._said = (os.getpid(), folder, os.open(armed_file(folder, os.getpid()),
-                                                                  os.O_WRONLY | os.O_CREAT, 0o600))
+                                                                  os.O_WRONLY | os.O_CREAT, 0o600), started)
         if said is not None and said[0] == os.getpid():
+            record = f"{what} {said[3]}" if what != "-" else what
             with contextlib.suppress(OSError):
-                os.pwrite(said[2], what.ljust(ARMED_RECORD).encode(), 0)
+                os.pwrite(said[2], record.ljust(ARMED_RECORD).encode(), 0)
 
     def _watch(self) -> None:
         # Event.wait, not time.sleep: a test that replaces time.sleep (to skip backoff waits) in a process that has
@@ -123,8 +127,18 @@ class _Watchdog:
                 os._exit(1)
 
 
-ARMED_RECORD = 64
-"""Bytes of a worker's ``armed_file``: "<deadline> <invocation>" or "-", padded with spaces."""
+ARMED_RECORD = 80
+"""Bytes of a worker's ``armed_file``: "<deadline> <invocation> <process start>" or "-", padded with spaces."""
+
+
+def process_started(pid: int) -> str | None:
+    """When process ``pid`` started (Linux's /proc: clock ticks since boot), which tells it from a later process
+    given the same number; None without /proc, or with no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def armed_file(folder: str, pid: int) -> str:
@@ -133,12 +147,13 @@ def armed_file(folder: str, pid: int) -> str:
     return os.path.join(folder, f"armed-{pid}")
 
 
-def read_armed(path: str) -> tuple[float, str] | None:
-    """(deadline, invocation) from an ``armed_file``; None when its worker runs nothing under a time limit."""
+def read_armed(path: str) -> tuple[float, str, str] | None:
+    """(deadline, invocation, process start) from an ``armed_file``; None when its worker runs nothing under a time
+    limit."""
     try:
         with open(path) as f:
-            deadline, invocation = f.read(ARMED_RECORD).split()
-        return float(deadline), invocation
+            deadline, invocation, started = f.read(ARMED_RECORD).split()
+        return float(deadline), invocation, started
     except (OSError, ValueError):
         return None
 
