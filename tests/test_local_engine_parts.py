@@ -195,14 +195,15 @@ def test_a_killed_engine_leaves_no_socket_file_behind(tmp_path: Path) -> None:
     import os
     import signal
     import subprocess
-    import tempfile
 
-    pattern = os.path.join(tempfile.gettempdir(), "granulemap-channel-*")
+    temporary = tmp_path / "tmp"  # its own: what the killed engine leaves there is not left in the machine's /tmp
+    temporary.mkdir()
+    pattern = os.path.join(temporary, "granulemap-channel-*")
     before = set(glob.glob(pattern))
     script = ("from granulemap.local.engine import LocalEngine\nimport time\n"
               "with LocalEngine(workers=1) as e:\n    print(e._channel.path, flush=True)\n    time.sleep(300)\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env={**os.environ, "TMPDIR": str(temporary)})
     try:
         path = proc.stdout.readline().strip()
     finally:
