@@ -27,19 +27,13 @@ def _spec(code_dir: Path, timeout: float | None) -> dict:
 
 @pytest.fixture
 def limited() -> Iterator[None]:
-    """Timeouts enforced in this (the test's main) thread, as in a worker process of the engine; and the process's
-    environment put back after (worker.invoke sets the function's, AWS_LAMBDA_FUNCTION_NAME among it: left set, it
-    made every later test that starts moto's mock_aws run many times slower)."""
-    import os
-
-    environ = dict(os.environ)
+    """Timeouts enforced in this (the test's main) thread, as in a worker process of the engine (the environment
+    worker.invoke sets is put back by conftest's _environment_put_back, as after every test)."""
     undo = worker.enforce_timeouts()
     try:
         yield
     finally:
         undo()
-        os.environ.clear()
-        os.environ.update(environ)
 
 
 def _handler(tmp_path: Path, body: str) -> Path:
@@ -225,7 +219,8 @@ def test_the_engines_backstop_ends_only_the_process_that_wrote_the_record(tmp_pa
     past = time.monotonic() - 100  # the deadline, long gone
 
     def record(pid: int, invocation: int, started: str) -> None:
-        (marks / f"armed-{pid}").write_text(f"{past:.6f} {invocation} {started}".ljust(worker.ARMED_RECORD))
+        Path(worker.armed_file(str(marks), pid)).write_text(
+            worker.armed_record(past, str(invocation), started).ljust(worker.ARMED_RECORD))
 
     other = subprocess.Popen(["sleep", "60"])  # its number, an earlier process's record
     stuck = subprocess.Popen(["sleep", "60"])  # the process that wrote its record

@@ -203,10 +203,12 @@ def download_objects(s3: Any, bucket: str, key_or_prefix: str, dest: Path, name:
 
         prefix = key_or_prefix.rstrip("/") + "/"
         base = dest / Path(key_or_prefix.rstrip("/")).name
+        token = 12  # hex digits that tell a copy from its name
         for left in dest.glob(f".{glob.escape(base.name)}.*"):  # a copy that a killed download left half made
-            if re.fullmatch(r"[0-9a-f]{12}", left.name.rsplit(".", 1)[-1]) and left.is_dir() and not left.is_symlink():
+            if (re.fullmatch(f"[0-9a-f]{{{token}}}", left.name.rsplit(".", 1)[-1]) and left.is_dir()
+                    and not left.is_symlink()):
                 shutil.rmtree(left, ignore_errors=True)
-        fresh = dest / f".{base.name}.{uuid.uuid4().hex[:12]}"
+        fresh = dest / f".{base.name}.{uuid.uuid4().hex[:token]}"
         fresh.mkdir(parents=True)
         try:
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):

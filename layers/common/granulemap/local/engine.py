@@ -140,8 +140,6 @@ def _forget_ended_threads() -> None:
 
 ENGINE_FOLDER = ".granulemap-engine"
 """In a Workspace's folder (beside state/), while its engine runs: the workers' marks (``_marks_folder``)."""
-_OVER_MEMORY = "over-memory.jsonl"
-"""In the engine's temporary folder: the invocations over their MemorySize (worker.MEMORY_LOG)."""
 
 
 def _held_port() -> tuple[int, socket.socket | None]:
@@ -214,10 +212,10 @@ class LocalEngine:
         self._sfn_config: dict[str, Any] | None = None
         self._original_client_for: Any = None
         self._original_terminated: Any = None
-        self._timeout_marks: str | None = None
+        self._marks: str | None = None
+        """The folder of the workers' marks (worker.MARKS)."""
         self._port_held: socket.socket | None = None
         self._stopping = threading.Event()
-        """Where a worker that ends itself past an invocation's timeout marks it (worker.TIMEOUT_MARKS)."""
         self._ended = threading.Condition()
         self._ends = 0
         """Executions (and Map Runs) of this engine that have ended: ``wait`` wakes on each (see _watch_ends)."""
@@ -401,9 +399,9 @@ class LocalEngine:
             self._fork_server = None
         _forget_ended_threads()
         self._stopping.set()  # after the pools' end, which waits for invocations still running: stuck ones too
-        if self._timeout_marks is not None:
-            shutil.rmtree(self._timeout_marks, ignore_errors=True)
-            self._timeout_marks = None
+        if self._marks is not None:
+            shutil.rmtree(self._marks, ignore_errors=True)
+            self._marks = None
         if self._own_calls is not None:
             self._own_calls()  # moto's own clients no longer answered here
             self._own_calls = None
@@ -567,14 +565,13 @@ class LocalEngine:
             }
             for name, spec in self.template.functions.items()
         }
-        self._timeout_marks = self._marks_folder()
+        self._marks = self._marks_folder()
         if not self.in_process:
             self._stopping.clear()
-            threading.Thread(target=self._end_stuck_workers, args=(self._timeout_marks,), daemon=True,
+            threading.Thread(target=self._end_stuck_workers, args=(self._marks,), daemon=True,
                              name="granulemap-stuck-workers").start()
         for spec in specs.values():
-            spec[worker.TIMEOUT_MARKS] = self._timeout_marks
-            spec[worker.MEMORY_LOG] = os.path.join(self._timeout_marks, _OVER_MEMORY)
+            spec[worker.MARKS] = self._marks
         specs.update({spec["arn"]: spec for spec in list(specs.values())})
         engine = self
         invocations = itertools.count()
@@ -869,10 +866,10 @@ class LocalEngine:
     def over_memory(self, since: int = 0) -> tuple[list[dict[str, Any]], int]:
         """The invocations whose peak resident memory went over their function's MemorySize (worker._MemoryWatch),
         from the ``since``-th record on, and the number recorded so far (the next call's ``since``)."""
-        if self._timeout_marks is None:  # not started, or stopped
+        if self._marks is None:  # not started, or stopped
             return [], 0
         try:
-            lines = Path(self._timeout_marks, _OVER_MEMORY).read_text().splitlines()
+            lines = Path(worker.over_memory_log(self._marks)).read_text().splitlines()
         except OSError:  # none yet
             lines = []
         records = []

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+PART = ".part-"
+"""The start of the name of a file being written (renamed to its object's name once whole)."""
 
 
 class BucketMirror:
@@ -40,7 +43,7 @@ class BucketMirror:
         if folder not in self._made:
             os.makedirs(folder, exist_ok=True)
             self._made.add(folder)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".part-")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=PART)
         with os.fdopen(fd, "wb") as f:
             f.write(value)
         os.replace(tmp, path)
@@ -52,7 +55,7 @@ class BucketMirror:
 
     def restore(self, put: Callable[[str, bytes], Any], stale: Callable[[str], bool] = lambda key: False) -> int:
         """Put every mirrored object back into the (new, empty) emulated bucket with ``put(key, body)``; returns how
-        many. What a killed run left is removed instead: files half written (``.part-*``), and the objects ``stale``
+        many. What a killed run left is removed instead: files half written (``PART``), and the objects ``stale``
         names (the locks its steps held: the folder is this engine's alone now, so no holder of one is alive, and a
         step waited for its lease to end, 15 minutes, without a word)."""
         count = 0
@@ -62,7 +65,7 @@ class BucketMirror:
             if not path.is_file():
                 continue
             key = path.relative_to(self.directory).as_posix()
-            if path.name.startswith(".part-") or stale(key):
+            if path.name.startswith(PART) or stale(key):
                 path.unlink(missing_ok=True)
                 continue
             put(key, path.read_bytes())

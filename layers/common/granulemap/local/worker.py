@@ -57,10 +57,11 @@ TIMEOUT_GRACE_S = 5.0
 that ignores signals) may go on before its worker process ends (``_Watchdog``, which looks every
 ``TIMEOUT_WATCH_S``)."""
 TIMEOUT_WATCH_S = 1.0
-TIMEOUT_MARKS = "timeout_marks"
-"""The key of a function's spec naming the folder where a worker that ends itself past an invocation's timeout
-leaves a file named by the invocation (its ``invocation`` key): how the engine tells it from the other invocations
-its pool's end fails (``timed_out_mark``)."""
+MARKS = "marks"
+"""The key of a function's spec naming the engine's folder for its workers' marks: the file a worker that ends
+itself past an invocation's timeout leaves, named by the invocation (its ``invocation`` key: how the engine tells it
+from the other invocations its pool's end fails, ``timed_out_mark``), each worker's ``armed_file``, and the
+``over_memory_log``."""
 RETIRED = ("", True, "granulemap: this worker process has retired")
 """What a worker process answers to every invocation after one of its invocations timed out: Lambda resets the
 execution environment after a timeout (code stopped anywhere may have left its process's state half changed), so the
@@ -87,17 +88,19 @@ class _Watchdog:
         with self._lock:
             self._running = (deadline, mark)
         if mark is not None:
-            self._say(os.path.dirname(mark), f"{deadline:.6f} {os.path.basename(mark)}")
+            self._say(mark, deadline)
 
     def disarm(self) -> None:
         with self._lock:  # not while _watch ends the process: an invocation that ends then has timed out
             running, self._running = self._running, None
         if running is not None and running[1] is not None:
-            self._say(os.path.dirname(running[1]), "-")
+            self._say(running[1], None)
 
-    def _say(self, folder: str, what: str) -> None:
-        """Tell the engine (``armed_file``) what this process runs now: a deadline and its invocation, or "-". Its
-        backstop for a process in which this thread cannot run either (native code that holds the GIL)."""
+    def _say(self, mark: str, deadline: float | None) -> None:
+        """Tell the engine (``armed_file``, beside ``mark``) what this process runs now: the invocation ``mark`` names
+        and its deadline, or nothing (None). Its backstop for a process in which this thread cannot run either
+        (native code that holds the GIL)."""
+        folder = os.path.dirname(mark)
         said = self._said
         if said is None or said[0] != os.getpid() or said[1] != folder:
             started = process_started(os.getpid())  # with the pid, which process this is (pids are reused)
@@ -107,7 +110,7 @@ class _Watchdog:
                 said = self._said = (os.getpid(), folder, os.open(armed_file(folder, os.getpid()),
                                                                   os.O_WRONLY | os.O_CREAT, 0o600), started)
         if said is not None and said[0] == os.getpid():
-            record = f"{what} {said[3]}" if what != "-" else what
+            record = "-" if deadline is None else armed_record(deadline, os.path.basename(mark), said[3])
             with contextlib.suppress(OSError):
                 os.pwrite(said[2], record.ljust(ARMED_RECORD).encode(), 0)
 
@@ -147,6 +150,12 @@ def armed_file(folder: str, pid: int) -> str:
     return os.path.join(folder, f"armed-{pid}")
 
 
+def armed_record(deadline: float, invocation: str, started: str) -> str:
+    """What an ``armed_file`` holds while its worker runs ``invocation`` until ``deadline``: "<deadline> <invocation>
+    <process start>" (``read_armed``)."""
+    return f"{deadline:.6f} {invocation} {started}"
+
+
 def read_armed(path: str) -> tuple[float, str, str] | None:
     """(deadline, invocation, process start) from an ``armed_file``; None when its worker runs nothing under a time
     limit."""
@@ -160,7 +169,7 @@ def read_armed(path: str) -> tuple[float, str, str] | None:
 
 def timed_out_mark(spec: dict[str, Any]) -> str | None:
     """The file a worker leaves when it ends itself past the timeout of the invocation ``spec`` describes."""
-    folder, invocation = spec.get(TIMEOUT_MARKS), spec.get("invocation")
+    folder, invocation = spec.get(MARKS), spec.get("invocation")
     return None if folder is None or invocation is None else os.path.join(folder, str(invocation))
 
 
@@ -239,10 +248,11 @@ def _disarm() -> None:
             _watchdog.disarm()
 
 
-MEMORY_LOG = "memory_log"
-"""The key of a function's spec naming the file (JSON lines) where a worker process records each invocation whose
-peak resident memory went over the function's MemorySize (``_MemoryWatch``): Lambda would have ended it as
-Runtime.OutOfMemory; a local run names them in its notes."""
+def over_memory_log(folder: str) -> str:
+    """The file (JSON lines) in the engine's marks folder where a worker process records each invocation whose peak
+    resident memory went over the function's MemorySize (``_MemoryWatch``): Lambda would have ended it as
+    Runtime.OutOfMemory; a local run names them in its notes."""
+    return os.path.join(folder, "over-memory.jsonl")
 
 
 class _MemoryWatch:
@@ -294,12 +304,12 @@ _watch_memory = False
 ``in_process`` engine) shares that process's memory with whatever else it runs."""
 
 
-def _record_memory(spec: dict[str, Any], event: Any, started_kb: int | None) -> None:
-    """Record the invocation if its peak went over its function's MemorySize (``MEMORY_LOG``), and say so in the
+def _record_memory(spec: dict[str, Any], event: Any, started_kb: int) -> None:
+    """Record the invocation if its peak went over its function's MemorySize (``over_memory_log``), and say so in the
     function's log (locally logs/functions.log), as Lambda's REPORT line would show Max Memory Used."""
-    peak_kb = _memory.peak() if started_kb is not None else None
-    path = spec.get(MEMORY_LOG)
-    if peak_kb is None or path is None or peak_kb <= spec["memory_size"] * 1024:
+    peak_kb = _memory.peak()
+    folder = spec.get(MARKS)
+    if peak_kb is None or folder is None or peak_kb <= spec["memory_size"] * 1024:
         return
     item = event.get("item") if isinstance(event, dict) else None
     record = {"function": spec["function_name"], "item": item.get("id") if isinstance(item, dict) else None,
@@ -308,7 +318,7 @@ def _record_memory(spec: dict[str, Any], event: Any, started_kb: int | None) -> 
           f"over its MemorySize of {spec['memory_size']} MB (Lambda: Runtime.OutOfMemory); {record['before_mb']} MB "
           "of it was held before the call", file=sys.stderr)
     with contextlib.suppress(OSError):
-        with open(path, "a") as log:
+        with open(over_memory_log(folder), "a") as log:
             log.write(json.dumps(record) + "\n")
 
 
