@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -574,3 +576,34 @@ def test_an_interrupted_run_says_what_the_same_command_again_does(monkeypatch, c
     assert cli.main(["run", "--recipe", "sst-global-mean", "--start", "2018-12-31", "--end", "2018-12-31",
                      "--source", ".", "--out", "x", *recompute]) == 130
     assert capsys.readouterr().err == says
+
+
+def test_a_series_cut_short_in_state_fails_the_next_run_at_once_and_its_advice_writes_it_anew(
+        tmp_path: Path, capsys, mur25: Path) -> None:
+    """The CSV in state/ (what later runs merge into) cut within its last value: the next run fails before computing
+    anything, naming the file and the line, and leaves it and the products as they were; doing what it says (delete
+    the file, run the dates again) writes the series anew from the stored result, with the value the granule has."""
+    out = tmp_path / "out"
+    run = ["run", "--recipe", "sst-global-mean", "--start", "2018-12-31", "--end", "2018-12-31", "--source",
+           str(mur25.parent), "--out", str(out), "--quiet"]
+    assert main(run) == 0
+    (stored,) = (out / "state").rglob("global_mean_sst.csv")
+    whole = stored.read_bytes()
+    mean = ocean_mean_reference(mur25)["mean_sst_c"]
+    value = f",{mean:.6f},".encode()
+    assert value in whole
+    damaged = whole[:whole.index(value) + 4]  # ",19.3" of ",19.330772,"
+    stored.write_bytes(damaged)
+    capsys.readouterr()
+
+    assert main(run) == 1
+    said = capsys.readouterr().out
+    assert f"{stored} is damaged: line 2 has 3 fields, and its header 7" in said
+    assert "items: 0 computed" in said  # refused before anything ran
+    assert stored.read_bytes() == damaged and (out / "global_mean_sst.csv").read_bytes() == whole
+
+    stored.unlink()
+    assert main(run) == 0
+    assert "0 computed, 1 skipped" in capsys.readouterr().out  # the stored result, not computed again
+    (row,) = csv.DictReader(io.StringIO((out / "global_mean_sst.csv").read_text()))
+    assert float(row["mean_sst_c"]) == pytest.approx(mean, abs=1e-6)

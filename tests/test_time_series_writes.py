@@ -166,3 +166,57 @@ def test_a_row_time_that_is_not_iso_8601_utc_is_refused(s3, time: str) -> None:
         _write(Bucket(BUCKET, s3), rows)
     rows[2]["time"] = "2019-03-03T09:00:00"  # no offset: UTC, as the module reads computed_at
     assert [r["time"] for r in _write(Bucket(BUCKET, s3), rows)][-1] == "2019-03-03T09:00:00"
+
+
+def _stored(s3) -> bytes:
+    return s3.get_object(Bucket=BUCKET, Key=CSV)["Body"].read()
+
+
+def _computed(month: int) -> list[dict[str, Any]]:
+    """A month's rows as Aggregate gives them: each with when it was computed (``computed_at``, with its offset)."""
+    return [{**row, "computed_at": "2026-12-01T10:11:12.131415+00:00"} for row in _rows(month)]
+
+
+@pytest.mark.parametrize("left_off", ["within a value", "within the computed_at time"])
+def test_a_series_whose_last_row_was_cut_short_is_refused_naming_the_line_and_left_as_it_was(s3, left_off) -> None:
+    """A series cut within its last row (a copy or a write cut short, a disk that filled) was read as it was: the cut
+    value (20.0 of 20.03) passed for a number and was kept, and the next rows were merged in after it."""
+    bucket = Bucket(BUCKET, s3)
+    _write(bucket, _computed(3))
+    whole = _stored(s3)
+    last = whole.rstrip(b"\n").rsplit(b"\n", 1)[1]
+    assert last.count(b",") == len(COLUMNS)  # time, granule, value and computed_at
+    cut = last.index(b"3.03") + 3 if left_off == "within a value" else len(last) - 3  # 3.0 of 3.03; ...+00
+    damaged = whole[:len(whole) - len(last) - 1 + cut]
+    s3.put_object(Bucket=BUCKET, Key=CSV, Body=damaged)
+
+    with pytest.raises(timeseries.InvalidInput) as refused:
+        _write(bucket, _computed(4))
+    message = str(refused.value)
+    assert f"s3://{BUCKET}/{CSV} is damaged" in message
+    assert f"line {len(_rows(3)) + 1}" in message  # the header is line 1
+    assert "delete that line" in message and "not computed again" in message
+    assert _stored(s3) == damaged  # nothing merged into it, nothing lost
+
+
+def test_a_row_with_more_fields_than_its_header_is_refused(s3) -> None:
+    """Two lines run together (the end of one cut off) read as one row whose fields are not the header's."""
+    bucket = Bucket(BUCKET, s3)
+    _write(bucket, _computed(3))
+    lines = _stored(s3).split(b"\n")
+    joined = b"\n".join([*lines[:2], lines[2][:25] + lines[3], *lines[4:]])
+    s3.put_object(Bucket=BUCKET, Key=CSV, Body=joined)
+    with pytest.raises(timeseries.InvalidInput, match=r"line 3 has 5 fields, and its header 4"):
+        _write(bucket, _computed(4))
+    assert _stored(s3) == joined
+
+
+def test_a_whole_last_row_without_its_line_end_is_kept(s3) -> None:
+    """An editor that saves without a final line end (the row is whole: its computed_at ends with its offset)."""
+    bucket = Bucket(BUCKET, s3)
+    _write(bucket, _computed(3))
+    s3.put_object(Bucket=BUCKET, Key=CSV, Body=_stored(s3).rstrip(b"\n"))
+    _write(bucket, _computed(4))
+    stored = csv_to_rows(_stored(s3))
+    assert [r["granule"] for r in stored] == [r["granule"] for month in (3, 4) for r in _rows(month)]
+    assert [float(r["value"]) for r in stored] == [r["value"] for month in (3, 4) for r in _rows(month)]

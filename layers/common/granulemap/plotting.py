@@ -52,7 +52,7 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
         from granulemap.recipes.timeseries import csv_to_rows, plot_time_series
 
         try:
-            rows = csv_to_rows(result.read_bytes())
+            rows = csv_to_rows(result.read_bytes(), str(result))
         except OSError as exc:  # a folder named *.csv, no permission
             raise InvalidInput(f"{result} cannot be read: {exc.strerror or exc}") from None
         except UnicodeDecodeError as exc:

@@ -33,7 +33,7 @@ from granulemap.recipes.ghrsst import (
     product_from_name,
     time_from_name,
 )
-from granulemap.recipes.timeseries import Refusal, csv_to_rows, refuse_two_products, write_time_series
+from granulemap.recipes.timeseries import Refusal, read_series, refuse_two_products, write_time_series
 from granulemap.storage import Bucket
 
 CSV_COLUMNS = ("time", "granule", "mean_sst_c", "n_valid", "min_sst_c", "max_sst_c")
@@ -122,10 +122,10 @@ class SstGlobalMean(Recipe):
     def prepare(self, items: list[Item], run: RunContext, params: BaseModel, bucket: Bucket) -> None:
         """Refuses granules that must not join the series (``refusal``) before anything is computed (Aggregate checks
         again where it writes the series); returns nothing: the items stay as they are."""
-        existing = bucket.get_bytes_or_none(self.series_keys(run)[0])
+        existing, _ = read_series(bucket, self.series_keys(run)[0])
         new = [{"granule": g.url.rsplit("/", 1)[-1], "time": g.time.isoformat() if g.time else ""}
                for item in items for g in item.granules]
-        self.refusal(run, bucket)(csv_to_rows(existing) if existing else [], new)
+        self.refusal(run, bucket)(existing, new)
 
     def combine(self, results: list[dict[str, Any]], run: RunContext, params: BaseModel, bucket: Bucket) -> list[str]:
         csv_key, png_key = self.series_keys(run)

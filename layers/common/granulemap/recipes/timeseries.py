@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from granulemap.errors import InvalidInput, RecipeResultInvalid, TransientError
+from granulemap.errors import InvalidInput, RecipeResultInvalid, TransientError, shortened
 from granulemap.models import iso_time
 from granulemap.storage import Bucket
 
@@ -26,10 +26,40 @@ def rows_to_csv(columns: Sequence[str], rows: list[dict[str, Any]]) -> bytes:
     return out.getvalue().encode()
 
 
-def csv_to_rows(data: bytes) -> list[dict[str, str]]:
+def csv_to_rows(data: bytes, name: str = "the CSV") -> list[dict[str, str]]:
     """The rows of a CSV (UTF-8; a byte-order mark, as a spreadsheet saves one, is not part of the first column's
-    name)."""
-    return list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
+    name). InvalidInput, naming ``name`` and the line, for a row that is not whole (``_refuse_cut_rows``): read as
+    it is, a cut row's value (28.1 of 28.1234) would pass for a number, and be kept."""
+    text = data.decode("utf-8-sig")
+    _refuse_cut_rows(text, name)
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def _refuse_cut_rows(text: str, name: str) -> None:
+    """InvalidInput for a row with more or fewer fields than the header (a line cut, or two run together), and for
+    a last line without its line end that may have been cut within its last field: ``rows_to_csv`` ends every line,
+    and its last field, ``COMPUTED_AT``, ends with the time's offset (a line cut there, in a copy or a write cut short,
+    is a junk row that no field count shows). Blank lines are skipped, as csv.DictReader skips them."""
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None:
+        return
+    last: list[str] = []
+    for fields in reader:
+        if fields and len(fields) != len(header):
+            raise InvalidInput(f"{name} is damaged: line {reader.line_num} has {len(fields)} field"
+                               f"{'s' if len(fields) != 1 else ''}, and its header {len(header)} "
+                               f"({shortened(','.join(fields), 120)})")
+        last = fields or last
+    if last and not text.endswith(("\n", "\r")) and header[-1] == COMPUTED_AT and not _whole_time(last[-1]):
+        raise InvalidInput(f"{name} is damaged: its last line (line {reader.line_num}) ends without a line end and with "
+                           f"{COMPUTED_AT} {last[-1]!r}, not a whole time with its offset: cut short "
+                           f"({shortened(','.join(last), 120)})")
+
+
+def _whole_time(text: str) -> bool:
+    """Whether ``text`` is a time with its offset, as ``COMPUTED_AT`` is written (cut, ``2026-01-01T00:00`` is not)."""
+    return re.search(r"(Z|[+-]\d\d:\d\d)$", text) is not None and _parses(text)
 
 
 COMPUTED_AT = "computed_at"
@@ -149,8 +179,7 @@ def write_time_series(
     _check_rows(columns, new_rows)
     columns = tuple(columns) if COMPUTED_AT in columns else (*columns, COMPUTED_AT)
     for attempt in range(CSV_WRITE_ATTEMPTS):
-        existing_bytes, etag = bucket.get_bytes_and_etag(csv_key)
-        existing = csv_to_rows(existing_bytes) if existing_bytes else []
+        existing, etag = read_series(bucket, csv_key)
         if refuse is not None:
             try:
                 refuse(existing, new_rows)
@@ -165,6 +194,18 @@ def write_time_series(
         _pause_before_retry(attempt)
     raise TransientError(f"s3://{bucket.name}/{csv_key} changed {CSV_WRITE_ATTEMPTS} times while this run merged its "
                          "rows into it (other runs of the same configuration writing it): Aggregate is tried again")
+
+
+def read_series(bucket: Bucket, csv_key: str) -> tuple[list[dict[str, str]], str | None]:
+    """The rows of the time series at ``csv_key`` (none when there is none) and its ETag. InvalidInput for one that
+    is damaged (``csv_to_rows``), saying how to write it anew: merged into, its junk rows would stay."""
+    data, etag = bucket.get_bytes_and_etag(csv_key)
+    try:
+        return (csv_to_rows(data, f"s3://{bucket.name}/{csv_key}") if data else []), etag
+    except InvalidInput as exc:
+        raise InvalidInput(f"{exc}. The series was not changed: delete that line, or the whole file, and run again "
+                           "the dates it held (their results are stored: they are not computed again, and their rows "
+                           "are written anew)") from None
 
 
 def _pause_before_retry(attempt: int) -> None:
