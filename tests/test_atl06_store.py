@@ -289,3 +289,57 @@ def test_growth_writes_cell_ids_a_chunk_at_a_time_with_memory_that_does_not_grow
     assert ids.shape == (len(order) * n,)
     expected = (np.asarray(order, dtype=np.int64)[:, None] * n + np.arange(n, dtype=np.int64)).ravel()
     np.testing.assert_array_equal(ids, expected)
+
+
+def _cut_short(moto_s3: MotoS3, key: str) -> bytes:
+    """Cut the object at ``key`` to half its length (a copy or a write cut short); its bytes as they were."""
+    whole = moto_s3.client.get_object(Bucket=moto_s3.bucket, Key=key)["Body"].read()
+    moto_s3.client.put_object(Bucket=moto_s3.bucket, Key=key, Body=whole[:len(whole) // 2])
+    return whole
+
+
+@pytest.mark.parametrize("document", ["zarr.json", "h_mean/zarr.json"])
+def test_a_damaged_metadata_document_is_named_and_the_store_is_left_as_it_is(moto_s3: MotoS3, document) -> None:
+    """A zarr.json cut short failed the catalog with a bare JSONDecodeError, naming no file; the growth, which had
+    resized the arrays read before the damaged one, now reads every document before it changes anything."""
+    key = f"outputs/atl06-cell-stats/damaged-{document.replace('/', '-')}/atl06-cell-stats.zarr"
+    store = s3_store(moto_s3.bucket, key)
+    made = grow(store, 6, 12, [SITE.parent], MARCH)
+    write_parent(store, made.store_id, SITE.parent, MARCH, _two_cells(SITE.parent, (1.0, 2.0)))
+    _cut_short(moto_s3, f"{key}/{document}")
+    before = {o["Key"]: o["ETag"] for o in moto_s3.client.list_objects_v2(Bucket=moto_s3.bucket,
+                                                                          Prefix=key)["Contents"]}
+    with pytest.raises(store_module.OutputStoreDamaged) as damaged:
+        grow(store, 6, 12, [SITE.parent, SITE.neighbour], APRIL)
+    message = str(damaged.value)
+    assert f"its metadata document s3://{moto_s3.bucket}/{key}/{document} is not JSON" in message
+    assert "Move the store away (or delete it)" in message
+    after = {o["Key"]: o["ETag"] for o in moto_s3.client.list_objects_v2(Bucket=moto_s3.bucket,
+                                                                         Prefix=key)["Contents"]}
+    assert after == before  # nothing changed
+
+
+def test_a_damaged_chunk_is_named_with_its_parent_cell_and_a_recomputed_block_replaces_it(moto_s3: MotoS3) -> None:
+    """A chunk cut short failed Aggregate with zstd's "invalid input data", and the advice to mend the recipe: the
+    message names the chunk and its parent cell, and rewriting the block (what a run with recompute does) mends it."""
+    key = "outputs/atl06-cell-stats/damaged-chunk/atl06-cell-stats.zarr"
+    store = s3_store(moto_s3.bucket, key)
+    parents = sorted([SITE.parent, SITE.neighbour])
+    made = grow(store, 6, 12, parents, MARCH)
+    for parent in parents:
+        write_parent(store, made.store_id, parent, MARCH, _two_cells(parent, (1.0, 2.0)))
+    k = made.parents.index(SITE.neighbour)
+    _cut_short(moto_s3, f"{key}/h_max/c/0/{k}")
+    with pytest.raises(store_module.OutputStoreDamaged) as damaged:
+        read_period(store, "h_max", MARCH)
+    message = str(damaged.value)
+    assert (f"chunk s3://{moto_s3.bucket}/{key}/h_max/c/0/{k} (parent cell {SITE.neighbour}) of period "
+            "2019-03-01..2019-03-31 cannot be read" in message)
+    assert "again with recompute" in message
+
+    write_parent(store, made.store_id, SITE.neighbour, MARCH, _two_cells(SITE.neighbour, (3.0, 4.0)))
+    cells, h_max = read_period(store, "h_max", MARCH)
+    first, last = [p * N_CHILDREN for p in parents], [p * N_CHILDREN + N_CHILDREN - 1 for p in parents]
+    want = {cell: 1.0 for cell in first} | {cell: 2.0 for cell in last}
+    want |= {SITE.neighbour * N_CHILDREN: 3.0, SITE.neighbour * N_CHILDREN + N_CHILDREN - 1: 4.0}
+    assert dict(zip(cells.tolist(), h_max.tolist(), strict=True)) == want

@@ -283,3 +283,30 @@ def test_a_cmr_run_s_refusal_names_its_collection_not_a_source(s3_bucket: Bucket
     assert str(refused.value).startswith(f"field 'collection': its granules are {MUR} (1 granule, 2019-01-01), but the "
                                          f"run's collection {MUR25_COLLECTION}")
     recipe.refusal(run, s3_bucket)([], [_row(1, MUR25)])  # its own product: accepted
+
+
+def test_a_series_damaged_after_the_catalog_fails_aggregate_naming_it_not_the_recipe(
+        synthetic_month, s3_bucket: Bucket) -> None:
+    """The series cut short between BuildCatalog (which reads it) and Aggregate: the run fails saying what is damaged
+    and how to write it anew, not that the recipe needs mending; the series is left as it is, the results stored."""
+    from granulemap.aggregation import aggregate
+    from granulemap.errors import RecipeFailed
+    from granulemap.models import AggregatorEvent, Item, ProcessorEvent
+    from granulemap.processing import process_item
+
+    doc = {"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-02",
+           "source": str(synthetic_month[0].parent)}
+    catalog = _build(doc, "damaged-series-run", s3_bucket)
+    for item in s3_bucket.get_json(catalog.catalog.key):
+        process_item(ProcessorEvent(item=Item.model_validate(item), run=catalog.run), s3_bucket)
+    csv_key, _ = get_recipe("sst-global-mean").series_keys(catalog.run)
+    s3_bucket.put_bytes(csv_key, b"time,granule,mean_sst_c,computed_at\n2018-11-30T09:00:00Z,x,20.1", "text/csv")
+    with pytest.raises(RecipeFailed) as failed:
+        aggregate(AggregatorEvent(**catalog.model_dump()), s3_bucket)
+    message = str(failed.value)
+    assert message.startswith("recipe sst-global-mean could not combine the results into its products: "
+                              f"s3://bucket/{csv_key} is damaged: line 2 has 3 fields, and its header 4")
+    assert "delete that line, or the whole file" in message and "mend the recipe" not in message
+    assert s3_bucket.get_bytes(csv_key).endswith(b",x,20.1")
+    assert all(s3_bucket.get_json_or_none(f"results/sst-global-mean/{catalog.run.config_id}/{item['id']}.json")
+               for item in s3_bucket.get_json(catalog.catalog.key))

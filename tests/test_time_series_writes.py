@@ -190,7 +190,7 @@ def test_a_series_whose_last_row_was_cut_short_is_refused_naming_the_line_and_le
     damaged = whole[:len(whole) - len(last) - 1 + cut]
     s3.put_object(Bucket=BUCKET, Key=CSV, Body=damaged)
 
-    with pytest.raises(timeseries.InvalidInput) as refused:
+    with pytest.raises(timeseries.ProductDamaged) as refused:
         _write(bucket, _computed(4))
     message = str(refused.value)
     assert f"s3://{BUCKET}/{CSV} is damaged" in message
@@ -206,7 +206,7 @@ def test_a_row_with_more_fields_than_its_header_is_refused(s3) -> None:
     lines = _stored(s3).split(b"\n")
     joined = b"\n".join([*lines[:2], lines[2][:25] + lines[3], *lines[4:]])
     s3.put_object(Bucket=BUCKET, Key=CSV, Body=joined)
-    with pytest.raises(timeseries.InvalidInput, match=r"line 3 has 5 fields, and its header 4"):
+    with pytest.raises(timeseries.ProductDamaged, match=r"line 3 has 5 fields, and its header 4"):
         _write(bucket, _computed(4))
     assert _stored(s3) == joined
 

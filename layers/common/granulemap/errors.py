@@ -62,6 +62,11 @@ class RecipeResultInvalid(PermanentItemError):
     of (a time-series row without ``time`` or ``granule``: found by Aggregate)."""
 
 
+class ProductDamaged(GranulemapError):
+    """A product that runs merge into (a time series, an output store) cannot be read: a copy or a write cut short,
+    a file edited by hand. The message names what is damaged and how to write it anew; nothing was changed."""
+
+
 class RecipeFailed(GranulemapError):
     """A recipe's ``combine`` failed in Aggregate: the run's counts and summary are written, the products are not (a
     failing ``notes`` only becomes a note)."""

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from granulemap.errors import InvalidInput, RecipeResultInvalid, TransientError, shortened
+from granulemap.errors import InvalidInput, ProductDamaged, RecipeResultInvalid, TransientError, shortened
 from granulemap.models import iso_time
 from granulemap.storage import Bucket
 
@@ -198,12 +198,13 @@ def write_time_series(
 
 def read_series(bucket: Bucket, csv_key: str) -> tuple[list[dict[str, str]], str | None]:
     """The rows of the time series at ``csv_key`` (none when there is none) and its ETag. InvalidInput for one that
-    is damaged (``csv_to_rows``), saying how to write it anew: merged into, its junk rows would stay."""
+    is damaged (``csv_to_rows``): ProductDamaged, saying how to write it anew (merged into, its junk rows would
+    stay)."""
     data, etag = bucket.get_bytes_and_etag(csv_key)
     try:
         return (csv_to_rows(data, f"s3://{bucket.name}/{csv_key}") if data else []), etag
     except InvalidInput as exc:
-        raise InvalidInput(f"{exc}. The series was not changed: delete that line, or the whole file, and run again "
+        raise ProductDamaged(f"{exc}. The series was not changed: delete that line, or the whole file, and run again "
                            "the dates it held (their results are stored: they are not computed again, and their rows "
                            "are written anew)") from None
 

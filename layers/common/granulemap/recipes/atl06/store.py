@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator
@@ -47,7 +48,7 @@ import numpy as np
 import zarr
 from zarr.abc.store import Store
 
-from granulemap.errors import PermanentItemError, StorageThrottled
+from granulemap.errors import GranulemapError, PermanentItemError, ProductDamaged, StorageThrottled, shortened
 from granulemap.recipes.atl06.cells import children, children_per_parent
 from granulemap.recipes.atl06.stats import STATISTICS, CellStatistics
 
@@ -72,6 +73,58 @@ Period = tuple[dt.date, dt.date]
 
 class OutputStoreMismatch(PermanentItemError):
     """The output store is not the one the item was catalogued for, or is not ours: re-run the execution."""
+
+
+class OutputStoreDamaged(ProductDamaged):
+    """A metadata document (zarr.json) or a chunk of the output store cannot be read: the message names which, and
+    what writes it anew."""
+
+
+def _address(store: Store, key: str = "") -> str:
+    """Where ``key`` of ``store`` is, for a message: s3://bucket/key for the S3 stores runs use."""
+    path = getattr(store, "path", None)
+    where = f"s3://{path}" if isinstance(path, str) and path else str(store)
+    return f"{where}/{key}" if key else where
+
+
+_ARRAYS = (CELL_IDS, TIME, TIME_BOUNDS, *STATISTICS)
+
+
+def _unreadable_documents(store: Store) -> list[str]:
+    """Which of the store's metadata documents (the group's zarr.json and each array's) are not JSON: read one by one
+    once opening the store failed, to name the damaged one."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    unreadable = []
+    for key in ("zarr.json", *(f"{name}/zarr.json" for name in _ARRAYS)):
+        document = sync(store.get(key, prototype=default_buffer_prototype()))
+        try:
+            if document is not None:
+                json.loads(document.to_bytes())
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
+            unreadable.append(key)
+    return unreadable
+
+
+@contextlib.contextmanager
+def _metadata_read(store: Store) -> Iterator[None]:
+    """OutputStoreDamaged for a store zarr cannot open (a zarr.json or a chunk of cell_ids or time cut short, edited by
+    hand): naming the documents that are not JSON, and that the store has to be made anew. A missing store or key, a
+    refusal, and our own errors pass as they are."""
+    try:
+        yield
+    except (FileNotFoundError, PermissionError, GranulemapError):
+        raise
+    except (ValueError, RuntimeError) as exc:  # JSON's errors, zarr's (ValueError), a codec's (zstd: RuntimeError)
+        documents = _unreadable_documents(store)
+        damaged = (f"its metadata document{'s' if len(documents) > 1 else ''} "
+                   f"{', '.join(_address(store, key) for key in documents)} {'are' if len(documents) > 1 else 'is'} "
+                   "not JSON" if documents else f"it cannot be read ({type(exc).__name__}: {shortened(str(exc), 300)})")
+        raise OutputStoreDamaged(
+            f"the output store {_address(store)} is damaged: {damaged}. Nothing was changed. Move the store away (or "
+            "delete it): the next run makes a new one and computes its items anew (they belong to the store they "
+            "were written to); then run again the other periods it held (its history attribute names them)") from exc
 
 
 @contextlib.contextmanager
@@ -171,7 +224,8 @@ def read_layout(store: Store) -> StoreLayout | None:
     (``store_id`` is the last attribute written). A store whose layout cannot be read is an error, never None:
     None lets the caller make a new store over the old one."""
     try:
-        group = zarr.open_group(store, mode="r", use_consolidated=False)
+        with _metadata_read(store):
+            group = zarr.open_group(store, mode="r", use_consolidated=False)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         return None
     return _layout_of(dict(group.attrs))
@@ -234,21 +288,24 @@ def grow(store: Store, parent_order: int, child_order: int, parents: Iterable[in
     new = old.grown(parents, period)
     if new == old:
         return old
-    group = zarr.open_group(store, mode="r+", use_consolidated=False)
-    size, times = new.size, len(new.periods)
-    for name in STATISTICS:
-        _array(group, name).resize((times, size))
-    group[CELL_IDS].resize((size,))
-    group[TIME].resize((times,))
-    group[TIME_BOUNDS].resize((times, 2))
-    if new.parents != old.parents:
-        _write_cell_ids(group[CELL_IDS], old.size, new.parents[len(old.parents):], new.parent_order, new.child_order)
-    if new.periods != old.periods:
-        start, end = period
-        group[TIME][times - 1] = _days(start)
-        group[TIME_BOUNDS][times - 1] = [_days(start), _days(end) + 1]
-    group.attrs.update(new.attrs())  # last (see the docstring)
-    _consolidate(store)  # each processor then opens the store with one read
+    with _metadata_read(store):
+        group = zarr.open_group(store, mode="r+", use_consolidated=False)
+        arrays = {name: _array(group, name) for name in _ARRAYS}  # every document read before anything changes
+        size, times = new.size, len(new.periods)
+        for name in STATISTICS:
+            arrays[name].resize((times, size))
+        arrays[CELL_IDS].resize((size,))
+        arrays[TIME].resize((times,))
+        arrays[TIME_BOUNDS].resize((times, 2))
+        if new.parents != old.parents:
+            _write_cell_ids(arrays[CELL_IDS], old.size, new.parents[len(old.parents):], new.parent_order,
+                            new.child_order)
+        if new.periods != old.periods:
+            start, end = period
+            arrays[TIME][times - 1] = _days(start)
+            arrays[TIME_BOUNDS][times - 1] = [_days(start), _days(end) + 1]
+        group.attrs.update(new.attrs())  # last (see the docstring)
+        _consolidate(store)  # each processor then opens the store with one read
     return new
 
 
@@ -286,7 +343,8 @@ def open_layout(store: Store, store_id: str, mode: str = "r") -> tuple[zarr.Grou
 def _open(store: Store, mode: str) -> tuple[zarr.Group | None, StoreLayout | None]:
     """The store's group (consolidated metadata: one read) and its layout; None for what is not there."""
     try:
-        group = zarr.open_group(store, mode=mode)
+        with _metadata_read(store):
+            group = zarr.open_group(store, mode=mode)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         return None, None
     return group, _layout_of(dict(group.attrs))
@@ -370,9 +428,10 @@ def cells_not_written(attrs: dict[str, Any], cell_ids: np.ndarray, period: Perio
 
 def mark_unfinished(store: Store, period: Period, run_id: str) -> None:
     """Record that run ``run_id`` is writing ``period``: until its ``finalize``, the period is incomplete."""
-    group = zarr.open_group(store, mode="r+", use_consolidated=False)
-    group.attrs.update(_with_incomplete(group, period, {"run_id": run_id, "finished": False}))
-    _consolidate(store)
+    with _metadata_read(store):
+        group = zarr.open_group(store, mode="r+", use_consolidated=False)
+        group.attrs.update(_with_incomplete(group, period, {"run_id": run_id, "finished": False}))
+        _consolidate(store)
 
 
 def finalize(store: Store, attrs: dict[str, Any], history: str, period: Period, run_id: str,
@@ -380,14 +439,15 @@ def finalize(store: Store, attrs: dict[str, Any], history: str, period: Period, 
     """Add ``attrs`` to the group's attributes, append a line to its ``history`` (one per run, CF-style), record
     what run ``run_id`` left incomplete of ``period`` (nothing: its entry is removed) and consolidate the metadata
     (one read opens the store)."""
-    group = zarr.open_group(store, mode="r+", use_consolidated=False)
-    earlier = str(group.attrs.get("history", ""))
     failed, unread = sorted({int(p) for p in failed_parents}), sorted(set(unreadable_granules))
     entry = ({"run_id": run_id, "finished": True, "failed_parent_cells": failed, "unreadable_granules": unread}
              if failed or unread else None)
-    group.attrs.update({**attrs, "history": f"{earlier}\n{history}" if earlier else history,
-                        **_with_incomplete(group, period, entry)})
-    _consolidate(store)
+    with _metadata_read(store):
+        group = zarr.open_group(store, mode="r+", use_consolidated=False)
+        earlier = str(group.attrs.get("history", ""))
+        group.attrs.update({**attrs, "history": f"{earlier}\n{history}" if earlier else history,
+                            **_with_incomplete(group, period, entry)})
+        _consolidate(store)
 
 
 _READ_BATCH_CELLS = 1 << 20
@@ -427,8 +487,39 @@ def read_period_batches(store: Store, name: str, period: Period,
     for i in range(0, len(blocks), per_batch):
         batch = blocks[i:i + per_batch]
         index = (np.asarray(batch, dtype=np.int64)[:, None] * n + np.arange(n)).ravel()
-        has_data = np.asarray(counts.get_orthogonal_selection((t, index))) > 0
-        if not has_data.any():
-            continue
+        with _chunks_read(store, layout, period, batch, (counts, values)):
+            has_data = np.asarray(counts.get_orthogonal_selection((t, index))) > 0
+            if not has_data.any():
+                continue
+            found = np.asarray(values.get_orthogonal_selection((t, index[has_data])))
         ids = np.concatenate([children(layout.parents[k], layout.parent_order, layout.child_order) for k in batch])
-        yield ids[has_data], np.asarray(values.get_orthogonal_selection((t, index[has_data])))
+        yield ids[has_data], found
+
+
+@contextlib.contextmanager
+def _chunks_read(store: Store, layout: StoreLayout, period: Period, blocks: list[int],
+                 arrays: tuple[zarr.Array, ...]) -> Iterator[None]:
+    """OutputStoreDamaged for chunks of ``period``'s ``blocks`` that cannot be decoded (cut short, edited): naming
+    each (read again one by one) with its parent cell, and that a run of the period with recompute writes them anew
+    (a processor writes its whole block: the damaged chunk is never read)."""
+    try:
+        yield
+    except (FileNotFoundError, PermissionError, GranulemapError):
+        raise
+    except (ValueError, RuntimeError) as exc:  # zarr's errors (ValueError), a codec's (zstd: RuntimeError)
+        t, n = layout.time_index(period), layout.cells_per_parent
+        damaged = []
+        for array in arrays:
+            for k in blocks:
+                try:
+                    array[t, k * n:(k + 1) * n]
+                except (ValueError, RuntimeError):
+                    damaged.append((f"{array.basename}/c/{t}/{k}", layout.parents[k]))
+        chunks = (f"chunk{'s' if len(damaged) > 1 else ''} "
+                  + ", ".join(f"{_address(store, key)} (parent cell {parent})" for key, parent in damaged[:5])
+                  + (f" and {len(damaged) - 5} more" if len(damaged) > 5 else "")
+                  if damaged else f"a chunk ({type(exc).__name__}: {shortened(str(exc), 300)})")
+        raise OutputStoreDamaged(
+            f"the output store {_address(store)} is damaged: {chunks} of period {period[0]}..{period[1]} cannot be "
+            f"read. Run the dates {period[0]}..{period[1]} again with recompute (--recompute; \"recompute\": true): "
+            "its items write their blocks anew") from exc
