@@ -147,6 +147,50 @@ def test_the_bucket_mirror_keeps_keys_inside_its_folder_and_whole(tmp_path: Path
     assert not (tmp_path / "state/outputs/x.csv").exists()
 
 
+def test_a_write_the_disk_refuses_leaves_the_emulated_bucket_as_it_was_too(tmp_path: Path, monkeypatch) -> None:
+    """A full disk: the object was put in the bucket in memory, then its copy on disk failed. The run went on with
+    what the next run (restored from disk) would not have (a result; a CSV's new rows, which a later run would
+    merge into the older file, losing them). The disk is written first now: the put fails, and changes nothing."""
+    import os
+    import tempfile
+
+    import boto3
+    from botocore.config import Config
+    from moto import mock_aws
+
+    from granulemap.local import mirror as mirror_module
+    from granulemap.local.mirror import PART, BucketMirror
+
+    bucket = "granulemap-mirror-test"
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-west-2", config=Config(retries={"max_attempts": 1}))
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        mirror = BucketMirror(bucket, tmp_path / "state")
+        mirror.install()
+        try:
+            s3.put_object(Bucket=bucket, Key="outputs/series.csv", Body=b"t,v\n1,1\n")
+            make_temporary = tempfile.mkstemp
+
+            def on_a_full_disk(dir: str, prefix: str) -> tuple[int, str]:  # noqa: A002 - mkstemp's own names
+                fd, path = make_temporary(dir=dir, prefix=prefix)
+                os.close(fd)
+                return os.open("/dev/full", os.O_WRONLY), path  # every write: ENOSPC
+
+            monkeypatch.setattr(mirror_module.tempfile, "mkstemp", on_a_full_disk)
+            with pytest.raises(OSError, match="No space left on device"):
+                s3.put_object(Bucket=bucket, Key="outputs/series.csv", Body=b"t,v\n1,1\n2,2\n")
+            with pytest.raises(OSError, match="No space left on device"):
+                s3.put_object(Bucket=bucket, Key="results/item-2.json", Body=b"{}")
+            held = s3.get_object(Bucket=bucket, Key="outputs/series.csv")["Body"].read()
+            listed = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+        finally:
+            mirror.uninstall()
+    assert held == b"t,v\n1,1\n" and listed == ["outputs/series.csv"]
+    files = sorted(p.relative_to(tmp_path / "state").as_posix() for p in (tmp_path / "state").rglob("*") if p.is_file())
+    assert files == ["outputs/series.csv"] and not any(PART in name for name in files)
+    assert (tmp_path / "state/outputs/series.csv").read_bytes() == held
+
+
 def test_moto_s_report_of_each_failed_state_goes_to_the_run_s_engine_log_not_the_terminal(tmp_path: Path,
                                                                                           capfd) -> None:
     """moto logs every failed state as a multi-kB ERROR line (its internal repr): a failed local run showed that on

@@ -7,9 +7,10 @@ file on disk is always a complete object). The next run in the same folder loads
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +37,31 @@ class BucketMirror:
         return Path(path) if path.startswith(self._root) else None
 
     def _write(self, key: str, value: bytes) -> None:
+        with self._writing(key, value):
+            pass
+
+    @contextlib.contextmanager
+    def _writing(self, key: str, value: bytes) -> Iterator[None]:
+        """Write ``value`` to a temporary file beside ``key``'s, run the body (the put into the emulated bucket), then
+        rename the file to ``key``'s. What fails first leaves both as they were: a disk that is full fails the put
+        before the bucket holds the object (a result the next run would not find, a CSV whose new rows a later run
+        would merge into the older one on disk); a put that fails leaves no file."""
         path = self._path(key)
         if path is None:
+            yield
             return
         folder = str(path.parent)
         if folder not in self._made:
             os.makedirs(folder, exist_ok=True)
             self._made.add(folder)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=PART)
-        with os.fdopen(fd, "wb") as f:
-            f.write(value)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(value)
+            yield
+        except BaseException:
+            os.unlink(tmp)
+            raise
         os.replace(tmp, path)
 
     def _delete(self, key: str) -> None:
@@ -79,17 +95,18 @@ class BucketMirror:
         put, delete = S3Backend.put_object, S3Backend.delete_object
         self._originals = {"put_object": put, "delete_object": delete}
 
+        # The disk first: a write or delete it refuses (full, read-only) fails the request before the bucket in
+        # memory changes, so that what the run sees and what the next run restores never differ.
         def put_object(backend: Any, bucket_name: str, key_name: str, value: bytes, *args: Any, **kwargs: Any) -> Any:
-            key = put(backend, bucket_name, key_name, value, *args, **kwargs)
-            if bucket_name == mirror.bucket:
-                mirror._write(key_name, bytes(key.value))
-            return key
+            if bucket_name != mirror.bucket:
+                return put(backend, bucket_name, key_name, value, *args, **kwargs)
+            with mirror._writing(key_name, bytes(value)):
+                return put(backend, bucket_name, key_name, value, *args, **kwargs)
 
         def delete_object(backend: Any, bucket_name: str, key_name: str, *args: Any, **kwargs: Any) -> Any:
-            result = delete(backend, bucket_name, key_name, *args, **kwargs)
             if bucket_name == mirror.bucket:
                 mirror._delete(key_name)
-            return result
+            return delete(backend, bucket_name, key_name, *args, **kwargs)
 
         S3Backend.put_object = put_object  # type: ignore[method-assign]
         S3Backend.delete_object = delete_object  # type: ignore[method-assign]
