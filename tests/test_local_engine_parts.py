@@ -150,16 +150,18 @@ def test_the_bucket_mirror_keeps_keys_inside_its_folder_and_whole(tmp_path: Path
 def test_a_write_the_disk_refuses_leaves_the_emulated_bucket_as_it_was_too(tmp_path: Path, monkeypatch) -> None:
     """A full disk: the object was put in the bucket in memory, then its copy on disk failed. The run went on with
     what the next run (restored from disk) would not have (a result; a CSV's new rows, which a later run would
-    merge into the older file, losing them). The disk is written first now: the put fails, and changes nothing."""
+    merge into the older file, losing them). The disk is written first now: the put fails, and changes nothing; it
+    fails with an S3 error that names the file (moto's server logged the OSError's traceback on the terminal)."""
     import os
     import tempfile
 
     import boto3
     from botocore.config import Config
+    from botocore.exceptions import ClientError
     from moto import mock_aws
 
     from granulemap.local import mirror as mirror_module
-    from granulemap.local.mirror import PART, BucketMirror
+    from granulemap.local.mirror import PART, REFUSED_CODE, BucketMirror
 
     bucket = "granulemap-mirror-test"
     with mock_aws():
@@ -177,10 +179,11 @@ def test_a_write_the_disk_refuses_leaves_the_emulated_bucket_as_it_was_too(tmp_p
                 return os.open("/dev/full", os.O_WRONLY), path  # every write: ENOSPC
 
             monkeypatch.setattr(mirror_module.tempfile, "mkstemp", on_a_full_disk)
-            with pytest.raises(OSError, match="No space left on device"):
+            with pytest.raises(ClientError, match=f"{REFUSED_CODE}.*series.csv: No space left on device"):
                 s3.put_object(Bucket=bucket, Key="outputs/series.csv", Body=b"t,v\n1,1\n2,2\n")
-            with pytest.raises(OSError, match="No space left on device"):
+            with pytest.raises(ClientError, match="No space left on device"):
                 s3.put_object(Bucket=bucket, Key="results/item-2.json", Body=b"{}")
+            assert mirror.refused == f"{tmp_path / 'state/outputs/series.csv'}: No space left on device"  # the first
             held = s3.get_object(Bucket=bucket, Key="outputs/series.csv")["Body"].read()
             listed = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
         finally:

@@ -51,6 +51,7 @@ from granulemap import layout
 from granulemap.storage import LOCK_SUFFIX
 from granulemap.local import warmfork, worker
 from granulemap.local.channel import CHANNEL_ENV
+from granulemap.local.mirror import StateNotKept
 from granulemap.local.template import LocalTemplate, read_local_template, substitute_definition
 from granulemap.models import CatalogRef
 from granulemap.settings import DAAC_REGION
@@ -807,6 +808,7 @@ class LocalEngine:
                 return desc
             described = time.monotonic()
             while True:
+                self.refuse_a_state_not_kept()
                 if on_poll is not None:
                     on_poll()
                 now = time.monotonic()
@@ -818,6 +820,16 @@ class LocalEngine:
                         break  # an execution ended: describe it now
                 if time.monotonic() - described >= check:
                     break
+
+    def refuse_a_state_not_kept(self) -> None:
+        """StateNotKept once the disk has refused a change of the state folder (full, read-only): the run's writes
+        fail from then on (each is an S3 error for its function), and the next run would not find what this one did
+        since; the caller stops the execution (``wait`` checks at every poll; once it has ended, the caller asks)."""
+        refused = None if self._mirror is None else self._mirror.refused
+        if refused is not None:
+            raise StateNotKept(f"the run's state cannot be written to disk ({refused}), so the run was stopped: what "
+                               "it had written before is kept. Free space there (or give --out on another disk), "
+                               "then run the same command again: it resumes")
 
     def _marks_folder(self) -> str:
         """The folder where workers leave their marks (an invocation that timed out, those over their MemorySize),

@@ -12,10 +12,21 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from granulemap.errors import GranulemapError
 
 PART = ".part-"
 """The start of the name of a file being written (renamed to its object's name once whole)."""
+
+REFUSED_CODE = "LocalStateNotWritten"
+"""The S3 error code of a write or delete that the disk refused (``BucketMirror._kept``)."""
+
+T = TypeVar("T")
+
+
+class StateNotKept(GranulemapError):
+    """A local run's state (its emulated bucket's folder) could not be changed on disk: the run was stopped."""
 
 
 class BucketMirror:
@@ -25,6 +36,8 @@ class BucketMirror:
         self._root = str(self.directory) + os.sep
         self._made: set[str] = set()
         self._originals: dict[str, Any] = {}
+        self.refused: str | None = None
+        """The first change of the folder that the disk refused (the file and why), for the engine to stop the run."""
 
     def _path(self, key: str) -> Path | None:
         """Where ``key`` is kept; None for a key that would land outside the folder ('..') or names a folder.
@@ -45,11 +58,22 @@ class BucketMirror:
         """Write ``value`` to a temporary file beside ``key``'s, run the body (the put into the emulated bucket), then
         rename the file to ``key``'s. What fails first leaves both as they were: a disk that is full fails the put
         before the bucket holds the object (a result the next run would not find, a CSV whose new rows a later run
-        would merge into the older one on disk); a put that fails leaves no file."""
+        would merge into the older one on disk); a put that fails leaves no file. A write the disk refuses is an S3
+        error for the caller (``_kept``)."""
         path = self._path(key)
         if path is None:
             yield
             return
+        tmp = self._kept(path, lambda: self._temporary(path, value))
+        try:
+            yield
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        self._kept(path, lambda: os.replace(tmp, path))
+
+    def _temporary(self, path: Path, value: bytes) -> str:
+        """``value`` in a new temporary file in ``path``'s folder (made if missing); its name."""
         folder = str(path.parent)
         if folder not in self._made:
             os.makedirs(folder, exist_ok=True)
@@ -58,16 +82,28 @@ class BucketMirror:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(value)
-            yield
         except BaseException:
             os.unlink(tmp)
             raise
-        os.replace(tmp, path)
+        return tmp
 
     def _delete(self, key: str) -> None:
         path = self._path(key)
         if path is not None and path.is_file():
-            path.unlink()
+            self._kept(path, path.unlink)
+
+    def _kept(self, path: Path, change: Callable[[], T]) -> T:
+        """``change()``; an OSError of it (a disk full, read-only, gone) noted in ``refused`` (the first one) and
+        raised as an S3 error of its own, which the caller's S3 client does not retry, and which the engine takes for
+        a reason to stop the run (moto's server logged any other exception's traceback on the user's terminal)."""
+        try:
+            return change()
+        except OSError as exc:
+            from moto.s3.exceptions import S3ClientError
+
+            if self.refused is None:
+                self.refused = f"{path}: {exc.strerror or exc}"
+            raise S3ClientError(REFUSED_CODE, f"the local run's state cannot be written: {self.refused}") from exc
 
     def restore(self, put: Callable[[str, bytes], Any], stale: Callable[[str], bool] = lambda key: False) -> int:
         """Put every mirrored object back into the (new, empty) emulated bucket with ``put(key, body)``; returns how

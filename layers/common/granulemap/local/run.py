@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -12,6 +13,7 @@ from typing import Any
 from granulemap import layout
 from granulemap.errors import InvalidInput, readable_cause
 from granulemap.local.engine import LocalEngine, execution_name
+from granulemap.local.mirror import StateNotKept
 
 
 def progress_line(counts: dict[str, Any], elapsed: float, width: int = 30) -> str:
@@ -261,9 +263,10 @@ class Workspace:
         show = _Progress(engine, progress)
         try:
             desc = engine.wait(arn, on_poll=show, timeout=timeout)
-        except TimeoutError:
-            engine.client("stepfunctions").stop_execution(executionArn=arn, error="TimedOut",
-                                                          cause=f"the local run took more than {timeout} s")
+        except (TimeoutError, StateNotKept) as exc:
+            engine.client("stepfunctions").stop_execution(
+                executionArn=arn, error=type(exc).__name__ if isinstance(exc, StateNotKept) else "TimedOut",
+                cause=str(exc) if isinstance(exc, StateNotKept) else f"the local run took more than {timeout} s")
             # Its invocations still running finish first: a next run's would race them (two BuildCatalogs of
             # atl06-cell-stats creating one store).
             engine.wait_idle()
@@ -283,9 +286,11 @@ class Workspace:
             raise
         finally:
             if out / "logs" != self.folder / "logs":  # the engine's own record is the workspace's, of every run
-                with open(out / "logs" / "invocations.jsonl", "w") as f:
-                    f.writelines(json.dumps(record) + "\n" for record in list(engine.invocations))
+                with contextlib.suppress(OSError):  # a full disk: the error that stopped the run is what to tell
+                    with open(out / "logs" / "invocations.jsonl", "w") as f:
+                        f.writelines(json.dumps(record) + "\n" for record in list(engine.invocations))
         show(final=True)
+        engine.refuse_a_state_not_kept()  # it ended before wait saw the refusal: what is on disk is not what it did
         history = engine.history(arn)
         (out / "logs" / "execution-history.json").write_text(json.dumps(history, default=str, indent=1))
         s3 = engine.client("s3")
