@@ -312,7 +312,7 @@ def test_a_damaged_metadata_document_is_named_and_the_store_is_left_as_it_is(mot
     with pytest.raises(store_module.OutputStoreDamaged) as damaged:
         grow(store, 6, 12, [SITE.parent, SITE.neighbour], APRIL)
     message = str(damaged.value)
-    assert f"its metadata document s3://{moto_s3.bucket}/{key}/{document} is not JSON" in message
+    assert f"the output store s3://{moto_s3.bucket}/{key} is damaged: {document} is not JSON" in message
     assert "Move the store away (or delete it)" in message
     after = {o["Key"]: o["ETag"] for o in moto_s3.client.list_objects_v2(Bucket=moto_s3.bucket,
                                                                          Prefix=key)["Contents"]}
@@ -333,8 +333,8 @@ def test_a_damaged_chunk_is_named_with_its_parent_cell_and_a_recomputed_block_re
     with pytest.raises(store_module.OutputStoreDamaged) as damaged:
         read_period(store, "h_max", MARCH)
     message = str(damaged.value)
-    assert (f"chunk s3://{moto_s3.bucket}/{key}/h_max/c/0/{k} (parent cell {SITE.neighbour}) of period "
-            "2019-03-01..2019-03-31 cannot be read" in message)
+    assert message.startswith(f"the output store s3://{moto_s3.bucket}/{key} is damaged: chunk h_max/c/0/{k} (parent "
+                              f"cell {SITE.neighbour}) of period 2019-03-01..2019-03-31 cannot be read")
     assert "again with recompute" in message
 
     write_parent(store, made.store_id, SITE.neighbour, MARCH, _two_cells(SITE.neighbour, (3.0, 4.0)))
@@ -343,3 +343,31 @@ def test_a_damaged_chunk_is_named_with_its_parent_cell_and_a_recomputed_block_re
     want = {cell: 1.0 for cell in first} | {cell: 2.0 for cell in last}
     want |= {SITE.neighbour * N_CHILDREN: 3.0, SITE.neighbour * N_CHILDREN + N_CHILDREN - 1: 4.0}
     assert dict(zip(cells.tolist(), h_max.tolist(), strict=True)) == want
+
+
+def test_an_error_that_is_no_damage_is_not_called_damage(moto_s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error of zarr (or of our code) while every document and chunk reads whole passes as it is: telling the user
+    to move a sound store away would lose the periods it holds."""
+    key = "outputs/atl06-cell-stats/sound/atl06-cell-stats.zarr"
+    store = s3_store(moto_s3.bucket, key)
+    made = grow(store, 6, 12, [SITE.parent], MARCH)
+    write_parent(store, made.store_id, SITE.parent, MARCH, _two_cells(SITE.parent, (1.0, 2.0)))
+
+    def fails(*args: Any, **kwargs: Any) -> None:
+        raise ValueError("not damage")
+
+    monkeypatch.setattr(store_module, "_consolidate", fails)
+    with pytest.raises(ValueError, match="^not damage$"):
+        store_module.mark_unfinished(store, MARCH, "run-2")
+    monkeypatch.undo()
+    read = zarr.Array.get_orthogonal_selection
+    calls: list[int] = []
+
+    def fails_once(self: zarr.Array, *args: Any, **kwargs: Any) -> Any:  # the batch's read, not each block's again
+        calls.append(1)
+        return fails() if len(calls) == 1 else read(self, *args, **kwargs)
+
+    monkeypatch.setattr(zarr.Array, "get_orthogonal_selection", fails_once)
+    with pytest.raises(ValueError, match="^not damage$"):
+        read_period(store, "h_max", MARCH)
+    assert len(calls) > 1  # each block was read again, and read whole

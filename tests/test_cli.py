@@ -635,7 +635,7 @@ def test_a_run_whose_state_the_disk_refuses_stops_saying_so_and_the_same_command
     assert main(run) == 1
     said = capsys.readouterr().err
     assert said.startswith(f"granulemap: StateNotKept: the run's state cannot be written to disk ({out / 'state'}")
-    assert "No space left on device), so the run was stopped" in said and "run the same command again" in said
+    assert "No space left on device), so the run was stopped" in said and "then run it again: it resumes" in said
     (result,) = (out / "state" / "results").rglob("*.json")  # kept: computed before the disk filled
     assert not (out / "global_mean_sst.csv").exists()
 
@@ -648,6 +648,7 @@ def test_a_run_whose_state_the_disk_refuses_stops_saying_so_and_the_same_command
 
 def test_a_full_disk_elsewhere_in_a_run_is_one_line_naming_the_folder_not_a_traceback(monkeypatch, capsys) -> None:
     import errno
+    import tempfile
 
     from granulemap import cli
 
@@ -657,5 +658,6 @@ def test_a_full_disk_elsewhere_in_a_run_is_one_line_naming_the_folder_not_a_trac
     monkeypatch.setattr(cli, "cmd_run", fills_the_disk)
     assert cli.main(["run", "--recipe", "sst-global-mean", "--start", "2018-12-31", "--end", "2018-12-31",
                      "--source", ".", "--out", "the-out"]) == 1
-    assert capsys.readouterr().err == ("granulemap: the-out cannot be written: No space left on device. Free space "
-                                       "there (or give --out on another disk), then run the same command again\n")
+    assert capsys.readouterr().err == (
+        f"granulemap: cannot write in --out the-out (or in the temporary folder, {tempfile.gettempdir()}): No space "
+        "left on device. Free space on that disk, then run the same command again\n")

@@ -183,7 +183,7 @@ def test_a_write_the_disk_refuses_leaves_the_emulated_bucket_as_it_was_too(tmp_p
                 s3.put_object(Bucket=bucket, Key="outputs/series.csv", Body=b"t,v\n1,1\n2,2\n")
             with pytest.raises(ClientError, match="No space left on device"):
                 s3.put_object(Bucket=bucket, Key="results/item-2.json", Body=b"{}")
-            assert mirror.refused == f"{tmp_path / 'state/outputs/series.csv'}: No space left on device"  # the first
+            assert mirror.refused is not None and mirror.refused[0] == tmp_path / "state/outputs/series.csv"  # first
             held = s3.get_object(Bucket=bucket, Key="outputs/series.csv")["Body"].read()
             listed = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
         finally:
@@ -192,6 +192,46 @@ def test_a_write_the_disk_refuses_leaves_the_emulated_bucket_as_it_was_too(tmp_p
     files = sorted(p.relative_to(tmp_path / "state").as_posix() for p in (tmp_path / "state").rglob("*") if p.is_file())
     assert files == ["outputs/series.csv"] and not any(PART in name for name in files)
     assert (tmp_path / "state/outputs/series.csv").read_bytes() == held
+
+
+def test_two_puts_of_one_key_at_once_leave_the_same_object_on_disk_and_in_memory(tmp_path: Path, monkeypatch) -> None:
+    """Put A has written its file and the bucket in memory; put B of the same key comes before A renames its file:
+    without a lock per key, B's file was renamed first and A's over it (memory B, disk A: the next run restores A)."""
+    import threading
+
+    import boto3
+    from moto import mock_aws
+    from moto.s3.models import S3Backend
+
+    from granulemap.local.mirror import BucketMirror
+
+    bucket, key = "granulemap-mirror-race", "outputs/series.csv"
+    put = S3Backend.put_object
+    b_done = threading.Event()
+
+    def a_pauses_after_its_put(backend, bucket_name, key_name, value, *args, **kwargs):  # type: ignore[no-untyped-def]
+        stored = put(backend, bucket_name, key_name, value, *args, **kwargs)
+        if value == b"A":
+            b_done.wait(timeout=1.0)  # with the lock, B waits for A instead: A goes on after a second
+        return stored
+
+    monkeypatch.setattr(S3Backend, "put_object", a_pauses_after_its_put)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-west-2")
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        mirror = BucketMirror(bucket, tmp_path / "state")
+        mirror.install()
+        try:
+            a = threading.Thread(target=lambda: s3.put_object(Bucket=bucket, Key=key, Body=b"A"))
+            a.start()
+            time.sleep(0.3)  # A is in its pause
+            s3.put_object(Bucket=bucket, Key=key, Body=b"B")
+            b_done.set()
+            a.join()
+            held = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        finally:
+            mirror.uninstall()
+    assert held == b"B" and (tmp_path / "state" / key).read_bytes() == held
 
 
 def test_moto_s_report_of_each_failed_state_goes_to_the_run_s_engine_log_not_the_terminal(tmp_path: Path,

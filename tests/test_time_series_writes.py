@@ -220,3 +220,26 @@ def test_a_whole_last_row_without_its_line_end_is_kept(s3) -> None:
     stored = csv_to_rows(_stored(s3))
     assert [r["granule"] for r in stored] == [r["granule"] for month in (3, 4) for r in _rows(month)]
     assert [float(r["value"]) for r in stored] == [r["value"] for month in (3, 4) for r in _rows(month)]
+
+
+def test_a_last_row_cut_just_before_its_computed_at_is_whole_and_kept(s3) -> None:
+    """Without its line end and with an empty computed_at (cut just before it, or a row of a CSV written before that
+    column, saved by an editor): every value is whole (the comma before it proves the last one whole)."""
+    bucket = Bucket(BUCKET, s3)
+    _write(bucket, _computed(3))
+    whole = _stored(s3)
+    s3.put_object(Bucket=BUCKET, Key=CSV, Body=whole[:whole.rstrip(b"\n").rindex(b",") + 1])
+    _write(bucket, _computed(4))
+    stored = csv_to_rows(_stored(s3))
+    assert [float(r["value"]) for r in stored] == [r["value"] for month in (3, 4) for r in _rows(month)]
+    assert [r["computed_at"] for r in stored[2:4]] == ["", "2026-12-01T10:11:12.131415+00:00"]  # kept as it was
+
+
+def test_a_csv_that_cannot_be_parsed_is_damaged_not_a_recipe_error(s3) -> None:
+    """A quote never closed takes the rest of the file into one field, which csv refuses over its size limit."""
+    bucket = Bucket(BUCKET, s3)
+    damaged = b"time,granule,value,computed_at\n2019-03-01T09:00:00Z,\"g-3-1" + b"x" * 200_000
+    s3.put_object(Bucket=BUCKET, Key=CSV, Body=damaged)
+    with pytest.raises(timeseries.ProductDamaged, match=f"s3://{BUCKET}/{CSV} is damaged: it cannot be read as CSV"):
+        _write(bucket, _computed(4))
+    assert _stored(s3) == damaged

@@ -7,6 +7,7 @@ import csv
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ import pytest
 from granulemap.errors import InvalidInput
 from granulemap.local.run import Workspace
 from granulemap.models import Summary
+
+from conftest import install_recipe_package, itemised_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -194,3 +197,65 @@ def test_a_workspace_takes_dates_and_paths_refuses_a_non_dict_and_opens_once(tmp
     # without `with`: said, not an AttributeError of the engine's
     with pytest.raises(RuntimeError, match=r"engine is not started: use it as `with Workspace\(folder\) as ws:`"):
         Workspace(tmp_path / "workspace", workers=1).run({"recipe": "sst-global-mean", "source": source})
+
+
+SLOW_ITEMS = 6
+SLOW_RESULTS = itemised_recipe("test-slow-results", SLOW_ITEMS, """
+    import time
+
+    time.sleep(1.5)
+    return {"item": item.id}
+""", description="Test: six items of a second and a half each")
+
+
+@pytest.fixture
+def slow_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    yield from install_recipe_package(tmp_path / "site", monkeypatch, "granulemap_test_slow_results", SLOW_RESULTS,
+                                      {"test-slow-results": "granulemap_test_slow_results:recipe"})
+
+
+def test_a_disk_that_fills_mid_run_stops_it_at_once_and_the_next_run_resumes_it(
+        slow_results, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk under the state folder fills after the first results: the run stops at its next poll (it went on with
+    writes that changed only the bucket in memory), naming the file; the next run of the Workspace, with space again,
+    computes only the items whose results were not kept (the refusal no longer stops every later run)."""
+    import os
+    import tempfile
+
+    from granulemap.local import mirror
+    from granulemap.local.mirror import StateNotKept
+
+    empty = tmp_path / "no-granules"
+    empty.mkdir()
+    doc = {"recipe": "test-slow-results", "start": "2020-01-01", "end": "2020-01-01", "source": str(empty),
+           "max_concurrency": 1}
+    make_temporary = tempfile.mkstemp
+    results: list[str] = []
+
+    def fills_after_two_results(dir: str, prefix: str) -> tuple[int, str]:  # noqa: A002 - mkstemp's own names
+        fd, path = make_temporary(dir=dir, prefix=prefix)
+        if f"{os.sep}results{os.sep}" in dir + os.sep:
+            results.append(path)
+            if len(results) > 2:
+                os.close(fd)
+                return os.open("/dev/full", os.O_WRONLY), path  # every write: ENOSPC
+        return fd, path
+
+    with Workspace(tmp_path / "ws", workers=1) as ws:
+        monkeypatch.setattr(mirror.tempfile, "mkstemp", fills_after_two_results)
+        with pytest.raises(StateNotKept) as stopped:
+            ws.run(doc, out=tmp_path / "first")
+        items_run = [r["item"] for r in ws.engine.invocations if r["function"] == "ProcessorFunction"]
+        kept = sorted(p.name for p in (tmp_path / "ws" / "state" / "results").rglob("*.json"))
+        monkeypatch.setattr(mirror.tempfile, "mkstemp", make_temporary)
+        again = ws.run(doc, out=tmp_path / "again")
+
+    assert f"({tmp_path / 'ws' / 'state' / 'results'}" in str(stopped.value)
+    assert "No space left on device), so the run was stopped" in str(stopped.value)
+    assert "Free space on that disk, then run it again: it resumes" in str(stopped.value)
+    # the third result was refused; of the items after it (1.5 s each, one at a time) the next may have started
+    # before the engine's poll (every 0.2 s) saw the refusal; the others never ran (without the stop, every one ran)
+    assert len(items_run) <= 4, items_run
+    assert len(kept) == 2
+    assert again["status"] == "SUCCEEDED", again["message"]
+    assert again["items"] == {"total": SLOW_ITEMS, "succeeded": SLOW_ITEMS - 2, "failed": 0, "skipped": 2}

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import errno
 import json
 import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from granulemap.errors import GranulemapError, InvalidInput
+from granulemap.errors import GranulemapError, InvalidInput, disk_advice
 
 
 def _date(text: str) -> dt.date:
@@ -362,10 +362,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-_DISK_REFUSED = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
-"""The errors of a disk that refuses a write: full, over a quota, read-only."""
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     try:
@@ -377,10 +373,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"granulemap: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
-        if isinstance(exc, OSError) and exc.errno in _DISK_REFUSED:  # a traceback said less
-            where = exc.filename or getattr(args, "out", None) or "a file"
-            print(f"granulemap: {where} cannot be written: {exc.strerror}. Free space there (or give --out on another "
-                  "disk), then run the same command again", file=sys.stderr)
+        advice = disk_advice(exc)
+        if advice is not None:  # a traceback said less
+            assert isinstance(exc, OSError)
+            where = (f" {exc.filename}" if exc.filename else
+                     f" in --out {args.out} (or in the temporary folder, {tempfile.gettempdir()})"
+                     if getattr(args, "out", None) else "")
+            print(f"granulemap: cannot write{where}: {exc.strerror}. {advice.capitalize()}, then run the same command "
+                  "again", file=sys.stderr)
             return 1
         if getattr(args, "talks_to_aws", False) and _from_aws(exc):  # not a failed run: AWS said no, or was not reached
             print(f"granulemap: AWS: {type(exc).__name__}: {exc}{_AWS_HINTS.get(type(exc).__name__, '')}",

@@ -7,6 +7,7 @@ checks that the ASL file retries exactly these (plus the Lambda service's own tr
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -179,3 +180,13 @@ def shortened(text: str, limit: int = CAUSE_LIMIT) -> str:
 def first_of(values: Sequence[object], shown: int) -> str:
     """The first ``shown`` of ``values`` for a message, comma-separated, with "..." after them if there are more."""
     return ", ".join(str(v) for v in values[:shown]) + (", ..." if len(values) > shown else "")
+
+
+_DISK_ADVICE = {errno.ENOSPC: "free space on that disk", errno.EDQUOT: "free space within your quota on that disk",
+                errno.EROFS: "make that disk writable"}
+
+
+def disk_advice(exc: BaseException) -> str | None:
+    """What to do about an OSError of a disk that refuses writes (full, over a quota, read-only), to start a sentence
+    that goes on with when to run again; None for any other error."""
+    return _DISK_ADVICE.get(exc.errno) if isinstance(exc, OSError) and exc.errno is not None else None

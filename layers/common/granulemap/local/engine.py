@@ -48,6 +48,7 @@ from typing import Any
 import boto3
 
 from granulemap import layout
+from granulemap.errors import disk_advice
 from granulemap.storage import LOCK_SUFFIX
 from granulemap.local import warmfork, worker
 from granulemap.local.channel import CHANNEL_ENV
@@ -787,6 +788,8 @@ class LocalEngine:
     # ---- executions ----------------------------------------------------------------------------------
     def start(self, execution_input: dict[str, Any], name: str | None = None) -> str:
         self.reset_progress()
+        if self._mirror is not None:  # an earlier run's refusal (it stopped that one): this run tries the disk again
+            self._mirror.refused = None
         name = name or execution_name()
         return self.client("stepfunctions").start_execution(
             stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(execution_input)
@@ -805,6 +808,7 @@ class LocalEngine:
                 ends = self._ends
             desc = sfn.describe_execution(executionArn=execution_arn)
             if desc["status"] in TERMINAL:
+                self.refuse_a_state_not_kept()  # it ended before a poll saw the refusal: the disk lacks some of it
                 return desc
             described = time.monotonic()
             while True:
@@ -824,12 +828,14 @@ class LocalEngine:
     def refuse_a_state_not_kept(self) -> None:
         """StateNotKept once the disk has refused a change of the state folder (full, read-only): the run's writes
         fail from then on (each is an S3 error for its function), and the next run would not find what this one did
-        since; the caller stops the execution (``wait`` checks at every poll; once it has ended, the caller asks)."""
+        since. ``wait`` checks at every poll, and at the execution's end; the caller stops the execution."""
         refused = None if self._mirror is None else self._mirror.refused
         if refused is not None:
-            raise StateNotKept(f"the run's state cannot be written to disk ({refused}), so the run was stopped: what "
-                               "it had written before is kept. Free space there (or give --out on another disk), "
-                               "then run the same command again: it resumes")
+            path, exc = refused
+            raise StateNotKept(f"the run's state cannot be written to disk ({path}: {exc.strerror or exc}), so the run "
+                               f"was stopped: what it had written before is kept. "
+                               f"{(disk_advice(exc) or 'once that is mended').capitalize()}, then run it again: it "
+                               "resumes")
 
     def _marks_folder(self) -> str:
         """The folder where workers leave their marks (an invocation that timed out, those over their MemorySize),

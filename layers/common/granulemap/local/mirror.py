@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +25,9 @@ REFUSED_CODE = "LocalStateNotWritten"
 
 T = TypeVar("T")
 
+_KEY_LOCKS = 64
+"""How many locks the keys' changes share (``BucketMirror._lock``)."""
+
 
 class StateNotKept(GranulemapError):
     """A local run's state (its emulated bucket's folder) could not be changed on disk: the run was stopped."""
@@ -36,8 +40,10 @@ class BucketMirror:
         self._root = str(self.directory) + os.sep
         self._made: set[str] = set()
         self._originals: dict[str, Any] = {}
-        self.refused: str | None = None
-        """The first change of the folder that the disk refused (the file and why), for the engine to stop the run."""
+        self.refused: tuple[Path, OSError] | None = None
+        """The first change of the folder that the disk refused (the file, the error), for the engine to stop the run
+        (it clears it as the next run starts)."""
+        self._locks = [threading.Lock() for _ in range(_KEY_LOCKS)]
 
     def _path(self, key: str) -> Path | None:
         """Where ``key`` is kept; None for a key that would land outside the folder ('..') or names a folder.
@@ -89,8 +95,8 @@ class BucketMirror:
 
     def _delete(self, key: str) -> None:
         path = self._path(key)
-        if path is not None and path.is_file():
-            self._kept(path, path.unlink)
+        if path is not None:
+            self._kept(path, lambda: path.unlink(missing_ok=True))
 
     def _kept(self, path: Path, change: Callable[[], T]) -> T:
         """``change()``; an OSError of it (a disk full, read-only, gone) noted in ``refused`` (the first one) and
@@ -102,8 +108,14 @@ class BucketMirror:
             from moto.s3.exceptions import S3ClientError
 
             if self.refused is None:
-                self.refused = f"{path}: {exc.strerror or exc}"
-            raise S3ClientError(REFUSED_CODE, f"the local run's state cannot be written: {self.refused}") from exc
+                self.refused = (path, exc)
+            raise S3ClientError(REFUSED_CODE, f"the local run's state cannot be written: {path}: "
+                                              f"{exc.strerror or exc}") from exc
+
+    def _lock(self, key: str) -> threading.Lock:
+        """The lock of ``key``'s changes: two of one key at once (two puts, a put and a delete) each write the disk and
+        the bucket in memory, in turn, so that both end with the same one. Keys share ``_KEY_LOCKS`` locks."""
+        return self._locks[hash(key) % _KEY_LOCKS]
 
     def restore(self, put: Callable[[str, bytes], Any], stale: Callable[[str], bool] = lambda key: False) -> int:
         """Put every mirrored object back into the (new, empty) emulated bucket with ``put(key, body)``; returns how
@@ -132,17 +144,19 @@ class BucketMirror:
         self._originals = {"put_object": put, "delete_object": delete}
 
         # The disk first: a write or delete it refuses (full, read-only) fails the request before the bucket in
-        # memory changes, so that what the run sees and what the next run restores never differ.
+        # memory changes, so that what the run sees and what the next run restores do not differ.
         def put_object(backend: Any, bucket_name: str, key_name: str, value: bytes, *args: Any, **kwargs: Any) -> Any:
             if bucket_name != mirror.bucket:
                 return put(backend, bucket_name, key_name, value, *args, **kwargs)
-            with mirror._writing(key_name, bytes(value)):
+            with mirror._lock(key_name), mirror._writing(key_name, bytes(value)):
                 return put(backend, bucket_name, key_name, value, *args, **kwargs)
 
         def delete_object(backend: Any, bucket_name: str, key_name: str, *args: Any, **kwargs: Any) -> Any:
-            if bucket_name == mirror.bucket:
+            if bucket_name != mirror.bucket:
+                return delete(backend, bucket_name, key_name, *args, **kwargs)
+            with mirror._lock(key_name):
                 mirror._delete(key_name)
-            return delete(backend, bucket_name, key_name, *args, **kwargs)
+                return delete(backend, bucket_name, key_name, *args, **kwargs)
 
         S3Backend.put_object = put_object  # type: ignore[method-assign]
         S3Backend.delete_object = delete_object  # type: ignore[method-assign]

@@ -264,9 +264,10 @@ class Workspace:
         try:
             desc = engine.wait(arn, on_poll=show, timeout=timeout)
         except (TimeoutError, StateNotKept) as exc:
-            engine.client("stepfunctions").stop_execution(
-                executionArn=arn, error=type(exc).__name__ if isinstance(exc, StateNotKept) else "TimedOut",
-                cause=str(exc) if isinstance(exc, StateNotKept) else f"the local run took more than {timeout} s")
+            error, cause = ((type(exc).__name__, str(exc)) if isinstance(exc, StateNotKept) else
+                            ("TimedOut", f"the local run took more than {timeout} s"))
+            with contextlib.suppress(Exception):  # one that ended meanwhile: why it cannot go on is what to tell
+                engine.client("stepfunctions").stop_execution(executionArn=arn, error=error, cause=cause)
             # Its invocations still running finish first: a next run's would race them (two BuildCatalogs of
             # atl06-cell-stats creating one store).
             engine.wait_idle()
@@ -290,7 +291,6 @@ class Workspace:
                     with open(out / "logs" / "invocations.jsonl", "w") as f:
                         f.writelines(json.dumps(record) + "\n" for record in list(engine.invocations))
         show(final=True)
-        engine.refuse_a_state_not_kept()  # it ended before wait saw the refusal: what is on disk is not what it did
         history = engine.history(arn)
         (out / "logs" / "execution-history.json").write_text(json.dumps(history, default=str, indent=1))
         s3 = engine.client("s3")

@@ -31,15 +31,19 @@ def csv_to_rows(data: bytes, name: str = "the CSV") -> list[dict[str, str]]:
     name). InvalidInput, naming ``name`` and the line, for a row that is not whole (``_refuse_cut_rows``): read as
     it is, a cut row's value (28.1 of 28.1234) would pass for a number, and be kept."""
     text = data.decode("utf-8-sig")
-    _refuse_cut_rows(text, name)
-    return list(csv.DictReader(io.StringIO(text)))
+    try:
+        _refuse_cut_rows(text, name)
+        return list(csv.DictReader(io.StringIO(text)))
+    except csv.Error as exc:  # a quote never closed: the rest of the file in one field, over csv's limit
+        raise InvalidInput(f"{name} is damaged: it cannot be read as CSV ({exc})") from None
 
 
 def _refuse_cut_rows(text: str, name: str) -> None:
     """InvalidInput for a row with more or fewer fields than the header (a line cut, or two run together), and for
     a last line without its line end that may have been cut within its last field: ``rows_to_csv`` ends every line,
     and its last field, ``COMPUTED_AT``, ends with the time's offset (a line cut there, in a copy or a write cut short,
-    is a junk row that no field count shows). Blank lines are skipped, as csv.DictReader skips them."""
+    is a junk row that no field count shows; cut just before it, the row is whole but for when it was computed, as a
+    row of a CSV written before that column: kept). Blank lines are skipped, as csv.DictReader skips them."""
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if header is None:
@@ -51,9 +55,10 @@ def _refuse_cut_rows(text: str, name: str) -> None:
                                f"{'s' if len(fields) != 1 else ''}, and its header {len(header)} "
                                f"({shortened(','.join(fields), 120)})")
         last = fields or last
-    if last and not text.endswith(("\n", "\r")) and header[-1] == COMPUTED_AT and not _whole_time(last[-1]):
-        raise InvalidInput(f"{name} is damaged: its last line (line {reader.line_num}) ends without a line end and with "
-                           f"{COMPUTED_AT} {last[-1]!r}, not a whole time with its offset: cut short "
+    cut = last and not text.endswith(("\n", "\r")) and header[-1] == COMPUTED_AT and last[-1]
+    if cut and not _whole_time(last[-1]):
+        raise InvalidInput(f"{name} is damaged: its last line (line {reader.line_num}) ends without a line end and "
+                           f"with {COMPUTED_AT} {last[-1]!r}, not a whole time with its offset: cut short "
                            f"({shortened(','.join(last), 120)})")
 
 

@@ -48,7 +48,7 @@ import numpy as np
 import zarr
 from zarr.abc.store import Store
 
-from granulemap.errors import GranulemapError, PermanentItemError, ProductDamaged, StorageThrottled, shortened
+from granulemap.errors import GranulemapError, PermanentItemError, ProductDamaged, StorageThrottled, first_of
 from granulemap.recipes.atl06.cells import children, children_per_parent
 from granulemap.recipes.atl06.stats import STATISTICS, CellStatistics
 
@@ -80,11 +80,10 @@ class OutputStoreDamaged(ProductDamaged):
     what writes it anew."""
 
 
-def _address(store: Store, key: str = "") -> str:
-    """Where ``key`` of ``store`` is, for a message: s3://bucket/key for the S3 stores runs use."""
+def _address(store: Store) -> str:
+    """Where ``store`` is, for a message: s3://bucket/key for the S3 stores runs use."""
     path = getattr(store, "path", None)
-    where = f"s3://{path}" if isinstance(path, str) and path else str(store)
-    return f"{where}/{key}" if key else where
+    return f"s3://{path}" if isinstance(path, str) and path else str(store)
 
 
 _ARRAYS = (CELL_IDS, TIME, TIME_BOUNDS, *STATISTICS)
@@ -109,22 +108,22 @@ def _unreadable_documents(store: Store) -> list[str]:
 
 @contextlib.contextmanager
 def _metadata_read(store: Store) -> Iterator[None]:
-    """OutputStoreDamaged for a store zarr cannot open (a zarr.json or a chunk of cell_ids or time cut short, edited by
-    hand): naming the documents that are not JSON, and that the store has to be made anew. A missing store or key, a
-    refusal, and our own errors pass as they are."""
+    """OutputStoreDamaged for a store whose metadata documents (zarr.json) are not all JSON (cut short, edited by
+    hand), once zarr failed on it: naming them, and that the store has to be made anew. Any other error passes as it
+    is."""
     try:
         yield
     except (FileNotFoundError, PermissionError, GranulemapError):
         raise
     except (ValueError, RuntimeError) as exc:  # JSON's errors, zarr's (ValueError), a codec's (zstd: RuntimeError)
         documents = _unreadable_documents(store)
-        damaged = (f"its metadata document{'s' if len(documents) > 1 else ''} "
-                   f"{', '.join(_address(store, key) for key in documents)} {'are' if len(documents) > 1 else 'is'} "
-                   "not JSON" if documents else f"it cannot be read ({type(exc).__name__}: {shortened(str(exc), 300)})")
+        if not documents:
+            raise
         raise OutputStoreDamaged(
-            f"the output store {_address(store)} is damaged: {damaged}. Nothing was changed. Move the store away (or "
-            "delete it): the next run makes a new one and computes its items anew (they belong to the store they "
-            "were written to); then run again the other periods it held (its history attribute names them)") from exc
+            f"the output store {_address(store)} is damaged: {first_of(documents, 3)} "
+            f"{'are' if len(documents) > 1 else 'is'} not JSON. Move the store away (or delete it): the next run "
+            "makes a new one and computes its items anew (they belong to the store they were written to); then run "
+            "again the other periods it held (its history attribute names them)") from exc
 
 
 @contextlib.contextmanager
@@ -501,7 +500,7 @@ def _chunks_read(store: Store, layout: StoreLayout, period: Period, blocks: list
                  arrays: tuple[zarr.Array, ...]) -> Iterator[None]:
     """OutputStoreDamaged for chunks of ``period``'s ``blocks`` that cannot be decoded (cut short, edited): naming
     each (read again one by one) with its parent cell, and that a run of the period with recompute writes them anew
-    (a processor writes its whole block: the damaged chunk is never read)."""
+    (a processor writes its whole block: the damaged chunk is never read). Any other error passes as it is."""
     try:
         yield
     except (FileNotFoundError, PermissionError, GranulemapError):
@@ -515,10 +514,11 @@ def _chunks_read(store: Store, layout: StoreLayout, period: Period, blocks: list
                     array[t, k * n:(k + 1) * n]
                 except (ValueError, RuntimeError):
                     damaged.append((f"{array.basename}/c/{t}/{k}", layout.parents[k]))
+        if not damaged:  # each block reads: not a damaged chunk
+            raise
         chunks = (f"chunk{'s' if len(damaged) > 1 else ''} "
-                  + ", ".join(f"{_address(store, key)} (parent cell {parent})" for key, parent in damaged[:5])
-                  + (f" and {len(damaged) - 5} more" if len(damaged) > 5 else "")
-                  if damaged else f"a chunk ({type(exc).__name__}: {shortened(str(exc), 300)})")
+                  + ", ".join(f"{key} (parent cell {parent})" for key, parent in damaged[:5])
+                  + (f" and {len(damaged) - 5} more" if len(damaged) > 5 else ""))
         raise OutputStoreDamaged(
             f"the output store {_address(store)} is damaged: {chunks} of period {period[0]}..{period[1]} cannot be "
             f"read. Run the dates {period[0]}..{period[1]} again with recompute (--recompute; \"recompute\": true): "
