@@ -264,3 +264,30 @@ def test_an_out_that_is_no_png_and_a_time_for_a_csv_are_refused(tmp_path: Path, 
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["global_mean_sst.csv"]  # nothing written
+
+
+def test_a_store_with_a_chunk_cut_short_is_refused_naming_the_variable_and_period(tmp_path: Path, capsys) -> None:
+    """A chunk that does not decode (a copy cut short) ended `granulemap plot` in zarr's codec traceback."""
+    import datetime as dt
+
+    import numpy as np
+    from zarr.storage import LocalStore
+
+    from granulemap.recipes.atl06.stats import cell_statistics
+    from granulemap.recipes.atl06.store import grow, write_parent
+
+    path, parent, children = tmp_path / "cells.zarr", 44325, 4 ** (12 - 6)
+    store = LocalStore(str(path))
+    march = (dt.date(2019, 3, 1), dt.date(2019, 3, 31))
+    made = grow(store, 6, 12, [parent], march)
+    first = parent * children
+    write_parent(store, made.store_id, parent, march,
+                 cell_statistics(np.array([first, first + 1]), np.array([1.0, 2.0]), np.array([1.0, 1.0])))
+    assert main(["plot", str(path), "--out", str(tmp_path / "whole.png")]) == 0  # drawn while whole
+    chunk = path / "h_mean" / "c" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:len(chunk.read_bytes()) // 2])
+    capsys.readouterr()
+    assert main(["plot", str(path), "--out", str(tmp_path / "damaged.png")]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} is damaged: its h_mean, 2019-03-01..2019-03-31 cannot be read" in err and "Traceback" not in err
+    assert not (tmp_path / "damaged.png").exists()

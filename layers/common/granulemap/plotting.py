@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from granulemap.errors import InvalidInput
 
@@ -93,12 +93,12 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
         ds, period = _one_period(ds, when)
         if out is None and period is not None:  # one picture per variable and period, named as the run's own
             out = result.with_name(period_png_name(result.stem, column, *period))
-        values = ds[column].values
+        values = _read(result, ds, column, period)
         keep = np.isfinite(values)
         if "count" in per_cell:  # a cell no segment fell in has count 0 (its fill), not a value to draw
-            keep &= ds["count"].values > 0
+            keep &= _read(result, ds, "count", period) > 0
         units = ds[column].attrs.get("units", "")
-        png = plot_cells(ds["cell_ids"].values[keep], int(ds["cell_ids"].attrs["level"]), values[keep],
+        png = plot_cells(_read(result, ds, "cell_ids", period)[keep], int(ds["cell_ids"].attrs["level"]), values[keep],
                          title=f"{column} per HEALPix cell (level {ds['cell_ids'].attrs['level']})"
                                f"{_period_title(period)}",
                          label=f"{column} ({units})" if units else column)
@@ -181,6 +181,17 @@ def select_period(ds: xr.Dataset, when: dt.date | None) -> tuple[xr.Dataset, str
     """
     ds, period = _one_period(ds, when)
     return ds, _period_title(period)
+
+
+def _read(result: Path, ds: xr.Dataset, name: str, period: tuple[dt.date, dt.date] | None) -> Any:
+    """The values of ``ds[name]``; InvalidInput naming the store, the variable and the period when a chunk of them
+    does not decode (cut short, edited: zarr's codec error, a traceback before)."""
+    try:
+        return ds[name].values
+    except (ValueError, RuntimeError) as exc:
+        raise InvalidInput(f"{result} is damaged: its {name}{_period_title(period)} cannot be read "
+                           f"({type(exc).__name__}: {exc}), a chunk cut short or edited. A run of that period with "
+                           "recompute (--recompute) writes its chunks anew") from None
 
 
 def _period_title(period: tuple[dt.date, dt.date] | None) -> str:
