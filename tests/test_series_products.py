@@ -306,7 +306,7 @@ def test_a_series_damaged_after_the_catalog_fails_aggregate_naming_it_not_the_re
     message = str(failed.value)
     assert message.startswith("recipe sst-global-mean could not combine the results into its products: "
                               f"s3://bucket/{csv_key} is damaged: line 2 has 3 fields, and its header 4")
-    assert "delete that line, or the whole file" in message and "mend the recipe" not in message
+    assert "delete the damaged line, or the whole file" in message and "mend the recipe" not in message
     assert s3_bucket.get_bytes(csv_key).endswith(b",x,20.1")
     assert all(s3_bucket.get_json_or_none(f"results/sst-global-mean/{catalog.run.config_id}/{item['id']}.json")
                for item in s3_bucket.get_json(catalog.catalog.key))

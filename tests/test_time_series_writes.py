@@ -195,7 +195,7 @@ def test_a_series_whose_last_row_was_cut_short_is_refused_naming_the_line_and_le
     message = str(refused.value)
     assert f"s3://{BUCKET}/{CSV} is damaged" in message
     assert f"line {len(_rows(3)) + 1}" in message  # the header is line 1
-    assert "delete that line" in message and "not computed again" in message
+    assert "delete the damaged line" in message and "not computed again" in message
     assert _stored(s3) == damaged  # nothing merged into it, nothing lost
 
 
@@ -241,5 +241,15 @@ def test_a_csv_that_cannot_be_parsed_is_damaged_not_a_recipe_error(s3) -> None:
     damaged = b"time,granule,value,computed_at\n2019-03-01T09:00:00Z,\"g-3-1" + b"x" * 200_000
     s3.put_object(Bucket=BUCKET, Key=CSV, Body=damaged)
     with pytest.raises(timeseries.ProductDamaged, match=f"s3://{BUCKET}/{CSV} is damaged: it cannot be read as CSV"):
+        _write(bucket, _computed(4))
+    assert _stored(s3) == damaged
+
+
+def test_a_series_that_is_not_utf8_is_damaged_not_a_recipe_error(s3) -> None:
+    """Saved in another encoding (Latin-1 by a spreadsheet): UnicodeDecodeError escaped as the recipe's error."""
+    bucket = Bucket(BUCKET, s3)
+    damaged = "time,granule,value,computed_at\n2019-03-01T09:00:00Z,g-caf\u00e9,1.0,\n".encode("latin-1")
+    s3.put_object(Bucket=BUCKET, Key=CSV, Body=damaged)
+    with pytest.raises(timeseries.ProductDamaged, match=f"{CSV} is damaged: it is not UTF-8 text .* at byte 57"):
         _write(bucket, _computed(4))
     assert _stored(s3) == damaged

@@ -65,7 +65,7 @@ class RecipeResultInvalid(PermanentItemError):
 
 class ProductDamaged(GranulemapError):
     """A product that runs merge into (a time series, an output store) cannot be read: a copy or a write cut short,
-    a file edited by hand. The message names what is damaged and how to write it anew; nothing was changed."""
+    a file edited by hand. The message names what is damaged and how to write it anew."""
 
 
 class RecipeFailed(GranulemapError):

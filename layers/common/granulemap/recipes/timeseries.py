@@ -202,16 +202,20 @@ def write_time_series(
 
 
 def read_series(bucket: Bucket, csv_key: str) -> tuple[list[dict[str, str]], str | None]:
-    """The rows of the time series at ``csv_key`` (none when there is none) and its ETag. InvalidInput for one that
-    is damaged (``csv_to_rows``): ProductDamaged, saying how to write it anew (merged into, its junk rows would
-    stay)."""
+    """The rows of the time series at ``csv_key`` (none when there is none) and its ETag. ProductDamaged for one that
+    is damaged (what ``csv_to_rows`` refuses, or bytes that are not UTF-8), saying how to write it anew: merged into,
+    its junk rows would stay."""
     data, etag = bucket.get_bytes_and_etag(csv_key)
+    name = f"s3://{bucket.name}/{csv_key}"
     try:
-        return (csv_to_rows(data, f"s3://{bucket.name}/{csv_key}") if data else []), etag
+        return (csv_to_rows(data, name) if data else []), etag
+    except UnicodeDecodeError as exc:
+        why = f"{name} is damaged: it is not UTF-8 text ({exc.reason} at byte {exc.start})"
     except InvalidInput as exc:
-        raise ProductDamaged(f"{exc}. The series was not changed: delete that line, or the whole file, and run again "
-                           "the dates it held (their results are stored: they are not computed again, and their rows "
-                           "are written anew)") from None
+        why = str(exc)
+    raise ProductDamaged(f"{why}. The series was not changed: delete the damaged line, or the whole file, and run "
+                         "again the dates it held (their results are stored: they are not computed again, and their "
+                         "rows are written anew)")
 
 
 def _pause_before_retry(attempt: int) -> None:
