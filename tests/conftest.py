@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,26 @@ def install_recipe_package(site: Path, monkeypatch: pytest.MonkeyPatch, module: 
     recipes.available.cache_clear()
     recipes.get_recipe.cache_clear()
     sys.modules.pop(module, None)
+
+
+def on_a_full_disk(monkeypatch: pytest.MonkeyPatch, refused: Callable[[str], bool] = lambda folder: True) -> None:
+    """The local engine's bucket mirror, from now on, writes the temporary files it makes in the folders ``refused``
+    says (asked once a file) to /dev/full, where every write fails with ENOSPC, as on a full disk: the folder's
+    temporary file is made, and left for the mirror to remove. ``monkeypatch.context()`` gives the space back."""
+    import tempfile
+
+    from granulemap.local import mirror
+
+    make_temporary = tempfile.mkstemp
+
+    def mkstemp(dir: str, prefix: str) -> tuple[int, str]:  # noqa: A002 - mkstemp's own names
+        fd, path = make_temporary(dir=dir, prefix=prefix)
+        if not refused(dir):
+            return fd, path
+        os.close(fd)
+        return os.open("/dev/full", os.O_WRONLY), path
+
+    monkeypatch.setattr(mirror.tempfile, "mkstemp", mkstemp)
 
 
 def change_in_template(monkeypatch: pytest.MonkeyPatch, function: str, **changes: Any) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from granulemap.cli import main
 
-from conftest import ROOT
+from conftest import ROOT, on_a_full_disk
 from sst_reference import ocean_mean_reference, podaac_tutorial_reference
 
 
@@ -614,33 +615,19 @@ def test_a_run_whose_state_the_disk_refuses_stops_saying_so_and_the_same_command
     """A full disk under --out: the run is stopped as soon as a write of its state is refused, naming the file and
     why (a write the disk refused had changed the bucket in memory, and the run went on, with a traceback at its end);
     once there is space, the same command resumes it: its result was kept, the product is written."""
-    import os
-    import tempfile
-
-    from granulemap.local import mirror
-
     out = tmp_path / "out"
     run = ["run", "--recipe", "sst-global-mean", "--start", "2018-12-31", "--end", "2018-12-31", "--source",
            str(mur25.parent), "--out", str(out), "--quiet"]
-    make_temporary = tempfile.mkstemp
-
-    def full_for_products(dir: str, prefix: str) -> tuple[int, str]:  # noqa: A002 - mkstemp's own names
-        fd, path = make_temporary(dir=dir, prefix=prefix)
-        if f"{os.sep}outputs{os.sep}" not in dir:
-            return fd, path
-        os.close(fd)
-        return os.open("/dev/full", os.O_WRONLY), path  # every write: ENOSPC
-
-    monkeypatch.setattr(mirror.tempfile, "mkstemp", full_for_products)
-    assert main(run) == 1
+    with monkeypatch.context() as full:
+        on_a_full_disk(full, lambda folder: f"{os.sep}outputs{os.sep}" in folder)
+        assert main(run) == 1
     said = capsys.readouterr().err
     assert said.startswith(f"granulemap: StateNotKept: the run's state cannot be written to disk ({out / 'state'}")
     assert "No space left on device), so the run was stopped" in said and "then run it again: it resumes" in said
     (result,) = (out / "state" / "results").rglob("*.json")  # kept: computed before the disk filled
     assert not (out / "global_mean_sst.csv").exists()
 
-    monkeypatch.setattr(mirror.tempfile, "mkstemp", make_temporary)  # space again
-    assert main(run) == 0
+    assert main(run) == 0  # space again
     assert "0 computed, 1 skipped" in capsys.readouterr().out
     (row,) = csv.DictReader(io.StringIO((out / "global_mean_sst.csv").read_text()))
     assert float(row["mean_sst_c"]) == pytest.approx(ocean_mean_reference(mur25)["mean_sst_c"], abs=1e-6)

@@ -24,6 +24,7 @@ import botocore.session
 
 from granulemap.local import speedups, worker
 
+from conftest import on_a_full_disk
 
 def test_request_ids_have_moto_s_form_and_use_every_letter_and_digit() -> None:
     headers: dict[str, str] = {}
@@ -132,12 +133,17 @@ def test_the_bucket_mirror_keeps_keys_inside_its_folder_and_whole(tmp_path: Path
     from granulemap.local.mirror import BucketMirror
 
     mirror = BucketMirror("bucket", tmp_path / "state")
-    mirror._write("results/r/c/item-1.json", b'{"a": 1}')
-    mirror._write("results/r/c/item-1.json", b'{"a": 2}')  # replaced whole, never appended to
-    mirror._write("outputs/x.csv", b"t,v\n")
-    mirror._write("../escaped.json", b"no")
-    mirror._write("results/../../escaped-too.json", b"no")
-    mirror._write("folder/", b"")
+
+    def write(key: str, value: bytes) -> None:  # as a put into the bucket does, around the put
+        with mirror._writing(key, value):
+            pass
+
+    write("results/r/c/item-1.json", b'{"a": 1}')
+    write("results/r/c/item-1.json", b'{"a": 2}')  # replaced whole, never appended to
+    write("outputs/x.csv", b"t,v\n")
+    write("../escaped.json", b"no")
+    write("results/../../escaped-too.json", b"no")
+    write("folder/", b"")
     files = sorted(p.relative_to(tmp_path / "state").as_posix() for p in (tmp_path / "state").rglob("*") if p.is_file())
     assert files == ["outputs/x.csv", "results/r/c/item-1.json"]
     assert (tmp_path / "state/results/r/c/item-1.json").read_bytes() == b'{"a": 2}'
@@ -152,15 +158,11 @@ def test_a_write_the_disk_refuses_leaves_the_emulated_bucket_as_it_was_too(tmp_p
     what the next run (restored from disk) would not have (a result; a CSV's new rows, which a later run would
     merge into the older file, losing them). The disk is written first now: the put fails, and changes nothing; it
     fails with an S3 error that names the file (moto's server logged the OSError's traceback on the terminal)."""
-    import os
-    import tempfile
-
     import boto3
     from botocore.config import Config
     from botocore.exceptions import ClientError
     from moto import mock_aws
 
-    from granulemap.local import mirror as mirror_module
     from granulemap.local.mirror import PART, REFUSED_CODE, BucketMirror
 
     bucket = "granulemap-mirror-test"
@@ -171,14 +173,7 @@ def test_a_write_the_disk_refuses_leaves_the_emulated_bucket_as_it_was_too(tmp_p
         mirror.install()
         try:
             s3.put_object(Bucket=bucket, Key="outputs/series.csv", Body=b"t,v\n1,1\n")
-            make_temporary = tempfile.mkstemp
-
-            def on_a_full_disk(dir: str, prefix: str) -> tuple[int, str]:  # noqa: A002 - mkstemp's own names
-                fd, path = make_temporary(dir=dir, prefix=prefix)
-                os.close(fd)
-                return os.open("/dev/full", os.O_WRONLY), path  # every write: ENOSPC
-
-            monkeypatch.setattr(mirror_module.tempfile, "mkstemp", on_a_full_disk)
+            on_a_full_disk(monkeypatch)
             with pytest.raises(ClientError, match=f"{REFUSED_CODE}.*series.csv: No space left on device"):
                 s3.put_object(Bucket=bucket, Key="outputs/series.csv", Body=b"t,v\n1,1\n2,2\n")
             with pytest.raises(ClientError, match="No space left on device"):

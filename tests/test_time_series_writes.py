@@ -235,21 +235,16 @@ def test_a_last_row_cut_just_before_its_computed_at_is_whole_and_kept(s3) -> Non
     assert [r["computed_at"] for r in stored[2:4]] == ["", "2026-12-01T10:11:12.131415+00:00"]  # kept as it was
 
 
-def test_a_csv_that_cannot_be_parsed_is_damaged_not_a_recipe_error(s3) -> None:
-    """A quote never closed takes the rest of the file into one field, which csv refuses over its size limit."""
+@pytest.mark.parametrize("damaged, says", [
+    # a quote never closed takes the rest of the file into one field, which csv refuses over its size limit
+    (b"time,granule,value,computed_at\n2019-03-01T09:00:00Z,\"g-3-1" + b"x" * 200_000, "it cannot be read as CSV"),
+    # saved in another encoding (Latin-1, by a spreadsheet): UnicodeDecodeError escaped as the recipe's error
+    ("time,granule,value,computed_at\n2019-03-01T09:00:00Z,g-caf\u00e9,1.0,\n".encode("latin-1"),
+     "it is not UTF-8 text .* at byte 57"),
+], ids=["not CSV", "not UTF-8"])
+def test_a_series_that_cannot_be_read_is_damaged_not_a_recipe_error(s3, damaged: bytes, says: str) -> None:
     bucket = Bucket(BUCKET, s3)
-    damaged = b"time,granule,value,computed_at\n2019-03-01T09:00:00Z,\"g-3-1" + b"x" * 200_000
     s3.put_object(Bucket=BUCKET, Key=CSV, Body=damaged)
-    with pytest.raises(timeseries.ProductDamaged, match=f"s3://{BUCKET}/{CSV} is damaged: it cannot be read as CSV"):
-        _write(bucket, _computed(4))
-    assert _stored(s3) == damaged
-
-
-def test_a_series_that_is_not_utf8_is_damaged_not_a_recipe_error(s3) -> None:
-    """Saved in another encoding (Latin-1 by a spreadsheet): UnicodeDecodeError escaped as the recipe's error."""
-    bucket = Bucket(BUCKET, s3)
-    damaged = "time,granule,value,computed_at\n2019-03-01T09:00:00Z,g-caf\u00e9,1.0,\n".encode("latin-1")
-    s3.put_object(Bucket=BUCKET, Key=CSV, Body=damaged)
-    with pytest.raises(timeseries.ProductDamaged, match=f"{CSV} is damaged: it is not UTF-8 text .* at byte 57"):
+    with pytest.raises(timeseries.ProductDamaged, match=f"s3://{BUCKET}/{CSV} is damaged: {says}"):
         _write(bucket, _computed(4))
     assert _stored(s3) == damaged

@@ -16,7 +16,7 @@ from granulemap.errors import InvalidInput
 from granulemap.local.run import Workspace
 from granulemap.models import Summary
 
-from conftest import install_recipe_package, itemised_recipe
+from conftest import install_recipe_package, itemised_recipe, on_a_full_disk
 
 pytestmark = pytest.mark.slow
 
@@ -219,36 +219,25 @@ def test_a_disk_that_fills_mid_run_stops_it_at_once_and_the_next_run_resumes_it(
     """The disk under the state folder fills after the first results: the run stops at its next poll (it went on with
     writes that changed only the bucket in memory), naming the file; the next run of the Workspace, with space again,
     computes only the items whose results were not kept (the refusal no longer stops every later run)."""
+    import itertools
     import os
-    import tempfile
 
-    from granulemap.local import mirror
     from granulemap.local.mirror import StateNotKept
 
     empty = tmp_path / "no-granules"
     empty.mkdir()
     doc = {"recipe": "test-slow-results", "start": "2020-01-01", "end": "2020-01-01", "source": str(empty),
            "max_concurrency": 1}
-    make_temporary = tempfile.mkstemp
-    results: list[str] = []
-
-    def fills_after_two_results(dir: str, prefix: str) -> tuple[int, str]:  # noqa: A002 - mkstemp's own names
-        fd, path = make_temporary(dir=dir, prefix=prefix)
-        if f"{os.sep}results{os.sep}" in dir + os.sep:
-            results.append(path)
-            if len(results) > 2:
-                os.close(fd)
-                return os.open("/dev/full", os.O_WRONLY), path  # every write: ENOSPC
-        return fd, path
+    results = itertools.count(1)
 
     with Workspace(tmp_path / "ws", workers=1) as ws:
-        monkeypatch.setattr(mirror.tempfile, "mkstemp", fills_after_two_results)
-        with pytest.raises(StateNotKept) as stopped:
-            ws.run(doc, out=tmp_path / "first")
+        with monkeypatch.context() as full:  # the results after the first two
+            on_a_full_disk(full, lambda folder: f"{os.sep}results{os.sep}" in folder + os.sep and next(results) > 2)
+            with pytest.raises(StateNotKept) as stopped:
+                ws.run(doc, out=tmp_path / "first")
         items_run = [r["item"] for r in ws.engine.invocations if r["function"] == "ProcessorFunction"]
         kept = sorted(p.name for p in (tmp_path / "ws" / "state" / "results").rglob("*.json"))
-        monkeypatch.setattr(mirror.tempfile, "mkstemp", make_temporary)
-        again = ws.run(doc, out=tmp_path / "again")
+        again = ws.run(doc, out=tmp_path / "again")  # space again
 
     assert f"({tmp_path / 'ws' / 'state' / 'results'}" in str(stopped.value)
     assert "No space left on device), so the run was stopped" in str(stopped.value)

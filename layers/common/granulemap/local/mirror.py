@@ -55,10 +55,6 @@ class BucketMirror:
         path = os.path.normpath(os.path.join(self._root, key))
         return Path(path) if path.startswith(self._root) else None
 
-    def _write(self, key: str, value: bytes) -> None:
-        with self._writing(key, value):
-            pass
-
     @contextlib.contextmanager
     def _writing(self, key: str, value: bytes) -> Iterator[None]:
         """Write ``value`` to a temporary file beside ``key``'s, run the body (the put into the emulated bucket), then

@@ -28,38 +28,43 @@ def rows_to_csv(columns: Sequence[str], rows: list[dict[str, Any]]) -> bytes:
 
 def csv_to_rows(data: bytes, name: str = "the CSV") -> list[dict[str, str]]:
     """The rows of a CSV (UTF-8; a byte-order mark, as a spreadsheet saves one, is not part of the first column's
-    name). InvalidInput, naming ``name`` and the line, for a row that is not whole (``_refuse_cut_rows``): read as
-    it is, a cut row's value (28.1 of 28.1234) would pass for a number, and be kept."""
+    name). InvalidInput, naming ``name`` and the line, for a row that is not whole (``_whole_rows``): read as it is,
+    a cut row's value (28.1 of 28.1234) would pass for a number, and be kept."""
     text = data.decode("utf-8-sig")
     try:
-        _refuse_cut_rows(text, name)
-        return list(csv.DictReader(io.StringIO(text)))
+        return _whole_rows(text, name)
     except csv.Error as exc:  # a quote never closed: the rest of the file in one field, over csv's limit
         raise InvalidInput(f"{name} is damaged: it cannot be read as CSV ({exc})") from None
 
 
-def _refuse_cut_rows(text: str, name: str) -> None:
-    """InvalidInput for a row with more or fewer fields than the header (a line cut, or two run together), and for
-    a last line without its line end that may have been cut within its last field: ``rows_to_csv`` ends every line,
-    and its last field, ``COMPUTED_AT``, ends with the time's offset (a line cut there, in a copy or a write cut short,
-    is a junk row that no field count shows; cut just before it, the row is whole but for when it was computed, as a
-    row of a CSV written before that column: kept). Blank lines are skipped, as csv.DictReader skips them."""
+def _whole_rows(text: str, name: str) -> list[dict[str, str]]:
+    """The rows of ``text`` as csv.DictReader gives them (blank lines skipped), in one pass that refuses
+    (InvalidInput) a row with more or fewer fields than the header (a line cut, or two run together), and a last line
+    without its line end that may have been cut within its last field: ``rows_to_csv`` ends every line, and its last
+    field, ``COMPUTED_AT``, ends with the time's offset (a line cut there, in a copy or a write cut short, is a junk
+    row that no field count shows; cut just before it, the row is whole but for when it was computed, as a row of a
+    CSV written before that column: kept)."""
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if header is None:
-        return
+        return []
+    rows: list[dict[str, str]] = []
     last: list[str] = []
     for fields in reader:
-        if fields and len(fields) != len(header):
+        if not fields:
+            continue
+        if len(fields) != len(header):
             raise InvalidInput(f"{name} is damaged: line {reader.line_num} has {len(fields)} field"
                                f"{'s' if len(fields) != 1 else ''}, and its header {len(header)} "
                                f"({shortened(','.join(fields), 120)})")
-        last = fields or last
+        rows.append(dict(zip(header, fields, strict=True)))
+        last = fields
     cut = last and not text.endswith(("\n", "\r")) and header[-1] == COMPUTED_AT and last[-1]
     if cut and not _whole_time(last[-1]):
         raise InvalidInput(f"{name} is damaged: its last line (line {reader.line_num}) ends without a line end and "
                            f"with {COMPUTED_AT} {last[-1]!r}, not a whole time with its offset: cut short "
                            f"({shortened(','.join(last), 120)})")
+    return rows
 
 
 def _whole_time(text: str) -> bool:
