@@ -13,12 +13,17 @@ costs less at a smaller one (granulemap/estimate.py); the margin of 1.5 is for i
 Lambda's own runtime. The Processor's ATL06 memory grows with the segments in an item: the MB per million segments
 comes from the ATL06 section's fresh-process probe.
 
-Why the cold-start floor: a function's CPU share is its memory / 1,769 MB of one vCPU, and that share runs its cold
-start too, the handler module's imports (bench/package.py measures them, in CPU seconds at one core: wall time of a
-lone single-threaded import). A function that needs little memory would otherwise be recommended a size at which its
-cold start takes tens of seconds: FetchCredentials peaks at ~80 MB, and at 128 MB (0.07 vCPU) its 0.35 s of imports
-take ~5 s, with the layer's bytecode, and ~12 s without (Lambda's init phase is limited to 10 s). Those seconds are
-billed and lengthen every run; the floor costs a fraction of a cent where it lifts a function that runs once a run.
+Why the cold-start floor: a function's CPU share is its memory / 1,769 MB of one vCPU. Whether that share also runs
+its cold start, the handler module's imports (bench/package.py measures them, in CPU seconds at one core: wall time of
+a lone single-threaded import), depends on how Lambda starts it: AWS's serverless guides say an on-demand function's
+init phase (limited to 10 s) runs on a full vCPU and a provisioned-concurrency one's at its share
+(serverlessland.com, "Effectively running Java on Serverless: utilize the initialization phase"; the Lambda developer
+guide does not say). The floor is sized for the slower case, and it speeds up in every case what a handler does at
+its share after the imports on a cold start (FetchCredentials: earthaccess's Earthdata Login, an SSM client, TLS
+set-up). At the share, a function that needs little memory would start for tens of seconds: FetchCredentials peaks
+at ~80 MB, and at 128 MB (0.07 vCPU) its 0.35 s of imports take ~5 s with the layer's bytecode, ~12 s without. The
+floor costs a fraction of a cent where it lifts a function that runs once a run; a deployed stack's REPORT log lines
+(Init Duration) say how long its cold starts take.
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ MB_PER_VCPU = FULL_VCPU_MB
 COLD_START_S = 2.0
 """The longest a function's cold imports may take at the CPU share of its recommended size."""
 LAMBDA_INIT_LIMIT_S = 10.0
-"""Lambda's init phase (a function's cold imports) is limited to 10 s."""
+"""Lambda's init phase (a function's cold imports) is limited to 10 s (then Lambda tries it again within the first
+invocation, under the function's timeout)."""
 
 
 def cold_start_floor(cold_start_s: float) -> int:

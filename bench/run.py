@@ -585,8 +585,8 @@ def memory_section(mem: dict[str, Any], atl06: dict[str, Any] | None, sst: dict[
            "size and waiting on S3 costs less at a smaller one), and no less than the size at which the function's "
            f"cold import (the package section's median, from {mem.get('cold_start_from', '?')}) takes "
            f"{mem.get('cold_start_limit_s', '?')} s at its CPU share, memory / {mem.get('mb_per_vcpu', 1769):,} MB "
-           "of a vCPU: a function that needs little memory would otherwise start for many seconds (Lambda's init "
-           "phase is limited to 10 s).", "",
+           "of a vCPU: where a cold start runs at that share (bench/function_memory.py says where), a function that "
+           "needs little memory would otherwise start for many seconds.", "",
            "The workers start with template.yaml's GLIBC_TUNABLES, as Lambda starts the functions; the same two runs "
            "with glibc's default malloc settings are in the last columns, for comparison.", "",
            "| function | template.yaml MB | peak MB, SST run | peak MB, ATL06 run | cold import s "

@@ -46,11 +46,12 @@ def assert_the_ocean_reference(got: dict, path: Path) -> None:
         assert got[key] == pytest.approx(want[key], abs=1e-6), key
 
 
-def podaac_tutorial_reference(path: Path, weight_dtype: str = "float64") -> float:
+def podaac_tutorial_reference(path: Path, weight_dtype: str = "float64", sum_dtype: str | None = None) -> float:
     """The tutorial's method as described: xarray weighted mean, cos(lat) weights zeroed poleward of 60°.
 
-    The tutorial computes the weights from the file's float32 latitudes, in float32 (``weight_dtype="float32"``);
-    granulemap computes them in float64, which moves the MUR25 global mean by about 2e-5 °C.
+    The tutorial computes the weights from the file's float32 latitudes, in float32 (``weight_dtype="float32"``), and
+    xarray's weighted mean then adds them up in float32: that sum, not the weights' values, moves the MUR25 global
+    mean by about 2e-5 °C from granulemap's (float64 sums). ``sum_dtype`` casts the weights, once computed, to it.
     """
     import xarray as xr
 
@@ -59,4 +60,6 @@ def podaac_tutorial_reference(path: Path, weight_dtype: str = "float64") -> floa
         lat = ds["lat"].astype(weight_dtype)
         weights = np.cos(np.deg2rad(lat))
         weights = weights.where(np.abs(lat) <= 60, 0.0)
+        if sum_dtype is not None:
+            weights = weights.astype(sum_dtype)
         return float(sst_c.weighted(weights).mean(("lat", "lon")))

@@ -627,6 +627,11 @@ def test_parent_cells_whose_items_failed_are_named_in_the_store_until_a_run_writ
     monkeypatch.setattr(type(recipe), "process", process_or_fail)
     march = run_pipeline(tmp_path, moto_s3, "2019-03-06", "2019-03-26", params=params)
     whole = run_pipeline(tmp_path, moto_s3, "2019-03-01", "2019-03-31", params=params)
+    # the month shares days with the earlier run's period: said, in the catalog's notes and so in the summary
+    overlap = ("the store's period(s) 2019-03-06..2019-03-26 share days with this run's, 2019-03-01..2019-03-31: the "
+               "segments of those days are in both time steps")
+    assert not any("share days" in note for note in march.summary.notes)
+    assert any(note.startswith(overlap) for note in whole.summary.notes)
     assert [r["parent_cell"] for r in march.results.values()].count(broken) == 0 and len(march.failures) == 1
     attrs = xr.open_zarr(march.store).attrs  # what a reader of the store sees
     assert attrs["incomplete_periods"] == {
@@ -645,6 +650,9 @@ def test_parent_cells_whose_items_failed_are_named_in_the_store_until_a_run_writ
     np.testing.assert_array_equal(cells_not_written(attrs, ids, "2019-03-06/2019-03-26"), parents_of == broken)
     np.testing.assert_array_equal(cells_not_written(attrs, ids, (dt.date(2019, 3, 6), dt.date(2019, 3, 26))),
                                   parents_of == broken)
+    for typo in ("2019-3-06/2019-03-26", "March 2019", (dt.date(2019, 3, 1), dt.date(2019, 3, 26))):
+        with pytest.raises(ValueError, match="holds no period.*2019-03-06/2019-03-26, 2019-03-01/2019-03-31"):
+            cells_not_written(attrs, ids, typo)  # was a mask of nothing: "every cell written"
     history = [line for line in attrs["history"].splitlines() if march.catalog.run.run_id in line]
     assert len(history) == 1 and "1 failed, 0 unreadable granules: see incomplete_periods" in history[0]
 

@@ -193,6 +193,16 @@ def test_plot_of_a_store_with_periods_draws_the_one_asked_for(tmp_path: Path, ca
     march, title = select_period(ds, dt.date(2019, 3, 31))
     np.testing.assert_array_equal(march["h_mean"].values, [1.0, 2.0])
     assert title == ", 2019-03-01..2019-03-31"
+    # A day of April run into the store before its month (stored in run order: March, the day, April): the latest
+    # is the month, which ends last, not the day, which starts last; --time on that day picks the day.
+    day = ds.isel(time=[0, 1, 1]).assign(h_mean=(("time", "cells"), np.array([[1.0, 2.0], [5.0, 6.0], [3.0, np.nan]])))
+    day["time"] = ("time", np.array(["2019-03-01", "2019-04-13", "2019-04-01"], "datetime64[ns]"),
+                   {"bounds": "time_bounds"})
+    day["time_bounds"] = (("time", "nv"), np.array([["2019-03-01", "2019-04-01"], ["2019-04-13", "2019-04-14"],
+                                                    ["2019-04-01", "2019-05-01"]], "datetime64[ns]"))
+    assert select_period(day, None)[1] == ", 2019-04-01..2019-04-30"
+    assert select_period(day, dt.date(2019, 4, 13))[1] == ", 2019-04-13..2019-04-13"
+    assert select_period(day, dt.date(2019, 4, 12))[1] == ", 2019-04-01..2019-04-30"
 
     store = tmp_path / "periods.zarr"
     ds.to_zarr(store, zarr_format=3, consolidated=False)

@@ -170,6 +170,28 @@ def test_any_item_whose_child_input_would_exceed_step_functions_limit_is_refused
     assert bucket.get_json_or_none(layout.manifest_key("run-big")) is None
 
 
+def test_a_run_whose_parameters_leave_no_room_in_a_map_child_s_input_is_refused_naming_them() -> None:
+    """The room left for a failed item's caught error (its Cause, up to 32,768 characters before JSON escaping) is
+    kept whatever the run's size: an item that fits beside a small run is refused beside a large one, and when the
+    parameters are what take the room, the message names them, not the range."""
+    from granulemap.catalog import CHILD_INPUT_LIMIT, _refuse_items_too_large_for_the_map
+
+    day = dt.date(2019, 3, 1)
+    item = _item_of_json_size("20190301-20190331-p6-7-x", 150 * 1024).model_dump(mode="json", exclude_defaults=True)
+    small = RunContext(run_id="r", recipe="user-recipe", params={"n": 1}, config_id="c")
+    _refuse_items_too_large_for_the_map([item], small, day, day)  # 150 KiB beside a small run: fits
+    # a run of 80 KiB: the child input (item and run) would still be under 256 KiB, but not with an error's Cause
+    medium = small.model_copy(update={"params": {"polygon": "x" * 80 * 1024}})
+    child_input = len(json.dumps({"item": item, "run": medium.model_dump(mode="json")}, separators=(",", ":")))
+    assert child_input < STEP_FUNCTIONS_PAYLOAD_LIMIT < child_input + 32_768
+    with pytest.raises(InvalidInput, match=r"field 'end': 1 item\(s\).*20190301-20190331-p6-7-x"):
+        _refuse_items_too_large_for_the_map([item], medium, day, day)
+    large = small.model_copy(update={"params": {"polygon": "x" * CHILD_INPUT_LIMIT}})
+    tiny = {"id": "20190301-20190331-p6-8-x", "granules": []}
+    with pytest.raises(InvalidInput, match=r"field 'params': the run's parameters take 204,[0-9]{3} bytes"):
+        _refuse_items_too_large_for_the_map([tiny], large, day, day)
+
+
 # ---- Processor ------------------------------------------------------------------------------------------------
 class _Failing(Recipe):
     """A per-granule recipe whose process raises, for the granules named in ``errors``, the error given."""

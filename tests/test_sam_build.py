@@ -271,10 +271,11 @@ def _template_memory(function: str) -> int:
 
 
 def test_each_function_is_given_the_memory_to_start_in_a_few_seconds() -> None:
-    """Lambda's CPU share is memory / 1,769 MB of a vCPU, for the cold start too: no function's template memory is
-    below the size at which its handler's cold import, as `make bench` last measured it (cost_model.json, the
-    package section's median), takes bench/function_memory.py's COLD_START_S (a 128 MB FetchCredentials took ~5 s;
-    ~12 s without the layer's bytecode, over Lambda's 10 s init phase). From the bench's measurement, not one taken
+    """Lambda's CPU share is memory / 1,769 MB of a vCPU, for a cold start too where it runs at the share
+    (bench/function_memory.py says where): no function's template memory is below the size at which its handler's
+    cold import, as `make bench` last measured it (cost_model.json, the package section's median), takes
+    bench/function_memory.py's COLD_START_S at that share (a 128 MB FetchCredentials took ~5 s; ~12 s without the
+    layer's bytecode, over Lambda's 10 s init phase). From the bench's measurement, not one taken
     here: a CPU time measured on a busy machine (CI's 0.61 s against the bench's 0.49 s) is no claim."""
     fm = _function_memory()
     measured = fm.stored_cold_start_s()

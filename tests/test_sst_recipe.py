@@ -32,7 +32,13 @@ def test_podaac_tutorial_method_reproduces_the_tutorials_number(mur25: Path) -> 
     got = global_mean_sst(mur25.name, method="podaac-tutorial", path=str(mur25))
     assert got["mean_sst_c"] == pytest.approx(podaac_tutorial_reference(mur25), abs=1e-6)
     # The tutorial itself weighs in float32: its printed number differs from the float64 one by < 3e-5 °C.
-    assert got["mean_sst_c"] == pytest.approx(podaac_tutorial_reference(mur25, "float32"), abs=3e-5)
+    as_written = podaac_tutorial_reference(mur25, "float32")
+    assert got["mean_sst_c"] == pytest.approx(as_written, abs=3e-5)
+    # ... because xarray sums its float32 weights in float32 (README): the same float32 weights summed in float64
+    # give the float64 number, and the difference is the sum's.
+    summed_in_float64 = podaac_tutorial_reference(mur25, "float32", sum_dtype="float64")
+    assert got["mean_sst_c"] == pytest.approx(summed_in_float64, abs=1e-6)
+    assert abs(as_written - summed_in_float64) > 1e-5
 
 
 def test_reading_from_memory_equals_reading_from_path(mur25: Path) -> None:

@@ -61,6 +61,10 @@ def test_tutorial_recipe_runs_through_the_state_machine(installed_tutorial, tmp_
     lines = (out / "warm_fraction.csv").read_text().splitlines()
     assert lines[0] == "time,granule,warm_fraction,computed_at" and len(lines) == 2  # write_time_series adds the last
     assert (out / "warm_fraction.png").read_bytes().startswith(b"\x89PNG")
+    # the tutorial's slug names the configuration's folder by its threshold (28, the default)
+    summary = json.loads((out / "summary.json").read_text())
+    configurations = {path.name for path in (out / "state" / "outputs" / "sst-warm-fraction").iterdir()}
+    assert len(configurations) == 1 and configurations.pop().startswith("above28-"), summary
 
 
 def _tutorial_pyproject() -> str:

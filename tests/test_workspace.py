@@ -188,6 +188,14 @@ def test_a_workspace_takes_dates_and_paths_refuses_a_non_dict_and_opens_once(tmp
         assert bucket["status"] == "SUCCEEDED" and bucket["granules"]["total"] == 0
         assert bucket["message"] == ("no granules matched the recipe, dates and source: nothing to do: "
                                      f"{workspace.engine.state_dir}/nothing-here/ holds no files")
+        # Another bucket: a local run does not read S3 (BuildCatalog's message told to copy them into the bucket)
+        other = workspace.run({"recipe": "sst-global-mean", "start": "2018-12-31", "end": "2018-12-31",
+                               "source": "s3://podaac-ops-cumulus-protected/MUR25/"}, out=tmp_path / "other")
+        assert other["status"] == "FAILED" and other["message"].startswith(
+            "InvalidInput: field 'source': s3://podaac-ops-cumulus-protected/MUR25/ is in S3, which a local run does "
+            "not read: a local run reads the granules in a folder of this machine")
+        assert f"the files under {workspace.engine.state_dir}/" in other["message"]
+        assert "aws s3 sync" in other["message"] and "copy the granules under it" not in other["message"]
     with pytest.raises(RuntimeError, match="opens once"):
         workspace.__enter__()
     with pytest.raises(RuntimeError, match="engine is stopped: make a new Workspace"):

@@ -207,24 +207,34 @@ def why_no_granules(source: str, recipe: Recipe, start: dt.date, end: dt.date) -
     return f"{where} holds {len(files)} file{'s' if len(files) != 1 else ''}: {found}{here}"
 
 
-ITEM_INPUT_LIMIT = 200 * 1024
-"""Bytes of JSON one manifest item may take: a Map child's input (the item and the run) is limited to Step Functions'
-256 KiB, and the rest leaves room for the run and its parameters."""
+CHILD_INPUT_LIMIT = 200 * 1024
+"""Bytes of JSON a Map child's input, one manifest item and the run (the ItemSelector), may take: Step Functions
+limits a state's input to 256 KiB, and a failed item's RecordFailure state gets the caught error besides (its Cause
+up to 32,768 characters, more once escaped as JSON) and the run its credentials' reference."""
 
 
-def _refuse_items_too_large_for_the_map(manifest: list[dict[str, Any]], start: dt.date, end: dt.date) -> None:
-    """An item whose JSON exceeds ``ITEM_INPUT_LIMIT`` (an ATL06 parent cell crossed by some 1,300 granules or more:
-    a long range over a polar cell, a coarse parent_order) would fail its child execution with
-    States.DataLimitExceeded, which no Catch records; refused before anything starts."""
+def _refuse_items_too_large_for_the_map(manifest: list[dict[str, Any]], run: RunContext, start: dt.date,
+                                        end: dt.date) -> None:
+    """An item whose JSON with the run's exceeds ``CHILD_INPUT_LIMIT`` (an ATL06 parent cell crossed by some 1,300
+    granules or more: a long range over a polar cell, a coarse parent_order; or a run whose parameters are large)
+    would fail its child execution, or the state that records its failure, with States.DataLimitExceeded, which no
+    Catch records; refused before anything starts."""
+    run_size = len(run.model_dump_json())
     sizes = [(len(json.dumps(entry, separators=(",", ":"))), entry) for entry in manifest]
-    too_large = [(size, entry) for size, entry in sizes if size > ITEM_INPUT_LIMIT]
-    if too_large:
-        size, entry = max(too_large, key=lambda pair: pair[0])
+    too_large = [(size, entry) for size, entry in sizes if size + run_size > CHILD_INPUT_LIMIT]
+    if not too_large:
+        return
+    size, entry = max(too_large, key=lambda pair: pair[0])
+    if run_size > CHILD_INPUT_LIMIT // 2:  # the parameters, not the granules, are what takes the room
         raise InvalidInput(
-            f"field 'end': {len(too_large)} item(s) of {start}..{end} are too large for a Map child's input "
-            f"(Step Functions' 256 KiB), the largest {entry['id']} with {len(entry.get('granules', []))} granules "
-            f"({size:,} bytes): split the range (a month at a time) or, for atl06-cell-stats, use a finer parent_order"
-        )
+            f"field 'params': the run's parameters take {run_size:,} bytes of JSON, which every Map child's input "
+            f"carries with its item (Step Functions' 256 KiB, {CHILD_INPUT_LIMIT:,} bytes for the two here): give "
+            "the recipe less (a file in S3 that it reads, say)")
+    raise InvalidInput(
+        f"field 'end': {len(too_large)} item(s) of {start}..{end} are too large for a Map child's input "
+        f"(Step Functions' 256 KiB), the largest {entry['id']} with {len(entry.get('granules', []))} granules "
+        f"({size:,} bytes, and the run's {run_size:,}): split the range (a month at a time) or, for "
+        "atl06-cell-stats, use a finer parent_order")
 
 
 def _refuse_two_granules_of_a_day(granules: list[Granule], recipe: Recipe, source: str) -> None:
@@ -373,8 +383,11 @@ def build_catalog(
     # only adds names (a store id) to items, well within the limit's margin.
     without_footprints = {"granules": {"__all__": {"footprint"}}}
     _refuse_items_too_large_for_the_map(
-        [item.model_dump(mode="json", exclude_defaults=True, exclude=without_footprints) for item in items], start, end)
+        [item.model_dump(mode="json", exclude_defaults=True, exclude=without_footprints) for item in items], run,
+        start, end)
     items = _unique_ids(recipe.prepare(items, run, params, bucket) or items)
+    if items:
+        notes += recipe.product_notes(run, params, bucket)
     if not execution.recompute:
         items = mark_done(items, run, bucket)
     tolerance = (execution.tolerated_failure_percentage if execution.tolerated_failure_percentage is not None

@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", help="PNG file (its folder made if missing), or a folder for it: one that exists, or a "
                                      "name without a suffix, made (default: next to the result)")
     plot.add_argument("--time", type=_date, help="for a Zarr store: the period containing this day, YYYY-MM-DD "
-                                                 "(default: the latest)")
+                                                 "(default: the latest, the period that ends last)")
     plot.set_defaults(func=cmd_plot)
 
     from granulemap.cloud import add_cloud_commands

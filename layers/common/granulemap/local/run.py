@@ -247,12 +247,19 @@ class Workspace:
     def _run(self, execution_input: dict[str, Any], out: Path, name: str, progress: bool, timeout: float | None,
              ) -> dict[str, Any]:
         engine = self.engine
-        if not execution_input.get("source"):
+        source = execution_input.get("source")
+        elsewhere = (isinstance(source, str) and source.startswith("s3://")
+                     and not source.startswith(f"s3://{engine.bucket}/") and source != f"s3://{engine.bucket}")
+        if not source or elsewhere:
             # In AWS no source means a NASA CMR search; here BuildCatalog would try CMR (offline: retried for 45
-            # minutes as an outage) and the granules it found are read in AWS's us-west-2 only.
+            # minutes as an outage) and the granules it found are read in AWS's us-west-2 only. Another bucket than
+            # the emulated one: BuildCatalog's message is for a stack (copy them into its bucket).
+            given = f"{source} is in S3, which a local run does not read: " if elsewhere else ""
             summary = _failed_summary(name, execution_input, (
-                "InvalidInput: field 'source': a local run reads the granules in a folder of this machine (or an "
-                "s3:// prefix of its own emulated bucket): give the folder; searching NASA CMR takes a deployed stack "
+                f"InvalidInput: field 'source': {given}a local run reads the granules in a folder of this machine "
+                f"(or an s3:// prefix of its own emulated bucket, s3://{engine.bucket}/: the files under "
+                f"{engine.state_dir or 'its state folder'}/): give the folder (download the granules, with "
+                "earthaccess or aws s3 sync); reading S3 or searching NASA CMR takes a deployed stack "
                 "(granulemap start)"))
             summary["outputs"] = [str(out / "summary.json")]
             _write_whole(out / "summary.json", json.dumps(summary, indent=2))

@@ -286,6 +286,20 @@ class Atl06CellStats(Recipe):
             self._clear_parents_gone(bucket, store_key, store_layout, period, {c.parent_cell for c in cells.values()})
         return prepared
 
+    def product_notes(self, run: RunContext, params: BaseModel, bucket: Bucket) -> list[str]:
+        """The store's periods that share days with the run's, other than the run's own: a segment of a shared day is
+        in both time steps, and a sum over time counts it twice."""
+        start, end = _period(run)
+        store_layout = read_layout(s3_store(bucket.name, layout.output_key(self.name, run.config_id, STORE_NAME),
+                                            read_only=True))
+        overlapping = [(a, b) for a, b in (store_layout.periods if store_layout else ())
+                       if a <= end and start <= b and (a, b) != (start, end)]
+        if not overlapping:
+            return []
+        return [f"the store's period(s) {', '.join(f'{a}..{b}' for a, b in overlapping)} share days with this run's, "
+                f"{start}..{end}: the segments of those days are in both time steps (a sum over time counts them "
+                "twice; tell periods apart by time_bounds). Keep a store to whole months, one run each"]
+
     @staticmethod
     def _clear_parents_gone(bucket: Bucket, store_key: str, store_layout: StoreLayout, period: Period,
                             touched: set[int]) -> None:

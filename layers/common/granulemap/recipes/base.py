@@ -156,6 +156,12 @@ class Recipe(abc.ABC):
         """
         return None
 
+    def product_notes(self, run: RunContext, params: BaseModel, bucket: Bucket) -> list[str]:
+        """What a reader of the run's results should be told about the product it adds to, as ``prepare`` left it
+        (atl06-cell-stats: periods of its store that overlap the run's): each note goes into the summary, as
+        ``catalog_notes``' do. Called in BuildCatalog after ``prepare``, when the run has items. None by default."""
+        return []
+
     # --- science ----------------------------------------------------------------------------------------
     @abc.abstractmethod
     def process(self, item: Item, params: BaseModel, access: GranuleAccess, run: RunContext) -> dict[str, Any]:

@@ -413,8 +413,14 @@ def cells_not_written(attrs: dict[str, Any], cell_ids: np.ndarray, period: Perio
     ``period`` (dates, or its ``incomplete_periods`` key) did not write, from the store's attributes ``attrs``
     (``xr.open_zarr(...).attrs``): those of its failed parent cells; every cell while that run had not written the
     period. Mask them out (``ds.h_mean.where(~mask)``): they hold fill values or an earlier run's. The cells an
-    unreadable granule would have touched are unknown (``incomplete_periods`` lists such granules)."""
+    unreadable granule would have touched are unknown (``incomplete_periods`` lists such granules). A period the
+    store does not hold (a typo: "2019-3-01/2019-03-31", "March 2019") is a ValueError naming those it holds: a mask
+    of nothing would pass for "every cell written"."""
     key = period if isinstance(period, str) else period_name(period)
+    held = [f"{start}/{end}" for start, end in attrs.get("periods", [])]
+    if key not in held:
+        raise ValueError(f"the store holds no period {key!r}: its periods are {', '.join(held) or 'none'} "
+                         "(first day/last day, as ISO dates)")
     entry = (attrs.get(INCOMPLETE) or {}).get(key)
     cells = np.asarray(cell_ids, dtype=np.int64)
     if entry is None:
