@@ -268,6 +268,19 @@ def test_a_failure_is_printed_once_not_in_the_verdict_and_again_below(capsys) ->
     assert [line for line in lines if "day" in line or "no date" in line] == [f"note: {note}" for note in notes]
 
 
+def test_each_command_s_help_says_what_it_does() -> None:
+    """`granulemap run --help` began with its usage and options: what run does was only in `granulemap --help`."""
+    import argparse
+
+    from granulemap.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) >= {"run", "process", "recipes", "plot", "start", "status", "results", "estimate"}
+    for name, command in sub.choices.items():
+        said = next(choice.help for choice in sub._choices_actions if choice.dest == name)
+        assert command.format_help().split("\n\n")[1].replace("\n", " ").startswith(said[:1].upper() + said[1:15]), name
+
+
 def test_recompute_is_part_of_the_execution_input_only_when_asked() -> None:
     from granulemap.cli import build_parser, execution_input
 
@@ -293,6 +306,14 @@ def test_a_local_source_without_granules_in_range_is_explained(tmp_path) -> None
     why = why_no_granules(str(tmp_path), get_recipe("sst-global-mean"), dt.date(2018, 12, 1), dt.date(2018, 12, 31))
     assert "1 match recipe sst-global-mean's file-name pattern '*.nc', 1 of them dated from 2018-12-01 to " \
            "2018-12-31, which gave the recipe no items" in why  # an ATL06 track with no usable segment, say
+    # ATL06: a granule named 4 minutes before midnight may hold data of the next day, and is named for its own day
+    atl06 = tmp_path / "atl06"
+    atl06.mkdir()
+    (atl06 / "ATL06_20181013235645_02340114_209_01.h5").write_bytes(b"")
+    why = why_no_granules(str(atl06), get_recipe("atl06-cell-stats"), dt.date(2018, 10, 14), dt.date(2018, 10, 14))
+    assert why == (f"{atl06} holds 1 file: 1 match recipe atl06-cell-stats's file-name pattern 'ATL06_*.h5', 1 of "
+                   "them dated from 2018-10-14 to 2018-10-14 or close enough to hold data of those days (the recipe's "
+                   "data_span: named for 2018-10-13), which gave the recipe no items")
 
 
 def test_a_recipe_whose_granule_time_gives_nothing_is_named_with_what_to_define(tmp_path) -> None:
@@ -586,6 +607,26 @@ def test_an_interrupted_run_says_what_the_same_command_again_does(monkeypatch, c
     monkeypatch.setattr(cli, "cmd_run", interrupted)
     assert cli.main(["run", "--recipe", "sst-global-mean", "--start", "2018-12-31", "--end", "2018-12-31",
                      "--source", ".", "--out", "x", *recompute]) == 130
+    assert capsys.readouterr().err == says
+
+
+@pytest.mark.parametrize("raised, status, says", [
+    ("ctrl-c", 130, "granulemap: interrupted\n"),
+    ("sigterm", 143, "granulemap: stopped by SIGTERM\n"),
+])
+def test_a_command_interrupted_while_it_reads_its_arguments_says_so_in_one_line(
+        monkeypatch, capsys, raised, status, says) -> None:
+    """The parser's making imports boto3 and the commands' modules (most of a second on a busy machine): Ctrl-C or
+    a stop signal then gave a traceback through botocore's imports instead of the line it gives later."""
+    import signal as signals
+
+    from granulemap import cli
+
+    def interrupted_import():  # type: ignore[no-untyped-def]
+        raise cli.Stopped(signals.SIGTERM) if raised == "sigterm" else KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted_import)
+    assert cli.main(["run", "--recipe", "sst-global-mean"]) == status
     assert capsys.readouterr().err == says
 
 

@@ -411,6 +411,13 @@ def test_estimate_notes_a_range_longer_than_one_run_and_atl06_months_in_one_peri
     assert main(["estimate", "--recipe", "atl06-cell-stats", "--start", "2019-01-01", "--end", "2019-02-01"]) == 0
     (note,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
     assert note.startswith("note: atl06-cell-stats makes one entry of its product per run") and "--period" in note
+    # and what it costs as it is advised to be run: the two months' estimates, each asked for on its own
+    totals = []
+    for first, last in (("2019-01-01", "2019-01-31"), ("2019-02-01", "2019-02-01")):
+        assert main(["estimate", "--recipe", "atl06-cell-stats", "--start", first, "--end", last]) == 0
+        (total,) = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("total ")]
+        totals.append(float(total.split("$")[1]))
+    assert f"; as 2 runs, one a month, it costs ${sum(totals):.2f} in all" in note
     assert main(["estimate", "--recipe", "atl06-cell-stats", "--start", "2019-01-01", "--end", "2019-01-31"]) == 0
     assert "note: " not in capsys.readouterr().out
 

@@ -127,7 +127,7 @@ def test_sst_run_through_the_state_machine(engine: LocalEngine, source: Path, sy
     assert summary2["message"] == (
         f"granules: 0 computed, 4 skipped (already done), 0 failed. Note: {len(missing)} of the 31 days of "
         f"2018-12-01..2018-12-31 have no granule (none was found when the run started), so this run added no row "
-        f"for them: {', '.join(missing[:5])}, ...")
+        f"for them: {', '.join(missing[:5])} and {len(missing) - 5} more")
     assert list(csv.DictReader(io.StringIO(_get(engine, csv_key).decode()))) == rows
 
     # Stored results that are wrong (made by a version with a bug, say) stay until a run recomputes them.

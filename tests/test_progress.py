@@ -15,6 +15,11 @@ def test_progress_line_counts_rate_and_eta() -> None:
     # 33 of 36 found done before the Map (a year run again): the rate is of the items run, 1 in 10 s, 2 left → 20 s
     again = progress_line({"total": 36, "succeeded": 1, "skipped": 33, "found_done": 33, "failed": 0}, 10.0, width=36)
     assert again == f"[{'#' * 34}..] 34/36 items (1 ok, 33 skipped, 0 failed) 0.1 items/s, ETA 20 s"
+    # every item found done (the same range again): no "0.0 items/s", and none before the first item ends
+    every = progress_line({"total": 36, "succeeded": 0, "skipped": 36, "found_done": 36, "failed": 0}, 2.0, width=36)
+    assert every == f"[{'#' * 36}] 36/36 items (0 ok, 36 skipped, 0 failed)"
+    assert progress_line({"total": 4, "succeeded": 0, "skipped": 0, "failed": 0}, 2.0, width=4) == (
+        "[....] 0/4 items (0 ok, 0 skipped, 0 failed)")
 
 
 class _FakeEngine:

@@ -191,8 +191,11 @@ def why_no_granules(source: str, recipe: Recipe, start: dt.date, end: dt.date) -
     inside = sum(recipe.may_hold_data_in(t, start, end) for t in dated)
     found = f"{len(matching)} match recipe {recipe.name}'s file-name pattern {recipe.file_pattern!r}"
     if inside:  # granules in range, and still no item: the recipe found nothing to do in them
-        how = (f"named for {start} to {end} or close enough to hold data of it (the recipe's data_span)"
-               if recipe.data_span else f"dated from {start} to {end}")
+        near = sorted({utc_day(when) for when in dated if when is not None and recipe.may_hold_data_in(
+            when, start, end) and not start <= utc_day(when) <= end})
+        how = (f"dated from {start} to {end}" if not near else
+               f"dated from {start} to {end} or close enough to hold data of those days (the recipe's data_span: "
+               f"named for {first_of([str(day) for day in near], 3)})")
         found += f", {inside} of them {how}, which gave the recipe no items"
     elif dates:
         found += f", dated {dates[0]} to {dates[-1]} by their names, none from {start} to {end}"

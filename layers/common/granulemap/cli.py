@@ -342,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_cloud_commands(sub)
     add_estimate_command(sub)
+    for choice in sub._choices_actions:  # `granulemap run --help` says what run does, as `granulemap --help` does
+        command = sub.choices[choice.dest]
+        if command.description is None:
+            command.description = choice.help[:1].upper() + choice.help[1:] + "."
     return parser
 
 
@@ -363,7 +367,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
+    try:
+        args = _parse(argv)  # imports boto3 and the like: most of a second in which Ctrl-C gave a traceback
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc, "")
     try:
         return args.func(args)
     except InvalidInput as exc:
@@ -388,15 +395,19 @@ def main(argv: list[str] | None = None) -> int:
             return 3
         raise
     except KeyboardInterrupt as exc:
-        again = ("" if args.command != "run" else
-                 " (what was done is kept; the same command again computes everything again, as --recompute does: "
-                 "without --recompute it resumes)" if getattr(args, "recompute", False) else
-                 " (the same command again resumes: what was done is kept)")
-        if isinstance(exc, Stopped):
-            print(f"granulemap: stopped by {signal.Signals(exc.signum).name}{again}", file=sys.stderr)
-            return 128 + exc.signum
-        print(f"granulemap: interrupted{again}", file=sys.stderr)
-        return 130
+        return _interrupted(exc, "" if args.command != "run" else
+                            " (what was done is kept; the same command again computes everything again, as "
+                            "--recompute does: without --recompute it resumes)" if getattr(args, "recompute", False)
+                            else " (the same command again resumes: what was done is kept)")
+
+
+def _interrupted(exc: KeyboardInterrupt, again: str) -> int:
+    """One line for Ctrl-C or a stop signal, and the exit status a shell gives a command the signal ended."""
+    if isinstance(exc, Stopped):
+        print(f"granulemap: stopped by {signal.Signals(exc.signum).name}{again}", file=sys.stderr)
+        return 128 + exc.signum
+    print(f"granulemap: interrupted{again}", file=sys.stderr)
+    return 130
 
 
 class Stopped(KeyboardInterrupt):

@@ -178,8 +178,10 @@ def shortened(text: str, limit: int = CAUSE_LIMIT) -> str:
 
 
 def first_of(values: Sequence[object], shown: int) -> str:
-    """The first ``shown`` of ``values`` for a message, comma-separated, with "..." after them if there are more."""
-    return ", ".join(str(v) for v in values[:shown]) + (", ..." if len(values) > shown else "")
+    """The first ``shown`` of ``values`` for a message, comma-separated, with how many more there are ("a, b and 3
+    more"; a "..." there ran into the sentence's full stop)."""
+    more = len(values) - shown
+    return ", ".join(str(v) for v in values[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 _DISK_ADVICE = {errno.ENOSPC: "free space on that disk", errno.EDQUOT: "free space within your quota on that disk",

@@ -369,14 +369,34 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise InvalidInput(str(exc.args[0])) from None
     print(render(args.recipe, result))
-    for note in range_notes(recipe, start, end, settings.max_range_days):
+    monthly = None
+    if recipe.one_period_per_run and args.items is None:  # priced as it is advised to be run too
+        months = calendar_months(start, end)
+        if len(months) > 1:
+            monthly = (len(months), sum(estimate(args.recipe, first, last, memory, model, collection=collection,
+                                                 max_concurrency=args.max_concurrency
+                                                 or settings.default_max_concurrency).total_usd
+                                        for first, last in months))
+    for note in range_notes(recipe, start, end, settings.max_range_days, monthly):
         print(f"note: {note}")
     return 0
 
 
-def range_notes(recipe: Any, start: dt.date, end: dt.date, max_range_days: int) -> list[str]:
+def calendar_months(start: dt.date, end: dt.date) -> list[tuple[dt.date, dt.date]]:
+    """The calendar months of ``start``..``end``, as (first day, last day), the first and last cut to the range."""
+    months, first = [], start
+    while first <= end:
+        after = dt.date(first.year + first.month // 12, first.month % 12 + 1, 1)
+        months.append((first, min(end, after - dt.timedelta(days=1))))
+        first = after
+    return months
+
+
+def range_notes(recipe: Any, start: dt.date, end: dt.date, max_range_days: int,
+                monthly: tuple[int, float] | None = None) -> list[str]:
     """What a run of this range would meet that the price does not show: a range longer than one run may take, and a
-    range of several months for a recipe that makes one product entry per run."""
+    range of several months for a recipe that makes one product entry per run (``monthly``: the number of months and
+    their runs' cost, when priced)."""
     days = (end - start).days + 1
     notes = []
     if days > max_range_days:
@@ -384,9 +404,11 @@ def range_notes(recipe: Any, start: dt.date, end: dt.date, max_range_days: int) 
                      f"differ): start these {days} days as {math.ceil(days / max_range_days)} runs (this prices them "
                      "as one)")
     if recipe.one_period_per_run and (start.year, start.month) != (end.year, end.month):
+        priced = (f"; as {monthly[0]} runs, one a month, it costs ${monthly[1]:.2f} in all (each month's run has an "
+                  "item for every parent cell its granules cross: a cell crossed every month is an item each month)" if monthly else "")
         notes.append(f"{recipe.name} makes one entry of its product per run (one time step of its store): this range "
                      "would be one period; for monthly values run month by month (--period YYYY-MM: README, "
-                     "\"Backfilling years\")")
+                     f"\"Backfilling years\"){priced}")
     return notes
 
 

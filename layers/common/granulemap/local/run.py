@@ -22,8 +22,10 @@ def progress_line(counts: dict[str, Any], elapsed: float, width: int = 30) -> st
     the rate and the ETA."""
     total = counts.get("total")
     done = counts["succeeded"] + counts["skipped"] + counts["failed"]
-    rate = (done - counts.get("found_done", 0)) / elapsed if elapsed > 0 else 0.0
-    detail = f"({counts['succeeded']} ok, {counts['skipped']} skipped, {counts['failed']} failed) {rate:.1f} items/s"
+    ran = done - counts.get("found_done", 0)
+    rate = ran / elapsed if elapsed > 0 else 0.0
+    detail = (f"({counts['succeeded']} ok, {counts['skipped']} skipped, {counts['failed']} failed)"
+              + (f" {rate:.1f} items/s" if ran else ""))  # none yet, or every item found done: no rate to give
     if not total:
         return f"cataloguing... {elapsed:.0f} s" if total is None else "no items"
     filled = int(width * done / total)
