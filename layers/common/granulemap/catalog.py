@@ -390,7 +390,7 @@ def build_catalog(
         start, end)
     items = _unique_ids(recipe.prepare(items, run, params, bucket) or items)
     if items:
-        notes += recipe.product_notes(run, params, bucket)
+        notes = [*notes, *recipe.product_notes(run, params, bucket)]
     if not execution.recompute:
         items = mark_done(items, run, bucket)
     tolerance = (execution.tolerated_failure_percentage if execution.tolerated_failure_percentage is not None

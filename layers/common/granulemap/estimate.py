@@ -404,8 +404,9 @@ def range_notes(recipe: Any, start: dt.date, end: dt.date, max_range_days: int,
                      f"differ): start these {days} days as {math.ceil(days / max_range_days)} runs (this prices them "
                      "as one)")
     if recipe.one_period_per_run and (start.year, start.month) != (end.year, end.month):
-        priced = (f"; as {monthly[0]} runs, one a month, it costs ${monthly[1]:.2f} in all (each month's run has an "
-                  "item for every parent cell its granules cross: a cell crossed every month is an item each month)" if monthly else "")
+        priced = "" if not monthly else (
+            f"; as {monthly[0]} runs, one a month, it costs ${monthly[1]:.2f} in all (each month's run has an item for "
+            "every parent cell its granules cross: a cell crossed every month is an item each month)")
         notes.append(f"{recipe.name} makes one entry of its product per run (one time step of its store): this range "
                      "would be one period; for monthly values run month by month (--period YYYY-MM: README, "
                      f"\"Backfilling years\"){priced}")
