@@ -100,10 +100,12 @@ def test_the_input_s_tolerance_even_zero_and_its_concurrency_are_the_run_s(tmp_p
 
 
 def _atl06_catalog(monkeypatch: pytest.MonkeyPatch, made: list[Item], prepared: list[Item] | None) -> None:
-    """atl06-cell-stats' make_items and prepare replaced: they give ``made`` and ``prepared`` (None: the items kept)."""
+    """atl06-cell-stats' make_items and prepare replaced: they give ``made`` and ``prepared`` (None: the items kept);
+    and with no store made, product_notes has none to read (zarr's S3 client does not work under mock_aws)."""
     atl06 = type(get_recipe("atl06-cell-stats"))
     monkeypatch.setattr(atl06, "make_items", lambda self, granules, params, execution: list(made))
     monkeypatch.setattr(atl06, "prepare", lambda self, items, run, params, bucket: prepared)
+    monkeypatch.setattr(atl06, "product_notes", lambda self, run, params, bucket: [])
 
 
 def _granule(n: int) -> Granule:
