@@ -8,6 +8,7 @@ expiration_date; s3credentials: accessKeyId, secretAccessKey, sessionToken, expi
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import re
@@ -179,6 +180,8 @@ def _fetch_through_the_handler(ssm, capsys, logs: LogCapture,
     """FetchCredentials' handler with metrics on: (its output, the EMF metric records it printed, its log lines and
     all it printed)."""
     put_secure(ssm, TOKEN_PARAMETER, token)
+    with contextlib.suppress(ssm.exceptions.ParameterNotFound):  # an earlier call's, not a minute old: it would be
+        ssm.delete_parameter(Name=f"{PREFIX}/POCLOUD")  # this run's too, without the login this one replays
     reset_caches()  # a warm function reads a replaced parameter once Powertools' 5-minute cache has expired
     spec = {"function_name": "credential_fetcher", "code_dir": str(ROOT / "functions" / "credential_fetcher"),
             "handler": "app.handler", "memory_size": 512,
@@ -756,6 +759,34 @@ def test_credentials_stored_within_the_minute_are_not_replaced_however_often_ask
         refreshed = credentials.refresh_stored_credentials("POCLOUD", credentials.key_digest(current),
                                                            password_settings(), now=later)
         assert len(rs.calls) == 3 and refreshed.expires == credentials.parse_expiration(new["expiration"])
+
+
+def test_a_run_started_within_the_minute_of_a_login_uses_its_credentials(ssm) -> None:
+    """FetchCredentials for a run logged in whatever the stored credentials: runs started together (a backfill's
+    months) logged in once each, and a run event sent by recipe code (a Processor may invoke FetchCredentials) as
+    often as it was sent. Within RECENT_WRITE of their write, lasting beyond REFRESH_MARGIN, they are the run's; a run
+    after that, or with credentials near their end, logs in."""
+    put_secure(ssm, USERNAME_PARAMETER, "edl-user")
+    put_secure(ssm, PASSWORD_PARAMETER, "edl-password")
+    now = dt.datetime.now(dt.UTC)
+    current = daac_credentials("current", (now + dt.timedelta(minutes=50)).isoformat(sep=" ", timespec="seconds"))
+    ref = stored_ref(ssm, current)  # written now, by moto's clock
+    new = daac_credentials("new", (now + dt.timedelta(hours=1)).isoformat(sep=" ", timespec="seconds"))
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rs:
+        replay_edl(rs, username="edl-user", password="edl-password", edl_token="edl-bearer", creds=new)
+        for _ in range(3):
+            assert credentials.credentials_for_run("POCLOUD", password_settings(), now=now) == ref
+        assert len(rs.calls) == 0
+        later = now + credentials.RECENT_WRITE + dt.timedelta(seconds=5)
+        fetched = credentials.credentials_for_run("POCLOUD", password_settings(), now=later)
+        assert len(rs.calls) == 3 and fetched.expires == credentials.parse_expiration(new["expiration"])
+        # written just now, but ending within REFRESH_MARGIN: not a run's, which may last hours
+        soon = (now + credentials.REFRESH_MARGIN / 2).isoformat(sep=" ", timespec="seconds")
+        ending = daac_credentials("ending", soon)
+        stored_ref(ssm, ending)
+        credentials.credentials_for_run("POCLOUD", password_settings(), now=now)
+        assert len(rs.calls) == 6
+    assert credentials.credentials_for_run(None, password_settings()) is None  # a run that reads no DAAC data
 
 
 def test_without_the_stack_s_parameter_path_no_other_is_guessed() -> None:

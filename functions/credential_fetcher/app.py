@@ -7,7 +7,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from granulemap.credentials import edl_token_time_left, fetch_credentials, refresh_stored_credentials
+from granulemap.credentials import credentials_for_run, edl_token_time_left, refresh_stored_credentials
 from granulemap.events import CredentialsInvocation, RefreshEvent
 from granulemap.observability import SERVICE, logger, metrics, tracer
 from granulemap.settings import load_settings
@@ -24,7 +24,7 @@ def handler(event: CredentialsInvocation, context: LambdaContext) -> dict | None
             logger.append_keys(run=asked.run)  # a refresh's lines are found with the run's (README, Logs Insights)
         return refresh_stored_credentials(asked.daac, asked.stale, settings).model_dump(mode="json")
     logger.append_keys(run=event.root.run.run_id)  # every line of this invocation names its run
-    ref = fetch_credentials(event.root.run.daac, settings)
+    ref = credentials_for_run(event.root.run.daac, settings)
     if ref is None:
         return None
     left = edl_token_time_left(settings)  # template.yaml's EarthdataTokenExpiresSoonAlarm watches it

@@ -58,7 +58,8 @@ S3CREDENTIALS_TIMEOUT_SECONDS = 15.0
 
 RECENT_WRITE = dt.timedelta(seconds=60)
 """FetchCredentials does not log in again to replace credentials it stored this recently that still last beyond
-REFRESH_MARGIN, whoever asks (a Processor runs recipe code, which may invoke it): at most one login a minute."""
+REFRESH_MARGIN, whoever asks and how (a refresh, or a run's: a Processor runs recipe code, which may invoke it; a
+backfill starts its runs together): at most one login a minute."""
 
 REFRESH_INVOKE_TIMEOUT_SECONDS = 150.0
 """Longest wait for FetchCredentials to answer a Processor's refresh: its Timeout in template.yaml (120 s) and a cold
@@ -367,6 +368,33 @@ def fetch_credentials(provider: str | None, settings: Settings) -> CredentialsRe
     return ref
 
 
+def credentials_for_run(provider: str | None, settings: Settings, now: dt.datetime | None = None,
+                        ) -> CredentialsRef | None:
+    """FetchCredentials for a run: ``fetch_credentials``, unless the stored credentials were written less than
+    RECENT_WRITE ago and last beyond REFRESH_MARGIN (runs started together, or a run event sent by recipe code):
+    those are the answer, without a login."""
+    if provider is not None:
+        require_daac_region(provider, settings.aws_region)
+        name = parameter_name(provider, settings)
+        try:
+            stored, written = _get_stored(name)
+        except CredentialsUnavailable:
+            stored, written = None, None
+        if stored is not None and _written_lately(stored, written, now or utc_now()):
+            expires = parse_expiration(stored["expiration"])
+            logger.info("the credentials stored less than a minute ago are this run's too",
+                        extra={"parameter": name, "expires": expires.isoformat()})
+            return CredentialsRef(parameter=name, daac=provider, expires=expires)
+    return fetch_credentials(provider, settings)
+
+
+def _written_lately(stored: dict[str, str], written: dt.datetime | None, now: dt.datetime) -> bool:
+    """Whether stored credentials were written less than RECENT_WRITE ago and last beyond REFRESH_MARGIN: no login
+    replaces them."""
+    return (written is not None and now - written < RECENT_WRITE
+            and parse_expiration(stored["expiration"]) - now > REFRESH_MARGIN)
+
+
 def _read_stored(parameter: str) -> dict[str, str]:
     return _get_stored(parameter)[0]
 
@@ -413,7 +441,7 @@ def refresh_stored_credentials(provider: str, stale: str, settings: Settings,
             logger.info("the stored credentials were refreshed since the Processor read them: kept",
                         extra={"parameter": name, "expires": expires.isoformat()})
             return CredentialsRef(parameter=name, daac=provider, expires=expires)
-        if lasting and written is not None and now - written < RECENT_WRITE:
+        if _written_lately(stored, written, now):
             logger.warning("refresh refused: the stored credentials were written less than a minute ago and last "
                            "until %s", expires.isoformat(), extra={"parameter": name})
             return CredentialsRef(parameter=name, daac=provider, expires=expires)
