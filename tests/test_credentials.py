@@ -739,52 +739,36 @@ def test_a_processor_in_aws_without_its_fetch_credentials_function_says_so(monke
     assert callable(credentials.refresher(password_settings(credentials_function=FETCHER)))
 
 
-def test_credentials_stored_within_the_minute_are_not_replaced_however_often_asked(ssm) -> None:
-    """Recipe code in a Processor may invoke FetchCredentials itself, naming the stored credentials as stale: within
-    RECENT_WRITE of their write (and while they last beyond REFRESH_MARGIN) it answers with them and logs in at most
-    once a minute; after it, a refresh is made."""
+@pytest.mark.parametrize("asked_by", ["refresh", "run"])
+def test_credentials_stored_within_the_minute_are_not_replaced_however_often_asked(ssm, asked_by: str) -> None:
+    """Recipe code in a Processor may invoke FetchCredentials itself, naming the stored credentials as stale (a
+    refresh) or with a run's event, and a backfill starts its runs together (a run's own FetchCredentials logged in
+    whatever was stored): within RECENT_WRITE of their write, while they last beyond REFRESH_MARGIN, it answers with
+    them and logs in at most once a minute; after it, or with credentials near their end, it logs in."""
     put_secure(ssm, USERNAME_PARAMETER, "edl-user")
     put_secure(ssm, PASSWORD_PARAMETER, "edl-password")
     now = dt.datetime.now(dt.UTC)
     current = daac_credentials("current", (now + dt.timedelta(minutes=50)).isoformat(sep=" ", timespec="seconds"))
     ref = stored_ref(ssm, current)  # written now, by moto's clock
     new = daac_credentials("new", (now + dt.timedelta(hours=1)).isoformat(sep=" ", timespec="seconds"))
+
+    def ask(when: dt.datetime) -> Any:
+        if asked_by == "refresh":
+            return credentials.refresh_stored_credentials("POCLOUD", credentials.key_digest(current),
+                                                          password_settings(), now=when)
+        return credentials.credentials_for_run("POCLOUD", password_settings(), now=when)
+
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rs:
         replay_edl(rs, username="edl-user", password="edl-password", edl_token="edl-bearer", creds=new)
         for _ in range(3):
-            assert credentials.refresh_stored_credentials("POCLOUD", credentials.key_digest(current),
-                                                          password_settings(), now=now) == ref
+            assert ask(now) == ref
         assert len(rs.calls) == 0
         later = now + credentials.RECENT_WRITE + dt.timedelta(seconds=5)
-        refreshed = credentials.refresh_stored_credentials("POCLOUD", credentials.key_digest(current),
-                                                           password_settings(), now=later)
-        assert len(rs.calls) == 3 and refreshed.expires == credentials.parse_expiration(new["expiration"])
-
-
-def test_a_run_started_within_the_minute_of_a_login_uses_its_credentials(ssm) -> None:
-    """FetchCredentials for a run logged in whatever the stored credentials: runs started together (a backfill's
-    months) logged in once each, and a run event sent by recipe code (a Processor may invoke FetchCredentials) as
-    often as it was sent. Within RECENT_WRITE of their write, lasting beyond REFRESH_MARGIN, they are the run's; a run
-    after that, or with credentials near their end, logs in."""
-    put_secure(ssm, USERNAME_PARAMETER, "edl-user")
-    put_secure(ssm, PASSWORD_PARAMETER, "edl-password")
-    now = dt.datetime.now(dt.UTC)
-    current = daac_credentials("current", (now + dt.timedelta(minutes=50)).isoformat(sep=" ", timespec="seconds"))
-    ref = stored_ref(ssm, current)  # written now, by moto's clock
-    new = daac_credentials("new", (now + dt.timedelta(hours=1)).isoformat(sep=" ", timespec="seconds"))
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rs:
-        replay_edl(rs, username="edl-user", password="edl-password", edl_token="edl-bearer", creds=new)
-        for _ in range(3):
-            assert credentials.credentials_for_run("POCLOUD", password_settings(), now=now) == ref
-        assert len(rs.calls) == 0
-        later = now + credentials.RECENT_WRITE + dt.timedelta(seconds=5)
-        fetched = credentials.credentials_for_run("POCLOUD", password_settings(), now=later)
-        assert len(rs.calls) == 3 and fetched.expires == credentials.parse_expiration(new["expiration"])
-        # written just now, but ending within REFRESH_MARGIN: not a run's, which may last hours
+        assert ask(later).expires == credentials.parse_expiration(new["expiration"]) and len(rs.calls) == 3
+        # written just now, but ending within REFRESH_MARGIN: a run may last hours, a refresh is asked to replace them
         soon = (now + credentials.REFRESH_MARGIN / 2).isoformat(sep=" ", timespec="seconds")
-        ending = daac_credentials("ending", soon)
-        stored_ref(ssm, ending)
-        credentials.credentials_for_run("POCLOUD", password_settings(), now=now)
+        stored_ref(ssm, daac_credentials("ending", soon))
+        ask(now)
         assert len(rs.calls) == 6
     assert credentials.credentials_for_run(None, password_settings()) is None  # a run that reads no DAAC data
 
