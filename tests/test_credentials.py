@@ -229,6 +229,22 @@ def test_the_fetcher_warns_and_sets_off_the_alarm_when_the_token_will_not_last_u
     assert "expires on" not in printed
 
 
+def test_a_password_replaced_in_ssm_is_used_at_the_next_login_of_a_warm_function(ssm) -> None:
+    """README's fix for a refused password: replace it in SSM, then start the failed month again. A warm
+    FetchCredentials read its secrets through Powertools' 5-minute cache, and the run started at once logged in with
+    the old password, refused again."""
+    put_secure(ssm, USERNAME_PARAMETER, "edl-user")
+    put_secure(ssm, PASSWORD_PARAMETER, "old-password")
+    creds = daac_credentials("k", "2030-01-01 01:00:00+00:00")
+    with responses.RequestsMock() as rs:
+        replay_edl(rs, username="edl-user", password="old-password", edl_token="t-old", creds=creds)
+        credentials.fetch_credentials("POCLOUD", password_settings())
+    put_secure(ssm, PASSWORD_PARAMETER, "new-password")  # no cache cleared: the same (warm) process
+    with responses.RequestsMock() as rs:  # every request must be made: the new password's basic auth among them
+        replay_edl(rs, username="edl-user", password="new-password", edl_token="t-new", creds=creds)
+        credentials.fetch_credentials("POCLOUD", password_settings())
+
+
 def test_a_run_without_daac_data_needs_no_credentials_anywhere(ssm) -> None:
     with responses.RequestsMock():  # no HTTP at all
         assert credentials.fetch_credentials(None, password_settings(aws_region="eu-west-1")) is None

@@ -121,7 +121,9 @@ def _read_secret(name: str, what: str) -> str:
     from aws_lambda_powertools.utilities import parameters
 
     try:
-        return parameters.get_parameter(name, decrypt=True, max_age=300)  # type: ignore[return-value]
+        # Read anew each time (a login or two a run, at most one a minute): a warm FetchCredentials kept a replaced
+        # password or token for Powertools' 5 minutes, and the run started again at once after it failed again.
+        return parameters.get_parameter(name, decrypt=True, force_fetch=True)  # type: ignore[return-value]
     except parameters.exceptions.GetParameterError as exc:
         cause = exc.__context__  # Powertools wraps the ClientError without chaining it as the cause
         code = cause.response.get("Error", {}).get("Code", "") if isinstance(cause, ClientError) else ""
