@@ -317,6 +317,18 @@ def test_status_shows_the_current_state_and_the_map_runs_item_counts(stack, caps
     assert re.fullmatch(r"\[#{30}\] 5/5 items \(2 ok, 2 skipped, 1 failed\) [0-9.]+ items/s", lines[5])
 
 
+def test_status_shows_the_granules_that_failed_in_items_that_succeeded(capsys, monkeypatch) -> None:
+    """An SST item's granules fail alone: the alert said "2 of its 28 granules failed" and status, which it names
+    first, said "0 failed" (items). Aggregate's counts, when it has returned them (tests/test_pipeline_local.py reads
+    them from a real execution history), are shown too."""
+    found = cloud.RunStatus(execution_arn="arn", status="SUCCEEDED", current_state="Done", items=None,
+                            granules={"total": 28, "succeeded": 26, "failed": 2, "skipped": 0})
+    monkeypatch.setattr(cloud, "run_status", lambda arn: found)
+    assert main(["status", "arn"]) == 0
+    assert "granules: 26 computed, 0 skipped (already done), 2 failed of 28: granulemap results lists them" in (
+        capsys.readouterr().out.splitlines())
+
+
 def test_status_of_a_run_with_every_item_found_done_says_the_map_had_nothing_to_run(stack, capsys) -> None:
     arn = start(capsys, "--start", "2018-12-01", "--end", "2018-12-31", "--collection", "ALL-DONE")
     wait(arn)
@@ -368,7 +380,17 @@ def test_status_of_a_failed_run_shows_the_error_and_exits_1(stack, capsys) -> No
     lines = capsys.readouterr().out.splitlines()
     assert lines[1:] == ["status: FAILED", "run: sst-global-mean, 2018-12-01..2018-12-31", "state: CatalogFailed",
                          "items: the Map has not started",
-                         "error: CatalogFailed: CMR refused the search"]
+                         "error: CatalogFailed: CMR refused the search",
+                         # what the operator does next, the alert having named only status and results
+                         f"to run it again once the cause is mended: granulemap start --stack {STACK} --region "
+                         f"{REGION} --recipe sst-global-mean --start 2018-12-01 --end 2018-12-31, with the input's "
+                         "collection as options too"]
+    arn = start(capsys, "--period", "2018-12", "--collection", "NO-SUCH-COLLECTION")  # a month: checked whole again
+    wait(arn)
+    assert main(["status", arn]) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"to run it again once the cause is mended: granulemap start --stack {STACK} --region {REGION} --recipe "
+        "sst-global-mean --period 2018-12, with the input's collection as options too")
 
 
 # ---- results --------------------------------------------------------------------------------------------------
@@ -477,8 +499,25 @@ def test_results_before_a_summary_exists_say_why(stack, capsys, tmp_path: Path) 
     assert main(["results", arn, "--out", str(tmp_path), "--stack", STACK]) == 1
     err = capsys.readouterr().err
     assert f"no s3://{BUCKET}/{layout.summary_key(desc['name'])}" in err
-    assert "the run is FAILED (CatalogFailed: CMR refused the search)" in err
+    assert "the run is FAILED (CatalogFailed: CMR refused the search). It ended before Aggregate" in err
+    assert "expire" not in err  # it was never written: no hint that it expired
     assert list(tmp_path.iterdir()) == []
+    # one that ended longer ago than the stack keeps run data: it expired
+    describe = cloud.describe_stack
+
+    def keeping(days: str) -> Any:
+        def described(*args: Any, **kwargs: Any) -> cloud.Stack:
+            found = describe(*args, **kwargs)
+            return cloud.Stack(found.name, found.state_machine_arn, found.bucket,
+                               {**found.parameters, "RunDataRetentionDays": days})
+        return described
+
+    for days, says in (("0", "Run data expire after RunDataRetentionDays (0 days), and this run ended 0 days ago"),
+                       ("90", "It ended before Aggregate")):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(cloud, "describe_stack", keeping(days))
+            assert main(["results", arn, "--stack", STACK]) == 1
+        assert says in capsys.readouterr().err
 
 
 def test_results_ask_for_the_stack_when_no_stack_owns_the_state_machine(stack, capsys, tmp_path: Path) -> None:

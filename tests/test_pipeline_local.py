@@ -213,6 +213,11 @@ def test_corrupt_granule_fails_alone_and_the_others_of_its_item_are_kept(engine:
     (item,) = json.loads(_get(engine, layout.manifest_key(run_id)))  # December 30 and 31: one dekad, one item
     assert summary["items"] == {"total": 1, "succeeded": 1, "failed": 0, "skipped": 0}
     assert summary["granules"] == {"total": 2, "succeeded": 1, "failed": 1, "skipped": 0}
+    # what granulemap status reads of them in the execution history (its item succeeded: "0 failed" items)
+    from granulemap import cloud
+
+    sfn = engine.client("stepfunctions")
+    assert cloud._aggregated_granules(cloud._newest_events(sfn, tolerant["executionArn"])) == summary["granules"]
     (failure,) = summary["failures"]
     assert failure["item"] == item["id"] and failure["granule"] == bad.name
     assert failure["error"] == "GranuleUnreadable"
@@ -230,6 +235,7 @@ def test_corrupt_granule_fails_alone_and_the_others_of_its_item_are_kept(engine:
     assert strict["status"] == "FAILED"
     assert strict["error"] == "TooManyFailures"
     assert "1 of 2 granules failed" in strict["cause"]
+    assert cloud._aggregated_granules(cloud._newest_events(sfn, strict["executionArn"])) is None  # Aggregate raised
 
     # The file becomes readable under the same name (it had not finished arriving, say): the next run finds the item
     # not done and computes it again, whole.

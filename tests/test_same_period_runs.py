@@ -42,6 +42,8 @@ def test_a_run_of_the_period_and_configuration_an_earlier_execution_runs_is_refu
     message = str(refused.value)
     assert "monthly-2019-03" in message and other.arn in message
     assert "2019-03-01..2019-03-31" in message and "Nothing was written" in message
+    region = other.arn.split(":")[3]  # the command reaches the run whatever region the AWS CLI is set to
+    assert f"aws stepfunctions stop-execution --region {region} --execution-arn {other.arn})" in message
     # a start time read by boto3 on a machine whose clock is not UTC (botocore gives it in local time) is said in UTC
     paris = dt.timezone(dt.timedelta(hours=1))
     with pytest.raises(RunInProgress, match=r"started 2019-04-01 06:00:00 UTC"):

@@ -529,7 +529,8 @@ def test_a_run_that_ends_badly_is_told_once_to_the_alert_topic_and_nothing_else_
             bodies += [json.loads(m["Body"]) for m in batch]
             sqs.delete_message_batch(QueueUrl=queue, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
                                                               for i, m in enumerate(batch)])
-    expected = [f"granulemap run sst-{name} ended {status} (error {ERRORS[status]}). Why: granulemap status "
+    expected = [f"granulemap run sst-{name} ended {status} (error {ERRORS[status]}). Why, and how to run it again: "
+                f"granulemap status "
                 f"{sent[name]['detail']['executionArn']}. Every failed item and granule: granulemap results "
                 f"{sent[name]['detail']['executionArn']}" for name, (status, _, told) in cases.items() if told]
     assert sorted(bodies) == sorted(expected)

@@ -325,7 +325,8 @@ def refuse_a_second_run_of_the_period(plan: RunPlan, earlier: Iterable[OtherRun]
                 f"execution {other.name} (started {as_utc(other.started):%Y-%m-%d %H:%M:%S} UTC) is running "
                 f"{plan.recipe.name} {plan.config_id} over {plan.start}..{plan.end} too: two runs of one period at "
                 f"once would each rewrite its results. Nothing was written. Let it end (granulemap status "
-                f"{other.arn}) or stop it (aws stepfunctions stop-execution --execution-arn {other.arn}), then start "
+                f"{other.arn}) or stop it (aws stepfunctions stop-execution --region {other.arn.split(':')[3]} "
+                f"--execution-arn {other.arn}), then start "
                 "this run again")
 
 

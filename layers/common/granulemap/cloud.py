@@ -187,6 +187,11 @@ class RunStatus:
     "previous-month", resolved when it started."""
     catalogued: CatalogRef | None = None
     """The catalog from BuildCatalog's output (its items, and those found done); None before it wrote it."""
+    granules: dict[str, int] | None = None
+    """A per-granule recipe's granule counts from Aggregate's output (an item's granules fail alone, so its items
+    may all succeed with granules failed); None before Aggregate has returned, or when it raised."""
+    again: str | None = None
+    """For a run that failed: the command that starts its range again (only what is missing is computed)."""
 
 
 def _what_it_runs(desc: dict[str, Any]) -> str | None:
@@ -199,13 +204,53 @@ def _what_it_runs(desc: dict[str, Any]) -> str | None:
     return f"{execution.recipe}, {start}..{end}"
 
 
-def _current_state(sfn: Any, execution_arn: str) -> str | None:
-    """The state most recently entered, from the newest history events."""
+def _newest_events(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:
+    """The execution's newest history events, newest first."""
     page = sfn.get_execution_history(executionArn=execution_arn, reverseOrder=True, maxResults=100)
     # Newest first by event id, whichever order the page came in (moto ignores reverseOrder).
-    for event in sorted(page["events"], key=lambda e: e["id"], reverse=True):
+    return sorted(page["events"], key=lambda e: e["id"], reverse=True)
+
+
+PIPELINE_SUFFIX = "-pipeline"
+"""template.yaml names the state machine STACK-pipeline."""
+
+
+def _start_again(desc: dict[str, Any]) -> str | None:
+    """The ``granulemap start`` command that runs a failed execution's range again: its month as ``--period`` when it
+    named one (checked whole, as the schedule's is), else its dates; None for an input BuildCatalog refuses."""
+    try:
+        execution = parse_model(ExecutionInput, json.loads(desc.get("input") or "null"), "execution input")
+    except (InvalidInput, ValueError):
+        return None
+    start, end = execution.date_range(now=desc["startDate"])
+    state_machine = desc["stateMachineArn"]
+    name = state_machine.rsplit(":", 1)[-1]
+    stack = name.removesuffix(PIPELINE_SUFFIX) if name.endswith(PIPELINE_SUFFIX) else "STACK"
+    dates = f"--period {start:%Y-%m}" if execution.period else f"--start {start} --end {end}"
+    others = sorted(execution.model_fields_set - {"recipe", "start", "end", "period"})
+    return (f"granulemap start --stack {stack} --region {region_of(state_machine)} --recipe {execution.recipe} {dates}"
+            + (f", with the input's {', '.join(others)} as options too" if others else ""))
+
+
+def _current_state(newest: list[dict[str, Any]]) -> str | None:
+    """The state most recently entered."""
+    for event in newest:
         if event["type"].endswith("StateEntered"):
             return str(event["stateEnteredEventDetails"]["name"])
+    return None
+
+
+def _aggregated_granules(newest: list[dict[str, Any]]) -> dict[str, int] | None:
+    """The granule counts of Aggregate's output (ResultPath $.result), if it has returned them."""
+    for event in newest:
+        details = event.get("stateExitedEventDetails") or {}
+        if details.get("name") != "Aggregate":
+            continue
+        try:
+            granules = json.loads(details["output"])["result"]["granules"]
+            return {key: int(granules[key]) for key in ("total", "succeeded", "failed", "skipped")}
+        except (ValueError, TypeError, KeyError, AttributeError):  # not JSON, no granules (not a per-granule recipe)
+            return None
     return None
 
 
@@ -243,10 +288,13 @@ def _catalogued(sfn: Any, execution_arn: str) -> CatalogRef | None:
 def run_status(execution_arn: str) -> RunStatus:
     sfn = _client("stepfunctions", region_of(execution_arn))
     desc = sfn.describe_execution(executionArn=execution_arn)
+    newest = _newest_events(sfn, execution_arn)
     return RunStatus(
         execution_arn=execution_arn,
         status=desc["status"],
-        current_state=_current_state(sfn, execution_arn),
+        current_state=_current_state(newest),
+        granules=_aggregated_granules(newest),
+        again=_start_again(desc) if desc["status"] in FAILED_STATUSES else None,
         items=_item_counts(sfn, execution_arn),
         error=desc.get("error"),
         cause=readable_cause(desc.get("cause"), desc.get("error")),
@@ -278,8 +326,7 @@ def fetch_results(execution_arn: str, out: Path | None, stack_name: str | None =
         said = [desc.get("error"), readable_cause(desc.get("cause"), desc.get("error"))]  # a stop may give neither
         if desc["status"] in FAILED_STATUSES and any(said):
             why += f" ({': '.join(part for part in said if part)})"
-        return (f"no s3://{stack.bucket}/{key}: {why}. Aggregate writes it at the end of a run; "
-                "run data expire after RunDataRetentionDays")
+        return f"no s3://{stack.bucket}/{key}: {why}. {_why_no_summary(desc, stack)}"
     summary["execution"] = {"arn": execution_arn, "status": desc["status"]}
     if out is None:
         summary["outputs"] = [f"s3://{stack.bucket}/{o}" for o in summary.get("outputs", [])]  # summary.json's too
@@ -293,6 +340,22 @@ def fetch_results(execution_arn: str, out: Path | None, stack_name: str | None =
     summary["outputs"] = local + [str(out / "summary.json")]
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _why_no_summary(desc: dict[str, Any], stack: Stack) -> str:
+    """Why a run's summary.json is not in the bucket: not written yet, not reached (the run ended before Aggregate),
+    or expired (runs/ objects last RunDataRetentionDays)."""
+    if desc["status"] == "RUNNING":
+        return "Aggregate writes it at the end of the run"
+    ended, retention = desc.get("stopDate"), stack.parameters.get("RunDataRetentionDays")
+    if ended is not None and str(retention or "").isdigit():
+        age = (dt.datetime.now(ended.tzinfo or dt.UTC) - ended).days
+        if age >= int(str(retention)):
+            return (f"Run data expire after RunDataRetentionDays ({retention} days), and this run ended {age} days "
+                    "ago")
+    if desc["status"] == "SUCCEEDED":
+        return "Aggregate wrote it at the end of the run: it was deleted since, or expired (RunDataRetentionDays)"
+    return "It ended before Aggregate, which writes it: granulemap status says why, and how to run it again"
 
 
 def print_summary(summary: dict[str, Any], file: Any = None, failures_shown: int | None = 20) -> None:
@@ -396,8 +459,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             done = {"total": c["total"] + found_done, "succeeded": c["succeeded"], "skipped": found_done,
                     "found_done": found_done, "failed": c["failed"] + c["aborted"] + c["timedOut"]}
             print(progress_line(done, c["elapsed_seconds"]))
+    if st.granules:  # an item's granules fail alone: its items may all have succeeded
+        g = st.granules
+        print(f"granules: {g['succeeded']} computed, {g['skipped']} skipped (already done), {g['failed']} failed of "
+              f"{g['total']}" + (": granulemap results lists them" if g["failed"] else ""))
     if st.error:
         print(f"error: {st.error}: {st.cause or ''}")
+    if st.again:  # what is done is kept: the same range again computes the rest
+        wait = (" (after a TooManyFailures, wait 15 minutes: the Map's last items may still be finishing)"
+                if st.error == "TooManyFailures" else "")
+        print(f"to run it again once the cause is mended: {st.again}{wait}")
     return 1 if st.status in FAILED_STATUSES else 0
 
 
