@@ -203,6 +203,13 @@ def test_plot_of_a_store_with_periods_draws_the_one_asked_for(tmp_path: Path, ca
     assert select_period(day, None)[1] == ", 2019-04-01..2019-04-30"
     assert select_period(day, dt.date(2019, 4, 13))[1] == ", 2019-04-13..2019-04-13"
     assert select_period(day, dt.date(2019, 4, 12))[1] == ", 2019-04-01..2019-04-30"
+    # the month's last day run before it: both end on its last day, and the latest is the longer, the month
+    last = day.copy()
+    last["time"] = ("time", np.array(["2019-03-01", "2019-04-30", "2019-04-01"], "datetime64[ns]"),
+                    {"bounds": "time_bounds"})
+    last["time_bounds"] = (("time", "nv"), np.array([["2019-03-01", "2019-04-01"], ["2019-04-30", "2019-05-01"],
+                                                     ["2019-04-01", "2019-05-01"]], "datetime64[ns]"))
+    assert select_period(last, None)[1] == ", 2019-04-01..2019-04-30"
 
     store = tmp_path / "periods.zarr"
     ds.to_zarr(store, zarr_format=3, consolidated=False)

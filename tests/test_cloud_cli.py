@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import re
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -383,14 +384,37 @@ def test_status_of_a_failed_run_shows_the_error_and_exits_1(stack, capsys) -> No
                          "error: CatalogFailed: CMR refused the search",
                          # what the operator does next, the alert having named only status and results
                          f"to run it again once the cause is mended: granulemap start --stack {STACK} --region "
-                         f"{REGION} --recipe sst-global-mean --start 2018-12-01 --end 2018-12-31, with the input's "
-                         "collection as options too"]
+                         f"{REGION} --recipe sst-global-mean --start 2018-12-01 --end 2018-12-31 --collection "
+                         "NO-SUCH-COLLECTION"]
     arn = start(capsys, "--period", "2018-12", "--collection", "NO-SUCH-COLLECTION")  # a month: checked whole again
     wait(arn)
     assert main(["status", arn]) == 1
     assert capsys.readouterr().out.splitlines()[-1] == (
         f"to run it again once the cause is mended: granulemap start --stack {STACK} --region {REGION} --recipe "
-        "sst-global-mean --period 2018-12, with the input's collection as options too")
+        "sst-global-mean --period 2018-12 --collection NO-SUCH-COLLECTION")
+
+
+def test_the_command_to_run_a_failed_range_again_gives_back_its_input() -> None:
+    """status's "to run it again" command, parsed as granulemap start parses it, is the failed run's input: its
+    parameters, bbox, source and other options (a float as given), and its month as a period; a scheduled run's
+    "previous-month" the month it ran. None for an input that was refused (it would be refused again)."""
+    from granulemap.cli import build_parser, execution_input
+
+    doc = {"recipe": "sst-box-mean", "start": "2019-03-01", "end": "2019-03-31", "source": f"s3://{BUCKET}/mur/",
+           "collection": "MUR-JPL-L4-GLOB-v4.1", "bbox": [-170.5, -5, -120, 5.25],
+           "params": {"box": [-170, -5, -120, 5]},
+           "max_concurrency": 7, "tolerated_failure_percentage": 2.5, "group": "granule", "recompute": True}
+    desc = {"input": json.dumps(doc), "status": "FAILED", "error": "TooManyFailures",
+            "startDate": dt.datetime(2019, 4, 5, 6, tzinfo=dt.UTC),
+            "stateMachineArn": f"arn:aws:states:{REGION}:123456789012:stateMachine:{STACK}-pipeline"}
+    words = shlex.split(cloud._start_again(desc))
+    assert words[:7] == ["granulemap", "start", "--stack", STACK, "--region", REGION, "--recipe"]
+    assert execution_input(build_parser().parse_args(words[1:])) == doc
+    scheduled = {**desc, "input": json.dumps({"recipe": "sst-global-mean", "period": "previous-month"})}
+    assert cloud._start_again(scheduled).endswith("--recipe sst-global-mean --period 2019-03")
+    assert cloud._start_again({**desc, "error": "InvalidInput"}) is None
+    other = {**desc, "stateMachineArn": f"arn:aws:states:{REGION}:123456789012:stateMachine:renamed"}
+    assert "--stack STACK " in cloud._start_again(other)  # a state machine not named by the template: a placeholder
 
 
 # ---- results --------------------------------------------------------------------------------------------------
@@ -502,22 +526,38 @@ def test_results_before_a_summary_exists_say_why(stack, capsys, tmp_path: Path) 
     assert "the run is FAILED (CatalogFailed: CMR refused the search). It ended before Aggregate" in err
     assert "expire" not in err  # it was never written: no hint that it expired
     assert list(tmp_path.iterdir()) == []
-    # one that ended longer ago than the stack keeps run data: it expired
-    describe = cloud.describe_stack
+    # Why there is none, by how the run ended: never written (a state before Aggregate failed), Aggregate's own
+    # failure, or written (it wrote it before raising TooManyFailures) and deleted or expired since.
+    client = cloud._client
+    now = dt.datetime.now(dt.UTC)
 
-    def keeping(days: str) -> Any:
-        def described(*args: Any, **kwargs: Any) -> cloud.Stack:
-            found = describe(*args, **kwargs)
-            return cloud.Stack(found.name, found.state_machine_arn, found.bucket,
-                               {**found.parameters, "RunDataRetentionDays": days})
-        return described
+    def ended(status: str, error: str | None, days_ago: int) -> Any:
+        def made(service: str, region: str | None = None) -> Any:
+            made_client = client(service, region)
+            if service == "stepfunctions":
+                describe = made_client.describe_execution
+                made_client.describe_execution = lambda **kw: {
+                    **describe(**kw), "status": status, "error": error, "cause": None,
+                    "stopDate": now - dt.timedelta(days=days_ago)}
+            return made_client
+        return made
 
-    for days, says in (("0", "Run data expire after RunDataRetentionDays (0 days), and this run ended 0 days ago"),
-                       ("90", "It ended before Aggregate")):
+    for status, error, days_ago, says in (
+            ("FAILED", "CatalogFailed", 400, "It ended before Aggregate, which writes it"),  # never, however old
+            ("FAILED", "AggregateFailed", 1, "Aggregate failed before writing it"),
+            ("FAILED", "TooManyFailures", 2, "Aggregate wrote it: it was deleted since, or expired"),
+            ("FAILED", "TooManyFailures", 8, "Run data expire after RunDataRetentionDays (7 days): this run ended 8 "
+                                             "days ago"),
+            ("SUCCEEDED", None, 8, "Run data expire after RunDataRetentionDays (7 days)")):
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(cloud, "describe_stack", keeping(days))
+            found = cloud.describe_stack(STACK)
+            patch.setattr(cloud, "describe_stack", lambda *a, **k: cloud.Stack(
+                found.name, found.state_machine_arn, found.bucket, {**found.parameters, "RunDataRetentionDays": "7"}))
+            patch.setattr(cloud, "_client", ended(status, error, days_ago))
             assert main(["results", arn, "--stack", STACK]) == 1
-        assert says in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert says in err, (status, error, err)
+        assert ("expire" in err) == (days_ago == 8 or "deleted" in says), err
 
 
 def test_results_ask_for_the_stack_when_no_stack_owns_the_state_machine(stack, capsys, tmp_path: Path) -> None:

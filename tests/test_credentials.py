@@ -789,6 +789,27 @@ def test_credentials_stored_within_the_minute_are_not_replaced_however_often_ask
     assert credentials.credentials_for_run(None, password_settings()) is None  # a run that reads no DAAC data
 
 
+@pytest.mark.parametrize("damaged", ["not json", '{"accessKeyId": "k"}', '["k"]',
+                                     '{"accessKeyId": "k", "secretAccessKey": "s", "sessionToken": "t", '
+                                     '"expiration": "soon"}'])
+def test_a_damaged_credentials_parameter_is_written_anew_by_the_next_run(ssm, damaged: str) -> None:
+    """A stored-credentials parameter that holds no credentials (edited by hand, say): a run's FetchCredentials,
+    which now reads it first, failed on it (JSONDecodeError, KeyError), and so did every later run; it logs in and
+    writes it anew, as it did before. A Processor reading it is told what it is, naming the parameter, not its value."""
+    put_secure(ssm, USERNAME_PARAMETER, "edl-user")
+    put_secure(ssm, PASSWORD_PARAMETER, "edl-password")
+    name = f"{PREFIX}/POCLOUD"
+    put_secure(ssm, name, damaged)
+    with pytest.raises(CredentialsUnavailable, match=f"parameter {name} does not hold DAAC credentials") as told:
+        credentials._read_stored(name)
+    assert damaged not in str(told.value)
+    new = daac_credentials("new", "2030-01-01 01:00:00+00:00")
+    with responses.RequestsMock() as rs:  # every request made: the login, and s3credentials
+        replay_edl(rs, username="edl-user", password="edl-password", edl_token="edl-bearer", creds=new)
+        ref = credentials.credentials_for_run("POCLOUD", password_settings())
+    assert ref.parameter == name and credentials._read_stored(name) == new
+
+
 def test_without_the_stack_s_parameter_path_no_other_is_guessed() -> None:
     """The credentials' SSM path comes from template.yaml (per stack, the only one IAM grants); a Settings without it
     used a path of its own, which no stack's policy allows."""

@@ -217,7 +217,7 @@ def test_status_and_results_of_an_aborted_run_exit_1_and_say_why(stack, capsys, 
 
     # a stop that gave no reason (moto's, or `aws stepfunctions stop-execution` without --error/--cause): no "(: None)"
     assert main(["results", arn, "--stack", STACK]) == 1
-    assert "the run is ABORTED. It ended before Aggregate, which writes it: granulemap status says why" in (
+    assert "the run is ABORTED. It ended before Aggregate wrote it, or Aggregate's was deleted since" in (
         capsys.readouterr().err)
     monkeypatch.setattr(cloud, "_client", with_stop_reason)
     assert main(["status", arn]) == 1

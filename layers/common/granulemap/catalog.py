@@ -222,7 +222,7 @@ def _refuse_items_too_large_for_the_map(manifest: list[dict[str, Any]], run: Run
     granules or more: a long range over a polar cell, a coarse parent_order; or a run whose parameters are large)
     would fail its child execution, or the state that records its failure, with States.DataLimitExceeded, which no
     Catch records; refused before anything starts."""
-    run_size = len(run.model_dump_json())
+    run_size = len(run.model_dump_json().encode())  # UTF-8 bytes, as Step Functions counts (pydantic does not escape)
     sizes = [(len(json.dumps(entry, separators=(",", ":"))), entry) for entry in manifest]
     too_large = [(size, entry) for size, entry in sizes if size + run_size > CHILD_INPUT_LIMIT]
     if not too_large:
@@ -377,7 +377,7 @@ def build_catalog(
     if execution.source is not None and recipe.one_granule_a_day:
         _refuse_two_granules_of_a_day(granules, recipe, execution.source)
     items = _unique_ids(recipe.make_items(granules, params, execution))
-    notes = recipe.catalog_notes(granules, params) if items else []
+    notes = list(recipe.catalog_notes(granules, params)) if items else []
     # A folder that gave nothing: what it holds, for the summary (the name of a subfolder the granules are in, say).
     none_found = why_no_granules(execution.source, recipe, start, end) if execution.source and not items else None
     undated_files = undated_note(execution.source, recipe, undated) if execution.source and items else None
@@ -391,7 +391,7 @@ def build_catalog(
         start, end)
     items = _unique_ids(recipe.prepare(items, run, params, bucket) or items)
     if items:
-        notes = [*notes, *recipe.product_notes(run, params, bucket)]
+        notes += recipe.product_notes(run, params, bucket)
     if not execution.recompute:
         items = mark_done(items, run, bucket)
     tolerance = (execution.tolerated_failure_percentage if execution.tolerated_failure_percentage is not None

@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import json
 import re
+import shlex
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -22,8 +23,8 @@ from botocore.exceptions import ClientError
 
 from granulemap import layout
 from granulemap.errors import InvalidInput, StorageThrottled, readable_cause
-from granulemap.models import (FIRST_FAILURES, PREVIOUS_MONTH, CatalogRef, ExecutionInput, Failure, counted,
-                               parse_model)
+from granulemap.models import (FIRST_FAILURES, PREVIOUS_MONTH, CatalogRef, ExecutionInput, Failure, as_utc,
+                               counted, parse_model)
 from granulemap.settings import DAAC_REGION, Settings
 from granulemap.storage import Bucket, download_objects, split_s3_url
 
@@ -216,8 +217,11 @@ PIPELINE_SUFFIX = "-pipeline"
 
 
 def _start_again(desc: dict[str, Any]) -> str | None:
-    """The ``granulemap start`` command that runs a failed execution's range again: its month as ``--period`` when it
-    named one (checked whole, as the schedule's is), else its dates; None for an input BuildCatalog refuses."""
+    """The ``granulemap start`` command that runs a failed execution's range again, with its input's options: its
+    month as ``--period`` when it named one (checked whole, as the schedule's is), else its dates. None for an input
+    the model or BuildCatalog refused (InvalidInput: the same input again is refused again)."""
+    if desc.get("error") == "InvalidInput":
+        return None
     try:
         execution = parse_model(ExecutionInput, json.loads(desc.get("input") or "null"), "execution input")
     except (InvalidInput, ValueError):
@@ -226,10 +230,21 @@ def _start_again(desc: dict[str, Any]) -> str | None:
     state_machine = desc["stateMachineArn"]
     name = state_machine.rsplit(":", 1)[-1]
     stack = name.removesuffix(PIPELINE_SUFFIX) if name.endswith(PIPELINE_SUFFIX) else "STACK"
-    dates = f"--period {start:%Y-%m}" if execution.period else f"--start {start} --end {end}"
-    others = sorted(execution.model_fields_set - {"recipe", "start", "end", "period"})
-    return (f"granulemap start --stack {stack} --region {region_of(state_machine)} --recipe {execution.recipe} {dates}"
-            + (f", with the input's {', '.join(others)} as options too" if others else ""))
+    words = ["granulemap", "start", "--stack", stack, "--region", region_of(state_machine),
+             "--recipe", execution.recipe, *(["--period", f"{start:%Y-%m}"] if execution.period else
+                                              ["--start", str(start), "--end", str(end)])]
+    given = execution.model_dump(exclude_defaults=True)  # the options the run was given, as granulemap start takes them
+    for field in ("source", "collection", "max_concurrency", "tolerated_failure_percentage", "group"):
+        if field in given:
+            words += [f"--{field.replace('_', '-')}", f"{given[field]:g}" if isinstance(given[field], float)
+                      else str(given[field])]
+    if "bbox" in given:
+        words += ["--bbox", *(f"{edge:g}" for edge in given["bbox"])]
+    for key, value in given.get("params", {}).items():
+        words += ["--param", f"{key}={json.dumps(value)}"]
+    if given.get("recompute"):
+        words.append("--recompute")
+    return shlex.join(words)
 
 
 def _current_state(newest: list[dict[str, Any]]) -> str | None:
@@ -342,20 +357,29 @@ def fetch_results(execution_arn: str, out: Path | None, stack_name: str | None =
     return summary
 
 
+NEVER_AGGREGATED = {"InvalidInput", "CatalogFailed", "CredentialsFailed"}
+"""The errors of the state machine's Fail states before Aggregate (statemachine/pipeline.asl.json)."""
+
+
 def _why_no_summary(desc: dict[str, Any], stack: Stack) -> str:
-    """Why a run's summary.json is not in the bucket: not written yet, not reached (the run ended before Aggregate),
-    or expired (runs/ objects last RunDataRetentionDays)."""
+    """Why a run's summary.json is not in the bucket: not written yet, never written (the run ended before Aggregate
+    wrote it), or written and since deleted or expired (runs/ objects last RunDataRetentionDays)."""
     if desc["status"] == "RUNNING":
         return "Aggregate writes it at the end of the run"
-    ended, retention = desc.get("stopDate"), stack.parameters.get("RunDataRetentionDays")
-    if ended is not None and str(retention or "").isdigit():
-        age = (dt.datetime.now(ended.tzinfo or dt.UTC) - ended).days
-        if age >= int(str(retention)):
-            return (f"Run data expire after RunDataRetentionDays ({retention} days), and this run ended {age} days "
-                    "ago")
-    if desc["status"] == "SUCCEEDED":
-        return "Aggregate wrote it at the end of the run: it was deleted since, or expired (RunDataRetentionDays)"
-    return "It ended before Aggregate, which writes it: granulemap status says why, and how to run it again"
+    error = desc.get("error")
+    if error in NEVER_AGGREGATED:
+        return "It ended before Aggregate, which writes it: granulemap status says why, and how to run it again"
+    if error == "AggregateFailed":
+        return "Aggregate failed before writing it: granulemap status says why, and how to run it again"
+    if desc["status"] == "SUCCEEDED" or error == "TooManyFailures":  # Aggregate wrote it (before it raised)
+        ended, retention = desc.get("stopDate"), stack.parameters.get("RunDataRetentionDays")
+        if ended is not None and str(retention or "").isdigit():
+            age = (dt.datetime.now(dt.UTC) - as_utc(ended)).days
+            if age >= int(str(retention)):
+                return f"Run data expire after RunDataRetentionDays ({retention} days): this run ended {age} days ago"
+        return "Aggregate wrote it: it was deleted since, or expired (RunDataRetentionDays)"
+    return ("It ended before Aggregate wrote it, or Aggregate's was deleted since: granulemap status says where it "
+            "stopped")
 
 
 def print_summary(summary: dict[str, Any], file: Any = None, failures_shown: int | None = 20) -> None:
@@ -499,7 +523,8 @@ def add_cloud_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
                                         f"{DEFAULT_REGION}, where samconfig.toml deploys it)")
     start.set_defaults(func=cmd_start, talks_to_aws=True)
 
-    status = sub.add_parser("status", help="status, current state and item counts of a run (exit 1 if it failed)")
+    status = sub.add_parser("status", help="status, current state and item counts of a run, and for one that failed "
+                                           "its error and the command that runs it again (exit 1 if it failed)")
     status.add_argument("execution_arn", metavar="EXECUTION_ARN", help=EXECUTION_ARN_HELP)
     status.set_defaults(func=cmd_status, talks_to_aws=True)
 

@@ -414,7 +414,17 @@ def _get_stored(parameter: str) -> tuple[dict[str, str], dt.datetime | None]:
                 f"the temporary credentials parameter {parameter} does not exist: FetchCredentials stores it"
             ) from None
         raise
-    return json.loads(found["Value"]), found.get("LastModifiedDate")
+    try:  # what a person or a half-finished write may have left: not credentials
+        stored = json.loads(found["Value"])
+        if not isinstance(stored, dict) or not all(isinstance(stored.get(key), str) for key in _CREDENTIAL_KEYS):
+            raise ValueError("not the credentials' fields")
+        parse_expiration(stored["expiration"])
+    except ValueError:
+        raise CredentialsUnavailable(
+            f"the temporary credentials parameter {parameter} does not hold DAAC credentials (JSON with "
+            f"{', '.join(_CREDENTIAL_KEYS)}): FetchCredentials writes it anew at a run's start (start the run again)"
+        ) from None
+    return stored, found.get("LastModifiedDate")
 
 
 def key_digest(creds: dict[str, str]) -> str:

@@ -323,7 +323,7 @@ class CatalogRef(_Strict):
     notes: list[str] = Field(default_factory=list)
     """What BuildCatalog tells a reader of the results (Aggregate puts them in the summary's notes): the files of a
     ``source`` folder that match the recipe's pattern but whose names give no date, which no run reads
-    (catalog.undated_note), and the recipe's ``catalog_notes``."""
+    (catalog.undated_note), and the recipe's ``catalog_notes`` and ``product_notes``."""
 
     @model_validator(mode="before")
     @classmethod

@@ -178,7 +178,7 @@ def period_png_name(store: str, variable: str, first: dt.date, last: dt.date) ->
 def select_period(ds: xr.Dataset, when: dt.date | None) -> tuple[xr.Dataset, str]:
     """The one period of a store with a ``time`` dimension (and its title suffix): the one whose time bounds
     [first day, day after the last day) contain ``when`` (of overlapping ones, the one that starts last), or the latest
-    (of the periods that end last, the one that starts last). A store without ``time`` is returned as is.
+    (of the periods that end last, the longest). A store without ``time`` is returned as is.
     """
     ds, period = _one_period(ds, when)
     return ds, _period_title(period)
@@ -207,8 +207,8 @@ def _one_period(ds: xr.Dataset, when: dt.date | None) -> tuple[xr.Dataset, tuple
         return ds, None
     starts = ds["time"].values.astype("datetime64[D]")
     bounds = ds["time_bounds"].values.astype("datetime64[D]") if "time_bounds" in ds else np.c_[starts, starts + 1]
-    if when is None:  # the latest: of the periods that end last, the one that starts last (a month, not a day of an
-        t = int(np.lexsort((starts, bounds[:, 1]))[-1])  # earlier month run into the same store after it)
+    if when is None:  # the latest: of the periods that end last, the longest (a month, not its last day run before it)
+        t = int(np.lexsort((-starts.astype(np.int64), bounds[:, 1]))[-1])
     else:
         day = np.datetime64(when, "D")
         inside = np.flatnonzero((bounds[:, 0] <= day) & (day < bounds[:, 1]))
