@@ -333,7 +333,7 @@ def test_a_recipes_catalog_notes_reach_the_summary_after_the_undated_files_note(
 
     def catalog_notes(self, granules, params):  # type: ignore[no-untyped-def]
         seen.append([g.url for g in granules])
-        return [f"{len(granules)} granule(s) looked at"]
+        return (f"{len(granules)} granule(s) looked at",)  # a tuple: any sequence of notes (a list was assumed)
 
     monkeypatch.setattr(type(recipe), "catalog_notes", catalog_notes)
     doc = {"recipe": "sst-global-mean", "start": "2018-12-31", "end": "2018-12-31", "source": str(tmp_path)}
