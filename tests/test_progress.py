@@ -41,3 +41,31 @@ def test_plain_lines_when_not_a_terminal() -> None:
     assert len(lines) == 2 and "\r" not in stream.getvalue()
     assert lines[0].startswith("[....") and " 0/4 items" in lines[0]
     assert lines[1].startswith("[####") and " 4/4 items (4 ok" in lines[1]
+
+
+def test_a_run_that_ended_in_its_catalog_ends_without_a_cataloguing_line() -> None:
+    """BuildCatalog failed (a month missing days, say): the last progress line said "cataloguing... 0 s" under the
+    failure, as if it were still at it."""
+    stream = io.StringIO()
+    engine = _FakeEngine()
+    engine.counts["total"] = None
+    show = _Progress(engine, enabled=True, stream=stream, every=0.0)  # type: ignore[arg-type]
+    show()
+    assert stream.getvalue().startswith("cataloguing... ")
+    show(final=True)
+    assert stream.getvalue().count("\n") == 1  # the live line only
+
+
+def test_on_a_terminal_the_cataloguing_line_is_cleared_when_the_run_ends_in_its_catalog() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    engine = _FakeEngine()
+    engine.counts["total"] = None
+    show = _Progress(engine, enabled=True, stream=stream, every=0.0)  # type: ignore[arg-type]
+    show.every = 0.0  # a terminal's redraws are 0.2 s apart
+    show()
+    show(final=True)
+    assert stream.getvalue().startswith("\rcataloguing... ") and stream.getvalue().endswith("\r" + " " * 100 + "\r")

@@ -49,7 +49,13 @@ class _Progress:
         if not self.enabled or (not final and now - self.last < self.every):
             return
         self.last = now
-        line = progress_line(self.engine.item_counts(), now - self.started)
+        counts = self.engine.item_counts()
+        if final and counts.get("total") is None:  # the run ended in its catalog: not "cataloguing..." to the last
+            if self.tty:  # the live line cleared, for what follows to start a line of its own
+                self.stream.write("\r" + " " * 100 + "\r")
+                self.stream.flush()
+            return
+        line = progress_line(counts, now - self.started)
         if self.tty:
             self.stream.write("\r" + line.ljust(100) + ("\n" if final else ""))
         else:
