@@ -126,9 +126,12 @@ def test_two_items_of_one_id_are_refused_whether_made_or_prepared(tmp_path: Path
              Item(id="20190301-20190331-p6-7-same", granules=[_granule(2)])]
     distinct = [Item(id="20190301-20190331-p6-7-a", granules=[_granule(1)]),
                 Item(id="20190301-20190331-p6-8-b", granules=[_granule(2)])]
-    for run_id, made, prepared in (("run-made", twins, None), ("run-prepared", distinct, twins)):
+    for run_id, made, prepared, step in (("run-made", twins, None, "make_items"),
+                                         ("run-prepared", distinct, twins, "prepare")):
         _atl06_catalog(monkeypatch, made, prepared)
-        with pytest.raises(InvalidInput, match="same item id"):
+        # the step that made them is named (the message blamed the input's source folder)
+        with pytest.raises(InvalidInput, match=rf"recipe atl06-cell-stats's {step}\(\) gave more than one item the "
+                                               r"same id: \['20190301-20190331-p6-7-same'\]"):
             build_catalog(doc, run_id, Settings(bucket=BUCKET), bucket)
         assert bucket.get_json_or_none(layout.manifest_key(run_id)) is None
     _atl06_catalog(monkeypatch, distinct, None)

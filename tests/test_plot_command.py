@@ -242,6 +242,20 @@ def test_a_folder_named_zarr_that_is_no_store_is_refused_in_one_line(tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.zarr"]
 
 
+def test_a_recipe_s_own_zarr_store_without_healpix_cells_is_named_as_such(tmp_path: Path, capsys) -> None:
+    """A user recipe's store (weeks × boxes, say): plot said it had "no variable 'h_mean' per cell; variables: " with
+    nothing listed."""
+    import numpy as np
+    import xarray as xr
+
+    store = tmp_path / "weekly.zarr"
+    xr.Dataset({"warm_fraction": (("week",), np.array([0.1, 0.2]))}).to_zarr(store, zarr_format=3, consolidated=False)
+    assert main(["plot", str(store), "--column", "warm_fraction"]) == 2
+    err = capsys.readouterr().err
+    assert f"{store} is not a store of HEALPix cells" in err and "(variables: warm_fraction)" in err
+    assert "Traceback" not in err and sorted(p.name for p in tmp_path.iterdir()) == ["weekly.zarr"]
+
+
 def test_a_picture_that_cannot_be_written_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
     """Where the picture cannot go (a read-only place; here /proc, where not even root makes a file)."""
     csv = tmp_path / "global_mean_sst.csv"

@@ -369,6 +369,7 @@ def test_a_run_keeps_the_other_granules_and_says_where_one_failed(odd_recipe, sy
     (failure,) = summary["failures"]
     assert failure["where"] == f"odd_recipes.py:{_line_of('MISTAKE-LINE')} in mistake"
     assert f"(at odd_recipes.py:{_line_of('MISTAKE-LINE')} in mistake)" in printed
+    assert "the same command again computes only what failed" in printed  # exit 0: said, not only listed
     days = [line.split(",")[2] for line in (out / "day.csv").read_text().splitlines()[1:]]
     assert days == ["1", "3"]
     # The granule's traceback is in the Processor's "granule failed" log line (CloudWatch in AWS).
@@ -439,6 +440,11 @@ def test_notes_that_fail_leave_the_products_and_say_so(odd_recipe, synthetic_mon
     (note,) = summary["notes"]
     assert note.startswith("the recipe's notes could not be made: ZeroDivisionError: division by zero (at odd_recipes")
     assert len((out / "day.csv").read_text().splitlines()) == 4  # the header and three days
+    # and its traceback is in the functions' log, as README says of a recipe's errors (it was nowhere)
+    logged = [json.loads(line) for line in (out / "logs" / "functions.log").read_text().splitlines()
+              if line.startswith("{") and "notes could not be made" in line]
+    (line,) = logged
+    assert line["recipe"] == "sst-odd-day" and "ZeroDivisionError" in line["exception"], line
 
 
 @pytest.mark.parametrize("error", ["ReadTimeoutError", "ResponseStreamingError", "EndpointConnectionError"])

@@ -30,6 +30,7 @@ from granulemap.errors import (
 )
 from granulemap.models import (FIRST_FAILURES, AggregatorEvent, Failure, Item, ItemCounts, Summary, as_utc, counted,
                                days_without_a_granule, exceeds_tolerance)
+from granulemap.observability import logger
 from granulemap.processing import failure_record
 from granulemap.provenance import provenance_record
 from granulemap.recipes import Recipe, failed_at, get_recipe
@@ -250,6 +251,7 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
             notes = recipe.notes(found.results, params)
         except Exception as exc:  # noqa: BLE001 - the products are written: the run stands, without its notes
             notes = [f"the recipe's notes could not be made: {_what_failed(recipe, exc)}"]
+            logger.exception("the recipe's notes could not be made", extra={"recipe": recipe.name})  # the traceback
     provenance_key = layout.provenance_key(run.recipe, run.config_id, run.run_id)
     granules = found.granules if recipe.per_granule else None  # counts of items that are not single granules' results
     bucket.put_json(provenance_key, provenance_record(run, items, found.items, granules, found.failures))
@@ -286,7 +288,7 @@ def aggregate(event: AggregatorEvent, bucket: Bucket) -> Summary:
 def _written(recipe: Recipe, outputs: object, bucket: Bucket) -> tuple[list[str], str | None]:
     """What ``combine`` returned, checked: the keys it wrote that are in the bucket (an object, or a prefix such as a
     Zarr store's), and why the run has no products if it did not return the list of keys it wrote there."""
-    advice = "the results are stored and are used again: mend the recipe and run the same range again"
+    advice = "The results are stored and are used again: mend the recipe and run the same range again"
     if not isinstance(outputs, (list, tuple)) or not all(isinstance(key, str) for key in outputs):
         return [], (f"recipe {recipe.name}'s combine() returned {shortened(repr(outputs))}: it must return the list "
                     f"of the bucket keys it wrote ([] if none). {advice}")
@@ -331,9 +333,9 @@ def recipe_failure(recipe: Recipe, exc: Exception) -> str:
         return f"recipe {recipe.name} refused to combine the results into its products: {shortened(str(exc))}"
     if isinstance(exc, ProductDamaged):  # not the recipe's code: its message says what to do
         return f"recipe {recipe.name} could not combine the results into its products: {shortened(str(exc))}"
-    advice = ("the results process() returned are stored and would be used again: once the recipe is mended, run "
+    advice = ("The results process() returned are stored and would be used again: once the recipe is mended, run "
               "the range again with --recompute" if isinstance(exc, RecipeResultInvalid) else
-              "the results are stored and are used again: mend the recipe and run the same range again")
+              "The results are stored and are used again: mend the recipe and run the same range again")
     return f"recipe {recipe.name} could not combine the results into its products: {_what_failed(recipe, exc)}. {advice}"
 
 

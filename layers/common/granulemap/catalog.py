@@ -263,10 +263,13 @@ def _repeated(ids: Iterable[str]) -> list[str]:
     return [i for i, n in Counter(ids).items() if n > 1]
 
 
-def _unique_ids(items: list[Item]) -> list[Item]:
+def _unique_ids(items: list[Item], recipe: Recipe, step: str) -> list[Item]:
+    """``items`` if their ids are unique; else InvalidInput naming the recipe's step that made them."""
     duplicates = _repeated(item.id for item in items)
     if duplicates:
-        raise InvalidInput(f"field 'source': several granules map to the same item id: {duplicates[:5]}")
+        raise InvalidInput(f"recipe {recipe.name}'s {step}() gave more than one item the same id: {duplicates[:5]}. "
+                           "An item's id is the key its result is stored and reused under: each must be unique, and "
+                           "change when its granules do (granulemap.grouping.item_of makes such items)")
     return items
 
 
@@ -376,7 +379,7 @@ def build_catalog(
                                f"once (two records of one granule?): {twice[:5]}")
     if execution.source is not None and recipe.one_granule_a_day:
         _refuse_two_granules_of_a_day(granules, recipe, execution.source)
-    items = _unique_ids(recipe.make_items(granules, params, execution))
+    items = _unique_ids(recipe.make_items(granules, params, execution), recipe, "make_items")
     notes = list(recipe.catalog_notes(granules, params)) if items else []
     # A folder that gave nothing: what it holds, for the summary (the name of a subfolder the granules are in, say).
     none_found = why_no_granules(execution.source, recipe, start, end) if execution.source and not items else None
@@ -389,7 +392,7 @@ def build_catalog(
     _refuse_items_too_large_for_the_map(
         [item.model_dump(mode="json", exclude_defaults=True, exclude=without_footprints) for item in items], run,
         start, end)
-    items = _unique_ids(recipe.prepare(items, run, params, bucket) or items)
+    items = _unique_ids(recipe.prepare(items, run, params, bucket) or items, recipe, "prepare")
     if items:
         notes += recipe.product_notes(run, params, bucket)
     if not execution.recompute:

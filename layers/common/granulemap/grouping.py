@@ -41,7 +41,10 @@ def dekad_of(day: dt.date) -> tuple[int, int, int]:
     return day.year, day.month, min((day.day - 1) // 10, 2)
 
 
-def _group_item(granules: list[Granule]) -> Item:
+def item_of(granules: list[Granule]) -> Item:
+    """An item of ``granules`` (in time order) whose id names them: a lone granule's file name, else the first and last
+    day, the count and a hash of the file names. An item's id is the key its result is stored, and reused, under:
+    a recipe's ``make_items`` gives each item an id that changes when its granules do, as this one does."""
     if len(granules) == 1:
         return Item(id=item_id_for(granules[0].url), granules=granules)
     names = "\n".join(sorted(g.url.rsplit("/", 1)[-1] for g in granules))
@@ -61,5 +64,5 @@ def group_granules(granules: list[Granule], grouping: Grouping) -> list[Item]:
     for _, members in groupby(timed, key=lambda g: dekad_of(utc_day(g.time))):  # type: ignore[union-attr]
         group = list(members)
         for i in range(0, len(group), MAX_GRANULES_PER_ITEM):
-            items.append(_group_item(group[i:i + MAX_GRANULES_PER_ITEM]))
+            items.append(item_of(group[i:i + MAX_GRANULES_PER_ITEM]))
     return items + group_granules(untimed, "granule")

@@ -88,6 +88,10 @@ def plot_result(result: Path, column: str | None = None, out: Path | None = None
             raise InvalidInput(f"{result} is not a Zarr store xarray can open ({type(exc).__name__}: {exc}): give "
                                "the .zarr folder a run wrote") from None
         per_cell = [name for name in ds.data_vars if "cells" in ds[name].dims]  # not time_bounds
+        if "cell_ids" not in ds.coords or not per_cell:  # a recipe's own store: plot draws HEALPix cell stores only
+            raise InvalidInput(f"{result} is not a store of HEALPix cells (a 'cells' dimension with 'cell_ids', as "
+                               "atl06-cell-stats writes): granulemap plot draws those and CSV time series only; draw "
+                               f"this one with xarray (variables: {', '.join(map(str, ds.data_vars)) or 'none'})")
         if column not in per_cell:
             raise InvalidInput(f"{result} has no variable {column!r} per cell; variables: {', '.join(per_cell)}")
         ds, period = _one_period(ds, when)
