@@ -95,12 +95,13 @@ def test_a_slug_that_would_leave_the_recipes_folders_is_refused(label: str) -> N
     from granulemap.errors import InvalidInput
     from granulemap.recipes.base import Recipe
 
-    class Params(BaseModel):
+    class LabelParams(BaseModel):
         label: str
 
     class Labelled(Recipe):
         name = "labelled"
         description = "a recipe named by a parameter"
+        Params = LabelParams
 
         def slug(self, params):  # type: ignore[no-untyped-def]
             return params.label
@@ -112,5 +113,16 @@ def test_a_slug_that_would_leave_the_recipes_folders_is_refused(label: str) -> N
             return []
 
     with pytest.raises(InvalidInput, match=re.escape(f"recipe labelled: slug() gave {label!r}, which names S3 keys")):
-        Labelled().config_id(Params(label=label))
-    assert Labelled().config_id(Params(label="v1.2_b-3")).startswith("v1.2_b-3-")
+        Labelled().config_id(LabelParams(label=label))
+    assert Labelled().config_id(LabelParams(label="v1.2_b-3")).startswith("v1.2_b-3-")
+    # and with the input's other checks, before anything runs (granulemap run and start call it first)
+    from granulemap import catalog
+    from granulemap.settings import Settings
+
+    doc = {"recipe": "labelled", "start": "2019-01-01", "end": "2019-01-31", "collection": "C",
+           "params": {"label": label}}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(catalog, "get_recipe", lambda name: Labelled())
+        with pytest.raises(InvalidInput, match=re.escape(f"slug() gave {label!r}")):
+            catalog.validate_input(doc, Settings(bucket="bkt"))
+        catalog.validate_input({**doc, "params": {"label": "fine"}}, Settings(bucket="bkt"))

@@ -44,7 +44,9 @@ def validate_input(raw: object, settings: Settings, now: dt.datetime | None = No
     """Everything that can be wrong with the input, checked before any work: raises InvalidInput naming the field."""
     execution = parse_model(ExecutionInput, raw, "execution input")
     recipe = get_recipe(execution.recipe)
-    recipe.parse_params(execution.params)
+    # a slug() that cannot name the configuration's folders: refused here, before anything is written (was in
+    # BuildCatalog: a FAILED run, its out folder made)
+    recipe.config_id(recipe.parse_params(execution.params), execution)
     start, end = execution.date_range(now)
     today = as_utc(now or dt.datetime.now(dt.UTC)).date()
     if execution.period not in (None, PREVIOUS_MONTH) and end >= today:

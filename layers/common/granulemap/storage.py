@@ -45,6 +45,16 @@ NETWORK_ERRORS = (ConnectionError, HTTPClientError, IncompleteReadError)
 """botocore's errors of the network itself (no connection, a timeout, a response cut short): worth a retry."""
 
 
+def zarr_store(bucket: str, key: str, *, read_only: bool = False) -> Any:
+    """The Zarr store at s3://bucket/key (zarr's FsspecStore), with fresh listings (a cached listing could hide
+    another writer's keys): what a recipe opens, ``zarr.open_group(zarr_store(bucket.name, key), mode="a")``, to keep
+    a store of its own in the bucket, as atl06-cell-stats does. zarr is imported only when a store is made."""
+    from zarr.storage import FsspecStore
+
+    return FsspecStore.from_url(f"s3://{bucket}/{key.rstrip('/')}", read_only=read_only,
+                                storage_options={"use_listings_cache": False})
+
+
 def translate_s3_error(exc: Exception, what: str) -> Exception:
     if isinstance(exc, NETWORK_ERRORS):
         return StorageThrottled(f"S3 did not answer while {what}: {exc}")

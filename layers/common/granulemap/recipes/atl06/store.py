@@ -49,6 +49,7 @@ import zarr
 from zarr.abc.store import Store
 
 from granulemap.errors import GranulemapError, PermanentItemError, ProductDamaged, StorageThrottled, first_of
+from granulemap.storage import zarr_store as s3_store  # noqa: F401 - the store's name here, used by atl06-cell-stats
 from granulemap.recipes.atl06.cells import children, children_per_parent
 from granulemap.recipes.atl06.stats import STATISTICS, CellStatistics
 
@@ -206,16 +207,6 @@ class StoreLayout:
         return cls(str(attrs["store_id"]), int(attrs["parent_order"]), int(attrs["child_order"]),
                    tuple(int(p) for p in attrs["parent_cells"]),
                    tuple((dt.date.fromisoformat(s), dt.date.fromisoformat(e)) for s, e in attrs["periods"]))
-
-
-def s3_store(bucket: str, key: str, *, read_only: bool = False) -> Store:
-    """The Zarr store at s3://bucket/key, with fresh listings (a cached listing could hide another writer's keys)."""
-    from zarr.storage import FsspecStore
-
-    return FsspecStore.from_url(
-        f"s3://{bucket}/{key.rstrip('/')}", read_only=read_only,
-        storage_options={"use_listings_cache": False},
-    )
 
 
 def read_layout(store: Store) -> StoreLayout | None:
