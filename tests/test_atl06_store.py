@@ -25,10 +25,10 @@ from granulemap.recipes.atl06.store import (
     grow,
     read_layout,
     read_period,
-    s3_store,
     storage_errors,
     write_parent,
 )
+from granulemap.storage import zarr_store
 
 from test_atl06_synthetic_granule import (  # noqa: F401  (fixtures are imported by name, for pytest)
     N_CHILDREN,
@@ -67,7 +67,7 @@ def test_two_writers_on_neighbouring_parent_cells_lose_nothing(moto_s3: MotoS3, 
     run = catalogued.catalog.run
     pair = [i for i in catalogued.items if i.extra.get("parent_cell") in (SITE.parent, SITE.neighbour)]
     assert len(pair) == 2
-    store = s3_store(moto_s3.bucket, layout.output_key(run.recipe, run.config_id, "atl06-cell-stats.zarr"))
+    store = zarr_store(moto_s3.bucket, layout.output_key(run.recipe, run.config_id, "atl06-cell-stats.zarr"))
     t = catalogued.time_index()
     group = zarr.open_group(store, mode="r+")
     for name in STATISTICS:  # wipe what the sequential pass wrote, so only the concurrent writers count
@@ -108,7 +108,7 @@ def test_two_writers_on_neighbouring_parent_cells_lose_nothing(moto_s3: MotoS3, 
 
 def test_each_period_and_parent_is_exactly_one_chunk_of_its_own(moto_s3: MotoS3) -> None:
     key = "outputs/atl06-cell-stats/chunk-test/atl06-cell-stats.zarr"
-    store = s3_store(moto_s3.bucket, key)
+    store = zarr_store(moto_s3.bucket, key)
     store_layout = grow(store, 6, 12, [SITE.neighbour, SITE.parent, SITE.empty_parent], MARCH)
     assert store_layout.parents == tuple(sorted([SITE.neighbour, SITE.parent, SITE.empty_parent]))
     for parent in store_layout.parents:
@@ -127,7 +127,7 @@ def test_each_period_and_parent_is_exactly_one_chunk_of_its_own(moto_s3: MotoS3)
 
 def test_growing_appends_periods_and_parents_and_moves_nothing(moto_s3: MotoS3) -> None:
     key = "outputs/atl06-cell-stats/growth-test/atl06-cell-stats.zarr"
-    store = s3_store(moto_s3.bucket, key)
+    store = zarr_store(moto_s3.bucket, key)
     march = grow(store, 6, 12, [SITE.parent, SITE.neighbour], MARCH)
     for parent, heights in ((SITE.parent, (1.0, 2.0)), (SITE.neighbour, (3.0, 4.0))):
         write_parent(store, march.store_id, parent, MARCH, _two_cells(parent, heights))
@@ -160,7 +160,7 @@ def test_growing_appends_periods_and_parents_and_moves_nothing(moto_s3: MotoS3) 
 
 def test_a_processor_refuses_a_store_or_region_it_was_not_catalogued_for(moto_s3: MotoS3) -> None:
     key = "outputs/atl06-cell-stats/mismatch-test/atl06-cell-stats.zarr"
-    store = s3_store(moto_s3.bucket, key)
+    store = zarr_store(moto_s3.bucket, key)
     made = grow(store, 6, 12, [SITE.parent], MARCH)
     empty = cell_statistics(np.empty(0, np.int64), np.empty(0), np.empty(0))
     with pytest.raises(OutputStoreMismatch, match="start the execution again"):
@@ -171,7 +171,7 @@ def test_a_processor_refuses_a_store_or_region_it_was_not_catalogued_for(moto_s3
         write_parent(store, made.store_id, SITE.parent, APRIL, empty)
     with pytest.raises(OutputStoreMismatch, match="orders 6/12, not 6/13"):
         grow(store, 6, 13, [SITE.parent], MARCH)
-    gone = s3_store(moto_s3.bucket, "outputs/atl06-cell-stats/never-made/atl06-cell-stats.zarr")
+    gone = zarr_store(moto_s3.bucket, "outputs/atl06-cell-stats/never-made/atl06-cell-stats.zarr")
     with pytest.raises(OutputStoreMismatch, match="found no output store"):
         write_parent(gone, made.store_id, SITE.parent, MARCH, empty)
 
@@ -186,7 +186,7 @@ def test_s3_failures_are_retried_unless_the_key_is_missing_or_refused() -> None:
 
 
 def test_a_store_left_half_made_is_made_again(moto_s3: MotoS3) -> None:
-    store = s3_store(moto_s3.bucket, "outputs/atl06-cell-stats/half-made/atl06-cell-stats.zarr")
+    store = zarr_store(moto_s3.bucket, "outputs/atl06-cell-stats/half-made/atl06-cell-stats.zarr")
     zarr.create_group(store, overwrite=True, attributes={"title": "a BuildCatalog that died here"})
     assert read_layout(store) is None
     made = grow(store, 6, 12, [SITE.parent], MARCH)
@@ -196,7 +196,7 @@ def test_a_store_left_half_made_is_made_again(moto_s3: MotoS3) -> None:
 
 def test_a_store_that_is_not_ours_is_never_replaced(moto_s3: MotoS3) -> None:
     key = "outputs/atl06-cell-stats/foreign/atl06-cell-stats.zarr"
-    store = s3_store(moto_s3.bucket, key)
+    store = zarr_store(moto_s3.bucket, key)
     made = grow(store, 6, 12, [SITE.parent], MARCH)
     write_parent(store, made.store_id, SITE.parent, MARCH, _two_cells(SITE.parent, (1.0, 2.0)))
     group = zarr.open_group(store, mode="r+")
@@ -210,7 +210,7 @@ def test_a_store_that_is_not_ours_is_never_replaced(moto_s3: MotoS3) -> None:
 
 def test_a_period_is_read_in_bounded_batches_of_the_parents_asked_for(moto_s3: MotoS3,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    store = s3_store(moto_s3.bucket, "outputs/atl06-cell-stats/read-test/atl06-cell-stats.zarr")
+    store = zarr_store(moto_s3.bucket, "outputs/atl06-cell-stats/read-test/atl06-cell-stats.zarr")
     parents = [SITE.parent, SITE.neighbour, SITE.empty_parent]
     made = grow(store, 6, 12, parents, MARCH)
     grow(store, 6, 12, parents, APRIL)
@@ -303,7 +303,7 @@ def test_a_damaged_metadata_document_is_named_and_the_store_is_left_as_it_is(mot
     """A zarr.json cut short failed the catalog with a bare JSONDecodeError, naming no file; the growth, which had
     resized the arrays read before the damaged one, now reads every document before it changes anything."""
     key = f"outputs/atl06-cell-stats/damaged-{document.replace('/', '-')}/atl06-cell-stats.zarr"
-    store = s3_store(moto_s3.bucket, key)
+    store = zarr_store(moto_s3.bucket, key)
     made = grow(store, 6, 12, [SITE.parent], MARCH)
     write_parent(store, made.store_id, SITE.parent, MARCH, _two_cells(SITE.parent, (1.0, 2.0)))
     _cut_short(moto_s3, f"{key}/{document}")
@@ -323,7 +323,7 @@ def test_a_damaged_chunk_is_named_with_its_parent_cell_and_a_recomputed_block_re
     """A chunk cut short failed Aggregate with zstd's "invalid input data", and the advice to mend the recipe: the
     message names the chunk and its parent cell, and rewriting the block (what a run with recompute does) mends it."""
     key = "outputs/atl06-cell-stats/damaged-chunk/atl06-cell-stats.zarr"
-    store = s3_store(moto_s3.bucket, key)
+    store = zarr_store(moto_s3.bucket, key)
     parents = sorted([SITE.parent, SITE.neighbour])
     made = grow(store, 6, 12, parents, MARCH)
     for parent in parents:
@@ -349,7 +349,7 @@ def test_an_error_that_is_no_damage_is_not_called_damage(moto_s3: MotoS3, monkey
     """An error of zarr (or of our code) while every document and chunk reads whole passes as it is: telling the user
     to move a sound store away would lose the periods it holds."""
     key = "outputs/atl06-cell-stats/sound/atl06-cell-stats.zarr"
-    store = s3_store(moto_s3.bucket, key)
+    store = zarr_store(moto_s3.bucket, key)
     made = grow(store, 6, 12, [SITE.parent], MARCH)
     write_parent(store, made.store_id, SITE.parent, MARCH, _two_cells(SITE.parent, (1.0, 2.0)))
 

@@ -31,9 +31,9 @@ from granulemap.aggregation import aggregate as aggregate_run
 from granulemap.catalog import build_catalog
 from granulemap.models import AggregatorEvent, CatalogOutput, Item, ProcessorEvent, Summary
 from granulemap.processing import failure_record, process_item
-from granulemap.recipes.atl06.store import STORE_NAME, s3_store
+from granulemap.recipes.atl06.store import STORE_NAME
 from granulemap.settings import Settings
-from granulemap.storage import Bucket
+from granulemap.storage import Bucket, zarr_store
 
 from conftest import moto_server_endpoint
 
@@ -334,7 +334,7 @@ class PipelineRun:
     @property
     def store(self) -> Store:
         """The configuration's Zarr store (every period), read-only."""
-        return s3_store(self.bucket.name, self.store_key, read_only=True)
+        return zarr_store(self.bucket.name, self.store_key, read_only=True)
 
     @property
     def period(self) -> tuple[dt.date, dt.date]:

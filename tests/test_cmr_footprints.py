@@ -33,7 +33,7 @@ from granulemap.errors import CatalogError, SourceUnavailable
 from granulemap.models import ExecutionInput
 from granulemap.recipes import get_recipe
 from granulemap.settings import Settings
-from granulemap.storage import Bucket
+from granulemap.storage import Bucket, zarr_store
 
 from test_cmr import (
     CMR_SEARCH,
@@ -305,7 +305,7 @@ def test_the_manifest_never_carries_footprints_whichever_recipe_asked_for_them(
 
 # ---- one period for the whole catalog -------------------------------------------------------------------------
 def test_a_monthly_atl06_run_files_its_items_and_store_entry_under_the_month_it_searched(bucket) -> None:
-    from granulemap.recipes.atl06.store import read_layout, s3_store
+    from granulemap.recipes.atl06.store import read_layout
 
     # A month's run (ATL06 is run by hand once a month is published: recipe.runs_on_schedule), started on 2019-03-10.
     started = dt.datetime(2019, 3, 10, 0, 0, 5, tzinfo=dt.UTC)
@@ -323,7 +323,7 @@ def test_a_monthly_atl06_run_files_its_items_and_store_entry_under_the_month_it_
     assert out.catalog.count > 0  # the 2019-02-21 granule was found in that month
     items = bucket.get_json(out.catalog.key)
     assert all(item["id"].startswith("20190201-20190228-") for item in items)
-    store = read_layout(s3_store(bucket.name, layout.output_key(recipe.name, out.run.config_id,
+    store = read_layout(zarr_store(bucket.name, layout.output_key(recipe.name, out.run.config_id,
                                                                 "atl06-cell-stats.zarr")))
     assert store is not None and store.periods[-1] == february  # the module's other runs added theirs before
     assert {item["extra"]["store_id"] for item in items} == {store.store_id}
@@ -342,7 +342,6 @@ def test_a_bbox_run_records_its_bbox_in_the_run_the_provenance_and_its_store(buc
 
     from granulemap.models import ItemCounts
     from granulemap.provenance import provenance_record
-    from granulemap.recipes.atl06.store import s3_store
 
     box = [-50.0, 60.0, -40.0, 70.0]
     with responses.RequestsMock() as rs:
@@ -356,5 +355,5 @@ def test_a_bbox_run_records_its_bbox_in_the_run_the_provenance_and_its_store(buc
     assert provenance_record(out.run, [], counts)["bbox"] == box
     recipe.combine([], out.run, recipe.parse_params({}), bucket)  # every item failed: the attributes are written
     store_key = layout.output_key(recipe.name, out.run.config_id, "atl06-cell-stats.zarr")
-    attrs = zarr.open_group(s3_store(bucket.name, store_key), mode="r").attrs
+    attrs = zarr.open_group(zarr_store(bucket.name, store_key), mode="r").attrs
     assert attrs["bbox"] == box and "narrowed to it" in attrs["bbox_comment"]

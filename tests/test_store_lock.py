@@ -20,7 +20,7 @@ from granulemap import layout, storage
 from granulemap.errors import LockHeld, TransientError
 from granulemap.models import Item, RunContext
 from granulemap.recipes.atl06 import store as store_module
-from granulemap.storage import Bucket, lease_lock
+from granulemap.storage import Bucket, lease_lock, zarr_store
 
 from test_atl06_synthetic_granule import MotoS3, moto_s3  # noqa: F401  (a fixture, imported by name for pytest)
 
@@ -163,9 +163,9 @@ def test_two_months_of_one_atl06_configuration_grown_at_once_keep_both_in_the_la
     for t in threads:
         t.join(120)
     assert errors == []
-    final = read(store_module.s3_store(moto_s3.bucket, key))
+    final = read(zarr_store(moto_s3.bucket, key))
     assert set(final.parents) == {200, 201, 300} and set(final.periods) == {MARCH, APRIL}
-    ids = zarr.open_group(store_module.s3_store(moto_s3.bucket, key), mode="r", use_consolidated=False)["cell_ids"][:]
+    ids = zarr.open_group(zarr_store(moto_s3.bucket, key), mode="r", use_consolidated=False)["cell_ids"][:]
     n = 4 ** (params.child_order - params.parent_order)
     for parent in final.parents:  # each block holds its own parent's children
         block = ids[final.region(parent)]
@@ -205,7 +205,7 @@ def test_prepare_and_combine_of_atl06_wait_for_the_store_s_lock(moto_s3: MotoS3,
 
 
 def read_layout_or_none(bucket_name: str, key: str) -> Any:
-    return store_module.read_layout(store_module.s3_store(bucket_name, key))
+    return store_module.read_layout(zarr_store(bucket_name, key))
 
 
 def test_the_steps_that_take_the_store_s_lock_try_until_a_dead_holder_s_lease_has_ended() -> None:

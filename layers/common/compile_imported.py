@@ -69,12 +69,12 @@ def _lambda_like_start() -> None:
     import numpy as np
 
     from granulemap.recipes.atl06.plot import plot_cells
-    from granulemap.recipes.atl06.store import s3_store
+    from granulemap.storage import zarr_store
     from granulemap.recipes.timeseries import plot_time_series
 
     for service in ("s3", "ssm"):  # what botocore loads for a client, offline
         boto3.client(service, region_name="us-west-2", aws_access_key_id="build", aws_secret_access_key="build")
-    s3_store("granulemap-build", "store")  # fsspec's and s3fs's part: no connection until it is read or written
+    zarr_store("granulemap-build", "store")  # fsspec's and s3fs's part: no connection until it is read or written
     rows = [{"granule": f"g{day}", "time": f"2019-01-0{day}T09:00:00Z", "v": 15.0 + day} for day in (1, 2, 3)]
     plot_time_series(rows, "v", "build", "°C")  # matplotlib's Agg backend, dates, PNG through Pillow
     plot_cells(np.arange(12, dtype=np.uint64), 0, np.linspace(0.0, 1.0, 12), title="build", label="m")

@@ -378,10 +378,7 @@ def credentials_for_run(provider: str | None, settings: Settings, now: dt.dateti
     if provider is not None:
         require_daac_region(provider, settings.aws_region)
         name = parameter_name(provider, settings)
-        try:
-            stored, written = _get_stored(name)
-        except CredentialsUnavailable:
-            stored, written = None, None
+        stored, written = _stored_if_any(name)
         if stored is not None and _written_lately(stored, written, now or utc_now()):
             expires = parse_expiration(stored["expiration"])
             logger.info("the credentials stored less than a minute ago are this run's too",
@@ -395,6 +392,15 @@ def _written_lately(stored: dict[str, str], written: dt.datetime | None, now: dt
     replaces them."""
     return (written is not None and now - written < RECENT_WRITE
             and parse_expiration(stored["expiration"]) - now > REFRESH_MARGIN)
+
+
+def _stored_if_any(parameter: str) -> tuple[dict[str, str] | None, dt.datetime | None]:
+    """``_get_stored``, or (None, None) when the parameter holds no credentials (not stored yet, or any more, or
+    damaged): a login writes them anew."""
+    try:
+        return _get_stored(parameter)
+    except CredentialsUnavailable:
+        return None, None
 
 
 def _read_stored(parameter: str) -> dict[str, str]:
@@ -442,10 +448,7 @@ def refresh_stored_credentials(provider: str, stale: str, settings: Settings,
     stored less than RECENT_WRITE ago that last beyond REFRESH_MARGIN are the answer too, stale or not."""
     name = parameter_name(provider, settings)
     now = now or utc_now()
-    try:
-        stored, written = _get_stored(name)
-    except CredentialsUnavailable:  # not stored (yet, or any more): fetch them
-        stored, written = None, None
+    stored, written = _stored_if_any(name)
     if stored is not None:
         expires = parse_expiration(stored["expiration"])
         lasting = expires - now > REFRESH_MARGIN

@@ -362,9 +362,9 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         raise InvalidInput(f"{COST_MODEL} is missing: run `make bench` to measure the cost model") from None
     collection = args.collection if args.collection not in (None, recipe.collection) else None
+    concurrency = args.max_concurrency or settings.default_max_concurrency
     try:
-        result = estimate(args.recipe, start, end, memory, model, items=args.items,
-                          max_concurrency=args.max_concurrency or settings.default_max_concurrency,
+        result = estimate(args.recipe, start, end, memory, model, items=args.items, max_concurrency=concurrency,
                           collection=collection)
     except KeyError as exc:
         raise InvalidInput(str(exc.args[0])) from None
@@ -373,10 +373,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if recipe.one_period_per_run and args.items is None:  # priced as it is advised to be run too
         months = calendar_months(start, end)
         if len(months) > 1:
-            monthly = (len(months), sum(estimate(args.recipe, first, last, memory, model, collection=collection,
-                                                 max_concurrency=args.max_concurrency
-                                                 or settings.default_max_concurrency).total_usd
-                                        for first, last in months))
+            monthly = (len(months), sum(estimate(args.recipe, first, last, memory, model, max_concurrency=concurrency,
+                                                 collection=collection).total_usd for first, last in months))
     for note in range_notes(recipe, start, end, settings.max_range_days, monthly):
         print(f"note: {note}")
     return 0

@@ -14,6 +14,7 @@ from granulemap import layout
 from granulemap.errors import InvalidInput, readable_cause
 from granulemap.local.engine import LocalEngine, execution_name
 from granulemap.local.mirror import StateNotKept
+from granulemap.storage import split_s3_url
 
 
 def progress_line(counts: dict[str, Any], elapsed: float, width: int = 30) -> str:
@@ -31,6 +32,10 @@ def progress_line(counts: dict[str, Any], elapsed: float, width: int = 30) -> st
     filled = int(width * done / total)
     eta = f", ETA {(total - done) / rate:.0f} s" if rate > 0 and done < total else ""
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} items {detail}{eta}"
+
+
+TERMINAL_LINE = 100
+"""Characters of the live progress line on a terminal: each redraw covers the last one whole."""
 
 
 class _Progress:
@@ -52,12 +57,12 @@ class _Progress:
         counts = self.engine.item_counts()
         if final and counts.get("total") is None:  # the run ended in its catalog: not "cataloguing..." to the last
             if self.tty:  # the live line cleared, for what follows to start a line of its own
-                self.stream.write("\r" + " " * 100 + "\r")
+                self.stream.write("\r" + "".ljust(TERMINAL_LINE) + "\r")
                 self.stream.flush()
             return
         line = progress_line(counts, now - self.started)
         if self.tty:
-            self.stream.write("\r" + line.ljust(100) + ("\n" if final else ""))
+            self.stream.write("\r" + line.ljust(TERMINAL_LINE) + ("\n" if final else ""))
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
@@ -257,7 +262,7 @@ class Workspace:
         engine = self.engine
         source = execution_input.get("source")
         elsewhere = (isinstance(source, str) and source.startswith("s3://")
-                     and not source.startswith(f"s3://{engine.bucket}/") and source != f"s3://{engine.bucket}")
+                     and split_s3_url(source)[0] != engine.bucket)
         if not source or elsewhere:
             # In AWS no source means a NASA CMR search; here BuildCatalog would try CMR (offline: retried for 45
             # minutes as an outage) and the granules it found are read in AWS's us-west-2 only. Another bucket than

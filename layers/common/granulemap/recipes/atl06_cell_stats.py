@@ -60,13 +60,12 @@ from granulemap.recipes.atl06.store import (
     mark_unfinished,
     read_layout,
     read_period_batches,
-    s3_store,
     storage_errors,
     write_parent,
 )
 from granulemap.recipes.base import Recipe
 from granulemap.settings import load_settings
-from granulemap.storage import LOCK_SUFFIX, Bucket, lease_lock
+from granulemap.storage import LOCK_SUFFIX, Bucket, lease_lock, zarr_store
 
 
 
@@ -266,7 +265,7 @@ class Atl06CellStats(Recipe):
             return None
         period = _period(run)
         store_key = layout.output_key(self.name, run.config_id, STORE_NAME)
-        store = s3_store(bucket.name, store_key)
+        store = zarr_store(bucket.name, store_key)
         with _store_lock(bucket, store_key, run, "growing"), \
                 storage_errors(f"making or growing s3://{bucket.name}/{store_key}"):
             store_layout = grow(store, params.parent_order, params.child_order,
@@ -290,7 +289,7 @@ class Atl06CellStats(Recipe):
         """The store's periods that share days with the run's, other than the run's own: a segment of a shared day is
         in both time steps, and a sum over time counts it twice."""
         start, end = _period(run)
-        store_layout = read_layout(s3_store(bucket.name, layout.output_key(self.name, run.config_id, STORE_NAME),
+        store_layout = read_layout(zarr_store(bucket.name, layout.output_key(self.name, run.config_id, STORE_NAME),
                                             read_only=True))
         overlapping = [(a, b) for a, b in (store_layout.periods if store_layout else ())
                        if a <= end and start <= b and (a, b) != (start, end)]
@@ -311,7 +310,7 @@ class Atl06CellStats(Recipe):
         stale = [parent for parent in (store_layout.parents[int(key[len(prefix):])] for key in bucket.keys(prefix))
                  if parent not in touched]
         if stale:
-            store = s3_store(bucket.name, store_key)
+            store = zarr_store(bucket.name, store_key)
             nothing = cell_statistics(np.empty(0, np.int64), np.empty(0), np.empty(0))
             with storage_errors(f"clearing parent cells no granule touches in s3://{bucket.name}/{store_key}"):
                 for parent in stale:
@@ -338,7 +337,7 @@ class Atl06CellStats(Recipe):
         stats = cell_statistics(segments.cells, segments.h_li, segments.h_li_sigma)
         bucket, store_key = load_settings().bucket, layout.output_key(self.name, run.config_id, STORE_NAME)
         with storage_errors(f"writing parent cell {cell.parent_cell} to s3://{bucket}/{store_key}"):
-            written = write_parent(s3_store(bucket, store_key), cell.store_id, cell.parent_cell, period, stats)
+            written = write_parent(zarr_store(bucket, store_key), cell.store_id, cell.parent_cell, period, stats)
         return {"parent_cell": cell.parent_cell, "parent_order": params.parent_order, "store_id": cell.store_id,
                 "cells_with_data": written, "segments": int(segments.cells.size), "granules": used}
 
@@ -350,7 +349,7 @@ class Atl06CellStats(Recipe):
         store_key = layout.output_key(self.name, run.config_id, STORE_NAME)
         png_key = layout.output_key(self.name, run.config_id, png_name(period))
         granules = {url for result in results for url in result.get("granules", [])}
-        store = s3_store(bucket.name, store_key)
+        store = zarr_store(bucket.name, store_key)
         with storage_errors(f"finishing s3://{bucket.name}/{store_key}"):
             store_layout = read_layout(store)
             held = set() if store_layout is None else set(store_layout.parents)

@@ -49,7 +49,6 @@ import zarr
 from zarr.abc.store import Store
 
 from granulemap.errors import GranulemapError, PermanentItemError, ProductDamaged, StorageThrottled, first_of
-from granulemap.storage import zarr_store as s3_store  # noqa: F401 - the store's name here, used by atl06-cell-stats
 from granulemap.recipes.atl06.cells import children, children_per_parent
 from granulemap.recipes.atl06.stats import STATISTICS, CellStatistics
 
