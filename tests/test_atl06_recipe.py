@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -415,8 +416,8 @@ def test_a_granule_removed_then_put_back_is_computed_again_not_skipped(moto_s3: 
     cleared the blocks granule one alone touched; run 3 (granule one back) has run 1's items again, whose results
     were still stored: they were skipped as done, and the store kept run 2's values while saying the period was
     complete."""
-    for name in (SYNTHETIC_ONE, SYNTHETIC_TWO):
-        (tmp_path / name).write_bytes((synthetic_dir / name).read_bytes())
+    for name in (SYNTHETIC_ONE, SYNTHETIC_TWO):  # as they were, modification times too: the same revisions
+        shutil.copy2(synthetic_dir / name, tmp_path / name)
     params = {"parent_order": 8}  # a store of its own
     n = 4 ** (CHILD_ORDER - 8)
 
@@ -428,7 +429,7 @@ def test_a_granule_removed_then_put_back_is_computed_again_not_skipped(moto_s3: 
     assert int(two.dataset()["count"].values[first_index(two, SITE.cell_a)]) == 1  # 16 alone
     cleared = {p for p, c in counts_by_parent(two, n).items() if c == 0 and before[p] > 0}
     assert cleared, "granule one alone touched no parent cell: the test would show less"
-    (tmp_path / SYNTHETIC_ONE).write_bytes((synthetic_dir / SYNTHETIC_ONE).read_bytes())
+    shutil.copy2(synthetic_dir / SYNTHETIC_ONE, tmp_path / SYNTHETIC_ONE)  # the very file, not a new revision
     again = run_pipeline(tmp_path, moto_s3, "2019-03-07", "2019-03-25", params=params)
     assert {i.id for i in again.items} == {i.id for i in both.items}  # run 1's items, ids and all
     # the blocks run 2 changed are computed again: those granule two alone does not touch (cleared; with no data
@@ -476,7 +477,7 @@ def test_a_catalog_that_fails_while_forgetting_or_clearing_is_retried_without_le
     assert len(calls) == 1
     retried = run_pipeline(tmp_path, moto_s3, "2019-03-08", "2019-03-24", params=params)  # the state machine's retry
     assert any(c == 0 for p, c in counts_by_parent(retried, n).items() if before[p] > 0)  # granule one's blocks: cleared
-    (tmp_path / SYNTHETIC_ONE).write_bytes((synthetic_dir / SYNTHETIC_ONE).read_bytes())
+    shutil.copy2(synthetic_dir / SYNTHETIC_ONE, tmp_path / SYNTHETIC_ONE)  # the very file, not a new revision
     again = run_pipeline(tmp_path, moto_s3, "2019-03-08", "2019-03-24", params=params)
     assert counts_by_parent(again, n) == before
 

@@ -123,6 +123,47 @@ def test_an_s3_source_is_listed_as_a_folder_like_a_local_one(monkeypatch) -> Non
             assert undated == [], source
 
 
+def test_a_source_granule_replaced_under_its_name_has_another_revision_and_so_another_item(tmp_path,
+                                                                                          monkeypatch) -> None:
+    """An s3:// source's granule carries its object's ETag (an MD5 of its bytes, for one PUT), a local one its size
+    and modification time: the file written anew under its name makes another item, not one found done."""
+    import datetime as dt
+    import hashlib
+    import os
+
+    import boto3
+    from moto import mock_aws
+
+    from granulemap.catalog import list_source
+    from granulemap.grouping import item_of
+    from granulemap.recipes import get_recipe
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    recipe, january = get_recipe("sst-global-mean"), (dt.date(2019, 1, 1), dt.date(2019, 1, 31))
+    name = "20190101090000-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="bkt", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        s3.put_object(Bucket="bkt", Key=f"src/{name}", Body=b"first")
+        (before,), _ = list_source("s3://bkt/src/", recipe, *january)
+        s3.put_object(Bucket="bkt", Key=f"src/{name}", Body=b"reprocessed")
+        (after,), _ = list_source("s3://bkt/src/", recipe, *january)
+    assert (before.revision, after.revision) == (hashlib.md5(b"first").hexdigest(),
+                                                 hashlib.md5(b"reprocessed").hexdigest())
+    assert before.url == after.url and item_of([before]).id != item_of([after]).id
+
+    path = tmp_path / name
+    path.write_bytes(b"first")
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    (local,), _ = list_source(str(tmp_path), recipe, *january)
+    assert local.revision == "5-1000000000"  # 5 bytes, modified 1 s after the epoch
+    assert item_of([local]).id.startswith(name.removesuffix(".nc") + "-r")
+    path.write_bytes(b"other")  # the same size, written later
+    os.utime(path, ns=(2_000_000_000, 2_000_000_000))
+    (rewritten,), _ = list_source(str(tmp_path), recipe, *january)
+    assert item_of([rewritten]).id != item_of([local]).id
+
+
 def test_an_s3_source_that_gives_nothing_says_what_its_folder_holds_through_to_the_summary(monkeypatch) -> None:
     """Granules put in a dated subfolder of an s3:// source are not found (a folder's subfolders are not searched):
     BuildCatalog says what the folder holds, as for a local folder, and Aggregate's summary passes it on."""

@@ -159,11 +159,12 @@ def test_atl06_items_from_cmr_are_the_parent_cells_of_the_legacy_polygon(bucket)
     assert {item["extra"]["parent_cell"] for item in manifest} == expected
     assert 20 < len(expected) < 200  # a ~2,000 km long, narrow track
     assert len(manifest) == out.catalog.count == len(expected)
-    # Every item names the granule by its s3:// link and time and nothing else: no polygon in the manifest. The
-    # time is the one in its file name (ATL06_20190221121851_...), as a run on a folder of the files dates it, not
-    # the middle of its UMM time range (12:19:05.196 to 12:24:16.042).
+    # Every item names the granule by its s3:// link, time and CMR revision date, and nothing else: no polygon in
+    # the manifest. The time is the one in its file name (ATL06_20190221121851_...), as a run on a folder of the
+    # files dates it, not the middle of its UMM time range (12:19:05.196 to 12:24:16.042).
+    revised = cloud_umm_page()["items"][0]["meta"]["revision-date"]
     assert {json.dumps(g, sort_keys=True) for item in manifest for g in item["granules"]} == {
-        json.dumps({"time": "2019-02-21T12:18:51Z", "url": S3_LINK}, sort_keys=True)}
+        json.dumps({"time": "2019-02-21T12:18:51Z", "url": S3_LINK, "revision": revised}, sort_keys=True)}
     assert out.run.daac == PROVIDER
     # The legacy query is the same search as earthaccess's UMM query (only the page size differs).
     assert {k: v for k, v in legacy_request.params.items() if k != "page_size"} == {
@@ -300,7 +301,7 @@ def test_the_manifest_never_carries_footprints_whichever_recipe_asked_for_them(
         build_catalog(raw, "run-sst-footprints", settings_for(bucket), bucket)
     assert [g.footprint for g in seen] == [[box]]  # make_items had the polygon (one ring)
     (item,) = bucket.get_json(layout.manifest_key("run-sst-footprints"))
-    assert set(item["granules"][0]) == {"url", "time"}  # the manifest has none
+    assert set(item["granules"][0]) == {"url", "time", "revision"}  # the manifest has none
 
 
 # ---- one period for the whole catalog -------------------------------------------------------------------------

@@ -67,6 +67,24 @@ def test_a_part_of_a_dekad_is_another_item_than_the_whole_dekad() -> None:
     assert part[0].id.startswith("20190305-20190310-6g-")
 
 
+def test_a_dekad_with_a_granule_replaced_under_its_name_is_another_item_and_only_that_dekad() -> None:
+    """NASA reprocessed the 5th of March in place: same file name, a new revision. Its dekad's item is new (its
+    result is not reused); the other dekads keep their ids, and so their results."""
+    march = daily(dt.date(2019, 3, 1), dt.date(2019, 3, 31))
+    revised = [g.model_copy(update={"revision": "2019-01-01T00:00:00Z"}) for g in march]
+    before = group_granules(revised, "dekad")
+    revised[4] = revised[4].model_copy(update={"revision": "2024-06-01T00:00:00Z"})
+    after = group_granules(revised, "dekad")
+    assert [g.url for i in after for g in i.granules] == [g.url for g in march]
+    assert before[0].id != after[0].id and after[0].id.startswith("20190301-20190310-10g-")
+    assert [i.id for i in before[1:]] == [i.id for i in after[1:]]
+    alone = [group_granules(g, "granule")[0].id for g in ([march[4]], [revised[4]])]
+    assert alone[0] == march[4].url.rsplit("/", 1)[-1].removesuffix(".nc")  # no revision known: the name alone
+    assert alone[1].startswith(alone[0] + "-r") and len(alone[1]) == len(alone[0]) + 10
+    long_name = Granule(url=f"s3://b/{'x' * 250}.nc", time=march[0].time, revision="1")
+    assert len(group_granules([long_name], "granule")[0].id) == 200  # Item.id's limit, the revision's digest kept
+
+
 def test_a_dekad_of_several_granules_a_day_is_split_into_items_of_at_most_the_limit() -> None:
     granules = daily(dt.date(2019, 3, 1), dt.date(2019, 3, 10), per_day=4)  # 40 granules in one dekad
     items = group_granules(granules, "dekad")

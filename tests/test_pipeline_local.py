@@ -271,7 +271,8 @@ def test_with_one_granule_per_item_a_corrupt_granule_fails_its_item(engine: Loca
     assert summary["items"] == {"total": 2, "succeeded": 1, "failed": 1, "skipped": 0}
     assert summary["granules"] == {"total": 2, "succeeded": 1, "failed": 1, "skipped": 0}
     (failure,) = summary["failures"]
-    assert failure["item"] == bad.name.removesuffix(".nc") and failure["granule"] == bad.name  # its only granule
+    assert failure["item"].startswith(bad.name.removesuffix(".nc") + "-r")  # its name and revision
+    assert failure["granule"] == bad.name  # its only granule
     assert failure["error"] == "GranuleUnreadable" and bad.name in failure["cause"]
     # what the progress line counted: the failure RecordFailure stored (no Lambda call of its own to count)
     assert {k: engine.item_counts()[k] for k in ("total", "succeeded", "failed")} == {

@@ -248,3 +248,25 @@ def test_a_series_that_cannot_be_read_is_damaged_not_a_recipe_error(s3, damaged:
     with pytest.raises(timeseries.ProductDamaged, match=f"s3://{BUCKET}/{CSV} is damaged: {says}"):
         _write(bucket, _computed(4))
     assert _stored(s3) == damaged
+
+
+def test_a_series_of_one_granule_a_day_keeps_one_row_a_day_the_granule_the_latest_run_read(s3) -> None:
+    """NASA replaced a day's granule under a new name (a near-real-time granule by the final one): the series held
+    the old one's row, and merging by name added the new one's beside it, so the day counted twice. In a series of
+    one granule a day the new row replaces it, and rows of other days stay; a series of several granules a day
+    keeps both."""
+    bucket = Bucket(BUCKET)
+    _write(bucket, _at(_rows(1), "2026-11-30T12:00:00Z", 1.0))  # g-1-1, g-1-2, g-1-3
+    final = {"time": "2019-01-02T12:00:00Z", "granule": "g-1-2-final", "value": 7.5}
+    rows = write_time_series(bucket, CSV, PNG, COLUMNS, _at([final], "2026-12-01T00:00:00Z", 7.5), "value",
+                             title="t", ylabel="v", one_a_day=True)
+    stored = csv_to_rows(s3.get_object(Bucket=BUCKET, Key=CSV)["Body"].read())
+    for series in (rows, stored):
+        assert [(r["time"][:10], r["granule"], float(r["value"])) for r in series] == [
+            ("2019-01-01", "g-1-1", 1.0), ("2019-01-02", "g-1-2-final", 7.5), ("2019-01-03", "g-1-3", 1.0)]
+    # the old granule computed again (a run over an old folder) is the day's granule again, whatever it was computed
+    back = write_time_series(bucket, CSV, PNG, COLUMNS, _at(_rows(1)[1:2], "2026-11-01T00:00:00Z", 1.0), "value",
+                             title="t", ylabel="v", one_a_day=True)
+    assert [r["granule"] for r in back] == ["g-1-1", "g-1-2", "g-1-3"]
+    both = _write(bucket, _at([final], "2026-12-02T00:00:00Z", 7.5))  # several a day: by name, both kept
+    assert [r["granule"] for r in both] == ["g-1-1", "g-1-2", "g-1-2-final", "g-1-3"]

@@ -30,6 +30,7 @@ from granulemap.models import (
     as_utc,
     days_without_a_granule,
     exceeds_tolerance,
+    iso_time,
     local_path_of,
     may_hold_data_in,
     parse_model,
@@ -138,20 +139,31 @@ def _refuse_a_bbox_that_changes_nothing(execution: ExecutionInput, recipe: Recip
                            f"recipe {recipe.name} reduces each whole granule: the bbox would change nothing.{instead}")
 
 
-def _source_folder(source: str) -> tuple[str, list[str], list[str]]:
+def _source_folder(source: str) -> tuple[str, dict[str, str], list[str]]:
     """A ``source`` as a folder (a local directory, file:// URL or s3:// prefix): where it is (a directory's path, an
-    s3:// prefix ending in ``/``), the names of the files in it and of its subfolders, each sorted."""
+    s3:// prefix ending in ``/``), the files in it by name, each with its revision (``Granule.revision``: an
+    object's ETag, a file's size and modification time), and the names of its subfolders, each sorted."""
     path = local_path_of(source)
     if path is None:
         bucket_name, prefix = split_s3_url(source)
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         files, folders = Bucket(bucket_name).folder(prefix)
-        return f"s3://{bucket_name}/{prefix}", sorted(files), sorted(folders)
+        return f"s3://{bucket_name}/{prefix}", dict(sorted(files.items())), sorted(folders)
     directory = os.path.abspath(path)
-    entries = sorted(os.listdir(directory))
-    folders = [n for n in entries if os.path.isdir(os.path.join(directory, n))]
-    return directory, [n for n in entries if n not in folders], folders
+    revisions: dict[str, str] = {}
+    folders = []
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        if entry.is_dir():
+            folders.append(entry.name)
+        else:
+            try:
+                stat = entry.stat()
+            except OSError:  # a link to nothing: listed, and refused by name where it is read
+                revisions[entry.name] = ""
+            else:
+                revisions[entry.name] = f"{stat.st_size}-{stat.st_mtime_ns}"
+    return directory, revisions, folders
 
 
 def list_source(source: str, recipe: Recipe, start: dt.date, end: dt.date) -> tuple[list[Granule], list[str]]:
@@ -160,7 +172,7 @@ def list_source(source: str, recipe: Recipe, start: dt.date, end: dt.date) -> tu
     the names of the files that match the recipe's file-name pattern but give no time (no run reads them)."""
     where, files, _ = _source_folder(source)
     granules, undated = [], []
-    for name in files:
+    for name, revision in files.items():
         if not fnmatch.fnmatch(name, recipe.file_pattern):
             continue
         when = recipe.granule_time(name)
@@ -168,7 +180,7 @@ def list_source(source: str, recipe: Recipe, start: dt.date, end: dt.date) -> tu
             undated.append(name)
         elif recipe.may_hold_data_in(when, start, end):
             url = f"{where}{name}" if where.startswith("s3://") else os.path.join(where, name)
-            granules.append(Granule(url=url, time=when))
+            granules.append(Granule(url=url, time=when, revision=revision or None))
     return sorted(granules, key=lambda g: (g.time, g.url)), undated
 
 
@@ -259,6 +271,33 @@ def _refuse_two_granules_of_a_day(granules: list[Granule], recipe: Recipe, sourc
             "one) would alternate in one time series: keep one product in the folder (each in a folder of its own), "
             "and for another product's granules name their collection (\"collection\"; --collection), which gives "
             "them a time series of their own")
+
+
+def _newest_of_each_day(granules: list[Granule], collection: str) -> tuple[list[Granule], str | None]:
+    """For a recipe of a collection with one granule a day (``Recipe.one_granule_a_day``), a CMR search's granules
+    with one a day: of several granules of one day (a near-real-time granule and the final one that replaces it, a
+    reprocessed granule under a new name while the old one is still listed) the one CMR revised last
+    (``Granule.revision``: its revision date; of two alike, the last by name), and a note naming those left out, or
+    None. Both read, a day would have two rows in the time series, and a monthly mean weigh that day twice."""
+    def newest_first(granule: Granule) -> tuple[dt.datetime, str]:
+        try:
+            revised = iso_time(granule.revision) if granule.revision else None
+        except ValueError:
+            revised = None
+        return revised or dt.datetime.min.replace(tzinfo=dt.UTC), granule.url.rsplit("/", 1)[-1]
+
+    by_day: dict[dt.date, list[Granule]] = {}
+    for granule in granules:
+        if granule.time is not None:
+            by_day.setdefault(utc_day(granule.time), []).append(granule)
+    left_out = {id(g) for day in by_day.values() for g in sorted(day, key=newest_first)[:-1]}
+    if not left_out:
+        return granules, None
+    days = sorted(day for day, of_day in by_day.items() if len(of_day) > 1)
+    names = [g.url.rsplit("/", 1)[-1] for g in granules if id(g) in left_out]
+    return [g for g in granules if id(g) not in left_out], (
+        f"NASA CMR lists more than one granule of {collection} for {len(days)} day(s) ({first_of(days, 3)}): each "
+        f"day's most recently revised granule was read, and {len(names)} left out: {first_of(names, 3)}")
 
 
 def _repeated(ids: Iterable[str]) -> list[str]:
@@ -379,10 +418,15 @@ def build_catalog(
         if twice:  # (a source is one folder: its names are unique)
             raise CatalogError(f"CMR listed granules of collection {collection} under the same file name more than "
                                f"once (two records of one granule?): {twice[:5]}")
+    replaced_note = None
     if execution.source is not None and recipe.one_granule_a_day:
         _refuse_two_granules_of_a_day(granules, recipe, execution.source)
+    elif recipe.one_granule_a_day:
+        granules, replaced_note = _newest_of_each_day(granules, collection)
     items = _unique_ids(recipe.make_items(granules, params, execution), recipe, "make_items")
     notes = list(recipe.catalog_notes(granules, params)) if items else []
+    if replaced_note:
+        notes.insert(0, replaced_note)
     # A folder that gave nothing: what it holds, for the summary (the name of a subfolder the granules are in, say).
     none_found = why_no_granules(execution.source, recipe, start, end) if execution.source and not items else None
     undated_files = undated_note(execution.source, recipe, undated) if execution.source and items else None

@@ -277,7 +277,8 @@ def search_granules(
             outside += 1
             continue
         meta = result.get("meta", {})
-        found.append((Granule(url=links[0], time=when), umm, meta.get("concept-id")))
+        revision = meta.get("revision-date")  # changes when the granule is replaced, under its name or not
+        found.append((Granule(url=links[0], time=when, revision=revision), umm, meta.get("concept-id")))
         if meta.get("provider-id"):
             providers.add(meta["provider-id"])
     found.sort(key=lambda entry: (entry[0].time, entry[0].url))

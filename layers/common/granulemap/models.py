@@ -252,6 +252,13 @@ class Granule(_Strict):
 
     url: str
     time: dt.datetime | None = None
+    revision: str | None = Field(
+        default=None,
+        description="what changes when the file is replaced under its name: CMR's revision date of the granule, an "
+        "S3 object's ETag, a local file's size and modification time; None when not known. It is part of the id of "
+        "an item made by granulemap.grouping.item_of, so a granule NASA reprocessed in place is computed again, not "
+        "found done",
+    )
     footprint: list[Ring] | None = Field(
         default=None,
         description="outer rings of the granule's CMR polygons, (lon, lat) in degrees; None when not asked for or "

@@ -35,7 +35,8 @@ def software_versions(recipe: str | None = None) -> dict[str, str]:
 
 def provenance_record(run: Any, items: list[Any], counts: Any, granules: Any = None,
                       failures: Sequence[Any] = ()) -> dict[str, Any]:
-    """Recipe, parameters, software versions, input granules (and those that failed) and time of one run."""
+    """Recipe, parameters, software versions, input granules (and those that failed) with their revisions
+    (``Granule.revision``) and time of one run."""
     return {
         "run_id": run.run_id,
         "recipe": run.recipe,
@@ -51,4 +52,7 @@ def provenance_record(run: Any, items: list[Any], counts: Any, granules: Any = N
         **({"granules": granules.model_dump()} if granules is not None else {}),
         "failed": [{"item": f.item, "granule": f.granule, "error": f.error} for f in failures],
         "input_granules": sorted({g.url for item in items for g in item.granules}),
+        # Which copy of each granule was read: NASA reprocesses granules, some under the same name.
+        "granule_revisions": dict(sorted({g.url: g.revision for item in items for g in item.granules
+                                          if g.revision}.items())),
     }

@@ -174,15 +174,17 @@ class Bucket:
         except Exception as exc:
             raise translate_s3_error(exc, f"listing s3://{self.name}/{prefix}") from exc
 
-    def folder(self, prefix: str) -> tuple[list[str], list[str]]:
+    def folder(self, prefix: str) -> tuple[dict[str, str], list[str]]:
         """What the "folder" ``prefix`` (ending in ``/``, or empty) holds, as a directory listing gives it: the names
-        (after the prefix) of the objects directly in it, and of its "subfolders" (without their ``/``)."""
+        (after the prefix) of the objects directly in it, each with its ETag (without quotes: it changes when the
+        object is written anew), and the names of its "subfolders" (without their ``/``)."""
         paginator = self.client.get_paginator("list_objects_v2")
-        files: list[str] = []
+        files: dict[str, str] = {}
         folders: list[str] = []
         try:
             for page in paginator.paginate(Bucket=self.name, Prefix=prefix, Delimiter="/"):
-                files += [obj["Key"][len(prefix):] for obj in page.get("Contents", [])]
+                for obj in page.get("Contents", []):
+                    files[obj["Key"][len(prefix):]] = obj.get("ETag", "").strip('"')
                 folders += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
         except Exception as exc:
             raise translate_s3_error(exc, f"listing s3://{self.name}/{prefix}") from exc

@@ -121,13 +121,15 @@ class UnreadableItem(BaseModel):
 def _cell_item(parent_order: int, parent: int, granules: list[Granule], period: Period,
                store_id: str | None) -> Item:
     """The item of one parent cell and period. Its id is readable and unique per (store, period, parent, granules):
-    a new granule, or a store made again, is never skipped as already done. It starts with the period, so that
+    a new granule, one replaced under its name (``Granule.revision``), or a store made again, is never skipped as
+    already done. It starts with the period, so that
     BuildCatalog finds a run's finished items by listing that period's results only (catalog.mark_done), not the
     results of every month the store has. An item with a granule that may cross one of the period's midnights
     (``time_window``) has another id than granulemap before 2026-12 gave it, when such a granule's segments all went
     to the period of its name: a run of a period computed then computes those items again."""
     edges = ["segments by delta_time"] if any(time_window(g.url, period) is not None for g in granules) else []
-    text = "\n".join([store_id or "", *sorted(g.url for g in granules), *edges])
+    text = "\n".join([store_id or "", *sorted(g.url + (f"\t{g.revision}" if g.revision else "") for g in granules),
+                      *edges])
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     return Item(id=f"{_cell_items_start(parent_order, period)}{parent}-{digest}", granules=granules,
                 extra=CellItem(parent_cell=parent, store_id=store_id).model_dump())
@@ -215,7 +217,8 @@ class Atl06CellStats(Recipe):
         by_parent: dict[int, list[Granule]] = defaultdict(list)
         for granule in granules:
             for parent in touched.get(granule.url, ()):
-                by_parent[int(parent)].append(Granule(url=granule.url, time=granule.time))  # no footprint: small
+                by_parent[int(parent)].append(  # no footprint: small
+                    Granule(url=granule.url, time=granule.time, revision=granule.revision))
         period = execution.date_range()
         items = [_cell_item(params.parent_order, parent, members, period, store_id=None)
                  for parent, members in sorted(by_parent.items())]

@@ -131,7 +131,8 @@ class SstGlobalMean(Recipe):
     def combine(self, results: list[dict[str, Any]], run: RunContext, params: BaseModel, bucket: Bucket) -> list[str]:
         csv_key, png_key = self.series_keys(run)
         write_time_series(bucket, csv_key, png_key, CSV_COLUMNS, results, "mean_sst_c", title=self.title(params),
-                          ylabel="mean SST (°C)", refuse=self.refusal(run, bucket))
+                          ylabel="mean SST (°C)", refuse=self.refusal(run, bucket),
+                          one_a_day=self.one_granule_a_day)
         return [csv_key, png_key]
 
     def title(self, params: BaseModel) -> str:

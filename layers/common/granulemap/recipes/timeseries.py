@@ -93,11 +93,25 @@ def _replaces(new: dict[str, Any], old: dict[str, Any]) -> bool:
     return new_at is None or old_at is None or new_at >= old_at
 
 
+def replaced_days(existing: Rows, new: Rows) -> list[dict[str, Any]]:
+    """The ``existing`` rows of a series of one granule a day that ``new`` rows replace: those of another granule
+    on a new row's UTC day (a granule NASA replaced under a new name, a near-real-time one by the final one). The
+    run's catalog found the new row's granule for that day; kept, the old row would count the day twice."""
+    new_days = {str(row["time"])[:10]: str(row["granule"]) for row in new}
+    return [row for row in existing
+            if new_days.get(str(row["time"])[:10], str(row["granule"])) != str(row["granule"])]
+
+
 def merge_time_series(
-    columns: Sequence[str], existing: list[dict[str, Any]], new: list[dict[str, Any]], key: str = "granule"
+    columns: Sequence[str], existing: list[dict[str, Any]], new: list[dict[str, Any]], key: str = "granule",
+    one_a_day: bool = False,
 ) -> list[dict[str, Any]]:
     """Union of rows keyed by ``key`` (a new row wins unless the existing one was computed later: ``COMPUTED_AT``),
-    sorted by time then key: no duplicates, no gaps."""
+    sorted by time then key: no duplicates, no gaps. ``one_a_day``: a series of one granule a day, whose existing
+    rows of another granule on a new row's day are left out (``replaced_days``)."""
+    if one_a_day:
+        replaced = {id(row) for row in replaced_days(existing, new)}
+        existing = [row for row in existing if id(row) not in replaced]
     merged: dict[str, dict[str, Any]] = {row[key]: {c: row.get(c) for c in columns} for row in existing}
     for row in new:
         if row[key] not in merged or _replaces(row, merged[row[key]]):
@@ -172,8 +186,11 @@ def write_time_series(
     title: str,
     ylabel: str,
     refuse: Refusal | None = None,
+    one_a_day: bool = False,
 ) -> list[dict[str, Any]]:
     """Merge ``new_rows`` into the cumulative CSV at ``csv_key``, write it and its plot; return all rows.
+    ``one_a_day``: the series has one granule a day (``Recipe.one_granule_a_day``): a new row replaces the row of
+    another granule on its day (``replaced_days``: logged), instead of joining it.
 
     Two runs of one configuration (two months started at once) may merge at the same moment: each read the CSV,
     and the second write dropped the first one's new rows. The CSV is written only if it is still the version read
@@ -197,9 +214,16 @@ def write_time_series(
                 if attempt:  # this run's rows are in the plot an earlier attempt drew: the CSV's go back in
                     bucket.put_bytes(png_key, plot_time_series(existing, value_column, title, ylabel), "image/png")
                 raise
-        rows = merge_time_series(columns, existing, new_rows)
+        rows = merge_time_series(columns, existing, new_rows, one_a_day=one_a_day)
         bucket.put_bytes(png_key, plot_time_series(rows, value_column, title, ylabel), "image/png")
         if bucket.put_bytes_if_unchanged(csv_key, rows_to_csv(columns, rows), "text/csv", etag):
+            replaced = replaced_days(existing, new_rows) if one_a_day else []
+            if replaced:
+                from granulemap.observability import logger
+
+                logger.warning("rows of granules another granule of their day replaced",
+                               extra={"series": f"s3://{bucket.name}/{csv_key}",
+                                      "replaced": sorted(str(row["granule"]) for row in replaced)})
             return rows
         _pause_before_retry(attempt)
     raise TransientError(f"s3://{bucket.name}/{csv_key} changed {CSV_WRITE_ATTEMPTS} times while this run merged its "
