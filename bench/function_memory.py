@@ -13,6 +13,15 @@ costs less at a smaller one (granulemap/estimate.py); the margin of 1.5 is for i
 Lambda's own runtime. The Processor's ATL06 memory grows with the segments in an item: the MB per million segments
 comes from the ATL06 section's fresh-process probe.
 
+At scale (``catalog_at_scale``): BuildCatalog in AWS holds the whole NASA CMR answer for the run's range
+(earthaccess returns every record at once) and the manifest it writes, so its peak grows with the granules a range
+has, which the small local runs above do not show; Aggregate reads that manifest whole. bench/catalog_memory_probe.py
+runs the real ``build_catalog`` of atl06-cell-stats over CMR answers made of the recorded ATL06 record (a global
+month has about 6,400 granules: 14 per orbit, 1,387 orbits in a 91-day cycle), at half and at a whole month, and
+then reads the month's manifest as Aggregate does; each in a fresh process, S3 a moto server in another one. Both
+functions' recommendations include them: BuildCatalog's the month's peak, Aggregate's the month's manifest read
+plus the rest of its ATL06 run's work (its peak in the ``atl06`` run above its handler's imports).
+
 Why the cold-start floor: a function's CPU share is its memory / 1,769 MB of one vCPU. Whether that share also runs
 its cold start, the handler module's imports (bench/package.py measures them, in CPU seconds at one core: wall time of
 a lone single-threaded import), depends on how Lambda starts it: AWS's serverless guides say an on-demand function's
@@ -86,6 +95,58 @@ def probe(tmp: Path, tag: str, recipe: str, source: Path, start: str, end: str,
     return result
 
 
+ATL06_MONTH_GRANULES = 6400
+"""ATL06 granules in a month: 14 per orbit (its regions), 1,387 orbits in a 91-day repeat cycle: 6,400 in 30 days."""
+
+
+def catalog_at_scale(sizes: tuple[int, ...] = (ATL06_MONTH_GRANULES // 2, ATL06_MONTH_GRANULES)) -> dict[str, Any]:
+    """bench/catalog_memory_probe.py's peaks: BuildCatalog over CMR answers of each of ``sizes`` ATL06 granules,
+    and Aggregate reading the manifest of the largest."""
+    import os
+    import socket
+    import subprocess
+    import time
+
+    import boto3
+
+    from catalog_memory_probe import BUCKET
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-west-2",
+           "AWS_REGION": "us-west-2", "BUCKET_NAME": BUCKET, "POWERTOOLS_METRICS_DISABLED": "true",
+           "POWERTOOLS_TRACE_DISABLED": "true",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "common"), os.environ.get("PYTHONPATH", "")])}
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-west-2", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+        catalogs = []
+        for n in sizes:  # a bucket of its own each: the store prepare grows starts empty
+            s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+            catalogs.append(run_json(["bench/catalog_memory_probe.py", "catalog", str(n)], env=env, timeout=3600))
+            if n != sizes[-1]:
+                for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+                    for obj in page.get("Contents", []):
+                        s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
+                s3.delete_bucket(Bucket=BUCKET)
+        reading = run_json(["bench/catalog_memory_probe.py", "aggregate", "probe-run"], env=env, timeout=3600)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {"catalog": catalogs, "aggregate_manifest": reading}
+
+
 def run(segments_per_beam: int = 100_000, cold_start_s: dict[str, float] | None = None) -> dict[str, Any]:
     """``cold_start_s``: each function's cold import seconds (bench/package.py's medians); the stored ones when
     not given."""
@@ -120,6 +181,12 @@ def run(segments_per_beam: int = 100_000, cold_start_s: dict[str, float] | None 
     for tag, result in defaults.items():
         for fn, v in result["functions"].items():
             functions[fn]["defaults_peak_mb"][tag] = v["peak_mb"]
+    scale = catalog_at_scale()
+    month, reading = scale["catalog"][-1], scale["aggregate_manifest"]
+    functions["CatalogBuilderFunction"]["peak_mb"]["atl06_month_cmr"] = month["peak_mb"]
+    aggregate = functions["AggregatorFunction"]
+    aggregate["peak_mb"]["atl06_month_estimate"] = round(
+        reading["peak_mb"] + aggregate["peak_mb"]["atl06"] - reading["imports_mb"], 1)
     measured_here = cold_start_s is not None
     cold_start_s = cold_start_s if measured_here else stored_cold_start_s()
     for fn, row in functions.items():
@@ -128,6 +195,6 @@ def run(segments_per_beam: int = 100_000, cold_start_s: dict[str, float] | None 
         row["recommended_mb"] = recommend(max(row["peak_mb"].values()), cold_start_s[fn])
     processor = functions["ProcessorFunction"]
     processor["recommended_sst_only_mb"] = recommend(processor["peak_mb"]["sst"], cold_start_s["ProcessorFunction"])
-    return {"runs": runs, "functions": functions, "margin": MARGIN, "step_mb": STEP_MB,
+    return {"runs": runs, "functions": functions, "scale": scale, "margin": MARGIN, "step_mb": STEP_MB,
             "segments_per_beam": segments_per_beam, "cold_start_limit_s": COLD_START_S, "mb_per_vcpu": MB_PER_VCPU,
             "cold_start_from": "this run's package section" if measured_here else "granulemap/cost_model.json"}

@@ -570,6 +570,12 @@ def orchestration_section(o: dict[str, Any]) -> list[str]:
     return out
 
 
+def _per_granule_kb(catalogs: list[dict[str, Any]]) -> str:
+    """KB of BuildCatalog's peak per granule, between the smallest and the largest of the at-scale runs."""
+    small, large = catalogs[0], catalogs[-1]
+    return fmt((large["peak_mb"] - small["peak_mb"]) * 1024 / (large["granules"] - small["granules"]), 0)
+
+
 def memory_section(mem: dict[str, Any], atl06: dict[str, Any] | None, sst: dict[str, Any] | None) -> list[str]:
     fns = mem["functions"]
     runs = mem["runs"]
@@ -588,17 +594,36 @@ def memory_section(mem: dict[str, Any], atl06: dict[str, Any] | None, sst: dict[
            "of a vCPU: where a cold start runs at that share (bench/function_memory.py says where), a function that "
            "needs little memory would otherwise start for many seconds.", "",
            "The workers start with template.yaml's GLIBC_TUNABLES, as Lambda starts the functions; the same two runs "
-           "with glibc's default malloc settings are in the last columns, for comparison.", "",
-           "| function | template.yaml MB | peak MB, SST run | peak MB, ATL06 run | cold import s "
-           "| cold-start floor MB | recommended MB | peak MB, SST run, glibc defaults "
-           "| peak MB, ATL06 run, glibc defaults |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "with glibc's default malloc settings are in the last columns, for comparison.", ""]
+    scale = mem.get("scale")
+    if scale:
+        month, reading = scale["catalog"][-1], scale["aggregate_manifest"]
+        grows = ", ".join(f"{c['peak_mb']} MB for {c['granules']:,} granules ({c['items']:,} items, "
+                          f"{c['granule_references']:,} granule references, a {c['manifest_mb']} MB manifest)"
+                          for c in scale["catalog"])
+        out += [f"At scale, in AWS (bench/catalog_memory_probe.py; bench/function_memory.py says how): BuildCatalog "
+                f"of atl06-cell-stats over NASA CMR answers made of the recorded ATL06 record, each run in a fresh "
+                f"process, peaked at {grows}; its handler's imports alone {month['imports_mb']} MB. Its peak grows "
+                "with the granules of the range, about "
+                f"{_per_granule_kb(scale['catalog'])} KB a granule: a global ATL06 run of more than a month needs "
+                "more (or a bbox, or monthly runs, which `granulemap estimate` prices). Aggregate reading the "
+                f"month's manifest as it does (its items held, and read again by atl06-cell-stats' combine) peaked "
+                f"at {reading['peak_mb']} MB (imports {reading['imports_mb']} MB); with the rest of the ATL06 run's "
+                "Aggregate work on top (its peak above the imports), about "
+                f"{fns['AggregatorFunction']['peak_mb'].get('atl06_month_estimate', '–')} MB. Both are in the "
+                "table's last peak column, and in the recommendations.", ""]
+    out += ["| function | template.yaml MB | peak MB, SST run | peak MB, ATL06 run | peak MB, ATL06 month from CMR "
+            "| cold import s | cold-start floor MB | recommended MB | peak MB, SST run, glibc defaults "
+            "| peak MB, ATL06 run, glibc defaults |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for fn, row in fns.items():
         d = row.get("defaults_peak_mb", {})
         cold = fmt(row["cold_start_s"]) if "cold_start_s" in row else "–"
+        at_scale = row["peak_mb"].get("atl06_month_cmr", row["peak_mb"].get("atl06_month_estimate", "–"))
         out.append(f"| {fn} | {row['template_mb']} | {row['peak_mb'].get('sst', '–')} | "
-                   f"{row['peak_mb'].get('atl06', '–')} | {cold} | {row.get('cold_start_floor_mb', '–')} | "
-                   f"{row['recommended_mb']} | {d.get('sst', '–')} | {d.get('atl06', '–')} |")
+                   f"{row['peak_mb'].get('atl06', '–')} | {at_scale} | {cold} | "
+                   f"{row.get('cold_start_floor_mb', '–')} | {row['recommended_mb']} | {d.get('sst', '–')} | "
+                   f"{d.get('atl06', '–')} |")
     proc = fns["ProcessorFunction"]
     out += ["", f"- ProcessorFunction: {proc['recommended_mb']} MB for a stack that runs ATL06; "
             f"{proc['recommended_sst_only_mb']} MB is enough for SST recipes on MUR25 alone."]
@@ -624,7 +649,7 @@ def memory_section(mem: dict[str, Any], atl06: dict[str, Any] | None, sst: dict[
                    f"{fits / 1e6:.1f} million segments fits, the ATL06 run's largest had {seg / 1e6:.1f} million.")
     out += ["- CatalogBuilderFunction: locally the ATL06 catalog reads each granule's tracks to find its parent "
             "cells; in AWS it uses CMR's polygons instead and holds the CMR result, so its peak there depends on the "
-            "date range (more granules), not on their size.",
+            "date range (more granules), not on their size (at scale, above).",
             "- The sizes are parameters of template.yaml (`CatalogBuilderMemorySize`, `CredentialFetcherMemorySize`, "
             "`ProcessorMemorySize`, `AggregatorMemorySize`): change them in samconfig.toml's `parameter_overrides` (a `--parameter-overrides` on the command line lasts one deploy). "
             "The cost section prices both the template's sizes and these.", ""]

@@ -270,3 +270,24 @@ def test_a_series_of_one_granule_a_day_keeps_one_row_a_day_the_granule_the_lates
     assert [r["granule"] for r in back] == ["g-1-1", "g-1-2", "g-1-3"]
     both = _write(bucket, _at([final], "2026-12-02T00:00:00Z", 7.5))  # several a day: by name, both kept
     assert [r["granule"] for r in both] == ["g-1-1", "g-1-2", "g-1-2-final", "g-1-3"]
+
+
+def test_a_recipe_that_renamed_a_column_is_refused_and_the_series_keeps_its_values(s3) -> None:
+    """Rewritten with the new columns alone, every earlier row lost its value of the renamed one (blank), and the
+    run succeeded: the loss was silent."""
+    from granulemap.errors import RecipeResultInvalid
+
+    bucket = Bucket(BUCKET)
+    _write(bucket, _rows(1))
+    before = s3.get_object(Bucket=BUCKET, Key=CSV)["Body"].read()
+    renamed = [{"time": "2019-01-04T09:00:00Z", "granule": "g-1-4", "mean": 1.04}]
+    with pytest.raises(RecipeResultInvalid, match=r"s3://granulemap-series-test/outputs/r/c/series\.csv has the "
+                                                  r"column value, which this run's columns \(time, granule, mean, "
+                                                  r"computed_at\) do not: rewritten, its 3 rows would lose its "
+                                                  r"values"):
+        write_time_series(bucket, CSV, PNG, ("time", "granule", "mean"), renamed, "mean", title="t", ylabel="v")
+    assert s3.get_object(Bucket=BUCKET, Key=CSV)["Body"].read() == before
+    # a column added (as computed_at once was) loses nothing: accepted
+    added = [{"time": "2019-01-04T09:00:00Z", "granule": "g-1-4", "value": 1.04, "extra": 7}]
+    rows = write_time_series(bucket, CSV, PNG, (*COLUMNS, "extra"), added, "value", title="t", ylabel="v")
+    assert [r["value"] for r in rows[:3]] == [str(r["value"]) for r in _rows(1)]

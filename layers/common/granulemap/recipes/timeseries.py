@@ -207,6 +207,7 @@ def write_time_series(
     columns = tuple(columns) if COMPUTED_AT in columns else (*columns, COMPUTED_AT)
     for attempt in range(CSV_WRITE_ATTEMPTS):
         existing, etag = read_series(bucket, csv_key)
+        _refuse_to_drop_columns(existing, columns, f"s3://{bucket.name}/{csv_key}")
         if refuse is not None:
             try:
                 refuse(existing, new_rows)
@@ -251,6 +252,18 @@ def _pause_before_retry(attempt: int) -> None:
     """Another writer changed the CSV between this one's read and write: wait a random while, longer at each attempt,
     before merging again (tests replace this, not time.sleep, which every thread of the process shares)."""
     time.sleep(random.uniform(0.05, 0.5) * (attempt + 1))
+
+
+def _refuse_to_drop_columns(existing: Rows, columns: Sequence[str], series: str) -> None:
+    """RecipeResultInvalid when the series ``existing`` has columns that ``columns`` lacks (a recipe that renamed
+    or dropped one): rewritten with ``columns`` alone, the series would lose those columns' values in every row."""
+    dropped = [c for c in (existing[0] if existing else {}) if c not in columns]
+    if dropped:
+        raise RecipeResultInvalid(
+            f"the time series {series} has the column{'s' if len(dropped) > 1 else ''} {', '.join(dropped)}, which "
+            f"this run's columns ({', '.join(columns)}) do not: rewritten, its {len(existing)} rows would lose "
+            f"{'their' if len(dropped) > 1 else 'its'} values. The series was not changed: keep the old columns in "
+            "the recipe's columns (and its results), or move the CSV away to start a new series")
 
 
 def _check_rows(columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
