@@ -320,7 +320,7 @@ def test_build_catalog_from_cmr_writes_a_manifest_of_s3_links_and_times(bucket) 
         out = build_catalog(raw, "run-cmr", Settings(bucket=BUCKET), bucket)
     manifest = bucket.get_json(layout.manifest_key("run-cmr"))
     (link,) = direct_links(page)
-    revised = page["items"][0]["meta"]["revision-date"]  # CMR's: changes when the granule is replaced
+    revised = page["items"][0]["umm"]["DataGranule"]["ProductionDateTime"]  # changes when the granule is replaced
     (item,) = manifest
     assert item["granules"] == [{"url": link, "time": "2020-01-02T00:00:00Z", "revision": revised}]
     assert item["id"].startswith("ssh_grids_v2205_2020010212-r")  # the file name, and a digest of its revision
@@ -453,49 +453,54 @@ def test_cmr_listing_one_file_name_twice_is_a_catalog_error_not_the_users_source
     assert bucket.get_json_or_none(layout.manifest_key("run-twice")) is None  # nothing written
 
 
-def test_of_two_granules_cmr_lists_for_one_day_a_daily_recipe_reads_the_one_revised_last(bucket,
+def test_of_two_granules_cmr_lists_for_one_day_a_daily_recipe_reads_the_one_produced_last(bucket,
                                                                                          monkeypatch) -> None:
     """A near-real-time granule and the final one that replaces it, both still listed: each would be a row of the
-    day, and a monthly mean would weigh the day twice. The one CMR revised last is read; the summary names the
-    other."""
+    day, and a monthly mean would weigh the day twice. The one produced last is read, whatever the names' order;
+    the summary names the other. A revision that is not a time (or none) loses to one that is."""
     from granulemap.models import Granule
 
     folder = f"s3://podaac-ops-cumulus-protected/{MUR25}"
     stem = "-JPL-L4_GHRSST-SSTfnd-MUR25-GLOB-v02.0-fv04.2.nc"
     first = Granule(url=f"{folder}/20200101090000{stem}", time="2020-01-01T09:00:00Z",
                     revision="2020-01-02T10:00:00Z")
-    final = Granule(url=f"{folder}/20200102090000{stem}", time="2020-01-02T09:00:00Z",
+    final = Granule(url=f"{folder}/20200102000000{stem}", time="2020-01-02T00:00:00Z",  # the first name, produced last
                     revision="2020-02-01T08:00:00.5Z")
-    early = Granule(url=f"{folder}/20200102000000{stem}", time="2020-01-02T00:00:00Z",
+    early = Granule(url=f"{folder}/20200102090000{stem}", time="2020-01-02T09:00:00Z",
                     revision="2020-01-03T10:00:00Z")
-    monkeypatch.setattr(cmr, "search_granules", lambda *a, **k: ([first, early, final], "POCLOUD", []))
+    odd = Granule(url=f"{folder}/20200102120000{stem}", time="2020-01-02T12:00:00Z", revision="not a time")
+    monkeypatch.setattr(cmr, "search_granules", lambda *a, **k: ([first, final, early, odd], "POCLOUD", []))
     raw = {"recipe": "sst-global-mean", "start": "2020-01-01", "end": "2020-01-02"}
     out = build_catalog(raw, "run-two-a-day", Settings(bucket=BUCKET), bucket)
     read = [g["url"] for item in bucket.get_json(out.catalog.key) for g in item["granules"]]
     assert read == [first.url, final.url]
     (note,) = out.catalog.notes
     assert note == (f"NASA CMR lists more than one granule of {MUR25} for 1 day(s) (2020-01-02): each day's most "
-                    f"recently revised granule was read, and 1 left out: 20200102000000{stem}")
+                    f"recently produced granule was read, and 2 left out: 20200102090000{stem}, "
+                    f"20200102120000{stem}")
 
 
-def test_a_granule_cmr_revised_since_its_result_was_stored_is_computed_again(bucket) -> None:
+def test_a_granule_reprocessed_since_its_result_was_stored_is_computed_again(bucket) -> None:
     """NASA reprocesses granules under the same name (the same s3:// link): its item's result, stored under an id
-    made of the file name alone, was reused for ever. The id holds CMR's revision date: a new one is a new item."""
+    made of the file name alone, was reused for ever. The id holds when its data were produced (UMM-G
+    ProductionDateTime): a new one is a new item. An edit of the record alone (CMR's revision date) is not."""
     raw = {"recipe": "sst-global-mean", "start": "2020-01-01", "end": "2020-01-03", "collection": SSH}
+    produced = ssh_page()["items"][0]["umm"]["DataGranule"]["ProductionDateTime"]
 
-    def catalog(run_id: str, revised: str) -> list[dict[str, Any]]:
+    def catalog(run_id: str, revised: str, made: str) -> tuple[list[dict[str, Any]], Any]:
         page = ssh_page()
         page["items"][0]["meta"]["revision-date"] = revised
+        page["items"][0]["umm"]["DataGranule"]["ProductionDateTime"] = made
         with responses.RequestsMock() as rs:
             replay_cmr(rs, [page])
             out = build_catalog(raw, run_id, Settings(bucket=BUCKET), bucket)
         return bucket.get_json(out.catalog.key), out
 
-    (item,), out = catalog("run-first", "2023-01-11T00:16:28.862Z")
+    (item,), out = catalog("run-first", "2023-01-11T00:16:28.862Z", produced)
     bucket.put_json(layout.result_key("sst-global-mean", out.run.config_id, item["id"]), {"results": [],
                                                                                         "failures": []})
-    (same,), _ = catalog("run-same", "2023-01-11T00:16:28.862Z")
-    assert same["id"] == item["id"] and same.get("done") is True  # unchanged: its result is reused
-    (reprocessed,), _ = catalog("run-reprocessed", "2024-06-01T00:00:00.000Z")
+    (same,), _ = catalog("run-same", "2025-03-01T00:00:00.000Z", produced)  # the record edited, not the data
+    assert same["id"] == item["id"] and same.get("done") is True  # its result is reused
+    (reprocessed,), _ = catalog("run-reprocessed", "2025-03-01T00:00:00.000Z", "2024-06-01T00:00:00.000Z")
     assert reprocessed["granules"][0]["url"] == item["granules"][0]["url"]  # the same file name
     assert reprocessed["id"] != item["id"] and not reprocessed.get("done")  # computed again

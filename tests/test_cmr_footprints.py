@@ -159,10 +159,10 @@ def test_atl06_items_from_cmr_are_the_parent_cells_of_the_legacy_polygon(bucket)
     assert {item["extra"]["parent_cell"] for item in manifest} == expected
     assert 20 < len(expected) < 200  # a ~2,000 km long, narrow track
     assert len(manifest) == out.catalog.count == len(expected)
-    # Every item names the granule by its s3:// link, time and CMR revision date, and nothing else: no polygon in
+    # Every item names the granule by its s3:// link, time and production time, and nothing else: no polygon in
     # the manifest. The time is the one in its file name (ATL06_20190221121851_...), as a run on a folder of the
     # files dates it, not the middle of its UMM time range (12:19:05.196 to 12:24:16.042).
-    revised = cloud_umm_page()["items"][0]["meta"]["revision-date"]
+    revised = cloud_umm_page()["items"][0]["umm"]["DataGranule"]["ProductionDateTime"]
     assert {json.dumps(g, sort_keys=True) for item in manifest for g in item["granules"]} == {
         json.dumps({"time": "2019-02-21T12:18:51Z", "url": S3_LINK, "revision": revised}, sort_keys=True)}
     assert out.run.daac == PROVIDER

@@ -310,3 +310,23 @@ def test_a_series_damaged_after_the_catalog_fails_aggregate_naming_it_not_the_re
     assert s3_bucket.get_bytes(csv_key).endswith(b",x,20.1")
     assert all(s3_bucket.get_json_or_none(f"results/sst-global-mean/{catalog.run.config_id}/{item['id']}.json")
                for item in s3_bucket.get_json(catalog.catalog.key))
+
+
+def test_a_series_with_a_column_the_recipe_no_longer_writes_is_refused_before_anything_is_computed(
+        tmp_path: Path, synthetic_month, s3_bucket: Bucket) -> None:
+    """A series written by a recipe that had another column (renamed since): merging into it would drop that
+    column's values from every row. BuildCatalog (prepare) refuses before any item runs, naming the column."""
+    from granulemap import layout
+    from granulemap.errors import ProductMismatch
+
+    folder = tmp_path / "granules"
+    _copy_as(synthetic_month[0], folder, MUR25)
+    doc = {"recipe": "sst-global-mean", "start": "2018-12-01", "end": "2018-12-01", "source": str(folder)}
+    out = _build(doc, "first", s3_bucket)
+    csv_key = layout.output_key("sst-global-mean", out.run.config_id, "global_mean_sst.csv")
+    s3_bucket.put_bytes(csv_key, b"time,granule,mean_sst,computed_at\n"
+                                 b"2018-11-30T09:00:00Z,g.nc,20.1,2026-01-01T00:00:00Z\n", "text/csv")
+    with pytest.raises(ProductMismatch, match=f"s3://bucket/{csv_key} has the column mean_sst, which this run's "
+                                              "columns .* do not"):
+        _build(doc, "second", s3_bucket)
+    assert s3_bucket.get_json_or_none(layout.manifest_key("second")) is None  # refused before the manifest

@@ -275,13 +275,13 @@ def test_a_series_of_one_granule_a_day_keeps_one_row_a_day_the_granule_the_lates
 def test_a_recipe_that_renamed_a_column_is_refused_and_the_series_keeps_its_values(s3) -> None:
     """Rewritten with the new columns alone, every earlier row lost its value of the renamed one (blank), and the
     run succeeded: the loss was silent."""
-    from granulemap.errors import RecipeResultInvalid
+    from granulemap.errors import ProductMismatch
 
     bucket = Bucket(BUCKET)
     _write(bucket, _rows(1))
     before = s3.get_object(Bucket=BUCKET, Key=CSV)["Body"].read()
     renamed = [{"time": "2019-01-04T09:00:00Z", "granule": "g-1-4", "mean": 1.04}]
-    with pytest.raises(RecipeResultInvalid, match=r"s3://granulemap-series-test/outputs/r/c/series\.csv has the "
+    with pytest.raises(ProductMismatch, match=r"s3://granulemap-series-test/outputs/r/c/series\.csv has the "
                                                   r"column value, which this run's columns \(time, granule, mean, "
                                                   r"computed_at\) do not: rewritten, its 3 rows would lose its "
                                                   r"values"):
@@ -291,3 +291,14 @@ def test_a_recipe_that_renamed_a_column_is_refused_and_the_series_keeps_its_valu
     added = [{"time": "2019-01-04T09:00:00Z", "granule": "g-1-4", "value": 1.04, "extra": 7}]
     rows = write_time_series(bucket, CSV, PNG, (*COLUMNS, "extra"), added, "value", title="t", ylabel="v")
     assert [r["value"] for r in rows[:3]] == [str(r["value"]) for r in _rows(1)]
+
+
+def test_rows_of_a_series_without_times_are_kept_when_a_day_is_replaced() -> None:
+    """A series edited by hand (a row without its time, or a CSV without the column): no day to replace, kept."""
+    from granulemap.recipes.timeseries import merge_time_series
+
+    existing = [{"granule": "g-old", "value": "1"}, {"time": "", "granule": "g-blank", "value": "2"},
+                {"time": "2019-01-02T09:00:00Z", "granule": "g-2", "value": "3"}]
+    new = [{"time": "2019-01-02T12:00:00Z", "granule": "g-2-final", "value": 4}]
+    merged = merge_time_series(("time", "granule", "value"), existing, new, one_a_day=True)
+    assert sorted(r["granule"] for r in merged) == ["g-2-final", "g-blank", "g-old"]  # g-2 replaced, not they

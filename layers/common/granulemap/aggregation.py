@@ -20,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from granulemap.errors import (
     InvalidInput,
     ProductDamaged,
+    ProductMismatch,
     RecipeFailed,
     RecipeResultInvalid,
     TooManyFailures,
@@ -331,7 +332,7 @@ def recipe_failure(recipe: Recipe, exc: Exception) -> str:
         return f"recipe {recipe.name} could not write its products: {_what_failed(recipe, exc)}"
     if isinstance(exc, InvalidInput):  # the input's granules cannot join the products (two products in one series)
         return f"recipe {recipe.name} refused to combine the results into its products: {shortened(str(exc))}"
-    if isinstance(exc, ProductDamaged):  # not the recipe's code: its message says what to do
+    if isinstance(exc, (ProductDamaged, ProductMismatch)):  # its message says what to do
         return f"recipe {recipe.name} could not combine the results into its products: {shortened(str(exc))}"
     advice = ("The results process() returned are stored and would be used again: once the recipe is mended, run "
               "the range again with --recompute" if isinstance(exc, RecipeResultInvalid) else

@@ -276,9 +276,9 @@ def _refuse_two_granules_of_a_day(granules: list[Granule], recipe: Recipe, sourc
 def _newest_of_each_day(granules: list[Granule], collection: str) -> tuple[list[Granule], str | None]:
     """For a recipe of a collection with one granule a day (``Recipe.one_granule_a_day``), a CMR search's granules
     with one a day: of several granules of one day (a near-real-time granule and the final one that replaces it, a
-    reprocessed granule under a new name while the old one is still listed) the one CMR revised last
-    (``Granule.revision``: its revision date; of two alike, the last by name), and a note naming those left out, or
-    None. Both read, a day would have two rows in the time series, and a monthly mean weigh that day twice."""
+    reprocessed granule under a new name while the old one is still listed) the one produced last
+    (``Granule.revision``: when its data were produced; of two alike, or without one, the last by name), and a note
+    naming those left out, or None. Both read, a day would have two rows in the time series, and a monthly mean weigh that day twice."""
     def newest_first(granule: Granule) -> tuple[dt.datetime, str]:
         try:
             revised = iso_time(granule.revision) if granule.revision else None
@@ -297,7 +297,13 @@ def _newest_of_each_day(granules: list[Granule], collection: str) -> tuple[list[
     names = [g.url.rsplit("/", 1)[-1] for g in granules if id(g) in left_out]
     return [g for g in granules if id(g) not in left_out], (
         f"NASA CMR lists more than one granule of {collection} for {len(days)} day(s) ({first_of(days, 3)}): each "
-        f"day's most recently revised granule was read, and {len(names)} left out: {first_of(names, 3)}")
+        f"day's most recently produced granule was read, and {len(names)} left out: {first_of(names, 3)}")
+
+
+WITHOUT_FOOTPRINTS = {"granules": {"__all__": {"footprint"}}}
+"""What the manifest leaves out of each item (``Item.model_dump``'s ``exclude``)."""
+FOR_THE_MAP = {"granules": {"__all__": {"footprint", "revision"}}}
+"""What the Distributed Map's list (map-items.json) leaves out of each item: what the Processor does not read."""
 
 
 def _repeated(ids: Iterable[str]) -> list[str]:
@@ -434,10 +440,8 @@ def build_catalog(
         notes.insert(0, undated_files)
     # Before prepare, which may write (atl06-cell-stats grows its store): a refused input changes nothing. prepare
     # only adds names (a store id) to items, well within the limit's margin.
-    without_footprints = {"granules": {"__all__": {"footprint"}}}
     _refuse_items_too_large_for_the_map(
-        [item.model_dump(mode="json", exclude_defaults=True, exclude=without_footprints) for item in items], run,
-        start, end)
+        [item.model_dump(mode="json", exclude_defaults=True, exclude=FOR_THE_MAP) for item in items], run, start, end)
     items = _unique_ids(recipe.prepare(items, run, params, bucket) or items, recipe, "prepare")
     if items:
         notes += recipe.product_notes(run, params, bucket)
@@ -446,12 +450,15 @@ def build_catalog(
     tolerance = (execution.tolerated_failure_percentage if execution.tolerated_failure_percentage is not None
                  else settings.default_tolerated_failure_percentage)
     key, map_key = layout.manifest_key(run_id), layout.map_items_key(run_id)
-    # Footprints serve make_items only: the manifest stays small (Distributed Map items, the 256 KiB payload).
-    listed = [item.model_dump(mode="json", exclude_defaults=True, exclude=without_footprints) for item in items]
-    bucket.put_json(key, listed)
+    # Footprints serve make_items only: the manifest stays small. Revisions are in its ids, and in the manifest for
+    # provenance, but the Processor does not read them: the Map's items (each a child's input, within 256 KiB) go
+    # without.
+    bucket.put_json(key, [item.model_dump(mode="json", exclude_defaults=True, exclude=WITHOUT_FOOTPRINTS)
+                          for item in items])
     # The Map runs the items not yet done: one already done would cost a child execution and a Processor call that
     # only finds it done (a year run again for its last month: 33 of 36 items). Aggregate reads the whole manifest.
-    to_do = [entry for entry, item in zip(listed, items, strict=True) if not item.done]
+    to_do = [item.model_dump(mode="json", exclude_defaults=True, exclude=FOR_THE_MAP) for item in items
+             if not item.done]
     bucket.put_json(map_key, to_do)
     return CatalogOutput(
         run=run,

@@ -72,6 +72,15 @@ def _cmr_errors(response: requests.Response | None) -> str:
     return response.text[:200].strip()
 
 
+def _produced(umm: dict[str, Any]) -> str | None:
+    """When the granule's data were produced (UMM-G ``DataGranule.ProductionDateTime``), as CMR gives it: a granule
+    reprocessed, under its name or not, has a new one. (CMR's ``revision-date`` changes with any edit of the record,
+    the metadata's too: a data centre's edit of every record would make every granule look replaced.)"""
+    granule = umm.get("DataGranule")
+    produced = granule.get("ProductionDateTime") if isinstance(granule, dict) else None
+    return produced if isinstance(produced, str) and produced else None
+
+
 def _search_failure(exc: Exception, collection: str) -> Exception:
     """The named error for a failed search (earthaccess's errors, or those of our own requests)."""
     if isinstance(exc, requests.Timeout):
@@ -277,7 +286,7 @@ def search_granules(
             outside += 1
             continue
         meta = result.get("meta", {})
-        revision = meta.get("revision-date")  # changes when the granule is replaced, under its name or not
+        revision = _produced(umm) or meta.get("revision-date")
         found.append((Granule(url=links[0], time=when, revision=revision), umm, meta.get("concept-id")))
         if meta.get("provider-id"):
             providers.add(meta["provider-id"])

@@ -68,6 +68,11 @@ class ProductDamaged(GranulemapError):
     a file edited by hand. The message names what is damaged and how to write it anew."""
 
 
+class ProductMismatch(GranulemapError):
+    """A product that runs merge into holds what this run's results would lose: a time series with a column its
+    recipe no longer writes (renamed, or dropped). The message names it and what to do."""
+
+
 class RecipeFailed(GranulemapError):
     """A recipe's ``combine`` failed in Aggregate: the run's counts and summary are written, the products are not (a
     failing ``notes`` only becomes a note)."""

@@ -57,8 +57,8 @@ def item_of(granules: list[Granule]) -> Item:
     An item's id is the key its result is stored, and reused, under: a recipe's ``make_items`` gives each item an
     id that changes when its granules do, as this one does."""
     if len(granules) == 1:
-        name, revision = item_id_for(granules[0].url), granules[0].revision
-        if revision is None:
+        name = item_id_for(granules[0].url)
+        if not granules[0].revision:
             return Item(id=name, granules=granules)
         return Item(id=f"{name[:REVISION_CUT]}-r{granules_digest(granules, 8)}", granules=granules)
     digest = granules_digest(granules)

@@ -254,8 +254,9 @@ class Granule(_Strict):
     time: dt.datetime | None = None
     revision: str | None = Field(
         default=None,
-        description="what changes when the file is replaced under its name: CMR's revision date of the granule, an "
-        "S3 object's ETag, a local file's size and modification time; None when not known. It is part of the id of "
+        description="what changes when the file is replaced under its name: from CMR, when its data were produced "
+        "(UMM-G ProductionDateTime; the record's revision date if it has none); an S3 object's ETag; a local file's "
+        "size and modification time; None when not known. It is part of the id of "
         "an item made by granulemap.grouping.item_of, so a granule NASA reprocessed in place is computed again, not "
         "found done",
     )

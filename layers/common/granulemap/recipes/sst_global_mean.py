@@ -34,7 +34,13 @@ from granulemap.recipes.ghrsst import (
     product_from_name,
     time_from_name,
 )
-from granulemap.recipes.timeseries import Refusal, read_series, refuse_two_products, write_time_series
+from granulemap.recipes.timeseries import (
+    Refusal,
+    read_series,
+    refuse_to_drop_columns,
+    refuse_two_products,
+    write_time_series,
+)
 from granulemap.storage import Bucket
 
 CSV_COLUMNS = ("time", "granule", "mean_sst_c", "n_valid", "min_sst_c", "max_sst_c")
@@ -121,9 +127,12 @@ class SstGlobalMean(Recipe):
             expected=(run.collection, known) if run.collection and known else None)
 
     def prepare(self, items: list[Item], run: RunContext, params: BaseModel, bucket: Bucket) -> None:
-        """Refuses granules that must not join the series (``refusal``) before anything is computed (Aggregate checks
-        again where it writes the series); returns nothing: the items stay as they are."""
-        existing, _ = read_series(bucket, self.series_keys(run)[0])
+        """Refuses granules that must not join the series (``refusal``), and a series with columns this recipe does not
+        write (``refuse_to_drop_columns``), before anything is computed (Aggregate checks again where it writes the
+        series); returns nothing: the items stay as they are."""
+        csv_key = self.series_keys(run)[0]
+        existing, _ = read_series(bucket, csv_key)
+        refuse_to_drop_columns(existing, CSV_COLUMNS, f"s3://{bucket.name}/{csv_key}")
         new = [{"granule": g.url.rsplit("/", 1)[-1], "time": g.time.isoformat() if g.time else ""}
                for item in items for g in item.granules]
         self.refusal(run, bucket)(existing, new)

@@ -12,7 +12,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from granulemap.errors import InvalidInput, ProductDamaged, RecipeResultInvalid, TransientError, shortened
+from granulemap.errors import (
+    InvalidInput,
+    ProductDamaged,
+    ProductMismatch,
+    RecipeResultInvalid,
+    TransientError,
+    shortened,
+)
 from granulemap.models import iso_time
 from granulemap.storage import Bucket
 
@@ -96,10 +103,11 @@ def _replaces(new: dict[str, Any], old: dict[str, Any]) -> bool:
 def replaced_days(existing: Rows, new: Rows) -> list[dict[str, Any]]:
     """The ``existing`` rows of a series of one granule a day that ``new`` rows replace: those of another granule
     on a new row's UTC day (a granule NASA replaced under a new name, a near-real-time one by the final one). The
-    run's catalog found the new row's granule for that day; kept, the old row would count the day twice."""
+    run's catalog found the new row's granule for that day; kept, the old row would count the day twice. (A row
+    without a time has no day: it is kept.)"""
     new_days = {str(row["time"])[:10]: str(row["granule"]) for row in new}
-    return [row for row in existing
-            if new_days.get(str(row["time"])[:10], str(row["granule"])) != str(row["granule"])]
+    return [row for row in existing if row.get("time")
+            and new_days.get(str(row["time"])[:10], str(row.get("granule"))) != str(row.get("granule"))]
 
 
 def merge_time_series(
@@ -207,14 +215,14 @@ def write_time_series(
     columns = tuple(columns) if COMPUTED_AT in columns else (*columns, COMPUTED_AT)
     for attempt in range(CSV_WRITE_ATTEMPTS):
         existing, etag = read_series(bucket, csv_key)
-        _refuse_to_drop_columns(existing, columns, f"s3://{bucket.name}/{csv_key}")
-        if refuse is not None:
-            try:
+        try:
+            refuse_to_drop_columns(existing, columns, f"s3://{bucket.name}/{csv_key}")
+            if refuse is not None:
                 refuse(existing, new_rows)
-            except Exception:
-                if attempt:  # this run's rows are in the plot an earlier attempt drew: the CSV's go back in
-                    bucket.put_bytes(png_key, plot_time_series(existing, value_column, title, ylabel), "image/png")
-                raise
+        except Exception:
+            if attempt:  # this run's rows are in the plot an earlier attempt drew: the CSV's go back in
+                bucket.put_bytes(png_key, plot_time_series(existing, value_column, title, ylabel), "image/png")
+            raise
         rows = merge_time_series(columns, existing, new_rows, one_a_day=one_a_day)
         bucket.put_bytes(png_key, plot_time_series(rows, value_column, title, ylabel), "image/png")
         if bucket.put_bytes_if_unchanged(csv_key, rows_to_csv(columns, rows), "text/csv", etag):
@@ -254,12 +262,13 @@ def _pause_before_retry(attempt: int) -> None:
     time.sleep(random.uniform(0.05, 0.5) * (attempt + 1))
 
 
-def _refuse_to_drop_columns(existing: Rows, columns: Sequence[str], series: str) -> None:
-    """RecipeResultInvalid when the series ``existing`` has columns that ``columns`` lacks (a recipe that renamed
-    or dropped one): rewritten with ``columns`` alone, the series would lose those columns' values in every row."""
-    dropped = [c for c in (existing[0] if existing else {}) if c not in columns]
+def refuse_to_drop_columns(existing: Rows, columns: Sequence[str], series: str) -> None:
+    """ProductMismatch when the series ``existing`` has columns that ``columns`` (``COMPUTED_AT`` aside) lacks (a
+    recipe that renamed or dropped one): rewritten with ``columns`` alone, the series would lose those columns'
+    values in every row."""
+    dropped = [c for c in (existing[0] if existing else {}) if c not in columns and c != COMPUTED_AT]
     if dropped:
-        raise RecipeResultInvalid(
+        raise ProductMismatch(
             f"the time series {series} has the column{'s' if len(dropped) > 1 else ''} {', '.join(dropped)}, which "
             f"this run's columns ({', '.join(columns)}) do not: rewritten, its {len(existing)} rows would lose "
             f"{'their' if len(dropped) > 1 else 'its'} values. The series was not changed: keep the old columns in "
