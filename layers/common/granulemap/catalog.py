@@ -278,7 +278,8 @@ def _newest_of_each_day(granules: list[Granule], collection: str) -> tuple[list[
     with one a day: of several granules of one day (a near-real-time granule and the final one that replaces it, a
     reprocessed granule under a new name while the old one is still listed) the one produced last
     (``Granule.revision``: when its data were produced; of two alike, or without one, the last by name), and a note
-    naming those left out, or None. Both read, a day would have two rows in the time series, and a monthly mean weigh that day twice."""
+    naming those left out, or None. Both read, a day would have two rows in the time series, and a monthly mean
+    weigh that day twice."""
     def newest_first(granule: Granule) -> tuple[dt.datetime, str]:
         try:
             revised = iso_time(granule.revision) if granule.revision else None
