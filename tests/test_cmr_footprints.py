@@ -189,6 +189,36 @@ def test_umm_gpolygons_are_used_without_asking_for_the_legacy_format(bucket) -> 
     assert {item["extra"]["parent_cell"] for item in manifest} == covered_parent_cells(ring, PARENT_ORDER)
 
 
+def test_a_search_whose_records_would_not_fit_the_function_s_memory_is_refused_before_they_are_fetched(
+        bucket, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A year of ATL06 worldwide (~78,000 granules) in BuildCatalog's 1152 MB: earthaccess returns every record at
+    once, and Lambda ended the function (Runtime.OutOfMemory) saying nothing of why. CMR's count comes first."""
+    from granulemap.errors import InvalidInput
+
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1152")  # as Lambda (and the local engine) set it
+    year = {"recipe": "atl06-cell-stats", "start": "2019-01-01", "end": "2019-12-31"}
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rs:
+        rs.get(f"{CMR_SEARCH}/collections.umm_json", json=nsidc_collection())
+        rs.get(f"{CMR_SEARCH}/granules.umm_json", json={"hits": 78_000, "took": 5, "items": []},
+               headers={"CMR-Hits": "78000"})  # any page size: a page asked for would be answered with none
+        with pytest.raises(InvalidInput) as refused:
+            build_catalog(year, "run-a-year", settings_for(bucket), bucket)
+        asked = [c.request.params.get("page_size") for c in rs.calls if "/granules.umm_json" in c.request.url]
+    needed = 220 + 78_000 * 90 / 1024  # the measured cost, BENCHMARKS.md (cmr.FOOTPRINT_SEARCH_*)
+    assert str(refused.value) == (
+        f"field 'end': NASA CMR lists 78,000 granules of ATL06 from 2019-01-01 to 2019-12-31: BuildCatalog would "
+        f"need about {needed:,.0f} MB to hold them (about 90 KB each), more than its 1152 MB (template.yaml's "
+        "CatalogBuilderMemorySize). Run shorter ranges (a month at a time), give a bbox, or raise "
+        "CatalogBuilderMemorySize")
+    assert set(asked) == {"0"}  # only counted, never fetched
+    assert list(bucket.keys("runs/run-a-year/")) == []  # nothing written
+    # a day's search is well within it: counted, then fetched
+    with responses.RequestsMock() as rs:
+        replay_cmr(rs, [cloud_umm_page()], collection=nsidc_collection())
+        replay_legacy(rs, [legacy_page()])
+        assert build_catalog(ATL06_DAY, "run-a-day", settings_for(bucket), bucket).catalog.count > 0
+
+
 def test_legacy_pages_are_followed_and_joined_by_concept_id(monkeypatch: pytest.MonkeyPatch) -> None:
     # Edited: a second granule (the same record renamed, concept id G1000000001-NSIDC_ECS, a polygon moved 20°
     # east) and a third whose polygon CMR does not list; legacy pages of one entry each, in another order than UMM's.

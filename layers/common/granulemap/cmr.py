@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -70,6 +71,30 @@ def _cmr_errors(response: requests.Response | None) -> str:
     if isinstance(errors, list) and errors:
         return "; ".join(str(e) for e in errors)
     return response.text[:200].strip()
+
+
+FOOTPRINT_SEARCH_KB_PER_GRANULE = 90
+"""BuildCatalog's memory per granule of a search with footprints (atl06-cell-stats: the CMR records, their polygons,
+the items and the manifest): BENCHMARKS.md's memory section, "At scale" (88 KB a granule on 2026-12-02)."""
+FOOTPRINT_SEARCH_BASE_MB = 220
+"""BuildCatalog's peak in that measurement less ``FOOTPRINT_SEARCH_KB_PER_GRANULE`` for each granule (about 213 MB):
+the handler's imports, and what does not grow with the granules."""
+
+
+def _refuse_more_than_memory_holds(hits: int, collection: str, start: dt.date, end: dt.date,
+                                   bbox: tuple[float, float, float, float] | None) -> None:
+    """InvalidInput when a search with footprints finds more granules (``hits``, CMR's count) than this function's
+    memory (Lambda's AWS_LAMBDA_FUNCTION_MEMORY_SIZE; no check without it) holds: earthaccess returns every record
+    at once, and a Lambda function out of memory is ended (Runtime.OutOfMemory) with no word of why."""
+    memory_mb = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE") or 0)
+    needed_mb = FOOTPRINT_SEARCH_BASE_MB + hits * FOOTPRINT_SEARCH_KB_PER_GRANULE / 1024
+    if memory_mb and needed_mb > memory_mb:
+        where = f" in the bbox {list(bbox)}" if bbox else ""
+        raise InvalidInput(
+            f"field 'end': NASA CMR lists {hits:,} granules of {collection} from {start} to {end}{where}: BuildCatalog "
+            f"would need about {needed_mb:,.0f} MB to hold them (about {FOOTPRINT_SEARCH_KB_PER_GRANULE} KB each), "
+            f"more than its {memory_mb} MB (template.yaml's CatalogBuilderMemorySize). Run shorter ranges (a month "
+            "at a time), give a bbox, or raise CatalogBuilderMemorySize")
 
 
 def _produced(umm: dict[str, Any]) -> str | None:
@@ -267,6 +292,9 @@ def search_granules(
         kwargs["bounding_box"] = bbox
     try:
         with _default_request_timeout(CMR_TIMEOUT_SECONDS):
+            if footprints:
+                _refuse_more_than_memory_holds(earthaccess.DataGranules().parameters(**kwargs).hits(), collection,
+                                               start, end, bbox)
             results = earthaccess.search_data(**kwargs)
     except (requests.RequestException, RuntimeError, KeyError) as exc:
         raise _search_failure(exc, collection) from None
