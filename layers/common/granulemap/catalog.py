@@ -254,15 +254,21 @@ def _refuse_items_too_large_for_the_map(manifest: list[dict[str, Any]], run: Run
         "atl06-cell-stats, use a finer parent_order")
 
 
+def _by_day(granules: list[Granule]) -> dict[dt.date, list[Granule]]:
+    """``granules`` by their UTC day, in their order (those without a time left out)."""
+    by_day: dict[dt.date, list[Granule]] = {}
+    for granule in granules:
+        if granule.time is not None:
+            by_day.setdefault(utc_day(granule.time), []).append(granule)
+    return by_day
+
+
 def _refuse_two_granules_of_a_day(granules: list[Granule], recipe: Recipe, source: str) -> None:
     """A recipe of a collection with one granule a day, given a folder holding two of one day: two products (MUR25
     and MUR at 0.01°, two versions of one), whose rows would alternate in one series (rows are keyed by granule name,
     so both stay). A CMR search names its collection (another collection is a configuration of its own)."""
-    by_day: dict[dt.date, list[str]] = {}
-    for granule in granules:
-        if granule.time is not None:
-            by_day.setdefault(utc_day(granule.time), []).append(granule.url.rsplit("/", 1)[-1])
-    twice = {day: names for day, names in by_day.items() if len(names) > 1}
+    twice = {day: [g.url.rsplit("/", 1)[-1] for g in of_day] for day, of_day in _by_day(granules).items()
+             if len(of_day) > 1}
     if twice:
         day, names = min(twice.items())
         raise InvalidInput(
@@ -287,10 +293,7 @@ def _newest_of_each_day(granules: list[Granule], collection: str) -> tuple[list[
             revised = None
         return revised or dt.datetime.min.replace(tzinfo=dt.UTC), granule.url.rsplit("/", 1)[-1]
 
-    by_day: dict[dt.date, list[Granule]] = {}
-    for granule in granules:
-        if granule.time is not None:
-            by_day.setdefault(utc_day(granule.time), []).append(granule)
+    by_day = _by_day(granules)
     left_out = {id(g) for day in by_day.values() for g in sorted(day, key=newest_first)[:-1]}
     if not left_out:
         return granules, None
